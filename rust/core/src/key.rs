@@ -1,0 +1,97 @@
+//! Object keys: byte strings of 1..=255 bytes, validated once at the API edge.
+
+use std::borrow::Borrow;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Longest key the API accepts, in bytes (the spec says "length < 256").
+pub const MAX_KEY_LEN: usize = 255;
+
+/// A validated key. Cloning is a reference-count bump, so the directory, the eviction
+/// policy and the lease table can all hold the same key without copying its bytes.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "Vec<u8>", into = "Vec<u8>")]
+pub struct Key(Arc<[u8]>);
+
+impl Key {
+    /// Validates `bytes` as a key: -3000 when empty or longer than 255 bytes.
+    pub fn new(bytes: impl AsRef<[u8]>) -> Result<Key> {
+        let bytes = bytes.as_ref();
+        if bytes.is_empty() {
+            return Err(Error::invalid("key is empty"));
+        }
+        if bytes.len() > MAX_KEY_LEN {
+            return Err(Error::invalid(format!(
+                "key is {} bytes, the limit is {MAX_KEY_LEN}",
+                bytes.len()
+            )));
+        }
+        Ok(Key(Arc::from(bytes)))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl TryFrom<Vec<u8>> for Key {
+    type Error = Error;
+    fn try_from(v: Vec<u8>) -> Result<Key> {
+        Key::new(v)
+    }
+}
+
+impl From<Key> for Vec<u8> {
+    fn from(k: Key) -> Vec<u8> {
+        k.0.to_vec()
+    }
+}
+
+impl Borrow<[u8]> for Key {
+    fn borrow(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl AsRef<[u8]> for Key {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", String::from_utf8_lossy(&self.0))
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Key({:?})", String::from_utf8_lossy(&self.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn length_limits() {
+        assert_eq!(Key::new("").unwrap_err().code(), -3000);
+        assert!(Key::new([b'k'; 1]).is_ok());
+        assert!(Key::new([b'k'; 255]).is_ok());
+        assert_eq!(Key::new([b'k'; 256]).unwrap_err().code(), -3000);
+    }
+
+    #[test]
+    fn binary_keys_are_allowed_and_compare_by_bytes() {
+        let a = Key::new([0u8, 255, 7]).unwrap();
+        assert_eq!(a.as_bytes(), &[0, 255, 7]);
+        let b: &[u8] = a.borrow();
+        assert_eq!(b, &[0, 255, 7]);
+    }
+}

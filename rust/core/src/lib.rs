@@ -1,0 +1,15 @@
+//! Types shared by every MemCache Hybrid crate and front end.
+//!
+//! Nothing here performs I/O: the metadata state machine, the local services, the
+//! client and the FFI layers all speak in these values.
+
+mod error;
+mod key;
+mod types;
+
+pub use error::{code_of, Error, Result};
+pub use key::{Key, MAX_KEY_LEN};
+pub use types::{
+    Blob, BlobLocation, CopyDirection, KeyInfo, LocalServiceId, Medium, ReplicateConfig, SegmentId,
+    MAX_BATCH_OP_COUNT, MAX_REPLICAS, PAGE_SIZE,
+};

@@ -1,0 +1,19 @@
+//! Metadata of the pool: where every object lives and who may touch it.
+//!
+//! [`StateMachine`] is the replicated, deterministic part (objects, segments, one
+//! allocator per segment); [`MetaStore`] is the leader around it that chooses
+//! placements and victims and tracks read leases. Neither performs I/O or reads a
+//! clock: callers pass the time in.
+
+mod alloc;
+mod policy;
+mod state;
+mod store;
+
+pub use alloc::{pages_for, PageAllocator};
+pub use policy::{EvictionPolicy, PolicyKind};
+pub use state::{
+    AllocItem, Allocation, Applied, Command, Counters, Object, ObjectState, PutId, Segment,
+    SegmentSpec, ServiceInfo, StateMachine,
+};
+pub use store::{Located, MetaConfig, MetaStore};

@@ -1,0 +1,525 @@
+//! The replicated part of the metadata: a deterministic state machine.
+//!
+//! Every change is a [`Command`] applied with [`StateMachine::apply`]. Commands carry the
+//! leader's decisions as values (which segments hold each replica, which objects to
+//! evict, the time), so replicas that apply the same commands in the same order reach
+//! the same state: offsets inside a segment come from the segment's deterministic
+//! allocator. Nothing here performs I/O or reads a clock.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+use memcache_core::{Blob, Error, Key, LocalServiceId, Medium, Result, SegmentId};
+
+use crate::alloc::PageAllocator;
+use crate::policy::{EvictionPolicy, PolicyKind};
+
+/// Identifies one put attempt, so a late commit cannot complete someone else's object.
+pub type PutId = u64;
+
+/// A segment a local service offers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentSpec {
+    pub medium: Medium,
+    pub capacity: u64,
+    /// Address of the segment in its owner's address space (for the admin view).
+    pub base: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Segment {
+    pub id: SegmentId,
+    pub service: LocalServiceId,
+    pub spec: SegmentSpec,
+    alloc: PageAllocator,
+}
+
+impl Segment {
+    pub fn capacity(&self) -> u64 {
+        self.alloc.capacity_bytes()
+    }
+    pub fn used(&self) -> u64 {
+        self.alloc.used_bytes()
+    }
+    pub fn free(&self) -> u64 {
+        self.alloc.free_bytes()
+    }
+    pub fn can_alloc(&self, bytes: u64) -> bool {
+        self.alloc.can_alloc(bytes)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ServiceInfo {
+    pub id: LocalServiceId,
+    pub device_id: u32,
+    pub segments: Vec<SegmentId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ObjectState {
+    /// Space is reserved and the writer is copying; invisible to readers. Rolled back
+    /// when `deadline_ms` passes without a commit.
+    Allocating {
+        deadline_ms: u64,
+    },
+    Complete,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Object {
+    pub size: u64,
+    pub blobs: Vec<Blob>,
+    pub state: ObjectState,
+    pub put_id: PutId,
+    pub created_ms: u64,
+    pub ttl_ms: Option<u64>,
+    pub expires_ms: Option<u64>,
+}
+
+impl Object {
+    /// Readable at `now_ms`: committed and not past its TTL.
+    pub fn visible(&self, now_ms: u64) -> bool {
+        self.state == ObjectState::Complete && !self.expired(now_ms)
+    }
+
+    pub fn expired(&self, now_ms: u64) -> bool {
+        self.expires_ms.is_some_and(|t| t <= now_ms)
+    }
+}
+
+/// One object of an `Alloc` command: the leader chose one segment per replica.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllocItem {
+    pub key: Key,
+    pub size: u64,
+    pub segments: Vec<SegmentId>,
+    pub ttl_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Adds a local service and its segments; segment ids are assigned in order.
+    RegisterService {
+        service: LocalServiceId,
+        device_id: u32,
+        segments: Vec<SegmentSpec>,
+    },
+    /// A local service left or was declared dead: its segments and every replica in
+    /// them go; objects left with no replica go too.
+    RemoveService {
+        service: LocalServiceId,
+    },
+    /// Drops `drop` (eviction victims and expired objects the leader chose), then
+    /// reserves space for each item. Items stay invisible until committed.
+    Alloc {
+        now_ms: u64,
+        lease_ms: u64,
+        drop: Vec<Key>,
+        items: Vec<AllocItem>,
+    },
+    Commit {
+        now_ms: u64,
+        items: Vec<(Key, PutId)>,
+    },
+    /// Rolls back puts that failed or whose lease ended.
+    Abort {
+        items: Vec<(Key, PutId)>,
+    },
+    Remove {
+        now_ms: u64,
+        keys: Vec<Key>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Allocation {
+    pub put_id: PutId,
+    pub blobs: Vec<Blob>,
+}
+
+/// What applying a command produced, one result per item where the command has items.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Applied {
+    Registered(Result<Vec<SegmentId>>),
+    ServiceRemoved {
+        dropped_objects: usize,
+    },
+    Allocated {
+        dropped: usize,
+        results: Vec<Result<Allocation>>,
+    },
+    Committed(Vec<Result<()>>),
+    Aborted(Vec<Result<()>>),
+    Removed(Vec<Result<()>>),
+}
+
+/// Counters that only move forward, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Counters {
+    pub committed: u64,
+    pub evicted: u64,
+    pub aborted: u64,
+    pub removed: u64,
+}
+
+pub struct StateMachine {
+    objects: FxHashMap<Key, Object>,
+    segments: BTreeMap<SegmentId, Segment>,
+    services: BTreeMap<LocalServiceId, ServiceInfo>,
+    /// In-flight puts by lease deadline, for rollback.
+    pending: BTreeSet<(u64, PutId, Key)>,
+    /// Objects with a TTL by expiry time, for lazy freeing.
+    expiring: BTreeSet<(u64, Key)>,
+    /// Committed objects in eviction order. Reads reorder it on the leader only: it is
+    /// advice for choosing victims, never an input of `apply`.
+    policy: Box<dyn EvictionPolicy>,
+    next_segment: SegmentId,
+    next_put: PutId,
+    counters: Counters,
+}
+
+impl StateMachine {
+    pub fn new(policy: PolicyKind) -> Self {
+        StateMachine {
+            objects: FxHashMap::default(),
+            segments: BTreeMap::new(),
+            services: BTreeMap::new(),
+            pending: BTreeSet::new(),
+            expiring: BTreeSet::new(),
+            policy: policy.build(),
+            next_segment: 1,
+            next_put: 1,
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn apply(&mut self, cmd: Command) -> Applied {
+        match cmd {
+            Command::RegisterService {
+                service,
+                device_id,
+                segments,
+            } => Applied::Registered(self.register(service, device_id, segments)),
+            Command::RemoveService { service } => Applied::ServiceRemoved {
+                dropped_objects: self.remove_service(service),
+            },
+            Command::Alloc {
+                now_ms,
+                lease_ms,
+                drop,
+                items,
+            } => {
+                let mut dropped = 0;
+                for key in &drop {
+                    if self.objects.get(key).map(|o| o.state) == Some(ObjectState::Complete) {
+                        self.remove_object(key);
+                        dropped += 1;
+                    }
+                }
+                self.counters.evicted += dropped as u64;
+                let deadline_ms = now_ms.saturating_add(lease_ms);
+                let results = items
+                    .into_iter()
+                    .map(|item| self.alloc_one(item, now_ms, deadline_ms))
+                    .collect();
+                Applied::Allocated { dropped, results }
+            }
+            Command::Commit { now_ms, items } => Applied::Committed(
+                items
+                    .into_iter()
+                    .map(|(key, id)| self.commit_one(key, id, now_ms))
+                    .collect(),
+            ),
+            Command::Abort { items } => Applied::Aborted(
+                items
+                    .into_iter()
+                    .map(|(key, id)| match self.objects.get(&key) {
+                        Some(o) if o.put_id == id && o.state != ObjectState::Complete => {
+                            self.remove_object(&key);
+                            self.counters.aborted += 1;
+                            Ok(())
+                        }
+                        _ => Err(Error::ObjectNotFound),
+                    })
+                    .collect(),
+            ),
+            Command::Remove { now_ms, keys } => Applied::Removed(
+                keys.into_iter()
+                    .map(|key| match self.objects.get(&key) {
+                        Some(o) if o.state == ObjectState::Complete => {
+                            let visible = !o.expired(now_ms);
+                            self.remove_object(&key);
+                            if visible {
+                                self.counters.removed += 1;
+                                Ok(())
+                            } else {
+                                Err(Error::ObjectNotFound)
+                            }
+                        }
+                        _ => Err(Error::ObjectNotFound),
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    fn register(
+        &mut self,
+        service: LocalServiceId,
+        device_id: u32,
+        specs: Vec<SegmentSpec>,
+    ) -> Result<Vec<SegmentId>> {
+        if self.services.contains_key(&service) {
+            return Err(Error::RepeatCall(format!(
+                "local service {service} is already registered"
+            )));
+        }
+        let mut ids = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let id = self.next_segment;
+            self.next_segment += 1;
+            let alloc = PageAllocator::new(spec.capacity);
+            self.segments.insert(
+                id,
+                Segment {
+                    id,
+                    service,
+                    spec,
+                    alloc,
+                },
+            );
+            ids.push(id);
+        }
+        self.services.insert(
+            service,
+            ServiceInfo {
+                id: service,
+                device_id,
+                segments: ids.clone(),
+            },
+        );
+        Ok(ids)
+    }
+
+    fn remove_service(&mut self, service: LocalServiceId) -> usize {
+        let Some(info) = self.services.remove(&service) else {
+            return 0;
+        };
+        for seg in &info.segments {
+            self.segments.remove(seg);
+        }
+        // Sorted, so every replica drops replicas and objects in the same order.
+        let mut affected: Vec<Key> = self
+            .objects
+            .iter()
+            .filter(|(_, o)| o.blobs.iter().any(|b| b.service == service))
+            .map(|(k, _)| k.clone())
+            .collect();
+        affected.sort_unstable();
+        let mut dropped = 0;
+        for key in affected {
+            let obj = self.objects.get_mut(&key).expect("listed above");
+            obj.blobs.retain(|b| b.service != service);
+            let keep = !obj.blobs.is_empty() && obj.state == ObjectState::Complete;
+            if !keep {
+                self.remove_object(&key);
+                dropped += 1;
+            }
+        }
+        dropped
+    }
+
+    fn alloc_one(&mut self, item: AllocItem, now_ms: u64, deadline_ms: u64) -> Result<Allocation> {
+        if self.objects.contains_key(&item.key) {
+            return Err(Error::DuplicatedObject);
+        }
+        let mut blobs = Vec::with_capacity(item.segments.len());
+        for seg_id in &item.segments {
+            let placed = self.segments.get_mut(seg_id).and_then(|seg| {
+                let offset = seg.alloc.alloc(item.size)?;
+                Some(Blob {
+                    service: seg.service,
+                    medium: seg.spec.medium,
+                    segment: seg.id,
+                    offset,
+                    len: item.size,
+                })
+            });
+            match placed {
+                Some(b) => blobs.push(b),
+                None => {
+                    self.free_blobs(&blobs);
+                    return Err(Error::OutOfMemory(format!(
+                        "segment {seg_id} cannot hold {} bytes",
+                        item.size
+                    )));
+                }
+            }
+        }
+        let put_id = self.next_put;
+        self.next_put += 1;
+        self.pending.insert((deadline_ms, put_id, item.key.clone()));
+        self.objects.insert(
+            item.key,
+            Object {
+                size: item.size,
+                blobs: blobs.clone(),
+                state: ObjectState::Allocating { deadline_ms },
+                put_id,
+                created_ms: now_ms,
+                ttl_ms: item.ttl_ms,
+                expires_ms: None,
+            },
+        );
+        Ok(Allocation { put_id, blobs })
+    }
+
+    fn commit_one(&mut self, key: Key, id: PutId, now_ms: u64) -> Result<()> {
+        let Some(obj) = self.objects.get_mut(&key) else {
+            return Err(Error::Timeout(
+                "the put's lease ended before its commit".into(),
+            ));
+        };
+        if obj.put_id != id {
+            return Err(Error::Timeout(
+                "the put's lease ended before its commit".into(),
+            ));
+        }
+        let ObjectState::Allocating { deadline_ms } = obj.state else {
+            return Ok(()); // a repeated commit of the same put
+        };
+        obj.state = ObjectState::Complete;
+        obj.created_ms = now_ms;
+        obj.expires_ms = obj.ttl_ms.map(|t| now_ms.saturating_add(t));
+        if let Some(t) = obj.expires_ms {
+            self.expiring.insert((t, key.clone()));
+        }
+        self.pending.remove(&(deadline_ms, id, key.clone()));
+        self.policy.insert(&key);
+        self.counters.committed += 1;
+        Ok(())
+    }
+
+    fn remove_object(&mut self, key: &Key) {
+        let Some(obj) = self.objects.remove(key) else {
+            return;
+        };
+        self.free_blobs(&obj.blobs);
+        match obj.state {
+            ObjectState::Allocating { deadline_ms } => {
+                self.pending.remove(&(deadline_ms, obj.put_id, key.clone()));
+            }
+            ObjectState::Complete => {
+                self.policy.remove(key);
+                if let Some(t) = obj.expires_ms {
+                    self.expiring.remove(&(t, key.clone()));
+                }
+            }
+        }
+    }
+
+    fn free_blobs(&mut self, blobs: &[Blob]) {
+        for b in blobs {
+            // A blob whose segment already left has nothing to free.
+            if let Some(seg) = self.segments.get_mut(&b.segment) {
+                seg.alloc.free(b.offset, b.len);
+            }
+        }
+    }
+
+    // ---- queries (no change to the state) ----
+
+    pub fn object(&self, key: &(impl AsRef<[u8]> + ?Sized)) -> Option<&Object> {
+        self.objects.get(key.as_ref())
+    }
+
+    /// The object if a reader may see it at `now_ms`.
+    pub fn visible(&self, key: &(impl AsRef<[u8]> + ?Sized), now_ms: u64) -> Result<&Object> {
+        match self.objects.get(key.as_ref()) {
+            Some(o) if o.visible(now_ms) => Ok(o),
+            _ => Err(Error::ObjectNotFound),
+        }
+    }
+
+    pub fn segments(&self) -> impl Iterator<Item = &Segment> {
+        self.segments.values()
+    }
+
+    pub fn segment(&self, id: SegmentId) -> Option<&Segment> {
+        self.segments.get(&id)
+    }
+
+    pub fn services(&self) -> impl Iterator<Item = &ServiceInfo> {
+        self.services.values()
+    }
+
+    pub fn service(&self, id: LocalServiceId) -> Option<&ServiceInfo> {
+        self.services.get(&id)
+    }
+
+    pub fn objects(&self) -> impl Iterator<Item = (&Key, &Object)> {
+        self.objects.iter()
+    }
+
+    pub fn object_count(&self) -> usize {
+        self.objects.len()
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// (used, capacity) bytes of all segments of `medium`.
+    pub fn usage(&self, medium: Medium) -> (u64, u64) {
+        self.segments
+            .values()
+            .filter(|s| s.spec.medium == medium)
+            .fold((0, 0), |(u, c), s| (u + s.used(), c + s.capacity()))
+    }
+
+    /// In-flight puts whose lease ended at `now_ms`, oldest first.
+    pub fn overdue_puts(&self, now_ms: u64) -> impl Iterator<Item = (&Key, PutId)> {
+        self.pending
+            .range(..(now_ms.saturating_add(1), 0, min_key()))
+            .map(|(_, id, k)| (k, *id))
+    }
+
+    /// Committed objects whose TTL ended at `now_ms`, oldest first.
+    pub fn expired(&self, now_ms: u64) -> impl Iterator<Item = &Key> {
+        self.expiring
+            .range(..(now_ms.saturating_add(1), min_key()))
+            .map(|(_, k)| k)
+    }
+
+    pub fn policy(&self) -> &dyn EvictionPolicy {
+        self.policy.as_ref()
+    }
+
+    /// Records a read for the eviction order (leader only; not part of `apply`).
+    pub fn touch(&mut self, key: &Key) {
+        self.policy.touch(key);
+    }
+
+    /// A digest of everything `apply` decides, for checking that replicas agree.
+    pub fn fingerprint(&self) -> u64 {
+        let mut h = DefaultHasher::new();
+        let mut objects: Vec<_> = self.objects.iter().collect();
+        objects.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        objects.hash(&mut h);
+        for s in self.segments.values() {
+            (s.id, s.service, s.used()).hash(&mut h);
+        }
+        self.services.hash(&mut h);
+        (self.next_segment, self.next_put, self.counters).hash(&mut h);
+        h.finish()
+    }
+}
+
+/// The smallest key, used as the lower end of range bounds.
+fn min_key() -> Key {
+    Key::new([0u8]).expect("one byte is a valid key")
+}

@@ -1,0 +1,635 @@
+//! The leader's side of the metadata: it turns requests into [`Command`]s (choosing
+//! placements and victims), applies them to the [`StateMachine`], and keeps the soft
+//! state that is never replicated: read leases. With a single node the "log" is just
+//! [`MetaStore::execute`]; a replicated meta service proposes the same commands instead.
+
+use std::time::Duration;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+use serde::{Deserialize, Serialize};
+
+use memcache_core::{
+    Blob, BlobLocation, Error, Key, KeyInfo, LocalServiceId, Medium, ReplicateConfig, Result,
+    SegmentId, MAX_BATCH_OP_COUNT, PAGE_SIZE,
+};
+
+use crate::alloc::pages_for;
+use crate::policy::PolicyKind;
+use crate::state::{
+    Allocation, Applied, Command, ObjectState, PutId, Segment, SegmentSpec, StateMachine,
+};
+
+/// Settings of the metadata service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MetaConfig {
+    /// Eviction starts when a medium's usage passes this percentage …
+    #[serde(alias = "evictThresholdHigh")]
+    pub evict_threshold_high: u16,
+    /// … and stops once usage is at or below this one.
+    #[serde(alias = "evictThresholdLow")]
+    pub evict_threshold_low: u16,
+    /// Time a writer has between `alloc` and `commit` before its space is reclaimed.
+    #[serde(with = "millis")]
+    pub put_lease: Duration,
+    /// Longest time a reader's lease protects an object it did not release.
+    #[serde(with = "millis")]
+    pub read_lease: Duration,
+    pub eviction_policy: PolicyKind,
+}
+
+impl Default for MetaConfig {
+    fn default() -> Self {
+        MetaConfig {
+            evict_threshold_high: 90,
+            evict_threshold_low: 80,
+            put_lease: Duration::from_secs(10),
+            read_lease: Duration::from_secs(5),
+            eviction_policy: PolicyKind::Lru,
+        }
+    }
+}
+
+impl MetaConfig {
+    pub fn validate(&self) -> Result<()> {
+        let (hi, lo) = (self.evict_threshold_high, self.evict_threshold_low);
+        if hi == 0 || hi > 100 || lo > hi {
+            return Err(Error::invalid(format!(
+                "eviction watermarks need 0 <= low <= high <= 100 and high > 0 (low {lo}, high {hi})"
+            )));
+        }
+        if self.put_lease.is_zero() || self.read_lease.is_zero() {
+            return Err(Error::invalid("leases must be longer than zero"));
+        }
+        Ok(())
+    }
+}
+
+mod millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+/// Where a readable object lives; the reader holds a lease on it until it releases.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Located {
+    pub size: u64,
+    pub blobs: Vec<Blob>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Lease {
+    readers: u32,
+    until_ms: u64,
+}
+
+pub struct MetaStore {
+    config: MetaConfig,
+    sm: StateMachine,
+    leases: FxHashMap<Key, Lease>,
+    journal: Option<Vec<Command>>,
+}
+
+impl MetaStore {
+    pub fn new(config: MetaConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(MetaStore {
+            sm: StateMachine::new(config.eviction_policy),
+            config,
+            leases: FxHashMap::default(),
+            journal: None,
+        })
+    }
+
+    pub fn config(&self) -> &MetaConfig {
+        &self.config
+    }
+
+    pub fn state(&self) -> &StateMachine {
+        &self.sm
+    }
+
+    /// Keeps a copy of every command applied from now on (to replay it elsewhere).
+    pub fn record_journal(&mut self) {
+        self.journal = Some(Vec::new());
+    }
+
+    pub fn take_journal(&mut self) -> Vec<Command> {
+        self.journal
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// The single point where decisions become state.
+    fn execute(&mut self, cmd: Command) -> Applied {
+        if let Some(j) = &mut self.journal {
+            j.push(cmd.clone());
+        }
+        self.sm.apply(cmd)
+    }
+
+    // ---- local services ----
+
+    /// Adds a local service with its segments. `requested` picks the id (it must be
+    /// free); otherwise the smallest free id is used.
+    pub fn register_service(
+        &mut self,
+        requested: Option<LocalServiceId>,
+        device_id: u32,
+        segments: Vec<SegmentSpec>,
+    ) -> Result<(LocalServiceId, Vec<SegmentId>)> {
+        if segments.is_empty() {
+            return Err(Error::invalid("a local service must offer a segment"));
+        }
+        if let Some(s) = segments.iter().find(|s| s.capacity < PAGE_SIZE) {
+            return Err(Error::invalid(format!(
+                "segment of {} bytes is smaller than one {PAGE_SIZE}-byte page",
+                s.capacity
+            )));
+        }
+        let service = match requested {
+            Some(id) => id,
+            None => (0..=LocalServiceId::MAX)
+                .find(|id| self.sm.service(*id).is_none())
+                .ok_or_else(|| Error::OutOfCapacity("no free local service id".into()))?,
+        };
+        match self.execute(Command::RegisterService {
+            service,
+            device_id,
+            segments,
+        }) {
+            Applied::Registered(r) => r.map(|ids| (service, ids)),
+            other => unreachable!("register gave {other:?}"),
+        }
+    }
+
+    /// Removes a local service (it left or stopped heartbeating). Returns how many
+    /// objects lost their last replica.
+    pub fn remove_service(&mut self, service: LocalServiceId) -> Result<usize> {
+        if self.sm.service(service).is_none() {
+            return Err(Error::invalid(format!("unknown local service {service}")));
+        }
+        match self.execute(Command::RemoveService { service }) {
+            Applied::ServiceRemoved { dropped_objects } => Ok(dropped_objects),
+            other => unreachable!("remove service gave {other:?}"),
+        }
+    }
+
+    // ---- puts ----
+
+    /// Reserves space for each `(key, size)`; one result per item, in order. Objects
+    /// become visible only once committed.
+    pub fn alloc(
+        &mut self,
+        items: Vec<(Key, u64)>,
+        config: &ReplicateConfig,
+        now_ms: u64,
+    ) -> Vec<Result<Allocation>> {
+        if let Err(e) = check_batch(items.len()) {
+            return vec![Err(e); items.len()];
+        }
+        let replicas = match config.validated_replicas() {
+            Ok(n) => n,
+            Err(e) => return vec![Err(e); items.len()],
+        };
+        self.reclaim(now_ms);
+        let ttl_ms = config.ttl.map(|t| (t.as_millis() as u64).max(1));
+        let mut results: Vec<Option<Result<Allocation>>> = vec![None; items.len()];
+        let mut planner = Planner::new(&self.sm, &self.leases, now_ms);
+        let mut slots = Vec::with_capacity(items.len());
+        let mut alloc_items = Vec::with_capacity(items.len());
+        for (i, (key, size)) in items.into_iter().enumerate() {
+            let placed = planner
+                .admit(&key, size)
+                .and_then(|()| planner.place(size, replicas, &config.preferred_local_service_ids));
+            match placed {
+                Ok(segments) => {
+                    slots.push(i);
+                    alloc_items.push(crate::state::AllocItem {
+                        key,
+                        size,
+                        segments,
+                        ttl_ms,
+                    });
+                }
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        if alloc_items.is_empty() {
+            return results.into_iter().map(Option::unwrap).collect();
+        }
+        planner.enforce_watermarks(
+            self.config.evict_threshold_high,
+            self.config.evict_threshold_low,
+        );
+        let drop = planner.into_drops();
+        let cmd = Command::Alloc {
+            now_ms,
+            lease_ms: self.config.put_lease.as_millis() as u64,
+            drop,
+            items: alloc_items,
+        };
+        let Applied::Allocated {
+            results: applied, ..
+        } = self.execute(cmd)
+        else {
+            unreachable!("alloc gives Allocated")
+        };
+        for (slot, r) in slots.into_iter().zip(applied) {
+            results[slot] = Some(r);
+        }
+        results.into_iter().map(Option::unwrap).collect()
+    }
+
+    /// Makes written objects visible.
+    pub fn commit(&mut self, items: Vec<(Key, PutId)>, now_ms: u64) -> Vec<Result<()>> {
+        if let Err(e) = check_batch(items.len()) {
+            return vec![Err(e); items.len()];
+        }
+        match self.execute(Command::Commit { now_ms, items }) {
+            Applied::Committed(r) => r,
+            other => unreachable!("commit gave {other:?}"),
+        }
+    }
+
+    /// Rolls back puts whose writes failed.
+    pub fn abort(&mut self, items: Vec<(Key, PutId)>) -> Vec<Result<()>> {
+        if let Err(e) = check_batch(items.len()) {
+            return vec![Err(e); items.len()];
+        }
+        match self.execute(Command::Abort { items }) {
+            Applied::Aborted(r) => r,
+            other => unreachable!("abort gave {other:?}"),
+        }
+    }
+
+    // ---- reads ----
+
+    /// Locates readable objects and leases each found one to the caller, who must
+    /// `release` it after reading (the lease also ends by itself).
+    pub fn lookup(&mut self, keys: &[Key], now_ms: u64) -> Vec<Result<Located>> {
+        if let Err(e) = check_batch(keys.len()) {
+            return vec![Err(e); keys.len()];
+        }
+        let until_ms = now_ms.saturating_add(self.config.read_lease.as_millis() as u64);
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            let found = self.sm.visible(key, now_ms).map(|o| Located {
+                size: o.size,
+                blobs: o.blobs.clone(),
+            });
+            if found.is_ok() {
+                let lease = self.leases.entry(key.clone()).or_insert(Lease {
+                    readers: 0,
+                    until_ms: 0,
+                });
+                if lease.until_ms <= now_ms {
+                    lease.readers = 0; // every earlier reader's lease has ended
+                }
+                lease.readers += 1;
+                lease.until_ms = lease.until_ms.max(until_ms);
+                self.sm.touch(key);
+            }
+            out.push(found);
+        }
+        out
+    }
+
+    /// Ends the leases `lookup` granted.
+    pub fn release(&mut self, keys: &[Key]) {
+        for key in keys {
+            if let Some(lease) = self.leases.get_mut(key) {
+                lease.readers = lease.readers.saturating_sub(1);
+                if lease.readers == 0 {
+                    self.leases.remove(key);
+                }
+            }
+        }
+    }
+
+    pub fn exists(&self, keys: &[Key], now_ms: u64) -> Vec<Result<bool>> {
+        if let Err(e) = check_batch(keys.len()) {
+            return vec![Err(e); keys.len()];
+        }
+        keys.iter()
+            .map(|k| Ok(self.sm.visible(k, now_ms).is_ok()))
+            .collect()
+    }
+
+    pub fn key_info(&self, keys: &[Key], now_ms: u64) -> Vec<KeyInfo> {
+        if let Err(e) = check_batch(keys.len()) {
+            return keys
+                .iter()
+                .map(|k| KeyInfo::failed(k.as_bytes(), &e))
+                .collect();
+        }
+        keys.iter()
+            .map(|key| match self.sm.visible(key, now_ms) {
+                Ok(o) => {
+                    let locations: Vec<BlobLocation> = o
+                        .blobs
+                        .iter()
+                        .map(|b| BlobLocation {
+                            service: b.service,
+                            device_id: self.sm.service(b.service).map_or(0, |s| s.device_id),
+                            medium: b.medium,
+                        })
+                        .collect();
+                    KeyInfo {
+                        key: key.as_bytes().to_vec(),
+                        size: o.size,
+                        device_id: locations.first().map_or(0, |l| l.device_id),
+                        status: 0,
+                        locations,
+                    }
+                }
+                Err(e) => KeyInfo::failed(key.as_bytes(), &e),
+            })
+            .collect()
+    }
+
+    // ---- removal and housekeeping ----
+
+    /// Removes objects; a leased one answers -3104 and stays.
+    pub fn remove(&mut self, keys: Vec<Key>, now_ms: u64) -> Vec<Result<()>> {
+        if let Err(e) = check_batch(keys.len()) {
+            return vec![Err(e); keys.len()];
+        }
+        let mut results: Vec<Option<Result<()>>> = vec![None; keys.len()];
+        let mut slots = Vec::new();
+        let mut doomed = Vec::new();
+        for (i, key) in keys.into_iter().enumerate() {
+            if let Err(e) = self.sm.visible(&key, now_ms) {
+                results[i] = Some(Err(e));
+            } else if self.leased(&key, now_ms) {
+                results[i] = Some(Err(Error::LeaseNotExpired));
+            } else {
+                slots.push(i);
+                doomed.push(key);
+            }
+        }
+        if !doomed.is_empty() {
+            let Applied::Removed(applied) = self.execute(Command::Remove {
+                now_ms,
+                keys: doomed,
+            }) else {
+                unreachable!("remove gives Removed")
+            };
+            for (slot, r) in slots.into_iter().zip(applied) {
+                results[slot] = Some(r);
+            }
+        }
+        results.into_iter().map(Option::unwrap).collect()
+    }
+
+    /// Rolls back puts whose lease ended, frees expired objects and forgets ended read
+    /// leases. Cheap when there is nothing to do; returns how many objects it freed.
+    pub fn reclaim(&mut self, now_ms: u64) -> usize {
+        const MAX_PER_CALL: usize = 4096;
+        let overdue: Vec<(Key, PutId)> = self
+            .sm
+            .overdue_puts(now_ms)
+            .take(MAX_PER_CALL)
+            .map(|(k, id)| (k.clone(), id))
+            .collect();
+        let mut freed = 0;
+        if !overdue.is_empty() {
+            tracing::debug!(count = overdue.len(), "rolling back puts whose lease ended");
+            freed += overdue.len();
+            self.execute(Command::Abort { items: overdue });
+        }
+        let expired: Vec<Key> = self
+            .sm
+            .expired(now_ms)
+            .filter(|k| !self.leased(k, now_ms))
+            .take(MAX_PER_CALL)
+            .cloned()
+            .collect();
+        if !expired.is_empty() {
+            freed += expired.len();
+            self.execute(Command::Remove {
+                now_ms,
+                keys: expired,
+            });
+        }
+        if self.leases.len() > 1024 {
+            self.leases.retain(|_, l| l.until_ms > now_ms);
+        }
+        freed
+    }
+
+    fn leased(&self, key: &Key, now_ms: u64) -> bool {
+        self.leases.get(key).is_some_and(|l| l.until_ms > now_ms)
+    }
+}
+
+fn check_batch(len: usize) -> Result<()> {
+    if len > MAX_BATCH_OP_COUNT {
+        return Err(Error::invalid(format!(
+            "batch of {len} keys is above the limit of {MAX_BATCH_OP_COUNT}"
+        )));
+    }
+    Ok(())
+}
+
+/// Chooses segments and victims for one `Alloc` command against a projection of the
+/// state: free space as it will be after the victims chosen so far are dropped and the
+/// items placed so far are allocated.
+struct Planner<'a> {
+    sm: &'a StateMachine,
+    leases: &'a FxHashMap<Key, Lease>,
+    now_ms: u64,
+    /// Projected free bytes, for segments the plan has touched.
+    free: FxHashMap<SegmentId, u64>,
+    dropped: FxHashSet<Key>,
+    drops: Vec<Key>,
+    /// Expired objects first, then the policy's order; never rewound.
+    candidates: Box<dyn Iterator<Item = &'a Key> + 'a>,
+}
+
+impl<'a> Planner<'a> {
+    fn new(sm: &'a StateMachine, leases: &'a FxHashMap<Key, Lease>, now_ms: u64) -> Self {
+        Planner {
+            sm,
+            leases,
+            now_ms,
+            free: FxHashMap::default(),
+            dropped: FxHashSet::default(),
+            drops: Vec::new(),
+            candidates: Box::new(sm.expired(now_ms).chain(sm.policy().coldest())),
+        }
+    }
+
+    fn into_drops(self) -> Vec<Key> {
+        self.drops
+    }
+
+    fn leased(&self, key: &Key) -> bool {
+        self.leases
+            .get(key)
+            .is_some_and(|l| l.until_ms > self.now_ms)
+    }
+
+    /// Checks that `key` may be put: free, or held by an expired object (dropped first).
+    fn admit(&mut self, key: &Key, size: u64) -> Result<()> {
+        if size == 0 {
+            return Err(Error::invalid("object size 0"));
+        }
+        if self.dropped.contains(key) {
+            return Ok(());
+        }
+        match self.sm.object(key) {
+            None => Ok(()),
+            Some(o) if o.state == ObjectState::Complete && o.expired(self.now_ms) => {
+                if self.leased(key) {
+                    return Err(Error::LeaseNotExpired);
+                }
+                self.drop_object(key);
+                Ok(())
+            }
+            Some(_) => Err(Error::DuplicatedObject),
+        }
+    }
+
+    fn projected_free(&self, seg: &Segment) -> u64 {
+        self.free
+            .get(&seg.id)
+            .copied()
+            .unwrap_or_else(|| seg.free())
+    }
+
+    fn fits(&self, seg: &Segment, size: u64) -> bool {
+        let need = pages_for(size) * PAGE_SIZE;
+        match self.free.get(&seg.id) {
+            // Untouched by the plan: the allocator can say exactly.
+            None => seg.can_alloc(size),
+            Some(&free) => free >= need,
+        }
+    }
+
+    /// Segments for `replicas` replicas of `size` bytes on distinct local services,
+    /// preferred services first, then the emptiest; evicts when nothing fits.
+    fn place(
+        &mut self,
+        size: u64,
+        replicas: usize,
+        preferred: &[LocalServiceId],
+    ) -> Result<Vec<SegmentId>> {
+        let able = self
+            .sm
+            .services()
+            .filter(|svc| {
+                svc.segments.iter().any(|id| {
+                    self.sm
+                        .segment(*id)
+                        .is_some_and(|s| s.capacity() >= pages_for(size) * PAGE_SIZE)
+                })
+            })
+            .count();
+        if able < replicas {
+            return Err(Error::OutOfMemory(format!(
+                "{replicas} replica(s) of {size} bytes need as many local services with a large enough segment; there are {able}"
+            )));
+        }
+        loop {
+            if let Some(chosen) = self.try_place(size, replicas, preferred) {
+                for id in &chosen {
+                    let seg = self.sm.segment(*id).expect("chosen from the table");
+                    let left = self.projected_free(seg) - pages_for(size) * PAGE_SIZE;
+                    self.free.insert(*id, left);
+                }
+                return Ok(chosen);
+            }
+            if !self.evict_one() {
+                return Err(Error::OutOfMemory(format!(
+                    "no room for {replicas} replica(s) of {size} bytes and nothing left to evict"
+                )));
+            }
+        }
+    }
+
+    fn try_place(
+        &self,
+        size: u64,
+        replicas: usize,
+        preferred: &[LocalServiceId],
+    ) -> Option<Vec<SegmentId>> {
+        let mut chosen: Vec<&Segment> = Vec::with_capacity(replicas);
+        let best_of = |candidates: &mut dyn Iterator<Item = &'a Segment>| {
+            candidates
+                .filter(|s| s.spec.medium != Medium::Ssd && self.fits(s, size))
+                .max_by_key(|s| (self.projected_free(s), std::cmp::Reverse(s.id)))
+        };
+        for svc in preferred {
+            if let Some(info) = self.sm.service(*svc) {
+                let mut own = info.segments.iter().filter_map(|id| self.sm.segment(*id));
+                if let Some(seg) = best_of(&mut own) {
+                    chosen.push(seg);
+                }
+            }
+        }
+        while chosen.len() < replicas {
+            let mut rest = self
+                .sm
+                .segments()
+                .filter(|s| chosen.iter().all(|c| c.service != s.service));
+            chosen.push(best_of(&mut rest)?);
+        }
+        Some(chosen.into_iter().map(|s| s.id).collect())
+    }
+
+    /// Drops the next evictable object; false when none is left.
+    fn evict_one(&mut self) -> bool {
+        while let Some(key) = self.candidates.next() {
+            if self.dropped.contains(key) || self.leased(key) {
+                continue;
+            }
+            if self.sm.object(key).map(|o| o.state) != Some(ObjectState::Complete) {
+                continue;
+            }
+            self.drop_object(key);
+            return true;
+        }
+        false
+    }
+
+    fn drop_object(&mut self, key: &Key) {
+        let obj = self.sm.object(key).expect("dropping a listed object");
+        for b in &obj.blobs {
+            if let Some(seg) = self.sm.segment(b.segment) {
+                let free = self.projected_free(seg) + pages_for(b.len) * PAGE_SIZE;
+                self.free.insert(seg.id, free);
+            }
+        }
+        self.dropped.insert(key.clone());
+        self.drops.push(key.clone());
+    }
+
+    /// Evicts until every medium above `high` percent is at or below `low` percent.
+    fn enforce_watermarks(&mut self, high: u16, low: u16) {
+        for medium in Medium::ALL {
+            let over = |p: &Self, pct: u16| {
+                let (mut used, mut cap) = (0u128, 0u128);
+                for s in p.sm.segments().filter(|s| s.spec.medium == medium) {
+                    cap += s.capacity() as u128;
+                    used += (s.capacity() - p.projected_free(s)) as u128;
+                }
+                cap > 0 && used * 100 > cap * pct as u128
+            };
+            if over(self, high) {
+                while over(self, low) && self.evict_one() {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

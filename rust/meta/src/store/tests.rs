@@ -1,0 +1,443 @@
+use super::*;
+use memcache_core::MAX_REPLICAS;
+
+const MIB: u64 = 1 << 20;
+
+fn key(s: &str) -> Key {
+    Key::new(s).unwrap()
+}
+
+fn dram(capacity: u64) -> SegmentSpec {
+    SegmentSpec {
+        medium: Medium::Dram,
+        capacity,
+        base: 0,
+    }
+}
+
+/// A store with `services` local services of one DRAM segment each.
+fn store(services: usize, capacity: u64, config: MetaConfig) -> MetaStore {
+    let mut m = MetaStore::new(config).unwrap();
+    m.record_journal();
+    for _ in 0..services {
+        m.register_service(None, 0, vec![dram(capacity)]).unwrap();
+    }
+    m
+}
+
+/// Allocates and commits one object; returns its blobs.
+fn put(
+    m: &mut MetaStore,
+    k: &str,
+    size: u64,
+    cfg: &ReplicateConfig,
+    now: u64,
+) -> Result<Vec<Blob>> {
+    let a = m.alloc(vec![(key(k), size)], cfg, now).pop().unwrap()?;
+    m.commit(vec![(key(k), a.put_id)], now).pop().unwrap()?;
+    Ok(a.blobs)
+}
+
+fn used_pct(m: &MetaStore) -> u64 {
+    let (used, cap) = m.state().usage(Medium::Dram);
+    used * 100 / cap
+}
+
+#[test]
+fn put_is_invisible_until_commit_and_duplicates_are_refused() {
+    let mut m = store(1, 64 * MIB, MetaConfig::default());
+    let cfg = ReplicateConfig::default();
+    let a = m
+        .alloc(vec![(key("k"), 1000)], &cfg, 1)
+        .pop()
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.exists(&[key("k")], 1), vec![Ok(false)]);
+    assert_eq!(m.lookup(&[key("k")], 1)[0], Err(Error::ObjectNotFound));
+    // A second writer of the same key while the first is in flight.
+    assert_eq!(
+        m.alloc(vec![(key("k"), 1000)], &cfg, 1)[0]
+            .as_ref()
+            .unwrap_err()
+            .code(),
+        -3006
+    );
+    m.commit(vec![(key("k"), a.put_id)], 2)[0].clone().unwrap();
+    assert_eq!(m.exists(&[key("k")], 2), vec![Ok(true)]);
+    assert_eq!(
+        m.alloc(vec![(key("k"), 1000)], &cfg, 3)[0]
+            .as_ref()
+            .unwrap_err()
+            .code(),
+        -3006
+    );
+    // Both halves of a batch with the same key: the second is the duplicate.
+    let r = m.alloc(vec![(key("d"), 10), (key("d"), 10)], &cfg, 3);
+    assert!(r[0].is_ok());
+    assert_eq!(r[1].as_ref().unwrap_err().code(), -3006);
+}
+
+#[test]
+fn uncommitted_put_is_rolled_back_when_its_lease_ends() {
+    let config = MetaConfig {
+        put_lease: Duration::from_millis(100),
+        ..Default::default()
+    };
+    let mut m = store(1, 64 * MIB, config);
+    let a = m
+        .alloc(vec![(key("k"), 8 * MIB)], &ReplicateConfig::default(), 1000)
+        .pop()
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.state().usage(Medium::Dram).0, 8 * MIB);
+    assert_eq!(m.reclaim(1099), 0, "lease still running");
+    assert_eq!(m.reclaim(1100), 1);
+    assert_eq!(m.state().usage(Medium::Dram).0, 0);
+    assert!(m.state().object(b"k").is_none());
+    // The writer's late commit is refused with a timeout and changes nothing.
+    assert_eq!(
+        m.commit(vec![(key("k"), a.put_id)], 1200)[0]
+            .as_ref()
+            .unwrap_err()
+            .code(),
+        -3004
+    );
+    assert_eq!(m.exists(&[key("k")], 1200), vec![Ok(false)]);
+}
+
+#[test]
+fn replicas_go_to_distinct_services_and_preferences_are_honoured() {
+    let mut m = store(4, 64 * MIB, MetaConfig::default());
+    for n in 1..=4u32 {
+        let blobs = put(
+            &mut m,
+            &format!("k{n}"),
+            4096,
+            &ReplicateConfig::with_replicas(n),
+            1,
+        )
+        .unwrap();
+        assert_eq!(blobs.len(), n as usize);
+        let mut services: Vec<_> = blobs.iter().map(|b| b.service).collect();
+        let mut segments: Vec<_> = blobs.iter().map(|b| b.segment).collect();
+        services.sort();
+        services.dedup();
+        segments.sort();
+        segments.dedup();
+        assert_eq!(services.len(), n as usize);
+        assert_eq!(segments.len(), n as usize);
+    }
+    let cfg = ReplicateConfig {
+        replica_num: 2,
+        preferred_local_service_ids: vec![3],
+        ttl: None,
+    };
+    for i in 0..10 {
+        let blobs = put(&mut m, &format!("p{i}"), 4096, &cfg, 1).unwrap();
+        assert_eq!(blobs[0].service, 3);
+        assert_ne!(blobs[1].service, 3);
+    }
+    // More replicas than services: refused without evicting anything.
+    let before = m.state().object_count();
+    let err = put(&mut m, "five", 4096, &ReplicateConfig::with_replicas(5), 1).unwrap_err();
+    assert_eq!(err.code(), -3016);
+    assert_eq!(m.state().object_count(), before);
+    let err = put(
+        &mut m,
+        "nine",
+        4096,
+        &ReplicateConfig::with_replicas(MAX_REPLICAS as u32 + 1),
+        1,
+    )
+    .unwrap_err();
+    assert_eq!(err.code(), -3000);
+}
+
+#[test]
+fn eviction_keeps_usage_between_the_watermarks() {
+    let config = MetaConfig {
+        evict_threshold_high: 70,
+        evict_threshold_low: 50,
+        ..Default::default()
+    };
+    let mut m = store(1, 100 * MIB, config);
+    let cfg = ReplicateConfig::default();
+    let mut seen_eviction = false;
+    for i in 0..500 {
+        let before = m.state().counters().evicted;
+        put(&mut m, &format!("k{i}"), MIB, &cfg, i).unwrap();
+        let pct = used_pct(&m);
+        assert!(
+            pct <= 70,
+            "usage {pct}% above the high watermark after put {i}"
+        );
+        if m.state().counters().evicted > before {
+            seen_eviction = true;
+            assert!(
+                pct <= 51,
+                "eviction stopped at {pct}%, above the low watermark"
+            );
+        }
+    }
+    assert!(seen_eviction);
+    // LRU: the most recent keys survive.
+    assert_eq!(m.exists(&[key("k499")], 500), vec![Ok(true)]);
+    assert_eq!(m.exists(&[key("k0")], 500), vec![Ok(false)]);
+}
+
+#[test]
+fn eviction_never_takes_leased_or_uncommitted_objects() {
+    let config = MetaConfig {
+        evict_threshold_high: 80,
+        evict_threshold_low: 40,
+        ..Default::default()
+    };
+    let mut m = store(1, 10 * MIB, config);
+    let cfg = ReplicateConfig::default();
+    put(&mut m, "leased", MIB, &cfg, 1).unwrap();
+    m.lookup(&[key("leased")], 1)[0].clone().unwrap();
+    let pending = m
+        .alloc(vec![(key("pending"), MIB)], &cfg, 1)
+        .pop()
+        .unwrap()
+        .unwrap();
+    for i in 0..40 {
+        put(&mut m, &format!("k{i}"), MIB, &cfg, 2).unwrap();
+    }
+    assert!(m.state().counters().evicted > 0);
+    assert_eq!(m.exists(&[key("leased")], 2), vec![Ok(true)]);
+    assert!(m.state().object(b"pending").is_some());
+    m.commit(vec![(key("pending"), pending.put_id)], 2)[0]
+        .clone()
+        .unwrap();
+    // Only leased and in-flight objects left, pool full: -3016 and nothing changes.
+    let mut m = store(1, 2 * MIB, MetaConfig::default());
+    put(&mut m, "a", MIB, &cfg, 1).unwrap();
+    m.lookup(&[key("a")], 1)[0].clone().unwrap();
+    m.alloc(vec![(key("b"), MIB)], &cfg, 1)[0].clone().unwrap();
+    let fp = m.state().fingerprint();
+    assert_eq!(
+        m.alloc(vec![(key("c"), MIB)], &cfg, 2)[0]
+            .as_ref()
+            .unwrap_err()
+            .code(),
+        -3016
+    );
+    assert_eq!(m.state().fingerprint(), fp);
+    // Once the reader releases, "a" may go.
+    m.release(&[key("a")]);
+    m.alloc(vec![(key("c"), MIB)], &cfg, 3)[0].clone().unwrap();
+    assert_eq!(m.exists(&[key("a")], 3), vec![Ok(false)]);
+}
+
+#[test]
+fn remove_respects_leases() {
+    let mut m = store(1, 16 * MIB, MetaConfig::default());
+    let cfg = ReplicateConfig::default();
+    put(&mut m, "k", 100, &cfg, 1).unwrap();
+    m.lookup(&[key("k")], 1)[0].clone().unwrap();
+    m.lookup(&[key("k")], 1)[0].clone().unwrap();
+    assert_eq!(
+        m.remove(vec![key("k")], 2),
+        vec![Err(Error::LeaseNotExpired)]
+    );
+    m.release(&[key("k")]);
+    assert_eq!(
+        m.remove(vec![key("k")], 2),
+        vec![Err(Error::LeaseNotExpired)]
+    );
+    m.release(&[key("k")]);
+    assert_eq!(m.remove(vec![key("k")], 2), vec![Ok(())]);
+    assert_eq!(
+        m.remove(vec![key("k")], 2),
+        vec![Err(Error::ObjectNotFound)]
+    );
+    // A reader that never releases holds the object only until its lease ends.
+    put(&mut m, "k", 100, &cfg, 10).unwrap();
+    m.lookup(&[key("k")], 10)[0].clone().unwrap();
+    let end = 10 + m.config().read_lease.as_millis() as u64;
+    assert_eq!(
+        m.remove(vec![key("k")], end - 1),
+        vec![Err(Error::LeaseNotExpired)]
+    );
+    assert_eq!(m.remove(vec![key("k")], end), vec![Ok(())]);
+}
+
+#[test]
+fn ttl_hides_objects_at_once_and_frees_them_lazily() {
+    let mut m = store(1, 16 * MIB, MetaConfig::default());
+    let cfg = ReplicateConfig {
+        ttl: Some(Duration::from_millis(50)),
+        ..Default::default()
+    };
+    put(&mut m, "t", MIB, &cfg, 100).unwrap();
+    assert_eq!(m.exists(&[key("t")], 149), vec![Ok(true)]);
+    assert_eq!(m.exists(&[key("t")], 150), vec![Ok(false)]);
+    assert_eq!(m.lookup(&[key("t")], 150)[0], Err(Error::ObjectNotFound));
+    assert_eq!(m.key_info(&[key("t")], 150)[0].status, -3007);
+    assert_eq!(m.state().usage(Medium::Dram).0, MIB, "freed lazily");
+    // The key can be put again at once; the expired object is dropped by that put.
+    put(&mut m, "t", 2 * MIB, &ReplicateConfig::default(), 151).unwrap();
+    assert_eq!(m.state().usage(Medium::Dram).0, 2 * MIB);
+    put(&mut m, "u", MIB, &cfg, 200).unwrap();
+    assert_eq!(m.reclaim(300), 1);
+    assert_eq!(m.state().usage(Medium::Dram).0, 2 * MIB);
+}
+
+#[test]
+fn service_loss_drops_only_objects_without_a_replica() {
+    let mut m = store(3, 16 * MIB, MetaConfig::default());
+    let two = ReplicateConfig::with_replicas(2);
+    let one = ReplicateConfig {
+        replica_num: 1,
+        preferred_local_service_ids: vec![1],
+        ttl: None,
+    };
+    put(
+        &mut m,
+        "both",
+        4096,
+        &ReplicateConfig {
+            preferred_local_service_ids: vec![1, 2],
+            ..two
+        },
+        1,
+    )
+    .unwrap();
+    put(&mut m, "only1", 4096, &one, 1).unwrap();
+    assert_eq!(m.remove_service(1), Ok(1));
+    assert_eq!(
+        m.exists(&[key("both"), key("only1")], 2),
+        vec![Ok(true), Ok(false)]
+    );
+    let info = &m.key_info(&[key("both")], 2)[0];
+    assert_eq!(info.locations.len(), 1);
+    assert_eq!(info.locations[0].service, 2);
+    assert_eq!(m.remove_service(1).unwrap_err().code(), -3000);
+}
+
+#[test]
+fn batch_limit_is_enforced() {
+    let mut m = store(1, 16 * MIB, MetaConfig::default());
+    let keys: Vec<Key> = (0..=MAX_BATCH_OP_COUNT)
+        .map(|i| key(&i.to_string()))
+        .collect();
+    assert!(m
+        .exists(&keys, 1)
+        .iter()
+        .all(|r| r.as_ref().unwrap_err().code() == -3000));
+    let items = keys.into_iter().map(|k| (k, 1)).collect();
+    let r = m.alloc(items, &ReplicateConfig::default(), 1);
+    assert!(r.iter().all(|r| r.as_ref().unwrap_err().code() == -3000));
+    assert_eq!(m.state().object_count(), 0);
+}
+
+#[test]
+fn bad_config_is_refused() {
+    for (hi, lo) in [(0, 0), (101, 50), (50, 60)] {
+        let c = MetaConfig {
+            evict_threshold_high: hi,
+            evict_threshold_low: lo,
+            ..Default::default()
+        };
+        assert_eq!(MetaStore::new(c).err().unwrap().code(), -3000);
+    }
+    let mut m = store(0, 0, MetaConfig::default());
+    assert_eq!(
+        m.register_service(None, 0, vec![]).unwrap_err().code(),
+        -3000
+    );
+    assert_eq!(
+        m.register_service(None, 0, vec![dram(100)])
+            .unwrap_err()
+            .code(),
+        -3000
+    );
+    m.register_service(Some(7), 0, vec![dram(MIB)]).unwrap();
+    assert_eq!(
+        m.register_service(Some(7), 0, vec![dram(MIB)])
+            .unwrap_err()
+            .code(),
+        -3005
+    );
+}
+
+mod replay {
+    //! Replicas that apply the leader's journal reach the leader's exact state.
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Put {
+            k: u8,
+            pages: u8,
+            replicas: u8,
+            ttl: bool,
+        },
+        Begin {
+            k: u8,
+            pages: u8,
+        },
+        Get {
+            k: u8,
+        },
+        Release {
+            k: u8,
+        },
+        Remove {
+            k: u8,
+        },
+        Tick {
+            ms: u16,
+        },
+        KillService {
+            s: u8,
+        },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u8..24, 1u8..40, 1u8..4, any::<bool>()).prop_map(|(k, pages, replicas, ttl)| Op::Put { k, pages, replicas, ttl }),
+            1 => (0u8..24, 1u8..40).prop_map(|(k, pages)| Op::Begin { k, pages }),
+            2 => (0u8..24).prop_map(|k| Op::Get { k }),
+            1 => (0u8..24).prop_map(|k| Op::Release { k }),
+            2 => (0u8..24).prop_map(|k| Op::Remove { k }),
+            1 => (0u16..3000).prop_map(|ms| Op::Tick { ms }),
+            1 => (0u8..4).prop_map(|s| Op::KillService { s }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn followers_replaying_the_journal_agree(ops in proptest::collection::vec(op(), 1..200)) {
+            let config = MetaConfig { put_lease: Duration::from_millis(500), read_lease: Duration::from_millis(300), ..Default::default() };
+            let mut leader = store(3, 256 * PAGE_SIZE, config);
+            let mut now = 1u64;
+            for op in ops {
+                match op {
+                    Op::Put { k, pages, replicas, ttl } => {
+                        let cfg = ReplicateConfig { replica_num: replicas as u32, preferred_local_service_ids: vec![], ttl: ttl.then(|| Duration::from_millis(700)) };
+                        let _ = put(&mut leader, &k.to_string(), pages as u64 * PAGE_SIZE - 1, &cfg, now);
+                    }
+                    Op::Begin { k, pages } => {
+                        let _ = leader.alloc(vec![(key(&k.to_string()), pages as u64 * PAGE_SIZE)], &ReplicateConfig::default(), now);
+                    }
+                    Op::Get { k } => { let _ = leader.lookup(&[key(&k.to_string())], now); }
+                    Op::Release { k } => leader.release(&[key(&k.to_string())]),
+                    Op::Remove { k } => { let _ = leader.remove(vec![key(&k.to_string())], now); }
+                    Op::Tick { ms } => { now += ms as u64; leader.reclaim(now); }
+                    Op::KillService { s } => { let _ = leader.remove_service(s as u32); }
+                }
+                let (used, _) = leader.state().usage(Medium::Dram);
+                let blob_bytes: u64 = leader.state().objects().flat_map(|(_, o)| o.blobs.iter()).map(|b| pages_for(b.len) * PAGE_SIZE).sum();
+                prop_assert_eq!(used, blob_bytes, "allocators and directory disagree");
+            }
+            let mut follower = StateMachine::new(PolicyKind::Lru);
+            for cmd in leader.take_journal() {
+                follower.apply(cmd);
+            }
+            prop_assert_eq!(follower.fingerprint(), leader.state().fingerprint());
+        }
+    }
+}
