@@ -1,0 +1,487 @@
+//! `mmc bench <workload> [--json]`: the benchmark contract every issue reports against.
+//!
+//! Each workload measures a plain memcpy of the same bytes between buffers of the same
+//! sizes in the same run, and reports our throughput as a ratio of it: these machines
+//! are shared and noisy, so absolute numbers mean little and ratios travel.
+//! Every buffer is touched before timing and a warm-up pass runs first, so figures are
+//! steady state, not first-touch page faults.
+
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use serde_json::{json, Value};
+
+use memcache_client::{BlockingObjectStore, ClientConfig, CopyDirection, ReplicateConfig};
+use memcache_meta::PageAllocator;
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Workload {
+    /// 8784 KiB KV blocks of 61 × 128 KiB + 61 × 16 KiB layers, batches of 8 keys.
+    Layers,
+    /// 4 KiB objects in batches of 64: put, exists, get.
+    Small,
+    /// The segment allocator alone: alloc + free pairs under KV-cache churn.
+    Alloc,
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[arg(value_enum)]
+    workload: Workload,
+    /// Print one JSON object per workload instead of a sentence.
+    #[arg(long)]
+    json: bool,
+    /// DRAM the embedded local service contributes.
+    #[arg(long, default_value = "1GiB", value_parser = crate::parse_size)]
+    dram_size: u64,
+    /// Keys per pass (default: 64 for layers, 16384 for small).
+    #[arg(long)]
+    keys: Option<usize>,
+    /// Timed rounds; medians are reported.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+}
+
+pub fn run(args: BenchArgs) -> Result<(), String> {
+    if args.rounds == 0 {
+        return Err("--rounds must be at least 1".into());
+    }
+    let report = match args.workload {
+        Workload::Layers => bench_layers(&args)?,
+        Workload::Small => bench_small(&args)?,
+        Workload::Alloc => bench_alloc(&args),
+    };
+    if args.json {
+        println!("{report}");
+    } else {
+        print_human(&report);
+    }
+    Ok(())
+}
+
+/// The layer sizes of one KV block of a real engine: 61 × (128 KiB + 16 KiB).
+pub fn kv_block_layout() -> Vec<usize> {
+    (0..61).flat_map(|_| [128 << 10, 16 << 10]).collect()
+}
+
+/// A buffer of `n` bytes whose content depends on (key, layer), to catch misplaced
+/// copies.
+pub fn pattern_fill(n: usize, key: usize, layer: usize) -> Vec<u8> {
+    let seed = (key as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (layer as u64) << 32;
+    let mut v = vec![0u8; n];
+    for (i, chunk) in v.chunks_mut(8).enumerate() {
+        let word = (seed ^ i as u64)
+            .wrapping_mul(0xBF58_476D_1CE4_E5B9)
+            .to_le_bytes();
+        chunk.copy_from_slice(&word[..chunk.len()]);
+    }
+    v
+}
+
+fn open_store(dram: u64) -> Result<BlockingObjectStore, String> {
+    let store = BlockingObjectStore::new(ClientConfig::with_dram(dram))
+        .map_err(|e| format!("creating the store: {e}"))?;
+    store.init(0, true).map_err(|e| format!("init: {e}"))?;
+    Ok(store)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn percentile_us(sorted: &[Duration], pct: usize) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = (sorted.len() * pct / 100).min(sorted.len() - 1);
+    sorted[i].as_secs_f64() * 1e6
+}
+
+fn gbps(bytes: usize, secs: f64) -> f64 {
+    bytes as f64 / secs / 1e9
+}
+
+/// Times `f`, returning its duration.
+fn timed(f: impl FnOnce() -> Result<(), String>) -> Result<f64, String> {
+    let t = Instant::now();
+    f()?;
+    Ok(t.elapsed().as_secs_f64())
+}
+
+fn all_ok<T>(what: &str, results: Vec<memcache_client::Result<T>>) -> Result<(), String> {
+    match results.into_iter().find_map(Result::err) {
+        None => Ok(()),
+        Some(e) => Err(format!("{what}: {e} (code {})", e.code())),
+    }
+}
+
+/// Per-object buffers: `layout` layers per key.
+type Objects = Vec<Vec<Vec<u8>>>;
+
+/// Puts, gets and copies of whole objects in batches, shared by `layers` and `small`.
+struct Passes<'a> {
+    store: &'a BlockingObjectStore,
+    keys: Vec<String>,
+    batch: usize,
+    src: Objects,
+    dst: Objects,
+    put_lat: Vec<Duration>,
+    get_lat: Vec<Duration>,
+    exists_lat: Vec<Duration>,
+}
+
+impl Passes<'_> {
+    fn memcpy(&mut self) -> f64 {
+        let t = Instant::now();
+        for (s, d) in self.src.iter().zip(self.dst.iter_mut()) {
+            for (sl, dl) in s.iter().zip(d.iter_mut()) {
+                dl.copy_from_slice(sl);
+            }
+        }
+        std::hint::black_box(&self.dst);
+        t.elapsed().as_secs_f64()
+    }
+
+    fn put(&mut self) -> Result<f64, String> {
+        let cfg = ReplicateConfig::default();
+        timed(|| {
+            for (keys, src) in self
+                .keys
+                .chunks(self.batch)
+                .zip(self.src.chunks(self.batch))
+            {
+                let layers: Vec<Vec<&[u8]>> = src
+                    .iter()
+                    .map(|k| k.iter().map(Vec::as_slice).collect())
+                    .collect();
+                let objects: Vec<&[&[u8]]> = layers.iter().map(Vec::as_slice).collect();
+                let t = Instant::now();
+                let r = self
+                    .store
+                    .batch_put_from_layers(keys, &objects, CopyDirection::H2G, &cfg);
+                self.put_lat.push(t.elapsed());
+                all_ok("put", r)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn get(&mut self) -> Result<f64, String> {
+        timed(|| {
+            for (keys, dst) in self
+                .keys
+                .chunks(self.batch)
+                .zip(self.dst.chunks_mut(self.batch))
+            {
+                let mut layers: Vec<Vec<&mut [u8]>> = dst
+                    .iter_mut()
+                    .map(|k| k.iter_mut().map(Vec::as_mut_slice).collect())
+                    .collect();
+                let mut objects: Vec<&mut [&mut [u8]]> =
+                    layers.iter_mut().map(Vec::as_mut_slice).collect();
+                let t = Instant::now();
+                let r = self
+                    .store
+                    .batch_get_into_layers(keys, &mut objects, CopyDirection::G2H);
+                self.get_lat.push(t.elapsed());
+                all_ok("get", r)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn exists(&mut self) -> Result<f64, String> {
+        timed(|| {
+            for keys in self.keys.chunks(self.batch) {
+                let t = Instant::now();
+                let r = self.store.batch_is_exist(keys);
+                self.exists_lat.push(t.elapsed());
+                if let Some(i) = r.iter().position(|r| !matches!(r, Ok(true))) {
+                    return Err(format!("exists of {} answered {:?}", keys[i], r[i]));
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn remove_all(&self) -> Result<(), String> {
+        for keys in self.keys.chunks(self.batch) {
+            all_ok("remove", self.store.batch_remove(keys))?;
+        }
+        Ok(())
+    }
+
+    /// Overwrites the destinations, so a get that copies nothing cannot pass the check.
+    fn scramble(&mut self) {
+        for d in self.dst.iter_mut().flatten() {
+            d.fill(0x5A);
+        }
+    }
+
+    fn verify(&self) -> Result<(), String> {
+        if self.dst != self.src {
+            return Err("content read back differs from what was put".into());
+        }
+        Ok(())
+    }
+
+    fn latency_fields(&mut self) -> Value {
+        self.put_lat.sort();
+        self.get_lat.sort();
+        self.exists_lat.sort();
+        let mut both: Vec<Duration> = self.put_lat.iter().chain(&self.get_lat).copied().collect();
+        both.sort();
+        json!({
+            "p50_us": percentile_us(&both, 50),
+            "p99_us": percentile_us(&both, 99),
+            "put_p50_us": percentile_us(&self.put_lat, 50),
+            "put_p99_us": percentile_us(&self.put_lat, 99),
+            "get_p50_us": percentile_us(&self.get_lat, 50),
+            "get_p99_us": percentile_us(&self.get_lat, 99),
+        })
+    }
+}
+
+fn merge(mut a: Value, b: Value) -> Value {
+    if let (Some(a), Value::Object(b)) = (a.as_object_mut(), b) {
+        a.extend(b);
+    }
+    a
+}
+
+fn bench_layers(args: &BenchArgs) -> Result<Value, String> {
+    let layout = kv_block_layout();
+    let object_bytes: usize = layout.iter().sum();
+    let n = args.keys.unwrap_or(64).max(1);
+    let store = open_store(args.dram_size)?;
+    let mut p = Passes {
+        store: &store,
+        keys: (0..n).map(|i| format!("bench/layers/{i}")).collect(),
+        batch: 8,
+        src: (0..n)
+            .map(|k| {
+                layout
+                    .iter()
+                    .enumerate()
+                    .map(|(l, &len)| pattern_fill(len, k, l))
+                    .collect()
+            })
+            .collect(),
+        dst: crate::demo::layout_buffers(&layout, n),
+        put_lat: Vec::new(),
+        get_lat: Vec::new(),
+        exists_lat: Vec::new(),
+    };
+    // Warm-up: the first pass pays for the allocator's first carving and cold caches.
+    let cold_put = p.put()?;
+    let cold_get = p.get()?;
+    p.remove_all()?;
+    p.put_lat.clear();
+    p.get_lat.clear();
+    let (mut memcpy, mut put, mut get) = (vec![], vec![], vec![]);
+    for _ in 0..args.rounds {
+        memcpy.push(p.memcpy());
+        put.push(p.put()?);
+        p.scramble();
+        get.push(p.get()?);
+        p.verify()?;
+        p.remove_all()?;
+    }
+    let bytes = n * object_bytes;
+    let (memcpy_s, put_s, get_s) = (median(&mut memcpy), median(&mut put), median(&mut get));
+    let memcpy_gbps = gbps(bytes, memcpy_s);
+    let (put_gbps, get_gbps) = (gbps(bytes, put_s), gbps(bytes, get_s));
+    Ok(merge(
+        json!({
+            "workload": "layers",
+            "ops": 2 * n * args.rounds,
+            "bytes": bytes,
+            "seconds": put.iter().chain(&get).sum::<f64>(),
+            "keys": n,
+            "batch": 8,
+            "layers_per_key": layout.len(),
+            "object_bytes": object_bytes,
+            "rounds": args.rounds,
+            "put_gbps": put_gbps,
+            "get_gbps": get_gbps,
+            "memcpy_gbps": memcpy_gbps,
+            "put_ratio": put_gbps / memcpy_gbps,
+            "get_ratio": get_gbps / memcpy_gbps,
+            "cold_put_gbps": gbps(bytes, cold_put),
+            "cold_get_gbps": gbps(bytes, cold_get),
+            "verified": true,
+        }),
+        p.latency_fields(),
+    ))
+}
+
+fn bench_small(args: &BenchArgs) -> Result<Value, String> {
+    const SIZE: usize = 4096;
+    let n = args.keys.unwrap_or(16384).max(1);
+    let store = open_store(args.dram_size)?;
+    let mut p = Passes {
+        store: &store,
+        keys: (0..n).map(|i| format!("bench/small/{i}")).collect(),
+        batch: 64,
+        src: (0..n).map(|k| vec![pattern_fill(SIZE, k, 0)]).collect(),
+        dst: (0..n).map(|_| vec![vec![0xA5u8; SIZE]]).collect(),
+        put_lat: Vec::new(),
+        get_lat: Vec::new(),
+        exists_lat: Vec::new(),
+    };
+    p.put()?;
+    p.exists()?;
+    p.get()?;
+    p.remove_all()?;
+    p.put_lat.clear();
+    p.get_lat.clear();
+    p.exists_lat.clear();
+    let (mut memcpy, mut put, mut exists, mut get) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..args.rounds {
+        memcpy.push(p.memcpy());
+        put.push(p.put()?);
+        exists.push(p.exists()?);
+        p.scramble();
+        get.push(p.get()?);
+        p.verify()?;
+        p.remove_all()?;
+    }
+    let bytes = n * SIZE;
+    let memcpy_gbps = gbps(bytes, median(&mut memcpy));
+    let (put_s, get_s, exists_s) = (median(&mut put), median(&mut get), median(&mut exists));
+    let (put_gbps, get_gbps) = (gbps(bytes, put_s), gbps(bytes, get_s));
+    let exists_p50 = percentile_us(
+        &{
+            let mut v = p.exists_lat.clone();
+            v.sort();
+            v
+        },
+        50,
+    );
+    Ok(merge(
+        json!({
+            "workload": "small",
+            "ops": 3 * n * args.rounds,
+            "bytes": bytes,
+            "seconds": put.iter().chain(&get).chain(&exists).sum::<f64>(),
+            "keys": n,
+            "batch": 64,
+            "object_bytes": SIZE,
+            "rounds": args.rounds,
+            "put_gbps": put_gbps,
+            "get_gbps": get_gbps,
+            "memcpy_gbps": memcpy_gbps,
+            "put_ratio": put_gbps / memcpy_gbps,
+            "get_ratio": get_gbps / memcpy_gbps,
+            "put_keys_per_s": n as f64 / put_s,
+            "get_keys_per_s": n as f64 / get_s,
+            "exists_keys_per_s": n as f64 / exists_s,
+            "exists_p50_us": exists_p50,
+            "verified": true,
+        }),
+        p.latency_fields(),
+    ))
+}
+
+/// Alloc + free pairs on one segment's allocator, 80 % full, with the sizes a KV cache
+/// sees: mostly whole KV blocks, some 1 MiB and 4 KiB objects, a few odd sizes.
+fn bench_alloc(args: &BenchArgs) -> Value {
+    const CAPACITY: u64 = 64 << 30;
+    const PAIRS: usize = 2_000_000;
+    let mut rng = StdRng::seed_from_u64(42);
+    let size = |rng: &mut StdRng| -> u64 {
+        match rng.random_range(0..100) {
+            0..70 => 8784 << 10,
+            70..85 => 1 << 20,
+            85..95 => 4 << 10,
+            _ => rng.random_range(4096..(16u64 << 20)),
+        }
+    };
+    let mut run = |mixed: bool| -> (f64, usize) {
+        let mut a = PageAllocator::new(CAPACITY);
+        let mut live: Vec<(u64, u64)> = Vec::new();
+        let mut used = 0u64;
+        while used < CAPACITY / 10 * 8 {
+            let s = if mixed { size(&mut rng) } else { 8784 << 10 };
+            let off = a.alloc(s).expect("filling to 80 % fits");
+            live.push((off, s));
+            used += s;
+        }
+        // Decide victims and sizes up front so the timed loop is the allocator alone.
+        let plan: Vec<(usize, u64)> = (0..PAIRS)
+            .map(|_| {
+                let s = if mixed { size(&mut rng) } else { 8784 << 10 };
+                (rng.random_range(0..live.len()), s)
+            })
+            .collect();
+        let mut failures = 0;
+        let t = Instant::now();
+        for &(victim, s) in &plan {
+            let (off, len) = live[victim];
+            a.free(off, len);
+            match a.alloc(s) {
+                Some(o) => live[victim] = (o, s),
+                None => {
+                    // Fragmented or over-full: keep the old block and count it.
+                    live[victim] = (a.alloc(len).expect("its own space is free"), len);
+                    failures += 1;
+                }
+            }
+        }
+        let ns = t.elapsed().as_nanos() as f64 / PAIRS as f64;
+        std::hint::black_box(&live);
+        (ns, failures)
+    };
+    let rounds = args.rounds;
+    let (mut fixed, mut mixed, mut fails) = (vec![], vec![], 0);
+    for _ in 0..rounds {
+        fixed.push(run(false).0);
+        let (ns, f) = run(true);
+        mixed.push(ns);
+        fails += f;
+    }
+    let (fixed_ns, mixed_ns) = (median(&mut fixed), median(&mut mixed));
+    json!({
+        "workload": "alloc",
+        "ops": 2 * PAIRS * rounds,
+        "bytes": 0,
+        "seconds": (fixed.iter().sum::<f64>() + mixed.iter().sum::<f64>()) * PAIRS as f64 / 1e9,
+        "rounds": rounds,
+        "segment_bytes": CAPACITY,
+        "fill_percent": 80,
+        "ns_per_op": mixed_ns,
+        "ns_per_op_mixed": mixed_ns,
+        "ns_per_op_fixed": fixed_ns,
+        "alloc_failures_mixed": fails,
+    })
+}
+
+fn print_human(r: &Value) {
+    let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+    match r["workload"].as_str() {
+        Some("alloc") => println!(
+            "alloc: {:.0} ns per alloc+free pair under mixed KV churn ({:.0} ns with equal blocks), {} failures",
+            f("ns_per_op"),
+            f("ns_per_op_fixed"),
+            r["alloc_failures_mixed"]
+        ),
+        Some(w) => {
+            println!(
+                "{w}: put {:.2} GB/s ({:.2} of memcpy), get {:.2} GB/s ({:.2} of memcpy), memcpy {:.2} GB/s; batch p50 {:.0} µs, p99 {:.0} µs; content verified",
+                f("put_gbps"),
+                f("put_ratio"),
+                f("get_gbps"),
+                f("get_ratio"),
+                f("memcpy_gbps"),
+                f("p50_us"),
+                f("p99_us")
+            );
+            if let Some(x) = r["exists_keys_per_s"].as_f64() {
+                println!("{w}: batched exists {:.0} keys/s", x);
+            }
+        }
+        None => println!("{r}"),
+    }
+}

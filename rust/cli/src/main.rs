@@ -1,0 +1,52 @@
+//! `mmc`: run MemCache Hybrid from the command line.
+
+mod bench;
+mod demo;
+
+use bytesize::ByteSize;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "mmc",
+    version,
+    about = "MemCache Hybrid: a shared memory pool for KV cache"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start an in-process pool (meta + one local service) and run a short KV-cache job.
+    Demo(demo::DemoArgs),
+    /// Measure a workload against the pool, beside memcpy of the same bytes.
+    Bench(bench::BenchArgs),
+}
+
+/// Parses sizes such as `1GiB`, `512MiB` or `1073741824`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    s.parse::<ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| format!("bad size {s:?}: {e}"))
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo(args) => demo::run(args),
+        Command::Bench(args) => bench::run(args),
+    };
+    if let Err(e) = result {
+        eprintln!("mmc: {e}");
+        std::process::exit(1);
+    }
+}

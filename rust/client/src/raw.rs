@@ -1,0 +1,299 @@
+//! The one place where the pointers of the C, C++ and Python APIs become slices.
+//!
+//! Every function checks what can be checked (null, zero size, `isize` overflow,
+//! address wrap-around, overlapping destinations, mismatched lengths) and answers
+//! -3000 for bad input before anything is read or written. What cannot be checked —
+//! that each pointer really addresses `size` readable (or writable) bytes that stay
+//! valid for the call — is the caller's promise, hence `unsafe`.
+
+use std::ffi::c_void;
+
+use memcache_core::{CopyDirection, Error, ReplicateConfig, Result};
+
+use crate::blocking::BlockingObjectStore;
+
+fn check_region(ptr: *const c_void, len: usize) -> Result<()> {
+    if ptr.is_null() {
+        return Err(Error::invalid("null buffer"));
+    }
+    if len == 0 {
+        return Err(Error::invalid("buffer of size 0"));
+    }
+    if len > isize::MAX as usize || (ptr as usize).checked_add(len).is_none() {
+        return Err(Error::invalid("buffer size overflows the address space"));
+    }
+    Ok(())
+}
+
+/// # Safety
+/// `ptr` must address `len` bytes readable for the lifetime `'a`.
+unsafe fn slice<'a>(ptr: *const c_void, len: usize) -> Result<&'a [u8]> {
+    check_region(ptr, len)?;
+    // SAFETY: non-null, within `isize`, no wrap-around (checked above); readability and
+    // lifetime are the caller's promise.
+    Ok(unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) })
+}
+
+/// # Safety
+/// Each `(ptrs[i], sizes[i])` must address bytes readable for `'a`.
+unsafe fn slices<'a>(ptrs: &[*const c_void], sizes: &[usize]) -> Result<Vec<&'a [u8]>> {
+    if ptrs.len() != sizes.len() {
+        return Err(Error::invalid(format!(
+            "{} buffers but {} sizes",
+            ptrs.len(),
+            sizes.len()
+        )));
+    }
+    if ptrs.is_empty() {
+        return Err(Error::invalid("no buffers"));
+    }
+    // SAFETY: forwarded caller promise.
+    ptrs.iter()
+        .zip(sizes)
+        .map(|(&p, &n)| unsafe { slice(p, n) })
+        .collect()
+}
+
+/// Turns writable regions into exclusive slices, refusing any two that overlap (two
+/// `&mut` to the same byte would be undefined behaviour, and the copy result would be
+/// meaningless anyway).
+///
+/// # Safety
+/// Each region must be writable for `'a` and not accessed by anything else meanwhile.
+unsafe fn slices_mut<'a>(regions: Vec<(*mut c_void, usize)>) -> Result<Vec<&'a mut [u8]>> {
+    for &(p, n) in &regions {
+        check_region(p, n)?;
+    }
+    let mut sorted: Vec<(usize, usize)> = regions.iter().map(|&(p, n)| (p as usize, n)).collect();
+    sorted.sort_unstable();
+    if sorted.windows(2).any(|w| w[0].0 + w[0].1 > w[1].0) {
+        return Err(Error::invalid("destination buffers overlap"));
+    }
+    Ok(regions
+        .into_iter()
+        // SAFETY: checked non-null, bounded and pairwise disjoint; writability,
+        // lifetime and exclusivity are the caller's promise.
+        .map(|(p, n)| unsafe { std::slice::from_raw_parts_mut(p.cast::<u8>(), n) })
+        .collect())
+}
+
+fn check_shape(keys: usize, bufs: usize, sizes: usize) -> Result<()> {
+    if keys != bufs || bufs != sizes {
+        return Err(Error::invalid(format!(
+            "{keys} keys, {bufs} buffers, {sizes} sizes"
+        )));
+    }
+    Ok(())
+}
+
+/// Splits a per-key pointer conversion: keys whose buffers are bad get that error,
+/// the rest go to `run`, and the answers are merged back in key order.
+fn per_key<K, S, T: Clone>(
+    keys: &[K],
+    converted: Vec<Result<S>>,
+    run: impl FnOnce(&[&K], Vec<S>) -> Vec<Result<T>>,
+) -> Vec<Result<T>> {
+    let mut results: Vec<Option<Result<T>>> = vec![None; keys.len()];
+    let mut good_keys = Vec::with_capacity(keys.len());
+    let mut good = Vec::with_capacity(keys.len());
+    let mut slots = Vec::with_capacity(keys.len());
+    for (i, c) in converted.into_iter().enumerate() {
+        match c {
+            Ok(s) => {
+                good_keys.push(&keys[i]);
+                good.push(s);
+                slots.push(i);
+            }
+            Err(e) => results[i] = Some(Err(e)),
+        }
+    }
+    if !good.is_empty() {
+        for (i, r) in slots.into_iter().zip(run(&good_keys, good)) {
+            results[i] = Some(r);
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| r.expect("every key answered"))
+        .collect()
+}
+
+impl BlockingObjectStore {
+    pub fn register_buffer_ptr(&self, ptr: *const c_void, size: usize) -> Result<()> {
+        check_region(ptr, size)?;
+        self.inner().register_range(ptr as usize, size)
+    }
+
+    pub fn unregister_buffer_ptr(&self, ptr: *const c_void, size: usize) -> Result<()> {
+        check_region(ptr, size)?;
+        self.inner().unregister_range(ptr as usize, size)
+    }
+
+    /// # Safety
+    /// `buf` must address `size` readable bytes for the duration of the call.
+    pub unsafe fn put_from_ptr(
+        &self,
+        key: &[u8],
+        buf: *const c_void,
+        size: usize,
+        direct: i32,
+        config: &ReplicateConfig,
+    ) -> Result<()> {
+        let direct = CopyDirection::try_from(direct)?;
+        // SAFETY: forwarded caller promise.
+        let data = unsafe { slice(buf, size) }?;
+        self.put_from(key, data, direct, config)
+    }
+
+    /// # Safety
+    /// `buf` must address `size` writable bytes, used by nothing else during the call.
+    pub unsafe fn get_into_ptr(
+        &self,
+        key: &[u8],
+        buf: *mut c_void,
+        size: usize,
+        direct: i32,
+    ) -> Result<u64> {
+        let direct = CopyDirection::try_from(direct)?;
+        // SAFETY: forwarded caller promise.
+        let mut dst = unsafe { slices_mut(vec![(buf, size)]) }?;
+        self.get_into(key, dst[0], direct)
+    }
+
+    /// # Safety
+    /// Every `(bufs[i], sizes[i])` must address readable bytes for the call.
+    pub unsafe fn put_from_layers_ptr(
+        &self,
+        key: &[u8],
+        bufs: &[*const c_void],
+        sizes: &[usize],
+        direct: i32,
+        config: &ReplicateConfig,
+    ) -> Result<()> {
+        let direct = CopyDirection::try_from(direct)?;
+        // SAFETY: forwarded caller promise.
+        let layers = unsafe { slices(bufs, sizes) }?;
+        self.put_from_layers(key, &layers, direct, config)
+    }
+
+    /// # Safety
+    /// Every `(bufs[i], sizes[i])` must address writable bytes, used by nothing else.
+    pub unsafe fn get_into_layers_ptr(
+        &self,
+        key: &[u8],
+        bufs: &[*mut c_void],
+        sizes: &[usize],
+        direct: i32,
+    ) -> Result<u64> {
+        let direct = CopyDirection::try_from(direct)?;
+        check_shape(bufs.len(), bufs.len(), sizes.len())?;
+        if bufs.is_empty() {
+            return Err(Error::invalid("no buffers"));
+        }
+        // SAFETY: forwarded caller promise.
+        let mut layers =
+            unsafe { slices_mut(bufs.iter().copied().zip(sizes.iter().copied()).collect()) }?;
+        self.get_into_layers(key, &mut layers, direct)
+    }
+
+    /// # Safety
+    /// As [`Self::put_from_ptr`], for every key.
+    pub unsafe fn batch_put_from_ptr(
+        &self,
+        keys: &[&[u8]],
+        bufs: &[*const c_void],
+        sizes: &[usize],
+        direct: i32,
+        config: &ReplicateConfig,
+    ) -> Vec<Result<()>> {
+        let layers: Vec<&[*const c_void]> = bufs.iter().map(std::slice::from_ref).collect();
+        let sizes: Vec<&[usize]> = sizes.iter().map(std::slice::from_ref).collect();
+        // SAFETY: forwarded caller promise.
+        unsafe { self.batch_put_from_layers_ptr(keys, &layers, &sizes, direct, config) }
+    }
+
+    /// # Safety
+    /// As [`Self::get_into_ptr`], for every key; no two buffers may overlap.
+    pub unsafe fn batch_get_into_ptr(
+        &self,
+        keys: &[&[u8]],
+        bufs: &[*mut c_void],
+        sizes: &[usize],
+        direct: i32,
+    ) -> Vec<Result<u64>> {
+        let layers: Vec<&[*mut c_void]> = bufs.iter().map(std::slice::from_ref).collect();
+        let sizes: Vec<&[usize]> = sizes.iter().map(std::slice::from_ref).collect();
+        // SAFETY: forwarded caller promise.
+        unsafe { self.batch_get_into_layers_ptr(keys, &layers, &sizes, direct) }
+    }
+
+    /// # Safety
+    /// As [`Self::put_from_layers_ptr`], for every key.
+    pub unsafe fn batch_put_from_layers_ptr(
+        &self,
+        keys: &[&[u8]],
+        bufs: &[&[*const c_void]],
+        sizes: &[&[usize]],
+        direct: i32,
+        config: &ReplicateConfig,
+    ) -> Vec<Result<()>> {
+        let n = keys.len();
+        let direct = match CopyDirection::try_from(direct)
+            .and_then(|d| check_shape(keys.len(), bufs.len(), sizes.len()).map(|()| d))
+        {
+            Ok(d) => d,
+            Err(e) => return vec![Err(e); n],
+        };
+        let converted = bufs
+            .iter()
+            .zip(sizes)
+            // SAFETY: forwarded caller promise.
+            .map(|(b, s)| unsafe { slices(b, s) })
+            .collect();
+        per_key(keys, converted, |ks, objects| {
+            let objects: Vec<&[&[u8]]> = objects.iter().map(Vec::as_slice).collect();
+            self.batch_put_from_layers(ks, &objects, direct, config)
+        })
+    }
+
+    /// # Safety
+    /// As [`Self::get_into_layers_ptr`], for every key; no two buffers of the whole
+    /// call may overlap.
+    pub unsafe fn batch_get_into_layers_ptr(
+        &self,
+        keys: &[&[u8]],
+        bufs: &[&[*mut c_void]],
+        sizes: &[&[usize]],
+        direct: i32,
+    ) -> Vec<Result<u64>> {
+        let n = keys.len();
+        let direct = match CopyDirection::try_from(direct)
+            .and_then(|d| check_shape(keys.len(), bufs.len(), sizes.len()).map(|()| d))
+        {
+            Ok(d) => d,
+            Err(e) => return vec![Err(e); n],
+        };
+        if let Some(i) = (0..n).find(|&i| bufs[i].len() != sizes[i].len() || bufs[i].is_empty()) {
+            let e = Error::invalid(format!("key {i}: buffers and sizes do not pair up"));
+            return vec![Err(e); n];
+        }
+        let regions: Vec<(*mut c_void, usize)> = bufs
+            .iter()
+            .zip(sizes)
+            .flat_map(|(b, s)| b.iter().copied().zip(s.iter().copied()))
+            .collect();
+        // SAFETY: forwarded caller promise; checks disjointness across the whole call.
+        let mut flat = match unsafe { slices_mut(regions) } {
+            Ok(f) => f,
+            Err(e) => return vec![Err(e); n],
+        };
+        let mut objects: Vec<&mut [&mut [u8]]> = Vec::with_capacity(n);
+        let mut rest: &mut [&mut [u8]] = &mut flat;
+        for b in bufs {
+            let (head, tail) = rest.split_at_mut(b.len());
+            objects.push(head);
+            rest = tail;
+        }
+        self.batch_get_into_layers(keys, &mut objects, direct)
+    }
+}

@@ -1,0 +1,570 @@
+//! The async `ObjectStore`: every call of the C++ `ObjectStore` API, on slices.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use memcache_core::{
+    CopyDirection, Error, Key, KeyInfo, LocalServiceId, ReplicateConfig, Result, MAX_BATCH_OP_COUNT,
+};
+use memcache_local::{LocalService, Transport};
+use memcache_meta::Located;
+
+use crate::config::ClientConfig;
+use crate::embedded::EmbeddedPool;
+use crate::meta_client::MetaClient;
+
+/// A client of the pool. Create it, `init` it, use it from any number of tasks, and
+/// `tear_down` it; calls outside that window answer -3019.
+pub struct ObjectStore {
+    config: ClientConfig,
+    pool: Option<Arc<EmbeddedPool>>,
+    session: RwLock<Option<Arc<Session>>>,
+}
+
+struct Session {
+    meta: MetaClient,
+    local: Option<LocalService>,
+    /// Registered user regions: start address → length.
+    buffers: Mutex<BTreeMap<usize, usize>>,
+}
+
+impl Session {
+    fn transport(&self) -> &impl Transport {
+        self.meta.pool().transport()
+    }
+}
+
+fn all<T: Clone>(n: usize, e: Error) -> Vec<Result<T>> {
+    vec![Err(e); n]
+}
+
+fn check_direction(direct: CopyDirection, put: bool) -> Result<()> {
+    if direct.is_put() != put {
+        return Err(Error::invalid(format!(
+            "copy direction {direct:?} does not fit a {}",
+            if put { "put" } else { "get" }
+        )));
+    }
+    if direct.is_device() {
+        return Err(Error::invalid(format!(
+            "copy direction {direct:?} moves device memory; this build has no device transport"
+        )));
+    }
+    Ok(())
+}
+
+/// Validates a batch's shape; `Err` applies to every key.
+fn check_batch(keys: usize, buffers: usize) -> Result<()> {
+    if keys != buffers {
+        return Err(Error::invalid(format!(
+            "{keys} keys but {buffers} buffer entries"
+        )));
+    }
+    if keys > MAX_BATCH_OP_COUNT {
+        return Err(Error::invalid(format!(
+            "batch of {keys} keys is above the limit of {MAX_BATCH_OP_COUNT}"
+        )));
+    }
+    Ok(())
+}
+
+/// Parses the keys; invalid ones get their error in `results` and are left out.
+fn parse_keys<K: AsRef<[u8]>, T>(keys: &[K], results: &mut [Result<T>]) -> Vec<(usize, Key)> {
+    let mut valid = Vec::with_capacity(keys.len());
+    for (i, k) in keys.iter().enumerate() {
+        match Key::new(k) {
+            Ok(key) => valid.push((i, key)),
+            Err(e) => results[i] = Err(e),
+        }
+    }
+    valid
+}
+
+impl ObjectStore {
+    /// A store that joins this process's embedded pool at `init`.
+    pub fn new(config: ClientConfig) -> Self {
+        ObjectStore {
+            config,
+            pool: None,
+            session: RwLock::new(None),
+        }
+    }
+
+    /// A store on a given embedded pool (tests use it for a private pool and clock).
+    pub fn with_pool(config: ClientConfig, pool: Arc<EmbeddedPool>) -> Self {
+        ObjectStore {
+            config,
+            pool: Some(pool),
+            session: RwLock::new(None),
+        }
+    }
+
+    fn session(&self) -> Result<Arc<Session>> {
+        self.session
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or(Error::ClientNotInitialized)
+    }
+
+    /// Connects to the pool. With `init_bm` this client also starts a local service that
+    /// contributes `config.local.dram_size` bytes of DRAM; without, it is a pure client.
+    pub async fn init(&self, device_id: u32, init_bm: bool) -> Result<()> {
+        if self
+            .session
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+        {
+            return Err(Error::RepeatCall("init on an initialized store".into()));
+        }
+        let pool = match &self.pool {
+            Some(p) => p.clone(),
+            None => EmbeddedPool::shared(&self.config.meta)?,
+        };
+        let meta = MetaClient::embedded(pool);
+        let local = if init_bm {
+            let mut config = self.config.local.clone();
+            config.device_id = device_id;
+            let mut local = LocalService::create(&config)?;
+            let (id, segment_ids) = meta
+                .register_service(config.service_id, device_id, local.segment_specs())
+                .await?;
+            local.bind(id, segment_ids)?;
+            for (seg_id, seg) in local.segments() {
+                meta.pool().transport().attach(seg_id, seg.clone());
+            }
+            Some(local)
+        } else {
+            None
+        };
+        let session = Arc::new(Session {
+            meta,
+            local,
+            buffers: Mutex::new(BTreeMap::new()),
+        });
+        let raced = {
+            let mut slot = self.session.write().unwrap_or_else(|e| e.into_inner());
+            let raced = slot.is_some();
+            if !raced {
+                *slot = Some(session.clone());
+            }
+            raced
+        };
+        if raced {
+            Self::leave(&session).await;
+            return Err(Error::RepeatCall("init raced with another init".into()));
+        }
+        Ok(())
+    }
+
+    /// Disconnects. A local service this client started leaves the pool, and objects
+    /// that had their only replica there go with it.
+    pub async fn tear_down(&self) -> Result<()> {
+        let session = self
+            .session
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .ok_or(Error::ClientNotInitialized)?;
+        Self::leave(&session).await;
+        Ok(())
+    }
+
+    async fn leave(session: &Session) {
+        if let Some(local) = &session.local {
+            if let Ok(id) = local.id() {
+                if let Err(e) = session.meta.remove_service(id).await {
+                    tracing::warn!(service = id, error = %e, "leaving the pool");
+                }
+            }
+            for (seg_id, _) in local.segments() {
+                session.meta.pool().transport().detach(seg_id);
+            }
+        }
+    }
+
+    /// The id of the local service this client started (`init_bm = true`).
+    pub fn get_local_service_id(&self) -> Result<LocalServiceId> {
+        match &self.session()?.local {
+            Some(local) => local.id(),
+            None => Err(Error::NotConnectedToLocal),
+        }
+    }
+
+    /// Records a user region for zero-copy transfers. The shared-memory data plane
+    /// copies from any buffer; registration is where pinning transports pin.
+    pub fn register_buffer(&self, buf: &[u8]) -> Result<()> {
+        self.register_range(buf.as_ptr() as usize, buf.len())
+    }
+
+    pub fn unregister_buffer(&self, buf: &[u8]) -> Result<()> {
+        self.unregister_range(buf.as_ptr() as usize, buf.len())
+    }
+
+    pub(crate) fn register_range(&self, addr: usize, len: usize) -> Result<()> {
+        let session = self.session()?;
+        if addr == 0 || len == 0 {
+            return Err(Error::invalid(
+                "register_buffer needs a non-null, non-empty region",
+            ));
+        }
+        let end = addr
+            .checked_add(len)
+            .ok_or_else(|| Error::invalid("region wraps around the address space"))?;
+        let mut buffers = session.buffers.lock().unwrap_or_else(|e| e.into_inner());
+        if buffers.get(&addr) == Some(&len) {
+            return Err(Error::RepeatCall("region is already registered".into()));
+        }
+        let before = buffers.range(..end).next_back();
+        if before.is_some_and(|(&a, &l)| a + l > addr) {
+            return Err(Error::invalid("region overlaps a registered one"));
+        }
+        buffers.insert(addr, len);
+        Ok(())
+    }
+
+    pub(crate) fn unregister_range(&self, addr: usize, len: usize) -> Result<()> {
+        let session = self.session()?;
+        let mut buffers = session.buffers.lock().unwrap_or_else(|e| e.into_inner());
+        match buffers.get(&addr) {
+            Some(&l) if l == len => {
+                buffers.remove(&addr);
+                Ok(())
+            }
+            _ => Err(Error::invalid("region was not registered with this size")),
+        }
+    }
+
+    /// Bytes in registered regions.
+    pub fn registered_bytes(&self) -> Result<usize> {
+        let session = self.session()?;
+        let buffers = session.buffers.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(buffers.values().sum())
+    }
+
+    // ---- puts ----
+
+    pub async fn put(&self, key: impl AsRef<[u8]>, data: &[u8]) -> Result<()> {
+        self.put_from(
+            key,
+            data,
+            CopyDirection::PUT_DEFAULT,
+            &ReplicateConfig::default(),
+        )
+        .await
+    }
+
+    pub async fn put_from(
+        &self,
+        key: impl AsRef<[u8]>,
+        buf: &[u8],
+        direct: CopyDirection,
+        config: &ReplicateConfig,
+    ) -> Result<()> {
+        self.put_from_layers(key, &[buf], direct, config).await
+    }
+
+    pub async fn put_from_layers(
+        &self,
+        key: impl AsRef<[u8]>,
+        layers: &[&[u8]],
+        direct: CopyDirection,
+        config: &ReplicateConfig,
+    ) -> Result<()> {
+        let mut r = self.put_batch(&[key], &[layers], direct, config).await;
+        r.pop().expect("one result per key")
+    }
+
+    pub async fn batch_put_from<K: AsRef<[u8]>>(
+        &self,
+        keys: &[K],
+        bufs: &[&[u8]],
+        direct: CopyDirection,
+        config: &ReplicateConfig,
+    ) -> Vec<Result<()>> {
+        let objects: Vec<&[&[u8]]> = bufs.iter().map(std::slice::from_ref).collect();
+        self.put_batch(keys, &objects, direct, config).await
+    }
+
+    /// Stores each key's layers, concatenated, as one object.
+    pub async fn batch_put_from_layers<K: AsRef<[u8]>>(
+        &self,
+        keys: &[K],
+        layers: &[&[&[u8]]],
+        direct: CopyDirection,
+        config: &ReplicateConfig,
+    ) -> Vec<Result<()>> {
+        self.put_batch(keys, layers, direct, config).await
+    }
+
+    /// alloc (one meta call) → write every replica → commit (one meta call).
+    async fn put_batch<K: AsRef<[u8]>>(
+        &self,
+        keys: &[K],
+        objects: &[&[&[u8]]],
+        direct: CopyDirection,
+        config: &ReplicateConfig,
+    ) -> Vec<Result<()>> {
+        let n = keys.len();
+        let session = match self.session() {
+            Ok(s) => s,
+            Err(e) => return all(n, e),
+        };
+        if let Err(e) = check_batch(n, objects.len())
+            .and(check_direction(direct, true))
+            .and(config.validated_replicas().map(drop))
+        {
+            return all(n, e);
+        }
+        let mut results: Vec<Result<()>> = vec![Ok(()); n];
+        let mut wanted = parse_keys(keys, &mut results);
+        wanted.retain(|&(i, _)| {
+            let empty = objects[i].iter().all(|l| l.is_empty());
+            if empty {
+                results[i] = Err(Error::invalid("object of 0 bytes"));
+            }
+            !empty
+        });
+        let items = wanted
+            .iter()
+            .map(|(i, k)| (k.clone(), objects[*i].iter().map(|l| l.len() as u64).sum()))
+            .collect();
+        let allocations = session.meta.alloc(items, config).await;
+        let mut commits = Vec::with_capacity(wanted.len());
+        let mut committed_slots = Vec::with_capacity(wanted.len());
+        let mut aborts = Vec::new();
+        for ((i, key), allocation) in wanted.into_iter().zip(allocations) {
+            let a = match allocation {
+                Ok(a) => a,
+                Err(e) => {
+                    results[i] = Err(e);
+                    continue;
+                }
+            };
+            let mut written = Ok(());
+            for blob in &a.blobs {
+                written = session.transport().write(blob, objects[i]).await;
+                if written.is_err() {
+                    break;
+                }
+            }
+            match written {
+                Ok(()) => {
+                    commits.push((key, a.put_id));
+                    committed_slots.push(i);
+                }
+                Err(e) => {
+                    aborts.push((key, a.put_id));
+                    results[i] = Err(e);
+                }
+            }
+        }
+        if !aborts.is_empty() {
+            session.meta.abort(aborts).await;
+        }
+        if !commits.is_empty() {
+            let done = session.meta.commit(commits).await;
+            for (i, r) in committed_slots.into_iter().zip(done) {
+                results[i] = r;
+            }
+        }
+        results
+    }
+
+    // ---- gets ----
+
+    /// Reads the whole object into `buf`, which must be at least as large; returns the
+    /// object's size. On any error `buf` is untouched.
+    pub async fn get_into(
+        &self,
+        key: impl AsRef<[u8]>,
+        buf: &mut [u8],
+        direct: CopyDirection,
+    ) -> Result<u64> {
+        self.get_into_layers(key, &mut [buf], direct).await
+    }
+
+    /// Scatters the object over `layers` in order (normally the sizes it was put with).
+    pub async fn get_into_layers(
+        &self,
+        key: impl AsRef<[u8]>,
+        layers: &mut [&mut [u8]],
+        direct: CopyDirection,
+    ) -> Result<u64> {
+        let mut r = self.get_batch(&[key], &mut [layers], direct).await;
+        r.pop().expect("one result per key")
+    }
+
+    pub async fn batch_get_into<K: AsRef<[u8]>>(
+        &self,
+        keys: &[K],
+        bufs: &mut [&mut [u8]],
+        direct: CopyDirection,
+    ) -> Vec<Result<u64>> {
+        let mut objects: Vec<&mut [&mut [u8]]> =
+            bufs.iter_mut().map(std::slice::from_mut).collect();
+        self.get_batch(keys, &mut objects, direct).await
+    }
+
+    pub async fn batch_get_into_layers<K: AsRef<[u8]>>(
+        &self,
+        keys: &[K],
+        layers: &mut [&mut [&mut [u8]]],
+        direct: CopyDirection,
+    ) -> Vec<Result<u64>> {
+        self.get_batch(keys, layers, direct).await
+    }
+
+    /// The object's bytes in a new vector.
+    pub async fn get(&self, key: impl AsRef<[u8]>) -> Result<Vec<u8>> {
+        let session = self.session()?;
+        let key = Key::new(key)?;
+        let keys = [key];
+        let located = session
+            .meta
+            .lookup(&keys)
+            .await
+            .pop()
+            .expect("one result")?;
+        let mut out = vec![0u8; located.size as usize];
+        let r = self.read_object(&session, &located, &mut [&mut out]).await;
+        session.meta.release(&keys).await;
+        r.map(|()| out)
+    }
+
+    /// lookup (one meta call, leases the objects) → read → release (one meta call).
+    async fn get_batch<K: AsRef<[u8]>>(
+        &self,
+        keys: &[K],
+        objects: &mut [&mut [&mut [u8]]],
+        direct: CopyDirection,
+    ) -> Vec<Result<u64>> {
+        let n = keys.len();
+        let session = match self.session() {
+            Ok(s) => s,
+            Err(e) => return all(n, e),
+        };
+        if let Err(e) = check_batch(n, objects.len()).and(check_direction(direct, false)) {
+            return all(n, e);
+        }
+        let mut results: Vec<Result<u64>> = vec![Ok(0); n];
+        let wanted = parse_keys(keys, &mut results);
+        let lookup_keys: Vec<Key> = wanted.iter().map(|(_, k)| k.clone()).collect();
+        let located = session.meta.lookup(&lookup_keys).await;
+        let mut leased = Vec::with_capacity(wanted.len());
+        for ((i, key), found) in wanted.into_iter().zip(located) {
+            results[i] = match found {
+                Ok(loc) => {
+                    leased.push(key);
+                    self.read_object(&session, &loc, objects[i])
+                        .await
+                        .map(|()| loc.size)
+                }
+                Err(e) => Err(e),
+            };
+        }
+        if !leased.is_empty() {
+            session.meta.release(&leased).await;
+        }
+        results
+    }
+
+    /// Reads from the nearest replica that answers: this client's own local service
+    /// first, then the others in order.
+    async fn read_object(
+        &self,
+        session: &Session,
+        loc: &Located,
+        dsts: &mut [&mut [u8]],
+    ) -> Result<()> {
+        let room: u64 = dsts.iter().map(|d| d.len() as u64).sum();
+        if room < loc.size {
+            return Err(Error::invalid(format!(
+                "buffers hold {room} bytes, the object has {}",
+                loc.size
+            )));
+        }
+        let own = session.local.as_ref().and_then(|l| l.id().ok());
+        let mut order: Vec<_> = loc.blobs.iter().collect();
+        order.sort_by_key(|b| Some(b.service) != own);
+        let mut last = Error::ObjectNotFound;
+        for blob in order {
+            match session.transport().read(blob, dsts).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::debug!(?blob, error = %e, "replica unreadable, trying the next");
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    // ---- removal and queries ----
+
+    pub async fn remove(&self, key: impl AsRef<[u8]>) -> Result<()> {
+        self.batch_remove(&[key]).await.pop().expect("one result")
+    }
+
+    pub async fn batch_remove<K: AsRef<[u8]>>(&self, keys: &[K]) -> Vec<Result<()>> {
+        self.keyed(keys, |s, ks| async move { s.meta.remove(ks).await })
+            .await
+    }
+
+    pub async fn is_exist(&self, key: impl AsRef<[u8]>) -> Result<bool> {
+        self.batch_is_exist(&[key]).await.pop().expect("one result")
+    }
+
+    pub async fn batch_is_exist<K: AsRef<[u8]>>(&self, keys: &[K]) -> Vec<Result<bool>> {
+        self.keyed(keys, |s, ks| async move { s.meta.exists(&ks).await })
+            .await
+    }
+
+    pub async fn get_key_info(&self, key: impl AsRef<[u8]>) -> Result<KeyInfo> {
+        self.batch_get_key_info(&[key])
+            .await
+            .pop()
+            .expect("one result")
+    }
+
+    pub async fn batch_get_key_info<K: AsRef<[u8]>>(&self, keys: &[K]) -> Vec<Result<KeyInfo>> {
+        self.keyed(keys, |s, ks| async move {
+            s.meta
+                .key_info(&ks)
+                .await
+                .into_iter()
+                .map(|info| match Error::from_code(info.status) {
+                    None => Ok(info),
+                    Some(e) => Err(e),
+                })
+                .collect()
+        })
+        .await
+    }
+
+    /// Runs a per-key meta call on the valid keys and merges the answers back in order.
+    async fn keyed<K, T, F, Fut>(&self, keys: &[K], call: F) -> Vec<Result<T>>
+    where
+        K: AsRef<[u8]>,
+        T: Clone,
+        F: FnOnce(Arc<Session>, Vec<Key>) -> Fut,
+        Fut: std::future::Future<Output = Vec<Result<T>>>,
+    {
+        let n = keys.len();
+        let session = match self.session() {
+            Ok(s) => s,
+            Err(e) => return all(n, e),
+        };
+        if let Err(e) = check_batch(n, n) {
+            return all(n, e);
+        }
+        let mut results: Vec<Result<T>> = all(n, Error::ObjectNotFound);
+        let valid = parse_keys(keys, &mut results);
+        let (slots, ks): (Vec<usize>, Vec<Key>) = valid.into_iter().unzip();
+        for (i, r) in slots.into_iter().zip(call(session, ks).await) {
+            results[i] = r;
+        }
+        results
+    }
+}

@@ -1,0 +1,101 @@
+//! A local service: the segments one host (or device) contributes, under one id.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use memcache_core::{Error, LocalServiceId, Medium, Result, SegmentId};
+use memcache_meta::SegmentSpec;
+
+use crate::segment::ShmSegment;
+
+const GIB: u64 = 1 << 30;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LocalServiceConfig {
+    /// Bytes of DRAM this service contributes.
+    #[serde(alias = "localDRAMSize")]
+    pub dram_size: u64,
+    /// Device the service is bound to (reported in key info).
+    #[serde(alias = "deviceId")]
+    pub device_id: u32,
+    /// Requested local service id (the original API's rank); the meta service assigns
+    /// the smallest free one when unset.
+    #[serde(alias = "rankId")]
+    pub service_id: Option<LocalServiceId>,
+}
+
+impl Default for LocalServiceConfig {
+    fn default() -> Self {
+        LocalServiceConfig {
+            dram_size: GIB,
+            device_id: 0,
+            service_id: None,
+        }
+    }
+}
+
+/// The segments of one local service. Created first, then registered with the meta
+/// service, whose answer (`bind`) gives the service and segment ids.
+pub struct LocalService {
+    config: LocalServiceConfig,
+    segments: Vec<Arc<ShmSegment>>,
+    ids: Option<(LocalServiceId, Vec<SegmentId>)>,
+}
+
+impl LocalService {
+    /// Creates (and pre-faults) the service's segments.
+    pub fn create(config: &LocalServiceConfig) -> Result<Self> {
+        if config.dram_size == 0 {
+            return Err(Error::invalid("localDRAMSize is 0"));
+        }
+        let dram = Arc::new(ShmSegment::create("memcache-dram", config.dram_size)?);
+        Ok(LocalService {
+            config: config.clone(),
+            segments: vec![dram],
+            ids: None,
+        })
+    }
+
+    pub fn config(&self) -> &LocalServiceConfig {
+        &self.config
+    }
+
+    /// What to register with the meta service, one spec per segment.
+    pub fn segment_specs(&self) -> Vec<SegmentSpec> {
+        self.segments
+            .iter()
+            .map(|s| SegmentSpec {
+                medium: Medium::Dram,
+                capacity: s.len(),
+                base: s.base(),
+            })
+            .collect()
+    }
+
+    /// Records the ids the meta service assigned.
+    pub fn bind(&mut self, service: LocalServiceId, segment_ids: Vec<SegmentId>) -> Result<()> {
+        if segment_ids.len() != self.segments.len() {
+            return Err(Error::UnmatchedRetcode);
+        }
+        tracing::info!(service, segments = ?segment_ids, "local service registered");
+        self.ids = Some((service, segment_ids));
+        Ok(())
+    }
+
+    /// The service id, once registered.
+    pub fn id(&self) -> Result<LocalServiceId> {
+        self.ids
+            .as_ref()
+            .map(|(id, _)| *id)
+            .ok_or(Error::NotStarted)
+    }
+
+    /// Registered segments with their ids.
+    pub fn segments(&self) -> impl Iterator<Item = (SegmentId, &Arc<ShmSegment>)> {
+        self.ids
+            .iter()
+            .flat_map(|(_, ids)| ids.iter().copied().zip(&self.segments))
+    }
+}

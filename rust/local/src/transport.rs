@@ -1,0 +1,77 @@
+//! The data plane: moving an object's bytes between the caller's buffers and a blob.
+
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+
+use rustc_hash::FxHashMap;
+
+use memcache_core::{Blob, Error, Result, SegmentId};
+
+use crate::segment::ShmSegment;
+
+/// One way of reaching segments. Writes gather the caller's slices into a blob; reads
+/// scatter a blob into the caller's slices; neither stages bytes in between.
+pub trait Transport: Send + Sync {
+    /// Writes `srcs`, concatenated, as the whole content of `blob`.
+    fn write(&self, blob: &Blob, srcs: &[&[u8]]) -> impl Future<Output = Result<()>> + Send;
+    /// Reads the whole of `blob` into `dsts` in order; they must hold `blob.len` bytes.
+    fn read(&self, blob: &Blob, dsts: &mut [&mut [u8]]) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// Segments mapped into this process: one memcpy per slice, in the caller's thread.
+#[derive(Default)]
+pub struct ShmTransport {
+    segments: RwLock<FxHashMap<SegmentId, Arc<ShmSegment>>>,
+}
+
+impl ShmTransport {
+    pub fn attach(&self, id: SegmentId, segment: Arc<ShmSegment>) {
+        self.segments
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, segment);
+    }
+
+    pub fn detach(&self, id: SegmentId) {
+        self.segments
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+
+    fn segment(&self, id: SegmentId) -> Result<Arc<ShmSegment>> {
+        self.segments
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
+            .ok_or(Error::NotConnectedToLocal)
+    }
+
+    pub fn write_blob(&self, blob: &Blob, srcs: &[&[u8]]) -> Result<()> {
+        let total: u64 = srcs.iter().map(|s| s.len() as u64).sum();
+        if total != blob.len {
+            return Err(Error::invalid(format!(
+                "writing {total} bytes into a blob of {}",
+                blob.len
+            )));
+        }
+        let end = blob.offset.saturating_add(blob.len);
+        self.segment(blob.segment)?.write_at(blob.offset, end, srcs)
+    }
+
+    pub fn read_blob(&self, blob: &Blob, dsts: &mut [&mut [u8]]) -> Result<()> {
+        self.segment(blob.segment)?
+            .read_at(blob.offset, blob.len, dsts)
+    }
+}
+
+impl Transport for ShmTransport {
+    async fn write(&self, blob: &Blob, srcs: &[&[u8]]) -> Result<()> {
+        self.write_blob(blob, srcs)
+    }
+
+    async fn read(&self, blob: &Blob, dsts: &mut [&mut [u8]]) -> Result<()> {
+        self.read_blob(blob, dsts)
+    }
+}
