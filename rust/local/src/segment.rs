@@ -118,7 +118,7 @@ impl ShmSegment {
                 "buffers hold {room} bytes, the object has {len}"
             )));
         }
-        let mut at = self.check(offset, len as usize, offset + len)?;
+        let mut at = self.check(offset, len as usize, offset.saturating_add(len))?;
         let mut left = len as usize;
         for dst in dsts.iter_mut() {
             if left == 0 {

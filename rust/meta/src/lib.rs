@@ -16,4 +16,4 @@ pub use state::{
     AllocItem, Allocation, Applied, Command, Counters, Object, ObjectState, PutId, Segment,
     SegmentSpec, ServiceInfo, StateMachine,
 };
-pub use store::{Located, MetaConfig, MetaStore};
+pub use store::{Located, MetaConfig, MetaStore, MAX_OBJECT_BYTES};

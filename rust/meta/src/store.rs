@@ -94,6 +94,7 @@ pub struct MetaStore {
     config: MetaConfig,
     sm: StateMachine,
     leases: FxHashMap<Key, Lease>,
+    next_lease_sweep_ms: u64,
     journal: Option<Vec<Command>>,
 }
 
@@ -104,6 +105,7 @@ impl MetaStore {
             sm: StateMachine::new(config.eviction_policy),
             config,
             leases: FxHashMap::default(),
+            next_lease_sweep_ms: 0,
             journal: None,
         })
     }
@@ -420,8 +422,11 @@ impl MetaStore {
                 keys: expired,
             });
         }
-        if self.leases.len() > 1024 {
+        // Leases of readers that died without releasing: swept once per lease length.
+        if now_ms >= self.next_lease_sweep_ms {
             self.leases.retain(|_, l| l.until_ms > now_ms);
+            self.next_lease_sweep_ms =
+                now_ms.saturating_add(self.config.read_lease.as_millis() as u64);
         }
         freed
     }
@@ -430,6 +435,10 @@ impl MetaStore {
         self.leases.get(key).is_some_and(|l| l.until_ms > now_ms)
     }
 }
+
+/// Largest object the pool accepts (256 TiB): far above any segment, and small enough
+/// that page arithmetic on it cannot overflow.
+pub const MAX_OBJECT_BYTES: u64 = 1 << 48;
 
 fn check_batch(len: usize) -> Result<()> {
     if len > MAX_BATCH_OP_COUNT {
@@ -482,6 +491,11 @@ impl<'a> Planner<'a> {
     fn admit(&mut self, key: &Key, size: u64) -> Result<()> {
         if size == 0 {
             return Err(Error::invalid("object size 0"));
+        }
+        if size > MAX_OBJECT_BYTES {
+            return Err(Error::invalid(format!(
+                "object of {size} bytes is above the limit of {MAX_OBJECT_BYTES}"
+            )));
         }
         if self.dropped.contains(key) {
             return Ok(());

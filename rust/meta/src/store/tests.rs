@@ -441,3 +441,19 @@ mod replay {
         }
     }
 }
+
+#[test]
+fn absurd_sizes_are_refused_without_side_effects() {
+    let mut m = store(1, 16 * MIB, MetaConfig::default());
+    let cfg = ReplicateConfig::default();
+    put(&mut m, "keep", MIB, &cfg, 1).unwrap();
+    let fp = m.state().fingerprint();
+    for size in [u64::MAX, u64::MAX - 1, MAX_OBJECT_BYTES + 1] {
+        let r = m.alloc(vec![(key("big"), size)], &cfg, 2);
+        assert_eq!(r[0].as_ref().unwrap_err().code(), -3000);
+    }
+    // Larger than every segment: no eviction can help, so none happens.
+    let r = m.alloc(vec![(key("big"), 17 * MIB)], &cfg, 2);
+    assert_eq!(r[0].as_ref().unwrap_err().code(), -3016);
+    assert_eq!(m.state().fingerprint(), fp);
+}
