@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use memcache_core::{Key, KeyInfo, LocalServiceId, ReplicateConfig, Result, SegmentId};
-use memcache_meta::{Allocation, Located, PutId, SegmentSpec};
+use memcache_meta::{Allocation, LeaseId, Located, PutId, SegmentSpec};
 
 use crate::embedded::EmbeddedPool;
 
@@ -64,8 +64,8 @@ impl MetaClient {
         self.pool.meta().lookup(keys, now)
     }
 
-    pub async fn release(&self, keys: &[Key]) {
-        self.pool.meta().release(keys)
+    pub async fn release(&self, leases: &[(Key, LeaseId)]) {
+        self.pool.meta().release(leases)
     }
 
     pub async fn remove(&self, keys: Vec<Key>) -> Vec<Result<()>> {

@@ -54,27 +54,40 @@ unsafe fn slices<'a>(ptrs: &[*const c_void], sizes: &[usize]) -> Result<Vec<&'a 
         .collect()
 }
 
-/// Turns writable regions into exclusive slices, refusing any two that overlap (two
-/// `&mut` to the same byte would be undefined behaviour, and the copy result would be
-/// meaningless anyway).
-///
-/// # Safety
-/// Each region must be writable for `'a` and not accessed by anything else meanwhile.
-unsafe fn slices_mut<'a>(regions: Vec<(*mut c_void, usize)>) -> Result<Vec<&'a mut [u8]>> {
-    for &(p, n) in &regions {
-        check_region(p, n)?;
-    }
-    let mut sorted: Vec<(usize, usize)> = regions.iter().map(|&(p, n)| (p as usize, n)).collect();
+/// Refuses regions of which any two overlap: two `&mut` to one byte would be undefined
+/// behaviour, and the result of the copies meaningless anyway.
+fn check_disjoint(regions: impl Iterator<Item = (*mut c_void, usize)>) -> Result<()> {
+    let mut sorted: Vec<(usize, usize)> = regions.map(|(p, n)| (p as usize, n)).collect();
     sorted.sort_unstable();
     if sorted.windows(2).any(|w| w[0].0 + w[0].1 > w[1].0) {
         return Err(Error::invalid("destination buffers overlap"));
     }
-    Ok(regions
+    Ok(())
+}
+
+/// Checks one key's destination layers.
+fn check_layers(bufs: &[*mut c_void], sizes: &[usize]) -> Result<Vec<(*mut c_void, usize)>> {
+    check_shape(bufs.len(), bufs.len(), sizes.len())?;
+    if bufs.is_empty() {
+        return Err(Error::invalid("no buffers"));
+    }
+    let regions: Vec<_> = bufs.iter().copied().zip(sizes.iter().copied()).collect();
+    for &(p, n) in &regions {
+        check_region(p, n)?;
+    }
+    Ok(regions)
+}
+
+/// # Safety
+/// Each region must have passed `check_region`, be pairwise disjoint (`check_disjoint`),
+/// and be writable and used by nothing else for `'a`.
+unsafe fn slices_mut<'a>(regions: Vec<(*mut c_void, usize)>) -> Vec<&'a mut [u8]> {
+    regions
         .into_iter()
-        // SAFETY: checked non-null, bounded and pairwise disjoint; writability,
+        // SAFETY: non-null, bounded and disjoint per the contract above; writability,
         // lifetime and exclusivity are the caller's promise.
         .map(|(p, n)| unsafe { std::slice::from_raw_parts_mut(p.cast::<u8>(), n) })
-        .collect())
+        .collect()
 }
 
 fn check_shape(keys: usize, bufs: usize, sizes: usize) -> Result<()> {
@@ -155,9 +168,9 @@ impl BlockingObjectStore {
         direct: i32,
     ) -> Result<u64> {
         let direct = CopyDirection::try_from(direct)?;
-        // SAFETY: forwarded caller promise.
-        let mut dst = unsafe { slices_mut(vec![(buf, size)]) }?;
-        self.get_into(key, dst[0], direct)
+        // SAFETY: forwarded caller promise; one region is trivially disjoint.
+        let mut layers = unsafe { slices_mut(check_layers(&[buf], &[size])?) };
+        self.get_into_layers(key, &mut layers, direct)
     }
 
     /// # Safety
@@ -186,13 +199,10 @@ impl BlockingObjectStore {
         direct: i32,
     ) -> Result<u64> {
         let direct = CopyDirection::try_from(direct)?;
-        check_shape(bufs.len(), bufs.len(), sizes.len())?;
-        if bufs.is_empty() {
-            return Err(Error::invalid("no buffers"));
-        }
-        // SAFETY: forwarded caller promise.
-        let mut layers =
-            unsafe { slices_mut(bufs.iter().copied().zip(sizes.iter().copied()).collect()) }?;
+        let regions = check_layers(bufs, sizes)?;
+        check_disjoint(regions.iter().copied())?;
+        // SAFETY: checked above; the rest is the caller's promise.
+        let mut layers = unsafe { slices_mut(regions) };
         self.get_into_layers(key, &mut layers, direct)
     }
 
@@ -273,27 +283,30 @@ impl BlockingObjectStore {
             Ok(d) => d,
             Err(e) => return vec![Err(e); n],
         };
-        if let Some(i) = (0..n).find(|&i| bufs[i].len() != sizes[i].len() || bufs[i].is_empty()) {
-            let e = Error::invalid(format!("key {i}: buffers and sizes do not pair up"));
-            return vec![Err(e); n];
-        }
-        let regions: Vec<(*mut c_void, usize)> = bufs
+        // A key with bad buffers fails alone; buffers that overlap, even across keys,
+        // fail the whole call, since which key is at fault is not knowable.
+        let checked: Vec<Result<Vec<(*mut c_void, usize)>>> = bufs
             .iter()
             .zip(sizes)
-            .flat_map(|(b, s)| b.iter().copied().zip(s.iter().copied()))
+            .map(|(b, s)| check_layers(b, s))
             .collect();
-        // SAFETY: forwarded caller promise; checks disjointness across the whole call.
-        let mut flat = match unsafe { slices_mut(regions) } {
-            Ok(f) => f,
-            Err(e) => return vec![Err(e); n],
-        };
-        let mut objects: Vec<&mut [&mut [u8]]> = Vec::with_capacity(n);
-        let mut rest: &mut [&mut [u8]] = &mut flat;
-        for b in bufs {
-            let (head, tail) = rest.split_at_mut(b.len());
-            objects.push(head);
-            rest = tail;
+        let valid = checked
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .flatten()
+            .copied();
+        if let Err(e) = check_disjoint(valid) {
+            return vec![Err(e); n];
         }
-        self.batch_get_into_layers(keys, &mut objects, direct)
+        let converted = checked
+            .into_iter()
+            // SAFETY: checked above; the rest is the caller's promise.
+            .map(|r| r.map(|regions| unsafe { slices_mut(regions) }))
+            .collect();
+        per_key(keys, converted, |ks, mut objects| {
+            let mut objects: Vec<&mut [&mut [u8]]> =
+                objects.iter_mut().map(Vec::as_mut_slice).collect();
+            self.batch_get_into_layers(ks, &mut objects, direct)
+        })
     }
 }

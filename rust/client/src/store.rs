@@ -429,7 +429,8 @@ impl ObjectStore {
             .expect("one result")?;
         let mut out = vec![0u8; located.size as usize];
         let r = self.read_object(&session, &located, &mut [&mut out]).await;
-        session.meta.release(&keys).await;
+        let [key] = keys;
+        session.meta.release(&[(key, located.lease)]).await;
         r.map(|()| out)
     }
 
@@ -456,7 +457,7 @@ impl ObjectStore {
         for ((i, key), found) in wanted.into_iter().zip(located) {
             results[i] = match found {
                 Ok(loc) => {
-                    leased.push(key);
+                    leased.push((key, loc.lease));
                     self.read_object(&session, &loc, objects[i])
                         .await
                         .map(|()| loc.size)

@@ -9,7 +9,8 @@
 //! cause a spurious "out of memory".
 //!
 //! The allocator is deterministic: the same sequence of calls gives the same offsets on
-//! every replica of the meta state.
+//! every replica of the meta state. A *trial* lets the leader try a plan on the real
+//! allocator and then undo it exactly, so that what it plans is what `apply` will do.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -29,7 +30,38 @@ pub struct PageAllocator {
     /// Freed blocks not yet coalesced: length in pages → start pages (LIFO).
     cache: FxHashMap<u64, Vec<u64>>,
     cached_pages: u64,
+    /// While a trial runs: how to undo each change, oldest first.
+    #[serde(skip)]
+    trial: Option<Trial>,
 }
+
+#[derive(Debug, Clone)]
+struct Trial {
+    undo: Vec<Undo>,
+    free_pages: u64,
+    cached_pages: u64,
+}
+
+#[derive(Debug, Clone)]
+enum Undo {
+    ExtentAdded(u64, u64),
+    ExtentTaken(u64, u64),
+    CachePopped(u64, u64),
+    CachePushed(u64),
+    CacheDrained(Vec<(u64, Vec<u64>)>),
+}
+
+/// A point inside a trial to roll back to.
+#[derive(Debug, Clone, Copy)]
+pub struct Savepoint {
+    undo_len: usize,
+    free_pages: u64,
+    cached_pages: u64,
+}
+
+/// Counters, extents and non-empty cache lists, sorted.
+#[cfg(test)]
+type LogicalState = (u64, u64, Vec<(u64, u64)>, Vec<(u64, Vec<u64>)>);
 
 /// Pages needed for `bytes` (at least one).
 pub fn pages_for(bytes: u64) -> u64 {
@@ -42,15 +74,15 @@ impl PageAllocator {
         let total_pages = capacity / PAGE_SIZE;
         let mut a = PageAllocator {
             total_pages,
-            free_pages: 0,
+            free_pages: total_pages,
             by_offset: BTreeMap::new(),
             by_size: BTreeSet::new(),
             cache: FxHashMap::default(),
             cached_pages: 0,
+            trial: None,
         };
         if total_pages > 0 {
-            a.insert_extent(0, total_pages);
-            a.free_pages = total_pages;
+            a.add_extent(0, total_pages);
         }
         a
     }
@@ -67,23 +99,6 @@ impl PageAllocator {
         (self.total_pages - self.free_pages) * PAGE_SIZE
     }
 
-    /// Whether `alloc(bytes)` can succeed right now.
-    pub fn can_alloc(&self, bytes: u64) -> bool {
-        let pages = pages_for(bytes);
-        if self.cache.get(&pages).is_some_and(|v| !v.is_empty()) {
-            return true;
-        }
-        if self.largest_extent() >= pages {
-            return true;
-        }
-        // Folding the cache back may coalesce a large enough extent; only trying tells.
-        self.cached_pages > 0 && self.free_pages >= pages && {
-            let mut probe = self.clone();
-            probe.flush_cache();
-            probe.largest_extent() >= pages
-        }
-    }
-
     /// Allocates `bytes` (rounded up to whole pages); returns the byte offset.
     pub fn alloc(&mut self, bytes: u64) -> Option<u64> {
         let pages = pages_for(bytes);
@@ -91,6 +106,7 @@ impl PageAllocator {
             return None;
         }
         if let Some(start) = self.cache.get_mut(&pages).and_then(Vec::pop) {
+            self.log(Undo::CachePopped(pages, start));
             self.cached_pages -= pages;
             self.free_pages -= pages;
             return Some(start * PAGE_SIZE);
@@ -116,22 +132,80 @@ impl PageAllocator {
             .entry(pages)
             .or_default()
             .push(offset / PAGE_SIZE);
+        self.log(Undo::CachePushed(pages));
         self.cached_pages += pages;
         self.free_pages += pages;
     }
 
-    /// Length in pages of the largest coalesced free extent.
-    fn largest_extent(&self) -> u64 {
-        self.by_size.last().map_or(0, |&(len, _)| len)
+    /// Starts recording changes so that `end_trial` can undo them all.
+    pub fn begin_trial(&mut self) {
+        debug_assert!(self.trial.is_none(), "nested trial");
+        self.trial = Some(Trial {
+            undo: Vec::new(),
+            free_pages: self.free_pages,
+            cached_pages: self.cached_pages,
+        });
+    }
+
+    pub fn in_trial(&self) -> bool {
+        self.trial.is_some()
+    }
+
+    /// The current point of the running trial.
+    pub fn savepoint(&self) -> Savepoint {
+        let undo_len = self.trial.as_ref().map_or(0, |t| t.undo.len());
+        Savepoint {
+            undo_len,
+            free_pages: self.free_pages,
+            cached_pages: self.cached_pages,
+        }
+    }
+
+    /// Undoes every change since `sp`, leaving the allocator exactly as it was then.
+    pub fn rollback_to(&mut self, sp: Savepoint) {
+        let Some(mut trial) = self.trial.take() else {
+            return;
+        };
+        while trial.undo.len() > sp.undo_len {
+            match trial.undo.pop().expect("length checked") {
+                Undo::ExtentAdded(start, len) => self.remove_extent(start, len),
+                Undo::ExtentTaken(start, len) => self.add_extent(start, len),
+                Undo::CachePopped(pages, start) => self.cache.entry(pages).or_default().push(start),
+                Undo::CachePushed(pages) => {
+                    self.cache.get_mut(&pages).and_then(Vec::pop);
+                }
+                Undo::CacheDrained(entries) => self.cache.extend(entries),
+            }
+        }
+        self.free_pages = sp.free_pages;
+        self.cached_pages = sp.cached_pages;
+        self.trial = Some(trial);
+    }
+
+    /// Undoes the whole trial and stops recording.
+    pub fn end_trial(&mut self) {
+        if let Some(t) = &self.trial {
+            let sp = Savepoint {
+                undo_len: 0,
+                free_pages: t.free_pages,
+                cached_pages: t.cached_pages,
+            };
+            self.rollback_to(sp);
+            self.trial = None;
+        }
+    }
+
+    fn log(&mut self, u: Undo) {
+        if let Some(t) = &mut self.trial {
+            t.undo.push(u);
+        }
     }
 
     fn take_best_fit(&mut self, pages: u64) -> Option<u64> {
         let &(len, start) = self.by_size.range((pages, 0)..).next()?;
-        self.by_size.remove(&(len, start));
-        self.by_offset.remove(&start);
+        self.take_extent(start, len);
         if len > pages {
-            self.by_offset.insert(start + pages, len - pages);
-            self.by_size.insert((len - pages, start + pages));
+            self.put_extent(start + pages, len - pages);
         }
         Some(start)
     }
@@ -139,11 +213,14 @@ impl PageAllocator {
     /// Returns every cached block to the extent trees, merging neighbours. The result
     /// does not depend on the order blocks are returned in.
     fn flush_cache(&mut self) {
-        let mut blocks: Vec<(u64, u64)> = self
-            .cache
-            .drain()
-            .flat_map(|(len, starts)| starts.into_iter().map(move |s| (s, len)))
+        let drained: Vec<(u64, Vec<u64>)> = self.cache.drain().collect();
+        let mut blocks: Vec<(u64, u64)> = drained
+            .iter()
+            .flat_map(|(len, starts)| starts.iter().map(move |&s| (s, *len)))
             .collect();
+        if self.trial.is_some() {
+            self.log(Undo::CacheDrained(drained));
+        }
         blocks.sort_unstable();
         for (start, len) in blocks {
             self.insert_extent(start, len);
@@ -151,22 +228,60 @@ impl PageAllocator {
         self.cached_pages = 0;
     }
 
+    /// Adds a free extent, merging it with free neighbours.
     fn insert_extent(&mut self, mut start: u64, mut len: u64) {
         if let Some((&prev_start, &prev_len)) = self.by_offset.range(..start).next_back() {
             debug_assert!(prev_start + prev_len <= start, "double free");
             if prev_start + prev_len == start {
-                self.by_offset.remove(&prev_start);
-                self.by_size.remove(&(prev_len, prev_start));
+                self.take_extent(prev_start, prev_len);
                 start = prev_start;
                 len += prev_len;
             }
         }
-        if let Some(next_len) = self.by_offset.remove(&(start + len)) {
-            self.by_size.remove(&(next_len, start + len));
+        if let Some(&next_len) = self.by_offset.get(&(start + len)) {
+            self.take_extent(start + len, next_len);
             len += next_len;
         }
+        self.put_extent(start, len);
+    }
+
+    /// Logged extent changes: every edit of the trees goes through these two.
+    fn put_extent(&mut self, start: u64, len: u64) {
+        self.add_extent(start, len);
+        self.log(Undo::ExtentAdded(start, len));
+    }
+
+    fn take_extent(&mut self, start: u64, len: u64) {
+        self.remove_extent(start, len);
+        self.log(Undo::ExtentTaken(start, len));
+    }
+
+    fn add_extent(&mut self, start: u64, len: u64) {
         self.by_offset.insert(start, len);
         self.by_size.insert((len, start));
+    }
+
+    fn remove_extent(&mut self, start: u64, len: u64) {
+        self.by_offset.remove(&start);
+        self.by_size.remove(&(len, start));
+    }
+
+    /// Everything that decides future offsets, for comparing allocators in tests.
+    #[cfg(test)]
+    fn logical_state(&self) -> LogicalState {
+        let mut cache: Vec<(u64, Vec<u64>)> = self
+            .cache
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        cache.sort();
+        (
+            self.free_pages,
+            self.cached_pages,
+            self.by_offset.iter().map(|(a, b)| (*a, *b)).collect(),
+            cache,
+        )
     }
 }
 
@@ -196,12 +311,10 @@ mod tests {
         let mut a = PageAllocator::new(16 * PAGE_SIZE);
         let blocks: Vec<u64> = (0..16).map(|_| a.alloc(PAGE_SIZE).unwrap()).collect();
         assert_eq!(a.alloc(1), None);
-        assert!(!a.can_alloc(1));
         for b in blocks {
             a.free(b, PAGE_SIZE);
         }
         // Every block sits in the exact-size cache; a larger request must coalesce them.
-        assert!(a.can_alloc(16 * PAGE_SIZE));
         assert_eq!(a.alloc(16 * PAGE_SIZE), Some(0));
     }
 
@@ -232,10 +345,8 @@ mod tests {
             for (op, pages) in ops {
                 if op < 2 {
                     let bytes = pages * PAGE_SIZE - 17;
-                    let could = a.can_alloc(bytes);
                     match a.alloc(bytes) {
                         Some(off) => {
-                            prop_assert!(could);
                             let end = off + pages * PAGE_SIZE;
                             prop_assert!(end <= total);
                             for &(o, l) in &live {
@@ -243,7 +354,13 @@ mod tests {
                             }
                             live.push((off, pages * PAGE_SIZE));
                         }
-                        None => prop_assert!(!could),
+                        // A refusal means no run of free pages is long enough, even
+                        // after folding the cache back.
+                        None => prop_assert!(
+                            pages > a.free_pages
+                                || (a.cached_pages == 0
+                                    && a.by_size.last().map_or(0, |e| e.0) < pages)
+                        ),
                     }
                 } else if !live.is_empty() {
                     let (o, l) = live.swap_remove((pages as usize) % live.len());
@@ -256,6 +373,45 @@ mod tests {
                 a.free(o, l);
             }
             prop_assert_eq!(a.alloc(total), Some(0));
+        }
+    }
+
+    proptest! {
+        /// A trial of any alloc/free sequence, rolled back, leaves the allocator exactly
+        /// as it was; and the same sequence replayed outside a trial gives the offsets
+        /// the trial saw.
+        #[test]
+        fn trials_roll_back_exactly(
+            setup in proptest::collection::vec((any::<bool>(), 1u64..30), 0..200),
+            trial in proptest::collection::vec((any::<bool>(), 1u64..30), 1..100),
+        ) {
+            let mut a = PageAllocator::new(512 * PAGE_SIZE);
+            let mut live = Vec::new();
+            let run = |a: &mut PageAllocator, live: &mut Vec<(u64, u64)>, ops: &[(bool, u64)]| {
+                let mut seen = Vec::new();
+                for &(is_alloc, n) in ops {
+                    if is_alloc || live.is_empty() {
+                        let got = a.alloc(n * PAGE_SIZE);
+                        if let Some(o) = got {
+                            live.push((o, n * PAGE_SIZE));
+                        }
+                        seen.push(got);
+                    } else {
+                        let (o, l) = live.swap_remove(n as usize % live.len());
+                        a.free(o, l);
+                    }
+                }
+                seen
+            };
+            run(&mut a, &mut live, &setup);
+            let before = a.logical_state();
+            let mut trial_live = live.clone();
+            a.begin_trial();
+            let in_trial = run(&mut a, &mut trial_live, &trial);
+            a.end_trial();
+            prop_assert_eq!(a.logical_state(), before);
+            let replayed = run(&mut a, &mut live, &trial);
+            prop_assert_eq!(in_trial, replayed);
         }
     }
 }

@@ -10,10 +10,10 @@ mod policy;
 mod state;
 mod store;
 
-pub use alloc::{pages_for, PageAllocator};
+pub use alloc::{pages_for, PageAllocator, Savepoint};
 pub use policy::{EvictionPolicy, PolicyKind};
 pub use state::{
     AllocItem, Allocation, Applied, Command, Counters, Object, ObjectState, PutId, Segment,
     SegmentSpec, ServiceInfo, StateMachine,
 };
-pub use store::{Located, MetaConfig, MetaStore, MAX_OBJECT_BYTES};
+pub use store::{LeaseId, Located, MetaConfig, MetaStore, MAX_OBJECT_BYTES};

@@ -47,8 +47,11 @@ impl Segment {
     pub fn free(&self) -> u64 {
         self.alloc.free_bytes()
     }
-    pub fn can_alloc(&self, bytes: u64) -> bool {
-        self.alloc.can_alloc(bytes)
+    pub fn allocator(&self) -> &PageAllocator {
+        &self.alloc
+    }
+    pub(crate) fn allocator_mut(&mut self) -> &mut PageAllocator {
+        &mut self.alloc
     }
 }
 
@@ -91,13 +94,16 @@ impl Object {
     }
 }
 
-/// One object of an `Alloc` command: the leader chose one segment per replica.
+/// One object of an `Alloc` command: the leader chose one segment per replica and the
+/// objects to drop to make room for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AllocItem {
     pub key: Key,
     pub size: u64,
     pub segments: Vec<SegmentId>,
     pub ttl_ms: Option<u64>,
+    /// Dropped (if still committed) just before this item is allocated.
+    pub drop_first: Vec<Key>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,13 +119,14 @@ pub enum Command {
     RemoveService {
         service: LocalServiceId,
     },
-    /// Drops `drop` (eviction victims and expired objects the leader chose), then
-    /// reserves space for each item. Items stay invisible until committed.
+    /// For each item in order: drops its `drop_first` objects (victims and expired
+    /// objects the leader chose), then reserves its space. Then drops `drop_after`
+    /// (eviction down to the low watermark). Items stay invisible until committed.
     Alloc {
         now_ms: u64,
         lease_ms: u64,
-        drop: Vec<Key>,
         items: Vec<AllocItem>,
+        drop_after: Vec<Key>,
     },
     Commit {
         now_ms: u64,
@@ -210,22 +217,17 @@ impl StateMachine {
             Command::Alloc {
                 now_ms,
                 lease_ms,
-                drop,
                 items,
+                drop_after,
             } => {
-                let mut dropped = 0;
-                for key in &drop {
-                    if self.objects.get(key).map(|o| o.state) == Some(ObjectState::Complete) {
-                        self.remove_object(key);
-                        dropped += 1;
-                    }
-                }
-                self.counters.evicted += dropped as u64;
                 let deadline_ms = now_ms.saturating_add(lease_ms);
-                let results = items
-                    .into_iter()
-                    .map(|item| self.alloc_one(item, now_ms, deadline_ms))
-                    .collect();
+                let mut dropped = 0;
+                let mut results = Vec::with_capacity(items.len());
+                for mut item in items {
+                    dropped += self.drop_committed(&std::mem::take(&mut item.drop_first));
+                    results.push(self.alloc_one(item, now_ms, deadline_ms));
+                }
+                dropped += self.drop_committed(&drop_after);
                 Applied::Allocated { dropped, results }
             }
             Command::Commit { now_ms, items } => Applied::Committed(
@@ -265,6 +267,19 @@ impl StateMachine {
                     .collect(),
             ),
         }
+    }
+
+    /// Drops the listed objects that are committed; returns how many.
+    fn drop_committed(&mut self, keys: &[Key]) -> usize {
+        let mut n = 0;
+        for key in keys {
+            if self.objects.get(key).map(|o| o.state) == Some(ObjectState::Complete) {
+                self.remove_object(key);
+                n += 1;
+            }
+        }
+        self.counters.evicted += n as u64;
+        n
     }
 
     fn register(
@@ -490,13 +505,23 @@ impl StateMachine {
 
     /// Committed objects whose TTL ended at `now_ms`, oldest first.
     pub fn expired(&self, now_ms: u64) -> impl Iterator<Item = &Key> {
-        self.expiring
-            .range(..(now_ms.saturating_add(1), min_key()))
-            .map(|(_, k)| k)
+        expired_in(&self.expiring, now_ms)
     }
 
     pub fn policy(&self) -> &dyn EvictionPolicy {
         self.policy.as_ref()
+    }
+
+    /// Read access to everything and write access to the allocators only, for the
+    /// leader to try a plan on them (inside allocator trials) before proposing it.
+    pub(crate) fn plan_view(&mut self) -> PlanView<'_> {
+        PlanView {
+            objects: &self.objects,
+            services: &self.services,
+            segments: &mut self.segments,
+            expiring: &self.expiring,
+            policy: self.policy.as_ref(),
+        }
     }
 
     /// Records a read for the eviction order (leader only; not part of `apply`).
@@ -517,6 +542,24 @@ impl StateMachine {
         (self.next_segment, self.next_put, self.counters).hash(&mut h);
         h.finish()
     }
+}
+
+pub(crate) struct PlanView<'a> {
+    pub objects: &'a FxHashMap<Key, Object>,
+    pub services: &'a BTreeMap<LocalServiceId, ServiceInfo>,
+    pub segments: &'a mut BTreeMap<SegmentId, Segment>,
+    pub expiring: &'a BTreeSet<(u64, Key)>,
+    pub policy: &'a dyn EvictionPolicy,
+}
+
+/// Committed objects whose TTL ended at `now_ms`, oldest first.
+pub(crate) fn expired_in(
+    expiring: &BTreeSet<(u64, Key)>,
+    now_ms: u64,
+) -> impl Iterator<Item = &Key> {
+    expiring
+        .range(..(now_ms.saturating_add(1), min_key()))
+        .map(|(_, k)| k)
 }
 
 /// The smallest key, used as the lower end of range bounds.

@@ -5,19 +5,22 @@
 
 use std::time::Duration;
 
-use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
 use memcache_core::{
-    Blob, BlobLocation, Error, Key, KeyInfo, LocalServiceId, Medium, ReplicateConfig, Result,
-    SegmentId, MAX_BATCH_OP_COUNT, PAGE_SIZE,
+    Blob, BlobLocation, Error, Key, KeyInfo, LocalServiceId, ReplicateConfig, Result, SegmentId,
+    MAX_BATCH_OP_COUNT, PAGE_SIZE,
 };
 
-use crate::alloc::pages_for;
 use crate::policy::PolicyKind;
-use crate::state::{
-    Allocation, Applied, Command, ObjectState, PutId, Segment, SegmentSpec, StateMachine,
-};
+use crate::state::{Allocation, Applied, Command, PutId, SegmentSpec, StateMachine};
+
+mod leases;
+mod planner;
+
+pub use leases::LeaseId;
+use leases::Leases;
+use planner::Planner;
 
 /// Settings of the metadata service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,23 +80,19 @@ mod millis {
     }
 }
 
-/// Where a readable object lives; the reader holds a lease on it until it releases.
+/// Where a readable object lives; the reader holds `lease` on it until it releases it
+/// (or the lease ends by itself).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Located {
     pub size: u64,
     pub blobs: Vec<Blob>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Lease {
-    readers: u32,
-    until_ms: u64,
+    pub lease: LeaseId,
 }
 
 pub struct MetaStore {
     config: MetaConfig,
     sm: StateMachine,
-    leases: FxHashMap<Key, Lease>,
+    leases: Leases,
     next_lease_sweep_ms: u64,
     journal: Option<Vec<Command>>,
 }
@@ -104,7 +103,7 @@ impl MetaStore {
         Ok(MetaStore {
             sm: StateMachine::new(config.eviction_policy),
             config,
-            leases: FxHashMap::default(),
+            leases: Leases::default(),
             next_lease_sweep_ms: 0,
             journal: None,
         })
@@ -205,48 +204,42 @@ impl MetaStore {
         self.reclaim(now_ms);
         let ttl_ms = config.ttl.map(|t| (t.as_millis() as u64).max(1));
         let mut results: Vec<Option<Result<Allocation>>> = vec![None; items.len()];
-        let mut planner = Planner::new(&self.sm, &self.leases, now_ms);
         let mut slots = Vec::with_capacity(items.len());
-        let mut alloc_items = Vec::with_capacity(items.len());
-        for (i, (key, size)) in items.into_iter().enumerate() {
-            let placed = planner
-                .admit(&key, size)
-                .and_then(|()| planner.place(size, replicas, &config.preferred_local_service_ids));
-            match placed {
-                Ok(segments) => {
-                    slots.push(i);
-                    alloc_items.push(crate::state::AllocItem {
-                        key,
-                        size,
-                        segments,
-                        ttl_ms,
-                    });
+        let mut planned = Vec::with_capacity(items.len());
+        let drop_after = {
+            let mut planner = Planner::new(self.sm.plan_view(), &self.leases, now_ms);
+            let preferred = &config.preferred_local_service_ids;
+            for (i, (key, size)) in items.into_iter().enumerate() {
+                match planner.plan(key, size, replicas, preferred, ttl_ms) {
+                    Ok(item) => {
+                        slots.push(i);
+                        planned.push(item);
+                    }
+                    Err(e) => results[i] = Some(Err(e)),
                 }
-                Err(e) => results[i] = Some(Err(e)),
             }
-        }
-        if alloc_items.is_empty() {
-            return results.into_iter().map(Option::unwrap).collect();
-        }
-        planner.enforce_watermarks(
-            self.config.evict_threshold_high,
-            self.config.evict_threshold_low,
-        );
-        let drop = planner.into_drops();
-        let cmd = Command::Alloc {
-            now_ms,
-            lease_ms: self.config.put_lease.as_millis() as u64,
-            drop,
-            items: alloc_items,
+            planner.finish(
+                self.config.evict_threshold_high,
+                self.config.evict_threshold_low,
+            )
         };
-        let Applied::Allocated {
-            results: applied, ..
-        } = self.execute(cmd)
-        else {
-            unreachable!("alloc gives Allocated")
-        };
-        for (slot, r) in slots.into_iter().zip(applied) {
-            results[slot] = Some(r);
+        if !planned.is_empty() {
+            let cmd = Command::Alloc {
+                now_ms,
+                lease_ms: self.config.put_lease.as_millis() as u64,
+                items: planned,
+                drop_after,
+            };
+            let Applied::Allocated {
+                results: applied, ..
+            } = self.execute(cmd)
+            else {
+                unreachable!("alloc gives Allocated")
+            };
+            for (slot, r) in slots.into_iter().zip(applied) {
+                debug_assert!(r.is_ok(), "the plan held but apply refused: {r:?}");
+                results[slot] = Some(r);
+            }
         }
         results.into_iter().map(Option::unwrap).collect()
     }
@@ -284,36 +277,26 @@ impl MetaStore {
         let until_ms = now_ms.saturating_add(self.config.read_lease.as_millis() as u64);
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
-            let found = self.sm.visible(key, now_ms).map(|o| Located {
-                size: o.size,
-                blobs: o.blobs.clone(),
-            });
-            if found.is_ok() {
-                let lease = self.leases.entry(key.clone()).or_insert(Lease {
-                    readers: 0,
-                    until_ms: 0,
-                });
-                if lease.until_ms <= now_ms {
-                    lease.readers = 0; // every earlier reader's lease has ended
-                }
-                lease.readers += 1;
-                lease.until_ms = lease.until_ms.max(until_ms);
+            let found = self
+                .sm
+                .visible(key, now_ms)
+                .map(|o| (o.size, o.blobs.clone()));
+            out.push(found.map(|(size, blobs)| {
                 self.sm.touch(key);
-            }
-            out.push(found);
+                Located {
+                    size,
+                    blobs,
+                    lease: self.leases.grant(key, until_ms, now_ms),
+                }
+            }));
         }
         out
     }
 
-    /// Ends the leases `lookup` granted.
-    pub fn release(&mut self, keys: &[Key]) {
-        for key in keys {
-            if let Some(lease) = self.leases.get_mut(key) {
-                lease.readers = lease.readers.saturating_sub(1);
-                if lease.readers == 0 {
-                    self.leases.remove(key);
-                }
-            }
+    /// Ends leases `lookup` granted. Releasing an ended or unknown lease does nothing.
+    pub fn release(&mut self, leases: &[(Key, LeaseId)]) {
+        for (key, id) in leases {
+            self.leases.release(key, *id);
         }
     }
 
@@ -371,7 +354,7 @@ impl MetaStore {
         for (i, key) in keys.into_iter().enumerate() {
             if let Err(e) = self.sm.visible(&key, now_ms) {
                 results[i] = Some(Err(e));
-            } else if self.leased(&key, now_ms) {
+            } else if self.leases.held(&key, now_ms) {
                 results[i] = Some(Err(Error::LeaseNotExpired));
             } else {
                 slots.push(i);
@@ -411,7 +394,7 @@ impl MetaStore {
         let expired: Vec<Key> = self
             .sm
             .expired(now_ms)
-            .filter(|k| !self.leased(k, now_ms))
+            .filter(|k| !self.leases.held(k, now_ms))
             .take(MAX_PER_CALL)
             .cloned()
             .collect();
@@ -424,15 +407,11 @@ impl MetaStore {
         }
         // Leases of readers that died without releasing: swept once per lease length.
         if now_ms >= self.next_lease_sweep_ms {
-            self.leases.retain(|_, l| l.until_ms > now_ms);
+            self.leases.sweep(now_ms);
             self.next_lease_sweep_ms =
                 now_ms.saturating_add(self.config.read_lease.as_millis() as u64);
         }
         freed
-    }
-
-    fn leased(&self, key: &Key, now_ms: u64) -> bool {
-        self.leases.get(key).is_some_and(|l| l.until_ms > now_ms)
     }
 }
 
@@ -447,202 +426,6 @@ fn check_batch(len: usize) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// Chooses segments and victims for one `Alloc` command against a projection of the
-/// state: free space as it will be after the victims chosen so far are dropped and the
-/// items placed so far are allocated.
-struct Planner<'a> {
-    sm: &'a StateMachine,
-    leases: &'a FxHashMap<Key, Lease>,
-    now_ms: u64,
-    /// Projected free bytes, for segments the plan has touched.
-    free: FxHashMap<SegmentId, u64>,
-    dropped: FxHashSet<Key>,
-    drops: Vec<Key>,
-    /// Expired objects first, then the policy's order; never rewound.
-    candidates: Box<dyn Iterator<Item = &'a Key> + 'a>,
-}
-
-impl<'a> Planner<'a> {
-    fn new(sm: &'a StateMachine, leases: &'a FxHashMap<Key, Lease>, now_ms: u64) -> Self {
-        Planner {
-            sm,
-            leases,
-            now_ms,
-            free: FxHashMap::default(),
-            dropped: FxHashSet::default(),
-            drops: Vec::new(),
-            candidates: Box::new(sm.expired(now_ms).chain(sm.policy().coldest())),
-        }
-    }
-
-    fn into_drops(self) -> Vec<Key> {
-        self.drops
-    }
-
-    fn leased(&self, key: &Key) -> bool {
-        self.leases
-            .get(key)
-            .is_some_and(|l| l.until_ms > self.now_ms)
-    }
-
-    /// Checks that `key` may be put: free, or held by an expired object (dropped first).
-    fn admit(&mut self, key: &Key, size: u64) -> Result<()> {
-        if size == 0 {
-            return Err(Error::invalid("object size 0"));
-        }
-        if size > MAX_OBJECT_BYTES {
-            return Err(Error::invalid(format!(
-                "object of {size} bytes is above the limit of {MAX_OBJECT_BYTES}"
-            )));
-        }
-        if self.dropped.contains(key) {
-            return Ok(());
-        }
-        match self.sm.object(key) {
-            None => Ok(()),
-            Some(o) if o.state == ObjectState::Complete && o.expired(self.now_ms) => {
-                if self.leased(key) {
-                    return Err(Error::LeaseNotExpired);
-                }
-                self.drop_object(key);
-                Ok(())
-            }
-            Some(_) => Err(Error::DuplicatedObject),
-        }
-    }
-
-    fn projected_free(&self, seg: &Segment) -> u64 {
-        self.free
-            .get(&seg.id)
-            .copied()
-            .unwrap_or_else(|| seg.free())
-    }
-
-    fn fits(&self, seg: &Segment, size: u64) -> bool {
-        let need = pages_for(size) * PAGE_SIZE;
-        match self.free.get(&seg.id) {
-            // Untouched by the plan: the allocator can say exactly.
-            None => seg.can_alloc(size),
-            Some(&free) => free >= need,
-        }
-    }
-
-    /// Segments for `replicas` replicas of `size` bytes on distinct local services,
-    /// preferred services first, then the emptiest; evicts when nothing fits.
-    fn place(
-        &mut self,
-        size: u64,
-        replicas: usize,
-        preferred: &[LocalServiceId],
-    ) -> Result<Vec<SegmentId>> {
-        let able = self
-            .sm
-            .services()
-            .filter(|svc| {
-                svc.segments.iter().any(|id| {
-                    self.sm
-                        .segment(*id)
-                        .is_some_and(|s| s.capacity() >= pages_for(size) * PAGE_SIZE)
-                })
-            })
-            .count();
-        if able < replicas {
-            return Err(Error::OutOfMemory(format!(
-                "{replicas} replica(s) of {size} bytes need as many local services with a large enough segment; there are {able}"
-            )));
-        }
-        loop {
-            if let Some(chosen) = self.try_place(size, replicas, preferred) {
-                for id in &chosen {
-                    let seg = self.sm.segment(*id).expect("chosen from the table");
-                    let left = self.projected_free(seg) - pages_for(size) * PAGE_SIZE;
-                    self.free.insert(*id, left);
-                }
-                return Ok(chosen);
-            }
-            if !self.evict_one() {
-                return Err(Error::OutOfMemory(format!(
-                    "no room for {replicas} replica(s) of {size} bytes and nothing left to evict"
-                )));
-            }
-        }
-    }
-
-    fn try_place(
-        &self,
-        size: u64,
-        replicas: usize,
-        preferred: &[LocalServiceId],
-    ) -> Option<Vec<SegmentId>> {
-        let mut chosen: Vec<&Segment> = Vec::with_capacity(replicas);
-        let best_of = |candidates: &mut dyn Iterator<Item = &'a Segment>| {
-            candidates
-                .filter(|s| s.spec.medium != Medium::Ssd && self.fits(s, size))
-                .max_by_key(|s| (self.projected_free(s), std::cmp::Reverse(s.id)))
-        };
-        for svc in preferred {
-            if let Some(info) = self.sm.service(*svc) {
-                let mut own = info.segments.iter().filter_map(|id| self.sm.segment(*id));
-                if let Some(seg) = best_of(&mut own) {
-                    chosen.push(seg);
-                }
-            }
-        }
-        while chosen.len() < replicas {
-            let mut rest = self
-                .sm
-                .segments()
-                .filter(|s| chosen.iter().all(|c| c.service != s.service));
-            chosen.push(best_of(&mut rest)?);
-        }
-        Some(chosen.into_iter().map(|s| s.id).collect())
-    }
-
-    /// Drops the next evictable object; false when none is left.
-    fn evict_one(&mut self) -> bool {
-        while let Some(key) = self.candidates.next() {
-            if self.dropped.contains(key) || self.leased(key) {
-                continue;
-            }
-            if self.sm.object(key).map(|o| o.state) != Some(ObjectState::Complete) {
-                continue;
-            }
-            self.drop_object(key);
-            return true;
-        }
-        false
-    }
-
-    fn drop_object(&mut self, key: &Key) {
-        let obj = self.sm.object(key).expect("dropping a listed object");
-        for b in &obj.blobs {
-            if let Some(seg) = self.sm.segment(b.segment) {
-                let free = self.projected_free(seg) + pages_for(b.len) * PAGE_SIZE;
-                self.free.insert(seg.id, free);
-            }
-        }
-        self.dropped.insert(key.clone());
-        self.drops.push(key.clone());
-    }
-
-    /// Evicts until every medium above `high` percent is at or below `low` percent.
-    fn enforce_watermarks(&mut self, high: u16, low: u16) {
-        for medium in Medium::ALL {
-            let over = |p: &Self, pct: u16| {
-                let (mut used, mut cap) = (0u128, 0u128);
-                for s in p.sm.segments().filter(|s| s.spec.medium == medium) {
-                    cap += s.capacity() as u128;
-                    used += (s.capacity() - p.projected_free(s)) as u128;
-                }
-                cap > 0 && used * 100 > cap * pct as u128
-            };
-            if over(self, high) {
-                while over(self, low) && self.evict_one() {}
-            }
-        }
-    }
 }
 
 #[cfg(test)]

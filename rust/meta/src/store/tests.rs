@@ -1,5 +1,6 @@
 use super::*;
-use memcache_core::MAX_REPLICAS;
+use crate::alloc::pages_for;
+use memcache_core::{Medium, MAX_REPLICAS};
 
 const MIB: u64 = 1 << 20;
 
@@ -213,7 +214,7 @@ fn eviction_never_takes_leased_or_uncommitted_objects() {
     // Only leased and in-flight objects left, pool full: -3016 and nothing changes.
     let mut m = store(1, 2 * MIB, MetaConfig::default());
     put(&mut m, "a", MIB, &cfg, 1).unwrap();
-    m.lookup(&[key("a")], 1)[0].clone().unwrap();
+    let lease = m.lookup(&[key("a")], 1)[0].clone().unwrap().lease;
     m.alloc(vec![(key("b"), MIB)], &cfg, 1)[0].clone().unwrap();
     let fp = m.state().fingerprint();
     assert_eq!(
@@ -225,7 +226,7 @@ fn eviction_never_takes_leased_or_uncommitted_objects() {
     );
     assert_eq!(m.state().fingerprint(), fp);
     // Once the reader releases, "a" may go.
-    m.release(&[key("a")]);
+    m.release(&[(key("a"), lease)]);
     m.alloc(vec![(key("c"), MIB)], &cfg, 3)[0].clone().unwrap();
     assert_eq!(m.exists(&[key("a")], 3), vec![Ok(false)]);
 }
@@ -235,18 +236,20 @@ fn remove_respects_leases() {
     let mut m = store(1, 16 * MIB, MetaConfig::default());
     let cfg = ReplicateConfig::default();
     put(&mut m, "k", 100, &cfg, 1).unwrap();
-    m.lookup(&[key("k")], 1)[0].clone().unwrap();
-    m.lookup(&[key("k")], 1)[0].clone().unwrap();
+    let first = m.lookup(&[key("k")], 1)[0].clone().unwrap().lease;
+    let second = m.lookup(&[key("k")], 1)[0].clone().unwrap().lease;
+    assert_ne!(first, second);
     assert_eq!(
         m.remove(vec![key("k")], 2),
         vec![Err(Error::LeaseNotExpired)]
     );
-    m.release(&[key("k")]);
+    m.release(&[(key("k"), first)]);
+    m.release(&[(key("k"), first)]); // twice: must not end the second reader's lease
     assert_eq!(
         m.remove(vec![key("k")], 2),
         vec![Err(Error::LeaseNotExpired)]
     );
-    m.release(&[key("k")]);
+    m.release(&[(key("k"), second)]);
     assert_eq!(m.remove(vec![key("k")], 2), vec![Ok(())]);
     assert_eq!(
         m.remove(vec![key("k")], 2),
@@ -414,6 +417,7 @@ mod replay {
             let config = MetaConfig { put_lease: Duration::from_millis(500), read_lease: Duration::from_millis(300), ..Default::default() };
             let mut leader = store(3, 256 * PAGE_SIZE, config);
             let mut now = 1u64;
+            let mut held = Vec::new();
             for op in ops {
                 match op {
                     Op::Put { k, pages, replicas, ttl } => {
@@ -423,8 +427,17 @@ mod replay {
                     Op::Begin { k, pages } => {
                         let _ = leader.alloc(vec![(key(&k.to_string()), pages as u64 * PAGE_SIZE)], &ReplicateConfig::default(), now);
                     }
-                    Op::Get { k } => { let _ = leader.lookup(&[key(&k.to_string())], now); }
-                    Op::Release { k } => leader.release(&[key(&k.to_string())]),
+                    Op::Get { k } => {
+                        if let Ok(l) = &leader.lookup(&[key(&k.to_string())], now)[0] {
+                            held.push((key(&k.to_string()), l.lease));
+                        }
+                    }
+                    Op::Release { k } => {
+                        if !held.is_empty() {
+                            let l = held.swap_remove(k as usize % held.len());
+                            leader.release(&[l]);
+                        }
+                    }
                     Op::Remove { k } => { let _ = leader.remove(vec![key(&k.to_string())], now); }
                     Op::Tick { ms } => { now += ms as u64; leader.reclaim(now); }
                     Op::KillService { s } => { let _ = leader.remove_service(s as u32); }

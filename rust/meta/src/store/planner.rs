@@ -1,0 +1,301 @@
+//! Chooses the segments and victims of one `Alloc` command.
+//!
+//! The planner works on the real allocators inside allocator trials: every allocation
+//! and every victim's free it decides on is performed, in exactly the order `apply`
+//! will perform them, and undone when the plan is finished. So the plan can only
+//! succeed where `apply` succeeds; fragmentation cannot make them disagree.
+
+use rustc_hash::FxHashSet;
+
+use memcache_core::{Error, Key, LocalServiceId, Medium, Result, SegmentId, PAGE_SIZE};
+
+use super::leases::Leases;
+use super::MAX_OBJECT_BYTES;
+use crate::alloc::{pages_for, PageAllocator, Savepoint};
+use crate::state::{expired_in, AllocItem, ObjectState, PlanView, Segment};
+
+pub(crate) struct Planner<'a> {
+    view: PlanView<'a>,
+    leases: &'a Leases,
+    now_ms: u64,
+    /// Segments whose allocator is in a trial.
+    touched: Vec<SegmentId>,
+    /// Keys allocated by this plan (a second put of one answers -3006).
+    planned: FxHashSet<Key>,
+    dropped: FxHashSet<Key>,
+    /// Objects dropped since the last item was placed: they go before the next item.
+    pending_drops: Vec<Key>,
+    /// Expired objects first, then the policy's order; never rewound.
+    candidates: Box<dyn Iterator<Item = &'a Key> + 'a>,
+}
+
+/// Where an item's planning started, to undo it if the item cannot be placed.
+struct Mark {
+    savepoints: Vec<(SegmentId, Savepoint)>,
+    touched: usize,
+    drops: usize,
+}
+
+impl<'a> Planner<'a> {
+    pub fn new(view: PlanView<'a>, leases: &'a Leases, now_ms: u64) -> Self {
+        let (expiring, policy) = (view.expiring, view.policy);
+        Planner {
+            view,
+            leases,
+            now_ms,
+            touched: Vec::new(),
+            planned: FxHashSet::default(),
+            dropped: FxHashSet::default(),
+            pending_drops: Vec::new(),
+            candidates: Box::new(expired_in(expiring, now_ms).chain(policy.coldest())),
+        }
+    }
+
+    /// Plans one object; on success it becomes the next item of the command.
+    pub fn plan(
+        &mut self,
+        key: Key,
+        size: u64,
+        replicas: usize,
+        preferred: &[LocalServiceId],
+        ttl_ms: Option<u64>,
+    ) -> Result<AllocItem> {
+        let mark = self.mark();
+        let placed = self
+            .admit(&key, size)
+            .and_then(|()| self.place(size, replicas, preferred));
+        match placed {
+            Ok(segments) => {
+                self.planned.insert(key.clone());
+                Ok(AllocItem {
+                    key,
+                    size,
+                    segments,
+                    ttl_ms,
+                    drop_first: std::mem::take(&mut self.pending_drops),
+                })
+            }
+            Err(e) => {
+                self.undo_to(mark);
+                Err(e)
+            }
+        }
+    }
+
+    /// Evicts until every medium above `high` percent is at or below `low` percent;
+    /// returns the objects to drop after the items, and ends every trial.
+    pub fn finish(mut self, high: u16, low: u16) -> Vec<Key> {
+        for medium in Medium::ALL {
+            if self.over(medium, high) {
+                while self.over(medium, low) && self.evict_one() {}
+            }
+        }
+        for id in &self.touched {
+            if let Some(seg) = self.view.segments.get_mut(id) {
+                seg.allocator_mut().end_trial();
+            }
+        }
+        self.pending_drops
+    }
+
+    fn leased(&self, key: &Key) -> bool {
+        self.leases.held(key, self.now_ms)
+    }
+
+    /// The allocator of `id`, in a trial from the first time the plan touches it.
+    fn allocator(&mut self, id: SegmentId) -> Option<&mut PageAllocator> {
+        let a = self.view.segments.get_mut(&id)?.allocator_mut();
+        if !a.in_trial() {
+            a.begin_trial();
+            self.touched.push(id);
+        }
+        Some(a)
+    }
+
+    fn mark(&self) -> Mark {
+        Mark {
+            savepoints: self
+                .touched
+                .iter()
+                .map(|id| (*id, self.view.segments[id].allocator().savepoint()))
+                .collect(),
+            touched: self.touched.len(),
+            drops: self.pending_drops.len(),
+        }
+    }
+
+    fn undo_to(&mut self, mark: Mark) {
+        for (id, sp) in mark.savepoints {
+            if let Some(seg) = self.view.segments.get_mut(&id) {
+                seg.allocator_mut().rollback_to(sp);
+            }
+        }
+        for id in self.touched.drain(mark.touched..) {
+            if let Some(seg) = self.view.segments.get_mut(&id) {
+                seg.allocator_mut().end_trial();
+            }
+        }
+        for key in self.pending_drops.drain(mark.drops..) {
+            self.dropped.remove(&key);
+        }
+    }
+
+    /// Checks that `key` may be put: free, or held by an expired object (dropped first).
+    fn admit(&mut self, key: &Key, size: u64) -> Result<()> {
+        if size == 0 {
+            return Err(Error::invalid("object size 0"));
+        }
+        if size > MAX_OBJECT_BYTES {
+            return Err(Error::invalid(format!(
+                "object of {size} bytes is above the limit of {MAX_OBJECT_BYTES}"
+            )));
+        }
+        if self.planned.contains(key) {
+            return Err(Error::DuplicatedObject);
+        }
+        if self.dropped.contains(key) {
+            return Ok(());
+        }
+        match self.view.objects.get(key) {
+            None => Ok(()),
+            Some(o) if o.state == ObjectState::Complete && o.expired(self.now_ms) => {
+                if self.leased(key) {
+                    return Err(Error::LeaseNotExpired);
+                }
+                self.drop_object(key);
+                Ok(())
+            }
+            Some(_) => Err(Error::DuplicatedObject),
+        }
+    }
+
+    /// Segments for `replicas` replicas of `size` bytes on distinct local services,
+    /// preferred services first, then the emptiest; evicts while nothing fits.
+    fn place(
+        &mut self,
+        size: u64,
+        replicas: usize,
+        preferred: &[LocalServiceId],
+    ) -> Result<Vec<SegmentId>> {
+        let need = pages_for(size) * PAGE_SIZE;
+        let able = self
+            .view
+            .services
+            .values()
+            .filter(|svc| {
+                svc.segments.iter().any(|id| {
+                    self.view
+                        .segments
+                        .get(id)
+                        .is_some_and(|s| s.capacity() >= need)
+                })
+            })
+            .count();
+        if able < replicas {
+            return Err(Error::OutOfMemory(format!(
+                "{replicas} replica(s) of {size} bytes need as many local services with a large enough segment; there are {able}"
+            )));
+        }
+        loop {
+            if let Some(chosen) = self.try_place(size, replicas, preferred) {
+                return Ok(chosen);
+            }
+            if !self.evict_one() {
+                return Err(Error::OutOfMemory(format!(
+                    "no room for {replicas} replica(s) of {size} bytes and nothing left to evict"
+                )));
+            }
+        }
+    }
+
+    /// Allocates every replica (in trial), or nothing.
+    fn try_place(
+        &mut self,
+        size: u64,
+        replicas: usize,
+        preferred: &[LocalServiceId],
+    ) -> Option<Vec<SegmentId>> {
+        let need = pages_for(size) * PAGE_SIZE;
+        let mut chosen: Vec<(SegmentId, LocalServiceId, Savepoint)> = Vec::with_capacity(replicas);
+        // Preferred services first; any service for what they cannot take.
+        let order = preferred
+            .iter()
+            .map(Some)
+            .chain(std::iter::repeat_n(None, replicas));
+        for want in order {
+            if chosen.len() == replicas {
+                break;
+            }
+            // Emptiest first; ties by id so every run decides the same.
+            let mut candidates: Vec<(u64, SegmentId, LocalServiceId)> = self
+                .view
+                .segments
+                .values()
+                .filter(|s| s.spec.medium != Medium::Ssd && s.free() >= need)
+                .filter(|s| want.is_none_or(|w| s.service == *w))
+                .filter(|s| chosen.iter().all(|c| c.1 != s.service))
+                .map(|s: &Segment| (s.free(), s.id, s.service))
+                .collect();
+            candidates.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+            for (_, id, service) in candidates {
+                let a = self.allocator(id).expect("listed above");
+                let sp = a.savepoint();
+                if a.alloc(size).is_some() {
+                    chosen.push((id, service, sp));
+                    break;
+                }
+                a.rollback_to(sp); // a failed attempt may have folded the cache
+            }
+        }
+        if chosen.len() == replicas {
+            return Some(chosen.into_iter().map(|c| c.0).collect());
+        }
+        for (id, _, sp) in chosen.into_iter().rev() {
+            self.allocator(id).expect("chosen").rollback_to(sp);
+        }
+        None
+    }
+
+    /// Drops the next evictable object; false when none is left.
+    fn evict_one(&mut self) -> bool {
+        while let Some(key) = self.candidates.next() {
+            let committed = self
+                .view
+                .objects
+                .get(key)
+                .is_some_and(|o| o.state == ObjectState::Complete);
+            if committed && !self.dropped.contains(key) && !self.leased(key) {
+                self.drop_object(key);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Frees the object's blobs (in trial) and lists it to drop.
+    fn drop_object(&mut self, key: &Key) {
+        let objects = self.view.objects;
+        let obj = objects.get(key).expect("dropping a listed object");
+        for b in &obj.blobs {
+            if let Some(a) = self.allocator(b.segment) {
+                a.free(b.offset, b.len);
+            }
+        }
+        self.dropped.insert(key.clone());
+        self.pending_drops.push(key.clone());
+    }
+
+    fn over(&self, medium: Medium, pct: u16) -> bool {
+        let (mut used, mut cap) = (0u128, 0u128);
+        for s in self
+            .view
+            .segments
+            .values()
+            .filter(|s| s.spec.medium == medium)
+        {
+            cap += s.capacity() as u128;
+            used += s.used() as u128;
+        }
+        cap > 0 && used * 100 > cap * pct as u128
+    }
+}
