@@ -251,12 +251,80 @@ fn merge(mut a: Value, b: Value) -> Value {
     a
 }
 
+/// A warm-up pass (the first pays for cold caches and the allocator's first carving),
+/// then `rounds` timed rounds of memcpy, put, exists (if asked), get, each verified;
+/// returns the report fields every object workload shares.
+fn measure(
+    mut p: Passes,
+    workload: &str,
+    rounds: usize,
+    with_exists: bool,
+) -> Result<Value, String> {
+    let cold_put = p.put()?;
+    if with_exists {
+        p.exists()?;
+    }
+    let cold_get = p.get()?;
+    p.remove_all()?;
+    p.put_lat.clear();
+    p.get_lat.clear();
+    p.exists_lat.clear();
+    let (mut memcpy, mut put, mut exists, mut get) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..rounds {
+        memcpy.push(p.memcpy());
+        put.push(p.put()?);
+        if with_exists {
+            exists.push(p.exists()?);
+        }
+        p.scramble();
+        get.push(p.get()?);
+        p.verify()?;
+        p.remove_all()?;
+    }
+    let n = p.keys.len();
+    let bytes: usize = p.src.iter().flatten().map(Vec::len).sum();
+    let seconds: f64 = put.iter().chain(&get).chain(&exists).sum();
+    let memcpy_gbps = gbps(bytes, median(&mut memcpy));
+    let (put_s, get_s) = (median(&mut put), median(&mut get));
+    let (put_gbps, get_gbps) = (gbps(bytes, put_s), gbps(bytes, get_s));
+    let mut report = json!({
+        "workload": workload,
+        "ops": (2 + with_exists as usize) * n * rounds,
+        "bytes": bytes,
+        "seconds": seconds,
+        "keys": n,
+        "batch": p.batch,
+        "object_bytes": bytes / n,
+        "rounds": rounds,
+        "put_gbps": put_gbps,
+        "get_gbps": get_gbps,
+        "memcpy_gbps": memcpy_gbps,
+        "put_ratio": put_gbps / memcpy_gbps,
+        "get_ratio": get_gbps / memcpy_gbps,
+        "put_keys_per_s": n as f64 / put_s,
+        "get_keys_per_s": n as f64 / get_s,
+        "cold_put_gbps": gbps(bytes, cold_put),
+        "cold_get_gbps": gbps(bytes, cold_get),
+        "verified": true,
+    });
+    if with_exists {
+        p.exists_lat.sort();
+        report = merge(
+            report,
+            json!({
+                "exists_keys_per_s": n as f64 / median(&mut exists),
+                "exists_p50_us": percentile_us(&p.exists_lat, 50),
+            }),
+        );
+    }
+    Ok(merge(report, p.latency_fields()))
+}
+
 fn bench_layers(args: &BenchArgs) -> Result<Value, String> {
     let layout = kv_block_layout();
-    let object_bytes: usize = layout.iter().sum();
     let n = args.keys.unwrap_or(64).max(1);
     let store = open_store(args.dram_size)?;
-    let mut p = Passes {
+    let p = Passes {
         store: &store,
         keys: (0..n).map(|i| format!("bench/layers/{i}")).collect(),
         batch: 8,
@@ -274,115 +342,25 @@ fn bench_layers(args: &BenchArgs) -> Result<Value, String> {
         get_lat: Vec::new(),
         exists_lat: Vec::new(),
     };
-    // Warm-up: the first pass pays for the allocator's first carving and cold caches.
-    let cold_put = p.put()?;
-    let cold_get = p.get()?;
-    p.remove_all()?;
-    p.put_lat.clear();
-    p.get_lat.clear();
-    let (mut memcpy, mut put, mut get) = (vec![], vec![], vec![]);
-    for _ in 0..args.rounds {
-        memcpy.push(p.memcpy());
-        put.push(p.put()?);
-        p.scramble();
-        get.push(p.get()?);
-        p.verify()?;
-        p.remove_all()?;
-    }
-    let bytes = n * object_bytes;
-    let (memcpy_s, put_s, get_s) = (median(&mut memcpy), median(&mut put), median(&mut get));
-    let memcpy_gbps = gbps(bytes, memcpy_s);
-    let (put_gbps, get_gbps) = (gbps(bytes, put_s), gbps(bytes, get_s));
-    Ok(merge(
-        json!({
-            "workload": "layers",
-            "ops": 2 * n * args.rounds,
-            "bytes": bytes,
-            "seconds": put.iter().chain(&get).sum::<f64>(),
-            "keys": n,
-            "batch": 8,
-            "layers_per_key": layout.len(),
-            "object_bytes": object_bytes,
-            "rounds": args.rounds,
-            "put_gbps": put_gbps,
-            "get_gbps": get_gbps,
-            "memcpy_gbps": memcpy_gbps,
-            "put_ratio": put_gbps / memcpy_gbps,
-            "get_ratio": get_gbps / memcpy_gbps,
-            "cold_put_gbps": gbps(bytes, cold_put),
-            "cold_get_gbps": gbps(bytes, cold_get),
-            "verified": true,
-        }),
-        p.latency_fields(),
-    ))
+    let report = measure(p, "layers", args.rounds, false)?;
+    Ok(merge(report, json!({ "layers_per_key": layout.len() })))
 }
 
 fn bench_small(args: &BenchArgs) -> Result<Value, String> {
     const SIZE: usize = 4096;
     let n = args.keys.unwrap_or(16384).max(1);
     let store = open_store(args.dram_size)?;
-    let mut p = Passes {
+    let p = Passes {
         store: &store,
         keys: (0..n).map(|i| format!("bench/small/{i}")).collect(),
         batch: 64,
         src: (0..n).map(|k| vec![pattern_fill(SIZE, k, 0)]).collect(),
-        dst: (0..n).map(|_| vec![vec![0xA5u8; SIZE]]).collect(),
+        dst: crate::demo::layout_buffers(&[SIZE], n),
         put_lat: Vec::new(),
         get_lat: Vec::new(),
         exists_lat: Vec::new(),
     };
-    p.put()?;
-    p.exists()?;
-    p.get()?;
-    p.remove_all()?;
-    p.put_lat.clear();
-    p.get_lat.clear();
-    p.exists_lat.clear();
-    let (mut memcpy, mut put, mut exists, mut get) = (vec![], vec![], vec![], vec![]);
-    for _ in 0..args.rounds {
-        memcpy.push(p.memcpy());
-        put.push(p.put()?);
-        exists.push(p.exists()?);
-        p.scramble();
-        get.push(p.get()?);
-        p.verify()?;
-        p.remove_all()?;
-    }
-    let bytes = n * SIZE;
-    let memcpy_gbps = gbps(bytes, median(&mut memcpy));
-    let (put_s, get_s, exists_s) = (median(&mut put), median(&mut get), median(&mut exists));
-    let (put_gbps, get_gbps) = (gbps(bytes, put_s), gbps(bytes, get_s));
-    let exists_p50 = percentile_us(
-        &{
-            let mut v = p.exists_lat.clone();
-            v.sort();
-            v
-        },
-        50,
-    );
-    Ok(merge(
-        json!({
-            "workload": "small",
-            "ops": 3 * n * args.rounds,
-            "bytes": bytes,
-            "seconds": put.iter().chain(&get).chain(&exists).sum::<f64>(),
-            "keys": n,
-            "batch": 64,
-            "object_bytes": SIZE,
-            "rounds": args.rounds,
-            "put_gbps": put_gbps,
-            "get_gbps": get_gbps,
-            "memcpy_gbps": memcpy_gbps,
-            "put_ratio": put_gbps / memcpy_gbps,
-            "get_ratio": get_gbps / memcpy_gbps,
-            "put_keys_per_s": n as f64 / put_s,
-            "get_keys_per_s": n as f64 / get_s,
-            "exists_keys_per_s": n as f64 / exists_s,
-            "exists_p50_us": exists_p50,
-            "verified": true,
-        }),
-        p.latency_fields(),
-    ))
+    measure(p, "small", args.rounds, true)
 }
 
 /// Alloc + free pairs on one segment's allocator, 80 % full, with the sizes a KV cache
