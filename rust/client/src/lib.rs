@@ -4,6 +4,28 @@
 //! [`ObjectStore`] is the async API; [`BlockingObjectStore`] wraps it for threads that
 //! are not async; [`raw`] turns the C API's pointers into slices in one place. With no
 //! cluster configured, the store runs on an [`EmbeddedPool`] in this process.
+//!
+//! ```
+//! use memcache_client::{BlockingObjectStore, ClientConfig, CopyDirection, ReplicateConfig};
+//!
+//! let store = BlockingObjectStore::new(ClientConfig::with_dram(64 << 20))?;
+//! store.init(/* device_id */ 0, /* init_bm: contribute memory */ true)?;
+//!
+//! store.put("k", b"value")?;
+//! assert_eq!(store.get("k")?, b"value");
+//!
+//! // A KV block as layers: stored as one object, scattered back with the same sizes.
+//! let (k_cache, v_cache) = (vec![1u8; 128 << 10], vec![2u8; 16 << 10]);
+//! let layers: [&[u8]; 2] = [&k_cache, &v_cache];
+//! store.put_from_layers("block-7", &layers, CopyDirection::H2G, &ReplicateConfig::default())?;
+//! let (mut k_out, mut v_out) = (vec![0u8; 128 << 10], vec![0u8; 16 << 10]);
+//! let size = store.get_into_layers("block-7", &mut [&mut k_out, &mut v_out], CopyDirection::G2H)?;
+//! assert_eq!((size, k_out, v_out), ((144 << 10) as u64, k_cache, v_cache));
+//!
+//! assert_eq!(store.remove("missing").unwrap_err().code(), -3007);
+//! store.tear_down()?;
+//! # Ok::<(), memcache_client::Error>(())
+//! ```
 
 mod blocking;
 mod config;

@@ -448,7 +448,9 @@ mod replay {
             }
             let mut follower = StateMachine::new(PolicyKind::Lru);
             for cmd in leader.take_journal() {
-                follower.apply(cmd);
+                // Through the wire format, as a replicated log would carry it.
+                let wire = serde_json::to_vec(&cmd).unwrap();
+                follower.apply(serde_json::from_slice(&wire).unwrap());
             }
             prop_assert_eq!(follower.fingerprint(), leader.state().fingerprint());
         }
