@@ -26,8 +26,19 @@ impl ShmSegment {
         let fd = rustix::fs::memfd_create(name, rustix::fs::MemfdFlags::CLOEXEC)
             .map_err(|e| Error::Failed(format!("memfd_create: {e}")))?;
         let file = File::from(fd);
+        let info = rustix::system::sysinfo();
+        let ram = info.totalram as u64 * info.mem_unit as u64;
+        if len > ram {
+            return Err(Error::OutOfMemory(format!(
+                "a {len}-byte segment is larger than this host's {ram} bytes of memory"
+            )));
+        }
         file.set_len(len)
             .map_err(|e| Error::OutOfMemory(format!("sizing a {len}-byte segment: {e}")))?;
+        // Reserve every page now: a host short of memory answers ENOMEM/ENOSPC here,
+        // instead of the OOM killer striking at the first put that touches the page.
+        rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, len)
+            .map_err(|e| Error::OutOfMemory(format!("reserving a {len}-byte segment: {e}")))?;
         Self::map(file, len, true)
     }
 
@@ -178,6 +189,15 @@ mod tests {
             -3000
         );
         assert!(small.iter().all(|&v| v == 7));
+    }
+
+    #[test]
+    fn a_segment_larger_than_the_host_is_refused_cleanly() {
+        let info = rustix::system::sysinfo();
+        let ram = info.totalram as u64 * info.mem_unit as u64;
+        let err = ShmSegment::create("test", 2 * ram).err().expect("refused");
+        assert_eq!(err.code(), -3016);
+        assert_eq!(ShmSegment::create("test", 0).err().unwrap().code(), -3000);
     }
 
     #[test]
