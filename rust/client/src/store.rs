@@ -1,7 +1,9 @@
 //! The async `ObjectStore`: every call of the C++ `ObjectStore` API, on slices.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Waker};
 
 use memcache_core::{
     CopyDirection, Error, Key, KeyInfo, LocalServiceId, ReplicateConfig, Result, MAX_BATCH_OP_COUNT,
@@ -181,6 +183,18 @@ impl ObjectStore {
             for (seg_id, _) in local.segments() {
                 session.meta.pool().transport().detach(seg_id);
             }
+        }
+    }
+
+    /// Leaves the pool when the store is dropped without `tear_down`, so a forgotten
+    /// store does not keep its segment in a pool other clients still use.
+    fn leave_now(session: &Session) {
+        let mut leaving = std::pin::pin!(Self::leave(session));
+        let mut cx = Context::from_waker(Waker::noop());
+        // The embedded pool answers at once; a pool that would make this wait notices
+        // the service's silence instead.
+        if leaving.as_mut().poll(&mut cx).is_pending() {
+            tracing::warn!("dropped without tear_down; the pool will notice the silence");
         }
     }
 
@@ -567,5 +581,14 @@ impl ObjectStore {
             results[i] = r;
         }
         results
+    }
+}
+
+impl Drop for ObjectStore {
+    fn drop(&mut self) {
+        let slot = self.session.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(session) = slot.take() {
+            Self::leave_now(&session);
+        }
     }
 }

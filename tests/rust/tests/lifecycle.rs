@@ -303,3 +303,28 @@ fn eviction_makes_room_when_free_space_is_fragmented() {
         }
     }
 }
+
+#[test]
+fn a_store_dropped_without_tear_down_leaves_the_pool() {
+    let pool = pool();
+    let stays = started_on(&pool, 4 * MIB, 0);
+    let forgotten = started_on(&pool, 4 * MIB, 1);
+    let id = forgotten.get_local_service_id().unwrap();
+    forgotten
+        .put_from(
+            "lost",
+            &pattern(1, 1000),
+            H2G,
+            &ReplicateConfig {
+                replica_num: 1,
+                preferred_local_service_ids: vec![id],
+                ttl: None,
+            },
+        )
+        .unwrap();
+    assert_eq!(pool.meta().state().services().count(), 2);
+    drop(forgotten);
+    assert_eq!(pool.meta().state().services().count(), 1);
+    assert_eq!(stays.is_exist("lost"), Ok(false));
+    assert_eq!(dram_usage(&pool), (0, 4 * MIB as u64));
+}
