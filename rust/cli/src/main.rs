@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod meta;
 
 use bytesize::ByteSize;
 use clap::{Parser, Subcommand};
@@ -23,6 +24,24 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Measure a workload against the pool, beside memcpy of the same bytes.
     Bench(bench::BenchArgs),
+    /// Run the meta service until SIGINT or SIGTERM.
+    Meta(meta::MetaArgs),
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn wait_for_shutdown() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
 
 /// Parses sizes such as `1GiB`, `512MiB` or `1073741824`.
@@ -44,6 +63,7 @@ fn main() {
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Meta(args) => meta::run(args),
     };
     if let Err(e) = result {
         eprintln!("mmc: {e}");

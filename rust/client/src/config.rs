@@ -5,13 +5,30 @@ use memcache_meta::MetaConfig;
 
 /// Everything a client needs. With no cluster configured the client joins the
 /// process's embedded pool, creating it with `meta` on first use.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ClientConfig {
+    /// Meta service(s) to join, `tcp://HOST:PORT[,…]`; none means the embedded pool.
+    #[serde(alias = "discoveryURL")]
+    pub discovery_url: Option<String>,
+    /// Deadline of each call to the meta service, in milliseconds.
+    #[serde(alias = "timeOut")]
+    pub timeout_ms: u64,
     /// Settings of the embedded meta service.
     pub meta: MetaConfig,
     /// The local service `init(device_id, init_bm = true)` starts in this process.
     pub local: LocalServiceConfig,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            discovery_url: None,
+            timeout_ms: 5000,
+            meta: MetaConfig::default(),
+            local: LocalServiceConfig::default(),
+        }
+    }
 }
 
 impl ClientConfig {
@@ -19,6 +36,13 @@ impl ClientConfig {
     pub fn with_dram(bytes: u64) -> Self {
         let mut c = ClientConfig::default();
         c.local.dram_size = bytes;
+        c
+    }
+
+    /// The configuration of a client of the meta service(s) at `url`.
+    pub fn remote(url: &str, dram: u64) -> Self {
+        let mut c = ClientConfig::with_dram(dram);
+        c.discovery_url = Some(url.to_string());
         c
     }
 }

@@ -1,50 +1,16 @@
 //! The embedded pool: meta service and data plane in this process, so one binary runs
 //! the whole job with no cluster. Clients of one process share one pool.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use memcache_core::Result;
+use memcache_core::{Clock, Result};
 use memcache_local::ShmTransport;
 use memcache_meta::{MetaConfig, MetaStore};
-
-/// Milliseconds for leases and TTLs. Wall-clock time, so that after a meta failover the
-/// new leader's deadlines compare with the old one's.
-#[derive(Clone, Default)]
-pub enum Clock {
-    #[default]
-    System,
-    /// Moves only when told; for tests of leases and TTLs.
-    Manual(Arc<AtomicU64>),
-}
-
-impl Clock {
-    pub fn manual(start_ms: u64) -> Clock {
-        Clock::Manual(Arc::new(AtomicU64::new(start_ms)))
-    }
-
-    pub fn now_ms(&self) -> u64 {
-        match self {
-            Clock::System => SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
-            Clock::Manual(t) => t.load(Ordering::Relaxed),
-        }
-    }
-
-    /// Moves a manual clock forward; a system clock ignores it.
-    pub fn advance_ms(&self, ms: u64) {
-        if let Clock::Manual(t) = self {
-            t.fetch_add(ms, Ordering::Relaxed);
-        }
-    }
-}
 
 pub struct EmbeddedPool {
     meta: Mutex<MetaStore>,
     clock: Clock,
-    transport: ShmTransport,
+    transport: Arc<ShmTransport>,
 }
 
 impl EmbeddedPool {
@@ -52,7 +18,7 @@ impl EmbeddedPool {
         Ok(Arc::new(EmbeddedPool {
             meta: Mutex::new(MetaStore::new(config)?),
             clock,
-            transport: ShmTransport::default(),
+            transport: Arc::default(),
         }))
     }
 
@@ -78,7 +44,7 @@ impl EmbeddedPool {
         &self.clock
     }
 
-    pub fn transport(&self) -> &ShmTransport {
+    pub fn transport(&self) -> &Arc<ShmTransport> {
         &self.transport
     }
 }

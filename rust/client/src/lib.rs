@@ -36,12 +36,12 @@ mod store;
 
 pub use blocking::BlockingObjectStore;
 pub use config::ClientConfig;
-pub use embedded::{Clock, EmbeddedPool};
+pub use embedded::EmbeddedPool;
 pub use store::ObjectStore;
 
 pub use memcache_core::{
-    code_of, CopyDirection, Error, Key, KeyInfo, LocalServiceId, Medium, ReplicateConfig, Result,
-    MAX_BATCH_OP_COUNT, MAX_KEY_LEN, MAX_REPLICAS,
+    code_of, Clock, CopyDirection, Error, Key, KeyInfo, LocalServiceId, Medium, ReplicateConfig,
+    Result, MAX_BATCH_OP_COUNT, MAX_KEY_LEN, MAX_REPLICAS,
 };
 pub use memcache_local::LocalServiceConfig;
 pub use memcache_meta::{MetaConfig, PolicyKind};

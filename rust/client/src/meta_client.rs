@@ -1,44 +1,66 @@
-//! The client's view of the meta service: one call per batch. Today it reaches the
-//! embedded pool's store directly; a remote meta service answers the same calls.
+//! The client's view of the meta service: one call per batch, whether the service runs
+//! in this process (the embedded pool) or behind tarpc.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use memcache_core::{Key, KeyInfo, LocalServiceId, ReplicateConfig, Result, SegmentId};
+use memcache_core::{Error, Key, KeyInfo, LocalServiceId, ReplicateConfig, Result, SegmentId};
 use memcache_meta::{Allocation, LeaseId, Located, PutId, SegmentSpec};
+use memcache_proto::{context, rpc_error, DataEndpoint, MetaRpcClient, Registration};
 
 use crate::embedded::EmbeddedPool;
 
 #[derive(Clone)]
-pub(crate) struct MetaClient {
-    pool: Arc<EmbeddedPool>,
+pub(crate) enum MetaClient {
+    Embedded(Arc<EmbeddedPool>),
+    Remote {
+        rpc: MetaRpcClient,
+        /// Deadline of every call.
+        timeout: Duration,
+    },
+}
+
+/// One error for every item of a batch whose call failed as a whole.
+fn each<T: Clone>(n: usize, r: std::result::Result<Vec<Result<T>>, Error>) -> Vec<Result<T>> {
+    r.unwrap_or_else(|e| vec![Err(e); n])
+}
+
+macro_rules! call {
+    ($self:ident, $store:ident, $now:ident => $local:expr, $rpc:ident, $ctx:ident => $remote:expr) => {
+        match $self {
+            MetaClient::Embedded(pool) => {
+                let $now = pool.clock().now_ms();
+                #[allow(unused_mut)] // only some calls change the store
+                let mut $store = pool.meta();
+                Ok($local)
+            }
+            MetaClient::Remote { rpc: $rpc, timeout } => {
+                let $ctx = context(*timeout);
+                $remote.await.map_err(rpc_error)
+            }
+        }
+    };
 }
 
 impl MetaClient {
-    pub fn embedded(pool: Arc<EmbeddedPool>) -> Self {
-        MetaClient { pool }
-    }
-
-    pub fn pool(&self) -> &Arc<EmbeddedPool> {
-        &self.pool
-    }
-
-    fn now(&self) -> u64 {
-        self.pool.clock().now_ms()
-    }
-
     pub async fn register_service(
         &self,
         requested: Option<LocalServiceId>,
         device_id: u32,
         segments: Vec<SegmentSpec>,
+        endpoint: DataEndpoint,
     ) -> Result<(LocalServiceId, Vec<SegmentId>)> {
-        self.pool
-            .meta()
-            .register_service(requested, device_id, segments)
+        call!(self, store, _now => store.register_service(requested, device_id, segments),
+            rpc, ctx => rpc.register_service(ctx, Registration { requested, device_id, segments, endpoint }))?
+    }
+
+    pub async fn heartbeat(&self, service: LocalServiceId) -> Result<()> {
+        call!(self, _store, _now => Ok(()), rpc, ctx => rpc.heartbeat(ctx, service))?
     }
 
     pub async fn remove_service(&self, service: LocalServiceId) -> Result<usize> {
-        self.pool.meta().remove_service(service)
+        call!(self, store, _now => store.remove_service(service),
+            rpc, ctx => rpc.unregister_service(ctx, service))?
     }
 
     pub async fn alloc(
@@ -46,40 +68,64 @@ impl MetaClient {
         items: Vec<(Key, u64)>,
         config: &ReplicateConfig,
     ) -> Vec<Result<Allocation>> {
-        let now = self.now();
-        self.pool.meta().alloc(items, config, now)
+        let n = items.len();
+        each(
+            n,
+            call!(self, store, now => store.alloc(items, config, now),
+            rpc, ctx => rpc.alloc(ctx, items, config.clone())),
+        )
     }
 
     pub async fn commit(&self, items: Vec<(Key, PutId)>) -> Vec<Result<()>> {
-        let now = self.now();
-        self.pool.meta().commit(items, now)
+        let n = items.len();
+        each(
+            n,
+            call!(self, store, now => store.commit(items, now),
+            rpc, ctx => rpc.commit(ctx, items)),
+        )
     }
 
     pub async fn abort(&self, items: Vec<(Key, PutId)>) -> Vec<Result<()>> {
-        self.pool.meta().abort(items)
+        let n = items.len();
+        each(
+            n,
+            call!(self, store, _now => store.abort(items), rpc, ctx => rpc.abort(ctx, items)),
+        )
     }
 
     pub async fn lookup(&self, keys: &[Key]) -> Vec<Result<Located>> {
-        let now = self.now();
-        self.pool.meta().lookup(keys, now)
+        each(
+            keys.len(),
+            call!(self, store, now => store.lookup(keys, now),
+            rpc, ctx => rpc.lookup(ctx, keys.to_vec())),
+        )
     }
 
-    pub async fn release(&self, leases: &[(Key, LeaseId)]) {
-        self.pool.meta().release(leases)
+    /// Ends read leases. A failed call only means the leases run out by themselves.
+    pub async fn release(&self, leases: Vec<(Key, LeaseId)>) {
+        let r = call!(self, store, _now => store.release(&leases), rpc, ctx => rpc.release(ctx, leases));
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "releasing read leases");
+        }
     }
 
     pub async fn remove(&self, keys: Vec<Key>) -> Vec<Result<()>> {
-        let now = self.now();
-        self.pool.meta().remove(keys, now)
+        let n = keys.len();
+        each(
+            n,
+            call!(self, store, now => store.remove(keys, now), rpc, ctx => rpc.remove(ctx, keys)),
+        )
     }
 
     pub async fn exists(&self, keys: &[Key]) -> Vec<Result<bool>> {
-        let now = self.now();
-        self.pool.meta().exists(keys, now)
+        each(
+            keys.len(),
+            call!(self, store, now => store.exists(keys, now),
+            rpc, ctx => rpc.exists(ctx, keys.to_vec())),
+        )
     }
 
-    pub async fn key_info(&self, keys: &[Key]) -> Vec<KeyInfo> {
-        let now = self.now();
-        self.pool.meta().key_info(keys, now)
+    pub async fn key_info(&self, keys: &[Key]) -> Result<Vec<KeyInfo>> {
+        call!(self, store, now => store.key_info(keys, now), rpc, ctx => rpc.key_info(ctx, keys.to_vec()))
     }
 }

@@ -4,12 +4,15 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Waker};
+use std::time::Duration;
 
 use memcache_core::{
     CopyDirection, Error, Key, KeyInfo, LocalServiceId, ReplicateConfig, Result, MAX_BATCH_OP_COUNT,
 };
-use memcache_local::{LocalService, Transport};
+use memcache_local::{LocalService, ShmTransport, Transport};
 use memcache_meta::Located;
+use memcache_proto::{connect_meta, host_id, parse_discovery, DataEndpoint};
+use tokio::task::JoinHandle;
 
 use crate::config::ClientConfig;
 use crate::embedded::EmbeddedPool;
@@ -25,14 +28,25 @@ pub struct ObjectStore {
 
 struct Session {
     meta: MetaClient,
+    transport: Arc<ShmTransport>,
     local: Option<LocalService>,
     /// Registered user regions: start address → length.
     buffers: Mutex<BTreeMap<usize, usize>>,
+    /// Keeps this client's local service alive in a remote meta service.
+    heartbeat: Option<JoinHandle<()>>,
 }
 
 impl Session {
     fn transport(&self) -> &impl Transport {
-        self.meta.pool().transport()
+        &*self.transport
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(h) = &self.heartbeat {
+            h.abort();
+        }
     }
 }
 
@@ -120,21 +134,40 @@ impl ObjectStore {
         {
             return Err(Error::RepeatCall("init on an initialized store".into()));
         }
-        let pool = match &self.pool {
-            Some(p) => p.clone(),
-            None => EmbeddedPool::shared(&self.config.meta)?,
+        let (meta, transport) = match (&self.pool, &self.config.discovery_url) {
+            (Some(pool), _) => (MetaClient::Embedded(pool.clone()), pool.transport().clone()),
+            (None, None) => {
+                let pool = EmbeddedPool::shared(&self.config.meta)?;
+                let transport = pool.transport().clone();
+                (MetaClient::Embedded(pool), transport)
+            }
+            (None, Some(url)) => (self.connect(url).await?, Arc::default()),
         };
-        let meta = MetaClient::embedded(pool);
+        let mut heartbeat = None;
         let local = if init_bm {
             let mut config = self.config.local.clone();
             config.device_id = device_id;
             let mut local = LocalService::create(&config)?;
+            let endpoint = DataEndpoint {
+                host: host_id(),
+                shm_socket: None,
+                tcp: None,
+            };
             let (id, segment_ids) = meta
-                .register_service(config.service_id, device_id, local.segment_specs())
+                .register_service(
+                    config.service_id,
+                    device_id,
+                    local.segment_specs(),
+                    endpoint,
+                )
                 .await?;
             local.bind(id, segment_ids)?;
             for (seg_id, seg) in local.segments() {
-                meta.pool().transport().attach(seg_id, seg.clone());
+                transport.attach(seg_id, seg.clone());
+            }
+            if let MetaClient::Remote { .. } = meta {
+                let every = Duration::from_millis(config.heartbeat_interval_ms.max(1));
+                heartbeat = Some(tokio::spawn(Self::beat(meta.clone(), id, every)));
             }
             Some(local)
         } else {
@@ -142,8 +175,10 @@ impl ObjectStore {
         };
         let session = Arc::new(Session {
             meta,
+            transport,
             local,
             buffers: Mutex::new(BTreeMap::new()),
+            heartbeat,
         });
         let raced = {
             let mut slot = self.session.write().unwrap_or_else(|e| e.into_inner());
@@ -158,6 +193,30 @@ impl ObjectStore {
             return Err(Error::RepeatCall("init raced with another init".into()));
         }
         Ok(())
+    }
+
+    /// The first meta service of the discovery URL that answers.
+    async fn connect(&self, url: &str) -> Result<MetaClient> {
+        let timeout = Duration::from_millis(self.config.timeout_ms.max(1));
+        let mut last = Error::NotConnectedToMeta;
+        for addr in parse_discovery(url)? {
+            match connect_meta(addr, timeout).await {
+                Ok(rpc) => return Ok(MetaClient::Remote { rpc, timeout }),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// Heartbeats for the in-process local service.
+    async fn beat(meta: MetaClient, service: LocalServiceId, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            if let Err(e) = meta.heartbeat(service).await {
+                tracing::warn!(service, error = %e, "heartbeat to the meta service failed");
+            }
+        }
     }
 
     /// Disconnects. A local service this client started leaves the pool, and objects
@@ -181,7 +240,7 @@ impl ObjectStore {
                 }
             }
             for (seg_id, _) in local.segments() {
-                session.meta.pool().transport().detach(seg_id);
+                session.transport.detach(seg_id);
             }
         }
     }
@@ -444,7 +503,7 @@ impl ObjectStore {
         let mut out = vec![0u8; located.size as usize];
         let r = self.read_object(&session, &located, &mut [&mut out]).await;
         let [key] = keys;
-        session.meta.release(&[(key, located.lease)]).await;
+        session.meta.release(vec![(key, located.lease)]).await;
         r.map(|()| out)
     }
 
@@ -480,7 +539,7 @@ impl ObjectStore {
             };
         }
         if !leased.is_empty() {
-            session.meta.release(&leased).await;
+            session.meta.release(leased).await;
         }
         results
     }
@@ -545,15 +604,16 @@ impl ObjectStore {
 
     pub async fn batch_get_key_info<K: AsRef<[u8]>>(&self, keys: &[K]) -> Vec<Result<KeyInfo>> {
         self.keyed(keys, |s, ks| async move {
-            s.meta
-                .key_info(&ks)
-                .await
-                .into_iter()
-                .map(|info| match Error::from_code(info.status) {
-                    None => Ok(info),
-                    Some(e) => Err(e),
-                })
-                .collect()
+            match s.meta.key_info(&ks).await {
+                Ok(infos) => infos
+                    .into_iter()
+                    .map(|info| match Error::from_code(info.status) {
+                        None => Ok(info),
+                        Some(e) => Err(e),
+                    })
+                    .collect(),
+                Err(e) => vec![Err(e); ks.len()],
+            }
         })
         .await
     }

@@ -3,10 +3,12 @@
 //! Nothing here performs I/O: the metadata state machine, the local services, the
 //! client and the FFI layers all speak in these values.
 
+mod clock;
 mod error;
 mod key;
 mod types;
 
+pub use clock::Clock;
 pub use error::{code_of, Error, Result};
 pub use key::{Key, MAX_KEY_LEN};
 pub use types::{

@@ -24,6 +24,9 @@ pub struct LocalServiceConfig {
     /// the smallest free one when unset.
     #[serde(alias = "rankId")]
     pub service_id: Option<LocalServiceId>,
+    /// How often the service tells the meta service it is alive.
+    #[serde(alias = "heartbeatIntervalMs")]
+    pub heartbeat_interval_ms: u64,
 }
 
 impl Default for LocalServiceConfig {
@@ -32,6 +35,7 @@ impl Default for LocalServiceConfig {
             dram_size: GIB,
             device_id: 0,
             service_id: None,
+            heartbeat_interval_ms: 500,
         }
     }
 }

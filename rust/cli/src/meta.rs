@@ -1,0 +1,69 @@
+//! `mmc meta`: the meta service as a process.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use memcache_meta_service::{MetaService, MetaServiceConfig};
+
+#[derive(Args)]
+pub struct MetaArgs {
+    /// TOML file with the meta service's settings (the spec's names are accepted).
+    #[arg(long, env = "MMC_META_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to serve on, `tcp://HOST:PORT` (port 0 picks a free one).
+    #[arg(long, env = "MMC_DISCOVERY_URL")]
+    discovery: Option<String>,
+    /// A local service silent this long (ms) is declared dead.
+    #[arg(long, env = "MMC_HEARTBEAT_TIMEOUT_MS")]
+    heartbeat_timeout_ms: Option<u64>,
+    /// Eviction high watermark, percent.
+    #[arg(long, env = "MMC_EVICT_THRESHOLD_HIGH")]
+    evict_threshold_high: Option<u16>,
+    /// Eviction low watermark, percent.
+    #[arg(long, env = "MMC_EVICT_THRESHOLD_LOW")]
+    evict_threshold_low: Option<u16>,
+    /// Time (ms) a writer has between alloc and commit.
+    #[arg(long, env = "MMC_PUT_LEASE_MS")]
+    put_lease_ms: Option<u64>,
+}
+
+pub fn load<T: serde::de::DeserializeOwned + Default>(path: &Option<PathBuf>) -> Result<T, String> {
+    match path {
+        None => Ok(T::default()),
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))
+        }
+    }
+}
+
+pub fn run(args: MetaArgs) -> Result<(), String> {
+    let mut config: MetaServiceConfig = load(&args.config)?;
+    if let Some(d) = args.discovery {
+        config.discovery_url = d;
+    }
+    if let Some(t) = args.heartbeat_timeout_ms {
+        config.heartbeat_timeout_ms = t;
+    }
+    if let Some(h) = args.evict_threshold_high {
+        config.meta.evict_threshold_high = h;
+    }
+    if let Some(l) = args.evict_threshold_low {
+        config.meta.evict_threshold_low = l;
+    }
+    if let Some(p) = args.put_lease_ms {
+        config.meta.put_lease = std::time::Duration::from_millis(p);
+    }
+    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    rt.block_on(async move {
+        let service = MetaService::start(config)
+            .await
+            .map_err(|e| e.to_string())?;
+        // The first line of stdout says where to connect (tests read it).
+        println!("meta service listening on tcp://{}", service.local_addr());
+        crate::wait_for_shutdown().await;
+        service.stop().await;
+        Ok(())
+    })
+}

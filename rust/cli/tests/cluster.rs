@@ -1,0 +1,140 @@
+//! The pool across processes: a real `mmc meta` process on 127.0.0.1, clients in this
+//! process talking to it over tarpc.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use memcache_client::{BlockingObjectStore, ClientConfig, CopyDirection, ReplicateConfig};
+use memcache_proto::{connect_meta, context, parse_discovery};
+
+/// A child process killed when the test ends, however it ends.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `mmc meta` on a free port; returns the process and its discovery URL.
+fn start_meta(extra: &[&str]) -> (Proc, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mmc"))
+        .args(["meta", "--discovery", "tcp://127.0.0.1:0"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawning mmc meta");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("piped"))
+        .read_line(&mut line)
+        .expect("reading the meta service's first line");
+    let url = line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .expect("a URL at the end of the line")
+        .to_string();
+    assert!(url.starts_with("tcp://127.0.0.1:"), "{line}");
+    (Proc(child), url)
+}
+
+/// The meta service's RPC counter.
+fn rpcs(url: &str) -> u64 {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let addr = parse_discovery(url).unwrap()[0];
+        let rpc = connect_meta(addr, Duration::from_secs(5)).await.unwrap();
+        // The stats call counts itself.
+        rpc.stats(context(Duration::from_secs(5)))
+            .await
+            .unwrap()
+            .rpcs
+            - 1
+    })
+}
+
+#[test]
+fn put_and_get_through_a_meta_service_process() {
+    let (_meta, url) = start_meta(&[]);
+    let store = BlockingObjectStore::new(ClientConfig::remote(&url, 64 << 20)).unwrap();
+    store.init(0, true).unwrap();
+    let id = store.get_local_service_id().unwrap();
+
+    let layers: Vec<Vec<u8>> = (0..8u8).map(|i| vec![i; 10_000 + i as usize]).collect();
+    let refs: Vec<&[u8]> = layers.iter().map(Vec::as_slice).collect();
+    store
+        .put_from_layers(
+            "kv/0",
+            &refs,
+            CopyDirection::H2G,
+            &ReplicateConfig::default(),
+        )
+        .unwrap();
+    let mut out: Vec<Vec<u8>> = layers.iter().map(|l| vec![0xFF; l.len()]).collect();
+    let mut outs: Vec<&mut [u8]> = out.iter_mut().map(Vec::as_mut_slice).collect();
+    store
+        .get_into_layers("kv/0", &mut outs, CopyDirection::G2H)
+        .unwrap();
+    assert_eq!(out, layers);
+    let info = store.get_key_info("kv/0").unwrap();
+    assert_eq!(info.locations[0].service, id);
+    assert_eq!(store.put("kv/0", b"again").unwrap_err().code(), -3006);
+    assert_eq!(store.get("missing").unwrap_err().code(), -3007);
+    store.remove("kv/0").unwrap();
+    assert_eq!(store.is_exist("kv/0"), Ok(false));
+    store.tear_down().unwrap();
+}
+
+#[test]
+fn a_batch_costs_the_same_few_control_calls_whatever_its_size() {
+    let (_meta, url) = start_meta(&[]);
+    let store = BlockingObjectStore::new(ClientConfig::remote(&url, 64 << 20)).unwrap();
+    store.init(0, true).unwrap();
+    let keys: Vec<String> = (0..1024).map(|i| format!("batch/{i}")).collect();
+    let data: Vec<Vec<u8>> = (0..1024u32).map(|i| i.to_le_bytes().repeat(64)).collect();
+    let bufs: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+    let cfg = ReplicateConfig::default();
+
+    let before = rpcs(&url);
+    let put = store.batch_put_from(&keys, &bufs, CopyDirection::H2G, &cfg);
+    assert!(put.iter().all(Result::is_ok));
+    let after_put = rpcs(&url);
+    // alloc + commit (the heartbeat may add one).
+    assert!(
+        (2..=3).contains(&(after_put - before - 1)),
+        "{}",
+        after_put - before - 1
+    );
+
+    let exist = store.batch_is_exist(&keys);
+    assert!(exist.iter().all(|r| *r == Ok(true)));
+    let after_exist = rpcs(&url);
+    assert!((1..=2).contains(&(after_exist - after_put - 1)));
+
+    let mut out: Vec<Vec<u8>> = data.iter().map(|d| vec![0; d.len()]).collect();
+    let mut outs: Vec<&mut [u8]> = out.iter_mut().map(Vec::as_mut_slice).collect();
+    let got = store.batch_get_into(&keys, &mut outs, CopyDirection::G2H);
+    assert!(got.iter().all(Result::is_ok));
+    assert_eq!(out, data);
+    let after_get = rpcs(&url);
+    // lookup + release.
+    assert!((2..=3).contains(&(after_get - after_exist - 1)));
+}
+
+#[test]
+fn an_unreachable_meta_service_is_reported() {
+    // A port nobody listens on: bind one, then free it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let store = BlockingObjectStore::new(ClientConfig::remote(&url, 64 << 20)).unwrap();
+    assert_eq!(store.init(0, true).unwrap_err().code(), -3017);
+    assert_eq!(store.get("k").unwrap_err().code(), -3019);
+    let bad = BlockingObjectStore::new(ClientConfig::remote("http://x", 64 << 20)).unwrap();
+    assert_eq!(bad.init(0, false).unwrap_err().code(), -3000);
+}

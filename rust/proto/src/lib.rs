@@ -1,0 +1,150 @@
+//! Wire contracts between clients, local services and the meta service: the tarpc
+//! interface of the meta service (bincode over TCP) and the values it carries. Payload
+//! bytes never travel here: the control plane carries placements only.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tarpc::tokio_serde::formats::Bincode;
+
+use memcache_core::{Error, Key, KeyInfo, LocalServiceId, ReplicateConfig, Result, SegmentId};
+use memcache_meta::{Allocation, LeaseId, Located, PutId, SegmentSpec};
+
+pub use tarpc;
+
+/// Largest control message, either way. A batch of 16384 keys of 255 bytes with eight
+/// replicas each stays well below it.
+pub const MAX_FRAME: usize = 64 << 20;
+
+/// How to reach a local service's data plane.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataEndpoint {
+    /// Identifies the host: a client on the same host may map the segments.
+    pub host: String,
+    /// Unix socket where the service hands out its segments' file descriptors.
+    pub shm_socket: Option<String>,
+    /// TCP address of the service's data plane.
+    pub tcp: Option<SocketAddr>,
+}
+
+/// What a local service tells the meta service when it joins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    pub requested: Option<LocalServiceId>,
+    pub device_id: u32,
+    pub segments: Vec<SegmentSpec>,
+    pub endpoint: DataEndpoint,
+}
+
+/// Counters of the meta service, for tests and operators.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaStats {
+    /// Control RPCs served (a batch call counts once).
+    pub rpcs: u64,
+    pub objects: u64,
+    pub services: u64,
+    pub used_bytes: u64,
+    pub capacity_bytes: u64,
+}
+
+#[tarpc::service]
+pub trait MetaRpc {
+    async fn register_service(reg: Registration) -> Result<(LocalServiceId, Vec<SegmentId>)>;
+    /// Keeps a local service alive; -3018 when the meta service no longer knows it.
+    async fn heartbeat(service: LocalServiceId) -> Result<()>;
+    async fn unregister_service(service: LocalServiceId) -> Result<usize>;
+    /// Data-plane endpoints of the live local services.
+    async fn endpoints() -> Vec<(LocalServiceId, DataEndpoint)>;
+    async fn alloc(items: Vec<(Key, u64)>, config: ReplicateConfig) -> Vec<Result<Allocation>>;
+    async fn commit(items: Vec<(Key, PutId)>) -> Vec<Result<()>>;
+    async fn abort(items: Vec<(Key, PutId)>) -> Vec<Result<()>>;
+    async fn lookup(keys: Vec<Key>) -> Vec<Result<Located>>;
+    async fn release(leases: Vec<(Key, LeaseId)>);
+    async fn remove(keys: Vec<Key>) -> Vec<Result<()>>;
+    async fn exists(keys: Vec<Key>) -> Vec<Result<bool>>;
+    async fn key_info(keys: Vec<Key>) -> Vec<KeyInfo>;
+    async fn stats() -> MetaStats;
+}
+
+/// The meta service addresses in a `discoveryURL`: `tcp://HOST:PORT`, several
+/// separated by commas.
+pub fn parse_discovery(url: &str) -> Result<Vec<SocketAddr>> {
+    let mut out = Vec::new();
+    for part in url.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let hostport = part.strip_prefix("tcp://").ok_or_else(|| {
+            Error::invalid(format!(
+                "discovery address {part:?} does not start with tcp://"
+            ))
+        })?;
+        let addr = hostport
+            .to_socket_addrs()
+            .map_err(|e| Error::invalid(format!("discovery address {part:?}: {e}")))?
+            .next()
+            .ok_or_else(|| {
+                Error::invalid(format!("discovery address {part:?} resolves to nothing"))
+            })?;
+        out.push(addr);
+    }
+    if out.is_empty() {
+        return Err(Error::invalid(format!(
+            "no address in discovery URL {url:?}"
+        )));
+    }
+    Ok(out)
+}
+
+/// Connects to a meta service within `timeout`.
+pub async fn connect_meta(addr: SocketAddr, timeout: Duration) -> Result<MetaRpcClient> {
+    let mut connect = tarpc::serde_transport::tcp::connect(addr, Bincode::default);
+    connect.config_mut().max_frame_length(MAX_FRAME);
+    let transport = tokio::time::timeout(timeout, connect)
+        .await
+        .map_err(|_| Error::NotConnectedToMeta)?
+        .map_err(|_| Error::NotConnectedToMeta)?;
+    Ok(MetaRpcClient::new(tarpc::client::Config::default(), transport).spawn())
+}
+
+/// A call context whose deadline is `timeout` from now (instead of tarpc's 10 s).
+pub fn context(timeout: Duration) -> tarpc::context::Context {
+    let mut ctx = tarpc::context::current();
+    ctx.deadline = std::time::Instant::now() + timeout;
+    ctx
+}
+
+/// Maps a failed call (unreachable, deadline passed, connection lost) to our codes.
+pub fn rpc_error(e: tarpc::client::RpcError) -> Error {
+    match e {
+        tarpc::client::RpcError::DeadlineExceeded => Error::Timeout("meta service call".into()),
+        _ => Error::NotConnectedToMeta,
+    }
+}
+
+/// This host's identity: the kernel's boot id, which also changes across reboots.
+pub fn host_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown-host".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discovery_urls() {
+        let a = parse_discovery("tcp://127.0.0.1:5000").unwrap();
+        assert_eq!(a, vec!["127.0.0.1:5000".parse().unwrap()]);
+        let b = parse_discovery("tcp://127.0.0.1:1, tcp://127.0.0.1:2").unwrap();
+        assert_eq!(b.len(), 2);
+        for bad in [
+            "",
+            "127.0.0.1:1",
+            "http://127.0.0.1:1",
+            "tcp://nohost",
+            "tcp://",
+        ] {
+            assert_eq!(parse_discovery(bad).unwrap_err().code(), -3000, "{bad}");
+        }
+    }
+}
