@@ -1,10 +1,12 @@
 //! The memory a local service contributes to the pool, and the data plane that moves
 //! bytes between callers' buffers and that memory without staging copies.
 
+mod fdpass;
 mod segment;
 mod service;
 mod transport;
 
+pub use fdpass::{fetch_segment, SegmentServer};
 pub use segment::ShmSegment;
 pub use service::{LocalService, LocalServiceConfig};
 pub use transport::{ShmTransport, Transport};
