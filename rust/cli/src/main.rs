@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod local;
 mod meta;
 
 use bytesize::ByteSize;
@@ -26,6 +27,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Run the meta service until SIGINT or SIGTERM.
     Meta(meta::MetaArgs),
+    /// Run a local service that contributes DRAM, until SIGINT or SIGTERM.
+    Local(local::LocalArgs),
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -64,6 +67,7 @@ fn main() {
         Command::Demo(args) => demo::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Meta(args) => meta::run(args),
+        Command::Local(args) => local::run(args),
     };
     if let Err(e) = result {
         eprintln!("mmc: {e}");

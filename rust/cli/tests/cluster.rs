@@ -3,10 +3,10 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use memcache_client::{BlockingObjectStore, ClientConfig, CopyDirection, ReplicateConfig};
-use memcache_proto::{connect_meta, context, parse_discovery};
+use memcache_proto::{connect_meta, context, parse_discovery, MetaStats};
 
 /// A child process killed when the test ends, however it ends.
 struct Proc(Child);
@@ -18,18 +18,36 @@ impl Drop for Proc {
     }
 }
 
-/// Starts `mmc meta` on a free port; returns the process and its discovery URL.
-fn start_meta(extra: &[&str]) -> (Proc, String) {
+/// Runs `mmc ARGS` and returns it with the first line it prints.
+fn spawn_mmc(args: &[&str]) -> (Proc, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_mmc"))
-        .args(["meta", "--discovery", "tcp://127.0.0.1:0"])
-        .args(extra)
+        .args(args)
         .stdout(Stdio::piped())
         .spawn()
-        .expect("spawning mmc meta");
+        .expect("spawning mmc");
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("piped"))
         .read_line(&mut line)
-        .expect("reading the meta service's first line");
+        .expect("reading the first line");
+    (Proc(child), line)
+}
+
+/// Starts a local service process with `dram` bytes; returns it and its id.
+fn start_local(url: &str, dram: &str) -> (Proc, u32) {
+    let (p, line) = spawn_mmc(&["local", "--discovery", url, "--dram-size", dram]);
+    let id = line
+        .split_whitespace()
+        .nth(2)
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    (p, id)
+}
+
+/// Starts `mmc meta` on a free port; returns the process and its discovery URL.
+fn start_meta(extra: &[&str]) -> (Proc, String) {
+    let mut args = vec!["meta", "--discovery", "tcp://127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let (child, line) = spawn_mmc(&args);
     let url = line
         .trim()
         .rsplit(' ')
@@ -37,22 +55,75 @@ fn start_meta(extra: &[&str]) -> (Proc, String) {
         .expect("a URL at the end of the line")
         .to_string();
     assert!(url.starts_with("tcp://127.0.0.1:"), "{line}");
-    (Proc(child), url)
+    (child, url)
 }
 
-/// The meta service's RPC counter.
-fn rpcs(url: &str) -> u64 {
+fn stats(url: &str) -> MetaStats {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let addr = parse_discovery(url).unwrap()[0];
         let rpc = connect_meta(addr, Duration::from_secs(5)).await.unwrap();
-        // The stats call counts itself.
-        rpc.stats(context(Duration::from_secs(5)))
-            .await
-            .unwrap()
-            .rpcs
-            - 1
+        rpc.stats(context(Duration::from_secs(5))).await.unwrap()
     })
+}
+
+/// The meta service's RPC counter, not counting the call that reads it.
+fn rpcs(url: &str) -> u64 {
+    stats(url).rpcs - 1
+}
+
+/// Waits (bounded) until the meta service counts `n` local services.
+fn wait_for_services(url: &str, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stats(url).services != n {
+        assert!(
+            Instant::now() < deadline,
+            "never reached {n} local services"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn pure_client(url: &str) -> BlockingObjectStore {
+    let store = BlockingObjectStore::new(ClientConfig::remote(url, 0)).unwrap();
+    store.init(0, false).unwrap();
+    store
+}
+
+#[test]
+fn objects_cross_processes_and_survive_a_killed_replica() {
+    let (_meta, url) = start_meta(&["--heartbeat-timeout-ms", "600"]);
+    let mut locals: Vec<(Proc, u32)> = (0..3).map(|_| start_local(&url, "32MiB")).collect();
+    wait_for_services(&url, 3);
+    let a = pure_client(&url);
+    let b = pure_client(&url);
+    let two = ReplicateConfig::with_replicas(2);
+    let values: Vec<Vec<u8>> = (0..40u32)
+        .map(|i| i.to_le_bytes().repeat(5000 + i as usize))
+        .collect();
+    for (i, v) in values.iter().enumerate() {
+        a.put_from(format!("obj/{i}"), v, CopyDirection::H2G, &two)
+            .unwrap();
+    }
+    // Client B (its own mappings) reads what A wrote.
+    for (i, v) in values.iter().enumerate() {
+        assert_eq!(&b.get(format!("obj/{i}")).unwrap(), v);
+        let info = b.get_key_info(format!("obj/{i}")).unwrap();
+        assert_eq!(info.locations.len(), 2);
+        assert_ne!(info.locations[0].service, info.locations[1].service);
+    }
+    // kill -9 one local service: once it is declared dead, every object is still
+    // readable from its other replica, by a client that never mapped the dead one.
+    let (mut victim, victim_id) = locals.remove(0);
+    victim.0.kill().unwrap();
+    victim.0.wait().unwrap();
+    wait_for_services(&url, 2);
+    let c = pure_client(&url);
+    for (i, v) in values.iter().enumerate() {
+        assert_eq!(&c.get(format!("obj/{i}")).unwrap(), v, "obj/{i}");
+        let info = c.get_key_info(format!("obj/{i}")).unwrap();
+        assert!(info.locations.iter().all(|l| l.service != victim_id));
+    }
 }
 
 #[test]

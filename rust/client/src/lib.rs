@@ -32,6 +32,7 @@ mod config;
 mod embedded;
 mod meta_client;
 pub mod raw;
+mod session;
 mod store;
 
 pub use blocking::BlockingObjectStore;

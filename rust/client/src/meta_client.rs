@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use memcache_core::{Error, Key, KeyInfo, LocalServiceId, ReplicateConfig, Result, SegmentId};
-use memcache_meta::{Allocation, LeaseId, Located, PutId, SegmentSpec};
-use memcache_proto::{context, rpc_error, DataEndpoint, MetaRpcClient, Registration};
+use memcache_core::{Error, Key, KeyInfo, LocalServiceId, ReplicateConfig, Result};
+use memcache_meta::{Allocation, LeaseId, Located, PutId};
+use memcache_proto::{context, rpc_error, DataEndpoint, MetaRpcClient};
 
 use crate::embedded::EmbeddedPool;
 
@@ -43,19 +43,10 @@ macro_rules! call {
 }
 
 impl MetaClient {
-    pub async fn register_service(
-        &self,
-        requested: Option<LocalServiceId>,
-        device_id: u32,
-        segments: Vec<SegmentSpec>,
-        endpoint: DataEndpoint,
-    ) -> Result<(LocalServiceId, Vec<SegmentId>)> {
-        call!(self, store, _now => store.register_service(requested, device_id, segments),
-            rpc, ctx => rpc.register_service(ctx, Registration { requested, device_id, segments, endpoint }))?
-    }
-
-    pub async fn heartbeat(&self, service: LocalServiceId) -> Result<()> {
-        call!(self, _store, _now => Ok(()), rpc, ctx => rpc.heartbeat(ctx, service))?
+    /// Data-plane endpoints of the live local services (none in the embedded pool,
+    /// whose segments are all in this process).
+    pub async fn endpoints(&self) -> Result<Vec<(LocalServiceId, DataEndpoint)>> {
+        call!(self, _store, _now => Vec::new(), rpc, ctx => rpc.endpoints(ctx))
     }
 
     pub async fn remove_service(&self, service: LocalServiceId) -> Result<usize> {

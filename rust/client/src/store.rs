@@ -1,22 +1,21 @@
 //! The async `ObjectStore`: every call of the C++ `ObjectStore` API, on slices.
 
-use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Waker};
 use std::time::Duration;
 
 use memcache_core::{
     CopyDirection, Error, Key, KeyInfo, LocalServiceId, ReplicateConfig, Result, MAX_BATCH_OP_COUNT,
 };
-use memcache_local::{LocalService, ShmTransport, Transport};
+use memcache_local::Transport;
 use memcache_meta::Located;
-use memcache_proto::{connect_meta, host_id, parse_discovery, DataEndpoint};
-use tokio::task::JoinHandle;
+use memcache_proto::{connect_meta, parse_discovery};
 
 use crate::config::ClientConfig;
 use crate::embedded::EmbeddedPool;
 use crate::meta_client::MetaClient;
+use crate::session::{Local, Session};
 
 /// A client of the pool. Create it, `init` it, use it from any number of tasks, and
 /// `tear_down` it; calls outside that window answer -3019.
@@ -24,30 +23,6 @@ pub struct ObjectStore {
     config: ClientConfig,
     pool: Option<Arc<EmbeddedPool>>,
     session: RwLock<Option<Arc<Session>>>,
-}
-
-struct Session {
-    meta: MetaClient,
-    transport: Arc<ShmTransport>,
-    local: Option<LocalService>,
-    /// Registered user regions: start address → length.
-    buffers: Mutex<BTreeMap<usize, usize>>,
-    /// Keeps this client's local service alive in a remote meta service.
-    heartbeat: Option<JoinHandle<()>>,
-}
-
-impl Session {
-    fn transport(&self) -> &impl Transport {
-        &*self.transport
-    }
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        if let Some(h) = &self.heartbeat {
-            h.abort();
-        }
-    }
 }
 
 fn all<T: Clone>(n: usize, e: Error) -> Vec<Result<T>> {
@@ -143,43 +118,14 @@ impl ObjectStore {
             }
             (None, Some(url)) => (self.connect(url).await?, Arc::default()),
         };
-        let mut heartbeat = None;
         let local = if init_bm {
             let mut config = self.config.local.clone();
             config.device_id = device_id;
-            let mut local = LocalService::create(&config)?;
-            let endpoint = DataEndpoint {
-                host: host_id(),
-                shm_socket: None,
-                tcp: None,
-            };
-            let (id, segment_ids) = meta
-                .register_service(
-                    config.service_id,
-                    device_id,
-                    local.segment_specs(),
-                    endpoint,
-                )
-                .await?;
-            local.bind(id, segment_ids)?;
-            for (seg_id, seg) in local.segments() {
-                transport.attach(seg_id, seg.clone());
-            }
-            if let MetaClient::Remote { .. } = meta {
-                let every = Duration::from_millis(config.heartbeat_interval_ms.max(1));
-                heartbeat = Some(tokio::spawn(Self::beat(meta.clone(), id, every)));
-            }
-            Some(local)
+            Some(Local::start(&meta, &config).await?)
         } else {
             None
         };
-        let session = Arc::new(Session {
-            meta,
-            transport,
-            local,
-            buffers: Mutex::new(BTreeMap::new()),
-            heartbeat,
-        });
+        let session = Arc::new(Session::new(meta, transport, local));
         let raced = {
             let mut slot = self.session.write().unwrap_or_else(|e| e.into_inner());
             let raced = slot.is_some();
@@ -208,17 +154,6 @@ impl ObjectStore {
         Err(last)
     }
 
-    /// Heartbeats for the in-process local service.
-    async fn beat(meta: MetaClient, service: LocalServiceId, every: Duration) {
-        let mut tick = tokio::time::interval(every);
-        loop {
-            tick.tick().await;
-            if let Err(e) = meta.heartbeat(service).await {
-                tracing::warn!(service, error = %e, "heartbeat to the meta service failed");
-            }
-        }
-    }
-
     /// Disconnects. A local service this client started leaves the pool, and objects
     /// that had their only replica there go with it.
     pub async fn tear_down(&self) -> Result<()> {
@@ -233,16 +168,7 @@ impl ObjectStore {
     }
 
     async fn leave(session: &Session) {
-        if let Some(local) = &session.local {
-            if let Ok(id) = local.id() {
-                if let Err(e) = session.meta.remove_service(id).await {
-                    tracing::warn!(service = id, error = %e, "leaving the pool");
-                }
-            }
-            for (seg_id, _) in local.segments() {
-                session.transport.detach(seg_id);
-            }
-        }
+        session.leave().await
     }
 
     /// Leaves the pool when the store is dropped without `tear_down`, so a forgotten
@@ -417,7 +343,10 @@ impl ObjectStore {
             };
             let mut written = Ok(());
             for blob in &a.blobs {
-                written = session.transport().write(blob, objects[i]).await;
+                written = match session.reach(blob).await {
+                    Ok(()) => session.transport.write(blob, objects[i]).await,
+                    Err(e) => Err(e),
+                };
                 if written.is_err() {
                     break;
                 }
@@ -559,12 +488,16 @@ impl ObjectStore {
                 loc.size
             )));
         }
-        let own = session.local.as_ref().and_then(|l| l.id().ok());
+        let own = session.local_id();
         let mut order: Vec<_> = loc.blobs.iter().collect();
         order.sort_by_key(|b| Some(b.service) != own);
         let mut last = Error::ObjectNotFound;
         for blob in order {
-            match session.transport().read(blob, dsts).await {
+            let read = match session.reach(blob).await {
+                Ok(()) => session.transport.read(blob, dsts).await,
+                Err(e) => Err(e),
+            };
+            match read {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     tracing::debug!(?blob, error = %e, "replica unreadable, trying the next");

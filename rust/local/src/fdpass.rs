@@ -30,18 +30,35 @@ const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// Serves descriptors of a fixed set of segments until dropped.
 pub struct SegmentServer {
     path: PathBuf,
+    /// Bound but not yet serving: requests wait in the backlog.
+    listener: Option<UnixListener>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl SegmentServer {
-    pub fn start(path: PathBuf, segments: Vec<(SegmentId, Arc<ShmSegment>)>) -> Result<Self> {
+    /// Binds the socket. Requests queue until `serve` is called, so the socket can be
+    /// announced before the segment ids are known.
+    pub fn bind(path: PathBuf) -> Result<Self> {
         // A socket file left by a dead process of the same name would block the bind.
         let _ = std::fs::remove_file(&path);
         let listener = UnixListener::bind(&path)
             .map_err(|e| Error::Failed(format!("binding {}: {e}", path.display())))?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
+        Ok(SegmentServer {
+            path,
+            listener: Some(listener),
+            stop: Arc::new(AtomicBool::new(false)),
+            thread: None,
+        })
+    }
+
+    /// Starts answering requests for `segments`.
+    pub fn serve(&mut self, segments: Vec<(SegmentId, Arc<ShmSegment>)>) -> Result<()> {
+        let listener = self
+            .listener
+            .take()
+            .ok_or_else(|| Error::RepeatCall("the descriptor server already serves".into()))?;
+        let stopping = self.stop.clone();
         let thread = std::thread::Builder::new()
             .name("memcache-fd-server".into())
             .spawn(move || {
@@ -57,11 +74,14 @@ impl SegmentServer {
                 }
             })
             .map_err(|e| Error::Failed(format!("starting the descriptor server: {e}")))?;
-        Ok(SegmentServer {
-            path,
-            stop,
-            thread: Some(thread),
-        })
+        self.thread = Some(thread);
+        Ok(())
+    }
+
+    pub fn start(path: PathBuf, segments: Vec<(SegmentId, Arc<ShmSegment>)>) -> Result<Self> {
+        let mut server = Self::bind(path)?;
+        server.serve(segments)?;
+        Ok(server)
     }
 
     pub fn path(&self) -> &Path {

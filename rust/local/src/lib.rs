@@ -2,11 +2,13 @@
 //! bytes between callers' buffers and that memory without staging copies.
 
 mod fdpass;
+mod running;
 mod segment;
 mod service;
 mod transport;
 
 pub use fdpass::{fetch_segment, SegmentServer};
+pub use running::RunningLocalService;
 pub use segment::ShmSegment;
 pub use service::{LocalService, LocalServiceConfig};
 pub use transport::{ShmTransport, Transport};

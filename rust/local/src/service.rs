@@ -27,6 +27,9 @@ pub struct LocalServiceConfig {
     /// How often the service tells the meta service it is alive.
     #[serde(alias = "heartbeatIntervalMs")]
     pub heartbeat_interval_ms: u64,
+    /// Unix socket where same-host clients get the segments' descriptors.
+    #[serde(alias = "shmSocket")]
+    pub shm_socket: Option<std::path::PathBuf>,
 }
 
 impl Default for LocalServiceConfig {
@@ -36,6 +39,7 @@ impl Default for LocalServiceConfig {
             device_id: 0,
             service_id: None,
             heartbeat_interval_ms: 500,
+            shm_socket: None,
         }
     }
 }
@@ -94,6 +98,11 @@ impl LocalService {
             .as_ref()
             .map(|(id, _)| *id)
             .ok_or(Error::NotStarted)
+    }
+
+    /// Every segment, registered or not, in the order of `segment_specs`.
+    pub fn all_segments(&self) -> &[Arc<ShmSegment>] {
+        &self.segments
     }
 
     /// Registered segments with their ids.

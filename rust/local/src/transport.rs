@@ -32,6 +32,13 @@ impl ShmTransport {
             .insert(id, segment);
     }
 
+    pub fn has(&self, id: SegmentId) -> bool {
+        self.segments
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&id)
+    }
+
     pub fn detach(&self, id: SegmentId) {
         self.segments
             .write()

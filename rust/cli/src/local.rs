@@ -1,0 +1,104 @@
+//! `mmc local`: a local service as a process, contributing DRAM to a remote pool.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use serde::{Deserialize, Serialize};
+
+use memcache_client::LocalServiceConfig;
+use memcache_local::RunningLocalService;
+use memcache_proto::{connect_meta, parse_discovery};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+struct LocalProcessConfig {
+    #[serde(alias = "discoveryURL")]
+    discovery_url: String,
+    /// Deadline of each call to the meta service, ms.
+    #[serde(alias = "timeOut")]
+    timeout_ms: u64,
+    #[serde(flatten)]
+    local: LocalServiceConfig,
+}
+
+impl Default for LocalProcessConfig {
+    fn default() -> Self {
+        LocalProcessConfig {
+            discovery_url: "tcp://127.0.0.1:5000".into(),
+            timeout_ms: 5000,
+            local: LocalServiceConfig::default(),
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct LocalArgs {
+    /// TOML file with the local service's settings (the spec's names are accepted).
+    #[arg(long, env = "MMC_LOCAL_CONFIG")]
+    config: Option<PathBuf>,
+    /// The meta service, `tcp://HOST:PORT[,…]`.
+    #[arg(long, env = "MMC_DISCOVERY_URL")]
+    discovery: Option<String>,
+    /// DRAM to contribute, e.g. `4GiB`.
+    #[arg(long, env = "MMC_LOCAL_DRAM_SIZE", value_parser = crate::parse_size)]
+    dram_size: Option<u64>,
+    /// Local service id to ask for (the meta service picks one otherwise).
+    #[arg(long, env = "MMC_SERVICE_ID")]
+    service_id: Option<u32>,
+    /// Unix socket for same-host clients.
+    #[arg(long, env = "MMC_SHM_SOCKET")]
+    shm_socket: Option<PathBuf>,
+    /// Heartbeat period, ms.
+    #[arg(long, env = "MMC_HEARTBEAT_INTERVAL_MS")]
+    heartbeat_interval_ms: Option<u64>,
+}
+
+pub fn run(args: LocalArgs) -> Result<(), String> {
+    let mut config: LocalProcessConfig = crate::meta::load(&args.config)?;
+    if let Some(d) = args.discovery {
+        config.discovery_url = d;
+    }
+    if let Some(s) = args.dram_size {
+        config.local.dram_size = s;
+    }
+    if args.service_id.is_some() {
+        config.local.service_id = args.service_id;
+    }
+    if let Some(h) = args.heartbeat_interval_ms {
+        config.local.heartbeat_interval_ms = h;
+    }
+    let socket = args
+        .shm_socket
+        .or(config.local.shm_socket.clone())
+        .unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("mmc-local-{}.sock", std::process::id()))
+        });
+    let timeout = Duration::from_millis(config.timeout_ms.max(1));
+    let addrs = parse_discovery(&config.discovery_url).map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    rt.block_on(async move {
+        let mut rpc = Err("no meta service address".to_string());
+        for addr in addrs {
+            rpc = connect_meta(addr, timeout)
+                .await
+                .map_err(|e| format!("{addr}: {e}"));
+            if rpc.is_ok() {
+                break;
+            }
+        }
+        let service = RunningLocalService::start(&config.local, rpc?, timeout, socket.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        println!(
+            "local service {} serving {} bytes on {}",
+            service.id(),
+            config.local.dram_size,
+            socket.display()
+        );
+        crate::wait_for_shutdown().await;
+        let lost = service.stop().await.map_err(|e| e.to_string())?;
+        tracing::info!(lost, "local service left the pool");
+        Ok(())
+    })
+}

@@ -1,0 +1,156 @@
+//! What an initialized store holds: its way to the meta service, the segments it has
+//! mapped, and the local service it contributes (if any).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rustc_hash::FxHashMap;
+
+use memcache_core::{Blob, Error, LocalServiceId, Result, SegmentId};
+use memcache_local::{
+    fetch_segment, LocalService, LocalServiceConfig, RunningLocalService, ShmTransport,
+};
+use memcache_proto::{host_id, DataEndpoint};
+
+use crate::meta_client::MetaClient;
+
+/// The local service a client started with `init_bm = true`.
+pub(crate) enum Local {
+    /// In the embedded pool: registered directly, nothing to serve.
+    Embedded(LocalService),
+    /// Joined to a remote meta service: serves its descriptors and heartbeats.
+    Remote(RunningLocalService),
+}
+
+impl Local {
+    pub async fn start(meta: &MetaClient, config: &LocalServiceConfig) -> Result<Local> {
+        match meta {
+            MetaClient::Embedded(pool) => {
+                let mut local = LocalService::create(config)?;
+                let (id, ids) = pool.meta().register_service(
+                    config.service_id,
+                    config.device_id,
+                    local.segment_specs(),
+                )?;
+                local.bind(id, ids)?;
+                Ok(Local::Embedded(local))
+            }
+            MetaClient::Remote { rpc, timeout } => {
+                let socket = config.shm_socket.clone().unwrap_or_else(default_socket);
+                let running =
+                    RunningLocalService::start(config, rpc.clone(), *timeout, socket).await?;
+                Ok(Local::Remote(running))
+            }
+        }
+    }
+
+    pub fn id(&self) -> Result<LocalServiceId> {
+        match self {
+            Local::Embedded(l) => l.id(),
+            Local::Remote(r) => Ok(r.id()),
+        }
+    }
+
+    pub fn segments(&self) -> Vec<(SegmentId, Arc<memcache_local::ShmSegment>)> {
+        match self {
+            Local::Embedded(l) => l.segments().map(|(i, s)| (i, s.clone())).collect(),
+            Local::Remote(r) => r.segments().map(|(i, s)| (i, s.clone())).collect(),
+        }
+    }
+}
+
+/// A socket path unique to this process and store.
+fn default_socket() -> PathBuf {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("mmc-local-{}-{n}.sock", std::process::id()))
+}
+
+pub(crate) struct Session {
+    pub meta: MetaClient,
+    pub transport: Arc<ShmTransport>,
+    pub local: Option<Local>,
+    /// Registered user regions: start address → length.
+    pub buffers: Mutex<BTreeMap<usize, usize>>,
+    /// Data-plane endpoints of the pool's local services, refreshed on a miss.
+    endpoints: Mutex<FxHashMap<LocalServiceId, DataEndpoint>>,
+    host: String,
+}
+
+impl Session {
+    pub fn new(meta: MetaClient, transport: Arc<ShmTransport>, local: Option<Local>) -> Session {
+        if let Some(local) = &local {
+            for (id, seg) in local.segments() {
+                transport.attach(id, seg);
+            }
+        }
+        Session {
+            meta,
+            transport,
+            local,
+            buffers: Mutex::new(BTreeMap::new()),
+            endpoints: Mutex::new(FxHashMap::default()),
+            host: host_id(),
+        }
+    }
+
+    pub fn local_id(&self) -> Option<LocalServiceId> {
+        self.local.as_ref().and_then(|l| l.id().ok())
+    }
+
+    /// Makes sure `blob`'s segment is mapped here: a same-host local service hands over
+    /// its descriptor once, and every later copy is a plain memcpy.
+    pub async fn reach(&self, blob: &Blob) -> Result<()> {
+        if self.transport.has(blob.segment) {
+            return Ok(());
+        }
+        let endpoint = match self.endpoint(blob.service) {
+            Some(e) => e,
+            None => {
+                let fresh = self.meta.endpoints().await?;
+                let mut known = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+                known.clear();
+                known.extend(fresh);
+                known
+                    .get(&blob.service)
+                    .cloned()
+                    .ok_or(Error::NotConnectedToLocal)?
+            }
+        };
+        let path = match (&endpoint.shm_socket, endpoint.host == self.host) {
+            (Some(path), true) => PathBuf::from(path),
+            _ => return Err(Error::NotConnectedToLocal),
+        };
+        let segment = blob.segment;
+        let mapped = tokio::task::spawn_blocking(move || fetch_segment(&path, segment))
+            .await
+            .map_err(|e| Error::Failed(format!("mapping a segment: {e}")))??;
+        self.transport.attach(segment, Arc::new(mapped));
+        Ok(())
+    }
+
+    fn endpoint(&self, service: LocalServiceId) -> Option<DataEndpoint> {
+        let known = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+        known.get(&service).cloned()
+    }
+
+    /// Takes this client's local service out of the pool.
+    pub async fn leave(&self) {
+        let Some(local) = &self.local else { return };
+        let left = match local {
+            Local::Embedded(l) => match l.id() {
+                Ok(id) => self.meta.remove_service(id).await,
+                Err(e) => Err(e),
+            },
+            Local::Remote(r) => r.stop().await,
+        };
+        if let Err(e) = left {
+            tracing::warn!(error = %e, "leaving the pool");
+        }
+        for (id, _) in local.segments() {
+            self.transport.detach(id);
+        }
+    }
+}
