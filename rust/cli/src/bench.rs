@@ -41,6 +41,9 @@ pub struct BenchArgs {
     /// Timed rounds; medians are reported.
     #[arg(long, default_value_t = 5)]
     rounds: usize,
+    /// Run against the pool of this meta service (`tcp://HOST:PORT`) as a pure client.
+    #[arg(long, env = "MMC_DISCOVERY_URL")]
+    discovery: Option<String>,
 }
 
 pub fn run(args: BenchArgs) -> Result<(), String> {
@@ -79,10 +82,15 @@ pub fn pattern_fill(n: usize, key: usize, layer: usize) -> Vec<u8> {
     v
 }
 
-fn open_store(dram: u64) -> Result<BlockingObjectStore, String> {
-    let store = BlockingObjectStore::new(ClientConfig::with_dram(dram))
-        .map_err(|e| format!("creating the store: {e}"))?;
-    store.init(0, true).map_err(|e| format!("init: {e}"))?;
+/// The embedded default (this process contributes `--dram-size`), or a pure client of
+/// the pool at `--discovery`.
+fn open_store(args: &BenchArgs) -> Result<BlockingObjectStore, String> {
+    let (config, init_bm) = match &args.discovery {
+        None => (ClientConfig::with_dram(args.dram_size), true),
+        Some(url) => (ClientConfig::remote(url, 0), false),
+    };
+    let store = BlockingObjectStore::new(config).map_err(|e| format!("creating the store: {e}"))?;
+    store.init(0, init_bm).map_err(|e| format!("init: {e}"))?;
     Ok(store)
 }
 
@@ -323,7 +331,7 @@ fn measure(
 fn bench_layers(args: &BenchArgs) -> Result<Value, String> {
     let layout = kv_block_layout();
     let n = args.keys.unwrap_or(64).max(1);
-    let store = open_store(args.dram_size)?;
+    let store = open_store(args)?;
     let p = Passes {
         store: &store,
         keys: (0..n).map(|i| format!("bench/layers/{i}")).collect(),
@@ -349,7 +357,7 @@ fn bench_layers(args: &BenchArgs) -> Result<Value, String> {
 fn bench_small(args: &BenchArgs) -> Result<Value, String> {
     const SIZE: usize = 4096;
     let n = args.keys.unwrap_or(16384).max(1);
-    let store = open_store(args.dram_size)?;
+    let store = open_store(args)?;
     let p = Passes {
         store: &store,
         keys: (0..n).map(|i| format!("bench/small/{i}")).collect(),

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use memcache_client::LocalServiceConfig;
 use memcache_local::RunningLocalService;
-use memcache_proto::{connect_meta, parse_discovery};
+use memcache_proto::parse_discovery;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -78,16 +78,7 @@ pub fn run(args: LocalArgs) -> Result<(), String> {
     let addrs = parse_discovery(&config.discovery_url).map_err(|e| e.to_string())?;
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     rt.block_on(async move {
-        let mut rpc = Err("no meta service address".to_string());
-        for addr in addrs {
-            rpc = connect_meta(addr, timeout)
-                .await
-                .map_err(|e| format!("{addr}: {e}"));
-            if rpc.is_ok() {
-                break;
-            }
-        }
-        let service = RunningLocalService::start(&config.local, rpc?, timeout, socket.clone())
+        let service = RunningLocalService::start(&config.local, &addrs, timeout, socket.clone())
             .await
             .map_err(|e| e.to_string())?;
         println!(

@@ -27,9 +27,7 @@ impl BlockingObjectStore {
     }
 
     fn wrap(inner: ObjectStore) -> Result<Self> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("memcache-client")
+        let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| Error::Failed(format!("starting the client runtime: {e}")))?;

@@ -1,6 +1,7 @@
 //! The client's view of the meta service: one call per batch, whether the service runs
 //! in this process (the embedded pool) or behind tarpc.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +18,8 @@ pub(crate) enum MetaClient {
         rpc: MetaRpcClient,
         /// Deadline of every call.
         timeout: Duration,
+        /// Every meta service address of the discovery URL.
+        addrs: Vec<SocketAddr>,
     },
 }
 
@@ -34,7 +37,9 @@ macro_rules! call {
                 let mut $store = pool.meta();
                 Ok($local)
             }
-            MetaClient::Remote { rpc: $rpc, timeout } => {
+            MetaClient::Remote {
+                rpc: $rpc, timeout, ..
+            } => {
                 let $ctx = context(*timeout);
                 $remote.await.map_err(rpc_error)
             }

@@ -37,10 +37,9 @@ impl Local {
                 local.bind(id, ids)?;
                 Ok(Local::Embedded(local))
             }
-            MetaClient::Remote { rpc, timeout } => {
+            MetaClient::Remote { addrs, timeout, .. } => {
                 let socket = config.shm_socket.clone().unwrap_or_else(default_socket);
-                let running =
-                    RunningLocalService::start(config, rpc.clone(), *timeout, socket).await?;
+                let running = RunningLocalService::start(config, addrs, *timeout, socket).await?;
                 Ok(Local::Remote(running))
             }
         }

@@ -144,10 +144,18 @@ impl ObjectStore {
     /// The first meta service of the discovery URL that answers.
     async fn connect(&self, url: &str) -> Result<MetaClient> {
         let timeout = Duration::from_millis(self.config.timeout_ms.max(1));
+        let addrs = parse_discovery(url)?;
         let mut last = Error::NotConnectedToMeta;
-        for addr in parse_discovery(url)? {
-            match connect_meta(addr, timeout).await {
-                Ok(rpc) => return Ok(MetaClient::Remote { rpc, timeout }),
+        for addr in &addrs {
+            match connect_meta(*addr, timeout).await {
+                Ok(rpc) => {
+                    let addrs = addrs.clone();
+                    return Ok(MetaClient::Remote {
+                        rpc,
+                        timeout,
+                        addrs,
+                    });
+                }
                 Err(e) => last = e,
             }
         }

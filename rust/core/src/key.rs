@@ -4,7 +4,8 @@ use std::borrow::Borrow;
 use std::fmt;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::error::{Error, Result};
 
@@ -13,8 +14,7 @@ pub const MAX_KEY_LEN: usize = 255;
 
 /// A validated key. Cloning is a reference-count bump, so the directory, the eviction
 /// policy and the lease table can all hold the same key without copying its bytes.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "Vec<u8>", into = "Vec<u8>")]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Key(Arc<[u8]>);
 
 impl Key {
@@ -35,6 +35,46 @@ impl Key {
 
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
+    }
+}
+
+/// On the wire a key is a byte string (one length and the bytes, not one element per
+/// byte), validated again when read.
+impl Serialize for Key {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Key, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "a key of 1 to {MAX_KEY_LEN} bytes")
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> std::result::Result<Key, E> {
+                Key::new(v).map_err(E::custom)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<Key, E> {
+                Key::new(v).map_err(E::custom)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<Key, A::Error> {
+                let mut bytes = Vec::new();
+                while let Some(b) = seq.next_element::<u8>()? {
+                    if bytes.len() == MAX_KEY_LEN {
+                        return Err(de::Error::custom("key longer than 255 bytes"));
+                    }
+                    bytes.push(b);
+                }
+                Key::new(bytes).map_err(de::Error::custom)
+            }
+        }
+        d.deserialize_bytes(KeyVisitor)
     }
 }
 
@@ -93,5 +133,15 @@ mod tests {
         assert_eq!(a.as_bytes(), &[0, 255, 7]);
         let b: &[u8] = a.borrow();
         assert_eq!(b, &[0, 255, 7]);
+    }
+
+    #[test]
+    fn wire_form_is_validated() {
+        let k = Key::new("abc").unwrap();
+        let json = serde_json::to_string(&k).unwrap();
+        assert_eq!(serde_json::from_str::<Key>(&json).unwrap(), k);
+        assert!(serde_json::from_str::<Key>("[]").is_err());
+        let long = serde_json::to_string(&vec![7u8; 256]).unwrap();
+        assert!(serde_json::from_str::<Key>(&long).is_err());
     }
 }

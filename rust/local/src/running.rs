@@ -1,14 +1,18 @@
 //! A local service joined to a remote meta service: its segments, the descriptor
 //! server for same-host clients, and the heartbeat that keeps it alive.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 
 use memcache_core::{Error, LocalServiceId, Result, SegmentId};
-use memcache_proto::{context, host_id, rpc_error, DataEndpoint, MetaRpcClient, Registration};
+use memcache_proto::{
+    connect_meta, context, host_id, rpc_error, DataEndpoint, MetaRpcClient, Registration,
+};
 
 use crate::fdpass::SegmentServer;
 use crate::segment::ShmSegment;
@@ -20,14 +24,17 @@ pub struct RunningLocalService {
     meta: MetaRpcClient,
     timeout: Duration,
     heartbeat: JoinHandle<()>,
+    /// The service's own runtime and meta connection: heartbeats go on however the
+    /// process that hosts the service schedules (or stops scheduling) its own work.
+    runtime: Option<Runtime>,
 }
 
 impl RunningLocalService {
     /// Creates the segments, serves their descriptors on `socket`, registers with the
-    /// meta service and starts heartbeating. Must run inside a tokio runtime.
+    /// first meta service of `meta` that answers and starts heartbeating.
     pub async fn start(
         config: &LocalServiceConfig,
-        meta: MetaRpcClient,
+        meta: &[SocketAddr],
         timeout: Duration,
         socket: PathBuf,
     ) -> Result<Self> {
@@ -42,24 +49,51 @@ impl RunningLocalService {
                 tcp: None,
             },
         };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("memcache-local")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Failed(format!("starting the local service runtime: {e}")))?;
         // Bound before registering: a client may ask as soon as the meta service knows
         // us, and its request waits in the backlog until the ids are known.
         let mut server = SegmentServer::bind(socket)?;
-        let (id, ids) = meta
-            .register_service(context(timeout), reg)
+        let addrs = meta.to_vec();
+        let joined = runtime.spawn(async move {
+            let mut last = Error::NotConnectedToMeta;
+            for addr in addrs {
+                match connect_meta(addr, timeout).await {
+                    Ok(rpc) => {
+                        let r = rpc.register_service(context(timeout), reg).await;
+                        return r.map_err(rpc_error)?.map(|ids| (rpc, ids));
+                    }
+                    Err(e) => last = e,
+                }
+            }
+            Err(last)
+        });
+        let joined = joined
             .await
-            .map_err(rpc_error)??;
+            .map_err(|e| Error::Failed(format!("registering: {e}")));
+        let (meta, (id, ids)) = match joined {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) | Err(e) => {
+                runtime.shutdown_background();
+                return Err(e);
+            }
+        };
         let segments = service.all_segments().to_vec();
         server.serve(ids.iter().copied().zip(segments).collect())?;
         service.bind(id, ids)?;
         let every = Duration::from_millis(config.heartbeat_interval_ms.max(1));
-        let heartbeat = tokio::spawn(beat(meta.clone(), id, every, timeout));
+        let heartbeat = runtime.spawn(beat(meta.clone(), id, every, timeout));
         Ok(RunningLocalService {
             service,
             _server: server,
             meta,
             timeout,
             heartbeat,
+            runtime: Some(runtime),
         })
     }
 
@@ -74,9 +108,12 @@ impl RunningLocalService {
     /// Leaves the pool: objects whose only replica lived here go with it.
     pub async fn stop(&self) -> Result<usize> {
         self.heartbeat.abort();
-        self.meta
-            .unregister_service(context(self.timeout), self.id())
-            .await
+        let (meta, timeout, id) = (self.meta.clone(), self.timeout, self.id());
+        let runtime = self.runtime.as_ref().ok_or(Error::NotStarted)?;
+        let left =
+            runtime.spawn(async move { meta.unregister_service(context(timeout), id).await });
+        left.await
+            .map_err(|e| Error::Failed(format!("leaving: {e}")))?
             .map_err(rpc_error)?
     }
 }
@@ -84,6 +121,10 @@ impl RunningLocalService {
 impl Drop for RunningLocalService {
     fn drop(&mut self) {
         self.heartbeat.abort();
+        if let Some(rt) = self.runtime.take() {
+            // Never blocks, so it is safe inside an async context too.
+            rt.shutdown_background();
+        }
     }
 }
 

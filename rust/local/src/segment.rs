@@ -39,7 +39,7 @@ impl ShmSegment {
         // instead of the OOM killer striking at the first put that touches the page.
         rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, len)
             .map_err(|e| Error::OutOfMemory(format!("reserving a {len}-byte segment: {e}")))?;
-        Self::map(file, len, true)
+        Self::map(file, len)
     }
 
     /// Maps a segment another process created, from its descriptor.
@@ -53,17 +53,17 @@ impl ShmSegment {
                 "segment file is {actual} bytes, expected {len}"
             )));
         }
-        Self::map(file, len, false)
+        // Populated here too: the first copy into a fresh mapping would otherwise pay a
+        // page fault per 4 KiB.
+        Self::map(file, len)
     }
 
-    fn map(file: File, len: u64, populate: bool) -> Result<Self> {
+    /// Maps the whole file, page tables filled in now (`MAP_POPULATE`).
+    fn map(file: File, len: u64) -> Result<Self> {
         let len_usize =
             usize::try_from(len).map_err(|_| Error::invalid(format!("segment of {len} bytes")))?;
         let mut opts = MmapOptions::new();
-        opts.len(len_usize);
-        if populate {
-            opts.populate();
-        }
+        opts.len(len_usize).populate();
         let map = opts
             .map_raw(&file)
             .map_err(|e| Error::OutOfMemory(format!("mapping a {len}-byte segment: {e}")))?;
