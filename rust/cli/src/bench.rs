@@ -12,7 +12,9 @@ use clap::{Args, ValueEnum};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use memcache_client::{BlockingObjectStore, ClientConfig, CopyDirection, ReplicateConfig};
+use memcache_client::{
+    BlockingObjectStore, ClientConfig, CopyDirection, ReplicateConfig, TransportKind,
+};
 use memcache_meta::PageAllocator;
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -44,6 +46,22 @@ pub struct BenchArgs {
     /// Run against the pool of this meta service (`tcp://HOST:PORT`) as a pure client.
     #[arg(long, env = "MMC_DISCOVERY_URL")]
     discovery: Option<String>,
+    /// Force the data plane (with `--discovery`): `tcp` also measures a raw loopback
+    /// TCP stream of the same bytes and reports `put_ratio_tcp` / `get_ratio_tcp`.
+    #[arg(long, value_enum)]
+    transport: Option<TransportArg>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TransportArg {
+    Shm,
+    Tcp,
+}
+
+impl BenchArgs {
+    fn tcp(&self) -> bool {
+        self.transport == Some(TransportArg::Tcp)
+    }
 }
 
 pub fn run(args: BenchArgs) -> Result<(), String> {
@@ -87,7 +105,14 @@ pub fn pattern_fill(n: usize, key: usize, layer: usize) -> Vec<u8> {
 fn open_store(args: &BenchArgs) -> Result<BlockingObjectStore, String> {
     let (config, init_bm) = match &args.discovery {
         None => (ClientConfig::with_dram(args.dram_size), true),
-        Some(url) => (ClientConfig::remote(url, 0), false),
+        Some(url) => {
+            let mut c = ClientConfig::remote(url, 0);
+            c.transport = args.transport.map(|t| match t {
+                TransportArg::Shm => TransportKind::Shm,
+                TransportArg::Tcp => TransportKind::Tcp,
+            });
+            (c, false)
+        }
     };
     let store = BlockingObjectStore::new(config).map_err(|e| format!("creating the store: {e}"))?;
     store.init(0, init_bm).map_err(|e| format!("init: {e}"))?;
@@ -221,6 +246,36 @@ impl Passes<'_> {
         Ok(())
     }
 
+    /// Streams the same bytes over one loopback TCP connection into buffers of the same
+    /// sizes: the physical limit of the TCP data plane on this machine.
+    fn loopback_tcp(&mut self) -> Result<f64, String> {
+        use std::io::{Read, Write};
+        use std::net::{TcpListener, TcpStream};
+        let io = |e: std::io::Error| format!("loopback TCP: {e}");
+        let listener = TcpListener::bind("127.0.0.1:0").map_err(io)?;
+        let addr = listener.local_addr().map_err(io)?;
+        let mut dst = std::mem::take(&mut self.dst);
+        let receiver = std::thread::spawn(move || -> std::io::Result<(Objects, Instant)> {
+            let (mut conn, _) = listener.accept()?;
+            for layer in dst.iter_mut().flatten() {
+                conn.read_exact(layer)?;
+            }
+            Ok((dst, Instant::now()))
+        });
+        let mut conn = TcpStream::connect(addr).map_err(io)?;
+        conn.set_nodelay(true).map_err(io)?;
+        let start = Instant::now();
+        for layer in self.src.iter().flatten() {
+            conn.write_all(layer).map_err(io)?;
+        }
+        let (dst, end) = receiver
+            .join()
+            .map_err(|_| "loopback receiver panicked".to_string())?
+            .map_err(io)?;
+        self.dst = dst;
+        Ok(end.duration_since(start).as_secs_f64())
+    }
+
     /// Overwrites the destinations, so a get that copies nothing cannot pass the check.
     fn scramble(&mut self) {
         for d in self.dst.iter_mut().flatten() {
@@ -267,6 +322,7 @@ fn measure(
     workload: &str,
     rounds: usize,
     with_exists: bool,
+    with_tcp: bool,
 ) -> Result<Value, String> {
     let cold_put = p.put()?;
     if with_exists {
@@ -278,8 +334,12 @@ fn measure(
     p.get_lat.clear();
     p.exists_lat.clear();
     let (mut memcpy, mut put, mut exists, mut get) = (vec![], vec![], vec![], vec![]);
+    let mut tcp = vec![];
     for _ in 0..rounds {
         memcpy.push(p.memcpy());
+        if with_tcp {
+            tcp.push(p.loopback_tcp()?);
+        }
         put.push(p.put()?);
         if with_exists {
             exists.push(p.exists()?);
@@ -315,6 +375,17 @@ fn measure(
         "cold_get_gbps": gbps(bytes, cold_get),
         "verified": true,
     });
+    if with_tcp {
+        let tcp_gbps = gbps(bytes, median(&mut tcp));
+        report = merge(
+            report,
+            json!({
+                "tcp_gbps": tcp_gbps,
+                "put_ratio_tcp": put_gbps / tcp_gbps,
+                "get_ratio_tcp": get_gbps / tcp_gbps,
+            }),
+        );
+    }
     if with_exists {
         p.exists_lat.sort();
         report = merge(
@@ -350,7 +421,7 @@ fn bench_layers(args: &BenchArgs) -> Result<Value, String> {
         get_lat: Vec::new(),
         exists_lat: Vec::new(),
     };
-    let report = measure(p, "layers", args.rounds, false)?;
+    let report = measure(p, "layers", args.rounds, false, args.tcp())?;
     Ok(merge(report, json!({ "layers_per_key": layout.len() })))
 }
 
@@ -368,7 +439,7 @@ fn bench_small(args: &BenchArgs) -> Result<Value, String> {
         get_lat: Vec::new(),
         exists_lat: Vec::new(),
     };
-    measure(p, "small", args.rounds, true)
+    measure(p, "small", args.rounds, true, args.tcp())
 }
 
 /// Alloc + free pairs on one segment's allocator, 80 % full, with the sizes a KV cache
@@ -464,6 +535,13 @@ fn print_human(r: &Value) {
                 f("p50_us"),
                 f("p99_us")
             );
+            if let Some(x) = r["tcp_gbps"].as_f64() {
+                println!(
+                    "{w}: loopback TCP {x:.2} GB/s; put {:.2}, get {:.2} of it",
+                    f("put_ratio_tcp"),
+                    f("get_ratio_tcp")
+                );
+            }
             if let Some(x) = r["exists_keys_per_s"].as_f64() {
                 println!("{w}: batched exists {:.0} keys/s", x);
             }

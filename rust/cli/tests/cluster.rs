@@ -5,7 +5,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use memcache_client::{BlockingObjectStore, ClientConfig, CopyDirection, ReplicateConfig};
+use memcache_client::{
+    BlockingObjectStore, ClientConfig, CopyDirection, ReplicateConfig, TransportKind,
+};
 use memcache_proto::{connect_meta, context, parse_discovery, MetaStats};
 
 /// A child process killed when the test ends, however it ends.
@@ -208,4 +210,110 @@ fn an_unreachable_meta_service_is_reported() {
     assert_eq!(store.get("k").unwrap_err().code(), -3019);
     let bad = BlockingObjectStore::new(ClientConfig::remote("http://x", 64 << 20)).unwrap();
     assert_eq!(bad.init(0, false).unwrap_err().code(), -3000);
+}
+
+#[test]
+fn forced_tcp_moves_layers_and_replicas_without_shared_memory() {
+    let (_meta, url) = start_meta(&[]);
+    let _locals: Vec<(Proc, u32)> = (0..2).map(|_| start_local(&url, "32MiB")).collect();
+    wait_for_services(&url, 2);
+    let mut config = ClientConfig::remote(&url, 0);
+    config.transport = Some(TransportKind::Tcp);
+    let store = BlockingObjectStore::new(config).unwrap();
+    store.init(0, false).unwrap();
+    let layers: Vec<Vec<u8>> = (0..16u8)
+        .map(|i| vec![i ^ 0x5A; 4096 * (i as usize + 1)])
+        .collect();
+    let refs: Vec<&[u8]> = layers.iter().map(Vec::as_slice).collect();
+    let keys: Vec<String> = (0..8).map(|i| format!("tcp/{i}")).collect();
+    let objects: Vec<&[&[u8]]> = keys.iter().map(|_| refs.as_slice()).collect();
+    let put = store.batch_put_from_layers(
+        &keys,
+        &objects,
+        CopyDirection::H2G,
+        &ReplicateConfig::with_replicas(2),
+    );
+    assert!(put.iter().all(Result::is_ok), "{put:?}");
+    for key in &keys {
+        let mut out: Vec<Vec<u8>> = layers.iter().map(|l| vec![0; l.len()]).collect();
+        let mut outs: Vec<&mut [u8]> = out.iter_mut().map(Vec::as_mut_slice).collect();
+        store
+            .get_into_layers(key, &mut outs, CopyDirection::G2H)
+            .unwrap();
+        assert_eq!(out, layers);
+    }
+    // A short buffer is refused before any byte moves.
+    let mut small = vec![7u8; 10];
+    assert_eq!(
+        store
+            .get_into("tcp/0", &mut small, CopyDirection::G2H)
+            .unwrap_err()
+            .code(),
+        -3000
+    );
+    assert!(small.iter().all(|&b| b == 7));
+}
+
+#[test]
+fn garbage_on_the_wire_is_refused_and_the_services_keep_serving() {
+    use std::io::{Read, Write};
+    let (_meta, url) = start_meta(&[]);
+    let (_local, _) = start_local(&url, "32MiB");
+    wait_for_services(&url, 1);
+    let store = pure_client(&url);
+    store.put("keep", b"precious").unwrap();
+
+    // Garbage and a truncated frame at the meta service's port.
+    let meta_addr = parse_discovery(&url).unwrap()[0];
+    for junk in [
+        &b"\x00\x00\x00\x05hello"[..],
+        &[0xFF; 64][..],
+        &[0, 0, 0, 200, 1, 2][..],
+    ] {
+        let mut c = std::net::TcpStream::connect(meta_addr).unwrap();
+        let _ = c.write_all(junk);
+    }
+    // Requests that name an unknown segment, or reach past a segment's end, at the
+    // local service's data port.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let data = rt.block_on(async {
+        let rpc = connect_meta(meta_addr, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let eps = rpc
+            .endpoints(context(Duration::from_secs(5)))
+            .await
+            .unwrap();
+        eps[0].1.tcp.unwrap()
+    });
+    let frame = |segment: u64, offset: u64, len: u64| {
+        let mut h = vec![0u8; 32];
+        h[0..4].copy_from_slice(&0x4D4D_4344u32.to_le_bytes());
+        h[4] = 2; // read
+        h[8..16].copy_from_slice(&segment.to_le_bytes());
+        h[16..24].copy_from_slice(&offset.to_le_bytes());
+        h[24..32].copy_from_slice(&len.to_le_bytes());
+        h
+    };
+    let mut c = std::net::TcpStream::connect(data).unwrap();
+    for req in [
+        frame(999, 0, 8),
+        frame(1, 32 << 20, 8),
+        frame(1, u64::MAX - 3, 8),
+    ] {
+        c.write_all(&req).unwrap();
+        let mut answer = [0u8; 16];
+        c.read_exact(&mut answer).unwrap();
+        assert_eq!(i32::from_le_bytes(answer[0..4].try_into().unwrap()), -3000);
+    }
+    let mut bad = std::net::TcpStream::connect(data).unwrap();
+    bad.write_all(&[0xAB; 32]).unwrap();
+    let mut answer = [0u8; 16];
+    bad.read_exact(&mut answer).unwrap();
+    assert_eq!(i32::from_le_bytes(answer[0..4].try_into().unwrap()), -3000);
+
+    // Both services still serve, and nothing was corrupted.
+    assert_eq!(store.get("keep").unwrap(), b"precious");
+    store.put("after", b"fine").unwrap();
+    assert_eq!(pure_client(&url).get("after").unwrap(), b"fine");
 }

@@ -11,6 +11,10 @@ pub struct ClientConfig {
     /// Meta service(s) to join, `tcp://HOST:PORT[,…]`; none means the embedded pool.
     #[serde(alias = "discoveryURL")]
     pub discovery_url: Option<String>,
+    /// Force a data plane: `tcp` moves every blob over TCP, even on this host (so one
+    /// machine can test it); unset picks shared memory on the same host, TCP elsewhere.
+    #[serde(alias = "dataOpType")]
+    pub transport: Option<TransportKind>,
     /// Deadline of each call to the meta service, in milliseconds.
     #[serde(alias = "timeOut")]
     pub timeout_ms: u64,
@@ -20,10 +24,18 @@ pub struct ClientConfig {
     pub local: LocalServiceConfig,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    Shm,
+    Tcp,
+}
+
 impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
             discovery_url: None,
+            transport: None,
             timeout_ms: 5000,
             meta: MetaConfig::default(),
             local: LocalServiceConfig::default(),

@@ -36,7 +36,7 @@ mod session;
 mod store;
 
 pub use blocking::BlockingObjectStore;
-pub use config::ClientConfig;
+pub use config::{ClientConfig, TransportKind};
 pub use embedded::EmbeddedPool;
 pub use store::ObjectStore;
 

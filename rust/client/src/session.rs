@@ -2,6 +2,7 @@
 //! mapped, and the local service it contributes (if any).
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,6 +12,7 @@ use rustc_hash::FxHashMap;
 use memcache_core::{Blob, Error, LocalServiceId, Result, SegmentId};
 use memcache_local::{
     fetch_segment, LocalService, LocalServiceConfig, RunningLocalService, ShmTransport,
+    TcpTransport,
 };
 use memcache_proto::{host_id, DataEndpoint};
 
@@ -67,9 +69,18 @@ fn default_socket() -> PathBuf {
     std::env::temp_dir().join(format!("mmc-local-{}-{n}.sock", std::process::id()))
 }
 
+/// How a blob is reached.
+enum Route {
+    Shm,
+    Tcp(SocketAddr),
+}
+
 pub(crate) struct Session {
     pub meta: MetaClient,
     pub transport: Arc<ShmTransport>,
+    tcp: TcpTransport,
+    /// Every blob over TCP, even on this host (`dataOpType = "tcp"`).
+    force_tcp: bool,
     pub local: Option<Local>,
     /// Registered user regions: start address → length.
     pub buffers: Mutex<BTreeMap<usize, usize>>,
@@ -79,7 +90,12 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    pub fn new(meta: MetaClient, transport: Arc<ShmTransport>, local: Option<Local>) -> Session {
+    pub fn new(
+        meta: MetaClient,
+        transport: Arc<ShmTransport>,
+        local: Option<Local>,
+        force_tcp: bool,
+    ) -> Session {
         if let Some(local) = &local {
             for (id, seg) in local.segments() {
                 transport.attach(id, seg);
@@ -88,6 +104,8 @@ impl Session {
         Session {
             meta,
             transport,
+            tcp: TcpTransport::default(),
+            force_tcp,
             local,
             buffers: Mutex::new(BTreeMap::new()),
             endpoints: Mutex::new(FxHashMap::default()),
@@ -99,11 +117,28 @@ impl Session {
         self.local.as_ref().and_then(|l| l.id().ok())
     }
 
-    /// Makes sure `blob`'s segment is mapped here: a same-host local service hands over
-    /// its descriptor once, and every later copy is a plain memcpy.
-    pub async fn reach(&self, blob: &Blob) -> Result<()> {
-        if self.transport.has(blob.segment) {
-            return Ok(());
+    /// Writes `srcs`, concatenated, as the whole of `blob`.
+    pub async fn write(&self, blob: &Blob, srcs: &[&[u8]]) -> Result<()> {
+        match self.route(blob).await? {
+            Route::Shm => self.transport.write_blob(blob, srcs),
+            Route::Tcp(addr) => self.tcp.write(addr, blob, srcs).await,
+        }
+    }
+
+    /// Reads the whole of `blob` into `dsts`.
+    pub async fn read(&self, blob: &Blob, dsts: &mut [&mut [u8]]) -> Result<()> {
+        match self.route(blob).await? {
+            Route::Shm => self.transport.read_blob(blob, dsts),
+            Route::Tcp(addr) => self.tcp.read(addr, blob, dsts).await,
+        }
+    }
+
+    /// Shared memory when the segment is (or can be) mapped here: a same-host local
+    /// service hands over its descriptor once, and every later copy is a memcpy.
+    /// TCP otherwise.
+    async fn route(&self, blob: &Blob) -> Result<Route> {
+        if !self.force_tcp && self.transport.has(blob.segment) {
+            return Ok(Route::Shm);
         }
         let endpoint = match self.endpoint(blob.service) {
             Some(e) => e,
@@ -118,16 +153,18 @@ impl Session {
                     .ok_or(Error::NotConnectedToLocal)?
             }
         };
-        let path = match (&endpoint.shm_socket, endpoint.host == self.host) {
-            (Some(path), true) => PathBuf::from(path),
-            _ => return Err(Error::NotConnectedToLocal),
-        };
-        let segment = blob.segment;
-        let mapped = tokio::task::spawn_blocking(move || fetch_segment(&path, segment))
-            .await
-            .map_err(|e| Error::Failed(format!("mapping a segment: {e}")))??;
-        self.transport.attach(segment, Arc::new(mapped));
-        Ok(())
+        match (&endpoint.shm_socket, endpoint.tcp) {
+            (Some(path), _) if endpoint.host == self.host && !self.force_tcp => {
+                let (path, segment) = (PathBuf::from(path), blob.segment);
+                let mapped = tokio::task::spawn_blocking(move || fetch_segment(&path, segment))
+                    .await
+                    .map_err(|e| Error::Failed(format!("mapping a segment: {e}")))??;
+                self.transport.attach(segment, Arc::new(mapped));
+                Ok(Route::Shm)
+            }
+            (_, Some(addr)) => Ok(Route::Tcp(addr)),
+            _ => Err(Error::NotConnectedToLocal),
+        }
     }
 
     fn endpoint(&self, service: LocalServiceId) -> Option<DataEndpoint> {

@@ -1,6 +1,8 @@
 //! The async `ObjectStore`: every call of the C++ `ObjectStore` API, on slices.
 
 use std::future::Future;
+
+use futures::future::join_all;
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Waker};
 use std::time::Duration;
@@ -8,11 +10,10 @@ use std::time::Duration;
 use memcache_core::{
     CopyDirection, Error, Key, KeyInfo, LocalServiceId, ReplicateConfig, Result, MAX_BATCH_OP_COUNT,
 };
-use memcache_local::Transport;
 use memcache_meta::Located;
 use memcache_proto::{connect_meta, parse_discovery};
 
-use crate::config::ClientConfig;
+use crate::config::{ClientConfig, TransportKind};
 use crate::embedded::EmbeddedPool;
 use crate::meta_client::MetaClient;
 use crate::session::{Local, Session};
@@ -125,7 +126,8 @@ impl ObjectStore {
         } else {
             None
         };
-        let session = Arc::new(Session::new(meta, transport, local));
+        let force_tcp = self.config.transport == Some(TransportKind::Tcp);
+        let session = Arc::new(Session::new(meta, transport, local, force_tcp));
         let raced = {
             let mut slot = self.session.write().unwrap_or_else(|e| e.into_inner());
             let raced = slot.is_some();
@@ -338,28 +340,28 @@ impl ObjectStore {
             .map(|(i, k)| (k.clone(), objects[*i].iter().map(|l| l.len() as u64).sum()))
             .collect();
         let allocations = session.meta.alloc(items, config).await;
-        let mut commits = Vec::with_capacity(wanted.len());
-        let mut committed_slots = Vec::with_capacity(wanted.len());
-        let mut aborts = Vec::new();
+        // Every replica of every object in flight at once: over TCP the round trips
+        // overlap; in shared memory each write is a memcpy that completes at once.
+        let mut placed = Vec::with_capacity(wanted.len());
         for ((i, key), allocation) in wanted.into_iter().zip(allocations) {
-            let a = match allocation {
-                Ok(a) => a,
-                Err(e) => {
-                    results[i] = Err(e);
-                    continue;
-                }
-            };
-            let mut written = Ok(());
-            for blob in &a.blobs {
-                written = match session.reach(blob).await {
-                    Ok(()) => session.transport.write(blob, objects[i]).await,
-                    Err(e) => Err(e),
-                };
-                if written.is_err() {
-                    break;
-                }
+            match allocation {
+                Ok(a) => placed.push((i, key, a)),
+                Err(e) => results[i] = Err(e),
             }
-            match written {
+        }
+        let writes = placed.iter().map(|(i, _, a)| {
+            let session = &session;
+            async move {
+                let replicas = a.blobs.iter().map(|b| session.write(b, objects[*i]));
+                join_all(replicas).await.into_iter().collect::<Result<()>>()
+            }
+        });
+        let written = join_all(writes).await;
+        let mut commits = Vec::with_capacity(placed.len());
+        let mut committed_slots = Vec::with_capacity(placed.len());
+        let mut aborts = Vec::new();
+        for ((i, key, a), w) in placed.into_iter().zip(written) {
+            match w {
                 Ok(()) => {
                     commits.push((key, a.put_id));
                     committed_slots.push(i);
@@ -464,16 +466,31 @@ impl ObjectStore {
         let lookup_keys: Vec<Key> = wanted.iter().map(|(_, k)| k.clone()).collect();
         let located = session.meta.lookup(&lookup_keys).await;
         let mut leased = Vec::with_capacity(wanted.len());
-        for ((i, key), found) in wanted.into_iter().zip(located) {
-            results[i] = match found {
+        let mut found = Vec::with_capacity(wanted.len());
+        for ((i, key), f) in wanted.into_iter().zip(located) {
+            match f {
                 Ok(loc) => {
                     leased.push((key, loc.lease));
-                    self.read_object(&session, &loc, objects[i])
-                        .await
-                        .map(|()| loc.size)
+                    found.push((i, loc));
                 }
-                Err(e) => Err(e),
-            };
+                Err(e) => results[i] = Err(e),
+            }
+        }
+        // All reads in flight at once (see `put_batch`); `found` is in index order, so
+        // one pass hands each read its own destination slices.
+        let mut next = found.iter().peekable();
+        let mut reads = Vec::with_capacity(found.len());
+        for (i, dst) in objects.iter_mut().enumerate() {
+            if let Some((_, loc)) = next.next_if(|(j, _)| *j == i) {
+                let session = &session;
+                reads.push(async move {
+                    let r = self.read_object(session, loc, dst).await;
+                    (i, r.map(|()| loc.size))
+                });
+            }
+        }
+        for (i, r) in join_all(reads).await {
+            results[i] = r;
         }
         if !leased.is_empty() {
             session.meta.release(leased).await;
@@ -501,11 +518,7 @@ impl ObjectStore {
         order.sort_by_key(|b| Some(b.service) != own);
         let mut last = Error::ObjectNotFound;
         for blob in order {
-            let read = match session.reach(blob).await {
-                Ok(()) => session.transport.read(blob, dsts).await,
-                Err(e) => Err(e),
-            };
-            match read {
+            match session.read(blob, dsts).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     tracing::debug!(?blob, error = %e, "replica unreadable, trying the next");

@@ -5,10 +5,12 @@ mod fdpass;
 mod running;
 mod segment;
 mod service;
+mod tcp;
 mod transport;
 
 pub use fdpass::{fetch_segment, SegmentServer};
 pub use running::RunningLocalService;
 pub use segment::ShmSegment;
 pub use service::{LocalService, LocalServiceConfig};
+pub use tcp::TcpTransport;
 pub use transport::{ShmTransport, Transport};

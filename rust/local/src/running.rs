@@ -39,7 +39,7 @@ impl RunningLocalService {
         socket: PathBuf,
     ) -> Result<Self> {
         let mut service = LocalService::create(config)?;
-        let reg = Registration {
+        let mut reg = Registration {
             requested: config.service_id,
             device_id: config.device_id,
             segments: service.segment_specs(),
@@ -49,6 +49,16 @@ impl RunningLocalService {
                 tcp: None,
             },
         };
+        let bind = config
+            .data_addr
+            .unwrap_or_else(|| ([127, 0, 0, 1], 0).into());
+        let data = std::net::TcpListener::bind(bind)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|e| Error::Failed(format!("binding the data plane to {bind}: {e}")))?;
+        reg.endpoint.tcp = Some(
+            data.local_addr()
+                .map_err(|e| Error::Failed(format!("data plane address: {e}")))?,
+        );
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("memcache-local")
@@ -82,8 +92,18 @@ impl RunningLocalService {
                 return Err(e);
             }
         };
-        let segments = service.all_segments().to_vec();
-        server.serve(ids.iter().copied().zip(segments).collect())?;
+        let segments: Vec<_> = ids
+            .iter()
+            .copied()
+            .zip(service.all_segments().to_vec())
+            .collect();
+        server.serve(segments.clone())?;
+        let data = {
+            let _in_runtime = runtime.enter();
+            tokio::net::TcpListener::from_std(data)
+                .map_err(|e| Error::Failed(format!("data plane: {e}")))?
+        };
+        runtime.spawn(crate::tcp::serve(data, Arc::new(segments)));
         service.bind(id, ids)?;
         let every = Duration::from_millis(config.heartbeat_interval_ms.max(1));
         let heartbeat = runtime.spawn(beat(meta.clone(), id, every, timeout));

@@ -30,6 +30,9 @@ pub struct LocalServiceConfig {
     /// Unix socket where same-host clients get the segments' descriptors.
     #[serde(alias = "shmSocket")]
     pub shm_socket: Option<std::path::PathBuf>,
+    /// Address of the TCP data plane (`127.0.0.1:0`, a free loopback port, if unset).
+    #[serde(alias = "bmIpPort")]
+    pub data_addr: Option<std::net::SocketAddr>,
 }
 
 impl Default for LocalServiceConfig {
@@ -40,6 +43,7 @@ impl Default for LocalServiceConfig {
             service_id: None,
             heartbeat_interval_ms: 500,
             shm_socket: None,
+            data_addr: None,
         }
     }
 }

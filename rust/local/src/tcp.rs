@@ -1,0 +1,220 @@
+//! The TCP data plane, for clients on other hosts (or forced by configuration).
+//!
+//! Each request is a 32-byte header — magic, op, segment, offset, length — followed,
+//! for a write, by the bytes. Each answer is a 16-byte header — status (0 or an error
+//! code) and length — followed, for a read, by the bytes. Bytes go between the socket
+//! and the segment (server) or the caller's buffers (client) with no staging copy: the
+//! client gathers layers with vectored writes and scatters reads into its slices.
+
+use std::io::IoSlice;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use rustc_hash::FxHashMap;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use memcache_core::{Blob, Error, Result, SegmentId};
+
+use crate::segment::ShmSegment;
+
+const MAGIC: u32 = 0x4D4D_4344; // "MMCD"
+const OP_WRITE: u8 = 1;
+const OP_READ: u8 = 2;
+const REQUEST_LEN: usize = 32;
+const ANSWER_LEN: usize = 16;
+
+fn request(op: u8, blob: &Blob) -> [u8; REQUEST_LEN] {
+    let mut h = [0u8; REQUEST_LEN];
+    h[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+    h[4] = op;
+    h[8..16].copy_from_slice(&blob.segment.to_le_bytes());
+    h[16..24].copy_from_slice(&blob.offset.to_le_bytes());
+    h[24..32].copy_from_slice(&blob.len.to_le_bytes());
+    h
+}
+
+fn answer(status: i32, len: u64) -> [u8; ANSWER_LEN] {
+    let mut h = [0u8; ANSWER_LEN];
+    h[0..4].copy_from_slice(&status.to_le_bytes());
+    h[8..16].copy_from_slice(&len.to_le_bytes());
+    h
+}
+
+fn word(b: &[u8]) -> u64 {
+    u64::from_le_bytes(b.try_into().expect("8 bytes"))
+}
+
+/// Serves the segments of one local service until the listener's task is dropped.
+pub async fn serve(listener: TcpListener, segments: Arc<Vec<(SegmentId, Arc<ShmSegment>)>>) {
+    loop {
+        let Ok((conn, peer)) = listener.accept().await else {
+            continue;
+        };
+        let _ = conn.set_nodelay(true);
+        let segments = segments.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve_conn(conn, &segments).await {
+                tracing::debug!(%peer, error = %e, "data connection closed");
+            }
+        });
+    }
+}
+
+async fn serve_conn(
+    mut conn: TcpStream,
+    segments: &[(SegmentId, Arc<ShmSegment>)],
+) -> std::io::Result<()> {
+    let mut h = [0u8; REQUEST_LEN];
+    loop {
+        conn.read_exact(&mut h).await?;
+        let magic = u32::from_le_bytes(h[0..4].try_into().expect("4 bytes"));
+        let (op, segment, offset, len) =
+            (h[4], word(&h[8..16]), word(&h[16..24]), word(&h[24..32]));
+        if magic != MAGIC || (op != OP_WRITE && op != OP_READ) {
+            // A stream out of step cannot be trusted any further.
+            let bad = Error::invalid("malformed data-plane request");
+            conn.write_all(&answer(bad.code(), 0)).await?;
+            return Err(std::io::Error::other("malformed request"));
+        }
+        let seg = segments
+            .iter()
+            .find(|(id, _)| *id == segment)
+            .map(|(_, s)| s)
+            .ok_or_else(|| Error::invalid(format!("segment {segment} is not served here")));
+        if op == OP_WRITE {
+            // SAFETY: the meta service gave this range to this writer alone.
+            match seg.and_then(|s| unsafe { s.range_mut(offset, len) }) {
+                Ok(dst) => {
+                    conn.read_exact(dst).await?;
+                    conn.write_all(&answer(0, 0)).await?;
+                }
+                Err(e) => {
+                    // The payload that follows has nowhere to go: answer and hang up
+                    // rather than read an unbounded amount to stay in step.
+                    conn.write_all(&answer(e.code(), 0)).await?;
+                    return Err(std::io::Error::other(e.to_string()));
+                }
+            }
+        } else {
+            // SAFETY: the reader holds a lease on the blob, so nobody writes it.
+            match seg.and_then(|s| unsafe { s.range(offset, len) }) {
+                Ok(src) => {
+                    conn.write_all(&answer(0, len)).await?;
+                    conn.write_all(src).await?;
+                }
+                Err(e) => conn.write_all(&answer(e.code(), 0)).await?,
+            }
+        }
+    }
+}
+
+/// Client side: a pool of connections per local service.
+#[derive(Default)]
+pub struct TcpTransport {
+    idle: Mutex<FxHashMap<SocketAddr, Vec<TcpStream>>>,
+}
+
+impl TcpTransport {
+    async fn conn(&self, addr: SocketAddr) -> Result<TcpStream> {
+        let pooled = self
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&addr)
+            .and_then(Vec::pop);
+        match pooled {
+            Some(c) => Ok(c),
+            None => {
+                let c = TcpStream::connect(addr)
+                    .await
+                    .map_err(|_| Error::NotConnectedToLocal)?;
+                let _ = c.set_nodelay(true);
+                Ok(c)
+            }
+        }
+    }
+
+    fn give_back(&self, addr: SocketAddr, conn: TcpStream) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.entry(addr).or_default().push(conn);
+    }
+
+    /// Writes `srcs`, concatenated, as the whole of `blob` on the service at `addr`.
+    pub async fn write(&self, addr: SocketAddr, blob: &Blob, srcs: &[&[u8]]) -> Result<()> {
+        let total: u64 = srcs.iter().map(|s| s.len() as u64).sum();
+        if total != blob.len {
+            return Err(Error::invalid(format!(
+                "writing {total} bytes into a blob of {}",
+                blob.len
+            )));
+        }
+        let mut conn = self.conn(addr).await?;
+        let head = request(OP_WRITE, blob);
+        let mut bufs: Vec<IoSlice<'_>> = Vec::with_capacity(srcs.len() + 1);
+        bufs.push(IoSlice::new(&head));
+        bufs.extend(srcs.iter().map(|s| IoSlice::new(s)));
+        let lost = |_| Error::NotConnectedToLocal;
+        write_all_vectored(&mut conn, &mut bufs)
+            .await
+            .map_err(lost)?;
+        let mut a = [0u8; ANSWER_LEN];
+        conn.read_exact(&mut a).await.map_err(lost)?;
+        self.give_back(addr, conn);
+        status(&a)
+    }
+
+    /// Reads the whole of `blob` into `dsts`, in order.
+    pub async fn read(&self, addr: SocketAddr, blob: &Blob, dsts: &mut [&mut [u8]]) -> Result<()> {
+        let room: u64 = dsts.iter().map(|d| d.len() as u64).sum();
+        if room < blob.len {
+            return Err(Error::invalid(format!(
+                "buffers hold {room} bytes, the object has {}",
+                blob.len
+            )));
+        }
+        let mut conn = self.conn(addr).await?;
+        let lost = |_| Error::NotConnectedToLocal;
+        conn.write_all(&request(OP_READ, blob))
+            .await
+            .map_err(lost)?;
+        let mut a = [0u8; ANSWER_LEN];
+        conn.read_exact(&mut a).await.map_err(lost)?;
+        status(&a)?;
+        if word(&a[8..16]) != blob.len {
+            return Err(Error::UnmatchedRetcode);
+        }
+        let mut left = blob.len as usize;
+        for d in dsts.iter_mut() {
+            if left == 0 {
+                break;
+            }
+            let n = d.len().min(left);
+            conn.read_exact(&mut d[..n]).await.map_err(lost)?;
+            left -= n;
+        }
+        self.give_back(addr, conn);
+        Ok(())
+    }
+}
+
+fn status(a: &[u8; ANSWER_LEN]) -> Result<()> {
+    match i32::from_le_bytes(a[0..4].try_into().expect("4 bytes")) {
+        0 => Ok(()),
+        code => Err(Error::from_code(code).unwrap_or(Error::UnmatchedRetcode)),
+    }
+}
+
+async fn write_all_vectored(
+    conn: &mut TcpStream,
+    mut bufs: &mut [IoSlice<'_>],
+) -> std::io::Result<()> {
+    while !bufs.is_empty() {
+        let n = conn.write_vectored(bufs).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut bufs, n);
+    }
+    Ok(())
+}
