@@ -47,7 +47,11 @@ fn start_local(url: &str, dram: &str) -> (Proc, u32) {
 
 /// Starts `mmc meta` on a free port; returns the process and its discovery URL.
 fn start_meta(extra: &[&str]) -> (Proc, String) {
-    let mut args = vec!["meta", "--discovery", "tcp://127.0.0.1:0"];
+    start_meta_at("tcp://127.0.0.1:0", extra)
+}
+
+fn start_meta_at(url: &str, extra: &[&str]) -> (Proc, String) {
+    let mut args = vec!["meta", "--discovery", url];
     args.extend_from_slice(extra);
     let (child, line) = spawn_mmc(&args);
     let url = line
@@ -316,4 +320,77 @@ fn garbage_on_the_wire_is_refused_and_the_services_keep_serving() {
     assert_eq!(store.get("keep").unwrap(), b"precious");
     store.put("after", b"fine").unwrap();
     assert_eq!(pure_client(&url).get("after").unwrap(), b"fine");
+}
+
+/// Polls `f` every 50 ms for up to 10 s.
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_client_killed_mid_put_leaves_nothing_once_its_lease_ends() {
+    let (_meta, url) = start_meta(&["--put-lease-ms", "400"]);
+    let (_local, _) = start_local(&url, "256MiB");
+    wait_for_services(&url, 1);
+    let mut bench = Proc(
+        Command::new(env!("CARGO_BIN_EXE_mmc"))
+            .args([
+                "bench",
+                "layers",
+                "--discovery",
+                &url,
+                "--keys",
+                "16",
+                "--rounds",
+                "1000",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    eventually("the writer has space in use", || stats(&url).used_bytes > 0);
+    bench.0.kill().unwrap();
+    bench.0.wait().unwrap();
+    // Committed objects of the dead writer are ordinary objects: remove them. What is
+    // left are its uncommitted puts, which the meta service rolls back after the lease.
+    let cleaner = pure_client(&url);
+    let keys: Vec<String> = (0..16).map(|i| format!("bench/layers/{i}")).collect();
+    eventually("the dead writer's space is free", || {
+        let _ = cleaner.batch_remove(&keys);
+        let s = stats(&url);
+        s.used_bytes == 0 && s.objects == 0
+    });
+    // And the space is usable again.
+    cleaner.put("after", &vec![1u8; 1 << 20]).unwrap();
+}
+
+#[test]
+fn clients_and_local_services_reconnect_to_a_restarted_meta_service() {
+    let (meta, url) = start_meta(&["--heartbeat-timeout-ms", "2000"]);
+    let (_local, _) = start_local(&url, "32MiB");
+    wait_for_services(&url, 1);
+    let store = pure_client(&url);
+    store.put("before", b"old").unwrap();
+
+    drop(meta); // kill -9
+    let (_meta, same) = start_meta_at(&url, &[]);
+    assert_eq!(same, url);
+    // The local service notices, registers again with the empty meta service, and the
+    // client's next calls go to the new instance.
+    wait_for_services(&url, 1);
+    eventually("the client is reconnected", || {
+        store.is_exist("before").is_ok()
+    });
+    assert_eq!(
+        store.is_exist("before"),
+        Ok(false),
+        "a restarted meta service starts empty"
+    );
+    store.put("after", b"new").unwrap();
+    assert_eq!(store.get("after").unwrap(), b"new");
+    assert_eq!(pure_client(&url).get("after").unwrap(), b"new");
 }

@@ -1,33 +1,27 @@
 //! The client's view of the meta service: one call per batch, whether the service runs
 //! in this process (the embedded pool) or behind tarpc.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use memcache_core::{Error, Key, KeyInfo, LocalServiceId, ReplicateConfig, Result};
+use memcache_core::{Key, KeyInfo, LocalServiceId, ReplicateConfig, Result};
 use memcache_meta::{Allocation, LeaseId, Located, PutId};
-use memcache_proto::{context, rpc_error, DataEndpoint, MetaRpcClient};
+use memcache_proto::{DataEndpoint, MetaLink};
 
 use crate::embedded::EmbeddedPool;
 
 #[derive(Clone)]
 pub(crate) enum MetaClient {
     Embedded(Arc<EmbeddedPool>),
-    Remote {
-        rpc: MetaRpcClient,
-        /// Deadline of every call.
-        timeout: Duration,
-        /// Every meta service address of the discovery URL.
-        addrs: Vec<SocketAddr>,
-    },
+    /// Reconnects by itself after the meta service restarts.
+    Remote(Arc<MetaLink>),
 }
 
 /// One error for every item of a batch whose call failed as a whole.
-fn each<T: Clone>(n: usize, r: std::result::Result<Vec<Result<T>>, Error>) -> Vec<Result<T>> {
+fn each<T: Clone>(n: usize, r: Result<Vec<Result<T>>>) -> Vec<Result<T>> {
     r.unwrap_or_else(|e| vec![Err(e); n])
 }
 
+/// The same call to the embedded store (`$store`, at time `$now`) or over tarpc.
 macro_rules! call {
     ($self:ident, $store:ident, $now:ident => $local:expr, $rpc:ident, $ctx:ident => $remote:expr) => {
         match $self {
@@ -37,12 +31,7 @@ macro_rules! call {
                 let mut $store = pool.meta();
                 Ok($local)
             }
-            MetaClient::Remote {
-                rpc: $rpc, timeout, ..
-            } => {
-                let $ctx = context(*timeout);
-                $remote.await.map_err(rpc_error)
-            }
+            MetaClient::Remote(link) => link.call(|$rpc, $ctx| async move { $remote.await }).await,
         }
     };
 }
@@ -65,10 +54,11 @@ impl MetaClient {
         config: &ReplicateConfig,
     ) -> Vec<Result<Allocation>> {
         let n = items.len();
+        let config = config.clone();
         each(
             n,
-            call!(self, store, now => store.alloc(items, config, now),
-            rpc, ctx => rpc.alloc(ctx, items, config.clone())),
+            call!(self, store, now => store.alloc(items, &config, now),
+            rpc, ctx => rpc.alloc(ctx, items, config)),
         )
     }
 
@@ -90,16 +80,19 @@ impl MetaClient {
     }
 
     pub async fn lookup(&self, keys: &[Key]) -> Vec<Result<Located>> {
+        let n = keys.len();
+        let owned = keys.to_vec();
         each(
-            keys.len(),
+            n,
             call!(self, store, now => store.lookup(keys, now),
-            rpc, ctx => rpc.lookup(ctx, keys.to_vec())),
+            rpc, ctx => rpc.lookup(ctx, owned)),
         )
     }
 
     /// Ends read leases. A failed call only means the leases run out by themselves.
     pub async fn release(&self, leases: Vec<(Key, LeaseId)>) {
-        let r = call!(self, store, _now => store.release(&leases), rpc, ctx => rpc.release(ctx, leases));
+        let r = call!(self, store, _now => store.release(&leases),
+            rpc, ctx => rpc.release(ctx, leases));
         if let Err(e) = r {
             tracing::debug!(error = %e, "releasing read leases");
         }
@@ -114,14 +107,16 @@ impl MetaClient {
     }
 
     pub async fn exists(&self, keys: &[Key]) -> Vec<Result<bool>> {
+        let owned = keys.to_vec();
         each(
             keys.len(),
             call!(self, store, now => store.exists(keys, now),
-            rpc, ctx => rpc.exists(ctx, keys.to_vec())),
+            rpc, ctx => rpc.exists(ctx, owned)),
         )
     }
 
     pub async fn key_info(&self, keys: &[Key]) -> Result<Vec<KeyInfo>> {
-        call!(self, store, now => store.key_info(keys, now), rpc, ctx => rpc.key_info(ctx, keys.to_vec()))
+        let owned = keys.to_vec();
+        call!(self, store, now => store.key_info(keys, now), rpc, ctx => rpc.key_info(ctx, owned))
     }
 }

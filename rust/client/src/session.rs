@@ -39,9 +39,11 @@ impl Local {
                 local.bind(id, ids)?;
                 Ok(Local::Embedded(local))
             }
-            MetaClient::Remote { addrs, timeout, .. } => {
+            MetaClient::Remote(link) => {
                 let socket = config.shm_socket.clone().unwrap_or_else(default_socket);
-                let running = RunningLocalService::start(config, addrs, *timeout, socket).await?;
+                let running =
+                    RunningLocalService::start(config, link.addrs(), link.timeout(), socket)
+                        .await?;
                 Ok(Local::Remote(running))
             }
         }
@@ -57,7 +59,7 @@ impl Local {
     pub fn segments(&self) -> Vec<(SegmentId, Arc<memcache_local::ShmSegment>)> {
         match self {
             Local::Embedded(l) => l.segments().map(|(i, s)| (i, s.clone())).collect(),
-            Local::Remote(r) => r.segments().map(|(i, s)| (i, s.clone())).collect(),
+            Local::Remote(r) => r.segments(),
         }
     }
 }

@@ -11,7 +11,7 @@ use memcache_core::{
     CopyDirection, Error, Key, KeyInfo, LocalServiceId, ReplicateConfig, Result, MAX_BATCH_OP_COUNT,
 };
 use memcache_meta::Located;
-use memcache_proto::{connect_meta, parse_discovery};
+use memcache_proto::{parse_discovery, MetaLink};
 
 use crate::config::{ClientConfig, TransportKind};
 use crate::embedded::EmbeddedPool;
@@ -143,25 +143,12 @@ impl ObjectStore {
         Ok(())
     }
 
-    /// The first meta service of the discovery URL that answers.
+    /// A link to the meta service(s) of the discovery URL, connected once to report an
+    /// unreachable service at `init`.
     async fn connect(&self, url: &str) -> Result<MetaClient> {
         let timeout = Duration::from_millis(self.config.timeout_ms.max(1));
-        let addrs = parse_discovery(url)?;
-        let mut last = Error::NotConnectedToMeta;
-        for addr in &addrs {
-            match connect_meta(*addr, timeout).await {
-                Ok(rpc) => {
-                    let addrs = addrs.clone();
-                    return Ok(MetaClient::Remote {
-                        rpc,
-                        timeout,
-                        addrs,
-                    });
-                }
-                Err(e) => last = e,
-            }
-        }
-        Err(last)
+        let link = MetaLink::connect(parse_discovery(url)?, timeout).await?;
+        Ok(MetaClient::Remote(Arc::new(link)))
     }
 
     /// Disconnects. A local service this client started leaves the pool, and objects

@@ -23,11 +23,11 @@ use rustix::net::{
 
 use memcache_core::{Error, Result, SegmentId};
 
-use crate::segment::ShmSegment;
+use crate::segment::{find_segment, SegmentTable, ShmSegment};
 
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Serves descriptors of a fixed set of segments until dropped.
+/// Serves descriptors of the segments in a table until dropped.
 pub struct SegmentServer {
     path: PathBuf,
     /// Bound but not yet serving: requests wait in the backlog.
@@ -53,7 +53,7 @@ impl SegmentServer {
     }
 
     /// Starts answering requests for `segments`.
-    pub fn serve(&mut self, segments: Vec<(SegmentId, Arc<ShmSegment>)>) -> Result<()> {
+    pub fn serve(&mut self, segments: SegmentTable) -> Result<()> {
         let listener = self
             .listener
             .take()
@@ -78,7 +78,7 @@ impl SegmentServer {
         Ok(())
     }
 
-    pub fn start(path: PathBuf, segments: Vec<(SegmentId, Arc<ShmSegment>)>) -> Result<Self> {
+    pub fn start(path: PathBuf, segments: SegmentTable) -> Result<Self> {
         let mut server = Self::bind(path)?;
         server.serve(segments)?;
         Ok(server)
@@ -101,13 +101,13 @@ impl Drop for SegmentServer {
     }
 }
 
-fn answer(mut conn: UnixStream, segments: &[(SegmentId, Arc<ShmSegment>)]) -> std::io::Result<()> {
+fn answer(mut conn: UnixStream, segments: &SegmentTable) -> std::io::Result<()> {
     conn.set_read_timeout(Some(IO_TIMEOUT))?;
     conn.set_write_timeout(Some(IO_TIMEOUT))?;
     let mut id = [0u8; 8];
     conn.read_exact(&mut id)?;
     let id = u64::from_le_bytes(id);
-    let Some((_, seg)) = segments.iter().find(|(s, _)| *s == id) else {
+    let Some(seg) = find_segment(segments, id) else {
         return conn.write_all(&[1]);
     };
     let fds = [seg.fd()];
@@ -175,7 +175,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("mmc-fdpass-{}", std::process::id()));
         let seg = Arc::new(ShmSegment::create("test", 1 << 16).unwrap());
         seg.write_at(100, 105, &[b"hello"]).unwrap();
-        let server = SegmentServer::start(dir.clone(), vec![(7, seg.clone())]).unwrap();
+        let table = Arc::new(std::sync::RwLock::new(vec![(7, seg.clone())]));
+        let server = SegmentServer::start(dir.clone(), table).unwrap();
         let mapped = fetch_segment(server.path(), 7).unwrap();
         assert_eq!(mapped.len(), 1 << 16);
         let mut out = [0u8; 5];

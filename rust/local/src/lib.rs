@@ -10,7 +10,7 @@ mod transport;
 
 pub use fdpass::{fetch_segment, SegmentServer};
 pub use running::RunningLocalService;
-pub use segment::ShmSegment;
+pub use segment::{SegmentTable, ShmSegment};
 pub use service::{LocalService, LocalServiceConfig};
 pub use tcp::TcpTransport;
 pub use transport::{ShmTransport, Transport};

@@ -1,44 +1,51 @@
-//! A local service joined to a remote meta service: its segments, the descriptor
-//! server for same-host clients, and the heartbeat that keeps it alive.
+//! A local service joined to a remote meta service: its segments, the descriptor and
+//! TCP servers that expose them, and the heartbeat that keeps it in the pool. When the
+//! connection drops it reconnects; when the meta service no longer knows it (it
+//! restarted empty) it registers again under the same id.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 
 use memcache_core::{Error, LocalServiceId, Result, SegmentId};
-use memcache_proto::{
-    connect_meta, context, host_id, rpc_error, DataEndpoint, MetaRpcClient, Registration,
-};
+use memcache_proto::{host_id, DataEndpoint, MetaLink, Registration};
 
 use crate::fdpass::SegmentServer;
-use crate::segment::ShmSegment;
+use crate::segment::{SegmentTable, ShmSegment};
 use crate::service::{LocalService, LocalServiceConfig};
 
 pub struct RunningLocalService {
-    service: LocalService,
+    id: LocalServiceId,
+    _service: LocalService,
+    segments: SegmentTable,
     _server: SegmentServer,
-    meta: MetaRpcClient,
-    timeout: Duration,
+    link: Arc<MetaLink>,
     heartbeat: JoinHandle<()>,
-    /// The service's own runtime and meta connection: heartbeats go on however the
-    /// process that hosts the service schedules (or stops scheduling) its own work.
+    /// The service's own runtime: heartbeats go on however the process that hosts the
+    /// service schedules (or stops scheduling) its own work.
     runtime: Option<Runtime>,
 }
 
 impl RunningLocalService {
-    /// Creates the segments, serves their descriptors on `socket`, registers with the
-    /// first meta service of `meta` that answers and starts heartbeating.
+    /// Creates the segments, serves them (descriptors on `socket`, bytes on TCP),
+    /// registers with the first meta service of `meta` that answers and heartbeats.
     pub async fn start(
         config: &LocalServiceConfig,
         meta: &[SocketAddr],
         timeout: Duration,
         socket: PathBuf,
     ) -> Result<Self> {
-        let mut service = LocalService::create(config)?;
+        let service = LocalService::create(config)?;
+        let bind = config
+            .data_addr
+            .unwrap_or_else(|| ([127, 0, 0, 1], 0).into());
+        let data = std::net::TcpListener::bind(bind)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|e| Error::Failed(format!("binding the data plane to {bind}: {e}")))?;
         let mut reg = Registration {
             requested: config.service_id,
             device_id: config.device_id,
@@ -46,19 +53,12 @@ impl RunningLocalService {
             endpoint: DataEndpoint {
                 host: host_id(),
                 shm_socket: Some(socket.to_string_lossy().into_owned()),
-                tcp: None,
+                tcp: Some(
+                    data.local_addr()
+                        .map_err(|e| Error::Failed(format!("data plane address: {e}")))?,
+                ),
             },
         };
-        let bind = config
-            .data_addr
-            .unwrap_or_else(|| ([127, 0, 0, 1], 0).into());
-        let data = std::net::TcpListener::bind(bind)
-            .and_then(|l| l.set_nonblocking(true).map(|()| l))
-            .map_err(|e| Error::Failed(format!("binding the data plane to {bind}: {e}")))?;
-        reg.endpoint.tcp = Some(
-            data.local_addr()
-                .map_err(|e| Error::Failed(format!("data plane address: {e}")))?,
-        );
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("memcache-local")
@@ -66,75 +66,76 @@ impl RunningLocalService {
             .build()
             .map_err(|e| Error::Failed(format!("starting the local service runtime: {e}")))?;
         // Bound before registering: a client may ask as soon as the meta service knows
-        // us, and its request waits in the backlog until the ids are known.
+        // us, and its request waits in the backlog until the table is filled.
+        let segments: SegmentTable = Arc::new(RwLock::new(Vec::new()));
         let mut server = SegmentServer::bind(socket)?;
-        let addrs = meta.to_vec();
-        let joined = runtime.spawn(async move {
-            let mut last = Error::NotConnectedToMeta;
-            for addr in addrs {
-                match connect_meta(addr, timeout).await {
-                    Ok(rpc) => {
-                        let r = rpc.register_service(context(timeout), reg).await;
-                        return r.map_err(rpc_error)?.map(|ids| (rpc, ids));
-                    }
-                    Err(e) => last = e,
-                }
-            }
-            Err(last)
-        });
-        let joined = joined
-            .await
-            .map_err(|e| Error::Failed(format!("registering: {e}")));
-        let (meta, (id, ids)) = match joined {
-            Ok(Ok(v)) => v,
-            Ok(Err(e)) | Err(e) => {
-                runtime.shutdown_background();
-                return Err(e);
-            }
-        };
-        let segments: Vec<_> = ids
-            .iter()
-            .copied()
-            .zip(service.all_segments().to_vec())
-            .collect();
         server.serve(segments.clone())?;
         let data = {
             let _in_runtime = runtime.enter();
             tokio::net::TcpListener::from_std(data)
                 .map_err(|e| Error::Failed(format!("data plane: {e}")))?
         };
-        runtime.spawn(crate::tcp::serve(data, Arc::new(segments)));
-        service.bind(id, ids)?;
+        runtime.spawn(crate::tcp::serve(data, segments.clone()));
+
+        let link = Arc::new(MetaLink::new(meta.to_vec(), timeout));
+        let joined = runtime.spawn({
+            let (link, reg) = (link.clone(), reg.clone());
+            async move { register(&link, reg).await }
+        });
+        let registered = joined
+            .await
+            .map_err(|e| Error::Failed(format!("registering: {e}")))
+            .and_then(|r| r);
+        let (id, ids) = match registered {
+            Ok(v) => v,
+            Err(e) => {
+                runtime.shutdown_background();
+                return Err(e);
+            }
+        };
+        let mapped = service.all_segments().to_vec();
+        *segments.write().unwrap_or_else(|e| e.into_inner()) =
+            ids.iter().copied().zip(mapped.iter().cloned()).collect();
+        tracing::info!(service = id, segments = ?ids, "local service registered");
+        reg.requested = Some(id);
         let every = Duration::from_millis(config.heartbeat_interval_ms.max(1));
-        let heartbeat = runtime.spawn(beat(meta.clone(), id, every, timeout));
+        let heartbeat = runtime.spawn(beat(link.clone(), reg, segments.clone(), mapped, every));
         Ok(RunningLocalService {
-            service,
+            id,
+            _service: service,
+            segments,
             _server: server,
-            meta,
-            timeout,
+            link,
             heartbeat,
             runtime: Some(runtime),
         })
     }
 
     pub fn id(&self) -> LocalServiceId {
-        self.service.id().expect("bound at start")
+        self.id
     }
 
-    pub fn segments(&self) -> impl Iterator<Item = (SegmentId, &Arc<ShmSegment>)> {
-        self.service.segments()
+    /// The segments with the ids the meta service gave them (they change when the
+    /// service registers again with a restarted meta service).
+    pub fn segments(&self) -> Vec<(SegmentId, Arc<ShmSegment>)> {
+        self.segments
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Leaves the pool: objects whose only replica lived here go with it.
     pub async fn stop(&self) -> Result<usize> {
         self.heartbeat.abort();
-        let (meta, timeout, id) = (self.meta.clone(), self.timeout, self.id());
+        let (link, id) = (self.link.clone(), self.id);
         let runtime = self.runtime.as_ref().ok_or(Error::NotStarted)?;
-        let left =
-            runtime.spawn(async move { meta.unregister_service(context(timeout), id).await });
-        left.await
+        runtime
+            .spawn(async move {
+                link.call(|rpc, ctx| async move { rpc.unregister_service(ctx, id).await })
+                    .await?
+            })
+            .await
             .map_err(|e| Error::Failed(format!("leaving: {e}")))?
-            .map_err(rpc_error)?
     }
 }
 
@@ -148,20 +149,38 @@ impl Drop for RunningLocalService {
     }
 }
 
-async fn beat(meta: MetaRpcClient, service: LocalServiceId, every: Duration, timeout: Duration) {
+async fn register(link: &MetaLink, reg: Registration) -> Result<(LocalServiceId, Vec<SegmentId>)> {
+    link.call(|rpc, ctx| async move { rpc.register_service(ctx, reg).await })
+        .await?
+}
+
+async fn beat(
+    link: Arc<MetaLink>,
+    reg: Registration,
+    table: SegmentTable,
+    mapped: Vec<Arc<ShmSegment>>,
+    every: Duration,
+) {
+    let id = reg.requested.expect("registered before heartbeating");
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
-        match meta.heartbeat(context(timeout), service).await {
-            Ok(Ok(())) => {}
-            Ok(Err(Error::NotConnectedToLocal)) => {
-                tracing::error!(
-                    service,
-                    "the meta service no longer knows this local service"
-                );
-            }
-            Ok(Err(e)) => tracing::warn!(service, error = %e, "heartbeat refused"),
-            Err(e) => tracing::warn!(service, error = %e, "heartbeat failed"),
+        let beat = link
+            .call(|rpc, ctx| async move { rpc.heartbeat(ctx, id).await })
+            .await;
+        match beat.and_then(|r| r) {
+            Ok(()) => {}
+            Err(Error::NotConnectedToLocal) => match register(&link, reg.clone()).await {
+                // The meta service restarted empty: the same memory joins again under the
+                // same id, with the segment ids it assigns now.
+                Ok((_, ids)) => {
+                    tracing::warn!(service = id, segments = ?ids, "registered again");
+                    *table.write().unwrap_or_else(|e| e.into_inner()) =
+                        ids.into_iter().zip(mapped.iter().cloned()).collect();
+                }
+                Err(e) => tracing::warn!(service = id, error = %e, "registering again"),
+            },
+            Err(e) => tracing::warn!(service = id, error = %e, "heartbeat failed"),
         }
     }
 }

@@ -6,7 +6,19 @@ use std::os::fd::{AsFd, BorrowedFd};
 
 use memmap2::{MmapOptions, MmapRaw};
 
-use memcache_core::{Error, Result};
+use std::sync::{Arc, RwLock};
+
+use memcache_core::{Error, Result, SegmentId};
+
+/// The segments a local service serves, by id. Shared by its descriptor and TCP
+/// servers, and replaced as a whole when the service registers again.
+pub type SegmentTable = Arc<RwLock<Vec<(SegmentId, Arc<ShmSegment>)>>>;
+
+/// The segment `id` of `table`, if served.
+pub fn find_segment(table: &SegmentTable, id: SegmentId) -> Option<Arc<ShmSegment>> {
+    let t = table.read().unwrap_or_else(|e| e.into_inner());
+    t.iter().find(|(s, _)| *s == id).map(|(_, seg)| seg.clone())
+}
 
 /// A mapped shared-memory segment. Copies in and out are bounds-checked; which ranges
 /// may be written or read at a time is decided by the meta service (each blob has one

@@ -8,15 +8,15 @@
 
 use std::io::IoSlice;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use rustc_hash::FxHashMap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use memcache_core::{Blob, Error, Result, SegmentId};
+use memcache_core::{Blob, Error, Result};
 
-use crate::segment::ShmSegment;
+use crate::segment::{find_segment, SegmentTable};
 
 const MAGIC: u32 = 0x4D4D_4344; // "MMCD"
 const OP_WRITE: u8 = 1;
@@ -46,7 +46,7 @@ fn word(b: &[u8]) -> u64 {
 }
 
 /// Serves the segments of one local service until the listener's task is dropped.
-pub async fn serve(listener: TcpListener, segments: Arc<Vec<(SegmentId, Arc<ShmSegment>)>>) {
+pub async fn serve(listener: TcpListener, segments: SegmentTable) {
     loop {
         let Ok((conn, peer)) = listener.accept().await else {
             continue;
@@ -61,10 +61,7 @@ pub async fn serve(listener: TcpListener, segments: Arc<Vec<(SegmentId, Arc<ShmS
     }
 }
 
-async fn serve_conn(
-    mut conn: TcpStream,
-    segments: &[(SegmentId, Arc<ShmSegment>)],
-) -> std::io::Result<()> {
+async fn serve_conn(mut conn: TcpStream, segments: &SegmentTable) -> std::io::Result<()> {
     let mut h = [0u8; REQUEST_LEN];
     loop {
         conn.read_exact(&mut h).await?;
@@ -77,14 +74,15 @@ async fn serve_conn(
             conn.write_all(&answer(bad.code(), 0)).await?;
             return Err(std::io::Error::other("malformed request"));
         }
-        let seg = segments
-            .iter()
-            .find(|(id, _)| *id == segment)
-            .map(|(_, s)| s)
+        let seg = find_segment(segments, segment)
             .ok_or_else(|| Error::invalid(format!("segment {segment} is not served here")));
         if op == OP_WRITE {
             // SAFETY: the meta service gave this range to this writer alone.
-            match seg.and_then(|s| unsafe { s.range_mut(offset, len) }) {
+            match seg
+                .as_ref()
+                .map_err(Clone::clone)
+                .and_then(|s| unsafe { s.range_mut(offset, len) })
+            {
                 Ok(dst) => {
                     conn.read_exact(dst).await?;
                     conn.write_all(&answer(0, 0)).await?;
@@ -98,7 +96,11 @@ async fn serve_conn(
             }
         } else {
             // SAFETY: the reader holds a lease on the blob, so nobody writes it.
-            match seg.and_then(|s| unsafe { s.range(offset, len) }) {
+            match seg
+                .as_ref()
+                .map_err(Clone::clone)
+                .and_then(|s| unsafe { s.range(offset, len) })
+            {
                 Ok(src) => {
                     conn.write_all(&answer(0, len)).await?;
                     conn.write_all(src).await?;

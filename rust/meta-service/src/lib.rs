@@ -21,7 +21,7 @@ use memcache_core::{
     Clock, Error, Key, KeyInfo, LocalServiceId, Medium, ReplicateConfig, Result, SegmentId,
 };
 use memcache_meta::{Allocation, LeaseId, Located, MetaConfig, MetaStore, PutId};
-use memcache_proto::{DataEndpoint, MetaRpc, MetaStats, Registration, MAX_FRAME};
+use memcache_proto::{DataEndpoint, MetaRpc, MetaStats, Registration, SegmentView, MAX_FRAME};
 
 /// Settings of `mmc meta`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -191,6 +191,11 @@ impl MetaRpc for Server {
         self.0.store().key_info(&keys, now)
     }
 
+    async fn segments(self, _: Context) -> Vec<SegmentView> {
+        self.0.call();
+        self.segment_views()
+    }
+
     async fn stats(self, _: Context) -> MetaStats {
         let rpcs = self.0.rpcs.fetch_add(1, Ordering::Relaxed) + 1;
         let store = self.0.store();
@@ -206,6 +211,23 @@ impl MetaRpc for Server {
             used_bytes: used,
             capacity_bytes: capacity,
         }
+    }
+}
+
+impl Server {
+    fn segment_views(&self) -> Vec<SegmentView> {
+        let store = self.0.store();
+        store
+            .state()
+            .segments()
+            .map(|s| SegmentView {
+                id: s.id,
+                service: s.service,
+                medium: s.spec.medium,
+                capacity: s.capacity(),
+                used: s.used(),
+            })
+            .collect()
     }
 }
 
@@ -226,7 +248,9 @@ impl MetaService {
         let addr = *memcache_proto::parse_discovery(&config.discovery_url)?
             .first()
             .expect("parse_discovery returns at least one address");
-        let store = MetaStore::new(config.meta.clone())?;
+        // Segment ids of this instance start above any an earlier instance gave out.
+        let first_segment = clock.now_ms().max(1) << 20;
+        let store = MetaStore::with_first_segment_id(config.meta.clone(), first_segment)?;
         let mut incoming = tarpc::serde_transport::tcp::listen(addr, Bincode::default)
             .await
             .map_err(|e| Error::Failed(format!("listening on {addr}: {e}")))?;

@@ -204,6 +204,14 @@ impl StateMachine {
         }
     }
 
+    /// Starts segment ids at `first`. A meta service that starts empty picks a base
+    /// from the clock, so ids it hands out never repeat ones an earlier instance gave:
+    /// clients may still have those mapped.
+    pub fn with_first_segment_id(mut self, first: SegmentId) -> Self {
+        self.next_segment = first.max(1);
+        self
+    }
+
     pub fn apply(&mut self, cmd: Command) -> Applied {
         match cmd {
             Command::RegisterService {

@@ -99,9 +99,15 @@ pub struct MetaStore {
 
 impl MetaStore {
     pub fn new(config: MetaConfig) -> Result<Self> {
+        Self::with_first_segment_id(config, 1)
+    }
+
+    /// A store whose segment ids start at `first` (see
+    /// [`StateMachine::with_first_segment_id`]).
+    pub fn with_first_segment_id(config: MetaConfig, first: SegmentId) -> Result<Self> {
         config.validate()?;
         Ok(MetaStore {
-            sm: StateMachine::new(config.eviction_policy),
+            sm: StateMachine::new(config.eviction_policy).with_first_segment_id(first),
             config,
             leases: Leases::default(),
             next_lease_sweep_ms: 0,

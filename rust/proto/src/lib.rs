@@ -37,6 +37,16 @@ pub struct Registration {
     pub endpoint: DataEndpoint,
 }
 
+/// One segment of the pool, as the meta service sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentView {
+    pub id: SegmentId,
+    pub service: LocalServiceId,
+    pub medium: memcache_core::Medium,
+    pub capacity: u64,
+    pub used: u64,
+}
+
 /// Counters of the meta service, for tests and operators.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetaStats {
@@ -65,6 +75,7 @@ pub trait MetaRpc {
     async fn exists(keys: Vec<Key>) -> Vec<Result<bool>>;
     async fn key_info(keys: Vec<Key>) -> Vec<KeyInfo>;
     async fn stats() -> MetaStats;
+    async fn segments() -> Vec<SegmentView>;
 }
 
 /// The meta service addresses in a `discoveryURL`: `tcp://HOST:PORT`, several
@@ -117,6 +128,77 @@ pub fn rpc_error(e: tarpc::client::RpcError) -> Error {
     match e {
         tarpc::client::RpcError::DeadlineExceeded => Error::Timeout("meta service call".into()),
         _ => Error::NotConnectedToMeta,
+    }
+}
+
+/// A connection to the meta service that reconnects on demand: after a failed call the
+/// next call connects again, to the first address of the discovery URL that answers.
+pub struct MetaLink {
+    addrs: Vec<SocketAddr>,
+    timeout: Duration,
+    rpc: tokio::sync::Mutex<Option<MetaRpcClient>>,
+}
+
+impl MetaLink {
+    pub fn new(addrs: Vec<SocketAddr>, timeout: Duration) -> MetaLink {
+        MetaLink {
+            addrs,
+            timeout,
+            rpc: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Connects now (the first call would otherwise), to report a bad address early.
+    pub async fn connect(addrs: Vec<SocketAddr>, timeout: Duration) -> Result<MetaLink> {
+        let link = MetaLink::new(addrs, timeout);
+        link.client().await?;
+        Ok(link)
+    }
+
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    async fn client(&self) -> Result<MetaRpcClient> {
+        let mut slot = self.rpc.lock().await;
+        if let Some(rpc) = &*slot {
+            return Ok(rpc.clone());
+        }
+        let mut last = Error::NotConnectedToMeta;
+        for addr in &self.addrs {
+            match connect_meta(*addr, self.timeout).await {
+                Ok(rpc) => {
+                    *slot = Some(rpc.clone());
+                    return Ok(rpc);
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// Runs one call with the configured deadline. A call that fails for any reason
+    /// but its deadline drops the connection, so the next one reconnects; the failed
+    /// call itself is not repeated (it may have taken effect).
+    pub async fn call<T, F, Fut>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(MetaRpcClient, tarpc::context::Context) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, tarpc::client::RpcError>>,
+    {
+        let rpc = self.client().await?;
+        match f(rpc, context(self.timeout)).await {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                if !matches!(e, tarpc::client::RpcError::DeadlineExceeded) {
+                    *self.rpc.lock().await = None;
+                }
+                Err(rpc_error(e))
+            }
+        }
     }
 }
 
