@@ -52,10 +52,15 @@ pub struct LocalArgs {
     /// Heartbeat period, ms.
     #[arg(long, env = "MMC_HEARTBEAT_INTERVAL_MS")]
     heartbeat_interval_ms: Option<u64>,
+    /// Any other key, `key=value` (repeatable); `MMC_LOCAL_<KEY>` variables work too.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
 }
 
 pub fn run(args: LocalArgs) -> Result<(), String> {
-    let mut config: LocalProcessConfig = crate::meta::load(&args.config)?;
+    let mut config: LocalProcessConfig =
+        memcache_client::layered::load(args.config.as_deref(), "MMC_LOCAL_", &args.sets)
+            .map_err(|e| e.to_string())?;
     if let Some(d) = args.discovery {
         config.discovery_url = d;
     }
@@ -92,4 +97,29 @@ pub fn run(args: LocalArgs) -> Result<(), String> {
         tracing::info!(lost, "local service left the pool");
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example configurations in `config/` parse into the real types.
+    #[test]
+    fn example_configs_parse() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+        let local: LocalProcessConfig =
+            memcache_client::layered::load(Some(&dir.join("local.toml")), "X_UNSET_", &[]).unwrap();
+        assert_eq!(local.local.dram_size, 4 << 30);
+        assert_eq!(local.discovery_url, "tcp://127.0.0.1:5000");
+        let meta: memcache_meta_service::MetaServiceConfig =
+            memcache_client::layered::load(Some(&dir.join("meta.toml")), "X_UNSET_", &[]).unwrap();
+        assert_eq!(meta.meta.evict_threshold_high, 90);
+        assert_eq!(meta.heartbeat_timeout_ms, 3000);
+        let client = memcache_client::ClientConfig::load(Some(&dir.join("client.toml"))).unwrap();
+        assert_eq!(
+            client.discovery_url.as_deref(),
+            Some("tcp://127.0.0.1:5000")
+        );
+        assert_eq!(client.local.dram_size, 1 << 30);
+    }
 }

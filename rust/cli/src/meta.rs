@@ -26,20 +26,15 @@ pub struct MetaArgs {
     /// Time (ms) a writer has between alloc and commit.
     #[arg(long, env = "MMC_PUT_LEASE_MS")]
     put_lease_ms: Option<u64>,
-}
-
-pub fn load<T: serde::de::DeserializeOwned + Default>(path: &Option<PathBuf>) -> Result<T, String> {
-    match path {
-        None => Ok(T::default()),
-        Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
-            toml::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))
-        }
-    }
+    /// Any other key, `key=value` (repeatable); `MMC_META_<KEY>` variables work too.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
 }
 
 pub fn run(args: MetaArgs) -> Result<(), String> {
-    let mut config: MetaServiceConfig = load(&args.config)?;
+    let mut config: MetaServiceConfig =
+        memcache_client::layered::load(args.config.as_deref(), "MMC_META_", &args.sets)
+            .map_err(|e| e.to_string())?;
     if let Some(d) = args.discovery {
         config.discovery_url = d;
     }

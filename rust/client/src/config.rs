@@ -51,6 +51,12 @@ impl ClientConfig {
         c
     }
 
+    /// Defaults, then the TOML file at `path`, then `MMC_CLIENT_*` environment
+    /// variables (see [`crate::layered::load`]).
+    pub fn load(path: Option<&std::path::Path>) -> memcache_core::Result<Self> {
+        crate::layered::load(path, "MMC_CLIENT_", &[])
+    }
+
     /// The configuration of a client of the meta service(s) at `url`.
     pub fn remote(url: &str, dram: u64) -> Self {
         let mut c = ClientConfig::with_dram(dram);

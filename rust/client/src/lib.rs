@@ -30,6 +30,7 @@
 mod blocking;
 mod config;
 mod embedded;
+pub mod layered;
 mod meta_client;
 pub mod raw;
 mod session;
