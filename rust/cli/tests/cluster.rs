@@ -290,15 +290,17 @@ fn garbage_on_the_wire_is_refused_and_the_services_keep_serving() {
             .unwrap();
         eps[0].1.tcp.unwrap()
     });
-    let frame = |segment: u64, offset: u64, len: u64| {
-        let mut h = vec![0u8; 32];
+    let frame_op = |op: u8, segment: u64, offset: u64, len: u64, tag: u64| {
+        let mut h = vec![0u8; 40];
         h[0..4].copy_from_slice(&0x4D4D_4344u32.to_le_bytes());
-        h[4] = 2; // read
+        h[4] = op;
         h[8..16].copy_from_slice(&segment.to_le_bytes());
         h[16..24].copy_from_slice(&offset.to_le_bytes());
         h[24..32].copy_from_slice(&len.to_le_bytes());
+        h[32..40].copy_from_slice(&tag.to_le_bytes());
         h
     };
+    let frame = |segment, offset, len| frame_op(2, segment, offset, len, 0);
     let mut c = std::net::TcpStream::connect(data).unwrap();
     for req in [
         frame(999, 0, 8),
@@ -311,10 +313,38 @@ fn garbage_on_the_wire_is_refused_and_the_services_keep_serving() {
         assert_eq!(i32::from_le_bytes(answer[0..4].try_into().unwrap()), -3000);
     }
     let mut bad = std::net::TcpStream::connect(data).unwrap();
-    bad.write_all(&[0xAB; 32]).unwrap();
+    bad.write_all(&[0xAB; 40]).unwrap();
     let mut answer = [0u8; 16];
     bad.read_exact(&mut answer).unwrap();
     assert_eq!(i32::from_le_bytes(answer[0..4].try_into().unwrap()), -3000);
+
+    // A writer granted one blob cannot write past its end: the capability names the
+    // exact range, so a longer write is refused before a byte lands.
+    let granted = rt.block_on(async {
+        let rpc = connect_meta(meta_addr, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let key = memcache_core::Key::new("granted").unwrap();
+        let cfg = ReplicateConfig::default();
+        rpc.alloc(context(Duration::from_secs(5)), vec![(key, 4096)], cfg)
+            .await
+            .unwrap()
+            .remove(0)
+            .unwrap()
+    });
+    let (b, tag) = (granted.blobs[0], granted.tags[0]);
+    let mut w = std::net::TcpStream::connect(data).unwrap();
+    w.write_all(&frame_op(1, b.segment, b.offset, b.len + 4096, tag))
+        .unwrap();
+    let mut answer = [0u8; 16];
+    w.read_exact(&mut answer).unwrap();
+    assert_eq!(i32::from_le_bytes(answer[0..4].try_into().unwrap()), -3000);
+    let mut w = std::net::TcpStream::connect(data).unwrap();
+    w.write_all(&frame_op(1, b.segment, b.offset, b.len, tag))
+        .unwrap();
+    w.write_all(&[0x42; 4096]).unwrap();
+    w.read_exact(&mut answer).unwrap();
+    assert_eq!(i32::from_le_bytes(answer[0..4].try_into().unwrap()), 0);
 
     // Both services still serve, and nothing was corrupted.
     assert_eq!(store.get("keep").unwrap(), b"precious");

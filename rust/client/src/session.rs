@@ -119,19 +119,20 @@ impl Session {
         self.local.as_ref().and_then(|l| l.id().ok())
     }
 
-    /// Writes `srcs`, concatenated, as the whole of `blob`.
-    pub async fn write(&self, blob: &Blob, srcs: &[&[u8]]) -> Result<()> {
+    /// Writes `srcs`, concatenated, as the whole of `blob`; `tag` is the write
+    /// capability the meta service issued for it (needed over TCP only).
+    pub async fn write(&self, blob: &Blob, tag: u64, srcs: &[&[u8]]) -> Result<()> {
         match self.route(blob).await? {
             Route::Shm => self.transport.write_blob(blob, srcs),
-            Route::Tcp(addr) => self.tcp.write(addr, blob, srcs).await,
+            Route::Tcp(addr) => self.tcp.write(addr, blob, tag, srcs).await,
         }
     }
 
-    /// Reads the whole of `blob` into `dsts`.
-    pub async fn read(&self, blob: &Blob, dsts: &mut [&mut [u8]]) -> Result<()> {
+    /// Reads the whole of `blob` into `dsts`, with its read capability `tag`.
+    pub async fn read(&self, blob: &Blob, tag: u64, dsts: &mut [&mut [u8]]) -> Result<()> {
         match self.route(blob).await? {
             Route::Shm => self.transport.read_blob(blob, dsts),
-            Route::Tcp(addr) => self.tcp.read(addr, blob, dsts).await,
+            Route::Tcp(addr) => self.tcp.read(addr, blob, tag, dsts).await,
         }
     }
 
@@ -166,6 +167,22 @@ impl Session {
             }
             (_, Some(addr)) => Ok(Route::Tcp(addr)),
             _ => Err(Error::NotConnectedToLocal),
+        }
+    }
+
+    /// 0 for this client's own local service, 1 for another on this host (or one
+    /// already mapped), 2 for the rest.
+    pub fn distance(&self, blob: &Blob) -> u8 {
+        if Some(blob.service) == self.local_id() {
+            0
+        } else if self.transport.has(blob.segment)
+            || self
+                .endpoint(blob.service)
+                .is_some_and(|e| e.host == self.host)
+        {
+            1
+        } else {
+            2
         }
     }
 

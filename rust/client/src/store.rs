@@ -339,7 +339,10 @@ impl ObjectStore {
         let writes = placed.iter().map(|(i, _, a)| {
             let session = &session;
             async move {
-                let replicas = a.blobs.iter().map(|b| session.write(b, objects[*i]));
+                let replicas = a.blobs.iter().enumerate().map(|(j, b)| {
+                    let tag = a.tags.get(j).copied().unwrap_or_default();
+                    session.write(b, tag, objects[*i])
+                });
                 join_all(replicas).await.into_iter().collect::<Result<()>>()
             }
         });
@@ -485,8 +488,8 @@ impl ObjectStore {
         results
     }
 
-    /// Reads from the nearest replica that answers: this client's own local service
-    /// first, then the others in order.
+    /// Reads from the nearest replica that answers: this client's own local service,
+    /// then others on this host, then the rest.
     async fn read_object(
         &self,
         session: &Session,
@@ -500,12 +503,12 @@ impl ObjectStore {
                 loc.size
             )));
         }
-        let own = session.local_id();
-        let mut order: Vec<_> = loc.blobs.iter().collect();
-        order.sort_by_key(|b| Some(b.service) != own);
+        let tags = loc.tags.iter().copied().chain(std::iter::repeat(0));
+        let mut order: Vec<_> = loc.blobs.iter().zip(tags).collect();
+        order.sort_by_key(|(b, _)| session.distance(b));
         let mut last = Error::ObjectNotFound;
-        for blob in order {
-            match session.read(blob, dsts).await {
+        for (blob, tag) in order {
+            match session.read(blob, tag, dsts).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     tracing::debug!(?blob, error = %e, "replica unreadable, trying the next");

@@ -12,7 +12,9 @@ use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 
 use memcache_core::{Error, LocalServiceId, Result, SegmentId};
-use memcache_proto::{host_id, DataEndpoint, MetaLink, Registration};
+use memcache_proto::{host_id, DataEndpoint, MetaLink, Registered, Registration};
+
+use crate::tcp::SharedKey;
 
 use crate::fdpass::SegmentServer;
 use crate::segment::{SegmentTable, ShmSegment};
@@ -75,7 +77,16 @@ impl RunningLocalService {
             tokio::net::TcpListener::from_std(data)
                 .map_err(|e| Error::Failed(format!("data plane: {e}")))?
         };
-        runtime.spawn(crate::tcp::serve(data, segments.clone()));
+        let exposed = Arc::new(Exposed {
+            table: segments.clone(),
+            key: SharedKey::default(),
+            mapped: service.all_segments().to_vec(),
+        });
+        runtime.spawn(crate::tcp::serve(
+            data,
+            segments.clone(),
+            exposed.key.clone(),
+        ));
 
         let link = Arc::new(MetaLink::new(meta.to_vec(), timeout));
         let joined = runtime.spawn({
@@ -86,20 +97,18 @@ impl RunningLocalService {
             .await
             .map_err(|e| Error::Failed(format!("registering: {e}")))
             .and_then(|r| r);
-        let (id, ids) = match registered {
-            Ok(v) => v,
+        let registered = match registered {
+            Ok(r) => r,
             Err(e) => {
                 runtime.shutdown_background();
                 return Err(e);
             }
         };
-        let mapped = service.all_segments().to_vec();
-        *segments.write().unwrap_or_else(|e| e.into_inner()) =
-            ids.iter().copied().zip(mapped.iter().cloned()).collect();
-        tracing::info!(service = id, segments = ?ids, "local service registered");
+        let id = registered.id;
+        exposed.install(registered);
         reg.requested = Some(id);
         let every = Duration::from_millis(config.heartbeat_interval_ms.max(1));
-        let heartbeat = runtime.spawn(beat(link.clone(), reg, segments.clone(), mapped, every));
+        let heartbeat = runtime.spawn(beat(link.clone(), reg, exposed, every));
         Ok(RunningLocalService {
             id,
             _service: service,
@@ -149,18 +158,32 @@ impl Drop for RunningLocalService {
     }
 }
 
-async fn register(link: &MetaLink, reg: Registration) -> Result<(LocalServiceId, Vec<SegmentId>)> {
+async fn register(link: &MetaLink, reg: Registration) -> Result<Registered> {
     link.call(|rpc, ctx| async move { rpc.register_service(ctx, reg).await })
         .await?
 }
 
-async fn beat(
-    link: Arc<MetaLink>,
-    reg: Registration,
+/// What the service's servers expose, replaced as a whole on each registration.
+struct Exposed {
     table: SegmentTable,
+    key: SharedKey,
+    /// The segments in registration order.
     mapped: Vec<Arc<ShmSegment>>,
-    every: Duration,
-) {
+}
+
+impl Exposed {
+    fn install(&self, reg: Registered) {
+        tracing::info!(service = reg.id, segments = ?reg.segments, "local service registered");
+        *self.key.write().unwrap_or_else(|e| e.into_inner()) = reg.key;
+        *self.table.write().unwrap_or_else(|e| e.into_inner()) = reg
+            .segments
+            .into_iter()
+            .zip(self.mapped.iter().cloned())
+            .collect();
+    }
+}
+
+async fn beat(link: Arc<MetaLink>, reg: Registration, exposed: Arc<Exposed>, every: Duration) {
     let id = reg.requested.expect("registered before heartbeating");
     let mut tick = tokio::time::interval(every);
     loop {
@@ -172,12 +195,8 @@ async fn beat(
             Ok(()) => {}
             Err(Error::NotConnectedToLocal) => match register(&link, reg.clone()).await {
                 // The meta service restarted empty: the same memory joins again under the
-                // same id, with the segment ids it assigns now.
-                Ok((_, ids)) => {
-                    tracing::warn!(service = id, segments = ?ids, "registered again");
-                    *table.write().unwrap_or_else(|e| e.into_inner()) =
-                        ids.into_iter().zip(mapped.iter().cloned()).collect();
-                }
+                // same id, with the segment ids and key it assigns now.
+                Ok(again) => exposed.install(again),
                 Err(e) => tracing::warn!(service = id, error = %e, "registering again"),
             },
             Err(e) => tracing::warn!(service = id, error = %e, "heartbeat failed"),

@@ -8,29 +8,34 @@
 
 use std::io::IoSlice;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 
 use rustc_hash::FxHashMap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use memcache_core::{Blob, Error, Result};
+use memcache_proto::{blob_tag, TagKey};
 
 use crate::segment::{find_segment, SegmentTable};
+
+/// The key capabilities are checked with; replaced when the service registers again.
+pub type SharedKey = Arc<RwLock<TagKey>>;
 
 const MAGIC: u32 = 0x4D4D_4344; // "MMCD"
 const OP_WRITE: u8 = 1;
 const OP_READ: u8 = 2;
-const REQUEST_LEN: usize = 32;
+const REQUEST_LEN: usize = 40;
 const ANSWER_LEN: usize = 16;
 
-fn request(op: u8, blob: &Blob) -> [u8; REQUEST_LEN] {
+fn request(op: u8, blob: &Blob, tag: u64) -> [u8; REQUEST_LEN] {
     let mut h = [0u8; REQUEST_LEN];
     h[0..4].copy_from_slice(&MAGIC.to_le_bytes());
     h[4] = op;
     h[8..16].copy_from_slice(&blob.segment.to_le_bytes());
     h[16..24].copy_from_slice(&blob.offset.to_le_bytes());
     h[24..32].copy_from_slice(&blob.len.to_le_bytes());
+    h[32..40].copy_from_slice(&tag.to_le_bytes());
     h
 }
 
@@ -46,22 +51,28 @@ fn word(b: &[u8]) -> u64 {
 }
 
 /// Serves the segments of one local service until the listener's task is dropped.
-pub async fn serve(listener: TcpListener, segments: SegmentTable) {
+/// Every request must carry the capability the meta service issued for exactly that
+/// range with `key`, so no client reaches past the blobs it was given.
+pub async fn serve(listener: TcpListener, segments: SegmentTable, key: SharedKey) {
     loop {
         let Ok((conn, peer)) = listener.accept().await else {
             continue;
         };
         let _ = conn.set_nodelay(true);
-        let segments = segments.clone();
+        let (segments, key) = (segments.clone(), key.clone());
         tokio::spawn(async move {
-            if let Err(e) = serve_conn(conn, &segments).await {
+            if let Err(e) = serve_conn(conn, &segments, &key).await {
                 tracing::debug!(%peer, error = %e, "data connection closed");
             }
         });
     }
 }
 
-async fn serve_conn(mut conn: TcpStream, segments: &SegmentTable) -> std::io::Result<()> {
+async fn serve_conn(
+    mut conn: TcpStream,
+    segments: &SegmentTable,
+    key: &SharedKey,
+) -> std::io::Result<()> {
     let mut h = [0u8; REQUEST_LEN];
     loop {
         conn.read_exact(&mut h).await?;
@@ -74,8 +85,18 @@ async fn serve_conn(mut conn: TcpStream, segments: &SegmentTable) -> std::io::Re
             conn.write_all(&answer(bad.code(), 0)).await?;
             return Err(std::io::Error::other("malformed request"));
         }
-        let seg = find_segment(segments, segment)
-            .ok_or_else(|| Error::invalid(format!("segment {segment} is not served here")));
+        let tag = word(&h[32..40]);
+        let granted = {
+            let key = key.read().unwrap_or_else(|e| e.into_inner());
+            blob_tag(&key, segment, offset, len, op == OP_WRITE) == tag
+        };
+        let seg = match find_segment(segments, segment) {
+            _ if !granted => Err(Error::invalid("no capability for this range")),
+            Some(s) => Ok(s),
+            None => Err(Error::invalid(format!(
+                "segment {segment} is not served here"
+            ))),
+        };
         if op == OP_WRITE {
             // SAFETY: the meta service gave this range to this writer alone.
             match seg
@@ -142,8 +163,15 @@ impl TcpTransport {
         idle.entry(addr).or_default().push(conn);
     }
 
-    /// Writes `srcs`, concatenated, as the whole of `blob` on the service at `addr`.
-    pub async fn write(&self, addr: SocketAddr, blob: &Blob, srcs: &[&[u8]]) -> Result<()> {
+    /// Writes `srcs`, concatenated, as the whole of `blob` on the service at `addr`,
+    /// with the write capability `tag`.
+    pub async fn write(
+        &self,
+        addr: SocketAddr,
+        blob: &Blob,
+        tag: u64,
+        srcs: &[&[u8]],
+    ) -> Result<()> {
         let total: u64 = srcs.iter().map(|s| s.len() as u64).sum();
         if total != blob.len {
             return Err(Error::invalid(format!(
@@ -152,7 +180,7 @@ impl TcpTransport {
             )));
         }
         let mut conn = self.conn(addr).await?;
-        let head = request(OP_WRITE, blob);
+        let head = request(OP_WRITE, blob, tag);
         let mut bufs: Vec<IoSlice<'_>> = Vec::with_capacity(srcs.len() + 1);
         bufs.push(IoSlice::new(&head));
         bufs.extend(srcs.iter().map(|s| IoSlice::new(s)));
@@ -166,8 +194,14 @@ impl TcpTransport {
         status(&a)
     }
 
-    /// Reads the whole of `blob` into `dsts`, in order.
-    pub async fn read(&self, addr: SocketAddr, blob: &Blob, dsts: &mut [&mut [u8]]) -> Result<()> {
+    /// Reads the whole of `blob` into `dsts`, in order, with the read capability `tag`.
+    pub async fn read(
+        &self,
+        addr: SocketAddr,
+        blob: &Blob,
+        tag: u64,
+        dsts: &mut [&mut [u8]],
+    ) -> Result<()> {
         let room: u64 = dsts.iter().map(|d| d.len() as u64).sum();
         if room < blob.len {
             return Err(Error::invalid(format!(
@@ -177,7 +211,7 @@ impl TcpTransport {
         }
         let mut conn = self.conn(addr).await?;
         let lost = |_| Error::NotConnectedToLocal;
-        conn.write_all(&request(OP_READ, blob))
+        conn.write_all(&request(OP_READ, blob, tag))
             .await
             .map_err(lost)?;
         let mut a = [0u8; ANSWER_LEN];

@@ -18,10 +18,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use memcache_core::{
-    Clock, Error, Key, KeyInfo, LocalServiceId, Medium, ReplicateConfig, Result, SegmentId,
+    Blob, Clock, Error, Key, KeyInfo, LocalServiceId, Medium, ReplicateConfig, Result,
 };
 use memcache_meta::{Allocation, LeaseId, Located, MetaConfig, MetaStore, PutId};
-use memcache_proto::{DataEndpoint, MetaRpc, MetaStats, Registration, SegmentView, MAX_FRAME};
+use memcache_proto::{
+    blob_tag, DataEndpoint, MetaRpc, MetaStats, Registered, Registration, SegmentView, TagKey,
+    MAX_FRAME,
+};
 
 /// Settings of `mmc meta`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +57,7 @@ impl Default for MetaServiceConfig {
 struct Live {
     endpoint: DataEndpoint,
     last_beat: Instant,
+    key: TagKey,
 }
 
 struct Shared {
@@ -70,6 +74,18 @@ impl Shared {
 
     fn live(&self) -> MutexGuard<'_, BTreeMap<LocalServiceId, Live>> {
         self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Data-plane capabilities for `blobs`, each with its owner's key.
+    fn tags(&self, blobs: &[Blob], write: bool) -> Vec<u64> {
+        let live = self.live();
+        blobs
+            .iter()
+            .map(|b| {
+                live.get(&b.service)
+                    .map_or(0, |l| blob_tag(&l.key, b.segment, b.offset, b.len, write))
+            })
+            .collect()
     }
 
     /// Counts a call and returns the time for it.
@@ -102,23 +118,21 @@ impl Shared {
 struct Server(Arc<Shared>);
 
 impl MetaRpc for Server {
-    async fn register_service(
-        self,
-        _: Context,
-        reg: Registration,
-    ) -> Result<(LocalServiceId, Vec<SegmentId>)> {
+    async fn register_service(self, _: Context, reg: Registration) -> Result<Registered> {
         self.0.call();
         let (id, segments) =
             self.0
                 .store()
                 .register_service(reg.requested, reg.device_id, reg.segments)?;
+        let key: TagKey = rand::random();
         let live = Live {
             endpoint: reg.endpoint,
             last_beat: Instant::now(),
+            key,
         };
         self.0.live().insert(id, live);
         tracing::info!(service = id, ?segments, "local service joined");
-        Ok((id, segments))
+        Ok(Registered { id, segments, key })
     }
 
     async fn heartbeat(self, _: Context, service: LocalServiceId) -> Result<()> {
@@ -153,7 +167,11 @@ impl MetaRpc for Server {
         config: ReplicateConfig,
     ) -> Vec<Result<Allocation>> {
         let now = self.0.call();
-        self.0.store().alloc(items, &config, now)
+        let mut out = self.0.store().alloc(items, &config, now);
+        for a in out.iter_mut().flatten() {
+            a.tags = self.0.tags(&a.blobs, true);
+        }
+        out
     }
 
     async fn commit(self, _: Context, items: Vec<(Key, PutId)>) -> Vec<Result<()>> {
@@ -168,7 +186,11 @@ impl MetaRpc for Server {
 
     async fn lookup(self, _: Context, keys: Vec<Key>) -> Vec<Result<Located>> {
         let now = self.0.call();
-        self.0.store().lookup(&keys, now)
+        let mut out = self.0.store().lookup(&keys, now);
+        for l in out.iter_mut().flatten() {
+            l.tags = self.0.tags(&l.blobs, false);
+        }
+        out
     }
 
     async fn release(self, _: Context, leases: Vec<(Key, LeaseId)>) {

@@ -146,6 +146,9 @@ pub enum Command {
 pub struct Allocation {
     pub put_id: PutId,
     pub blobs: Vec<Blob>,
+    /// One capability per blob for the TCP data plane, filled in by the meta service
+    /// on the way out (empty in the state machine and in-process).
+    pub tags: Vec<u64>,
 }
 
 /// What applying a command produced, one result per item where the command has items.
@@ -398,7 +401,11 @@ impl StateMachine {
                 expires_ms: None,
             },
         );
-        Ok(Allocation { put_id, blobs })
+        Ok(Allocation {
+            put_id,
+            blobs,
+            tags: Vec::new(),
+        })
     }
 
     fn commit_one(&mut self, key: Key, id: PutId, now_ms: u64) -> Result<()> {

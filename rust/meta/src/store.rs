@@ -87,6 +87,8 @@ pub struct Located {
     pub size: u64,
     pub blobs: Vec<Blob>,
     pub lease: LeaseId,
+    /// One read capability per blob for the TCP data plane (see `Allocation::tags`).
+    pub tags: Vec<u64>,
 }
 
 pub struct MetaStore {
@@ -293,6 +295,7 @@ impl MetaStore {
                     size,
                     blobs,
                     lease: self.leases.grant(key, until_ms, now_ms),
+                    tags: Vec::new(),
                 }
             }));
         }

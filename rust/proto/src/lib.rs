@@ -47,6 +47,32 @@ pub struct SegmentView {
     pub used: u64,
 }
 
+/// The meta service's answer to a registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registered {
+    pub id: LocalServiceId,
+    /// One id per segment of the registration, in order.
+    pub segments: Vec<SegmentId>,
+    /// Secret the service checks data-plane capabilities with.
+    pub key: TagKey,
+}
+
+/// Key of the capabilities one local service accepts.
+pub type TagKey = [u64; 2];
+
+/// The capability for reading (`write = false`) or writing exactly one blob's range,
+/// issued by the meta service with the blob's owner's key and checked by the owner, so
+/// a TCP client can reach only the byte ranges it was given.
+pub fn blob_tag(key: &TagKey, segment: SegmentId, offset: u64, len: u64, write: bool) -> u64 {
+    use std::hash::Hasher;
+    let mut h = siphasher::sip::SipHasher24::new_with_keys(key[0], key[1]);
+    h.write_u64(segment);
+    h.write_u64(offset);
+    h.write_u64(len);
+    h.write_u8(write as u8);
+    h.finish()
+}
+
 /// Counters of the meta service, for tests and operators.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetaStats {
@@ -60,7 +86,7 @@ pub struct MetaStats {
 
 #[tarpc::service]
 pub trait MetaRpc {
-    async fn register_service(reg: Registration) -> Result<(LocalServiceId, Vec<SegmentId>)>;
+    async fn register_service(reg: Registration) -> Result<Registered>;
     /// Keeps a local service alive; -3018 when the meta service no longer knows it.
     async fn heartbeat(service: LocalServiceId) -> Result<()>;
     async fn unregister_service(service: LocalServiceId) -> Result<usize>;
