@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod kv;
 mod local;
 mod meta;
 
@@ -29,6 +30,8 @@ enum Command {
     Meta(meta::MetaArgs),
     /// Run a local service that contributes DRAM, until SIGINT or SIGTERM.
     Local(local::LocalArgs),
+    /// Put, get or remove one object as a client of a pool.
+    Kv(kv::KvArgs),
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -68,6 +71,7 @@ fn main() {
         Command::Bench(args) => bench::run(args),
         Command::Meta(args) => meta::run(args),
         Command::Local(args) => local::run(args),
+        Command::Kv(args) => kv::run(args),
     };
     if let Err(e) = result {
         eprintln!("mmc: {e}");

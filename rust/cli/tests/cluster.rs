@@ -101,6 +101,37 @@ fn objects_cross_processes_and_survive_a_killed_replica() {
     let (_meta, url) = start_meta(&["--heartbeat-timeout-ms", "600"]);
     let mut locals: Vec<(Proc, u32)> = (0..3).map(|_| start_local(&url, "32MiB")).collect();
     wait_for_services(&url, 3);
+    // Client processes: A puts, B gets the same bytes back.
+    let blob: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let file = std::env::temp_dir().join(format!("mmc-kv-{}", std::process::id()));
+    std::fs::write(&file, &blob).unwrap();
+    let mmc = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_mmc"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let f = file.to_str().unwrap();
+    mmc(&[
+        "kv",
+        "--discovery",
+        &url,
+        "put",
+        "proc/a",
+        "--file",
+        f,
+        "--replicas",
+        "2",
+    ]);
+    assert_eq!(mmc(&["kv", "--discovery", &url, "get", "proc/a"]), blob);
+    std::fs::remove_file(&file).unwrap();
+
     let a = pure_client(&url);
     let b = pure_client(&url);
     let two = ReplicateConfig::with_replicas(2);
@@ -130,6 +161,7 @@ fn objects_cross_processes_and_survive_a_killed_replica() {
         let info = c.get_key_info(format!("obj/{i}")).unwrap();
         assert!(info.locations.iter().all(|l| l.service != victim_id));
     }
+    assert_eq!(mmc(&["kv", "--discovery", &url, "get", "proc/a"]), blob);
 }
 
 #[test]

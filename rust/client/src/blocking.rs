@@ -39,6 +39,12 @@ impl BlockingObjectStore {
         &self.inner
     }
 
+    /// Runs async work on this store's runtime, e.g. several batch calls of
+    /// [`Self::inner`] in flight at once.
+    pub fn block_on<F: std::future::Future>(&self, work: F) -> F::Output {
+        self.rt.block_on(work)
+    }
+
     pub fn init(&self, device_id: u32, init_bm: bool) -> Result<()> {
         self.rt.block_on(self.inner.init(device_id, init_bm))
     }

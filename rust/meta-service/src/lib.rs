@@ -291,7 +291,11 @@ impl MetaService {
         let serve = tokio::spawn(async move {
             let serving = incoming
                 .filter_map(|r| future::ready(r.ok()))
-                .map(BaseChannel::with_defaults)
+                .map(|transport| {
+                    // Small calls must not wait for Nagle's algorithm.
+                    let _ = transport.get_ref().set_nodelay(true);
+                    BaseChannel::with_defaults(transport)
+                })
                 .execute(server.serve())
                 .for_each(|channel| async {
                     tokio::spawn(channel.for_each(|response| async {

@@ -139,6 +139,8 @@ pub async fn connect_meta(addr: SocketAddr, timeout: Duration) -> Result<MetaRpc
         .await
         .map_err(|_| Error::NotConnectedToMeta)?
         .map_err(|_| Error::NotConnectedToMeta)?;
+    // Small calls must not wait for Nagle's algorithm.
+    let _ = transport.get_ref().set_nodelay(true);
     Ok(MetaRpcClient::new(tarpc::client::Config::default(), transport).spawn())
 }
 
