@@ -73,11 +73,6 @@ fn stats(url: &str) -> MetaStats {
     })
 }
 
-/// The meta service's RPC counter, not counting the call that reads it.
-fn rpcs(url: &str) -> u64 {
-    stats(url).rpcs - 1
-}
-
 /// Waits (bounded) until the meta service counts `n` local services.
 fn wait_for_services(url: &str, n: u64) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -196,40 +191,49 @@ fn put_and_get_through_a_meta_service_process() {
     store.tear_down().unwrap();
 }
 
+/// How many `method` calls the meta service has served.
+fn calls(url: &str, method: &str) -> u64 {
+    stats(url).by_method.get(method).copied().unwrap_or(0)
+}
+
 #[test]
-fn a_batch_costs_the_same_few_control_calls_whatever_its_size() {
+fn a_batch_of_1024_keys_costs_one_control_call_per_phase() {
     let (_meta, url) = start_meta(&[]);
-    let store = BlockingObjectStore::new(ClientConfig::remote(&url, 64 << 20)).unwrap();
-    store.init(0, true).unwrap();
+    let (_local, _) = start_local(&url, "64MiB");
+    wait_for_services(&url, 1);
+    let store = pure_client(&url);
     let keys: Vec<String> = (0..1024).map(|i| format!("batch/{i}")).collect();
     let data: Vec<Vec<u8>> = (0..1024u32).map(|i| i.to_le_bytes().repeat(64)).collect();
     let bufs: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
-    let cfg = ReplicateConfig::default();
 
-    let before = rpcs(&url);
-    let put = store.batch_put_from(&keys, &bufs, CopyDirection::H2G, &cfg);
-    assert!(put.iter().all(Result::is_ok));
-    let after_put = rpcs(&url);
-    // alloc + commit (the heartbeat may add one).
-    assert!(
-        (2..=3).contains(&(after_put - before - 1)),
-        "{}",
-        after_put - before - 1
+    let put = store.batch_put_from(
+        &keys,
+        &bufs,
+        CopyDirection::H2G,
+        &ReplicateConfig::default(),
     );
+    assert!(put.iter().all(Result::is_ok));
+    assert_eq!((calls(&url, "alloc"), calls(&url, "commit")), (1, 1));
 
-    let exist = store.batch_is_exist(&keys);
-    assert!(exist.iter().all(|r| *r == Ok(true)));
-    let after_exist = rpcs(&url);
-    assert!((1..=2).contains(&(after_exist - after_put - 1)));
+    assert!(store.batch_is_exist(&keys).iter().all(|r| *r == Ok(true)));
+    assert_eq!(calls(&url, "exists"), 1);
 
     let mut out: Vec<Vec<u8>> = data.iter().map(|d| vec![0; d.len()]).collect();
     let mut outs: Vec<&mut [u8]> = out.iter_mut().map(Vec::as_mut_slice).collect();
     let got = store.batch_get_into(&keys, &mut outs, CopyDirection::G2H);
     assert!(got.iter().all(Result::is_ok));
     assert_eq!(out, data);
-    let after_get = rpcs(&url);
-    // lookup + release.
-    assert!((2..=3).contains(&(after_get - after_exist - 1)));
+    assert_eq!((calls(&url, "lookup"), calls(&url, "release")), (1, 1));
+
+    assert!(store.batch_remove(&keys).iter().all(Result::is_ok));
+    assert_eq!(calls(&url, "remove"), 1);
+    // The data moved without a single extra control call.
+    let s = stats(&url);
+    let data_path: u64 = ["alloc", "commit", "exists", "lookup", "release", "remove"]
+        .iter()
+        .map(|m| s.by_method.get(*m).copied().unwrap_or(0))
+        .sum();
+    assert_eq!(data_path, 6);
 }
 
 #[test]

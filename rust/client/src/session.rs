@@ -88,6 +88,7 @@ pub(crate) struct Session {
     pub buffers: Mutex<BTreeMap<usize, usize>>,
     /// Data-plane endpoints of the pool's local services, refreshed on a miss.
     endpoints: Mutex<FxHashMap<LocalServiceId, DataEndpoint>>,
+    resolving: tokio::sync::Mutex<()>,
     host: String,
 }
 
@@ -111,6 +112,7 @@ impl Session {
             local,
             buffers: Mutex::new(BTreeMap::new()),
             endpoints: Mutex::new(FxHashMap::default()),
+            resolving: tokio::sync::Mutex::new(()),
             host: host_id(),
         }
     }
@@ -140,6 +142,11 @@ impl Session {
     /// service hands over its descriptor once, and every later copy is a memcpy.
     /// TCP otherwise.
     async fn route(&self, blob: &Blob) -> Result<Route> {
+        if !self.force_tcp && self.transport.has(blob.segment) {
+            return Ok(Route::Shm);
+        }
+        // One miss at a time: the many blobs of a batch on one new segment map it once.
+        let _resolving = self.resolving.lock().await;
         if !self.force_tcp && self.transport.has(blob.segment) {
             return Ok(Route::Shm);
         }

@@ -65,6 +65,7 @@ struct Shared {
     clock: Clock,
     live: Mutex<BTreeMap<LocalServiceId, Live>>,
     rpcs: AtomicU64,
+    by_method: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Shared {
@@ -89,8 +90,14 @@ impl Shared {
     }
 
     /// Counts a call and returns the time for it.
-    fn call(&self) -> u64 {
+    fn call(&self, method: &'static str) -> u64 {
         self.rpcs.fetch_add(1, Ordering::Relaxed);
+        *self
+            .by_method
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(method)
+            .or_default() += 1;
         self.clock.now_ms()
     }
 
@@ -119,7 +126,7 @@ struct Server(Arc<Shared>);
 
 impl MetaRpc for Server {
     async fn register_service(self, _: Context, reg: Registration) -> Result<Registered> {
-        self.0.call();
+        self.0.call("register_service");
         let (id, segments) =
             self.0
                 .store()
@@ -136,7 +143,7 @@ impl MetaRpc for Server {
     }
 
     async fn heartbeat(self, _: Context, service: LocalServiceId) -> Result<()> {
-        self.0.call();
+        self.0.call("heartbeat");
         match self.0.live().get_mut(&service) {
             Some(l) => {
                 l.last_beat = Instant::now();
@@ -147,13 +154,13 @@ impl MetaRpc for Server {
     }
 
     async fn unregister_service(self, _: Context, service: LocalServiceId) -> Result<usize> {
-        self.0.call();
+        self.0.call("unregister_service");
         self.0.live().remove(&service);
         self.0.store().remove_service(service)
     }
 
     async fn endpoints(self, _: Context) -> Vec<(LocalServiceId, DataEndpoint)> {
-        self.0.call();
+        self.0.call("endpoints");
         let live = self.0.live();
         live.iter()
             .map(|(id, l)| (*id, l.endpoint.clone()))
@@ -166,7 +173,7 @@ impl MetaRpc for Server {
         items: Vec<(Key, u64)>,
         config: ReplicateConfig,
     ) -> Vec<Result<Allocation>> {
-        let now = self.0.call();
+        let now = self.0.call("alloc");
         let mut out = self.0.store().alloc(items, &config, now);
         for a in out.iter_mut().flatten() {
             a.tags = self.0.tags(&a.blobs, true);
@@ -175,17 +182,17 @@ impl MetaRpc for Server {
     }
 
     async fn commit(self, _: Context, items: Vec<(Key, PutId)>) -> Vec<Result<()>> {
-        let now = self.0.call();
+        let now = self.0.call("commit");
         self.0.store().commit(items, now)
     }
 
     async fn abort(self, _: Context, items: Vec<(Key, PutId)>) -> Vec<Result<()>> {
-        self.0.call();
+        self.0.call("abort");
         self.0.store().abort(items)
     }
 
     async fn lookup(self, _: Context, keys: Vec<Key>) -> Vec<Result<Located>> {
-        let now = self.0.call();
+        let now = self.0.call("lookup");
         let mut out = self.0.store().lookup(&keys, now);
         for l in out.iter_mut().flatten() {
             l.tags = self.0.tags(&l.blobs, false);
@@ -194,32 +201,41 @@ impl MetaRpc for Server {
     }
 
     async fn release(self, _: Context, leases: Vec<(Key, LeaseId)>) {
-        self.0.call();
+        self.0.call("release");
         self.0.store().release(&leases)
     }
 
     async fn remove(self, _: Context, keys: Vec<Key>) -> Vec<Result<()>> {
-        let now = self.0.call();
+        let now = self.0.call("remove");
         self.0.store().remove(keys, now)
     }
 
     async fn exists(self, _: Context, keys: Vec<Key>) -> Vec<Result<bool>> {
-        let now = self.0.call();
+        let now = self.0.call("exists");
         self.0.store().exists(&keys, now)
     }
 
     async fn key_info(self, _: Context, keys: Vec<Key>) -> Vec<KeyInfo> {
-        let now = self.0.call();
+        let now = self.0.call("key_info");
         self.0.store().key_info(&keys, now)
     }
 
     async fn segments(self, _: Context) -> Vec<SegmentView> {
-        self.0.call();
+        self.0.call("segments");
         self.segment_views()
     }
 
     async fn stats(self, _: Context) -> MetaStats {
-        let rpcs = self.0.rpcs.fetch_add(1, Ordering::Relaxed) + 1;
+        self.0.call("stats");
+        let rpcs = self.0.rpcs.load(Ordering::Relaxed);
+        let by_method = self
+            .0
+            .by_method
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect();
         let store = self.0.store();
         let state = store.state();
         let (used, capacity) = Medium::ALL
@@ -228,6 +244,7 @@ impl MetaRpc for Server {
             .fold((0, 0), |(u, c), (mu, mc)| (u + mu, c + mc));
         MetaStats {
             rpcs,
+            by_method,
             objects: state.object_count() as u64,
             services: state.services().count() as u64,
             used_bytes: used,
@@ -283,6 +300,7 @@ impl MetaService {
             clock,
             live: Mutex::new(BTreeMap::new()),
             rpcs: AtomicU64::new(0),
+            by_method: Mutex::new(BTreeMap::new()),
         });
         let (stop, stopped) = watch::channel(false);
 

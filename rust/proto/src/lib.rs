@@ -78,6 +78,8 @@ pub fn blob_tag(key: &TagKey, segment: SegmentId, offset: u64, len: u64, write: 
 pub struct MetaStats {
     /// Control RPCs served (a batch call counts once).
     pub rpcs: u64,
+    /// The same, by method name.
+    pub by_method: std::collections::BTreeMap<String, u64>,
     pub objects: u64,
     pub services: u64,
     pub used_bytes: u64,
