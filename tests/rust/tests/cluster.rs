@@ -1,14 +1,48 @@
-//! The pool across processes: a real `mmc meta` process on 127.0.0.1, clients in this
-//! process talking to it over tarpc.
+//! The pool across processes: real `mmc meta`, `mmc local` and `mmc kv` processes on
+//! 127.0.0.1, and clients in this process, killed and restarted to see what survives.
 
 use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use memcache_client::{
     BlockingObjectStore, ClientConfig, CopyDirection, ReplicateConfig, TransportKind,
 };
 use memcache_proto::{connect_meta, context, parse_discovery, MetaStats};
+
+/// The `mmc` binary of this workspace, built (once, by cargo, in the same profile as
+/// this test) if it is missing or stale.
+fn mmc_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        // This test runs from <target>/<profile>/deps/.
+        let exe = std::env::current_exe().expect("test executable path");
+        let profile_dir = exe.parent().and_then(Path::parent).expect("target layout");
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") => "dev",
+            Some(other) => other,
+            None => "dev",
+        };
+        let status = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "-q",
+                "-p",
+                "memcache-cli",
+                "--bin",
+                "mmc",
+                "--profile",
+                profile,
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("running cargo to build mmc");
+        assert!(status.success(), "building mmc failed");
+        profile_dir.join("mmc")
+    })
+}
 
 /// A child process killed when the test ends, however it ends.
 struct Proc(Child);
@@ -22,7 +56,7 @@ impl Drop for Proc {
 
 /// Runs `mmc ARGS` and returns it with the first line it prints.
 fn spawn_mmc(args: &[&str]) -> (Proc, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mmc"))
+    let mut child = Command::new(mmc_bin())
         .args(args)
         .stdout(Stdio::piped())
         .spawn()
@@ -101,10 +135,7 @@ fn objects_cross_processes_and_survive_a_killed_replica() {
     let file = std::env::temp_dir().join(format!("mmc-kv-{}", std::process::id()));
     std::fs::write(&file, &blob).unwrap();
     let mmc = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_mmc"))
-            .args(args)
-            .output()
-            .unwrap();
+        let out = Command::new(mmc_bin()).args(args).output().unwrap();
         assert!(
             out.status.success(),
             "{}",
@@ -403,7 +434,7 @@ fn a_client_killed_mid_put_leaves_nothing_once_its_lease_ends() {
     let (_local, _) = start_local(&url, "256MiB");
     wait_for_services(&url, 1);
     let mut bench = Proc(
-        Command::new(env!("CARGO_BIN_EXE_mmc"))
+        Command::new(mmc_bin())
             .args([
                 "bench",
                 "layers",
