@@ -10,6 +10,7 @@ use std::time::Duration;
 use memcache_core::{
     CopyDirection, Error, Key, KeyInfo, LocalServiceId, ReplicateConfig, Result, MAX_BATCH_OP_COUNT,
 };
+use memcache_local::check_room;
 use memcache_meta::Located;
 use memcache_proto::{parse_discovery, MetaLink};
 
@@ -496,13 +497,7 @@ impl ObjectStore {
         loc: &Located,
         dsts: &mut [&mut [u8]],
     ) -> Result<()> {
-        let room: u64 = dsts.iter().map(|d| d.len() as u64).sum();
-        if room < loc.size {
-            return Err(Error::invalid(format!(
-                "buffers hold {room} bytes, the object has {}",
-                loc.size
-            )));
-        }
+        check_room(dsts, loc.size)?;
         let tags = loc.tags.iter().copied().chain(std::iter::repeat(0));
         let mut order: Vec<_> = loc.blobs.iter().zip(tags).collect();
         order.sort_by_key(|(b, _)| session.distance(b));

@@ -13,4 +13,4 @@ pub use running::RunningLocalService;
 pub use segment::{SegmentTable, ShmSegment};
 pub use service::{LocalService, LocalServiceConfig};
 pub use tcp::TcpTransport;
-pub use transport::{ShmTransport, Transport};
+pub use transport::{check_room, ShmTransport, Transport};

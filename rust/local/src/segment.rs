@@ -161,12 +161,7 @@ impl ShmSegment {
     /// The destinations must hold at least `len` bytes; a trailing remainder is left
     /// untouched.
     pub fn read_at(&self, offset: u64, len: u64, dsts: &mut [&mut [u8]]) -> Result<()> {
-        let room: u64 = dsts.iter().map(|d| d.len() as u64).sum();
-        if room < len {
-            return Err(Error::invalid(format!(
-                "buffers hold {room} bytes, the object has {len}"
-            )));
-        }
+        crate::transport::check_room(dsts, len)?;
         let mut at = self.check(offset, len as usize, offset.saturating_add(len))?;
         let mut left = len as usize;
         for dst in dsts.iter_mut() {

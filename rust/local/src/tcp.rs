@@ -202,13 +202,7 @@ impl TcpTransport {
         tag: u64,
         dsts: &mut [&mut [u8]],
     ) -> Result<()> {
-        let room: u64 = dsts.iter().map(|d| d.len() as u64).sum();
-        if room < blob.len {
-            return Err(Error::invalid(format!(
-                "buffers hold {room} bytes, the object has {}",
-                blob.len
-            )));
-        }
+        crate::transport::check_room(dsts, blob.len)?;
         let mut conn = self.conn(addr).await?;
         let lost = |_| Error::NotConnectedToLocal;
         conn.write_all(&request(OP_READ, blob, tag))

@@ -9,6 +9,18 @@ use memcache_core::{Blob, Error, Result, SegmentId};
 
 use crate::segment::ShmSegment;
 
+/// -3000 unless `dsts` can hold `len` bytes: checked before any byte moves, so a
+/// refused read leaves the caller's buffers untouched.
+pub fn check_room(dsts: &[&mut [u8]], len: u64) -> Result<()> {
+    let room: u64 = dsts.iter().map(|d| d.len() as u64).sum();
+    if room < len {
+        return Err(Error::invalid(format!(
+            "buffers hold {room} bytes, the object has {len}"
+        )));
+    }
+    Ok(())
+}
+
 /// One way of reaching segments. Writes gather the caller's slices into a blob; reads
 /// scatter a blob into the caller's slices; neither stages bytes in between.
 pub trait Transport: Send + Sync {
