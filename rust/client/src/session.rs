@@ -11,8 +11,8 @@ use rustc_hash::FxHashMap;
 
 use memcache_core::{Blob, Error, LocalServiceId, Result, SegmentId};
 use memcache_local::{
-    fetch_segment, LocalService, LocalServiceConfig, RunningLocalService, ShmTransport,
-    TcpTransport,
+    fetch_segment, LocalService, LocalServiceConfig, RunningLocalService, ShmTransport, TcpPeer,
+    TcpTransport, Transport,
 };
 use memcache_proto::{host_id, DataEndpoint};
 
@@ -125,16 +125,23 @@ impl Session {
     /// capability the meta service issued for it (needed over TCP only).
     pub async fn write(&self, blob: &Blob, tag: u64, srcs: &[&[u8]]) -> Result<()> {
         match self.route(blob).await? {
-            Route::Shm => self.transport.write_blob(blob, srcs),
-            Route::Tcp(addr) => self.tcp.write(addr, blob, tag, srcs).await,
+            Route::Shm => self.transport.write(blob, tag, srcs).await,
+            Route::Tcp(addr) => self.peer(addr).write(blob, tag, srcs).await,
         }
     }
 
     /// Reads the whole of `blob` into `dsts`, with its read capability `tag`.
     pub async fn read(&self, blob: &Blob, tag: u64, dsts: &mut [&mut [u8]]) -> Result<()> {
         match self.route(blob).await? {
-            Route::Shm => self.transport.read_blob(blob, dsts),
-            Route::Tcp(addr) => self.tcp.read(addr, blob, tag, dsts).await,
+            Route::Shm => self.transport.read(blob, tag, dsts).await,
+            Route::Tcp(addr) => self.peer(addr).read(blob, tag, dsts).await,
+        }
+    }
+
+    fn peer(&self, addr: SocketAddr) -> TcpPeer<'_> {
+        TcpPeer {
+            pool: &self.tcp,
+            addr,
         }
     }
 

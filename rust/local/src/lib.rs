@@ -12,5 +12,5 @@ pub use fdpass::{fetch_segment, SegmentServer};
 pub use running::RunningLocalService;
 pub use segment::{SegmentTable, ShmSegment};
 pub use service::{LocalService, LocalServiceConfig};
-pub use tcp::TcpTransport;
+pub use tcp::{TcpPeer, TcpTransport};
 pub use transport::{check_room, ShmTransport, Transport};

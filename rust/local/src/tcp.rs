@@ -132,6 +132,22 @@ async fn serve_conn(
     }
 }
 
+/// The TCP data plane of one local service, through a shared connection pool.
+pub struct TcpPeer<'a> {
+    pub pool: &'a TcpTransport,
+    pub addr: SocketAddr,
+}
+
+impl crate::transport::Transport for TcpPeer<'_> {
+    async fn write(&self, blob: &Blob, grant: u64, srcs: &[&[u8]]) -> Result<()> {
+        self.pool.write(self.addr, blob, grant, srcs).await
+    }
+
+    async fn read(&self, blob: &Blob, grant: u64, dsts: &mut [&mut [u8]]) -> Result<()> {
+        self.pool.read(self.addr, blob, grant, dsts).await
+    }
+}
+
 /// Client side: a pool of connections per local service.
 #[derive(Default)]
 pub struct TcpTransport {

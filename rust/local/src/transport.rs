@@ -22,12 +22,24 @@ pub fn check_room(dsts: &[&mut [u8]], len: u64) -> Result<()> {
 }
 
 /// One way of reaching segments. Writes gather the caller's slices into a blob; reads
-/// scatter a blob into the caller's slices; neither stages bytes in between.
+/// scatter a blob into the caller's slices; neither stages bytes in between. `grant` is
+/// the capability the meta service issued for the blob; transports that cross a
+/// trust boundary present it, shared memory does not need it.
 pub trait Transport: Send + Sync {
     /// Writes `srcs`, concatenated, as the whole content of `blob`.
-    fn write(&self, blob: &Blob, srcs: &[&[u8]]) -> impl Future<Output = Result<()>> + Send;
+    fn write(
+        &self,
+        blob: &Blob,
+        grant: u64,
+        srcs: &[&[u8]],
+    ) -> impl Future<Output = Result<()>> + Send;
     /// Reads the whole of `blob` into `dsts` in order; they must hold `blob.len` bytes.
-    fn read(&self, blob: &Blob, dsts: &mut [&mut [u8]]) -> impl Future<Output = Result<()>> + Send;
+    fn read(
+        &self,
+        blob: &Blob,
+        grant: u64,
+        dsts: &mut [&mut [u8]],
+    ) -> impl Future<Output = Result<()>> + Send;
 }
 
 /// Segments mapped into this process: one memcpy per slice, in the caller's thread.
@@ -86,11 +98,11 @@ impl ShmTransport {
 }
 
 impl Transport for ShmTransport {
-    async fn write(&self, blob: &Blob, srcs: &[&[u8]]) -> Result<()> {
+    async fn write(&self, blob: &Blob, _grant: u64, srcs: &[&[u8]]) -> Result<()> {
         self.write_blob(blob, srcs)
     }
 
-    async fn read(&self, blob: &Blob, dsts: &mut [&mut [u8]]) -> Result<()> {
+    async fn read(&self, blob: &Blob, _grant: u64, dsts: &mut [&mut [u8]]) -> Result<()> {
         self.read_blob(blob, dsts)
     }
 }
