@@ -1,0 +1,56 @@
+// The library's ABI: plain C functions over pointers and lengths, the same for every
+// C++ standard library and string ABI. The inline ObjectStore in object_store.h calls
+// these; users should call the ObjectStore class (C++) or mmc.h (C) instead.
+#ifndef MEMCACHE_DETAIL_ABI_H
+#define MEMCACHE_DETAIL_ABI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct memcache_store memcache_store;
+
+typedef struct {
+    uint64_t size;
+    uint32_t device_id;
+    int32_t status;
+    uint32_t locations;
+    uint32_t services[8];
+    uint16_t media[8];
+} memcache_key_info_t;
+
+/* NULL when the client configuration (MMC_CLIENT_CONFIG, MMC_CLIENT_*) is invalid. */
+memcache_store *memcache_store_new(void);
+void memcache_store_free(memcache_store *store);
+int32_t memcache_init(memcache_store *store, uint32_t device_id, int init_bm);
+int32_t memcache_tear_down(memcache_store *store);
+int32_t memcache_local_service_id(memcache_store *store, uint32_t *out);
+int32_t memcache_register_buffer(memcache_store *store, const void *addr, size_t size);
+int32_t memcache_unregister_buffer(memcache_store *store, const void *addr, size_t size);
+
+/* keys: n_keys keys back to back, key_lens[i] bytes each. Key i has counts[i] layers;
+ * addrs/sizes list n_layers layers in key order. One code per key goes to out[i]. */
+int32_t memcache_put(memcache_store *store, const uint8_t *keys, const size_t *key_lens,
+                     size_t n_keys, const size_t *counts, const void *const *addrs,
+                     const size_t *sizes, size_t n_layers, int32_t direct,
+                     uint32_t replica_num, const int32_t *preferred, size_t n_preferred,
+                     int32_t *out);
+int32_t memcache_get(memcache_store *store, const uint8_t *keys, const size_t *key_lens,
+                     size_t n_keys, const size_t *counts, void *const *addrs,
+                     const size_t *sizes, size_t n_layers, int32_t direct, int32_t *out);
+int32_t memcache_remove(memcache_store *store, const uint8_t *keys, const size_t *key_lens,
+                        size_t n_keys, int32_t *out);
+/* out[i]: 1 exists, 0 does not, negative error. */
+int32_t memcache_exist(memcache_store *store, const uint8_t *keys, const size_t *key_lens,
+                       size_t n_keys, int32_t *out);
+int32_t memcache_key_info(memcache_store *store, const uint8_t *keys, const size_t *key_lens,
+                          size_t n_keys, memcache_key_info_t *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,133 @@
+// MemCache Hybrid: the C++ ObjectStore (see shared/spec/cpp_object_store_api.md).
+//
+// Only standard types appear here. The implementation behind CreateObjectStore() is
+// inline (memcache/detail/object_store_impl.h): it turns std::string keys and
+// std::vector arguments into pointers and lengths in the caller's own translation
+// unit and calls the library's C ABI, so the library works whatever libstdc++ string
+// ABI (_GLIBCXX_USE_CXX11_ABI) or exception setting (-fno-exceptions) the caller uses.
+#ifndef MEMCACHE_OBJECT_STORE_H
+#define MEMCACHE_OBJECT_STORE_H
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace memcache {
+
+// Copy directions: "H" the caller's host memory, "L" its device memory, "G" the pool.
+constexpr int32_t SMEMB_COPY_L2G = 0;
+constexpr int32_t SMEMB_COPY_G2L = 1;
+constexpr int32_t SMEMB_COPY_G2H = 2;
+constexpr int32_t SMEMB_COPY_H2G = 3;
+constexpr int32_t COPY_DEVICE_TO_HOST = SMEMB_COPY_G2H;
+constexpr int32_t COPY_HOST_TO_DEVICE = SMEMB_COPY_H2G;
+
+constexpr size_t MAX_BATCH_OP_COUNT = 16384;
+constexpr uint32_t MAX_BLOB_COPIES = 8;
+
+// The error codes every call returns (0 is success).
+enum ErrorCode : int32_t {
+    MMC_OK = 0,
+    MMC_ERROR = -1,
+    MMC_INVALID_PARAM = -3000,
+    MMC_MALLOC_FAILED = -3001,
+    MMC_NEW_OBJECT_FAILED = -3002,
+    MMC_NOT_STARTED = -3003,
+    MMC_TIMEOUT = -3004,
+    MMC_REPEAT_CALL = -3005,
+    MMC_DUPLICATED_OBJECT = -3006,
+    MMC_UNMATCHED_KEY = -3007,  // object does not exist
+    MMC_NOT_INITIALIZED = -3008,
+    MMC_NET_SEQ_DUP = -3009,
+    MMC_NET_SEQ_NOT_FOUND = -3010,
+    MMC_ALREADY_NOTIFY = -3011,
+    MMC_OUT_OF_CAPACITY = -3013,
+    MMC_LINK_NOT_FOUND = -3014,
+    MMC_NET_REQ_HANDLE_NOT_FOUND = -3015,
+    MMC_OOM = -3016,
+    MMC_NOT_CONNECTED_TO_META = -3017,
+    MMC_NOT_CONNECTED_TO_LOCAL = -3018,
+    MMC_CLIENT_NOT_INIT = -3019,
+    MMC_UNMATCHED_STATE = -3101,
+    MMC_UNMATCHED_KEY_ERROR = -3102,
+    MMC_UNMATCHED_RET = -3103,
+    MMC_LEASE_NOT_EXPIRED = -3104,
+};
+
+// Replica policy of a put: replicaNum 1..8 (0 reads as 1); preferredLocalServiceIDs
+// unique, at most replicaNum of them.
+struct ReplicateConfig {
+    uint32_t replicaNum = 1;
+    std::vector<int32_t> preferredLocalServiceIDs;
+};
+
+struct KeyInfo {
+    std::string key;
+    uint64_t size = 0;
+    uint32_t deviceId = 0;
+    int32_t status = 0;
+    std::vector<uint32_t> locList;   // local service of each replica
+    std::vector<uint16_t> typeList;  // medium of each replica: 0 DRAM, 1 HBM, 2 SSD
+};
+
+class ObjectStore {
+public:
+    virtual ~ObjectStore() = default;
+
+    // The store of this library; configured from MMC_CLIENT_CONFIG (a TOML file) and
+    // MMC_CLIENT_* variables, the embedded pool when no discoveryURL is set.
+    static std::shared_ptr<ObjectStore> CreateObjectStore();
+
+    virtual int Init(const uint32_t deviceId, bool initBm = true) = 0;
+    virtual int TearDown() = 0;
+
+    virtual int RegisterBuffer(void *buffer, size_t size) = 0;
+    virtual int UnRegisterBuffer(void *buffer, size_t size) = 0;
+
+    virtual int GetInto(const std::string &key, void *buffer, size_t size,
+                        const int32_t direct = 2) = 0;
+    virtual int PutFrom(const std::string &key, void *buffer, size_t size,
+                        const int32_t direct = 3,
+                        const ReplicateConfig &replicateConfig = {}) = 0;
+    virtual int Remove(const std::string &key) = 0;
+    // 1 exists, 0 does not, negative error.
+    virtual int IsExist(const std::string &key) = 0;
+    virtual KeyInfo GetKeyInfo(const std::string &key) = 0;
+
+    virtual std::vector<int> BatchGetInto(const std::vector<std::string> &keys,
+                                          const std::vector<void *> &buffers,
+                                          const std::vector<size_t> &sizes,
+                                          const int32_t direct = 2) = 0;
+    virtual std::vector<int> BatchPutFrom(const std::vector<std::string> &keys,
+                                          const std::vector<void *> &buffers,
+                                          const std::vector<size_t> &sizes,
+                                          const int32_t direct = 3,
+                                          const ReplicateConfig &replicateConfig = {}) = 0;
+    virtual std::vector<int> BatchRemove(const std::vector<std::string> &keys) = 0;
+    virtual std::vector<int> BatchIsExist(const std::vector<std::string> &keys) = 0;
+    virtual std::vector<KeyInfo> BatchGetKeyInfo(const std::vector<std::string> &keys) = 0;
+
+    virtual int PutFromLayers(const std::string &key, const std::vector<void *> &buffers,
+                              const std::vector<size_t> &sizes, const int32_t direct = 3,
+                              const ReplicateConfig &replicateConfig = {}) = 0;
+    virtual int GetIntoLayers(const std::string &key, const std::vector<void *> &buffers,
+                              const std::vector<size_t> &sizes, const int32_t direct = 2) = 0;
+    virtual std::vector<int> BatchPutFromLayers(
+        const std::vector<std::string> &keys, const std::vector<std::vector<void *>> &buffers,
+        const std::vector<std::vector<size_t>> &sizes, const int32_t direct = 3,
+        const ReplicateConfig &replicateConfig = {}) = 0;
+    virtual std::vector<int> BatchGetIntoLayers(const std::vector<std::string> &keys,
+                                                const std::vector<std::vector<void *>> &buffers,
+                                                const std::vector<std::vector<size_t>> &sizes,
+                                                const int32_t direct = 2) = 0;
+
+    virtual int GetLocalServiceId(uint32_t &localServiceId) = 0;
+};
+
+}  // namespace memcache
+
+#include "memcache/detail/object_store_impl.h"
+
+#endif

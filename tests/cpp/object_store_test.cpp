@@ -1,0 +1,201 @@
+// The C++ ObjectStore against a real (embedded) pool: every call, and every bad input
+// the spec names, answered with its code and no change.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "memcache/object_store.h"
+
+using memcache::KeyInfo;
+using memcache::ObjectStore;
+using memcache::ReplicateConfig;
+
+namespace {
+
+std::vector<uint8_t> Pattern(size_t n, uint8_t seed) {
+    std::vector<uint8_t> v(n);
+    for (size_t i = 0; i < n; ++i) v[i] = static_cast<uint8_t>(seed * 31 + i * 7);
+    return v;
+}
+
+class ObjectStoreTest : public ::testing::Test {
+protected:
+    void SetUp() override {
+        store = ObjectStore::CreateObjectStore();
+        ASSERT_NE(store, nullptr);
+        ASSERT_EQ(store->Init(0, true), 0);
+    }
+    void TearDown() override {
+        if (store) store->TearDown();
+    }
+    std::shared_ptr<ObjectStore> store;
+};
+
+TEST_F(ObjectStoreTest, PutFromGetIntoRoundTrip) {
+    auto data = Pattern(10000, 1);
+    ASSERT_EQ(store->PutFrom("k1", data.data(), data.size()), 0);
+    std::vector<uint8_t> out(data.size(), 0);
+    ASSERT_EQ(store->GetInto("k1", out.data(), out.size()), 0);
+    EXPECT_EQ(out, data);
+    EXPECT_EQ(store->IsExist("k1"), 1);
+    EXPECT_EQ(store->IsExist("nope"), 0);
+    KeyInfo info = store->GetKeyInfo("k1");
+    EXPECT_EQ(info.status, 0);
+    EXPECT_EQ(info.size, data.size());
+    EXPECT_EQ(info.key, "k1");
+    ASSERT_EQ(info.locList.size(), 1u);
+    uint32_t id = 99;
+    ASSERT_EQ(store->GetLocalServiceId(id), 0);
+    EXPECT_EQ(info.locList[0], id);
+    EXPECT_EQ(store->PutFrom("k1", data.data(), data.size()), memcache::MMC_DUPLICATED_OBJECT);
+    EXPECT_EQ(store->Remove("k1"), 0);
+    EXPECT_EQ(store->Remove("k1"), memcache::MMC_UNMATCHED_KEY);
+    EXPECT_EQ(store->GetInto("k1", out.data(), out.size()), memcache::MMC_UNMATCHED_KEY);
+    EXPECT_EQ(store->GetKeyInfo("k1").status, memcache::MMC_UNMATCHED_KEY);
+}
+
+TEST_F(ObjectStoreTest, LayersRoundTrip) {
+    std::vector<std::vector<uint8_t>> layers;
+    for (int i = 0; i < 61; ++i) {
+        layers.push_back(Pattern(128 << 10, static_cast<uint8_t>(2 * i)));
+        layers.push_back(Pattern(16 << 10, static_cast<uint8_t>(2 * i + 1)));
+    }
+    std::vector<void *> bufs;
+    std::vector<size_t> sizes;
+    for (auto &l : layers) {
+        bufs.push_back(l.data());
+        sizes.push_back(l.size());
+    }
+    ASSERT_EQ(store->PutFromLayers("block", bufs, sizes), 0);
+    std::vector<std::vector<uint8_t>> out;
+    std::vector<void *> outs;
+    for (auto &l : layers) out.emplace_back(l.size(), 0);
+    for (auto &o : out) outs.push_back(o.data());
+    ASSERT_EQ(store->GetIntoLayers("block", outs, sizes), 0);
+    EXPECT_EQ(out, layers);
+    EXPECT_EQ(store->GetKeyInfo("block").size, 61u * (144u << 10));
+}
+
+TEST_F(ObjectStoreTest, BatchCalls) {
+    std::vector<std::string> keys;
+    std::vector<std::vector<uint8_t>> data;
+    std::vector<void *> bufs;
+    std::vector<size_t> sizes;
+    for (int i = 0; i < 8; ++i) {
+        keys.push_back("b" + std::to_string(i));
+        data.push_back(Pattern(4096 + i, static_cast<uint8_t>(i)));
+    }
+    for (auto &d : data) {
+        bufs.push_back(d.data());
+        sizes.push_back(d.size());
+    }
+    EXPECT_EQ(store->BatchPutFrom(keys, bufs, sizes), std::vector<int>(8, 0));
+    EXPECT_EQ(store->BatchIsExist(keys), std::vector<int>(8, 1));
+    std::vector<std::vector<uint8_t>> out;
+    std::vector<void *> outs;
+    for (auto &d : data) out.emplace_back(d.size(), 0);
+    for (auto &o : out) outs.push_back(o.data());
+    EXPECT_EQ(store->BatchGetInto(keys, outs, sizes), std::vector<int>(8, 0));
+    EXPECT_EQ(out, data);
+    auto infos = store->BatchGetKeyInfo(keys);
+    ASSERT_EQ(infos.size(), 8u);
+    for (int i = 0; i < 8; ++i) EXPECT_EQ(infos[i].size, 4096u + i);
+
+    // Batch layers: two keys of three layers each.
+    std::vector<std::string> lk = {"L0", "L1"};
+    std::vector<std::vector<void *>> lb = {{bufs[0], bufs[1], bufs[2]}, {bufs[3], bufs[4], bufs[5]}};
+    std::vector<std::vector<size_t>> ls = {{sizes[0], sizes[1], sizes[2]}, {sizes[3], sizes[4], sizes[5]}};
+    EXPECT_EQ(store->BatchPutFromLayers(lk, lb, ls), std::vector<int>(2, 0));
+    std::vector<std::vector<void *>> lo = {{outs[0], outs[1], outs[2]}, {outs[3], outs[4], outs[5]}};
+    for (auto &o : out) std::fill(o.begin(), o.end(), 0);
+    EXPECT_EQ(store->BatchGetIntoLayers(lk, lo, ls), std::vector<int>(2, 0));
+    for (int i = 0; i < 6; ++i) EXPECT_EQ(out[i], data[i]);
+
+    // One bad key does not hide the others.
+    std::vector<std::string> mixed = {"b0", std::string(256, 'x'), "missing"};
+    EXPECT_EQ(store->BatchIsExist(mixed), (std::vector<int>{1, memcache::MMC_INVALID_PARAM, 0}));
+    EXPECT_EQ(store->BatchRemove(keys), std::vector<int>(8, 0));
+    EXPECT_EQ(store->BatchIsExist(keys), std::vector<int>(8, 0));
+}
+
+TEST_F(ObjectStoreTest, BadInputIsRefusedAndChangesNothing) {
+    auto data = Pattern(100, 9);
+    const std::string long_key(256, 'k');
+    EXPECT_EQ(store->PutFrom(long_key, data.data(), data.size()), memcache::MMC_INVALID_PARAM);
+    EXPECT_EQ(store->IsExist(std::string(255, 'k')), 0);
+    EXPECT_EQ(store->PutFrom("", data.data(), data.size()), memcache::MMC_INVALID_PARAM);
+    EXPECT_EQ(store->PutFrom("null", nullptr, 100), memcache::MMC_INVALID_PARAM);
+    EXPECT_EQ(store->PutFrom("zero", data.data(), 0), memcache::MMC_INVALID_PARAM);
+    EXPECT_EQ(store->IsExist("null"), 0);
+    EXPECT_EQ(store->IsExist("zero"), 0);
+    EXPECT_EQ(store->PutFrom("dir", data.data(), data.size(), memcache::SMEMB_COPY_G2H),
+              memcache::MMC_INVALID_PARAM);
+    EXPECT_EQ(store->PutFrom("dir", data.data(), data.size(), 7), memcache::MMC_INVALID_PARAM);
+    ReplicateConfig nine;
+    nine.replicaNum = 9;
+    EXPECT_EQ(store->PutFrom("nine", data.data(), data.size(), 3, nine),
+              memcache::MMC_INVALID_PARAM);
+
+    ASSERT_EQ(store->PutFrom("small", data.data(), data.size()), 0);
+    std::vector<uint8_t> tiny(10, 0xEE);
+    EXPECT_EQ(store->GetInto("small", tiny.data(), tiny.size()), memcache::MMC_INVALID_PARAM);
+    EXPECT_EQ(tiny, std::vector<uint8_t>(10, 0xEE));
+    EXPECT_EQ(store->GetInto("small", nullptr, 100), memcache::MMC_INVALID_PARAM);
+
+    std::vector<std::string> two = {"a", "b"};
+    std::vector<void *> one_buf = {data.data()};
+    std::vector<size_t> one_size = {data.size()};
+    EXPECT_EQ(store->BatchPutFrom(two, one_buf, one_size), std::vector<int>(2, memcache::MMC_INVALID_PARAM));
+    EXPECT_EQ(store->BatchGetInto(two, one_buf, one_size), std::vector<int>(2, memcache::MMC_INVALID_PARAM));
+    EXPECT_EQ(store->PutFromLayers("l", {data.data()}, {1, 2}), memcache::MMC_INVALID_PARAM);
+    EXPECT_EQ(store->IsExist("a"), 0);
+
+    std::vector<std::string> many(16385, "k");
+    for (size_t i = 0; i < many.size(); ++i) many[i] += std::to_string(i);
+    auto codes = store->BatchIsExist(many);
+    ASSERT_EQ(codes.size(), many.size());
+    EXPECT_EQ(codes[0], memcache::MMC_INVALID_PARAM);
+    EXPECT_EQ(codes.back(), memcache::MMC_INVALID_PARAM);
+}
+
+TEST(ObjectStoreLifecycle, CallsBeforeInitAndAfterTearDown) {
+    auto store = ObjectStore::CreateObjectStore();
+    ASSERT_NE(store, nullptr);
+    uint8_t b[8] = {1};
+    EXPECT_EQ(store->PutFrom("k", b, sizeof b), memcache::MMC_CLIENT_NOT_INIT);
+    EXPECT_EQ(store->GetInto("k", b, sizeof b), memcache::MMC_CLIENT_NOT_INIT);
+    EXPECT_EQ(store->IsExist("k"), memcache::MMC_CLIENT_NOT_INIT);
+    EXPECT_EQ(store->TearDown(), memcache::MMC_CLIENT_NOT_INIT);
+    uint32_t id = 0;
+    EXPECT_EQ(store->GetLocalServiceId(id), memcache::MMC_CLIENT_NOT_INIT);
+    ASSERT_EQ(store->Init(0, true), 0);
+    EXPECT_EQ(store->Init(0, true), memcache::MMC_REPEAT_CALL);
+    EXPECT_EQ(store->RegisterBuffer(b, sizeof b), 0);
+    EXPECT_EQ(store->RegisterBuffer(nullptr, 8), memcache::MMC_INVALID_PARAM);
+    EXPECT_EQ(store->UnRegisterBuffer(b, sizeof b), 0);
+    ASSERT_EQ(store->TearDown(), 0);
+    EXPECT_EQ(store->PutFrom("k", b, sizeof b), memcache::MMC_CLIENT_NOT_INIT);
+    EXPECT_EQ(store->BatchRemove({"k", "j"}), std::vector<int>(2, memcache::MMC_CLIENT_NOT_INIT));
+    EXPECT_EQ(store->GetKeyInfo("k").status, memcache::MMC_CLIENT_NOT_INIT);
+}
+
+TEST(ObjectStoreLifecycle, PureClientSeesWhatAServiceClientStored) {
+    auto owner = ObjectStore::CreateObjectStore();
+    auto reader = ObjectStore::CreateObjectStore();
+    ASSERT_EQ(owner->Init(0, true), 0);
+    ASSERT_EQ(reader->Init(1, false), 0);
+    uint32_t id = 0;
+    EXPECT_EQ(reader->GetLocalServiceId(id), memcache::MMC_NOT_CONNECTED_TO_LOCAL);
+    auto data = Pattern(5000, 5);
+    ASSERT_EQ(owner->PutFrom("shared", data.data(), data.size()), 0);
+    std::vector<uint8_t> out(data.size());
+    ASSERT_EQ(reader->GetInto("shared", out.data(), out.size()), 0);
+    EXPECT_EQ(out, data);
+    EXPECT_EQ(reader->TearDown(), 0);
+    EXPECT_EQ(owner->TearDown(), 0);
+}
+
+}  // namespace
