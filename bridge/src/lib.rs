@@ -6,6 +6,9 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+pub mod c_api;
+mod logging;
+
 use memcache_client::{code_of, BlockingObjectStore, ClientConfig, Error, ReplicateConfig};
 
 #[allow(clippy::too_many_arguments)] // the batch calls take their arrays flat

@@ -6,7 +6,8 @@
 #include <string>
 #include <vector>
 
-#include <memcache/object_store.h>
+// Through the compatibility header: the original API's name and both C and C++ APIs.
+#include <memcache/mmcache.h>
 
 #define CHECK(cond)                                                         \
     do {                                                                    \
@@ -22,7 +23,7 @@ extern "C" unsigned long other_rust_sum(unsigned long n);
 #endif
 
 int main() {
-    auto store = memcache::ObjectStore::CreateObjectStore();
+    std::shared_ptr<ock::mmc::ObjectStore> store = ock::mmc::ObjectStore::CreateObjectStore();
     CHECK(store != nullptr);
     CHECK(store->Init(0, true) == 0);
     std::vector<std::vector<char>> layers;
@@ -45,6 +46,7 @@ int main() {
     CHECK(store->Remove(key) == 0);
     CHECK(store->GetIntoLayers(key, outs, sizes) == memcache::MMC_UNMATCHED_KEY);
     CHECK(store->TearDown() == 0);
+    CHECK(mmcc_exist("consumer/none", 0) == -3019);  // the C client was never initialised
 #ifdef WITH_OTHER_RUST
     CHECK(other_rust_sum(4) == 10);
 #endif

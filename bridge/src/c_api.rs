@@ -1,0 +1,833 @@
+//! The C API of `cpp/include/memcache/mmc.h`: services, the process's client, data
+//! calls (synchronous or in the background with `mmcc_wait`), and logging. Structs are
+//! laid out as the header declares them; every entry catches panics.
+
+#![allow(non_camel_case_types)] // the C names, so the two sides read alike
+
+use std::collections::HashMap;
+use std::ffi::{c_char, c_int, c_void, CStr};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use memcache_client::{
+    code_of, BlockingObjectStore, ClientConfig, Error, KeyInfo, ReplicateConfig, TransportKind,
+    MAX_BATCH_OP_COUNT, MAX_REPLICAS,
+};
+use memcache_local::{LocalServiceConfig, RunningLocalService};
+use memcache_meta_service::{MetaService, MetaServiceConfig};
+
+use crate::logging;
+
+const URL: usize = 1024;
+const PATH: usize = 1024;
+const TLS_PATH: usize = 256;
+const PROTOCOL: usize = 64;
+const POOL_MODE: usize = 64;
+
+pub type LogFunc = Option<unsafe extern "C" fn(c_int, *const c_char)>;
+
+#[repr(C)]
+pub struct mmc_tls_config {
+    pub tls_enable: bool,
+    pub paths: [[c_char; TLS_PATH]; 7],
+}
+
+#[repr(C)]
+pub struct mmc_meta_service_config_t {
+    pub discovery_url: [c_char; URL],
+    pub config_store_url: [c_char; URL],
+    pub http_url: [c_char; URL],
+    pub ha_enable: bool,
+    pub log_level: i32,
+    pub log_path: [c_char; PATH],
+    pub log_rotation_file_size: i32,
+    pub log_rotation_file_count: i32,
+    pub evict_threshold_high: u16,
+    pub evict_threshold_low: u16,
+    pub acc_tls_config: mmc_tls_config,
+    pub config_store_tls_config: mmc_tls_config,
+    pub ubs_io_enable: bool,
+}
+
+#[repr(C)]
+pub struct mmc_local_service_config_t {
+    pub discovery_url: [c_char; URL],
+    pub device_id: u32,
+    pub rank_id: u32,
+    pub world_size: u32,
+    pub bm_ip_port: [c_char; URL],
+    pub bm_hcom_url: [c_char; URL],
+    pub create_id: u32,
+    pub data_op_type: [c_char; PROTOCOL],
+    pub local_dram_size: u64,
+    pub local_max_dram_size: u64,
+    pub local_hbm_size: u64,
+    pub local_max_hbm_size: u64,
+    pub memory_pool_mode: [c_char; POOL_MODE],
+    pub flags: u32,
+    pub acc_tls_config: mmc_tls_config,
+    pub log_level: i32,
+    pub log_func: LogFunc,
+    pub hcom_tls_config: mmc_tls_config,
+    pub config_store_tls_config: mmc_tls_config,
+    pub ubs_io_enable: bool,
+}
+
+#[repr(C)]
+pub struct mmc_client_config_t {
+    pub discovery_url: [c_char; URL],
+    pub rank_id: u32,
+    pub rpc_retry_time_out: u32,
+    pub time_out: u32,
+    pub read_thread_pool_num: u32,
+    pub write_thread_pool_num: u32,
+    pub aggregate_io: bool,
+    pub aggregate_num: i32,
+    pub log_level: i32,
+    pub log_func: LogFunc,
+    pub tls_config: mmc_tls_config,
+    pub ubs_io_enable: bool,
+    pub data_op_type: [c_char; PROTOCOL],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct mmc_buffer {
+    pub addr: u64,
+    pub r#type: u32,
+    pub offset: u64,
+    pub len: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct mmc_put_options {
+    pub media_type: u16,
+    pub policy: c_int,
+    pub replica_num: u16,
+    pub preferred_local_service_ids: [i32; MAX_REPLICAS],
+}
+
+#[repr(C)]
+pub struct mmc_data_info {
+    pub size: u64,
+    pub prot: u16,
+    pub num_blobs: u8,
+    pub valid: bool,
+    pub ranks: [u32; MAX_REPLICAS],
+    pub types: [u16; MAX_REPLICAS],
+}
+
+#[repr(C)]
+pub struct mmc_location_t {
+    pub status: i32,
+    pub rank: u32,
+    pub r#type: u16,
+    pub size: u64,
+}
+
+/// Runs `f`, turning a panic into `on_panic`: nothing unwinds into C.
+fn guard<T>(on_panic: T, f: impl FnOnce() -> T) -> T {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(on_panic)
+}
+
+/// A NUL-terminated string inside a fixed array, never read past the array.
+fn fixed(s: &[c_char]) -> String {
+    // SAFETY: c_char and u8 have the same size and alignment.
+    let bytes = unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<u8>(), s.len()) };
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// The key a C caller passed.
+///
+/// # Safety
+/// `key` is null or a NUL-terminated string.
+unsafe fn key<'a>(key: *const c_char) -> Result<&'a [u8], Error> {
+    if key.is_null() {
+        return Err(Error::invalid("null key"));
+    }
+    // SAFETY: non-null and NUL-terminated (the caller's promise).
+    Ok(unsafe { CStr::from_ptr(key) }.to_bytes())
+}
+
+/// # Safety
+/// `keys` is null or holds `n` key pointers as in [`key`].
+unsafe fn keys<'a>(keys: *const *const c_char, n: usize) -> Result<Vec<&'a [u8]>, Error> {
+    if n > MAX_BATCH_OP_COUNT {
+        return Err(Error::invalid(format!(
+            "{n} keys is above the limit of {MAX_BATCH_OP_COUNT}"
+        )));
+    }
+    if keys.is_null() {
+        return if n == 0 {
+            Ok(Vec::new())
+        } else {
+            Err(Error::invalid("null key array"))
+        };
+    }
+    // SAFETY: `n` readable pointers (the caller's promise).
+    let ptrs = unsafe { std::slice::from_raw_parts(keys, n) };
+    // SAFETY: each is a key pointer (the caller's promise).
+    ptrs.iter().map(|&k| unsafe { key(k) }).collect()
+}
+
+fn replicate(o: &mmc_put_options) -> ReplicateConfig {
+    let n = (o.replica_num as usize).clamp(1, MAX_REPLICAS);
+    ReplicateConfig {
+        replica_num: o.replica_num as u32,
+        preferred_local_service_ids: o.preferred_local_service_ids[..n]
+            .iter()
+            .filter(|&&p| p >= 0)
+            .map(|&p| p as u32)
+            .collect(),
+        ttl: None,
+    }
+}
+
+/// A buffer's bytes as (address, length), refusing device memory (no device transport
+/// in this build) before anything is read.
+fn host_region(b: &mmc_buffer) -> Result<(usize, usize), Error> {
+    if b.r#type != 0 {
+        return Err(Error::invalid(
+            "device (HBM) buffers need a device transport",
+        ));
+    }
+    let addr = b
+        .addr
+        .checked_add(b.offset)
+        .ok_or_else(|| Error::invalid("address overflow"))?;
+    Ok((addr as usize, b.len as usize))
+}
+
+// ---- services ----
+
+struct MetaHandle {
+    runtime: tokio::runtime::Runtime,
+    service: Option<MetaService>,
+}
+
+/// # Safety
+/// `config` is null or points to a valid `mmc_meta_service_config_t`.
+#[no_mangle]
+pub unsafe extern "C" fn mmcs_meta_service_start(
+    config: *mut mmc_meta_service_config_t,
+) -> *mut c_void {
+    guard(std::ptr::null_mut(), || {
+        // SAFETY: the caller's promise.
+        let Some(c) = (unsafe { config.as_ref() }) else {
+            return std::ptr::null_mut();
+        };
+        logging::init(c.log_level, None);
+        let mut cfg = MetaServiceConfig {
+            discovery_url: fixed(&c.discovery_url),
+            ..Default::default()
+        };
+        if c.evict_threshold_high != 0 {
+            cfg.meta.evict_threshold_high = c.evict_threshold_high;
+            cfg.meta.evict_threshold_low = c.evict_threshold_low;
+        }
+        let Ok(runtime) = tokio::runtime::Runtime::new() else {
+            return std::ptr::null_mut();
+        };
+        match runtime.block_on(MetaService::start(cfg)) {
+            Ok(service) => Box::into_raw(Box::new(MetaHandle {
+                runtime,
+                service: Some(service),
+            }))
+            .cast(),
+            Err(e) => {
+                tracing::error!(error = %e, "mmcs_meta_service_start");
+                std::ptr::null_mut()
+            }
+        }
+    })
+}
+
+/// # Safety
+/// `handle` is null or came from `mmcs_meta_service_start` and was not stopped yet.
+#[no_mangle]
+pub unsafe extern "C" fn mmcs_meta_service_stop(handle: *mut c_void) {
+    guard((), || {
+        if handle.is_null() {
+            return;
+        }
+        // SAFETY: the caller's promise: a live handle of ours, given back once.
+        let mut h = unsafe { Box::from_raw(handle.cast::<MetaHandle>()) };
+        if let Some(s) = h.service.take() {
+            h.runtime.block_on(s.stop());
+        }
+    })
+}
+
+enum LocalHandle {
+    /// Joined to a remote meta service.
+    Remote(tokio::runtime::Runtime, RunningLocalService),
+    /// Contributing to this process's embedded pool.
+    Embedded(BlockingObjectStore),
+}
+
+/// # Safety
+/// `config` is null or points to a valid `mmc_local_service_config_t`.
+#[no_mangle]
+pub unsafe extern "C" fn mmcs_local_service_start(
+    config: *mut mmc_local_service_config_t,
+) -> *mut c_void {
+    guard(std::ptr::null_mut(), || {
+        // SAFETY: the caller's promise.
+        let Some(c) = (unsafe { config.as_ref() }) else {
+            return std::ptr::null_mut();
+        };
+        logging::init(c.log_level, c.log_func);
+        let local = LocalServiceConfig {
+            dram_size: c.local_dram_size,
+            device_id: c.device_id,
+            service_id: Some(c.rank_id),
+            data_addr: fixed(&c.bm_ip_port).parse().ok(),
+            ..Default::default()
+        };
+        let url = fixed(&c.discovery_url);
+        let started = if url.is_empty() {
+            let config = ClientConfig {
+                local,
+                ..Default::default()
+            };
+            BlockingObjectStore::new(config).and_then(|s| {
+                s.init(c.device_id, true)?;
+                Ok(LocalHandle::Embedded(s))
+            })
+        } else {
+            start_remote_local(&url, local)
+        };
+        match started {
+            Ok(h) => Box::into_raw(Box::new(h)).cast(),
+            Err(e) => {
+                tracing::error!(error = %e, "mmcs_local_service_start");
+                std::ptr::null_mut()
+            }
+        }
+    })
+}
+
+fn start_remote_local(url: &str, local: LocalServiceConfig) -> Result<LocalHandle, Error> {
+    let addrs = memcache_proto::parse_discovery(url)?;
+    let runtime =
+        tokio::runtime::Runtime::new().map_err(|e| Error::Failed(format!("runtime: {e}")))?;
+    let socket = std::env::temp_dir().join(format!(
+        "mmc-local-{}-{}.sock",
+        std::process::id(),
+        local.service_id.unwrap_or_default()
+    ));
+    let timeout = Duration::from_secs(5);
+    let service = runtime.block_on(RunningLocalService::start(&local, &addrs, timeout, socket))?;
+    Ok(LocalHandle::Remote(runtime, service))
+}
+
+/// # Safety
+/// `handle` is null or came from `mmcs_local_service_start` and was not stopped yet.
+#[no_mangle]
+pub unsafe extern "C" fn mmcs_local_service_stop(handle: *mut c_void) {
+    guard((), || {
+        if handle.is_null() {
+            return;
+        }
+        // SAFETY: the caller's promise: a live handle of ours, given back once.
+        let h = unsafe { Box::from_raw(handle.cast::<LocalHandle>()) };
+        match *h {
+            LocalHandle::Remote(runtime, service) => {
+                let _ = runtime.block_on(service.stop());
+                drop(service);
+            }
+            LocalHandle::Embedded(store) => {
+                let _ = store.tear_down();
+            }
+        }
+    })
+}
+
+// ---- the client ----
+
+static CLIENT: Mutex<Option<Arc<BlockingObjectStore>>> = Mutex::new(None);
+
+fn client() -> Result<Arc<BlockingObjectStore>, Error> {
+    CLIENT
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .ok_or(Error::ClientNotInitialized)
+}
+
+/// # Safety
+/// `config` is null or points to a valid `mmc_client_config_t`.
+#[no_mangle]
+pub unsafe extern "C" fn mmcc_init(config: *mut mmc_client_config_t) -> i32 {
+    guard(-1, || {
+        // SAFETY: the caller's promise.
+        let Some(c) = (unsafe { config.as_ref() }) else {
+            return Error::invalid("null config").code();
+        };
+        logging::init(c.log_level, c.log_func);
+        let mut slot = CLIENT.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_some() {
+            return Error::RepeatCall(String::new()).code();
+        }
+        let url = fixed(&c.discovery_url);
+        let mut cfg = ClientConfig::default();
+        if !url.is_empty() {
+            cfg.discovery_url = Some(url);
+        }
+        if c.time_out > 0 {
+            cfg.timeout_ms = c.time_out as u64 * 1000;
+        }
+        cfg.transport = match fixed(&c.data_op_type).to_ascii_lowercase().as_str() {
+            "tcp" => Some(TransportKind::Tcp),
+            "shm" => Some(TransportKind::Shm),
+            _ => None,
+        };
+        let store = match BlockingObjectStore::new(cfg) {
+            Ok(s) => s,
+            Err(e) => return e.code(),
+        };
+        if let Err(e) = store.init(c.rank_id, false) {
+            return e.code();
+        }
+        *slot = Some(Arc::new(store));
+        0
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn mmcc_uninit() {
+    guard((), || {
+        let store = CLIENT.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(s) = store {
+            let _ = s.tear_down();
+        }
+    })
+}
+
+/// Runs `op` now, or with `MMC_FLAG_ASYNC` on a background thread whose result
+/// `mmcc_wait` collects; returns the code, or the positive handle.
+fn run(flags: u32, op: impl FnOnce(&BlockingObjectStore) -> i32 + Send + 'static) -> i32 {
+    let store = match client() {
+        Ok(s) => s,
+        Err(e) => return e.code(),
+    };
+    if flags & 1 == 0 {
+        return op(&store);
+    }
+    static NEXT: AtomicI32 = AtomicI32::new(1);
+    let handle = NEXT.fetch_add(1, Ordering::Relaxed).max(1);
+    let (tx, rx) = mpsc::channel();
+    pending()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(handle, rx);
+    std::thread::spawn(move || {
+        let code = guard(-1, || op(&store));
+        let _ = tx.send(code);
+    });
+    handle
+}
+
+fn pending() -> &'static Mutex<HashMap<i32, Receiver<i32>>> {
+    static PENDING: OnceLock<Mutex<HashMap<i32, Receiver<i32>>>> = OnceLock::new();
+    PENDING.get_or_init(Default::default)
+}
+
+#[no_mangle]
+pub extern "C" fn mmcc_wait(wait_handle: i32, timeout_sec: i32) -> i32 {
+    guard(-1, || {
+        let Some(rx) = pending()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&wait_handle)
+        else {
+            return Error::NetReqHandleNotFound.code();
+        };
+        let timeout = Duration::from_secs(timeout_sec.max(0) as u64);
+        match rx.recv_timeout(timeout) {
+            Ok(0) => 0,
+            Ok(code) => code.saturating_neg(),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                // Keep it: the caller may wait again.
+                pending()
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(wait_handle, rx);
+                1
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => 1i32.saturating_neg(),
+        }
+    })
+}
+
+/// # Safety
+/// `key` is a NUL-terminated string; `buf` points to an `mmc_buffer` whose bytes are
+/// readable until the call (or its `mmcc_wait`) completes.
+#[no_mangle]
+pub unsafe extern "C" fn mmcc_put(
+    key_ptr: *const c_char,
+    buf: *mut mmc_buffer,
+    options: mmc_put_options,
+    flags: u32,
+) -> i32 {
+    guard(-1, || {
+        // SAFETY: the caller's promise.
+        let (k, b) = match (unsafe { key(key_ptr) }, unsafe { buf.as_ref() }) {
+            (Ok(k), Some(b)) => (k.to_vec(), *b),
+            (Err(e), _) => return e.code(),
+            (_, None) => return Error::invalid("null buffer").code(),
+        };
+        let (addr, len) = match host_region(&b) {
+            Ok(r) => r,
+            Err(e) => return e.code(),
+        };
+        let cfg = replicate(&options);
+        run(flags, move |s| {
+            // SAFETY: the caller's promise on the buffer.
+            code_of(&unsafe { s.put_from_ptr(&k, addr as *const c_void, len, 3, &cfg) })
+        })
+    })
+}
+
+/// # Safety
+/// `key` is a NUL-terminated string; `buf` points to an `mmc_buffer` whose bytes are
+/// writable and otherwise unused until the call (or its `mmcc_wait`) completes.
+#[no_mangle]
+pub unsafe extern "C" fn mmcc_get(key_ptr: *const c_char, buf: *mut mmc_buffer, flags: u32) -> i32 {
+    guard(-1, || {
+        // SAFETY: the caller's promise.
+        let (k, b) = match (unsafe { key(key_ptr) }, unsafe { buf.as_ref() }) {
+            (Ok(k), Some(b)) => (k.to_vec(), *b),
+            (Err(e), _) => return e.code(),
+            (_, None) => return Error::invalid("null buffer").code(),
+        };
+        let (addr, len) = match host_region(&b) {
+            Ok(r) => r,
+            Err(e) => return e.code(),
+        };
+        run(flags, move |s| {
+            // SAFETY: the caller's promise on the buffer.
+            code_of(&unsafe { s.get_into_ptr(&k, addr as *mut c_void, len, 2) })
+        })
+    })
+}
+
+fn fill_info(info: &mut mmc_data_info, r: &Result<KeyInfo, Error>) -> i32 {
+    *info = mmc_data_info {
+        size: 0,
+        prot: 0,
+        num_blobs: 0,
+        valid: false,
+        ranks: [0; MAX_REPLICAS],
+        types: [0; MAX_REPLICAS],
+    };
+    match r {
+        Ok(k) => {
+            info.size = k.size;
+            info.valid = true;
+            info.num_blobs = k.locations.len().min(MAX_REPLICAS) as u8;
+            for (i, l) in k.locations.iter().take(MAX_REPLICAS).enumerate() {
+                info.ranks[i] = l.service;
+                info.types[i] = l.medium as u16;
+            }
+            0
+        }
+        Err(e) => e.code(),
+    }
+}
+
+/// # Safety
+/// `key` is a NUL-terminated string; `info` points to writable `mmc_data_info`.
+#[no_mangle]
+pub unsafe extern "C" fn mmcc_query(
+    key_ptr: *const c_char,
+    info: *mut mmc_data_info,
+    _flags: u32,
+) -> i32 {
+    guard(-1, || {
+        // SAFETY: the caller's promise.
+        let (k, info) = match (unsafe { key(key_ptr) }, unsafe { info.as_mut() }) {
+            (Ok(k), Some(i)) => (k, i),
+            (Err(e), _) => return e.code(),
+            (_, None) => return Error::invalid("null info").code(),
+        };
+        let r = client().and_then(|s| s.get_key_info(k));
+        fill_info(info, &r)
+    })
+}
+
+/// # Safety
+/// `key` is a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn mmcc_remove(key_ptr: *const c_char, flags: u32) -> i32 {
+    guard(-1, || {
+        // SAFETY: the caller's promise.
+        match unsafe { key(key_ptr) } {
+            Ok(k) => {
+                let k = k.to_vec();
+                run(flags, move |s| code_of(&s.remove(&k)))
+            }
+            Err(e) => e.code(),
+        }
+    })
+}
+
+fn exist_code(r: Result<bool, Error>) -> i32 {
+    match r {
+        Ok(true) => 0,
+        Ok(false) => Error::ObjectNotFound.code(),
+        Err(e) => e.code(),
+    }
+}
+
+/// # Safety
+/// `key` is a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn mmcc_exist(key_ptr: *const c_char, _flags: u32) -> i32 {
+    guard(-1, || {
+        // SAFETY: the caller's promise.
+        match unsafe { key(key_ptr) } {
+            Ok(k) => exist_code(client().and_then(|s| s.is_exist(k))),
+            Err(e) => e.code(),
+        }
+    })
+}
+
+/// # Safety
+/// `key` is a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn mmcc_get_location(key_ptr: *const c_char, _flags: u32) -> mmc_location_t {
+    let failed = |code: i32| mmc_location_t {
+        status: code,
+        rank: 0,
+        r#type: 0,
+        size: 0,
+    };
+    guard(failed(-1), || {
+        // SAFETY: the caller's promise.
+        let r = unsafe { key(key_ptr) }.and_then(|k| client()?.get_key_info(k));
+        match r {
+            Ok(info) => match info.locations.first() {
+                Some(l) => mmc_location_t {
+                    status: 0,
+                    rank: l.service,
+                    r#type: l.medium as u16,
+                    size: info.size,
+                },
+                None => failed(Error::ObjectNotFound.code()),
+            },
+            Err(e) => failed(e.code()),
+        }
+    })
+}
+
+/// # Safety
+/// `keys` holds `keys_count` NUL-terminated strings; `info` has room for as many.
+#[no_mangle]
+pub unsafe extern "C" fn mmcc_batch_query(
+    keys_ptr: *const *const c_char,
+    keys_count: usize,
+    info: *mut mmc_data_info,
+    _flags: u32,
+) -> i32 {
+    guard(-1, || {
+        // SAFETY: the caller's promise.
+        let ks = match unsafe { keys(keys_ptr, keys_count) } {
+            Ok(k) => k,
+            Err(e) => return e.code(),
+        };
+        if info.is_null() && keys_count > 0 {
+            return Error::invalid("null info array").code();
+        }
+        let store = match client() {
+            Ok(s) => s,
+            Err(e) => return e.code(),
+        };
+        let results = store.batch_get_key_info(&ks);
+        // SAFETY: room for `keys_count` entries (the caller's promise).
+        let out = unsafe { std::slice::from_raw_parts_mut(info, keys_count) };
+        let mut first = 0;
+        for (o, r) in out.iter_mut().zip(&results) {
+            let code = fill_info(o, r);
+            if first == 0 {
+                first = code;
+            }
+        }
+        first
+    })
+}
+
+/// Writes per-key codes and answers how many failed.
+///
+/// # Safety
+/// `out` has room for `codes.len()` entries.
+unsafe fn write_results(out: *mut i32, codes: &[i32]) -> i32 {
+    // SAFETY: the caller's promise.
+    let out = unsafe { std::slice::from_raw_parts_mut(out, codes.len()) };
+    out.copy_from_slice(codes);
+    codes.iter().filter(|&&c| c != 0).count() as i32
+}
+
+/// # Safety
+/// `keys` holds `keys_count` NUL-terminated strings; `remove_results` has room for as
+/// many codes.
+#[no_mangle]
+pub unsafe extern "C" fn mmcc_batch_remove(
+    keys_ptr: *const *const c_char,
+    keys_count: u32,
+    remove_results: *mut i32,
+    _flags: u32,
+) -> i32 {
+    guard(-1, || {
+        // SAFETY: the caller's promise.
+        let ks = match unsafe { keys(keys_ptr, keys_count as usize) } {
+            Ok(k) => k,
+            Err(e) => return e.code(),
+        };
+        if remove_results.is_null() && keys_count > 0 {
+            return Error::invalid("null result array").code();
+        }
+        let codes: Vec<i32> = match client() {
+            Ok(s) => s.batch_remove(&ks).iter().map(code_of).collect(),
+            Err(e) => return e.code(),
+        };
+        // SAFETY: room for the codes (the caller's promise).
+        unsafe { write_results(remove_results, &codes) }
+    })
+}
+
+/// # Safety
+/// `keys` holds `keys_count` NUL-terminated strings; `exist_results` has room for as
+/// many codes.
+#[no_mangle]
+pub unsafe extern "C" fn mmcc_batch_exist(
+    keys_ptr: *const *const c_char,
+    keys_count: u32,
+    exist_results: *mut i32,
+    _flags: u32,
+) -> i32 {
+    guard(-1, || {
+        // SAFETY: the caller's promise.
+        let ks = match unsafe { keys(keys_ptr, keys_count as usize) } {
+            Ok(k) => k,
+            Err(e) => return e.code(),
+        };
+        if exist_results.is_null() && keys_count > 0 {
+            return Error::invalid("null result array").code();
+        }
+        let codes: Vec<i32> = match client() {
+            Ok(s) => s.batch_is_exist(&ks).into_iter().map(exist_code).collect(),
+            Err(e) => return e.code(),
+        };
+        // SAFETY: room for the codes (the caller's promise).
+        unsafe { write_results(exist_results, &codes) };
+        0
+    })
+}
+
+/// The buffers of a batch as host regions; an error names the first bad one.
+///
+/// # Safety
+/// `bufs` holds `n` buffers.
+unsafe fn regions(bufs: *const mmc_buffer, n: usize) -> Result<Vec<(usize, usize)>, Error> {
+    if bufs.is_null() {
+        return if n == 0 {
+            Ok(Vec::new())
+        } else {
+            Err(Error::invalid("null buffer array"))
+        };
+    }
+    // SAFETY: the caller's promise.
+    unsafe { std::slice::from_raw_parts(bufs, n) }
+        .iter()
+        .map(host_region)
+        .collect()
+}
+
+fn first_failure(codes: impl IntoIterator<Item = i32>) -> i32 {
+    codes.into_iter().find(|&c| c != 0).unwrap_or(0)
+}
+
+/// # Safety
+/// `keys` holds `keys_count` NUL-terminated strings and `bufs` as many buffers whose
+/// bytes are readable until the call (or its `mmcc_wait`) completes.
+#[no_mangle]
+pub unsafe extern "C" fn mmcc_batch_put(
+    keys_ptr: *const *const c_char,
+    keys_count: u32,
+    bufs: *const mmc_buffer,
+    options: *const mmc_put_options,
+    flags: u32,
+) -> i32 {
+    guard(-1, || {
+        let n = keys_count as usize;
+        // SAFETY: the caller's promise.
+        let (ks, rs) = match (unsafe { keys(keys_ptr, n) }, unsafe { regions(bufs, n) }) {
+            (Ok(k), Ok(r)) => (k.iter().map(|k| k.to_vec()).collect::<Vec<_>>(), r),
+            (Err(e), _) | (_, Err(e)) => return e.code(),
+        };
+        // SAFETY: the caller's promise (a reference in C++, a pointer in C).
+        let Some(options) = (unsafe { options.as_ref() }) else {
+            return Error::invalid("null options").code();
+        };
+        let cfg = replicate(options);
+        run(flags, move |s| {
+            let ptrs: Vec<*const c_void> = rs.iter().map(|&(a, _)| a as *const c_void).collect();
+            let sizes: Vec<usize> = rs.iter().map(|&(_, l)| l).collect();
+            let keys: Vec<&[u8]> = ks.iter().map(Vec::as_slice).collect();
+            // SAFETY: the caller's promise on the buffers.
+            let r = unsafe { s.batch_put_from_ptr(&keys, &ptrs, &sizes, 3, &cfg) };
+            first_failure(r.iter().map(code_of))
+        })
+    })
+}
+
+/// # Safety
+/// `keys` holds `keys_count` NUL-terminated strings and `bufs` as many buffers whose
+/// bytes are writable and otherwise unused until the call (or its `mmcc_wait`) completes.
+#[no_mangle]
+pub unsafe extern "C" fn mmcc_batch_get(
+    keys_ptr: *const *const c_char,
+    keys_count: u32,
+    bufs: *mut mmc_buffer,
+    flags: u32,
+) -> i32 {
+    guard(-1, || {
+        let n = keys_count as usize;
+        // SAFETY: the caller's promise.
+        let (ks, rs) = match (unsafe { keys(keys_ptr, n) }, unsafe { regions(bufs, n) }) {
+            (Ok(k), Ok(r)) => (k.iter().map(|k| k.to_vec()).collect::<Vec<_>>(), r),
+            (Err(e), _) | (_, Err(e)) => return e.code(),
+        };
+        run(flags, move |s| {
+            let ptrs: Vec<*mut c_void> = rs.iter().map(|&(a, _)| a as *mut c_void).collect();
+            let sizes: Vec<usize> = rs.iter().map(|&(_, l)| l).collect();
+            let keys: Vec<&[u8]> = ks.iter().map(Vec::as_slice).collect();
+            // SAFETY: the caller's promise on the buffers.
+            let r = unsafe { s.batch_get_into_ptr(&keys, &ptrs, &sizes, 2) };
+            first_failure(r.iter().map(code_of))
+        })
+    })
+}
+
+/// # Safety
+/// `func` is null or a function safe to call from any thread.
+#[no_mangle]
+pub unsafe extern "C" fn mmc_set_extern_logger(func: LogFunc) -> i32 {
+    guard(-1, || {
+        logging::set_logger(func);
+        0
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn mmc_set_log_level(level: c_int) -> i32 {
+    guard(-1, || match logging::set_level(level) {
+        Ok(()) => 0,
+        Err(e) => e.code(),
+    })
+}

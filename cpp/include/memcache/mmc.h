@@ -1,0 +1,188 @@
+/* MemCache Hybrid C API (shared/spec/c_and_python_client_api.md, c_structs.md).
+ * Every function returns 0 or a negative error code of the spec unless it says
+ * otherwise; bad arguments answer -3000 and change nothing. */
+#ifndef MEMCACHE_MMC_H
+#define MEMCACHE_MMC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MMC_URL_LEN 1024
+#define MMC_PATH_LEN 1024
+#define MMC_TLS_PATH_LEN 256
+#define MMC_PROTOCOL_LEN 64
+#define MMC_POOL_MODE_LEN 64
+/* Enumerators rather than macros, so they coexist with memcache::MAX_BATCH_OP_COUNT
+ * and friends of object_store.h. */
+enum { MAX_BATCH_OP_COUNT = 16384, MAX_BLOB_COPIES = 8 };
+
+/* Copy directions. */
+enum { SMEMB_COPY_L2G = 0, SMEMB_COPY_G2L = 1, SMEMB_COPY_G2H = 2, SMEMB_COPY_H2G = 3 };
+
+/* flags of the data calls: run in the background; the call returns a positive
+ * handle for mmcc_wait instead of the result. */
+#define MMC_FLAG_ASYNC 1u
+
+typedef void (*mmc_log_func)(int level, const char *msg);
+
+typedef struct {
+    bool tlsEnable;
+    char caPath[MMC_TLS_PATH_LEN];
+    char crlPath[MMC_TLS_PATH_LEN];
+    char certPath[MMC_TLS_PATH_LEN];
+    char keyPath[MMC_TLS_PATH_LEN];
+    char keyPassPath[MMC_TLS_PATH_LEN];
+    char packagePath[MMC_TLS_PATH_LEN];
+    char decrypterLibPath[MMC_TLS_PATH_LEN];
+} mmc_tls_config;
+
+typedef struct {
+    char discoveryURL[MMC_URL_LEN];
+    char configStoreURL[MMC_URL_LEN];
+    char httpURL[MMC_URL_LEN];
+    bool haEnable;
+    int32_t logLevel;
+    char logPath[MMC_PATH_LEN];
+    int32_t logRotationFileSize;
+    int32_t logRotationFileCount;
+    uint16_t evictThresholdHigh;
+    uint16_t evictThresholdLow;
+    mmc_tls_config accTlsConfig;
+    mmc_tls_config configStoreTlsConfig;
+    bool ubsIoEnable;
+} mmc_meta_service_config_t;
+
+typedef struct {
+    char discoveryURL[MMC_URL_LEN];
+    uint32_t deviceId;
+    uint32_t rankId;
+    uint32_t worldSize;
+    char bmIpPort[MMC_URL_LEN];
+    char bmHcomUrl[MMC_URL_LEN];
+    uint32_t createId;
+    char dataOpType[MMC_PROTOCOL_LEN];
+    uint64_t localDRAMSize;
+    uint64_t localMaxDRAMSize;
+    uint64_t localHBMSize;
+    uint64_t localMaxHBMSize;
+    char memoryPoolMode[MMC_POOL_MODE_LEN];
+    uint32_t flags;
+    mmc_tls_config accTlsConfig;
+    int32_t logLevel;
+    mmc_log_func logFunc;
+    mmc_tls_config hcomTlsConfig;
+    mmc_tls_config configStoreTlsConfig;
+    bool ubsIoEnable;
+} mmc_local_service_config_t;
+
+typedef struct {
+    char discoveryURL[MMC_URL_LEN];
+    uint32_t rankId;
+    uint32_t rpcRetryTimeOut;
+    uint32_t timeOut;
+    uint32_t readThreadPoolNum;
+    uint32_t writeThreadPoolNum;
+    bool aggregateIO;
+    int32_t aggregateNum;
+    int32_t logLevel;
+    mmc_log_func logFunc;
+    mmc_tls_config tlsConfig;
+    bool ubsIoEnable;
+    char dataOpType[MMC_PROTOCOL_LEN];
+} mmc_client_config_t;
+
+/* Bytes at addr + offset, len of them; type 0 host DRAM, 1 device HBM. */
+typedef struct {
+    uint64_t addr;
+    uint32_t type;
+    uint64_t offset;
+    uint64_t len;
+} mmc_buffer;
+
+typedef enum { NATIVE_AFFINITY = 0 } affinity_policy;
+
+typedef struct {
+    uint16_t mediaType;
+    affinity_policy policy;
+    uint16_t replicaNum; /* 0 reads as 1, at most 8 */
+    int32_t preferredLocalServiceIDs[MAX_BLOB_COPIES]; /* negative entries are unset */
+} mmc_put_options;
+
+typedef struct {
+    uint64_t size;
+    uint16_t prot;
+    uint8_t numBlobs;
+    bool valid;
+    uint32_t ranks[MAX_BLOB_COPIES];
+    uint16_t types[MAX_BLOB_COPIES];
+} mmc_data_info;
+
+/* Where an object lives: its first replica's local service and medium. */
+typedef struct {
+    int32_t status; /* 0, or the error code */
+    uint32_t rank;
+    uint16_t type;
+    uint64_t size;
+} mmc_location_t;
+
+typedef void *mmc_meta_service_t;
+typedef void *mmc_local_service_t;
+typedef void *mmc_client_t;
+
+/* Services. A local service with an empty discoveryURL joins this process's embedded
+ * pool. NULL on failure. */
+mmc_meta_service_t mmcs_meta_service_start(mmc_meta_service_config_t *config);
+void mmcs_meta_service_stop(mmc_meta_service_t handle);
+mmc_local_service_t mmcs_local_service_start(mmc_local_service_config_t *config);
+void mmcs_local_service_stop(mmc_local_service_t handle);
+
+/* The process's client (a singleton). An empty discoveryURL means the embedded pool. */
+int32_t mmcc_init(mmc_client_config_t *config);
+void mmcc_uninit(void);
+
+int32_t mmcc_put(const char *key, mmc_buffer *buf, mmc_put_options options, uint32_t flags);
+int32_t mmcc_get(const char *key, mmc_buffer *buf, uint32_t flags);
+int32_t mmcc_query(const char *key, mmc_data_info *info, uint32_t flags);
+int32_t mmcc_remove(const char *key, uint32_t flags);
+/* 0 when the key exists, -3007 when it does not. */
+int32_t mmcc_exist(const char *key, uint32_t flags);
+mmc_location_t mmcc_get_location(const char *key, uint32_t flags);
+
+int32_t mmcc_batch_query(const char **keys, size_t keys_count, mmc_data_info *info,
+                         uint32_t flags);
+/* 0 when every key was removed, else how many were not (results say why). */
+int32_t mmcc_batch_remove(const char **keys, uint32_t keys_count, int32_t *remove_results,
+                          uint32_t flags);
+/* exist_results[i]: 0 exists, -3007 does not, other negative: error. */
+int32_t mmcc_batch_exist(const char **keys, uint32_t keys_count, int32_t *exist_results,
+                         uint32_t flags);
+/* 0, or the code of the first key that failed. */
+#ifdef __cplusplus
+int32_t mmcc_batch_put(const char **keys, uint32_t keys_count, const mmc_buffer *bufs,
+                       mmc_put_options &options, uint32_t flags);
+#else
+int32_t mmcc_batch_put(const char **keys, uint32_t keys_count, const mmc_buffer *bufs,
+                       const mmc_put_options *options, uint32_t flags);
+#endif
+int32_t mmcc_batch_get(const char **keys, uint32_t keys_count, mmc_buffer *bufs,
+                       uint32_t flags);
+
+/* Waits for a call made with MMC_FLAG_ASYNC: 0 success, 1 timeout, positive: the
+ * call failed with the negated error code. */
+int32_t mmcc_wait(int32_t waitHandle, int32_t timeoutSec);
+
+/* Logging: levels 0 DEBUG, 1 INFO, 2 WARN, 3 ERROR. Without a logger, messages go to
+ * standard output. */
+int32_t mmc_set_extern_logger(void (*func)(int level, const char *msg));
+int32_t mmc_set_log_level(int level);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
