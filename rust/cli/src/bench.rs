@@ -89,15 +89,25 @@ pub fn kv_block_layout() -> Vec<usize> {
 /// A buffer of `n` bytes whose content depends on (key, layer), to catch misplaced
 /// copies.
 pub fn pattern_fill(n: usize, key: usize, layer: usize) -> Vec<u8> {
-    let seed = (key as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (layer as u64) << 32;
     let mut v = vec![0u8; n];
-    for (i, chunk) in v.chunks_mut(8).enumerate() {
+    pattern_into(&mut v, key, layer);
+    v
+}
+
+fn pattern_into(buf: &mut [u8], key: usize, layer: usize) {
+    let seed = (key as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (layer as u64) << 32;
+    for (i, chunk) in buf.chunks_mut(8).enumerate() {
         let word = (seed ^ i as u64)
             .wrapping_mul(0xBF58_476D_1CE4_E5B9)
             .to_le_bytes();
         chunk.copy_from_slice(&word[..chunk.len()]);
     }
-    v
+}
+
+fn patterned(layout: &[usize], keys: usize) -> Result<Arena, String> {
+    let mut a = Arena::new(layout, keys, 0)?;
+    a.fill_patterns();
+    Ok(a)
 }
 
 /// The embedded default (this process contributes `--dram-size`), or a pure client of
@@ -150,16 +160,92 @@ fn all_ok<T>(what: &str, results: Vec<memcache_client::Result<T>>) -> Result<(),
     }
 }
 
-/// Per-object buffers: `layout` layers per key.
-type Objects = Vec<Vec<Vec<u8>>>;
+/// Objects back to back in one page-aligned anonymous mapping, as an engine lays out
+/// its KV cache: layer `l` of object `k` starts at `k * object + starts[l]`. Both the
+/// C++ benchmark and this one use this layout, so their figures compare.
+struct Arena {
+    map: memmap2::MmapMut,
+    layout: Vec<usize>,
+    object: usize,
+}
+
+impl Arena {
+    /// `keys` objects of `layout`, every page touched.
+    fn new(layout: &[usize], keys: usize, fill: u8) -> Result<Arena, String> {
+        let object: usize = layout.iter().sum();
+        let mut map = memmap2::MmapMut::map_anon(object * keys)
+            .map_err(|e| format!("allocating {} bytes: {e}", object * keys))?;
+        map.fill(fill);
+        Ok(Arena {
+            map,
+            layout: layout.to_vec(),
+            object,
+        })
+    }
+
+    fn bytes(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Layer `l` of object `k` holds `pattern_fill(len, k, l)`.
+    fn fill_patterns(&mut self) {
+        let (object, layout) = (self.object, self.layout.clone());
+        for (k, obj) in self.map.chunks_mut(object).enumerate() {
+            let mut rest = obj;
+            for (l, &len) in layout.iter().enumerate() {
+                let (layer, tail) = rest.split_at_mut(len);
+                pattern_into(layer, k, l);
+                rest = tail;
+            }
+        }
+    }
+
+    /// The layers of objects `first..first + n`.
+    fn layers(&self, first: usize, n: usize) -> Vec<Vec<&[u8]>> {
+        let objects = &self.map[first * self.object..(first + n) * self.object];
+        objects
+            .chunks(self.object)
+            .map(|obj| {
+                let mut rest = obj;
+                self.layout
+                    .iter()
+                    .map(|&len| {
+                        let (layer, tail) = rest.split_at(len);
+                        rest = tail;
+                        layer
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn layers_mut(&mut self, first: usize, n: usize) -> Vec<Vec<&mut [u8]>> {
+        let (object, layout) = (self.object, &self.layout);
+        let objects = &mut self.map[first * object..(first + n) * object];
+        objects
+            .chunks_mut(object)
+            .map(|obj| {
+                let mut rest = obj;
+                layout
+                    .iter()
+                    .map(|&len| {
+                        let (layer, tail) = std::mem::take(&mut rest).split_at_mut(len);
+                        rest = tail;
+                        layer
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
 
 /// Puts, gets and copies of whole objects in batches, shared by `layers` and `small`.
 struct Passes<'a> {
     store: &'a BlockingObjectStore,
     keys: Vec<String>,
     batch: usize,
-    src: Objects,
-    dst: Objects,
+    src: Arena,
+    dst: Arena,
     put_lat: Vec<Duration>,
     get_lat: Vec<Duration>,
     exists_lat: Vec<Duration>,
@@ -167,28 +253,24 @@ struct Passes<'a> {
 
 impl Passes<'_> {
     fn memcpy(&mut self) -> f64 {
+        let n = self.keys.len();
+        let src = self.src.layers(0, n);
+        let mut dst = self.dst.layers_mut(0, n);
         let t = Instant::now();
-        for (s, d) in self.src.iter().zip(self.dst.iter_mut()) {
+        for (s, d) in src.iter().zip(dst.iter_mut()) {
             for (sl, dl) in s.iter().zip(d.iter_mut()) {
                 dl.copy_from_slice(sl);
             }
         }
-        std::hint::black_box(&self.dst);
+        std::hint::black_box(&dst);
         t.elapsed().as_secs_f64()
     }
 
     fn put(&mut self) -> Result<f64, String> {
         let cfg = ReplicateConfig::default();
         timed(|| {
-            for (keys, src) in self
-                .keys
-                .chunks(self.batch)
-                .zip(self.src.chunks(self.batch))
-            {
-                let layers: Vec<Vec<&[u8]>> = src
-                    .iter()
-                    .map(|k| k.iter().map(Vec::as_slice).collect())
-                    .collect();
+            for (b, keys) in self.keys.chunks(self.batch).enumerate() {
+                let layers = self.src.layers(b * self.batch, keys.len());
                 let objects: Vec<&[&[u8]]> = layers.iter().map(Vec::as_slice).collect();
                 let t = Instant::now();
                 let r = self
@@ -203,15 +285,8 @@ impl Passes<'_> {
 
     fn get(&mut self) -> Result<f64, String> {
         timed(|| {
-            for (keys, dst) in self
-                .keys
-                .chunks(self.batch)
-                .zip(self.dst.chunks_mut(self.batch))
-            {
-                let mut layers: Vec<Vec<&mut [u8]>> = dst
-                    .iter_mut()
-                    .map(|k| k.iter_mut().map(Vec::as_mut_slice).collect())
-                    .collect();
+            for (b, keys) in self.keys.chunks(self.batch).enumerate() {
+                let mut layers = self.dst.layers_mut(b * self.batch, keys.len());
                 let mut objects: Vec<&mut [&mut [u8]]> =
                     layers.iter_mut().map(Vec::as_mut_slice).collect();
                 let t = Instant::now();
@@ -272,37 +347,38 @@ impl Passes<'_> {
         let io = |e: std::io::Error| format!("loopback TCP: {e}");
         let listener = TcpListener::bind("127.0.0.1:0").map_err(io)?;
         let addr = listener.local_addr().map_err(io)?;
-        let mut dst = std::mem::take(&mut self.dst);
-        let receiver = std::thread::spawn(move || -> std::io::Result<(Objects, Instant)> {
-            let (mut conn, _) = listener.accept()?;
-            for layer in dst.iter_mut().flatten() {
-                conn.read_exact(layer)?;
+        let n = self.keys.len();
+        let src = self.src.layers(0, n);
+        let mut dst = self.dst.layers_mut(0, n);
+        std::thread::scope(|scope| {
+            let receiver = scope.spawn(move || -> std::io::Result<Instant> {
+                let (mut conn, _) = listener.accept()?;
+                for layer in dst.iter_mut().flatten() {
+                    conn.read_exact(layer)?;
+                }
+                Ok(Instant::now())
+            });
+            let mut conn = TcpStream::connect(addr).map_err(io)?;
+            conn.set_nodelay(true).map_err(io)?;
+            let start = Instant::now();
+            for layer in src.iter().flatten() {
+                conn.write_all(layer).map_err(io)?;
             }
-            Ok((dst, Instant::now()))
-        });
-        let mut conn = TcpStream::connect(addr).map_err(io)?;
-        conn.set_nodelay(true).map_err(io)?;
-        let start = Instant::now();
-        for layer in self.src.iter().flatten() {
-            conn.write_all(layer).map_err(io)?;
-        }
-        let (dst, end) = receiver
-            .join()
-            .map_err(|_| "loopback receiver panicked".to_string())?
-            .map_err(io)?;
-        self.dst = dst;
-        Ok(end.duration_since(start).as_secs_f64())
+            let end = receiver
+                .join()
+                .map_err(|_| "loopback receiver panicked".to_string())?
+                .map_err(io)?;
+            Ok(end.duration_since(start).as_secs_f64())
+        })
     }
 
     /// Overwrites the destinations, so a get that copies nothing cannot pass the check.
     fn scramble(&mut self) {
-        for d in self.dst.iter_mut().flatten() {
-            d.fill(0x5A);
-        }
+        self.dst.map.fill(0x5A);
     }
 
     fn verify(&self) -> Result<(), String> {
-        if self.dst != self.src {
+        if self.dst.map[..] != self.src.map[..] {
             return Err("content read back differs from what was put".into());
         }
         Ok(())
@@ -372,7 +448,7 @@ fn measure(
         p.remove_all()?;
     }
     let n = p.keys.len();
-    let bytes: usize = p.src.iter().flatten().map(Vec::len).sum();
+    let bytes = p.src.bytes();
     let seconds: f64 = put.iter().chain(&get).chain(&exists).sum();
     let memcpy_gbps = gbps(bytes, median(&mut memcpy));
     let (put_s, get_s) = (median(&mut put), median(&mut get));
@@ -431,16 +507,8 @@ fn bench_layers(args: &BenchArgs) -> Result<Value, String> {
         store: &store,
         keys: (0..n).map(|i| format!("bench/layers/{i}")).collect(),
         batch: 8,
-        src: (0..n)
-            .map(|k| {
-                layout
-                    .iter()
-                    .enumerate()
-                    .map(|(l, &len)| pattern_fill(len, k, l))
-                    .collect()
-            })
-            .collect(),
-        dst: crate::demo::layout_buffers(&layout, n),
+        src: patterned(&layout, n)?,
+        dst: Arena::new(&layout, n, 0xA5)?,
         put_lat: Vec::new(),
         get_lat: Vec::new(),
         exists_lat: Vec::new(),
@@ -457,8 +525,8 @@ fn bench_small(args: &BenchArgs) -> Result<Value, String> {
         store: &store,
         keys: (0..n).map(|i| format!("bench/small/{i}")).collect(),
         batch: 64,
-        src: (0..n).map(|k| vec![pattern_fill(SIZE, k, 0)]).collect(),
-        dst: crate::demo::layout_buffers(&[SIZE], n),
+        src: patterned(&[SIZE], n)?,
+        dst: Arena::new(&[SIZE], n, 0xA5)?,
         put_lat: Vec::new(),
         get_lat: Vec::new(),
         exists_lat: Vec::new(),

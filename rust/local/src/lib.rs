@@ -1,6 +1,7 @@
 //! The memory a local service contributes to the pool, and the data plane that moves
 //! bytes between callers' buffers and that memory without staging copies.
 
+mod copy;
 mod fdpass;
 mod running;
 mod segment;

@@ -10,6 +10,8 @@ use std::sync::{Arc, RwLock};
 
 use memcache_core::{Error, Result, SegmentId};
 
+use crate::copy::copy_bytes;
+
 /// The segments a local service serves, by id. Shared by its descriptor and TCP
 /// servers, and replaced as a whole when the service registers again.
 pub type SegmentTable = Arc<RwLock<Vec<(SegmentId, Arc<ShmSegment>)>>>;
@@ -146,11 +148,11 @@ impl ShmSegment {
         let mut at = self.check(offset, total, limit)?;
         for src in srcs {
             // SAFETY: `check` proved [offset, offset + total) lies inside the mapping,
-            // which lives as long as `self`; `src` is a valid slice. `copy` (memmove)
+            // which lives as long as `self`; `src` is a valid slice. `copy_bytes`
             // stays defined even if a caller passes a slice of another mapping of the
             // same pages.
             unsafe {
-                std::ptr::copy(src.as_ptr(), self.map.as_mut_ptr().add(at), src.len());
+                copy_bytes(src.as_ptr(), self.map.as_mut_ptr().add(at), src.len());
             }
             at += src.len();
         }
@@ -170,9 +172,9 @@ impl ShmSegment {
             }
             let n = dst.len().min(left);
             // SAFETY: `check` proved [offset, offset + len) lies inside the mapping, and
-            // `n` never exceeds `dst`'s length; `copy` tolerates overlap as above.
+            // `n` never exceeds `dst`'s length; overlap is tolerated as above.
             unsafe {
-                std::ptr::copy(self.map.as_ptr().add(at), dst.as_mut_ptr(), n);
+                copy_bytes(self.map.as_ptr().add(at), dst.as_mut_ptr(), n);
             }
             at += n;
             left -= n;
