@@ -17,6 +17,9 @@ pub struct MetaArgs {
     /// A local service silent this long (ms) is declared dead.
     #[arg(long, env = "MMC_HEARTBEAT_TIMEOUT_MS")]
     heartbeat_timeout_ms: Option<u64>,
+    /// Admin HTTP server: `HOST:PORT` or a port on loopback (empty: off).
+    #[arg(long, env = "MMC_META_HTTP")]
+    http: Option<String>,
     /// Eviction high watermark, percent.
     #[arg(long, env = "MMC_EVICT_THRESHOLD_HIGH")]
     evict_threshold_high: Option<u16>,
@@ -38,6 +41,9 @@ pub fn run(args: MetaArgs) -> Result<(), String> {
     if let Some(d) = args.discovery {
         config.discovery_url = d;
     }
+    if let Some(h) = args.http {
+        config.http_url = h;
+    }
     if let Some(t) = args.heartbeat_timeout_ms {
         config.heartbeat_timeout_ms = t;
     }
@@ -55,8 +61,13 @@ pub fn run(args: MetaArgs) -> Result<(), String> {
         let service = MetaService::start(config)
             .await
             .map_err(|e| e.to_string())?;
-        // The first line of stdout says where to connect (tests read it).
+        // The first line of stdout says where to connect, the second where the admin
+        // HTTP server is (tests read them).
         println!("meta service listening on tcp://{}", service.local_addr());
+        match service.http_addr() {
+            Some(a) => println!("meta http on http://{a}"),
+            None => println!("meta http off"),
+        }
         crate::wait_for_shutdown().await;
         service.stop().await;
         Ok(())

@@ -10,21 +10,24 @@ use std::time::{Duration, Instant};
 
 use futures::{future, StreamExt};
 use serde::{Deserialize, Serialize};
-use tarpc::context::Context;
 use tarpc::server::incoming::Incoming;
 use tarpc::server::BaseChannel;
 use tarpc::tokio_serde::formats::Bincode;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use memcache_core::{
-    Blob, Clock, Error, Key, KeyInfo, LocalServiceId, Medium, ReplicateConfig, Result,
-};
-use memcache_meta::{Allocation, LeaseId, Located, MetaConfig, MetaStore, PutId};
-use memcache_proto::{
-    blob_tag, DataEndpoint, MetaRpc, MetaStats, Registered, Registration, SegmentView, TagKey,
-    MAX_FRAME,
-};
+use memcache_core::{Blob, Clock, Error, LocalServiceId, Result};
+use memcache_meta::{MetaConfig, MetaStore};
+use memcache_proto::{blob_tag, DataEndpoint, MetaRpc, TagKey, MAX_FRAME};
+
+mod http;
+mod metrics;
+mod ptracer;
+mod rpc;
+
+use metrics::Metrics;
+use ptracer::{Tp, Tracer};
+use rpc::{Outcome, Server};
 
 /// Settings of `mmc meta`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +41,9 @@ pub struct MetaServiceConfig {
     /// A local service silent this long is declared dead.
     #[serde(alias = "heartbeatTimeoutMs")]
     pub heartbeat_timeout_ms: u64,
+    /// The admin HTTP server: `HOST:PORT`, or a port on loopback; empty turns it off.
+    #[serde(alias = "httpURL")]
+    pub http_url: String,
     /// How often overdue puts, expired objects and dead services are looked for.
     #[serde(alias = "housekeepingIntervalMs")]
     pub housekeeping_interval_ms: u64,
@@ -49,36 +55,39 @@ impl Default for MetaServiceConfig {
             discovery_url: "tcp://127.0.0.1:5000".into(),
             meta: MetaConfig::default(),
             heartbeat_timeout_ms: 3000,
+            http_url: "127.0.0.1:0".into(),
             housekeeping_interval_ms: 100,
         }
     }
 }
 
-struct Live {
-    endpoint: DataEndpoint,
-    last_beat: Instant,
-    key: TagKey,
+pub(crate) struct Live {
+    pub endpoint: DataEndpoint,
+    pub last_beat: Instant,
+    pub key: TagKey,
 }
 
-struct Shared {
+pub(crate) struct Shared {
     store: Mutex<MetaStore>,
-    clock: Clock,
+    pub clock: Clock,
     live: Mutex<BTreeMap<LocalServiceId, Live>>,
-    rpcs: AtomicU64,
-    by_method: Mutex<BTreeMap<&'static str, u64>>,
+    pub rpcs: AtomicU64,
+    pub by_method: Mutex<BTreeMap<&'static str, u64>>,
+    pub tracer: Tracer,
+    pub metrics: Metrics,
 }
 
 impl Shared {
-    fn store(&self) -> MutexGuard<'_, MetaStore> {
+    pub fn store(&self) -> MutexGuard<'_, MetaStore> {
         self.store.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn live(&self) -> MutexGuard<'_, BTreeMap<LocalServiceId, Live>> {
+    pub fn live(&self) -> MutexGuard<'_, BTreeMap<LocalServiceId, Live>> {
         self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Data-plane capabilities for `blobs`, each with its owner's key.
-    fn tags(&self, blobs: &[Blob], write: bool) -> Vec<u64> {
+    pub fn tags(&self, blobs: &[Blob], write: bool) -> Vec<u64> {
         let live = self.live();
         blobs
             .iter()
@@ -89,8 +98,9 @@ impl Shared {
             .collect()
     }
 
-    /// Counts a call and returns the time for it.
-    fn call(&self, method: &'static str) -> u64 {
+    /// Runs one call: counts it, times it at its tracepoint and in the latency
+    /// histogram, and counts the keys it answered with a real error.
+    pub fn traced<T: Outcome>(&self, method: &'static str, tp: Tp, f: impl FnOnce(u64) -> T) -> T {
         self.rpcs.fetch_add(1, Ordering::Relaxed);
         *self
             .by_method
@@ -98,7 +108,29 @@ impl Shared {
             .unwrap_or_else(|e| e.into_inner())
             .entry(method)
             .or_default() += 1;
-        self.clock.now_ms()
+        let span = self.tracer.begin(tp);
+        let timer = self
+            .metrics
+            .rpc_seconds
+            .with_label_values(&[method])
+            .start_timer();
+        let out = f(self.clock.now_ms());
+        timer.observe_duration();
+        let errors = out.item_errors();
+        if errors > 0 {
+            self.metrics
+                .rpc_item_errors
+                .with_label_values(&[method])
+                .inc_by(errors);
+        }
+        span.end(errors == 0);
+        out
+    }
+
+    /// Brings the state-derived metrics up to date (for a scrape or a status call).
+    pub fn observe(&self) {
+        self.metrics.observe_state(self.store().state());
+        self.metrics.local_services.set(self.live().len() as i64);
     }
 
     fn housekeeping(&self, heartbeat_timeout: Duration) {
@@ -121,158 +153,10 @@ impl Shared {
     }
 }
 
-#[derive(Clone)]
-struct Server(Arc<Shared>);
-
-impl MetaRpc for Server {
-    async fn register_service(self, _: Context, reg: Registration) -> Result<Registered> {
-        self.0.call("register_service");
-        let (id, segments) =
-            self.0
-                .store()
-                .register_service(reg.requested, reg.device_id, reg.segments)?;
-        let key: TagKey = rand::random();
-        let live = Live {
-            endpoint: reg.endpoint,
-            last_beat: Instant::now(),
-            key,
-        };
-        self.0.live().insert(id, live);
-        tracing::info!(service = id, ?segments, "local service joined");
-        Ok(Registered { id, segments, key })
-    }
-
-    async fn heartbeat(self, _: Context, service: LocalServiceId) -> Result<()> {
-        self.0.call("heartbeat");
-        match self.0.live().get_mut(&service) {
-            Some(l) => {
-                l.last_beat = Instant::now();
-                Ok(())
-            }
-            None => Err(Error::NotConnectedToLocal),
-        }
-    }
-
-    async fn unregister_service(self, _: Context, service: LocalServiceId) -> Result<usize> {
-        self.0.call("unregister_service");
-        self.0.live().remove(&service);
-        self.0.store().remove_service(service)
-    }
-
-    async fn endpoints(self, _: Context) -> Vec<(LocalServiceId, DataEndpoint)> {
-        self.0.call("endpoints");
-        let live = self.0.live();
-        live.iter()
-            .map(|(id, l)| (*id, l.endpoint.clone()))
-            .collect()
-    }
-
-    async fn alloc(
-        self,
-        _: Context,
-        items: Vec<(Key, u64)>,
-        config: ReplicateConfig,
-    ) -> Vec<Result<Allocation>> {
-        let now = self.0.call("alloc");
-        let mut out = self.0.store().alloc(items, &config, now);
-        for a in out.iter_mut().flatten() {
-            a.tags = self.0.tags(&a.blobs, true);
-        }
-        out
-    }
-
-    async fn commit(self, _: Context, items: Vec<(Key, PutId)>) -> Vec<Result<()>> {
-        let now = self.0.call("commit");
-        self.0.store().commit(items, now)
-    }
-
-    async fn abort(self, _: Context, items: Vec<(Key, PutId)>) -> Vec<Result<()>> {
-        self.0.call("abort");
-        self.0.store().abort(items)
-    }
-
-    async fn lookup(self, _: Context, keys: Vec<Key>) -> Vec<Result<Located>> {
-        let now = self.0.call("lookup");
-        let mut out = self.0.store().lookup(&keys, now);
-        for l in out.iter_mut().flatten() {
-            l.tags = self.0.tags(&l.blobs, false);
-        }
-        out
-    }
-
-    async fn release(self, _: Context, leases: Vec<(Key, LeaseId)>) {
-        self.0.call("release");
-        self.0.store().release(&leases)
-    }
-
-    async fn remove(self, _: Context, keys: Vec<Key>) -> Vec<Result<()>> {
-        let now = self.0.call("remove");
-        self.0.store().remove(keys, now)
-    }
-
-    async fn exists(self, _: Context, keys: Vec<Key>) -> Vec<Result<bool>> {
-        let now = self.0.call("exists");
-        self.0.store().exists(&keys, now)
-    }
-
-    async fn key_info(self, _: Context, keys: Vec<Key>) -> Vec<KeyInfo> {
-        let now = self.0.call("key_info");
-        self.0.store().key_info(&keys, now)
-    }
-
-    async fn segments(self, _: Context) -> Vec<SegmentView> {
-        self.0.call("segments");
-        self.segment_views()
-    }
-
-    async fn stats(self, _: Context) -> MetaStats {
-        self.0.call("stats");
-        let rpcs = self.0.rpcs.load(Ordering::Relaxed);
-        let by_method = self
-            .0
-            .by_method
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(k, v)| (k.to_string(), *v))
-            .collect();
-        let store = self.0.store();
-        let state = store.state();
-        let (used, capacity) = Medium::ALL
-            .iter()
-            .map(|m| state.usage(*m))
-            .fold((0, 0), |(u, c), (mu, mc)| (u + mu, c + mc));
-        MetaStats {
-            rpcs,
-            by_method,
-            objects: state.object_count() as u64,
-            services: state.services().count() as u64,
-            used_bytes: used,
-            capacity_bytes: capacity,
-        }
-    }
-}
-
-impl Server {
-    fn segment_views(&self) -> Vec<SegmentView> {
-        let store = self.0.store();
-        store
-            .state()
-            .segments()
-            .map(|s| SegmentView {
-                id: s.id,
-                service: s.service,
-                medium: s.spec.medium,
-                capacity: s.capacity(),
-                used: s.used(),
-            })
-            .collect()
-    }
-}
-
 /// A running meta service; stops when `stop` is called or the value is dropped.
 pub struct MetaService {
     addr: SocketAddr,
+    http: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -301,10 +185,25 @@ impl MetaService {
             live: Mutex::new(BTreeMap::new()),
             rpcs: AtomicU64::new(0),
             by_method: Mutex::new(BTreeMap::new()),
+            tracer: Tracer::default(),
+            metrics: Metrics::new(),
         });
         let (stop, stopped) = watch::channel(false);
 
         let server = Server(shared.clone());
+        let mut tasks = Vec::new();
+        let mut http = None;
+        if let Some(at) = http::parse_addr(&config.http_url)? {
+            let listener = tokio::net::TcpListener::bind(at)
+                .await
+                .map_err(|e| Error::Failed(format!("admin HTTP on {at}: {e}")))?;
+            http = listener.local_addr().ok();
+            tasks.push(tokio::spawn(http::serve(
+                listener,
+                server.clone(),
+                stopped.clone(),
+            )));
+        }
         let mut stop_rx = stopped.clone();
         let serve = tokio::spawn(async move {
             let serving = incoming
@@ -339,15 +238,22 @@ impl MetaService {
             }
         });
         tracing::info!(%addr, "meta service listening");
+        tasks.extend([serve, housekeeping]);
         Ok(MetaService {
             addr,
+            http,
             stop,
-            tasks: vec![serve, housekeeping],
+            tasks,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where the admin HTTP server listens, if it is on.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http
     }
 
     /// Stops accepting calls and housekeeping.

@@ -73,6 +73,19 @@ pub fn blob_tag(key: &TagKey, segment: SegmentId, offset: u64, len: u64, write: 
     h.finish()
 }
 
+/// One tracepoint of the meta service (see `/metrics/ptracer`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceRow {
+    pub name: String,
+    pub begin: u64,
+    pub good_end: u64,
+    pub bad_end: u64,
+    pub on_fly: u64,
+    pub min_ns: u64,
+    pub max_ns: u64,
+    pub total_ns: u64,
+}
+
 /// Counters of the meta service, for tests and operators.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetaStats {
@@ -104,6 +117,9 @@ pub trait MetaRpc {
     async fn key_info(keys: Vec<Key>) -> Vec<KeyInfo>;
     async fn stats() -> MetaStats;
     async fn segments() -> Vec<SegmentView>;
+    /// Up to `limit` stored keys that start with `prefix`, in byte order.
+    async fn keys(prefix: Vec<u8>, limit: u32) -> Vec<Key>;
+    async fn tracepoints() -> Vec<TraceRow>;
 }
 
 /// The meta service addresses in a `discoveryURL`: `tcp://HOST:PORT`, several

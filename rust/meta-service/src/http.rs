@@ -1,0 +1,168 @@
+//! The admin HTTP server of the meta service (shared/spec/rest_api.md).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::SystemTime;
+
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use memcache_core::{Error, Key, Result};
+
+use crate::ptracer::table;
+use crate::rpc::Server;
+
+/// `HOST:PORT`, `http://HOST:PORT`, or just a port (on loopback); empty means off.
+pub fn parse_addr(s: &str) -> Result<Option<SocketAddr>> {
+    let s = s.trim().trim_start_matches("http://").trim_end_matches('/');
+    if s.is_empty() {
+        return Ok(None);
+    }
+    let s = s.strip_prefix(':').unwrap_or(s);
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(Some(([127, 0, 0, 1], port).into()));
+    }
+    s.parse()
+        .map(Some)
+        .map_err(|e| Error::invalid(format!("http address {s:?}: {e}")))
+}
+
+pub fn router(server: Server) -> Router {
+    Router::new()
+        .route("/health", get(|| async { "OK" }))
+        .route("/get_all_keys", get(all_keys))
+        .route("/query_key", get(query_key))
+        .route("/get_all_segments", get(all_segments))
+        .route("/metrics", get(metrics))
+        .route("/metrics/summary", get(summary))
+        .route("/metrics/ptracer", get(ptracer))
+        .with_state(server)
+}
+
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    server: Server,
+    mut stop: watch::Receiver<bool>,
+) {
+    let shutdown = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    if let Err(e) = axum::serve(listener, router(server))
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        tracing::warn!(error = %e, "admin HTTP server stopped");
+    }
+}
+
+fn text(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+}
+
+async fn all_keys(State(s): State<Server>) -> Response {
+    let mut body = String::new();
+    for k in s.keys_with_prefix(b"", usize::MAX) {
+        body.push_str(&k.to_string());
+        body.push('\n');
+    }
+    text(body)
+}
+
+async fn query_key(State(s): State<Server>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let Some(raw) = q.get("key") else {
+        return (StatusCode::BAD_REQUEST, "missing parameter: key\n").into_response();
+    };
+    let key = match Key::new(raw) {
+        Ok(k) => k,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    };
+    let now = s.0.clock.now_ms();
+    let info =
+        s.0.store()
+            .key_info(std::slice::from_ref(&key), now)
+            .remove(0);
+    if info.status != 0 {
+        return (StatusCode::NOT_FOUND, format!("key {key} not found\n")).into_response();
+    }
+    let blobs: Vec<Value> = info
+        .locations
+        .iter()
+        .map(|l| json!({"medium": l.medium.name(), "rank": l.service}))
+        .collect();
+    Json(json!({
+        "blobs": blobs,
+        "key": key.to_string(),
+        "numBlobs": info.locations.len(),
+        "prot": 0,
+        "size": info.size,
+        "valid": true,
+    }))
+    .into_response()
+}
+
+async fn all_segments(State(s): State<Server>) -> Response {
+    let store = s.0.store();
+    let segments: Vec<Value> = store
+        .state()
+        .segments()
+        .map(|seg| {
+            json!({
+                "allocatedSize": seg.used(),
+                "bmAddr": seg.spec.base,
+                "capacity": seg.capacity(),
+                "medium": seg.spec.medium.name(),
+                "rank": seg.service,
+            })
+        })
+        .collect();
+    Json(Value::Array(segments)).into_response()
+}
+
+async fn metrics(State(s): State<Server>) -> Response {
+    s.0.observe();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.0.metrics.text(),
+    )
+        .into_response()
+}
+
+async fn summary(State(s): State<Server>) -> Response {
+    s.0.observe();
+    text(s.0.metrics.summary())
+}
+
+async fn ptracer(State(s): State<Server>) -> Response {
+    text(table(&s.0.tracer.rows(), SystemTime::now()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        assert_eq!(parse_addr("").unwrap(), None);
+        assert_eq!(
+            parse_addr("8080").unwrap(),
+            Some("127.0.0.1:8080".parse().unwrap())
+        );
+        assert_eq!(
+            parse_addr(":8080").unwrap(),
+            Some("127.0.0.1:8080".parse().unwrap())
+        );
+        assert_eq!(
+            parse_addr("http://0.0.0.0:9/").unwrap(),
+            Some("0.0.0.0:9".parse().unwrap())
+        );
+        assert_eq!(parse_addr("nonsense").unwrap_err().code(), -3000);
+    }
+}
