@@ -86,12 +86,12 @@ pub fn run(args: LocalArgs) -> Result<(), String> {
         let service = RunningLocalService::start(&config.local, &addrs, timeout, socket.clone())
             .await
             .map_err(|e| e.to_string())?;
-        println!(
+        crate::say(format_args!(
             "local service {} serving {} bytes on {}",
             service.id(),
             config.local.dram_size,
             socket.display()
-        );
+        ));
         crate::wait_for_shutdown().await;
         let lost = service.stop().await.map_err(|e| e.to_string())?;
         tracing::info!(lost, "local service left the pool");

@@ -34,6 +34,14 @@ enum Command {
     Kv(kv::KvArgs),
 }
 
+/// Prints a status line for whoever started the process. A reader that went away
+/// (a closed pipe) must not take the service down with it.
+pub fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+}
+
 /// Resolves on SIGINT or SIGTERM.
 pub async fn wait_for_shutdown() {
     use tokio::signal::unix::{signal, SignalKind};

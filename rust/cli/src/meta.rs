@@ -63,10 +63,13 @@ pub fn run(args: MetaArgs) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         // The first line of stdout says where to connect, the second where the admin
         // HTTP server is (tests read them).
-        println!("meta service listening on tcp://{}", service.local_addr());
+        crate::say(format_args!(
+            "meta service listening on tcp://{}",
+            service.local_addr()
+        ));
         match service.http_addr() {
-            Some(a) => println!("meta http on http://{a}"),
-            None => println!("meta http off"),
+            Some(a) => crate::say(format_args!("meta http on http://{a}")),
+            None => crate::say(format_args!("meta http off")),
         }
         crate::wait_for_shutdown().await;
         service.stop().await;
