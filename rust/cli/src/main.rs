@@ -2,9 +2,9 @@
 
 mod bench;
 mod demo;
-mod kv;
 mod local;
 mod meta;
+mod ops;
 
 use bytesize::ByteSize;
 use clap::{Parser, Subcommand};
@@ -30,8 +30,18 @@ enum Command {
     Meta(meta::MetaArgs),
     /// Run a local service that contributes DRAM, until SIGINT or SIGTERM.
     Local(local::LocalArgs),
-    /// Put, get or remove one object as a client of a pool.
-    Kv(kv::KvArgs),
+    /// Store a file (or standard input) under a key.
+    Put(ops::PutArgs),
+    /// Write an object's bytes to standard output (or a file).
+    Get(ops::GetArgs),
+    /// Remove objects.
+    Rm(ops::RmArgs),
+    /// List keys, optionally those starting with a prefix.
+    Ls(ops::LsArgs),
+    /// Show where an object lives.
+    Info(ops::InfoArgs),
+    /// Segments, keys, live services and the busiest tracepoints of a pool.
+    Status(ops::StatusArgs),
 }
 
 /// Prints a status line for whoever started the process. A reader that went away
@@ -79,7 +89,12 @@ fn main() {
         Command::Bench(args) => bench::run(args),
         Command::Meta(args) => meta::run(args),
         Command::Local(args) => local::run(args),
-        Command::Kv(args) => kv::run(args),
+        Command::Put(a) => ops::put(a),
+        Command::Get(a) => ops::get(a),
+        Command::Rm(a) => ops::rm(a),
+        Command::Ls(a) => ops::ls(a),
+        Command::Info(a) => ops::info(a),
+        Command::Status(a) => ops::status(a),
     };
     if let Err(e) = result {
         eprintln!("mmc: {e}");

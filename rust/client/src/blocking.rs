@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::runtime::Runtime;
 
-use memcache_core::{CopyDirection, Error, KeyInfo, LocalServiceId, ReplicateConfig, Result};
+use memcache_core::{CopyDirection, Error, Key, KeyInfo, LocalServiceId, ReplicateConfig, Result};
 
 use crate::config::ClientConfig;
 use crate::embedded::EmbeddedPool;
@@ -172,6 +172,10 @@ impl BlockingObjectStore {
 
     pub fn batch_is_exist<K: AsRef<[u8]>>(&self, keys: &[K]) -> Vec<Result<bool>> {
         self.rt.block_on(self.inner.batch_is_exist(keys))
+    }
+
+    pub fn list_keys(&self, prefix: impl AsRef<[u8]>, limit: u32) -> Result<Vec<Key>> {
+        self.rt.block_on(self.inner.list_keys(prefix, limit))
     }
 
     pub fn get_key_info(&self, key: impl AsRef<[u8]>) -> Result<KeyInfo> {

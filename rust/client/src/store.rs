@@ -534,6 +534,12 @@ impl ObjectStore {
             .await
     }
 
+    /// Up to `limit` stored keys starting with `prefix`, in byte order (for operators;
+    /// engines address objects by key).
+    pub async fn list_keys(&self, prefix: impl AsRef<[u8]>, limit: u32) -> Result<Vec<Key>> {
+        self.session()?.meta.list_keys(prefix.as_ref(), limit).await
+    }
+
     pub async fn get_key_info(&self, key: impl AsRef<[u8]>) -> Result<KeyInfo> {
         self.batch_get_key_info(&[key])
             .await

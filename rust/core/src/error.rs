@@ -122,6 +122,36 @@ impl Error {
         })
     }
 
+    /// The variant's name, for messages such as `ObjectNotFound (-3007)`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Error::Failed(_) => "Failed",
+            Error::InvalidParam(_) => "InvalidParam",
+            Error::MallocFailed => "MallocFailed",
+            Error::NewObjectFailed => "NewObjectFailed",
+            Error::NotStarted => "NotStarted",
+            Error::Timeout(_) => "Timeout",
+            Error::RepeatCall(_) => "RepeatCall",
+            Error::DuplicatedObject => "DuplicatedObject",
+            Error::ObjectNotFound => "ObjectNotFound",
+            Error::NotInitialized => "NotInitialized",
+            Error::NetSeqDuplicated => "NetSeqDuplicated",
+            Error::NetSeqNotFound => "NetSeqNotFound",
+            Error::AlreadyNotified => "AlreadyNotified",
+            Error::OutOfCapacity(_) => "OutOfCapacity",
+            Error::ConnectionNotFound => "ConnectionNotFound",
+            Error::NetReqHandleNotFound => "NetReqHandleNotFound",
+            Error::OutOfMemory(_) => "OutOfMemory",
+            Error::NotConnectedToMeta => "NotConnectedToMeta",
+            Error::NotConnectedToLocal => "NotConnectedToLocal",
+            Error::ClientNotInitialized => "ClientNotInitialized",
+            Error::UnmatchedState(_) => "UnmatchedState",
+            Error::UnmatchedKey => "UnmatchedKey",
+            Error::UnmatchedRetcode => "UnmatchedRetcode",
+            Error::LeaseNotExpired => "LeaseNotExpired",
+        }
+    }
+
     pub fn invalid(msg: impl Into<String>) -> Error {
         Error::InvalidParam(msg.into())
     }

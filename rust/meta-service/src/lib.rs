@@ -29,6 +29,9 @@ use metrics::Metrics;
 use ptracer::{Tp, Tracer};
 use rpc::{Outcome, Server};
 
+/// The spec's tracepoint table, for any rows (e.g. fetched over RPC).
+pub use ptracer::table as tracepoint_table;
+
 /// Settings of `mmc meta`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]

@@ -1,129 +1,17 @@
 //! The pool across processes: real `mmc meta`, `mmc local` and `mmc kv` processes on
 //! 127.0.0.1, and clients in this process, killed and restarted to see what survives.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::procs::*;
 
 use memcache_client::{
     BlockingObjectStore, ClientConfig, CopyDirection, ReplicateConfig, TransportKind,
 };
-use memcache_proto::{connect_meta, context, parse_discovery, MetaStats};
-
-/// The `mmc` binary of this workspace, built (once, by cargo, in the same profile as
-/// this test) if it is missing or stale.
-fn mmc_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        // This test runs from <target>/<profile>/deps/.
-        let exe = std::env::current_exe().expect("test executable path");
-        let profile_dir = exe.parent().and_then(Path::parent).expect("target layout");
-        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") => "dev",
-            Some(other) => other,
-            None => "dev",
-        };
-        let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "-q",
-                "-p",
-                "memcache-cli",
-                "--bin",
-                "mmc",
-                "--profile",
-                profile,
-            ])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("running cargo to build mmc");
-        assert!(status.success(), "building mmc failed");
-        profile_dir.join("mmc")
-    })
-}
-
-/// A child process killed when the test ends, however it ends.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Runs `mmc ARGS` and returns it with the first line it prints.
-fn spawn_mmc(args: &[&str]) -> (Proc, String) {
-    let mut child = Command::new(mmc_bin())
-        .args(args)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawning mmc");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("piped"))
-        .read_line(&mut line)
-        .expect("reading the first line");
-    (Proc(child), line)
-}
-
-/// Starts a local service process with `dram` bytes; returns it and its id.
-fn start_local(url: &str, dram: &str) -> (Proc, u32) {
-    let (p, line) = spawn_mmc(&["local", "--discovery", url, "--dram-size", dram]);
-    let id = line
-        .split_whitespace()
-        .nth(2)
-        .and_then(|w| w.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-    (p, id)
-}
-
-/// Starts `mmc meta` on a free port; returns the process and its discovery URL.
-fn start_meta(extra: &[&str]) -> (Proc, String) {
-    start_meta_at("tcp://127.0.0.1:0", extra)
-}
-
-fn start_meta_at(url: &str, extra: &[&str]) -> (Proc, String) {
-    let mut args = vec!["meta", "--discovery", url];
-    args.extend_from_slice(extra);
-    let (child, line) = spawn_mmc(&args);
-    let url = line
-        .trim()
-        .rsplit(' ')
-        .next()
-        .expect("a URL at the end of the line")
-        .to_string();
-    assert!(url.starts_with("tcp://127.0.0.1:"), "{line}");
-    (child, url)
-}
-
-fn stats(url: &str) -> MetaStats {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let addr = parse_discovery(url).unwrap()[0];
-        let rpc = connect_meta(addr, Duration::from_secs(5)).await.unwrap();
-        rpc.stats(context(Duration::from_secs(5))).await.unwrap()
-    })
-}
-
-/// Waits (bounded) until the meta service counts `n` local services.
-fn wait_for_services(url: &str, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while stats(url).services != n {
-        assert!(
-            Instant::now() < deadline,
-            "never reached {n} local services"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn pure_client(url: &str) -> BlockingObjectStore {
-    let store = BlockingObjectStore::new(ClientConfig::remote(url, 0)).unwrap();
-    store.init(0, false).unwrap();
-    store
-}
+use memcache_proto::{connect_meta, context, parse_discovery};
 
 #[test]
 fn objects_cross_processes_and_survive_a_killed_replica() {
@@ -144,18 +32,8 @@ fn objects_cross_processes_and_survive_a_killed_replica() {
         out.stdout
     };
     let f = file.to_str().unwrap();
-    mmc(&[
-        "kv",
-        "--discovery",
-        &url,
-        "put",
-        "proc/a",
-        "--file",
-        f,
-        "--replicas",
-        "2",
-    ]);
-    assert_eq!(mmc(&["kv", "--discovery", &url, "get", "proc/a"]), blob);
+    mmc(&["put", "--discovery", &url, "proc/a", f, "--replicas", "2"]);
+    assert_eq!(mmc(&["get", "--discovery", &url, "proc/a"]), blob);
     std::fs::remove_file(&file).unwrap();
 
     let a = pure_client(&url);
@@ -187,7 +65,7 @@ fn objects_cross_processes_and_survive_a_killed_replica() {
         let info = c.get_key_info(format!("obj/{i}")).unwrap();
         assert!(info.locations.iter().all(|l| l.service != victim_id));
     }
-    assert_eq!(mmc(&["kv", "--discovery", &url, "get", "proc/a"]), blob);
+    assert_eq!(mmc(&["get", "--discovery", &url, "proc/a"]), blob);
 }
 
 #[test]
@@ -417,15 +295,6 @@ fn garbage_on_the_wire_is_refused_and_the_services_keep_serving() {
     assert_eq!(store.get("keep").unwrap(), b"precious");
     store.put("after", b"fine").unwrap();
     assert_eq!(pure_client(&url).get("after").unwrap(), b"fine");
-}
-
-/// Polls `f` every 50 ms for up to 10 s.
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

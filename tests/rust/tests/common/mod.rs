@@ -2,6 +2,8 @@
 //! test, clients on it, and small conversions for asserting on numeric codes.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod procs;
+
 use std::sync::Arc;
 
 use memcache_client::{

@@ -1,0 +1,226 @@
+//! Everyday commands against a running pool — put, get, rm, ls, info — and `status`.
+//! Each exits 0 on success, and otherwise prints the error's name and code.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use clap::Args;
+
+use memcache_client::{BlockingObjectStore, ClientConfig, CopyDirection, Error, ReplicateConfig};
+use memcache_proto::{connect_meta, context, parse_discovery};
+
+#[derive(Args)]
+pub struct Pool {
+    /// The pool's meta service, `tcp://HOST:PORT[,…]`.
+    #[arg(long, env = "MMC_DISCOVERY_URL")]
+    discovery: String,
+}
+
+#[derive(Args)]
+pub struct PutArgs {
+    #[command(flatten)]
+    pool: Pool,
+    key: String,
+    /// File to store, or `-` (the default) for standard input.
+    file: Option<PathBuf>,
+    /// Replicas on distinct local services.
+    #[arg(long, default_value_t = 1)]
+    replicas: u32,
+}
+
+#[derive(Args)]
+pub struct GetArgs {
+    #[command(flatten)]
+    pool: Pool,
+    key: String,
+    /// Write to this file instead of standard output.
+    #[arg(short = 'o', long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct RmArgs {
+    #[command(flatten)]
+    pool: Pool,
+    #[arg(required = true)]
+    keys: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct LsArgs {
+    #[command(flatten)]
+    pool: Pool,
+    prefix: Option<String>,
+    /// Most keys to list.
+    #[arg(long, default_value_t = 100_000)]
+    limit: u32,
+}
+
+#[derive(Args)]
+pub struct InfoArgs {
+    #[command(flatten)]
+    pool: Pool,
+    key: String,
+}
+
+#[derive(Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pool: Pool,
+    /// Tracepoints to show, the busiest first.
+    #[arg(long, default_value_t = 8)]
+    top: usize,
+}
+
+/// `Name (code): message`, the form every command fails with.
+fn failed(e: Error) -> String {
+    format!("{} ({}): {e}", e.name(), e.code())
+}
+
+fn client(pool: &Pool) -> Result<BlockingObjectStore, String> {
+    let store =
+        BlockingObjectStore::new(ClientConfig::remote(&pool.discovery, 0)).map_err(failed)?;
+    store.init(0, false).map_err(failed)?;
+    Ok(store)
+}
+
+pub fn put(a: PutArgs) -> Result<(), String> {
+    let data = match a.file.as_deref() {
+        Some(p) if p.as_os_str() != "-" => {
+            std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?
+        }
+        _ => {
+            let mut v = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut v)
+                .map_err(|e| e.to_string())?;
+            v
+        }
+    };
+    let store = client(&a.pool)?;
+    let cfg = ReplicateConfig::with_replicas(a.replicas);
+    store
+        .put_from(&a.key, &data, CopyDirection::H2G, &cfg)
+        .map_err(failed)?;
+    store.tear_down().map_err(failed)
+}
+
+pub fn get(a: GetArgs) -> Result<(), String> {
+    let store = client(&a.pool)?;
+    let data = store.get(&a.key).map_err(failed)?;
+    match a.out {
+        Some(p) => std::fs::write(&p, &data).map_err(|e| format!("{}: {e}", p.display()))?,
+        None => std::io::stdout()
+            .write_all(&data)
+            .map_err(|e| e.to_string())?,
+    }
+    store.tear_down().map_err(failed)
+}
+
+pub fn rm(a: RmArgs) -> Result<(), String> {
+    let store = client(&a.pool)?;
+    let mut first = None;
+    for (key, r) in a.keys.iter().zip(store.batch_remove(&a.keys)) {
+        if let Err(e) = r {
+            eprintln!("mmc: {key}: {}", failed(e.clone()));
+            first.get_or_insert(e);
+        }
+    }
+    store.tear_down().map_err(failed)?;
+    match first {
+        None => Ok(()),
+        Some(e) => Err(failed(e)),
+    }
+}
+
+pub fn ls(a: LsArgs) -> Result<(), String> {
+    let store = client(&a.pool)?;
+    let keys = store
+        .list_keys(a.prefix.unwrap_or_default(), a.limit)
+        .map_err(failed)?;
+    let mut out = std::io::stdout().lock();
+    for k in keys {
+        let _ = writeln!(out, "{k}");
+    }
+    store.tear_down().map_err(failed)
+}
+
+pub fn info(a: InfoArgs) -> Result<(), String> {
+    let store = client(&a.pool)?;
+    let info = store.get_key_info(&a.key).map_err(failed)?;
+    println!("key:      {}", a.key);
+    println!("size:     {} bytes", info.size);
+    println!("replicas: {}", info.locations.len());
+    for l in &info.locations {
+        println!(
+            "  local service {} (device {}), {}",
+            l.service,
+            l.device_id,
+            l.medium.name()
+        );
+    }
+    store.tear_down().map_err(failed)
+}
+
+fn bar(used: u64, capacity: u64, width: usize) -> String {
+    let filled = if capacity == 0 {
+        0
+    } else {
+        ((used as u128 * width as u128 / capacity as u128) as usize).min(width)
+    };
+    format!("[{}{}]", "#".repeat(filled), ".".repeat(width - filled))
+}
+
+pub fn status(a: StatusArgs) -> Result<(), String> {
+    let addrs = parse_discovery(&a.pool.discovery).map_err(failed)?;
+    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    let timeout = Duration::from_secs(5);
+    let (stats, segments, endpoints, mut points) = rt
+        .block_on(async {
+            let rpc = connect_meta(addrs[0], timeout).await?;
+            let rpc_err = memcache_proto::rpc_error;
+            Ok::<_, Error>((
+                rpc.stats(context(timeout)).await.map_err(rpc_err)?,
+                rpc.segments(context(timeout)).await.map_err(rpc_err)?,
+                rpc.endpoints(context(timeout)).await.map_err(rpc_err)?,
+                rpc.tracepoints(context(timeout)).await.map_err(rpc_err)?,
+            ))
+        })
+        .map_err(failed)?;
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    println!(
+        "pool {}: {} keys, {} live local services, {:.2} / {:.2} GiB used",
+        a.pool.discovery,
+        stats.objects,
+        endpoints.len(),
+        gib(stats.used_bytes),
+        gib(stats.capacity_bytes)
+    );
+    println!();
+    println!(
+        "{:<6} {:<20} {:<6} {:>12} {:>12}  USAGE",
+        "RANK", "SEGMENT", "MEDIUM", "USED", "CAPACITY"
+    );
+    for s in &segments {
+        println!(
+            "{:<6} {:<20} {:<6} {:>12} {:>12}  {} {:>3}%",
+            s.service,
+            s.id,
+            s.medium.name(),
+            s.used,
+            s.capacity,
+            bar(s.used, s.capacity, 30),
+            s.used * 100 / s.capacity.max(1)
+        );
+    }
+    println!();
+    points.retain(|p| p.begin > 0);
+    points.sort_by(|a, b| b.total_ns.cmp(&a.total_ns));
+    points.truncate(a.top);
+    print!(
+        "{}",
+        memcache_meta_service::tracepoint_table(&points, SystemTime::now())
+    );
+    Ok(())
+}
