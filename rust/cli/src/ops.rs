@@ -216,7 +216,7 @@ pub fn status(a: StatusArgs) -> Result<(), String> {
     }
     println!();
     points.retain(|p| p.begin > 0);
-    points.sort_by(|a, b| b.total_ns.cmp(&a.total_ns));
+    points.sort_by_key(|p| std::cmp::Reverse(p.total_ns));
     points.truncate(a.top);
     print!(
         "{}",
