@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use memcache_client::LocalServiceConfig;
 use memcache_local::RunningLocalService;
-use memcache_proto::parse_discovery;
+use memcache_proto::{parse_discovery, parse_http_addr};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -52,6 +52,9 @@ pub struct LocalArgs {
     /// Heartbeat period, ms.
     #[arg(long, env = "MMC_HEARTBEAT_INTERVAL_MS")]
     heartbeat_interval_ms: Option<u64>,
+    /// `/health` and `/metrics`: `HOST:PORT` or a port on loopback; empty turns them off.
+    #[arg(long, env = "MMC_LOCAL_HTTP", default_value = "127.0.0.1:0")]
+    http: String,
     /// Any other key, `key=value` (repeatable); `MMC_LOCAL_<KEY>` variables work too.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
@@ -79,6 +82,9 @@ pub fn run(args: LocalArgs) -> Result<(), String> {
         .unwrap_or_else(|| {
             std::env::temp_dir().join(format!("mmc-local-{}.sock", std::process::id()))
         });
+    if config.local.http_addr.is_none() {
+        config.local.http_addr = parse_http_addr(&args.http).map_err(|e| e.to_string())?;
+    }
     let timeout = Duration::from_millis(config.timeout_ms.max(1));
     let addrs = parse_discovery(&config.discovery_url).map_err(|e| e.to_string())?;
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
@@ -92,6 +98,10 @@ pub fn run(args: LocalArgs) -> Result<(), String> {
             config.local.dram_size,
             socket.display()
         ));
+        match service.http_addr() {
+            Some(a) => crate::say(format_args!("local http on http://{a}")),
+            None => crate::say(format_args!("local http off")),
+        }
         crate::wait_for_shutdown().await;
         let lost = service.stop().await.map_err(|e| e.to_string())?;
         tracing::info!(lost, "local service left the pool");

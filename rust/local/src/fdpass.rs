@@ -54,6 +54,15 @@ impl SegmentServer {
 
     /// Starts answering requests for `segments`.
     pub fn serve(&mut self, segments: SegmentTable) -> Result<()> {
+        self.serve_counted(segments, None)
+    }
+
+    /// As `serve`, counting the descriptors handed out.
+    pub fn serve_counted(
+        &mut self,
+        segments: SegmentTable,
+        handouts: Option<prometheus::IntCounter>,
+    ) -> Result<()> {
         let listener = self
             .listener
             .take()
@@ -67,8 +76,14 @@ impl SegmentServer {
                         break;
                     }
                     if let Ok(conn) = conn {
-                        if let Err(e) = answer(conn, &segments) {
-                            tracing::debug!(error = %e, "segment descriptor request");
+                        match answer(conn, &segments) {
+                            Ok(true) => {
+                                if let Some(c) = &handouts {
+                                    c.inc();
+                                }
+                            }
+                            Ok(false) => {}
+                            Err(e) => tracing::debug!(error = %e, "segment descriptor request"),
                         }
                     }
                 }
@@ -101,14 +116,15 @@ impl Drop for SegmentServer {
     }
 }
 
-fn answer(mut conn: UnixStream, segments: &SegmentTable) -> std::io::Result<()> {
+/// Answers one request; true when a descriptor went out.
+fn answer(mut conn: UnixStream, segments: &SegmentTable) -> std::io::Result<bool> {
     conn.set_read_timeout(Some(IO_TIMEOUT))?;
     conn.set_write_timeout(Some(IO_TIMEOUT))?;
     let mut id = [0u8; 8];
     conn.read_exact(&mut id)?;
     let id = u64::from_le_bytes(id);
     let Some(seg) = find_segment(segments, id) else {
-        return conn.write_all(&[1]);
+        return conn.write_all(&[1]).map(|()| false);
     };
     let fds = [seg.fd()];
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
@@ -120,7 +136,7 @@ fn answer(mut conn: UnixStream, segments: &SegmentTable) -> std::io::Result<()> 
         &mut control,
         SendFlags::empty(),
     )?;
-    Ok(())
+    Ok(true)
 }
 
 /// Maps segment `id` of the local service listening on `path`.

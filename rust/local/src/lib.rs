@@ -3,6 +3,7 @@
 
 mod copy;
 mod fdpass;
+mod metrics;
 mod running;
 mod segment;
 mod service;
@@ -10,6 +11,7 @@ mod tcp;
 mod transport;
 
 pub use fdpass::{fetch_segment, SegmentServer};
+pub use metrics::LocalMetrics;
 pub use running::RunningLocalService;
 pub use segment::{SegmentTable, ShmSegment};
 pub use service::{LocalService, LocalServiceConfig};

@@ -17,11 +17,13 @@ use memcache_proto::{host_id, DataEndpoint, MetaLink, Registered, Registration};
 use crate::tcp::SharedKey;
 
 use crate::fdpass::SegmentServer;
+use crate::metrics::LocalMetrics;
 use crate::segment::{SegmentTable, ShmSegment};
 use crate::service::{LocalService, LocalServiceConfig};
 
 pub struct RunningLocalService {
     id: LocalServiceId,
+    http: Option<SocketAddr>,
     _service: LocalService,
     segments: SegmentTable,
     _server: SegmentServer,
@@ -70,8 +72,9 @@ impl RunningLocalService {
         // Bound before registering: a client may ask as soon as the meta service knows
         // us, and its request waits in the backlog until the table is filled.
         let segments: SegmentTable = Arc::new(RwLock::new(Vec::new()));
+        let metrics = Arc::new(LocalMetrics::new());
         let mut server = SegmentServer::bind(socket)?;
-        server.serve(segments.clone())?;
+        server.serve_counted(segments.clone(), Some(metrics.shm_handouts.clone()))?;
         let data = {
             let _in_runtime = runtime.enter();
             tokio::net::TcpListener::from_std(data)
@@ -81,12 +84,27 @@ impl RunningLocalService {
             table: segments.clone(),
             key: SharedKey::default(),
             mapped: service.all_segments().to_vec(),
+            metrics: metrics.clone(),
         });
         runtime.spawn(crate::tcp::serve(
             data,
             segments.clone(),
             exposed.key.clone(),
+            metrics.clone(),
         ));
+        let http = match config.http_addr {
+            Some(addr) => Some(
+                runtime
+                    .spawn(crate::metrics::serve_http(
+                        addr,
+                        metrics.clone(),
+                        segments.clone(),
+                    ))
+                    .await
+                    .map_err(|e| Error::Failed(format!("local service HTTP: {e}")))??,
+            ),
+            None => None,
+        };
 
         let link = Arc::new(MetaLink::new(meta.to_vec(), timeout));
         let joined = runtime.spawn({
@@ -111,6 +129,7 @@ impl RunningLocalService {
         let heartbeat = runtime.spawn(beat(link.clone(), reg, exposed, every));
         Ok(RunningLocalService {
             id,
+            http,
             _service: service,
             segments,
             _server: server,
@@ -122,6 +141,11 @@ impl RunningLocalService {
 
     pub fn id(&self) -> LocalServiceId {
         self.id
+    }
+
+    /// Where `/health` and `/metrics` are served, if they are.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http
     }
 
     /// The segments with the ids the meta service gave them (they change when the
@@ -169,10 +193,12 @@ struct Exposed {
     key: SharedKey,
     /// The segments in registration order.
     mapped: Vec<Arc<ShmSegment>>,
+    metrics: Arc<LocalMetrics>,
 }
 
 impl Exposed {
     fn install(&self, reg: Registered) {
+        self.metrics.registrations.inc();
         tracing::info!(service = reg.id, segments = ?reg.segments, "local service registered");
         *self.key.write().unwrap_or_else(|e| e.into_inner()) = reg.key;
         *self.table.write().unwrap_or_else(|e| e.into_inner()) = reg
@@ -199,7 +225,10 @@ async fn beat(link: Arc<MetaLink>, reg: Registration, exposed: Arc<Exposed>, eve
                 Ok(again) => exposed.install(again),
                 Err(e) => tracing::warn!(service = id, error = %e, "registering again"),
             },
-            Err(e) => tracing::warn!(service = id, error = %e, "heartbeat failed"),
+            Err(e) => {
+                exposed.metrics.heartbeat_failures.inc();
+                tracing::warn!(service = id, error = %e, "heartbeat failed")
+            }
         }
     }
 }

@@ -33,6 +33,8 @@ pub struct LocalServiceConfig {
     /// Address of the TCP data plane (`127.0.0.1:0`, a free loopback port, if unset).
     #[serde(alias = "bmIpPort")]
     pub data_addr: Option<std::net::SocketAddr>,
+    /// Where to serve `/health` and `/metrics` (off if unset).
+    pub http_addr: Option<std::net::SocketAddr>,
 }
 
 impl Default for LocalServiceConfig {
@@ -44,6 +46,7 @@ impl Default for LocalServiceConfig {
             heartbeat_interval_ms: 500,
             shm_socket: None,
             data_addr: None,
+            http_addr: None,
         }
     }
 }

@@ -17,6 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use memcache_core::{Blob, Error, Result};
 use memcache_proto::{blob_tag, TagKey};
 
+use crate::metrics::LocalMetrics;
 use crate::segment::{find_segment, SegmentTable};
 
 /// The key capabilities are checked with; replaced when the service registers again.
@@ -53,15 +54,20 @@ fn word(b: &[u8]) -> u64 {
 /// Serves the segments of one local service until the listener's task is dropped.
 /// Every request must carry the capability the meta service issued for exactly that
 /// range with `key`, so no client reaches past the blobs it was given.
-pub async fn serve(listener: TcpListener, segments: SegmentTable, key: SharedKey) {
+pub async fn serve(
+    listener: TcpListener,
+    segments: SegmentTable,
+    key: SharedKey,
+    metrics: Arc<LocalMetrics>,
+) {
     loop {
         let Ok((conn, peer)) = listener.accept().await else {
             continue;
         };
         let _ = conn.set_nodelay(true);
-        let (segments, key) = (segments.clone(), key.clone());
+        let (segments, key, metrics) = (segments.clone(), key.clone(), metrics.clone());
         tokio::spawn(async move {
-            if let Err(e) = serve_conn(conn, &segments, &key).await {
+            if let Err(e) = serve_conn(conn, &segments, &key, &metrics).await {
                 tracing::debug!(%peer, error = %e, "data connection closed");
             }
         });
@@ -72,7 +78,12 @@ async fn serve_conn(
     mut conn: TcpStream,
     segments: &SegmentTable,
     key: &SharedKey,
+    metrics: &LocalMetrics,
 ) -> std::io::Result<()> {
+    let count = |op: &str, ok: bool| {
+        let result = if ok { "ok" } else { "refused" };
+        metrics.tcp_requests.with_label_values(&[op, result]).inc();
+    };
     let mut h = [0u8; REQUEST_LEN];
     loop {
         conn.read_exact(&mut h).await?;
@@ -107,8 +118,11 @@ async fn serve_conn(
                 Ok(dst) => {
                     conn.read_exact(dst).await?;
                     conn.write_all(&answer(0, 0)).await?;
+                    metrics.tcp_bytes.with_label_values(&["in"]).inc_by(len);
+                    count("write", true);
                 }
                 Err(e) => {
+                    count("write", false);
                     // The payload that follows has nowhere to go: answer and hang up
                     // rather than read an unbounded amount to stay in step.
                     conn.write_all(&answer(e.code(), 0)).await?;
@@ -125,8 +139,13 @@ async fn serve_conn(
                 Ok(src) => {
                     conn.write_all(&answer(0, len)).await?;
                     conn.write_all(src).await?;
+                    metrics.tcp_bytes.with_label_values(&["out"]).inc_by(len);
+                    count("read", true);
                 }
-                Err(e) => conn.write_all(&answer(e.code(), 0)).await?,
+                Err(e) => {
+                    count("read", false);
+                    conn.write_all(&answer(e.code(), 0)).await?
+                }
             }
         }
     }

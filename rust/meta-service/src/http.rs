@@ -1,7 +1,6 @@
 //! The admin HTTP server of the meta service (shared/spec/rest_api.md).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use axum::extract::{Query, State};
@@ -12,25 +11,10 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use memcache_core::{Error, Key, Result};
+use memcache_core::Key;
 
 use crate::ptracer::table;
 use crate::rpc::Server;
-
-/// `HOST:PORT`, `http://HOST:PORT`, or just a port (on loopback); empty means off.
-pub fn parse_addr(s: &str) -> Result<Option<SocketAddr>> {
-    let s = s.trim().trim_start_matches("http://").trim_end_matches('/');
-    if s.is_empty() {
-        return Ok(None);
-    }
-    let s = s.strip_prefix(':').unwrap_or(s);
-    if let Ok(port) = s.parse::<u16>() {
-        return Ok(Some(([127, 0, 0, 1], port).into()));
-    }
-    s.parse()
-        .map(Some)
-        .map_err(|e| Error::invalid(format!("http address {s:?}: {e}")))
-}
 
 pub fn router(server: Server) -> Router {
     Router::new()

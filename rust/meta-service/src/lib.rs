@@ -196,7 +196,7 @@ impl MetaService {
         let server = Server(shared.clone());
         let mut tasks = Vec::new();
         let mut http = None;
-        if let Some(at) = http::parse_addr(&config.http_url)? {
+        if let Some(at) = memcache_proto::parse_http_addr(&config.http_url)? {
             let listener = tokio::net::TcpListener::bind(at)
                 .await
                 .map_err(|e| Error::Failed(format!("admin HTTP on {at}: {e}")))?;

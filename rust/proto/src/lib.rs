@@ -248,6 +248,21 @@ impl MetaLink {
     }
 }
 
+/// `HOST:PORT`, `http://HOST:PORT`, or just a port (on loopback); empty means off.
+pub fn parse_http_addr(s: &str) -> Result<Option<SocketAddr>> {
+    let s = s.trim().trim_start_matches("http://").trim_end_matches('/');
+    if s.is_empty() {
+        return Ok(None);
+    }
+    let s = s.strip_prefix(':').unwrap_or(s);
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(Some(([127, 0, 0, 1], port).into()));
+    }
+    s.parse()
+        .map(Some)
+        .map_err(|e| Error::invalid(format!("http address {s:?}: {e}")))
+}
+
 /// This host's identity: the kernel's boot id, which also changes across reboots.
 pub fn host_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
@@ -258,6 +273,19 @@ pub fn host_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_addresses() {
+        assert_eq!(parse_http_addr("").unwrap(), None);
+        let lo: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        assert_eq!(parse_http_addr("8080").unwrap(), Some(lo));
+        assert_eq!(parse_http_addr(":8080").unwrap(), Some(lo));
+        assert_eq!(
+            parse_http_addr("http://0.0.0.0:9/").unwrap(),
+            Some("0.0.0.0:9".parse().unwrap())
+        );
+        assert_eq!(parse_http_addr("nonsense").unwrap_err().code(), -3000);
+    }
 
     #[test]
     fn discovery_urls() {

@@ -218,3 +218,53 @@ fn everyday_commands_work_and_fail_with_the_error_name() {
     std::fs::remove_file(&file).unwrap();
     std::fs::remove_file(&out_file).unwrap();
 }
+
+#[test]
+fn local_services_report_their_own_health_and_traffic() {
+    let (_meta, url) = start_meta(&[]);
+    let (_local, lines) =
+        spawn_mmc_lines(&["local", "--discovery", &url, "--dram-size", "32MiB"], 2);
+    let http = lines[1]
+        .trim()
+        .rsplit("http://")
+        .next()
+        .unwrap()
+        .to_string();
+    wait_for_services(&url, 1);
+    assert_eq!(http_get(&http, "/health"), (200, "OK".to_string()));
+
+    // Same-host client: one descriptor handed out, then memcpy.
+    let shm = pure_client(&url);
+    shm.put("l/shm", &[1u8; 3000]).unwrap();
+    // Forced TCP: the bytes cross the local service's data port.
+    let mut config = memcache_client::ClientConfig::remote(&url, 0);
+    config.transport = Some(memcache_client::TransportKind::Tcp);
+    let tcp = memcache_client::BlockingObjectStore::new(config).unwrap();
+    tcp.init(0, false).unwrap();
+    tcp.put("l/tcp", &[2u8; 5000]).unwrap();
+    assert_eq!(tcp.get("l/tcp").unwrap(), vec![2u8; 5000]);
+
+    let (code, text) = http_get(&http, "/metrics");
+    assert_eq!(code, 200);
+    assert_eq!(metric(&text, "memcache_local_shm_descriptors_total"), 1.0);
+    assert_eq!(metric(&text, "memcache_local_registrations_total"), 1.0);
+    assert!(
+        text.contains("memcache_local_tcp_bytes_total{direction=\"in\"} 5000"),
+        "{text}"
+    );
+    assert!(
+        text.contains("memcache_local_tcp_bytes_total{direction=\"out\"} 5000"),
+        "{text}"
+    );
+    assert!(text.contains("memcache_local_tcp_requests_total{op=\"write\",result=\"ok\"} 1"));
+    assert!(text.contains("memcache_local_segment_bytes{medium=\"DRAM\",segment="));
+    let check = Command::new("promtool")
+        .args(["check", "metrics"])
+        .output_with_stdin(text.as_bytes())
+        .expect("promtool (Debian package prometheus) is installed");
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+}

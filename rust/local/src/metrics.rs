@@ -1,0 +1,143 @@
+//! A local service's own metrics and its `/health` + `/metrics` HTTP server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use prometheus::{Encoder, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+
+use memcache_core::{Error, Result};
+
+use crate::segment::SegmentTable;
+
+pub struct LocalMetrics {
+    registry: Registry,
+    /// Bytes through the TCP data plane, `direction` = in (writes) | out (reads).
+    pub tcp_bytes: IntCounterVec,
+    /// TCP requests, `op` = write | read, `result` = ok | refused.
+    pub tcp_requests: IntCounterVec,
+    /// Segment descriptors handed to same-host clients (each then copies by itself).
+    pub shm_handouts: IntCounter,
+    pub registrations: IntCounter,
+    pub heartbeat_failures: IntCounter,
+    segment_bytes: IntGaugeVec,
+}
+
+impl LocalMetrics {
+    pub fn new() -> LocalMetrics {
+        let registry = Registry::new();
+        fn add<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
+            r.register(Box::new(c.clone())).expect("unique metric");
+            c
+        }
+        let counter = |name: &str, help: &str| {
+            add(
+                &registry,
+                IntCounter::new(name, help).expect("valid metric"),
+            )
+        };
+        let tcp_bytes = add(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "memcache_local_tcp_bytes_total",
+                    "Bytes moved by the TCP data plane",
+                ),
+                &["direction"],
+            )
+            .expect("valid metric"),
+        );
+        let tcp_requests = add(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "memcache_local_tcp_requests_total",
+                    "Requests to the TCP data plane",
+                ),
+                &["op", "result"],
+            )
+            .expect("valid metric"),
+        );
+        let segment_bytes = add(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "memcache_local_segment_bytes",
+                    "Capacity of each served segment",
+                ),
+                &["segment", "medium"],
+            )
+            .expect("valid metric"),
+        );
+        LocalMetrics {
+            tcp_bytes,
+            tcp_requests,
+            shm_handouts: counter(
+                "memcache_local_shm_descriptors_total",
+                "Segment descriptors handed to same-host clients",
+            ),
+            registrations: counter(
+                "memcache_local_registrations_total",
+                "Registrations with a meta service (more than one after a meta restart)",
+            ),
+            heartbeat_failures: counter(
+                "memcache_local_heartbeat_failures_total",
+                "Heartbeats that did not reach the meta service",
+            ),
+            segment_bytes,
+            registry,
+        }
+    }
+
+    fn text(&self, table: &SegmentTable) -> String {
+        self.segment_bytes.reset();
+        for (id, seg) in table.read().unwrap_or_else(|e| e.into_inner()).iter() {
+            self.segment_bytes
+                .with_label_values(&[&id.to_string(), "DRAM"])
+                .set(seg.len() as i64);
+        }
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+}
+
+/// Serves `/health` and `/metrics` on `addr`, on the current runtime, until it stops;
+/// returns the bound address.
+pub async fn serve_http(
+    addr: SocketAddr,
+    metrics: Arc<LocalMetrics>,
+    table: SegmentTable,
+) -> Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::Failed(format!("local service HTTP on {addr}: {e}")))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| Error::Failed(format!("local service HTTP: {e}")))?;
+    let app = Router::new()
+        .route("/health", get(|| async { "OK" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let text = metrics.text(&table);
+                async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        text,
+                    )
+                        .into_response()
+                }
+            }),
+        );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(bound)
+}
