@@ -23,7 +23,7 @@ pub(crate) enum Local {
     /// In the embedded pool: registered directly, nothing to serve.
     Embedded(LocalService),
     /// Joined to a remote meta service: serves its descriptors and heartbeats.
-    Remote(RunningLocalService),
+    Remote(Box<RunningLocalService>),
 }
 
 impl Local {
@@ -44,7 +44,7 @@ impl Local {
                 let running =
                     RunningLocalService::start(config, link.addrs(), link.timeout(), socket)
                         .await?;
-                Ok(Local::Remote(running))
+                Ok(Local::Remote(Box::new(running)))
             }
         }
     }

@@ -26,6 +26,12 @@ pub struct LocalMetrics {
     segment_bytes: IntGaugeVec,
 }
 
+impl Default for LocalMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl LocalMetrics {
     pub fn new() -> LocalMetrics {
         let registry = Registry::new();

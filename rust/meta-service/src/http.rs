@@ -127,26 +127,3 @@ async fn summary(State(s): State<Server>) -> Response {
 async fn ptracer(State(s): State<Server>) -> Response {
     text(table(&s.0.tracer.rows(), SystemTime::now()))
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn addresses() {
-        assert_eq!(parse_addr("").unwrap(), None);
-        assert_eq!(
-            parse_addr("8080").unwrap(),
-            Some("127.0.0.1:8080".parse().unwrap())
-        );
-        assert_eq!(
-            parse_addr(":8080").unwrap(),
-            Some("127.0.0.1:8080".parse().unwrap())
-        );
-        assert_eq!(
-            parse_addr("http://0.0.0.0:9/").unwrap(),
-            Some("0.0.0.0:9".parse().unwrap())
-        );
-        assert_eq!(parse_addr("nonsense").unwrap_err().code(), -3000);
-    }
-}
