@@ -47,6 +47,8 @@ pub struct MetaServiceConfig {
     /// The admin HTTP server: `HOST:PORT`, or a port on loopback; empty turns it off.
     #[serde(alias = "httpURL")]
     pub http_url: String,
+    /// Tracepoints on every call (`/metrics/ptracer`); off only to measure their cost.
+    pub ptracer: bool,
     /// How often overdue puts, expired objects and dead services are looked for.
     #[serde(alias = "housekeepingIntervalMs")]
     pub housekeeping_interval_ms: u64,
@@ -59,6 +61,7 @@ impl Default for MetaServiceConfig {
             meta: MetaConfig::default(),
             heartbeat_timeout_ms: 3000,
             http_url: "127.0.0.1:0".into(),
+            ptracer: true,
             housekeeping_interval_ms: 100,
         }
     }
@@ -188,7 +191,7 @@ impl MetaService {
             live: Mutex::new(BTreeMap::new()),
             rpcs: AtomicU64::new(0),
             by_method: Mutex::new(BTreeMap::new()),
-            tracer: Tracer::default(),
+            tracer: Tracer::new(config.ptracer),
             metrics: Metrics::new(),
         });
         let (stop, stopped) = watch::channel(false);

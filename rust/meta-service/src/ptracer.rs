@@ -69,10 +69,18 @@ struct Point {
 
 pub struct Tracer {
     points: Vec<Point>,
+    enabled: bool,
 }
 
 impl Default for Tracer {
     fn default() -> Self {
+        Tracer::new(true)
+    }
+}
+
+impl Tracer {
+    /// A tracer; a disabled one records nothing (to measure what tracing costs).
+    pub fn new(enabled: bool) -> Self {
         let points = POINTS
             .iter()
             .map(|_| Point {
@@ -80,20 +88,22 @@ impl Default for Tracer {
                 ..Default::default()
             })
             .collect();
-        Tracer { points }
+        Tracer { points, enabled }
     }
 }
 
 /// A call in flight; `end` records it.
 pub struct Span<'a> {
-    point: &'a Point,
+    point: Option<&'a Point>,
     start: Instant,
 }
 
 impl Tracer {
     pub fn begin(&self, tp: Tp) -> Span<'_> {
-        let point = &self.points[tp as usize];
-        point.begin.fetch_add(1, Ordering::Relaxed);
+        let point = self.enabled.then(|| &self.points[tp as usize]);
+        if let Some(p) = point {
+            p.begin.fetch_add(1, Ordering::Relaxed);
+        }
         Span {
             point,
             start: Instant::now(),
@@ -128,8 +138,8 @@ impl Tracer {
 
 impl Span<'_> {
     pub fn end(self, ok: bool) {
+        let Some(p) = self.point else { return };
         let ns = self.start.elapsed().as_nanos() as u64;
-        let p = self.point;
         if ok { &p.good } else { &p.bad }.fetch_add(1, Ordering::Relaxed);
         p.total_ns.fetch_add(ns, Ordering::Relaxed);
         p.min_ns.fetch_min(ns, Ordering::Relaxed);
