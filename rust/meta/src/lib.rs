@@ -13,7 +13,7 @@ mod store;
 pub use alloc::{pages_for, PageAllocator, Savepoint};
 pub use policy::{EvictionPolicy, PolicyKind};
 pub use state::{
-    AllocItem, Allocation, Applied, Command, Counters, Object, ObjectState, PutId, Segment,
+    AllocItem, Allocation, Applied, Command, Counters, Image, Object, ObjectState, PutId, Segment,
     SegmentSpec, ServiceInfo, StateMachine,
 };
 pub use store::{LeaseId, Located, MetaConfig, MetaStore, MAX_OBJECT_BYTES};

@@ -177,6 +177,7 @@ pub struct Counters {
 }
 
 pub struct StateMachine {
+    policy_kind: PolicyKind,
     objects: FxHashMap<Key, Object>,
     segments: BTreeMap<SegmentId, Segment>,
     services: BTreeMap<LocalServiceId, ServiceInfo>,
@@ -195,6 +196,7 @@ pub struct StateMachine {
 impl StateMachine {
     pub fn new(policy: PolicyKind) -> Self {
         StateMachine {
+            policy_kind: policy,
             objects: FxHashMap::default(),
             segments: BTreeMap::new(),
             services: BTreeMap::new(),
@@ -205,6 +207,52 @@ impl StateMachine {
             next_put: 1,
             counters: Counters::default(),
         }
+    }
+
+    /// Everything `apply` depends on, for a snapshot. The eviction order is not in it:
+    /// it is advice, rebuilt from commit times on restore.
+    pub fn image(&self) -> Image {
+        let mut objects: Vec<(Key, Object)> = self
+            .objects
+            .iter()
+            .map(|(k, o)| (k.clone(), o.clone()))
+            .collect();
+        objects.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Image {
+            policy: self.policy_kind,
+            objects,
+            segments: self.segments.values().cloned().collect(),
+            services: self.services.values().cloned().collect(),
+            pending: self.pending.iter().cloned().collect(),
+            expiring: self.expiring.iter().cloned().collect(),
+            next_segment: self.next_segment,
+            next_put: self.next_put,
+            counters: self.counters,
+        }
+    }
+
+    /// The state a snapshot describes.
+    pub fn from_image(image: Image) -> Self {
+        let mut sm = StateMachine::new(image.policy);
+        let mut committed: Vec<(u64, Key)> = Vec::new();
+        for (k, o) in image.objects {
+            if o.state == ObjectState::Complete {
+                committed.push((o.created_ms, k.clone()));
+            }
+            sm.objects.insert(k, o);
+        }
+        committed.sort_unstable();
+        for (_, k) in &committed {
+            sm.policy.insert(k);
+        }
+        sm.segments = image.segments.into_iter().map(|s| (s.id, s)).collect();
+        sm.services = image.services.into_iter().map(|s| (s.id, s)).collect();
+        sm.pending = image.pending.into_iter().collect();
+        sm.expiring = image.expiring.into_iter().collect();
+        sm.next_segment = image.next_segment;
+        sm.next_put = image.next_put;
+        sm.counters = image.counters;
+        sm
     }
 
     /// Starts segment ids at `first`. A meta service that starts empty picks a base
@@ -557,6 +605,20 @@ impl StateMachine {
         (self.next_segment, self.next_put, self.counters).hash(&mut h);
         h.finish()
     }
+}
+
+/// A serializable copy of a [`StateMachine`] (see [`StateMachine::image`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Image {
+    policy: PolicyKind,
+    objects: Vec<(Key, Object)>,
+    segments: Vec<Segment>,
+    services: Vec<ServiceInfo>,
+    pending: Vec<(u64, PutId, Key)>,
+    expiring: Vec<(u64, Key)>,
+    next_segment: SegmentId,
+    next_put: PutId,
+    counters: Counters,
 }
 
 pub(crate) struct PlanView<'a> {

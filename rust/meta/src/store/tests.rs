@@ -453,6 +453,10 @@ mod replay {
                 follower.apply(serde_json::from_slice(&wire).unwrap());
             }
             prop_assert_eq!(follower.fingerprint(), leader.state().fingerprint());
+            // A snapshot (through its wire form) restores the same state.
+            let wire = serde_json::to_vec(&follower.image()).unwrap();
+            let restored = StateMachine::from_image(serde_json::from_slice(&wire).unwrap());
+            prop_assert_eq!(restored.fingerprint(), leader.state().fingerprint());
         }
     }
 }

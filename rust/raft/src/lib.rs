@@ -1,0 +1,357 @@
+//! The meta state machine replicated with openraft.
+//!
+//! Log entries carry [`Command`]s — the leader's decisions as values — and every
+//! member applies them to its own [`StateMachine`], so all reach the same state. This
+//! crate holds the storage openraft needs: the vote, the log, the applied state and
+//! snapshots (a [`StateMachine::image`]). The log lives in memory; compaction keeps
+//! it short.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::io::Cursor;
+use std::ops::RangeBounds;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use openraft::storage::{LogState, RaftLogReader, RaftSnapshotBuilder, RaftStorage, Snapshot};
+use openraft::{
+    BasicNode, Entry, EntryPayload, LogId, OptionalSend, SnapshotMeta, StorageError,
+    StorageIOError, StoredMembership, Vote,
+};
+use serde::{Deserialize, Serialize};
+
+use memcache_meta::{Applied, Command, PolicyKind, StateMachine};
+
+pub type NodeId = u64;
+
+/// What applying one log entry produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Applied(Applied),
+    /// Blank and membership entries change no object.
+    Nothing,
+}
+
+openraft::declare_raft_types!(
+    /// The types of the meta service's Raft group.
+    pub TypeConfig:
+        D = Command,
+        R = Response,
+        NodeId = NodeId,
+        Node = BasicNode,
+);
+
+type StorageResult<T> = Result<T, StorageError<NodeId>>;
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotImage {
+    state: memcache_meta::Image,
+}
+
+struct StoredSnapshot {
+    meta: SnapshotMeta<NodeId, BasicNode>,
+    data: Vec<u8>,
+}
+
+struct Inner {
+    vote: Option<Vote<NodeId>>,
+    committed: Option<LogId<NodeId>>,
+    log: BTreeMap<u64, Entry<TypeConfig>>,
+    last_purged: Option<LogId<NodeId>>,
+    sm: StateMachine,
+    last_applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, BasicNode>,
+    snapshot: Option<StoredSnapshot>,
+    snapshots_built: u64,
+}
+
+/// Vote, log, state machine and snapshots of one member. Cloning shares them.
+#[derive(Clone)]
+pub struct RaftStore {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl RaftStore {
+    pub fn new(policy: PolicyKind) -> RaftStore {
+        RaftStore {
+            inner: Arc::new(Mutex::new(Inner {
+                vote: None,
+                committed: None,
+                log: BTreeMap::new(),
+                last_purged: None,
+                sm: StateMachine::new(policy),
+                last_applied: None,
+                membership: StoredMembership::default(),
+                snapshot: None,
+                snapshots_built: 0,
+            })),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads the applied state machine (for queries and the leader's planning).
+    pub fn with_state<R>(&self, f: impl FnOnce(&StateMachine) -> R) -> R {
+        f(&self.lock().sm)
+    }
+
+    /// Mutable access for the leader's soft work (planning trials, read recency).
+    pub fn with_state_mut<R>(&self, f: impl FnOnce(&mut StateMachine) -> R) -> R {
+        f(&mut self.lock().sm)
+    }
+}
+
+fn io_error(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageIOError::read_snapshot(None, &e).into()
+}
+
+impl RaftLogReader<TypeConfig> for RaftStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> StorageResult<Vec<Entry<TypeConfig>>> {
+        Ok(self
+            .lock()
+            .log
+            .range(range)
+            .map(|(_, e)| e.clone())
+            .collect())
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for RaftStore {
+    async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
+        let mut inner = self.lock();
+        let image = SnapshotImage {
+            state: inner.sm.image(),
+        };
+        let data = serde_json::to_vec(&image).map_err(io_error)?;
+        inner.snapshots_built += 1;
+        let last = inner.last_applied;
+        let snapshot_id = match last {
+            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, inner.snapshots_built),
+            None => format!("none-{}", inner.snapshots_built),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: last,
+            last_membership: inner.membership.clone(),
+            snapshot_id,
+        };
+        inner.snapshot = Some(StoredSnapshot {
+            meta: meta.clone(),
+            data: data.clone(),
+        });
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStorage<TypeConfig> for RaftStore {
+    type LogReader = Self;
+    type SnapshotBuilder = Self;
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StorageResult<()> {
+        self.lock().vote = Some(*vote);
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> StorageResult<Option<Vote<NodeId>>> {
+        Ok(self.lock().vote)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StorageResult<()> {
+        self.lock().committed = committed;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> StorageResult<Option<LogId<NodeId>>> {
+        Ok(self.lock().committed)
+    }
+
+    async fn get_log_state(&mut self) -> StorageResult<LogState<TypeConfig>> {
+        let inner = self.lock();
+        let last = inner
+            .log
+            .values()
+            .next_back()
+            .map(|e| e.log_id)
+            .or(inner.last_purged);
+        Ok(LogState {
+            last_purged_log_id: inner.last_purged,
+            last_log_id: last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn append_to_log<I>(&mut self, entries: I) -> StorageResult<()>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+    {
+        let mut inner = self.lock();
+        for e in entries {
+            inner.log.insert(e.log_id.index, e);
+        }
+        Ok(())
+    }
+
+    async fn delete_conflict_logs_since(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
+        let mut inner = self.lock();
+        inner.log.split_off(&log_id.index);
+        Ok(())
+    }
+
+    async fn purge_logs_upto(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
+        let mut inner = self.lock();
+        inner.last_purged = Some(log_id);
+        let keep = inner.log.split_off(&(log_id.index + 1));
+        inner.log = keep;
+        Ok(())
+    }
+
+    async fn last_applied_state(
+        &mut self,
+    ) -> StorageResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>)> {
+        let inner = self.lock();
+        Ok((inner.last_applied, inner.membership.clone()))
+    }
+
+    async fn apply_to_state_machine(
+        &mut self,
+        entries: &[Entry<TypeConfig>],
+    ) -> StorageResult<Vec<Response>> {
+        let mut inner = self.lock();
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            inner.last_applied = Some(e.log_id);
+            out.push(match &e.payload {
+                EntryPayload::Blank => Response::Nothing,
+                EntryPayload::Normal(cmd) => Response::Applied(inner.sm.apply(cmd.clone())),
+                EntryPayload::Membership(m) => {
+                    inner.membership = StoredMembership::new(Some(e.log_id), m.clone());
+                    Response::Nothing
+                }
+            });
+        }
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<Cursor<Vec<u8>>>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> StorageResult<()> {
+        let data = snapshot.into_inner();
+        let image: SnapshotImage = serde_json::from_slice(&data).map_err(io_error)?;
+        let mut inner = self.lock();
+        inner.sm = StateMachine::from_image(image.state);
+        inner.last_applied = meta.last_log_id;
+        inner.membership = meta.last_membership.clone();
+        inner.snapshot = Some(StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        });
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
+        Ok(self.lock().snapshot.as_ref().map(|s| Snapshot {
+            meta: s.meta.clone(),
+            snapshot: Box::new(Cursor::new(s.data.clone())),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use memcache_core::{Key, Medium};
+    use memcache_meta::{AllocItem, SegmentSpec};
+    use openraft::CommittedLeaderId;
+
+    fn entry(index: u64, cmd: Command) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(cmd),
+        }
+    }
+
+    /// Commands applied through the log change the state machine, and a snapshot
+    /// installed on another member gives it exactly the same state.
+    #[tokio::test]
+    async fn commands_apply_and_snapshots_restore() {
+        let mut a = RaftStore::new(PolicyKind::Lru);
+        let key = Key::new("k").unwrap();
+        let cmds = [
+            Command::RegisterService {
+                service: 0,
+                device_id: 0,
+                segments: vec![SegmentSpec {
+                    medium: Medium::Dram,
+                    capacity: 1 << 20,
+                    base: 0,
+                }],
+            },
+            Command::Alloc {
+                now_ms: 1,
+                lease_ms: 1000,
+                items: vec![AllocItem {
+                    key: key.clone(),
+                    size: 5000,
+                    segments: vec![1],
+                    ttl_ms: None,
+                    drop_first: vec![],
+                }],
+                drop_after: vec![],
+            },
+            Command::Commit {
+                now_ms: 2,
+                items: vec![(key.clone(), 1)],
+            },
+        ];
+        let entries: Vec<_> = cmds
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| entry(i as u64 + 1, c))
+            .collect();
+        let replies = a.apply_to_state_machine(&entries).await.unwrap();
+        assert_eq!(replies.len(), 3);
+        assert!(a.with_state(|s| s.visible(&key, 3).is_ok()));
+        let snap = a.build_snapshot().await.unwrap();
+        assert_eq!(snap.meta.last_log_id.map(|l| l.index), Some(3));
+
+        let mut b = RaftStore::new(PolicyKind::Lru);
+        b.install_snapshot(&snap.meta, snap.snapshot).await.unwrap();
+        assert_eq!(
+            b.with_state(|s| s.fingerprint()),
+            a.with_state(|s| s.fingerprint())
+        );
+        assert_eq!(
+            b.last_applied_state().await.unwrap().0,
+            snap.meta.last_log_id
+        );
+        let again = b.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(again.meta, snap.meta);
+    }
+
+    /// openraft's storage conformance suite.
+    #[test]
+    fn passes_the_openraft_storage_suite() {
+        openraft::testing::Suite::test_all(|| async { RaftStore::new(PolicyKind::Lru) })
+            .expect("storage suite");
+    }
+}
