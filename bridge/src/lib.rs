@@ -98,6 +98,28 @@ fn per_key<'a, T>(flat: &'a [T], counts: &[usize]) -> Option<Vec<&'a [T]>> {
     (at == flat.len()).then_some(out)
 }
 
+/// Keys, and each key's layer addresses and sizes, when every length pairs up with
+/// `n` keys.
+type Shape<'a> = (Vec<&'a [u8]>, Vec<&'a [usize]>, Vec<&'a [usize]>);
+
+fn shape<'a>(
+    keys: &'a [u8],
+    key_lens: &[usize],
+    counts: &[usize],
+    addrs: &'a [usize],
+    sizes: &'a [usize],
+    n: usize,
+) -> Option<Shape<'a>> {
+    if key_lens.len() != n || counts.len() != n {
+        return None;
+    }
+    Some((
+        split_keys(keys, key_lens)?,
+        per_key(addrs, counts)?,
+        per_key(sizes, counts)?,
+    ))
+}
+
 /// Writes per-key results to `out`, or one code for all when the shape is wrong.
 fn answer(out: &mut [i32], codes: impl IntoIterator<Item = i32>) -> i32 {
     for (o, c) in out.iter_mut().zip(codes) {
@@ -161,10 +183,7 @@ impl Store {
         out: &mut [i32],
     ) -> i32 {
         guard(|| {
-            let shape = split_keys(keys, key_lens)
-                .filter(|k| k.len() == out.len())
-                .zip(per_key(addrs, counts).zip(per_key(sizes, counts)));
-            let Some((keys, (addrs, sizes))) = shape.filter(|_| counts.len() == key_lens.len())
+            let Some((keys, addrs, sizes)) = shape(keys, key_lens, counts, addrs, sizes, out.len())
             else {
                 return refuse(
                     out,
@@ -207,10 +226,7 @@ impl Store {
         out: &mut [i32],
     ) -> i32 {
         guard(|| {
-            let shape = split_keys(keys, key_lens)
-                .filter(|k| k.len() == out.len())
-                .zip(per_key(addrs, counts).zip(per_key(sizes, counts)));
-            let Some((keys, (addrs, sizes))) = shape.filter(|_| counts.len() == key_lens.len())
+            let Some((keys, addrs, sizes)) = shape(keys, key_lens, counts, addrs, sizes, out.len())
             else {
                 return refuse(
                     out,

@@ -118,17 +118,8 @@ impl MetaClient {
     /// Up to `limit` stored keys starting with `prefix`, in byte order.
     pub async fn list_keys(&self, prefix: &[u8], limit: u32) -> Result<Vec<Key>> {
         let owned = prefix.to_vec();
-        call!(self, store, now => {
-            let mut keys: Vec<Key> = store
-                .state()
-                .objects()
-                .filter(|(k, o)| k.as_bytes().starts_with(prefix) && o.visible(now))
-                .map(|(k, _)| k.clone())
-                .collect();
-            keys.sort_unstable();
-            keys.truncate(limit as usize);
-            keys
-        }, rpc, ctx => rpc.keys(ctx, owned, limit))
+        call!(self, store, now => store.state().keys_with_prefix(prefix, now, limit as usize),
+            rpc, ctx => rpc.keys(ctx, owned, limit))
     }
 
     pub async fn key_info(&self, keys: &[Key]) -> Result<Vec<KeyInfo>> {

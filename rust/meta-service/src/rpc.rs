@@ -106,16 +106,7 @@ impl Server {
 
     pub fn keys_with_prefix(&self, prefix: &[u8], limit: usize) -> Vec<Key> {
         let now = self.0.clock.now_ms();
-        let store = self.0.store();
-        let mut keys: Vec<Key> = store
-            .state()
-            .objects()
-            .filter(|(k, o)| k.as_bytes().starts_with(prefix) && o.visible(now))
-            .map(|(k, _)| k.clone())
-            .collect();
-        keys.sort_unstable();
-        keys.truncate(limit);
-        keys
+        self.0.store().state().keys_with_prefix(prefix, now, limit)
     }
 }
 

@@ -543,6 +543,19 @@ impl StateMachine {
         self.objects.iter()
     }
 
+    /// Up to `limit` keys readable at `now_ms` that start with `prefix`, in byte order.
+    pub fn keys_with_prefix(&self, prefix: &[u8], now_ms: u64, limit: usize) -> Vec<Key> {
+        let mut keys: Vec<Key> = self
+            .objects
+            .iter()
+            .filter(|(k, o)| k.as_bytes().starts_with(prefix) && o.visible(now_ms))
+            .map(|(k, _)| k.clone())
+            .collect();
+        keys.sort_unstable();
+        keys.truncate(limit);
+        keys
+    }
+
     pub fn object_count(&self) -> usize {
         self.objects.len()
     }
