@@ -3,8 +3,8 @@
 //! Log entries carry [`Command`]s — the leader's decisions as values — and every
 //! member applies them to its own [`StateMachine`], so all reach the same state. This
 //! crate holds the storage openraft needs: the vote, the log, the applied state and
-//! snapshots (a [`StateMachine::image`]). The log lives in memory; compaction keeps
-//! it short.
+//! snapshots (a [`StateMachine::image`]). The log lives in memory, and optionally in a
+//! data directory that survives restarts; compaction keeps it short.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use memcache_meta::{Applied, Command, PolicyKind, StateMachine};
 
+mod disk;
 pub mod network;
 
 pub type NodeId = u64;
@@ -64,6 +65,7 @@ struct Inner {
     membership: StoredMembership<NodeId, BasicNode>,
     snapshot: Option<StoredSnapshot>,
     snapshots_built: u64,
+    disk: Option<disk::Disk>,
 }
 
 /// Vote, log, state machine and snapshots of one member. Cloning shares them.
@@ -85,8 +87,37 @@ impl RaftStore {
                 membership: StoredMembership::default(),
                 snapshot: None,
                 snapshots_built: 0,
+                disk: None,
             })),
         }
+    }
+
+    /// A store kept in `dir` as well: everything openraft is told is saved has been
+    /// fsync'ed there, and reopening the directory brings it back (openraft then
+    /// re-applies the committed log after the snapshot).
+    pub fn open(dir: &std::path::Path, policy: PolicyKind) -> std::io::Result<RaftStore> {
+        let (disk, r) = disk::Disk::open(dir)?;
+        let store = RaftStore::new(policy);
+        {
+            let mut inner = store.lock();
+            inner.vote = r.vote;
+            inner.committed = r.committed;
+            inner.log = r.log;
+            inner.last_purged = r.last_purged;
+            if let Some(s) = r.snapshot {
+                let image: SnapshotImage =
+                    serde_json::from_slice(&s.data).map_err(std::io::Error::other)?;
+                inner.sm = StateMachine::from_image(image.state);
+                inner.last_applied = s.meta.last_log_id;
+                inner.membership = s.meta.last_membership.clone();
+                inner.snapshot = Some(StoredSnapshot {
+                    meta: s.meta,
+                    data: s.data,
+                });
+            }
+            inner.disk = Some(disk);
+        }
+        Ok(store)
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -106,6 +137,23 @@ impl RaftStore {
 
 fn io_error(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
     StorageIOError::read_snapshot(None, &e).into()
+}
+
+fn write_error(e: std::io::Error) -> StorageError<NodeId> {
+    StorageIOError::write_logs(&e).into()
+}
+
+impl Inner {
+    fn persist_snapshot(&self) -> std::io::Result<()> {
+        if let (Some(disk), Some(s)) = (&self.disk, &self.snapshot) {
+            let file = disk::SnapshotFile {
+                meta: s.meta.clone(),
+                data: s.data.clone(),
+            };
+            disk.save_snapshot(&file)?;
+        }
+        Ok(())
+    }
 }
 
 impl RaftLogReader<TypeConfig> for RaftStore {
@@ -144,6 +192,7 @@ impl RaftSnapshotBuilder<TypeConfig> for RaftStore {
             meta: meta.clone(),
             data: data.clone(),
         });
+        inner.persist_snapshot().map_err(write_error)?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -156,7 +205,11 @@ impl RaftStorage<TypeConfig> for RaftStore {
     type SnapshotBuilder = Self;
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StorageResult<()> {
-        self.lock().vote = Some(*vote);
+        let mut inner = self.lock();
+        if let Some(d) = &inner.disk {
+            d.save_vote(vote).map_err(write_error)?;
+        }
+        inner.vote = Some(*vote);
         Ok(())
     }
 
@@ -165,7 +218,11 @@ impl RaftStorage<TypeConfig> for RaftStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StorageResult<()> {
-        self.lock().committed = committed;
+        let mut inner = self.lock();
+        if let Some(d) = &inner.disk {
+            d.save_committed(&committed).map_err(write_error)?;
+        }
+        inner.committed = committed;
         Ok(())
     }
 
@@ -195,7 +252,11 @@ impl RaftStorage<TypeConfig> for RaftStore {
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
     {
+        let entries: Vec<_> = entries.into_iter().collect();
         let mut inner = self.lock();
+        if let Some(d) = &mut inner.disk {
+            d.append(&entries).map_err(write_error)?;
+        }
         for e in entries {
             inner.log.insert(e.log_id.index, e);
         }
@@ -204,6 +265,9 @@ impl RaftStorage<TypeConfig> for RaftStore {
 
     async fn delete_conflict_logs_since(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
         let mut inner = self.lock();
+        if let Some(d) = &mut inner.disk {
+            d.truncate(log_id.index).map_err(write_error)?;
+        }
         inner.log.split_off(&log_id.index);
         Ok(())
     }
@@ -213,6 +277,10 @@ impl RaftStorage<TypeConfig> for RaftStore {
         inner.last_purged = Some(log_id);
         let keep = inner.log.split_off(&(log_id.index + 1));
         inner.log = keep;
+        let Inner { disk, log, .. } = &mut *inner;
+        if let Some(d) = disk {
+            d.purge(log_id, log).map_err(write_error)?;
+        }
         Ok(())
     }
 
@@ -266,7 +334,7 @@ impl RaftStorage<TypeConfig> for RaftStore {
             meta: meta.clone(),
             data,
         });
-        Ok(())
+        inner.persist_snapshot().map_err(write_error)
     }
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
@@ -459,5 +527,82 @@ mod tests {
     fn passes_the_openraft_storage_suite() {
         openraft::testing::Suite::test_all(|| async { RaftStore::new(PolicyKind::Lru) })
             .expect("storage suite");
+    }
+
+    fn temp_dir(tag: &str) -> std::path::PathBuf {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("mmc-raft-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    /// The same suite with every store kept in a data directory.
+    #[test]
+    fn a_durable_store_passes_the_storage_suite_too() {
+        let made = std::sync::Mutex::new(Vec::new());
+        openraft::testing::Suite::test_all(|| {
+            let dir = temp_dir("suite");
+            made.lock().unwrap().push(dir.clone());
+            async move { RaftStore::open(&dir, PolicyKind::Lru).unwrap() }
+        })
+        .expect("storage suite");
+        for d in made.into_inner().unwrap() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+
+    /// What was saved is what a reopened directory holds.
+    #[tokio::test]
+    async fn a_reopened_data_directory_has_everything_saved() {
+        let dir = temp_dir("reopen");
+        let vote = Vote::new(3, 1);
+        let key = memcache_core::Key::new("k").unwrap();
+        let entries: Vec<_> = (1..=5u64)
+            .map(|i| {
+                entry(
+                    i,
+                    Command::Remove {
+                        now_ms: i,
+                        keys: vec![key.clone()],
+                    },
+                )
+            })
+            .collect();
+        let (fingerprint, snapshot_meta) = {
+            let mut s = RaftStore::open(&dir, PolicyKind::Lru).unwrap();
+            s.save_vote(&vote).await.unwrap();
+            s.append_to_log(entries.clone()).await.unwrap();
+            s.delete_conflict_logs_since(entries[4].log_id)
+                .await
+                .unwrap();
+            s.save_committed(Some(entries[3].log_id)).await.unwrap();
+            s.apply_to_state_machine(&entries[..2]).await.unwrap();
+            let snap = s.build_snapshot().await.unwrap();
+            s.purge_logs_upto(entries[1].log_id).await.unwrap();
+            (s.with_state(|sm| sm.fingerprint()), snap.meta)
+        };
+        let mut s = RaftStore::open(&dir, PolicyKind::Lru).unwrap();
+        assert_eq!(s.read_vote().await.unwrap(), Some(vote));
+        assert_eq!(s.read_committed().await.unwrap(), Some(entries[3].log_id));
+        let state = s.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, Some(entries[1].log_id));
+        assert_eq!(state.last_log_id, Some(entries[3].log_id));
+        let log = s.try_get_log_entries(0..100).await.unwrap();
+        assert_eq!(
+            log.iter().map(|e| e.log_id.index).collect::<Vec<_>>(),
+            [3, 4]
+        );
+        assert_eq!(
+            s.get_current_snapshot().await.unwrap().unwrap().meta,
+            snapshot_meta
+        );
+        assert_eq!(
+            s.last_applied_state().await.unwrap().0,
+            snapshot_meta.last_log_id
+        );
+        assert_eq!(s.with_state(|sm| sm.fingerprint()), fingerprint);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
