@@ -672,6 +672,35 @@ unsafe fn write_results(out: *mut i32, codes: &[i32]) -> i32 {
     codes.iter().filter(|&&c| c != 0).count() as i32
 }
 
+/// The shared half of the batch calls that answer one code per key: checks the keys
+/// and the result array, runs `codes` on the client and writes what it returns.
+/// Answers how many keys got a non-zero code, or the call's own error code.
+///
+/// # Safety
+/// `keys_ptr` holds `keys_count` NUL-terminated strings; `out` has room for as many
+/// codes.
+unsafe fn per_key_codes(
+    keys_ptr: *const *const c_char,
+    keys_count: u32,
+    out: *mut i32,
+    codes: impl FnOnce(&BlockingObjectStore, &[&[u8]]) -> Vec<i32>,
+) -> i32 {
+    // SAFETY: the caller's promise.
+    let ks = match unsafe { keys(keys_ptr, keys_count as usize) } {
+        Ok(k) => k,
+        Err(e) => return e.code(),
+    };
+    if out.is_null() && keys_count > 0 {
+        return Error::invalid("null result array").code();
+    }
+    let codes = match client() {
+        Ok(s) => codes(&s, &ks),
+        Err(e) => return e.code(),
+    };
+    // SAFETY: room for the codes (the caller's promise).
+    unsafe { write_results(out, &codes) }
+}
+
 /// # Safety
 /// `keys` holds `keys_count` NUL-terminated strings; `remove_results` has room for as
 /// many codes.
@@ -683,20 +712,12 @@ pub unsafe extern "C" fn mmcc_batch_remove(
     _flags: u32,
 ) -> i32 {
     guard(-1, || {
-        // SAFETY: the caller's promise.
-        let ks = match unsafe { keys(keys_ptr, keys_count as usize) } {
-            Ok(k) => k,
-            Err(e) => return e.code(),
-        };
-        if remove_results.is_null() && keys_count > 0 {
-            return Error::invalid("null result array").code();
+        // SAFETY: forwarded caller promise.
+        unsafe {
+            per_key_codes(keys_ptr, keys_count, remove_results, |s, ks| {
+                s.batch_remove(ks).iter().map(code_of).collect()
+            })
         }
-        let codes: Vec<i32> = match client() {
-            Ok(s) => s.batch_remove(&ks).iter().map(code_of).collect(),
-            Err(e) => return e.code(),
-        };
-        // SAFETY: room for the codes (the caller's promise).
-        unsafe { write_results(remove_results, &codes) }
     })
 }
 
@@ -711,21 +732,14 @@ pub unsafe extern "C" fn mmcc_batch_exist(
     _flags: u32,
 ) -> i32 {
     guard(-1, || {
-        // SAFETY: the caller's promise.
-        let ks = match unsafe { keys(keys_ptr, keys_count as usize) } {
-            Ok(k) => k,
-            Err(e) => return e.code(),
+        // SAFETY: forwarded caller promise.
+        let r = unsafe {
+            per_key_codes(keys_ptr, keys_count, exist_results, |s, ks| {
+                s.batch_is_exist(ks).into_iter().map(exist_code).collect()
+            })
         };
-        if exist_results.is_null() && keys_count > 0 {
-            return Error::invalid("null result array").code();
-        }
-        let codes: Vec<i32> = match client() {
-            Ok(s) => s.batch_is_exist(&ks).into_iter().map(exist_code).collect(),
-            Err(e) => return e.code(),
-        };
-        // SAFETY: room for the codes (the caller's promise).
-        unsafe { write_results(exist_results, &codes) };
-        0
+        // A missing key is an answer here, not a failure: only call errors count.
+        r.min(0)
     })
 }
 

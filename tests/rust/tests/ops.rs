@@ -98,15 +98,7 @@ fn admin_endpoints_report_exactly_what_was_done() {
     assert!(text.contains("memcache_rpc_duration_seconds_count{method=\"alloc\"} 3"));
 
     // promtool accepts the exposition as it is.
-    let check = Command::new("promtool")
-        .args(["check", "metrics"])
-        .output_with_stdin(text.as_bytes())
-        .expect("promtool (Debian package prometheus) is installed");
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stdout)
-    );
+    promtool_accepts(&text);
 
     let (_, summary) = http_get(&http, "/metrics/summary");
     assert!(summary.starts_with("=== MemCache Metrics Summary ===\n"));
@@ -131,6 +123,19 @@ fn admin_endpoints_report_exactly_what_was_done() {
     assert_eq!(row("TP_MMC_META_PUT"), [3, 3, 0, 0]);
     assert_eq!(row("TP_MMC_META_GET"), [3, 3, 0, 0]);
     assert_eq!(row("TP_MMC_META_REMOVE"), [1, 1, 0, 0]);
+}
+
+/// `promtool check metrics` finds nothing wrong with `text`.
+fn promtool_accepts(text: &str) {
+    let check = Command::new("promtool")
+        .args(["check", "metrics"])
+        .output_with_stdin(text.as_bytes())
+        .expect("promtool (Debian package prometheus) is installed");
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
 }
 
 /// `Command::output` with bytes on standard input.
@@ -258,13 +263,5 @@ fn local_services_report_their_own_health_and_traffic() {
     );
     assert!(text.contains("memcache_local_tcp_requests_total{op=\"write\",result=\"ok\"} 1"));
     assert!(text.contains("memcache_local_segment_bytes{medium=\"DRAM\",segment="));
-    let check = Command::new("promtool")
-        .args(["check", "metrics"])
-        .output_with_stdin(text.as_bytes())
-        .expect("promtool (Debian package prometheus) is installed");
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stdout)
-    );
+    promtool_accepts(&text);
 }
