@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use clap::Args;
 
 use memcache_client::{BlockingObjectStore, ClientConfig, CopyDirection, Error, ReplicateConfig};
-use memcache_proto::{connect_meta, context, parse_discovery};
+use memcache_proto::{connect_meta, context, parse_discovery, MetaLink};
 
 #[derive(Args)]
 pub struct Pool {
@@ -172,19 +172,41 @@ fn bar(used: u64, capacity: u64, width: usize) -> String {
     format!("[{}{}]", "#".repeat(filled), ".".repeat(width - filled))
 }
 
+/// One line per meta node of the discovery URL: its id, role and term.
+async fn print_group(addrs: &[std::net::SocketAddr], timeout: Duration) {
+    let mut line = String::from("meta group:");
+    for addr in addrs {
+        let role = async {
+            let rpc = connect_meta(*addr, timeout).await?;
+            rpc.role(context(timeout))
+                .await
+                .map_err(memcache_proto::rpc_error)
+        };
+        match role.await {
+            Ok(r) => line.push_str(&format!(" {}={} (term {})", r.id, r.role, r.term)),
+            Err(_) => line.push_str(&format!(" {addr}=unreachable")),
+        }
+    }
+    println!("{line}");
+}
+
 pub fn status(a: StatusArgs) -> Result<(), String> {
     let addrs = parse_discovery(&a.pool.discovery).map_err(failed)?;
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     let timeout = Duration::from_secs(5);
     let (stats, segments, endpoints, mut points) = rt
         .block_on(async {
-            let rpc = connect_meta(addrs[0], timeout).await?;
-            let rpc_err = memcache_proto::rpc_error;
+            print_group(&addrs, timeout).await;
+            let link = MetaLink::connect(addrs.clone(), timeout).await?;
             Ok::<_, Error>((
-                rpc.stats(context(timeout)).await.map_err(rpc_err)?,
-                rpc.segments(context(timeout)).await.map_err(rpc_err)?,
-                rpc.endpoints(context(timeout)).await.map_err(rpc_err)?,
-                rpc.tracepoints(context(timeout)).await.map_err(rpc_err)?,
+                link.call(|rpc, ctx| async move { rpc.stats(ctx).await })
+                    .await?,
+                link.call(|rpc, ctx| async move { rpc.segments(ctx).await })
+                    .await?,
+                link.call(|rpc, ctx| async move { rpc.endpoints(ctx).await })
+                    .await?,
+                link.call(|rpc, ctx| async move { rpc.tracepoints(ctx).await })
+                    .await?,
             ))
         })
         .map_err(failed)?;

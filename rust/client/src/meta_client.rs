@@ -1,9 +1,14 @@
 //! The client's view of the meta service: one call per batch, whether the service runs
-//! in this process (the embedded pool) or behind tarpc.
+//! in this process (the embedded pool) or behind tarpc. Over tarpc, calls that are safe
+//! to repeat are asked again when the meta group loses its leader mid-call (-3017):
+//! reads, commits (a repeated commit is a no-op) and allocations (each put attempt
+//! carries a writer token, so a repeated one gets its first allocation back).
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use memcache_core::{Key, KeyInfo, LocalServiceId, ReplicateConfig, Result};
+use memcache_core::{Error, Key, KeyInfo, LocalServiceId, ReplicateConfig, Result};
 use memcache_meta::{Allocation, LeaseId, Located, PutId};
 use memcache_proto::{DataEndpoint, MetaLink};
 
@@ -12,7 +17,7 @@ use crate::embedded::EmbeddedPool;
 #[derive(Clone)]
 pub(crate) enum MetaClient {
     Embedded(Arc<EmbeddedPool>),
-    /// Reconnects by itself after the meta service restarts.
+    /// Reconnects by itself, and follows the leader of a meta group.
     Remote(Arc<MetaLink>),
 }
 
@@ -21,31 +26,53 @@ fn each<T: Clone>(n: usize, r: Result<Vec<Result<T>>>) -> Vec<Result<T>> {
     r.unwrap_or_else(|e| vec![Err(e); n])
 }
 
-/// The same call to the embedded store (`$store`, at time `$now`) or over tarpc.
-macro_rules! call {
-    ($self:ident, $store:ident, $now:ident => $local:expr, $rpc:ident, $ctx:ident => $remote:expr) => {
-        match $self {
-            MetaClient::Embedded(pool) => {
-                let $now = pool.clock().now_ms();
-                #[allow(unused_mut)] // only some calls change the store
-                let mut $store = pool.meta();
-                Ok($local)
-            }
-            MetaClient::Remote(link) => link.call(|$rpc, $ctx| async move { $remote.await }).await,
+/// The meta group lost its leader, or the connection dropped: the answer is unknown.
+fn unknown<T>(r: &Result<T>) -> bool {
+    matches!(r, Err(Error::NotConnectedToMeta))
+}
+
+/// Pause between attempts while a new leader takes over.
+const RETRY_PAUSE: Duration = Duration::from_millis(25);
+
+/// Runs `call` until no item's answer is unknown, or the retry time (twice the call
+/// timeout, at least 3 s: an election and a catch-up) is spent.
+async fn repeatable<T, F, Fut>(link: &MetaLink, call: F) -> Vec<Result<T>>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Vec<Result<T>>>,
+{
+    let give_up = Instant::now() + (link.timeout() * 2).max(Duration::from_secs(3));
+    loop {
+        let out = call().await;
+        if !out.iter().any(unknown) || Instant::now() >= give_up {
+            return out;
         }
-    };
+        tracing::debug!("meta call met a leader change; asking again");
+        tokio::time::sleep(RETRY_PAUSE).await;
+    }
 }
 
 impl MetaClient {
     /// Data-plane endpoints of the live local services (none in the embedded pool,
     /// whose segments are all in this process).
     pub async fn endpoints(&self) -> Result<Vec<(LocalServiceId, DataEndpoint)>> {
-        call!(self, _store, _now => Vec::new(), rpc, ctx => rpc.endpoints(ctx))
+        match self {
+            MetaClient::Embedded(_) => Ok(Vec::new()),
+            MetaClient::Remote(link) => {
+                link.call(|rpc, ctx| async move { rpc.endpoints(ctx).await })
+                    .await
+            }
+        }
     }
 
     pub async fn remove_service(&self, service: LocalServiceId) -> Result<usize> {
-        call!(self, store, _now => store.remove_service(service),
-            rpc, ctx => rpc.unregister_service(ctx, service))?
+        match self {
+            MetaClient::Embedded(pool) => pool.meta().remove_service(service),
+            MetaClient::Remote(link) => {
+                link.call(|rpc, ctx| async move { rpc.unregister_service(ctx, service).await })
+                    .await?
+            }
+        }
     }
 
     pub async fn alloc(
@@ -53,77 +80,187 @@ impl MetaClient {
         items: Vec<(Key, u64)>,
         config: &ReplicateConfig,
     ) -> Vec<Result<Allocation>> {
-        let n = items.len();
-        let config = config.clone();
-        each(
-            n,
-            call!(self, store, now => store.alloc(items, &config, now),
-            rpc, ctx => rpc.alloc(ctx, items, config)),
-        )
+        match self {
+            MetaClient::Embedded(pool) => {
+                let now = pool.clock().now_ms();
+                pool.meta().alloc(items, config, now)
+            }
+            MetaClient::Remote(link) => {
+                let writer = rand::random::<u64>() | 1;
+                let n = items.len();
+                repeatable(link, || async {
+                    let r = link
+                        .call(|rpc, ctx| {
+                            let (items, config) = (items.clone(), config.clone());
+                            async move { rpc.alloc(ctx, items, config, writer).await }
+                        })
+                        .await;
+                    each(n, r)
+                })
+                .await
+            }
+        }
     }
 
     pub async fn commit(&self, items: Vec<(Key, PutId)>) -> Vec<Result<()>> {
-        let n = items.len();
-        each(
-            n,
-            call!(self, store, now => store.commit(items, now),
-            rpc, ctx => rpc.commit(ctx, items)),
-        )
+        match self {
+            MetaClient::Embedded(pool) => {
+                let now = pool.clock().now_ms();
+                pool.meta().commit(items, now)
+            }
+            MetaClient::Remote(link) => {
+                let n = items.len();
+                repeatable(link, || async {
+                    let r = link
+                        .call(|rpc, ctx| {
+                            let items = items.clone();
+                            async move { rpc.commit(ctx, items).await }
+                        })
+                        .await;
+                    each(n, r)
+                })
+                .await
+            }
+        }
     }
 
     pub async fn abort(&self, items: Vec<(Key, PutId)>) -> Vec<Result<()>> {
-        let n = items.len();
-        each(
-            n,
-            call!(self, store, _now => store.abort(items), rpc, ctx => rpc.abort(ctx, items)),
-        )
+        match self {
+            MetaClient::Embedded(pool) => pool.meta().abort(items),
+            MetaClient::Remote(link) => {
+                let n = items.len();
+                let r = link
+                    .call(|rpc, ctx| {
+                        let items = items.clone();
+                        async move { rpc.abort(ctx, items).await }
+                    })
+                    .await;
+                each(n, r)
+            }
+        }
     }
 
     pub async fn lookup(&self, keys: &[Key]) -> Vec<Result<Located>> {
-        let n = keys.len();
-        let owned = keys.to_vec();
-        each(
-            n,
-            call!(self, store, now => store.lookup(keys, now),
-            rpc, ctx => rpc.lookup(ctx, owned)),
-        )
+        match self {
+            MetaClient::Embedded(pool) => {
+                let now = pool.clock().now_ms();
+                pool.meta().lookup(keys, now)
+            }
+            MetaClient::Remote(link) => {
+                repeatable(link, || async {
+                    let r = link
+                        .call(|rpc, ctx| {
+                            let keys = keys.to_vec();
+                            async move { rpc.lookup(ctx, keys).await }
+                        })
+                        .await;
+                    each(keys.len(), r)
+                })
+                .await
+            }
+        }
     }
 
     /// Ends read leases. A failed call only means the leases run out by themselves.
     pub async fn release(&self, leases: Vec<(Key, LeaseId)>) {
-        let r = call!(self, store, _now => store.release(&leases),
-            rpc, ctx => rpc.release(ctx, leases));
+        let r = match self {
+            MetaClient::Embedded(pool) => {
+                pool.meta().release(&leases);
+                Ok(())
+            }
+            MetaClient::Remote(link) => {
+                link.call(|rpc, ctx| {
+                    let leases = leases.clone();
+                    async move { rpc.release(ctx, leases).await }
+                })
+                .await
+            }
+        };
         if let Err(e) = r {
             tracing::debug!(error = %e, "releasing read leases");
         }
     }
 
+    /// Not repeated when its answer is unknown: a repeat could report -3007 for a
+    /// removal that happened.
     pub async fn remove(&self, keys: Vec<Key>) -> Vec<Result<()>> {
-        let n = keys.len();
-        each(
-            n,
-            call!(self, store, now => store.remove(keys, now), rpc, ctx => rpc.remove(ctx, keys)),
-        )
+        match self {
+            MetaClient::Embedded(pool) => {
+                let now = pool.clock().now_ms();
+                pool.meta().remove(keys, now)
+            }
+            MetaClient::Remote(link) => {
+                let n = keys.len();
+                let r = link
+                    .call(|rpc, ctx| {
+                        let keys = keys.clone();
+                        async move { rpc.remove(ctx, keys).await }
+                    })
+                    .await;
+                each(n, r)
+            }
+        }
     }
 
     pub async fn exists(&self, keys: &[Key]) -> Vec<Result<bool>> {
-        let owned = keys.to_vec();
-        each(
-            keys.len(),
-            call!(self, store, now => store.exists(keys, now),
-            rpc, ctx => rpc.exists(ctx, owned)),
-        )
+        match self {
+            MetaClient::Embedded(pool) => {
+                let now = pool.clock().now_ms();
+                pool.meta().exists(keys, now)
+            }
+            MetaClient::Remote(link) => {
+                repeatable(link, || async {
+                    let r = link
+                        .call(|rpc, ctx| {
+                            let keys = keys.to_vec();
+                            async move { rpc.exists(ctx, keys).await }
+                        })
+                        .await;
+                    each(keys.len(), r)
+                })
+                .await
+            }
+        }
     }
 
     /// Up to `limit` stored keys starting with `prefix`, in byte order.
     pub async fn list_keys(&self, prefix: &[u8], limit: u32) -> Result<Vec<Key>> {
-        let owned = prefix.to_vec();
-        call!(self, store, now => store.state().keys_with_prefix(prefix, now, limit as usize),
-            rpc, ctx => rpc.keys(ctx, owned, limit))
+        match self {
+            MetaClient::Embedded(pool) => {
+                let now = pool.clock().now_ms();
+                Ok(pool
+                    .meta()
+                    .state()
+                    .keys_with_prefix(prefix, now, limit as usize))
+            }
+            MetaClient::Remote(link) => {
+                link.call(|rpc, ctx| {
+                    let prefix = prefix.to_vec();
+                    async move { rpc.keys(ctx, prefix, limit).await }
+                })
+                .await
+            }
+        }
     }
 
     pub async fn key_info(&self, keys: &[Key]) -> Result<Vec<KeyInfo>> {
-        let owned = keys.to_vec();
-        call!(self, store, now => store.key_info(keys, now), rpc, ctx => rpc.key_info(ctx, owned))
+        match self {
+            MetaClient::Embedded(pool) => {
+                let now = pool.clock().now_ms();
+                Ok(pool.meta().key_info(keys, now))
+            }
+            MetaClient::Remote(link) => {
+                let once = || async {
+                    let r = link
+                        .call(|rpc, ctx| {
+                            let keys = keys.to_vec();
+                            async move { rpc.key_info(ctx, keys).await }
+                        })
+                        .await;
+                    vec![r]
+                };
+                repeatable(link, once).await.remove(0)
+            }
+        }
     }
 }

@@ -183,8 +183,11 @@ impl Drop for RunningLocalService {
 }
 
 async fn register(link: &MetaLink, reg: Registration) -> Result<Registered> {
-    link.call(|rpc, ctx| async move { rpc.register_service(ctx, reg).await })
-        .await?
+    link.call(|rpc, ctx| {
+        let reg = reg.clone();
+        async move { rpc.register_service(ctx, reg).await }
+    })
+    .await?
 }
 
 /// What the service's servers expose, replaced as a whole on each registration.

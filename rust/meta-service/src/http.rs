@@ -25,6 +25,8 @@ pub fn router(server: Server) -> Router {
         .route("/metrics", get(metrics))
         .route("/metrics/summary", get(summary))
         .route("/metrics/ptracer", get(ptracer))
+        .route("/role", get(role))
+        .route("/leader", get(leader))
         .with_state(server)
 }
 
@@ -65,10 +67,9 @@ async fn query_key(State(s): State<Server>, Query(q): Query<HashMap<String, Stri
         Ok(k) => k,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
     };
-    let now = s.0.clock.now_ms();
     let info =
-        s.0.store()
-            .key_info(std::slice::from_ref(&key), now)
+        s.0.group
+            .read(|leader, sm, now| leader.key_info(sm, std::slice::from_ref(&key), now))
             .remove(0);
     if info.status != 0 {
         return (StatusCode::NOT_FOUND, format!("key {key} not found\n")).into_response();
@@ -90,20 +91,19 @@ async fn query_key(State(s): State<Server>, Query(q): Query<HashMap<String, Stri
 }
 
 async fn all_segments(State(s): State<Server>) -> Response {
-    let store = s.0.store();
-    let segments: Vec<Value> = store
-        .state()
-        .segments()
-        .map(|seg| {
-            json!({
-                "allocatedSize": seg.used(),
-                "bmAddr": seg.spec.base,
-                "capacity": seg.capacity(),
-                "medium": seg.spec.medium.name(),
-                "rank": seg.service,
+    let segments: Vec<Value> = s.0.group.read(|_, sm, _| {
+        sm.segments()
+            .map(|seg| {
+                json!({
+                    "allocatedSize": seg.used(),
+                    "bmAddr": seg.spec.base,
+                    "capacity": seg.capacity(),
+                    "medium": seg.spec.medium.name(),
+                    "rank": seg.service,
+                })
             })
-        })
-        .collect();
+            .collect()
+    });
     Json(Value::Array(segments)).into_response()
 }
 
@@ -126,4 +126,23 @@ async fn summary(State(s): State<Server>) -> Response {
 
 async fn ptracer(State(s): State<Server>) -> Response {
     text(table(&s.0.tracer.rows(), SystemTime::now()))
+}
+
+/// `leader`, `follower`, `candidate` or `learner`.
+async fn role(State(s): State<Server>) -> Response {
+    text(format!("{}\n", s.0.group.role().role))
+}
+
+/// The leader's id and address as this node knows them; 503 during an election.
+async fn leader(State(s): State<Server>) -> Response {
+    let r = s.0.group.role();
+    match (r.leader, r.leader_addr) {
+        (Some(id), Some(addr)) => Json(json!({
+            "id": id,
+            "addr": addr.to_string(),
+            "term": r.term,
+        }))
+        .into_response(),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "no leader known\n").into_response(),
+    }
 }

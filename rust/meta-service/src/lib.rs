@@ -1,14 +1,19 @@
-//! The meta service: a [`MetaStore`] served over tarpc (bincode over TCP), plus the
-//! housekeeping only a running service can do: declaring local services dead when
+//! The meta service: a member of the meta group (openraft over the same tarpc port
+//! clients use), serving requests while it leads and redirecting them otherwise, plus
+//! the housekeeping only a running leader does: declaring local services dead when
 //! their heartbeats stop, and rolling back puts and freeing expired objects on time.
+//! A single meta service is a group of one.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures::{future, StreamExt};
+use openraft::storage::Adaptor;
+use openraft::{BasicNode, Raft, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use tarpc::server::incoming::Incoming;
 use tarpc::server::BaseChannel;
@@ -17,14 +22,18 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use memcache_core::{Blob, Clock, Error, LocalServiceId, Result};
-use memcache_meta::{MetaConfig, MetaStore};
-use memcache_proto::{blob_tag, DataEndpoint, MetaRpc, TagKey, MAX_FRAME};
+use memcache_meta::{Leader, MetaConfig};
+use memcache_proto::{blob_tag, DataEndpoint, MetaRpc, Redirect, TagKey, MAX_FRAME};
+use memcache_raft::{NodeId, RaftStore};
 
+mod group;
 mod http;
 mod metrics;
 mod ptracer;
+mod raft_net;
 mod rpc;
 
+use group::Group;
 use metrics::Metrics;
 use ptracer::{Tp, Tracer};
 use rpc::{Outcome, Server};
@@ -52,6 +61,21 @@ pub struct MetaServiceConfig {
     /// How often overdue puts, expired objects and dead services are looked for.
     #[serde(alias = "housekeepingIntervalMs")]
     pub housekeeping_interval_ms: u64,
+    /// This node's id in the meta group.
+    pub id: NodeId,
+    /// The meta group, `ID=HOST:PORT` separated by commas (the addresses clients use);
+    /// empty for a group of one. The node binds its own entry's address.
+    pub peers: String,
+    /// Keeps the Raft log, vote and snapshots here (fsync'ed); in memory without it.
+    #[serde(alias = "dataDir")]
+    pub data_dir: Option<PathBuf>,
+    /// Leader heartbeat period (ms).
+    pub raft_heartbeat_ms: u64,
+    /// A follower that hears no leader for this long (ms, randomised up to twice it)
+    /// starts an election.
+    pub raft_election_timeout_ms: u64,
+    /// A snapshot is taken after this many log entries, and the log before it dropped.
+    pub raft_snapshot_every: u64,
 }
 
 impl Default for MetaServiceConfig {
@@ -63,8 +87,68 @@ impl Default for MetaServiceConfig {
             http_url: "127.0.0.1:0".into(),
             ptracer: true,
             housekeeping_interval_ms: 100,
+            id: 1,
+            peers: String::new(),
+            data_dir: None,
+            raft_heartbeat_ms: 50,
+            raft_election_timeout_ms: 300,
+            raft_snapshot_every: 20_000,
         }
     }
+}
+
+impl MetaServiceConfig {
+    /// The group's members from `peers`: `ID=HOST:PORT,…`.
+    pub fn members(&self) -> Result<BTreeMap<NodeId, SocketAddr>> {
+        let mut out = BTreeMap::new();
+        for part in self
+            .peers
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            let bad = |why: String| Error::invalid(format!("peer {part:?}: {why}"));
+            let (id, addr) = part
+                .split_once('=')
+                .ok_or_else(|| bad("expected ID=HOST:PORT".into()))?;
+            let id: NodeId = id.trim().parse().map_err(|e| bad(format!("{e}")))?;
+            let addr = memcache_proto::parse_discovery(&format!("tcp://{}", addr.trim()))
+                .map_err(|e| bad(e.to_string()))?[0];
+            if out.insert(id, addr).is_some() {
+                return Err(bad("the id appears twice".into()));
+            }
+        }
+        if !out.is_empty() && !out.contains_key(&self.id) {
+            return Err(Error::invalid(format!(
+                "this node's id {} is not among the peers {:?}",
+                self.id, self.peers
+            )));
+        }
+        Ok(out)
+    }
+
+    fn raft_config(&self) -> Result<openraft::Config> {
+        openraft::Config {
+            cluster_name: "mmc-meta".into(),
+            heartbeat_interval: self.raft_heartbeat_ms.max(1),
+            election_timeout_min: self.raft_election_timeout_ms,
+            election_timeout_max: self.raft_election_timeout_ms * 2,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.raft_snapshot_every.max(1)),
+            max_in_snapshot_log_to_keep: 1000,
+            // Entries can be large batches; keep one message well inside MAX_FRAME.
+            max_payload_entries: 32,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| Error::invalid(format!("raft settings: {e}")))
+    }
+}
+
+/// What the meta service keeps with each local service in the replicated state.
+#[derive(Serialize, Deserialize)]
+struct Attachment {
+    endpoint: DataEndpoint,
+    key: TagKey,
 }
 
 pub(crate) struct Live {
@@ -74,8 +158,7 @@ pub(crate) struct Live {
 }
 
 pub(crate) struct Shared {
-    store: Mutex<MetaStore>,
-    pub clock: Clock,
+    pub group: Arc<Group>,
     live: Mutex<BTreeMap<LocalServiceId, Live>>,
     pub rpcs: AtomicU64,
     pub by_method: Mutex<BTreeMap<&'static str, u64>>,
@@ -84,12 +167,32 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub fn store(&self) -> MutexGuard<'_, MetaStore> {
-        self.store.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     pub fn live(&self) -> MutexGuard<'_, BTreeMap<LocalServiceId, Live>> {
         self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Ok while this node leads (see [`Group::lead`]); a new leader first learns the
+    /// local services from the replicated state, each with a full heartbeat timeout.
+    pub async fn lead(&self) -> std::result::Result<(), Redirect> {
+        self.group
+            .lead(|| {
+                let now = Instant::now();
+                let live = self.group.read(|_, sm, _| {
+                    sm.services()
+                        .filter_map(|s| {
+                            let a: Attachment = serde_json::from_slice(&s.attachment).ok()?;
+                            let live = Live {
+                                endpoint: a.endpoint,
+                                last_beat: now,
+                                key: a.key,
+                            };
+                            Some((s.id, live))
+                        })
+                        .collect()
+                });
+                *self.live() = live;
+            })
+            .await
     }
 
     /// Data-plane capabilities for `blobs`, each with its owner's key.
@@ -106,7 +209,12 @@ impl Shared {
 
     /// Runs one call: counts it, times it at its tracepoint and in the latency
     /// histogram, and counts the keys it answered with a real error.
-    pub fn traced<T: Outcome>(&self, method: &'static str, tp: Tp, f: impl FnOnce(u64) -> T) -> T {
+    pub async fn traced<T: Outcome, F: std::future::Future<Output = T>>(
+        &self,
+        method: &'static str,
+        tp: Tp,
+        f: impl FnOnce() -> F,
+    ) -> T {
         self.rpcs.fetch_add(1, Ordering::Relaxed);
         *self
             .by_method
@@ -120,7 +228,7 @@ impl Shared {
             .rpc_seconds
             .with_label_values(&[method])
             .start_timer();
-        let out = f(self.clock.now_ms());
+        let out = f().await;
         timer.observe_duration();
         let errors = out.item_errors();
         if errors > 0 {
@@ -135,11 +243,15 @@ impl Shared {
 
     /// Brings the state-derived metrics up to date (for a scrape or a status call).
     pub fn observe(&self) {
-        self.metrics.observe_state(self.store().state());
+        self.group.read(|_, sm, _| self.metrics.observe_state(sm));
+        self.metrics.observe_group(&self.group.role());
         self.metrics.local_services.set(self.live().len() as i64);
     }
 
-    fn housekeeping(&self, heartbeat_timeout: Duration) {
+    async fn housekeeping(&self, heartbeat_timeout: Duration) {
+        if !self.group.is_leader() || self.lead().await.is_err() {
+            return;
+        }
         let now = Instant::now();
         let dead: Vec<LocalServiceId> = self
             .live()
@@ -149,13 +261,12 @@ impl Shared {
             .collect();
         for id in dead {
             self.live().remove(&id);
-            match self.store().remove_service(id) {
+            match self.group.remove_service(id).await {
                 Ok(lost) => tracing::warn!(service = id, lost, "local service declared dead"),
                 Err(e) => tracing::warn!(service = id, error = %e, "removing a dead service"),
             }
         }
-        let now_ms = self.clock.now_ms();
-        self.store().reclaim(now_ms);
+        self.group.reclaim().await;
     }
 }
 
@@ -165,6 +276,52 @@ pub struct MetaService {
     http: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    group: Arc<Group>,
+}
+
+/// Forms the group if nobody has: a pristine node with the smallest id asks the other
+/// peers, and initializes the group only when none of them belongs to one already (so
+/// a node that restarts without its data joins the running group instead). A group of
+/// one leads at once; other nodes wait for the leader to reach them.
+async fn bootstrap(group: &Group, members: BTreeMap<NodeId, SocketAddr>) -> Result<()> {
+    let raft = &group.raft;
+    let initialized = raft
+        .is_initialized()
+        .await
+        .map_err(|e| Error::Failed(format!("meta group: {e}")))?;
+    if initialized || members.keys().next() != Some(&group.id) {
+        return Ok(());
+    }
+    for (id, addr) in &members {
+        if *id == group.id {
+            continue;
+        }
+        let probe = async {
+            let rpc = memcache_proto::connect_meta(*addr, Duration::from_millis(300)).await?;
+            let ctx = memcache_proto::context(Duration::from_millis(300));
+            rpc.role(ctx).await.map_err(memcache_proto::rpc_error)
+        };
+        if let Ok(role) = probe.await {
+            if !role.members.is_empty() {
+                tracing::info!(peer = id, "joining the running meta group");
+                return Ok(());
+            }
+        }
+    }
+    let nodes: BTreeMap<NodeId, BasicNode> = members
+        .iter()
+        .map(|(id, a)| (*id, BasicNode::new(a.to_string())))
+        .collect();
+    raft.initialize(nodes)
+        .await
+        .map_err(|e| Error::Failed(format!("forming the meta group: {e}")))?;
+    if members.len() == 1 {
+        raft.wait(Some(Duration::from_secs(10)))
+            .current_leader(group.id, "a group of one leads at once")
+            .await
+            .map_err(|e| Error::Failed(format!("meta group: {e}")))?;
+    }
+    Ok(())
 }
 
 impl MetaService {
@@ -174,20 +331,34 @@ impl MetaService {
     }
 
     pub async fn start_with_clock(config: MetaServiceConfig, clock: Clock) -> Result<MetaService> {
-        let addr = *memcache_proto::parse_discovery(&config.discovery_url)?
-            .first()
-            .expect("parse_discovery returns at least one address");
-        // Segment ids of this instance start above any an earlier instance gave out.
-        let first_segment = clock.now_ms().max(1) << 20;
-        let store = MetaStore::with_first_segment_id(config.meta.clone(), first_segment)?;
+        let mut members = config.members()?;
+        let addr = match members.get(&config.id) {
+            Some(a) => *a,
+            None => *memcache_proto::parse_discovery(&config.discovery_url)?
+                .first()
+                .expect("parse_discovery returns at least one address"),
+        };
+        let leader = Leader::new(config.meta.clone())?;
+        let raft_config = Arc::new(config.raft_config()?);
+        let store = match &config.data_dir {
+            Some(dir) => RaftStore::open(dir, config.meta.eviction_policy).map_err(|e| {
+                Error::Failed(format!("meta data directory {}: {e}", dir.display()))
+            })?,
+            None => RaftStore::new(config.meta.eviction_policy),
+        };
         let mut incoming = tarpc::serde_transport::tcp::listen(addr, Bincode::default)
             .await
             .map_err(|e| Error::Failed(format!("listening on {addr}: {e}")))?;
         incoming.config_mut().max_frame_length(MAX_FRAME);
         let addr = incoming.local_addr();
+        members.entry(config.id).or_insert(addr);
+        let (log, sm) = Adaptor::new(store.clone());
+        let raft = Raft::new(config.id, raft_config, raft_net::Network, log, sm)
+            .await
+            .map_err(|e| Error::Failed(format!("starting the meta group member: {e}")))?;
+        let group = Arc::new(Group::new(config.id, raft, store, leader, clock));
         let shared = Arc::new(Shared {
-            store: Mutex::new(store),
-            clock,
+            group: group.clone(),
             live: Mutex::new(BTreeMap::new()),
             rpcs: AtomicU64::new(0),
             by_method: Mutex::new(BTreeMap::new()),
@@ -237,19 +408,25 @@ impl MetaService {
         let housekeeping = tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             loop {
-                tokio::select! {
-                    _ = tick.tick() => shared.housekeeping(timeout),
-                    _ = stop_rx.wait_for(|s| *s) => break,
+                let stopping = tokio::select! {
+                    _ = tick.tick() => false,
+                    _ = stop_rx.wait_for(|s| *s) => true,
+                };
+                if stopping {
+                    break;
                 }
+                shared.housekeeping(timeout).await;
             }
         });
-        tracing::info!(%addr, "meta service listening");
+        tracing::info!(%addr, id = config.id, "meta service listening");
         tasks.extend([serve, housekeeping]);
+        bootstrap(&group, members).await?;
         Ok(MetaService {
             addr,
             http,
             stop,
             tasks,
+            group,
         })
     }
 
@@ -262,11 +439,24 @@ impl MetaService {
         self.http
     }
 
-    /// Stops accepting calls and housekeeping.
+    /// This node's id in the meta group.
+    pub fn id(&self) -> NodeId {
+        self.group.id
+    }
+
+    /// Whether this node leads its group now.
+    pub fn is_leader(&self) -> bool {
+        self.group.is_leader()
+    }
+
+    /// Stops accepting calls, housekeeping and the group member.
     pub async fn stop(mut self) {
         let _ = self.stop.send(true);
         for t in self.tasks.drain(..) {
             let _ = t.await;
+        }
+        if let Err(e) = self.group.raft.shutdown().await {
+            tracing::debug!(error = %e, "stopping the meta group member");
         }
     }
 }
@@ -276,6 +466,10 @@ impl Drop for MetaService {
         let _ = self.stop.send(true);
         for t in &self.tasks {
             t.abort();
+        }
+        let raft = self.group.raft.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { raft.shutdown().await });
         }
     }
 }

@@ -7,6 +7,7 @@ use prometheus::{
 
 use memcache_core::Medium;
 use memcache_meta::StateMachine;
+use memcache_proto::RoleInfo;
 
 pub struct Metrics {
     pub registry: Registry,
@@ -20,6 +21,9 @@ pub struct Metrics {
     used_bytes: IntGaugeVec,
     capacity_bytes: IntGaugeVec,
     pub local_services: IntGauge,
+    raft_term: IntGauge,
+    raft_leader: IntGauge,
+    raft_is_leader: IntGauge,
     pub rpc_seconds: HistogramVec,
     pub rpc_item_errors: IntCounterVec,
 }
@@ -70,6 +74,18 @@ impl Metrics {
         let used_bytes = by_medium("memcache_used_bytes", "Bytes allocated, per medium");
         let capacity_bytes = by_medium("memcache_capacity_bytes", "Bytes registered, per medium");
         let local_services = gauge("memcache_local_services", "Live local services");
+        let raft_term = gauge(
+            "memcache_meta_raft_term",
+            "Current Raft term of this meta node",
+        );
+        let raft_leader = gauge(
+            "memcache_meta_raft_leader_id",
+            "Id of the meta group's leader as this node knows it (-1: none)",
+        );
+        let raft_is_leader = gauge(
+            "memcache_meta_raft_is_leader",
+            "1 while this meta node leads its group",
+        );
         let rpc_seconds = HistogramVec::new(
             HistogramOpts::new(
                 "memcache_rpc_duration_seconds",
@@ -107,6 +123,9 @@ impl Metrics {
             used_bytes,
             capacity_bytes,
             local_services,
+            raft_term,
+            raft_leader,
+            raft_is_leader,
             rpc_seconds,
             rpc_item_errors,
         }
@@ -130,6 +149,13 @@ impl Metrics {
                 .with_label_values(&[m.name()])
                 .set(cap as i64);
         }
+    }
+
+    pub fn observe_group(&self, role: &RoleInfo) {
+        self.raft_term.set(role.term as i64);
+        self.raft_leader
+            .set(role.leader.map_or(-1, |l| l.min(i64::MAX as u64) as i64));
+        self.raft_is_leader.set((role.role == "leader") as i64);
     }
 
     pub fn text(&self) -> String {

@@ -1,19 +1,29 @@
-//! The tarpc face of the meta service: every call counted, timed and traced.
+//! The tarpc face of the meta service: every call counted, timed and traced, served
+//! by the leader and redirected by the other members; the Raft messages between
+//! members travel on the same service.
 
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
 use tarpc::context::Context;
 
 use memcache_core::{Error, Key, KeyInfo, LocalServiceId, Medium, ReplicateConfig, Result};
-use memcache_meta::{Allocation, LeaseId, Located, PutId};
+use memcache_meta::{AllocRequest, Allocation, LeaseId, Located, PutId};
 use memcache_proto::{
-    DataEndpoint, MetaRpc, MetaStats, Registered, Registration, SegmentView, TagKey, TraceRow,
+    DataEndpoint, MetaRpc, MetaStats, Registered, Registration, Reply, RoleInfo, SegmentView,
+    TagKey, TraceRow,
 };
+use memcache_raft::{NodeId, TypeConfig};
 
 use crate::ptracer::Tp;
-use crate::{Live, Shared};
+use crate::{Attachment, Live, Shared};
 
 /// How many keys of an answer are real failures (not-found and already-exists are
 /// answers, not failures).
@@ -59,23 +69,28 @@ no_errors!(
     Vec<(LocalServiceId, DataEndpoint)>
 );
 
+impl<T: Outcome> Outcome for Reply<T> {
+    fn item_errors(&self) -> u64 {
+        self.as_ref().map_or(0, Outcome::item_errors)
+    }
+}
+
 #[derive(Clone)]
 pub struct Server(pub Arc<Shared>);
 
 impl Server {
     pub fn segment_views(&self) -> Vec<SegmentView> {
-        let store = self.0.store();
-        store
-            .state()
-            .segments()
-            .map(|s| SegmentView {
-                id: s.id,
-                service: s.service,
-                medium: s.spec.medium,
-                capacity: s.capacity(),
-                used: s.used(),
-            })
-            .collect()
+        self.0.group.read(|_, sm, _| {
+            sm.segments()
+                .map(|s| SegmentView {
+                    id: s.id,
+                    service: s.service,
+                    medium: s.spec.medium,
+                    capacity: s.capacity(),
+                    used: s.used(),
+                })
+                .collect()
+        })
     }
 
     pub fn stats_now(&self) -> MetaStats {
@@ -88,73 +103,100 @@ impl Server {
             .iter()
             .map(|(k, v)| (k.to_string(), *v))
             .collect();
-        let store = self.0.store();
-        let state = store.state();
-        let (used, capacity) = Medium::ALL
-            .iter()
-            .map(|m| state.usage(*m))
-            .fold((0, 0), |(u, c), (mu, mc)| (u + mu, c + mc));
+        let (objects, services, used, capacity) = self.0.group.read(|_, state, _| {
+            let (used, capacity) = Medium::ALL
+                .iter()
+                .map(|m| state.usage(*m))
+                .fold((0, 0), |(u, c), (mu, mc)| (u + mu, c + mc));
+            (
+                state.object_count() as u64,
+                state.services().count() as u64,
+                used,
+                capacity,
+            )
+        });
         MetaStats {
             rpcs,
             by_method,
-            objects: state.object_count() as u64,
-            services: state.services().count() as u64,
+            objects,
+            services,
             used_bytes: used,
             capacity_bytes: capacity,
         }
     }
 
     pub fn keys_with_prefix(&self, prefix: &[u8], limit: usize) -> Vec<Key> {
-        let now = self.0.clock.now_ms();
-        self.0.store().state().keys_with_prefix(prefix, now, limit)
+        self.0
+            .group
+            .read(|_, sm, now| sm.keys_with_prefix(prefix, now, limit))
     }
 }
 
 impl MetaRpc for Server {
-    async fn register_service(self, _: Context, reg: Registration) -> Result<Registered> {
-        self.0.traced("register_service", Tp::BmRegister, |_| {
-            let (id, segments) =
-                self.0
-                    .store()
-                    .register_service(reg.requested, reg.device_id, reg.segments)?;
+    async fn register_service(self, _: Context, reg: Registration) -> Reply<Result<Registered>> {
+        self.0.lead().await?;
+        let s = &self.0;
+        Ok(s.traced("register_service", Tp::BmRegister, || async {
             let key: TagKey = rand::random();
+            let attachment = serde_json::to_vec(&Attachment {
+                endpoint: reg.endpoint.clone(),
+                key,
+            })
+            .map_err(|e| Error::Failed(format!("encoding a registration: {e}")))?;
+            let (id, segments) = s
+                .group
+                .register(reg.requested, reg.device_id, reg.segments, attachment)
+                .await?;
             let live = Live {
                 endpoint: reg.endpoint,
                 last_beat: Instant::now(),
                 key,
             };
-            self.0.live().insert(id, live);
+            s.live().insert(id, live);
             tracing::info!(service = id, ?segments, "local service joined");
             Ok(Registered { id, segments, key })
         })
+        .await)
     }
 
-    async fn heartbeat(self, _: Context, service: LocalServiceId) -> Result<()> {
-        self.0.traced("heartbeat", Tp::Heartbeat, |_| {
-            match self.0.live().get_mut(&service) {
-                Some(l) => {
-                    l.last_beat = Instant::now();
-                    Ok(())
+    async fn heartbeat(self, _: Context, service: LocalServiceId) -> Reply<Result<()>> {
+        self.0.lead().await?;
+        Ok(self
+            .0
+            .traced("heartbeat", Tp::Heartbeat, || async {
+                match self.0.live().get_mut(&service) {
+                    Some(l) => {
+                        l.last_beat = Instant::now();
+                        Ok(())
+                    }
+                    None => Err(Error::NotConnectedToLocal),
                 }
-                None => Err(Error::NotConnectedToLocal),
-            }
-        })
+            })
+            .await)
     }
 
-    async fn unregister_service(self, _: Context, service: LocalServiceId) -> Result<usize> {
-        self.0.traced("unregister_service", Tp::BmUnregister, |_| {
-            self.0.live().remove(&service);
-            self.0.store().remove_service(service)
-        })
+    async fn unregister_service(self, _: Context, service: LocalServiceId) -> Reply<Result<usize>> {
+        self.0.lead().await?;
+        Ok(self
+            .0
+            .traced("unregister_service", Tp::BmUnregister, || async {
+                self.0.live().remove(&service);
+                self.0.group.remove_service(service).await
+            })
+            .await)
     }
 
-    async fn endpoints(self, _: Context) -> Vec<(LocalServiceId, DataEndpoint)> {
-        self.0.traced("endpoints", Tp::Query, |_| {
-            let live = self.0.live();
-            live.iter()
-                .map(|(id, l)| (*id, l.endpoint.clone()))
-                .collect()
-        })
+    async fn endpoints(self, _: Context) -> Reply<Vec<(LocalServiceId, DataEndpoint)>> {
+        self.0.lead().await?;
+        Ok(self
+            .0
+            .traced("endpoints", Tp::Query, || async {
+                let live = self.0.live();
+                live.iter()
+                    .map(|(id, l)| (*id, l.endpoint.clone()))
+                    .collect()
+            })
+            .await)
     }
 
     async fn alloc(
@@ -162,90 +204,169 @@ impl MetaRpc for Server {
         _: Context,
         items: Vec<(Key, u64)>,
         config: ReplicateConfig,
-    ) -> Vec<Result<Allocation>> {
+        writer: u64,
+    ) -> Reply<Vec<Result<Allocation>>> {
+        self.0.lead().await?;
         let tp = Tp::sized(Tp::Put, Tp::BatchPut, items.len());
-        self.0.traced("alloc", tp, |now| {
-            let mut out = self.0.store().alloc(items, &config, now);
+        let s = &self.0;
+        Ok(s.traced("alloc", tp, || async {
+            let request = AllocRequest {
+                items,
+                config,
+                writer,
+            };
+            let mut out = s.group.alloc(request).await;
             for a in out.iter_mut().flatten() {
-                a.tags = self.0.tags(&a.blobs, true);
+                a.tags = s.tags(&a.blobs, true);
             }
             let done = out.iter().filter(|r| r.is_ok()).count();
-            self.0.metrics.alloc_ops.inc_by(done as u64);
+            s.metrics.alloc_ops.inc_by(done as u64);
             out
         })
+        .await)
     }
 
-    async fn commit(self, _: Context, items: Vec<(Key, PutId)>) -> Vec<Result<()>> {
+    async fn commit(self, _: Context, items: Vec<(Key, PutId)>) -> Reply<Vec<Result<()>>> {
+        self.0.lead().await?;
         let tp = Tp::sized(Tp::Update, Tp::BatchUpdate, items.len());
-        self.0
-            .traced("commit", tp, |now| self.0.store().commit(items, now))
+        Ok(self
+            .0
+            .traced("commit", tp, || self.0.group.commit(items))
+            .await)
     }
 
-    async fn abort(self, _: Context, items: Vec<(Key, PutId)>) -> Vec<Result<()>> {
-        self.0
-            .traced("abort", Tp::Abort, |_| self.0.store().abort(items))
+    async fn abort(self, _: Context, items: Vec<(Key, PutId)>) -> Reply<Vec<Result<()>>> {
+        self.0.lead().await?;
+        Ok(self
+            .0
+            .traced("abort", Tp::Abort, || self.0.group.abort(items))
+            .await)
     }
 
-    async fn lookup(self, _: Context, keys: Vec<Key>) -> Vec<Result<Located>> {
+    async fn lookup(self, _: Context, keys: Vec<Key>) -> Reply<Vec<Result<Located>>> {
+        self.0.lead().await?;
         let tp = Tp::sized(Tp::Get, Tp::BatchGet, keys.len());
-        self.0.traced("lookup", tp, |now| {
-            let mut out = self.0.store().lookup(&keys, now);
+        let s = &self.0;
+        s.traced("lookup", tp, || async {
+            let mut out = s.group.lookup(&keys).await?;
             let hits = out.iter().filter(|r| r.is_ok()).count() as u64;
-            let m = &self.0.metrics;
+            let m = &s.metrics;
             m.get_ops.inc_by(keys.len() as u64);
             m.get_hits.inc_by(hits);
             m.get_misses.inc_by(keys.len() as u64 - hits);
             for l in out.iter_mut().flatten() {
-                l.tags = self.0.tags(&l.blobs, false);
+                l.tags = s.tags(&l.blobs, false);
             }
-            out
+            Ok(out)
         })
+        .await
     }
 
-    async fn release(self, _: Context, leases: Vec<(Key, LeaseId)>) {
+    async fn release(self, _: Context, leases: Vec<(Key, LeaseId)>) -> Reply<()> {
+        self.0.lead().await?;
         self.0
-            .traced("release", Tp::Release, |_| self.0.store().release(&leases))
+            .traced("release", Tp::Release, || async {
+                self.0.group.release(&leases)
+            })
+            .await;
+        Ok(())
     }
 
-    async fn remove(self, _: Context, keys: Vec<Key>) -> Vec<Result<()>> {
+    async fn remove(self, _: Context, keys: Vec<Key>) -> Reply<Vec<Result<()>>> {
+        self.0.lead().await?;
         let tp = Tp::sized(Tp::Remove, Tp::BatchRemove, keys.len());
-        self.0.traced("remove", tp, |now| {
-            let out = self.0.store().remove(keys, now);
-            let done = out.iter().filter(|r| r.is_ok()).count();
-            self.0.metrics.remove_ops.inc_by(done as u64);
-            out
-        })
+        Ok(self
+            .0
+            .traced("remove", tp, || async {
+                let out = self.0.group.remove(keys).await;
+                let done = out.iter().filter(|r| r.is_ok()).count();
+                self.0.metrics.remove_ops.inc_by(done as u64);
+                out
+            })
+            .await)
     }
 
-    async fn exists(self, _: Context, keys: Vec<Key>) -> Vec<Result<bool>> {
+    async fn exists(self, _: Context, keys: Vec<Key>) -> Reply<Vec<Result<bool>>> {
+        self.0.lead().await?;
         self.0
-            .traced("exists", Tp::Exist, |now| self.0.store().exists(&keys, now))
+            .traced("exists", Tp::Exist, || self.0.group.exists(&keys))
+            .await
     }
 
-    async fn key_info(self, _: Context, keys: Vec<Key>) -> Vec<KeyInfo> {
-        self.0.traced("key_info", Tp::Query, |now| {
-            self.0.store().key_info(&keys, now)
-        })
-    }
-
-    async fn stats(self, _: Context) -> MetaStats {
-        self.0.traced("stats", Tp::Query, |_| ());
-        self.stats_now()
-    }
-
-    async fn segments(self, _: Context) -> Vec<SegmentView> {
+    async fn key_info(self, _: Context, keys: Vec<Key>) -> Reply<Vec<KeyInfo>> {
+        self.0.lead().await?;
         self.0
-            .traced("segments", Tp::Query, |_| self.segment_views())
+            .traced("key_info", Tp::Query, || self.0.group.key_info(&keys))
+            .await
     }
 
-    async fn keys(self, _: Context, prefix: Vec<u8>, limit: u32) -> Vec<Key> {
-        self.0.traced("keys", Tp::Query, |_| {
-            self.keys_with_prefix(&prefix, limit as usize)
-        })
+    async fn stats(self, _: Context) -> Reply<MetaStats> {
+        self.0.lead().await?;
+        self.0.traced("stats", Tp::Query, || async {}).await;
+        Ok(self.stats_now())
     }
 
-    async fn tracepoints(self, _: Context) -> Vec<TraceRow> {
-        self.0
-            .traced("tracepoints", Tp::Query, |_| self.0.tracer.rows())
+    async fn segments(self, _: Context) -> Reply<Vec<SegmentView>> {
+        self.0.lead().await?;
+        Ok(self
+            .0
+            .traced("segments", Tp::Query, || async { self.segment_views() })
+            .await)
+    }
+
+    async fn keys(self, _: Context, prefix: Vec<u8>, limit: u32) -> Reply<Vec<Key>> {
+        self.0.lead().await?;
+        Ok(self
+            .0
+            .traced("keys", Tp::Query, || async {
+                self.keys_with_prefix(&prefix, limit as usize)
+            })
+            .await)
+    }
+
+    async fn tracepoints(self, _: Context) -> Reply<Vec<TraceRow>> {
+        self.0.lead().await?;
+        Ok(self
+            .0
+            .traced("tracepoints", Tp::Query, || async { self.0.tracer.rows() })
+            .await)
+    }
+
+    async fn role(self, _: Context) -> RoleInfo {
+        self.0.group.role()
+    }
+
+    async fn add_member(self, _: Context, id: u64, addr: SocketAddr) -> Reply<Result<()>> {
+        self.0.lead().await?;
+        Ok(self.0.group.add_member(id, addr).await)
+    }
+
+    async fn remove_member(self, _: Context, id: u64) -> Reply<Result<()>> {
+        self.0.lead().await?;
+        Ok(self.0.group.remove_member(id).await)
+    }
+
+    async fn raft_append(
+        self,
+        _: Context,
+        req: AppendEntriesRequest<TypeConfig>,
+    ) -> Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> {
+        self.0.group.raft.append_entries(req).await
+    }
+
+    async fn raft_snapshot(
+        self,
+        _: Context,
+        req: InstallSnapshotRequest<TypeConfig>,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>> {
+        self.0.group.raft.install_snapshot(req).await
+    }
+
+    async fn raft_vote(
+        self,
+        _: Context,
+        req: VoteRequest<NodeId>,
+    ) -> Result<VoteResponse<NodeId>, RaftError<NodeId>> {
+        self.0.group.raft.vote(req).await
     }
 }

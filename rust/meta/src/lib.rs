@@ -16,4 +16,6 @@ pub use state::{
     AllocItem, Allocation, Applied, Command, Counters, Image, Object, ObjectState, PutId, Segment,
     SegmentSpec, ServiceInfo, StateMachine,
 };
-pub use store::{LeaseId, Located, MetaConfig, MetaStore, MAX_OBJECT_BYTES};
+pub use store::{
+    AllocRequest, Leader, LeaseId, Located, MetaConfig, MetaStore, Plan, MAX_OBJECT_BYTES,
+};

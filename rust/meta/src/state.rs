@@ -60,6 +60,9 @@ pub struct ServiceInfo {
     pub id: LocalServiceId,
     pub device_id: u32,
     pub segments: Vec<SegmentId>,
+    /// What the serving layer keeps with the service (its data endpoint and capability
+    /// key), replicated so that a new leader can serve it at once; opaque here.
+    pub attachment: Vec<u8>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -78,6 +81,9 @@ pub struct Object {
     pub blobs: Vec<Blob>,
     pub state: ObjectState,
     pub put_id: PutId,
+    /// The put attempt's writer token (0 for none): an alloc repeated with the same
+    /// token gets this allocation back instead of -3006.
+    pub writer: u64,
     pub created_ms: u64,
     pub ttl_ms: Option<u64>,
     pub expires_ms: Option<u64>,
@@ -102,17 +108,21 @@ pub struct AllocItem {
     pub size: u64,
     pub segments: Vec<SegmentId>,
     pub ttl_ms: Option<u64>,
+    pub writer: u64,
     /// Dropped (if still committed) just before this item is allocated.
     pub drop_first: Vec<Key>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    /// Adds a local service and its segments; segment ids are assigned in order.
+    /// Adds a local service and its segments; segment ids are assigned in order, from
+    /// `first_segment` or the next unused id, whichever is larger.
     RegisterService {
         service: LocalServiceId,
         device_id: u32,
         segments: Vec<SegmentSpec>,
+        first_segment: SegmentId,
+        attachment: Vec<u8>,
     },
     /// A local service left or was declared dead: its segments and every replica in
     /// them go; objects left with no replica go too.
@@ -263,13 +273,26 @@ impl StateMachine {
         self
     }
 
+    /// The id the next registered segment gets (unless its command asks for more).
+    pub fn next_segment_id(&self) -> SegmentId {
+        self.next_segment
+    }
+
     pub fn apply(&mut self, cmd: Command) -> Applied {
         match cmd {
             Command::RegisterService {
                 service,
                 device_id,
                 segments,
-            } => Applied::Registered(self.register(service, device_id, segments)),
+                first_segment,
+                attachment,
+            } => Applied::Registered(self.register(
+                service,
+                device_id,
+                segments,
+                first_segment,
+                attachment,
+            )),
             Command::RemoveService { service } => Applied::ServiceRemoved {
                 dropped_objects: self.remove_service(service),
             },
@@ -346,12 +369,15 @@ impl StateMachine {
         service: LocalServiceId,
         device_id: u32,
         specs: Vec<SegmentSpec>,
+        first_segment: SegmentId,
+        attachment: Vec<u8>,
     ) -> Result<Vec<SegmentId>> {
         if self.services.contains_key(&service) {
             return Err(Error::RepeatCall(format!(
                 "local service {service} is already registered"
             )));
         }
+        self.next_segment = self.next_segment.max(first_segment);
         let mut ids = Vec::with_capacity(specs.len());
         for spec in specs {
             let id = self.next_segment;
@@ -374,6 +400,7 @@ impl StateMachine {
                 id: service,
                 device_id,
                 segments: ids.clone(),
+                attachment,
             },
         );
         Ok(ids)
@@ -444,6 +471,7 @@ impl StateMachine {
                 blobs: blobs.clone(),
                 state: ObjectState::Allocating { deadline_ms },
                 put_id,
+                writer: item.writer,
                 created_ms: now_ms,
                 ttl_ms: item.ttl_ms,
                 expires_ms: None,

@@ -1,10 +1,11 @@
-//! The leader's side of the metadata: it turns requests into [`Command`]s (choosing
-//! placements and victims), applies them to the [`StateMachine`], and keeps the soft
-//! state that is never replicated: read leases. With a single node the "log" is just
-//! [`MetaStore::execute`]; a replicated meta service proposes the same commands instead.
+//! The leader's side of the metadata: [`Leader`] turns requests into [`Command`]s
+//! (choosing placements and victims) and keeps the soft state that is never
+//! replicated: read leases. [`MetaStore`] applies its commands at once, in-process; a
+//! replicated meta service proposes the same commands through Raft instead.
 
 use std::time::Duration;
 
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use memcache_core::{
@@ -91,11 +92,436 @@ pub struct Located {
     pub tags: Vec<u64>,
 }
 
-pub struct MetaStore {
+/// One put request of an alloc: its items, its replica settings and the token of its
+/// writer (0 for none), so a repeated attempt is recognised.
+#[derive(Debug, Clone)]
+pub struct AllocRequest {
+    pub items: Vec<(Key, u64)>,
+    pub config: ReplicateConfig,
+    pub writer: u64,
+}
+
+/// A decided request: the answers known at once, and the command whose application
+/// gives the others. [`Plan::finish`] puts them together.
+pub struct Plan<T> {
+    results: Vec<Option<Result<T>>>,
+    /// The answer each result of the command goes to.
+    slots: Vec<usize>,
+    command: Option<Command>,
+    doomed: Vec<Key>,
+    outcome: fn(Applied) -> Vec<Result<T>>,
+}
+
+impl<T: Clone> Plan<T> {
+    fn new(len: usize, outcome: fn(Applied) -> Vec<Result<T>>) -> Self {
+        Plan {
+            results: vec![None; len],
+            slots: Vec::new(),
+            command: None,
+            doomed: Vec::new(),
+            outcome,
+        }
+    }
+
+    /// A request refused as a whole.
+    fn refused(len: usize, e: Error, outcome: fn(Applied) -> Vec<Result<T>>) -> Self {
+        let mut plan = Plan::new(len, outcome);
+        plan.results = vec![Some(Err(e)); len];
+        plan
+    }
+
+    /// The command to apply (through the log); `None` when every answer is known.
+    pub fn take_command(&mut self) -> Option<Command> {
+        self.command.take()
+    }
+
+    /// The answers, given what applying the command gave or why it was not applied
+    /// (then every item it carried gets that error). Call it exactly once per plan
+    /// whose command was taken: it also lets lookups of the keys it dropped go on.
+    pub fn finish(self, leader: &mut Leader, applied: Option<Result<Applied>>) -> Vec<Result<T>> {
+        leader.undoom(&self.doomed);
+        let mut results = self.results;
+        let n = self.slots.len();
+        let mut applied = match applied {
+            Some(Ok(a)) => (self.outcome)(a),
+            Some(Err(e)) => vec![Err(e); n],
+            None => Vec::new(),
+        }
+        .into_iter();
+        for slot in self.slots {
+            results[slot] = Some(
+                applied
+                    .next()
+                    .unwrap_or_else(|| Err(Error::Failed("the command was not applied".into()))),
+            );
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::Failed("unanswered item".into()))))
+            .collect()
+    }
+}
+
+fn allocated(a: Applied) -> Vec<Result<Allocation>> {
+    match a {
+        Applied::Allocated { results, .. } => results,
+        other => unreachable!("alloc gave {other:?}"),
+    }
+}
+
+fn unit_results(a: Applied) -> Vec<Result<()>> {
+    match a {
+        Applied::Committed(r) | Applied::Aborted(r) | Applied::Removed(r) => r,
+        other => unreachable!("expected per-item results, got {other:?}"),
+    }
+}
+
+/// The leader's side of the metadata: it decides (placements, victims, ids) against
+/// the applied [`StateMachine`] and keeps the soft state that is never replicated:
+/// read leases, and the keys a proposed command is about to drop.
+pub struct Leader {
     config: MetaConfig,
-    sm: StateMachine,
     leases: Leases,
+    /// Lookups of these wait until the command dropping them is applied or fails, so
+    /// no reader is leased bytes that are about to be freed.
+    doomed: FxHashMap<Key, u32>,
     next_lease_sweep_ms: u64,
+}
+
+impl Leader {
+    pub fn new(config: MetaConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(Leader {
+            config,
+            leases: Leases::default(),
+            doomed: FxHashMap::default(),
+            next_lease_sweep_ms: 0,
+        })
+    }
+
+    pub fn config(&self) -> &MetaConfig {
+        &self.config
+    }
+
+    /// Called when this node becomes leader. If an earlier leader may have granted
+    /// read leases (`inherited`), their readers may still be copying, so nothing is
+    /// freed for one read-lease length.
+    pub fn begin_term(&mut self, now_ms: u64, inherited: bool) {
+        if inherited {
+            let lease_ms = self.config.read_lease.as_millis() as u64;
+            self.leases.hold_all_until(now_ms.saturating_add(lease_ms));
+        }
+    }
+
+    fn doom(&mut self, keys: &[Key]) {
+        for k in keys {
+            *self.doomed.entry(k.clone()).or_default() += 1;
+        }
+    }
+
+    fn undoom(&mut self, keys: &[Key]) {
+        for k in keys {
+            if let Some(n) = self.doomed.get_mut(k) {
+                *n -= 1;
+                if *n == 0 {
+                    self.doomed.remove(k);
+                }
+            }
+        }
+    }
+
+    // ---- local services ----
+
+    /// The command adding a local service. `requested` picks the id (it must be
+    /// free); otherwise the smallest free id is used. Segment ids start at
+    /// `first_segment` or above.
+    pub fn plan_register(
+        &self,
+        sm: &StateMachine,
+        requested: Option<LocalServiceId>,
+        device_id: u32,
+        segments: Vec<SegmentSpec>,
+        first_segment: SegmentId,
+        attachment: Vec<u8>,
+    ) -> Result<Command> {
+        if segments.is_empty() {
+            return Err(Error::invalid("a local service must offer a segment"));
+        }
+        if let Some(s) = segments.iter().find(|s| s.capacity < PAGE_SIZE) {
+            return Err(Error::invalid(format!(
+                "segment of {} bytes is smaller than one {PAGE_SIZE}-byte page",
+                s.capacity
+            )));
+        }
+        let service = match requested {
+            Some(id) => id,
+            None => (0..=LocalServiceId::MAX)
+                .find(|id| sm.service(*id).is_none())
+                .ok_or_else(|| Error::OutOfCapacity("no free local service id".into()))?,
+        };
+        Ok(Command::RegisterService {
+            service,
+            device_id,
+            segments,
+            first_segment,
+            attachment,
+        })
+    }
+
+    // ---- puts ----
+
+    /// Reserves space for each item of each request; one result per item, in order,
+    /// all requests' items one after the other. Objects become visible only once
+    /// committed.
+    pub fn plan_alloc(
+        &mut self,
+        sm: &mut StateMachine,
+        requests: Vec<AllocRequest>,
+        now_ms: u64,
+    ) -> Plan<Allocation> {
+        let len = requests.iter().map(|r| r.items.len()).sum();
+        let mut plan = Plan::new(len, allocated);
+        let mut planned = Vec::with_capacity(len);
+        let drop_after = {
+            let mut planner = Planner::new(sm.plan_view(), &self.leases, now_ms);
+            let mut i = 0;
+            for req in requests {
+                let n = req.items.len();
+                let refused = check_batch(n).and_then(|()| req.config.validated_replicas());
+                let replicas = match refused {
+                    Ok(r) => r,
+                    Err(e) => {
+                        plan.results[i..i + n].fill(Some(Err(e)));
+                        i += n;
+                        continue;
+                    }
+                };
+                let ttl_ms = req.config.ttl.map(|t| (t.as_millis() as u64).max(1));
+                let preferred = &req.config.preferred_local_service_ids;
+                for (key, size) in req.items {
+                    if let Some(again) = planner.repeated(&key, size, req.writer) {
+                        plan.results[i] = Some(Ok(again));
+                    } else {
+                        match planner.plan(key, size, replicas, preferred, ttl_ms) {
+                            Ok(mut item) => {
+                                item.writer = req.writer;
+                                plan.slots.push(i);
+                                planned.push(item);
+                            }
+                            Err(e) => plan.results[i] = Some(Err(e)),
+                        }
+                    }
+                    i += 1;
+                }
+            }
+            planner.finish(
+                self.config.evict_threshold_high,
+                self.config.evict_threshold_low,
+            )
+        };
+        if !planned.is_empty() {
+            plan.doomed = planned
+                .iter()
+                .flat_map(|p| p.drop_first.iter())
+                .chain(&drop_after)
+                .cloned()
+                .collect();
+            self.doom(&plan.doomed);
+            plan.command = Some(Command::Alloc {
+                now_ms,
+                lease_ms: self.config.put_lease.as_millis() as u64,
+                items: planned,
+                drop_after,
+            });
+        }
+        plan
+    }
+
+    /// Makes written objects visible.
+    pub fn plan_commit(&self, items: Vec<(Key, PutId)>, now_ms: u64) -> Plan<()> {
+        self.plan_each(items.len(), unit_results, || Command::Commit {
+            now_ms,
+            items,
+        })
+    }
+
+    /// Rolls back puts whose writes failed.
+    pub fn plan_abort(&self, items: Vec<(Key, PutId)>) -> Plan<()> {
+        self.plan_each(items.len(), unit_results, || Command::Abort { items })
+    }
+
+    /// A command whose every item is answered by applying it.
+    fn plan_each<T: Clone>(
+        &self,
+        len: usize,
+        outcome: fn(Applied) -> Vec<Result<T>>,
+        command: impl FnOnce() -> Command,
+    ) -> Plan<T> {
+        if let Err(e) = check_batch(len) {
+            return Plan::refused(len, e, outcome);
+        }
+        let mut plan = Plan::new(len, outcome);
+        plan.slots = (0..len).collect();
+        plan.command = Some(command());
+        plan
+    }
+
+    // ---- reads ----
+
+    /// Locates readable objects and leases each found one to the caller, who must
+    /// `release` it after reading (the lease also ends by itself). `None` when one of
+    /// the keys is about to be dropped by a command in flight: ask again once it is
+    /// finished.
+    pub fn lookup(
+        &mut self,
+        sm: &mut StateMachine,
+        keys: &[Key],
+        now_ms: u64,
+    ) -> Option<Vec<Result<Located>>> {
+        if let Err(e) = check_batch(keys.len()) {
+            return Some(vec![Err(e); keys.len()]);
+        }
+        if keys.iter().any(|k| self.doomed.contains_key(k)) {
+            return None;
+        }
+        let until_ms = now_ms.saturating_add(self.config.read_lease.as_millis() as u64);
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            let found = sm.visible(key, now_ms).map(|o| (o.size, o.blobs.clone()));
+            out.push(found.map(|(size, blobs)| {
+                sm.touch(key);
+                Located {
+                    size,
+                    blobs,
+                    lease: self.leases.grant(key, until_ms, now_ms),
+                    tags: Vec::new(),
+                }
+            }));
+        }
+        Some(out)
+    }
+
+    /// Ends leases `lookup` granted. Releasing an ended or unknown lease does nothing.
+    pub fn release(&mut self, leases: &[(Key, LeaseId)]) {
+        for (key, id) in leases {
+            self.leases.release(key, *id);
+        }
+    }
+
+    pub fn exists(&self, sm: &StateMachine, keys: &[Key], now_ms: u64) -> Vec<Result<bool>> {
+        if let Err(e) = check_batch(keys.len()) {
+            return vec![Err(e); keys.len()];
+        }
+        keys.iter()
+            .map(|k| Ok(sm.visible(k, now_ms).is_ok()))
+            .collect()
+    }
+
+    pub fn key_info(&self, sm: &StateMachine, keys: &[Key], now_ms: u64) -> Vec<KeyInfo> {
+        if let Err(e) = check_batch(keys.len()) {
+            return keys
+                .iter()
+                .map(|k| KeyInfo::failed(k.as_bytes(), &e))
+                .collect();
+        }
+        keys.iter()
+            .map(|key| match sm.visible(key, now_ms) {
+                Ok(o) => {
+                    let locations: Vec<BlobLocation> = o
+                        .blobs
+                        .iter()
+                        .map(|b| BlobLocation {
+                            service: b.service,
+                            device_id: sm.service(b.service).map_or(0, |s| s.device_id),
+                            medium: b.medium,
+                        })
+                        .collect();
+                    KeyInfo {
+                        key: key.as_bytes().to_vec(),
+                        size: o.size,
+                        device_id: locations.first().map_or(0, |l| l.device_id),
+                        status: 0,
+                        locations,
+                    }
+                }
+                Err(e) => KeyInfo::failed(key.as_bytes(), &e),
+            })
+            .collect()
+    }
+
+    // ---- removal and housekeeping ----
+
+    /// Removes objects; a leased one answers -3104 and stays.
+    pub fn plan_remove(&mut self, sm: &StateMachine, keys: Vec<Key>, now_ms: u64) -> Plan<()> {
+        if let Err(e) = check_batch(keys.len()) {
+            return Plan::refused(keys.len(), e, unit_results);
+        }
+        let mut plan = Plan::new(keys.len(), unit_results);
+        let mut doomed = Vec::new();
+        for (i, key) in keys.into_iter().enumerate() {
+            if let Err(e) = sm.visible(&key, now_ms) {
+                plan.results[i] = Some(Err(e));
+            } else if self.leases.held(&key, now_ms) {
+                plan.results[i] = Some(Err(Error::LeaseNotExpired));
+            } else {
+                plan.slots.push(i);
+                doomed.push(key);
+            }
+        }
+        if !doomed.is_empty() {
+            self.doom(&doomed);
+            plan.command = Some(Command::Remove {
+                now_ms,
+                keys: doomed.clone(),
+            });
+            plan.doomed = doomed;
+        }
+        plan
+    }
+
+    /// Commands rolling back puts whose lease ended and freeing expired objects (none
+    /// when there is nothing to do); also forgets ended read leases. Expired objects
+    /// are invisible already, so no lookup can be leased one: nothing is doomed.
+    pub fn plan_reclaim(&mut self, sm: &StateMachine, now_ms: u64) -> Vec<Command> {
+        const MAX_PER_CALL: usize = 4096;
+        let mut out = Vec::new();
+        let overdue: Vec<(Key, PutId)> = sm
+            .overdue_puts(now_ms)
+            .take(MAX_PER_CALL)
+            .map(|(k, id)| (k.clone(), id))
+            .collect();
+        if !overdue.is_empty() {
+            tracing::debug!(count = overdue.len(), "rolling back puts whose lease ended");
+            out.push(Command::Abort { items: overdue });
+        }
+        let expired: Vec<Key> = sm
+            .expired(now_ms)
+            .filter(|k| !self.leases.held(k, now_ms))
+            .take(MAX_PER_CALL)
+            .cloned()
+            .collect();
+        if !expired.is_empty() {
+            out.push(Command::Remove {
+                now_ms,
+                keys: expired,
+            });
+        }
+        // Leases of readers that died without releasing: swept once per lease length.
+        if now_ms >= self.next_lease_sweep_ms {
+            self.leases.sweep(now_ms);
+            self.next_lease_sweep_ms =
+                now_ms.saturating_add(self.config.read_lease.as_millis() as u64);
+        }
+        out
+    }
+}
+
+/// A [`Leader`] and its [`StateMachine`] in one process: each command is applied the
+/// moment it is decided (the embedded pool, and tests). A replicated meta service runs
+/// the same leader and sends the commands through its Raft log instead.
+pub struct MetaStore {
+    leader: Leader,
+    sm: StateMachine,
     journal: Option<Vec<Command>>,
 }
 
@@ -107,18 +533,15 @@ impl MetaStore {
     /// A store whose segment ids start at `first` (see
     /// [`StateMachine::with_first_segment_id`]).
     pub fn with_first_segment_id(config: MetaConfig, first: SegmentId) -> Result<Self> {
-        config.validate()?;
         Ok(MetaStore {
             sm: StateMachine::new(config.eviction_policy).with_first_segment_id(first),
-            config,
-            leases: Leases::default(),
-            next_lease_sweep_ms: 0,
+            leader: Leader::new(config)?,
             journal: None,
         })
     }
 
     pub fn config(&self) -> &MetaConfig {
-        &self.config
+        self.leader.config()
     }
 
     pub fn state(&self) -> &StateMachine {
@@ -145,36 +568,27 @@ impl MetaStore {
         self.sm.apply(cmd)
     }
 
+    fn run<T: Clone>(&mut self, mut plan: Plan<T>) -> Vec<Result<T>> {
+        let applied = plan.take_command().map(|c| Ok(self.execute(c)));
+        plan.finish(&mut self.leader, applied)
+    }
+
     // ---- local services ----
 
-    /// Adds a local service with its segments. `requested` picks the id (it must be
-    /// free); otherwise the smallest free id is used.
+    /// Adds a local service with its segments (see [`Leader::plan_register`]).
     pub fn register_service(
         &mut self,
         requested: Option<LocalServiceId>,
         device_id: u32,
         segments: Vec<SegmentSpec>,
     ) -> Result<(LocalServiceId, Vec<SegmentId>)> {
-        if segments.is_empty() {
-            return Err(Error::invalid("a local service must offer a segment"));
-        }
-        if let Some(s) = segments.iter().find(|s| s.capacity < PAGE_SIZE) {
-            return Err(Error::invalid(format!(
-                "segment of {} bytes is smaller than one {PAGE_SIZE}-byte page",
-                s.capacity
-            )));
-        }
-        let service = match requested {
-            Some(id) => id,
-            None => (0..=LocalServiceId::MAX)
-                .find(|id| self.sm.service(*id).is_none())
-                .ok_or_else(|| Error::OutOfCapacity("no free local service id".into()))?,
+        let cmd =
+            self.leader
+                .plan_register(&self.sm, requested, device_id, segments, 0, Vec::new())?;
+        let Command::RegisterService { service, .. } = cmd else {
+            unreachable!("plan_register plans a registration")
         };
-        match self.execute(Command::RegisterService {
-            service,
-            device_id,
-            segments,
-        }) {
+        match self.execute(cmd) {
             Applied::Registered(r) => r.map(|ids| (service, ids)),
             other => unreachable!("register gave {other:?}"),
         }
@@ -202,223 +616,67 @@ impl MetaStore {
         config: &ReplicateConfig,
         now_ms: u64,
     ) -> Vec<Result<Allocation>> {
-        if let Err(e) = check_batch(items.len()) {
-            return vec![Err(e); items.len()];
-        }
-        let replicas = match config.validated_replicas() {
-            Ok(n) => n,
-            Err(e) => return vec![Err(e); items.len()],
-        };
         self.reclaim(now_ms);
-        let ttl_ms = config.ttl.map(|t| (t.as_millis() as u64).max(1));
-        let mut results: Vec<Option<Result<Allocation>>> = vec![None; items.len()];
-        let mut slots = Vec::with_capacity(items.len());
-        let mut planned = Vec::with_capacity(items.len());
-        let drop_after = {
-            let mut planner = Planner::new(self.sm.plan_view(), &self.leases, now_ms);
-            let preferred = &config.preferred_local_service_ids;
-            for (i, (key, size)) in items.into_iter().enumerate() {
-                match planner.plan(key, size, replicas, preferred, ttl_ms) {
-                    Ok(item) => {
-                        slots.push(i);
-                        planned.push(item);
-                    }
-                    Err(e) => results[i] = Some(Err(e)),
-                }
-            }
-            planner.finish(
-                self.config.evict_threshold_high,
-                self.config.evict_threshold_low,
-            )
+        let request = AllocRequest {
+            items,
+            config: config.clone(),
+            writer: 0,
         };
-        if !planned.is_empty() {
-            let cmd = Command::Alloc {
-                now_ms,
-                lease_ms: self.config.put_lease.as_millis() as u64,
-                items: planned,
-                drop_after,
-            };
-            let Applied::Allocated {
-                results: applied, ..
-            } = self.execute(cmd)
-            else {
-                unreachable!("alloc gives Allocated")
-            };
-            for (slot, r) in slots.into_iter().zip(applied) {
-                debug_assert!(r.is_ok(), "the plan held but apply refused: {r:?}");
-                results[slot] = Some(r);
-            }
-        }
-        results.into_iter().map(Option::unwrap).collect()
+        let plan = self.leader.plan_alloc(&mut self.sm, vec![request], now_ms);
+        self.run(plan)
     }
 
     /// Makes written objects visible.
     pub fn commit(&mut self, items: Vec<(Key, PutId)>, now_ms: u64) -> Vec<Result<()>> {
-        if let Err(e) = check_batch(items.len()) {
-            return vec![Err(e); items.len()];
-        }
-        match self.execute(Command::Commit { now_ms, items }) {
-            Applied::Committed(r) => r,
-            other => unreachable!("commit gave {other:?}"),
-        }
+        let plan = self.leader.plan_commit(items, now_ms);
+        self.run(plan)
     }
 
     /// Rolls back puts whose writes failed.
     pub fn abort(&mut self, items: Vec<(Key, PutId)>) -> Vec<Result<()>> {
-        if let Err(e) = check_batch(items.len()) {
-            return vec![Err(e); items.len()];
-        }
-        match self.execute(Command::Abort { items }) {
-            Applied::Aborted(r) => r,
-            other => unreachable!("abort gave {other:?}"),
-        }
+        let plan = self.leader.plan_abort(items);
+        self.run(plan)
     }
 
     // ---- reads ----
 
-    /// Locates readable objects and leases each found one to the caller, who must
-    /// `release` it after reading (the lease also ends by itself).
+    /// Locates readable objects and leases each found one to the caller.
     pub fn lookup(&mut self, keys: &[Key], now_ms: u64) -> Vec<Result<Located>> {
-        if let Err(e) = check_batch(keys.len()) {
-            return vec![Err(e); keys.len()];
-        }
-        let until_ms = now_ms.saturating_add(self.config.read_lease.as_millis() as u64);
-        let mut out = Vec::with_capacity(keys.len());
-        for key in keys {
-            let found = self
-                .sm
-                .visible(key, now_ms)
-                .map(|o| (o.size, o.blobs.clone()));
-            out.push(found.map(|(size, blobs)| {
-                self.sm.touch(key);
-                Located {
-                    size,
-                    blobs,
-                    lease: self.leases.grant(key, until_ms, now_ms),
-                    tags: Vec::new(),
-                }
-            }));
-        }
-        out
+        self.leader
+            .lookup(&mut self.sm, keys, now_ms)
+            .expect("a store that applies at once has no command in flight")
     }
 
-    /// Ends leases `lookup` granted. Releasing an ended or unknown lease does nothing.
+    /// Ends leases `lookup` granted.
     pub fn release(&mut self, leases: &[(Key, LeaseId)]) {
-        for (key, id) in leases {
-            self.leases.release(key, *id);
-        }
+        self.leader.release(leases)
     }
 
     pub fn exists(&self, keys: &[Key], now_ms: u64) -> Vec<Result<bool>> {
-        if let Err(e) = check_batch(keys.len()) {
-            return vec![Err(e); keys.len()];
-        }
-        keys.iter()
-            .map(|k| Ok(self.sm.visible(k, now_ms).is_ok()))
-            .collect()
+        self.leader.exists(&self.sm, keys, now_ms)
     }
 
     pub fn key_info(&self, keys: &[Key], now_ms: u64) -> Vec<KeyInfo> {
-        if let Err(e) = check_batch(keys.len()) {
-            return keys
-                .iter()
-                .map(|k| KeyInfo::failed(k.as_bytes(), &e))
-                .collect();
-        }
-        keys.iter()
-            .map(|key| match self.sm.visible(key, now_ms) {
-                Ok(o) => {
-                    let locations: Vec<BlobLocation> = o
-                        .blobs
-                        .iter()
-                        .map(|b| BlobLocation {
-                            service: b.service,
-                            device_id: self.sm.service(b.service).map_or(0, |s| s.device_id),
-                            medium: b.medium,
-                        })
-                        .collect();
-                    KeyInfo {
-                        key: key.as_bytes().to_vec(),
-                        size: o.size,
-                        device_id: locations.first().map_or(0, |l| l.device_id),
-                        status: 0,
-                        locations,
-                    }
-                }
-                Err(e) => KeyInfo::failed(key.as_bytes(), &e),
-            })
-            .collect()
+        self.leader.key_info(&self.sm, keys, now_ms)
     }
 
     // ---- removal and housekeeping ----
 
     /// Removes objects; a leased one answers -3104 and stays.
     pub fn remove(&mut self, keys: Vec<Key>, now_ms: u64) -> Vec<Result<()>> {
-        if let Err(e) = check_batch(keys.len()) {
-            return vec![Err(e); keys.len()];
-        }
-        let mut results: Vec<Option<Result<()>>> = vec![None; keys.len()];
-        let mut slots = Vec::new();
-        let mut doomed = Vec::new();
-        for (i, key) in keys.into_iter().enumerate() {
-            if let Err(e) = self.sm.visible(&key, now_ms) {
-                results[i] = Some(Err(e));
-            } else if self.leases.held(&key, now_ms) {
-                results[i] = Some(Err(Error::LeaseNotExpired));
-            } else {
-                slots.push(i);
-                doomed.push(key);
-            }
-        }
-        if !doomed.is_empty() {
-            let Applied::Removed(applied) = self.execute(Command::Remove {
-                now_ms,
-                keys: doomed,
-            }) else {
-                unreachable!("remove gives Removed")
-            };
-            for (slot, r) in slots.into_iter().zip(applied) {
-                results[slot] = Some(r);
-            }
-        }
-        results.into_iter().map(Option::unwrap).collect()
+        let plan = self.leader.plan_remove(&self.sm, keys, now_ms);
+        self.run(plan)
     }
 
     /// Rolls back puts whose lease ended, frees expired objects and forgets ended read
     /// leases. Cheap when there is nothing to do; returns how many objects it freed.
     pub fn reclaim(&mut self, now_ms: u64) -> usize {
-        const MAX_PER_CALL: usize = 4096;
-        let overdue: Vec<(Key, PutId)> = self
-            .sm
-            .overdue_puts(now_ms)
-            .take(MAX_PER_CALL)
-            .map(|(k, id)| (k.clone(), id))
-            .collect();
         let mut freed = 0;
-        if !overdue.is_empty() {
-            tracing::debug!(count = overdue.len(), "rolling back puts whose lease ended");
-            freed += overdue.len();
-            self.execute(Command::Abort { items: overdue });
-        }
-        let expired: Vec<Key> = self
-            .sm
-            .expired(now_ms)
-            .filter(|k| !self.leases.held(k, now_ms))
-            .take(MAX_PER_CALL)
-            .cloned()
-            .collect();
-        if !expired.is_empty() {
-            freed += expired.len();
-            self.execute(Command::Remove {
-                now_ms,
-                keys: expired,
-            });
-        }
-        // Leases of readers that died without releasing: swept once per lease length.
-        if now_ms >= self.next_lease_sweep_ms {
-            self.leases.sweep(now_ms);
-            self.next_lease_sweep_ms =
-                now_ms.saturating_add(self.config.read_lease.as_millis() as u64);
+        for cmd in self.leader.plan_reclaim(&self.sm, now_ms) {
+            freed += match self.execute(cmd) {
+                Applied::Aborted(r) | Applied::Removed(r) => r.len(),
+                _ => 0,
+            };
         }
         freed
     }

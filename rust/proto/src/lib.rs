@@ -10,12 +10,19 @@ use tarpc::tokio_serde::formats::Bincode;
 
 use memcache_core::{Error, Key, KeyInfo, LocalServiceId, ReplicateConfig, Result, SegmentId};
 use memcache_meta::{Allocation, LeaseId, Located, PutId, SegmentSpec};
+use memcache_raft::{NodeId, TypeConfig};
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
 
 pub use tarpc;
 
 /// Largest control message, either way. A batch of 16384 keys of 255 bytes with eight
-/// replicas each stays well below it.
-pub const MAX_FRAME: usize = 64 << 20;
+/// replicas each stays well below it, and so do Raft's batches of log entries (see
+/// the meta service's `max_payload_entries`) and snapshot chunks.
+pub const MAX_FRAME: usize = 256 << 20;
 
 /// How to reach a local service's data plane.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,27 +106,73 @@ pub struct MetaStats {
     pub capacity_bytes: u64,
 }
 
+/// A meta node that is not the leader serves no request: it answers with the leader's
+/// address (if it knows one), and [`MetaLink`] follows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Redirect {
+    pub leader: Option<SocketAddr>,
+}
+
+/// The answer of a request to a meta node: served by the leader, or redirected.
+pub type Reply<T> = std::result::Result<T, Redirect>;
+
+/// A meta node's place in its group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleInfo {
+    pub id: u64,
+    /// `leader`, `follower`, `candidate` or `learner`.
+    pub role: String,
+    pub term: u64,
+    pub leader: Option<u64>,
+    pub leader_addr: Option<SocketAddr>,
+    /// Voters and learners with their addresses.
+    pub members: Vec<(u64, String)>,
+}
+
+type RaftResult<T, E = RaftError<NodeId>> = std::result::Result<T, E>;
+
 #[tarpc::service]
 pub trait MetaRpc {
-    async fn register_service(reg: Registration) -> Result<Registered>;
+    async fn register_service(reg: Registration) -> Reply<Result<Registered>>;
     /// Keeps a local service alive; -3018 when the meta service no longer knows it.
-    async fn heartbeat(service: LocalServiceId) -> Result<()>;
-    async fn unregister_service(service: LocalServiceId) -> Result<usize>;
+    async fn heartbeat(service: LocalServiceId) -> Reply<Result<()>>;
+    async fn unregister_service(service: LocalServiceId) -> Reply<Result<usize>>;
     /// Data-plane endpoints of the live local services.
-    async fn endpoints() -> Vec<(LocalServiceId, DataEndpoint)>;
-    async fn alloc(items: Vec<(Key, u64)>, config: ReplicateConfig) -> Vec<Result<Allocation>>;
-    async fn commit(items: Vec<(Key, PutId)>) -> Vec<Result<()>>;
-    async fn abort(items: Vec<(Key, PutId)>) -> Vec<Result<()>>;
-    async fn lookup(keys: Vec<Key>) -> Vec<Result<Located>>;
-    async fn release(leases: Vec<(Key, LeaseId)>);
-    async fn remove(keys: Vec<Key>) -> Vec<Result<()>>;
-    async fn exists(keys: Vec<Key>) -> Vec<Result<bool>>;
-    async fn key_info(keys: Vec<Key>) -> Vec<KeyInfo>;
-    async fn stats() -> MetaStats;
-    async fn segments() -> Vec<SegmentView>;
+    async fn endpoints() -> Reply<Vec<(LocalServiceId, DataEndpoint)>>;
+    /// `writer` is a token of the put attempt (0 for none): an alloc repeated with the
+    /// same token, after its first answer was lost, gets the same allocation back.
+    async fn alloc(
+        items: Vec<(Key, u64)>,
+        config: ReplicateConfig,
+        writer: u64,
+    ) -> Reply<Vec<Result<Allocation>>>;
+    async fn commit(items: Vec<(Key, PutId)>) -> Reply<Vec<Result<()>>>;
+    async fn abort(items: Vec<(Key, PutId)>) -> Reply<Vec<Result<()>>>;
+    async fn lookup(keys: Vec<Key>) -> Reply<Vec<Result<Located>>>;
+    async fn release(leases: Vec<(Key, LeaseId)>) -> Reply<()>;
+    async fn remove(keys: Vec<Key>) -> Reply<Vec<Result<()>>>;
+    async fn exists(keys: Vec<Key>) -> Reply<Vec<Result<bool>>>;
+    async fn key_info(keys: Vec<Key>) -> Reply<Vec<KeyInfo>>;
+    async fn stats() -> Reply<MetaStats>;
+    async fn segments() -> Reply<Vec<SegmentView>>;
     /// Up to `limit` stored keys that start with `prefix`, in byte order.
-    async fn keys(prefix: Vec<u8>, limit: u32) -> Vec<Key>;
-    async fn tracepoints() -> Vec<TraceRow>;
+    async fn keys(prefix: Vec<u8>, limit: u32) -> Reply<Vec<Key>>;
+    async fn tracepoints() -> Reply<Vec<TraceRow>>;
+
+    // ---- the meta group ----
+    /// Answered by every node, leader or not.
+    async fn role() -> RoleInfo;
+    /// Adds a meta node (as a learner, then a voter) at its RPC address.
+    async fn add_member(id: u64, addr: SocketAddr) -> Reply<Result<()>>;
+    /// Removes a meta node from the voters and the group.
+    async fn remove_member(id: u64) -> Reply<Result<()>>;
+    async fn raft_append(
+        req: AppendEntriesRequest<TypeConfig>,
+    ) -> RaftResult<AppendEntriesResponse<NodeId>>;
+    async fn raft_snapshot(
+        req: InstallSnapshotRequest<TypeConfig>,
+    ) -> RaftResult<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>;
+    async fn raft_vote(req: VoteRequest<NodeId>) -> RaftResult<VoteResponse<NodeId>>;
 }
 
 /// The meta service addresses in a `discoveryURL`: `tcp://HOST:PORT`, several
@@ -177,12 +230,19 @@ pub fn rpc_error(e: tarpc::client::RpcError) -> Error {
     }
 }
 
-/// A connection to the meta service that reconnects on demand: after a failed call the
-/// next call connects again, to the first address of the discovery URL that answers.
+/// How long a call waits before asking again while a meta group has no leader.
+const NO_LEADER_PAUSE: Duration = Duration::from_millis(25);
+
+/// A connection to the meta service that reconnects on demand and follows the leader
+/// of a meta group: a node that is not the leader redirects the call to it, and a
+/// call meets no leader (an election) it asks the other addresses of the discovery URL
+/// again until its deadline.
 pub struct MetaLink {
     addrs: Vec<SocketAddr>,
     timeout: Duration,
     rpc: tokio::sync::Mutex<Option<MetaRpcClient>>,
+    /// Where the next connection attempt starts in `addrs`.
+    start: std::sync::atomic::AtomicUsize,
 }
 
 impl MetaLink {
@@ -191,13 +251,14 @@ impl MetaLink {
             addrs,
             timeout,
             rpc: tokio::sync::Mutex::new(None),
+            start: Default::default(),
         }
     }
 
     /// Connects now (the first call would otherwise), to report a bad address early.
     pub async fn connect(addrs: Vec<SocketAddr>, timeout: Duration) -> Result<MetaLink> {
         let link = MetaLink::new(addrs, timeout);
-        link.client().await?;
+        link.client(None).await?;
         Ok(link)
     }
 
@@ -209,14 +270,20 @@ impl MetaLink {
         self.timeout
     }
 
-    async fn client(&self) -> Result<MetaRpcClient> {
+    /// The current connection, or a new one: to `hint` if given and reachable, else to
+    /// the first address that answers, starting after the last one given up on.
+    async fn client(&self, hint: Option<SocketAddr>) -> Result<MetaRpcClient> {
+        use std::sync::atomic::Ordering;
         let mut slot = self.rpc.lock().await;
         if let Some(rpc) = &*slot {
             return Ok(rpc.clone());
         }
+        let first = self.start.load(Ordering::Relaxed);
+        let n = self.addrs.len();
+        let order = (0..n).map(|i| self.addrs[(first + i) % n]);
         let mut last = Error::NotConnectedToMeta;
-        for addr in &self.addrs {
-            match connect_meta(*addr, self.timeout).await {
+        for addr in hint.into_iter().chain(order) {
+            match connect_meta(addr, self.timeout).await {
                 Ok(rpc) => {
                     *slot = Some(rpc.clone());
                     return Ok(rpc);
@@ -227,22 +294,54 @@ impl MetaLink {
         Err(last)
     }
 
-    /// Runs one call with the configured deadline. A call that fails for any reason
-    /// but its deadline drops the connection, so the next one reconnects; the failed
-    /// call itself is not repeated (it may have taken effect).
+    /// Drops the connection; the next call connects again, `skip` addresses later.
+    async fn forget(&self, skip: usize) {
+        *self.rpc.lock().await = None;
+        self.start
+            .fetch_add(skip, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Runs one call with the configured deadline, following redirects and waiting
+    /// out elections within it (a redirected call was not served, so repeating it is
+    /// safe). A call that fails for any other reason but its deadline drops the
+    /// connection, so the next one reconnects; the failed call itself is not repeated
+    /// (it may have taken effect).
     pub async fn call<T, F, Fut>(&self, f: F) -> Result<T>
     where
-        F: FnOnce(MetaRpcClient, tarpc::context::Context) -> Fut,
-        Fut: std::future::Future<Output = std::result::Result<T, tarpc::client::RpcError>>,
+        F: Fn(MetaRpcClient, tarpc::context::Context) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<Reply<T>, tarpc::client::RpcError>>,
     {
-        let rpc = self.client().await?;
-        match f(rpc, context(self.timeout)).await {
-            Ok(v) => Ok(v),
-            Err(e) => {
-                if !matches!(e, tarpc::client::RpcError::DeadlineExceeded) {
-                    *self.rpc.lock().await = None;
+        let deadline = std::time::Instant::now() + self.timeout;
+        let mut hint = None;
+        loop {
+            let rpc = match self.client(hint.take()).await {
+                Ok(rpc) => rpc,
+                Err(e) if std::time::Instant::now() >= deadline => return Err(e),
+                Err(_) => {
+                    tokio::time::sleep(NO_LEADER_PAUSE).await;
+                    continue;
                 }
-                Err(rpc_error(e))
+            };
+            let mut ctx = tarpc::context::current();
+            ctx.deadline = deadline;
+            match f(rpc, ctx).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(Redirect { leader })) => {
+                    self.forget(leader.is_none() as usize).await;
+                    if std::time::Instant::now() >= deadline {
+                        return Err(Error::NotConnectedToMeta);
+                    }
+                    match leader {
+                        Some(addr) => hint = Some(addr),
+                        None => tokio::time::sleep(NO_LEADER_PAUSE).await,
+                    }
+                }
+                Err(e) => {
+                    if !matches!(e, tarpc::client::RpcError::DeadlineExceeded) {
+                        self.forget(1).await;
+                    }
+                    return Err(rpc_error(e));
+                }
             }
         }
     }

@@ -1,2 +1,5 @@
-//! Integration tests of the MemCache Hybrid client API. This library is empty: the
-//! tests live in `tests/*.rs` and use only the public API of `memcache-client`.
+//! Integration tests of the MemCache Hybrid client API. The tests live in `tests/*.rs`
+//! and use only the public API of `memcache-client`; this library holds test helpers
+//! they share, such as the [`linearizability`] checker for concurrent histories.
+
+pub mod linearizability;

@@ -232,6 +232,7 @@ fn garbage_on_the_wire_is_refused_and_the_services_keep_serving() {
         let eps = rpc
             .endpoints(context(Duration::from_secs(5)))
             .await
+            .unwrap()
             .unwrap();
         eps[0].1.tcp.unwrap()
     });
@@ -271,8 +272,9 @@ fn garbage_on_the_wire_is_refused_and_the_services_keep_serving() {
             .unwrap();
         let key = memcache_core::Key::new("granted").unwrap();
         let cfg = ReplicateConfig::default();
-        rpc.alloc(context(Duration::from_secs(5)), vec![(key, 4096)], cfg)
+        rpc.alloc(context(Duration::from_secs(5)), vec![(key, 4096)], cfg, 0)
             .await
+            .unwrap()
             .unwrap()
             .remove(0)
             .unwrap()

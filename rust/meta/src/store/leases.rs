@@ -11,6 +11,8 @@ pub type LeaseId = u64;
 pub(crate) struct Leases {
     by_key: FxHashMap<Key, Vec<(LeaseId, u64)>>,
     next: LeaseId,
+    /// Until then every key counts as held (see [`Leases::hold_all_until`]).
+    all_until_ms: u64,
 }
 
 impl Leases {
@@ -34,9 +36,18 @@ impl Leases {
 
     /// Whether a reader still holds `key` at `now_ms`.
     pub fn held(&self, key: &Key, now_ms: u64) -> bool {
-        self.by_key
-            .get(key)
-            .is_some_and(|h| h.iter().any(|&(_, u)| u > now_ms))
+        now_ms < self.all_until_ms
+            || self
+                .by_key
+                .get(key)
+                .is_some_and(|h| h.iter().any(|&(_, u)| u > now_ms))
+    }
+
+    /// Treats every key as held until `until_ms`: a new leader does not know which
+    /// leases its predecessor granted, so for one lease length it frees nothing a
+    /// reader might be copying.
+    pub fn hold_all_until(&mut self, until_ms: u64) {
+        self.all_until_ms = self.all_until_ms.max(until_ms);
     }
 
     /// Forgets leases that ended (readers that never released).

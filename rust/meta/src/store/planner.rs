@@ -12,7 +12,7 @@ use memcache_core::{Error, Key, LocalServiceId, Medium, Result, SegmentId, PAGE_
 use super::leases::Leases;
 use super::MAX_OBJECT_BYTES;
 use crate::alloc::{pages_for, PageAllocator, Savepoint};
-use crate::state::{expired_in, AllocItem, ObjectState, PlanView, Segment};
+use crate::state::{expired_in, AllocItem, Allocation, ObjectState, PlanView, Segment};
 
 pub(crate) struct Planner<'a> {
     view: PlanView<'a>,
@@ -72,6 +72,7 @@ impl<'a> Planner<'a> {
                     size,
                     segments,
                     ttl_ms,
+                    writer: 0,
                     drop_first: std::mem::take(&mut self.pending_drops),
                 })
             }
@@ -80,6 +81,18 @@ impl<'a> Planner<'a> {
                 Err(e)
             }
         }
+    }
+
+    /// The allocation a writer already holds for `key`, when it asks again (its
+    /// first answer was lost with a leader or a connection).
+    pub fn repeated(&self, key: &Key, size: u64, writer: u64) -> Option<Allocation> {
+        let o = self.view.objects.get(key)?;
+        let mine = writer != 0 && o.writer == writer && o.size == size;
+        (mine && matches!(o.state, ObjectState::Allocating { .. })).then(|| Allocation {
+            put_id: o.put_id,
+            blobs: o.blobs.clone(),
+            tags: Vec::new(),
+        })
     }
 
     /// Evicts until every medium above `high` percent is at or below `low` percent;

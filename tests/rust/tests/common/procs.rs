@@ -124,7 +124,10 @@ pub fn stats(url: &str) -> MetaStats {
     rt.block_on(async {
         let addr = parse_discovery(url).unwrap()[0];
         let rpc = connect_meta(addr, Duration::from_secs(5)).await.unwrap();
-        rpc.stats(context(Duration::from_secs(5))).await.unwrap()
+        rpc.stats(context(Duration::from_secs(5)))
+            .await
+            .unwrap()
+            .expect("a group of one leads")
     })
 }
 

@@ -1,9 +1,8 @@
-//! Raft messages between meta nodes over tarpc (bincode over TCP), with the deadlines
-//! openraft asks for on each call.
+//! Raft messages to the other meta nodes: the same tarpc service (and port) clients
+//! use, with the deadline openraft gives each call.
 
 use std::net::SocketAddr;
 
-use futures::{future, StreamExt};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -12,83 +11,12 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::{BasicNode, Raft};
+use openraft::BasicNode;
 use tarpc::context::Context;
-use tarpc::server::incoming::Incoming;
-use tarpc::server::BaseChannel;
 use tarpc::tokio_serde::formats::Bincode;
 
-use crate::{NodeId, TypeConfig};
-
-/// Largest Raft message (snapshots travel in chunks of openraft's choosing).
-const MAX_FRAME: usize = 256 << 20;
-
-#[tarpc::service]
-pub trait RaftRpc {
-    async fn append_entries(
-        req: AppendEntriesRequest<TypeConfig>,
-    ) -> Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>;
-    async fn install_snapshot(
-        req: InstallSnapshotRequest<TypeConfig>,
-    ) -> Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>;
-    async fn vote(req: VoteRequest<NodeId>) -> Result<VoteResponse<NodeId>, RaftError<NodeId>>;
-}
-
-#[derive(Clone)]
-struct RaftServer(Raft<TypeConfig>);
-
-impl RaftRpc for RaftServer {
-    async fn append_entries(
-        self,
-        _: Context,
-        req: AppendEntriesRequest<TypeConfig>,
-    ) -> Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> {
-        self.0.append_entries(req).await
-    }
-
-    async fn install_snapshot(
-        self,
-        _: Context,
-        req: InstallSnapshotRequest<TypeConfig>,
-    ) -> Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>> {
-        self.0.install_snapshot(req).await
-    }
-
-    async fn vote(
-        self,
-        _: Context,
-        req: VoteRequest<NodeId>,
-    ) -> Result<VoteResponse<NodeId>, RaftError<NodeId>> {
-        self.0.vote(req).await
-    }
-}
-
-/// Serves Raft messages for `raft` on `addr` (port 0 picks one); returns the bound
-/// address and the serving task.
-pub async fn start(
-    addr: SocketAddr,
-    raft: Raft<TypeConfig>,
-) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let mut incoming = tarpc::serde_transport::tcp::listen(addr, Bincode::default).await?;
-    incoming.config_mut().max_frame_length(MAX_FRAME);
-    let bound = incoming.local_addr();
-    let server = RaftServer(raft);
-    let task = tokio::spawn(
-        incoming
-            .filter_map(|r| future::ready(r.ok()))
-            .map(|t| {
-                let _ = t.get_ref().set_nodelay(true);
-                BaseChannel::with_defaults(t)
-            })
-            .execute(server.serve())
-            .for_each(|channel| async {
-                tokio::spawn(channel.for_each(|response| async {
-                    tokio::spawn(response);
-                }));
-            }),
-    );
-    Ok((bound, task))
-}
+use memcache_proto::{MetaRpcClient, MAX_FRAME};
+use memcache_raft::{NodeId, TypeConfig};
 
 /// Makes a connection per peer, lazily, and again after a failure.
 #[derive(Clone, Default)]
@@ -97,7 +25,7 @@ pub struct Network;
 pub struct Peer {
     target: NodeId,
     addr: String,
-    client: Option<RaftRpcClient>,
+    client: Option<MetaRpcClient>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -119,7 +47,7 @@ struct Failure(String);
 impl Peer {
     async fn client<E: std::error::Error>(
         &mut self,
-    ) -> Result<RaftRpcClient, RPCError<NodeId, BasicNode, E>> {
+    ) -> Result<MetaRpcClient, RPCError<NodeId, BasicNode, E>> {
         if let Some(c) = &self.client {
             return Ok(c.clone());
         }
@@ -133,7 +61,7 @@ impl Peer {
             .await
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
         let _ = transport.get_ref().set_nodelay(true);
-        let client = RaftRpcClient::new(tarpc::client::Config::default(), transport).spawn();
+        let client = MetaRpcClient::new(tarpc::client::Config::default(), transport).spawn();
         self.client = Some(client.clone());
         Ok(client)
     }
@@ -171,7 +99,7 @@ impl RaftNetwork<TypeConfig> for Peer {
         req: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        call!(self, option, append_entries, req)
+        call!(self, option, raft_append, req)
     }
 
     async fn install_snapshot(
@@ -182,7 +110,7 @@ impl RaftNetwork<TypeConfig> for Peer {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        call!(self, option, install_snapshot, req)
+        call!(self, option, raft_snapshot, req)
     }
 
     async fn vote(
@@ -190,6 +118,6 @@ impl RaftNetwork<TypeConfig> for Peer {
         req: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        call!(self, option, vote, req)
+        call!(self, option, raft_vote, req)
     }
 }

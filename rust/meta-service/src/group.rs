@@ -1,0 +1,399 @@
+//! This node's member of the meta group and, while it leads, the leader's work: every
+//! write is decided by [`Leader`] against the applied state machine and sent through
+//! the Raft log; the answer is what applying it gave. Reads are confirmed with the
+//! group first, so no node answers from a state older than the last acknowledged write.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use openraft::error::{CheckIsLeaderError, ForwardToLeader, RaftError};
+use openraft::{BasicNode, Raft, RaftMetrics, ServerState};
+use tokio::sync::{oneshot, watch, Notify};
+
+use memcache_core::{Clock, Error, Key, KeyInfo, LocalServiceId, Result, SegmentId};
+use memcache_meta::{
+    AllocRequest, Allocation, Applied, Command, Leader, LeaseId, Located, Plan, PutId, SegmentSpec,
+    StateMachine,
+};
+use memcache_proto::{Redirect, RoleInfo};
+use memcache_raft::{NodeId, RaftStore, Response, TypeConfig};
+
+/// Longest wait for a command to be applied; past it the answer is "unknown", since it
+/// may still be applied later.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+type Metrics = RaftMetrics<NodeId, BasicNode>;
+type AllocReply = oneshot::Sender<Vec<Result<Allocation>>>;
+
+pub struct Group {
+    pub id: NodeId,
+    pub raft: Raft<TypeConfig>,
+    pub store: RaftStore,
+    metrics: watch::Receiver<Metrics>,
+    clock: Clock,
+    leader: Mutex<Leader>,
+    /// The term this node has caught up with as leader (0: none yet).
+    ready_term: AtomicU64,
+    catching_up: tokio::sync::Mutex<()>,
+    /// Decisions that depend on what earlier ones allocated are made one at a time.
+    planning: tokio::sync::Mutex<()>,
+    allocs: Mutex<Vec<(AllocRequest, AllocReply)>>,
+    /// Signalled whenever a command that dropped keys is finished.
+    settled: Notify,
+    /// Segment ids given out by this node start here, above any an earlier group gave.
+    segment_base: SegmentId,
+}
+
+impl Group {
+    pub fn new(
+        id: NodeId,
+        raft: Raft<TypeConfig>,
+        store: RaftStore,
+        leader: Leader,
+        clock: Clock,
+    ) -> Group {
+        Group {
+            id,
+            metrics: raft.metrics(),
+            raft,
+            store,
+            segment_base: clock.now_ms().max(1) << 20,
+            clock,
+            leader: Mutex::new(leader),
+            ready_term: AtomicU64::new(0),
+            catching_up: tokio::sync::Mutex::new(()),
+            planning: tokio::sync::Mutex::new(()),
+            allocs: Mutex::new(Vec::new()),
+            settled: Notify::new(),
+        }
+    }
+
+    fn leader(&self) -> MutexGuard<'_, Leader> {
+        self.leader.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn addr_of(&self, m: &Metrics, id: NodeId) -> Option<SocketAddr> {
+        let node = m.membership_config.membership().get_node(&id)?;
+        node.addr.parse().ok()
+    }
+
+    fn redirect(&self, leader: Option<NodeId>) -> Redirect {
+        let m = self.metrics.borrow();
+        Redirect {
+            leader: leader
+                .filter(|l| *l != self.id)
+                .and_then(|l| self.addr_of(&m, l)),
+        }
+    }
+
+    fn forward(&self, f: &ForwardToLeader<NodeId, BasicNode>) -> Redirect {
+        Redirect {
+            leader: f
+                .leader_node
+                .as_ref()
+                .and_then(|n| n.addr.parse().ok())
+                .filter(|_| f.leader_id != Some(self.id)),
+        }
+    }
+
+    pub fn role(&self) -> RoleInfo {
+        let m = self.metrics.borrow();
+        let role = match m.state {
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        };
+        RoleInfo {
+            id: self.id,
+            role: role.into(),
+            term: m.current_term,
+            leader: m.current_leader,
+            leader_addr: m.current_leader.and_then(|l| self.addr_of(&m, l)),
+            members: m
+                .membership_config
+                .membership()
+                .nodes()
+                .map(|(id, n)| (*id, n.addr.clone()))
+                .collect(),
+        }
+    }
+
+    /// Whether this node leads now (without asking the group).
+    pub fn is_leader(&self) -> bool {
+        let m = self.metrics.borrow();
+        m.state == ServerState::Leader && m.current_leader == Some(self.id)
+    }
+
+    /// Ok when this node leads and has caught up with its term: the state machine has
+    /// applied everything earlier leaders committed, and the leader's soft state is
+    /// fresh (`on_new_term` runs once per term, before any request is served).
+    /// Otherwise, where to go instead.
+    pub async fn lead(&self, on_new_term: impl FnOnce()) -> std::result::Result<(), Redirect> {
+        let (term, leader) = {
+            let m = self.metrics.borrow();
+            let leads = m.state == ServerState::Leader && m.current_leader == Some(self.id);
+            (
+                m.current_term,
+                leads.then_some(self.id).or(m.current_leader),
+            )
+        };
+        if leader != Some(self.id) {
+            return Err(self.redirect(leader));
+        }
+        if self.ready_term.load(Ordering::Acquire) == term {
+            return Ok(());
+        }
+        let _one = self.catching_up.lock().await;
+        if self.ready_term.load(Ordering::Acquire) == term {
+            return Ok(());
+        }
+        self.read_barrier().await?;
+        // The first term of a group has no predecessor; later ones may.
+        let inherited = term > 1 && self.store.with_state(|sm| sm.object_count() > 0);
+        self.leader().begin_term(self.clock.now_ms(), inherited);
+        on_new_term();
+        self.ready_term.store(term, Ordering::Release);
+        tracing::info!(id = self.id, term, "leading the meta group");
+        Ok(())
+    }
+
+    /// Confirms with a quorum that this node still leads, and waits until its state
+    /// machine has applied everything committed before: reads after it are
+    /// linearizable.
+    async fn read_barrier(&self) -> std::result::Result<(), Redirect> {
+        match self.raft.ensure_linearizable().await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(self.forward(&f))
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "read barrier");
+                Err(Redirect { leader: None })
+            }
+        }
+    }
+
+    /// Sends a command through the log and waits until it is applied here. Any failure
+    /// leaves its fate unknown (it may still be committed), hence the retryable -3017.
+    async fn propose(&self, cmd: Command) -> Result<Applied> {
+        match tokio::time::timeout(WRITE_TIMEOUT, self.raft.client_write(cmd)).await {
+            Ok(Ok(reply)) => match reply.data {
+                Response::Applied(a) => Ok(a),
+                Response::Nothing => Err(Error::Failed("a command applied as nothing".into())),
+            },
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "a write lost its leader");
+                Err(Error::NotConnectedToMeta)
+            }
+            Err(_) => Err(Error::NotConnectedToMeta),
+        }
+    }
+
+    /// Proposes a plan's command and finishes the plan, in a task of its own: a caller
+    /// that goes away cannot leave the plan's keys doomed.
+    async fn run<T: Clone + Send + 'static>(self: &Arc<Self>, mut plan: Plan<T>) -> Vec<Result<T>> {
+        let this = self.clone();
+        let task = tokio::spawn(async move {
+            let applied = match plan.take_command() {
+                Some(cmd) => Some(this.propose(cmd).await),
+                None => None,
+            };
+            let out = plan.finish(&mut this.leader(), applied);
+            this.settled.notify_waiters();
+            out
+        });
+        task.await
+            .unwrap_or_else(|e| vec![Err(Error::Failed(format!("proposing: {e}")))])
+    }
+
+    /// Runs `f` on the leader and the applied state, both locked (in that order).
+    fn decide<R>(&self, f: impl FnOnce(&mut Leader, &mut StateMachine) -> R) -> R {
+        let mut leader = self.leader();
+        self.store.with_state_mut(|sm| f(&mut leader, sm))
+    }
+
+    // ---- local services ----
+
+    pub async fn register(
+        self: &Arc<Self>,
+        requested: Option<LocalServiceId>,
+        device_id: u32,
+        segments: Vec<SegmentSpec>,
+        attachment: Vec<u8>,
+    ) -> Result<(LocalServiceId, Vec<SegmentId>)> {
+        let _one = self.planning.lock().await;
+        let cmd = self.decide(|leader, sm| {
+            let first = self.segment_base.max(sm.next_segment_id());
+            leader.plan_register(sm, requested, device_id, segments, first, attachment)
+        })?;
+        let Command::RegisterService { service, .. } = cmd else {
+            unreachable!("plan_register plans a registration")
+        };
+        match self.propose(cmd).await? {
+            Applied::Registered(r) => r.map(|ids| (service, ids)),
+            other => Err(Error::Failed(format!("registration gave {other:?}"))),
+        }
+    }
+
+    pub async fn remove_service(&self, service: LocalServiceId) -> Result<usize> {
+        if self.store.with_state(|sm| sm.service(service).is_none()) {
+            return Err(Error::invalid(format!("unknown local service {service}")));
+        }
+        match self.propose(Command::RemoveService { service }).await? {
+            Applied::ServiceRemoved { dropped_objects } => Ok(dropped_objects),
+            other => Err(Error::Failed(format!("removing a service gave {other:?}"))),
+        }
+    }
+
+    // ---- puts ----
+
+    /// Allocations of concurrent callers are decided together, one command at a time:
+    /// while one is in the log the next batch gathers, so the log's round trip is
+    /// shared by everyone waiting.
+    pub async fn alloc(self: &Arc<Self>, request: AllocRequest) -> Vec<Result<Allocation>> {
+        let n = request.items.len();
+        let (tx, rx) = oneshot::channel();
+        self.allocs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((request, tx));
+        tokio::spawn(self.clone().decide_allocs());
+        rx.await
+            .unwrap_or_else(|_| vec![Err(Error::NotConnectedToMeta); n])
+    }
+
+    async fn decide_allocs(self: Arc<Self>) {
+        let _one = self.planning.lock().await;
+        let waiting = std::mem::take(&mut *self.allocs.lock().unwrap_or_else(|e| e.into_inner()));
+        if waiting.is_empty() {
+            return;
+        }
+        let (requests, replies): (Vec<_>, Vec<_>) = waiting.into_iter().unzip();
+        let lens: Vec<usize> = requests.iter().map(|r| r.items.len()).collect();
+        let now = self.clock.now_ms();
+        let plan = self.decide(|leader, sm| leader.plan_alloc(sm, requests, now));
+        let mut results = self.run(plan).await.into_iter();
+        for (len, reply) in lens.into_iter().zip(replies) {
+            let _ = reply.send(results.by_ref().take(len).collect());
+        }
+    }
+
+    pub async fn commit(self: &Arc<Self>, items: Vec<(Key, PutId)>) -> Vec<Result<()>> {
+        let plan = self.leader().plan_commit(items, self.clock.now_ms());
+        self.run(plan).await
+    }
+
+    pub async fn abort(self: &Arc<Self>, items: Vec<(Key, PutId)>) -> Vec<Result<()>> {
+        let plan = self.leader().plan_abort(items);
+        self.run(plan).await
+    }
+
+    // ---- reads ----
+
+    pub async fn lookup(
+        &self,
+        keys: &[Key],
+    ) -> std::result::Result<Vec<Result<Located>>, Redirect> {
+        self.read_barrier().await?;
+        let give_up = tokio::time::Instant::now() + WRITE_TIMEOUT;
+        loop {
+            let settled = self.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            let now = self.clock.now_ms();
+            if let Some(found) = self.decide(|leader, sm| leader.lookup(sm, keys, now)) {
+                return Ok(found);
+            }
+            if tokio::time::timeout_at(give_up, settled).await.is_err() {
+                return Ok(vec![Err(Error::NotConnectedToMeta); keys.len()]);
+            }
+        }
+    }
+
+    pub fn release(&self, leases: &[(Key, LeaseId)]) {
+        self.leader().release(leases)
+    }
+
+    pub async fn exists(&self, keys: &[Key]) -> std::result::Result<Vec<Result<bool>>, Redirect> {
+        self.read_barrier().await?;
+        Ok(self.read(|leader, sm, now| leader.exists(sm, keys, now)))
+    }
+
+    pub async fn key_info(&self, keys: &[Key]) -> std::result::Result<Vec<KeyInfo>, Redirect> {
+        self.read_barrier().await?;
+        Ok(self.read(|leader, sm, now| leader.key_info(sm, keys, now)))
+    }
+
+    /// This node's own view, unconfirmed (admin pages and metrics).
+    pub fn read<R>(&self, f: impl FnOnce(&Leader, &StateMachine, u64) -> R) -> R {
+        let now = self.clock.now_ms();
+        self.decide(|leader, sm| f(leader, sm, now))
+    }
+
+    // ---- removal and housekeeping ----
+
+    pub async fn remove(self: &Arc<Self>, keys: Vec<Key>) -> Vec<Result<()>> {
+        let now = self.clock.now_ms();
+        let plan = self.decide(|leader, sm| leader.plan_remove(sm, keys, now));
+        self.run(plan).await
+    }
+
+    /// Rolls back overdue puts and frees expired objects (leader only).
+    pub async fn reclaim(&self) {
+        let now = self.clock.now_ms();
+        let cmds = self.decide(|leader, sm| leader.plan_reclaim(sm, now));
+        for cmd in cmds {
+            if let Err(e) = self.propose(cmd).await {
+                tracing::debug!(error = %e, "reclaiming");
+            }
+        }
+    }
+
+    // ---- membership ----
+
+    /// Adds a meta node: first as a learner that catches up, then as a voter.
+    pub async fn add_member(&self, id: NodeId, addr: SocketAddr) -> Result<()> {
+        let node = BasicNode::new(addr.to_string());
+        self.raft
+            .add_learner(id, node, true)
+            .await
+            .map_err(|e| Error::Failed(format!("adding meta node {id}: {e}")))?;
+        let mut voters = self.voters();
+        voters.insert(id, ());
+        self.change_voters(voters.into_keys().collect()).await
+    }
+
+    /// Removes a meta node from the group.
+    pub async fn remove_member(&self, id: NodeId) -> Result<()> {
+        let mut voters = self.voters();
+        if voters.remove(&id).is_none() {
+            return Err(Error::invalid(format!("meta node {id} is not a voter")));
+        }
+        if voters.is_empty() {
+            return Err(Error::invalid("the last meta node cannot leave"));
+        }
+        self.change_voters(voters.into_keys().collect()).await
+    }
+
+    fn voters(&self) -> BTreeMap<NodeId, ()> {
+        let m = self.metrics.borrow();
+        m.membership_config
+            .membership()
+            .voter_ids()
+            .map(|v| (v, ()))
+            .collect()
+    }
+
+    async fn change_voters(&self, voters: std::collections::BTreeSet<NodeId>) -> Result<()> {
+        self.raft
+            .change_membership(voters, false)
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::Failed(format!("changing the meta group: {e}")))
+    }
+}
