@@ -29,6 +29,17 @@ pub struct MetaArgs {
     /// Time (ms) a writer has between alloc and commit.
     #[arg(long, env = "MMC_PUT_LEASE_MS")]
     put_lease_ms: Option<u64>,
+    /// This node's id in the meta group.
+    #[arg(long, env = "MMC_META_ID")]
+    id: Option<u64>,
+    /// The meta group: `ID=HOST:PORT,…` (the addresses clients use). This node
+    /// serves on its own entry's address; the others are its peers. Without it the
+    /// node is a group of one.
+    #[arg(long, env = "MMC_META_PEERS")]
+    peers: Option<String>,
+    /// Keep the Raft log, vote and snapshots in this directory (default: in memory).
+    #[arg(long, env = "MMC_META_DATA_DIR")]
+    data_dir: Option<PathBuf>,
     /// Any other key, `key=value` (repeatable); `MMC_META_<KEY>` variables work too.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
@@ -40,6 +51,15 @@ pub fn run(args: MetaArgs) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
     if let Some(d) = args.discovery {
         config.discovery_url = d;
+    }
+    if let Some(id) = args.id {
+        config.id = id;
+    }
+    if let Some(p) = args.peers {
+        config.peers = p;
+    }
+    if let Some(d) = args.data_dir {
+        config.data_dir = Some(d);
     }
     if let Some(h) = args.http {
         config.http_url = h;
@@ -64,7 +84,8 @@ pub fn run(args: MetaArgs) -> Result<(), String> {
         // The first line of stdout says where to connect, the second where the admin
         // HTTP server is (tests read them).
         crate::say(format_args!(
-            "meta service listening on tcp://{}",
+            "meta service (node {}) listening on tcp://{}",
+            service.id(),
             service.local_addr()
         ));
         match service.http_addr() {

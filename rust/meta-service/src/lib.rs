@@ -90,8 +90,8 @@ impl Default for MetaServiceConfig {
             id: 1,
             peers: String::new(),
             data_dir: None,
-            raft_heartbeat_ms: 50,
-            raft_election_timeout_ms: 300,
+            raft_heartbeat_ms: 40,
+            raft_election_timeout_ms: 150,
             raft_snapshot_every: 20_000,
         }
     }

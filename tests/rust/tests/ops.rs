@@ -4,27 +4,13 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::process::Command;
 
 use common::procs::*;
 use memcache_client::CopyDirection;
 
 /// GET `path` from `host:port`; returns (status, body).
-fn http_get(addr: &str, path: &str) -> (u16, String) {
-    let mut c = std::net::TcpStream::connect(addr).expect("admin HTTP reachable");
-    write!(
-        c,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    c.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, body.to_string())
-}
-
 /// The value of an unlabelled metric in Prometheus text.
 fn metric(text: &str, name: &str) -> f64 {
     text.lines()

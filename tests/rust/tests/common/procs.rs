@@ -7,7 +7,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use memcache_client::{BlockingObjectStore, ClientConfig};
-use memcache_proto::{connect_meta, context, parse_discovery, MetaStats};
+use std::io::{Read, Write};
+
+use memcache_proto::{parse_discovery, MetaLink, MetaStats};
 
 /// The `mmc` binary of this workspace, built (once, by cargo, in the same profile as
 /// this test) if it is missing or stale.
@@ -122,12 +124,10 @@ pub fn start_meta_with_http(url: &str, extra: &[&str]) -> (Proc, String, String)
 pub fn stats(url: &str) -> MetaStats {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let addr = parse_discovery(url).unwrap()[0];
-        let rpc = connect_meta(addr, Duration::from_secs(5)).await.unwrap();
-        rpc.stats(context(Duration::from_secs(5)))
+        let link = MetaLink::new(parse_discovery(url).unwrap(), Duration::from_secs(5));
+        link.call(|rpc, ctx| async move { rpc.stats(ctx).await })
             .await
             .unwrap()
-            .expect("a group of one leads")
     })
 }
 
@@ -147,6 +147,21 @@ pub fn pure_client(url: &str) -> BlockingObjectStore {
     let store = BlockingObjectStore::new(ClientConfig::remote(url, 0)).unwrap();
     store.init(0, false).unwrap();
     store
+}
+
+/// One HTTP GET on loopback: the status and the body.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut c = std::net::TcpStream::connect(addr).expect("admin HTTP reachable");
+    write!(
+        c,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    c.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, body.to_string())
 }
 
 /// Polls `f` every 50 ms for up to 10 s.

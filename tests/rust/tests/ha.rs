@@ -1,0 +1,289 @@
+//! A meta group of three `mmc meta` processes on 127.0.0.1, with local services and
+//! clients: the leader is killed with SIGKILL, a new one must serve quickly, nothing
+//! acknowledged may be lost, a concurrent history must stay linearizable, and the old
+//! leader must rejoin as a follower.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::pattern;
+use common::procs::*;
+
+use memcache_client::BlockingObjectStore;
+use memcache_proto::{connect_meta, context, RoleInfo};
+use memcache_tests::linearizability::{History, Op, Ret};
+
+/// Three meta processes forming one group.
+struct MetaGroup {
+    nodes: BTreeMap<u64, Proc>,
+    addrs: BTreeMap<u64, String>,
+    https: BTreeMap<u64, String>,
+    peers: String,
+    url: String,
+}
+
+fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+impl MetaGroup {
+    fn start() -> MetaGroup {
+        let addrs: BTreeMap<u64, String> = free_ports(3)
+            .into_iter()
+            .zip(1..)
+            .map(|(p, id)| (id, format!("127.0.0.1:{p}")))
+            .collect();
+        let peers = addrs
+            .iter()
+            .map(|(id, a)| format!("{id}={a}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let url = addrs
+            .values()
+            .map(|a| format!("tcp://{a}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut group = MetaGroup {
+            nodes: BTreeMap::new(),
+            addrs,
+            https: BTreeMap::new(),
+            peers,
+            url,
+        };
+        for id in 1..=3 {
+            group.start_node(id);
+        }
+        group.leader();
+        group
+    }
+
+    fn start_node(&mut self, id: u64) {
+        let args = ["meta", "--id", &id.to_string(), "--peers", &self.peers];
+        let (p, lines) = spawn_mmc_lines(&args, 2);
+        let http = lines[1]
+            .trim()
+            .rsplit("http://")
+            .next()
+            .unwrap()
+            .to_string();
+        self.nodes.insert(id, p);
+        self.https.insert(id, http);
+    }
+
+    fn role(&self, id: u64) -> Option<RoleInfo> {
+        let addr = self.addrs[&id].parse().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let t = Duration::from_millis(300);
+            let rpc = connect_meta(addr, t).await.ok()?;
+            rpc.role(context(t)).await.ok()
+        })
+    }
+
+    /// The node that leads, once one does (bounded).
+    fn leader(&self) -> u64 {
+        let mut found = None;
+        eventually("the group has a leader", || {
+            found = self
+                .nodes
+                .keys()
+                .find(|id| self.role(**id).is_some_and(|r| r.role == "leader"))
+                .copied();
+            found.is_some()
+        });
+        found.unwrap()
+    }
+
+    fn kill(&mut self, id: u64) {
+        drop(self.nodes.remove(&id).expect("a running node"));
+    }
+}
+
+fn start_locals(url: &str, n: usize) -> Vec<Proc> {
+    let locals = (0..n).map(|_| start_local(url, "64MiB").0).collect();
+    wait_for_services(url, n as u64);
+    locals
+}
+
+#[test]
+fn failover_keeps_every_acknowledged_object_and_the_old_leader_rejoins() {
+    let mut group = MetaGroup::start();
+    let _locals = start_locals(&group.url, 2);
+    let client = pure_client(&group.url);
+    const N: usize = 200;
+    let value = |i: usize| pattern(i as u64, 1000 + i * 37);
+    for i in 0..N {
+        client.put(format!("ha/{i}"), &value(i)).unwrap();
+    }
+
+    let old = group.leader();
+    let followers_http: Vec<String> = group
+        .https
+        .iter()
+        .filter(|(id, _)| **id != old)
+        .map(|(_, h)| h.clone())
+        .collect();
+    group.kill(old);
+    let killed = Instant::now();
+    // The first write after the kill: the client finds the new leader by itself.
+    client.put("ha/after", b"after the failover").unwrap();
+    let failover = killed.elapsed();
+    eprintln!("failover: the first put after the kill returned in {failover:?}");
+    assert!(
+        failover <= Duration::from_millis(1500),
+        "a new leader served only after {failover:?}"
+    );
+    let new = group.leader();
+    assert_ne!(new, old);
+    for h in &followers_http {
+        let (status, body) = http_get(h, "/leader");
+        assert_eq!(status, 200, "{body}");
+        let leader: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(leader["id"], new, "{body}");
+    }
+
+    for i in 0..N {
+        assert_eq!(client.get(format!("ha/{i}")).unwrap(), value(i), "ha/{i}");
+    }
+    assert_eq!(client.get("ha/after").unwrap(), b"after the failover");
+
+    // The old leader comes back empty (its log was in memory) and catches up as a
+    // follower of the new one.
+    group.start_node(old);
+    let http = group.https[&old].clone();
+    eventually("the old leader rejoins as a follower", || {
+        let r = group.role(old);
+        r.is_some_and(|r| r.role == "follower" && r.leader == Some(new))
+    });
+    eventually("the old leader holds every object again", || {
+        let (_, body) = http_get(&http, "/get_all_keys");
+        body.lines().count() == N + 1
+    });
+    assert_eq!(http_get(&http, "/role").1.trim(), "follower");
+    // And it could lead: with the new leader gone, the group still has a quorum.
+    group.kill(new);
+    client.put("ha/third", b"third term").unwrap();
+    for i in (0..N).step_by(17) {
+        assert_eq!(client.get(format!("ha/{i}")).unwrap(), value(i), "ha/{i}");
+    }
+}
+
+/// The value a put wrote: its id in the first 8 bytes and a pattern of it after, so a
+/// torn or mixed read is caught as a value nobody wrote.
+fn encode(id: u64) -> Vec<u8> {
+    let mut v = id.to_le_bytes().to_vec();
+    v.extend(pattern(id, 2048));
+    v
+}
+
+fn decode(bytes: &[u8]) -> u64 {
+    let id = u64::from_le_bytes(bytes[..8].try_into().unwrap());
+    if bytes[8..] == pattern(id, 2048)[..] {
+        id
+    } else {
+        u64::MAX
+    }
+}
+
+fn code_ret(code: i32) -> Ret {
+    match code {
+        -3006 => Ret::Duplicated,
+        -3007 => Ret::NotFound,
+        -3104 => Ret::Busy,
+        _ => Ret::Unknown,
+    }
+}
+
+/// One client's random operations until `stop`; every call is recorded.
+fn run_client(c: usize, store: BlockingObjectStore, history: &History, stop: &AtomicBool) {
+    const KEYS: usize = 8;
+    const CLIENTS: usize = 4;
+    let mut rng = (c as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut seq = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let k = (next() % KEYS as u64) as usize;
+        let key = format!("lin/{k}");
+        let roll = next() % 100;
+        // Each key has one writer: a put of a key another put holds (uncommitted)
+        // answers -3006, which no sequential order explains.
+        if k % CLIENTS == c && roll < 40 {
+            seq += 1;
+            let id = (c as u64) << 32 | seq;
+            let p = history.begin(c, key.as_bytes(), Op::Put(id));
+            let r = store.put(&key, &encode(id));
+            history.end(p, r.map_or_else(|e| code_ret(e.code()), |()| Ret::Ok));
+        } else if roll < 80 {
+            let p = history.begin(c, key.as_bytes(), Op::Get);
+            let r = store.get(&key);
+            let ret = match r {
+                Ok(bytes) => Ret::Value(decode(&bytes)),
+                Err(e) => code_ret(e.code()),
+            };
+            history.end(p, ret);
+        } else {
+            let p = history.begin(c, key.as_bytes(), Op::Remove);
+            let r = store.remove(&key);
+            history.end(p, r.map_or_else(|e| code_ret(e.code()), |()| Ret::Ok));
+        }
+    }
+}
+
+#[test]
+fn a_history_across_a_leader_kill_is_linearizable() {
+    let mut group = MetaGroup::start();
+    let _locals = start_locals(&group.url, 2);
+    let history = Arc::new(History::new());
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|c| {
+            let store = pure_client(&group.url);
+            let (history, stop) = (history.clone(), stop.clone());
+            std::thread::spawn(move || run_client(c, store, &history, &stop))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let leader = group.leader();
+    let killed_at = history.now();
+    group.kill(leader);
+    std::thread::sleep(Duration::from_millis(3000));
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let events = history.events();
+    let done_after = events
+        .iter()
+        .filter(|e| e.invoked > killed_at && e.ret != Ret::Unknown)
+        .count();
+    let unknown = events.iter().filter(|e| e.ret == Ret::Unknown).count();
+    eprintln!(
+        "{} operations, {unknown} with unknown outcome, {done_after} answered after the kill",
+        events.len()
+    );
+    assert!(events.len() > 200, "too few operations to mean anything");
+    assert!(
+        done_after > 50,
+        "the clients did not carry on after the kill"
+    );
+    if let Err(v) = history.check() {
+        panic!("not linearizable: {v}");
+    }
+}
