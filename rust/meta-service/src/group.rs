@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -13,7 +13,9 @@ use openraft::error::{CheckIsLeaderError, ForwardToLeader, RaftError};
 use openraft::{BasicNode, Raft, RaftMetrics, ServerState};
 use tokio::sync::{oneshot, watch, Notify};
 
-use memcache_core::{Clock, Error, Key, KeyInfo, LocalServiceId, Result, SegmentId};
+use memcache_core::{
+    Clock, Error, Key, KeyInfo, LocalServiceId, Result, SegmentId, MAX_BATCH_OP_COUNT,
+};
 use memcache_meta::{
     AllocRequest, Allocation, Applied, Command, Leader, LeaseId, Located, Plan, PutId, SegmentSpec,
     StateMachine,
@@ -26,7 +28,41 @@ use memcache_raft::{NodeId, RaftStore, Response, TypeConfig};
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 type Metrics = RaftMetrics<NodeId, BasicNode>;
-type AllocReply = oneshot::Sender<Vec<Result<Allocation>>>;
+
+/// A waiting request, its item count and where its answers go.
+type Waiting<R, T> = (R, usize, oneshot::Sender<Vec<Result<T>>>);
+
+/// Waiting requests of one kind.
+struct Batches<R, T> {
+    waiting: Mutex<Vec<Waiting<R, T>>>,
+    /// Whether a task is deciding this kind's batches (at most one is).
+    driving: AtomicBool,
+    turn: tokio::sync::Mutex<()>,
+}
+
+impl<R, T> Default for Batches<R, T> {
+    fn default() -> Self {
+        Batches {
+            waiting: Mutex::new(Vec::new()),
+            driving: AtomicBool::new(false),
+            turn: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+impl<R, T> Batches<R, T> {
+    /// The requests of the next batch, up to the batch limit in items (and at least
+    /// one request, which the plan then refuses if it alone is over the limit).
+    fn next_batch(&self) -> Vec<Waiting<R, T>> {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut take, mut items) = (0, 0);
+        while take < waiting.len() && (take == 0 || items + waiting[take].1 <= MAX_BATCH_OP_COUNT) {
+            items += waiting[take].1;
+            take += 1;
+        }
+        waiting.drain(..take).collect()
+    }
+}
 
 pub struct Group {
     pub id: NodeId,
@@ -38,9 +74,13 @@ pub struct Group {
     /// The term this node has caught up with as leader (0: none yet).
     ready_term: AtomicU64,
     catching_up: tokio::sync::Mutex<()>,
-    /// Decisions that depend on what earlier ones allocated are made one at a time.
-    planning: tokio::sync::Mutex<()>,
-    allocs: Mutex<Vec<(AllocRequest, AllocReply)>>,
+    /// Requests of concurrent callers, decided together: one command per batch, one
+    /// batch of each kind in the log at a time, while the next one gathers. Allocations
+    /// (and registrations, under the same turn) are also decided one at a time because
+    /// each depends on what the previous one allocated.
+    allocs: Batches<AllocRequest, Allocation>,
+    commits: Batches<Vec<(Key, PutId)>, ()>,
+    removes: Batches<Vec<Key>, ()>,
     /// Signalled whenever a command that dropped keys is finished.
     settled: Notify,
     /// Segment ids given out by this node start here, above any an earlier group gave.
@@ -65,8 +105,9 @@ impl Group {
             leader: Mutex::new(leader),
             ready_term: AtomicU64::new(0),
             catching_up: tokio::sync::Mutex::new(()),
-            planning: tokio::sync::Mutex::new(()),
-            allocs: Mutex::new(Vec::new()),
+            allocs: Batches::default(),
+            commits: Batches::default(),
+            removes: Batches::default(),
             settled: Notify::new(),
         }
     }
@@ -196,19 +237,23 @@ impl Group {
 
     /// Proposes a plan's command and finishes the plan, in a task of its own: a caller
     /// that goes away cannot leave the plan's keys doomed.
-    async fn run<T: Clone + Send + 'static>(self: &Arc<Self>, mut plan: Plan<T>) -> Vec<Result<T>> {
+    async fn run<T: Clone + Send + 'static>(self: &Arc<Self>, plan: Plan<T>) -> Vec<Result<T>> {
         let this = self.clone();
-        let task = tokio::spawn(async move {
-            let applied = match plan.take_command() {
-                Some(cmd) => Some(this.propose(cmd).await),
-                None => None,
-            };
-            let out = plan.finish(&mut this.leader(), applied);
-            this.settled.notify_waiters();
-            out
-        });
+        let task = tokio::spawn(async move { this.apply_plan(plan).await });
         task.await
             .unwrap_or_else(|e| vec![Err(Error::Failed(format!("proposing: {e}")))])
+    }
+
+    /// Proposes a plan's command and finishes the plan (callers make sure it runs to
+    /// the end).
+    async fn apply_plan<T: Clone>(&self, mut plan: Plan<T>) -> Vec<Result<T>> {
+        let applied = match plan.take_command() {
+            Some(cmd) => Some(self.propose(cmd).await),
+            None => None,
+        };
+        let out = plan.finish(&mut self.leader(), applied);
+        self.settled.notify_waiters();
+        out
     }
 
     /// Runs `f` on the leader and the applied state, both locked (in that order).
@@ -226,7 +271,7 @@ impl Group {
         segments: Vec<SegmentSpec>,
         attachment: Vec<u8>,
     ) -> Result<(LocalServiceId, Vec<SegmentId>)> {
-        let _one = self.planning.lock().await;
+        let _one = self.allocs.turn.lock().await;
         let cmd = self.decide(|leader, sm| {
             let first = self.segment_base.max(sm.next_segment_id());
             leader.plan_register(sm, requested, device_id, segments, first, attachment)
@@ -252,45 +297,108 @@ impl Group {
 
     // ---- puts ----
 
-    /// Allocations of concurrent callers are decided together, one command at a time:
-    /// while one is in the log the next batch gathers, so the log's round trip is
-    /// shared by everyone waiting.
     pub async fn alloc(self: &Arc<Self>, request: AllocRequest) -> Vec<Result<Allocation>> {
         let n = request.items.len();
-        let (tx, rx) = oneshot::channel();
-        self.allocs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((request, tx));
-        tokio::spawn(self.clone().decide_allocs());
-        rx.await
-            .unwrap_or_else(|_| vec![Err(Error::NotConnectedToMeta); n])
-    }
-
-    async fn decide_allocs(self: Arc<Self>) {
-        let _one = self.planning.lock().await;
-        let waiting = std::mem::take(&mut *self.allocs.lock().unwrap_or_else(|e| e.into_inner()));
-        if waiting.is_empty() {
-            return;
-        }
-        let (requests, replies): (Vec<_>, Vec<_>) = waiting.into_iter().unzip();
-        let lens: Vec<usize> = requests.iter().map(|r| r.items.len()).collect();
-        let now = self.clock.now_ms();
-        let plan = self.decide(|leader, sm| leader.plan_alloc(sm, requests, now));
-        let mut results = self.run(plan).await.into_iter();
-        for (len, reply) in lens.into_iter().zip(replies) {
-            let _ = reply.send(results.by_ref().take(len).collect());
-        }
+        self.batched(
+            |g| &g.allocs,
+            request,
+            n,
+            |g, requests| {
+                let now = g.clock.now_ms();
+                g.decide(|leader, sm| leader.plan_alloc(sm, requests, now))
+            },
+        )
+        .await
     }
 
     pub async fn commit(self: &Arc<Self>, items: Vec<(Key, PutId)>) -> Vec<Result<()>> {
-        let plan = self.leader().plan_commit(items, self.clock.now_ms());
-        self.run(plan).await
+        let n = items.len();
+        self.batched(
+            |g| &g.commits,
+            items,
+            n,
+            |g, requests| {
+                let items = requests.into_iter().flatten().collect();
+                g.leader().plan_commit(items, g.clock.now_ms())
+            },
+        )
+        .await
     }
 
     pub async fn abort(self: &Arc<Self>, items: Vec<(Key, PutId)>) -> Vec<Result<()>> {
         let plan = self.leader().plan_abort(items);
         self.run(plan).await
+    }
+
+    /// Queues a request of `n` items and answers it once its batch is applied. One
+    /// task per kind decides batch after batch while requests wait, so a caller that
+    /// goes away cannot stall the others.
+    async fn batched<R, T>(
+        self: &Arc<Self>,
+        kind: fn(&Group) -> &Batches<R, T>,
+        request: R,
+        n: usize,
+        decide: fn(&Group, Vec<R>) -> Plan<T>,
+    ) -> Vec<Result<T>>
+    where
+        R: Send + 'static,
+        T: Clone + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let batches = kind(self);
+        batches
+            .waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((request, n, tx));
+        if !batches.driving.swap(true, Ordering::AcqRel) {
+            tokio::spawn(self.clone().drive(kind, decide));
+        }
+        rx.await
+            .unwrap_or_else(|_| vec![Err(Error::NotConnectedToMeta); n])
+    }
+
+    async fn drive<R, T>(
+        self: Arc<Self>,
+        kind: fn(&Group) -> &Batches<R, T>,
+        decide: fn(&Group, Vec<R>) -> Plan<T>,
+    ) where
+        T: Clone,
+    {
+        let batches = kind(&self);
+        loop {
+            let batch = {
+                let _turn = batches.turn.lock().await;
+                let batch = batches.next_batch();
+                if batch.is_empty() {
+                    batches.driving.store(false, Ordering::Release);
+                    // A request queued after the last look, before the flag went down,
+                    // would wait for nobody: look again.
+                    let empty = batches
+                        .waiting
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .is_empty();
+                    if empty || batches.driving.swap(true, Ordering::AcqRel) {
+                        return;
+                    }
+                    continue;
+                }
+                let mut requests = Vec::with_capacity(batch.len());
+                let mut replies = Vec::with_capacity(batch.len());
+                for (r, n, tx) in batch {
+                    requests.push(r);
+                    replies.push((n, tx));
+                }
+                let plan = decide(&self, requests);
+                (self.apply_plan(plan).await, replies)
+            };
+            let (results, replies) = batch;
+            let mut results = results.into_iter();
+            for (n, tx) in replies {
+                let _ = tx.send(results.by_ref().take(n).collect());
+            }
+        }
     }
 
     // ---- reads ----
@@ -338,9 +446,18 @@ impl Group {
     // ---- removal and housekeeping ----
 
     pub async fn remove(self: &Arc<Self>, keys: Vec<Key>) -> Vec<Result<()>> {
-        let now = self.clock.now_ms();
-        let plan = self.decide(|leader, sm| leader.plan_remove(sm, keys, now));
-        self.run(plan).await
+        let n = keys.len();
+        self.batched(
+            |g| &g.removes,
+            keys,
+            n,
+            |g, requests| {
+                let keys = requests.into_iter().flatten().collect();
+                let now = g.clock.now_ms();
+                g.decide(|leader, sm| leader.plan_remove(sm, keys, now))
+            },
+        )
+        .await
     }
 
     /// Rolls back overdue puts and frees expired objects (leader only).

@@ -1,0 +1,190 @@
+//! `mmc bench raft`: committed puts per second through a meta group of three against a
+//! group of one, in the same run (rounds alternate between them, so noise hits both),
+//! then the failover time: SIGKILL to the three-node group's leader until the next put
+//! is acknowledged. Meta nodes are `mmc meta` processes; each group's client runs in
+//! this process with its own local service.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use memcache_client::{ClientConfig, ObjectStore};
+use memcache_proto::{connect_meta, context};
+
+/// `mmc meta` processes of one group, killed when dropped.
+struct Group {
+    nodes: BTreeMap<u64, Child>,
+    addrs: BTreeMap<u64, SocketAddr>,
+    url: String,
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        for c in self.nodes.values_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn free_addrs(n: usize) -> Result<Vec<SocketAddr>, String> {
+    let held = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    held.iter()
+        .map(|l| l.local_addr().map_err(|e| e.to_string()))
+        .collect()
+}
+
+impl Group {
+    async fn start(size: usize) -> Result<Group, String> {
+        let addrs: BTreeMap<u64, SocketAddr> = (1..).zip(free_addrs(size)?).collect();
+        let peers = addrs
+            .iter()
+            .map(|(id, a)| format!("{id}={a}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let mut group = Group {
+            nodes: BTreeMap::new(),
+            url: addrs
+                .values()
+                .map(|a| format!("tcp://{a}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            addrs,
+        };
+        for id in group.addrs.keys().copied().collect::<Vec<_>>() {
+            let child = Command::new(&exe)
+                .args(["meta", "--id", &id.to_string(), "--peers", &peers])
+                .args(["--http", ""])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("starting a meta node: {e}"))?;
+            group.nodes.insert(id, child);
+        }
+        group.leader(Duration::from_secs(10)).await?;
+        Ok(group)
+    }
+
+    /// The node that says it leads, once one does.
+    async fn leader(&self, within: Duration) -> Result<u64, String> {
+        let give_up = Instant::now() + within;
+        let t = Duration::from_millis(200);
+        loop {
+            for (id, addr) in &self.addrs {
+                if !self.nodes.contains_key(id) {
+                    continue;
+                }
+                if let Ok(rpc) = connect_meta(*addr, t).await {
+                    if let Ok(r) = rpc.role(context(t)).await {
+                        if r.role == "leader" {
+                            return Ok(*id);
+                        }
+                    }
+                }
+            }
+            if Instant::now() > give_up {
+                return Err("the meta group elected no leader".into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn kill(&mut self, id: u64) {
+        if let Some(mut c) = self.nodes.remove(&id) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+const VALUE_BYTES: usize = 4096;
+
+async fn client(url: &str) -> Result<Arc<ObjectStore>, String> {
+    let store = ObjectStore::new(ClientConfig::remote(url, 512 << 20));
+    store.init(0, true).await.map_err(|e| e.to_string())?;
+    Ok(Arc::new(store))
+}
+
+/// Committed puts per second with `writers` concurrent writers for `secs`.
+async fn puts_per_s(store: &Arc<ObjectStore>, writers: usize, secs: f64, tag: &str) -> f64 {
+    let done = Arc::new(AtomicU64::new(0));
+    let until = Instant::now() + Duration::from_secs_f64(secs);
+    let value = Arc::new(vec![0x5Au8; VALUE_BYTES]);
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let (store, done, value) = (store.clone(), done.clone(), value.clone());
+            let tag = tag.to_string();
+            tokio::spawn(async move {
+                let mut i = 0u64;
+                while Instant::now() < until {
+                    let key = format!("{tag}/{w}/{i}");
+                    if store.put(&key, &value).await.is_ok() {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        let _ = t.await;
+    }
+    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+pub fn run(rounds: usize, writers: usize) -> Result<Value, String> {
+    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let mut one = Group::start(1).await?;
+        let mut three = Group::start(3).await?;
+        let c1 = client(&one.url).await?;
+        let c3 = client(&three.url).await?;
+        // Warm-up, then alternate.
+        puts_per_s(&c1, writers, 0.3, "warm1").await;
+        puts_per_s(&c3, writers, 0.3, "warm3").await;
+        let (mut r1, mut r3) = (Vec::new(), Vec::new());
+        for round in 0..rounds {
+            r1.push(puts_per_s(&c1, writers, 1.0, &format!("one{round}")).await);
+            r3.push(puts_per_s(&c3, writers, 1.0, &format!("three{round}")).await);
+        }
+        let (p1, p3) = (crate::bench::median(&mut r1), crate::bench::median(&mut r3));
+
+        let leader = three.leader(Duration::from_secs(5)).await?;
+        three.kill(leader);
+        let killed = Instant::now();
+        let value = vec![0xA5u8; VALUE_BYTES];
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            if c3.put(&format!("failover/{attempt}"), &value).await.is_ok() {
+                break;
+            }
+            if killed.elapsed() > Duration::from_secs(30) {
+                return Err("no put succeeded within 30 s of the leader's kill".into());
+            }
+        }
+        let failover_ms = killed.elapsed().as_secs_f64() * 1e3;
+        drop((c1, c3));
+        one.kill(1);
+        Ok(json!({
+            "workload": "raft",
+            "value_bytes": VALUE_BYTES,
+            "writers": writers,
+            "rounds": rounds,
+            "puts_per_s_1node": p1.round(),
+            "puts_per_s_3node": p3.round(),
+            "ratio": p3 / p1,
+            "failover_ms": failover_ms.round(),
+        }))
+    })
+}
