@@ -43,6 +43,8 @@ enum Command {
     Info(ops::InfoArgs),
     /// Segments, keys, live services and the busiest tracepoints of a pool.
     Status(ops::StatusArgs),
+    /// List, add or remove the meta nodes of a meta group.
+    Members(ops::MembersArgs),
 }
 
 /// Prints a status line for whoever started the process. A reader that went away
@@ -96,6 +98,7 @@ fn main() {
         Command::Ls(a) => ops::ls(a),
         Command::Info(a) => ops::info(a),
         Command::Status(a) => ops::status(a),
+        Command::Members(a) => ops::members(a),
     };
     if let Err(e) = result {
         eprintln!("mmc: {e}");

@@ -246,3 +246,67 @@ pub fn status(a: StatusArgs) -> Result<(), String> {
     );
     Ok(())
 }
+
+#[derive(Args)]
+pub struct MembersArgs {
+    #[command(flatten)]
+    pool: Pool,
+    #[command(subcommand)]
+    action: Option<MembersAction>,
+}
+
+#[derive(clap::Subcommand)]
+enum MembersAction {
+    /// Each meta node of the discovery URL: id, role, term, leader and log position.
+    List,
+    /// Adds a meta node (started with `mmc meta --id ID --peers …`) to the group.
+    Add { id: u64, addr: std::net::SocketAddr },
+    /// Removes a meta node from the group.
+    Remove { id: u64 },
+}
+
+pub fn members(a: MembersArgs) -> Result<(), String> {
+    let addrs = parse_discovery(&a.pool.discovery).map_err(failed)?;
+    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    let timeout = Duration::from_secs(10);
+    rt.block_on(async {
+        let link = || MetaLink::new(addrs.clone(), timeout);
+        match a.action.unwrap_or(MembersAction::List) {
+            MembersAction::List => {
+                for addr in &addrs {
+                    let role = async {
+                        let rpc = connect_meta(*addr, timeout).await?;
+                        rpc.role(context(timeout))
+                            .await
+                            .map_err(memcache_proto::rpc_error)
+                    };
+                    match role.await {
+                        Ok(r) => println!(
+                            "{} {addr} {} term {} leader {} log {} applied {} snapshot {} members {:?}",
+                            r.id,
+                            r.role,
+                            r.term,
+                            r.leader.map_or("-".into(), |l| l.to_string()),
+                            r.last_log_index.unwrap_or(0),
+                            r.last_applied_index.unwrap_or(0),
+                            r.snapshot_index.map_or("-".into(), |s| s.to_string()),
+                            r.members
+                        ),
+                        Err(e) => println!("? {addr} unreachable ({e})"),
+                    }
+                }
+                Ok(())
+            }
+            MembersAction::Add { id, addr } => link()
+                .call(|rpc, ctx| async move { rpc.add_member(ctx, id, addr).await })
+                .await
+                .and_then(|r| r)
+                .map_err(failed),
+            MembersAction::Remove { id } => link()
+                .call(|rpc, ctx| async move { rpc.remove_member(ctx, id).await })
+                .await
+                .and_then(|r| r)
+                .map_err(failed),
+        }
+    })
+}

@@ -161,6 +161,10 @@ impl Group {
                 .nodes()
                 .map(|(id, n)| (*id, n.addr.clone()))
                 .collect(),
+            last_log_index: m.last_log_index,
+            last_applied_index: m.last_applied.map(|l| l.index),
+            snapshot_index: m.snapshot.map(|l| l.index),
+            purged_index: m.purged.map(|l| l.index),
         }
     }
 

@@ -134,7 +134,7 @@ impl MetaServiceConfig {
             election_timeout_min: self.raft_election_timeout_ms,
             election_timeout_max: self.raft_election_timeout_ms * 2,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.raft_snapshot_every.max(1)),
-            max_in_snapshot_log_to_keep: 1000,
+            max_in_snapshot_log_to_keep: (self.raft_snapshot_every / 2).min(1000),
             // Entries can be large batches; keep one message well inside MAX_FRAME.
             max_payload_entries: 32,
             ..Default::default()

@@ -127,6 +127,11 @@ pub struct RoleInfo {
     pub leader_addr: Option<SocketAddr>,
     /// Voters and learners with their addresses.
     pub members: Vec<(u64, String)>,
+    pub last_log_index: Option<u64>,
+    pub last_applied_index: Option<u64>,
+    /// The last entry the latest snapshot covers, and the last one dropped from the log.
+    pub snapshot_index: Option<u64>,
+    pub purged_index: Option<u64>,
 }
 
 type RaftResult<T, E = RaftError<NodeId>> = std::result::Result<T, E>;

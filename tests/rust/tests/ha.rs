@@ -24,6 +24,7 @@ struct MetaGroup {
     https: BTreeMap<u64, String>,
     peers: String,
     url: String,
+    extra: Vec<String>,
 }
 
 fn free_ports(n: usize) -> Vec<u16> {
@@ -37,6 +38,10 @@ fn free_ports(n: usize) -> Vec<u16> {
 
 impl MetaGroup {
     fn start() -> MetaGroup {
+        Self::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> MetaGroup {
         let addrs: BTreeMap<u64, String> = free_ports(3)
             .into_iter()
             .zip(1..)
@@ -58,6 +63,7 @@ impl MetaGroup {
             https: BTreeMap::new(),
             peers,
             url,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         for id in 1..=3 {
             group.start_node(id);
@@ -67,7 +73,9 @@ impl MetaGroup {
     }
 
     fn start_node(&mut self, id: u64) {
-        let args = ["meta", "--id", &id.to_string(), "--peers", &self.peers];
+        let id_arg = id.to_string();
+        let mut args = vec!["meta", "--id", &id_arg, "--peers", &self.peers];
+        args.extend(self.extra.iter().map(String::as_str));
         let (p, lines) = spawn_mmc_lines(&args, 2);
         let http = lines[1]
             .trim()
@@ -178,6 +186,65 @@ fn failover_keeps_every_acknowledged_object_and_the_old_leader_rejoins() {
     for i in (0..N).step_by(17) {
         assert_eq!(client.get(format!("ha/{i}")).unwrap(), value(i), "ha/{i}");
     }
+}
+
+#[test]
+fn a_meta_node_joins_from_a_snapshot_and_leaves_again() {
+    let mut group = MetaGroup::start_with(&["--set", "raft_snapshot_every=40"]);
+    let _locals = start_locals(&group.url, 1);
+    let client = pure_client(&group.url);
+    const N: usize = 150;
+    for i in 0..N {
+        client
+            .put(format!("snap/{i}"), &pattern(i as u64, 512))
+            .unwrap();
+    }
+    // Snapshots keep the log short.
+    let leader = group.leader();
+    let r = group.role(leader).unwrap();
+    let (last, purged) = (r.last_log_index.unwrap(), r.purged_index.unwrap_or(0));
+    assert!(r.snapshot_index.is_some(), "{r:?}");
+    assert!(
+        last - purged <= 80,
+        "the log keeps {} entries: {r:?}",
+        last - purged
+    );
+
+    // A fourth node starts knowing the group, and is added at run time: the log it
+    // missed is gone, so it starts from the leader's snapshot.
+    let addr4 = format!("127.0.0.1:{}", free_ports(1)[0]);
+    group.peers = format!("{},4={addr4}", group.peers);
+    group.addrs.insert(4, addr4.clone());
+    group.start_node(4);
+    let mmc = |args: &[&str]| {
+        let out = std::process::Command::new(mmc_bin())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    mmc(&["members", "--discovery", &group.url, "add", "4", &addr4]);
+    eventually("the new node follows", || {
+        group
+            .role(4)
+            .is_some_and(|r| r.role == "follower" && r.snapshot_index.is_some())
+    });
+    let http4 = group.https[&4].clone();
+    eventually("the new node holds every object", || {
+        http_get(&http4, "/get_all_keys").1.lines().count() == N
+    });
+    assert_eq!(group.role(leader).unwrap().members.len(), 4);
+
+    mmc(&["members", "--discovery", &group.url, "remove", "4"]);
+    eventually("the group is three again", || {
+        group.role(leader).is_some_and(|r| r.members.len() == 3)
+    });
+    client.put("snap/after", b"three again").unwrap();
+    assert_eq!(client.get("snap/7").unwrap(), pattern(7, 512));
 }
 
 /// The value a put wrote: its id in the first 8 bytes and a pattern of it after, so a
