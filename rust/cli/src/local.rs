@@ -125,6 +125,8 @@ mod tests {
             memcache_client::layered::load(Some(&dir.join("meta.toml")), "X_UNSET_", &[]).unwrap();
         assert_eq!(meta.meta.evict_threshold_high, 90);
         assert_eq!(meta.heartbeat_timeout_ms, 3000);
+        assert_eq!(meta.raft_election_timeout_ms, 150);
+        assert_eq!((meta.id, meta.peers.as_str(), meta.data_dir), (1, "", None));
         let client = memcache_client::ClientConfig::load(Some(&dir.join("client.toml"))).unwrap();
         assert_eq!(
             client.discovery_url.as_deref(),
