@@ -171,20 +171,33 @@ impl RaftLogReader<TypeConfig> for RaftStore {
 
 impl RaftSnapshotBuilder<TypeConfig> for RaftStore {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
-        let mut inner = self.lock();
-        let image = SnapshotImage {
-            state: inner.sm.image(),
+        // The image is copied under the lock; encoding it (the slow part for a big
+        // pool) runs off the runtime's threads, so heartbeats and requests go on.
+        let (image, last, membership) = {
+            let inner = self.lock();
+            let image = SnapshotImage {
+                state: inner.sm.image(),
+            };
+            (image, inner.last_applied, inner.membership.clone())
         };
-        let data = serde_json::to_vec(&image).map_err(io_error)?;
+        let encode = move || serde_json::to_vec(&image);
+        let data = match tokio::runtime::Handle::try_current() {
+            Ok(rt) => rt
+                .spawn_blocking(encode)
+                .await
+                .map_err(|e| io_error(std::io::Error::other(e)))?,
+            Err(_) => encode(),
+        }
+        .map_err(io_error)?;
+        let mut inner = self.lock();
         inner.snapshots_built += 1;
-        let last = inner.last_applied;
         let snapshot_id = match last {
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, inner.snapshots_built),
             None => format!("none-{}", inner.snapshots_built),
         };
         let meta = SnapshotMeta {
             last_log_id: last,
-            last_membership: inner.membership.clone(),
+            last_membership: membership,
             snapshot_id,
         };
         inner.snapshot = Some(StoredSnapshot {
