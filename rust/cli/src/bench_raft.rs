@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use memcache_client::{ClientConfig, ObjectStore};
-use memcache_proto::{connect_meta, context};
+use memcache_proto::ask_role;
 
 /// `mmc meta` processes of one group, killed when dropped.
 struct Group {
@@ -83,12 +83,8 @@ impl Group {
                 if !self.nodes.contains_key(id) {
                     continue;
                 }
-                if let Ok(rpc) = connect_meta(*addr, t).await {
-                    if let Ok(r) = rpc.role(context(t)).await {
-                        if r.role == "leader" {
-                            return Ok(*id);
-                        }
-                    }
+                if ask_role(*addr, t).await.is_ok_and(|r| r.role == "leader") {
+                    return Ok(*id);
                 }
             }
             if Instant::now() > give_up {

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use clap::Args;
 
 use memcache_client::{BlockingObjectStore, ClientConfig, CopyDirection, Error, ReplicateConfig};
-use memcache_proto::{connect_meta, context, parse_discovery, MetaLink};
+use memcache_proto::{ask_role, parse_discovery, MetaLink};
 
 #[derive(Args)]
 pub struct Pool {
@@ -176,13 +176,7 @@ fn bar(used: u64, capacity: u64, width: usize) -> String {
 async fn print_group(addrs: &[std::net::SocketAddr], timeout: Duration) {
     let mut line = String::from("meta group:");
     for addr in addrs {
-        let role = async {
-            let rpc = connect_meta(*addr, timeout).await?;
-            rpc.role(context(timeout))
-                .await
-                .map_err(memcache_proto::rpc_error)
-        };
-        match role.await {
+        match ask_role(*addr, timeout).await {
             Ok(r) => line.push_str(&format!(" {}={} (term {})", r.id, r.role, r.term)),
             Err(_) => line.push_str(&format!(" {addr}=unreachable")),
         }
@@ -274,13 +268,7 @@ pub fn members(a: MembersArgs) -> Result<(), String> {
         match a.action.unwrap_or(MembersAction::List) {
             MembersAction::List => {
                 for addr in &addrs {
-                    let role = async {
-                        let rpc = connect_meta(*addr, timeout).await?;
-                        rpc.role(context(timeout))
-                            .await
-                            .map_err(memcache_proto::rpc_error)
-                    };
-                    match role.await {
+                    match ask_role(*addr, timeout).await {
                         Ok(r) => println!(
                             "{} {addr} {} term {} leader {} log {} applied {} snapshot {} members {:?}",
                             r.id,

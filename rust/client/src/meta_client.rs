@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use memcache_core::{Error, Key, KeyInfo, LocalServiceId, ReplicateConfig, Result};
 use memcache_meta::{Allocation, LeaseId, Located, PutId};
-use memcache_proto::{DataEndpoint, MetaLink};
+use memcache_proto::tarpc::client::RpcError;
+use memcache_proto::tarpc::context::Context;
+use memcache_proto::{DataEndpoint, MetaLink, MetaRpcClient, Reply};
 
 use crate::embedded::EmbeddedPool;
 
@@ -52,6 +54,16 @@ where
     }
 }
 
+/// A per-item call over tarpc, asked again while an item's answer is unknown.
+async fn repeated_each<T, F, Fut>(link: &MetaLink, n: usize, call: F) -> Vec<Result<T>>
+where
+    T: Clone,
+    F: Fn(MetaRpcClient, Context) -> Fut,
+    Fut: Future<Output = std::result::Result<Reply<Vec<Result<T>>>, RpcError>>,
+{
+    repeatable(link, || async { each(n, link.call(&call).await) }).await
+}
+
 impl MetaClient {
     /// Data-plane endpoints of the live local services (none in the embedded pool,
     /// whose segments are all in this process).
@@ -87,15 +99,9 @@ impl MetaClient {
             }
             MetaClient::Remote(link) => {
                 let writer = rand::random::<u64>() | 1;
-                let n = items.len();
-                repeatable(link, || async {
-                    let r = link
-                        .call(|rpc, ctx| {
-                            let (items, config) = (items.clone(), config.clone());
-                            async move { rpc.alloc(ctx, items, config, writer).await }
-                        })
-                        .await;
-                    each(n, r)
+                repeated_each(link, items.len(), |rpc, ctx| {
+                    let (items, config) = (items.clone(), config.clone());
+                    async move { rpc.alloc(ctx, items, config, writer).await }
                 })
                 .await
             }
@@ -109,15 +115,9 @@ impl MetaClient {
                 pool.meta().commit(items, now)
             }
             MetaClient::Remote(link) => {
-                let n = items.len();
-                repeatable(link, || async {
-                    let r = link
-                        .call(|rpc, ctx| {
-                            let items = items.clone();
-                            async move { rpc.commit(ctx, items).await }
-                        })
-                        .await;
-                    each(n, r)
+                repeated_each(link, items.len(), |rpc, ctx| {
+                    let items = items.clone();
+                    async move { rpc.commit(ctx, items).await }
                 })
                 .await
             }
@@ -147,14 +147,9 @@ impl MetaClient {
                 pool.meta().lookup(keys, now)
             }
             MetaClient::Remote(link) => {
-                repeatable(link, || async {
-                    let r = link
-                        .call(|rpc, ctx| {
-                            let keys = keys.to_vec();
-                            async move { rpc.lookup(ctx, keys).await }
-                        })
-                        .await;
-                    each(keys.len(), r)
+                repeated_each(link, keys.len(), |rpc, ctx| {
+                    let keys = keys.to_vec();
+                    async move { rpc.lookup(ctx, keys).await }
                 })
                 .await
             }
@@ -209,14 +204,9 @@ impl MetaClient {
                 pool.meta().exists(keys, now)
             }
             MetaClient::Remote(link) => {
-                repeatable(link, || async {
-                    let r = link
-                        .call(|rpc, ctx| {
-                            let keys = keys.to_vec();
-                            async move { rpc.exists(ctx, keys).await }
-                        })
-                        .await;
-                    each(keys.len(), r)
+                repeated_each(link, keys.len(), |rpc, ctx| {
+                    let keys = keys.to_vec();
+                    async move { rpc.exists(ctx, keys).await }
                 })
                 .await
             }

@@ -296,12 +296,7 @@ async fn bootstrap(group: &Group, members: BTreeMap<NodeId, SocketAddr>) -> Resu
         if *id == group.id {
             continue;
         }
-        let probe = async {
-            let rpc = memcache_proto::connect_meta(*addr, Duration::from_millis(300)).await?;
-            let ctx = memcache_proto::context(Duration::from_millis(300));
-            rpc.role(ctx).await.map_err(memcache_proto::rpc_error)
-        };
-        if let Ok(role) = probe.await {
+        if let Ok(role) = memcache_proto::ask_role(*addr, Duration::from_millis(300)).await {
             if !role.members.is_empty() {
                 tracing::info!(peer = id, "joining the running meta group");
                 return Ok(());

@@ -220,6 +220,12 @@ pub async fn connect_meta(addr: SocketAddr, timeout: Duration) -> Result<MetaRpc
     Ok(MetaRpcClient::new(tarpc::client::Config::default(), transport).spawn())
 }
 
+/// One meta node's place in its group (any node answers), within `timeout`.
+pub async fn ask_role(addr: SocketAddr, timeout: Duration) -> Result<RoleInfo> {
+    let rpc = connect_meta(addr, timeout).await?;
+    rpc.role(context(timeout)).await.map_err(rpc_error)
+}
+
 /// A call context whose deadline is `timeout` from now (instead of tarpc's 10 s).
 pub fn context(timeout: Duration) -> tarpc::context::Context {
     let mut ctx = tarpc::context::current();

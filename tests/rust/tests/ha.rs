@@ -14,7 +14,7 @@ use common::pattern;
 use common::procs::*;
 
 use memcache_client::BlockingObjectStore;
-use memcache_proto::{connect_meta, context, RoleInfo};
+use memcache_proto::{ask_role, RoleInfo};
 use memcache_tests::linearizability::{History, Op, Ret};
 
 /// Three meta processes forming one group.
@@ -77,12 +77,7 @@ impl MetaGroup {
         let mut args = vec!["meta", "--id", &id_arg, "--peers", &self.peers];
         args.extend(self.extra.iter().map(String::as_str));
         let (p, lines) = spawn_mmc_lines(&args, 2);
-        let http = lines[1]
-            .trim()
-            .rsplit("http://")
-            .next()
-            .unwrap()
-            .to_string();
+        let http = http_of(&lines[1]);
         self.nodes.insert(id, p);
         self.https.insert(id, http);
     }
@@ -93,11 +88,7 @@ impl MetaGroup {
             .enable_all()
             .build()
             .unwrap();
-        rt.block_on(async {
-            let t = Duration::from_millis(300);
-            let rpc = connect_meta(addr, t).await.ok()?;
-            rpc.role(context(t)).await.ok()
-        })
+        rt.block_on(ask_role(addr, Duration::from_millis(300))).ok()
     }
 
     /// The node that leads, once one does (bounded).

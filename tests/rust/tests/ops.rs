@@ -215,12 +215,7 @@ fn local_services_report_their_own_health_and_traffic() {
     let (_meta, url) = start_meta(&[]);
     let (_local, lines) =
         spawn_mmc_lines(&["local", "--discovery", &url, "--dram-size", "32MiB"], 2);
-    let http = lines[1]
-        .trim()
-        .rsplit("http://")
-        .next()
-        .unwrap()
-        .to_string();
+    let http = http_of(&lines[1]);
     wait_for_services(&url, 1);
     assert_eq!(http_get(&http, "/health"), (200, "OK".to_string()));
 

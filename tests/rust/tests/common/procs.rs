@@ -88,6 +88,15 @@ pub fn start_local(url: &str, dram: &str) -> (Proc, u32) {
     (p, id)
 }
 
+/// The address in a status line that ends with `http://HOST:PORT`.
+pub fn http_of(line: &str) -> String {
+    line.trim()
+        .rsplit("http://")
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// Starts `mmc meta` on a free port; returns the process and its discovery URL.
 pub fn start_meta(extra: &[&str]) -> (Proc, String) {
     start_meta_at("tcp://127.0.0.1:0", extra)
@@ -103,12 +112,7 @@ pub fn start_meta_with_http(url: &str, extra: &[&str]) -> (Proc, String, String)
     let mut args = vec!["meta", "--discovery", url];
     args.extend_from_slice(extra);
     let (mut child, line) = spawn_mmc_lines(&args, 2);
-    let http = line[1]
-        .trim()
-        .rsplit("http://")
-        .next()
-        .unwrap_or_default()
-        .to_string();
+    let http = http_of(&line[1]);
     let line = line[0].clone();
     let url = line
         .trim()
