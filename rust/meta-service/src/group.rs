@@ -186,16 +186,13 @@ impl Group {
     /// fresh (`on_new_term` runs once per term, before any request is served).
     /// Otherwise, where to go instead.
     pub async fn lead(&self, on_new_term: impl FnOnce()) -> std::result::Result<(), Redirect> {
-        let (term, leader) = {
+        let (term, leads, known) = {
             let m = self.metrics.borrow();
             let leads = m.state == ServerState::Leader && m.current_leader == Some(self.id);
-            (
-                m.current_term,
-                leads.then_some(self.id).or(m.current_leader),
-            )
+            (m.current_term, leads, m.current_leader)
         };
-        if leader != Some(self.id) {
-            return Err(self.redirect(leader));
+        if !leads {
+            return Err(self.redirect(known));
         }
         if self.ready_term.load(Ordering::Acquire) == term {
             return Ok(());
@@ -204,7 +201,9 @@ impl Group {
         if self.ready_term.load(Ordering::Acquire) == term {
             return Ok(());
         }
-        self.read_barrier().await?;
+        // Even alone: entries of an earlier term are applied only once this term's
+        // first entry commits.
+        self.confirm().await?;
         // The first term of a group has no predecessor; later ones may.
         let inherited = term > 1 && self.store.with_state(|sm| sm.object_count() > 0);
         self.leader().begin_term(self.clock.now_ms(), inherited);
@@ -214,15 +213,19 @@ impl Group {
         Ok(())
     }
 
-    /// Confirms with a quorum that this node still leads, and waits until its state
-    /// machine has applied everything committed before: reads after it are
-    /// linearizable.
+    /// Makes the reads after it linearizable (see [`Group::confirm`]).
     async fn read_barrier(&self) -> std::result::Result<(), Redirect> {
         if self.alone() {
             // The only voter leads until it changes the membership itself, and every
             // write it acknowledged was applied before the acknowledgement.
             return Ok(());
         }
+        self.confirm().await
+    }
+
+    /// Confirms with a quorum that this node still leads, and waits until its state
+    /// machine has applied everything committed before.
+    async fn confirm(&self) -> std::result::Result<(), Redirect> {
         match self.raft.ensure_linearizable().await {
             Ok(_) => Ok(()),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
