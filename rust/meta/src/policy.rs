@@ -1,7 +1,10 @@
 //! Eviction policies: which committed object goes first when a medium passes its high
 //! watermark. The state machine only asks for an order; the leader skips leased objects.
 
+use std::collections::{BTreeSet, VecDeque};
+
 use lru::LruCache;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
 use memcache_core::Key;
@@ -27,14 +30,31 @@ pub enum PolicyKind {
     Lru,
     /// Oldest commit first; reads do not matter.
     Fifo,
+    /// Least frequently read first (reads counted up to 15), the older of equals first.
+    Lfu,
+    /// S3-FIFO: new objects wait in a small FIFO and leave first unless read again;
+    /// objects read there, or coming back soon after leaving, live in the main FIFO.
+    #[serde(alias = "s3-fifo")]
+    S3fifo,
+    /// Segmented LRU: objects read at least once after their write are protected (80 %
+    /// of the objects at most) and leave only after every unprotected one.
+    Hybrid,
 }
 
 impl PolicyKind {
     pub fn build(self) -> Box<dyn EvictionPolicy> {
-        Box::new(RecencyList {
-            order: LruCache::unbounded(),
-            reads_count: self == PolicyKind::Lru,
-        })
+        match self {
+            PolicyKind::Lru | PolicyKind::Fifo => Box::new(RecencyList {
+                order: LruCache::unbounded(),
+                reads_count: self == PolicyKind::Lru,
+            }),
+            PolicyKind::Lfu => Box::<Lfu>::default(),
+            PolicyKind::S3fifo => Box::<S3Fifo>::default(),
+            PolicyKind::Hybrid => Box::new(Segmented {
+                probation: LruCache::unbounded(),
+                protected: LruCache::unbounded(),
+            }),
+        }
     }
 }
 
@@ -72,6 +92,228 @@ impl EvictionPolicy for RecencyList {
     }
 }
 
+/// Reads counted per key, capped so an object once hot can still age out.
+const MAX_COUNT: u8 = 15;
+
+#[derive(Default)]
+struct Lfu {
+    /// (reads, order of the last change, key): the coldest first.
+    order: BTreeSet<(u8, u64, Key)>,
+    keys: FxHashMap<Key, (u8, u64)>,
+    tick: u64,
+}
+
+impl Lfu {
+    fn set(&mut self, key: &Key, count: u8) {
+        self.tick += 1;
+        if let Some((c, t)) = self.keys.insert(key.clone(), (count, self.tick)) {
+            self.order.remove(&(c, t, key.clone()));
+        }
+        self.order.insert((count, self.tick, key.clone()));
+    }
+}
+
+impl EvictionPolicy for Lfu {
+    fn name(&self) -> &'static str {
+        "lfu"
+    }
+
+    fn insert(&mut self, key: &Key) {
+        self.set(key, 0);
+    }
+
+    fn touch(&mut self, key: &Key) {
+        if let Some(&(c, _)) = self.keys.get(key) {
+            self.set(key, (c + 1).min(MAX_COUNT));
+        }
+    }
+
+    fn remove(&mut self, key: &Key) {
+        if let Some((c, t)) = self.keys.remove(key) {
+            self.order.remove(&(c, t, key.clone()));
+        }
+    }
+
+    fn coldest(&self) -> Box<dyn Iterator<Item = &Key> + '_> {
+        Box::new(self.order.iter().map(|(_, _, k)| k))
+    }
+}
+
+/// S3-FIFO (Yang et al., SOSP 2023) as an order: the state machine asks for victims
+/// without evicting through the policy, so the queues' moves happen on insert and
+/// the order lists what S3-FIFO would evict first.
+#[derive(Default)]
+struct S3Fifo {
+    /// Entries carry the generation of their insert: entries of removed (or removed
+    /// and inserted again) keys are stale and skipped, and dropped at the front.
+    small: VecDeque<(Key, u64)>,
+    main: VecDeque<(Key, u64)>,
+    /// Where each live key is, how often it was read (capped at 3), its generation.
+    live: FxHashMap<Key, Place>,
+    generation: u64,
+    /// Keys that left the small queue unread, recently: back soon, they go to main.
+    ghost: FxHashSet<Key>,
+    ghost_order: VecDeque<Key>,
+}
+
+#[derive(Clone, Copy)]
+struct Place {
+    in_main: bool,
+    reads: u8,
+    generation: u64,
+}
+
+impl S3Fifo {
+    /// The reads of a queue entry that is current.
+    fn current(&self, entry: &(Key, u64), in_main: bool) -> Option<u8> {
+        self.live
+            .get(&entry.0)
+            .filter(|p| p.in_main == in_main && p.generation == entry.1)
+            .map(|p| p.reads)
+    }
+
+    fn push(&mut self, key: &Key, in_main: bool) {
+        self.generation += 1;
+        let place = Place {
+            in_main,
+            reads: 0,
+            generation: self.generation,
+        };
+        self.live.insert(key.clone(), place);
+        let q = if in_main {
+            &mut self.main
+        } else {
+            &mut self.small
+        };
+        q.push_back((key.clone(), self.generation));
+    }
+
+    /// Moves read keys from the front of the small queue to the main queue while the
+    /// small queue holds more than a tenth of the objects, and drops stale entries
+    /// at the fronts.
+    fn rebalance(&mut self) {
+        loop {
+            while self
+                .main
+                .front()
+                .is_some_and(|e| self.current(e, true).is_none())
+            {
+                self.main.pop_front();
+            }
+            while self
+                .small
+                .front()
+                .is_some_and(|e| self.current(e, false).is_none())
+            {
+                self.small.pop_front();
+            }
+            let over = self.small.len() * 10 > self.live.len().max(10);
+            match self.small.front() {
+                Some(e) if over && self.current(e, false).is_some_and(|r| r > 0) => {
+                    let (k, _) = self.small.pop_front().expect("a front entry");
+                    self.push(&k, true);
+                }
+                // Unread at the front: it is the first to go.
+                _ => break,
+            }
+        }
+    }
+}
+
+impl EvictionPolicy for S3Fifo {
+    fn name(&self) -> &'static str {
+        "s3fifo"
+    }
+
+    fn insert(&mut self, key: &Key) {
+        let to_main = self.ghost.remove(key);
+        self.push(key, to_main);
+        self.rebalance();
+    }
+
+    fn touch(&mut self, key: &Key) {
+        if let Some(p) = self.live.get_mut(key) {
+            p.reads = (p.reads + 1).min(3);
+        }
+    }
+
+    fn remove(&mut self, key: &Key) {
+        if let Some(p) = self.live.remove(key) {
+            if !p.in_main && p.reads == 0 {
+                self.ghost.insert(key.clone());
+                self.ghost_order.push_back(key.clone());
+                // The ghost remembers about as many keys as there are objects.
+                while self.ghost_order.len() > self.live.len().max(16) {
+                    if let Some(old) = self.ghost_order.pop_front() {
+                        self.ghost.remove(&old);
+                    }
+                }
+            }
+        }
+        self.rebalance();
+    }
+
+    fn coldest(&self) -> Box<dyn Iterator<Item = &Key> + '_> {
+        let pick = |in_main: bool, read: bool| {
+            let q = if in_main { &self.main } else { &self.small };
+            q.iter()
+                .filter(move |e| self.current(e, in_main).is_some_and(|r| (r > 0) == read))
+                .map(|(k, _)| k)
+        };
+        Box::new(
+            pick(false, false)
+                .chain(pick(true, false))
+                .chain(pick(false, true))
+                .chain(pick(true, true)),
+        )
+    }
+}
+
+/// Segmented LRU: recency within two segments, frequency (read again or not) between.
+struct Segmented {
+    probation: LruCache<Key, ()>,
+    protected: LruCache<Key, ()>,
+}
+
+impl EvictionPolicy for Segmented {
+    fn name(&self) -> &'static str {
+        "hybrid"
+    }
+
+    fn insert(&mut self, key: &Key) {
+        self.protected.pop(key);
+        self.probation.put(key.clone(), ());
+    }
+
+    fn touch(&mut self, key: &Key) {
+        if self.protected.get(key).is_some() {
+            return;
+        }
+        if self.probation.pop(key).is_some() {
+            self.protected.put(key.clone(), ());
+            let total = self.protected.len() + self.probation.len();
+            // The protected segment keeps at most 80 % of the objects; its least
+            // recent one goes back on probation, as the most recent there.
+            while self.protected.len() * 5 > total * 4 {
+                match self.protected.pop_lru() {
+                    Some((k, ())) => self.probation.put(k, ()),
+                    None => break,
+                };
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &Key) {
+        self.probation.pop(key);
+        self.protected.pop(key);
+    }
+
+    fn coldest(&self) -> Box<dyn Iterator<Item = &Key> + '_> {
+        let probation = self.probation.iter().rev().map(|(k, _)| k);
+        Box::new(probation.chain(self.protected.iter().rev().map(|(k, _)| k)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,5 +342,105 @@ mod tests {
         }
         p.touch(&Key::new("a").unwrap());
         assert_eq!(keys(p.as_ref()), ["a", "b"]);
+    }
+
+    fn build(kind: PolicyKind, ks: &[&str]) -> Box<dyn EvictionPolicy> {
+        let mut p = kind.build();
+        for k in ks {
+            p.insert(&Key::new(*k).unwrap());
+        }
+        p
+    }
+
+    fn touch(p: &mut Box<dyn EvictionPolicy>, k: &str, times: usize) {
+        for _ in 0..times {
+            p.touch(&Key::new(k).unwrap());
+        }
+    }
+
+    #[test]
+    fn lfu_evicts_the_least_read_and_the_older_of_equals() {
+        let mut p = build(PolicyKind::Lfu, &["a", "b", "c", "d"]);
+        touch(&mut p, "a", 3);
+        touch(&mut p, "b", 1);
+        touch(&mut p, "d", 1);
+        assert_eq!(keys(p.as_ref()), ["c", "b", "d", "a"]);
+        p.remove(&Key::new("b").unwrap());
+        // Capped counts let an object read long ago fall behind newer hot ones.
+        touch(&mut p, "d", 100);
+        touch(&mut p, "a", 100);
+        assert_eq!(keys(p.as_ref()), ["c", "d", "a"]);
+    }
+
+    #[test]
+    fn s3fifo_lets_unread_newcomers_go_first_and_remembers_them() {
+        let names: Vec<String> = (0..20).map(|i| format!("k{i}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut p = build(PolicyKind::S3fifo, &refs);
+        // Read once while new: these move to the main queue and stay longest.
+        touch(&mut p, "k0", 1);
+        touch(&mut p, "k1", 1);
+        let order = keys(p.as_ref());
+        assert_eq!(order.len(), 20);
+        assert_eq!(&order[18..], ["k0", "k1"]);
+        // An unread newcomer leaves first; coming back soon, it goes to main.
+        let first = order[0].clone();
+        p.remove(&Key::new(first.as_str()).unwrap());
+        p.insert(&Key::new(first.as_str()).unwrap());
+        let again = keys(p.as_ref());
+        assert_eq!(again.len(), 20);
+        assert_ne!(again[0], first);
+    }
+
+    #[test]
+    fn hybrid_protects_objects_read_again() {
+        let mut p = build(PolicyKind::Hybrid, &["a", "b", "c", "d", "e"]);
+        touch(&mut p, "a", 1);
+        touch(&mut p, "c", 1);
+        assert_eq!(keys(p.as_ref()), ["b", "d", "e", "a", "c"]);
+        // A write of a protected key puts it back on probation.
+        p.insert(&Key::new("a").unwrap());
+        assert_eq!(keys(p.as_ref()), ["b", "d", "e", "a", "c"]);
+        touch(&mut p, "b", 1);
+        touch(&mut p, "d", 1);
+        touch(&mut p, "e", 1);
+        // At most 80 % protected: the least recently protected goes back.
+        assert_eq!(keys(p.as_ref())[0], "a");
+        assert_eq!(p.name(), "hybrid");
+    }
+
+    #[test]
+    fn every_policy_orders_each_live_key_once() {
+        for kind in [
+            PolicyKind::Lru,
+            PolicyKind::Fifo,
+            PolicyKind::Lfu,
+            PolicyKind::S3fifo,
+            PolicyKind::Hybrid,
+        ] {
+            let mut p = kind.build();
+            let mut live = std::collections::BTreeSet::new();
+            for i in 0..500u32 {
+                let k = format!("k{}", i % 97);
+                let key = Key::new(k.as_str()).unwrap();
+                match i % 5 {
+                    0..=2 => {
+                        p.touch(&key);
+                        p.remove(&key);
+                        p.insert(&key);
+                        live.insert(k);
+                    }
+                    3 => p.touch(&key),
+                    _ => {
+                        p.remove(&key);
+                        live.remove(&k);
+                    }
+                }
+            }
+            let mut order = keys(p.as_ref());
+            order.sort();
+            let live: Vec<String> = live.into_iter().collect();
+            assert_eq!(order, live, "{}", p.name());
+        }
     }
 }

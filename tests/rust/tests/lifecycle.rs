@@ -150,6 +150,19 @@ fn fifo_eviction_ignores_reads() {
     assert_eq!(evicted as usize, 40 - present.len());
 }
 
+/// LFU, S3-FIFO and the hybrid (segmented LRU) keep objects that are read again, like
+/// LRU, and stay within the watermarks.
+#[test]
+fn frequency_aware_policies_keep_the_objects_read_again() {
+    for policy in [PolicyKind::Lfu, PolicyKind::S3fifo, PolicyKind::Hybrid] {
+        let (present, evicted) = eviction_run(policy);
+        assert!(present.contains("hot-0"), "{policy:?}: {present:?}");
+        assert!(present.contains("hot-1"), "{policy:?}: {present:?}");
+        assert!((9..=12).contains(&present.len()), "{policy:?}: {present:?}");
+        assert_eq!(evicted as usize, 40 - present.len(), "{policy:?}");
+    }
+}
+
 #[test]
 fn replicas_live_on_distinct_services_and_survive_one_tear_down() {
     let pool = pool();
