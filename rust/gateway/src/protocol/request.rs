@@ -1,0 +1,208 @@
+//! Parsed requests.
+
+use std::str::FromStr;
+
+/// One client request. Keys are raw bytes (meta keys already base64-decoded); exptimes
+/// are as sent: 0 never expires, up to 30 days is relative, beyond that a Unix time, and
+/// negative is already expired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// `get` (and the ancient `bget`), or `gets` when `cas`.
+    Get {
+        keys: Vec<Vec<u8>>,
+        cas: bool,
+    },
+    /// `gat`, or `gats` when `cas`. memcached accepts an empty key list and answers `END`.
+    GetAndTouch {
+        exptime: i64,
+        keys: Vec<Vec<u8>>,
+        cas: bool,
+    },
+    /// `set`, `add`, `replace`, `append`, `prepend` and `cas`. `append` and `prepend`
+    /// carry flags and exptime too, which memcached ignores.
+    Store {
+        command: StoreCommand,
+        key: Vec<u8>,
+        flags: u32,
+        exptime: i64,
+        data: Vec<u8>,
+        noreply: bool,
+    },
+    Delete {
+        key: Vec<u8>,
+        noreply: bool,
+    },
+    Incr {
+        key: Vec<u8>,
+        delta: u64,
+        noreply: bool,
+    },
+    Decr {
+        key: Vec<u8>,
+        delta: u64,
+        noreply: bool,
+    },
+    Touch {
+        key: Vec<u8>,
+        exptime: i64,
+        noreply: bool,
+    },
+    /// `flush_all [delay]`; a delay of 0 or less flushes now.
+    FlushAll {
+        delay: i64,
+        noreply: bool,
+    },
+    /// `stats [args]`; memcached answers `ERROR` for arguments it doesn't know.
+    Stats {
+        args: Vec<String>,
+    },
+    Version,
+    Verbosity {
+        level: u32,
+        noreply: bool,
+    },
+    Quit,
+    /// `mg`.
+    MetaGet {
+        key: Vec<u8>,
+        flags: MetaFlags,
+    },
+    /// `ms`; the mode is the `M` flag.
+    MetaSet {
+        key: Vec<u8>,
+        data: Vec<u8>,
+        flags: MetaFlags,
+    },
+    /// `md`.
+    MetaDelete {
+        key: Vec<u8>,
+        flags: MetaFlags,
+    },
+    /// `ma`; mode, delta and initial value are the `M`, `D` and `J` flags.
+    MetaArithmetic {
+        key: Vec<u8>,
+        flags: MetaFlags,
+    },
+    /// `mn`: memcached answers `MN` and flushes its replies.
+    MetaNoop,
+    /// `me <key>`; `base64` when the key was sent encoded (`me <key> b`).
+    MetaDebug {
+        key: Vec<u8>,
+        base64: bool,
+    },
+}
+
+/// Which storage command a [`Request::Store`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreCommand {
+    Set,
+    Add,
+    Replace,
+    Append,
+    Prepend,
+    /// `cas`, with the CAS unique the item must still have.
+    Cas(u64),
+}
+
+/// One meta flag: its letter and what follows it in the same token, if anything
+/// (`O123` is `O` with `123`; `v` has none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetaFlag {
+    pub flag: u8,
+    pub token: Option<Vec<u8>>,
+}
+
+impl MetaFlag {
+    pub fn new(flag: u8, token: Option<&[u8]>) -> Self {
+        MetaFlag {
+            flag,
+            token: token.map(<[u8]>::to_vec),
+        }
+    }
+}
+
+/// A meta request's flags in the order sent (memcached returns flags in that order).
+/// Each letter appears at most once, and numeric tokens were checked when parsed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MetaFlags(pub Vec<MetaFlag>);
+
+impl MetaFlags {
+    pub fn iter(&self) -> std::slice::Iter<'_, MetaFlag> {
+        self.0.iter()
+    }
+
+    pub fn has(&self, flag: u8) -> bool {
+        self.iter().any(|f| f.flag == flag)
+    }
+
+    /// The token of `flag`, when present and carrying one.
+    pub fn token(&self, flag: u8) -> Option<&[u8]> {
+        self.iter()
+            .find(|f| f.flag == flag)
+            .and_then(|f| f.token.as_deref())
+    }
+
+    /// The token of `flag` as a number: `T`, `N`, `R` (i32 range), `F` (u32), `C`,
+    /// `E`, `D`, `J` (u64).
+    pub fn number<T: FromStr>(&self, flag: u8) -> Option<T> {
+        super::args::number(self.token(flag)?)
+    }
+
+    /// `q`: memcached leaves out the nominal reply (`EN` for `mg`, `HD` for the others)
+    /// but still sends errors.
+    pub fn quiet(&self) -> bool {
+        self.has(b'q')
+    }
+
+    /// `O`: the opaque token to echo back.
+    pub fn opaque(&self) -> Option<&[u8]> {
+        self.token(b'O')
+    }
+
+    /// `b`: the key arrived base64-encoded and must go back encoded (see
+    /// [`MetaLine::key`](super::MetaLine::key)).
+    pub fn base64_key(&self) -> bool {
+        self.has(b'b')
+    }
+
+    /// The `M` mode letter of `ms` (`E`, `A`, `P`, `R`, `S`) or `ma` (`I`, `+`, `D`,
+    /// `-`), already checked for those commands.
+    pub fn mode(&self) -> Option<u8> {
+        self.token(b'M').map(|t| t[0])
+    }
+}
+
+impl FromIterator<MetaFlag> for MetaFlags {
+    fn from_iter<I: IntoIterator<Item = MetaFlag>>(iter: I) -> Self {
+        MetaFlags(iter.into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flag_accessors() {
+        let flags: MetaFlags = [
+            MetaFlag::new(b'v', None),
+            MetaFlag::new(b'O', Some(b"op1")),
+            MetaFlag::new(b'T', Some(b"-5")),
+            MetaFlag::new(b'q', None),
+            MetaFlag::new(b'M', Some(b"E")),
+        ]
+        .into_iter()
+        .collect();
+        assert!(flags.has(b'v') && flags.quiet() && !flags.base64_key());
+        assert_eq!(flags.opaque(), Some(&b"op1"[..]));
+        assert_eq!(flags.number::<i64>(b'T'), Some(-5));
+        assert_eq!(flags.number::<u64>(b'T'), None);
+        assert_eq!(flags.number::<u64>(b'C'), None);
+        assert_eq!(flags.token(b'v'), None);
+        assert_eq!(flags.mode(), Some(b'E'));
+        assert_eq!(
+            flags.iter().map(|f| f.flag).collect::<Vec<_>>(),
+            b"vOTqM".to_vec()
+        );
+    }
+}
