@@ -78,11 +78,17 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .map_err(|e| format!("bad size {s:?}: {e}"))
 }
 
+/// Warnings and errors by default. openraft reports an unreachable peer again on every
+/// replication attempt and every confirmed read, so its core and replication logs
+/// are off unless `RUST_LOG` asks for them; the group's state is in `mmc members`,
+/// `/role`, `/leader` and the `memcache_meta_raft_*` metrics.
+const DEFAULT_LOG: &str = "warn,openraft::core=off,openraft::replication=off";
+
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
         )
         .with_writer(std::io::stderr)
         .init();
