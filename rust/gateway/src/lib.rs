@@ -1,4 +1,5 @@
-//! A memcached-compatible front end to MemCache Hybrid. This first step holds the
-//! protocol layer only: parsing requests and encoding replies, with no storage or I/O.
+//! A memcached-compatible front end to MemCache Hybrid: the protocol layer (parsing
+//! requests, encoding replies) and memcached's item semantics on the pool.
 
+pub mod items;
 pub mod protocol;

@@ -1,0 +1,421 @@
+//! memcached items on the pool: each item is one pool object, a small header (flags,
+//! CAS unique, absolute expiry) followed by the value, with the pool's TTL set to the
+//! item's expiry so expired items vanish from the pool by themselves.
+//!
+//! The pool never overwrites an object, so a replacement is a removal and a new put.
+//! Changes to one key are serialised inside this gateway (striped locks), which makes
+//! `cas`, `incr` and `append` atomic for the gateway's clients; gateways sharing a pool
+//! do not coordinate with each other.
+
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use memcache_client::{CopyDirection, Error, ObjectStore, ReplicateConfig};
+
+/// memcached reads an exptime above this many seconds as a Unix time.
+const RELATIVE_LIMIT_S: i64 = 60 * 60 * 24 * 30;
+const HEADER: usize = 24;
+const STRIPES: usize = 256;
+/// A put that meets a concurrent writer of the same key (another gateway) tries again
+/// this many times.
+const PUT_TRIES: usize = 8;
+
+/// One stored item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    pub flags: u32,
+    pub cas: u64,
+    /// Unix seconds; 0 never.
+    pub expires: u64,
+    pub value: Vec<u8>,
+}
+
+/// What a storage or arithmetic command did, in memcached's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Stored,
+    NotStored,
+    Exists,
+    NotFound,
+}
+
+/// Failures that are not a memcached outcome: the pool refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ItemError {
+    #[error("cannot increment or decrement non-numeric value")]
+    NotNumeric,
+    #[error("{0}")]
+    Pool(#[from] Error),
+}
+
+pub type ItemResult<T> = std::result::Result<T, ItemError>;
+
+/// How a storage command treats an existing item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Set,
+    Add,
+    Replace,
+    Append,
+    Prepend,
+    Cas(u64),
+}
+
+pub struct Items {
+    store: Arc<ObjectStore>,
+    next_cas: AtomicU64,
+    stripes: Vec<tokio::sync::Mutex<()>>,
+    hasher: std::hash::RandomState,
+}
+
+/// The absolute expiry (Unix seconds, 0 never) of a memcached exptime; `None` when it
+/// has already passed (negative, or an absolute time in the past).
+pub fn expiry(exptime: i64, now: u64) -> Option<u64> {
+    match exptime {
+        0 => Some(0),
+        e if e < 0 => None,
+        e if e <= RELATIVE_LIMIT_S => Some(now + e as u64),
+        e if (e as u64) <= now => None,
+        e => Some(e as u64),
+    }
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn encode(flags: u32, cas: u64, expires: u64, value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER + value.len());
+    // Byte 0: the value's encoding (0 = as sent), room for compression later.
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    out.extend_from_slice(&flags.to_le_bytes());
+    out.extend_from_slice(&cas.to_le_bytes());
+    out.extend_from_slice(&expires.to_le_bytes());
+    out.extend_from_slice(value);
+    out
+}
+
+fn decode(mut raw: Vec<u8>) -> ItemResult<Item> {
+    if raw.len() < HEADER || raw[0] != 0 {
+        return Err(Error::UnmatchedState("not a gateway item".into()).into());
+    }
+    let word = |at: usize| u64::from_le_bytes(raw[at..at + 8].try_into().expect("8 bytes"));
+    let flags = u32::from_le_bytes(raw[4..8].try_into().expect("4 bytes"));
+    let (cas, expires) = (word(8), word(16));
+    raw.drain(..HEADER);
+    Ok(Item {
+        flags,
+        cas,
+        expires,
+        value: raw,
+    })
+}
+
+impl Items {
+    pub fn new(store: Arc<ObjectStore>) -> Items {
+        Items {
+            store,
+            next_cas: AtomicU64::new(1),
+            stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            hasher: std::hash::RandomState::new(),
+        }
+    }
+
+    fn stripe(&self, key: &[u8]) -> &tokio::sync::Mutex<()> {
+        &self.stripes[self.hasher.hash_one(key) as usize % STRIPES]
+    }
+
+    /// The item under `key`, if it is there and not expired.
+    pub async fn get(&self, key: &[u8]) -> ItemResult<Option<Item>> {
+        match self.store.get(key).await {
+            Ok(raw) => {
+                let item = decode(raw)?;
+                let live = item.expires == 0 || item.expires > unix_now();
+                Ok(live.then_some(item))
+            }
+            Err(Error::ObjectNotFound) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Stores `value` as `mode` asks; `exptime` as memcached reads it.
+    pub async fn store(
+        &self,
+        mode: Mode,
+        key: &[u8],
+        flags: u32,
+        exptime: i64,
+        value: &[u8],
+    ) -> ItemResult<Outcome> {
+        let _one = self.stripe(key).lock().await;
+        let current = match mode {
+            Mode::Set | Mode::Add => None,
+            _ => self.get(key).await?,
+        };
+        let (flags, expires, value) = match (mode, &current) {
+            (Mode::Add, _) => {
+                if self.get(key).await?.is_some() {
+                    return Ok(Outcome::NotStored);
+                }
+                (flags, expiry(exptime, unix_now()), value.to_vec())
+            }
+            (Mode::Replace | Mode::Append | Mode::Prepend, None) => return Ok(Outcome::NotStored),
+            (Mode::Cas(_), None) => return Ok(Outcome::NotFound),
+            (Mode::Cas(unique), Some(item)) if item.cas != unique => return Ok(Outcome::Exists),
+            // Appending keeps the item's flags and expiry, as memcached does.
+            (Mode::Append, Some(item)) => (item.flags, Some(item.expires), {
+                let mut v = item.value.clone();
+                v.extend_from_slice(value);
+                v
+            }),
+            (Mode::Prepend, Some(item)) => (item.flags, Some(item.expires), {
+                let mut v = value.to_vec();
+                v.extend_from_slice(&item.value);
+                v
+            }),
+            _ => (flags, expiry(exptime, unix_now()), value.to_vec()),
+        };
+        self.replace(key, flags, expires, &value).await?;
+        Ok(Outcome::Stored)
+    }
+
+    /// Puts a new version of `key` in place of the old (if any). `expires: None` only
+    /// removes: the item would be expired at once.
+    async fn replace(
+        &self,
+        key: &[u8],
+        flags: u32,
+        expires: Option<u64>,
+        value: &[u8],
+    ) -> ItemResult<u64> {
+        let cas = self.next_cas.fetch_add(1, Ordering::Relaxed);
+        let Some(expires) = expires else {
+            self.remove_any(key).await?;
+            return Ok(cas);
+        };
+        let raw = encode(flags, cas, expires, value);
+        let config = ReplicateConfig {
+            ttl: (expires > 0)
+                .then(|| Duration::from_secs(expires.saturating_sub(unix_now()).max(1))),
+            ..ReplicateConfig::default()
+        };
+        for _ in 0..PUT_TRIES {
+            self.remove_any(key).await?;
+            match self
+                .store
+                .put_from(key, &raw, CopyDirection::PUT_DEFAULT, &config)
+                .await
+            {
+                Ok(()) => return Ok(cas),
+                // Another gateway's put landed in between: take its place again.
+                Err(Error::DuplicatedObject) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::DuplicatedObject.into())
+    }
+
+    /// Removes `key` whether or not it is there; waits out readers' leases.
+    async fn remove_any(&self, key: &[u8]) -> ItemResult<bool> {
+        for _ in 0..200 {
+            match self.store.remove(key).await {
+                Ok(()) => return Ok(true),
+                Err(Error::ObjectNotFound) => return Ok(false),
+                Err(Error::LeaseNotExpired) => {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::LeaseNotExpired.into())
+    }
+
+    /// `delete`: whether there was an item.
+    pub async fn delete(&self, key: &[u8]) -> ItemResult<bool> {
+        let _one = self.stripe(key).lock().await;
+        // An expired item still in the pool is not "there".
+        let live = self.get(key).await?.is_some();
+        let removed = self.remove_any(key).await?;
+        Ok(live && removed)
+    }
+
+    /// `incr` / `decr`: the new value, or `None` when there is no item. Increments
+    /// wrap at 2^64, decrements stop at 0, as in memcached.
+    pub async fn add_delta(&self, key: &[u8], delta: u64, up: bool) -> ItemResult<Option<u64>> {
+        let _one = self.stripe(key).lock().await;
+        let Some(item) = self.get(key).await? else {
+            return Ok(None);
+        };
+        let text = std::str::from_utf8(&item.value).map_err(|_| ItemError::NotNumeric)?;
+        let n: u64 = text.trim_end().parse().map_err(|_| ItemError::NotNumeric)?;
+        let n = if up {
+            n.wrapping_add(delta)
+        } else {
+            n.saturating_sub(delta)
+        };
+        let value = n.to_string();
+        self.replace(key, item.flags, Some(item.expires), value.as_bytes())
+            .await?;
+        Ok(Some(n))
+    }
+
+    /// `touch` / `gat`: sets a new expiry; the item as it is now, if there is one.
+    pub async fn touch(&self, key: &[u8], exptime: i64) -> ItemResult<Option<Item>> {
+        let _one = self.stripe(key).lock().await;
+        let Some(mut item) = self.get(key).await? else {
+            return Ok(None);
+        };
+        let expires = expiry(exptime, unix_now());
+        item.cas = self.replace(key, item.flags, expires, &item.value).await?;
+        item.expires = expires.unwrap_or(0);
+        Ok(Some(item))
+    }
+
+    /// `flush_all`: removes every item; how many.
+    pub async fn flush(&self) -> ItemResult<usize> {
+        let mut removed = 0;
+        loop {
+            let keys = self.store.list_keys(b"", 4096).await?;
+            if keys.is_empty() {
+                return Ok(removed);
+            }
+            for key in keys {
+                if self.delete(key.as_bytes()).await? {
+                    removed += 1;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use memcache_client::{ClientConfig, Clock, EmbeddedPool, MetaConfig};
+
+    async fn items() -> Items {
+        let pool = EmbeddedPool::new(MetaConfig::default(), Clock::System).unwrap();
+        let store = ObjectStore::with_pool(ClientConfig::with_dram(16 << 20), pool);
+        store.init(0, true).await.unwrap();
+        Items::new(Arc::new(store))
+    }
+
+    #[test]
+    fn exptimes_read_as_memcached_reads_them() {
+        let now = 1_700_000_000;
+        assert_eq!(expiry(0, now), Some(0));
+        assert_eq!(expiry(10, now), Some(now + 10));
+        assert_eq!(
+            expiry(RELATIVE_LIMIT_S, now),
+            Some(now + RELATIVE_LIMIT_S as u64)
+        );
+        assert_eq!(expiry(-1, now), None);
+        assert_eq!(expiry(now as i64 + 5, now), Some(now + 5));
+        assert_eq!(expiry(now as i64 - 5, now), None);
+    }
+
+    #[tokio::test]
+    async fn storage_commands_follow_memcached() {
+        let it = items().await;
+        use Outcome::*;
+        assert_eq!(
+            it.store(Mode::Replace, b"k", 1, 0, b"x").await.unwrap(),
+            NotStored
+        );
+        assert_eq!(
+            it.store(Mode::Append, b"k", 1, 0, b"x").await.unwrap(),
+            NotStored
+        );
+        assert_eq!(
+            it.store(Mode::Cas(1), b"k", 1, 0, b"x").await.unwrap(),
+            NotFound
+        );
+        assert_eq!(
+            it.store(Mode::Add, b"k", 7, 0, b"one").await.unwrap(),
+            Stored
+        );
+        assert_eq!(
+            it.store(Mode::Add, b"k", 7, 0, b"two").await.unwrap(),
+            NotStored
+        );
+        let first = it.get(b"k").await.unwrap().unwrap();
+        assert_eq!((first.flags, first.value.as_slice()), (7, &b"one"[..]));
+        assert_eq!(
+            it.store(Mode::Set, b"k", 8, 0, b"two").await.unwrap(),
+            Stored
+        );
+        let second = it.get(b"k").await.unwrap().unwrap();
+        assert_eq!((second.flags, second.value.as_slice()), (8, &b"two"[..]));
+        assert_ne!(second.cas, first.cas);
+        // A CAS with a stale unique loses; with the current one it wins.
+        let stale = Mode::Cas(first.cas);
+        assert_eq!(it.store(stale, b"k", 9, 0, b"x").await.unwrap(), Exists);
+        let fresh = Mode::Cas(second.cas);
+        assert_eq!(it.store(fresh, b"k", 9, 0, b"three").await.unwrap(), Stored);
+        // Append and prepend keep the flags.
+        assert_eq!(
+            it.store(Mode::Append, b"k", 1, 0, b"!").await.unwrap(),
+            Stored
+        );
+        assert_eq!(
+            it.store(Mode::Prepend, b"k", 1, 0, b"<").await.unwrap(),
+            Stored
+        );
+        let now = it.get(b"k").await.unwrap().unwrap();
+        assert_eq!((now.flags, now.value.as_slice()), (9, &b"<three!"[..]));
+        assert!(it.delete(b"k").await.unwrap());
+        assert!(!it.delete(b"k").await.unwrap());
+        assert_eq!(it.get(b"k").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn arithmetic_wraps_up_and_stops_at_zero_down() {
+        let it = items().await;
+        assert_eq!(it.add_delta(b"n", 1, true).await.unwrap(), None);
+        it.store(Mode::Set, b"n", 0, 0, b"18446744073709551615")
+            .await
+            .unwrap();
+        assert_eq!(it.add_delta(b"n", 2, true).await.unwrap(), Some(1));
+        assert_eq!(it.add_delta(b"n", 5, false).await.unwrap(), Some(0));
+        assert_eq!(it.get(b"n").await.unwrap().unwrap().value, b"0");
+        it.store(Mode::Set, b"s", 0, 0, b"abc").await.unwrap();
+        assert!(matches!(
+            it.add_delta(b"s", 1, true).await,
+            Err(ItemError::NotNumeric)
+        ));
+    }
+
+    #[tokio::test]
+    async fn expiry_touch_and_flush() {
+        let it = items().await;
+        // An exptime in the past stores nothing (and drops what was there).
+        it.store(Mode::Set, b"e", 0, 0, b"v").await.unwrap();
+        assert_eq!(
+            it.store(Mode::Set, b"e", 0, -1, b"v").await.unwrap(),
+            Outcome::Stored
+        );
+        assert_eq!(it.get(b"e").await.unwrap(), None);
+        it.store(Mode::Set, b"t", 3, 100, b"v").await.unwrap();
+        let before = it.get(b"t").await.unwrap().unwrap();
+        assert!(before.expires >= unix_now() + 99);
+        let touched = it.touch(b"t", 0).await.unwrap().unwrap();
+        assert_eq!((touched.expires, touched.flags), (0, 3));
+        assert_eq!(it.get(b"t").await.unwrap().unwrap().expires, 0);
+        assert_eq!(it.touch(b"missing", 0).await.unwrap(), None);
+        assert_eq!(
+            it.touch(b"t", -1).await.unwrap().map(|i| i.value),
+            Some(b"v".to_vec())
+        );
+        assert_eq!(it.get(b"t").await.unwrap(), None);
+        for k in [&b"a"[..], b"b", b"c"] {
+            it.store(Mode::Set, k, 0, 0, b"v").await.unwrap();
+        }
+        assert_eq!(it.flush().await.unwrap(), 3);
+        assert_eq!(it.get(b"a").await.unwrap(), None);
+    }
+}
