@@ -4,6 +4,7 @@ mod bench;
 mod bench_raft;
 mod demo;
 mod local;
+mod memcached;
 mod meta;
 mod ops;
 
@@ -29,6 +30,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Run the meta service until SIGINT or SIGTERM.
     Meta(meta::MetaArgs),
+    /// Serve the memcached protocol on the embedded default or a running pool.
+    Memcached(memcached::MemcachedArgs),
     /// Run a local service that contributes DRAM, until SIGINT or SIGTERM.
     Local(local::LocalArgs),
     /// Store a file (or standard input) under a key.
@@ -98,6 +101,7 @@ fn main() {
         Command::Bench(args) => bench::run(args),
         Command::Meta(args) => meta::run(args),
         Command::Local(args) => local::run(args),
+        Command::Memcached(args) => memcached::run(args),
         Command::Put(a) => ops::put(a),
         Command::Get(a) => ops::get(a),
         Command::Rm(a) => ops::rm(a),

@@ -3,3 +3,6 @@
 
 pub mod items;
 pub mod protocol;
+pub mod server;
+
+pub use server::Gateway;

@@ -1,0 +1,54 @@
+//! `mmc memcached`: the memcached-compatible gateway as a process, on the embedded
+//! default (this process is the whole pool) or as a client of a running pool.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use clap::Args;
+
+use memcache_client::{ClientConfig, ObjectStore};
+use memcache_gateway::items::Items;
+use memcache_gateway::protocol::Limits;
+use memcache_gateway::Gateway;
+
+#[derive(Args)]
+pub struct MemcachedArgs {
+    /// Where to serve the memcached protocol (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:11211")]
+    bind: SocketAddr,
+    /// Join this pool (`tcp://HOST:PORT[,…]`) instead of running the embedded one.
+    #[arg(long, env = "MMC_DISCOVERY_URL")]
+    discovery: Option<String>,
+    /// DRAM this process contributes (the embedded pool, or its local service).
+    #[arg(long, default_value = "1GiB", value_parser = crate::parse_size)]
+    dram_size: u64,
+    /// Largest value a client may store (memcached's -I).
+    #[arg(long, default_value = "1MiB", value_parser = crate::parse_size)]
+    max_item_size: u64,
+}
+
+pub fn run(args: MemcachedArgs) -> Result<(), String> {
+    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    rt.block_on(async move {
+        let config = match &args.discovery {
+            Some(url) => ClientConfig::remote(url, args.dram_size),
+            None => ClientConfig::with_dram(args.dram_size),
+        };
+        let store = ObjectStore::new(config);
+        store.init(0, true).await.map_err(|e| e.to_string())?;
+        let items = Arc::new(Items::new(Arc::new(store)));
+        let limits = Limits {
+            max_item_size: args.max_item_size as usize,
+            ..Limits::default()
+        };
+        let gateway = Gateway::start(args.bind, items, limits)
+            .await
+            .map_err(|e| format!("serving on {}: {e}", args.bind))?;
+        crate::say(format_args!(
+            "memcached gateway listening on {}",
+            gateway.local_addr()
+        ));
+        crate::wait_for_shutdown().await;
+        Ok(())
+    })
+}

@@ -1,0 +1,446 @@
+//! The memcached server: one task per connection, each reading what arrives, answering
+//! every complete request in it (a pipelined burst gets its replies in one write), and
+//! keeping partial requests for the next read.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::items::{ItemError, Items, Mode, Outcome};
+use crate::protocol::{
+    parse, write_error, write_meta_noop, write_number, write_reply, write_stat, write_value,
+    write_version, ErrorReply, Limits, ParseError, Reply, Request, StoreCommand,
+};
+
+/// Counters for `stats`, named as memcached names them.
+#[derive(Default)]
+pub struct Stats {
+    curr_connections: AtomicU64,
+    total_connections: AtomicU64,
+    cmd_get: AtomicU64,
+    cmd_set: AtomicU64,
+    cmd_touch: AtomicU64,
+    cmd_flush: AtomicU64,
+    get_hits: AtomicU64,
+    get_misses: AtomicU64,
+    delete_hits: AtomicU64,
+    delete_misses: AtomicU64,
+    incr_hits: AtomicU64,
+    incr_misses: AtomicU64,
+    decr_hits: AtomicU64,
+    decr_misses: AtomicU64,
+    cas_hits: AtomicU64,
+    cas_misses: AtomicU64,
+    cas_badval: AtomicU64,
+    touch_hits: AtomicU64,
+    touch_misses: AtomicU64,
+    bytes_read: AtomicU64,
+    bytes_written: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A running gateway; stops when dropped.
+pub struct Gateway {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Gateway {
+    /// Serves on `bind` (port 0 picks one).
+    pub async fn start(
+        bind: SocketAddr,
+        items: Arc<Items>,
+        limits: Limits,
+    ) -> std::io::Result<Gateway> {
+        let listener = TcpListener::bind(bind).await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            items,
+            limits,
+            stats: Stats::default(),
+            started: Instant::now(),
+        });
+        let task = tokio::spawn(accept(listener, shared, stopped));
+        Ok(Gateway { addr, stop, task })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        self.task.abort();
+    }
+}
+
+struct Shared {
+    items: Arc<Items>,
+    limits: Limits,
+    stats: Stats,
+    started: Instant,
+}
+
+async fn accept(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let conn = tokio::select! {
+            c = listener.accept() => c,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        match conn {
+            Ok((stream, _)) => {
+                let _ = stream.set_nodelay(true);
+                let (shared, stop) = (shared.clone(), stop.clone());
+                tokio::spawn(async move {
+                    bump(&shared.stats.total_connections);
+                    shared
+                        .stats
+                        .curr_connections
+                        .fetch_add(1, Ordering::Relaxed);
+                    if let Err(e) = connection(stream, &shared, stop).await {
+                        tracing::debug!(error = %e, "memcached connection ended");
+                    }
+                    shared
+                        .stats
+                        .curr_connections
+                        .fetch_sub(1, Ordering::Relaxed);
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "accepting a memcached connection"),
+        }
+    }
+}
+
+/// What to do with the connection after a request.
+enum Next {
+    Go,
+    Close,
+}
+
+async fn connection(
+    mut stream: TcpStream,
+    shared: &Shared,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let mut buf: Vec<u8> = Vec::with_capacity(16 << 10);
+    let mut out: Vec<u8> = Vec::with_capacity(16 << 10);
+    // Bytes of a refused request's data block still to drop as they arrive.
+    let mut skip = 0usize;
+    loop {
+        let read = tokio::select! {
+            r = stream.read_buf(&mut buf) => r?,
+            _ = stop.wait_for(|s| *s) => return Ok(()),
+        };
+        if read == 0 {
+            return Ok(());
+        }
+        shared
+            .stats
+            .bytes_read
+            .fetch_add(read as u64, Ordering::Relaxed);
+        let mut at = 0;
+        let mut close = false;
+        while at < buf.len() {
+            if skip > 0 {
+                let n = skip.min(buf.len() - at);
+                (skip, at) = (skip - n, at + n);
+                continue;
+            }
+            match parse(&buf[at..], &shared.limits) {
+                Ok(Some((request, used))) => {
+                    at += used;
+                    if let Next::Close = handle(request, shared, &mut out).await {
+                        close = true;
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(ParseError::Rejected {
+                    reply,
+                    skip: n,
+                    noreply,
+                }) => {
+                    if !noreply {
+                        write_error(&mut out, &reply);
+                    }
+                    skip = n;
+                }
+                Err(ParseError::LineTooLong) => {
+                    close = true;
+                    break;
+                }
+            }
+        }
+        buf.drain(..at.min(buf.len()));
+        if !out.is_empty() {
+            stream.write_all(&out).await?;
+            shared
+                .stats
+                .bytes_written
+                .fetch_add(out.len() as u64, Ordering::Relaxed);
+            out.clear();
+        }
+        if close {
+            return Ok(());
+        }
+    }
+}
+
+fn server_error(out: &mut Vec<u8>, e: &ItemError) {
+    let reply = match e {
+        ItemError::NotNumeric => {
+            ErrorReply::Client("cannot increment or decrement non-numeric value")
+        }
+        ItemError::Pool(_) => ErrorReply::Server("out of memory storing object"),
+    };
+    tracing::debug!(error = %e, "memcached request failed");
+    write_error(out, &reply);
+}
+
+async fn handle(request: Request, shared: &Shared, out: &mut Vec<u8>) -> Next {
+    let items = &shared.items;
+    let stats = &shared.stats;
+    match request {
+        Request::Get { keys, cas } => {
+            for key in keys {
+                bump(&stats.cmd_get);
+                match items.get(&key).await {
+                    Ok(Some(item)) => {
+                        bump(&stats.get_hits);
+                        write_value(out, &key, item.flags, &item.value, cas.then_some(item.cas));
+                    }
+                    Ok(None) => bump(&stats.get_misses),
+                    Err(e) => return failed(out, &e),
+                }
+            }
+            write_reply(out, Reply::End);
+        }
+        Request::GetAndTouch { exptime, keys, cas } => {
+            for key in keys {
+                bump(&stats.cmd_touch);
+                bump(&stats.cmd_get);
+                match items.touch(&key, exptime).await {
+                    Ok(Some(item)) => {
+                        bump(&stats.get_hits);
+                        bump(&stats.touch_hits);
+                        write_value(out, &key, item.flags, &item.value, cas.then_some(item.cas));
+                    }
+                    Ok(None) => {
+                        bump(&stats.get_misses);
+                        bump(&stats.touch_misses);
+                    }
+                    Err(e) => return failed(out, &e),
+                }
+            }
+            write_reply(out, Reply::End);
+        }
+        Request::Store {
+            command,
+            key,
+            flags,
+            exptime,
+            data,
+            noreply,
+        } => {
+            bump(&stats.cmd_set);
+            let mode = match command {
+                StoreCommand::Set => Mode::Set,
+                StoreCommand::Add => Mode::Add,
+                StoreCommand::Replace => Mode::Replace,
+                StoreCommand::Append => Mode::Append,
+                StoreCommand::Prepend => Mode::Prepend,
+                StoreCommand::Cas(u) => Mode::Cas(u),
+            };
+            let outcome = items.store(mode, &key, flags, exptime, &data).await;
+            if let StoreCommand::Cas(_) = command {
+                match &outcome {
+                    Ok(Outcome::Stored) => bump(&stats.cas_hits),
+                    Ok(Outcome::Exists) => bump(&stats.cas_badval),
+                    Ok(Outcome::NotFound) => bump(&stats.cas_misses),
+                    _ => {}
+                }
+            }
+            let reply = match outcome {
+                Ok(Outcome::Stored) => Reply::Stored,
+                Ok(Outcome::NotStored) => Reply::NotStored,
+                Ok(Outcome::Exists) => Reply::Exists,
+                Ok(Outcome::NotFound) => Reply::NotFound,
+                Err(e) => return failed(out, &e),
+            };
+            if !noreply {
+                write_reply(out, reply);
+            }
+        }
+        Request::Delete { key, noreply } => {
+            let reply = match items.delete(&key).await {
+                Ok(true) => {
+                    bump(&stats.delete_hits);
+                    Reply::Deleted
+                }
+                Ok(false) => {
+                    bump(&stats.delete_misses);
+                    Reply::NotFound
+                }
+                Err(e) => return failed(out, &e),
+            };
+            if !noreply {
+                write_reply(out, reply);
+            }
+        }
+        Request::Incr {
+            key,
+            delta,
+            noreply,
+        } => arithmetic(shared, out, &key, delta, true, noreply).await,
+        Request::Decr {
+            key,
+            delta,
+            noreply,
+        } => arithmetic(shared, out, &key, delta, false, noreply).await,
+        Request::Touch {
+            key,
+            exptime,
+            noreply,
+        } => {
+            bump(&stats.cmd_touch);
+            let reply = match items.touch(&key, exptime).await {
+                Ok(Some(_)) => {
+                    bump(&stats.touch_hits);
+                    Reply::Touched
+                }
+                Ok(None) => {
+                    bump(&stats.touch_misses);
+                    Reply::NotFound
+                }
+                Err(e) => return failed(out, &e),
+            };
+            if !noreply {
+                write_reply(out, reply);
+            }
+        }
+        Request::FlushAll { delay, noreply } => {
+            bump(&stats.cmd_flush);
+            if delay > 0 {
+                let items = items.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_secs(delay as u64)).await;
+                    let _ = items.flush().await;
+                });
+            } else if let Err(e) = items.flush().await {
+                return failed(out, &e);
+            }
+            if !noreply {
+                write_reply(out, Reply::Ok);
+            }
+        }
+        Request::Stats { args } => {
+            if args.is_empty() {
+                write_stats(shared, out);
+            }
+            write_reply(out, Reply::End);
+        }
+        Request::Version => write_version(out, env!("CARGO_PKG_VERSION")),
+        Request::Verbosity { noreply, .. } => {
+            if !noreply {
+                write_reply(out, Reply::Ok);
+            }
+        }
+        Request::Quit => return Next::Close,
+        Request::MetaNoop => write_meta_noop(out),
+        Request::MetaGet { .. }
+        | Request::MetaSet { .. }
+        | Request::MetaDelete { .. }
+        | Request::MetaArithmetic { .. }
+        | Request::MetaDebug { .. } => write_error(
+            out,
+            &ErrorReply::Server("meta commands other than mn are not served yet"),
+        ),
+    }
+    Next::Go
+}
+
+async fn arithmetic(
+    shared: &Shared,
+    out: &mut Vec<u8>,
+    key: &[u8],
+    delta: u64,
+    up: bool,
+    noreply: bool,
+) {
+    let s = &shared.stats;
+    let (hits, misses) = if up {
+        (&s.incr_hits, &s.incr_misses)
+    } else {
+        (&s.decr_hits, &s.decr_misses)
+    };
+    match shared.items.add_delta(key, delta, up).await {
+        Ok(Some(n)) => {
+            bump(hits);
+            if !noreply {
+                write_number(out, n);
+            }
+        }
+        Ok(None) => {
+            bump(misses);
+            if !noreply {
+                write_reply(out, Reply::NotFound);
+            }
+        }
+        Err(e) => server_error(out, &e),
+    }
+}
+
+fn failed(out: &mut Vec<u8>, e: &ItemError) -> Next {
+    server_error(out, e);
+    Next::Go
+}
+
+fn write_stats(shared: &Shared, out: &mut Vec<u8>) {
+    let s = &shared.stats;
+    let now = crate::items::unix_now();
+    let uptime = shared.started.elapsed().as_secs();
+    write_stat(out, "pid", std::process::id());
+    write_stat(out, "uptime", uptime);
+    write_stat(out, "time", now);
+    write_stat(out, "version", env!("CARGO_PKG_VERSION"));
+    write_stat(out, "pointer_size", usize::BITS);
+    let counters: [(&str, &AtomicU64); 21] = [
+        ("curr_connections", &s.curr_connections),
+        ("total_connections", &s.total_connections),
+        ("cmd_get", &s.cmd_get),
+        ("cmd_set", &s.cmd_set),
+        ("cmd_flush", &s.cmd_flush),
+        ("cmd_touch", &s.cmd_touch),
+        ("get_hits", &s.get_hits),
+        ("get_misses", &s.get_misses),
+        ("delete_misses", &s.delete_misses),
+        ("delete_hits", &s.delete_hits),
+        ("incr_misses", &s.incr_misses),
+        ("incr_hits", &s.incr_hits),
+        ("decr_misses", &s.decr_misses),
+        ("decr_hits", &s.decr_hits),
+        ("cas_misses", &s.cas_misses),
+        ("cas_hits", &s.cas_hits),
+        ("cas_badval", &s.cas_badval),
+        ("touch_hits", &s.touch_hits),
+        ("touch_misses", &s.touch_misses),
+        ("bytes_read", &s.bytes_read),
+        ("bytes_written", &s.bytes_written),
+    ];
+    for (name, c) in counters {
+        write_stat(out, name, c.load(Ordering::Relaxed));
+    }
+}

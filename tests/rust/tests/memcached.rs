@@ -1,0 +1,180 @@
+//! The memcached gateway over a real socket: `mmc memcached` on the embedded default,
+//! spoken to byte for byte as a memcached client would.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::procs::*;
+
+fn start_gateway() -> (Proc, String) {
+    let (p, line) = spawn_mmc(&["memcached", "--bind", "127.0.0.1:0", "--dram-size", "64MiB"]);
+    let addr = line.trim().rsplit(' ').next().unwrap().to_string();
+    (p, addr)
+}
+
+/// Sends `request` and reads until the reply ends with `until`.
+fn ask(c: &mut TcpStream, request: &[u8], until: &[u8]) -> Vec<u8> {
+    c.write_all(request).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    while !got.ends_with(until) {
+        let n = c.read(&mut buf).expect("a reply before the timeout");
+        assert!(n > 0, "closed; got {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    got
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn the_text_protocol_over_a_socket() {
+    let (_gw, addr) = start_gateway();
+    let mut c = TcpStream::connect(&addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut say = |req: &[u8], until: &[u8]| text(&ask(&mut c, req, until));
+
+    assert_eq!(say(b"set a 5 0 3\r\nabc\r\n", b"\r\n"), "STORED\r\n");
+    assert_eq!(
+        say(b"get a\r\n", b"END\r\n"),
+        "VALUE a 5 3\r\nabc\r\nEND\r\n"
+    );
+    assert_eq!(say(b"add a 0 0 1\r\nx\r\n", b"\r\n"), "NOT_STORED\r\n");
+    assert_eq!(say(b"replace zz 0 0 1\r\nx\r\n", b"\r\n"), "NOT_STORED\r\n");
+    assert_eq!(say(b"append a 0 0 2\r\nde\r\n", b"\r\n"), "STORED\r\n");
+    assert_eq!(say(b"prepend a 0 0 1\r\n_\r\n", b"\r\n"), "STORED\r\n");
+    let gets = say(b"gets a\r\n", b"END\r\n");
+    let cas: u64 = gets.split_whitespace().nth(4).unwrap().parse().unwrap();
+    assert!(gets.ends_with("\r\n_abcde\r\nEND\r\n"), "{gets}");
+    let stale = format!("cas a 0 0 1 {}\r\nq\r\n", cas + 1000);
+    assert_eq!(say(stale.as_bytes(), b"\r\n"), "EXISTS\r\n");
+    let fresh = format!("cas a 0 0 1 {cas}\r\nq\r\n");
+    assert_eq!(say(fresh.as_bytes(), b"\r\n"), "STORED\r\n");
+    assert_eq!(say(b"cas nope 0 0 1 1\r\nq\r\n", b"\r\n"), "NOT_FOUND\r\n");
+
+    // Binary-safe values, with CR LF inside.
+    assert_eq!(
+        say(b"set bin 0 0 6\r\n\r\n\0\xff\r\n\r\n", b"STORED\r\n"),
+        "STORED\r\n"
+    );
+    assert_eq!(
+        ask(&mut c, b"get bin\r\n", b"END\r\n"),
+        b"VALUE bin 0 6\r\n\r\n\0\xff\r\n\r\nEND\r\n"
+    );
+    let mut say = |req: &[u8], until: &[u8]| text(&ask(&mut c, req, until));
+
+    // Arithmetic.
+    assert_eq!(say(b"set n 0 0 2\r\n10\r\n", b"\r\n"), "STORED\r\n");
+    assert_eq!(say(b"incr n 5\r\n", b"\r\n"), "15\r\n");
+    assert_eq!(say(b"decr n 100\r\n", b"\r\n"), "0\r\n");
+    assert_eq!(say(b"incr nope 1\r\n", b"\r\n"), "NOT_FOUND\r\n");
+    assert_eq!(
+        say(b"incr a 1\r\n", b"\r\n"),
+        "CLIENT_ERROR cannot increment or decrement non-numeric value\r\n"
+    );
+
+    // noreply: nothing comes back, so the next reply is the version's.
+    let burst =
+        b"set q 0 0 1 noreply\r\nx\r\ndelete nope noreply\r\nincr n 1 noreply\r\nversion\r\n";
+    assert!(say(burst, b"\r\n").starts_with("VERSION "));
+    assert_eq!(
+        say(b"get q n\r\n", b"END\r\n"),
+        "VALUE q 0 1\r\nx\r\nVALUE n 0 1\r\n1\r\nEND\r\n"
+    );
+
+    // Touch, delete, expiry.
+    assert_eq!(say(b"touch q 100\r\n", b"\r\n"), "TOUCHED\r\n");
+    assert_eq!(say(b"touch nope 100\r\n", b"\r\n"), "NOT_FOUND\r\n");
+    assert_eq!(
+        say(b"gat 0 q\r\n", b"END\r\n"),
+        "VALUE q 0 1\r\nx\r\nEND\r\n"
+    );
+    assert_eq!(say(b"delete q\r\n", b"\r\n"), "DELETED\r\n");
+    assert_eq!(say(b"delete q\r\n", b"\r\n"), "NOT_FOUND\r\n");
+    assert_eq!(say(b"set gone 0 -1 1\r\nx\r\n", b"\r\n"), "STORED\r\n");
+    assert_eq!(say(b"get gone\r\n", b"END\r\n"), "END\r\n");
+
+    // Errors leave the connection usable.
+    assert_eq!(say(b"bogus\r\n", b"\r\n"), "ERROR\r\n");
+    assert!(say(b"set k 0 0 nope\r\n", b"\r\n").starts_with("CLIENT_ERROR"));
+    let long_key = format!("get {}\r\n", "k".repeat(251));
+    assert!(say(long_key.as_bytes(), b"\r\n").starts_with("CLIENT_ERROR"));
+    // As in memcached: the block is the announced bytes plus two, the trailing CR LF
+    // left over is an empty command.
+    assert_eq!(
+        say(b"set k 0 0 1\r\nxyz\r\n", b"\nERROR\r\n"),
+        "CLIENT_ERROR bad data chunk\r\nERROR\r\n"
+    );
+    let big = format!("set big 0 0 {}\r\n{}\r\n", 2 << 20, "x".repeat(2 << 20));
+    assert!(say(big.as_bytes(), b"\r\n").starts_with("SERVER_ERROR object too large"));
+    assert_eq!(say(b"get big\r\n", b"END\r\n"), "END\r\n");
+
+    // A pipelined burst: every reply, in order, in one go.
+    let mut burst = Vec::new();
+    let mut expect = String::new();
+    for i in 0..100 {
+        burst.extend_from_slice(
+            format!("set p{i} {i} 0 {}\r\n{i}\r\n", i.to_string().len()).as_bytes(),
+        );
+        expect.push_str("STORED\r\n");
+    }
+    for i in 0..100 {
+        burst.extend_from_slice(format!("get p{i}\r\n").as_bytes());
+        expect.push_str(&format!(
+            "VALUE p{i} {i} {}\r\n{i}\r\nEND\r\n",
+            i.to_string().len()
+        ));
+    }
+    assert_eq!(say(&burst, b"VALUE p99 99 2\r\n99\r\nEND\r\n"), expect);
+
+    let stats = say(b"stats\r\n", b"END\r\n");
+    assert!(stats.contains("STAT cmd_get "), "{stats}");
+    assert!(stats.contains("STAT curr_connections 1\r\n"), "{stats}");
+    assert_eq!(say(b"flush_all\r\n", b"\r\n"), "OK\r\n");
+    assert_eq!(say(b"get a p1\r\n", b"END\r\n"), "END\r\n");
+    assert_eq!(say(b"mn\r\n", b"\r\n"), "MN\r\n");
+    c.write_all(b"quit\r\n").unwrap();
+    let mut rest = Vec::new();
+    assert_eq!(c.read_to_end(&mut rest).unwrap(), 0, "quit closes");
+}
+
+#[test]
+fn many_connections_share_the_items() {
+    let (_gw, addr) = start_gateway();
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let mut c = TcpStream::connect(&addr).unwrap();
+                c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                for i in 0..50 {
+                    let set = format!("set t{t}-{i} 0 0 4\r\nv{t:03}\r\n");
+                    assert_eq!(text(&ask(&mut c, set.as_bytes(), b"\r\n")), "STORED\r\n");
+                }
+                // All clients count on one key: increments are atomic.
+                for _ in 0..50 {
+                    let r = text(&ask(&mut c, b"incr shared 1\r\n", b"\r\n"));
+                    if r == "NOT_FOUND\r\n" {
+                        ask(&mut c, b"add shared 0 0 1\r\n0\r\n", b"\r\n");
+                        ask(&mut c, b"incr shared 1\r\n", b"\r\n");
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let mut c = TcpStream::connect(&addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let got = text(&ask(&mut c, b"get shared t7-49\r\n", b"END\r\n"));
+    assert_eq!(
+        got,
+        "VALUE shared 0 3\r\n400\r\nVALUE t7-49 0 4\r\nv007\r\nEND\r\n"
+    );
+}
