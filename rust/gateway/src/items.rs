@@ -257,7 +257,12 @@ impl Items {
         } else {
             n.saturating_sub(delta)
         };
-        let value = n.to_string();
+        // A shorter number keeps the value's length, padded with spaces: memcached
+        // rewrites the digits in place.
+        let mut value = n.to_string();
+        while value.len() < item.value.len() {
+            value.push(' ');
+        }
         self.replace(key, item.flags, Some(item.expires), value.as_bytes())
             .await?;
         Ok(Some(n))
@@ -382,7 +387,12 @@ mod tests {
             .unwrap();
         assert_eq!(it.add_delta(b"n", 2, true).await.unwrap(), Some(1));
         assert_eq!(it.add_delta(b"n", 5, false).await.unwrap(), Some(0));
-        assert_eq!(it.get(b"n").await.unwrap().unwrap().value, b"0");
+        // Twenty digits became one, padded as memcached pads it.
+        let padded = format!("{:<20}", 0);
+        assert_eq!(
+            it.get(b"n").await.unwrap().unwrap().value,
+            padded.as_bytes()
+        );
         it.store(Mode::Set, b"s", 0, 0, b"abc").await.unwrap();
         assert!(matches!(
             it.add_delta(b"s", 1, true).await,
