@@ -216,3 +216,26 @@ fn many_connections(addr: &str) {
         "VALUE shared 0 3\r\n400\r\nVALUE t7-49 0 4\r\nv007\r\nEND\r\n"
     );
 }
+
+/// pymemcache (PyPI) works against the gateway, and the same script against memcached.
+#[test]
+fn pymemcache_works_against_the_gateway() {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../python/pymemcache_client.py"
+    );
+    both(|addr| {
+        let out = std::process::Command::new("python3")
+            .args([script, addr])
+            .output()
+            .expect(
+                "python3 on PATH, with pymemcache (pip install pymemcache); .ci/run installs it",
+            );
+        assert!(
+            out.status.success(),
+            "pymemcache against {addr}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
