@@ -28,6 +28,9 @@ enum Workload {
     /// Committed 4 KiB puts per second through a 3-node meta group against a 1-node
     /// group (`mmc meta` processes), and the failover time after SIGKILL to the leader.
     Raft,
+    /// Our memcached gateway against a real memcached (same memory and threads), 90 %
+    /// get / 10 % set of 100 B to 4 KiB values, one request in flight per connection.
+    Memcached,
 }
 
 #[derive(Args)]
@@ -53,7 +56,7 @@ pub struct BenchArgs {
     /// TCP stream of the same bytes and reports `put_ratio_tcp` / `get_ratio_tcp`.
     #[arg(long, value_enum)]
     transport: Option<TransportArg>,
-    /// Concurrent writers (raft).
+    /// Concurrent writers (raft), connections (memcached).
     #[arg(long, default_value_t = 16)]
     writers: usize,
 }
@@ -79,6 +82,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         Workload::Small => bench_small(&args)?,
         Workload::Alloc => bench_alloc(&args),
         Workload::Raft => crate::bench_raft::run(args.rounds, args.writers)?,
+        Workload::Memcached => crate::bench_memcached::run(args.rounds, args.writers)?,
     };
     if args.json {
         println!("{report}");
@@ -622,6 +626,13 @@ fn print_human(r: &Value) {
             f("ns_per_op"),
             f("ns_per_op_fixed"),
             r["alloc_failures_mixed"]
+        ),
+        Some("memcached") => println!(
+            "memcached: ours {:.0} ops/s, memcached {:.0} ops/s, ratio {:.2} ({} connections, 90 % get)",
+            f("ours_ops_per_s"),
+            f("memcached_ops_per_s"),
+            f("ratio"),
+            r["connections"]
         ),
         Some("raft") => println!(
             "raft: {:.0} committed puts/s with 3 meta nodes, {:.0} with 1 (ratio {:.2}, {} writers); failover {:.0} ms",

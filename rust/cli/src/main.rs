@@ -1,6 +1,7 @@
 //! `mmc`: run MemCache Hybrid from the command line.
 
 mod bench;
+mod bench_memcached;
 mod bench_raft;
 mod demo;
 mod local;

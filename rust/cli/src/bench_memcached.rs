@@ -1,0 +1,191 @@
+//! `mmc bench memcached`: a real memcached and our gateway (`mmc memcached` on the
+//! embedded default) with the same memory and threads, driven by the same load
+//! generator in the same run: connections that each keep one request in flight, a 90 %
+//! get / 10 % set mix over a pre-filled key space, values of 100 B to 4 KiB.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const KEYS: usize = 10_000;
+const MIN_VALUE: usize = 100;
+const MAX_VALUE: usize = 4096;
+const MEMORY_MB: u64 = 256;
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> Result<u16, String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
+}
+
+async fn wait_until_up(addr: &str) -> Result<(), String> {
+    let give_up = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(addr).await.is_err() {
+        if Instant::now() > give_up {
+            return Err(format!("nothing answers on {addr}"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+fn start_memcached(threads: usize) -> Result<(Server, String), String> {
+    let port = free_port()?;
+    let child = Command::new("memcached")
+        .args([
+            "-l",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "0",
+            "-u",
+            "root",
+        ])
+        .args(["-m", &MEMORY_MB.to_string(), "-t", &threads.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("starting memcached (apt-get install memcached): {e}"))?;
+    Ok((Server(child), format!("127.0.0.1:{port}")))
+}
+
+fn start_gateway() -> Result<(Server, String), String> {
+    let port = free_port()?;
+    let addr = format!("127.0.0.1:{port}");
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let child = Command::new(exe)
+        .args(["memcached", "--bind", &addr])
+        .args(["--dram-size", &format!("{MEMORY_MB}MiB")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("starting mmc memcached: {e}"))?;
+    Ok((Server(child), addr))
+}
+
+/// Reads until `buf` ends a reply: `END\r\n` for gets, a line for sets.
+async fn read_reply(c: &mut TcpStream, buf: &mut Vec<u8>, get: bool) -> Result<(), String> {
+    buf.clear();
+    let mut chunk = [0u8; 16 << 10];
+    loop {
+        let done = if get {
+            buf.ends_with(b"END\r\n")
+        } else {
+            buf.ends_with(b"\r\n")
+        };
+        if done {
+            return Ok(());
+        }
+        let n = c.read(&mut chunk).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("the server closed the connection".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn set_request(key: usize, len: usize) -> Vec<u8> {
+    let mut r = format!("set bench:{key} 0 0 {len}\r\n").into_bytes();
+    r.extend(std::iter::repeat_n(b'v', len));
+    r.extend_from_slice(b"\r\n");
+    r
+}
+
+async fn fill(addr: &str) -> Result<(), String> {
+    let mut c = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let mut rng = StdRng::seed_from_u64(1);
+    let mut buf = Vec::new();
+    for key in 0..KEYS {
+        let len = rng.random_range(MIN_VALUE..=MAX_VALUE);
+        c.write_all(&set_request(key, len))
+            .await
+            .map_err(|e| e.to_string())?;
+        read_reply(&mut c, &mut buf, false).await?;
+        if !buf.starts_with(b"STORED") {
+            return Err(format!("fill: {}", String::from_utf8_lossy(&buf)));
+        }
+    }
+    Ok(())
+}
+
+/// Operations per second of `conns` connections for `secs`.
+async fn drive(addr: &str, conns: usize, secs: f64) -> Result<f64, String> {
+    let done = Arc::new(AtomicU64::new(0));
+    let until = Instant::now() + Duration::from_secs_f64(secs);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..conns {
+        let (addr, done) = (addr.to_string(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut c = TcpStream::connect(&addr).await.map_err(|e| e.to_string())?;
+            let _ = c.set_nodelay(true);
+            let mut rng = StdRng::seed_from_u64(100 + t as u64);
+            let mut buf = Vec::new();
+            while Instant::now() < until {
+                let key = rng.random_range(0..KEYS);
+                let get = rng.random_range(0..10) != 0;
+                let request = if get {
+                    format!("get bench:{key}\r\n").into_bytes()
+                } else {
+                    set_request(key, rng.random_range(MIN_VALUE..=MAX_VALUE))
+                };
+                c.write_all(&request).await.map_err(|e| e.to_string())?;
+                read_reply(&mut c, &mut buf, get).await?;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok::<(), String>(())
+        }));
+    }
+    for t in tasks {
+        t.await.map_err(|e| e.to_string())??;
+    }
+    Ok(done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
+}
+
+pub fn run(rounds: usize, conns: usize) -> Result<Value, String> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let (_mc, theirs) = start_memcached(threads)?;
+        let (_gw, ours) = start_gateway()?;
+        wait_until_up(&theirs).await?;
+        wait_until_up(&ours).await?;
+        fill(&theirs).await?;
+        fill(&ours).await?;
+        drive(&theirs, conns, 0.5).await?;
+        drive(&ours, conns, 0.5).await?;
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            a.push(drive(&ours, conns, 2.0).await?);
+            b.push(drive(&theirs, conns, 2.0).await?);
+        }
+        let (ours_ops, theirs_ops) = (crate::bench::median(&mut a), crate::bench::median(&mut b));
+        Ok(json!({
+            "workload": "memcached",
+            "ours_ops_per_s": ours_ops.round(),
+            "memcached_ops_per_s": theirs_ops.round(),
+            "ratio": ours_ops / theirs_ops,
+            "connections": conns,
+            "get_percent": 90,
+            "value_bytes": [MIN_VALUE, MAX_VALUE],
+            "keys": KEYS,
+            "memory_mb": MEMORY_MB,
+            "memcached_threads": threads,
+        }))
+    })
+}
