@@ -2,6 +2,7 @@
 //! requests, encoding replies) and memcached's item semantics on the pool.
 
 pub mod items;
+mod meta_commands;
 pub mod protocol;
 pub mod server;
 

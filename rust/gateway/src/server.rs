@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::items::{ItemError, Items, Mode, Outcome};
+use crate::meta_commands;
 use crate::protocol::{
     parse, write_error, write_meta_noop, write_number, write_reply, write_stat, write_value,
     write_version, ErrorReply, Limits, ParseError, Reply, Request, StoreCommand,
@@ -360,14 +361,33 @@ async fn handle(request: Request, shared: &Shared, out: &mut Vec<u8>) -> Next {
         }
         Request::Quit => return Next::Close,
         Request::MetaNoop => write_meta_noop(out),
-        Request::MetaGet { .. }
-        | Request::MetaSet { .. }
-        | Request::MetaDelete { .. }
-        | Request::MetaArithmetic { .. }
-        | Request::MetaDebug { .. } => write_error(
-            out,
-            &ErrorReply::Server("meta commands other than mn are not served yet"),
-        ),
+        Request::MetaGet { key, flags } => {
+            bump(&stats.cmd_get);
+            if let Err(e) = meta_commands::get(items, &key, &flags, out).await {
+                return failed(out, &e);
+            }
+        }
+        Request::MetaSet { key, data, flags } => {
+            bump(&stats.cmd_set);
+            if let Err(e) = meta_commands::set(items, &key, &data, &flags, out).await {
+                return failed(out, &e);
+            }
+        }
+        Request::MetaDelete { key, flags } => {
+            if let Err(e) = meta_commands::delete(items, &key, &flags, out).await {
+                return failed(out, &e);
+            }
+        }
+        Request::MetaArithmetic { key, flags } => {
+            if let Err(e) = meta_commands::arithmetic(items, &key, &flags, out).await {
+                return failed(out, &e);
+            }
+        }
+        Request::MetaDebug { key, base64 } => {
+            if let Err(e) = meta_commands::debug(items, &key, base64, out).await {
+                return failed(out, &e);
+            }
+        }
     }
     Next::Go
 }

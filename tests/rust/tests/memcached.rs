@@ -239,3 +239,61 @@ fn pymemcache_works_against_the_gateway() {
         );
     });
 }
+
+#[test]
+fn the_meta_protocol_over_a_socket() {
+    both(meta_protocol);
+}
+
+fn meta_protocol(addr: &str) {
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut say = |req: &[u8], until: &[u8]| text(&ask(&mut c, req, until));
+    assert_eq!(say(b"ms m1 2 F5 T0\r\nhi\r\n", b"\r\n"), "HD\r\n");
+    assert_eq!(
+        say(b"mg m1 v f s k Oab\r\n", b"hi\r\n"),
+        "VA 2 f5 s2 km1 Oab\r\nhi\r\n"
+    );
+    let hd = say(b"mg m1 c t\r\n", b"\r\n");
+    assert!(hd.starts_with("HD c") && hd.ends_with(" t-1\r\n"), "{hd}");
+    assert_eq!(say(b"mg nope v\r\n", b"\r\n"), "EN\r\n");
+    // Quiet: the miss says nothing, so the no-op's MN comes first.
+    assert_eq!(say(b"mg nope v q\r\nmn\r\n", b"MN\r\n"), "MN\r\n");
+    assert_eq!(say(b"ms m1 2 ME\r\nxx\r\n", b"\r\n"), "NS\r\n");
+    assert_eq!(say(b"ms m2 1 MR\r\nx\r\n", b"\r\n"), "NS\r\n");
+    assert_eq!(say(b"ms m1 1 MA\r\n!\r\n", b"\r\n"), "HD\r\n");
+    assert_eq!(say(b"mg m1 v\r\n", b"hi!\r\n"), "VA 3\r\nhi!\r\n");
+    let cas: u64 = say(b"mg m1 c\r\n", b"\r\n")
+        .trim()
+        .strip_prefix("HD c")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let stale = format!("ms m1 1 C{}\r\nz\r\n", cas + 1000);
+    assert_eq!(say(stale.as_bytes(), b"\r\n"), "EX\r\n");
+    let fresh = format!("ms m1 1 C{cas}\r\nz\r\n");
+    assert_eq!(say(fresh.as_bytes(), b"\r\n"), "HD\r\n");
+    assert_eq!(say(b"md m1 q\r\nmn\r\n", b"MN\r\n"), "MN\r\n");
+    assert_eq!(say(b"md m1\r\n", b"\r\n"), "NF\r\n");
+    assert_eq!(say(b"ma cnt\r\n", b"\r\n"), "NF\r\n");
+    assert_eq!(say(b"ma cnt N0 J10 v\r\n", b"10\r\n"), "VA 2\r\n10\r\n");
+    assert_eq!(say(b"ma cnt v\r\n", b"11\r\n"), "VA 2\r\n11\r\n");
+    assert_eq!(say(b"ma cnt MD D20 v\r\n", b"0\r\n"), "VA 1\r\n0\r\n");
+    assert_eq!(
+        say(b"mg cnt k v Oxyz\r\n", b"0 \r\n"),
+        "VA 2 kcnt Oxyz\r\n0 \r\n"
+    );
+    assert_eq!(say(b"ms s 3\r\nabc\r\n", b"\r\n"), "HD\r\n");
+    assert_eq!(
+        say(b"ma s\r\n", b"\r\n"),
+        "CLIENT_ERROR cannot increment or decrement non-numeric value\r\n"
+    );
+    let me = say(b"me cnt\r\n", b"\r\n");
+    assert!(
+        me.starts_with("ME cnt exp=-1 la=") && me.contains(" cas="),
+        "{me}"
+    );
+    assert_eq!(say(b"me nope\r\n", b"\r\n"), "EN\r\n");
+    assert_eq!(say(b"ms q1 1 q\r\nx\r\nmn\r\n", b"MN\r\n"), "MN\r\n");
+    assert_eq!(say(b"mg q1 v\r\n", b"x\r\n"), "VA 1\r\nx\r\n");
+}
