@@ -22,6 +22,10 @@ pub struct MemcachedArgs {
     /// DRAM this process contributes (the embedded pool, or its local service).
     #[arg(long, default_value = "1GiB", value_parser = crate::parse_size)]
     dram_size: u64,
+    /// Values of at least this size are stored LZ4-compressed when that shrinks them
+    /// (0: never).
+    #[arg(long, default_value = "8KiB", value_parser = crate::parse_size)]
+    compress_above: u64,
     /// Largest value a client may store (memcached's -I).
     #[arg(long, default_value = "1MiB", value_parser = crate::parse_size)]
     max_item_size: u64,
@@ -36,7 +40,7 @@ pub fn run(args: MemcachedArgs) -> Result<(), String> {
         };
         let store = ObjectStore::new(config);
         store.init(0, true).await.map_err(|e| e.to_string())?;
-        let items = Arc::new(Items::new(Arc::new(store)));
+        let items = Arc::new(Items::new(Arc::new(store), args.compress_above as usize));
         let limits = Limits {
             max_item_size: args.max_item_size as usize,
             ..Limits::default()

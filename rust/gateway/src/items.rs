@@ -65,6 +65,9 @@ pub enum Mode {
 
 pub struct Items {
     store: Arc<ObjectStore>,
+    /// Values of at least this many bytes are stored LZ4-compressed when that makes
+    /// them smaller; 0 never.
+    compress_above: usize,
     next_cas: AtomicU64,
     stripes: Vec<tokio::sync::Mutex<()>>,
     hasher: std::hash::RandomState,
@@ -88,10 +91,20 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn encode(flags: u32, cas: u64, expires: u64, value: &[u8]) -> Vec<u8> {
+/// Byte 0 of an item: how its value is stored.
+const RAW: u8 = 0;
+const LZ4: u8 = 1;
+
+fn encode(flags: u32, cas: u64, expires: u64, value: &[u8], compress_above: usize) -> Vec<u8> {
+    let packed = (compress_above > 0 && value.len() >= compress_above)
+        .then(|| lz4_flex::compress_prepend_size(value))
+        .filter(|p| p.len() < value.len());
+    let (encoding, value) = match &packed {
+        Some(p) => (LZ4, p.as_slice()),
+        None => (RAW, value),
+    };
     let mut out = Vec::with_capacity(HEADER + value.len());
-    // Byte 0: the value's encoding (0 = as sent), room for compression later.
-    out.extend_from_slice(&[0, 0, 0, 0]);
+    out.extend_from_slice(&[encoding, 0, 0, 0]);
     out.extend_from_slice(&flags.to_le_bytes());
     out.extend_from_slice(&cas.to_le_bytes());
     out.extend_from_slice(&expires.to_le_bytes());
@@ -100,25 +113,33 @@ fn encode(flags: u32, cas: u64, expires: u64, value: &[u8]) -> Vec<u8> {
 }
 
 fn decode(mut raw: Vec<u8>) -> ItemResult<Item> {
-    if raw.len() < HEADER || raw[0] != 0 {
-        return Err(Error::UnmatchedState("not a gateway item".into()).into());
+    let bad = |why: &str| ItemError::Pool(Error::UnmatchedState(why.into()));
+    if raw.len() < HEADER || raw[0] > LZ4 {
+        return Err(bad("not a gateway item"));
     }
     let word = |at: usize| u64::from_le_bytes(raw[at..at + 8].try_into().expect("8 bytes"));
     let flags = u32::from_le_bytes(raw[4..8].try_into().expect("4 bytes"));
     let (cas, expires) = (word(8), word(16));
-    raw.drain(..HEADER);
+    let value = if raw[0] == LZ4 {
+        lz4_flex::decompress_size_prepended(&raw[HEADER..])
+            .map_err(|_| bad("a compressed item does not decompress"))?
+    } else {
+        raw.drain(..HEADER);
+        raw
+    };
     Ok(Item {
         flags,
         cas,
         expires,
-        value: raw,
+        value,
     })
 }
 
 impl Items {
-    pub fn new(store: Arc<ObjectStore>) -> Items {
+    pub fn new(store: Arc<ObjectStore>, compress_above: usize) -> Items {
         Items {
             store,
+            compress_above,
             next_cas: AtomicU64::new(1),
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             hasher: std::hash::RandomState::new(),
@@ -197,7 +218,7 @@ impl Items {
             self.remove_any(key).await?;
             return Ok(cas);
         };
-        let raw = encode(flags, cas, expires, value);
+        let raw = encode(flags, cas, expires, value, self.compress_above);
         let config = ReplicateConfig {
             ttl: (expires > 0)
                 .then(|| Duration::from_secs(expires.saturating_sub(unix_now()).max(1))),
@@ -307,7 +328,7 @@ mod tests {
         let pool = EmbeddedPool::new(MetaConfig::default(), Clock::System).unwrap();
         let store = ObjectStore::with_pool(ClientConfig::with_dram(16 << 20), pool);
         store.init(0, true).await.unwrap();
-        Items::new(Arc::new(store))
+        Items::new(Arc::new(store), 1024)
     }
 
     #[test]
@@ -376,6 +397,47 @@ mod tests {
         assert!(it.delete(b"k").await.unwrap());
         assert!(!it.delete(b"k").await.unwrap());
         assert_eq!(it.get(b"k").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn large_values_are_stored_compressed_and_read_back_whole() {
+        let it = items().await;
+        let text: Vec<u8> = b"the same words again and again, ".repeat(200);
+        it.store(Mode::Set, b"z", 3, 0, &text).await.unwrap();
+        let stored = it.store.get(b"z").await.unwrap();
+        assert_eq!(stored[0], LZ4);
+        assert!(
+            stored.len() < text.len() / 4,
+            "{} bytes stored",
+            stored.len()
+        );
+        assert_eq!(it.get(b"z").await.unwrap().unwrap().value, text);
+        // Appending works on the plain value.
+        it.store(Mode::Append, b"z", 0, 0, b"end").await.unwrap();
+        assert!(it
+            .get(b"z")
+            .await
+            .unwrap()
+            .unwrap()
+            .value
+            .ends_with(b"again, end"));
+        // Small values, and ones that do not shrink, are stored as they are.
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let noise: Vec<u8> = (0..4096)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect();
+        it.store(Mode::Set, b"r", 0, 0, &noise).await.unwrap();
+        assert_eq!(it.store.get(b"r").await.unwrap()[0], RAW);
+        assert_eq!(it.get(b"r").await.unwrap().unwrap().value, noise);
+        // A damaged compressed item is an error, never wrong bytes.
+        let mut broken = encode(0, 1, 0, &text, 1024);
+        broken.truncate(HEADER + 10);
+        assert!(decode(broken).is_err());
     }
 
     #[tokio::test]
