@@ -14,6 +14,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use memcache_client::{CopyDirection, Error, ObjectStore, ReplicateConfig};
 
+use crate::protocol::StoreCommand;
+
 /// memcached reads an exptime above this many seconds as a Unix time.
 const RELATIVE_LIMIT_S: i64 = 60 * 60 * 24 * 30;
 const HEADER: usize = 24;
@@ -51,17 +53,6 @@ pub enum ItemError {
 }
 
 pub type ItemResult<T> = std::result::Result<T, ItemError>;
-
-/// How a storage command treats an existing item.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    Set,
-    Add,
-    Replace,
-    Append,
-    Prepend,
-    Cas(u64),
-}
 
 pub struct Items {
     store: Arc<ObjectStore>,
@@ -163,10 +154,11 @@ impl Items {
         }
     }
 
-    /// Stores `value` as `mode` asks; `exptime` as memcached reads it.
+    /// Stores `value` as the storage command `mode` asks; `exptime` as memcached
+    /// reads it.
     pub async fn store(
         &self,
-        mode: Mode,
+        mode: StoreCommand,
         key: &[u8],
         flags: u32,
         exptime: i64,
@@ -174,26 +166,30 @@ impl Items {
     ) -> ItemResult<Outcome> {
         let _one = self.stripe(key).lock().await;
         let current = match mode {
-            Mode::Set | Mode::Add => None,
+            StoreCommand::Set | StoreCommand::Add => None,
             _ => self.get(key).await?,
         };
         let (flags, expires, value) = match (mode, &current) {
-            (Mode::Add, _) => {
+            (StoreCommand::Add, _) => {
                 if self.get(key).await?.is_some() {
                     return Ok(Outcome::NotStored);
                 }
                 (flags, expiry(exptime, unix_now()), value.to_vec())
             }
-            (Mode::Replace | Mode::Append | Mode::Prepend, None) => return Ok(Outcome::NotStored),
-            (Mode::Cas(_), None) => return Ok(Outcome::NotFound),
-            (Mode::Cas(unique), Some(item)) if item.cas != unique => return Ok(Outcome::Exists),
+            (StoreCommand::Replace | StoreCommand::Append | StoreCommand::Prepend, None) => {
+                return Ok(Outcome::NotStored)
+            }
+            (StoreCommand::Cas(_), None) => return Ok(Outcome::NotFound),
+            (StoreCommand::Cas(unique), Some(item)) if item.cas != unique => {
+                return Ok(Outcome::Exists)
+            }
             // Appending keeps the item's flags and expiry, as memcached does.
-            (Mode::Append, Some(item)) => (item.flags, Some(item.expires), {
+            (StoreCommand::Append, Some(item)) => (item.flags, Some(item.expires), {
                 let mut v = item.value.clone();
                 v.extend_from_slice(value);
                 v
             }),
-            (Mode::Prepend, Some(item)) => (item.flags, Some(item.expires), {
+            (StoreCommand::Prepend, Some(item)) => (item.flags, Some(item.expires), {
                 let mut v = value.to_vec();
                 v.extend_from_slice(&item.value);
                 v
@@ -350,46 +346,62 @@ mod tests {
         let it = items().await;
         use Outcome::*;
         assert_eq!(
-            it.store(Mode::Replace, b"k", 1, 0, b"x").await.unwrap(),
+            it.store(StoreCommand::Replace, b"k", 1, 0, b"x")
+                .await
+                .unwrap(),
             NotStored
         );
         assert_eq!(
-            it.store(Mode::Append, b"k", 1, 0, b"x").await.unwrap(),
+            it.store(StoreCommand::Append, b"k", 1, 0, b"x")
+                .await
+                .unwrap(),
             NotStored
         );
         assert_eq!(
-            it.store(Mode::Cas(1), b"k", 1, 0, b"x").await.unwrap(),
+            it.store(StoreCommand::Cas(1), b"k", 1, 0, b"x")
+                .await
+                .unwrap(),
             NotFound
         );
         assert_eq!(
-            it.store(Mode::Add, b"k", 7, 0, b"one").await.unwrap(),
+            it.store(StoreCommand::Add, b"k", 7, 0, b"one")
+                .await
+                .unwrap(),
             Stored
         );
         assert_eq!(
-            it.store(Mode::Add, b"k", 7, 0, b"two").await.unwrap(),
+            it.store(StoreCommand::Add, b"k", 7, 0, b"two")
+                .await
+                .unwrap(),
             NotStored
         );
         let first = it.get(b"k").await.unwrap().unwrap();
         assert_eq!((first.flags, first.value.as_slice()), (7, &b"one"[..]));
         assert_eq!(
-            it.store(Mode::Set, b"k", 8, 0, b"two").await.unwrap(),
+            it.store(StoreCommand::Set, b"k", 8, 0, b"two")
+                .await
+                .unwrap(),
             Stored
         );
         let second = it.get(b"k").await.unwrap().unwrap();
         assert_eq!((second.flags, second.value.as_slice()), (8, &b"two"[..]));
         assert_ne!(second.cas, first.cas);
         // A CAS with a stale unique loses; with the current one it wins.
-        let stale = Mode::Cas(first.cas);
+        let stale = StoreCommand::Cas(first.cas);
         assert_eq!(it.store(stale, b"k", 9, 0, b"x").await.unwrap(), Exists);
-        let fresh = Mode::Cas(second.cas);
+        let fresh = StoreCommand::Cas(second.cas);
         assert_eq!(it.store(fresh, b"k", 9, 0, b"three").await.unwrap(), Stored);
         // Append and prepend keep the flags.
         assert_eq!(
-            it.store(Mode::Append, b"k", 1, 0, b"!").await.unwrap(),
+            it.store(StoreCommand::Append, b"k", 1, 0, b"!")
+                .await
+                .unwrap(),
             Stored
         );
         assert_eq!(
-            it.store(Mode::Prepend, b"k", 1, 0, b"<").await.unwrap(),
+            it.store(StoreCommand::Prepend, b"k", 1, 0, b"<")
+                .await
+                .unwrap(),
             Stored
         );
         let now = it.get(b"k").await.unwrap().unwrap();
@@ -403,7 +415,9 @@ mod tests {
     async fn large_values_are_stored_compressed_and_read_back_whole() {
         let it = items().await;
         let text: Vec<u8> = b"the same words again and again, ".repeat(200);
-        it.store(Mode::Set, b"z", 3, 0, &text).await.unwrap();
+        it.store(StoreCommand::Set, b"z", 3, 0, &text)
+            .await
+            .unwrap();
         let stored = it.store.get(b"z").await.unwrap();
         assert_eq!(stored[0], LZ4);
         assert!(
@@ -413,7 +427,9 @@ mod tests {
         );
         assert_eq!(it.get(b"z").await.unwrap().unwrap().value, text);
         // Appending works on the plain value.
-        it.store(Mode::Append, b"z", 0, 0, b"end").await.unwrap();
+        it.store(StoreCommand::Append, b"z", 0, 0, b"end")
+            .await
+            .unwrap();
         assert!(it
             .get(b"z")
             .await
@@ -431,7 +447,9 @@ mod tests {
                 (x >> 24) as u8
             })
             .collect();
-        it.store(Mode::Set, b"r", 0, 0, &noise).await.unwrap();
+        it.store(StoreCommand::Set, b"r", 0, 0, &noise)
+            .await
+            .unwrap();
         assert_eq!(it.store.get(b"r").await.unwrap()[0], RAW);
         assert_eq!(it.get(b"r").await.unwrap().unwrap().value, noise);
         // A damaged compressed item is an error, never wrong bytes.
@@ -444,7 +462,7 @@ mod tests {
     async fn arithmetic_wraps_up_and_stops_at_zero_down() {
         let it = items().await;
         assert_eq!(it.add_delta(b"n", 1, true).await.unwrap(), None);
-        it.store(Mode::Set, b"n", 0, 0, b"18446744073709551615")
+        it.store(StoreCommand::Set, b"n", 0, 0, b"18446744073709551615")
             .await
             .unwrap();
         assert_eq!(it.add_delta(b"n", 2, true).await.unwrap(), Some(1));
@@ -455,7 +473,9 @@ mod tests {
             it.get(b"n").await.unwrap().unwrap().value,
             padded.as_bytes()
         );
-        it.store(Mode::Set, b"s", 0, 0, b"abc").await.unwrap();
+        it.store(StoreCommand::Set, b"s", 0, 0, b"abc")
+            .await
+            .unwrap();
         assert!(matches!(
             it.add_delta(b"s", 1, true).await,
             Err(ItemError::NotNumeric)
@@ -466,13 +486,17 @@ mod tests {
     async fn expiry_touch_and_flush() {
         let it = items().await;
         // An exptime in the past stores nothing (and drops what was there).
-        it.store(Mode::Set, b"e", 0, 0, b"v").await.unwrap();
+        it.store(StoreCommand::Set, b"e", 0, 0, b"v").await.unwrap();
         assert_eq!(
-            it.store(Mode::Set, b"e", 0, -1, b"v").await.unwrap(),
+            it.store(StoreCommand::Set, b"e", 0, -1, b"v")
+                .await
+                .unwrap(),
             Outcome::Stored
         );
         assert_eq!(it.get(b"e").await.unwrap(), None);
-        it.store(Mode::Set, b"t", 3, 100, b"v").await.unwrap();
+        it.store(StoreCommand::Set, b"t", 3, 100, b"v")
+            .await
+            .unwrap();
         let before = it.get(b"t").await.unwrap().unwrap();
         assert!(before.expires >= unix_now() + 99);
         let touched = it.touch(b"t", 0).await.unwrap().unwrap();
@@ -485,7 +509,7 @@ mod tests {
         );
         assert_eq!(it.get(b"t").await.unwrap(), None);
         for k in [&b"a"[..], b"b", b"c"] {
-            it.store(Mode::Set, k, 0, 0, b"v").await.unwrap();
+            it.store(StoreCommand::Set, k, 0, 0, b"v").await.unwrap();
         }
         assert_eq!(it.flush().await.unwrap(), 3);
         assert_eq!(it.get(b"a").await.unwrap(), None);

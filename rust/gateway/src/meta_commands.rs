@@ -2,9 +2,9 @@
 //! Return flags come back in the order they were asked for; `q` leaves out the
 //! nominal reply (`EN` for `mg`, `HD` for the others), never an error.
 
-use crate::items::{unix_now, Item, ItemError, Items, Mode, Outcome};
+use crate::items::{unix_now, Item, ItemError, Items, Outcome};
 use crate::protocol::{
-    meta_line, meta_value_line, write_meta_debug, MetaFlags, MetaLine, MetaStatus,
+    meta_line, meta_value_line, write_meta_debug, MetaFlags, MetaLine, MetaStatus, StoreCommand,
 };
 
 /// The flags of a hit, in request order.
@@ -77,12 +77,12 @@ pub async fn set(
     out: &mut Vec<u8>,
 ) -> Result<(), ItemError> {
     let mode = match (flags.number::<u64>(b'C'), flags.mode()) {
-        (Some(cas), _) => Mode::Cas(cas),
-        (None, Some(b'E')) => Mode::Add,
-        (None, Some(b'A')) => Mode::Append,
-        (None, Some(b'P')) => Mode::Prepend,
-        (None, Some(b'R')) => Mode::Replace,
-        _ => Mode::Set,
+        (Some(cas), _) => StoreCommand::Cas(cas),
+        (None, Some(b'E')) => StoreCommand::Add,
+        (None, Some(b'A')) => StoreCommand::Append,
+        (None, Some(b'P')) => StoreCommand::Prepend,
+        (None, Some(b'R')) => StoreCommand::Replace,
+        _ => StoreCommand::Set,
     };
     let client_flags = flags.number::<u32>(b'F').unwrap_or(0);
     let ttl = flags.number::<i64>(b'T').unwrap_or(0);
@@ -137,7 +137,10 @@ pub async fn arithmetic(
         if let Some(ttl) = flags.number::<i64>(b'N') {
             let initial = flags.number::<u64>(b'J').unwrap_or(0);
             let text = initial.to_string();
-            match items.store(Mode::Add, key, 0, ttl, text.as_bytes()).await? {
+            match items
+                .store(StoreCommand::Add, key, 0, ttl, text.as_bytes())
+                .await?
+            {
                 Outcome::Stored => value = Some(initial),
                 // Someone created it meanwhile: count on theirs.
                 _ => value = items.add_delta(key, delta, up).await?,

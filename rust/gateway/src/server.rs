@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::items::{ItemError, Items, Mode, Outcome};
+use crate::items::{ItemError, Items, Outcome};
 use crate::meta_commands;
 use crate::protocol::{
     parse, write_error, write_meta_noop, write_number, write_reply, write_stat, write_value,
@@ -257,15 +257,7 @@ async fn handle(request: Request, shared: &Shared, out: &mut Vec<u8>) -> Next {
             noreply,
         } => {
             bump(&stats.cmd_set);
-            let mode = match command {
-                StoreCommand::Set => Mode::Set,
-                StoreCommand::Add => Mode::Add,
-                StoreCommand::Replace => Mode::Replace,
-                StoreCommand::Append => Mode::Append,
-                StoreCommand::Prepend => Mode::Prepend,
-                StoreCommand::Cas(u) => Mode::Cas(u),
-            };
-            let outcome = items.store(mode, &key, flags, exptime, &data).await;
+            let outcome = items.store(command, &key, flags, exptime, &data).await;
             if let StoreCommand::Cas(_) = command {
                 match &outcome {
                     Ok(Outcome::Stored) => bump(&stats.cas_hits),

@@ -59,6 +59,12 @@ fn ask(c: &mut TcpStream, request: &[u8], until: &[u8]) -> Vec<u8> {
     got
 }
 
+fn connect(addr: &str) -> TcpStream {
+    let c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -69,8 +75,7 @@ fn the_text_protocol_over_a_socket() {
 }
 
 fn text_protocol(addr: &str) {
-    let mut c = TcpStream::connect(addr).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut c = connect(addr);
     let mut say = |req: &[u8], until: &[u8]| text(&ask(&mut c, req, until));
 
     assert_eq!(say(b"set a 5 0 3\r\nabc\r\n", b"\r\n"), "STORED\r\n");
@@ -188,8 +193,7 @@ fn many_connections(addr: &str) {
         .map(|t| {
             let addr = addr.to_string();
             std::thread::spawn(move || {
-                let mut c = TcpStream::connect(&addr).unwrap();
-                c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let mut c = connect(&addr);
                 for i in 0..50 {
                     let set = format!("set t{t}-{i} 0 0 4\r\nv{t:03}\r\n");
                     assert_eq!(text(&ask(&mut c, set.as_bytes(), b"\r\n")), "STORED\r\n");
@@ -208,8 +212,7 @@ fn many_connections(addr: &str) {
     for t in threads {
         t.join().unwrap();
     }
-    let mut c = TcpStream::connect(addr).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut c = connect(addr);
     let got = text(&ask(&mut c, b"get shared t7-49\r\n", b"END\r\n"));
     assert_eq!(
         got,
@@ -246,8 +249,7 @@ fn the_meta_protocol_over_a_socket() {
 }
 
 fn meta_protocol(addr: &str) {
-    let mut c = TcpStream::connect(addr).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut c = connect(addr);
     let mut say = |req: &[u8], until: &[u8]| text(&ask(&mut c, req, until));
     assert_eq!(say(b"ms m1 2 F5 T0\r\nhi\r\n", b"\r\n"), "HD\r\n");
     assert_eq!(
