@@ -1,5 +1,6 @@
 //! The memory a local service contributes to the pool, and the data plane that moves
-//! bytes between callers' buffers and that memory without staging copies.
+//! bytes between callers' buffers and that memory without staging copies; `ssd` is the
+//! store of the SSD tier.
 
 mod copy;
 mod fdpass;
@@ -7,6 +8,7 @@ mod metrics;
 mod running;
 mod segment;
 mod service;
+pub mod ssd;
 mod tcp;
 mod transport;
 
