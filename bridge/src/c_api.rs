@@ -202,6 +202,22 @@ fn host_region(b: &mmc_buffer) -> Result<(usize, usize), Error> {
     Ok((addr as usize, b.len as usize))
 }
 
+/// The key and the host region of a single-object call, checked in that order.
+///
+/// # Safety
+/// As [`key`] for `key_ptr`; `buf` is null or points to a readable `mmc_buffer`.
+unsafe fn key_and_region(
+    key_ptr: *const c_char,
+    buf: *const mmc_buffer,
+) -> Result<(Vec<u8>, usize, usize), Error> {
+    // SAFETY: the caller's promise.
+    let k = unsafe { key(key_ptr) }?.to_vec();
+    // SAFETY: the caller's promise.
+    let b = unsafe { buf.as_ref() }.ok_or_else(|| Error::invalid("null buffer"))?;
+    let (addr, len) = host_region(b)?;
+    Ok((k, addr, len))
+}
+
 // ---- services ----
 
 struct MetaHandle {
@@ -476,12 +492,7 @@ pub unsafe extern "C" fn mmcc_put(
 ) -> i32 {
     guard(-1, || {
         // SAFETY: the caller's promise.
-        let (k, b) = match (unsafe { key(key_ptr) }, unsafe { buf.as_ref() }) {
-            (Ok(k), Some(b)) => (k.to_vec(), *b),
-            (Err(e), _) => return e.code(),
-            (_, None) => return Error::invalid("null buffer").code(),
-        };
-        let (addr, len) = match host_region(&b) {
+        let (k, addr, len) = match unsafe { key_and_region(key_ptr, buf) } {
             Ok(r) => r,
             Err(e) => return e.code(),
         };
@@ -500,12 +511,7 @@ pub unsafe extern "C" fn mmcc_put(
 pub unsafe extern "C" fn mmcc_get(key_ptr: *const c_char, buf: *mut mmc_buffer, flags: u32) -> i32 {
     guard(-1, || {
         // SAFETY: the caller's promise.
-        let (k, b) = match (unsafe { key(key_ptr) }, unsafe { buf.as_ref() }) {
-            (Ok(k), Some(b)) => (k.to_vec(), *b),
-            (Err(e), _) => return e.code(),
-            (_, None) => return Error::invalid("null buffer").code(),
-        };
-        let (addr, len) = match host_region(&b) {
+        let (k, addr, len) = match unsafe { key_and_region(key_ptr, buf) } {
             Ok(r) => r,
             Err(e) => return e.code(),
         };
