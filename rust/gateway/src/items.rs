@@ -166,16 +166,11 @@ impl Items {
     ) -> ItemResult<Outcome> {
         let _one = self.stripe(key).lock().await;
         let current = match mode {
-            StoreCommand::Set | StoreCommand::Add => None,
+            StoreCommand::Set => None,
             _ => self.get(key).await?,
         };
         let (flags, expires, value) = match (mode, &current) {
-            (StoreCommand::Add, _) => {
-                if self.get(key).await?.is_some() {
-                    return Ok(Outcome::NotStored);
-                }
-                (flags, expiry(exptime, unix_now()), value.to_vec())
-            }
+            (StoreCommand::Add, Some(_)) => return Ok(Outcome::NotStored),
             (StoreCommand::Replace | StoreCommand::Append | StoreCommand::Prepend, None) => {
                 return Ok(Outcome::NotStored)
             }
@@ -345,65 +340,29 @@ mod tests {
     async fn storage_commands_follow_memcached() {
         let it = items().await;
         use Outcome::*;
+        use StoreCommand::{Add, Append, Cas, Prepend, Replace, Set};
         assert_eq!(
-            it.store(StoreCommand::Replace, b"k", 1, 0, b"x")
-                .await
-                .unwrap(),
+            it.store(Replace, b"k", 1, 0, b"x").await.unwrap(),
             NotStored
         );
-        assert_eq!(
-            it.store(StoreCommand::Append, b"k", 1, 0, b"x")
-                .await
-                .unwrap(),
-            NotStored
-        );
-        assert_eq!(
-            it.store(StoreCommand::Cas(1), b"k", 1, 0, b"x")
-                .await
-                .unwrap(),
-            NotFound
-        );
-        assert_eq!(
-            it.store(StoreCommand::Add, b"k", 7, 0, b"one")
-                .await
-                .unwrap(),
-            Stored
-        );
-        assert_eq!(
-            it.store(StoreCommand::Add, b"k", 7, 0, b"two")
-                .await
-                .unwrap(),
-            NotStored
-        );
+        assert_eq!(it.store(Append, b"k", 1, 0, b"x").await.unwrap(), NotStored);
+        assert_eq!(it.store(Cas(1), b"k", 1, 0, b"x").await.unwrap(), NotFound);
+        assert_eq!(it.store(Add, b"k", 7, 0, b"one").await.unwrap(), Stored);
+        assert_eq!(it.store(Add, b"k", 7, 0, b"two").await.unwrap(), NotStored);
         let first = it.get(b"k").await.unwrap().unwrap();
         assert_eq!((first.flags, first.value.as_slice()), (7, &b"one"[..]));
-        assert_eq!(
-            it.store(StoreCommand::Set, b"k", 8, 0, b"two")
-                .await
-                .unwrap(),
-            Stored
-        );
+        assert_eq!(it.store(Set, b"k", 8, 0, b"two").await.unwrap(), Stored);
         let second = it.get(b"k").await.unwrap().unwrap();
         assert_eq!((second.flags, second.value.as_slice()), (8, &b"two"[..]));
         assert_ne!(second.cas, first.cas);
         // A CAS with a stale unique loses; with the current one it wins.
-        let stale = StoreCommand::Cas(first.cas);
+        let stale = Cas(first.cas);
         assert_eq!(it.store(stale, b"k", 9, 0, b"x").await.unwrap(), Exists);
-        let fresh = StoreCommand::Cas(second.cas);
+        let fresh = Cas(second.cas);
         assert_eq!(it.store(fresh, b"k", 9, 0, b"three").await.unwrap(), Stored);
         // Append and prepend keep the flags.
-        assert_eq!(
-            it.store(StoreCommand::Append, b"k", 1, 0, b"!")
-                .await
-                .unwrap(),
-            Stored
-        );
-        assert_eq!(
-            it.store(StoreCommand::Prepend, b"k", 1, 0, b"<")
-                .await
-                .unwrap(),
-            Stored
-        );
+        assert_eq!(it.store(Append, b"k", 1, 0, b"!").await.unwrap(), Stored);
+        assert_eq!(it.store(Prepend, b"k", 1, 0, b"<").await.unwrap(), Stored);
         let now = it.get(b"k").await.unwrap().unwrap();
         assert_eq!((now.flags, now.value.as_slice()), (9, &b"<three!"[..]));
         assert!(it.delete(b"k").await.unwrap());

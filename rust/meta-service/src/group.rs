@@ -291,8 +291,9 @@ impl Group {
         attachment: Vec<u8>,
     ) -> Result<(LocalServiceId, Vec<SegmentId>)> {
         let _one = self.allocs.turn.lock().await;
+        // Applying takes the larger of this and the next unused id.
+        let first = self.segment_base;
         let cmd = self.decide(|leader, sm| {
-            let first = self.segment_base.max(sm.next_segment_id());
             leader.plan_register(sm, requested, device_id, segments, first, attachment)
         })?;
         let Command::RegisterService { service, .. } = cmd else {

@@ -249,7 +249,8 @@ impl Shared {
     }
 
     async fn housekeeping(&self, heartbeat_timeout: Duration) {
-        if !self.group.is_leader() || self.lead().await.is_err() {
+        // Followers (answered at once, from the metrics) have nothing to keep.
+        if self.lead().await.is_err() {
             return;
         }
         let now = Instant::now();

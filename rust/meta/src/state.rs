@@ -273,11 +273,6 @@ impl StateMachine {
         self
     }
 
-    /// The id the next registered segment gets (unless its command asks for more).
-    pub fn next_segment_id(&self) -> SegmentId {
-        self.next_segment
-    }
-
     pub fn apply(&mut self, cmd: Command) -> Applied {
         match cmd {
             Command::RegisterService {
