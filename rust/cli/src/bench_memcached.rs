@@ -3,7 +3,6 @@
 //! generator in the same run: connections that each keep one request in flight, a 90 %
 //! get / 10 % set mix over a pre-filled key space, values of 100 B to 4 KiB.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,24 +12,12 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::children::{free_addrs, spawn_quiet, Owned};
+
 const KEYS: usize = 10_000;
 const MIN_VALUE: usize = 100;
 const MAX_VALUE: usize = 4096;
 const MEMORY_MB: u64 = 256;
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> Result<u16, String> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
-}
 
 async fn wait_until_up(addr: &str) -> Result<(), String> {
     let give_up = Instant::now() + Duration::from_secs(20);
@@ -43,39 +30,39 @@ async fn wait_until_up(addr: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn start_memcached(threads: usize) -> Result<(Server, String), String> {
-    let port = free_port()?;
-    let child = Command::new("memcached")
-        .args([
-            "-l",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            "0",
-            "-u",
-            "root",
-        ])
-        .args(["-m", &MEMORY_MB.to_string(), "-t", &threads.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
+fn start_memcached(threads: usize) -> Result<(Owned, String), String> {
+    let addr = free_addrs(1)?[0];
+    let (port, memory, threads) = (
+        addr.port().to_string(),
+        MEMORY_MB.to_string(),
+        threads.to_string(),
+    );
+    let args = [
+        "-l",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-U",
+        "0",
+        "-u",
+        "root",
+        "-m",
+        &memory,
+        "-t",
+        &threads,
+    ];
+    let child = spawn_quiet("memcached", &args)
         .map_err(|e| format!("starting memcached (apt-get install memcached): {e}"))?;
-    Ok((Server(child), format!("127.0.0.1:{port}")))
+    Ok((child, addr.to_string()))
 }
 
-fn start_gateway() -> Result<(Server, String), String> {
-    let port = free_port()?;
-    let addr = format!("127.0.0.1:{port}");
+fn start_gateway() -> Result<(Owned, String), String> {
+    let addr = free_addrs(1)?[0].to_string();
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let child = Command::new(exe)
-        .args(["memcached", "--bind", &addr])
-        .args(["--dram-size", &format!("{MEMORY_MB}MiB")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
+    let dram = format!("{MEMORY_MB}MiB");
+    let child = spawn_quiet(exe, &["memcached", "--bind", &addr, "--dram-size", &dram])
         .map_err(|e| format!("starting mmc memcached: {e}"))?;
-    Ok((Server(child), addr))
+    Ok((child, addr))
 }
 
 /// Reads until `buf` ends a reply: `END\r\n` for gets, a line for sets.

@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,30 +15,13 @@ use serde_json::{json, Value};
 use memcache_client::{ClientConfig, ObjectStore};
 use memcache_proto::ask_role;
 
+use crate::children::{free_addrs, spawn_quiet, Owned};
+
 /// `mmc meta` processes of one group, killed when dropped.
 struct Group {
-    nodes: BTreeMap<u64, Child>,
+    nodes: BTreeMap<u64, Owned>,
     addrs: BTreeMap<u64, SocketAddr>,
     url: String,
-}
-
-impl Drop for Group {
-    fn drop(&mut self) {
-        for c in self.nodes.values_mut() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn free_addrs(n: usize) -> Result<Vec<SocketAddr>, String> {
-    let held = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())?;
-    held.iter()
-        .map(|l| l.local_addr().map_err(|e| e.to_string()))
-        .collect()
 }
 
 impl Group {
@@ -61,13 +43,10 @@ impl Group {
             addrs,
         };
         for id in group.addrs.keys().copied().collect::<Vec<_>>() {
-            let child = Command::new(&exe)
-                .args(["meta", "--id", &id.to_string(), "--peers", &peers])
-                .args(["--http", ""])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .map_err(|e| format!("starting a meta node: {e}"))?;
+            let id_arg = id.to_string();
+            let args = ["meta", "--id", &id_arg, "--peers", &peers, "--http", ""];
+            let child =
+                spawn_quiet(&exe, &args).map_err(|e| format!("starting a meta node: {e}"))?;
             group.nodes.insert(id, child);
         }
         group.leader(Duration::from_secs(10)).await?;
@@ -95,10 +74,7 @@ impl Group {
     }
 
     fn kill(&mut self, id: u64) {
-        if let Some(mut c) = self.nodes.remove(&id) {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.nodes.remove(&id);
     }
 }
 

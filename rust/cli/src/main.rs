@@ -3,6 +3,7 @@
 mod bench;
 mod bench_memcached;
 mod bench_raft;
+mod children;
 mod demo;
 mod local;
 mod memcached;

@@ -148,11 +148,7 @@ fn a_batch_of_1024_keys_costs_one_control_call_per_phase() {
 #[test]
 fn an_unreachable_meta_service_is_reported() {
     // A port nobody listens on: bind one, then free it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_ports(1)[0];
     let url = format!("tcp://127.0.0.1:{port}");
     let store = BlockingObjectStore::new(ClientConfig::remote(&url, 64 << 20)).unwrap();
     assert_eq!(store.init(0, true).unwrap_err().code(), -3017);

@@ -27,15 +27,6 @@ struct MetaGroup {
     extra: Vec<String>,
 }
 
-fn free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    held.iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
-}
-
 impl MetaGroup {
     fn start() -> MetaGroup {
         Self::start_with(&[])

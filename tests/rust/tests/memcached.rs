@@ -19,11 +19,7 @@ fn start_gateway() -> (Proc, String) {
 
 /// A real memcached on a free loopback port, 64 MiB, 1 MiB items (its defaults).
 fn start_memcached() -> (Proc, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_ports(1)[0];
     let child = std::process::Command::new("memcached")
         .args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0"])
         .args(["-m", "64", "-t", "2", "-u", "root"])

@@ -88,6 +88,16 @@ pub fn start_local(url: &str, dram: &str) -> (Proc, u32) {
     (p, id)
 }
 
+/// `n` distinct loopback ports that were free when asked.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
 /// The address in a status line that ends with `http://HOST:PORT`.
 pub fn http_of(line: &str) -> String {
     line.trim()
