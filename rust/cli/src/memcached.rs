@@ -2,7 +2,9 @@
 //! default (this process is the whole pool) or as a client of a running pool.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Args;
 
@@ -10,6 +12,7 @@ use memcache_client::{ClientConfig, ObjectStore};
 use memcache_gateway::items::Items;
 use memcache_gateway::protocol::Limits;
 use memcache_gateway::Gateway;
+use memcache_meta_service::{MetaService, MetaServiceConfig};
 
 #[derive(Args)]
 pub struct MemcachedArgs {
@@ -29,18 +32,48 @@ pub struct MemcachedArgs {
     /// Largest value a client may store (memcached's -I).
     #[arg(long, default_value = "1MiB", value_parser = crate::parse_size)]
     max_item_size: u64,
+    /// Keep an SSD tier (L2) in this directory: items are written there behind the
+    /// DRAM tier, stay there when DRAM evicts them, and survive a restart. On the
+    /// embedded default it starts an in-process meta service for it.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Bytes of the SSD tier.
+    #[arg(long, default_value = "16GiB", value_parser = crate::parse_size)]
+    ssd_size: u64,
 }
+
+/// How long a stopping gateway may spend writing its DRAM tier to SSD.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub fn run(args: MemcachedArgs) -> Result<(), String> {
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     rt.block_on(async move {
-        let config = match &args.discovery {
-            Some(url) => ClientConfig::remote(url, args.dram_size),
-            None => ClientConfig::with_dram(args.dram_size),
+        // The SSD tier is a local service's, which answers to a meta service: with no
+        // pool to join, this process runs one.
+        let meta = match (&args.discovery, &args.data_dir) {
+            (None, Some(_)) => Some(
+                MetaService::start(MetaServiceConfig {
+                    discovery_url: "tcp://127.0.0.1:0".into(),
+                    http_url: String::new(),
+                    ..MetaServiceConfig::default()
+                })
+                .await
+                .map_err(|e| format!("starting the meta service: {e}"))?,
+            ),
+            _ => None,
         };
-        let store = ObjectStore::new(config);
+        let mut config = match (&args.discovery, &meta) {
+            (Some(url), _) => ClientConfig::remote(url, args.dram_size),
+            (None, Some(m)) => {
+                ClientConfig::remote(&format!("tcp://{}", m.local_addr()), args.dram_size)
+            }
+            (None, None) => ClientConfig::with_dram(args.dram_size),
+        };
+        config.local.ssd_dir = args.data_dir.clone();
+        config.local.ssd_size = args.ssd_size;
+        let store = Arc::new(ObjectStore::new(config));
         store.init(0, true).await.map_err(|e| e.to_string())?;
-        let items = Arc::new(Items::new(Arc::new(store), args.compress_above as usize));
+        let items = Arc::new(Items::new(store.clone(), args.compress_above as usize));
         let limits = Limits {
             max_item_size: args.max_item_size as usize,
             ..Limits::default()
@@ -53,6 +86,18 @@ pub fn run(args: MemcachedArgs) -> Result<(), String> {
             gateway.local_addr()
         ));
         crate::wait_for_shutdown().await;
+        drop(gateway);
+        if args.data_dir.is_some() {
+            match store.flush_to_ssd(FLUSH_TIMEOUT).await {
+                Ok(true) => crate::say(format_args!("SSD tier written")),
+                Ok(false) => eprintln!("the SSD tier was not fully written in time"),
+                Err(e) => eprintln!("writing the SSD tier: {e}"),
+            }
+        }
+        let _ = store.tear_down().await;
+        if let Some(m) = meta {
+            m.stop().await;
+        }
         Ok(())
     })
 }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use rustc_hash::FxHashMap;
 
-use memcache_core::{Blob, Error, LocalServiceId, Result, SegmentId};
+use memcache_core::{Blob, Error, LocalServiceId, Medium, Result, SegmentId};
 use memcache_local::{
     fetch_segment, LocalService, LocalServiceConfig, RunningLocalService, ShmTransport, TcpPeer,
     TcpTransport, Transport,
@@ -21,7 +21,7 @@ use crate::meta_client::MetaClient;
 /// The local service a client started with `init_bm = true`.
 pub(crate) enum Local {
     /// In the embedded pool: registered directly, nothing to serve.
-    Embedded(LocalService),
+    Embedded(Box<LocalService>),
     /// Joined to a remote meta service: serves its descriptors and heartbeats.
     Remote(Box<RunningLocalService>),
 }
@@ -29,6 +29,9 @@ pub(crate) enum Local {
 impl Local {
     pub async fn start(meta: &MetaClient, config: &LocalServiceConfig) -> Result<Local> {
         match meta {
+            MetaClient::Embedded(_) if config.ssd_dir.is_some() => Err(Error::invalid(
+                "the SSD tier needs a meta service (`mmc meta`, or the gateway's --data-dir)",
+            )),
             MetaClient::Embedded(pool) => {
                 let mut local = LocalService::create(config)?;
                 let (id, ids) = pool.meta().register_service(
@@ -37,7 +40,7 @@ impl Local {
                     local.segment_specs(),
                 )?;
                 local.bind(id, ids)?;
-                Ok(Local::Embedded(local))
+                Ok(Local::Embedded(Box::new(local)))
             }
             MetaClient::Remote(link) => {
                 let socket = config.shm_socket.clone().unwrap_or_else(default_socket);
@@ -149,12 +152,14 @@ impl Session {
     /// service hands over its descriptor once, and every later copy is a memcpy.
     /// TCP otherwise.
     async fn route(&self, blob: &Blob) -> Result<Route> {
-        if !self.force_tcp && self.transport.has(blob.segment) {
+        // The SSD tier is read through its service, wherever it is.
+        let shm = !self.force_tcp && blob.medium != Medium::Ssd;
+        if shm && self.transport.has(blob.segment) {
             return Ok(Route::Shm);
         }
         // One miss at a time: the many blobs of a batch on one new segment map it once.
         let _resolving = self.resolving.lock().await;
-        if !self.force_tcp && self.transport.has(blob.segment) {
+        if shm && self.transport.has(blob.segment) {
             return Ok(Route::Shm);
         }
         let endpoint = match self.endpoint(blob.service) {
@@ -171,7 +176,7 @@ impl Session {
             }
         };
         match (&endpoint.shm_socket, endpoint.tcp) {
-            (Some(path), _) if endpoint.host == self.host && !self.force_tcp => {
+            (Some(path), _) if endpoint.host == self.host && shm => {
                 let (path, segment) = (PathBuf::from(path), blob.segment);
                 let mapped = tokio::task::spawn_blocking(move || fetch_segment(&path, segment))
                     .await
@@ -185,9 +190,11 @@ impl Session {
     }
 
     /// 0 for this client's own local service, 1 for another on this host (or one
-    /// already mapped), 2 for the rest.
+    /// already mapped), 2 for the rest; SSD replicas after every memory one.
     pub fn distance(&self, blob: &Blob) -> u8 {
-        if Some(blob.service) == self.local_id() {
+        if blob.medium == Medium::Ssd {
+            3
+        } else if Some(blob.service) == self.local_id() {
             0
         } else if self.transport.has(blob.segment)
             || self

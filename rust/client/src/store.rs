@@ -181,6 +181,16 @@ impl ObjectStore {
         }
     }
 
+    /// Writes what the local service this client started holds in memory to its SSD
+    /// tier, within `timeout`, and stops the tier (call it on the way out, so a restart
+    /// finds everything). True when nothing was left; also true without a tier.
+    pub async fn flush_to_ssd(&self, timeout: Duration) -> Result<bool> {
+        match &self.session()?.local {
+            Some(Local::Remote(r)) => Ok(r.flush_to_ssd(timeout).await),
+            _ => Ok(true),
+        }
+    }
+
     /// The id of the local service this client started (`init_bm = true`).
     pub fn get_local_service_id(&self) -> Result<LocalServiceId> {
         match &self.session()?.local {

@@ -1,6 +1,6 @@
 //! The memory a local service contributes to the pool, and the data plane that moves
 //! bytes between callers' buffers and that memory without staging copies; `ssd` is the
-//! store of the SSD tier.
+//! store of the SSD tier, `tier` keeps it in step with the pool.
 
 mod copy;
 mod fdpass;
@@ -10,6 +10,7 @@ mod segment;
 mod service;
 pub mod ssd;
 mod tcp;
+mod tier;
 mod transport;
 
 pub use fdpass::{fetch_segment, SegmentServer};
@@ -18,4 +19,5 @@ pub use running::RunningLocalService;
 pub use segment::{SegmentTable, ShmSegment};
 pub use service::{LocalService, LocalServiceConfig};
 pub use tcp::{TcpPeer, TcpTransport};
+pub use tier::SsdTier;
 pub use transport::{check_room, ShmTransport, Transport};

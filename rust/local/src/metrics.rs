@@ -23,6 +23,11 @@ pub struct LocalMetrics {
     pub shm_handouts: IntCounter,
     pub registrations: IntCounter,
     pub heartbeat_failures: IntCounter,
+    /// SSD tier: records written and erased, reads served, reads refused (damaged).
+    pub ssd_written: IntCounter,
+    pub ssd_erased: IntCounter,
+    pub ssd_reads: IntCounter,
+    pub ssd_damaged: IntCounter,
     segment_bytes: IntGaugeVec,
 }
 
@@ -92,6 +97,22 @@ impl LocalMetrics {
             heartbeat_failures: counter(
                 "memcache_local_heartbeat_failures_total",
                 "Heartbeats that did not reach the meta service",
+            ),
+            ssd_written: counter(
+                "memcache_local_ssd_records_written_total",
+                "Objects written to the SSD tier",
+            ),
+            ssd_erased: counter(
+                "memcache_local_ssd_records_erased_total",
+                "SSD records erased because their objects went",
+            ),
+            ssd_reads: counter(
+                "memcache_local_ssd_reads_total",
+                "Objects read from the SSD tier",
+            ),
+            ssd_damaged: counter(
+                "memcache_local_ssd_damaged_total",
+                "SSD records skipped at recovery or refused at read for a bad checksum",
             ),
             segment_bytes,
             registry,

@@ -15,6 +15,13 @@ use memcache_core::{Error, LocalServiceId, Result, SegmentId};
 use memcache_proto::{host_id, DataEndpoint, MetaLink, Registered, Registration};
 
 use crate::tcp::SharedKey;
+use crate::tier::{SsdTier, Syncer};
+
+/// The SSD tier's loop, and the switch that tells it to finish its work and stop.
+type SsdLoop = (JoinHandle<()>, tokio::sync::watch::Sender<bool>);
+
+/// How often an idle SSD tier asks the meta service for work.
+const SSD_IDLE_MS: u64 = 50;
 
 use crate::fdpass::SegmentServer;
 use crate::metrics::LocalMetrics;
@@ -29,6 +36,7 @@ pub struct RunningLocalService {
     _server: SegmentServer,
     link: Arc<MetaLink>,
     heartbeat: JoinHandle<()>,
+    ssd: std::sync::Mutex<Option<SsdLoop>>,
     /// The service's own runtime: heartbeats go on however the process that hosts the
     /// service schedules (or stops scheduling) its own work.
     runtime: Option<Runtime>,
@@ -51,6 +59,7 @@ impl RunningLocalService {
             .and_then(|l| l.set_nonblocking(true).map(|()| l))
             .map_err(|e| Error::Failed(format!("binding the data plane to {bind}: {e}")))?;
         let mut reg = Registration {
+            recovered: Vec::new(),
             requested: config.service_id,
             device_id: config.device_id,
             segments: service.segment_specs(),
@@ -80,17 +89,25 @@ impl RunningLocalService {
             tokio::net::TcpListener::from_std(data)
                 .map_err(|e| Error::Failed(format!("data plane: {e}")))?
         };
+        let tier = service.tier().cloned();
+        if let Some(t) = &tier {
+            metrics.ssd_damaged.inc_by(t.recovery().damaged as u64);
+        }
         let exposed = Arc::new(Exposed {
             table: segments.clone(),
             key: SharedKey::default(),
             mapped: service.all_segments().to_vec(),
+            tier: tier.clone(),
             metrics: metrics.clone(),
         });
         runtime.spawn(crate::tcp::serve(
             data,
-            segments.clone(),
-            exposed.key.clone(),
-            metrics.clone(),
+            crate::tcp::Served {
+                segments: segments.clone(),
+                tier: tier.clone(),
+                key: exposed.key.clone(),
+                metrics: metrics.clone(),
+            },
         ));
         let http = match config.http_addr {
             Some(addr) => Some(
@@ -108,8 +125,8 @@ impl RunningLocalService {
 
         let link = Arc::new(MetaLink::new(meta.to_vec(), timeout));
         let joined = runtime.spawn({
-            let (link, reg) = (link.clone(), reg.clone());
-            async move { register(&link, reg).await }
+            let (link, reg, tier) = (link.clone(), reg.clone(), tier.clone());
+            async move { register(&link, reg, tier.as_deref()).await }
         });
         let registered = joined
             .await
@@ -127,6 +144,15 @@ impl RunningLocalService {
         reg.requested = Some(id);
         let every = Duration::from_millis(config.heartbeat_interval_ms.max(1));
         let heartbeat = runtime.spawn(beat(link.clone(), reg, exposed, every));
+        let ssd = tier.map(|tier| {
+            let syncer = Syncer::new(tier, link.clone(), id, segments.clone(), metrics);
+            let (drain, drained) = tokio::sync::watch::channel(false);
+            let idle = Duration::from_millis(SSD_IDLE_MS);
+            (
+                runtime.spawn(crate::tier::run(syncer, idle, drained)),
+                drain,
+            )
+        });
         Ok(RunningLocalService {
             id,
             http,
@@ -135,12 +161,17 @@ impl RunningLocalService {
             _server: server,
             link,
             heartbeat,
+            ssd: std::sync::Mutex::new(ssd),
             runtime: Some(runtime),
         })
     }
 
     pub fn id(&self) -> LocalServiceId {
         self.id
+    }
+
+    fn ssd_loop(&self) -> std::sync::MutexGuard<'_, Option<SsdLoop>> {
+        self.ssd.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Where `/health` and `/metrics` are served, if they are.
@@ -157,9 +188,29 @@ impl RunningLocalService {
             .clone()
     }
 
+    /// Writes every object this service holds in memory to its SSD tier (within
+    /// `timeout`), so a restart finds them; true when nothing was left to write.
+    /// The tier's loop stops: call it on the way out.
+    pub async fn flush_to_ssd(&self, timeout: Duration) -> bool {
+        let Some((task, drain)) = self.ssd_loop().take() else {
+            return true;
+        };
+        let _ = drain.send(true);
+        match tokio::time::timeout(timeout, task).await {
+            Ok(_) => true,
+            Err(_) => {
+                tracing::warn!("the SSD tier did not finish writing in time");
+                false
+            }
+        }
+    }
+
     /// Leaves the pool: objects whose only replica lived here go with it.
     pub async fn stop(&self) -> Result<usize> {
         self.heartbeat.abort();
+        if let Some((task, _)) = &*self.ssd_loop() {
+            task.abort();
+        }
         let (link, id) = (self.link.clone(), self.id);
         let runtime = self.runtime.as_ref().ok_or(Error::NotStarted)?;
         runtime
@@ -175,6 +226,9 @@ impl RunningLocalService {
 impl Drop for RunningLocalService {
     fn drop(&mut self) {
         self.heartbeat.abort();
+        if let Some((task, _)) = &*self.ssd_loop() {
+            task.abort();
+        }
         if let Some(rt) = self.runtime.take() {
             // Never blocks, so it is safe inside an async context too.
             rt.shutdown_background();
@@ -182,20 +236,33 @@ impl Drop for RunningLocalService {
     }
 }
 
-async fn register(link: &MetaLink, reg: Registration) -> Result<Registered> {
-    link.call(|rpc, ctx| {
-        let reg = reg.clone();
-        async move { rpc.register_service(ctx, reg).await }
-    })
-    .await?
+/// Registers the service, offering what its SSD tier holds now; the tier erases the
+/// records the pool did not take.
+async fn register(
+    link: &MetaLink,
+    mut reg: Registration,
+    tier: Option<&SsdTier>,
+) -> Result<Registered> {
+    reg.recovered = tier.map(SsdTier::recovered).unwrap_or_default();
+    let registered = link
+        .call(|rpc, ctx| {
+            let reg = reg.clone();
+            async move { rpc.register_service(ctx, reg).await }
+        })
+        .await??;
+    if let (Some(tier), Some(ssd)) = (tier, registered.segments.get(reg.segments.len() - 1)) {
+        tier.bind(*ssd, &reg.recovered, &registered.recovered);
+    }
+    Ok(registered)
 }
 
 /// What the service's servers expose, replaced as a whole on each registration.
 struct Exposed {
     table: SegmentTable,
     key: SharedKey,
-    /// The segments in registration order.
+    /// The memory segments in registration order (the SSD tier's comes last).
     mapped: Vec<Arc<ShmSegment>>,
+    tier: Option<Arc<SsdTier>>,
     metrics: Arc<LocalMetrics>,
 }
 
@@ -222,12 +289,14 @@ async fn beat(link: Arc<MetaLink>, reg: Registration, exposed: Arc<Exposed>, eve
             .await;
         match beat.and_then(|r| r) {
             Ok(()) => {}
-            Err(Error::NotConnectedToLocal) => match register(&link, reg.clone()).await {
-                // The meta service restarted empty: the same memory joins again under the
-                // same id, with the segment ids and key it assigns now.
-                Ok(again) => exposed.install(again),
-                Err(e) => tracing::warn!(service = id, error = %e, "registering again"),
-            },
+            Err(Error::NotConnectedToLocal) => {
+                match register(&link, reg.clone(), exposed.tier.as_deref()).await {
+                    // The meta service restarted empty: the same memory joins again under the
+                    // same id, with the segment ids and key it assigns now.
+                    Ok(again) => exposed.install(again),
+                    Err(e) => tracing::warn!(service = id, error = %e, "registering again"),
+                }
+            }
             Err(e) => {
                 exposed.metrics.heartbeat_failures.inc();
                 tracing::warn!(service = id, error = %e, "heartbeat failed")

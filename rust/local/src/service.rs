@@ -8,6 +8,7 @@ use memcache_core::{Error, LocalServiceId, Medium, Result, SegmentId};
 use memcache_meta::SegmentSpec;
 
 use crate::segment::ShmSegment;
+use crate::tier::SsdTier;
 
 const GIB: u64 = 1 << 30;
 
@@ -35,6 +36,13 @@ pub struct LocalServiceConfig {
     pub data_addr: Option<std::net::SocketAddr>,
     /// Where to serve `/health` and `/metrics` (off if unset).
     pub http_addr: Option<std::net::SocketAddr>,
+    /// Directory of the SSD tier (none if unset): objects are written there in the
+    /// background, eviction from DRAM keeps them there, and they survive a restart.
+    #[serde(alias = "ssdDir")]
+    pub ssd_dir: Option<std::path::PathBuf>,
+    /// Bytes of the SSD tier.
+    #[serde(alias = "localSSDSize")]
+    pub ssd_size: u64,
 }
 
 impl Default for LocalServiceConfig {
@@ -47,6 +55,8 @@ impl Default for LocalServiceConfig {
             shm_socket: None,
             data_addr: None,
             http_addr: None,
+            ssd_dir: None,
+            ssd_size: 16 * GIB,
         }
     }
 }
@@ -56,6 +66,7 @@ impl Default for LocalServiceConfig {
 pub struct LocalService {
     config: LocalServiceConfig,
     segments: Vec<Arc<ShmSegment>>,
+    tier: Option<Arc<SsdTier>>,
     ids: Option<(LocalServiceId, Vec<SegmentId>)>,
 }
 
@@ -66,18 +77,29 @@ impl LocalService {
             return Err(Error::invalid("localDRAMSize is 0"));
         }
         let dram = Arc::new(ShmSegment::create("memcache-dram", config.dram_size)?);
+        let tier = match &config.ssd_dir {
+            Some(dir) => Some(Arc::new(SsdTier::open(dir, config.ssd_size)?)),
+            None => None,
+        };
         Ok(LocalService {
             config: config.clone(),
             segments: vec![dram],
+            tier,
             ids: None,
         })
+    }
+
+    /// The SSD tier, when the service has one.
+    pub fn tier(&self) -> Option<&Arc<SsdTier>> {
+        self.tier.as_ref()
     }
 
     pub fn config(&self) -> &LocalServiceConfig {
         &self.config
     }
 
-    /// What to register with the meta service, one spec per segment.
+    /// What to register with the meta service, one spec per segment: the memory
+    /// segments, then the SSD tier's.
     pub fn segment_specs(&self) -> Vec<SegmentSpec> {
         self.segments
             .iter()
@@ -86,10 +108,11 @@ impl LocalService {
                 capacity: s.len(),
                 base: s.base(),
             })
+            .chain(self.tier.iter().map(|t| t.spec()))
             .collect()
     }
 
-    /// Records the ids the meta service assigned.
+    /// Records the ids the meta service assigned to the memory segments.
     pub fn bind(&mut self, service: LocalServiceId, segment_ids: Vec<SegmentId>) -> Result<()> {
         if segment_ids.len() != self.segments.len() {
             return Err(Error::UnmatchedRetcode);

@@ -1,24 +1,30 @@
-//! The SSD tier's store: objects kept in an append-only data file in a directory, so
+//! The SSD tier's store: records kept in an append-only data file in a directory, so
 //! they survive a restart of their local service. Each record is checksummed; on open
 //! the file is scanned, and a torn or corrupt record is skipped and counted, never
-//! served. Removals are records too, so the last word on a key wins.
+//! served. Records are addressed by an id the store gives them (an SSD blob's offset
+//! in the pool); erasing one appends a tombstone. When most of the file is dead, it is
+//! rewritten with the live records only.
 //!
-//! Record: magic (u32) · kind (u8) · key length (u8) · value length (u32) · CRC32 of
-//! everything after the CRC (u32) · key · value. All little-endian.
+//! Record: magic (u32) · kind (u8) · key length (u8) · value length (u32) · id (u64) ·
+//! expiry in Unix ms, 0 for none (u64) · CRC32 of everything after the magic and
+//! before the CRC, then of key and value (u32) · key · value. All little-endian.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
 use memcache_core::Key;
 
 const MAGIC: u32 = 0x4D4D_5353; // "MMSS"
-const HEAD: usize = 14;
+const HEAD: usize = 30;
 const PUT: u8 = 1;
-const REMOVE: u8 = 2;
+const ERASE: u8 = 2;
 const FILE_NAME: &str = "objects.log";
+/// Rewrite the file once dead bytes pass this and outweigh the live ones.
+const COMPACT_ABOVE: u64 = 64 << 20;
 
 /// What opening a directory found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -31,12 +37,36 @@ pub struct Recovery {
     pub torn_tail: u64,
 }
 
+/// One live record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub id: u64,
+    pub key: Key,
+    pub len: u64,
+    pub expires_ms: Option<u64>,
+    /// Where the record starts in the file.
+    at: u64,
+}
+
+/// A record to append.
+pub struct NewRecord<'a> {
+    pub key: &'a Key,
+    pub expires_ms: Option<u64>,
+    pub value: &'a [u8],
+}
+
+struct Inner {
+    file: File,
+    index: HashMap<u64, Entry>,
+    end: u64,
+    next_id: u64,
+    live_bytes: u64,
+}
+
+/// Safe to share: reads go on beside writes; writes take turns.
 pub struct SsdStore {
     path: PathBuf,
-    file: File,
-    /// Where each object's value lies in the file.
-    index: HashMap<Key, (u64, u32)>,
-    end: u64,
+    inner: Mutex<Inner>,
 }
 
 fn crc(parts: &[&[u8]]) -> u32 {
@@ -47,14 +77,58 @@ fn crc(parts: &[&[u8]]) -> u32 {
     h.finalize()
 }
 
-fn header(kind: u8, key: &[u8], value_len: u32, sum: u32) -> [u8; HEAD] {
-    let mut h = [0u8; HEAD];
-    h[0..4].copy_from_slice(&MAGIC.to_le_bytes());
-    h[4] = kind;
-    h[5] = key.len() as u8;
-    h[6..10].copy_from_slice(&value_len.to_le_bytes());
-    h[10..14].copy_from_slice(&sum.to_le_bytes());
-    h
+fn encode(kind: u8, id: u64, key: &[u8], expires_ms: Option<u64>, value: &[u8], out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&MAGIC.to_le_bytes());
+    out.push(kind);
+    out.push(key.len() as u8);
+    out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    out.extend_from_slice(&id.to_le_bytes());
+    out.extend_from_slice(&expires_ms.unwrap_or(0).to_le_bytes());
+    let sum = crc(&[&out[start + 4..start + 26], key, value]);
+    out.extend_from_slice(&sum.to_le_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(value);
+}
+
+fn record_len(key_len: usize, value_len: u64) -> u64 {
+    (HEAD + key_len) as u64 + value_len
+}
+
+/// A whole record whose header is readable at the start of `buf`: kind, id, key,
+/// expiry, value, and whether its checksum holds.
+struct Parsed<'a> {
+    kind: u8,
+    id: u64,
+    key: &'a [u8],
+    expires_ms: Option<u64>,
+    value: &'a [u8],
+    intact: bool,
+}
+
+fn parse(buf: &[u8]) -> Option<Parsed<'_>> {
+    if buf.len() < HEAD || buf[0..4] != MAGIC.to_le_bytes() {
+        return None;
+    }
+    let kind = buf[4];
+    let key_len = buf[5] as usize;
+    let value_len = u32::from_le_bytes(buf[6..10].try_into().ok()?) as usize;
+    let id = u64::from_le_bytes(buf[10..18].try_into().ok()?);
+    let expires = u64::from_le_bytes(buf[18..26].try_into().ok()?);
+    let sum = u32::from_le_bytes(buf[26..30].try_into().ok()?);
+    let total = HEAD + key_len + value_len;
+    if buf.len() < total || !(kind == PUT || kind == ERASE) || key_len == 0 {
+        return None;
+    }
+    let (key, value) = buf[HEAD..total].split_at(key_len);
+    Some(Parsed {
+        kind,
+        id,
+        key,
+        expires_ms: (expires != 0).then_some(expires),
+        value,
+        intact: crc(&[&buf[4..26], key, value]) == sum,
+    })
 }
 
 impl SsdStore {
@@ -62,25 +136,41 @@ impl SsdStore {
     pub fn open(dir: &Path) -> std::io::Result<(SsdStore, Recovery)> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(FILE_NAME);
-        let file = OpenOptions::new()
+        let mut file = OpenOptions::new()
             .read(true)
-            .append(true)
+            .write(true)
             .create(true)
+            .truncate(false)
             .open(&path)?;
-        let (index, end, recovery) = scan(&file)?;
-        if end < file.metadata()?.len() {
+        let mut data = Vec::new();
+        file.read_to_end(&mut data)?;
+        let scanned = scan(&data);
+        if scanned.end < data.len() as u64 {
             // Drop the torn tail, so new records follow the last whole one.
-            file.set_len(end)?;
+            file.set_len(scanned.end)?;
+            file.sync_all()?;
         }
-        Ok((
-            SsdStore {
-                path,
+        let live_bytes = scanned
+            .index
+            .values()
+            .map(|e| record_len(e.key.as_bytes().len(), e.len))
+            .sum();
+        let recovery = scanned.recovery;
+        let store = SsdStore {
+            path,
+            inner: Mutex::new(Inner {
                 file,
-                index,
-                end,
-            },
-            recovery,
-        ))
+                index: scanned.index,
+                end: scanned.end,
+                next_id: scanned.max_id + 1,
+                live_bytes,
+            }),
+        };
+        Ok((store, recovery))
+    }
+
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn path(&self) -> &Path {
@@ -88,165 +178,225 @@ impl SsdStore {
     }
 
     pub fn len(&self) -> usize {
-        self.index.len()
+        self.inner().index.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.len() == 0
     }
 
-    pub fn keys(&self) -> impl Iterator<Item = &Key> {
-        self.index.keys()
+    /// Every live record, newest first.
+    pub fn entries(&self) -> Vec<Entry> {
+        let mut all: Vec<Entry> = self.inner().index.values().cloned().collect();
+        all.sort_unstable_by_key(|e| std::cmp::Reverse(e.id));
+        all
     }
 
-    /// Stores `value` under `key` (replacing what was there) and syncs it to disk.
-    pub fn put(&mut self, key: &Key, value: &[u8]) -> std::io::Result<()> {
-        let len = u32::try_from(value.len())
-            .map_err(|_| std::io::Error::other("an SSD record holds at most 4 GiB"))?;
-        let sum = crc(&[
-            &[PUT, key.as_bytes().len() as u8],
-            &len.to_le_bytes(),
-            key.as_bytes(),
-            value,
-        ]);
-        let head = header(PUT, key.as_bytes(), len, sum);
-        self.append(&[&head, key.as_bytes(), value])?;
-        let at = self.end - value.len() as u64;
-        self.index.insert(key.clone(), (at, len));
-        Ok(())
+    /// Appends the records and syncs them to disk, all at once; their ids, in order.
+    pub fn append(&self, records: &[NewRecord<'_>]) -> std::io::Result<Vec<u64>> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut inner = self.inner();
+        let mut buf = Vec::new();
+        let mut entries = Vec::with_capacity(records.len());
+        for r in records {
+            let len = r.value.len() as u64;
+            if len > u32::MAX as u64 {
+                return Err(std::io::Error::other("an SSD record holds at most 4 GiB"));
+            }
+            let id = inner.next_id;
+            inner.next_id += 1;
+            let at = inner.end + buf.len() as u64;
+            encode(PUT, id, r.key.as_bytes(), r.expires_ms, r.value, &mut buf);
+            entries.push(Entry {
+                id,
+                key: r.key.clone(),
+                len,
+                expires_ms: r.expires_ms,
+                at,
+            });
+        }
+        let end = inner.end;
+        inner.file.write_all_at(&buf, end)?;
+        inner.file.sync_data()?;
+        inner.end += buf.len() as u64;
+        inner.live_bytes += buf.len() as u64;
+        let ids = entries.iter().map(|e| e.id).collect();
+        for e in entries {
+            inner.index.insert(e.id, e);
+        }
+        Ok(ids)
     }
 
-    /// The value under `key`, checked against its record's checksum.
-    pub fn get(&self, key: &Key) -> std::io::Result<Option<Vec<u8>>> {
-        let Some(&(at, len)) = self.index.get(key) else {
-            return Ok(None);
+    /// The value of record `id`, checked against its checksum and its expected key
+    /// and length; `None` if there is no such record.
+    pub fn get(&self, id: u64) -> std::io::Result<Option<Vec<u8>>> {
+        let (entry, file) = {
+            let inner = self.inner();
+            let Some(e) = inner.index.get(&id) else {
+                return Ok(None);
+            };
+            (e.clone(), inner.file.try_clone()?)
         };
-        let start = at - (HEAD + key.as_bytes().len()) as u64;
-        let mut record = vec![0u8; HEAD + key.as_bytes().len() + len as usize];
-        self.file.read_exact_at(&mut record, start)?;
+        let mut record = vec![0u8; record_len(entry.key.as_bytes().len(), entry.len) as usize];
+        file.read_exact_at(&mut record, entry.at)?;
         match parse(&record) {
-            Some((PUT, k, v)) if k == key.as_bytes() => Ok(Some(v.to_vec())),
+            Some(p) if p.intact && p.kind == PUT && p.id == id && p.key == entry.key.as_bytes() => {
+                let head = HEAD + p.key.len();
+                record.drain(..head);
+                Ok(Some(record))
+            }
             _ => Err(std::io::Error::other(format!(
-                "the SSD record of {key} is damaged"
+                "the SSD record {id} of {} is damaged",
+                entry.key
             ))),
         }
     }
 
-    /// Forgets `key`; whether it was there.
-    pub fn remove(&mut self, key: &Key) -> std::io::Result<bool> {
-        if !self.index.contains_key(key) {
-            return Ok(false);
-        }
-        let sum = crc(&[
-            &[REMOVE, key.as_bytes().len() as u8],
-            &0u32.to_le_bytes(),
-            key.as_bytes(),
-        ]);
-        let head = header(REMOVE, key.as_bytes(), 0, sum);
-        self.append(&[&head, key.as_bytes()])?;
-        self.index.remove(key);
-        Ok(true)
-    }
-
-    fn append(&mut self, parts: &[&[u8]]) -> std::io::Result<()> {
-        let record: Vec<u8> = parts.concat();
-        self.file.write_all(&record)?;
-        self.file.sync_data()?;
-        self.end += record.len() as u64;
-        Ok(())
-    }
-}
-
-/// A whole, intact record at the start of `buf`: its kind, key and value.
-fn parse(buf: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    if buf.len() < HEAD || buf[0..4] != MAGIC.to_le_bytes() {
-        return None;
-    }
-    let kind = buf[4];
-    let key_len = buf[5] as usize;
-    let value_len = u32::from_le_bytes(buf[6..10].try_into().ok()?) as usize;
-    let sum = u32::from_le_bytes(buf[10..14].try_into().ok()?);
-    let total = HEAD + key_len + value_len;
-    if buf.len() < total || !(kind == PUT || kind == REMOVE) || key_len == 0 {
-        return None;
-    }
-    let (key, value) = buf[HEAD..total].split_at(key_len);
-    let ok = crc(&[&buf[4..6], &buf[6..10], key, value]) == sum;
-    ok.then_some((kind, key, value))
-}
-
-/// A record at `at` whose header looks whole and whose end meets the next record (or
-/// the end of the data): its key and length, even if its checksum fails.
-fn framed(data: &[u8], at: usize) -> Option<(&[u8], usize)> {
-    let buf = &data[at..];
-    if buf.len() < HEAD || buf[0..4] != MAGIC.to_le_bytes() || !matches!(buf[4], PUT | REMOVE) {
-        return None;
-    }
-    let key_len = buf[5] as usize;
-    let value_len = u32::from_le_bytes(buf[6..10].try_into().ok()?) as usize;
-    let total = HEAD + key_len + value_len;
-    let rest = buf.get(total..)?;
-    let meets = rest.is_empty() || rest.starts_with(&MAGIC.to_le_bytes());
-    (key_len > 0 && meets).then(|| (&buf[HEAD..HEAD + key_len], total))
-}
-
-type Scanned = (HashMap<Key, (u64, u32)>, u64, Recovery);
-
-/// Reads every record in order. A record that fails its checks is skipped by looking
-/// for the next magic number after it; bytes after the last whole record are a torn
-/// tail.
-fn scan(file: &File) -> std::io::Result<Scanned> {
-    let mut data = Vec::new();
-    let mut reader = BufReader::new(file);
-    reader.seek(SeekFrom::Start(0))?;
-    reader.read_to_end(&mut data)?;
-    let mut index = HashMap::new();
-    let mut recovery = Recovery::default();
-    let (mut at, mut end) = (0usize, 0usize);
-    while at < data.len() {
-        match parse(&data[at..]) {
-            Some((kind, key, value)) => {
-                let total = HEAD + key.len() + value.len();
-                if let Ok(key) = Key::new(key) {
-                    if kind == PUT {
-                        let value_at = (at + HEAD + key.as_bytes().len()) as u64;
-                        index.insert(key, (value_at, value.len() as u32));
-                    } else {
-                        index.remove(&key);
-                    }
-                }
-                at += total;
-                end = at;
+    /// Erases records (unknown ids are ignored) and syncs; how many there were.
+    pub fn erase(&self, ids: &[u64]) -> std::io::Result<usize> {
+        let mut inner = self.inner();
+        let mut buf = Vec::new();
+        let mut gone = Vec::new();
+        for id in ids {
+            if gone.contains(id) {
+                continue;
             }
-            None => {
-                if let Some((key, total)) = framed(&data, at) {
-                    // The frame holds but the checksum does not: the object's newest
-                    // version is lost, so no older one may stand in for it.
+            if let Some(e) = inner.index.get(id) {
+                encode(ERASE, *id, e.key.as_bytes(), None, &[], &mut buf);
+                gone.push(*id);
+            }
+        }
+        if gone.is_empty() {
+            return Ok(0);
+        }
+        let end = inner.end;
+        inner.file.write_all_at(&buf, end)?;
+        inner.file.sync_data()?;
+        inner.end += buf.len() as u64;
+        for id in &gone {
+            if let Some(e) = inner.index.remove(id) {
+                inner.live_bytes -= record_len(e.key.as_bytes().len(), e.len);
+            }
+        }
+        let dead = inner.end - inner.live_bytes;
+        if dead > COMPACT_ABOVE && dead > inner.live_bytes {
+            compact(&self.path, &mut inner)?;
+        }
+        Ok(gone.len())
+    }
+}
+
+/// Rewrites the file with the live records only (into a new file, synced, then renamed
+/// over the old one, so a crash leaves one or the other).
+fn compact(path: &Path, inner: &mut Inner) -> std::io::Result<()> {
+    let tmp = path.with_extension("compacting");
+    let out = File::create(&tmp)?;
+    let mut ids: Vec<u64> = inner.index.keys().copied().collect();
+    ids.sort_unstable();
+    let mut at = 0u64;
+    let mut moved = Vec::with_capacity(ids.len());
+    for id in ids {
+        let e = &inner.index[&id];
+        let mut record = vec![0u8; record_len(e.key.as_bytes().len(), e.len) as usize];
+        inner.file.read_exact_at(&mut record, e.at)?;
+        out.write_all_at(&record, at)?;
+        moved.push((id, at));
+        at += record.len() as u64;
+    }
+    out.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    for (id, new_at) in moved {
+        if let Some(e) = inner.index.get_mut(&id) {
+            e.at = new_at;
+        }
+    }
+    inner.file = OpenOptions::new().read(true).write(true).open(path)?;
+    inner.end = at;
+    inner.live_bytes = at;
+    Ok(())
+}
+
+struct Scanned {
+    index: HashMap<u64, Entry>,
+    end: u64,
+    max_id: u64,
+    recovery: Recovery,
+}
+
+/// Reads every record in order. A record whose frame holds but whose checksum fails
+/// is skipped and counted; so is anything else up to the next magic number. Bytes
+/// after the last whole record are a torn tail. A damaged record (unless erased
+/// later) hides its key's older records: their object was replaced, so they are stale.
+/// Several live records of one key are all kept: the pool takes the newest it can.
+fn scan(data: &[u8]) -> Scanned {
+    let mut index: HashMap<u64, Entry> = HashMap::new();
+    let mut damaged: Vec<(Key, u64)> = Vec::new();
+    let mut erased: std::collections::HashSet<u64> = Default::default();
+    let mut recovery = Recovery::default();
+    let (mut at, mut end, mut max_id) = (0usize, 0usize, 0u64);
+    while at < data.len() {
+        let framed = parse(&data[at..]).filter(|p| {
+            let rest = &data[at + HEAD + p.key.len() + p.value.len()..];
+            p.intact || rest.is_empty() || rest.starts_with(&MAGIC.to_le_bytes())
+        });
+        let Some(p) = framed else {
+            let next = data[at + 1..]
+                .windows(4)
+                .position(|w| w == MAGIC.to_le_bytes())
+                .map(|n| at + 1 + n);
+            match next {
+                Some(n) => {
                     recovery.damaged += 1;
-                    if let Ok(key) = Key::new(key) {
-                        index.remove(&key);
-                    }
-                    at += total;
-                    end = at;
+                    at = n;
                     continue;
                 }
-                let next = data[at + 1..]
-                    .windows(4)
-                    .position(|w| w == MAGIC.to_le_bytes())
-                    .map(|p| at + 1 + p);
-                match next {
-                    Some(n) => {
-                        recovery.damaged += 1;
-                        at = n;
-                    }
-                    None => break,
-                }
+                None => break,
+            }
+        };
+        let total = HEAD + p.key.len() + p.value.len();
+        let key = Key::new(p.key).ok();
+        if !p.intact {
+            recovery.damaged += 1;
+            if let Some(key) = key {
+                damaged.push((key, p.id));
+            }
+        } else if let Some(key) = key {
+            max_id = max_id.max(p.id);
+            if p.kind == PUT {
+                index.insert(
+                    p.id,
+                    Entry {
+                        id: p.id,
+                        key,
+                        len: p.value.len() as u64,
+                        expires_ms: p.expires_ms,
+                        at: at as u64,
+                    },
+                );
+            } else {
+                index.remove(&p.id);
+                erased.insert(p.id);
             }
         }
+        at += total;
+        end = at;
+    }
+    for (key, id) in damaged.iter().filter(|(_, id)| !erased.contains(id)) {
+        index.retain(|_, e| e.key != *key || e.id > *id);
     }
     recovery.torn_tail = (data.len() - end) as u64;
     recovery.objects = index.len();
-    Ok((index, end as u64, recovery))
+    Scanned {
+        index,
+        end: end as u64,
+        max_id,
+        recovery,
+    }
 }
 
 #[cfg(test)]
@@ -267,26 +417,56 @@ mod tests {
         (0..100 + i * 7).map(|j| (i * 31 + j) as u8).collect()
     }
 
+    fn put(s: &SsdStore, k: &Key, v: &[u8]) -> u64 {
+        let r = NewRecord {
+            key: k,
+            expires_ms: None,
+            value: v,
+        };
+        s.append(&[r]).unwrap()[0]
+    }
+
+    /// The value each key's newest live record holds.
+    fn by_key(s: &SsdStore) -> HashMap<Key, Vec<u8>> {
+        s.entries()
+            .into_iter()
+            .map(|e| (e.key.clone(), s.get(e.id).unwrap().unwrap()))
+            .collect()
+    }
+
     #[test]
-    fn objects_survive_a_reopen_and_the_last_word_wins() {
+    fn records_survive_a_reopen_and_erased_ones_stay_gone() {
         let d = dir("reopen");
-        {
-            let (mut s, r) = SsdStore::open(&d).unwrap();
+        let (ids, replaced) = {
+            let (s, r) = SsdStore::open(&d).unwrap();
             assert_eq!(r, Recovery::default());
-            for i in 0..50 {
-                s.put(&key(i), &value(i)).unwrap();
-            }
-            s.put(&key(3), b"replaced").unwrap();
-            assert!(s.remove(&key(4)).unwrap());
-            assert!(!s.remove(&key(4)).unwrap());
-        }
+            let keys: Vec<Key> = (0..50).map(key).collect();
+            let values: Vec<Vec<u8>> = (0..50).map(value).collect();
+            let batch: Vec<NewRecord> = (0..50)
+                .map(|i| NewRecord {
+                    key: &keys[i],
+                    expires_ms: (i == 7).then_some(123_456),
+                    value: &values[i],
+                })
+                .collect();
+            let ids = s.append(&batch).unwrap();
+            let replaced = put(&s, &key(3), b"replaced");
+            assert_eq!(s.erase(&[ids[4], ids[4], 999_999]).unwrap(), 1);
+            (ids, replaced)
+        };
         let (s, r) = SsdStore::open(&d).unwrap();
-        assert_eq!((r.objects, r.damaged, r.torn_tail), (49, 0, 0));
-        assert_eq!(s.get(&key(3)).unwrap().unwrap(), b"replaced");
-        assert_eq!(s.get(&key(4)).unwrap(), None);
-        for i in (0..50).filter(|i| ![3, 4].contains(i)) {
-            assert_eq!(s.get(&key(i)).unwrap().unwrap(), value(i));
+        // Key 3 has two live records (the pool takes the newer); 4 was erased.
+        assert_eq!((r.objects, r.damaged, r.torn_tail), (50, 0, 0));
+        assert_eq!(s.get(replaced).unwrap().unwrap(), b"replaced");
+        assert_eq!(s.get(ids[4]).unwrap(), None);
+        let e7 = s.entries().into_iter().find(|e| e.id == ids[7]).unwrap();
+        assert_eq!(e7.expires_ms, Some(123_456));
+        assert_eq!(s.entries()[0].id, replaced, "newest first");
+        for i in (0..50).filter(|i| *i != 4) {
+            assert_eq!(s.get(ids[i]).unwrap().unwrap(), value(i));
         }
+        // Ids never repeat across a reopen.
+        assert!(put(&s, &key(60), b"new") > replaced);
         std::fs::remove_dir_all(&d).unwrap();
     }
 
@@ -294,10 +474,10 @@ mod tests {
     fn damaged_records_are_skipped_and_counted_and_a_torn_tail_is_cut() {
         let d = dir("damage");
         {
-            let (mut s, _) = SsdStore::open(&d).unwrap();
-            s.put(&key(12), b"first version of 12").unwrap();
+            let (s, _) = SsdStore::open(&d).unwrap();
+            put(&s, &key(12), b"first version of 12");
             for i in 0..20 {
-                s.put(&key(i), &value(i)).unwrap();
+                put(&s, &key(i), &value(i));
             }
         }
         let path = d.join(FILE_NAME);
@@ -314,28 +494,66 @@ mod tests {
             bytes[at + k.as_bytes().len() + 10] ^= 0xFF;
         }
         // And a write cut short at the end.
-        bytes.extend_from_slice(&header(PUT, b"obj/x", 1000, 0));
-        bytes.extend_from_slice(b"obj/x partial");
+        let mut torn = Vec::new();
+        encode(PUT, 77, b"obj/x", None, &[7u8; 1000], &mut torn);
+        bytes.extend_from_slice(&torn[..HEAD + 20]);
         std::fs::write(&path, &bytes).unwrap();
 
-        let (mut s, r) = SsdStore::open(&d).unwrap();
+        let (s, r) = SsdStore::open(&d).unwrap();
         assert_eq!(r.objects, 18);
         assert_eq!(r.damaged, 2);
         assert!(r.torn_tail > 0);
+        let found = by_key(&s);
         for i in 0..20 {
-            let got = s.get(&key(i)).unwrap();
             if i == 5 || i == 12 {
-                assert_eq!(got, None, "a damaged record is never served");
+                assert!(
+                    !found.contains_key(&key(i)),
+                    "a damaged record is never served"
+                );
             } else {
-                assert_eq!(got, Some(value(i)), "object {i}");
+                assert_eq!(found[&key(i)], value(i), "object {i}");
             }
         }
         // New records follow the last whole one and survive another reopen.
-        s.put(&key(99), b"after").unwrap();
+        let after = put(&s, &key(99), b"after");
         drop(s);
         let (s, r) = SsdStore::open(&d).unwrap();
         assert_eq!((r.objects, r.torn_tail), (19, 0));
-        assert_eq!(s.get(&key(99)).unwrap().unwrap(), b"after");
+        assert_eq!(s.get(after).unwrap().unwrap(), b"after");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_record_damaged_after_opening_is_an_error_not_bytes() {
+        let d = dir("late-damage");
+        let (s, _) = SsdStore::open(&d).unwrap();
+        let id = put(&s, &key(1), &value(1));
+        let path = d.join(FILE_NAME);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(s.get(id).is_err());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_mostly_dead_file_is_compacted_and_keeps_its_records() {
+        let d = dir("compact");
+        let (s, _) = SsdStore::open(&d).unwrap();
+        let big = vec![0xABu8; 1 << 20];
+        let keep = put(&s, &key(0), b"kept");
+        let dead: Vec<u64> = (1..80).map(|i| put(&s, &key(i), &big)).collect();
+        s.erase(&dead).unwrap();
+        let size = std::fs::metadata(d.join(FILE_NAME)).unwrap().len();
+        assert!(size < 1 << 20, "compacted to {size} bytes");
+        assert_eq!(s.get(keep).unwrap().unwrap(), b"kept");
+        let later = put(&s, &key(200), b"later");
+        drop(s);
+        let (s, r) = SsdStore::open(&d).unwrap();
+        assert_eq!((r.objects, r.damaged), (2, 0));
+        assert_eq!(s.get(keep).unwrap().unwrap(), b"kept");
+        assert_eq!(s.get(later).unwrap().unwrap(), b"later");
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -19,6 +19,7 @@ use memcache_proto::{blob_tag, TagKey};
 
 use crate::metrics::LocalMetrics;
 use crate::segment::{find_segment, SegmentTable};
+use crate::tier::SsdTier;
 
 /// The key capabilities are checked with; replaced when the service registers again.
 pub type SharedKey = Arc<RwLock<TagKey>>;
@@ -51,35 +52,49 @@ fn word(b: &[u8]) -> u64 {
     u64::from_le_bytes(b.try_into().expect("8 bytes"))
 }
 
+/// What one local service serves: its memory segments, its SSD tier (read only),
+/// and the key its capabilities are checked with.
+#[derive(Clone)]
+pub struct Served {
+    pub segments: SegmentTable,
+    pub tier: Option<Arc<SsdTier>>,
+    pub key: SharedKey,
+    pub metrics: Arc<LocalMetrics>,
+}
+
 /// Serves the segments of one local service until the listener's task is dropped.
 /// Every request must carry the capability the meta service issued for exactly that
 /// range with `key`, so no client reaches past the blobs it was given.
-pub async fn serve(
-    listener: TcpListener,
-    segments: SegmentTable,
-    key: SharedKey,
-    metrics: Arc<LocalMetrics>,
-) {
+pub async fn serve(listener: TcpListener, served: Served) {
     loop {
         let Ok((conn, peer)) = listener.accept().await else {
             continue;
         };
         let _ = conn.set_nodelay(true);
-        let (segments, key, metrics) = (segments.clone(), key.clone(), metrics.clone());
+        let served = served.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_conn(conn, &segments, &key, &metrics).await {
+            if let Err(e) = serve_conn(conn, &served).await {
                 tracing::debug!(%peer, error = %e, "data connection closed");
             }
         });
     }
 }
 
-async fn serve_conn(
-    mut conn: TcpStream,
-    segments: &SegmentTable,
-    key: &SharedKey,
-    metrics: &LocalMetrics,
-) -> std::io::Result<()> {
+/// Reads an SSD blob (its offset is the record id) off the tier, checksum checked.
+async fn read_ssd(tier: &Arc<SsdTier>, record: u64, len: u64) -> Result<Vec<u8>> {
+    let tier = tier.clone();
+    tokio::task::spawn_blocking(move || tier.read(record, len))
+        .await
+        .map_err(|e| Error::Failed(format!("SSD read: {e}")))?
+}
+
+async fn serve_conn(mut conn: TcpStream, served: &Served) -> std::io::Result<()> {
+    let Served {
+        segments,
+        tier,
+        key,
+        metrics,
+    } = served;
     let count = |op: &str, ok: bool| {
         let result = if ok { "ok" } else { "refused" };
         metrics.tcp_requests.with_label_values(&[op, result]).inc();
@@ -101,6 +116,33 @@ async fn serve_conn(
             let key = key.read().unwrap_or_else(|e| e.into_inner());
             blob_tag(&key, segment, offset, len, op == OP_WRITE) == tag
         };
+        let on_ssd = tier
+            .as_ref()
+            .filter(|t| t.segment() == segment && segment != 0);
+        if let (Some(tier), true) = (on_ssd, op == OP_READ) {
+            let read = match granted {
+                true => read_ssd(tier, offset, len).await,
+                false => Err(Error::invalid("no capability for this range")),
+            };
+            match read {
+                Ok(bytes) => {
+                    conn.write_all(&answer(0, len)).await?;
+                    conn.write_all(&bytes).await?;
+                    metrics.tcp_bytes.with_label_values(&["out"]).inc_by(len);
+                    metrics.ssd_reads.inc();
+                    count("read", true);
+                }
+                Err(e) => {
+                    if matches!(e, Error::Failed(_)) {
+                        metrics.ssd_damaged.inc();
+                        tracing::warn!(record = offset, error = %e, "refused a damaged SSD record");
+                    }
+                    count("read", false);
+                    conn.write_all(&answer(e.code(), 0)).await?
+                }
+            }
+            continue;
+        }
         let seg = match find_segment(segments, segment) {
             _ if !granted => Err(Error::invalid("no capability for this range")),
             Some(s) => Ok(s),

@@ -17,10 +17,10 @@ use memcache_core::{
     Clock, Error, Key, KeyInfo, LocalServiceId, Result, SegmentId, MAX_BATCH_OP_COUNT,
 };
 use memcache_meta::{
-    AllocRequest, Allocation, Applied, Command, Leader, LeaseId, Located, Plan, PutId, SegmentSpec,
+    AllocRequest, Allocation, Applied, Command, Joining, Leader, LeaseId, Located, Plan, PutId,
     StateMachine,
 };
-use memcache_proto::{Redirect, RoleInfo};
+use memcache_proto::{Redirect, RoleInfo, SsdAnswer, SsdReport};
 use memcache_raft::{NodeId, RaftStore, Response, TypeConfig};
 
 /// Longest wait for a command to be applied; past it the answer is "unknown", since it
@@ -283,26 +283,58 @@ impl Group {
 
     // ---- local services ----
 
+    /// Adds a local service; its segment ids, and which recovered objects were taken.
     pub async fn register(
         self: &Arc<Self>,
-        requested: Option<LocalServiceId>,
-        device_id: u32,
-        segments: Vec<SegmentSpec>,
+        joining: Joining,
         attachment: Vec<u8>,
-    ) -> Result<(LocalServiceId, Vec<SegmentId>)> {
+    ) -> Result<(LocalServiceId, Vec<SegmentId>, Vec<bool>)> {
         let _one = self.allocs.turn.lock().await;
         // Applying takes the larger of this and the next unused id.
         let first = self.segment_base;
-        let cmd = self.decide(|leader, sm| {
-            leader.plan_register(sm, requested, device_id, segments, first, attachment)
-        })?;
+        let now = self.clock.now_ms();
+        let cmd =
+            self.decide(|leader, sm| leader.plan_register(sm, joining, first, attachment, now))?;
         let Command::RegisterService { service, .. } = cmd else {
             unreachable!("plan_register plans a registration")
         };
         match self.propose(cmd).await? {
-            Applied::Registered(r) => r.map(|ids| (service, ids)),
+            Applied::Registered(r) => r.map(|(ids, taken)| (service, ids, taken)),
             other => Err(Error::Failed(format!("registration gave {other:?}"))),
         }
+    }
+
+    /// One round of the SSD tier of `service`: records what it stored and erased,
+    /// checks the objects it copied, and hands out its next work.
+    pub async fn ssd_sync(
+        self: &Arc<Self>,
+        service: LocalServiceId,
+        report: SsdReport,
+    ) -> Result<SsdAnswer> {
+        let limit = MAX_BATCH_OP_COUNT.min(report.want as usize);
+        if report.stored.len() > MAX_BATCH_OP_COUNT || report.copied.len() > MAX_BATCH_OP_COUNT {
+            return Err(Error::invalid("an SSD report above the batch limit"));
+        }
+        let stored = {
+            // Decided in turn with allocations: it evicts from the same segments' view.
+            let _one = self.allocs.turn.lock().await;
+            let now = self.clock.now_ms();
+            let plan = self.decide(|leader, sm| {
+                leader.plan_stored(sm, service, report.stored, report.trash_done, now)
+            });
+            self.run(plan).await
+        };
+        let (current, work) = self.read(|leader, sm, now| {
+            (
+                leader.still_current(sm, &report.copied, now),
+                leader.ssd_work(sm, service, limit, report.max_bytes),
+            )
+        });
+        Ok(SsdAnswer {
+            stored,
+            current,
+            work,
+        })
     }
 
     pub async fn remove_service(&self, service: LocalServiceId) -> Result<usize> {

@@ -15,10 +15,10 @@ use openraft::raft::{
 use tarpc::context::Context;
 
 use memcache_core::{Error, Key, KeyInfo, LocalServiceId, Medium, ReplicateConfig, Result};
-use memcache_meta::{AllocRequest, Allocation, LeaseId, Located, PutId};
+use memcache_meta::{AllocRequest, Allocation, Joining, LeaseId, Located, PutId};
 use memcache_proto::{
     DataEndpoint, MetaRpc, MetaStats, Registered, Registration, Reply, RoleInfo, SegmentView,
-    TagKey, TraceRow,
+    SsdAnswer, SsdReport, TagKey, TraceRow,
 };
 use memcache_raft::{NodeId, TypeConfig};
 
@@ -143,10 +143,13 @@ impl MetaRpc for Server {
                 key,
             })
             .map_err(|e| Error::Failed(format!("encoding a registration: {e}")))?;
-            let (id, segments) = s
-                .group
-                .register(reg.requested, reg.device_id, reg.segments, attachment)
-                .await?;
+            let joining = Joining {
+                requested: reg.requested,
+                device_id: reg.device_id,
+                segments: reg.segments,
+                recovered: reg.recovered,
+            };
+            let (id, segments, recovered) = s.group.register(joining, attachment).await?;
             let live = Live {
                 endpoint: reg.endpoint,
                 last_beat: Instant::now(),
@@ -154,7 +157,27 @@ impl MetaRpc for Server {
             };
             s.live().insert(id, live);
             tracing::info!(service = id, ?segments, "local service joined");
-            Ok(Registered { id, segments, key })
+            Ok(Registered {
+                id,
+                segments,
+                key,
+                recovered,
+            })
+        })
+        .await)
+    }
+
+    async fn ssd_sync(
+        self,
+        _: Context,
+        service: LocalServiceId,
+        report: SsdReport,
+    ) -> Reply<Result<SsdAnswer>> {
+        self.0.lead().await?;
+        let s = &self.0;
+        // The service's upkeep, like its heartbeat.
+        Ok(s.traced("ssd_sync", Tp::Heartbeat, || {
+            s.group.ssd_sync(service, report)
         })
         .await)
     }

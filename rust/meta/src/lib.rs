@@ -13,9 +13,10 @@ mod store;
 pub use alloc::{pages_for, PageAllocator, Savepoint};
 pub use policy::{EvictionPolicy, PolicyKind};
 pub use state::{
-    AllocItem, Allocation, Applied, Command, Counters, Image, Object, ObjectState, PutId, Segment,
-    SegmentSpec, ServiceInfo, StateMachine,
+    AllocItem, Allocation, Applied, Command, Counters, Image, Object, ObjectState, PutId,
+    Recovered, Segment, SegmentSpec, ServiceInfo, StateMachine,
 };
 pub use store::{
-    AllocRequest, Leader, LeaseId, Located, MetaConfig, MetaStore, Plan, MAX_OBJECT_BYTES,
+    AllocRequest, Joining, Leader, LeaseId, Located, MetaConfig, MetaStore, Plan, SsdWork, ToStore,
+    MAX_OBJECT_BYTES,
 };

@@ -6,15 +6,15 @@
 //! the same state: offsets inside a segment come from the segment's deterministic
 //! allocator. Nothing here performs I/O or reads a clock.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use memcache_core::{Blob, Error, Key, LocalServiceId, Medium, Result, SegmentId};
+use memcache_core::{Blob, Error, Key, LocalServiceId, Medium, Result, SegmentId, PAGE_SIZE};
 
-use crate::alloc::PageAllocator;
+use crate::alloc::{pages_for, PageAllocator};
 use crate::policy::{EvictionPolicy, PolicyKind};
 
 /// Identifies one put attempt, so a late commit cannot complete someone else's object.
@@ -35,6 +35,18 @@ pub struct Segment {
     pub service: LocalServiceId,
     pub spec: SegmentSpec,
     alloc: PageAllocator,
+    /// SSD segments only: bytes their objects take (in whole pages). An SSD blob's
+    /// offset is its owner's record id, not a place the allocator chose.
+    #[serde(default)]
+    ssd_used: u64,
+    /// SSD segments only: records whose objects are gone, `(record id, key)`, oldest
+    /// first, until their owner says it erased them.
+    #[serde(default)]
+    trash: VecDeque<(u64, Key)>,
+    /// Sequence number of the first trash entry (entries are numbered from 0 as they
+    /// are added), so the owner's report of what it erased can be repeated safely.
+    #[serde(default)]
+    trash_base: u64,
 }
 
 impl Segment {
@@ -42,10 +54,18 @@ impl Segment {
         self.alloc.capacity_bytes()
     }
     pub fn used(&self) -> u64 {
-        self.alloc.used_bytes()
+        match self.spec.medium {
+            Medium::Ssd => self.ssd_used,
+            _ => self.alloc.used_bytes(),
+        }
     }
     pub fn free(&self) -> u64 {
-        self.alloc.free_bytes()
+        self.capacity().saturating_sub(self.used())
+    }
+    /// Records of gone objects the owner has not yet erased, oldest first, and the
+    /// sequence number of the first.
+    pub fn trash(&self) -> (u64, impl Iterator<Item = &(u64, Key)>) {
+        (self.trash_base, self.trash.iter())
     }
     pub fn allocator(&self) -> &PageAllocator {
         &self.alloc
@@ -98,6 +118,32 @@ impl Object {
     pub fn expired(&self, now_ms: u64) -> bool {
         self.expires_ms.is_some_and(|t| t <= now_ms)
     }
+
+    /// Has a replica on an SSD segment.
+    pub fn on_ssd(&self) -> bool {
+        self.blobs.iter().any(|b| b.medium == Medium::Ssd)
+    }
+
+    /// Has a replica in memory (DRAM or HBM).
+    pub fn in_memory(&self) -> bool {
+        self.blobs.iter().any(|b| b.medium != Medium::Ssd)
+    }
+
+    /// Eviction from memory keeps it on SSD (demotes it) rather than dropping it.
+    pub fn demotes(&self, now_ms: u64) -> bool {
+        !self.expired(now_ms) && self.on_ssd() && self.in_memory()
+    }
+}
+
+/// An object an SSD segment held when its local service started: registered with the
+/// service, readable at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recovered {
+    pub key: Key,
+    pub size: u64,
+    /// The service's record id (the offset of the object's SSD blob).
+    pub record: u64,
+    pub expires_ms: Option<u64>,
 }
 
 /// One object of an `Alloc` command: the leader chose one segment per replica and the
@@ -116,13 +162,19 @@ pub struct AllocItem {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// Adds a local service and its segments; segment ids are assigned in order, from
-    /// `first_segment` or the next unused id, whichever is larger.
+    /// `first_segment` or the next unused id, whichever is larger. `recovered` objects
+    /// go on its (first) SSD segment, in order, each unless its key is taken, it has
+    /// expired or the segment is full.
     RegisterService {
         service: LocalServiceId,
         device_id: u32,
         segments: Vec<SegmentSpec>,
         first_segment: SegmentId,
         attachment: Vec<u8>,
+        #[serde(default)]
+        now_ms: u64,
+        #[serde(default)]
+        recovered: Vec<Recovered>,
     },
     /// A local service left or was declared dead: its segments and every replica in
     /// them go; objects left with no replica go too.
@@ -150,6 +202,17 @@ pub enum Command {
         now_ms: u64,
         keys: Vec<Key>,
     },
+    /// The owner of SSD segment `segment` wrote these objects there, as records
+    /// `(key, put, record id)`: each one still current gets that SSD replica. First,
+    /// `drop_first` objects (victims the leader chose) lose their SSD replica, and the
+    /// trash entries numbered below `trash_done`, which the owner erased, are forgotten.
+    Stored {
+        now_ms: u64,
+        segment: SegmentId,
+        trash_done: u64,
+        drop_first: Vec<Key>,
+        items: Vec<(Key, PutId, u64)>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,7 +227,8 @@ pub struct Allocation {
 /// What applying a command produced, one result per item where the command has items.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Applied {
-    Registered(Result<Vec<SegmentId>>),
+    /// The segment ids, and for each recovered object whether it was taken.
+    Registered(Result<(Vec<SegmentId>, Vec<bool>)>),
     ServiceRemoved {
         dropped_objects: usize,
     },
@@ -175,6 +239,7 @@ pub enum Applied {
     Committed(Vec<Result<()>>),
     Aborted(Vec<Result<()>>),
     Removed(Vec<Result<()>>),
+    Stored(Vec<Result<()>>),
 }
 
 /// Counters that only move forward, for metrics.
@@ -184,6 +249,12 @@ pub struct Counters {
     pub evicted: u64,
     pub aborted: u64,
     pub removed: u64,
+    /// Evictions from memory that kept the object on SSD.
+    #[serde(default)]
+    pub demoted: u64,
+    /// Objects that got an SSD replica.
+    #[serde(default)]
+    pub stored: u64,
 }
 
 pub struct StateMachine {
@@ -195,9 +266,14 @@ pub struct StateMachine {
     pending: BTreeSet<(u64, PutId, Key)>,
     /// Objects with a TTL by expiry time, for lazy freeing.
     expiring: BTreeSet<(u64, Key)>,
-    /// Committed objects in eviction order. Reads reorder it on the leader only: it is
-    /// advice for choosing victims, never an input of `apply`.
+    /// Committed objects in memory, in eviction order. Reads reorder it on the leader
+    /// only: it is advice for choosing victims, never an input of `apply`.
     policy: Box<dyn EvictionPolicy>,
+    /// Derived from `objects` (rebuilt, never imaged): objects in memory that a local
+    /// service with an SSD segment should store, `(service, commit time, key)`, and
+    /// objects on SSD in eviction (commit) order, `(segment, commit time, key)`.
+    unstored: BTreeSet<(LocalServiceId, u64, Key)>,
+    ssd_order: BTreeSet<(SegmentId, u64, Key)>,
     next_segment: SegmentId,
     next_put: PutId,
     counters: Counters,
@@ -213,6 +289,8 @@ impl StateMachine {
             pending: BTreeSet::new(),
             expiring: BTreeSet::new(),
             policy: policy.build(),
+            unstored: BTreeSet::new(),
+            ssd_order: BTreeSet::new(),
             next_segment: 1,
             next_put: 1,
             counters: Counters::default(),
@@ -246,7 +324,7 @@ impl StateMachine {
         let mut sm = StateMachine::new(image.policy);
         let mut committed: Vec<(u64, Key)> = Vec::new();
         for (k, o) in image.objects {
-            if o.state == ObjectState::Complete {
+            if o.state == ObjectState::Complete && o.in_memory() {
                 committed.push((o.created_ms, k.clone()));
             }
             sm.objects.insert(k, o);
@@ -262,6 +340,7 @@ impl StateMachine {
         sm.next_segment = image.next_segment;
         sm.next_put = image.next_put;
         sm.counters = image.counters;
+        sm.rebuild_tiers();
         sm
     }
 
@@ -281,13 +360,15 @@ impl StateMachine {
                 segments,
                 first_segment,
                 attachment,
-            } => Applied::Registered(self.register(
-                service,
-                device_id,
-                segments,
-                first_segment,
-                attachment,
-            )),
+                now_ms,
+                recovered,
+            } => Applied::Registered(
+                self.register(service, device_id, segments, first_segment, attachment)
+                    .map(|ids| {
+                        let taken = self.recover(service, now_ms, recovered);
+                        (ids, taken)
+                    }),
+            ),
             Command::RemoveService { service } => Applied::ServiceRemoved {
                 dropped_objects: self.remove_service(service),
             },
@@ -301,10 +382,11 @@ impl StateMachine {
                 let mut dropped = 0;
                 let mut results = Vec::with_capacity(items.len());
                 for mut item in items {
-                    dropped += self.drop_committed(&std::mem::take(&mut item.drop_first));
+                    let victims = std::mem::take(&mut item.drop_first);
+                    dropped += self.evict_from_memory(&victims, now_ms);
                     results.push(self.alloc_one(item, now_ms, deadline_ms));
                 }
-                dropped += self.drop_committed(&drop_after);
+                dropped += self.evict_from_memory(&drop_after, now_ms);
                 Applied::Allocated { dropped, results }
             }
             Command::Commit { now_ms, items } => Applied::Committed(
@@ -343,20 +425,230 @@ impl StateMachine {
                     })
                     .collect(),
             ),
+            Command::Stored {
+                now_ms,
+                segment,
+                trash_done,
+                drop_first,
+                items,
+            } => {
+                if let Some(seg) = self.segments.get_mut(&segment) {
+                    while seg.trash_base < trash_done && seg.trash.pop_front().is_some() {
+                        seg.trash_base += 1;
+                    }
+                }
+                for key in &drop_first {
+                    self.drop_from_ssd(key, segment);
+                }
+                Applied::Stored(
+                    items
+                        .into_iter()
+                        .map(|(key, put, record)| self.store_one(key, put, segment, record, now_ms))
+                        .collect(),
+                )
+            }
         }
     }
 
-    /// Drops the listed objects that are committed; returns how many.
-    fn drop_committed(&mut self, keys: &[Key]) -> usize {
+    /// Evicts the listed committed objects from memory: one with an SSD replica stays
+    /// there (demoted), the others go. Returns how many were evicted.
+    fn evict_from_memory(&mut self, keys: &[Key], now_ms: u64) -> usize {
         let mut n = 0;
         for key in keys {
-            if self.objects.get(key).map(|o| o.state) == Some(ObjectState::Complete) {
-                self.remove_object(key);
-                n += 1;
+            let Some(obj) = self.objects.get_mut(key) else {
+                continue;
+            };
+            if obj.state != ObjectState::Complete {
+                continue;
             }
+            n += 1;
+            if !obj.demotes(now_ms) {
+                self.remove_object(key);
+                continue;
+            }
+            let (ssd, memory): (Vec<Blob>, Vec<Blob>) =
+                obj.blobs.iter().partition(|b| b.medium == Medium::Ssd);
+            obj.blobs = ssd;
+            self.free_blobs(key, &memory);
+            self.policy.remove(key);
+            self.counters.demoted += 1;
         }
         self.counters.evicted += n as u64;
         n
+    }
+
+    /// Takes `key`'s replica off SSD segment `segment`; an object left with no replica
+    /// goes.
+    fn drop_from_ssd(&mut self, key: &Key, segment: SegmentId) {
+        let Some(obj) = self.objects.get_mut(key) else {
+            return;
+        };
+        let (gone, kept): (Vec<Blob>, Vec<Blob>) =
+            obj.blobs.iter().partition(|b| b.segment == segment);
+        if gone.is_empty() {
+            return;
+        }
+        if kept.is_empty() {
+            self.remove_object(key);
+            self.counters.evicted += 1;
+            return;
+        }
+        obj.blobs = kept;
+        let created = obj.created_ms;
+        self.ssd_order.remove(&(segment, created, key.clone()));
+        self.free_blobs(key, &gone);
+    }
+
+    /// Gives `key` the SSD replica its owner wrote, if the object is still the put
+    /// `put` and has none yet.
+    fn store_one(
+        &mut self,
+        key: Key,
+        put: PutId,
+        segment: SegmentId,
+        record: u64,
+        now_ms: u64,
+    ) -> Result<()> {
+        let Some(obj) = self.objects.get(&key) else {
+            return Err(Error::ObjectNotFound);
+        };
+        if obj.put_id != put || !obj.visible(now_ms) {
+            return Err(Error::ObjectNotFound);
+        }
+        if obj.on_ssd() {
+            // The same report again (its first answer was lost) is no news.
+            let same = |b: &Blob| b.segment == segment && b.offset == record;
+            return match obj.blobs.iter().any(same) {
+                true => Ok(()),
+                false => Err(Error::DuplicatedObject),
+            };
+        }
+        let size = obj.size;
+        let created = obj.created_ms;
+        let Some(seg) = self.segments.get_mut(&segment) else {
+            return Err(Error::invalid(format!("no segment {segment}")));
+        };
+        let pages = pages_for(size) * PAGE_SIZE;
+        if seg.spec.medium != Medium::Ssd || seg.free() < pages {
+            return Err(Error::OutOfMemory(format!(
+                "SSD segment {segment} cannot take {size} bytes"
+            )));
+        }
+        seg.ssd_used += pages;
+        let blob = Blob {
+            service: seg.service,
+            medium: Medium::Ssd,
+            segment,
+            offset: record,
+            len: size,
+        };
+        if let Some(target) = self.store_target(self.objects.get(&key).expect("found above")) {
+            self.unstored.remove(&(target, created, key.clone()));
+        }
+        self.objects
+            .get_mut(&key)
+            .expect("found above")
+            .blobs
+            .push(blob);
+        self.ssd_order.insert((segment, created, key));
+        self.counters.stored += 1;
+        Ok(())
+    }
+
+    /// Puts objects a local service found on its SSD segment when it started; whether
+    /// each was taken.
+    fn recover(
+        &mut self,
+        service: LocalServiceId,
+        now_ms: u64,
+        recovered: Vec<Recovered>,
+    ) -> Vec<bool> {
+        let segment = self.ssd_segment_of(service);
+        recovered
+            .into_iter()
+            .map(|r| {
+                let Some(segment) = segment else {
+                    return false;
+                };
+                let seg = self
+                    .segments
+                    .get_mut(&segment)
+                    .expect("the service's segment");
+                let pages = pages_for(r.size) * PAGE_SIZE;
+                let expired = r.expires_ms.is_some_and(|t| t <= now_ms);
+                if r.size == 0 || expired || seg.free() < pages || self.objects.contains_key(&r.key)
+                {
+                    return false;
+                }
+                seg.ssd_used += pages;
+                let put_id = self.next_put;
+                self.next_put += 1;
+                if let Some(t) = r.expires_ms {
+                    self.expiring.insert((t, r.key.clone()));
+                }
+                self.ssd_order.insert((segment, now_ms, r.key.clone()));
+                self.objects.insert(
+                    r.key,
+                    Object {
+                        size: r.size,
+                        blobs: vec![Blob {
+                            service,
+                            medium: Medium::Ssd,
+                            segment,
+                            offset: r.record,
+                            len: r.size,
+                        }],
+                        state: ObjectState::Complete,
+                        put_id,
+                        writer: 0,
+                        created_ms: now_ms,
+                        ttl_ms: None,
+                        expires_ms: r.expires_ms,
+                    },
+                );
+                true
+            })
+            .collect()
+    }
+
+    /// The SSD segment of a local service, if it has one.
+    pub fn ssd_segment_of(&self, service: LocalServiceId) -> Option<SegmentId> {
+        let info = self.services.get(&service)?;
+        info.segments.iter().copied().find(|id| {
+            self.segments
+                .get(id)
+                .is_some_and(|s| s.spec.medium == Medium::Ssd)
+        })
+    }
+
+    /// The local service that should write `obj` to its SSD segment: the first holder
+    /// of a memory replica that has one. None once it is on SSD.
+    fn store_target(&self, obj: &Object) -> Option<LocalServiceId> {
+        if obj.state != ObjectState::Complete || obj.on_ssd() {
+            return None;
+        }
+        obj.blobs
+            .iter()
+            .map(|b| b.service)
+            .find(|s| self.ssd_segment_of(*s).is_some())
+    }
+
+    /// Recomputes the derived tier indexes, after services came or went.
+    fn rebuild_tiers(&mut self) {
+        let mut unstored = BTreeSet::new();
+        let mut ssd_order = BTreeSet::new();
+        for (key, obj) in &self.objects {
+            if let Some(t) = self.store_target(obj) {
+                unstored.insert((t, obj.created_ms, key.clone()));
+            }
+            if obj.state == ObjectState::Complete {
+                for b in obj.blobs.iter().filter(|b| b.medium == Medium::Ssd) {
+                    ssd_order.insert((b.segment, obj.created_ms, key.clone()));
+                }
+            }
+        }
+        self.unstored = unstored;
+        self.ssd_order = ssd_order;
     }
 
     fn register(
@@ -385,6 +677,9 @@ impl StateMachine {
                     service,
                     spec,
                     alloc,
+                    ssd_used: 0,
+                    trash: VecDeque::new(),
+                    trash_base: 0,
                 },
             );
             ids.push(id);
@@ -424,8 +719,11 @@ impl StateMachine {
             if !keep {
                 self.remove_object(&key);
                 dropped += 1;
+            } else if !obj.in_memory() {
+                self.policy.remove(&key);
             }
         }
+        self.rebuild_tiers();
         dropped
     }
 
@@ -448,7 +746,7 @@ impl StateMachine {
             match placed {
                 Some(b) => blobs.push(b),
                 None => {
-                    self.free_blobs(&blobs);
+                    self.free_blobs(&item.key, &blobs);
                     return Err(Error::OutOfMemory(format!(
                         "segment {seg_id} cannot hold {} bytes",
                         item.size
@@ -501,15 +799,27 @@ impl StateMachine {
         }
         self.pending.remove(&(deadline_ms, id, key.clone()));
         self.policy.insert(&key);
+        let created = obj.created_ms;
+        if let Some(t) = self.store_target(&self.objects[&key]) {
+            self.unstored.insert((t, created, key));
+        }
         self.counters.committed += 1;
         Ok(())
     }
 
     fn remove_object(&mut self, key: &Key) {
-        let Some(obj) = self.objects.remove(key) else {
+        let Some(obj) = self.objects.get(key) else {
             return;
         };
-        self.free_blobs(&obj.blobs);
+        if let Some(t) = self.store_target(obj) {
+            self.unstored.remove(&(t, obj.created_ms, key.clone()));
+        }
+        let obj = self.objects.remove(key).expect("found above");
+        for b in obj.blobs.iter().filter(|b| b.medium == Medium::Ssd) {
+            self.ssd_order
+                .remove(&(b.segment, obj.created_ms, key.clone()));
+        }
+        self.free_blobs(key, &obj.blobs);
         match obj.state {
             ObjectState::Allocating { deadline_ms } => {
                 self.pending.remove(&(deadline_ms, obj.put_id, key.clone()));
@@ -523,10 +833,18 @@ impl StateMachine {
         }
     }
 
-    fn free_blobs(&mut self, blobs: &[Blob]) {
+    /// Frees `key`'s blobs; its SSD records go to their segment's trash, for the owner
+    /// to erase.
+    fn free_blobs(&mut self, key: &Key, blobs: &[Blob]) {
         for b in blobs {
             // A blob whose segment already left has nothing to free.
-            if let Some(seg) = self.segments.get_mut(&b.segment) {
+            let Some(seg) = self.segments.get_mut(&b.segment) else {
+                continue;
+            };
+            if seg.spec.medium == Medium::Ssd {
+                seg.ssd_used = seg.ssd_used.saturating_sub(pages_for(b.len) * PAGE_SIZE);
+                seg.trash.push_back((b.offset, key.clone()));
+            } else {
                 seg.alloc.free(b.offset, b.len);
             }
         }
@@ -595,6 +913,22 @@ impl StateMachine {
             .fold((0, 0), |(u, c), s| (u + s.used(), c + s.capacity()))
     }
 
+    /// Objects local service `service` should write to its SSD segment, oldest first.
+    pub fn unstored(&self, service: LocalServiceId) -> impl Iterator<Item = &Key> {
+        self.unstored
+            .range((service, 0, min_key())..)
+            .take_while(move |(s, _, _)| *s == service)
+            .map(|(_, _, k)| k)
+    }
+
+    /// Objects on SSD segment `segment`, the first to evict first.
+    pub fn ssd_order(&self, segment: SegmentId) -> impl Iterator<Item = &Key> {
+        self.ssd_order
+            .range((segment, 0, min_key())..)
+            .take_while(move |(s, _, _)| *s == segment)
+            .map(|(_, _, k)| k)
+    }
+
     /// In-flight puts whose lease ended at `now_ms`, oldest first.
     pub fn overdue_puts(&self, now_ms: u64) -> impl Iterator<Item = (&Key, PutId)> {
         self.pending
@@ -625,7 +959,9 @@ impl StateMachine {
 
     /// Records a read for the eviction order (leader only; not part of `apply`).
     pub fn touch(&mut self, key: &Key) {
-        self.policy.touch(key);
+        if self.objects.get(key).is_some_and(Object::in_memory) {
+            self.policy.touch(key);
+        }
     }
 
     /// A digest of everything `apply` decides, for checking that replicas agree.
@@ -635,7 +971,7 @@ impl StateMachine {
         objects.sort_unstable_by(|a, b| a.0.cmp(b.0));
         objects.hash(&mut h);
         for s in self.segments.values() {
-            (s.id, s.service, s.used()).hash(&mut h);
+            (s.id, s.service, s.used(), &s.trash, s.trash_base).hash(&mut h);
         }
         self.services.hash(&mut h);
         (self.next_segment, self.next_put, self.counters).hash(&mut h);

@@ -9,12 +9,13 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use memcache_core::{
-    Blob, BlobLocation, Error, Key, KeyInfo, LocalServiceId, ReplicateConfig, Result, SegmentId,
-    MAX_BATCH_OP_COUNT, PAGE_SIZE,
+    Blob, BlobLocation, Error, Key, KeyInfo, LocalServiceId, Medium, ReplicateConfig, Result,
+    SegmentId, MAX_BATCH_OP_COUNT, PAGE_SIZE,
 };
 
+use crate::alloc::pages_for;
 use crate::policy::PolicyKind;
-use crate::state::{Allocation, Applied, Command, PutId, SegmentSpec, StateMachine};
+use crate::state::{Allocation, Applied, Command, PutId, Recovered, SegmentSpec, StateMachine};
 
 mod leases;
 mod planner;
@@ -169,6 +170,42 @@ fn allocated(a: Applied) -> Vec<Result<Allocation>> {
     }
 }
 
+fn stored_results(a: Applied) -> Vec<Result<()>> {
+    match a {
+        Applied::Stored(r) => r,
+        other => unreachable!("store gave {other:?}"),
+    }
+}
+
+/// Who is joining: a local service's registration, as the leader plans it.
+#[derive(Debug, Clone, Default)]
+pub struct Joining {
+    pub requested: Option<LocalServiceId>,
+    pub device_id: u32,
+    pub segments: Vec<SegmentSpec>,
+    pub recovered: Vec<Recovered>,
+}
+
+/// An object for the SSD tier to store: copy `blob` (in the service's own memory)
+/// into a record, then report `(key, put)` with the record's id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToStore {
+    pub key: Key,
+    pub put: PutId,
+    pub blob: Blob,
+    pub expires_ms: Option<u64>,
+}
+
+/// The SSD tier's next work (see [`Leader::ssd_work`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SsdWork {
+    /// `(record id, key)` of records whose objects are gone, oldest first, and the
+    /// sequence number of the first (report erasing them with `trash_from + len`).
+    pub trash_from: u64,
+    pub trash: Vec<(u64, Key)>,
+    pub store: Vec<ToStore>,
+}
+
 fn unit_results(a: Applied) -> Vec<Result<()>> {
     match a {
         Applied::Committed(r) | Applied::Aborted(r) | Applied::Removed(r) => r,
@@ -234,18 +271,33 @@ impl Leader {
 
     /// The command adding a local service. `requested` picks the id (it must be
     /// free); otherwise the smallest free id is used. Segment ids start at
-    /// `first_segment` or above.
+    /// `first_segment` or above. `recovered` objects were found on its SSD segment.
     pub fn plan_register(
         &self,
         sm: &StateMachine,
-        requested: Option<LocalServiceId>,
-        device_id: u32,
-        segments: Vec<SegmentSpec>,
+        joining: Joining,
         first_segment: SegmentId,
         attachment: Vec<u8>,
+        now_ms: u64,
     ) -> Result<Command> {
-        if segments.is_empty() {
-            return Err(Error::invalid("a local service must offer a segment"));
+        let Joining {
+            requested,
+            device_id,
+            segments,
+            recovered,
+        } = joining;
+        if segments.is_empty() || segments.iter().all(|s| s.medium == Medium::Ssd) {
+            return Err(Error::invalid(
+                "a local service must offer a memory segment",
+            ));
+        }
+        if segments.iter().filter(|s| s.medium == Medium::Ssd).count() > 1 {
+            return Err(Error::invalid(
+                "a local service offers at most one SSD segment",
+            ));
+        }
+        if !recovered.is_empty() && !segments.iter().any(|s| s.medium == Medium::Ssd) {
+            return Err(Error::invalid("recovered objects need an SSD segment"));
         }
         if let Some(s) = segments.iter().find(|s| s.capacity < PAGE_SIZE) {
             return Err(Error::invalid(format!(
@@ -265,7 +317,127 @@ impl Leader {
             segments,
             first_segment,
             attachment,
+            now_ms,
+            recovered,
         })
+    }
+
+    // ---- the SSD tier ----
+
+    /// The command recording what the owner of an SSD segment stored (`items`: key,
+    /// put, record id) and erased (`trash_done` trash entries). When the new objects
+    /// would take the segment past the high watermark, its oldest objects that no
+    /// reader holds lose their SSD replica first, down to the low watermark.
+    pub fn plan_stored(
+        &mut self,
+        sm: &StateMachine,
+        service: LocalServiceId,
+        items: Vec<(Key, PutId, u64)>,
+        trash_done: u64,
+        now_ms: u64,
+    ) -> Plan<()> {
+        let Some(segment) = sm.ssd_segment_of(service) else {
+            let e = Error::invalid(format!("local service {service} has no SSD segment"));
+            return Plan::refused(items.len(), e, unit_results);
+        };
+        let seg = sm.segment(segment).expect("the service's segment");
+        let incoming: u64 = items
+            .iter()
+            .filter_map(|(k, put, _)| sm.object(k).filter(|o| o.put_id == *put))
+            .map(|o| pages_for(o.size) * PAGE_SIZE)
+            .sum();
+        let cap = seg.capacity() as u128;
+        let pct = |used: u64| used as u128 * 100;
+        let mut used = seg.used() + incoming;
+        let mut drop_first = Vec::new();
+        if pct(used) > cap * self.config.evict_threshold_high as u128 {
+            let storing: rustc_hash::FxHashSet<&Key> = items.iter().map(|(k, _, _)| k).collect();
+            for key in sm.ssd_order(segment) {
+                if pct(used) <= cap * self.config.evict_threshold_low as u128 {
+                    break;
+                }
+                if storing.contains(key) || self.leases.held(key, now_ms) {
+                    continue;
+                }
+                let size = sm.object(key).map_or(0, |o| o.size);
+                used = used.saturating_sub(pages_for(size) * PAGE_SIZE);
+                drop_first.push(key.clone());
+            }
+        }
+        if items.is_empty() && drop_first.is_empty() && trash_done <= seg.trash().0 {
+            return Plan::new(0, unit_results);
+        }
+        let mut plan = self.plan_each(items.len(), stored_results, || Command::Stored {
+            now_ms,
+            segment,
+            trash_done,
+            drop_first: drop_first.clone(),
+            items,
+        });
+        self.doom(&drop_first);
+        plan.doomed = drop_first;
+        plan
+    }
+
+    /// What the owner of an SSD segment should do next: erase the records in its
+    /// trash (up to `limit`) and store up to `limit` objects (and about `max_bytes`),
+    /// oldest first.
+    pub fn ssd_work(
+        &self,
+        sm: &StateMachine,
+        service: LocalServiceId,
+        limit: usize,
+        max_bytes: u64,
+    ) -> SsdWork {
+        let Some(segment) = sm.ssd_segment_of(service) else {
+            return SsdWork::default();
+        };
+        let seg = sm.segment(segment).expect("the service's segment");
+        let (trash_from, trash) = seg.trash();
+        let trash = trash.take(limit).cloned().collect();
+        let mut bytes = 0;
+        let mut store = Vec::new();
+        for key in sm.unstored(service) {
+            if store.len() >= limit || bytes >= max_bytes {
+                break;
+            }
+            let Some(obj) = sm.object(key) else { continue };
+            let Some(blob) = obj
+                .blobs
+                .iter()
+                .find(|b| b.service == service && b.medium != Medium::Ssd)
+            else {
+                continue;
+            };
+            if obj.size > seg.capacity() {
+                continue;
+            }
+            bytes += obj.size;
+            store.push(ToStore {
+                key: key.clone(),
+                put: obj.put_id,
+                blob: *blob,
+                expires_ms: obj.expires_ms,
+            });
+        }
+        SsdWork {
+            trash_from,
+            trash,
+            store,
+        }
+    }
+
+    /// For each `(key, put)`: whether that put is still the object under `key`.
+    pub fn still_current(
+        &self,
+        sm: &StateMachine,
+        items: &[(Key, PutId)],
+        now_ms: u64,
+    ) -> Vec<bool> {
+        items
+            .iter()
+            .map(|(k, put)| sm.visible(k, now_ms).is_ok_and(|o| o.put_id == *put))
+            .collect()
     }
 
     // ---- puts ----
@@ -582,14 +754,20 @@ impl MetaStore {
         device_id: u32,
         segments: Vec<SegmentSpec>,
     ) -> Result<(LocalServiceId, Vec<SegmentId>)> {
-        let cmd =
-            self.leader
-                .plan_register(&self.sm, requested, device_id, segments, 0, Vec::new())?;
+        let joining = Joining {
+            requested,
+            device_id,
+            segments,
+            recovered: Vec::new(),
+        };
+        let cmd = self
+            .leader
+            .plan_register(&self.sm, joining, 0, Vec::new(), 0)?;
         let Command::RegisterService { service, .. } = cmd else {
             unreachable!("plan_register plans a registration")
         };
         match self.execute(cmd) {
-            Applied::Registered(r) => r.map(|ids| (service, ids)),
+            Applied::Registered(r) => r.map(|(ids, _)| (service, ids)),
             other => unreachable!("register gave {other:?}"),
         }
     }
@@ -658,6 +836,27 @@ impl MetaStore {
 
     pub fn key_info(&self, keys: &[Key], now_ms: u64) -> Vec<KeyInfo> {
         self.leader.key_info(&self.sm, keys, now_ms)
+    }
+
+    // ---- the SSD tier ----
+
+    /// The next work of `service`'s SSD tier (see [`Leader::ssd_work`]).
+    pub fn ssd_work(&self, service: LocalServiceId, limit: usize) -> SsdWork {
+        self.leader.ssd_work(&self.sm, service, limit, u64::MAX)
+    }
+
+    /// Records what `service`'s SSD tier stored and erased (see [`Leader::plan_stored`]).
+    pub fn stored(
+        &mut self,
+        service: LocalServiceId,
+        items: Vec<(Key, PutId, u64)>,
+        trash_done: u64,
+        now_ms: u64,
+    ) -> Vec<Result<()>> {
+        let plan = self
+            .leader
+            .plan_stored(&self.sm, service, items, trash_done, now_ms);
+        self.run(plan)
     }
 
     // ---- removal and housekeeping ----

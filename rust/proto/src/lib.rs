@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use tarpc::tokio_serde::formats::Bincode;
 
 use memcache_core::{Error, Key, KeyInfo, LocalServiceId, ReplicateConfig, Result, SegmentId};
-use memcache_meta::{Allocation, LeaseId, Located, PutId, SegmentSpec};
+use memcache_meta::{Allocation, LeaseId, Located, PutId, Recovered, SegmentSpec, SsdWork};
 use memcache_raft::{NodeId, TypeConfig};
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{
@@ -42,6 +42,8 @@ pub struct Registration {
     pub device_id: u32,
     pub segments: Vec<SegmentSpec>,
     pub endpoint: DataEndpoint,
+    /// Objects found on the service's SSD segment, newest record first.
+    pub recovered: Vec<Recovered>,
 }
 
 /// One segment of the pool, as the meta service sees it.
@@ -62,6 +64,34 @@ pub struct Registered {
     pub segments: Vec<SegmentId>,
     /// Secret the service checks data-plane capabilities with.
     pub key: TagKey,
+    /// Whether each recovered object was taken (one not taken is to be erased).
+    pub recovered: Vec<bool>,
+}
+
+/// One round's report of a local service's SSD tier.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SsdReport {
+    /// Records written and synced since the last round: `(key, put, record id)`.
+    pub stored: Vec<(Key, PutId, u64)>,
+    /// Objects copied out of memory since the last round, to be checked before their
+    /// records are written: a copy is whole only if its object was not replaced
+    /// meanwhile.
+    pub copied: Vec<(Key, PutId)>,
+    /// How many trash entries, from the front, the service erased.
+    pub trash_done: u64,
+    /// Most objects and about the most bytes of work to hand out.
+    pub want: u32,
+    pub max_bytes: u64,
+}
+
+/// The meta service's answer to an [`SsdReport`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SsdAnswer {
+    /// One per stored record: taken, or to be erased.
+    pub stored: Vec<Result<()>>,
+    /// One per copied object: still current.
+    pub current: Vec<bool>,
+    pub work: SsdWork,
 }
 
 /// Key of the capabilities one local service accepts.
@@ -142,6 +172,8 @@ pub trait MetaRpc {
     /// Keeps a local service alive; -3018 when the meta service no longer knows it.
     async fn heartbeat(service: LocalServiceId) -> Reply<Result<()>>;
     async fn unregister_service(service: LocalServiceId) -> Reply<Result<usize>>;
+    /// One round of a local service's SSD tier (see [`SsdReport`]).
+    async fn ssd_sync(service: LocalServiceId, report: SsdReport) -> Reply<Result<SsdAnswer>>;
     /// Data-plane endpoints of the live local services.
     async fn endpoints() -> Reply<Vec<(LocalServiceId, DataEndpoint)>>;
     /// `writer` is a token of the put attempt (0 for none): an alloc repeated with the

@@ -389,6 +389,8 @@ mod tests {
                 }],
                 first_segment: 0,
                 attachment: vec![],
+                now_ms: 0,
+                recovered: vec![],
             },
             Command::Alloc {
                 now_ms: 1,

@@ -95,10 +95,11 @@ impl<'a> Planner<'a> {
         })
     }
 
-    /// Evicts until every medium above `high` percent is at or below `low` percent;
-    /// returns the objects to drop after the items, and ends every trial.
+    /// Evicts until every memory medium above `high` percent is at or below `low`
+    /// percent; returns the objects to drop after the items, and ends every trial.
+    /// (The SSD tier makes room when objects are stored on it.)
     pub fn finish(mut self, high: u16, low: u16) -> Vec<Key> {
-        for medium in Medium::ALL {
+        for medium in [Medium::Dram, Medium::Hbm] {
             if self.over(medium, high) {
                 while self.over(medium, low) && self.evict_one() {}
             }
@@ -200,7 +201,7 @@ impl<'a> Planner<'a> {
                     self.view
                         .segments
                         .get(id)
-                        .is_some_and(|s| s.capacity() >= need)
+                        .is_some_and(|s| s.spec.medium != Medium::Ssd && s.capacity() >= need)
                 })
             })
             .count();
@@ -285,11 +286,12 @@ impl<'a> Planner<'a> {
         false
     }
 
-    /// Frees the object's blobs (in trial) and lists it to drop.
+    /// Frees the object's memory blobs (in trial) and lists it to evict; applying it
+    /// keeps an object with an SSD replica there. SSD space is not planned here.
     fn drop_object(&mut self, key: &Key) {
         let objects = self.view.objects;
         let obj = objects.get(key).expect("dropping a listed object");
-        for b in &obj.blobs {
+        for b in obj.blobs.iter().filter(|b| b.medium != Medium::Ssd) {
             if let Some(a) = self.allocator(b.segment) {
                 a.free(b.offset, b.len);
             }

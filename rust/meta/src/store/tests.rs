@@ -476,3 +476,72 @@ fn absurd_sizes_are_refused_without_side_effects() {
     assert_eq!(r[0].as_ref().unwrap_err().code(), -3016);
     assert_eq!(m.state().fingerprint(), fp);
 }
+
+/// A store with one local service of a DRAM and an SSD segment.
+fn tiered(dram_bytes: u64, ssd_bytes: u64) -> MetaStore {
+    let mut m = MetaStore::new(MetaConfig::default()).unwrap();
+    m.record_journal();
+    let ssd = SegmentSpec {
+        medium: Medium::Ssd,
+        capacity: ssd_bytes,
+        base: 0,
+    };
+    m.register_service(None, 0, vec![dram(dram_bytes), ssd])
+        .unwrap();
+    m
+}
+
+/// Stores everything the SSD tier is handed, as records numbered from `first`.
+fn store_all(m: &mut MetaStore, first: u64, now: u64) -> usize {
+    let work = m.ssd_work(0, 100_000);
+    let items: Vec<(Key, PutId, u64)> = work
+        .store
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.key.clone(), t.put, first + i as u64))
+        .collect();
+    let n = items.len();
+    assert!(m.stored(0, items, 0, now).iter().all(|r| r.is_ok()));
+    n
+}
+
+#[test]
+fn every_committed_object_is_handed_to_the_ssd_tier_once_until_stored() {
+    let mut m = tiered(64 * MIB, 256 * MIB);
+    let cfg = ReplicateConfig::default();
+    for i in 0..300 {
+        put(&mut m, &format!("k{i}"), 1000 + i, &cfg, 10 + i / 7).unwrap();
+    }
+    let work = m.ssd_work(0, 100_000);
+    assert_eq!(work.store.len(), 300);
+    assert!(work.trash.is_empty());
+    assert_eq!(store_all(&mut m, 1, 100), 300);
+    assert!(m.ssd_work(0, 100_000).store.is_empty());
+    let located = m.lookup(&[key("k5")], 101).pop().unwrap().unwrap();
+    let media: Vec<Medium> = located.blobs.iter().map(|b| b.medium).collect();
+    assert_eq!(media, vec![Medium::Dram, Medium::Ssd]);
+    // A removed object's record goes to the trash, for the tier to erase.
+    m.release(&[(key("k5"), located.lease)]);
+    m.remove(vec![key("k5")], 102).pop().unwrap().unwrap();
+    let work = m.ssd_work(0, 100_000);
+    assert_eq!(work.trash, vec![(located.blobs[1].offset, key("k5"))]);
+    // Erasing it is reported by number, and a repeated report changes nothing.
+    for _ in 0..2 {
+        m.stored(0, vec![], work.trash_from + 1, 103);
+        assert!(m.ssd_work(0, 100_000).trash.is_empty());
+    }
+    check_replay(&mut m);
+}
+
+/// Replaying the journal, and restoring a snapshot, reach the leader's state.
+fn check_replay(m: &mut MetaStore) {
+    let mut follower = StateMachine::new(PolicyKind::Lru);
+    for cmd in m.take_journal() {
+        let wire = serde_json::to_vec(&cmd).unwrap();
+        follower.apply(serde_json::from_slice(&wire).unwrap());
+    }
+    assert_eq!(follower.fingerprint(), m.state().fingerprint());
+    let wire = serde_json::to_vec(&follower.image()).unwrap();
+    let restored = StateMachine::from_image(serde_json::from_slice(&wire).unwrap());
+    assert_eq!(restored.fingerprint(), m.state().fingerprint());
+}

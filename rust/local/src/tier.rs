@@ -1,0 +1,294 @@
+//! The SSD tier of a local service: an [`SsdStore`] offered to the pool as one SSD
+//! segment, and the loop that keeps it in step with the meta service.
+//!
+//! Each round reports what the tier did and gets its next work ([`SsdReport`],
+//! [`SsdAnswer`]). Objects go to SSD in three steps, one per round, so a record never
+//! holds bytes of a replaced object: copy the object out of this service's memory,
+//! have the meta service confirm the object was not replaced meanwhile, then write
+//! and sync the record and report it. Only then does the object get its SSD replica,
+//! and eviction from memory keeps it there. Records of objects that went are erased
+//! as the meta service lists them.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use memcache_core::{Error, Key, LocalServiceId, Medium, Result, SegmentId};
+use memcache_meta::{PutId, Recovered, SegmentSpec, ToStore};
+use memcache_proto::{MetaLink, SsdAnswer, SsdReport};
+
+use crate::metrics::LocalMetrics;
+use crate::segment::{find_segment, SegmentTable};
+use crate::ssd::{NewRecord, Recovery, SsdStore};
+
+/// Most objects and bytes handed out per round.
+const ROUND_OBJECTS: u32 = 512;
+const ROUND_BYTES: u64 = 64 << 20;
+
+pub struct SsdTier {
+    store: SsdStore,
+    capacity: u64,
+    /// The SSD segment's id in the pool (0 until registered).
+    segment: AtomicU64,
+    recovery: Recovery,
+}
+
+fn io(e: std::io::Error) -> Error {
+    Error::Failed(format!("SSD tier: {e}"))
+}
+
+impl SsdTier {
+    /// Opens the store in `dir`; what it recovered is offered when the service joins.
+    pub fn open(dir: &Path, capacity: u64) -> Result<SsdTier> {
+        let (store, recovery) = SsdStore::open(dir).map_err(io)?;
+        if recovery.damaged > 0 || recovery.torn_tail > 0 {
+            tracing::warn!(
+                dir = %dir.display(),
+                damaged = recovery.damaged,
+                torn_tail_bytes = recovery.torn_tail,
+                "the SSD tier skipped damaged records"
+            );
+        }
+        tracing::info!(dir = %dir.display(), objects = recovery.objects, "SSD tier opened");
+        Ok(SsdTier {
+            store,
+            capacity,
+            segment: AtomicU64::new(0),
+            recovery,
+        })
+    }
+
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
+    }
+
+    pub fn spec(&self) -> SegmentSpec {
+        SegmentSpec {
+            medium: Medium::Ssd,
+            capacity: self.capacity,
+            base: 0,
+        }
+    }
+
+    /// The objects to register: every live record, newest first (for a key held by
+    /// several records, the pool takes the newest).
+    pub fn recovered(&self) -> Vec<Recovered> {
+        self.store
+            .entries()
+            .into_iter()
+            .map(|e| Recovered {
+                key: e.key,
+                size: e.len,
+                record: e.id,
+                expires_ms: e.expires_ms,
+            })
+            .collect()
+    }
+
+    /// Takes the segment id the pool gave, and erases the offered records it did not
+    /// take (stale versions, expired, or no room).
+    pub fn bind(&self, segment: SegmentId, offered: &[Recovered], taken: &[bool]) {
+        self.segment.store(segment, Ordering::Relaxed);
+        let refused: Vec<u64> = offered
+            .iter()
+            .zip(taken.iter().copied().chain(std::iter::repeat(false)))
+            .filter(|(_, t)| !t)
+            .map(|(r, _)| r.record)
+            .collect();
+        tracing::info!(
+            segment,
+            offered = offered.len(),
+            refused = refused.len(),
+            "SSD tier joined the pool"
+        );
+        if let Err(e) = self.store.erase(&refused) {
+            tracing::warn!(error = %e, "erasing records the pool did not take");
+        }
+    }
+
+    pub fn segment(&self) -> SegmentId {
+        self.segment.load(Ordering::Relaxed)
+    }
+
+    /// The value of record `record`, which must be `len` bytes.
+    pub fn read(&self, record: u64, len: u64) -> Result<Vec<u8>> {
+        match self.store.get(record).map_err(io)? {
+            Some(v) if v.len() as u64 == len => Ok(v),
+            Some(_) => Err(Error::invalid(format!(
+                "SSD record {record} has another length"
+            ))),
+            None => Err(Error::ObjectNotFound),
+        }
+    }
+}
+
+/// The tier's side of the conversation, carried from one round to the next.
+pub struct Syncer {
+    tier: Arc<SsdTier>,
+    link: Arc<MetaLink>,
+    service: LocalServiceId,
+    segments: SegmentTable,
+    metrics: Arc<LocalMetrics>,
+    stored: Vec<(Key, PutId, u64)>,
+    copied: Vec<(ToStore, Vec<u8>)>,
+    trash_done: u64,
+    /// The segment the trash numbers belong to (they start again with a new one).
+    trash_segment: SegmentId,
+}
+
+impl Syncer {
+    pub fn new(
+        tier: Arc<SsdTier>,
+        link: Arc<MetaLink>,
+        service: LocalServiceId,
+        segments: SegmentTable,
+        metrics: Arc<LocalMetrics>,
+    ) -> Syncer {
+        Syncer {
+            tier,
+            link,
+            service,
+            segments,
+            metrics,
+            stored: Vec::new(),
+            copied: Vec::new(),
+            trash_done: 0,
+            trash_segment: 0,
+        }
+    }
+
+    /// One round; whether there is more to do right away.
+    pub async fn round(&mut self) -> Result<bool> {
+        if self.tier.segment() != self.trash_segment {
+            self.trash_segment = self.tier.segment();
+            self.trash_done = 0;
+        }
+        let report = SsdReport {
+            stored: self.stored.clone(),
+            copied: self
+                .copied
+                .iter()
+                .map(|(t, _)| (t.key.clone(), t.put))
+                .collect(),
+            trash_done: self.trash_done,
+            want: ROUND_OBJECTS,
+            max_bytes: ROUND_BYTES,
+        };
+        let (service, link) = (self.service, &self.link);
+        // On failure everything is kept and reported again: each part is idempotent.
+        let answer: SsdAnswer = link
+            .call(|rpc, ctx| {
+                let report = report.clone();
+                async move { rpc.ssd_sync(ctx, service, report).await }
+            })
+            .await??;
+        tracing::debug!(
+            stored = self.stored.len(),
+            copied = self.copied.len(),
+            trash = answer.work.trash.len(),
+            work = answer.work.store.len(),
+            "SSD tier round"
+        );
+        let busy = !self.stored.is_empty()
+            || !self.copied.is_empty()
+            || !answer.work.trash.is_empty()
+            || !answer.work.store.is_empty();
+
+        // 1. Records the pool did not take are erased.
+        let refused: Vec<u64> = self
+            .stored
+            .iter()
+            .zip(&answer.stored)
+            .filter(|(_, r)| r.is_err())
+            .map(|((_, _, id), _)| *id)
+            .collect();
+        self.stored.clear();
+        // 2. Records of objects that went are erased.
+        let trash: Vec<u64> = answer.work.trash.iter().map(|(id, _)| *id).collect();
+        let erased = [refused, trash].concat();
+        self.tier.store.erase(&erased).map_err(io)?;
+        self.metrics.ssd_erased.inc_by(erased.len() as u64);
+        self.trash_done = answer.work.trash_from + answer.work.trash.len() as u64;
+        // 3. Copies still current are written and synced, for the next report.
+        let copied = std::mem::take(&mut self.copied);
+        let current: Vec<&(ToStore, Vec<u8>)> = copied
+            .iter()
+            .zip(
+                answer
+                    .current
+                    .iter()
+                    .copied()
+                    .chain(std::iter::repeat(false)),
+            )
+            .filter(|(_, ok)| *ok)
+            .map(|(c, _)| c)
+            .collect();
+        let records: Vec<NewRecord<'_>> = current
+            .iter()
+            .map(|(t, bytes)| NewRecord {
+                key: &t.key,
+                expires_ms: t.expires_ms,
+                value: bytes,
+            })
+            .collect();
+        let ids = self.tier.store.append(&records).map_err(io)?;
+        self.metrics.ssd_written.inc_by(ids.len() as u64);
+        self.stored = current
+            .iter()
+            .zip(ids)
+            .map(|((t, _), id)| (t.key.clone(), t.put, id))
+            .collect();
+        // 4. The next objects are copied out of memory (unless already on their way).
+        let on_way: std::collections::HashSet<(&Key, PutId)> =
+            self.stored.iter().map(|(k, p, _)| (k, *p)).collect();
+        let fresh: Vec<ToStore> = answer
+            .work
+            .store
+            .into_iter()
+            .filter(|t| !on_way.contains(&(&t.key, t.put)))
+            .collect();
+        for t in fresh {
+            let Some(seg) = find_segment(&self.segments, t.blob.segment) else {
+                continue;
+            };
+            // SAFETY: the blob is a committed object's, and committed bytes are never
+            // written again. If the object goes and its space is reused while we copy,
+            // the meta service says so before the copy is written (step 3).
+            let bytes = unsafe { seg.range(t.blob.offset, t.blob.len) }?.to_vec();
+            self.copied.push((t, bytes));
+        }
+        Ok(busy)
+    }
+}
+
+/// Runs rounds until `drain` turns true, then until nothing is left to do (or the
+/// meta service stops answering).
+pub async fn run(
+    mut syncer: Syncer,
+    idle: Duration,
+    mut drain: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let busy = match syncer.round().await {
+            Ok(busy) => busy,
+            Err(e) => {
+                tracing::warn!(error = %e, "SSD tier round failed");
+                if *drain.borrow() {
+                    return;
+                }
+                false
+            }
+        };
+        if busy {
+            continue;
+        }
+        if *drain.borrow() {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(idle) => {}
+            _ = drain.changed() => {}
+        }
+    }
+}
