@@ -127,18 +127,41 @@ impl Session {
     /// Writes `srcs`, concatenated, as the whole of `blob`; `tag` is the write
     /// capability the meta service issued for it (needed over TCP only).
     pub async fn write(&self, blob: &Blob, tag: u64, srcs: &[&[u8]]) -> Result<()> {
-        match self.route(blob).await? {
-            Route::Shm => self.transport.write(blob, tag, srcs).await,
-            Route::Tcp(addr) => self.peer(addr).write(blob, tag, srcs).await,
+        for fresh in [false, true] {
+            let done = match self.route(blob).await? {
+                Route::Shm => return self.transport.write(blob, tag, srcs).await,
+                Route::Tcp(addr) => self.peer(addr).write(blob, tag, srcs).await,
+            };
+            if fresh || !self.stale(blob, &done) {
+                return done;
+            }
         }
+        unreachable!("the second attempt returns")
     }
 
     /// Reads the whole of `blob` into `dsts`, with its read capability `tag`.
     pub async fn read(&self, blob: &Blob, tag: u64, dsts: &mut [&mut [u8]]) -> Result<()> {
-        match self.route(blob).await? {
-            Route::Shm => self.transport.read(blob, tag, dsts).await,
-            Route::Tcp(addr) => self.peer(addr).read(blob, tag, dsts).await,
+        for fresh in [false, true] {
+            let done = match self.route(blob).await? {
+                Route::Shm => return self.transport.read(blob, tag, dsts).await,
+                Route::Tcp(addr) => self.peer(addr).read(blob, tag, dsts).await,
+            };
+            if fresh || !self.stale(blob, &done) {
+                return done;
+            }
         }
+        unreachable!("the second attempt returns")
+    }
+
+    /// Whether a TCP call failed to reach its service: then the endpoint known for it
+    /// is forgotten (a restarted service serves elsewhere), and the call may go again.
+    fn stale(&self, blob: &Blob, done: &Result<()>) -> bool {
+        let unreachable = matches!(done, Err(Error::NotConnectedToLocal));
+        if unreachable {
+            let mut known = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+            known.remove(&blob.service);
+        }
+        unreachable
     }
 
     fn peer(&self, addr: SocketAddr) -> TcpPeer<'_> {

@@ -27,6 +27,7 @@ pub struct LocalMetrics {
     pub ssd_written: IntCounter,
     pub ssd_erased: IntCounter,
     pub ssd_reads: IntCounter,
+    pub ssd_promoted: IntCounter,
     pub ssd_damaged: IntCounter,
     segment_bytes: IntGaugeVec,
 }
@@ -109,6 +110,10 @@ impl LocalMetrics {
             ssd_reads: counter(
                 "memcache_local_ssd_reads_total",
                 "Objects read from the SSD tier",
+            ),
+            ssd_promoted: counter(
+                "memcache_local_ssd_promoted_total",
+                "Hot objects copied from the SSD tier back into memory",
             ),
             ssd_damaged: counter(
                 "memcache_local_ssd_damaged_total",

@@ -7,7 +7,8 @@
 //! have the meta service confirm the object was not replaced meanwhile, then write
 //! and sync the record and report it. Only then does the object get its SSD replica,
 //! and eviction from memory keeps it there. Records of objects that went are erased
-//! as the meta service lists them.
+//! as the meta service lists them. Objects read often while only on SSD are copied
+//! back into memory the meta service sets aside, and readable there once reported.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use memcache_core::{Error, Key, LocalServiceId, Medium, Result, SegmentId};
-use memcache_meta::{PutId, Recovered, SegmentSpec, ToStore};
+use memcache_meta::{PutId, Recovered, SegmentSpec, ToPromote, ToStore};
 use memcache_proto::{MetaLink, SsdAnswer, SsdReport};
 
 use crate::metrics::LocalMetrics;
@@ -132,6 +133,7 @@ pub struct Syncer {
     metrics: Arc<LocalMetrics>,
     stored: Vec<(Key, PutId, u64)>,
     copied: Vec<(ToStore, Vec<u8>)>,
+    promoted: Vec<(Key, PutId)>,
     trash_done: u64,
     /// The segment the trash numbers belong to (they start again with a new one).
     trash_segment: SegmentId,
@@ -153,6 +155,7 @@ impl Syncer {
             metrics,
             stored: Vec::new(),
             copied: Vec::new(),
+            promoted: Vec::new(),
             trash_done: 0,
             trash_segment: 0,
         }
@@ -172,6 +175,7 @@ impl Syncer {
                 .map(|(t, _)| (t.key.clone(), t.put))
                 .collect(),
             trash_done: self.trash_done,
+            promoted: self.promoted.clone(),
             want: ROUND_OBJECTS,
             max_bytes: ROUND_BYTES,
         };
@@ -190,8 +194,10 @@ impl Syncer {
             work = answer.work.store.len(),
             "SSD tier round"
         );
+        self.promoted.clear();
         let busy = !self.stored.is_empty()
             || !self.copied.is_empty()
+            || !answer.promote.is_empty()
             || !answer.work.trash.is_empty()
             || !answer.work.store.is_empty();
 
@@ -258,7 +264,25 @@ impl Syncer {
             let bytes = unsafe { seg.range(t.blob.offset, t.blob.len) }?.to_vec();
             self.copied.push((t, bytes));
         }
+        // 5. Hot objects are copied back into the memory the pool gave them.
+        for p in answer.promote {
+            match self.promote(&p) {
+                Ok(()) => self.promoted.push((p.key, p.put)),
+                Err(e) => tracing::warn!(key = %p.key, error = %e, "promotion failed"),
+            }
+        }
         Ok(busy)
+    }
+
+    fn promote(&self, p: &ToPromote) -> Result<()> {
+        let bytes = self.tier.read(p.record, p.blob.len)?;
+        let seg = find_segment(&self.segments, p.blob.segment)
+            .ok_or_else(|| Error::invalid(format!("segment {} is not ours", p.blob.segment)))?;
+        // SAFETY: the pool gave this memory to this promotion alone, and no reader
+        // sees it before the promotion is reported.
+        unsafe { seg.range_mut(p.blob.offset, p.blob.len) }?.copy_from_slice(&bytes);
+        self.metrics.ssd_promoted.inc();
+        Ok(())
     }
 }
 

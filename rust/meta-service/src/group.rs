@@ -17,8 +17,8 @@ use memcache_core::{
     Clock, Error, Key, KeyInfo, LocalServiceId, Result, SegmentId, MAX_BATCH_OP_COUNT,
 };
 use memcache_meta::{
-    AllocRequest, Allocation, Applied, Command, Joining, Leader, LeaseId, Located, Plan, PutId,
-    StateMachine,
+    promotions, AllocRequest, Allocation, Applied, Command, Joining, Leader, LeaseId, Located,
+    Plan, PutId, StateMachine,
 };
 use memcache_proto::{Redirect, RoleInfo, SsdAnswer, SsdReport};
 use memcache_raft::{NodeId, RaftStore, Response, TypeConfig};
@@ -315,14 +315,19 @@ impl Group {
         if report.stored.len() > MAX_BATCH_OP_COUNT || report.copied.len() > MAX_BATCH_OP_COUNT {
             return Err(Error::invalid("an SSD report above the batch limit"));
         }
-        let stored = {
-            // Decided in turn with allocations: it evicts from the same segments' view.
+        let promoted = self.decide(|leader, _| leader.plan_promoted(report.promoted));
+        self.run(promoted).await;
+        let (stored, promote) = {
+            // Decided in turn with allocations: they change the same segments.
             let _one = self.allocs.turn.lock().await;
             let now = self.clock.now_ms();
             let plan = self.decide(|leader, sm| {
                 leader.plan_stored(sm, service, report.stored, report.trash_done, now)
             });
-            self.run(plan).await
+            let stored = self.run(plan).await;
+            let (plan, records) =
+                self.decide(|leader, sm| leader.plan_promote(sm, service, limit, now));
+            (stored, promotions(records, self.run(plan).await))
         };
         let (current, work) = self.read(|leader, sm, now| {
             (
@@ -334,6 +339,7 @@ impl Group {
             stored,
             current,
             work,
+            promote,
         })
     }
 

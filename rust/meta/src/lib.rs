@@ -17,6 +17,6 @@ pub use state::{
     Recovered, Segment, SegmentSpec, ServiceInfo, StateMachine,
 };
 pub use store::{
-    AllocRequest, Joining, Leader, LeaseId, Located, MetaConfig, MetaStore, Plan, SsdWork, ToStore,
-    MAX_OBJECT_BYTES,
+    promotions, AllocRequest, Joining, Leader, LeaseId, Located, MetaConfig, MetaStore, Plan,
+    SsdWork, ToPromote, ToStore, MAX_OBJECT_BYTES,
 };

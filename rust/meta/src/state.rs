@@ -107,6 +107,9 @@ pub struct Object {
     pub created_ms: u64,
     pub ttl_ms: Option<u64>,
     pub expires_ms: Option<u64>,
+    /// Memory its SSD tier is copying it into (promotion); readers see it once done.
+    #[serde(default)]
+    pub staging: Option<Blob>,
 }
 
 impl Object {
@@ -213,6 +216,18 @@ pub enum Command {
         drop_first: Vec<Key>,
         items: Vec<(Key, PutId, u64)>,
     },
+    /// Objects read often while only on SSD get memory on these segments, which
+    /// their SSD tier fills (each unless the object changed or the space is short),
+    /// after `drop_first` objects (victims the leader chose) are evicted from memory.
+    Promote {
+        now_ms: u64,
+        drop_first: Vec<Key>,
+        items: Vec<(Key, PutId, SegmentId)>,
+    },
+    /// The SSD tier filled these objects' memory: readers may use it.
+    Promoted {
+        items: Vec<(Key, PutId)>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -240,6 +255,9 @@ pub enum Applied {
     Aborted(Vec<Result<()>>),
     Removed(Vec<Result<()>>),
     Stored(Vec<Result<()>>),
+    /// The memory each promoted object is to be copied into.
+    Promoting(Vec<Result<Blob>>),
+    Promoted(Vec<Result<()>>),
 }
 
 /// Counters that only move forward, for metrics.
@@ -255,6 +273,9 @@ pub struct Counters {
     /// Objects that got an SSD replica.
     #[serde(default)]
     pub stored: u64,
+    /// Objects copied back into memory from SSD.
+    #[serde(default)]
+    pub promoted: u64,
 }
 
 pub struct StateMachine {
@@ -447,7 +468,69 @@ impl StateMachine {
                         .collect(),
                 )
             }
+            Command::Promote {
+                now_ms,
+                drop_first,
+                items,
+            } => {
+                self.evict_from_memory(&drop_first, now_ms);
+                Applied::Promoting(
+                    items
+                        .into_iter()
+                        .map(|(key, put, segment)| self.stage(&key, put, segment, now_ms))
+                        .collect(),
+                )
+            }
+            Command::Promoted { items } => Applied::Promoted(
+                items
+                    .into_iter()
+                    .map(|(key, put)| self.promoted(&key, put))
+                    .collect(),
+            ),
         }
+    }
+
+    /// Gives an SSD-only object memory on `segment` to be copied into.
+    fn stage(&mut self, key: &Key, put: PutId, segment: SegmentId, now_ms: u64) -> Result<Blob> {
+        let obj = match self.objects.get(key) {
+            Some(o) if o.put_id == put && o.visible(now_ms) => o,
+            _ => return Err(Error::ObjectNotFound),
+        };
+        if obj.in_memory() || obj.staging.is_some() {
+            return Err(Error::DuplicatedObject);
+        }
+        let size = obj.size;
+        let seg = self
+            .segments
+            .get_mut(&segment)
+            .filter(|s| s.spec.medium != Medium::Ssd)
+            .ok_or_else(|| Error::invalid(format!("no memory segment {segment}")))?;
+        let offset = seg
+            .alloc
+            .alloc(size)
+            .ok_or_else(|| Error::OutOfMemory(format!("segment {segment} is full")))?;
+        let blob = Blob {
+            service: seg.service,
+            medium: seg.spec.medium,
+            segment,
+            offset,
+            len: size,
+        };
+        self.objects.get_mut(key).expect("found above").staging = Some(blob);
+        Ok(blob)
+    }
+
+    /// Makes a promoted object's filled memory readable.
+    fn promoted(&mut self, key: &Key, put: PutId) -> Result<()> {
+        let obj = match self.objects.get_mut(key) {
+            Some(o) if o.put_id == put && o.staging.is_some() => o,
+            _ => return Err(Error::ObjectNotFound),
+        };
+        let blob = obj.staging.take().expect("checked above");
+        obj.blobs.insert(0, blob);
+        self.policy.insert(key);
+        self.counters.promoted += 1;
+        Ok(())
     }
 
     /// Evicts the listed committed objects from memory: one with an SSD replica stays
@@ -604,6 +687,7 @@ impl StateMachine {
                         created_ms: now_ms,
                         ttl_ms: None,
                         expires_ms: r.expires_ms,
+                        staging: None,
                     },
                 );
                 true
@@ -715,6 +799,9 @@ impl StateMachine {
         for key in affected {
             let obj = self.objects.get_mut(&key).expect("listed above");
             obj.blobs.retain(|b| b.service != service);
+            if obj.staging.is_some_and(|b| b.service == service) {
+                obj.staging = None;
+            }
             let keep = !obj.blobs.is_empty() && obj.state == ObjectState::Complete;
             if !keep {
                 self.remove_object(&key);
@@ -768,6 +855,7 @@ impl StateMachine {
                 created_ms: now_ms,
                 ttl_ms: item.ttl_ms,
                 expires_ms: None,
+                staging: None,
             },
         );
         Ok(Allocation {
@@ -820,6 +908,7 @@ impl StateMachine {
                 .remove(&(b.segment, obj.created_ms, key.clone()));
         }
         self.free_blobs(key, &obj.blobs);
+        self.free_blobs(key, obj.staging.as_slice());
         match obj.state {
             ObjectState::Allocating { deadline_ms } => {
                 self.pending.remove(&(deadline_ms, obj.put_id, key.clone()));

@@ -15,7 +15,9 @@ use memcache_core::{
 
 use crate::alloc::pages_for;
 use crate::policy::PolicyKind;
-use crate::state::{Allocation, Applied, Command, PutId, Recovered, SegmentSpec, StateMachine};
+use crate::state::{
+    Allocation, Applied, Command, ObjectState, PutId, Recovered, SegmentSpec, StateMachine,
+};
 
 mod leases;
 mod planner;
@@ -170,11 +172,34 @@ fn allocated(a: Applied) -> Vec<Result<Allocation>> {
     }
 }
 
-fn stored_results(a: Applied) -> Vec<Result<()>> {
+fn promoting(a: Applied) -> Vec<Result<Blob>> {
     match a {
-        Applied::Stored(r) => r,
+        Applied::Promoting(r) => r,
+        other => unreachable!("promote gave {other:?}"),
+    }
+}
+
+fn tier_results(a: Applied) -> Vec<Result<()>> {
+    match a {
+        Applied::Stored(r) | Applied::Promoted(r) => r,
         other => unreachable!("store gave {other:?}"),
     }
+}
+
+/// The copies to make for a promotion: each record with the memory it got.
+pub fn promotions(records: Vec<(Key, PutId, u64)>, blobs: Vec<Result<Blob>>) -> Vec<ToPromote> {
+    records
+        .into_iter()
+        .zip(blobs)
+        .filter_map(|((key, put, record), blob)| {
+            blob.ok().map(|blob| ToPromote {
+                key,
+                put,
+                record,
+                blob,
+            })
+        })
+        .collect()
 }
 
 /// Who is joining: a local service's registration, as the leader plans it.
@@ -194,6 +219,16 @@ pub struct ToStore {
     pub put: PutId,
     pub blob: Blob,
     pub expires_ms: Option<u64>,
+}
+
+/// An object for the SSD tier to copy back into memory: record `record` into `blob`
+/// (in the service's own memory), then report `(key, put)` promoted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToPromote {
+    pub key: Key,
+    pub put: PutId,
+    pub record: u64,
+    pub blob: Blob,
 }
 
 /// The SSD tier's next work (see [`Leader::ssd_work`]).
@@ -223,7 +258,17 @@ pub struct Leader {
     /// no reader is leased bytes that are about to be freed.
     doomed: FxHashMap<Key, u32>,
     next_lease_sweep_ms: u64,
+    /// Reads of objects only on SSD, and those read often enough to copy back into
+    /// memory, by the local service whose SSD tier holds them. Advice, like the
+    /// eviction order: a new leader starts counting again.
+    ssd_reads: FxHashMap<Key, u8>,
+    to_promote: std::collections::BTreeMap<LocalServiceId, Vec<Key>>,
 }
+
+/// Reads of an object only on SSD that make it hot enough to copy back into memory.
+const PROMOTE_AFTER_READS: u8 = 2;
+/// Most SSD-only objects whose reads are counted at a time.
+const MAX_COUNTED: usize = 1 << 16;
 
 impl Leader {
     pub fn new(config: MetaConfig) -> Result<Self> {
@@ -233,6 +278,8 @@ impl Leader {
             leases: Leases::default(),
             doomed: FxHashMap::default(),
             next_lease_sweep_ms: 0,
+            ssd_reads: FxHashMap::default(),
+            to_promote: Default::default(),
         })
     }
 
@@ -367,7 +414,7 @@ impl Leader {
         if items.is_empty() && drop_first.is_empty() && trash_done <= seg.trash().0 {
             return Plan::new(0, unit_results);
         }
-        let mut plan = self.plan_each(items.len(), stored_results, || Command::Stored {
+        let mut plan = self.plan_each(items.len(), tier_results, || Command::Stored {
             now_ms,
             segment,
             trash_done,
@@ -425,6 +472,95 @@ impl Leader {
             trash,
             store,
         }
+    }
+
+    /// The command giving memory to the hot objects queued for `service`'s SSD tier
+    /// (up to `limit`), on its memory segments, below the high watermark; the coldest
+    /// objects there that no reader holds are evicted first where room is short. With
+    /// each item, the SSD record to copy.
+    pub fn plan_promote(
+        &mut self,
+        sm: &StateMachine,
+        service: LocalServiceId,
+        limit: usize,
+        now_ms: u64,
+    ) -> (Plan<Blob>, Vec<(Key, PutId, u64)>) {
+        let mut queued = self.to_promote.remove(&service).unwrap_or_default();
+        if queued.len() > limit {
+            let rest = queued.split_off(limit);
+            self.to_promote.insert(service, rest);
+        }
+        let high = self.config.evict_threshold_high as u128;
+        let mut room: Vec<(SegmentId, u64)> = sm
+            .service(service)
+            .into_iter()
+            .flat_map(|s| s.segments.iter())
+            .filter_map(|id| sm.segment(*id))
+            .filter(|s| s.spec.medium != Medium::Ssd)
+            .map(|s| {
+                let allowed = (s.capacity() as u128 * high / 100) as u64;
+                (s.id, allowed.saturating_sub(s.used()))
+            })
+            .collect();
+        let mut items = Vec::new();
+        let mut records = Vec::new();
+        let mut victims = Vec::new();
+        let mut coldest = sm.policy().coldest();
+        for key in queued {
+            let Ok(obj) = sm.visible(&key, now_ms) else {
+                continue;
+            };
+            let Some(ssd) = obj.blobs.iter().find(|b| b.medium == Medium::Ssd) else {
+                continue;
+            };
+            if obj.in_memory() || obj.staging.is_some() {
+                continue;
+            }
+            let need = pages_for(obj.size) * PAGE_SIZE;
+            while !room.iter().any(|(_, free)| *free >= need) {
+                let Some(victim) = coldest.next() else { break };
+                let Some(v) = sm.object(victim) else { continue };
+                let here = |b: &Blob| room.iter().any(|(id, _)| *id == b.segment);
+                if v.state != ObjectState::Complete
+                    || !v.blobs.iter().any(here)
+                    || self.leases.held(victim, now_ms)
+                    || self.doomed.contains_key(victim)
+                {
+                    continue;
+                }
+                for b in &v.blobs {
+                    if let Some(r) = room.iter_mut().find(|(id, _)| *id == b.segment) {
+                        r.1 += pages_for(b.len) * PAGE_SIZE;
+                    }
+                }
+                victims.push(victim.clone());
+            }
+            let Some(slot) = room.iter_mut().find(|(_, free)| *free >= need) else {
+                continue;
+            };
+            slot.1 -= need;
+            items.push((key.clone(), obj.put_id, slot.0));
+            records.push((key, obj.put_id, ssd.offset));
+        }
+        if items.is_empty() {
+            return (Plan::new(0, promoting), records);
+        }
+        let mut plan = self.plan_each(items.len(), promoting, || Command::Promote {
+            now_ms,
+            drop_first: victims.clone(),
+            items,
+        });
+        self.doom(&victims);
+        plan.doomed = victims;
+        (plan, records)
+    }
+
+    /// Makes the memory the SSD tier filled readable.
+    pub fn plan_promoted(&self, items: Vec<(Key, PutId)>) -> Plan<()> {
+        if items.is_empty() {
+            return Plan::new(0, tier_results);
+        }
+        self.plan_each(items.len(), tier_results, || Command::Promoted { items })
     }
 
     /// For each `(key, put)`: whether that put is still the object under `key`.
@@ -560,6 +696,9 @@ impl Leader {
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
             let found = sm.visible(key, now_ms).map(|o| (o.size, o.blobs.clone()));
+            if let Ok((_, blobs)) = &found {
+                self.count_ssd_read(sm, key, blobs);
+            }
             out.push(found.map(|(size, blobs)| {
                 sm.touch(key);
                 Located {
@@ -571,6 +710,30 @@ impl Leader {
             }));
         }
         Some(out)
+    }
+
+    /// Counts a read of an object only on SSD; the reads that make it hot queue it
+    /// for its SSD tier to copy back into memory.
+    fn count_ssd_read(&mut self, sm: &StateMachine, key: &Key, blobs: &[Blob]) {
+        let Some(ssd) = blobs.iter().find(|b| b.medium == Medium::Ssd) else {
+            return;
+        };
+        let staged = sm.object(key).is_some_and(|o| o.staging.is_some());
+        if blobs.iter().any(|b| b.medium != Medium::Ssd) || staged {
+            return;
+        }
+        if self.ssd_reads.len() >= MAX_COUNTED && !self.ssd_reads.contains_key(key) {
+            self.ssd_reads.clear();
+        }
+        let n = self.ssd_reads.entry(key.clone()).or_default();
+        *n += 1;
+        if *n >= PROMOTE_AFTER_READS {
+            self.ssd_reads.remove(key);
+            self.to_promote
+                .entry(ssd.service)
+                .or_default()
+                .push(key.clone());
+        }
     }
 
     /// Ends leases `lookup` granted. Releasing an ended or unknown lease does nothing.
@@ -856,6 +1019,19 @@ impl MetaStore {
         let plan = self
             .leader
             .plan_stored(&self.sm, service, items, trash_done, now_ms);
+        self.run(plan)
+    }
+
+    /// Gives memory to the objects of `service` read often on SSD; what to copy where.
+    pub fn promote(&mut self, service: LocalServiceId, now_ms: u64) -> Vec<ToPromote> {
+        let (plan, records) = self.leader.plan_promote(&self.sm, service, 256, now_ms);
+        let blobs = self.run(plan);
+        promotions(records, blobs)
+    }
+
+    /// Makes promoted objects' memory readable.
+    pub fn promoted(&mut self, items: Vec<(Key, PutId)>) -> Vec<Result<()>> {
+        let plan = self.leader.plan_promoted(items);
         self.run(plan)
     }
 

@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 use tarpc::tokio_serde::formats::Bincode;
 
 use memcache_core::{Error, Key, KeyInfo, LocalServiceId, ReplicateConfig, Result, SegmentId};
-use memcache_meta::{Allocation, LeaseId, Located, PutId, Recovered, SegmentSpec, SsdWork};
+use memcache_meta::{
+    Allocation, LeaseId, Located, PutId, Recovered, SegmentSpec, SsdWork, ToPromote,
+};
 use memcache_raft::{NodeId, TypeConfig};
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{
@@ -77,8 +79,10 @@ pub struct SsdReport {
     /// records are written: a copy is whole only if its object was not replaced
     /// meanwhile.
     pub copied: Vec<(Key, PutId)>,
-    /// How many trash entries, from the front, the service erased.
+    /// The trash entries numbered below this one are erased.
     pub trash_done: u64,
+    /// Promotions done since the last round: the memory is filled.
+    pub promoted: Vec<(Key, PutId)>,
     /// Most objects and about the most bytes of work to hand out.
     pub want: u32,
     pub max_bytes: u64,
@@ -92,6 +96,8 @@ pub struct SsdAnswer {
     /// One per copied object: still current.
     pub current: Vec<bool>,
     pub work: SsdWork,
+    /// Hot objects to copy from SSD back into memory.
+    pub promote: Vec<ToPromote>,
 }
 
 /// Key of the capabilities one local service accepts.

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::procs::*;
+use memcache_core::Medium;
 
 fn data_dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("mmc-ssd-tier-{tag}-{}", std::process::id()));
@@ -192,5 +193,67 @@ fn what_dram_evicts_is_read_back_from_ssd() {
         "only {found} of {N} items read back: DRAM holds 8 MiB"
     );
     drop(_gw);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn media(store: &memcache_client::BlockingObjectStore, key: &str) -> Vec<Medium> {
+    let info = store.get_key_info(key).unwrap();
+    info.locations.iter().map(|l| l.medium).collect()
+}
+
+#[test]
+fn a_local_service_demotes_promotes_and_recovers_after_a_crash() {
+    const OBJ: usize = 256 << 10;
+    let (_meta, url) = start_meta(&[]);
+    let dir = data_dir("local");
+    let ssd = format!("ssd_dir={}", dir.display());
+    let extra = ["--set", &ssd, "--set", "ssd_size=268435456"];
+    let (local, _) = start_local_with(&url, "4MiB", &extra);
+    wait_for_services(&url, 1);
+    let client = pure_client(&url);
+    let put = |i: usize| client.put(format!("obj{i}"), &value(i, OBJ)).unwrap();
+
+    for i in 0..8 {
+        put(i);
+    }
+    eventually("the first objects are on SSD", || {
+        (0..8).all(|i| media(&client, &format!("obj{i}")).contains(&Medium::Ssd))
+    });
+    // 6 MiB more through 4 MiB of DRAM: the first objects leave DRAM but stay on SSD.
+    for i in 8..32 {
+        put(i);
+        if i % 4 == 3 {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    assert_eq!(media(&client, "obj0"), vec![Medium::Ssd]);
+    // Read from SSD, twice: hot, so it is copied back into DRAM.
+    for _ in 0..2 {
+        assert_eq!(client.get("obj0").unwrap(), value(0, OBJ));
+    }
+    eventually("obj0 is promoted back into DRAM", || {
+        media(&client, "obj0") == vec![Medium::Dram, Medium::Ssd]
+    });
+    assert_eq!(client.get("obj0").unwrap(), value(0, OBJ));
+
+    // A crash loses what DRAM alone held, never what reached SSD.
+    let on_ssd: Vec<usize> = (0..32)
+        .filter(|i| media(&client, &format!("obj{i}")).contains(&Medium::Ssd))
+        .collect();
+    assert!(on_ssd.len() >= 8, "only {on_ssd:?} on SSD");
+    drop(local); // SIGKILL
+    eventually("the pool notices the service is gone", || {
+        stats(&url).services == 0
+    });
+    let (_local, _) = start_local_with(&url, "4MiB", &extra);
+    wait_for_services(&url, 1);
+    for i in on_ssd {
+        assert_eq!(
+            client.get(format!("obj{i}")).unwrap(),
+            value(i, OBJ),
+            "obj{i}"
+        );
+    }
+    drop(_local);
     std::fs::remove_dir_all(&dir).unwrap();
 }

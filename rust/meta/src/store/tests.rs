@@ -545,3 +545,64 @@ fn check_replay(m: &mut MetaStore) {
     let restored = StateMachine::from_image(serde_json::from_slice(&wire).unwrap());
     assert_eq!(restored.fingerprint(), m.state().fingerprint());
 }
+
+#[test]
+fn eviction_from_dram_demotes_stored_objects_and_hot_ones_come_back() {
+    let mut m = tiered(MIB, 64 * MIB);
+    let cfg = ReplicateConfig::default();
+    for i in 0..10 {
+        put(&mut m, &format!("old{i}"), 64 << 10, &cfg, 10).unwrap();
+    }
+    assert_eq!(store_all(&mut m, 1, 11), 10);
+    // Filling DRAM evicts the old objects; on SSD they stay readable.
+    for i in 0..30 {
+        put(&mut m, &format!("new{i}"), 64 << 10, &cfg, 20 + i).unwrap();
+    }
+    assert!(m.state().counters().demoted >= 10);
+    let got = m.lookup(&[key("old0")], 60).pop().unwrap().unwrap();
+    assert_eq!(got.blobs.len(), 1);
+    assert_eq!(got.blobs[0].medium, Medium::Ssd);
+    assert!(m.promote(0, 60).is_empty(), "read once: not hot yet");
+    // Read again: hot. Eviction made room below the high watermark to copy it into.
+    m.release(&[(key("old0"), got.lease)]);
+    let again = m.lookup(&[key("old0")], 61).pop().unwrap().unwrap();
+    m.release(&[(key("old0"), again.lease)]);
+    let todo = m.promote(0, 62);
+    assert_eq!(todo.len(), 1);
+    assert_eq!((todo[0].key.clone(), todo[0].record), (key("old0"), 1));
+    assert_eq!(todo[0].blob.medium, Medium::Dram);
+    // Readers see the memory only once it is filled.
+    let before = m.lookup(&[key("old0")], 63).pop().unwrap().unwrap();
+    assert_eq!(before.blobs.len(), 1);
+    m.release(&[(key("old0"), before.lease)]);
+    let done = m.promoted(vec![(key("old0"), todo[0].put)]);
+    assert_eq!(done, vec![Ok(())]);
+    let after = m.lookup(&[key("old0")], 64).pop().unwrap().unwrap();
+    let media: Vec<Medium> = after.blobs.iter().map(|b| b.medium).collect();
+    assert_eq!(media, vec![Medium::Dram, Medium::Ssd]);
+    assert_eq!(m.state().counters().promoted, 1);
+    check_replay(&mut m);
+}
+
+#[test]
+fn a_full_ssd_tier_drops_its_oldest_replicas() {
+    // Room on SSD for 8 objects of 64 KiB (90 % of 576 KiB).
+    let mut m = tiered(16 * MIB, 9 * (64 << 10));
+    let cfg = ReplicateConfig::default();
+    for i in 0..12 {
+        put(&mut m, &format!("k{i}"), 64 << 10, &cfg, 10 + i).unwrap();
+        store_all(&mut m, 100 + i, 30);
+    }
+    let (used, cap) = m.state().usage(Medium::Ssd);
+    assert!(used * 100 <= cap * 90, "SSD at {used} of {cap}");
+    // The oldest lost their SSD replica (their records are in the trash) but are
+    // still in DRAM.
+    let k0 = m.lookup(&[key("k0")], 40).pop().unwrap().unwrap();
+    assert!(k0.blobs.iter().all(|b| b.medium == Medium::Dram));
+    let trash = m.ssd_work(0, 100).trash;
+    assert!(
+        trash.iter().any(|(id, k)| (*id, k) == (100, &key("k0"))),
+        "{trash:?}"
+    );
+    check_replay(&mut m);
+}

@@ -79,7 +79,13 @@ pub fn spawn_mmc_lines(args: &[&str], n: usize) -> (Proc, Vec<String>) {
 
 /// Starts a local service process with `dram` bytes; returns it and its id.
 pub fn start_local(url: &str, dram: &str) -> (Proc, u32) {
-    let (p, line) = spawn_mmc(&["local", "--discovery", url, "--dram-size", dram]);
+    start_local_with(url, dram, &[])
+}
+
+/// The same, with more arguments.
+pub fn start_local_with(url: &str, dram: &str, extra: &[&str]) -> (Proc, u32) {
+    let args = ["local", "--discovery", url, "--dram-size", dram];
+    let (p, line) = spawn_mmc(&[&args[..], extra].concat());
     let id = line
         .split_whitespace()
         .nth(2)
