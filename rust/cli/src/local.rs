@@ -10,6 +10,9 @@ use memcache_client::LocalServiceConfig;
 use memcache_local::RunningLocalService;
 use memcache_proto::{parse_discovery, parse_http_addr};
 
+/// How long a stopping service may spend writing its DRAM to its SSD tier.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 struct LocalProcessConfig {
@@ -52,6 +55,12 @@ pub struct LocalArgs {
     /// Heartbeat period, ms.
     #[arg(long, env = "MMC_HEARTBEAT_INTERVAL_MS")]
     heartbeat_interval_ms: Option<u64>,
+    /// Directory of an SSD tier behind the DRAM (none by default).
+    #[arg(long, env = "MMC_LOCAL_SSD_DIR")]
+    ssd_dir: Option<PathBuf>,
+    /// Bytes of the SSD tier, e.g. `100GiB`.
+    #[arg(long, env = "MMC_LOCAL_SSD_SIZE", value_parser = crate::parse_size)]
+    ssd_size: Option<u64>,
     /// `/health` and `/metrics`: `HOST:PORT` or a port on loopback; empty turns them off.
     #[arg(long, env = "MMC_LOCAL_HTTP", default_value = "127.0.0.1:0")]
     http: String,
@@ -75,6 +84,12 @@ pub fn run(args: LocalArgs) -> Result<(), String> {
     }
     if let Some(h) = args.heartbeat_interval_ms {
         config.local.heartbeat_interval_ms = h;
+    }
+    if args.ssd_dir.is_some() {
+        config.local.ssd_dir = args.ssd_dir;
+    }
+    if let Some(s) = args.ssd_size {
+        config.local.ssd_size = s;
     }
     let socket = args
         .shm_socket
@@ -103,6 +118,10 @@ pub fn run(args: LocalArgs) -> Result<(), String> {
             None => crate::say(format_args!("local http off")),
         }
         crate::wait_for_shutdown().await;
+        // What only DRAM holds goes to the SSD tier first, so a restart finds it.
+        if !service.flush_to_ssd(FLUSH_TIMEOUT).await {
+            eprintln!("the SSD tier was not fully written in time");
+        }
         let lost = service.stop().await.map_err(|e| e.to_string())?;
         tracing::info!(lost, "local service left the pool");
         Ok(())

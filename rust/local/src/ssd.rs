@@ -14,7 +14,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use memcache_core::Key;
 
@@ -56,7 +56,8 @@ pub struct NewRecord<'a> {
 }
 
 struct Inner {
-    file: File,
+    /// Shared with readers, who read without holding the lock (compaction swaps it).
+    file: Arc<File>,
     index: HashMap<u64, Entry>,
     end: u64,
     next_id: u64,
@@ -159,7 +160,7 @@ impl SsdStore {
         let store = SsdStore {
             path,
             inner: Mutex::new(Inner {
-                file,
+                file: Arc::new(file),
                 index: scanned.index,
                 end: scanned.end,
                 next_id: scanned.max_id + 1,
@@ -237,7 +238,7 @@ impl SsdStore {
             let Some(e) = inner.index.get(&id) else {
                 return Ok(None);
             };
-            (e.clone(), inner.file.try_clone()?)
+            (e.clone(), inner.file.clone())
         };
         let mut record = vec![0u8; record_len(entry.key.as_bytes().len(), entry.len) as usize];
         file.read_exact_at(&mut record, entry.at)?;
@@ -315,7 +316,7 @@ fn compact(path: &Path, inner: &mut Inner) -> std::io::Result<()> {
             e.at = new_at;
         }
     }
-    inner.file = OpenOptions::new().read(true).write(true).open(path)?;
+    inner.file = Arc::new(OpenOptions::new().read(true).write(true).open(path)?);
     inner.end = at;
     inner.live_bytes = at;
     Ok(())

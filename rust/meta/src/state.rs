@@ -595,16 +595,17 @@ impl StateMachine {
         let Some(obj) = self.objects.get(&key) else {
             return Err(Error::ObjectNotFound);
         };
+        // The same report again (its first answer was lost, or the service registered
+        // the record again meanwhile) is no news.
+        let same = |b: &Blob| b.segment == segment && b.offset == record;
+        if obj.blobs.iter().any(same) {
+            return Ok(());
+        }
         if obj.put_id != put || !obj.visible(now_ms) {
             return Err(Error::ObjectNotFound);
         }
         if obj.on_ssd() {
-            // The same report again (its first answer was lost) is no news.
-            let same = |b: &Blob| b.segment == segment && b.offset == record;
-            return match obj.blobs.iter().any(same) {
-                true => Ok(()),
-                false => Err(Error::DuplicatedObject),
-            };
+            return Err(Error::DuplicatedObject);
         }
         let size = obj.size;
         let created = obj.created_ms;
