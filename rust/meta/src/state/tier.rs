@@ -1,0 +1,280 @@
+//! The SSD tier in the state machine: objects stored on SSD segments, demoted there
+//! by eviction from memory, evicted from them, recovered into them, and promoted back
+//! into memory.
+
+use std::collections::BTreeSet;
+
+use memcache_core::{Blob, Error, Key, LocalServiceId, Medium, Result, SegmentId, PAGE_SIZE};
+
+use super::{min_key, Object, ObjectState, PutId, Recovered, StateMachine};
+use crate::alloc::pages_for;
+
+impl StateMachine {
+    /// Gives an SSD-only object memory on `segment` to be copied into.
+    pub(super) fn stage(
+        &mut self,
+        key: &Key,
+        put: PutId,
+        segment: SegmentId,
+        now_ms: u64,
+    ) -> Result<Blob> {
+        let obj = match self.objects.get(key) {
+            Some(o) if o.put_id == put && o.visible(now_ms) => o,
+            _ => return Err(Error::ObjectNotFound),
+        };
+        if obj.in_memory() || obj.staging.is_some() {
+            return Err(Error::DuplicatedObject);
+        }
+        let size = obj.size;
+        let seg = self
+            .segments
+            .get_mut(&segment)
+            .filter(|s| s.spec.medium != Medium::Ssd)
+            .ok_or_else(|| Error::invalid(format!("no memory segment {segment}")))?;
+        let offset = seg
+            .alloc
+            .alloc(size)
+            .ok_or_else(|| Error::OutOfMemory(format!("segment {segment} is full")))?;
+        let blob = Blob {
+            service: seg.service,
+            medium: seg.spec.medium,
+            segment,
+            offset,
+            len: size,
+        };
+        self.objects.get_mut(key).expect("found above").staging = Some(blob);
+        Ok(blob)
+    }
+
+    /// Makes a promoted object's filled memory readable.
+    pub(super) fn promoted(&mut self, key: &Key, put: PutId) -> Result<()> {
+        let obj = match self.objects.get_mut(key) {
+            Some(o) if o.put_id == put && o.staging.is_some() => o,
+            _ => return Err(Error::ObjectNotFound),
+        };
+        let blob = obj.staging.take().expect("checked above");
+        obj.blobs.insert(0, blob);
+        self.policy.insert(key);
+        self.counters.promoted += 1;
+        Ok(())
+    }
+
+    /// Evicts the listed committed objects from memory: one with an SSD replica stays
+    /// there (demoted), the others go. Returns how many were evicted.
+    pub(super) fn evict_from_memory(&mut self, keys: &[Key], now_ms: u64) -> usize {
+        let mut n = 0;
+        for key in keys {
+            let Some(obj) = self.objects.get_mut(key) else {
+                continue;
+            };
+            if obj.state != ObjectState::Complete {
+                continue;
+            }
+            n += 1;
+            if !obj.demotes(now_ms) {
+                self.remove_object(key);
+                continue;
+            }
+            let (ssd, memory): (Vec<Blob>, Vec<Blob>) =
+                obj.blobs.iter().partition(|b| b.medium == Medium::Ssd);
+            obj.blobs = ssd;
+            self.free_blobs(key, &memory);
+            self.policy.remove(key);
+            self.counters.demoted += 1;
+        }
+        self.counters.evicted += n as u64;
+        n
+    }
+
+    /// Takes `key`'s replica off SSD segment `segment`; an object left with no replica
+    /// goes.
+    pub(super) fn drop_from_ssd(&mut self, key: &Key, segment: SegmentId) {
+        let Some(obj) = self.objects.get_mut(key) else {
+            return;
+        };
+        let (gone, kept): (Vec<Blob>, Vec<Blob>) =
+            obj.blobs.iter().partition(|b| b.segment == segment);
+        if gone.is_empty() {
+            return;
+        }
+        if kept.is_empty() {
+            self.remove_object(key);
+            self.counters.evicted += 1;
+            return;
+        }
+        obj.blobs = kept;
+        let created = obj.created_ms;
+        self.ssd_order.remove(&(segment, created, key.clone()));
+        self.free_blobs(key, &gone);
+    }
+
+    /// Gives `key` the SSD replica its owner wrote, if the object is still the put
+    /// `put` and has none yet.
+    pub(super) fn store_one(
+        &mut self,
+        key: Key,
+        put: PutId,
+        segment: SegmentId,
+        record: u64,
+        now_ms: u64,
+    ) -> Result<()> {
+        let Some(obj) = self.objects.get(&key) else {
+            return Err(Error::ObjectNotFound);
+        };
+        // The same report again (its first answer was lost, or the service registered
+        // the record again meanwhile) is no news.
+        let same = |b: &Blob| b.segment == segment && b.offset == record;
+        if obj.blobs.iter().any(same) {
+            return Ok(());
+        }
+        if obj.put_id != put || !obj.visible(now_ms) {
+            return Err(Error::ObjectNotFound);
+        }
+        if obj.on_ssd() {
+            return Err(Error::DuplicatedObject);
+        }
+        let size = obj.size;
+        let created = obj.created_ms;
+        let Some(seg) = self.segments.get_mut(&segment) else {
+            return Err(Error::invalid(format!("no segment {segment}")));
+        };
+        let pages = pages_for(size) * PAGE_SIZE;
+        if seg.spec.medium != Medium::Ssd || seg.free() < pages {
+            return Err(Error::OutOfMemory(format!(
+                "SSD segment {segment} cannot take {size} bytes"
+            )));
+        }
+        seg.ssd_used += pages;
+        let blob = Blob {
+            service: seg.service,
+            medium: Medium::Ssd,
+            segment,
+            offset: record,
+            len: size,
+        };
+        if let Some(target) = self.store_target(self.objects.get(&key).expect("found above")) {
+            self.unstored.remove(&(target, created, key.clone()));
+        }
+        self.objects
+            .get_mut(&key)
+            .expect("found above")
+            .blobs
+            .push(blob);
+        self.ssd_order.insert((segment, created, key));
+        self.counters.stored += 1;
+        Ok(())
+    }
+
+    /// Puts objects a local service found on its SSD segment when it started; whether
+    /// each was taken.
+    pub(super) fn recover(
+        &mut self,
+        service: LocalServiceId,
+        now_ms: u64,
+        recovered: Vec<Recovered>,
+    ) -> Vec<bool> {
+        let segment = self.ssd_segment_of(service);
+        recovered
+            .into_iter()
+            .map(|r| {
+                let Some(segment) = segment else {
+                    return false;
+                };
+                let seg = self
+                    .segments
+                    .get_mut(&segment)
+                    .expect("the service's segment");
+                let pages = pages_for(r.size) * PAGE_SIZE;
+                let expired = r.expires_ms.is_some_and(|t| t <= now_ms);
+                if r.size == 0 || expired || seg.free() < pages || self.objects.contains_key(&r.key)
+                {
+                    return false;
+                }
+                seg.ssd_used += pages;
+                let put_id = self.next_put;
+                self.next_put += 1;
+                if let Some(t) = r.expires_ms {
+                    self.expiring.insert((t, r.key.clone()));
+                }
+                self.ssd_order.insert((segment, now_ms, r.key.clone()));
+                self.objects.insert(
+                    r.key,
+                    Object {
+                        size: r.size,
+                        blobs: vec![Blob {
+                            service,
+                            medium: Medium::Ssd,
+                            segment,
+                            offset: r.record,
+                            len: r.size,
+                        }],
+                        state: ObjectState::Complete,
+                        put_id,
+                        writer: 0,
+                        created_ms: now_ms,
+                        ttl_ms: None,
+                        expires_ms: r.expires_ms,
+                        staging: None,
+                    },
+                );
+                true
+            })
+            .collect()
+    }
+
+    /// The SSD segment of a local service, if it has one.
+    pub fn ssd_segment_of(&self, service: LocalServiceId) -> Option<SegmentId> {
+        let info = self.services.get(&service)?;
+        info.segments.iter().copied().find(|id| {
+            self.segments
+                .get(id)
+                .is_some_and(|s| s.spec.medium == Medium::Ssd)
+        })
+    }
+
+    /// The local service that should write `obj` to its SSD segment: the first holder
+    /// of a memory replica that has one. None once it is on SSD.
+    pub(super) fn store_target(&self, obj: &Object) -> Option<LocalServiceId> {
+        if obj.state != ObjectState::Complete || obj.on_ssd() {
+            return None;
+        }
+        obj.blobs
+            .iter()
+            .map(|b| b.service)
+            .find(|s| self.ssd_segment_of(*s).is_some())
+    }
+
+    /// Recomputes the derived tier indexes, after services came or went.
+    pub(super) fn rebuild_tiers(&mut self) {
+        let mut unstored = BTreeSet::new();
+        let mut ssd_order = BTreeSet::new();
+        for (key, obj) in &self.objects {
+            if let Some(t) = self.store_target(obj) {
+                unstored.insert((t, obj.created_ms, key.clone()));
+            }
+            if obj.state == ObjectState::Complete {
+                for b in obj.blobs.iter().filter(|b| b.medium == Medium::Ssd) {
+                    ssd_order.insert((b.segment, obj.created_ms, key.clone()));
+                }
+            }
+        }
+        self.unstored = unstored;
+        self.ssd_order = ssd_order;
+    }
+
+    /// Objects local service `service` should write to its SSD segment, oldest first.
+    pub fn unstored(&self, service: LocalServiceId) -> impl Iterator<Item = &Key> {
+        self.unstored
+            .range((service, 0, min_key())..)
+            .take_while(move |(s, _, _)| *s == service)
+            .map(|(_, _, k)| k)
+    }
+
+    /// Objects on SSD segment `segment`, the first to evict first.
+    pub fn ssd_order(&self, segment: SegmentId) -> impl Iterator<Item = &Key> {
+        self.ssd_order
+            .range((segment, 0, min_key())..)
+            .take_while(move |(s, _, _)| *s == segment)
+            .map(|(_, _, k)| k)
+    }
+}
