@@ -59,6 +59,9 @@ pub struct BenchArgs {
     /// Concurrent writers (raft), connections (memcached).
     #[arg(long, default_value_t = 16)]
     writers: usize,
+    /// memcached: run our gateway with an SSD tier in this directory (emptied first).
+    #[arg(long)]
+    data_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -82,7 +85,9 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         Workload::Small => bench_small(&args)?,
         Workload::Alloc => bench_alloc(&args),
         Workload::Raft => crate::bench_raft::run(args.rounds, args.writers)?,
-        Workload::Memcached => crate::bench_memcached::run(args.rounds, args.writers)?,
+        Workload::Memcached => {
+            crate::bench_memcached::run(args.rounds, args.writers, args.data_dir.as_deref())?
+        }
     };
     if args.json {
         println!("{report}");

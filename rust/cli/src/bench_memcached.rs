@@ -3,6 +3,7 @@
 //! generator in the same run: connections that each keep one request in flight, a 90 %
 //! get / 10 % set mix over a pre-filled key space, values of 100 B to 4 KiB.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -56,12 +57,16 @@ fn start_memcached(threads: usize) -> Result<(Owned, String), String> {
     Ok((child, addr.to_string()))
 }
 
-fn start_gateway() -> Result<(Owned, String), String> {
+fn start_gateway(data_dir: Option<&Path>) -> Result<(Owned, String), String> {
     let addr = free_addrs(1)?[0].to_string();
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let dram = format!("{MEMORY_MB}MiB");
-    let child = spawn_quiet(exe, &["memcached", "--bind", &addr, "--dram-size", &dram])
-        .map_err(|e| format!("starting mmc memcached: {e}"))?;
+    let mut args = vec!["memcached", "--bind", &addr, "--dram-size", &dram];
+    if let Some(dir) = data_dir {
+        let _ = std::fs::remove_dir_all(dir);
+        args.extend(["--data-dir", dir.to_str().ok_or("a data dir in UTF-8")?]);
+    }
+    let child = spawn_quiet(exe, &args).map_err(|e| format!("starting mmc memcached: {e}"))?;
     Ok((child, addr))
 }
 
@@ -144,12 +149,12 @@ async fn drive(addr: &str, conns: usize, secs: f64) -> Result<f64, String> {
     Ok(done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
 }
 
-pub fn run(rounds: usize, conns: usize) -> Result<Value, String> {
+pub fn run(rounds: usize, conns: usize, data_dir: Option<&Path>) -> Result<Value, String> {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     rt.block_on(async {
         let (_mc, theirs) = start_memcached(threads)?;
-        let (_gw, ours) = start_gateway()?;
+        let (_gw, ours) = start_gateway(data_dir)?;
         wait_until_up(&theirs).await?;
         wait_until_up(&ours).await?;
         fill(&theirs).await?;
@@ -164,6 +169,7 @@ pub fn run(rounds: usize, conns: usize) -> Result<Value, String> {
         let (ours_ops, theirs_ops) = (crate::bench::median(&mut a), crate::bench::median(&mut b));
         Ok(json!({
             "workload": "memcached",
+            "ssd_tier": data_dir.is_some(),
             "ours_ops_per_s": ours_ops.round(),
             "memcached_ops_per_s": theirs_ops.round(),
             "ratio": ours_ops / theirs_ops,
