@@ -12,7 +12,6 @@ use memcache_client::{ClientConfig, ObjectStore};
 use memcache_gateway::items::Items;
 use memcache_gateway::protocol::Limits;
 use memcache_gateway::Gateway;
-use memcache_meta_service::{MetaService, MetaServiceConfig};
 
 #[derive(Args)]
 pub struct MemcachedArgs {
@@ -33,8 +32,7 @@ pub struct MemcachedArgs {
     #[arg(long, default_value = "1MiB", value_parser = crate::parse_size)]
     max_item_size: u64,
     /// Keep an SSD tier (L2) in this directory: items are written there behind the
-    /// DRAM tier, stay there when DRAM evicts them, and survive a restart. On the
-    /// embedded default it starts an in-process meta service for it.
+    /// DRAM tier, stay there when DRAM evicts them, and survive a restart.
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Bytes of the SSD tier.
@@ -48,26 +46,9 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
 pub fn run(args: MemcachedArgs) -> Result<(), String> {
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     rt.block_on(async move {
-        // The SSD tier is a local service's, which answers to a meta service: with no
-        // pool to join, this process runs one.
-        let meta = match (&args.discovery, &args.data_dir) {
-            (None, Some(_)) => Some(
-                MetaService::start(MetaServiceConfig {
-                    discovery_url: "tcp://127.0.0.1:0".into(),
-                    http_url: String::new(),
-                    ..MetaServiceConfig::default()
-                })
-                .await
-                .map_err(|e| format!("starting the meta service: {e}"))?,
-            ),
-            _ => None,
-        };
-        let mut config = match (&args.discovery, &meta) {
-            (Some(url), _) => ClientConfig::remote(url, args.dram_size),
-            (None, Some(m)) => {
-                ClientConfig::remote(&format!("tcp://{}", m.local_addr()), args.dram_size)
-            }
-            (None, None) => ClientConfig::with_dram(args.dram_size),
+        let mut config = match &args.discovery {
+            Some(url) => ClientConfig::remote(url, args.dram_size),
+            None => ClientConfig::with_dram(args.dram_size),
         };
         config.local.ssd_dir = args.data_dir.clone();
         config.local.ssd_size = args.ssd_size;
@@ -95,9 +76,6 @@ pub fn run(args: MemcachedArgs) -> Result<(), String> {
             }
         }
         let _ = store.tear_down().await;
-        if let Some(m) = meta {
-            m.stop().await;
-        }
         Ok(())
     })
 }

@@ -11,37 +11,80 @@ use rustc_hash::FxHashMap;
 
 use memcache_core::{Blob, Error, LocalServiceId, Medium, Result, SegmentId};
 use memcache_local::{
-    fetch_segment, LocalService, LocalServiceConfig, RunningLocalService, ShmTransport, TcpPeer,
-    TcpTransport, Transport,
+    fetch_segment, LocalMetrics, LocalService, LocalServiceConfig, RunningLocalService,
+    SegmentTable, ShmTransport, SyncFn, Syncer, TcpPeer, TcpTransport, TierLoop, Transport,
 };
+use memcache_meta::Joining;
 use memcache_proto::{host_id, DataEndpoint};
 
+use crate::embedded::EmbeddedPool;
 use crate::meta_client::MetaClient;
 
 /// The local service a client started with `init_bm = true`.
 pub(crate) enum Local {
     /// In the embedded pool: registered directly, nothing to serve.
-    Embedded(Box<LocalService>),
+    Embedded(Box<EmbeddedLocal>),
     /// Joined to a remote meta service: serves its descriptors and heartbeats.
     Remote(Box<RunningLocalService>),
+}
+
+/// A local service in the embedded pool, with its SSD tier's loop if it has one.
+pub(crate) struct EmbeddedLocal {
+    service: LocalService,
+    tier: std::sync::Mutex<Option<TierLoop>>,
+    ssd_segment: Option<SegmentId>,
+}
+
+impl EmbeddedLocal {
+    /// Registers with the embedded pool, offering what the SSD tier holds; the tier's
+    /// loop talks to the pool directly and its reads go through the pool's transport.
+    fn start(pool: &Arc<EmbeddedPool>, config: &LocalServiceConfig) -> Result<EmbeddedLocal> {
+        let mut service = LocalService::create(config)?;
+        let recovered = service.tier().map(|t| t.recovered()).unwrap_or_default();
+        let joining = Joining {
+            requested: config.service_id,
+            device_id: config.device_id,
+            segments: service.segment_specs(),
+            recovered: recovered.clone(),
+        };
+        let now = pool.clock().now_ms();
+        let (id, mut ids, taken) = pool.meta().join(joining, now)?;
+        let (mut tier, mut ssd_segment) = (None, None);
+        if let Some(t) = service.tier().cloned() {
+            let ssd = ids.pop().ok_or(Error::UnmatchedRetcode)?;
+            t.bind(ssd, &recovered, &taken);
+            pool.transport().attach_tier(ssd, t.clone());
+            let memory = ids
+                .iter()
+                .copied()
+                .zip(service.all_segments().iter().cloned());
+            let table: SegmentTable = Arc::new(std::sync::RwLock::new(memory.collect()));
+            let sync: SyncFn = {
+                let pool = pool.clone();
+                Arc::new(move |report| {
+                    let answer = pool.meta().ssd_sync(id, report, pool.clock().now_ms());
+                    Box::pin(std::future::ready(answer))
+                })
+            };
+            let syncer = Syncer::new(t, sync, table, Arc::new(LocalMetrics::new()));
+            tier = Some(TierLoop::start(syncer, &tokio::runtime::Handle::current()));
+            ssd_segment = Some(ssd);
+        }
+        service.bind(id, ids)?;
+        Ok(EmbeddedLocal {
+            service,
+            tier: std::sync::Mutex::new(tier),
+            ssd_segment,
+        })
+    }
 }
 
 impl Local {
     pub async fn start(meta: &MetaClient, config: &LocalServiceConfig) -> Result<Local> {
         match meta {
-            MetaClient::Embedded(_) if config.ssd_dir.is_some() => Err(Error::invalid(
-                "the SSD tier needs a meta service (`mmc meta`, or the gateway's --data-dir)",
-            )),
-            MetaClient::Embedded(pool) => {
-                let mut local = LocalService::create(config)?;
-                let (id, ids) = pool.meta().register_service(
-                    config.service_id,
-                    config.device_id,
-                    local.segment_specs(),
-                )?;
-                local.bind(id, ids)?;
-                Ok(Local::Embedded(Box::new(local)))
-            }
+            MetaClient::Embedded(pool) => Ok(Local::Embedded(Box::new(EmbeddedLocal::start(
+                pool, config,
+            )?))),
             MetaClient::Remote(link) => {
                 let socket = config.shm_socket.clone().unwrap_or_else(default_socket);
                 let running =
@@ -54,14 +97,29 @@ impl Local {
 
     pub fn id(&self) -> Result<LocalServiceId> {
         match self {
-            Local::Embedded(l) => l.id(),
+            Local::Embedded(l) => l.service.id(),
             Local::Remote(r) => Ok(r.id()),
+        }
+    }
+
+    /// Writes what only memory holds to the SSD tier (within `timeout`) and stops the
+    /// tier; true when nothing was left, or there is no tier.
+    pub async fn flush_to_ssd(&self, timeout: std::time::Duration) -> bool {
+        match self {
+            Local::Embedded(l) => {
+                let tier = l.tier.lock().unwrap_or_else(|e| e.into_inner()).take();
+                match tier {
+                    Some(t) => t.flush(timeout).await,
+                    None => true,
+                }
+            }
+            Local::Remote(r) => r.flush_to_ssd(timeout).await,
         }
     }
 
     pub fn segments(&self) -> Vec<(SegmentId, Arc<memcache_local::ShmSegment>)> {
         match self {
-            Local::Embedded(l) => l.segments().map(|(i, s)| (i, s.clone())).collect(),
+            Local::Embedded(l) => l.service.segments().map(|(i, s)| (i, s.clone())).collect(),
             Local::Remote(r) => r.segments(),
         }
     }
@@ -175,11 +233,11 @@ impl Session {
     /// service hands over its descriptor once, and every later copy is a memcpy.
     /// TCP otherwise.
     async fn route(&self, blob: &Blob) -> Result<Route> {
-        // The SSD tier is read through its service, wherever it is.
-        let shm = !self.force_tcp && blob.medium != Medium::Ssd;
-        if shm && self.transport.has(blob.segment) {
+        if !self.force_tcp && self.transport.has(blob.segment) {
             return Ok(Route::Shm);
         }
+        // Another process's SSD tier is read through its service, wherever it is.
+        let shm = !self.force_tcp && blob.medium != Medium::Ssd;
         // One miss at a time: the many blobs of a batch on one new segment map it once.
         let _resolving = self.resolving.lock().await;
         if shm && self.transport.has(blob.segment) {
@@ -239,10 +297,16 @@ impl Session {
     pub async fn leave(&self) {
         let Some(local) = &self.local else { return };
         let left = match local {
-            Local::Embedded(l) => match l.id() {
-                Ok(id) => self.meta.remove_service(id).await,
-                Err(e) => Err(e),
-            },
+            Local::Embedded(l) => {
+                l.tier.lock().unwrap_or_else(|e| e.into_inner()).take();
+                if let Some(ssd) = l.ssd_segment {
+                    self.transport.detach(ssd);
+                }
+                match l.service.id() {
+                    Ok(id) => self.meta.remove_service(id).await,
+                    Err(e) => Err(e),
+                }
+            }
             Local::Remote(r) => r.stop().await,
         };
         if let Err(e) = left {

@@ -186,8 +186,8 @@ impl ObjectStore {
     /// finds everything). True when nothing was left; also true without a tier.
     pub async fn flush_to_ssd(&self, timeout: Duration) -> Result<bool> {
         match &self.session()?.local {
-            Some(Local::Remote(r)) => Ok(r.flush_to_ssd(timeout).await),
-            _ => Ok(true),
+            Some(local) => Ok(local.flush_to_ssd(timeout).await),
+            None => Ok(true),
         }
     }
 

@@ -19,5 +19,5 @@ pub use running::RunningLocalService;
 pub use segment::{SegmentTable, ShmSegment};
 pub use service::{LocalService, LocalServiceConfig};
 pub use tcp::{TcpPeer, TcpTransport};
-pub use tier::SsdTier;
+pub use tier::{remote_sync, SsdTier, SyncFn, Syncer, TierLoop};
 pub use transport::{check_room, ShmTransport, Transport};

@@ -15,13 +15,7 @@ use memcache_core::{Error, LocalServiceId, Result, SegmentId};
 use memcache_proto::{host_id, DataEndpoint, MetaLink, Registered, Registration};
 
 use crate::tcp::SharedKey;
-use crate::tier::{SsdTier, Syncer};
-
-/// The SSD tier's loop, and the switch that tells it to finish its work and stop.
-type SsdLoop = (JoinHandle<()>, tokio::sync::watch::Sender<bool>);
-
-/// How often an idle SSD tier asks the meta service for work.
-const SSD_IDLE_MS: u64 = 50;
+use crate::tier::{remote_sync, SsdTier, Syncer, TierLoop};
 
 use crate::fdpass::SegmentServer;
 use crate::metrics::LocalMetrics;
@@ -36,7 +30,7 @@ pub struct RunningLocalService {
     _server: SegmentServer,
     link: Arc<MetaLink>,
     heartbeat: JoinHandle<()>,
-    ssd: std::sync::Mutex<Option<SsdLoop>>,
+    ssd: std::sync::Mutex<Option<TierLoop>>,
     /// The service's own runtime: heartbeats go on however the process that hosts the
     /// service schedules (or stops scheduling) its own work.
     runtime: Option<Runtime>,
@@ -145,13 +139,9 @@ impl RunningLocalService {
         let every = Duration::from_millis(config.heartbeat_interval_ms.max(1));
         let heartbeat = runtime.spawn(beat(link.clone(), reg, exposed, every));
         let ssd = tier.map(|tier| {
-            let syncer = Syncer::new(tier, link.clone(), id, segments.clone(), metrics);
-            let (drain, drained) = tokio::sync::watch::channel(false);
-            let idle = Duration::from_millis(SSD_IDLE_MS);
-            (
-                runtime.spawn(crate::tier::run(syncer, idle, drained)),
-                drain,
-            )
+            let sync = remote_sync(link.clone(), id);
+            let syncer = Syncer::new(tier, sync, segments.clone(), metrics);
+            TierLoop::start(syncer, runtime.handle())
         });
         Ok(RunningLocalService {
             id,
@@ -170,7 +160,7 @@ impl RunningLocalService {
         self.id
     }
 
-    fn ssd_loop(&self) -> std::sync::MutexGuard<'_, Option<SsdLoop>> {
+    fn ssd_loop(&self) -> std::sync::MutexGuard<'_, Option<TierLoop>> {
         self.ssd.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -192,25 +182,17 @@ impl RunningLocalService {
     /// `timeout`), so a restart finds them; true when nothing was left to write.
     /// The tier's loop stops: call it on the way out.
     pub async fn flush_to_ssd(&self, timeout: Duration) -> bool {
-        let Some((task, drain)) = self.ssd_loop().take() else {
-            return true;
-        };
-        let _ = drain.send(true);
-        match tokio::time::timeout(timeout, task).await {
-            Ok(_) => true,
-            Err(_) => {
-                tracing::warn!("the SSD tier did not finish writing in time");
-                false
-            }
+        let tier = self.ssd_loop().take();
+        match tier {
+            Some(tier) => tier.flush(timeout).await,
+            None => true,
         }
     }
 
     /// Leaves the pool: objects whose only replica lived here go with it.
     pub async fn stop(&self) -> Result<usize> {
         self.heartbeat.abort();
-        if let Some((task, _)) = &*self.ssd_loop() {
-            task.abort();
-        }
+        self.ssd_loop().take();
         let (link, id) = (self.link.clone(), self.id);
         let runtime = self.runtime.as_ref().ok_or(Error::NotStarted)?;
         runtime
@@ -226,9 +208,7 @@ impl RunningLocalService {
 impl Drop for RunningLocalService {
     fn drop(&mut self) {
         self.heartbeat.abort();
-        if let Some((task, _)) = &*self.ssd_loop() {
-            task.abort();
-        }
+        self.ssd_loop().take();
         if let Some(rt) = self.runtime.take() {
             // Never blocks, so it is safe inside an async context too.
             rt.shutdown_background();

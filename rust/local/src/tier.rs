@@ -15,9 +15,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use memcache_core::{Error, Key, LocalServiceId, Medium, Result, SegmentId};
 use memcache_meta::{PutId, Recovered, SegmentSpec, ToPromote, ToStore};
-use memcache_proto::{MetaLink, SsdAnswer, SsdReport};
+use memcache_meta::{SsdAnswer, SsdReport};
+use memcache_proto::MetaLink;
 
 use crate::metrics::LocalMetrics;
 use crate::segment::{find_segment, SegmentTable};
@@ -124,11 +126,28 @@ impl SsdTier {
     }
 }
 
+/// One round trip to the meta service: a report out, an answer back.
+pub type SyncFn =
+    Arc<dyn Fn(SsdReport) -> BoxFuture<'static, Result<SsdAnswer>> + Send + Sync + 'static>;
+
+/// A round trip to a remote meta service (group), as local service `service`.
+pub fn remote_sync(link: Arc<MetaLink>, service: LocalServiceId) -> SyncFn {
+    Arc::new(move |report| {
+        let link = link.clone();
+        Box::pin(async move {
+            link.call(|rpc, ctx| {
+                let report = report.clone();
+                async move { rpc.ssd_sync(ctx, service, report).await }
+            })
+            .await?
+        })
+    })
+}
+
 /// The tier's side of the conversation, carried from one round to the next.
 pub struct Syncer {
     tier: Arc<SsdTier>,
-    link: Arc<MetaLink>,
-    service: LocalServiceId,
+    sync: SyncFn,
     segments: SegmentTable,
     metrics: Arc<LocalMetrics>,
     stored: Vec<(Key, PutId, u64)>,
@@ -142,15 +161,13 @@ pub struct Syncer {
 impl Syncer {
     pub fn new(
         tier: Arc<SsdTier>,
-        link: Arc<MetaLink>,
-        service: LocalServiceId,
+        sync: SyncFn,
         segments: SegmentTable,
         metrics: Arc<LocalMetrics>,
     ) -> Syncer {
         Syncer {
             tier,
-            link,
-            service,
+            sync,
             segments,
             metrics,
             stored: Vec::new(),
@@ -179,14 +196,8 @@ impl Syncer {
             want: ROUND_OBJECTS,
             max_bytes: ROUND_BYTES,
         };
-        let (service, link) = (self.service, &self.link);
         // On failure everything is kept and reported again: each part is idempotent.
-        let answer: SsdAnswer = link
-            .call(|rpc, ctx| {
-                let report = report.clone();
-                async move { rpc.ssd_sync(ctx, service, report).await }
-            })
-            .await??;
+        let answer = (self.sync)(report).await?;
         tracing::debug!(
             stored = self.stored.len(),
             copied = self.copied.len(),
@@ -286,13 +297,48 @@ impl Syncer {
     }
 }
 
+/// A running tier loop, and the switch that tells it to finish its work and stop.
+pub struct TierLoop {
+    task: tokio::task::JoinHandle<()>,
+    drain: tokio::sync::watch::Sender<bool>,
+}
+
+/// How often an idle SSD tier asks the meta service for work.
+const IDLE: Duration = Duration::from_millis(50);
+
+impl TierLoop {
+    /// Runs `syncer`'s rounds on `runtime`.
+    pub fn start(syncer: Syncer, runtime: &tokio::runtime::Handle) -> TierLoop {
+        let (drain, drained) = tokio::sync::watch::channel(false);
+        TierLoop {
+            task: runtime.spawn(run(syncer, IDLE, drained)),
+            drain,
+        }
+    }
+
+    /// Lets the loop write what is left (within `timeout`) and stop; true when
+    /// nothing was left.
+    pub async fn flush(mut self, timeout: Duration) -> bool {
+        let _ = self.drain.send(true);
+        match tokio::time::timeout(timeout, &mut self.task).await {
+            Ok(_) => true,
+            Err(_) => {
+                tracing::warn!("the SSD tier did not finish writing in time");
+                false
+            }
+        }
+    }
+}
+
+impl Drop for TierLoop {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Runs rounds until `drain` turns true, then until nothing is left to do (or the
 /// meta service stops answering).
-pub async fn run(
-    mut syncer: Syncer,
-    idle: Duration,
-    mut drain: tokio::sync::watch::Receiver<bool>,
-) {
+async fn run(mut syncer: Syncer, idle: Duration, mut drain: tokio::sync::watch::Receiver<bool>) {
     loop {
         let busy = match syncer.round().await {
             Ok(busy) => busy,

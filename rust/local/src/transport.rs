@@ -8,6 +8,7 @@ use rustc_hash::FxHashMap;
 use memcache_core::{Blob, Error, Result, SegmentId};
 
 use crate::segment::ShmSegment;
+use crate::tier::SsdTier;
 
 /// -3000 unless `dsts` can hold `len` bytes: checked before any byte moves, so a
 /// refused read leaves the caller's buffers untouched.
@@ -43,9 +44,11 @@ pub trait Transport: Send + Sync {
 }
 
 /// Segments mapped into this process: one memcpy per slice, in the caller's thread.
+/// SSD tiers of this process's local services are read here too (the embedded pool).
 #[derive(Default)]
 pub struct ShmTransport {
     segments: RwLock<FxHashMap<SegmentId, Arc<ShmSegment>>>,
+    tiers: RwLock<FxHashMap<SegmentId, Arc<SsdTier>>>,
 }
 
 impl ShmTransport {
@@ -56,15 +59,34 @@ impl ShmTransport {
             .insert(id, segment);
     }
 
+    /// An SSD tier in this process, as SSD segment `id`.
+    pub fn attach_tier(&self, id: SegmentId, tier: Arc<SsdTier>) {
+        self.tiers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, tier);
+    }
+
+    fn tier(&self, id: SegmentId) -> Option<Arc<SsdTier>> {
+        let tiers = self.tiers.read().unwrap_or_else(|e| e.into_inner());
+        tiers.get(&id).cloned()
+    }
+
     pub fn has(&self, id: SegmentId) -> bool {
-        self.segments
+        let mapped = self
+            .segments
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .contains_key(&id)
+            .contains_key(&id);
+        mapped || self.tier(id).is_some()
     }
 
     pub fn detach(&self, id: SegmentId) {
         self.segments
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        self.tiers
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&id);
@@ -92,6 +114,17 @@ impl ShmTransport {
     }
 
     pub fn read_blob(&self, blob: &Blob, dsts: &mut [&mut [u8]]) -> Result<()> {
+        if let Some(tier) = self.tier(blob.segment) {
+            check_room(dsts, blob.len)?;
+            let bytes = tier.read(blob.offset, blob.len)?;
+            let mut rest = &bytes[..];
+            for d in dsts.iter_mut() {
+                let n = d.len().min(rest.len());
+                d[..n].copy_from_slice(&rest[..n]);
+                rest = &rest[n..];
+            }
+            return Ok(());
+        }
         self.segment(blob.segment)?
             .read_at(blob.offset, blob.len, dsts)
     }

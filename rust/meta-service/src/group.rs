@@ -311,10 +311,8 @@ impl Group {
         service: LocalServiceId,
         report: SsdReport,
     ) -> Result<SsdAnswer> {
-        let limit = MAX_BATCH_OP_COUNT.min(report.want as usize);
-        if report.stored.len() > MAX_BATCH_OP_COUNT || report.copied.len() > MAX_BATCH_OP_COUNT {
-            return Err(Error::invalid("an SSD report above the batch limit"));
-        }
+        report.check()?;
+        let limit = report.limit();
         let promoted = self.decide(|leader, _| leader.plan_promoted(report.promoted));
         self.run(promoted).await;
         let (stored, promote) = {

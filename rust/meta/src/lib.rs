@@ -18,5 +18,5 @@ pub use state::{
 };
 pub use store::{
     promotions, AllocRequest, Joining, Leader, LeaseId, Located, MetaConfig, MetaStore, Plan,
-    SsdWork, ToPromote, ToStore, MAX_OBJECT_BYTES,
+    SsdAnswer, SsdReport, SsdWork, ToPromote, ToStore, MAX_OBJECT_BYTES,
 };

@@ -23,7 +23,7 @@ mod tier;
 pub use leases::LeaseId;
 use leases::Leases;
 use planner::Planner;
-pub use tier::{promotions, SsdWork, ToPromote, ToStore};
+pub use tier::{promotions, SsdAnswer, SsdReport, SsdWork, ToPromote, ToStore};
 
 /// Settings of the metadata service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -626,14 +626,24 @@ impl MetaStore {
             segments,
             recovered: Vec::new(),
         };
+        self.join(joining, 0).map(|(id, ids, _)| (id, ids))
+    }
+
+    /// Adds a local service that may bring objects of its SSD tier; its id, its
+    /// segments' ids, and which recovered objects were taken.
+    pub fn join(
+        &mut self,
+        joining: Joining,
+        now_ms: u64,
+    ) -> Result<(LocalServiceId, Vec<SegmentId>, Vec<bool>)> {
         let cmd = self
             .leader
-            .plan_register(&self.sm, joining, 0, Vec::new(), 0)?;
+            .plan_register(&self.sm, joining, 0, Vec::new(), now_ms)?;
         let Command::RegisterService { service, .. } = cmd else {
             unreachable!("plan_register plans a registration")
         };
         match self.execute(cmd) {
-            Applied::Registered(r) => r.map(|(ids, _)| (service, ids)),
+            Applied::Registered(r) => r.map(|(ids, taken)| (service, ids, taken)),
             other => unreachable!("register gave {other:?}"),
         }
     }
@@ -726,10 +736,38 @@ impl MetaStore {
     }
 
     /// Gives memory to the objects of `service` read often on SSD; what to copy where.
-    pub fn promote(&mut self, service: LocalServiceId, now_ms: u64) -> Vec<ToPromote> {
-        let (plan, records) = self.leader.plan_promote(&self.sm, service, 256, now_ms);
+    pub fn promote(
+        &mut self,
+        service: LocalServiceId,
+        limit: usize,
+        now_ms: u64,
+    ) -> Vec<ToPromote> {
+        let (plan, records) = self.leader.plan_promote(&self.sm, service, limit, now_ms);
         let blobs = self.run(plan);
         promotions(records, blobs)
+    }
+
+    /// One round of `service`'s SSD tier (the replicated meta service's `ssd_sync`,
+    /// applied at once).
+    pub fn ssd_sync(
+        &mut self,
+        service: LocalServiceId,
+        report: SsdReport,
+        now_ms: u64,
+    ) -> Result<SsdAnswer> {
+        report.check()?;
+        let limit = report.limit();
+        self.promoted(report.promoted);
+        let stored = self.stored(service, report.stored, report.trash_done, now_ms);
+        let promote = self.promote(service, limit, now_ms);
+        Ok(SsdAnswer {
+            stored,
+            current: self.leader.still_current(&self.sm, &report.copied, now_ms),
+            work: self
+                .leader
+                .ssd_work(&self.sm, service, limit, report.max_bytes),
+            promote,
+        })
     }
 
     /// Makes promoted objects' memory readable.

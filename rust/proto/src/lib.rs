@@ -9,9 +9,8 @@ use serde::{Deserialize, Serialize};
 use tarpc::tokio_serde::formats::Bincode;
 
 use memcache_core::{Error, Key, KeyInfo, LocalServiceId, ReplicateConfig, Result, SegmentId};
-use memcache_meta::{
-    Allocation, LeaseId, Located, PutId, Recovered, SegmentSpec, SsdWork, ToPromote,
-};
+use memcache_meta::{Allocation, LeaseId, Located, PutId, Recovered, SegmentSpec};
+pub use memcache_meta::{SsdAnswer, SsdReport};
 use memcache_raft::{NodeId, TypeConfig};
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{
@@ -68,36 +67,6 @@ pub struct Registered {
     pub key: TagKey,
     /// Whether each recovered object was taken (one not taken is to be erased).
     pub recovered: Vec<bool>,
-}
-
-/// One round's report of a local service's SSD tier.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SsdReport {
-    /// Records written and synced since the last round: `(key, put, record id)`.
-    pub stored: Vec<(Key, PutId, u64)>,
-    /// Objects copied out of memory since the last round, to be checked before their
-    /// records are written: a copy is whole only if its object was not replaced
-    /// meanwhile.
-    pub copied: Vec<(Key, PutId)>,
-    /// The trash entries numbered below this one are erased.
-    pub trash_done: u64,
-    /// Promotions done since the last round: the memory is filled.
-    pub promoted: Vec<(Key, PutId)>,
-    /// Most objects and about the most bytes of work to hand out.
-    pub want: u32,
-    pub max_bytes: u64,
-}
-
-/// The meta service's answer to an [`SsdReport`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SsdAnswer {
-    /// One per stored record: taken, or to be erased.
-    pub stored: Vec<Result<()>>,
-    /// One per copied object: still current.
-    pub current: Vec<bool>,
-    pub work: SsdWork,
-    /// Hot objects to copy from SSD back into memory.
-    pub promote: Vec<ToPromote>,
 }
 
 /// Key of the capabilities one local service accepts.

@@ -553,12 +553,12 @@ fn eviction_from_dram_demotes_stored_objects_and_hot_ones_come_back() {
     let got = m.lookup(&[key("old0")], 60).pop().unwrap().unwrap();
     assert_eq!(got.blobs.len(), 1);
     assert_eq!(got.blobs[0].medium, Medium::Ssd);
-    assert!(m.promote(0, 60).is_empty(), "read once: not hot yet");
+    assert!(m.promote(0, 256, 60).is_empty(), "read once: not hot yet");
     // Read again: hot. Eviction made room below the high watermark to copy it into.
     m.release(&[(key("old0"), got.lease)]);
     let again = m.lookup(&[key("old0")], 61).pop().unwrap().unwrap();
     m.release(&[(key("old0"), again.lease)]);
-    let todo = m.promote(0, 62);
+    let todo = m.promote(0, 256, 62);
     assert_eq!(todo.len(), 1);
     assert_eq!((todo[0].key.clone(), todo[0].record), (key("old0"), 1));
     assert_eq!(todo[0].blob.medium, Medium::Dram);

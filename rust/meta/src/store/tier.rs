@@ -3,7 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use memcache_core::{Blob, Error, Key, LocalServiceId, Medium, Result, SegmentId, PAGE_SIZE};
+use memcache_core::{
+    Blob, Error, Key, LocalServiceId, Medium, Result, SegmentId, MAX_BATCH_OP_COUNT, PAGE_SIZE,
+};
 
 use super::{Leader, Plan};
 use crate::alloc::pages_for;
@@ -26,6 +28,56 @@ fn tier_results(a: Applied) -> Vec<Result<()>> {
         Applied::Stored(r) | Applied::Promoted(r) => r,
         other => unreachable!("store gave {other:?}"),
     }
+}
+
+/// One round's report of a local service's SSD tier.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SsdReport {
+    /// Records written and synced since the last round: `(key, put, record id)`.
+    pub stored: Vec<(Key, PutId, u64)>,
+    /// Objects copied out of memory since the last round, to be checked before their
+    /// records are written: a copy is whole only if its object was not replaced
+    /// meanwhile.
+    pub copied: Vec<(Key, PutId)>,
+    /// The trash entries numbered below this one are erased.
+    pub trash_done: u64,
+    /// Promotions done since the last round: the memory is filled.
+    pub promoted: Vec<(Key, PutId)>,
+    /// Most objects and about the most bytes of work to hand out.
+    pub want: u32,
+    pub max_bytes: u64,
+}
+
+impl SsdReport {
+    /// Refuses a report above the batch limit.
+    pub fn check(&self) -> Result<()> {
+        let longest = self
+            .stored
+            .len()
+            .max(self.copied.len())
+            .max(self.promoted.len());
+        if longest > MAX_BATCH_OP_COUNT {
+            return Err(Error::invalid("an SSD report above the batch limit"));
+        }
+        Ok(())
+    }
+
+    /// Most objects of work to hand out in one answer.
+    pub fn limit(&self) -> usize {
+        MAX_BATCH_OP_COUNT.min(self.want as usize)
+    }
+}
+
+/// The meta service's answer to an [`SsdReport`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SsdAnswer {
+    /// One per stored record: taken, or to be erased.
+    pub stored: Vec<Result<()>>,
+    /// One per copied object: still current.
+    pub current: Vec<bool>,
+    pub work: SsdWork,
+    /// Hot objects to copy from SSD back into memory.
+    pub promote: Vec<ToPromote>,
 }
 
 /// The copies to make for a promotion: each record with the memory it got.
