@@ -11,7 +11,6 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -137,16 +136,15 @@ impl SsdStore {
     pub fn open(dir: &Path) -> std::io::Result<(SsdStore, Recovery)> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(FILE_NAME);
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(&path)?;
-        let mut data = Vec::new();
-        file.read_to_end(&mut data)?;
-        let scanned = scan(&data);
-        if scanned.end < data.len() as u64 {
+        let len = file.metadata()?.len();
+        let scanned = scan(&file, len)?;
+        if scanned.end < len {
             // Drop the torn tail, so new records follow the last whole one.
             file.set_len(scanned.end)?;
             file.sync_all()?;
@@ -329,27 +327,85 @@ struct Scanned {
     recovery: Recovery,
 }
 
+/// How much of the file a scan holds in memory at a time (more for a larger record).
+const SCAN_CHUNK: usize = 8 << 20;
+
+/// A sliding view of the file, so a scan holds a chunk of it, not all of it.
+struct Window<'a> {
+    file: &'a File,
+    len: u64,
+    start: u64,
+    buf: Vec<u8>,
+}
+
+impl Window<'_> {
+    /// The file's bytes from `at` on: at least `want` of them where the file has them.
+    fn at(&mut self, at: u64, want: usize) -> std::io::Result<&[u8]> {
+        let have = self.start + self.buf.len() as u64;
+        let short = at + want as u64 > have && have < self.len;
+        if at < self.start || at > have || short {
+            let n = (want.max(SCAN_CHUNK) as u64).min(self.len - at) as usize;
+            self.buf.resize(n, 0);
+            self.file.read_exact_at(&mut self.buf, at)?;
+            self.start = at;
+        }
+        Ok(&self.buf[(at - self.start) as usize..])
+    }
+}
+
+/// The length of the record whose header starts `head`, if the header looks whole.
+fn record_total(head: &[u8]) -> Option<usize> {
+    if head.len() < HEAD || head[0..4] != MAGIC.to_le_bytes() {
+        return None;
+    }
+    let value_len = u32::from_le_bytes(head[6..10].try_into().ok()?) as usize;
+    Some(HEAD + head[5] as usize + value_len)
+}
+
 /// Reads every record in order. A record whose frame holds but whose checksum fails
 /// is skipped and counted; so is anything else up to the next magic number. Bytes
 /// after the last whole record are a torn tail. A damaged record (unless erased
 /// later) hides its key's older records: their object was replaced, so they are stale.
 /// Several live records of one key are all kept: the pool takes the newest it can.
-fn scan(data: &[u8]) -> Scanned {
+fn scan(file: &File, len: u64) -> std::io::Result<Scanned> {
+    let mut w = Window {
+        file,
+        len,
+        start: 0,
+        buf: Vec::new(),
+    };
     let mut index: HashMap<u64, Entry> = HashMap::new();
     let mut damaged: Vec<(Key, u64)> = Vec::new();
     let mut erased: std::collections::HashSet<u64> = Default::default();
     let mut recovery = Recovery::default();
-    let (mut at, mut end, mut max_id) = (0usize, 0usize, 0u64);
-    while at < data.len() {
-        let framed = parse(&data[at..]).filter(|p| {
-            let rest = &data[at + HEAD + p.key.len() + p.value.len()..];
-            p.intact || rest.is_empty() || rest.starts_with(&MAGIC.to_le_bytes())
-        });
+    let (mut at, mut end, mut max_id) = (0u64, 0u64, 0u64);
+    while at < len {
+        let total = record_total(w.at(at, HEAD)?).filter(|t| at + *t as u64 <= len);
+        let framed = match total {
+            Some(t) => {
+                // The record and the next one's magic, to tell a damaged record whose
+                // frame holds from bytes that only look like a header.
+                let bytes = w.at(at, t + 4)?;
+                parse(bytes).filter(|p| {
+                    let rest = &bytes[t..];
+                    p.intact || rest.is_empty() || rest.starts_with(&MAGIC.to_le_bytes())
+                })
+            }
+            None => None,
+        };
         let Some(p) = framed else {
-            let next = data[at + 1..]
-                .windows(4)
-                .position(|w| w == MAGIC.to_le_bytes())
-                .map(|n| at + 1 + n);
+            let mut from = at + 1;
+            let next = loop {
+                let chunk = w.at(from, SCAN_CHUNK)?;
+                if let Some(n) = chunk.windows(4).position(|x| x == MAGIC.to_le_bytes()) {
+                    break Some(from + n as u64);
+                }
+                if from + chunk.len() as u64 >= len || chunk.len() < 4 {
+                    break None;
+                }
+                // Overlap, for a magic number cut by the chunk's end.
+                from += chunk.len() as u64 - 3;
+            };
             match next {
                 Some(n) => {
                     recovery.damaged += 1;
@@ -359,7 +415,7 @@ fn scan(data: &[u8]) -> Scanned {
                 None => break,
             }
         };
-        let total = HEAD + p.key.len() + p.value.len();
+        let total = (HEAD + p.key.len() + p.value.len()) as u64;
         let key = Key::new(p.key).ok();
         if !p.intact {
             recovery.damaged += 1;
@@ -376,7 +432,7 @@ fn scan(data: &[u8]) -> Scanned {
                         key,
                         len: p.value.len() as u64,
                         expires_ms: p.expires_ms,
-                        at: at as u64,
+                        at,
                     },
                 );
             } else {
@@ -390,14 +446,14 @@ fn scan(data: &[u8]) -> Scanned {
     for (key, id) in damaged.iter().filter(|(_, id)| !erased.contains(id)) {
         index.retain(|_, e| e.key != *key || e.id > *id);
     }
-    recovery.torn_tail = (data.len() - end) as u64;
+    recovery.torn_tail = len - end;
     recovery.objects = index.len();
-    Scanned {
+    Ok(Scanned {
         index,
-        end: end as u64,
+        end,
         max_id,
         recovery,
-    }
+    })
 }
 
 #[cfg(test)]
@@ -521,6 +577,34 @@ mod tests {
         let (s, r) = SsdStore::open(&d).unwrap();
         assert_eq!((r.objects, r.torn_tail), (19, 0));
         assert_eq!(s.get(after).unwrap().unwrap(), b"after");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_file_larger_than_the_scan_window_is_recovered_record_by_record() {
+        let d = dir("large");
+        let big = |i: usize| vec![i as u8; 200 << 10];
+        let ids: Vec<u64> = {
+            let (s, _) = SsdStore::open(&d).unwrap();
+            (0..80).map(|i| put(&s, &key(i), &big(i))).collect()
+        };
+        let path = d.join(FILE_NAME);
+        let mut bytes = std::fs::read(&path).unwrap();
+        assert!(bytes.len() > SCAN_CHUNK + SCAN_CHUNK / 2);
+        // Damage a record that straddles the first window's end, and the magic number
+        // of another (record 50: keys 0-9 are one byte shorter), so the scan has to
+        // look for the next record.
+        bytes[SCAN_CHUNK - 100] ^= 0xFF;
+        let record_50 = 10 * (HEAD + 5 + (200 << 10)) + 40 * (HEAD + 6 + (200 << 10));
+        assert_eq!(bytes[record_50..record_50 + 4], MAGIC.to_le_bytes());
+        bytes[record_50] ^= 0xFF;
+        std::fs::write(&path, &bytes).unwrap();
+        let (s, r) = SsdStore::open(&d).unwrap();
+        assert_eq!((r.objects, r.damaged, r.torn_tail), (78, 2, 0));
+        let good = (0..80)
+            .filter(|i| s.get(ids[*i]).unwrap() == Some(big(*i)))
+            .count();
+        assert_eq!(good, 78);
         std::fs::remove_dir_all(&d).unwrap();
     }
 
