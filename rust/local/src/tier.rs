@@ -178,13 +178,13 @@ impl Syncer {
         }
     }
 
-    /// One round; whether there is more to do right away.
-    pub async fn round(&mut self) -> Result<bool> {
+    /// What this round reports.
+    fn report(&mut self) -> SsdReport {
         if self.tier.segment() != self.trash_segment {
             self.trash_segment = self.tier.segment();
             self.trash_done = 0;
         }
-        let report = SsdReport {
+        SsdReport {
             stored: self.stored.clone(),
             copied: self
                 .copied
@@ -195,9 +195,12 @@ impl Syncer {
             promoted: self.promoted.clone(),
             want: ROUND_OBJECTS,
             max_bytes: ROUND_BYTES,
-        };
-        // On failure everything is kept and reported again: each part is idempotent.
-        let answer = (self.sync)(report).await?;
+        }
+    }
+
+    /// Does what the answer asks (file I/O, so off the runtime's threads); whether
+    /// there is more to do right away.
+    fn absorb(&mut self, answer: SsdAnswer) -> Result<bool> {
         tracing::debug!(
             stored = self.stored.len(),
             copied = self.copied.len(),
@@ -336,11 +339,32 @@ impl Drop for TierLoop {
     }
 }
 
+/// One round: report, then do what the answer asks. On failure everything is kept
+/// and reported again (each part of a report is idempotent).
+async fn round(mut syncer: Syncer) -> (Option<Syncer>, Result<bool>) {
+    let report = syncer.report();
+    let answer = match (syncer.sync)(report).await {
+        Ok(a) => a,
+        Err(e) => return (Some(syncer), Err(e)),
+    };
+    let absorbed = tokio::task::spawn_blocking(move || {
+        let busy = syncer.absorb(answer);
+        (syncer, busy)
+    });
+    match absorbed.await {
+        Ok((syncer, busy)) => (Some(syncer), busy),
+        Err(e) => (None, Err(Error::Failed(format!("SSD tier round: {e}")))),
+    }
+}
+
 /// Runs rounds until `drain` turns true, then until nothing is left to do (or the
 /// meta service stops answering).
-async fn run(mut syncer: Syncer, idle: Duration, mut drain: tokio::sync::watch::Receiver<bool>) {
-    loop {
-        let busy = match syncer.round().await {
+async fn run(syncer: Syncer, idle: Duration, mut drain: tokio::sync::watch::Receiver<bool>) {
+    let mut next = Some(syncer);
+    while let Some(syncer) = next.take() {
+        let (kept, outcome) = round(syncer).await;
+        next = kept;
+        let busy = match outcome {
             Ok(busy) => busy,
             Err(e) => {
                 tracing::warn!(error = %e, "SSD tier round failed");
