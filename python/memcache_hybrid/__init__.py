@@ -1,7 +1,11 @@
 """MemCache Hybrid: a memory pool that inference engines share their KV cache through.
 
 `DistributedObjectStore` puts objects under keys straight from the caller's buffers and
-gets them straight into others; see `help(DistributedObjectStore)`.
+gets them straight into others; see `help(DistributedObjectStore)`. The client is
+configured like the C and C++ clients: the TOML file named by `MMC_CLIENT_CONFIG`, then
+`MMC_CLIENT_*` variables; with neither, it runs the embedded default in this process.
 """
 
-from ._pymmc import DistributedObjectStore  # noqa: F401
+from ._pymmc import DistributedObjectStore, KeyInfo, MmcCopyDirect, ReplicateConfig
+
+__all__ = ["DistributedObjectStore", "ReplicateConfig", "KeyInfo", "MmcCopyDirect"]

@@ -1,20 +1,135 @@
-//! The Python package `memcache_hybrid`: `DistributedObjectStore` over the blocking
-//! Rust client. Work in progress (issue 8): the first calls only.
+//! The Python package `memcache_hybrid`: `DistributedObjectStore`, `ReplicateConfig`,
+//! `KeyInfo`, `MmcCopyDirect` over the blocking Rust client. Every data-moving call
+//! releases the GIL; pointer-based calls take integer addresses and go through the
+//! client's `raw` layer, the one place where pointers become slices.
+
+use std::ffi::c_void;
 
 use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use memcache_client::{BlockingObjectStore, ClientConfig};
+use memcache_core::{Error, Result};
 
-/// A client of the pool: `init`, then put / get / remove, then `close`.
+/// Where a copy goes: host (`H`), device-local (`L`) or global pool (`G`) memory.
+#[pyclass(eq, eq_int)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[allow(non_camel_case_types)]
+enum MmcCopyDirect {
+    SMEMB_COPY_L2G = 0,
+    SMEMB_COPY_G2L = 1,
+    SMEMB_COPY_G2H = 2,
+    SMEMB_COPY_H2G = 3,
+}
+
+const G2H: i32 = 2;
+const H2G: i32 = 3;
+
+/// Configuration for replica allocation policy.
+#[pyclass(get_all, set_all)]
+#[derive(Clone, Default)]
+#[allow(non_snake_case)]
+struct ReplicateConfig {
+    /// Replicas per object, at most 8 (0 reads as 1).
+    replicaNum: u32,
+    /// Local services that must hold replicas; unique, at most `replicaNum`.
+    preferredLocalServiceIDs: Vec<u32>,
+}
+
+#[pymethods]
+impl ReplicateConfig {
+    #[new]
+    fn new() -> Self {
+        ReplicateConfig::default()
+    }
+}
+
+impl ReplicateConfig {
+    fn to_core(&self) -> memcache_core::ReplicateConfig {
+        memcache_core::ReplicateConfig {
+            replica_num: self.replicaNum.max(1),
+            preferred_local_service_ids: self.preferredLocalServiceIDs.clone(),
+            ttl: None,
+        }
+    }
+}
+
+/// Where an object lives: its size, and one location and medium per replica.
+#[pyclass]
+struct KeyInfo(memcache_core::KeyInfo);
+
+#[pymethods]
+impl KeyInfo {
+    fn size(&self) -> u64 {
+        self.0.size
+    }
+
+    /// The local service of each replica.
+    fn loc_list(&self) -> Vec<u32> {
+        self.0.locations.iter().map(|l| l.service).collect()
+    }
+
+    /// The medium of each replica (0 DRAM, 1 HBM, 2 SSD).
+    fn type_list(&self) -> Vec<u32> {
+        self.0.locations.iter().map(|l| l.medium as u32).collect()
+    }
+
+    fn __str__(&self) -> String {
+        let media: Vec<&str> = self.0.locations.iter().map(|l| l.medium.name()).collect();
+        format!(
+            "KeyInfo(size={}, status={}, loc_list={:?}, type_list={:?})",
+            self.0.size,
+            self.0.status,
+            self.loc_list(),
+            media
+        )
+    }
+
+    fn __repr__(&self) -> String {
+        self.__str__()
+    }
+}
+
+fn code(r: &Result<impl Sized>) -> i32 {
+    r.as_ref().map_or_else(|e| e.code(), |_| 0)
+}
+
+fn codes<T>(rs: &[Result<T>]) -> Vec<i32> {
+    rs.iter().map(code).collect()
+}
+
+fn ptrs<T>(addrs: &[usize], cast: fn(usize) -> *mut T) -> Vec<*mut T> {
+    addrs.iter().map(|a| cast(*a)).collect()
+}
+
+/// Addresses become pointers here; the `raw` layer checks them.
+fn mut_ptr(a: usize) -> *mut c_void {
+    a as *mut c_void
+}
+
+/// Raw pointers are not `Send`; an address crosses `allow_threads` as an integer and
+/// becomes a pointer again on the other side.
+struct Addrs(Vec<Vec<usize>>);
+
+/// A client of the pool: `init`, then the data calls, then `close`. Configured like the
+/// C and C++ clients: the TOML file named by `MMC_CLIENT_CONFIG`, then `MMC_CLIENT_*`
+/// variables, else the embedded default.
 #[pyclass]
 struct DistributedObjectStore {
     store: Option<BlockingObjectStore>,
 }
 
-fn code(r: memcache_core::Result<()>) -> i32 {
-    r.map_or_else(|e| e.code(), |()| 0)
+const NOT_INITIALIZED: i32 = -3019;
+
+impl DistributedObjectStore {
+    fn store(&self) -> std::result::Result<&BlockingObjectStore, i32> {
+        self.store.as_ref().ok_or(NOT_INITIALIZED)
+    }
+}
+
+fn keys_of(keys: &[String]) -> Vec<&[u8]> {
+    keys.iter().map(|k| k.as_bytes()).collect()
 }
 
 #[pymethods]
@@ -24,12 +139,16 @@ impl DistributedObjectStore {
         DistributedObjectStore { store: None }
     }
 
-    /// Connects to the pool (the embedded default unless configured); 0 or an error code.
+    /// Connects to the pool and contributes this host's DRAM; 0 or an error code.
     fn init(&mut self, py: Python<'_>, device_id: u32) -> i32 {
+        if self.store.is_some() {
+            return Error::RepeatCall(String::new()).code();
+        }
         let made = py.allow_threads(|| {
-            let store = BlockingObjectStore::new(ClientConfig::default())?;
+            let path = std::env::var_os("MMC_CLIENT_CONFIG").map(std::path::PathBuf::from);
+            let store = BlockingObjectStore::new(ClientConfig::load(path.as_deref())?)?;
             store.init(device_id, true)?;
-            Ok::<_, memcache_core::Error>(store)
+            Ok::<_, Error>(store)
         });
         match made {
             Ok(s) => {
@@ -43,37 +162,278 @@ impl DistributedObjectStore {
     /// Leaves the pool; 0 or an error code.
     fn close(&mut self, py: Python<'_>) -> i32 {
         match self.store.take() {
-            Some(s) => code(py.allow_threads(|| s.tear_down())),
+            Some(s) => code(&py.allow_threads(|| s.tear_down())),
             None => 0,
         }
     }
 
-    /// Stores `buf` (any object with the buffer protocol: bytes, bytearray,
-    /// memoryview, a C-contiguous numpy array) under `key`; 0 or an error code.
-    fn put(&self, py: Python<'_>, key: &str, buf: PyBuffer<u8>) -> i32 {
-        let Some(s) = &self.store else { return -3019 };
-        if !buf.is_c_contiguous() {
-            return -3000;
+    /// Get local serviceId
+    fn get_local_service_id(&self) -> i64 {
+        match self.store().map(|s| s.get_local_service_id()) {
+            Ok(Ok(id)) => id as i64,
+            Ok(Err(e)) => e.code() as i64,
+            Err(c) => c as i64,
         }
-        // SAFETY: the buffer stays exported (and so alive and unmoved) while `buf` is
-        // held, and its bytes are only read.
-        let bytes = unsafe {
-            std::slice::from_raw_parts(buf.buf_ptr() as *const u8, buf.len_bytes())
+    }
+
+    /// Stores `buf` (any object with the buffer protocol: bytes, bytearray, memoryview,
+    /// a C-contiguous numpy array) under `key`; 0 or an error code.
+    #[pyo3(signature = (key, buf, replicateConfig = ReplicateConfig::default()))]
+    #[allow(non_snake_case)]
+    fn put(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        buf: PyBuffer<u8>,
+        replicateConfig: ReplicateConfig,
+    ) -> i32 {
+        let s = match self.store() {
+            Ok(s) => s,
+            Err(c) => return c,
         };
-        code(py.allow_threads(|| s.put(key, bytes)))
+        if !buf.is_c_contiguous() {
+            return Error::invalid("").code();
+        }
+        let (addr, len) = (buf.buf_ptr() as usize, buf.len_bytes());
+        let config = replicateConfig.to_core();
+        // SAFETY: the exported buffer stays alive and unmoved while `buf` is held, and
+        // is only read.
+        code(&py.allow_threads(|| unsafe {
+            s.put_from_ptr(key.as_bytes(), addr as *const c_void, len, H2G, &config)
+        }))
     }
 
     /// The value under `key`, or `b""` on a miss or an error.
     fn get<'py>(&self, py: Python<'py>, key: &str) -> Bound<'py, PyBytes> {
-        let got = match &self.store {
-            Some(s) => py.allow_threads(|| s.get(key)).unwrap_or_default(),
-            None => Vec::new(),
+        let got = match self.store() {
+            Ok(s) => py.allow_threads(|| s.get(key)).unwrap_or_default(),
+            Err(_) => Vec::new(),
         };
         PyBytes::new(py, &got)
+    }
+
+    /// Put object data directly from a pre-allocated buffer
+    #[pyo3(signature = (key, buffer_ptr, size, direct = H2G, replicateConfig = ReplicateConfig::default()))]
+    #[allow(non_snake_case)]
+    fn put_from(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        buffer_ptr: usize,
+        size: usize,
+        direct: i32,
+        replicateConfig: ReplicateConfig,
+    ) -> i32 {
+        self.put_from_layers(py, key, vec![buffer_ptr], vec![size], direct, replicateConfig)
+    }
+
+    /// Get object data directly into a pre-allocated buffer; 0 or an error code.
+    #[pyo3(signature = (key, buffer_ptr, size, direct = G2H))]
+    fn get_into(&self, py: Python<'_>, key: &str, buffer_ptr: usize, size: usize, direct: i32) -> i32 {
+        self.get_into_layers(py, key, vec![buffer_ptr], vec![size], direct)
+    }
+
+    #[pyo3(signature = (key, buffer_ptrs, sizes, direct = H2G, replicateConfig = ReplicateConfig::default()))]
+    #[allow(non_snake_case)]
+    fn put_from_layers(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        buffer_ptrs: Vec<usize>,
+        sizes: Vec<usize>,
+        direct: i32,
+        replicateConfig: ReplicateConfig,
+    ) -> i32 {
+        self.batch_put_from_layers(
+            py,
+            vec![key.to_string()],
+            vec![buffer_ptrs],
+            vec![sizes],
+            direct,
+            replicateConfig,
+        )[0]
+    }
+
+    #[pyo3(signature = (key, buffer_ptrs, sizes, direct = G2H))]
+    fn get_into_layers(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        buffer_ptrs: Vec<usize>,
+        sizes: Vec<usize>,
+        direct: i32,
+    ) -> i32 {
+        self.batch_get_into_layers(py, vec![key.to_string()], vec![buffer_ptrs], vec![sizes], direct)
+            [0]
+    }
+
+    /// Put object data directly from pre-allocated buffers for multiple keys
+    #[pyo3(signature = (keys, buffer_ptrs, sizes, direct = H2G, replicateConfig = ReplicateConfig::default()))]
+    #[allow(non_snake_case)]
+    fn batch_put_from(
+        &self,
+        py: Python<'_>,
+        keys: Vec<String>,
+        buffer_ptrs: Vec<usize>,
+        sizes: Vec<usize>,
+        direct: i32,
+        replicateConfig: ReplicateConfig,
+    ) -> Vec<i32> {
+        if buffer_ptrs.len() != sizes.len() {
+            return vec![Error::invalid("").code(); keys.len()];
+        }
+        let layers = buffer_ptrs.into_iter().map(|p| vec![p]).collect();
+        let sizes = sizes.into_iter().map(|s| vec![s]).collect();
+        self.batch_put_from_layers(py, keys, layers, sizes, direct, replicateConfig)
+    }
+
+    /// Get object data directly into pre-allocated buffers for multiple keys
+    #[pyo3(signature = (keys, buffer_ptrs, sizes, direct = G2H))]
+    fn batch_get_into(
+        &self,
+        py: Python<'_>,
+        keys: Vec<String>,
+        buffer_ptrs: Vec<usize>,
+        sizes: Vec<usize>,
+        direct: i32,
+    ) -> Vec<i32> {
+        if buffer_ptrs.len() != sizes.len() {
+            return vec![Error::invalid("").code(); keys.len()];
+        }
+        let layers = buffer_ptrs.into_iter().map(|p| vec![p]).collect();
+        let sizes = sizes.into_iter().map(|s| vec![s]).collect();
+        self.batch_get_into_layers(py, keys, layers, sizes, direct)
+    }
+
+    #[pyo3(signature = (keys, buffer_ptrs, sizes, direct = H2G, replicateConfig = ReplicateConfig::default()))]
+    #[allow(non_snake_case)]
+    fn batch_put_from_layers(
+        &self,
+        py: Python<'_>,
+        keys: Vec<String>,
+        buffer_ptrs: Vec<Vec<usize>>,
+        sizes: Vec<Vec<usize>>,
+        direct: i32,
+        replicateConfig: ReplicateConfig,
+    ) -> Vec<i32> {
+        let s = match self.store() {
+            Ok(s) => s,
+            Err(c) => return vec![c; keys.len()],
+        };
+        let config = replicateConfig.to_core();
+        let addrs = Addrs(buffer_ptrs);
+        py.allow_threads(|| {
+            let bufs: Vec<Vec<*const c_void>> = addrs
+                .0
+                .iter()
+                .map(|l| l.iter().map(|a| *a as *const c_void).collect())
+                .collect();
+            let bufs: Vec<&[*const c_void]> = bufs.iter().map(Vec::as_slice).collect();
+            let sizes: Vec<&[usize]> = sizes.iter().map(Vec::as_slice).collect();
+            // SAFETY: the caller promises each address holds its size in readable bytes
+            // for the call; the raw layer checks what can be checked.
+            codes(&unsafe {
+                s.batch_put_from_layers_ptr(&keys_of(&keys), &bufs, &sizes, direct, &config)
+            })
+        })
+    }
+
+    #[pyo3(signature = (keys, buffer_ptrs, sizes, direct = G2H))]
+    fn batch_get_into_layers(
+        &self,
+        py: Python<'_>,
+        keys: Vec<String>,
+        buffer_ptrs: Vec<Vec<usize>>,
+        sizes: Vec<Vec<usize>>,
+        direct: i32,
+    ) -> Vec<i32> {
+        let s = match self.store() {
+            Ok(s) => s,
+            Err(c) => return vec![c; keys.len()],
+        };
+        let addrs = Addrs(buffer_ptrs);
+        py.allow_threads(|| {
+            let bufs: Vec<Vec<*mut c_void>> =
+                addrs.0.iter().map(|l| ptrs(l, mut_ptr)).collect();
+            let bufs: Vec<&[*mut c_void]> = bufs.iter().map(Vec::as_slice).collect();
+            let sizes: Vec<&[usize]> = sizes.iter().map(Vec::as_slice).collect();
+            // SAFETY: the caller promises each address holds its size in writable bytes
+            // for the call; the raw layer checks what can be checked (overlaps included).
+            codes(&unsafe { s.batch_get_into_layers_ptr(&keys_of(&keys), &bufs, &sizes, direct) })
+        })
+    }
+
+    fn remove(&self, py: Python<'_>, key: &str) -> i32 {
+        match self.store() {
+            Ok(s) => code(&py.allow_threads(|| s.remove(key))),
+            Err(c) => c,
+        }
+    }
+
+    fn remove_batch(&self, py: Python<'_>, keys: Vec<String>) -> Vec<i32> {
+        match self.store() {
+            Ok(s) => codes(&py.allow_threads(|| s.batch_remove(&keys))),
+            Err(c) => vec![c; keys.len()],
+        }
+    }
+
+    /// 1 if the object exists, 0 if not, a negative error code on failure.
+    fn is_exist(&self, py: Python<'_>, key: &str) -> i32 {
+        self.batch_is_exist(py, vec![key.to_string()])[0]
+    }
+
+    /// Check if multiple objects exist. Returns list of results: 1 if exists, 0 if not
+    /// exists, a negative error code on failure.
+    fn batch_is_exist(&self, py: Python<'_>, keys: Vec<String>) -> Vec<i32> {
+        match self.store() {
+            Ok(s) => py
+                .allow_threads(|| s.batch_is_exist(&keys))
+                .iter()
+                .map(|r| r.as_ref().map_or_else(|e| e.code(), |b| *b as i32))
+                .collect(),
+            Err(c) => vec![c; keys.len()],
+        }
+    }
+
+    fn get_key_info(&self, py: Python<'_>, key: &str) -> KeyInfo {
+        self.batch_get_key_info(py, vec![key.to_string()])
+            .pop()
+            .expect("one key, one answer")
+    }
+
+    fn batch_get_key_info(&self, py: Python<'_>, keys: Vec<String>) -> Vec<KeyInfo> {
+        let infos = match self.store() {
+            Ok(s) => py.allow_threads(|| s.batch_get_key_info(&keys)),
+            Err(c) => vec![Err(Error::from_code(c).unwrap_or(Error::ClientNotInitialized)); keys.len()],
+        };
+        infos
+            .into_iter()
+            .zip(&keys)
+            .map(|(r, k)| KeyInfo(r.unwrap_or_else(|e| memcache_core::KeyInfo::failed(k.as_bytes(), &e))))
+            .collect()
+    }
+
+    /// Register a memory buffer for direct access operations
+    fn register_buffer(&self, buffer_ptr: usize, size: usize) -> i32 {
+        match self.store() {
+            Ok(s) => code(&s.register_buffer_ptr(buffer_ptr as *const c_void, size)),
+            Err(c) => c,
+        }
+    }
+
+    fn unregister_buffer(&self, buffer_ptr: usize, size: usize) -> i32 {
+        match self.store() {
+            Ok(s) => code(&s.unregister_buffer_ptr(buffer_ptr as *const c_void, size)),
+            Err(c) => c,
+        }
     }
 }
 
 #[pymodule]
 fn _pymmc(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_class::<DistributedObjectStore>()
+    m.add_class::<DistributedObjectStore>()?;
+    m.add_class::<ReplicateConfig>()?;
+    m.add_class::<KeyInfo>()?;
+    m.add_class::<MmcCopyDirect>()?;
+    Ok(())
 }

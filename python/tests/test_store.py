@@ -1,0 +1,94 @@
+"""memcache_hybrid on the embedded default: every data call, numpy buffers through the
+pointer-based calls with content checks, and error codes for bad input."""
+
+import numpy as np
+import pytest
+
+from memcache_hybrid import DistributedObjectStore, MmcCopyDirect, ReplicateConfig
+
+
+@pytest.fixture()
+def store():
+    s = DistributedObjectStore()
+    assert s.init(0) == 0
+    yield s
+    assert s.close() == 0
+
+
+def test_buffers_and_bytes(store):
+    assert store.put("b/bytes", b"hello") == 0
+    assert store.put("b/bytearray", bytearray(b"xy")) == 0
+    assert store.put("b/numpy", np.arange(10, dtype=np.uint8)) == 0
+    assert store.get("b/bytes") == b"hello"
+    assert store.get("b/bytearray") == b"xy"
+    assert store.get("b/numpy") == bytes(range(10))
+    assert store.get("b/missing") == b""
+    assert store.put("b/strided", memoryview(b"abcdef")[::2]) == -3000
+    assert store.put("b/bytes", b"again") == -3006
+
+
+def test_pointer_calls_with_numpy(store):
+    src = np.random.default_rng(1).integers(0, 255, 1 << 20, dtype=np.uint8)
+    dst = np.zeros_like(src)
+    assert store.put_from("p/one", src.ctypes.data, src.nbytes) == 0
+    assert store.get_into("p/one", dst.ctypes.data, dst.nbytes) == 0
+    assert np.array_equal(src, dst)
+
+    layers = [np.full(4096, i, dtype=np.uint8) for i in range(8)]
+    ptrs = [a.ctypes.data for a in layers]
+    sizes = [a.nbytes for a in layers]
+    assert store.put_from_layers("p/layers", ptrs, sizes) == 0
+    out = [np.zeros(4096, dtype=np.uint8) for _ in range(8)]
+    assert store.get_into_layers("p/layers", [a.ctypes.data for a in out], sizes) == 0
+    assert all(np.array_equal(a, b) for a, b in zip(layers, out))
+
+    keys = [f"p/batch{i}" for i in range(4)]
+    assert store.batch_put_from(keys, ptrs[:4], sizes[:4]) == [0] * 4
+    got = [np.zeros(4096, dtype=np.uint8) for _ in range(4)]
+    direct = MmcCopyDirect.SMEMB_COPY_G2H
+    assert store.batch_get_into(keys, [a.ctypes.data for a in got], sizes[:4], int(direct)) == [0] * 4
+    assert all(np.array_equal(a, b) for a, b in zip(layers, got))
+
+    lkeys = ["p/bl0", "p/bl1"]
+    assert store.batch_put_from_layers(lkeys, [ptrs[:2], ptrs[2:4]], [sizes[:2], sizes[2:4]]) == [0, 0]
+    back = [[np.zeros(4096, dtype=np.uint8) for _ in range(2)] for _ in range(2)]
+    bptrs = [[a.ctypes.data for a in row] for row in back]
+    assert store.batch_get_into_layers(lkeys, bptrs, [sizes[:2], sizes[2:4]]) == [0, 0]
+    assert np.array_equal(back[1][0], layers[2])
+
+
+def test_queries_and_removal(store):
+    cfg = ReplicateConfig()
+    cfg.replicaNum = 1
+    assert store.put("q/a", b"abc", cfg) == 0
+    assert store.is_exist("q/a") == 1
+    assert store.is_exist("q/none") == 0
+    assert store.batch_is_exist(["q/a", "q/none"]) == [1, 0]
+    info = store.get_key_info("q/a")
+    assert info.size() == 3
+    assert len(info.loc_list()) == 1 and info.type_list() == [0]
+    assert "size=3" in str(info)
+    assert store.get_local_service_id() >= 0
+    assert store.remove("q/a") == 0
+    assert store.remove("q/a") == -3007
+    assert store.remove_batch(["q/x", "q/y"]) == [-3007, -3007]
+
+
+def test_bad_input_is_refused(store):
+    buf = np.zeros(16, dtype=np.uint8)
+    assert store.put("k" * 256, b"x") == -3000
+    assert store.put_from("bad/null", 0, 16) == -3000
+    assert store.put_from("bad/zero", buf.ctypes.data, 0) == -3000
+    assert store.batch_put_from(["a", "b"], [buf.ctypes.data], [16]) == [-3000, -3000]
+    cfg = ReplicateConfig()
+    cfg.replicaNum = 9
+    assert store.put("bad/replicas", b"x", cfg) == -3000
+    assert store.register_buffer(buf.ctypes.data, buf.nbytes) == 0
+    assert store.unregister_buffer(buf.ctypes.data, buf.nbytes) == 0
+
+
+def test_calls_before_init_are_refused():
+    s = DistributedObjectStore()
+    assert s.put("k", b"x") == -3019
+    assert s.get("k") == b""
+    assert s.close() == 0
