@@ -6,6 +6,12 @@ configured like the C and C++ clients: the TOML file named by `MMC_CLIENT_CONFIG
 `MMC_CLIENT_*` variables; with neither, it runs the embedded default in this process.
 """
 
-from ._pymmc import DistributedObjectStore, KeyInfo, MmcCopyDirect, ReplicateConfig
+from ._pymmc import (
+    DistributedObjectStore,
+    KeyInfo,
+    MetaService,
+    MmcCopyDirect,
+    ReplicateConfig,
+)
 
-__all__ = ["DistributedObjectStore", "ReplicateConfig", "KeyInfo", "MmcCopyDirect"]
+__all__ = ["DistributedObjectStore", "ReplicateConfig", "KeyInfo", "MetaService", "MmcCopyDirect"]

@@ -429,9 +429,47 @@ impl DistributedObjectStore {
     }
 }
 
+/// The meta service, in this process.
+#[pyclass]
+struct MetaService;
+
+#[pymethods]
+impl MetaService {
+    /// Start the meta service process directly. This is a blocking call: it serves until
+    /// SIGINT or SIGTERM, then returns 0 (or an error code if it could not start).
+    /// Configured like `mmc meta`: the TOML file named by `MMC_META_CONFIG`, then
+    /// `MMC_META_*` variables (`MMC_META_DISCOVERY_URL=tcp://127.0.0.1:5000`).
+    #[staticmethod]
+    fn main(py: Python<'_>) -> i32 {
+        code(&py.allow_threads(serve_meta))
+    }
+}
+
+fn serve_meta() -> Result<()> {
+    let path = std::env::var_os("MMC_META_CONFIG").map(std::path::PathBuf::from);
+    let config: memcache_meta_service::MetaServiceConfig =
+        memcache_client::layered::load(path.as_deref(), "MMC_META_", &[])?;
+    let rt = tokio::runtime::Runtime::new()
+        .map_err(|e| Error::Failed(format!("starting a runtime: {e}")))?;
+    rt.block_on(async move {
+        let service = memcache_meta_service::MetaService::start(config).await?;
+        println!("meta service listening on tcp://{}", service.local_addr());
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())
+            .map_err(|e| Error::Failed(format!("waiting for SIGTERM: {e}")))?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        service.stop().await;
+        Ok(())
+    })
+}
+
 #[pymodule]
 fn _pymmc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<DistributedObjectStore>()?;
+    m.add_class::<MetaService>()?;
     m.add_class::<ReplicateConfig>()?;
     m.add_class::<KeyInfo>()?;
     m.add_class::<MmcCopyDirect>()?;

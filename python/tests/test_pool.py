@@ -1,0 +1,85 @@
+"""memcache_hybrid against a real pool: a meta service started with MetaService.main() in
+its own process, and clients that each contribute a local service."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from memcache_hybrid import DistributedObjectStore, ReplicateConfig
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def pool():
+    url = f"tcp://127.0.0.1:{free_port()}"
+    env = dict(os.environ, MMC_META_DISCOVERY_URL=url, MMC_META_HTTP_URL="")
+    code = "from memcache_hybrid import MetaService; raise SystemExit(MetaService.main())"
+    meta = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert "listening" in meta.stdout.readline()
+        saved = dict(os.environ)
+        os.environ["MMC_CLIENT_DISCOVERY_URL"] = url
+        os.environ["MMC_CLIENT_LOCAL__DRAM_SIZE"] = str(64 << 20)
+        yield url
+        os.environ.clear()
+        os.environ.update(saved)
+    finally:
+        meta.send_signal(signal.SIGTERM)
+        assert meta.wait(timeout=20) == 0
+
+
+def joined(service_id=None):
+    """A client that contributes a local service (with this id, if given)."""
+    if service_id is None:
+        os.environ.pop("MMC_CLIENT_LOCAL__SERVICE_ID", None)
+    else:
+        os.environ["MMC_CLIENT_LOCAL__SERVICE_ID"] = str(service_id)
+    store = DistributedObjectStore()
+    assert store.init(0) == 0
+    os.environ.pop("MMC_CLIENT_LOCAL__SERVICE_ID", None)
+    return store
+
+
+def test_one_client_puts_another_gets(pool):
+    writer, reader = joined(), joined()
+    try:
+        assert writer.get_local_service_id() != reader.get_local_service_id()
+        src = np.arange(1 << 20, dtype=np.uint32)
+        assert writer.put_from("pool/a", src.ctypes.data, src.nbytes) == 0
+        dst = np.zeros_like(src)
+        assert reader.get_into("pool/a", dst.ctypes.data, dst.nbytes) == 0
+        assert np.array_equal(src, dst)
+        assert reader.get_key_info("pool/a").loc_list() == [writer.get_local_service_id()]
+        assert reader.remove("pool/a") == 0
+        assert writer.is_exist("pool/a") == 0
+    finally:
+        assert writer.close() == 0
+        assert reader.close() == 0
+
+
+def test_the_specs_usage_example_runs_verbatim(pool):
+    holders = [joined(i) for i in (101, 102, 103)]
+    try:
+        store = DistributedObjectStore()
+        store.init(device_id=0)
+        replica_cfg = ReplicateConfig()
+        replica_cfg.replicaNum = 3
+        replica_cfg.preferredLocalServiceIDs = [101, 102, 103]
+        buffer = bytearray(b"example_data")
+        store.put("key1", buffer, replica_cfg)
+        data = store.get("key1")
+        store.close()
+        assert data == b"example_data"
+    finally:
+        for h in holders:
+            h.close()
