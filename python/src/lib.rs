@@ -224,12 +224,26 @@ impl DistributedObjectStore {
         direct: i32,
         replicateConfig: ReplicateConfig,
     ) -> i32 {
-        self.put_from_layers(py, key, vec![buffer_ptr], vec![size], direct, replicateConfig)
+        self.put_from_layers(
+            py,
+            key,
+            vec![buffer_ptr],
+            vec![size],
+            direct,
+            replicateConfig,
+        )
     }
 
     /// Get object data directly into a pre-allocated buffer; 0 or an error code.
     #[pyo3(signature = (key, buffer_ptr, size, direct = G2H))]
-    fn get_into(&self, py: Python<'_>, key: &str, buffer_ptr: usize, size: usize, direct: i32) -> i32 {
+    fn get_into(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        buffer_ptr: usize,
+        size: usize,
+        direct: i32,
+    ) -> i32 {
         self.get_into_layers(py, key, vec![buffer_ptr], vec![size], direct)
     }
 
@@ -263,8 +277,13 @@ impl DistributedObjectStore {
         sizes: Vec<usize>,
         direct: i32,
     ) -> i32 {
-        self.batch_get_into_layers(py, vec![key.to_string()], vec![buffer_ptrs], vec![sizes], direct)
-            [0]
+        self.batch_get_into_layers(
+            py,
+            vec![key.to_string()],
+            vec![buffer_ptrs],
+            vec![sizes],
+            direct,
+        )[0]
     }
 
     /// Put object data directly from pre-allocated buffers for multiple keys
@@ -353,8 +372,7 @@ impl DistributedObjectStore {
         };
         let addrs = Addrs(buffer_ptrs);
         py.allow_threads(|| {
-            let bufs: Vec<Vec<*mut c_void>> =
-                addrs.0.iter().map(|l| ptrs(l, mut_ptr)).collect();
+            let bufs: Vec<Vec<*mut c_void>> = addrs.0.iter().map(|l| ptrs(l, mut_ptr)).collect();
             let bufs: Vec<&[*mut c_void]> = bufs.iter().map(Vec::as_slice).collect();
             let sizes: Vec<&[usize]> = sizes.iter().map(Vec::as_slice).collect();
             // SAFETY: the caller promises each address holds its size in writable bytes
@@ -404,12 +422,16 @@ impl DistributedObjectStore {
     fn batch_get_key_info(&self, py: Python<'_>, keys: Vec<String>) -> Vec<KeyInfo> {
         let infos = match self.store() {
             Ok(s) => py.allow_threads(|| s.batch_get_key_info(&keys)),
-            Err(c) => vec![Err(Error::from_code(c).unwrap_or(Error::ClientNotInitialized)); keys.len()],
+            Err(c) => {
+                vec![Err(Error::from_code(c).unwrap_or(Error::ClientNotInitialized)); keys.len()]
+            }
         };
         infos
             .into_iter()
             .zip(&keys)
-            .map(|(r, k)| KeyInfo(r.unwrap_or_else(|e| memcache_core::KeyInfo::failed(k.as_bytes(), &e))))
+            .map(|(r, k)| {
+                KeyInfo(r.unwrap_or_else(|e| memcache_core::KeyInfo::failed(k.as_bytes(), &e)))
+            })
             .collect()
     }
 
