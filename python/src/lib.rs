@@ -23,8 +23,21 @@ enum MmcCopyDirect {
     SMEMB_COPY_H2G = 3,
 }
 
-const G2H: i32 = 2;
-const H2G: i32 = 3;
+const G2H: i32 = MmcCopyDirect::SMEMB_COPY_G2H as i32;
+const H2G: i32 = MmcCopyDirect::SMEMB_COPY_H2G as i32;
+
+/// A copy direction as callers give it: an `MmcCopyDirect`, or its integer value.
+#[derive(Clone, Copy)]
+struct Direct(i32);
+
+impl<'py> FromPyObject<'py> for Direct {
+    fn extract_bound(ob: &Bound<'py, PyAny>) -> PyResult<Self> {
+        match ob.extract::<MmcCopyDirect>() {
+            Ok(d) => Ok(Direct(d as i32)),
+            Err(_) => Ok(Direct(ob.extract::<i32>()?)),
+        }
+    }
+}
 
 /// Configuration for replica allocation policy.
 #[pyclass(get_all, set_all)]
@@ -213,7 +226,7 @@ impl DistributedObjectStore {
     }
 
     /// Put object data directly from a pre-allocated buffer
-    #[pyo3(signature = (key, buffer_ptr, size, direct = H2G, replicateConfig = ReplicateConfig::default()))]
+    #[pyo3(signature = (key, buffer_ptr, size, direct = Direct(H2G), replicateConfig = ReplicateConfig::default()))]
     #[allow(non_snake_case)]
     fn put_from(
         &self,
@@ -221,7 +234,7 @@ impl DistributedObjectStore {
         key: &str,
         buffer_ptr: usize,
         size: usize,
-        direct: i32,
+        direct: Direct,
         replicateConfig: ReplicateConfig,
     ) -> i32 {
         self.put_from_layers(
@@ -235,19 +248,19 @@ impl DistributedObjectStore {
     }
 
     /// Get object data directly into a pre-allocated buffer; 0 or an error code.
-    #[pyo3(signature = (key, buffer_ptr, size, direct = G2H))]
+    #[pyo3(signature = (key, buffer_ptr, size, direct = Direct(G2H)))]
     fn get_into(
         &self,
         py: Python<'_>,
         key: &str,
         buffer_ptr: usize,
         size: usize,
-        direct: i32,
+        direct: Direct,
     ) -> i32 {
         self.get_into_layers(py, key, vec![buffer_ptr], vec![size], direct)
     }
 
-    #[pyo3(signature = (key, buffer_ptrs, sizes, direct = H2G, replicateConfig = ReplicateConfig::default()))]
+    #[pyo3(signature = (key, buffer_ptrs, sizes, direct = Direct(H2G), replicateConfig = ReplicateConfig::default()))]
     #[allow(non_snake_case)]
     fn put_from_layers(
         &self,
@@ -255,7 +268,7 @@ impl DistributedObjectStore {
         key: &str,
         buffer_ptrs: Vec<usize>,
         sizes: Vec<usize>,
-        direct: i32,
+        direct: Direct,
         replicateConfig: ReplicateConfig,
     ) -> i32 {
         self.batch_put_from_layers(
@@ -268,14 +281,14 @@ impl DistributedObjectStore {
         )[0]
     }
 
-    #[pyo3(signature = (key, buffer_ptrs, sizes, direct = G2H))]
+    #[pyo3(signature = (key, buffer_ptrs, sizes, direct = Direct(G2H)))]
     fn get_into_layers(
         &self,
         py: Python<'_>,
         key: &str,
         buffer_ptrs: Vec<usize>,
         sizes: Vec<usize>,
-        direct: i32,
+        direct: Direct,
     ) -> i32 {
         self.batch_get_into_layers(
             py,
@@ -287,7 +300,7 @@ impl DistributedObjectStore {
     }
 
     /// Put object data directly from pre-allocated buffers for multiple keys
-    #[pyo3(signature = (keys, buffer_ptrs, sizes, direct = H2G, replicateConfig = ReplicateConfig::default()))]
+    #[pyo3(signature = (keys, buffer_ptrs, sizes, direct = Direct(H2G), replicateConfig = ReplicateConfig::default()))]
     #[allow(non_snake_case)]
     fn batch_put_from(
         &self,
@@ -295,7 +308,7 @@ impl DistributedObjectStore {
         keys: Vec<String>,
         buffer_ptrs: Vec<usize>,
         sizes: Vec<usize>,
-        direct: i32,
+        direct: Direct,
         replicateConfig: ReplicateConfig,
     ) -> Vec<i32> {
         if buffer_ptrs.len() != sizes.len() {
@@ -307,14 +320,14 @@ impl DistributedObjectStore {
     }
 
     /// Get object data directly into pre-allocated buffers for multiple keys
-    #[pyo3(signature = (keys, buffer_ptrs, sizes, direct = G2H))]
+    #[pyo3(signature = (keys, buffer_ptrs, sizes, direct = Direct(G2H)))]
     fn batch_get_into(
         &self,
         py: Python<'_>,
         keys: Vec<String>,
         buffer_ptrs: Vec<usize>,
         sizes: Vec<usize>,
-        direct: i32,
+        direct: Direct,
     ) -> Vec<i32> {
         if buffer_ptrs.len() != sizes.len() {
             return vec![Error::invalid("").code(); keys.len()];
@@ -324,7 +337,7 @@ impl DistributedObjectStore {
         self.batch_get_into_layers(py, keys, layers, sizes, direct)
     }
 
-    #[pyo3(signature = (keys, buffer_ptrs, sizes, direct = H2G, replicateConfig = ReplicateConfig::default()))]
+    #[pyo3(signature = (keys, buffer_ptrs, sizes, direct = Direct(H2G), replicateConfig = ReplicateConfig::default()))]
     #[allow(non_snake_case)]
     fn batch_put_from_layers(
         &self,
@@ -332,7 +345,7 @@ impl DistributedObjectStore {
         keys: Vec<String>,
         buffer_ptrs: Vec<Vec<usize>>,
         sizes: Vec<Vec<usize>>,
-        direct: i32,
+        direct: Direct,
         replicateConfig: ReplicateConfig,
     ) -> Vec<i32> {
         let s = match self.store() {
@@ -352,19 +365,19 @@ impl DistributedObjectStore {
             // SAFETY: the caller promises each address holds its size in readable bytes
             // for the call; the raw layer checks what can be checked.
             codes(&unsafe {
-                s.batch_put_from_layers_ptr(&keys_of(&keys), &bufs, &sizes, direct, &config)
+                s.batch_put_from_layers_ptr(&keys_of(&keys), &bufs, &sizes, direct.0, &config)
             })
         })
     }
 
-    #[pyo3(signature = (keys, buffer_ptrs, sizes, direct = G2H))]
+    #[pyo3(signature = (keys, buffer_ptrs, sizes, direct = Direct(G2H)))]
     fn batch_get_into_layers(
         &self,
         py: Python<'_>,
         keys: Vec<String>,
         buffer_ptrs: Vec<Vec<usize>>,
         sizes: Vec<Vec<usize>>,
-        direct: i32,
+        direct: Direct,
     ) -> Vec<i32> {
         let s = match self.store() {
             Ok(s) => s,
@@ -377,7 +390,7 @@ impl DistributedObjectStore {
             let sizes: Vec<&[usize]> = sizes.iter().map(Vec::as_slice).collect();
             // SAFETY: the caller promises each address holds its size in writable bytes
             // for the call; the raw layer checks what can be checked (overlaps included).
-            codes(&unsafe { s.batch_get_into_layers_ptr(&keys_of(&keys), &bufs, &sizes, direct) })
+            codes(&unsafe { s.batch_get_into_layers_ptr(&keys_of(&keys), &bufs, &sizes, direct.0) })
         })
     }
 
