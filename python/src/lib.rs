@@ -112,18 +112,14 @@ fn codes<T>(rs: &[Result<T>]) -> Vec<i32> {
     rs.iter().map(code).collect()
 }
 
-fn ptrs<T>(addrs: &[usize], cast: fn(usize) -> *mut T) -> Vec<*mut T> {
-    addrs.iter().map(|a| cast(*a)).collect()
+/// Integer addresses become pointers (after `allow_threads`: pointers are not `Send`);
+/// the `raw` layer checks them.
+fn pointers<T>(layers: &[Vec<usize>], cast: fn(usize) -> T) -> Vec<Vec<T>> {
+    layers
+        .iter()
+        .map(|l| l.iter().map(|a| cast(*a)).collect())
+        .collect()
 }
-
-/// Addresses become pointers here; the `raw` layer checks them.
-fn mut_ptr(a: usize) -> *mut c_void {
-    a as *mut c_void
-}
-
-/// Raw pointers are not `Send`; an address crosses `allow_threads` as an integer and
-/// becomes a pointer again on the other side.
-struct Addrs(Vec<Vec<usize>>);
 
 /// A client of the pool: `init`, then the data calls, then `close`. Configured like the
 /// C and C++ clients: the TOML file named by `MMC_CLIENT_CONFIG`, then `MMC_CLIENT_*`
@@ -353,13 +349,8 @@ impl DistributedObjectStore {
             Err(c) => return vec![c; keys.len()],
         };
         let config = replicateConfig.to_core();
-        let addrs = Addrs(buffer_ptrs);
         py.allow_threads(|| {
-            let bufs: Vec<Vec<*const c_void>> = addrs
-                .0
-                .iter()
-                .map(|l| l.iter().map(|a| *a as *const c_void).collect())
-                .collect();
+            let bufs = pointers(&buffer_ptrs, |a| a as *const c_void);
             let bufs: Vec<&[*const c_void]> = bufs.iter().map(Vec::as_slice).collect();
             let sizes: Vec<&[usize]> = sizes.iter().map(Vec::as_slice).collect();
             // SAFETY: the caller promises each address holds its size in readable bytes
@@ -383,9 +374,8 @@ impl DistributedObjectStore {
             Ok(s) => s,
             Err(c) => return vec![c; keys.len()],
         };
-        let addrs = Addrs(buffer_ptrs);
         py.allow_threads(|| {
-            let bufs: Vec<Vec<*mut c_void>> = addrs.0.iter().map(|l| ptrs(l, mut_ptr)).collect();
+            let bufs = pointers(&buffer_ptrs, |a| a as *mut c_void);
             let bufs: Vec<&[*mut c_void]> = bufs.iter().map(Vec::as_slice).collect();
             let sizes: Vec<&[usize]> = sizes.iter().map(Vec::as_slice).collect();
             // SAFETY: the caller promises each address holds its size in writable bytes
