@@ -2,40 +2,11 @@
 its own process, and clients that each contribute a local service."""
 
 import os
-import signal
-import socket
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from memcache_hybrid import DistributedObjectStore, ReplicateConfig
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def pool():
-    url = f"tcp://127.0.0.1:{free_port()}"
-    env = dict(os.environ, MMC_META_DISCOVERY_URL=url, MMC_META_HTTP_URL="")
-    code = "from memcache_hybrid import MetaService; raise SystemExit(MetaService.main())"
-    meta = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
-    try:
-        assert "listening" in meta.stdout.readline()
-        saved = dict(os.environ)
-        os.environ["MMC_CLIENT_DISCOVERY_URL"] = url
-        os.environ["MMC_CLIENT_LOCAL__DRAM_SIZE"] = str(64 << 20)
-        yield url
-        os.environ.clear()
-        os.environ.update(saved)
-    finally:
-        meta.send_signal(signal.SIGTERM)
-        assert meta.wait(timeout=20) == 0
 
 
 def joined(service_id=None):

@@ -1,18 +1,10 @@
-"""memcache_hybrid on the embedded default: every data call, numpy buffers through the
+"""memcache_hybrid on the embedded default and on a real pool: every data call, numpy buffers through the
 pointer-based calls with content checks, and error codes for bad input."""
 
 import numpy as np
 import pytest
 
 from memcache_hybrid import DistributedObjectStore, MmcCopyDirect, ReplicateConfig
-
-
-@pytest.fixture()
-def store():
-    s = DistributedObjectStore()
-    assert s.init(0) == 0
-    yield s
-    assert s.close() == 0
 
 
 def test_buffers_and_bytes(store):

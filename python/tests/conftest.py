@@ -1,0 +1,55 @@
+"""Fixtures: a real pool (a meta service started with MetaService.main() in its own
+process, and clients that contribute local services), and a client of either the
+embedded default or that pool."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from memcache_hybrid import DistributedObjectStore
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def meta_url():
+    """A meta service from MetaService.main(), in a process of its own."""
+    url = f"tcp://127.0.0.1:{free_port()}"
+    env = dict(os.environ, MMC_META_DISCOVERY_URL=url, MMC_META_HTTP_URL="")
+    code = "from memcache_hybrid import MetaService; raise SystemExit(MetaService.main())"
+    meta = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert "listening" in meta.stdout.readline()
+        yield url
+    finally:
+        meta.send_signal(signal.SIGTERM)
+        assert meta.wait(timeout=20) == 0
+
+
+@pytest.fixture()
+def pool(meta_url, monkeypatch):
+    """Clients made during the test join the real pool, each with 64 MiB of DRAM."""
+    monkeypatch.setenv("MMC_CLIENT_DISCOVERY_URL", meta_url)
+    monkeypatch.setenv("MMC_CLIENT_LOCAL__DRAM_SIZE", str(64 << 20))
+    return meta_url
+
+
+@pytest.fixture(params=["embedded", "pool"])
+def store(request, monkeypatch):
+    """A client on the embedded default, or on the real pool."""
+    if request.param == "pool":
+        request.getfixturevalue("pool")
+    else:
+        monkeypatch.delenv("MMC_CLIENT_DISCOVERY_URL", raising=False)
+    s = DistributedObjectStore()
+    assert s.init(0) == 0
+    yield s
+    assert s.close() == 0
