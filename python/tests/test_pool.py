@@ -1,7 +1,9 @@
 """memcache_hybrid against a real pool: a meta service started with MetaService.main() in
-its own process, and clients that each contribute a local service."""
+its own process, clients that each contribute a local service, and `mmc local`
+processes."""
 
 import os
+import subprocess
 
 import numpy as np
 import pytest
@@ -54,3 +56,39 @@ def test_the_specs_usage_example_runs_verbatim(pool):
     finally:
         for h in holders:
             h.close()
+
+
+def mmc():
+    """The `mmc` binary `cargo test --workspace` built (the README's test command runs it
+    first)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    path = os.path.join(here, "..", "..", "target", "debug", "mmc")
+    assert os.path.exists(path), f"{path}: run cargo build first"
+    return path
+
+
+def test_replicas_on_local_service_processes_survive_a_kill(pool):
+    procs = []
+    try:
+        for sid in (201, 202):
+            args = [mmc(), "local", "--discovery", pool, "--dram-size", "64MiB", "--service-id", str(sid)]
+            p = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+            assert "local service" in p.stdout.readline()
+            procs.append(p)
+        client = joined()
+        try:
+            cfg = ReplicateConfig()
+            cfg.replicaNum = 2
+            cfg.preferredLocalServiceIDs = [201, 202]
+            value = np.random.default_rng(3).integers(0, 255, 1 << 16, dtype=np.uint8)
+            assert client.put("procs/a", value, cfg) == 0
+            assert sorted(client.get_key_info("procs/a").loc_list()) == [201, 202]
+            procs[0].kill()
+            procs[0].wait()
+            assert client.get("procs/a") == value.tobytes()
+        finally:
+            assert client.close() == 0
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
