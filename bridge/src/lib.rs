@@ -135,9 +135,9 @@ fn refuse(out: &mut [i32], e: Error) -> i32 {
 }
 
 fn store_new() -> Result<Box<Store>, Error> {
-    let path = std::env::var_os("MMC_CLIENT_CONFIG").map(std::path::PathBuf::from);
-    let config = ClientConfig::load(path.as_deref())?;
-    Ok(Box::new(Store(BlockingObjectStore::new(config)?)))
+    Ok(Box::new(Store(BlockingObjectStore::new(
+        ClientConfig::from_env()?,
+    )?)))
 }
 
 impl Store {

@@ -129,11 +129,11 @@ struct DistributedObjectStore {
     store: Option<BlockingObjectStore>,
 }
 
-const NOT_INITIALIZED: i32 = -3019;
-
 impl DistributedObjectStore {
     fn store(&self) -> std::result::Result<&BlockingObjectStore, i32> {
-        self.store.as_ref().ok_or(NOT_INITIALIZED)
+        self.store
+            .as_ref()
+            .ok_or_else(|| Error::ClientNotInitialized.code())
     }
 }
 
@@ -154,8 +154,7 @@ impl DistributedObjectStore {
             return Error::RepeatCall(String::new()).code();
         }
         let made = py.allow_threads(|| {
-            let path = std::env::var_os("MMC_CLIENT_CONFIG").map(std::path::PathBuf::from);
-            let store = BlockingObjectStore::new(ClientConfig::load(path.as_deref())?)?;
+            let store = BlockingObjectStore::new(ClientConfig::from_env()?)?;
             store.init(device_id, true)?;
             Ok::<_, Error>(store)
         });

@@ -57,6 +57,13 @@ impl ClientConfig {
         crate::layered::load(path, "MMC_CLIENT_", &[])
     }
 
+    /// What the C, C++ and Python clients use: the TOML file named by
+    /// `MMC_CLIENT_CONFIG`, then `MMC_CLIENT_*` variables (see [`Self::load`]).
+    pub fn from_env() -> memcache_core::Result<Self> {
+        let path = std::env::var_os("MMC_CLIENT_CONFIG").map(std::path::PathBuf::from);
+        Self::load(path.as_deref())
+    }
+
     /// The configuration of a client of the meta service(s) at `url`.
     pub fn remote(url: &str, dram: u64) -> Self {
         let mut c = ClientConfig::with_dram(dram);
