@@ -137,6 +137,16 @@ impl DistributedObjectStore {
     }
 }
 
+/// One buffer per key as one-layer objects; `None` when the lists differ in length.
+#[allow(clippy::type_complexity)]
+fn one_layer_each(
+    ptrs: Vec<usize>,
+    sizes: Vec<usize>,
+) -> Option<(Vec<Vec<usize>>, Vec<Vec<usize>>)> {
+    let one = |v: Vec<usize>| v.into_iter().map(|x| vec![x]).collect();
+    (ptrs.len() == sizes.len()).then(|| (one(ptrs), one(sizes)))
+}
+
 fn keys_of(keys: &[String]) -> Vec<&[u8]> {
     keys.iter().map(|k| k.as_bytes()).collect()
 }
@@ -306,12 +316,12 @@ impl DistributedObjectStore {
         direct: Direct,
         replicateConfig: ReplicateConfig,
     ) -> Vec<i32> {
-        if buffer_ptrs.len() != sizes.len() {
-            return vec![Error::invalid("").code(); keys.len()];
+        match one_layer_each(buffer_ptrs, sizes) {
+            Some((layers, sizes)) => {
+                self.batch_put_from_layers(py, keys, layers, sizes, direct, replicateConfig)
+            }
+            None => vec![Error::invalid("").code(); keys.len()],
         }
-        let layers = buffer_ptrs.into_iter().map(|p| vec![p]).collect();
-        let sizes = sizes.into_iter().map(|s| vec![s]).collect();
-        self.batch_put_from_layers(py, keys, layers, sizes, direct, replicateConfig)
     }
 
     /// Get object data directly into pre-allocated buffers for multiple keys
@@ -324,12 +334,10 @@ impl DistributedObjectStore {
         sizes: Vec<usize>,
         direct: Direct,
     ) -> Vec<i32> {
-        if buffer_ptrs.len() != sizes.len() {
-            return vec![Error::invalid("").code(); keys.len()];
+        match one_layer_each(buffer_ptrs, sizes) {
+            Some((layers, sizes)) => self.batch_get_into_layers(py, keys, layers, sizes, direct),
+            None => vec![Error::invalid("").code(); keys.len()],
         }
-        let layers = buffer_ptrs.into_iter().map(|p| vec![p]).collect();
-        let sizes = sizes.into_iter().map(|s| vec![s]).collect();
-        self.batch_get_into_layers(py, keys, layers, sizes, direct)
     }
 
     #[pyo3(signature = (keys, buffer_ptrs, sizes, direct = Direct(H2G), replicateConfig = ReplicateConfig::default()))]
