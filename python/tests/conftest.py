@@ -2,6 +2,7 @@
 process, and clients that contribute local services), and a client of either the
 embedded default or that pool."""
 
+import contextlib
 import os
 import signal
 import socket
@@ -19,9 +20,9 @@ def free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def meta_url():
-    """A meta service from MetaService.main(), in a process of its own."""
+@contextlib.contextmanager
+def meta_service():
+    """A meta service from MetaService.main(), in a process of its own; its URL."""
     url = f"tcp://127.0.0.1:{free_port()}"
     env = dict(os.environ, MMC_META_DISCOVERY_URL=url, MMC_META_HTTP_URL="")
     code = "from memcache_hybrid import MetaService; raise SystemExit(MetaService.main())"
@@ -32,6 +33,12 @@ def meta_url():
     finally:
         meta.send_signal(signal.SIGTERM)
         assert meta.wait(timeout=20) == 0
+
+
+@pytest.fixture(scope="session")
+def meta_url():
+    with meta_service() as url:
+        yield url
 
 
 @pytest.fixture()

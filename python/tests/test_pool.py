@@ -8,6 +8,7 @@ import subprocess
 import numpy as np
 import pytest
 
+from conftest import meta_service
 from memcache_hybrid import DistributedObjectStore, ReplicateConfig
 
 
@@ -67,7 +68,15 @@ def mmc():
     return path
 
 
-def test_replicas_on_local_service_processes_survive_a_kill(pool):
+def test_replicas_on_local_service_processes_survive_a_kill(monkeypatch):
+    # A pool of its own: the killed service stays placed-on until the pool notices.
+    with meta_service() as url:
+        monkeypatch.setenv("MMC_CLIENT_DISCOVERY_URL", url)
+        monkeypatch.setenv("MMC_CLIENT_LOCAL__DRAM_SIZE", str(64 << 20))
+        replicas_survive_a_kill(url)
+
+
+def replicas_survive_a_kill(pool):
     procs = []
     try:
         for sid in (201, 202):
