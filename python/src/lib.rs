@@ -112,13 +112,21 @@ fn codes<T>(rs: &[Result<T>]) -> Vec<i32> {
     rs.iter().map(code).collect()
 }
 
-/// Integer addresses become pointers (after `allow_threads`: pointers are not `Send`);
-/// the `raw` layer checks them.
-fn pointers<T>(layers: &[Vec<usize>], cast: fn(usize) -> T) -> Vec<Vec<T>> {
-    layers
+/// Runs `f` on the layers as slices of pointers (made after `allow_threads`: pointers
+/// are not `Send`) and of sizes; the `raw` layer checks the pointers.
+fn with_layers<T, R>(
+    addrs: &[Vec<usize>],
+    sizes: &[Vec<usize>],
+    cast: fn(usize) -> T,
+    f: impl FnOnce(&[&[T]], &[&[usize]]) -> R,
+) -> R {
+    let ptrs: Vec<Vec<T>> = addrs
         .iter()
         .map(|l| l.iter().map(|a| cast(*a)).collect())
-        .collect()
+        .collect();
+    let ptrs: Vec<&[T]> = ptrs.iter().map(Vec::as_slice).collect();
+    let sizes: Vec<&[usize]> = sizes.iter().map(Vec::as_slice).collect();
+    f(&ptrs, &sizes)
 }
 
 /// A client of the pool: `init`, then the data calls, then `close`. Configured like the
@@ -357,14 +365,18 @@ impl DistributedObjectStore {
         };
         let config = replicateConfig.to_core();
         py.allow_threads(|| {
-            let bufs = pointers(&buffer_ptrs, |a| a as *const c_void);
-            let bufs: Vec<&[*const c_void]> = bufs.iter().map(Vec::as_slice).collect();
-            let sizes: Vec<&[usize]> = sizes.iter().map(Vec::as_slice).collect();
-            // SAFETY: the caller promises each address holds its size in readable bytes
-            // for the call; the raw layer checks what can be checked.
-            codes(&unsafe {
-                s.batch_put_from_layers_ptr(&keys_of(&keys), &bufs, &sizes, direct.0, &config)
-            })
+            with_layers(
+                &buffer_ptrs,
+                &sizes,
+                |a| a as *const c_void,
+                |bufs, sizes| {
+                    // SAFETY: the caller promises each address holds its size in readable
+                    // bytes for the call; the raw layer checks what can be checked.
+                    codes(&unsafe {
+                        s.batch_put_from_layers_ptr(&keys_of(&keys), bufs, sizes, direct.0, &config)
+                    })
+                },
+            )
         })
     }
 
@@ -382,12 +394,19 @@ impl DistributedObjectStore {
             Err(c) => return vec![c; keys.len()],
         };
         py.allow_threads(|| {
-            let bufs = pointers(&buffer_ptrs, |a| a as *mut c_void);
-            let bufs: Vec<&[*mut c_void]> = bufs.iter().map(Vec::as_slice).collect();
-            let sizes: Vec<&[usize]> = sizes.iter().map(Vec::as_slice).collect();
-            // SAFETY: the caller promises each address holds its size in writable bytes
-            // for the call; the raw layer checks what can be checked (overlaps included).
-            codes(&unsafe { s.batch_get_into_layers_ptr(&keys_of(&keys), &bufs, &sizes, direct.0) })
+            with_layers(
+                &buffer_ptrs,
+                &sizes,
+                |a| a as *mut c_void,
+                |bufs, sizes| {
+                    // SAFETY: the caller promises each address holds its size in writable
+                    // bytes for the call; the raw layer checks what can be checked (overlaps
+                    // included).
+                    codes(&unsafe {
+                        s.batch_get_into_layers_ptr(&keys_of(&keys), bufs, sizes, direct.0)
+                    })
+                },
+            )
         })
     }
 
