@@ -62,6 +62,12 @@ pub struct BenchArgs {
     /// memcached: run our gateway with an SSD tier in this directory (emptied first).
     #[arg(long)]
     data_dir: Option<std::path::PathBuf>,
+    /// layers, small: print `{"ready":true}` after the warm-up, then run each timed round
+    /// when a line arrives on standard input and print its figures as a JSON line. Lets
+    /// another front end's benchmark alternate its rounds with ours in one run, so both
+    /// see the same machine (`python/bench/bench_layers.py`). End of input ends the rounds.
+    #[arg(long)]
+    stepped: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -427,16 +433,25 @@ fn merge(mut a: Value, b: Value) -> Value {
     a
 }
 
+/// Waits for the go-ahead of a `--stepped` round; false at end of input.
+fn next_step() -> Result<bool, String> {
+    let mut line = String::new();
+    let n = std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| format!("reading standard input: {e}"))?;
+    Ok(n > 0)
+}
+
 /// A warm-up pass (the first pays for cold caches and the allocator's first carving),
-/// then `rounds` timed rounds of memcpy, put, exists (if asked), get, each verified;
+/// then `--rounds` timed rounds of memcpy, put, exists (if asked), get, each verified;
 /// returns the report fields every object workload shares.
 fn measure(
     mut p: Passes,
     workload: &str,
-    rounds: usize,
+    args: &BenchArgs,
     with_exists: bool,
-    with_tcp: bool,
 ) -> Result<Value, String> {
+    let with_tcp = args.tcp();
     let cold_put = p.put()?;
     if with_exists {
         p.exists()?;
@@ -448,7 +463,13 @@ fn measure(
     p.exists_lat.clear();
     let (mut memcpy, mut put, mut exists, mut get) = (vec![], vec![], vec![], vec![]);
     let (mut tcp, mut exists_pipelined) = (vec![], vec![]);
-    for _ in 0..rounds {
+    if args.stepped {
+        println!("{}", json!({ "ready": true }));
+    }
+    for round in 0..args.rounds {
+        if args.stepped && !next_step()? {
+            break;
+        }
         memcpy.push(p.memcpy());
         if with_tcp {
             tcp.push(p.loopback_tcp()?);
@@ -462,7 +483,23 @@ fn measure(
         get.push(p.get()?);
         p.verify()?;
         p.remove_all()?;
+        if args.stepped {
+            let bytes = p.src.bytes();
+            println!(
+                "{}",
+                json!({
+                    "round": round,
+                    "put_gbps": gbps(bytes, put[round]),
+                    "get_gbps": gbps(bytes, get[round]),
+                    "memcpy_gbps": gbps(bytes, memcpy[round]),
+                })
+            );
+        }
     }
+    if put.is_empty() {
+        return Err("no timed round ran".into());
+    }
+    let rounds = put.len();
     let n = p.keys.len();
     let bytes = p.src.bytes();
     let seconds: f64 = put.iter().chain(&get).chain(&exists).sum();
@@ -529,7 +566,7 @@ fn bench_layers(args: &BenchArgs) -> Result<Value, String> {
         get_lat: Vec::new(),
         exists_lat: Vec::new(),
     };
-    let report = measure(p, "layers", args.rounds, false, args.tcp())?;
+    let report = measure(p, "layers", args, false)?;
     Ok(merge(report, json!({ "layers_per_key": layout.len() })))
 }
 
@@ -547,7 +584,7 @@ fn bench_small(args: &BenchArgs) -> Result<Value, String> {
         get_lat: Vec::new(),
         exists_lat: Vec::new(),
     };
-    measure(p, "small", args.rounds, true, args.tcp())
+    measure(p, "small", args, true)
 }
 
 /// Alloc + free pairs on one segment's allocator, 80 % full, with the sizes a KV cache

@@ -246,3 +246,33 @@ fn local_services_report_their_own_health_and_traffic() {
     assert!(text.contains("memcache_local_segment_bytes{medium=\"DRAM\",segment="));
     promtool_accepts(&text);
 }
+
+/// `mmc bench --stepped`: a round per input line, each reported as it ends, and end of
+/// input ends the rounds early with the usual verified report of the rounds that ran.
+#[test]
+fn a_stepped_benchmark_runs_one_round_per_input_line() {
+    let out = Command::new(mmc_bin())
+        .args(["bench", "small", "--json", "--stepped", "--keys", "256"])
+        .args(["--rounds", "5", "--dram-size", "64MiB"])
+        .stderr(std::process::Stdio::piped())
+        .output_with_stdin(b"\n\n")
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert_eq!(lines[0], serde_json::json!({ "ready": true }));
+    for (i, round) in lines[1..3].iter().enumerate() {
+        assert_eq!(round["round"], i);
+        assert!(round["put_gbps"].as_f64().unwrap() > 0.0, "{round}");
+    }
+    assert_eq!(lines[3]["rounds"], 2);
+    assert_eq!(lines[3]["verified"], true);
+}
