@@ -74,6 +74,7 @@ struct KeyInfo(memcache_core::KeyInfo);
 
 #[pymethods]
 impl KeyInfo {
+    /// The object's size in bytes.
     fn size(&self) -> u64 {
         self.0.size
     }
@@ -132,6 +133,11 @@ fn with_layers<T, R>(
 /// A client of the pool: `init`, then the data calls, then `close`. Configured like the
 /// C and C++ clients: the TOML file named by `MMC_CLIENT_CONFIG`, then `MMC_CLIENT_*`
 /// variables, else the embedded default.
+///
+/// Every call returns 0 or a negative error code (batch calls: one per key), except
+/// `get` (bytes), `is_exist` (1, 0 or a negative code) and the key-info calls. Pointer
+/// arguments are integer addresses, e.g. `array.ctypes.data` or `tensor.data_ptr()`;
+/// the GIL is released while bytes move.
 #[pyclass]
 struct DistributedObjectStore {
     store: Option<BlockingObjectStore>,
@@ -166,7 +172,12 @@ impl DistributedObjectStore {
         DistributedObjectStore { store: None }
     }
 
-    /// Connects to the pool and contributes this host's DRAM; 0 or an error code.
+    /// Joins the pool and contributes this host's DRAM to it.
+    ///
+    /// `device_id`: the accelerator whose device memory a device tier would use (a host-only
+    /// pool ignores it). The pool is the one `MMC_CLIENT_CONFIG` / `MMC_CLIENT_*` name, else
+    /// the embedded default in this process. Returns 0, -3005 when called twice, or another
+    /// negative error code.
     fn init(&mut self, py: Python<'_>, device_id: u32) -> i32 {
         if self.store.is_some() {
             return Error::RepeatCall(String::new()).code();
@@ -185,7 +196,8 @@ impl DistributedObjectStore {
         }
     }
 
-    /// Leaves the pool; 0 or an error code.
+    /// Leaves the pool and stops what `init` started; 0 or a negative error code. A
+    /// client that is not initialized returns 0.
     fn close(&mut self, py: Python<'_>) -> i32 {
         match self.store.take() {
             Some(s) => code(&py.allow_threads(|| s.tear_down())),
@@ -193,7 +205,8 @@ impl DistributedObjectStore {
         }
     }
 
-    /// Get local serviceId
+    /// Get local serviceId: the id of the local service `init` started, or a negative
+    /// error code (-3019 before `init`).
     fn get_local_service_id(&self) -> i64 {
         match self.store().map(|s| s.get_local_service_id()) {
             Ok(Ok(id)) => id as i64,
@@ -202,8 +215,11 @@ impl DistributedObjectStore {
         }
     }
 
-    /// Stores `buf` (any object with the buffer protocol: bytes, bytearray, memoryview,
-    /// a C-contiguous numpy array) under `key`; 0 or an error code.
+    /// Stores `buf` under `key`: any C-contiguous object with the buffer protocol (bytes,
+    /// bytearray, memoryview, numpy array), copied once into the pool.
+    ///
+    /// Returns 0, -3006 when the key exists, -3000 for bad input (a key of 256 bytes or more,
+    /// an empty or non-contiguous buffer), or another negative error code.
     #[pyo3(signature = (key, buf, replicateConfig = ReplicateConfig::default()))]
     #[allow(non_snake_case)]
     fn put(
@@ -229,7 +245,7 @@ impl DistributedObjectStore {
         }))
     }
 
-    /// The value under `key`, or `b""` on a miss or an error.
+    /// The value under `key` as bytes, or `b""` when it is missing or the call fails.
     fn get<'py>(&self, py: Python<'py>, key: &str) -> Bound<'py, PyBytes> {
         let got = match self.store() {
             Ok(s) => py.allow_threads(|| s.get(key)).unwrap_or_default(),
@@ -238,7 +254,13 @@ impl DistributedObjectStore {
         PyBytes::new(py, &got)
     }
 
-    /// Put object data directly from a pre-allocated buffer
+    /// Put object data directly from a pre-allocated buffer: `size` bytes at the
+    /// integer address `buffer_ptr` (`array.ctypes.data`, `tensor.data_ptr()`), copied
+    /// straight into the pool.
+    ///
+    /// `direct`: `SMEMB_COPY_H2G` (host memory, the default); device directions answer -3000
+    /// until a device tier exists. Returns 0, -3006 when the key exists, -3000 for a null
+    /// address or size 0, or another negative error code.
     #[pyo3(signature = (key, buffer_ptr, size, direct = Direct(H2G), replicateConfig = ReplicateConfig::default()))]
     #[allow(non_snake_case)]
     fn put_from(
@@ -260,7 +282,11 @@ impl DistributedObjectStore {
         )
     }
 
-    /// Get object data directly into a pre-allocated buffer; 0 or an error code.
+    /// Get object data directly into a pre-allocated buffer: the object under `key`
+    /// is copied straight into `size` bytes at `buffer_ptr`, which must hold all of it.
+    ///
+    /// `direct`: `SMEMB_COPY_G2H` (the default). Returns 0, -3007 when the key is missing,
+    /// -3000 for a null address or a buffer smaller than the object, or another negative code.
     #[pyo3(signature = (key, buffer_ptr, size, direct = Direct(G2H)))]
     fn get_into(
         &self,
@@ -273,6 +299,11 @@ impl DistributedObjectStore {
         self.get_into_layers(py, key, vec![buffer_ptr], vec![size], direct)
     }
 
+    /// Stores one object made of layers (one KV block's per-layer buffers): the
+    /// `sizes[i]` bytes at each `buffer_ptrs[i]`, in order, gathered straight into the pool.
+    ///
+    /// Returns 0, -3000 when the lists differ in length or hold a null address or size 0,
+    /// -3006 when the key exists, or another negative error code.
     #[pyo3(signature = (key, buffer_ptrs, sizes, direct = Direct(H2G), replicateConfig = ReplicateConfig::default()))]
     #[allow(non_snake_case)]
     fn put_from_layers(
@@ -294,6 +325,11 @@ impl DistributedObjectStore {
         )[0]
     }
 
+    /// Scatters the object under `key` over layers, in order: `sizes[i]` bytes at each
+    /// `buffer_ptrs[i]` (normally the layout it was put with), straight from the pool.
+    ///
+    /// Returns 0, -3007 when the key is missing, -3000 when the lists differ in length, the
+    /// layers overlap or hold less than the object, or another negative error code.
     #[pyo3(signature = (key, buffer_ptrs, sizes, direct = Direct(G2H)))]
     fn get_into_layers(
         &self,
@@ -312,7 +348,11 @@ impl DistributedObjectStore {
         )[0]
     }
 
-    /// Put object data directly from pre-allocated buffers for multiple keys
+    /// Put object data directly from pre-allocated buffers for multiple keys: key `i`
+    /// gets `sizes[i]` bytes at `buffer_ptrs[i]`. All copies are in flight at once.
+    ///
+    /// Returns one code per key as `put_from` does; lists of different lengths give -3000
+    /// for every key.
     #[pyo3(signature = (keys, buffer_ptrs, sizes, direct = Direct(H2G), replicateConfig = ReplicateConfig::default()))]
     #[allow(non_snake_case)]
     fn batch_put_from(
@@ -332,7 +372,11 @@ impl DistributedObjectStore {
         }
     }
 
-    /// Get object data directly into pre-allocated buffers for multiple keys
+    /// Get object data directly into pre-allocated buffers for multiple keys: key `i`
+    /// into `sizes[i]` bytes at `buffer_ptrs[i]`. All copies are in flight at once.
+    ///
+    /// Returns one code per key as `get_into` does; lists of different lengths give -3000
+    /// for every key.
     #[pyo3(signature = (keys, buffer_ptrs, sizes, direct = Direct(G2H)))]
     fn batch_get_into(
         &self,
@@ -348,6 +392,12 @@ impl DistributedObjectStore {
         }
     }
 
+    /// Stores one layered object per key: key `i` from the layers
+    /// `buffer_ptrs[i][j]` / `sizes[i][j]`, as `put_from_layers` does, with every copy in
+    /// flight at once.
+    ///
+    /// Returns one code per key: lists of different lengths give -3000 for every key; a
+    /// key whose own layers are bad gets -3000 and the others go on.
     #[pyo3(signature = (keys, buffer_ptrs, sizes, direct = Direct(H2G), replicateConfig = ReplicateConfig::default()))]
     #[allow(non_snake_case)]
     fn batch_put_from_layers(
@@ -380,6 +430,12 @@ impl DistributedObjectStore {
         })
     }
 
+    /// Gets one layered object per key: key `i` scattered over the layers
+    /// `buffer_ptrs[i][j]` / `sizes[i][j]`, as `get_into_layers` does, with every copy in flight
+    /// at once.
+    ///
+    /// Returns one code per key: lists of different lengths give -3000 for every key; a
+    /// key whose own layers are bad gets -3000 and the others go on.
     #[pyo3(signature = (keys, buffer_ptrs, sizes, direct = Direct(G2H)))]
     fn batch_get_into_layers(
         &self,
@@ -410,6 +466,8 @@ impl DistributedObjectStore {
         })
     }
 
+    /// Removes the object under `key`; 0, -3007 when it is missing, or another negative
+    /// error code.
     fn remove(&self, py: Python<'_>, key: &str) -> i32 {
         match self.store() {
             Ok(s) => code(&py.allow_threads(|| s.remove(key))),
@@ -417,6 +475,7 @@ impl DistributedObjectStore {
         }
     }
 
+    /// Removes the objects under `keys`; one code per key, as `remove` gives.
     fn remove_batch(&self, py: Python<'_>, keys: Vec<String>) -> Vec<i32> {
         match self.store() {
             Ok(s) => codes(&py.allow_threads(|| s.batch_remove(&keys))),
@@ -442,12 +501,15 @@ impl DistributedObjectStore {
         }
     }
 
+    /// Where the object under `key` lives: a `KeyInfo` with its size and the local
+    /// service and medium of each replica (size 0 and no replicas when it is missing).
     fn get_key_info(&self, py: Python<'_>, key: &str) -> KeyInfo {
         self.batch_get_key_info(py, vec![key.to_string()])
             .pop()
             .expect("one key, one answer")
     }
 
+    /// One `KeyInfo` per key, as `get_key_info` gives.
     fn batch_get_key_info(&self, py: Python<'_>, keys: Vec<String>) -> Vec<KeyInfo> {
         let infos = match self.store() {
             Ok(s) => py.allow_threads(|| s.batch_get_key_info(&keys)),
@@ -464,7 +526,10 @@ impl DistributedObjectStore {
             .collect()
     }
 
-    /// Register a memory buffer for direct access operations
+    /// Register a memory buffer for direct access operations: `size` bytes at
+    /// `buffer_ptr` that later pointer calls will use. Optional on host memory (every call
+    /// works without it). Returns 0, -3005 when the region is registered already, or
+    /// -3000 for a null address, size 0, or an overlap with another registered region.
     fn register_buffer(&self, buffer_ptr: usize, size: usize) -> i32 {
         match self.store() {
             Ok(s) => code(&s.register_buffer_ptr(buffer_ptr as *const c_void, size)),
@@ -472,6 +537,8 @@ impl DistributedObjectStore {
         }
     }
 
+    /// Forgets a buffer `register_buffer` registered; 0, or -3000 when no region of that
+    /// address and size is registered.
     fn unregister_buffer(&self, buffer_ptr: usize, size: usize) -> i32 {
         match self.store() {
             Ok(s) => code(&s.unregister_buffer_ptr(buffer_ptr as *const c_void, size)),
