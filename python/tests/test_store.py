@@ -78,12 +78,41 @@ def test_bad_input_is_refused(store):
     cfg = ReplicateConfig()
     cfg.replicaNum = 9
     assert store.put("bad/replicas", b"x", cfg) == -3000
+    assert store.put("bad/empty", b"") == -3000
+    assert store.init(0) == -3005
     assert store.register_buffer(buf.ctypes.data, buf.nbytes) == 0
+    assert store.register_buffer(buf.ctypes.data, buf.nbytes) == -3005
+    assert store.register_buffer(buf.ctypes.data + 8, 16) == -3000  # overlaps
     assert store.unregister_buffer(buf.ctypes.data, buf.nbytes) == 0
+    assert store.unregister_buffer(buf.ctypes.data, buf.nbytes) == -3000
+    missing = store.get_key_info("bad/missing")
+    assert missing.size() == 0 and missing.loc_list() == []
+
+
+def test_bad_destinations_are_refused_and_left_untouched(store):
+    src = np.arange(64, dtype=np.uint8)
+    assert store.put_from("d/obj", src.ctypes.data, 64) == 0
+    dst = np.full(64, 7, dtype=np.uint8)
+    assert store.get_into("d/obj", dst.ctypes.data, 32) == -3000  # smaller than the object
+    at = dst.ctypes.data
+    assert store.get_into_layers("d/obj", [at, at + 16], [32, 32]) == -3000  # overlap
+    assert store.get_into_layers("d/obj", [at, at + 32], [32]) == -3000  # lengths differ
+    assert np.all(dst == 7)
+    assert store.get_into("d/missing", at, 64) == -3007
+
+    # One key's bad layers fail that key alone; lists of different lengths fail them all.
+    assert store.put_from("d/other", src.ctypes.data, 64) == 0
+    codes = store.batch_get_into_layers(["d/obj", "d/other"], [[0], [at]], [[64], [64]])
+    assert codes == [-3000, 0]
+    assert np.array_equal(dst, src)
+    assert store.batch_put_from_layers(["d/x", "d/y"], [[at]], [[64], [64]]) == [-3000, -3000]
+    assert store.batch_is_exist(["d/x", "d/y"]) == [0, 0]
 
 
 def test_calls_before_init_are_refused():
     s = DistributedObjectStore()
     assert s.put("k", b"x") == -3019
     assert s.get("k") == b""
+    assert s.get_local_service_id() == -3019
+    assert s.batch_get_into_layers(["k"], [[1]], [[1]]) == [-3019]
     assert s.close() == 0
