@@ -53,7 +53,8 @@ class DistributedObjectStore:
 
     def __init__(self) -> None: ...
     def init(self, device_id: int) -> int:
-        """Joins the pool and contributes this host's DRAM to it.
+        """Joins the pool and contributes this host's DRAM to it (`local.dram_size` bytes; 0
+        makes a pure client, one that uses the pool's memory and adds none).
 
         `device_id`: the accelerator whose device memory a device tier would use (a host-only
         pool ignores it). The pool is the one `MMC_CLIENT_CONFIG` / `MMC_CLIENT_*` name, else
@@ -66,7 +67,7 @@ class DistributedObjectStore:
         """
     def get_local_service_id(self) -> int:
         """Get local serviceId: the id of the local service `init` started, or a negative
-        error code (-3019 before `init`).
+        error code (-3019 before `init`, -3018 on a pure client).
         """
     def put(self, key: str, buf: object, replicateConfig: ReplicateConfig = ...) -> int:
         """Stores `buf` under `key`: any C-contiguous object with the buffer protocol (bytes,

@@ -172,7 +172,8 @@ impl DistributedObjectStore {
         DistributedObjectStore { store: None }
     }
 
-    /// Joins the pool and contributes this host's DRAM to it.
+    /// Joins the pool and contributes this host's DRAM to it (`local.dram_size` bytes; 0
+    /// makes a pure client, one that uses the pool's memory and adds none).
     ///
     /// `device_id`: the accelerator whose device memory a device tier would use (a host-only
     /// pool ignores it). The pool is the one `MMC_CLIENT_CONFIG` / `MMC_CLIENT_*` name, else
@@ -183,8 +184,10 @@ impl DistributedObjectStore {
             return Error::RepeatCall(String::new()).code();
         }
         let made = py.allow_threads(|| {
-            let store = BlockingObjectStore::new(ClientConfig::from_env()?)?;
-            store.init(device_id, true)?;
+            let config = ClientConfig::from_env()?;
+            let contributes = config.local.dram_size > 0;
+            let store = BlockingObjectStore::new(config)?;
+            store.init(device_id, contributes)?;
             Ok::<_, Error>(store)
         });
         match made {
@@ -206,7 +209,7 @@ impl DistributedObjectStore {
     }
 
     /// Get local serviceId: the id of the local service `init` started, or a negative
-    /// error code (-3019 before `init`).
+    /// error code (-3019 before `init`, -3018 on a pure client).
     fn get_local_service_id(&self) -> i64 {
         match self.store().map(|s| s.get_local_service_id()) {
             Ok(Ok(id)) => id as i64,

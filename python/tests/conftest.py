@@ -1,6 +1,6 @@
 """Fixtures: a real pool (a meta service started with MetaService.main() in its own
-process, and clients that contribute local services), and a client of either the
-embedded default or that pool."""
+process, an `mmc local` process, and clients that contribute local services), and a
+client of either the embedded default or that pool."""
 
 import contextlib
 import os
@@ -35,9 +35,32 @@ def meta_service():
         assert meta.wait(timeout=20) == 0
 
 
+def mmc():
+    """The `mmc` binary `cargo test --workspace` built (the README's test command runs it
+    first)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    path = os.path.join(here, "..", "..", "target", "debug", "mmc")
+    assert os.path.exists(path), f"{path}: run cargo build first"
+    return path
+
+
+@contextlib.contextmanager
+def local_service(url, service_id, dram="64MiB"):
+    """An `mmc local` process contributing `dram` to the pool at `url`."""
+    args = [mmc(), "local", "--discovery", url, "--dram-size", dram, "--service-id", str(service_id)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    try:
+        assert "local service" in proc.stdout.readline()
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 @pytest.fixture(scope="session")
 def meta_url():
-    with meta_service() as url:
+    """The session's pool: a meta service, and one `mmc local` process with 256 MiB."""
+    with meta_service() as url, local_service(url, 100, "256MiB"):
         yield url
 
 
@@ -51,9 +74,11 @@ def pool(meta_url, monkeypatch):
 
 @pytest.fixture(params=["embedded", "pool"])
 def store(request, monkeypatch):
-    """A client on the embedded default, or on the real pool."""
+    """A client on the embedded default, or a pure client of the real pool (its bytes go
+    to and from the `mmc local` process)."""
     if request.param == "pool":
         request.getfixturevalue("pool")
+        monkeypatch.setenv("MMC_CLIENT_LOCAL__DRAM_SIZE", "0")
     else:
         monkeypatch.delenv("MMC_CLIENT_DISCOVERY_URL", raising=False)
     s = DistributedObjectStore()

@@ -3,12 +3,10 @@ its own process, clients that each contribute a local service, and `mmc local`
 processes."""
 
 import os
-import subprocess
 
 import numpy as np
-import pytest
 
-from conftest import meta_service
+from conftest import local_service, meta_service
 from memcache_hybrid import DistributedObjectStore, ReplicateConfig
 
 
@@ -29,7 +27,9 @@ def test_one_client_puts_another_gets(pool):
     try:
         assert writer.get_local_service_id() != reader.get_local_service_id()
         src = np.arange(1 << 20, dtype=np.uint32)
-        assert writer.put_from("pool/a", src.ctypes.data, src.nbytes) == 0
+        on_writer = ReplicateConfig()
+        on_writer.preferredLocalServiceIDs = [writer.get_local_service_id()]
+        assert writer.put_from("pool/a", src.ctypes.data, src.nbytes, replicateConfig=on_writer) == 0
         dst = np.zeros_like(src)
         assert reader.get_into("pool/a", dst.ctypes.data, dst.nbytes) == 0
         assert np.array_equal(src, dst)
@@ -59,15 +59,6 @@ def test_the_specs_usage_example_runs_verbatim(pool):
             h.close()
 
 
-def mmc():
-    """The `mmc` binary `cargo test --workspace` built (the README's test command runs it
-    first)."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    path = os.path.join(here, "..", "..", "target", "debug", "mmc")
-    assert os.path.exists(path), f"{path}: run cargo build first"
-    return path
-
-
 def test_replicas_on_local_service_processes_survive_a_kill(monkeypatch):
     # A pool of its own: the killed service stays placed-on until the pool notices.
     with meta_service() as url:
@@ -77,13 +68,7 @@ def test_replicas_on_local_service_processes_survive_a_kill(monkeypatch):
 
 
 def replicas_survive_a_kill(pool):
-    procs = []
-    try:
-        for sid in (201, 202):
-            args = [mmc(), "local", "--discovery", pool, "--dram-size", "64MiB", "--service-id", str(sid)]
-            p = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
-            assert "local service" in p.stdout.readline()
-            procs.append(p)
+    with local_service(pool, 201) as first, local_service(pool, 202):
         client = joined()
         try:
             cfg = ReplicateConfig()
@@ -92,12 +77,8 @@ def replicas_survive_a_kill(pool):
             value = np.random.default_rng(3).integers(0, 255, 1 << 16, dtype=np.uint8)
             assert client.put("procs/a", value, cfg) == 0
             assert sorted(client.get_key_info("procs/a").loc_list()) == [201, 202]
-            procs[0].kill()
-            procs[0].wait()
+            first.kill()
+            first.wait()
             assert client.get("procs/a") == value.tobytes()
         finally:
             assert client.close() == 0
-    finally:
-        for p in procs:
-            p.kill()
-            p.wait()
