@@ -62,6 +62,9 @@ def test_queries_and_removal(store, request):
     assert info.size() == 3
     assert info.type_list() == [0]
     assert "size=3" in str(info)
+    both = store.batch_get_key_info(["q/a", "q/none"])
+    assert [i.size() for i in both] == [3, 0]
+    assert both[0].loc_list() == info.loc_list() and both[1].loc_list() == []
     if request.node.callspec.params["store"] == "pool":
         # A pure client: the bytes live in the `mmc local` process (service 100).
         assert store.get_local_service_id() == -3018
