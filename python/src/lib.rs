@@ -130,6 +130,43 @@ fn with_layers<T, R>(
     f(&ptrs, &sizes)
 }
 
+/// A `bytes` object that `get` reads the value straight into, with the GIL released:
+/// one copy out of the pool, none through a Rust buffer. Until `get` returns it, nothing
+/// else holds a reference to it, so writing its bytes is safe.
+struct FreshBytes {
+    bytes: Py<PyBytes>,
+    start: *mut u8,
+    len: usize,
+}
+
+impl FreshBytes {
+    /// `n` zeroed bytes (the GIL is taken just for the allocation).
+    fn new(n: usize) -> Result<Self> {
+        Python::with_gil(|py| {
+            let mut start = std::ptr::null_mut();
+            let bytes = PyBytes::new_with(py, n, |b| {
+                start = b.as_mut_ptr();
+                Ok(())
+            })
+            .map_err(|e| Error::OutOfMemory(format!("a {n}-byte bytes object: {e}")))?;
+            Ok(FreshBytes {
+                bytes: bytes.unbind(),
+                start,
+                len: n,
+            })
+        })
+    }
+}
+
+impl AsMut<[u8]> for FreshBytes {
+    fn as_mut(&mut self) -> &mut [u8] {
+        // SAFETY: `start` addresses the `len` initialized bytes of `self.bytes`, which
+        // lives as long as `self` and which no Python code can see yet, so this is the
+        // only reference to them.
+        unsafe { std::slice::from_raw_parts_mut(self.start, self.len) }
+    }
+}
+
 /// A client of the pool: `init`, then the data calls, then `close`. Configured like the
 /// C and C++ clients: the TOML file named by `MMC_CLIENT_CONFIG`, then `MMC_CLIENT_*`
 /// variables, else the embedded default.
@@ -251,10 +288,15 @@ impl DistributedObjectStore {
     /// The value under `key` as bytes, or `b""` when it is missing or the call fails.
     fn get<'py>(&self, py: Python<'py>, key: &str) -> Bound<'py, PyBytes> {
         let got = match self.store() {
-            Ok(s) => py.allow_threads(|| s.get(key)).unwrap_or_default(),
-            Err(_) => Vec::new(),
+            Ok(s) => py
+                .allow_threads(|| s.get_with(key, FreshBytes::new).map(|b| b.bytes))
+                .ok(),
+            Err(_) => None,
         };
-        PyBytes::new(py, &got)
+        match got {
+            Some(bytes) => bytes.into_bound(py),
+            None => PyBytes::new(py, b""),
+        }
     }
 
     /// Put object data directly from a pre-allocated buffer: `size` bytes at the

@@ -14,6 +14,9 @@ def test_buffers_and_bytes(store):
     assert store.get("b/bytearray") == b"xy"
     assert store.get("b/numpy") == bytes(range(10))
     assert store.get("b/missing") == b""
+    big = np.random.default_rng(2).integers(0, 256, 3 << 20, dtype=np.uint8)
+    assert store.put("b/big", big) == 0
+    assert store.get("b/big") == big.tobytes()  # read straight into the bytes object
     assert store.put("b/strided", memoryview(b"abcdef")[::2]) == -3000
     assert store.put("b/bytes", b"again") == -3006
 

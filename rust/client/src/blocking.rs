@@ -73,6 +73,15 @@ impl BlockingObjectStore {
         self.rt.block_on(self.inner.get(key))
     }
 
+    /// See [`ObjectStore::get_with`].
+    pub fn get_with<B: AsMut<[u8]>>(
+        &self,
+        key: impl AsRef<[u8]>,
+        alloc: impl FnOnce(usize) -> Result<B>,
+    ) -> Result<B> {
+        self.rt.block_on(self.inner.get_with(key, alloc))
+    }
+
     pub fn put_from(
         &self,
         key: impl AsRef<[u8]>,

@@ -431,6 +431,17 @@ impl ObjectStore {
 
     /// The object's bytes in a new vector.
     pub async fn get(&self, key: impl AsRef<[u8]>) -> Result<Vec<u8>> {
+        self.get_with(key, |n| Ok(vec![0u8; n])).await
+    }
+
+    /// The object's bytes in a buffer `alloc` makes once the size is known, so a front
+    /// end can read straight into its own object (a Python `bytes`) with no second copy.
+    /// `alloc(n)` returns a buffer of `n` bytes.
+    pub async fn get_with<B: AsMut<[u8]>>(
+        &self,
+        key: impl AsRef<[u8]>,
+        alloc: impl FnOnce(usize) -> Result<B>,
+    ) -> Result<B> {
         let session = self.session()?;
         let key = Key::new(key)?;
         let keys = [key];
@@ -440,11 +451,18 @@ impl ObjectStore {
             .await
             .pop()
             .expect("one result")?;
-        let mut out = vec![0u8; located.size as usize];
-        let r = self.read_object(&session, &located, &mut [&mut out]).await;
+        let r = match alloc(located.size as usize) {
+            Ok(mut out) => {
+                let read = self
+                    .read_object(&session, &located, &mut [out.as_mut()])
+                    .await;
+                read.map(|()| out)
+            }
+            Err(e) => Err(e),
+        };
         let [key] = keys;
         session.meta.release(vec![(key, located.lease)]).await;
-        r.map(|()| out)
+        r
     }
 
     /// lookup (one meta call, leases the objects) → read → release (one meta call).
