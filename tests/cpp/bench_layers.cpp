@@ -1,6 +1,8 @@
 // The `layers` workload through the C++ ObjectStore, beside the same workload through
-// the Rust API (`mmc bench layers --json`, run in the same session), and a memcpy of the
-// same bytes. Prints both ratios to memcpy and the C++ overhead.
+// the Rust API and a memcpy of the same bytes. C++ rounds alternate with the rounds of
+// one `mmc bench layers --stepped` process (this machine drifts by tens of percent
+// between seconds), and each pair gives one C++ / Rust ratio. Prints the ratios to
+// memcpy, the medians of the pairs' ratios and the C++ overhead.
 //
 //   bench_layers [path/to/mmc]      (default: target/release/mmc)
 #include <algorithm>
@@ -12,13 +14,15 @@
 #include <vector>
 
 #include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "memcache/object_store.h"
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
-constexpr int kKeys = 64, kBatch = 8, kRounds = 5, kLayerPairs = 61;
+constexpr int kKeys = 64, kBatch = 8, kRounds = 15, kLayerPairs = 61;
 
 double Seconds(Clock::time_point a, Clock::time_point b) {
     return std::chrono::duration<double>(b - a).count();
@@ -35,6 +39,57 @@ double JsonNumber(const std::string &json, const std::string &name) {
     if (at == std::string::npos) return -1;
     return std::atof(json.c_str() + at + name.size() + 3);
 }
+
+// `mmc bench layers --stepped`: one timed, verified Rust round per Next(), from a process
+// started once (one that exits hands gigabytes back and slows the next seconds down).
+class RustRounds {
+  public:
+    RustRounds(const std::string &mmc, int rounds) {
+        const std::string n = std::to_string(rounds);
+        int in[2], out[2];
+        if (pipe(in) != 0 || pipe(out) != 0) return;
+        pid_ = fork();
+        if (pid_ == 0) {
+            dup2(in[0], 0);
+            dup2(out[1], 1);
+            close(in[0]), close(in[1]), close(out[0]), close(out[1]);
+            execl(mmc.c_str(), mmc.c_str(), "bench", "layers", "--json", "--stepped", "--rounds",
+                  n.c_str(), static_cast<char *>(nullptr));
+            _exit(127);
+        }
+        close(in[0]), close(out[1]);
+        to_ = fdopen(in[1], "w");
+        from_ = fdopen(out[0], "r");
+        ready_ = Line().find("\"ready\":true") != std::string::npos;
+    }
+    bool Ready() const { return ready_; }
+    // The figures of the next round: a flat JSON object, empty if the run ended.
+    std::string Next() {
+        std::fputs("\n", to_);
+        std::fflush(to_);
+        return Line();
+    }
+    // Ends the rounds; true when the run exited cleanly with its content verified.
+    bool Finish() {
+        std::fclose(to_);
+        std::string last, line;
+        while (!(line = Line()).empty()) last = line;
+        std::fclose(from_);
+        int status = 0;
+        waitpid(pid_, &status, 0);
+        return WIFEXITED(status) && WEXITSTATUS(status) == 0 &&
+               last.find("\"verified\":true") != std::string::npos;
+    }
+
+  private:
+    std::string Line() {
+        char buf[8192];
+        return from_ && std::fgets(buf, sizeof buf, from_) ? buf : "";
+    }
+    pid_t pid_ = -1;
+    FILE *to_ = nullptr, *from_ = nullptr;
+    bool ready_ = false;
+};
 
 }  // namespace
 
@@ -71,6 +126,11 @@ int main(int argc, char **argv) {
             at += n;
         }
     }
+    RustRounds rust(mmc, kRounds);
+    if (!rust.Ready()) {
+        std::fprintf(stderr, "bench: %s bench layers --stepped did not start\n", mmc.c_str());
+        return 1;
+    }
     auto store = memcache::ObjectStore::CreateObjectStore();
     if (!store || store->Init(0, true) != 0) {
         std::fprintf(stderr, "bench: init failed\n");
@@ -99,8 +159,10 @@ int main(int argc, char **argv) {
     };
     auto remove_all = [&] { store->BatchRemove(keys); };
     pass(true), pass(false), remove_all();  // warm-up
-    std::vector<double> memcpy_s, put_s, get_s;
+    std::vector<double> memcpy_s, put_s, get_s, put_vs_rust, get_vs_rust;
     for (int r = 0; r < kRounds; ++r) {
+        std::string figures;
+        if (r % 2) figures = rust.Next();  // who goes first alternates
         auto t = Clock::now();
         for (int k = 0; k < kKeys; ++k)
             for (size_t l = 0; l < layout.size(); ++l)
@@ -114,24 +176,29 @@ int main(int argc, char **argv) {
             return 1;
         }
         remove_all();
+        if (r % 2 == 0) figures = rust.Next();
+        const double rust_put = JsonNumber(figures, "put_gbps");
+        const double rust_get = JsonNumber(figures, "get_gbps");
+        if (rust_put <= 0 || rust_get <= 0) {
+            std::fprintf(stderr, "bench: the Rust round failed\n");
+            return 1;
+        }
+        put_vs_rust.push_back(bytes / put_s.back() / 1e9 / rust_put);
+        get_vs_rust.push_back(bytes / get_s.back() / 1e9 / rust_get);
     }
     store->TearDown();
+    if (!rust.Finish()) {
+        std::fprintf(stderr, "bench: the Rust run did not end cleanly\n");
+        return 1;
+    }
     const double memcpy_gbps = bytes / Median(memcpy_s) / 1e9;
     const double put_ratio = bytes / Median(put_s) / 1e9 / memcpy_gbps;
     const double get_ratio = bytes / Median(get_s) / 1e9 / memcpy_gbps;
-
-    std::string json;
-    if (FILE *p = popen((mmc + " bench layers --json").c_str(), "r")) {
-        char buf[4096];
-        size_t n;
-        while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) json.append(buf, n);
-        pclose(p);
-    }
-    const double rust_put = JsonNumber(json, "put_ratio"), rust_get = JsonNumber(json, "get_ratio");
-    std::printf("{\"workload\":\"layers\",\"api\":\"c++\",\"memcpy_gbps\":%.3f,"
-                "\"put_ratio\":%.3f,\"get_ratio\":%.3f,\"rust_put_ratio\":%.3f,"
-                "\"rust_get_ratio\":%.3f,\"put_overhead\":%.3f,\"get_overhead\":%.3f}\n",
-                memcpy_gbps, put_ratio, get_ratio, rust_put, rust_get,
-                rust_put / put_ratio - 1.0, rust_get / get_ratio - 1.0);
-    return rust_put > 0 ? 0 : 2;
+    const double put_vs = Median(put_vs_rust), get_vs = Median(get_vs_rust);
+    std::printf("{\"workload\":\"layers\",\"api\":\"c++\",\"rounds\":%d,\"memcpy_gbps\":%.3f,"
+                "\"put_ratio\":%.3f,\"get_ratio\":%.3f,\"put_vs_rust\":%.3f,"
+                "\"get_vs_rust\":%.3f,\"put_overhead\":%.3f,\"get_overhead\":%.3f}\n",
+                kRounds, memcpy_gbps, put_ratio, get_ratio, put_vs, get_vs, 1.0 / put_vs - 1.0,
+                1.0 / get_vs - 1.0);
+    return 0;
 }

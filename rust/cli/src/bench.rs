@@ -65,7 +65,8 @@ pub struct BenchArgs {
     /// layers, small: print `{"ready":true}` after the warm-up, then run each timed round
     /// when a line arrives on standard input and print its figures as a JSON line. Lets
     /// another front end's benchmark alternate its rounds with ours in one run, so both
-    /// see the same machine (`python/bench/bench_layers.py`). End of input ends the rounds.
+    /// see the same machine (`python/bench/bench_layers.py`, `tests/cpp/bench_layers.cpp`).
+    /// End of input ends the rounds.
     #[arg(long)]
     stepped: bool,
 }
