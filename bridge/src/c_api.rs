@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use memcache_client::{
-    code_of, BlockingObjectStore, ClientConfig, Error, KeyInfo, ReplicateConfig, TransportKind,
-    MAX_BATCH_OP_COUNT, MAX_REPLICAS,
+    catch_panic, code_of, BlockingObjectStore, ClientConfig, Error, KeyInfo, ReplicateConfig,
+    TransportKind, MAX_BATCH_OP_COUNT, MAX_REPLICAS,
 };
 use memcache_local::{LocalServiceConfig, RunningLocalService};
 use memcache_meta_service::{MetaService, MetaServiceConfig};
@@ -128,11 +128,6 @@ pub struct mmc_location_t {
     pub size: u64,
 }
 
-/// Runs `f`, turning a panic into `on_panic`: nothing unwinds into C.
-fn guard<T>(on_panic: T, f: impl FnOnce() -> T) -> T {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(on_panic)
-}
-
 /// A NUL-terminated string inside a fixed array, never read past the array.
 fn fixed(s: &[c_char]) -> String {
     // SAFETY: c_char and u8 have the same size and alignment.
@@ -231,7 +226,7 @@ struct MetaHandle {
 pub unsafe extern "C" fn mmcs_meta_service_start(
     config: *mut mmc_meta_service_config_t,
 ) -> *mut c_void {
-    guard(std::ptr::null_mut(), || {
+    catch_panic(std::ptr::null_mut(), || {
         // SAFETY: the caller's promise.
         let Some(c) = (unsafe { config.as_ref() }) else {
             return std::ptr::null_mut();
@@ -266,7 +261,7 @@ pub unsafe extern "C" fn mmcs_meta_service_start(
 /// `handle` is null or came from `mmcs_meta_service_start` and was not stopped yet.
 #[no_mangle]
 pub unsafe extern "C" fn mmcs_meta_service_stop(handle: *mut c_void) {
-    guard((), || {
+    catch_panic((), || {
         if handle.is_null() {
             return;
         }
@@ -291,7 +286,7 @@ enum LocalHandle {
 pub unsafe extern "C" fn mmcs_local_service_start(
     config: *mut mmc_local_service_config_t,
 ) -> *mut c_void {
-    guard(std::ptr::null_mut(), || {
+    catch_panic(std::ptr::null_mut(), || {
         // SAFETY: the caller's promise.
         let Some(c) = (unsafe { config.as_ref() }) else {
             return std::ptr::null_mut();
@@ -345,7 +340,7 @@ fn start_remote_local(url: &str, local: LocalServiceConfig) -> Result<LocalHandl
 /// `handle` is null or came from `mmcs_local_service_start` and was not stopped yet.
 #[no_mangle]
 pub unsafe extern "C" fn mmcs_local_service_stop(handle: *mut c_void) {
-    guard((), || {
+    catch_panic((), || {
         if handle.is_null() {
             return;
         }
@@ -379,7 +374,7 @@ fn client() -> Result<Arc<BlockingObjectStore>, Error> {
 /// `config` is null or points to a valid `mmc_client_config_t`.
 #[no_mangle]
 pub unsafe extern "C" fn mmcc_init(config: *mut mmc_client_config_t) -> i32 {
-    guard(-1, || {
+    catch_panic(-1, || {
         // SAFETY: the caller's promise.
         let Some(c) = (unsafe { config.as_ref() }) else {
             return Error::invalid("null config").code();
@@ -416,7 +411,7 @@ pub unsafe extern "C" fn mmcc_init(config: *mut mmc_client_config_t) -> i32 {
 
 #[no_mangle]
 pub extern "C" fn mmcc_uninit() {
-    guard((), || {
+    catch_panic((), || {
         let store = CLIENT.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(s) = store {
             let _ = s.tear_down();
@@ -442,7 +437,7 @@ fn run(flags: u32, op: impl FnOnce(&BlockingObjectStore) -> i32 + Send + 'static
         .unwrap_or_else(|e| e.into_inner())
         .insert(handle, rx);
     std::thread::spawn(move || {
-        let code = guard(-1, || op(&store));
+        let code = catch_panic(-1, || op(&store));
         let _ = tx.send(code);
     });
     handle
@@ -455,7 +450,7 @@ fn pending() -> &'static Mutex<HashMap<i32, Receiver<i32>>> {
 
 #[no_mangle]
 pub extern "C" fn mmcc_wait(wait_handle: i32, timeout_sec: i32) -> i32 {
-    guard(-1, || {
+    catch_panic(-1, || {
         let Some(rx) = pending()
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -490,7 +485,7 @@ pub unsafe extern "C" fn mmcc_put(
     options: mmc_put_options,
     flags: u32,
 ) -> i32 {
-    guard(-1, || {
+    catch_panic(-1, || {
         // SAFETY: the caller's promise.
         let (k, addr, len) = match unsafe { key_and_region(key_ptr, buf) } {
             Ok(r) => r,
@@ -509,7 +504,7 @@ pub unsafe extern "C" fn mmcc_put(
 /// writable and otherwise unused until the call (or its `mmcc_wait`) completes.
 #[no_mangle]
 pub unsafe extern "C" fn mmcc_get(key_ptr: *const c_char, buf: *mut mmc_buffer, flags: u32) -> i32 {
-    guard(-1, || {
+    catch_panic(-1, || {
         // SAFETY: the caller's promise.
         let (k, addr, len) = match unsafe { key_and_region(key_ptr, buf) } {
             Ok(r) => r,
@@ -554,7 +549,7 @@ pub unsafe extern "C" fn mmcc_query(
     info: *mut mmc_data_info,
     _flags: u32,
 ) -> i32 {
-    guard(-1, || {
+    catch_panic(-1, || {
         // SAFETY: the caller's promise.
         let (k, info) = match (unsafe { key(key_ptr) }, unsafe { info.as_mut() }) {
             (Ok(k), Some(i)) => (k, i),
@@ -570,7 +565,7 @@ pub unsafe extern "C" fn mmcc_query(
 /// `key` is a NUL-terminated string.
 #[no_mangle]
 pub unsafe extern "C" fn mmcc_remove(key_ptr: *const c_char, flags: u32) -> i32 {
-    guard(-1, || {
+    catch_panic(-1, || {
         // SAFETY: the caller's promise.
         match unsafe { key(key_ptr) } {
             Ok(k) => {
@@ -594,7 +589,7 @@ fn exist_code(r: Result<bool, Error>) -> i32 {
 /// `key` is a NUL-terminated string.
 #[no_mangle]
 pub unsafe extern "C" fn mmcc_exist(key_ptr: *const c_char, _flags: u32) -> i32 {
-    guard(-1, || {
+    catch_panic(-1, || {
         // SAFETY: the caller's promise.
         match unsafe { key(key_ptr) } {
             Ok(k) => exist_code(client().and_then(|s| s.is_exist(k))),
@@ -613,7 +608,7 @@ pub unsafe extern "C" fn mmcc_get_location(key_ptr: *const c_char, _flags: u32) 
         r#type: 0,
         size: 0,
     };
-    guard(failed(-1), || {
+    catch_panic(failed(-1), || {
         // SAFETY: the caller's promise.
         let r = unsafe { key(key_ptr) }.and_then(|k| client()?.get_key_info(k));
         match r {
@@ -640,7 +635,7 @@ pub unsafe extern "C" fn mmcc_batch_query(
     info: *mut mmc_data_info,
     _flags: u32,
 ) -> i32 {
-    guard(-1, || {
+    catch_panic(-1, || {
         // SAFETY: the caller's promise.
         let ks = match unsafe { keys(keys_ptr, keys_count) } {
             Ok(k) => k,
@@ -717,7 +712,7 @@ pub unsafe extern "C" fn mmcc_batch_remove(
     remove_results: *mut i32,
     _flags: u32,
 ) -> i32 {
-    guard(-1, || {
+    catch_panic(-1, || {
         // SAFETY: forwarded caller promise.
         unsafe {
             per_key_codes(keys_ptr, keys_count, remove_results, |s, ks| {
@@ -737,7 +732,7 @@ pub unsafe extern "C" fn mmcc_batch_exist(
     exist_results: *mut i32,
     _flags: u32,
 ) -> i32 {
-    guard(-1, || {
+    catch_panic(-1, || {
         // SAFETY: forwarded caller promise.
         let r = unsafe {
             per_key_codes(keys_ptr, keys_count, exist_results, |s, ks| {
@@ -783,7 +778,7 @@ pub unsafe extern "C" fn mmcc_batch_put(
     options: *const mmc_put_options,
     flags: u32,
 ) -> i32 {
-    guard(-1, || {
+    catch_panic(-1, || {
         let n = keys_count as usize;
         // SAFETY: the caller's promise.
         let (ks, rs) = match (unsafe { keys(keys_ptr, n) }, unsafe { regions(bufs, n) }) {
@@ -816,7 +811,7 @@ pub unsafe extern "C" fn mmcc_batch_get(
     bufs: *mut mmc_buffer,
     flags: u32,
 ) -> i32 {
-    guard(-1, || {
+    catch_panic(-1, || {
         let n = keys_count as usize;
         // SAFETY: the caller's promise.
         let (ks, rs) = match (unsafe { keys(keys_ptr, n) }, unsafe { regions(bufs, n) }) {
@@ -838,7 +833,7 @@ pub unsafe extern "C" fn mmcc_batch_get(
 /// `func` is null or a function safe to call from any thread.
 #[no_mangle]
 pub unsafe extern "C" fn mmc_set_extern_logger(func: LogFunc) -> i32 {
-    guard(-1, || {
+    catch_panic(-1, || {
         logging::set_logger(func);
         0
     })
@@ -846,7 +841,7 @@ pub unsafe extern "C" fn mmc_set_extern_logger(func: LogFunc) -> i32 {
 
 #[no_mangle]
 pub extern "C" fn mmc_set_log_level(level: c_int) -> i32 {
-    guard(-1, || match logging::set_level(level) {
+    catch_panic(-1, || match logging::set_level(level) {
         Ok(()) => 0,
         Err(e) => e.code(),
     })

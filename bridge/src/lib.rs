@@ -4,12 +4,12 @@
 //! addresses and sizes, never as `std::string`, so the library works for consumers
 //! built with either libstdc++ string ABI. Every entry catches panics and answers -1.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
-
 pub mod c_api;
 mod logging;
 
-use memcache_client::{code_of, BlockingObjectStore, ClientConfig, Error, ReplicateConfig};
+use memcache_client::{
+    catch_panic, code_of, BlockingObjectStore, ClientConfig, Error, ReplicateConfig,
+};
 
 #[allow(clippy::too_many_arguments)] // the batch calls take their arrays flat
 #[cxx::bridge(namespace = "memcache::ffi")]
@@ -71,7 +71,7 @@ pub struct Store(BlockingObjectStore);
 
 /// Runs `f`, turning a panic into -1: nothing unwinds into C++.
 fn guard(f: impl FnOnce() -> i32) -> i32 {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or(-1)
+    catch_panic(-1, f)
 }
 
 /// Splits back-to-back keys; `None` when the lengths do not add up.
@@ -281,7 +281,8 @@ impl Store {
             media: Vec::new(),
         };
         let n = key_lens.len();
-        catch_unwind(AssertUnwindSafe(|| {
+        let on_panic = (0..n).map(|_| failed(-1)).collect();
+        catch_panic(on_panic, || {
             let Some(keys) = split_keys(keys, key_lens) else {
                 return (0..n).map(|_| failed(-3000)).collect();
             };
@@ -299,8 +300,7 @@ impl Store {
                     Err(e) => failed(e.code()),
                 })
                 .collect()
-        }))
-        .unwrap_or_else(|_| (0..n).map(|_| failed(-1)).collect())
+        })
     }
 }
 

@@ -10,7 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use memcache_client::{BlockingObjectStore, ClientConfig};
-use memcache_core::{Error, Result};
+use memcache_core::{catch_panic, code_of, Error, Result};
 
 /// Where a copy goes: host (`H`), device-local (`L`) or global pool (`G`) memory.
 #[pyclass(eq, eq_int)]
@@ -105,29 +105,8 @@ impl KeyInfo {
     }
 }
 
-fn code(r: &Result<impl Sized>) -> i32 {
-    r.as_ref().map_or_else(|e| e.code(), |_| 0)
-}
-
 fn codes<T>(rs: &[Result<T>]) -> Vec<i32> {
-    rs.iter().map(code).collect()
-}
-
-/// Runs `f` on the layers as slices of pointers (made after `allow_threads`: pointers
-/// are not `Send`) and of sizes; the `raw` layer checks the pointers.
-fn with_layers<T, R>(
-    addrs: &[Vec<usize>],
-    sizes: &[Vec<usize>],
-    cast: fn(usize) -> T,
-    f: impl FnOnce(&[&[T]], &[&[usize]]) -> R,
-) -> R {
-    let ptrs: Vec<Vec<T>> = addrs
-        .iter()
-        .map(|l| l.iter().map(|a| cast(*a)).collect())
-        .collect();
-    let ptrs: Vec<&[T]> = ptrs.iter().map(Vec::as_slice).collect();
-    let sizes: Vec<&[usize]> = sizes.iter().map(Vec::as_slice).collect();
-    f(&ptrs, &sizes)
+    rs.iter().map(code_of).collect()
 }
 
 /// A `bytes` object that `get` reads the value straight into, with the GIL released:
@@ -181,10 +160,46 @@ struct DistributedObjectStore {
 }
 
 impl DistributedObjectStore {
-    fn store(&self) -> std::result::Result<&BlockingObjectStore, i32> {
-        self.store
-            .as_ref()
-            .ok_or_else(|| Error::ClientNotInitialized.code())
+    /// Runs `f` on the initialized store. Before `init`, the answer is `refuse(-3019)`;
+    /// if `f` panics, `refuse(-1)`: no panic reaches Python.
+    fn with_store<T>(
+        &self,
+        refuse: impl FnOnce(i32) -> T,
+        f: impl FnOnce(&BlockingObjectStore) -> T,
+    ) -> T {
+        match &self.store {
+            Some(s) => catch_panic(None, || Some(f(s))).unwrap_or_else(|| refuse(-1)),
+            None => refuse(Error::ClientNotInitialized.code()),
+        }
+    }
+
+    /// Runs `call` on the store with the GIL released, giving it the keys and the layers
+    /// as slices of pointers (made after `allow_threads`: pointers are not `Send`) and of
+    /// sizes; the `raw` layer checks the pointers. One code per key.
+    fn layered<T>(
+        &self,
+        py: Python<'_>,
+        keys: &[String],
+        addrs: &[Vec<usize>],
+        sizes: &[Vec<usize>],
+        cast: fn(usize) -> T,
+        call: impl FnOnce(&BlockingObjectStore, &[&[u8]], &[&[T]], &[&[usize]]) -> Vec<i32> + Send,
+    ) -> Vec<i32> {
+        self.with_store(
+            |c| vec![c; keys.len()],
+            |s| {
+                py.allow_threads(|| {
+                    let ptrs: Vec<Vec<T>> = addrs
+                        .iter()
+                        .map(|l| l.iter().map(|a| cast(*a)).collect())
+                        .collect();
+                    let ptrs: Vec<&[T]> = ptrs.iter().map(Vec::as_slice).collect();
+                    let sizes: Vec<&[usize]> = sizes.iter().map(Vec::as_slice).collect();
+                    let keys: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
+                    call(s, &keys, &ptrs, &sizes)
+                })
+            },
+        )
     }
 }
 
@@ -196,10 +211,6 @@ fn one_layer_each(
 ) -> Option<(Vec<Vec<usize>>, Vec<Vec<usize>>)> {
     let one = |v: Vec<usize>| v.into_iter().map(|x| vec![x]).collect();
     (ptrs.len() == sizes.len()).then(|| (one(ptrs), one(sizes)))
-}
-
-fn keys_of(keys: &[String]) -> Vec<&[u8]> {
-    keys.iter().map(|k| k.as_bytes()).collect()
 }
 
 #[pymethods]
@@ -220,27 +231,29 @@ impl DistributedObjectStore {
         if self.store.is_some() {
             return Error::RepeatCall(String::new()).code();
         }
-        let made = py.allow_threads(|| {
-            let config = ClientConfig::from_env()?;
-            let contributes = config.local.dram_size > 0;
-            let store = BlockingObjectStore::new(config)?;
-            store.init(device_id, contributes)?;
-            Ok::<_, Error>(store)
-        });
-        match made {
-            Ok(s) => {
-                self.store = Some(s);
-                0
+        catch_panic(-1, || {
+            let made = py.allow_threads(|| {
+                let config = ClientConfig::from_env()?;
+                let contributes = config.local.dram_size > 0;
+                let store = BlockingObjectStore::new(config)?;
+                store.init(device_id, contributes)?;
+                Ok::<_, Error>(store)
+            });
+            match made {
+                Ok(s) => {
+                    self.store = Some(s);
+                    0
+                }
+                Err(e) => e.code(),
             }
-            Err(e) => e.code(),
-        }
+        })
     }
 
     /// Leaves the pool and stops what `init` started; 0 or a negative error code. A
     /// client that is not initialized returns 0.
     fn close(&mut self, py: Python<'_>) -> i32 {
         match self.store.take() {
-            Some(s) => code(&py.allow_threads(|| s.tear_down())),
+            Some(s) => catch_panic(-1, || code_of(&py.allow_threads(|| s.tear_down()))),
             None => 0,
         }
     }
@@ -248,11 +261,10 @@ impl DistributedObjectStore {
     /// Get local serviceId: the id of the local service `init` started, or a negative
     /// error code (-3019 before `init`, -3018 on a pure client).
     fn get_local_service_id(&self) -> i64 {
-        match self.store().map(|s| s.get_local_service_id()) {
-            Ok(Ok(id)) => id as i64,
-            Ok(Err(e)) => e.code() as i64,
-            Err(c) => c as i64,
-        }
+        self.with_store(i64::from, |s| match s.get_local_service_id() {
+            Ok(id) => id as i64,
+            Err(e) => e.code() as i64,
+        })
     }
 
     /// Stores `buf` under `key`: any C-contiguous object with the buffer protocol (bytes,
@@ -269,30 +281,32 @@ impl DistributedObjectStore {
         buf: PyBuffer<u8>,
         replicateConfig: ReplicateConfig,
     ) -> i32 {
-        let s = match self.store() {
-            Ok(s) => s,
-            Err(c) => return c,
-        };
-        if !buf.is_c_contiguous() {
-            return Error::invalid("").code();
-        }
-        let (addr, len) = (buf.buf_ptr() as usize, buf.len_bytes());
-        let config = replicateConfig.to_core();
-        // SAFETY: the exported buffer stays alive and unmoved while `buf` is held, and
-        // is only read.
-        code(&py.allow_threads(|| unsafe {
-            s.put_from_ptr(key.as_bytes(), addr as *const c_void, len, H2G, &config)
-        }))
+        self.with_store(
+            |c| c,
+            |s| {
+                if !buf.is_c_contiguous() {
+                    return Error::invalid("").code();
+                }
+                let (addr, len) = (buf.buf_ptr() as usize, buf.len_bytes());
+                let config = replicateConfig.to_core();
+                // SAFETY: the exported buffer stays alive and unmoved while `buf` is held,
+                // and is only read.
+                code_of(&py.allow_threads(|| unsafe {
+                    s.put_from_ptr(key.as_bytes(), addr as *const c_void, len, H2G, &config)
+                }))
+            },
+        )
     }
 
     /// The value under `key` as bytes, or `b""` when it is missing or the call fails.
     fn get<'py>(&self, py: Python<'py>, key: &str) -> Bound<'py, PyBytes> {
-        let got = match self.store() {
-            Ok(s) => py
-                .allow_threads(|| s.get_with(key, FreshBytes::new).map(|b| b.bytes))
-                .ok(),
-            Err(_) => None,
-        };
+        let got = self.with_store(
+            |_| None,
+            |s| {
+                py.allow_threads(|| s.get_with(key, FreshBytes::new).map(|b| b.bytes))
+                    .ok()
+            },
+        );
         match got {
             Some(bytes) => bytes.into_bound(py),
             None => PyBytes::new(py, b""),
@@ -454,25 +468,19 @@ impl DistributedObjectStore {
         direct: Direct,
         replicateConfig: ReplicateConfig,
     ) -> Vec<i32> {
-        let s = match self.store() {
-            Ok(s) => s,
-            Err(c) => return vec![c; keys.len()],
-        };
         let config = replicateConfig.to_core();
-        py.allow_threads(|| {
-            with_layers(
-                &buffer_ptrs,
-                &sizes,
-                |a| a as *const c_void,
-                |bufs, sizes| {
-                    // SAFETY: the caller promises each address holds its size in readable
-                    // bytes for the call; the raw layer checks what can be checked.
-                    codes(&unsafe {
-                        s.batch_put_from_layers_ptr(&keys_of(&keys), bufs, sizes, direct.0, &config)
-                    })
-                },
-            )
-        })
+        self.layered(
+            py,
+            &keys,
+            &buffer_ptrs,
+            &sizes,
+            |a| a as *const c_void,
+            |s, keys, bufs, sizes| {
+                // SAFETY: the caller promises each address holds its size in readable bytes
+                // for the call; the raw layer checks what can be checked.
+                codes(&unsafe { s.batch_put_from_layers_ptr(keys, bufs, sizes, direct.0, &config) })
+            },
+        )
     }
 
     /// Gets one layered object per key: key `i` scattered over the layers
@@ -490,42 +498,32 @@ impl DistributedObjectStore {
         sizes: Vec<Vec<usize>>,
         direct: Direct,
     ) -> Vec<i32> {
-        let s = match self.store() {
-            Ok(s) => s,
-            Err(c) => return vec![c; keys.len()],
-        };
-        py.allow_threads(|| {
-            with_layers(
-                &buffer_ptrs,
-                &sizes,
-                |a| a as *mut c_void,
-                |bufs, sizes| {
-                    // SAFETY: the caller promises each address holds its size in writable
-                    // bytes for the call; the raw layer checks what can be checked (overlaps
-                    // included).
-                    codes(&unsafe {
-                        s.batch_get_into_layers_ptr(&keys_of(&keys), bufs, sizes, direct.0)
-                    })
-                },
-            )
-        })
+        self.layered(
+            py,
+            &keys,
+            &buffer_ptrs,
+            &sizes,
+            |a| a as *mut c_void,
+            |s, keys, bufs, sizes| {
+                // SAFETY: the caller promises each address holds its size in writable bytes
+                // for the call; the raw layer checks what can be checked (overlaps included).
+                codes(&unsafe { s.batch_get_into_layers_ptr(keys, bufs, sizes, direct.0) })
+            },
+        )
     }
 
     /// Removes the object under `key`; 0, -3007 when it is missing, or another negative
     /// error code.
     fn remove(&self, py: Python<'_>, key: &str) -> i32 {
-        match self.store() {
-            Ok(s) => code(&py.allow_threads(|| s.remove(key))),
-            Err(c) => c,
-        }
+        self.with_store(|c| c, |s| code_of(&py.allow_threads(|| s.remove(key))))
     }
 
     /// Removes the objects under `keys`; one code per key, as `remove` gives.
     fn remove_batch(&self, py: Python<'_>, keys: Vec<String>) -> Vec<i32> {
-        match self.store() {
-            Ok(s) => codes(&py.allow_threads(|| s.batch_remove(&keys))),
-            Err(c) => vec![c; keys.len()],
-        }
+        self.with_store(
+            |c| vec![c; keys.len()],
+            |s| codes(&py.allow_threads(|| s.batch_remove(&keys))),
+        )
     }
 
     /// 1 if the object exists, 0 if not, a negative error code on failure.
@@ -536,14 +534,15 @@ impl DistributedObjectStore {
     /// Check if multiple objects exist. Returns list of results: 1 if exists, 0 if not
     /// exists, a negative error code on failure.
     fn batch_is_exist(&self, py: Python<'_>, keys: Vec<String>) -> Vec<i32> {
-        match self.store() {
-            Ok(s) => py
-                .allow_threads(|| s.batch_is_exist(&keys))
-                .iter()
-                .map(|r| r.as_ref().map_or_else(|e| e.code(), |b| *b as i32))
-                .collect(),
-            Err(c) => vec![c; keys.len()],
-        }
+        self.with_store(
+            |c| vec![c; keys.len()],
+            |s| {
+                py.allow_threads(|| s.batch_is_exist(&keys))
+                    .iter()
+                    .map(|r| r.as_ref().map_or_else(|e| e.code(), |b| *b as i32))
+                    .collect()
+            },
+        )
     }
 
     /// Where the object under `key` lives: a `KeyInfo` with its size and the local
@@ -556,12 +555,10 @@ impl DistributedObjectStore {
 
     /// One `KeyInfo` per key, as `get_key_info` gives.
     fn batch_get_key_info(&self, py: Python<'_>, keys: Vec<String>) -> Vec<KeyInfo> {
-        let infos = match self.store() {
-            Ok(s) => py.allow_threads(|| s.batch_get_key_info(&keys)),
-            Err(c) => {
-                vec![Err(Error::from_code(c).unwrap_or(Error::ClientNotInitialized)); keys.len()]
-            }
-        };
+        let infos = self.with_store(
+            |c| vec![Err(Error::from_code(c).unwrap_or(Error::Failed(String::new()))); keys.len()],
+            |s| py.allow_threads(|| s.batch_get_key_info(&keys)),
+        );
         infos
             .into_iter()
             .zip(&keys)
@@ -576,19 +573,19 @@ impl DistributedObjectStore {
     /// works without it). Returns 0, -3005 when the region is registered already, or
     /// -3000 for a null address, size 0, or an overlap with another registered region.
     fn register_buffer(&self, buffer_ptr: usize, size: usize) -> i32 {
-        match self.store() {
-            Ok(s) => code(&s.register_buffer_ptr(buffer_ptr as *const c_void, size)),
-            Err(c) => c,
-        }
+        self.with_store(
+            |c| c,
+            |s| code_of(&s.register_buffer_ptr(buffer_ptr as *const c_void, size)),
+        )
     }
 
     /// Forgets a buffer `register_buffer` registered; 0, or -3000 when no region of that
     /// address and size is registered.
     fn unregister_buffer(&self, buffer_ptr: usize, size: usize) -> i32 {
-        match self.store() {
-            Ok(s) => code(&s.unregister_buffer_ptr(buffer_ptr as *const c_void, size)),
-            Err(c) => c,
-        }
+        self.with_store(
+            |c| c,
+            |s| code_of(&s.unregister_buffer_ptr(buffer_ptr as *const c_void, size)),
+        )
     }
 }
 
@@ -604,7 +601,7 @@ impl MetaService {
     /// `MMC_META_*` variables (`MMC_META_DISCOVERY_URL=tcp://127.0.0.1:5000`).
     #[staticmethod]
     fn main(py: Python<'_>) -> i32 {
-        code(&py.allow_threads(serve_meta))
+        catch_panic(-1, || code_of(&py.allow_threads(serve_meta)))
     }
 }
 

@@ -165,6 +165,12 @@ pub fn code_of<T>(result: &Result<T>) -> i32 {
     }
 }
 
+/// Runs `f` at a foreign boundary (C, C++, Python): a panic becomes `on_panic`, so
+/// nothing unwinds into the caller's runtime.
+pub fn catch_panic<T>(on_panic: T, f: impl FnOnce() -> T) -> T {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(on_panic)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
