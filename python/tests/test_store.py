@@ -1,6 +1,8 @@
 """memcache_hybrid on the embedded default and on a real pool: every data call, numpy buffers through the
 pointer-based calls with content checks, and error codes for bad input."""
 
+import threading
+
 import numpy as np
 
 from memcache_hybrid import DistributedObjectStore, MmcCopyDirect, ReplicateConfig
@@ -126,3 +128,36 @@ def test_calls_before_init_are_refused():
     assert s.get_local_service_id() == -3019
     assert s.batch_get_into_layers(["k"], [[1]], [[1]]) == [-3019]
     assert s.close() == 0
+
+
+def test_threads_share_one_store(store):
+    """Calls release the GIL, so threads run them at once on one store: each thread's
+    values come back intact, and a value all of them read stays intact."""
+    shared = np.random.default_rng(5).integers(0, 256, 1 << 20, dtype=np.uint8)
+    assert store.put("t/shared", shared) == 0
+    failures = []
+
+    def work(t):
+        src = np.full(1 << 20, t, dtype=np.uint8)
+        dst = np.empty_like(src)
+        for r in range(10):
+            key = f"t/{t}/{r}"
+            codes = [
+                store.put_from(key, src.ctypes.data, src.nbytes),
+                store.get_into(key, dst.ctypes.data, dst.nbytes),
+            ]
+            same = np.array_equal(src, dst)
+            codes.append(store.get_into("t/shared", dst.ctypes.data, dst.nbytes))
+            if codes != [0, 0, 0] or not same or not np.array_equal(dst, shared):
+                failures.append((t, r, codes))
+            removed = store.remove(key)
+            if removed != 0:
+                failures.append((t, r, "remove", removed))
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads)
+    assert failures == []
