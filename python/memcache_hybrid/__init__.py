@@ -12,6 +12,9 @@ from ._pymmc import (
     MetaService,
     MmcCopyDirect,
     ReplicateConfig,
+    __version__ as _version,
 )
+
+__version__ = _version
 
 __all__ = ["DistributedObjectStore", "ReplicateConfig", "KeyInfo", "MetaService", "MmcCopyDirect"]

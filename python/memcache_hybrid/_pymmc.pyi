@@ -3,6 +3,8 @@
 from enum import IntEnum
 from typing import List
 
+__version__: str
+
 class MmcCopyDirect(IntEnum):
     """Where a copy goes: host (`H`), device-local (`L`) or global pool (`G`) memory."""
 

@@ -633,5 +633,6 @@ fn _pymmc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ReplicateConfig>()?;
     m.add_class::<KeyInfo>()?;
     m.add_class::<MmcCopyDirect>()?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -41,6 +41,12 @@ def test_every_exported_class_is_in_the_stub():
     assert set(memcache_hybrid.__all__) == set(stub_classes())
 
 
+def test_the_version_is_the_distributions():
+    from importlib.metadata import version
+
+    assert memcache_hybrid.__version__ == version("memcache_hybrid")
+
+
 def test_stub_members_and_docstrings_match_the_module():
     for name, node in stub_classes().items():
         cls = getattr(_pymmc, name)
