@@ -173,44 +173,30 @@ impl DistributedObjectStore {
         }
     }
 
-    /// Runs `call` on the store with the GIL released, giving it the keys and the layers
-    /// as slices of pointers (made after `allow_threads`: pointers are not `Send`) and of
-    /// sizes; the `raw` layer checks the pointers. One code per key.
-    fn layered<T>(
+    /// Runs `call` on the store with the GIL released, for the calls that answer one code
+    /// per key: before `init` all `n` keys get -3019, after a panic -1.
+    fn per_key(
         &self,
         py: Python<'_>,
-        keys: &[String],
-        addrs: &[Vec<usize>],
-        sizes: &[Vec<usize>],
-        cast: fn(usize) -> T,
-        call: impl FnOnce(&BlockingObjectStore, &[&[u8]], &[&[T]], &[&[usize]]) -> Vec<i32> + Send,
+        n: usize,
+        call: impl FnOnce(&BlockingObjectStore) -> Vec<i32> + Send,
     ) -> Vec<i32> {
-        self.with_store(
-            |c| vec![c; keys.len()],
-            |s| {
-                py.allow_threads(|| {
-                    let ptrs: Vec<Vec<T>> = addrs
-                        .iter()
-                        .map(|l| l.iter().map(|a| cast(*a)).collect())
-                        .collect();
-                    let ptrs: Vec<&[T]> = ptrs.iter().map(Vec::as_slice).collect();
-                    let sizes: Vec<&[usize]> = sizes.iter().map(Vec::as_slice).collect();
-                    let keys: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
-                    call(s, &keys, &ptrs, &sizes)
-                })
-            },
-        )
+        self.with_store(|c| vec![c; n], |s| py.allow_threads(|| call(s)))
     }
 }
 
-/// One buffer per key as one-layer objects; `None` when the lists differ in length.
-#[allow(clippy::type_complexity)]
-fn one_layer_each(
-    ptrs: Vec<usize>,
-    sizes: Vec<usize>,
-) -> Option<(Vec<Vec<usize>>, Vec<Vec<usize>>)> {
-    let one = |v: Vec<usize>| v.into_iter().map(|x| vec![x]).collect();
-    (ptrs.len() == sizes.len()).then(|| (one(ptrs), one(sizes)))
+/// Integer addresses as pointers, made after `allow_threads` (pointers are not `Send`);
+/// the `raw` layer checks them.
+fn pointers<T>(addrs: &[usize], cast: fn(usize) -> T) -> Vec<T> {
+    addrs.iter().map(|&a| cast(a)).collect()
+}
+
+fn slices<T>(lists: &[Vec<T>]) -> Vec<&[T]> {
+    lists.iter().map(Vec::as_slice).collect()
+}
+
+fn key_bytes(keys: &[String]) -> Vec<&[u8]> {
+    keys.iter().map(|k| k.as_bytes()).collect()
 }
 
 #[pymethods]
@@ -423,12 +409,15 @@ impl DistributedObjectStore {
         direct: Direct,
         replicateConfig: ReplicateConfig,
     ) -> Vec<i32> {
-        match one_layer_each(buffer_ptrs, sizes) {
-            Some((layers, sizes)) => {
-                self.batch_put_from_layers(py, keys, layers, sizes, direct, replicateConfig)
-            }
-            None => vec![Error::invalid("").code(); keys.len()],
-        }
+        let config = replicateConfig.to_core();
+        self.per_key(py, keys.len(), |s| {
+            let bufs = pointers(&buffer_ptrs, |a| a as *const c_void);
+            // SAFETY: the caller promises each address holds its size in readable bytes for
+            // the call; the raw layer checks what can be checked.
+            codes(&unsafe {
+                s.batch_put_from_ptr(&key_bytes(&keys), &bufs, &sizes, direct.0, &config)
+            })
+        })
     }
 
     /// Get object data directly into pre-allocated buffers for multiple keys: key `i`
@@ -445,10 +434,12 @@ impl DistributedObjectStore {
         sizes: Vec<usize>,
         direct: Direct,
     ) -> Vec<i32> {
-        match one_layer_each(buffer_ptrs, sizes) {
-            Some((layers, sizes)) => self.batch_get_into_layers(py, keys, layers, sizes, direct),
-            None => vec![Error::invalid("").code(); keys.len()],
-        }
+        self.per_key(py, keys.len(), |s| {
+            let bufs = pointers(&buffer_ptrs, |a| a as *mut c_void);
+            // SAFETY: the caller promises each address holds its size in writable bytes for
+            // the call; the raw layer checks what can be checked (overlaps included).
+            codes(&unsafe { s.batch_get_into_ptr(&key_bytes(&keys), &bufs, &sizes, direct.0) })
+        })
     }
 
     /// Stores one layered object per key: key `i` from the layers
@@ -469,18 +460,16 @@ impl DistributedObjectStore {
         replicateConfig: ReplicateConfig,
     ) -> Vec<i32> {
         let config = replicateConfig.to_core();
-        self.layered(
-            py,
-            &keys,
-            &buffer_ptrs,
-            &sizes,
-            |a| a as *const c_void,
-            |s, keys, bufs, sizes| {
-                // SAFETY: the caller promises each address holds its size in readable bytes
-                // for the call; the raw layer checks what can be checked.
-                codes(&unsafe { s.batch_put_from_layers_ptr(keys, bufs, sizes, direct.0, &config) })
-            },
-        )
+        self.per_key(py, keys.len(), |s| {
+            let bufs: Vec<_> = buffer_ptrs
+                .iter()
+                .map(|l| pointers(l, |a| a as *const c_void))
+                .collect();
+            let (keys, bufs, sizes) = (key_bytes(&keys), slices(&bufs), slices(&sizes));
+            // SAFETY: the caller promises each address holds its size in readable bytes for
+            // the call; the raw layer checks what can be checked.
+            codes(&unsafe { s.batch_put_from_layers_ptr(&keys, &bufs, &sizes, direct.0, &config) })
+        })
     }
 
     /// Gets one layered object per key: key `i` scattered over the layers
@@ -498,18 +487,16 @@ impl DistributedObjectStore {
         sizes: Vec<Vec<usize>>,
         direct: Direct,
     ) -> Vec<i32> {
-        self.layered(
-            py,
-            &keys,
-            &buffer_ptrs,
-            &sizes,
-            |a| a as *mut c_void,
-            |s, keys, bufs, sizes| {
-                // SAFETY: the caller promises each address holds its size in writable bytes
-                // for the call; the raw layer checks what can be checked (overlaps included).
-                codes(&unsafe { s.batch_get_into_layers_ptr(keys, bufs, sizes, direct.0) })
-            },
-        )
+        self.per_key(py, keys.len(), |s| {
+            let bufs: Vec<_> = buffer_ptrs
+                .iter()
+                .map(|l| pointers(l, |a| a as *mut c_void))
+                .collect();
+            let (keys, bufs, sizes) = (key_bytes(&keys), slices(&bufs), slices(&sizes));
+            // SAFETY: the caller promises each address holds its size in writable bytes for
+            // the call; the raw layer checks what can be checked (overlaps included).
+            codes(&unsafe { s.batch_get_into_layers_ptr(&keys, &bufs, &sizes, direct.0) })
+        })
     }
 
     /// Removes the object under `key`; 0, -3007 when it is missing, or another negative
@@ -520,10 +507,7 @@ impl DistributedObjectStore {
 
     /// Removes the objects under `keys`; one code per key, as `remove` gives.
     fn remove_batch(&self, py: Python<'_>, keys: Vec<String>) -> Vec<i32> {
-        self.with_store(
-            |c| vec![c; keys.len()],
-            |s| codes(&py.allow_threads(|| s.batch_remove(&keys))),
-        )
+        self.per_key(py, keys.len(), |s| codes(&s.batch_remove(&keys)))
     }
 
     /// 1 if the object exists, 0 if not, a negative error code on failure.
@@ -534,15 +518,12 @@ impl DistributedObjectStore {
     /// Check if multiple objects exist. Returns list of results: 1 if exists, 0 if not
     /// exists, a negative error code on failure.
     fn batch_is_exist(&self, py: Python<'_>, keys: Vec<String>) -> Vec<i32> {
-        self.with_store(
-            |c| vec![c; keys.len()],
-            |s| {
-                py.allow_threads(|| s.batch_is_exist(&keys))
-                    .iter()
-                    .map(|r| r.as_ref().map_or_else(|e| e.code(), |b| *b as i32))
-                    .collect()
-            },
-        )
+        self.per_key(py, keys.len(), |s| {
+            s.batch_is_exist(&keys)
+                .iter()
+                .map(|r| r.as_ref().map_or_else(|e| e.code(), |b| *b as i32))
+                .collect()
+        })
     }
 
     /// Where the object under `key` lives: a `KeyInfo` with its size and the local
