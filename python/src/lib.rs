@@ -61,7 +61,7 @@ impl ReplicateConfig {
 impl ReplicateConfig {
     fn to_core(&self) -> memcache_core::ReplicateConfig {
         memcache_core::ReplicateConfig {
-            replica_num: self.replicaNum.max(1),
+            replica_num: self.replicaNum,
             preferred_local_service_ids: self.preferredLocalServiceIDs.clone(),
             ttl: None,
         }
