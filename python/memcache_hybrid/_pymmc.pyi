@@ -17,7 +17,7 @@ class ReplicateConfig:
     """Configuration for replica allocation policy."""
 
     replicaNum: int
-    """Replicas per object, at most 8 (0 reads as 1)."""
+    """Replicas per object: 1 unless set, at most 8 (0 reads as 1)."""
     preferredLocalServiceIDs: List[int]
     """Local services that must hold replicas; unique, at most `replicaNum`."""
     def __init__(self) -> None: ...

@@ -41,10 +41,10 @@ impl<'py> FromPyObject<'py> for Direct {
 
 /// Configuration for replica allocation policy.
 #[pyclass(get_all, set_all)]
-#[derive(Clone, Default)]
+#[derive(Clone)]
 #[allow(non_snake_case)]
 struct ReplicateConfig {
-    /// Replicas per object, at most 8 (0 reads as 1).
+    /// Replicas per object: 1 unless set, at most 8 (0 reads as 1).
     replicaNum: u32,
     /// Local services that must hold replicas; unique, at most `replicaNum`.
     preferredLocalServiceIDs: Vec<u32>,
@@ -55,6 +55,17 @@ impl ReplicateConfig {
     #[new]
     fn new() -> Self {
         ReplicateConfig::default()
+    }
+}
+
+impl Default for ReplicateConfig {
+    /// The spec's defaults: one replica, placed where the pool chooses.
+    fn default() -> Self {
+        let core = memcache_core::ReplicateConfig::default();
+        ReplicateConfig {
+            replicaNum: core.replica_num,
+            preferredLocalServiceIDs: core.preferred_local_service_ids,
+        }
     }
 }
 

@@ -58,6 +58,7 @@ def test_pointer_calls_with_numpy(store):
 
 def test_queries_and_removal(store, request):
     cfg = ReplicateConfig()
+    assert cfg.replicaNum == 1 and cfg.preferredLocalServiceIDs == []  # the spec's defaults
     cfg.replicaNum = 1
     assert store.put("q/a", b"abc", cfg) == 0
     assert store.is_exist("q/a") == 1
