@@ -40,7 +40,8 @@ BLOCKS = np.arange(BATCH, dtype=np.uint64)[:, None] * np.uint64(OBJECT)
 def arena(total):
     """`total` bytes of anonymous mapping, every page touched: the Rust benchmark's
     arena (numpy's own allocations would ask for huge pages, which that one does not)."""
-    buf = np.frombuffer(mmap.mmap(-1, total), dtype=np.uint8)
+    private = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS  # as memmap2's map_anon, not shmem
+    buf = np.frombuffer(mmap.mmap(-1, total, flags=private), dtype=np.uint8)
     buf.fill(0xA5)
     return buf
 
