@@ -1,7 +1,13 @@
 """Type stubs of the compiled extension, with its own docstrings (tests/test_stubs.py keeps them equal)."""
 
 from enum import IntEnum
-from typing import List
+from typing import List, Sequence, Union
+
+from typing_extensions import Buffer
+
+# Addresses or sizes: ints, or an array of 64-bit integers (numpy uint64 / int64).
+Ints = Union[Sequence[int], Buffer]
+IntRows = Union[Sequence[Ints], Buffer]
 
 __version__: str
 
@@ -50,7 +56,9 @@ class DistributedObjectStore:
     Every call returns 0 or a negative error code (batch calls: one per key), except
     `get` (bytes), `is_exist` (1, 0 or a negative code) and the key-info calls. Pointer
     arguments are integer addresses, e.g. `array.ctypes.data` or `tensor.data_ptr()`;
-    the GIL is released while bytes move.
+    the GIL is released while bytes move. A list of addresses or sizes may also be a
+    numpy array of 64-bit integers (2-D, one row per key, for the batched layer calls),
+    which is read in one copy instead of one Python int at a time.
     """
 
     def __init__(self) -> None: ...
@@ -108,8 +116,8 @@ class DistributedObjectStore:
     def put_from_layers(
         self,
         key: str,
-        buffer_ptrs: List[int],
-        sizes: List[int],
+        buffer_ptrs: Ints,
+        sizes: Ints,
         direct: int = MmcCopyDirect.SMEMB_COPY_H2G,
         replicateConfig: ReplicateConfig = ...,
     ) -> int:
@@ -122,8 +130,8 @@ class DistributedObjectStore:
     def get_into_layers(
         self,
         key: str,
-        buffer_ptrs: List[int],
-        sizes: List[int],
+        buffer_ptrs: Ints,
+        sizes: Ints,
         direct: int = MmcCopyDirect.SMEMB_COPY_G2H,
     ) -> int:
         """Scatters the object under `key` over layers, in order: `sizes[i]` bytes at each
@@ -135,8 +143,8 @@ class DistributedObjectStore:
     def batch_put_from(
         self,
         keys: List[str],
-        buffer_ptrs: List[int],
-        sizes: List[int],
+        buffer_ptrs: Ints,
+        sizes: Ints,
         direct: int = MmcCopyDirect.SMEMB_COPY_H2G,
         replicateConfig: ReplicateConfig = ...,
     ) -> List[int]:
@@ -149,8 +157,8 @@ class DistributedObjectStore:
     def batch_get_into(
         self,
         keys: List[str],
-        buffer_ptrs: List[int],
-        sizes: List[int],
+        buffer_ptrs: Ints,
+        sizes: Ints,
         direct: int = MmcCopyDirect.SMEMB_COPY_G2H,
     ) -> List[int]:
         """Get object data directly into pre-allocated buffers for multiple keys: key `i`
@@ -162,8 +170,8 @@ class DistributedObjectStore:
     def batch_put_from_layers(
         self,
         keys: List[str],
-        buffer_ptrs: List[List[int]],
-        sizes: List[List[int]],
+        buffer_ptrs: IntRows,
+        sizes: IntRows,
         direct: int = MmcCopyDirect.SMEMB_COPY_H2G,
         replicateConfig: ReplicateConfig = ...,
     ) -> List[int]:
@@ -177,8 +185,8 @@ class DistributedObjectStore:
     def batch_get_into_layers(
         self,
         keys: List[str],
-        buffer_ptrs: List[List[int]],
-        sizes: List[List[int]],
+        buffer_ptrs: IntRows,
+        sizes: IntRows,
         direct: int = MmcCopyDirect.SMEMB_COPY_G2H,
     ) -> List[int]:
         """Gets one layered object per key: key `i` scattered over the layers

@@ -6,8 +6,9 @@
 use std::ffi::c_void;
 
 use pyo3::buffer::PyBuffer;
+use pyo3::exceptions::{PyOverflowError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyList, PyTuple};
 
 use memcache_client::{BlockingObjectStore, ClientConfig};
 use memcache_core::{catch_panic, code_of, Error, Result};
@@ -164,7 +165,9 @@ impl AsMut<[u8]> for FreshBytes {
 /// Every call returns 0 or a negative error code (batch calls: one per key), except
 /// `get` (bytes), `is_exist` (1, 0 or a negative code) and the key-info calls. Pointer
 /// arguments are integer addresses, e.g. `array.ctypes.data` or `tensor.data_ptr()`;
-/// the GIL is released while bytes move.
+/// the GIL is released while bytes move. A list of addresses or sizes may also be a
+/// numpy array of 64-bit integers (2-D, one row per key, for the batched layer calls),
+/// which is read in one copy instead of one Python int at a time.
 #[pyclass]
 struct DistributedObjectStore {
     store: Option<BlockingObjectStore>,
@@ -193,6 +196,73 @@ impl DistributedObjectStore {
         call: impl FnOnce(&BlockingObjectStore) -> Vec<i32> + Send,
     ) -> Vec<i32> {
         self.with_store(|c| vec![c; n], |s| py.allow_threads(|| call(s)))
+    }
+}
+
+/// Integers per key (addresses or sizes): a list of ints, as the spec gives them, or a
+/// 1-D array of 64-bit integers with the buffer protocol (numpy `uint64` / `int64`, a
+/// torch tensor's `.numpy()`), read in one copy rather than one Python int at a time.
+struct Ints(Vec<usize>);
+
+/// One [`Ints`] per key: a list of them, or a 2-D array of 64-bit integers (one row per
+/// key), the form addresses take when an engine computes them with numpy.
+struct IntRows(Vec<Vec<usize>>);
+
+/// The elements of `ob`, if it is an array of 64-bit integers with `ndim` dimensions, and
+/// its shape; `None` if it is not such an array (a list, say).
+fn int_array(ob: &Bound<'_, PyAny>, ndim: usize) -> PyResult<Option<(Vec<usize>, Vec<usize>)>> {
+    if ob.downcast::<PyList>().is_ok() || ob.downcast::<PyTuple>().is_ok() {
+        return Ok(None);
+    }
+    let py = ob.py();
+    let (values, shape) = if let Ok(buf) = PyBuffer::<u64>::get(ob) {
+        (buf.to_vec(py)?, buf.shape().to_vec())
+    } else if let Ok(buf) = PyBuffer::<i64>::get(ob) {
+        let values = buf.to_vec(py)?;
+        if values.iter().any(|&v| v < 0) {
+            return Err(PyOverflowError::new_err("negative address or size"));
+        }
+        (
+            values.into_iter().map(|v| v as u64).collect(),
+            buf.shape().to_vec(),
+        )
+    } else {
+        return Ok(None);
+    };
+    if shape.len() != ndim {
+        return Err(PyValueError::new_err(format!(
+            "an array of {ndim} dimension(s) expected, got {}",
+            shape.len()
+        )));
+    }
+    let values = values.into_iter().map(|v| v as usize).collect();
+    Ok(Some((values, shape)))
+}
+
+impl<'py> FromPyObject<'py> for Ints {
+    fn extract_bound(ob: &Bound<'py, PyAny>) -> PyResult<Self> {
+        match int_array(ob, 1)? {
+            Some((values, _)) => Ok(Ints(values)),
+            None => Ok(Ints(ob.extract()?)),
+        }
+    }
+}
+
+impl<'py> FromPyObject<'py> for IntRows {
+    fn extract_bound(ob: &Bound<'py, PyAny>) -> PyResult<Self> {
+        match int_array(ob, 2)? {
+            // `chunks(0)` would panic: rows of no columns are empty rows.
+            Some((_, shape)) if shape[1] == 0 => Ok(IntRows(vec![vec![]; shape[0]])),
+            Some((values, shape)) => Ok(IntRows(
+                values.chunks(shape[1]).map(<[usize]>::to_vec).collect(),
+            )),
+            None => Ok(IntRows(
+                ob.extract::<Vec<Ints>>()?
+                    .into_iter()
+                    .map(|r| r.0)
+                    .collect(),
+            )),
+        }
     }
 }
 
@@ -331,8 +401,8 @@ impl DistributedObjectStore {
         self.put_from_layers(
             py,
             key,
-            vec![buffer_ptr],
-            vec![size],
+            Ints(vec![buffer_ptr]),
+            Ints(vec![size]),
             direct,
             replicateConfig,
         )
@@ -352,7 +422,7 @@ impl DistributedObjectStore {
         size: usize,
         direct: Direct,
     ) -> i32 {
-        self.get_into_layers(py, key, vec![buffer_ptr], vec![size], direct)
+        self.get_into_layers(py, key, Ints(vec![buffer_ptr]), Ints(vec![size]), direct)
     }
 
     /// Stores one object made of layers (one KV block's per-layer buffers): the
@@ -366,16 +436,16 @@ impl DistributedObjectStore {
         &self,
         py: Python<'_>,
         key: &str,
-        buffer_ptrs: Vec<usize>,
-        sizes: Vec<usize>,
+        buffer_ptrs: Ints,
+        sizes: Ints,
         direct: Direct,
         replicateConfig: ReplicateConfig,
     ) -> i32 {
         self.batch_put_from_layers(
             py,
             vec![key.to_string()],
-            vec![buffer_ptrs],
-            vec![sizes],
+            IntRows(vec![buffer_ptrs.0]),
+            IntRows(vec![sizes.0]),
             direct,
             replicateConfig,
         )[0]
@@ -391,15 +461,15 @@ impl DistributedObjectStore {
         &self,
         py: Python<'_>,
         key: &str,
-        buffer_ptrs: Vec<usize>,
-        sizes: Vec<usize>,
+        buffer_ptrs: Ints,
+        sizes: Ints,
         direct: Direct,
     ) -> i32 {
         self.batch_get_into_layers(
             py,
             vec![key.to_string()],
-            vec![buffer_ptrs],
-            vec![sizes],
+            IntRows(vec![buffer_ptrs.0]),
+            IntRows(vec![sizes.0]),
             direct,
         )[0]
     }
@@ -415,18 +485,18 @@ impl DistributedObjectStore {
         &self,
         py: Python<'_>,
         keys: Vec<String>,
-        buffer_ptrs: Vec<usize>,
-        sizes: Vec<usize>,
+        buffer_ptrs: Ints,
+        sizes: Ints,
         direct: Direct,
         replicateConfig: ReplicateConfig,
     ) -> Vec<i32> {
         let config = replicateConfig.to_core();
         self.per_key(py, keys.len(), |s| {
-            let bufs = pointers(&buffer_ptrs, |a| a as *const c_void);
+            let bufs = pointers(&buffer_ptrs.0, |a| a as *const c_void);
             // SAFETY: the caller promises each address holds its size in readable bytes for
             // the call; the raw layer checks what can be checked.
             codes(&unsafe {
-                s.batch_put_from_ptr(&key_bytes(&keys), &bufs, &sizes, direct.0, &config)
+                s.batch_put_from_ptr(&key_bytes(&keys), &bufs, &sizes.0, direct.0, &config)
             })
         })
     }
@@ -441,15 +511,15 @@ impl DistributedObjectStore {
         &self,
         py: Python<'_>,
         keys: Vec<String>,
-        buffer_ptrs: Vec<usize>,
-        sizes: Vec<usize>,
+        buffer_ptrs: Ints,
+        sizes: Ints,
         direct: Direct,
     ) -> Vec<i32> {
         self.per_key(py, keys.len(), |s| {
-            let bufs = pointers(&buffer_ptrs, |a| a as *mut c_void);
+            let bufs = pointers(&buffer_ptrs.0, |a| a as *mut c_void);
             // SAFETY: the caller promises each address holds its size in writable bytes for
             // the call; the raw layer checks what can be checked (overlaps included).
-            codes(&unsafe { s.batch_get_into_ptr(&key_bytes(&keys), &bufs, &sizes, direct.0) })
+            codes(&unsafe { s.batch_get_into_ptr(&key_bytes(&keys), &bufs, &sizes.0, direct.0) })
         })
     }
 
@@ -465,18 +535,19 @@ impl DistributedObjectStore {
         &self,
         py: Python<'_>,
         keys: Vec<String>,
-        buffer_ptrs: Vec<Vec<usize>>,
-        sizes: Vec<Vec<usize>>,
+        buffer_ptrs: IntRows,
+        sizes: IntRows,
         direct: Direct,
         replicateConfig: ReplicateConfig,
     ) -> Vec<i32> {
         let config = replicateConfig.to_core();
         self.per_key(py, keys.len(), |s| {
             let bufs: Vec<_> = buffer_ptrs
+                .0
                 .iter()
                 .map(|l| pointers(l, |a| a as *const c_void))
                 .collect();
-            let (keys, bufs, sizes) = (key_bytes(&keys), slices(&bufs), slices(&sizes));
+            let (keys, bufs, sizes) = (key_bytes(&keys), slices(&bufs), slices(&sizes.0));
             // SAFETY: the caller promises each address holds its size in readable bytes for
             // the call; the raw layer checks what can be checked.
             codes(&unsafe { s.batch_put_from_layers_ptr(&keys, &bufs, &sizes, direct.0, &config) })
@@ -494,16 +565,17 @@ impl DistributedObjectStore {
         &self,
         py: Python<'_>,
         keys: Vec<String>,
-        buffer_ptrs: Vec<Vec<usize>>,
-        sizes: Vec<Vec<usize>>,
+        buffer_ptrs: IntRows,
+        sizes: IntRows,
         direct: Direct,
     ) -> Vec<i32> {
         self.per_key(py, keys.len(), |s| {
             let bufs: Vec<_> = buffer_ptrs
+                .0
                 .iter()
                 .map(|l| pointers(l, |a| a as *mut c_void))
                 .collect();
-            let (keys, bufs, sizes) = (key_bytes(&keys), slices(&bufs), slices(&sizes));
+            let (keys, bufs, sizes) = (key_bytes(&keys), slices(&bufs), slices(&sizes.0));
             // SAFETY: the caller promises each address holds its size in writable bytes for
             // the call; the raw layer checks what can be checked (overlaps included).
             codes(&unsafe { s.batch_get_into_layers_ptr(&keys, &bufs, &sizes, direct.0) })

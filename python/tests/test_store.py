@@ -4,6 +4,7 @@ pointer-based calls with content checks, and error codes for bad input."""
 import threading
 
 import numpy as np
+import pytest
 
 from memcache_hybrid import DistributedObjectStore, MmcCopyDirect, ReplicateConfig
 
@@ -54,6 +55,44 @@ def test_pointer_calls_with_numpy(store):
     bptrs = [[a.ctypes.data for a in row] for row in back]
     assert store.batch_get_into_layers(lkeys, bptrs, [sizes[:2], sizes[2:4]]) == [0, 0]
     assert np.array_equal(back[1][0], layers[2])
+
+
+def test_address_arrays(store):
+    """Addresses and sizes as numpy arrays of 64-bit integers, as an engine computes them."""
+    src = np.random.default_rng(3).integers(0, 256, (4, 3, 1024), dtype=np.uint8)
+    dst = np.zeros_like(src)
+    keys = [f"arr/{i}" for i in range(4)]
+    layer = np.arange(3, dtype=np.uint64) * np.uint64(1024)
+    block = np.arange(4, dtype=np.uint64)[:, None] * np.uint64(3 * 1024)
+    sizes = np.full((4, 3), 1024, dtype=np.uint64)
+    put_ptrs = np.uint64(src.ctypes.data) + block + layer
+    assert store.batch_put_from_layers(keys, put_ptrs, sizes) == [0] * 4
+    ptrs = (np.uint64(dst.ctypes.data) + block + layer).astype(np.int64)
+    assert store.batch_get_into_layers(keys, ptrs, sizes.astype(np.int64)) == [0] * 4
+    assert np.array_equal(src, dst)
+    # Arrays that are not C-contiguous are read in row order all the same.
+    dst[:] = 0
+    assert store.batch_get_into_layers(keys, np.asfortranarray(ptrs), sizes) == [0] * 4
+    assert np.array_equal(src, dst)
+    dst[1] = 0
+    assert store.get_into_layers(keys[1], ptrs[1], sizes[:, 0][:3]) == 0  # a strided column
+    assert np.array_equal(src[1], dst[1])
+    flat = [f"arr/flat{i}" for i in range(4)]
+    assert store.batch_put_from(flat, put_ptrs[:, 0], sizes[:, 0] * np.uint64(3)) == [0] * 4
+    assert store.get("arr/flat2") == src[2].tobytes()
+    assert store.put_from_layers("arr/one", put_ptrs[3], sizes[3]) == 0
+    assert store.get("arr/one") == src[3].tobytes()
+
+    # Bad arrays are refused as bad lists are, and write nothing.
+    dst[:] = 0
+    assert store.batch_get_into_layers(keys[:2], ptrs[:3], sizes[:3]) == [-3000, -3000]
+    with pytest.raises(OverflowError):
+        store.get_into_layers(keys[0], -ptrs[0], sizes[0])
+    with pytest.raises(ValueError):
+        store.batch_get_into_layers(keys, ptrs.reshape(4, 3, 1), sizes)
+    with pytest.raises(TypeError):
+        store.batch_get_into_layers(keys, ptrs.astype(np.float64), sizes)
+    assert not dst.any()
 
 
 def test_queries_and_removal(store, request):

@@ -69,6 +69,13 @@ pub struct BenchArgs {
     /// End of input ends the rounds.
     #[arg(long)]
     stepped: bool,
+    /// layers, small: map the source and destination arenas from the files `src` and `dst`
+    /// in this directory (a tmpfs such as /dev/shm; created and sized as needed), so that
+    /// another process's benchmark copies between the very same pages. Two processes'
+    /// private memory can differ in copy speed by 20 % on a VM, which would swamp the
+    /// difference between two front ends.
+    #[arg(long)]
+    arena_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -127,10 +134,14 @@ fn pattern_into(buf: &mut [u8], key: usize, layer: usize) {
     }
 }
 
-fn patterned(layout: &[usize], keys: usize) -> Result<Arena, String> {
-    let mut a = Arena::new(layout, keys, 0)?;
-    a.fill_patterns();
-    Ok(a)
+/// The source and destination arenas of `keys` objects of `layout`, the source filled
+/// with patterns.
+fn arenas(layout: &[usize], keys: usize, args: &BenchArgs) -> Result<(Arena, Arena), String> {
+    let file = |name| args.arena_dir.as_ref().map(|d| d.join(name));
+    let mut src = Arena::new(layout, keys, 0, file("src").as_deref())?;
+    src.fill_patterns();
+    let dst = Arena::new(layout, keys, 0xA5, file("dst").as_deref())?;
+    Ok((src, dst))
 }
 
 /// The embedded default (this process contributes `--dram-size`), or a pure client of
@@ -183,9 +194,9 @@ fn all_ok<T>(what: &str, results: Vec<memcache_client::Result<T>>) -> Result<(),
     }
 }
 
-/// Objects back to back in one page-aligned anonymous mapping, as an engine lays out
-/// its KV cache: layer `l` of object `k` starts at `k * object + starts[l]`. Both the
-/// C++ benchmark and this one use this layout, so their figures compare.
+/// Objects back to back in one page-aligned mapping, as an engine lays out its KV
+/// cache: layer `l` of object `k` starts at `k * object + starts[l]`. Both the C++
+/// benchmark and this one use this layout, so their figures compare.
 struct Arena {
     map: memmap2::MmapMut,
     layout: Vec<usize>,
@@ -193,17 +204,42 @@ struct Arena {
 }
 
 impl Arena {
-    /// `keys` objects of `layout`, every page touched.
-    fn new(layout: &[usize], keys: usize, fill: u8) -> Result<Arena, String> {
+    /// `keys` objects of `layout`, every page touched: private memory, or the file `file`
+    /// (see `--arena-dir`).
+    fn new(
+        layout: &[usize],
+        keys: usize,
+        fill: u8,
+        file: Option<&std::path::Path>,
+    ) -> Result<Arena, String> {
         let object: usize = layout.iter().sum();
-        let mut map = memmap2::MmapMut::map_anon(object * keys)
-            .map_err(|e| format!("allocating {} bytes: {e}", object * keys))?;
+        let len = object * keys;
+        let mut map = match file {
+            None => memmap2::MmapMut::map_anon(len),
+            Some(path) => Self::map_file(path, len),
+        }
+        .map_err(|e| format!("allocating {len} bytes: {e}"))?;
         map.fill(fill);
         Ok(Arena {
             map,
             layout: layout.to_vec(),
             object,
         })
+    }
+
+    fn map_file(path: &std::path::Path, len: usize) -> std::io::Result<memmap2::MmapMut> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        file.set_len(len as u64)?;
+        // SAFETY: the file is shared on purpose with one cooperating benchmark process,
+        // which touches it only between our rounds (`--stepped`); our accesses are plain
+        // copies and comparisons, so a change from outside could fail a check, not break
+        // memory safety of anything but these bytes.
+        unsafe { memmap2::MmapMut::map_mut(&file) }
     }
 
     fn bytes(&self) -> usize {
@@ -557,12 +593,13 @@ fn bench_layers(args: &BenchArgs) -> Result<Value, String> {
     let layout = kv_block_layout();
     let n = args.keys.unwrap_or(64).max(1);
     let store = open_store(args)?;
+    let (src, dst) = arenas(&layout, n, args)?;
     let p = Passes {
         store: &store,
         keys: (0..n).map(|i| format!("bench/layers/{i}")).collect(),
         batch: 8,
-        src: patterned(&layout, n)?,
-        dst: Arena::new(&layout, n, 0xA5)?,
+        src,
+        dst,
         put_lat: Vec::new(),
         get_lat: Vec::new(),
         exists_lat: Vec::new(),
@@ -575,12 +612,13 @@ fn bench_small(args: &BenchArgs) -> Result<Value, String> {
     const SIZE: usize = 4096;
     let n = args.keys.unwrap_or(16384).max(1);
     let store = open_store(args)?;
+    let (src, dst) = arenas(&[SIZE], n, args)?;
     let p = Passes {
         store: &store,
         keys: (0..n).map(|i| format!("bench/small/{i}")).collect(),
         batch: 64,
-        src: patterned(&[SIZE], n)?,
-        dst: Arena::new(&[SIZE], n, 0xA5)?,
+        src,
+        dst,
         put_lat: Vec::new(),
         get_lat: Vec::new(),
         exists_lat: Vec::new(),

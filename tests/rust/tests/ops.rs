@@ -247,6 +247,34 @@ fn local_services_report_their_own_health_and_traffic() {
     promtool_accepts(&text);
 }
 
+/// `mmc bench --arena-dir`: the arenas are the files `src` and `dst` there, so another
+/// process can map the very pages the benchmark copies between; after a verified round,
+/// `dst` holds what `src` does.
+#[test]
+fn a_benchmark_maps_its_arenas_from_files_when_asked() {
+    let dir = std::env::temp_dir().join(format!("mmc-arenas-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = Command::new(mmc_bin())
+        .args(["bench", "small", "--json", "--keys", "64", "--rounds", "1"])
+        .args(["--dram-size", "64MiB", "--arena-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let (src, dst) = (
+        std::fs::read(dir.join("src")),
+        std::fs::read(dir.join("dst")),
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (src, dst) = (src.unwrap(), dst.unwrap());
+    assert_eq!(src.len(), 64 * 4096);
+    assert!(src == dst && src.iter().any(|&b| b != 0));
+}
+
 /// `mmc bench --stepped`: a round per input line, each reported as it ends, and end of
 /// input ends the rounds early with the usual verified report of the rounds that ran.
 #[test]
