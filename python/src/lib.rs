@@ -215,28 +215,31 @@ fn int_array(ob: &Bound<'_, PyAny>, ndim: usize) -> PyResult<Option<(Vec<usize>,
         return Ok(None);
     }
     let py = ob.py();
-    let (values, shape) = if let Ok(buf) = PyBuffer::<u64>::get(ob) {
-        (buf.to_vec(py)?, buf.shape().to_vec())
-    } else if let Ok(buf) = PyBuffer::<i64>::get(ob) {
-        let values = buf.to_vec(py)?;
-        if values.iter().any(|&v| v < 0) {
-            return Err(PyOverflowError::new_err("negative address or size"));
+    let check = |shape: &[usize]| {
+        if shape.len() != ndim {
+            return Err(PyValueError::new_err(format!(
+                "an array of {ndim} dimension(s) expected, got {}",
+                shape.len()
+            )));
         }
-        (
-            values.into_iter().map(|v| v as u64).collect(),
-            buf.shape().to_vec(),
-        )
-    } else {
-        return Ok(None);
+        Ok(shape.to_vec())
     };
-    if shape.len() != ndim {
-        return Err(PyValueError::new_err(format!(
-            "an array of {ndim} dimension(s) expected, got {}",
-            shape.len()
-        )));
+    if let Ok(buf) = PyBuffer::<u64>::get(ob) {
+        let shape = check(buf.shape())?;
+        let values = buf.to_vec(py)?.into_iter().map(|v| v as usize).collect();
+        return Ok(Some((values, shape)));
     }
-    let values = values.into_iter().map(|v| v as usize).collect();
-    Ok(Some((values, shape)))
+    if let Ok(buf) = PyBuffer::<i64>::get(ob) {
+        let shape = check(buf.shape())?;
+        let values = buf
+            .to_vec(py)?
+            .into_iter()
+            .map(usize::try_from)
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|_| PyOverflowError::new_err("negative address or size"))?;
+        return Ok(Some((values, shape)));
+    }
+    Ok(None)
 }
 
 impl<'py> FromPyObject<'py> for Ints {
