@@ -236,9 +236,8 @@ impl Arena {
             .open(path)?;
         file.set_len(len as u64)?;
         // SAFETY: the file is shared on purpose with one cooperating benchmark process,
-        // which touches it only between our rounds (`--stepped`); our accesses are plain
-        // copies and comparisons, so a change from outside could fail a check, not break
-        // memory safety of anything but these bytes.
+        // which touches it only between our rounds (`--stepped`), never while we do, and
+        // no one truncates it while mapped.
         unsafe { memmap2::MmapMut::map_mut(&file) }
     }
 
