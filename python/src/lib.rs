@@ -275,6 +275,13 @@ fn pointers<T>(addrs: &[usize], cast: fn(usize) -> T) -> Vec<T> {
     addrs.iter().map(|&a| cast(a)).collect()
 }
 
+impl IntRows {
+    /// Each key's addresses as pointers, as [`pointers`] makes them.
+    fn pointers<T>(&self, cast: fn(usize) -> T) -> Vec<Vec<T>> {
+        self.0.iter().map(|row| pointers(row, cast)).collect()
+    }
+}
+
 fn slices<T>(lists: &[Vec<T>]) -> Vec<&[T]> {
     lists.iter().map(Vec::as_slice).collect()
 }
@@ -545,11 +552,7 @@ impl DistributedObjectStore {
     ) -> Vec<i32> {
         let config = replicateConfig.to_core();
         self.per_key(py, keys.len(), |s| {
-            let bufs: Vec<_> = buffer_ptrs
-                .0
-                .iter()
-                .map(|l| pointers(l, |a| a as *const c_void))
-                .collect();
+            let bufs = buffer_ptrs.pointers(|a| a as *const c_void);
             let (keys, bufs, sizes) = (key_bytes(&keys), slices(&bufs), slices(&sizes.0));
             // SAFETY: the caller promises each address holds its size in readable bytes for
             // the call; the raw layer checks what can be checked.
@@ -573,11 +576,7 @@ impl DistributedObjectStore {
         direct: Direct,
     ) -> Vec<i32> {
         self.per_key(py, keys.len(), |s| {
-            let bufs: Vec<_> = buffer_ptrs
-                .0
-                .iter()
-                .map(|l| pointers(l, |a| a as *mut c_void))
-                .collect();
+            let bufs = buffer_ptrs.pointers(|a| a as *mut c_void);
             let (keys, bufs, sizes) = (key_bytes(&keys), slices(&bufs), slices(&sizes.0));
             // SAFETY: the caller promises each address holds its size in writable bytes for
             // the call; the raw layer checks what can be checked (overlaps included).
