@@ -112,13 +112,22 @@ def worker(url, arenas):
         store.close()
 
 
+def started(args, ready, stdin=None):
+    """`args` running, once its first line of output contains `ready`; (process, line).
+    A process that says anything else is killed."""
+    proc = subprocess.Popen(args, stdin=stdin, stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    if ready not in line:
+        proc.kill()
+        raise AssertionError(f"{args[:3]}: {line!r} (exit {proc.wait()})")
+    return proc, line
+
+
 class Side:
     """A process speaking the stepped protocol: one round per `next()`."""
 
     def __init__(self, args):
-        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline()
-        assert '"ready":true' in line, f"{args[:3]}: {line!r} (exit {self.proc.poll()})"
+        self.proc, _ = started(args, '"ready":true', stdin=subprocess.PIPE)
 
     def next(self):
         self.proc.stdin.write("\n")
@@ -145,9 +154,8 @@ def pool(mmc):
     procs = []
     try:
         def start(args, ready):
-            procs.append(subprocess.Popen(args, stdout=subprocess.PIPE, text=True))
-            line = procs[-1].stdout.readline()
-            assert ready in line, f"{args[:2]}: {line!r} (exit {procs[-1].poll()})"
+            proc, line = started(args, ready)
+            procs.append(proc)
             return line
 
         url = start([mmc, "meta", "--discovery", "tcp://127.0.0.1:0", "--http", ""],
