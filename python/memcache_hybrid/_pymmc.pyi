@@ -62,9 +62,10 @@ class DistributedObjectStore:
     """
 
     def __init__(self) -> None: ...
-    def init(self, device_id: int) -> int:
-        """Joins the pool and contributes this host's DRAM to it (`local.dram_size` bytes; 0
-        makes a pure client, one that uses the pool's memory and adds none).
+    def init(self, device_id: int, init_bm: bool = True) -> int:
+        """Joins the pool and, with `init_bm`, contributes this host's DRAM to it
+        (`local.dram_size` bytes). With `init_bm=False`, or a DRAM size of 0, it is a pure
+        client: it adds no memory and puts and gets through the pool's.
 
         `device_id`: the accelerator whose device memory a device tier would use (a host-only
         pool ignores it). The pool is the one `MMC_CLIENT_CONFIG` / `MMC_CLIENT_*` name, else

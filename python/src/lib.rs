@@ -297,21 +297,23 @@ impl DistributedObjectStore {
         DistributedObjectStore { store: None }
     }
 
-    /// Joins the pool and contributes this host's DRAM to it (`local.dram_size` bytes; 0
-    /// makes a pure client, one that uses the pool's memory and adds none).
+    /// Joins the pool and, with `init_bm`, contributes this host's DRAM to it
+    /// (`local.dram_size` bytes). With `init_bm=False`, or a DRAM size of 0, it is a pure
+    /// client: it adds no memory and puts and gets through the pool's.
     ///
     /// `device_id`: the accelerator whose device memory a device tier would use (a host-only
     /// pool ignores it). The pool is the one `MMC_CLIENT_CONFIG` / `MMC_CLIENT_*` name, else
     /// the embedded default in this process. Returns 0, -3005 when called twice, or another
     /// negative error code.
-    fn init(&mut self, py: Python<'_>, device_id: u32) -> i32 {
+    #[pyo3(signature = (device_id, init_bm = true))]
+    fn init(&mut self, py: Python<'_>, device_id: u32, init_bm: bool) -> i32 {
         if self.store.is_some() {
             return Error::RepeatCall(String::new()).code();
         }
         catch_panic(-1, || {
             let made = py.allow_threads(|| {
                 let config = ClientConfig::from_env()?;
-                let contributes = config.local.dram_size > 0;
+                let contributes = init_bm && config.local.dram_size > 0;
                 let store = BlockingObjectStore::new(config)?;
                 store.init(device_id, contributes)?;
                 Ok::<_, Error>(store)
