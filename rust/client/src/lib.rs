@@ -30,6 +30,7 @@
 mod blocking;
 mod config;
 mod embedded;
+mod inplace;
 pub mod layered;
 mod meta_client;
 pub mod raw;
@@ -39,6 +40,7 @@ mod store;
 pub use blocking::BlockingObjectStore;
 pub use config::{ClientConfig, TransportKind};
 pub use embedded::EmbeddedPool;
+pub use inplace::{CopyWay, Piece};
 pub use store::ObjectStore;
 
 pub use memcache_core::{

@@ -87,21 +87,24 @@ impl MetaClient {
         }
     }
 
+    /// `lease_ms`: how long the puts may write before they are rolled back (0: the
+    /// service's put lease).
     pub async fn alloc(
         &self,
         items: Vec<(Key, u64)>,
         config: &ReplicateConfig,
+        lease_ms: u64,
     ) -> Vec<Result<Allocation>> {
         match self {
             MetaClient::Embedded(pool) => {
                 let now = pool.clock().now_ms();
-                pool.meta().alloc(items, config, now)
+                pool.meta().alloc_leased(items, config, lease_ms, now)
             }
             MetaClient::Remote(link) => {
                 let writer = rand::random::<u64>() | 1;
                 repeated_each(link, items.len(), |rpc, ctx| {
                     let (items, config) = (items.clone(), config.clone());
-                    async move { rpc.alloc(ctx, items, config, writer).await }
+                    async move { rpc.alloc(ctx, items, config, writer, lease_ms).await }
                 })
                 .await
             }
@@ -140,16 +143,18 @@ impl MetaClient {
         }
     }
 
-    pub async fn lookup(&self, keys: &[Key]) -> Vec<Result<Located>> {
+    /// Locates the objects and leases each found one for `lease_ms` (0: the service's
+    /// read lease).
+    pub async fn lookup(&self, keys: &[Key], lease_ms: u64) -> Vec<Result<Located>> {
         match self {
             MetaClient::Embedded(pool) => {
                 let now = pool.clock().now_ms();
-                pool.meta().lookup(keys, now)
+                pool.meta().lookup_leased(keys, lease_ms, now)
             }
             MetaClient::Remote(link) => {
                 repeated_each(link, keys.len(), |rpc, ctx| {
                     let keys = keys.to_vec();
-                    async move { rpc.lookup(ctx, keys).await }
+                    async move { rpc.lookup(ctx, keys, lease_ms).await }
                 })
                 .await
             }

@@ -10,6 +10,8 @@ use std::ffi::c_void;
 
 use memcache_core::{CopyDirection, Error, ReplicateConfig, Result};
 
+use crate::inplace::{CopyWay, Piece};
+
 use crate::blocking::BlockingObjectStore;
 
 fn check_region(ptr: *const c_void, len: usize) -> Result<()> {
@@ -308,5 +310,118 @@ impl BlockingObjectStore {
                 objects.iter_mut().map(Vec::as_mut_slice).collect();
             self.batch_get_into_layers(ks, &mut objects, direct)
         })
+    }
+}
+
+/// The way of a 1.3.0 `direct` argument of `batch_copy`: H2G into the pool, G2H out of
+/// it, AUTO (9) as each address's grant says. The device directions need a device
+/// runtime, which this build does not have.
+fn copy_way(direct: i32) -> Result<CopyWay> {
+    match direct {
+        AUTO => Ok(CopyWay::Auto),
+        d => match CopyDirection::try_from(d)? {
+            CopyDirection::H2G => Ok(CopyWay::ToPool),
+            CopyDirection::G2H => Ok(CopyWay::FromPool),
+            d => Err(Error::invalid(format!(
+                "copy direction {d:?} moves device memory; this build has no device runtime"
+            ))),
+        },
+    }
+}
+
+/// 1.3.0's `direct` value that lets the pool pick the direction.
+pub const AUTO: i32 = 9;
+
+/// Refuses regions of which two overlap where one of them is written: a written byte
+/// may not be reachable through another slice of the same call.
+fn check_unaliased(regions: &[(usize, usize, bool)]) -> Result<()> {
+    let mut sorted: Vec<(usize, usize, bool)> = regions.to_vec();
+    sorted.sort_unstable();
+    // The furthest end so far of a written region, and of any region.
+    let (mut written_end, mut any_end) = (0usize, 0usize);
+    for &(start, len, writes) in &sorted {
+        if start < written_end || (writes && start < any_end) {
+            return Err(Error::invalid("buffers of one copy overlap"));
+        }
+        any_end = any_end.max(start + len);
+        if writes {
+            written_end = written_end.max(start + len);
+        }
+    }
+    Ok(())
+}
+
+impl BlockingObjectStore {
+    /// 1.3.0's `batch_copy`: `sizes[i]` bytes between `bufs[i]` and the pool address
+    /// `gvas[i]`, in the direction `direct` (3 H2G into the pool, 2 G2H out of it, 9
+    /// either, as the address's grant says).
+    ///
+    /// # Safety
+    /// Every `(bufs[i], sizes[i])` must address bytes readable (into the pool) or
+    /// writable and used by nothing else (out of it) for the duration of the call.
+    pub unsafe fn batch_copy_ptr(
+        &self,
+        gvas: &[u64],
+        bufs: &[*mut c_void],
+        sizes: &[usize],
+        direct: i32,
+    ) -> Result<()> {
+        check_shape(gvas.len(), bufs.len(), sizes.len())?;
+        let bufs: Vec<&[*mut c_void]> = bufs.iter().map(std::slice::from_ref).collect();
+        let sizes: Vec<&[usize]> = sizes.iter().map(std::slice::from_ref).collect();
+        // SAFETY: forwarded caller promise.
+        unsafe { self.batch_copy_layers_ptr(gvas, &bufs, &sizes, direct) }
+    }
+
+    /// 1.3.0's `batch_copy_layers`: piece `i` is the layers `bufs[i][j]` / `sizes[i][j]`,
+    /// gathered into the pool from `gvas[i]` on, or scattered out of it.
+    ///
+    /// # Safety
+    /// As [`Self::batch_copy_ptr`], for every layer.
+    pub unsafe fn batch_copy_layers_ptr(
+        &self,
+        gvas: &[u64],
+        bufs: &[&[*mut c_void]],
+        sizes: &[&[usize]],
+        direct: i32,
+    ) -> Result<()> {
+        let way = copy_way(direct)?;
+        check_shape(gvas.len(), bufs.len(), sizes.len())?;
+        let mut checked = Vec::with_capacity(gvas.len());
+        let mut regions = Vec::new();
+        for ((&gva, b), s) in gvas.iter().zip(bufs).zip(sizes) {
+            let layers = check_layers(b, s)?;
+            let writes_pool = match way {
+                CopyWay::ToPool => true,
+                CopyWay::FromPool => false,
+                CopyWay::Auto => self.inner().writes_to_pool(gva)?,
+            };
+            regions.extend(layers.iter().map(|&(p, n)| (p as usize, n, !writes_pool)));
+            checked.push((writes_pool, layers));
+        }
+        check_unaliased(&regions)?;
+        let ways: Vec<bool> = checked.iter().map(|(w, _)| *w).collect();
+        let mut sources: Vec<Vec<&[u8]>> = Vec::new();
+        let mut dests: Vec<Vec<&mut [u8]>> = Vec::new();
+        for (writes_pool, layers) in checked {
+            if writes_pool {
+                // SAFETY: checked non-null and bounded; no written region overlaps it;
+                // readability is the caller's promise.
+                let srcs = layers.iter().map(|&(p, n)| unsafe { slice(p, n) });
+                sources.push(srcs.collect::<Result<_>>()?);
+            } else {
+                // SAFETY: checked and disjoint from every other region of the call.
+                dests.push(unsafe { slices_mut(layers) });
+            }
+        }
+        let (mut sources, mut dests) = (sources.iter(), dests.iter_mut());
+        let mut pieces: Vec<Piece<'_>> = ways
+            .into_iter()
+            .map(|writes_pool| match writes_pool {
+                true => Piece::From(sources.next().expect("one per piece")),
+                false => Piece::Into(dests.next().expect("one per piece")),
+            })
+            .collect();
+        self.batch_copy(gvas, &mut pieces, way)
     }
 }

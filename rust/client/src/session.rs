@@ -11,13 +11,14 @@ use rustc_hash::FxHashMap;
 
 use memcache_core::{Blob, Error, LocalServiceId, Medium, Result, SegmentId};
 use memcache_local::{
-    fetch_segment, LocalMetrics, LocalService, LocalServiceConfig, RunningLocalService,
-    SegmentTable, ShmTransport, SyncFn, Syncer, TcpPeer, TcpTransport, TierLoop, Transport,
+    check_whole, fetch_segment, LocalMetrics, LocalService, LocalServiceConfig,
+    RunningLocalService, SegmentTable, ShmTransport, SyncFn, Syncer, TcpTransport, TierLoop,
 };
 use memcache_meta::Joining;
 use memcache_proto::{host_id, DataEndpoint};
 
 use crate::embedded::EmbeddedPool;
+use crate::inplace::Grants;
 use crate::meta_client::MetaClient;
 
 /// The local service a client started with `init_bm = true`.
@@ -147,6 +148,8 @@ pub(crate) struct Session {
     pub local: Option<Local>,
     /// Registered user regions: start address → length.
     pub buffers: Mutex<BTreeMap<usize, usize>>,
+    /// In-place allocations and read leases (see `inplace`).
+    pub grants: Grants,
     /// Data-plane endpoints of the pool's local services, refreshed on a miss.
     endpoints: Mutex<FxHashMap<LocalServiceId, DataEndpoint>>,
     resolving: tokio::sync::Mutex<()>,
@@ -172,6 +175,7 @@ impl Session {
             force_tcp,
             local,
             buffers: Mutex::new(BTreeMap::new()),
+            grants: Grants::default(),
             endpoints: Mutex::new(FxHashMap::default()),
             resolving: tokio::sync::Mutex::new(()),
             host: host_id(),
@@ -185,10 +189,17 @@ impl Session {
     /// Writes `srcs`, concatenated, as the whole of `blob`; `tag` is the write
     /// capability the meta service issued for it (needed over TCP only).
     pub async fn write(&self, blob: &Blob, tag: u64, srcs: &[&[u8]]) -> Result<()> {
+        check_whole(blob, srcs)?;
+        self.write_part(blob, tag, 0, srcs).await
+    }
+
+    /// Writes `srcs`, concatenated, into `blob` from `at` on (an in-place writer fills
+    /// its allocation in pieces).
+    pub async fn write_part(&self, blob: &Blob, tag: u64, at: u64, srcs: &[&[u8]]) -> Result<()> {
         for fresh in [false, true] {
             let done = match self.route(blob).await? {
-                Route::Shm => return self.transport.write(blob, tag, srcs).await,
-                Route::Tcp(addr) => self.peer(addr).write(blob, tag, srcs).await,
+                Route::Shm => return self.transport.write_part(blob, at, srcs),
+                Route::Tcp(addr) => self.tcp.write_part(addr, blob, tag, at, srcs).await,
             };
             if fresh || !self.stale(blob, &done) {
                 return done;
@@ -199,10 +210,22 @@ impl Session {
 
     /// Reads the whole of `blob` into `dsts`, with its read capability `tag`.
     pub async fn read(&self, blob: &Blob, tag: u64, dsts: &mut [&mut [u8]]) -> Result<()> {
+        self.read_part(blob, tag, 0, blob.len, dsts).await
+    }
+
+    /// Reads `len` bytes of `blob` from `at` on into `dsts`.
+    pub async fn read_part(
+        &self,
+        blob: &Blob,
+        tag: u64,
+        at: u64,
+        len: u64,
+        dsts: &mut [&mut [u8]],
+    ) -> Result<()> {
         for fresh in [false, true] {
             let done = match self.route(blob).await? {
-                Route::Shm => return self.transport.read(blob, tag, dsts).await,
-                Route::Tcp(addr) => self.peer(addr).read(blob, tag, dsts).await,
+                Route::Shm => return self.transport.read_part(blob, at, len, dsts),
+                Route::Tcp(addr) => self.tcp.read_part(addr, blob, tag, at, len, dsts).await,
             };
             if fresh || !self.stale(blob, &done) {
                 return done;
@@ -220,13 +243,6 @@ impl Session {
             known.remove(&blob.service);
         }
         unreachable
-    }
-
-    fn peer(&self, addr: SocketAddr) -> TcpPeer<'_> {
-        TcpPeer {
-            pool: &self.tcp,
-            addr,
-        }
     }
 
     /// Shared memory when the segment is (or can be) mapped here: a same-host local

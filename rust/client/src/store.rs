@@ -27,7 +27,7 @@ pub struct ObjectStore {
     session: RwLock<Option<Arc<Session>>>,
 }
 
-fn all<T: Clone>(n: usize, e: Error) -> Vec<Result<T>> {
+pub(crate) fn all<T: Clone>(n: usize, e: Error) -> Vec<Result<T>> {
     vec![Err(e); n]
 }
 
@@ -47,7 +47,7 @@ fn check_direction(direct: CopyDirection, put: bool) -> Result<()> {
 }
 
 /// Validates a batch's shape; `Err` applies to every key.
-fn check_batch(keys: usize, buffers: usize) -> Result<()> {
+pub(crate) fn check_batch(keys: usize, buffers: usize) -> Result<()> {
     if keys != buffers {
         return Err(Error::invalid(format!(
             "{keys} keys but {buffers} buffer entries"
@@ -62,7 +62,10 @@ fn check_batch(keys: usize, buffers: usize) -> Result<()> {
 }
 
 /// Parses the keys; invalid ones get their error in `results` and are left out.
-fn parse_keys<K: AsRef<[u8]>, T>(keys: &[K], results: &mut [Result<T>]) -> Vec<(usize, Key)> {
+pub(crate) fn parse_keys<K: AsRef<[u8]>, T>(
+    keys: &[K],
+    results: &mut [Result<T>],
+) -> Vec<(usize, Key)> {
     let mut valid = Vec::with_capacity(keys.len());
     for (i, k) in keys.iter().enumerate() {
         match Key::new(k) {
@@ -92,7 +95,7 @@ impl ObjectStore {
         }
     }
 
-    fn session(&self) -> Result<Arc<Session>> {
+    pub(crate) fn session(&self) -> Result<Arc<Session>> {
         self.session
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -337,7 +340,7 @@ impl ObjectStore {
             .iter()
             .map(|(i, k)| (k.clone(), objects[*i].iter().map(|l| l.len() as u64).sum()))
             .collect();
-        let allocations = session.meta.alloc(items, config).await;
+        let allocations = session.meta.alloc(items, config, 0).await;
         // Every replica of every object in flight at once: over TCP the round trips
         // overlap; in shared memory each write is a memcpy that completes at once.
         let mut placed = Vec::with_capacity(wanted.len());
@@ -447,7 +450,7 @@ impl ObjectStore {
         let keys = [key];
         let located = session
             .meta
-            .lookup(&keys)
+            .lookup(&keys, 0)
             .await
             .pop()
             .expect("one result")?;
@@ -483,7 +486,7 @@ impl ObjectStore {
         let mut results: Vec<Result<u64>> = vec![Ok(0); n];
         let wanted = parse_keys(keys, &mut results);
         let lookup_keys: Vec<Key> = wanted.iter().map(|(_, k)| k.clone()).collect();
-        let located = session.meta.lookup(&lookup_keys).await;
+        let located = session.meta.lookup(&lookup_keys, 0).await;
         let mut leased = Vec::with_capacity(wanted.len());
         let mut found = Vec::with_capacity(wanted.len());
         for ((i, key), f) in wanted.into_iter().zip(located) {
@@ -580,8 +583,11 @@ impl ObjectStore {
             match s.meta.key_info(&ks).await {
                 Ok(infos) => infos
                     .into_iter()
-                    .map(|info| match Error::from_code(info.status) {
-                        None => Ok(info),
+                    .map(|mut info| match Error::from_code(info.status) {
+                        None => {
+                            s.grants.address(&mut info);
+                            Ok(info)
+                        }
                         Some(e) => Err(e),
                     })
                     .collect(),
@@ -592,7 +598,7 @@ impl ObjectStore {
     }
 
     /// Runs a per-key meta call on the valid keys and merges the answers back in order.
-    async fn keyed<K, T, F, Fut>(&self, keys: &[K], call: F) -> Vec<Result<T>>
+    pub(crate) async fn keyed<K, T, F, Fut>(&self, keys: &[K], call: F) -> Vec<Result<T>>
     where
         K: AsRef<[u8]>,
         T: Clone,

@@ -57,6 +57,9 @@ pub enum Error {
     UnmatchedRetcode,
     #[error("object is leased by a reader")]
     LeaseNotExpired,
+    /// 1.3.0's code for a pool address used after its allocation's or read lease's end.
+    #[error("lease expired: {0}")]
+    LeaseExpired(String),
 }
 
 impl Error {
@@ -87,6 +90,7 @@ impl Error {
             Error::UnmatchedKey => -3102,
             Error::UnmatchedRetcode => -3103,
             Error::LeaseNotExpired => -3104,
+            Error::LeaseExpired(_) => -3106,
         }
     }
 
@@ -118,6 +122,7 @@ impl Error {
             -3102 => Error::UnmatchedKey,
             -3103 => Error::UnmatchedRetcode,
             -3104 => Error::LeaseNotExpired,
+            -3106 => Error::LeaseExpired(String::new()),
             _ => return None,
         })
     }
@@ -149,6 +154,7 @@ impl Error {
             Error::UnmatchedKey => "UnmatchedKey",
             Error::UnmatchedRetcode => "UnmatchedRetcode",
             Error::LeaseNotExpired => "LeaseNotExpired",
+            Error::LeaseExpired(_) => "LeaseExpired",
         }
     }
 
@@ -175,9 +181,9 @@ pub fn catch_panic<T>(on_panic: T, f: impl FnOnce() -> T) -> T {
 mod tests {
     use super::*;
 
-    const ALL_CODES: [i32; 24] = [
+    const ALL_CODES: [i32; 25] = [
         -1, -3000, -3001, -3002, -3003, -3004, -3005, -3006, -3007, -3008, -3009, -3010, -3011,
-        -3013, -3014, -3015, -3016, -3017, -3018, -3019, -3101, -3102, -3103, -3104,
+        -3013, -3014, -3015, -3016, -3017, -3018, -3019, -3101, -3102, -3103, -3104, -3106,
     ];
 
     #[test]

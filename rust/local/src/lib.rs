@@ -20,4 +20,4 @@ pub use segment::{SegmentTable, ShmSegment};
 pub use service::{LocalService, LocalServiceConfig};
 pub use tcp::{TcpPeer, TcpTransport};
 pub use tier::{remote_sync, SsdTier, SyncFn, Syncer, TierLoop};
-pub use transport::{check_room, ShmTransport, Transport};
+pub use transport::{check_part, check_room, check_whole, ShmTransport, Transport};

@@ -1,7 +1,8 @@
 //! The TCP data plane, for clients on other hosts (or forced by configuration).
 //!
-//! Each request is a 32-byte header — magic, op, segment, offset, length — followed,
-//! for a write, by the bytes. Each answer is a 16-byte header — status (0 or an error
+//! Each request is a 56-byte header — magic, op, the blob (segment, offset, length)
+//! and its capability, then the part of the blob to move (offset within the blob,
+//! length) — followed, for a write, by the bytes. Each answer is a 16-byte header — status (0 or an error
 //! code) and length — followed, for a read, by the bytes. Bytes go between the socket
 //! and the segment (server) or the caller's buffers (client) with no staging copy: the
 //! client gathers layers with vectored writes and scatters reads into its slices.
@@ -27,10 +28,11 @@ pub type SharedKey = Arc<RwLock<TagKey>>;
 const MAGIC: u32 = 0x4D4D_4344; // "MMCD"
 const OP_WRITE: u8 = 1;
 const OP_READ: u8 = 2;
-const REQUEST_LEN: usize = 40;
+const REQUEST_LEN: usize = 56;
 const ANSWER_LEN: usize = 16;
 
-fn request(op: u8, blob: &Blob, tag: u64) -> [u8; REQUEST_LEN] {
+/// A request for `len` bytes at `at` within `blob`, whose capability is `tag`.
+fn request(op: u8, blob: &Blob, tag: u64, at: u64, len: u64) -> [u8; REQUEST_LEN] {
     let mut h = [0u8; REQUEST_LEN];
     h[0..4].copy_from_slice(&MAGIC.to_le_bytes());
     h[4] = op;
@@ -38,6 +40,8 @@ fn request(op: u8, blob: &Blob, tag: u64) -> [u8; REQUEST_LEN] {
     h[16..24].copy_from_slice(&blob.offset.to_le_bytes());
     h[24..32].copy_from_slice(&blob.len.to_le_bytes());
     h[32..40].copy_from_slice(&tag.to_le_bytes());
+    h[40..48].copy_from_slice(&at.to_le_bytes());
+    h[48..56].copy_from_slice(&len.to_le_bytes());
     h
 }
 
@@ -103,9 +107,11 @@ async fn serve_conn(mut conn: TcpStream, served: &Served) -> std::io::Result<()>
     loop {
         conn.read_exact(&mut h).await?;
         let magic = u32::from_le_bytes(h[0..4].try_into().expect("4 bytes"));
-        let (op, segment, offset, len) =
+        let (op, segment, offset, blob_len) =
             (h[4], word(&h[8..16]), word(&h[16..24]), word(&h[24..32]));
-        if magic != MAGIC || (op != OP_WRITE && op != OP_READ) {
+        let (at, len) = (word(&h[40..48]), word(&h[48..56]));
+        let inside = at.checked_add(len).is_some_and(|end| end <= blob_len);
+        if magic != MAGIC || (op != OP_WRITE && op != OP_READ) || !inside {
             // A stream out of step cannot be trusted any further.
             let bad = Error::invalid("malformed data-plane request");
             conn.write_all(&answer(bad.code(), 0)).await?;
@@ -114,20 +120,21 @@ async fn serve_conn(mut conn: TcpStream, served: &Served) -> std::io::Result<()>
         let tag = word(&h[32..40]);
         let granted = {
             let key = key.read().unwrap_or_else(|e| e.into_inner());
-            blob_tag(&key, segment, offset, len, op == OP_WRITE) == tag
+            blob_tag(&key, segment, offset, blob_len, op == OP_WRITE) == tag
         };
         let on_ssd = tier
             .as_ref()
             .filter(|t| t.segment() == segment && segment != 0);
         if let (Some(tier), true) = (on_ssd, op == OP_READ) {
             let read = match granted {
-                true => read_ssd(tier, offset, len).await,
+                true => read_ssd(tier, offset, blob_len).await,
                 false => Err(Error::invalid("no capability for this range")),
             };
             match read {
                 Ok(bytes) => {
+                    let part = &bytes[at as usize..(at + len) as usize];
                     conn.write_all(&answer(0, len)).await?;
-                    conn.write_all(&bytes).await?;
+                    conn.write_all(part).await?;
                     metrics.tcp_bytes.with_label_values(&["out"]).inc_by(len);
                     metrics.ssd_reads.inc();
                     count("read", true);
@@ -150,6 +157,8 @@ async fn serve_conn(mut conn: TcpStream, served: &Served) -> std::io::Result<()>
                 "segment {segment} is not served here"
             ))),
         };
+        // Inside the blob, checked above.
+        let offset = offset + at;
         if op == OP_WRITE {
             // SAFETY: the meta service gave this range to this writer alone.
             match seg
@@ -249,15 +258,22 @@ impl TcpTransport {
         tag: u64,
         srcs: &[&[u8]],
     ) -> Result<()> {
-        let total: u64 = srcs.iter().map(|s| s.len() as u64).sum();
-        if total != blob.len {
-            return Err(Error::invalid(format!(
-                "writing {total} bytes into a blob of {}",
-                blob.len
-            )));
-        }
+        crate::transport::check_whole(blob, srcs)?;
+        self.write_part(addr, blob, tag, 0, srcs).await
+    }
+
+    /// Writes `srcs`, concatenated, into `blob` from `at` on.
+    pub async fn write_part(
+        &self,
+        addr: SocketAddr,
+        blob: &Blob,
+        tag: u64,
+        at: u64,
+        srcs: &[&[u8]],
+    ) -> Result<()> {
+        let total = crate::transport::check_part(blob, at, srcs.iter().map(|s| s.len()))?;
         let mut conn = self.conn(addr).await?;
-        let head = request(OP_WRITE, blob, tag);
+        let head = request(OP_WRITE, blob, tag, at, total);
         let mut bufs: Vec<IoSlice<'_>> = Vec::with_capacity(srcs.len() + 1);
         bufs.push(IoSlice::new(&head));
         bufs.extend(srcs.iter().map(|s| IoSlice::new(s)));
@@ -280,18 +296,33 @@ impl TcpTransport {
         dsts: &mut [&mut [u8]],
     ) -> Result<()> {
         crate::transport::check_room(dsts, blob.len)?;
+        self.read_part(addr, blob, tag, 0, blob.len, dsts).await
+    }
+
+    /// Reads `len` bytes of `blob` from `at` on into `dsts`, in order.
+    pub async fn read_part(
+        &self,
+        addr: SocketAddr,
+        blob: &Blob,
+        tag: u64,
+        at: u64,
+        len: u64,
+        dsts: &mut [&mut [u8]],
+    ) -> Result<()> {
+        crate::transport::check_room(dsts, len)?;
+        crate::transport::check_part(blob, at, [len as usize])?;
         let mut conn = self.conn(addr).await?;
         let lost = |_| Error::NotConnectedToLocal;
-        conn.write_all(&request(OP_READ, blob, tag))
+        conn.write_all(&request(OP_READ, blob, tag, at, len))
             .await
             .map_err(lost)?;
         let mut a = [0u8; ANSWER_LEN];
         conn.read_exact(&mut a).await.map_err(lost)?;
         status(&a)?;
-        if word(&a[8..16]) != blob.len {
+        if word(&a[8..16]) != len {
             return Err(Error::UnmatchedRetcode);
         }
-        let mut left = blob.len as usize;
+        let mut left = len as usize;
         for d in dsts.iter_mut() {
             if left == 0 {
                 break;

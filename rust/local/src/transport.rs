@@ -22,6 +22,40 @@ pub fn check_room(dsts: &[&mut [u8]], len: u64) -> Result<()> {
     Ok(())
 }
 
+/// -3000 unless `srcs` hold exactly the blob's length (a whole-blob write).
+pub fn check_whole(blob: &Blob, srcs: &[&[u8]]) -> Result<()> {
+    let total: u64 = srcs.iter().map(|s| s.len() as u64).sum();
+    if total != blob.len {
+        return Err(Error::invalid(format!(
+            "writing {total} bytes into a blob of {}",
+            blob.len
+        )));
+    }
+    Ok(())
+}
+
+/// The total of `lens`, if that many bytes from `at` on lie inside `blob`; -3000 if not.
+pub fn check_part(blob: &Blob, at: u64, lens: impl IntoIterator<Item = usize>) -> Result<u64> {
+    let total: u64 = lens.into_iter().map(|n| n as u64).sum();
+    match at.checked_add(total) {
+        Some(end) if end <= blob.len => Ok(total),
+        _ => Err(Error::invalid(format!(
+            "{total} bytes at {at} do not fit a blob of {}",
+            blob.len
+        ))),
+    }
+}
+
+/// The bytes `[at, at + len)` of `blob` as a blob of their own; the caller has checked
+/// they lie inside it ([`check_part`]).
+pub fn part_of(blob: &Blob, at: u64, len: u64) -> Blob {
+    Blob {
+        offset: blob.offset + at,
+        len,
+        ..*blob
+    }
+}
+
 /// One way of reaching segments. Writes gather the caller's slices into a blob; reads
 /// scatter a blob into the caller's slices; neither stages bytes in between. `grant` is
 /// the capability the meta service issued for the blob; transports that cross a
@@ -102,22 +136,29 @@ impl ShmTransport {
     }
 
     pub fn write_blob(&self, blob: &Blob, srcs: &[&[u8]]) -> Result<()> {
-        let total: u64 = srcs.iter().map(|s| s.len() as u64).sum();
-        if total != blob.len {
-            return Err(Error::invalid(format!(
-                "writing {total} bytes into a blob of {}",
-                blob.len
-            )));
-        }
+        check_whole(blob, srcs)?;
         let end = blob.offset.saturating_add(blob.len);
         self.segment(blob.segment)?.write_at(blob.offset, end, srcs)
     }
 
+    /// Writes `srcs`, concatenated, into `blob` from `at` on.
+    pub fn write_part(&self, blob: &Blob, at: u64, srcs: &[&[u8]]) -> Result<()> {
+        let len = check_part(blob, at, srcs.iter().map(|s| s.len()))?;
+        self.write_blob(&part_of(blob, at, len), srcs)
+    }
+
     pub fn read_blob(&self, blob: &Blob, dsts: &mut [&mut [u8]]) -> Result<()> {
+        self.read_part(blob, 0, blob.len, dsts)
+    }
+
+    /// Reads `len` bytes of `blob` from `at` on into `dsts`, in order.
+    pub fn read_part(&self, blob: &Blob, at: u64, len: u64, dsts: &mut [&mut [u8]]) -> Result<()> {
+        check_room(dsts, len)?;
+        check_part(blob, at, [len as usize])?;
         if let Some(tier) = self.tier(blob.segment) {
-            check_room(dsts, blob.len)?;
+            // An SSD record is read and checked whole (its offset is the record id).
             let bytes = tier.read(blob.offset, blob.len)?;
-            let mut rest = &bytes[..];
+            let mut rest = &bytes[at as usize..(at + len) as usize];
             for d in dsts.iter_mut() {
                 let n = d.len().min(rest.len());
                 d[..n].copy_from_slice(&rest[..n]);
@@ -126,7 +167,7 @@ impl ShmTransport {
             return Ok(());
         }
         self.segment(blob.segment)?
-            .read_at(blob.offset, blob.len, dsts)
+            .read_at(blob.offset + at, len, dsts)
     }
 }
 

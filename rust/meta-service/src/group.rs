@@ -462,6 +462,7 @@ impl Group {
     pub async fn lookup(
         &self,
         keys: &[Key],
+        lease_ms: u64,
     ) -> std::result::Result<Vec<Result<Located>>, Redirect> {
         self.read_barrier().await?;
         let give_up = tokio::time::Instant::now() + WRITE_TIMEOUT;
@@ -470,7 +471,7 @@ impl Group {
             tokio::pin!(settled);
             settled.as_mut().enable();
             let now = self.clock.now_ms();
-            if let Some(found) = self.decide(|leader, sm| leader.lookup(sm, keys, now)) {
+            if let Some(found) = self.decide(|leader, sm| leader.lookup(sm, keys, lease_ms, now)) {
                 return Ok(found);
             }
             if tokio::time::timeout_at(give_up, settled).await.is_err() {

@@ -228,6 +228,7 @@ impl MetaRpc for Server {
         items: Vec<(Key, u64)>,
         config: ReplicateConfig,
         writer: u64,
+        lease_ms: u64,
     ) -> Reply<Vec<Result<Allocation>>> {
         self.0.lead().await?;
         let tp = Tp::sized(Tp::Put, Tp::BatchPut, items.len());
@@ -237,6 +238,7 @@ impl MetaRpc for Server {
                 items,
                 config,
                 writer,
+                lease_ms,
             };
             let mut out = s.group.alloc(request).await;
             for a in out.iter_mut().flatten() {
@@ -266,12 +268,17 @@ impl MetaRpc for Server {
             .await)
     }
 
-    async fn lookup(self, _: Context, keys: Vec<Key>) -> Reply<Vec<Result<Located>>> {
+    async fn lookup(
+        self,
+        _: Context,
+        keys: Vec<Key>,
+        lease_ms: u64,
+    ) -> Reply<Vec<Result<Located>>> {
         self.0.lead().await?;
         let tp = Tp::sized(Tp::Get, Tp::BatchGet, keys.len());
         let s = &self.0;
         s.traced("lookup", tp, || async {
-            let mut out = s.group.lookup(&keys).await?;
+            let mut out = s.group.lookup(&keys, lease_ms).await?;
             let hits = out.iter().filter(|r| r.is_ok()).count() as u64;
             let m = &s.metrics;
             m.get_ops.inc_by(keys.len() as u64);

@@ -160,6 +160,9 @@ pub struct AllocItem {
     pub segments: Vec<SegmentId>,
     pub ttl_ms: Option<u64>,
     pub writer: u64,
+    /// How long the put may write before it is rolled back, when not the command's
+    /// default (an in-place writer asks for its own, `batch_alloc`'s `leaseTtlMs`).
+    pub lease_ms: Option<u64>,
     /// Dropped (if still committed) just before this item is allocated.
     pub drop_first: Vec<Key>,
 }
@@ -236,6 +239,8 @@ pub enum Command {
 pub struct Allocation {
     pub put_id: PutId,
     pub blobs: Vec<Blob>,
+    /// How long from its decision the put may write before it is rolled back.
+    pub lease_ms: u64,
     /// One capability per blob for the TCP data plane, filled in by the meta service
     /// on the way out (empty in the state machine and in-process).
     pub tags: Vec<u64>,
@@ -407,6 +412,9 @@ impl StateMachine {
                 for mut item in items {
                     let victims = std::mem::take(&mut item.drop_first);
                     dropped += self.evict_from_memory(&victims, now_ms);
+                    let deadline_ms = item
+                        .lease_ms
+                        .map_or(deadline_ms, |l| now_ms.saturating_add(l));
                     results.push(self.alloc_one(item, now_ms, deadline_ms));
                 }
                 dropped += self.evict_from_memory(&drop_after, now_ms);
@@ -618,6 +626,7 @@ impl StateMachine {
         Ok(Allocation {
             put_id,
             blobs,
+            lease_ms: deadline_ms.saturating_sub(now_ms),
             tags: Vec::new(),
         })
     }

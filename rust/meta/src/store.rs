@@ -90,6 +90,8 @@ pub struct Located {
     pub size: u64,
     pub blobs: Vec<Blob>,
     pub lease: LeaseId,
+    /// How long from the lookup the lease lasts.
+    pub lease_ms: u64,
     /// One read capability per blob for the TCP data plane (see `Allocation::tags`).
     pub tags: Vec<u64>,
 }
@@ -101,6 +103,8 @@ pub struct AllocRequest {
     pub items: Vec<(Key, u64)>,
     pub config: ReplicateConfig,
     pub writer: u64,
+    /// How long the puts may write before they are rolled back; 0: `put_lease`.
+    pub lease_ms: u64,
 }
 
 /// A decided request: the answers known at once, and the command whose application
@@ -340,6 +344,7 @@ impl Leader {
                         match planner.plan(key, size, replicas, preferred, ttl_ms) {
                             Ok(mut item) => {
                                 item.writer = req.writer;
+                                item.lease_ms = (req.lease_ms > 0).then_some(req.lease_ms);
                                 plan.slots.push(i);
                                 planned.push(item);
                             }
@@ -404,13 +409,14 @@ impl Leader {
     // ---- reads ----
 
     /// Locates readable objects and leases each found one to the caller, who must
-    /// `release` it after reading (the lease also ends by itself). `None` when one of
-    /// the keys is about to be dropped by a command in flight: ask again once it is
-    /// finished.
+    /// `release` it after reading (the lease also ends by itself after `lease_ms`, or
+    /// `read_lease` when 0). `None` when one of the keys is about to be dropped by a
+    /// command in flight: ask again once it is finished.
     pub fn lookup(
         &mut self,
         sm: &mut StateMachine,
         keys: &[Key],
+        lease_ms: u64,
         now_ms: u64,
     ) -> Option<Vec<Result<Located>>> {
         if let Err(e) = check_batch(keys.len()) {
@@ -419,7 +425,11 @@ impl Leader {
         if keys.iter().any(|k| self.doomed.contains_key(k)) {
             return None;
         }
-        let until_ms = now_ms.saturating_add(self.config.read_lease.as_millis() as u64);
+        let lease_ms = match lease_ms {
+            0 => self.config.read_lease.as_millis() as u64,
+            l => l,
+        };
+        let until_ms = now_ms.saturating_add(lease_ms);
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
             let found = sm.visible(key, now_ms).map(|o| (o.size, o.blobs.clone()));
@@ -432,6 +442,7 @@ impl Leader {
                     size,
                     blobs,
                     lease: self.leases.grant(key, until_ms, now_ms),
+                    lease_ms,
                     tags: Vec::new(),
                 }
             }));
@@ -472,6 +483,9 @@ impl Leader {
                             service: b.service,
                             device_id: sm.service(b.service).map_or(0, |s| s.device_id),
                             medium: b.medium,
+                            segment: b.segment,
+                            offset: b.offset,
+                            gva: 0,
                         })
                         .collect();
                     KeyInfo {
@@ -670,11 +684,23 @@ impl MetaStore {
         config: &ReplicateConfig,
         now_ms: u64,
     ) -> Vec<Result<Allocation>> {
+        self.alloc_leased(items, config, 0, now_ms)
+    }
+
+    /// [`alloc`](Self::alloc) with the puts' own lease length (0: `put_lease`).
+    pub fn alloc_leased(
+        &mut self,
+        items: Vec<(Key, u64)>,
+        config: &ReplicateConfig,
+        lease_ms: u64,
+        now_ms: u64,
+    ) -> Vec<Result<Allocation>> {
         self.reclaim(now_ms);
         let request = AllocRequest {
             items,
             config: config.clone(),
             writer: 0,
+            lease_ms,
         };
         let plan = self.leader.plan_alloc(&mut self.sm, vec![request], now_ms);
         self.run(plan)
@@ -696,8 +722,18 @@ impl MetaStore {
 
     /// Locates readable objects and leases each found one to the caller.
     pub fn lookup(&mut self, keys: &[Key], now_ms: u64) -> Vec<Result<Located>> {
+        self.lookup_leased(keys, 0, now_ms)
+    }
+
+    /// [`lookup`](Self::lookup) with the leases' own length (0: `read_lease`).
+    pub fn lookup_leased(
+        &mut self,
+        keys: &[Key],
+        lease_ms: u64,
+        now_ms: u64,
+    ) -> Vec<Result<Located>> {
         self.leader
-            .lookup(&mut self.sm, keys, now_ms)
+            .lookup(&mut self.sm, keys, lease_ms, now_ms)
             .expect("a store that applies at once has no command in flight")
     }
 

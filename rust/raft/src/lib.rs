@@ -401,6 +401,7 @@ mod tests {
                     segments: vec![1],
                     ttl_ms: None,
                     writer: 0,
+                    lease_ms: None,
                     drop_first: vec![],
                 }],
                 drop_after: vec![],

@@ -232,16 +232,21 @@ fn garbage_on_the_wire_is_refused_and_the_services_keep_serving() {
             .unwrap();
         eps[0].1.tcp.unwrap()
     });
-    let frame_op = |op: u8, segment: u64, offset: u64, len: u64, tag: u64| {
-        let mut h = vec![0u8; 40];
+    // The blob (segment, offset, length) and its capability, then the part to move.
+    let frame_part = |op: u8, segment: u64, offset: u64, len: u64, tag: u64, at: u64, n: u64| {
+        let mut h = vec![0u8; 56];
         h[0..4].copy_from_slice(&0x4D4D_4344u32.to_le_bytes());
         h[4] = op;
         h[8..16].copy_from_slice(&segment.to_le_bytes());
         h[16..24].copy_from_slice(&offset.to_le_bytes());
         h[24..32].copy_from_slice(&len.to_le_bytes());
         h[32..40].copy_from_slice(&tag.to_le_bytes());
+        h[40..48].copy_from_slice(&at.to_le_bytes());
+        h[48..56].copy_from_slice(&n.to_le_bytes());
         h
     };
+    let frame_op =
+        |op, segment, offset, len, tag| frame_part(op, segment, offset, len, tag, 0, len);
     let frame = |segment, offset, len| frame_op(2, segment, offset, len, 0);
     let mut c = std::net::TcpStream::connect(data).unwrap();
     for req in [
@@ -255,7 +260,7 @@ fn garbage_on_the_wire_is_refused_and_the_services_keep_serving() {
         assert_eq!(i32::from_le_bytes(answer[0..4].try_into().unwrap()), -3000);
     }
     let mut bad = std::net::TcpStream::connect(data).unwrap();
-    bad.write_all(&[0xAB; 40]).unwrap();
+    bad.write_all(&[0xAB; 56]).unwrap();
     let mut answer = [0u8; 16];
     bad.read_exact(&mut answer).unwrap();
     assert_eq!(i32::from_le_bytes(answer[0..4].try_into().unwrap()), -3000);
@@ -268,12 +273,18 @@ fn garbage_on_the_wire_is_refused_and_the_services_keep_serving() {
             .unwrap();
         let key = memcache_core::Key::new("granted").unwrap();
         let cfg = ReplicateConfig::default();
-        rpc.alloc(context(Duration::from_secs(5)), vec![(key, 4096)], cfg, 0)
-            .await
-            .unwrap()
-            .unwrap()
-            .remove(0)
-            .unwrap()
+        rpc.alloc(
+            context(Duration::from_secs(5)),
+            vec![(key, 4096)],
+            cfg,
+            0,
+            0,
+        )
+        .await
+        .unwrap()
+        .unwrap()
+        .remove(0)
+        .unwrap()
     });
     let (b, tag) = (granted.blobs[0], granted.tags[0]);
     let mut w = std::net::TcpStream::connect(data).unwrap();
@@ -282,6 +293,14 @@ fn garbage_on_the_wire_is_refused_and_the_services_keep_serving() {
     let mut answer = [0u8; 16];
     w.read_exact(&mut answer).unwrap();
     assert_eq!(i32::from_le_bytes(answer[0..4].try_into().unwrap()), -3000);
+    // Nor with a part that starts inside the blob and ends past it, or wraps around.
+    for (at, n) in [(4000, 200), (1, u64::MAX)] {
+        let mut w = std::net::TcpStream::connect(data).unwrap();
+        w.write_all(&frame_part(1, b.segment, b.offset, b.len, tag, at, n))
+            .unwrap();
+        w.read_exact(&mut answer).unwrap();
+        assert_eq!(i32::from_le_bytes(answer[0..4].try_into().unwrap()), -3000);
+    }
     let mut w = std::net::TcpStream::connect(data).unwrap();
     w.write_all(&frame_op(1, b.segment, b.offset, b.len, tag))
         .unwrap();

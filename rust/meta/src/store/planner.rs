@@ -73,6 +73,7 @@ impl<'a> Planner<'a> {
                     segments,
                     ttl_ms,
                     writer: 0,
+                    lease_ms: None,
                     drop_first: std::mem::take(&mut self.pending_drops),
                 })
             }
@@ -88,11 +89,15 @@ impl<'a> Planner<'a> {
     pub fn repeated(&self, key: &Key, size: u64, writer: u64) -> Option<Allocation> {
         let o = self.view.objects.get(key)?;
         let mine = writer != 0 && o.writer == writer && o.size == size;
-        (mine && matches!(o.state, ObjectState::Allocating { .. })).then(|| Allocation {
-            put_id: o.put_id,
-            blobs: o.blobs.clone(),
-            tags: Vec::new(),
-        })
+        match o.state {
+            ObjectState::Allocating { deadline_ms } if mine => Some(Allocation {
+                put_id: o.put_id,
+                blobs: o.blobs.clone(),
+                lease_ms: deadline_ms.saturating_sub(self.now_ms),
+                tags: Vec::new(),
+            }),
+            _ => None,
+        }
     }
 
     /// Evicts until every memory medium above `high` percent is at or below `low`
