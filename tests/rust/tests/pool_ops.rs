@@ -208,3 +208,96 @@ fn the_embedded_pool_with_an_ssd_tier() {
     store.tear_down().unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Three `mmc meta` processes forming one group.
+struct Group {
+    /// The processes by node id.
+    nodes: Vec<(u64, Proc)>,
+    /// The nodes' addresses by id.
+    addrs: Vec<(u64, String)>,
+    url: String,
+}
+
+fn start_group() -> Group {
+    let addrs: Vec<(u64, String)> = free_ports(3)
+        .into_iter()
+        .zip(1..)
+        .map(|(p, id)| (id, format!("127.0.0.1:{p}")))
+        .collect();
+    let peers: Vec<String> = addrs.iter().map(|(id, a)| format!("{id}={a}")).collect();
+    let peers = peers.join(",");
+    let url: Vec<String> = addrs.iter().map(|(_, a)| format!("tcp://{a}")).collect();
+    let nodes = addrs
+        .iter()
+        .map(|(id, _)| {
+            let id_arg = id.to_string();
+            let args = ["meta", "--id", &id_arg, "--peers", &peers];
+            (*id, spawn_mmc_lines(&args, 2).0)
+        })
+        .collect();
+    Group {
+        nodes,
+        addrs,
+        url: url.join(","),
+    }
+}
+
+/// The id of the node that leads, once one does.
+fn leader_of(addrs: &[(u64, String)]) -> u64 {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut found = None;
+    eventually("the group has a leader", || {
+        found = addrs.iter().find_map(|(id, a)| {
+            let role = rt.block_on(memcache_proto::ask_role(
+                a.parse().unwrap(),
+                Duration::from_millis(300),
+            ));
+            role.ok().filter(|r| r.role == "leader").map(|_| *id)
+        });
+        found.is_some()
+    });
+    found.unwrap()
+}
+
+#[test]
+fn remove_all_and_evict_go_through_the_log_and_survive_a_leader_change() {
+    const OBJ: usize = 128 << 10;
+    let Group {
+        mut nodes,
+        addrs,
+        url,
+    } = start_group();
+    leader_of(&addrs);
+    let dir = data_dir("group");
+    let ssd = format!("ssd_dir={}", dir.display());
+    let extra = ["--set", &ssd, "--set", "ssd_size=268435456"];
+    let (local, _) = start_local_with(&url, "16MiB", &extra);
+    wait_for_services(&url, 1);
+    let client = pure_client(&url);
+    for i in 0..40 {
+        client.put(format!("gone{i}"), &pattern(i, 1000)).unwrap();
+    }
+    assert_eq!(client.remove_all().unwrap(), 40);
+    let keys = ["keep0", "keep1", "keep2"];
+    for (i, k) in keys.iter().enumerate() {
+        client.put(k, &pattern(100 + i as u64, OBJ)).unwrap();
+    }
+    assert_eq!(codes(&client.evict(&keys, Dram, Ssd)), vec![0; 3]);
+
+    // The leader goes; its successor applied the same log.
+    let old = leader_of(&addrs);
+    nodes.retain(|(id, _)| *id != old);
+    let rest: Vec<(u64, String)> = addrs.into_iter().filter(|(id, _)| *id != old).collect();
+    assert_ne!(leader_of(&rest), old);
+    for (i, k) in keys.iter().enumerate() {
+        assert_eq!(client.get(k).unwrap(), pattern(100 + i as u64, OBJ), "{k}");
+        assert_eq!(media(&client, k), vec![Ssd], "{k}");
+    }
+    for i in [0, 17, 39] {
+        assert_eq!(client.is_exist(format!("gone{i}")), Ok(false));
+    }
+    assert_eq!(stats(&url).objects, 3);
+    drop(local);
+    drop(nodes);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
