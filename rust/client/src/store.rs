@@ -603,7 +603,7 @@ impl ObjectStore {
     /// Removes every object of the pool (1.3.0 `remove_all`) in one decision of the
     /// meta service; returns how many it removed. An object a reader holds at that
     /// moment stays, as `remove` leaves it (-3104 there), and so do puts not yet
-    /// committed. -3017 when the meta group lost its leader meanwhile (the outcome is
+    /// committed and objects being copied back from SSD into DRAM. -3017 when the meta group lost its leader meanwhile (the outcome is
     /// unknown; the call is not repeated).
     pub async fn remove_all(&self) -> Result<usize> {
         self.session()?.meta.remove_all().await

@@ -4,7 +4,9 @@
 //! - `remove_all` is one decision: every committed object no reader holds, removed by
 //!   `Remove` commands (one per [`REMOVE_ALL_CHUNK`] keys, so a huge pool never makes a
 //!   log entry too large to replicate). Leased objects stay, as `remove` leaves them
-//!   (-3104 there); puts still in flight are not objects yet and stay too.
+//!   (-3104 there); puts still in flight are not objects yet and stay too, and so do
+//!   objects their SSD tier is copying back into memory (it writes that memory until
+//!   it reports the copy, so it must not be freed and handed to a new put meanwhile).
 //! - `evict` makes sure each object has an SSD replica (its SSD tier is asked to store
 //!   it first), then drops its DRAM replicas with a `Demote` command. Until then a key
 //!   answers [`TierMove::Waiting`]: the caller asks again (it is idempotent).
@@ -73,14 +75,17 @@ fn no_ssd_tier(key: &Key) -> Error {
 }
 
 impl Leader {
-    /// The commands removing every committed object no reader holds (and expired ones,
-    /// which count as not found), decided at once: their keys are doomed together.
+    /// The commands removing every committed object no reader holds and no SSD tier
+    /// is copying into memory (and expired ones, which count as not found), decided at
+    /// once: their keys are doomed together.
     /// [`Applied::Removed`] answers Ok for each object removed.
     pub fn plan_remove_all(&mut self, sm: &StateMachine, now_ms: u64) -> Vec<Plan<()>> {
         let mut keys: Vec<Key> = sm
             .objects()
             .filter(|(k, o)| {
-                o.state == crate::state::ObjectState::Complete && !self.leases.held(k, now_ms)
+                o.state == crate::state::ObjectState::Complete
+                    && o.staging.is_none()
+                    && !self.leases.held(k, now_ms)
             })
             .map(|(k, _)| k.clone())
             .collect();

@@ -786,3 +786,31 @@ fn prefetch_copies_an_ssd_only_object_back_into_dram() {
     assert_eq!(bad[0].as_ref().unwrap_err().code(), -3000);
     check_replay(&mut m);
 }
+
+#[test]
+fn remove_all_leaves_an_object_its_ssd_tier_is_copying_back() {
+    let mut m = tiered(16 * MIB, 64 * MIB);
+    let cfg = ReplicateConfig::default();
+    let (dram, ssd) = (Medium::Dram, Medium::Ssd);
+    put(&mut m, "k", 8192, &cfg, 10).unwrap();
+    put(&mut m, "x", 8192, &cfg, 10).unwrap();
+    store_all(&mut m, 1, 11);
+    assert_eq!(
+        m.evict(vec![key("k")], dram, ssd, 12),
+        vec![Ok(TierMove::Done)]
+    );
+    m.prefetch(&[key("k")], ssd, dram, 13);
+    let todo = m.promote(0, 256, 14);
+    assert_eq!(todo.len(), 1);
+    // The tier writes the staged memory until it reports: nothing frees it meanwhile.
+    assert_eq!(m.remove_all(15), 1);
+    assert_eq!(
+        m.exists(&[key("k"), key("x")], 15),
+        vec![Ok(true), Ok(false)]
+    );
+    assert_eq!(m.promoted(vec![(key("k"), todo[0].put)]), vec![Ok(())]);
+    assert_eq!(m.remove_all(16), 1);
+    assert_eq!(m.state().object_count(), 0);
+    assert_eq!(m.state().usage(dram).0, 0);
+    check_replay(&mut m);
+}
