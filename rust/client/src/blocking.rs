@@ -8,6 +8,8 @@ use tokio::runtime::Runtime;
 
 use memcache_core::{CopyDirection, Error, Key, KeyInfo, LocalServiceId, ReplicateConfig, Result};
 
+use memcache_core::Medium;
+
 use crate::config::ClientConfig;
 use crate::embedded::EmbeddedPool;
 use crate::store::ObjectStore;
@@ -193,5 +195,25 @@ impl BlockingObjectStore {
 
     pub fn batch_get_key_info<K: AsRef<[u8]>>(&self, keys: &[K]) -> Vec<Result<KeyInfo>> {
         self.rt.block_on(self.inner.batch_get_key_info(keys))
+    }
+
+    /// See [`ObjectStore::remove_all`].
+    pub fn remove_all(&self) -> Result<usize> {
+        self.rt.block_on(self.inner.remove_all())
+    }
+
+    /// See [`ObjectStore::evict`].
+    pub fn evict<K: AsRef<[u8]>>(&self, keys: &[K], src: Medium, dst: Medium) -> Vec<Result<()>> {
+        self.rt.block_on(self.inner.evict(keys, src, dst))
+    }
+
+    /// See [`ObjectStore::prefetch`].
+    pub fn prefetch<K: AsRef<[u8]>>(
+        &self,
+        keys: &[K],
+        src: Medium,
+        dst: Medium,
+    ) -> Vec<Result<()>> {
+        self.rt.block_on(self.inner.prefetch(keys, src, dst))
     }
 }

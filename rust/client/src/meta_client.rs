@@ -8,7 +8,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use memcache_core::Medium;
 use memcache_core::{Error, Key, KeyInfo, LocalServiceId, ReplicateConfig, Result};
+use memcache_meta::TierMove;
 use memcache_meta::{Allocation, LeaseId, Located, PutId};
 use memcache_proto::tarpc::client::RpcError;
 use memcache_proto::tarpc::context::Context;
@@ -232,6 +234,55 @@ impl MetaClient {
                 link.call(|rpc, ctx| {
                     let prefix = prefix.to_vec();
                     async move { rpc.keys(ctx, prefix, limit).await }
+                })
+                .await
+            }
+        }
+    }
+
+    /// Removes every committed object no reader holds; how many. Not repeated when
+    /// its answer is unknown (like `remove`).
+    pub async fn remove_all(&self) -> Result<usize> {
+        match self {
+            MetaClient::Embedded(pool) => {
+                let now = pool.clock().now_ms();
+                Ok(pool.meta().remove_all(now))
+            }
+            MetaClient::Remote(link) => {
+                link.call(|rpc, ctx| async move { rpc.remove_all(ctx).await })
+                    .await?
+            }
+        }
+    }
+
+    /// One step of an evict (repeatable: a key done stays done).
+    pub async fn evict(&self, keys: &[Key], src: Medium, dst: Medium) -> Vec<Result<TierMove>> {
+        match self {
+            MetaClient::Embedded(pool) => {
+                let now = pool.clock().now_ms();
+                pool.meta().evict(keys.to_vec(), src, dst, now)
+            }
+            MetaClient::Remote(link) => {
+                repeated_each(link, keys.len(), |rpc, ctx| {
+                    let keys = keys.to_vec();
+                    async move { rpc.evict(ctx, keys, src, dst).await }
+                })
+                .await
+            }
+        }
+    }
+
+    /// One step of a prefetch (repeatable).
+    pub async fn prefetch(&self, keys: &[Key], src: Medium, dst: Medium) -> Vec<Result<TierMove>> {
+        match self {
+            MetaClient::Embedded(pool) => {
+                let now = pool.clock().now_ms();
+                pool.meta().prefetch(keys, src, dst, now)
+            }
+            MetaClient::Remote(link) => {
+                repeated_each(link, keys.len(), |rpc, ctx| {
+                    let keys = keys.to_vec();
+                    async move { rpc.prefetch(ctx, keys, src, dst).await }
                 })
                 .await
             }

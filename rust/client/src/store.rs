@@ -7,11 +7,18 @@ use std::sync::{Arc, RwLock};
 use std::task::{Context, Waker};
 use std::time::Duration;
 
+use memcache_core::Medium;
 use memcache_core::{
     CopyDirection, Error, Key, KeyInfo, LocalServiceId, ReplicateConfig, Result, MAX_BATCH_OP_COUNT,
 };
 use memcache_local::check_room;
 use memcache_meta::Located;
+use memcache_meta::{check_evict_media, check_prefetch_media, TierMove};
+
+/// Least time `evict` and `prefetch` wait (see [`ObjectStore::tier_move_wait`]).
+const MIN_TIER_MOVE_WAIT: Duration = Duration::from_secs(10);
+/// Pause between two asks of a waiting `evict` or `prefetch`.
+const TIER_MOVE_POLL: Duration = Duration::from_millis(20);
 use memcache_proto::{parse_discovery, MetaLink};
 
 use crate::config::{ClientConfig, TransportKind};
@@ -593,6 +600,100 @@ impl ObjectStore {
                     .collect(),
                 Err(e) => vec![Err(e); ks.len()],
             }
+        })
+        .await
+    }
+
+    // ---- pool-wide operations of 1.3.0 ----
+
+    /// Removes every object of the pool (1.3.0 `remove_all`) in one decision of the
+    /// meta service; returns how many it removed. An object a reader holds at that
+    /// moment stays, as `remove` leaves it (-3104 there), and so do puts not yet
+    /// committed and objects being copied back from SSD into DRAM. -3017 when the meta group lost its leader meanwhile (the outcome is
+    /// unknown; the call is not repeated).
+    pub async fn remove_all(&self) -> Result<usize> {
+        self.session()?.meta.remove_all().await
+    }
+
+    /// Moves each object from DRAM to SSD (1.3.0 `evict`; only `src` DRAM, `dst` SSD,
+    /// otherwise every key gets -3000): waits until its SSD tier has written it (it is
+    /// handed to the tier before the tier's backlog) and no reader holds it, then
+    /// drops its DRAM replicas; afterwards it is on SSD only and gets read it from
+    /// there. One result per key: -3007 not found, -3013 when no local service that
+    /// holds it has an SSD tier, -3104 still held by a reader, -3004 not on SSD in time
+    /// (see [`Self::tier_move_wait`]). An object only on SSD already is Ok.
+    pub async fn evict<K: AsRef<[u8]>>(
+        &self,
+        keys: &[K],
+        src: Medium,
+        dst: Medium,
+    ) -> Vec<Result<()>> {
+        if let Err(e) = check_evict_media(src, dst) {
+            return all(keys.len(), e);
+        }
+        self.tier_move(keys, src, dst, true).await
+    }
+
+    /// Copies each object from SSD back into DRAM (1.3.0 `prefetch`; only `src` SSD,
+    /// `dst` DRAM, otherwise -3000), colder objects making room; waits until the DRAM
+    /// replica is readable. One result per key: -3007 not found, -3004 not back in
+    /// time. An object in DRAM already is Ok.
+    pub async fn prefetch<K: AsRef<[u8]>>(
+        &self,
+        keys: &[K],
+        src: Medium,
+        dst: Medium,
+    ) -> Vec<Result<()>> {
+        if let Err(e) = check_prefetch_media(src, dst) {
+            return all(keys.len(), e);
+        }
+        self.tier_move(keys, src, dst, false).await
+    }
+
+    /// How long `evict` and `prefetch` wait for the SSD tier and for readers: the
+    /// client's `timeout_ms`, at least 10 s (a reader's lease lasts up to 5 s).
+    pub fn tier_move_wait(&self) -> Duration {
+        Duration::from_millis(self.config.timeout_ms).max(MIN_TIER_MOVE_WAIT)
+    }
+
+    /// Asks the meta service again, with the keys still waiting, until every key is
+    /// answered or the wait is over.
+    async fn tier_move<K: AsRef<[u8]>>(
+        &self,
+        keys: &[K],
+        src: Medium,
+        dst: Medium,
+        evict: bool,
+    ) -> Vec<Result<()>> {
+        let give_up = tokio::time::Instant::now() + self.tier_move_wait();
+        self.keyed(keys, |s, ks| async move {
+            let mut out: Vec<Result<()>> = vec![Ok(()); ks.len()];
+            let mut waiting: Vec<usize> = (0..ks.len()).collect();
+            while !waiting.is_empty() {
+                let ask: Vec<Key> = waiting.iter().map(|&i| ks[i].clone()).collect();
+                let answers = if evict {
+                    s.meta.evict(&ask, src, dst).await
+                } else {
+                    s.meta.prefetch(&ask, src, dst).await
+                };
+                let mut still = Vec::new();
+                for (i, a) in waiting.into_iter().zip(answers) {
+                    out[i] = match a {
+                        Ok(TierMove::Done) => Ok(()),
+                        Ok(TierMove::Waiting(e)) => {
+                            still.push(i);
+                            Err(e)
+                        }
+                        Err(e) => Err(e),
+                    };
+                }
+                waiting = still;
+                if waiting.is_empty() || tokio::time::Instant::now() >= give_up {
+                    break;
+                }
+                tokio::time::sleep(TIER_MOVE_POLL).await;
+            }
+            out
         })
         .await
     }

@@ -62,6 +62,34 @@ impl Medium {
     }
 }
 
+/// 1.3.0's own media numbers, as its Python and C++ calls take them (`evict`'s
+/// `src_media` / `dst_media`, `prefetch`'s, `batch_alloc`'s `media`): `MEDIA_HBM` 0,
+/// `MEDIA_DRAM` 1, SSD 2 (evict defaults to 1 → 2, "DRAM->SSD"). They differ from
+/// [`Medium`]'s own values, which follow `mmc_buffer.type` (0 DRAM, 1 HBM): front ends
+/// convert at their edge with these two functions.
+impl Medium {
+    /// The medium of a 1.3.0 media number; another number is -3000.
+    pub fn from_media_type(v: u32) -> Result<Medium> {
+        match v {
+            0 => Ok(Medium::Hbm),
+            1 => Ok(Medium::Dram),
+            2 => Ok(Medium::Ssd),
+            _ => Err(Error::invalid(format!(
+                "media {v} is not 0 (HBM), 1 (DRAM) or 2 (SSD)"
+            ))),
+        }
+    }
+
+    /// This medium's 1.3.0 media number.
+    pub fn media_type(self) -> u32 {
+        match self {
+            Medium::Hbm => 0,
+            Medium::Dram => 1,
+            Medium::Ssd => 2,
+        }
+    }
+}
+
 /// The `direct` argument of puts and gets. "H" is the caller's host memory, "L" the
 /// caller's device memory, "G" the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -213,6 +241,15 @@ impl KeyInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn media_numbers_of_1_3_0_map_both_ways() {
+        for (v, m) in [(0, Medium::Hbm), (1, Medium::Dram), (2, Medium::Ssd)] {
+            assert_eq!(Medium::from_media_type(v).unwrap(), m);
+            assert_eq!(m.media_type(), v);
+        }
+        assert_eq!(Medium::from_media_type(3).unwrap_err().code(), -3000);
+    }
 
     #[test]
     fn directions_have_the_spec_values() {

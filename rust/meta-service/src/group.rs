@@ -13,9 +13,11 @@ use openraft::error::{CheckIsLeaderError, ForwardToLeader, RaftError};
 use openraft::{BasicNode, Raft, RaftMetrics, ServerState};
 use tokio::sync::{oneshot, watch, Notify};
 
+use memcache_core::Medium;
 use memcache_core::{
     Clock, Error, Key, KeyInfo, LocalServiceId, Result, SegmentId, MAX_BATCH_OP_COUNT,
 };
+use memcache_meta::TierMove;
 use memcache_meta::{
     promotions, AllocRequest, Allocation, Applied, Command, Joining, Leader, LeaseId, Located,
     Plan, PutId, StateMachine,
@@ -526,6 +528,70 @@ impl Group {
                 tracing::debug!(error = %e, "reclaiming");
             }
         }
+    }
+
+    // ---- pool-wide operations ----
+
+    /// Removes every committed object no reader holds: one decision (its keys doomed
+    /// together, see [`Leader::plan_remove_all`]), in turn with the other removals.
+    /// Like `remove`, a command whose fate is unknown makes the answer -3017.
+    pub async fn remove_all(self: &Arc<Self>) -> Result<usize> {
+        let this = self.clone();
+        // A task of its own: a caller that goes away cannot leave the keys doomed.
+        let task = tokio::spawn(async move {
+            let _one = this.removes.turn.lock().await;
+            let now = this.clock.now_ms();
+            let plans = this.decide(|leader, sm| leader.plan_remove_all(sm, now));
+            let (mut removed, mut failed) = (0, None);
+            for plan in plans {
+                for r in this.apply_plan(plan).await {
+                    match r {
+                        Ok(()) => removed += 1,
+                        Err(Error::ObjectNotFound) => {}
+                        Err(e) => failed = Some(e),
+                    }
+                }
+            }
+            match failed {
+                Some(e) => Err(e),
+                None => Ok(removed),
+            }
+        });
+        task.await
+            .unwrap_or_else(|e| Err(Error::Failed(format!("removing all: {e}"))))
+    }
+
+    /// One step of an evict from DRAM to SSD (see [`Leader::plan_evict`]), decided in
+    /// turn with allocations: both take memory replicas away.
+    pub async fn evict(
+        self: &Arc<Self>,
+        keys: Vec<Key>,
+        src: Medium,
+        dst: Medium,
+    ) -> Vec<Result<TierMove>> {
+        let n = keys.len();
+        let this = self.clone();
+        let task = tokio::spawn(async move {
+            let _one = this.allocs.turn.lock().await;
+            let now = this.clock.now_ms();
+            let plan = this.decide(|leader, sm| leader.plan_evict(sm, keys, src, dst, now));
+            this.apply_plan(plan).await
+        });
+        task.await
+            .unwrap_or_else(|e| vec![Err(Error::Failed(format!("evicting: {e}"))); n])
+    }
+
+    /// One step of a prefetch from SSD to DRAM (see [`Leader::plan_prefetch`]): the
+    /// SSD tiers' next rounds copy the objects back.
+    pub async fn prefetch(
+        &self,
+        keys: &[Key],
+        src: Medium,
+        dst: Medium,
+    ) -> std::result::Result<Vec<Result<TierMove>>, Redirect> {
+        self.read_barrier().await?;
+        let now = self.clock.now_ms();
+        Ok(self.decide(|leader, sm| leader.plan_prefetch(sm, keys, src, dst, now)))
     }
 
     // ---- membership ----

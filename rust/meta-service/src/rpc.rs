@@ -15,6 +15,7 @@ use openraft::raft::{
 use tarpc::context::Context;
 
 use memcache_core::{Error, Key, KeyInfo, LocalServiceId, Medium, ReplicateConfig, Result};
+use memcache_meta::TierMove;
 use memcache_meta::{AllocRequest, Allocation, Joining, LeaseId, Located, PutId};
 use memcache_proto::{
     DataEndpoint, MetaRpc, MetaStats, Registered, Registration, Reply, RoleInfo, SegmentView,
@@ -360,6 +361,51 @@ impl MetaRpc for Server {
             .0
             .traced("tracepoints", Tp::Query, || async { self.0.tracer.rows() })
             .await)
+    }
+
+    async fn remove_all(self, _: Context) -> Reply<Result<usize>> {
+        self.0.lead().await?;
+        Ok(self
+            .0
+            .traced("remove_all", Tp::BatchRemove, || async {
+                let out = self.0.group.remove_all().await;
+                if let Ok(n) = out {
+                    self.0.metrics.remove_ops.inc_by(n as u64);
+                }
+                out
+            })
+            .await)
+    }
+
+    async fn evict(
+        self,
+        _: Context,
+        keys: Vec<Key>,
+        src: Medium,
+        dst: Medium,
+    ) -> Reply<Vec<Result<TierMove>>> {
+        self.0.lead().await?;
+        Ok(self
+            .0
+            .traced("evict", Tp::BatchUpdate, || {
+                self.0.group.evict(keys, src, dst)
+            })
+            .await)
+    }
+
+    async fn prefetch(
+        self,
+        _: Context,
+        keys: Vec<Key>,
+        src: Medium,
+        dst: Medium,
+    ) -> Reply<Vec<Result<TierMove>>> {
+        self.0.lead().await?;
+        self.0
+            .traced("prefetch", Tp::BatchUpdate, || {
+                self.0.group.prefetch(&keys, src, dst)
+            })
+            .await
     }
 
     async fn role(self, _: Context) -> RoleInfo {

@@ -16,6 +16,7 @@ pub use state::{
     AllocItem, Allocation, Applied, Command, Counters, Image, Object, ObjectState, PutId,
     Recovered, Segment, SegmentSpec, ServiceInfo, StateMachine,
 };
+pub use store::{check_evict_media, check_prefetch_media, TierMove, REMOVE_ALL_CHUNK};
 pub use store::{
     promotions, AllocRequest, Joining, Leader, LeaseId, Located, MetaConfig, MetaStore, Plan,
     SsdAnswer, SsdReport, SsdWork, ToPromote, ToStore, MAX_OBJECT_BYTES,

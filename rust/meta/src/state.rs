@@ -233,6 +233,12 @@ pub enum Command {
     Promoted {
         items: Vec<(Key, PutId)>,
     },
+    /// An explicit evict (DRAM → SSD): each object that has an SSD replica loses its
+    /// DRAM replicas; one without an SSD replica is left as it is (-3101).
+    Demote {
+        now_ms: u64,
+        keys: Vec<Key>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -265,6 +271,7 @@ pub enum Applied {
     /// The memory each promoted object is to be copied into.
     Promoting(Vec<Result<Blob>>),
     Promoted(Vec<Result<()>>),
+    Demoted(Vec<Result<()>>),
 }
 
 /// Counters that only move forward, for metrics.
@@ -497,6 +504,9 @@ impl StateMachine {
                     .map(|(key, put)| self.promoted(&key, put))
                     .collect(),
             ),
+            Command::Demote { now_ms, keys } => {
+                Applied::Demoted(keys.iter().map(|key| self.demote(key, now_ms)).collect())
+            }
         }
     }
 

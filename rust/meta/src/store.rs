@@ -17,11 +17,13 @@ use crate::policy::PolicyKind;
 use crate::state::{Allocation, Applied, Command, PutId, Recovered, SegmentSpec, StateMachine};
 
 mod leases;
+mod moves;
 mod planner;
 mod tier;
 
 pub use leases::LeaseId;
 use leases::Leases;
+pub use moves::{check_evict_media, check_prefetch_media, TierMove, REMOVE_ALL_CHUNK};
 use planner::Planner;
 pub use tier::{promotions, SsdAnswer, SsdReport, SsdWork, ToPromote, ToStore};
 
@@ -206,6 +208,9 @@ pub struct Leader {
     /// eviction order: a new leader starts counting again.
     ssd_reads: FxHashMap<Key, u8>,
     to_promote: std::collections::BTreeMap<LocalServiceId, Vec<Key>>,
+    /// Objects an `evict` waits for, by the local service whose SSD tier is to store
+    /// them: handed to it before the rest of its backlog. Advice, like `to_promote`.
+    store_first: std::collections::BTreeMap<LocalServiceId, Vec<Key>>,
 }
 
 impl Leader {
@@ -218,6 +223,7 @@ impl Leader {
             next_lease_sweep_ms: 0,
             ssd_reads: FxHashMap::default(),
             to_promote: Default::default(),
+            store_first: Default::default(),
         })
     }
 
@@ -818,6 +824,39 @@ impl MetaStore {
     pub fn remove(&mut self, keys: Vec<Key>, now_ms: u64) -> Vec<Result<()>> {
         let plan = self.leader.plan_remove(&self.sm, keys, now_ms);
         self.run(plan)
+    }
+
+    /// Removes every committed object no reader holds (see
+    /// [`Leader::plan_remove_all`]); how many were removed.
+    pub fn remove_all(&mut self, now_ms: u64) -> usize {
+        let plans = self.leader.plan_remove_all(&self.sm, now_ms);
+        plans
+            .into_iter()
+            .map(|plan| self.run(plan).iter().filter(|r| r.is_ok()).count())
+            .sum()
+    }
+
+    /// One step of an evict from DRAM to SSD (see [`Leader::plan_evict`]).
+    pub fn evict(
+        &mut self,
+        keys: Vec<Key>,
+        src: Medium,
+        dst: Medium,
+        now_ms: u64,
+    ) -> Vec<Result<TierMove>> {
+        let plan = self.leader.plan_evict(&self.sm, keys, src, dst, now_ms);
+        self.run(plan)
+    }
+
+    /// One step of a prefetch from SSD to DRAM (see [`Leader::plan_prefetch`]).
+    pub fn prefetch(
+        &mut self,
+        keys: &[Key],
+        src: Medium,
+        dst: Medium,
+        now_ms: u64,
+    ) -> Vec<Result<TierMove>> {
+        self.leader.plan_prefetch(&self.sm, keys, src, dst, now_ms)
     }
 
     /// Rolls back puts whose lease ended, frees expired objects and forgets ended read

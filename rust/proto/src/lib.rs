@@ -8,7 +8,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tarpc::tokio_serde::formats::Bincode;
 
+use memcache_core::Medium;
 use memcache_core::{Error, Key, KeyInfo, LocalServiceId, ReplicateConfig, Result, SegmentId};
+pub use memcache_meta::TierMove;
 use memcache_meta::{Allocation, LeaseId, Located, PutId, Recovered, SegmentSpec};
 pub use memcache_meta::{SsdAnswer, SsdReport};
 use memcache_raft::{NodeId, TypeConfig};
@@ -174,6 +176,16 @@ pub trait MetaRpc {
     /// Up to `limit` stored keys that start with `prefix`, in byte order.
     async fn keys(prefix: Vec<u8>, limit: u32) -> Reply<Vec<Key>>;
     async fn tracepoints() -> Reply<Vec<TraceRow>>;
+
+    // ---- pool-wide operations of 1.3.0 ----
+    /// Removes every committed object no reader holds, decided at once by the leader;
+    /// how many were removed (leased objects and puts in flight stay).
+    async fn remove_all() -> Reply<Result<usize>>;
+    /// One step of an evict (`src` DRAM, `dst` SSD): done per key, or still waiting
+    /// for its SSD copy or its readers; ask again with the keys still waiting.
+    async fn evict(keys: Vec<Key>, src: Medium, dst: Medium) -> Reply<Vec<Result<TierMove>>>;
+    /// One step of a prefetch (`src` SSD, `dst` DRAM), like `evict`.
+    async fn prefetch(keys: Vec<Key>, src: Medium, dst: Medium) -> Reply<Vec<Result<TierMove>>>;
 
     // ---- the meta group ----
     /// Answered by every node, leader or not.

@@ -86,6 +86,38 @@ impl StateMachine {
         n
     }
 
+    /// Drops the DRAM replicas of an object that has an SSD replica (an explicit
+    /// evict to SSD). Ok also when it has no DRAM replica left.
+    pub(super) fn demote(&mut self, key: &Key, now_ms: u64) -> Result<()> {
+        let obj = match self.objects.get_mut(key) {
+            Some(o) if o.visible(now_ms) => o,
+            _ => return Err(Error::ObjectNotFound),
+        };
+        if !obj.blobs.iter().any(|b| b.medium == Medium::Dram) {
+            return Ok(());
+        }
+        if !obj.on_ssd() {
+            return Err(Error::UnmatchedState(format!("{key} has no SSD replica")));
+        }
+        let (dram, kept): (Vec<Blob>, Vec<Blob>) =
+            obj.blobs.iter().partition(|b| b.medium == Medium::Dram);
+        obj.blobs = kept;
+        let in_memory = obj.in_memory();
+        self.free_blobs(key, &dram);
+        if !in_memory {
+            self.policy.remove(key);
+        }
+        self.counters.demoted += 1;
+        Ok(())
+    }
+
+    /// The local service that should write `key` to its SSD segment (see
+    /// [`StateMachine::unstored`]); None once it is on SSD, or when no holder of a
+    /// memory replica has an SSD segment.
+    pub fn store_target_of(&self, key: &Key) -> Option<LocalServiceId> {
+        self.store_target(self.objects.get(key)?)
+    }
+
     /// Takes `key`'s replica off SSD segment `segment`; an object left with no replica
     /// goes.
     pub(super) fn drop_from_ssd(&mut self, key: &Key, segment: SegmentId) {

@@ -597,3 +597,220 @@ fn a_full_ssd_tier_drops_its_oldest_replicas() {
     );
     check_replay(&mut m);
 }
+
+fn media_of(m: &MetaStore, k: &str, now: u64) -> Vec<Medium> {
+    let info = m.key_info(&[key(k)], now).pop().unwrap();
+    assert_eq!(info.status, 0, "{k}");
+    info.locations.iter().map(|l| l.medium).collect()
+}
+
+#[test]
+fn remove_all_removes_every_unleased_object_in_one_decision() {
+    let mut m = store(2, 64 * MIB, MetaConfig::default());
+    let cfg = ReplicateConfig::with_replicas(2);
+    for i in 0..500 {
+        put(&mut m, &format!("k{i}"), 4096, &cfg, 10).unwrap();
+    }
+    let held = m.lookup(&[key("k7")], 11).pop().unwrap().unwrap();
+    let in_flight = m.alloc(vec![(key("pending"), 4096)], &cfg, 11).pop();
+    assert!(in_flight.unwrap().is_ok());
+    let mut journal = m.take_journal();
+    assert_eq!(m.remove_all(12), 499);
+    // One command: the leader decided it at once.
+    let step = m.take_journal();
+    assert_eq!(step.len(), 1);
+    assert!(matches!(&step[0], Command::Remove { keys, .. } if keys.len() == 499));
+    journal.extend(step);
+    // The object a reader holds stays (as `remove` leaves it), and so does the put
+    // in flight; everything else is gone and its space free.
+    assert_eq!(
+        m.exists(&[key("k7"), key("k8")], 13),
+        vec![Ok(true), Ok(false)]
+    );
+    assert_eq!(m.state().object_count(), 2);
+    assert_eq!(m.state().counters().removed, 499);
+    m.release(&[(key("k7"), held.lease)]);
+    assert_eq!(m.remove_all(14), 1);
+    assert_eq!(m.remove_all(15), 0);
+    let (used, _) = m.state().usage(Medium::Dram);
+    assert_eq!(used, 2 * 4096, "only the put in flight holds space");
+    journal.extend(m.take_journal());
+    let mut follower = StateMachine::new(PolicyKind::Lru);
+    for cmd in journal {
+        follower.apply(cmd);
+    }
+    assert_eq!(follower.fingerprint(), m.state().fingerprint());
+}
+
+#[test]
+fn remove_all_splits_a_huge_pool_into_bounded_commands() {
+    let mut m = store(1, 2048 * MIB, MetaConfig::default());
+    let cfg = ReplicateConfig::default();
+    let n = REMOVE_ALL_CHUNK + 10;
+    let items: Vec<(Key, u64)> = (0..n).map(|i| (key(&format!("k{i}")), 4096)).collect();
+    let mut done = Vec::new();
+    for chunk in items.chunks(MAX_BATCH_OP_COUNT) {
+        for (a, (k, _)) in m.alloc(chunk.to_vec(), &cfg, 1).into_iter().zip(chunk) {
+            done.push((k.clone(), a.unwrap().put_id));
+        }
+    }
+    for chunk in done.chunks(MAX_BATCH_OP_COUNT) {
+        assert!(m.commit(chunk.to_vec(), 2).iter().all(|r| r.is_ok()));
+    }
+    m.take_journal();
+    assert_eq!(m.remove_all(3), n);
+    assert_eq!(m.take_journal().len(), 2);
+    assert_eq!(m.state().object_count(), 0);
+}
+
+#[test]
+fn evict_waits_for_the_ssd_copy_then_drops_the_dram_replica() {
+    let mut m = tiered(64 * MIB, 256 * MIB);
+    let cfg = ReplicateConfig::default();
+    for i in 0..50 {
+        put(&mut m, &format!("old{i}"), 8192, &cfg, 10).unwrap();
+    }
+    put(&mut m, "k", 10_000, &cfg, 11).unwrap();
+    let (dram, ssd) = (Medium::Dram, Medium::Ssd);
+    // Not on SSD yet: the SSD tier gets it before its older backlog.
+    let r = m.evict(vec![key("k")], dram, ssd, 12);
+    assert!(
+        matches!(&r[0], Ok(TierMove::Waiting(Error::Timeout(_)))),
+        "{r:?}"
+    );
+    assert_eq!(m.ssd_work(0, 1).store[0].key, key("k"));
+    assert_eq!(media_of(&m, "k", 12), vec![dram]);
+    store_all(&mut m, 1, 13);
+    // On SSD: its DRAM replica goes, and reads find it on SSD.
+    assert_eq!(
+        m.evict(vec![key("k")], dram, ssd, 14),
+        vec![Ok(TierMove::Done)]
+    );
+    assert_eq!(media_of(&m, "k", 14), vec![ssd]);
+    let got = m.lookup(&[key("k")], 15).pop().unwrap().unwrap();
+    assert_eq!(got.blobs.len(), 1);
+    assert_eq!(got.blobs[0].medium, ssd);
+    assert_eq!(m.state().counters().demoted, 1);
+    // Again: nothing left to do.
+    assert_eq!(
+        m.evict(vec![key("k")], dram, ssd, 16),
+        vec![Ok(TierMove::Done)]
+    );
+    // A leased object waits for its reader; a missing key is not found.
+    let held = m.lookup(&[key("old3")], 17).pop().unwrap().unwrap();
+    let r = m.evict(vec![key("old3"), key("nope")], dram, ssd, 18);
+    assert_eq!(r[0], Ok(TierMove::Waiting(Error::LeaseNotExpired)));
+    assert_eq!(r[1], Err(Error::ObjectNotFound));
+    m.release(&[(key("old3"), held.lease)]);
+    assert_eq!(
+        m.evict(vec![key("old3")], dram, ssd, 19),
+        vec![Ok(TierMove::Done)]
+    );
+    assert_eq!(media_of(&m, "old3", 19), vec![ssd]);
+    // Only DRAM → SSD.
+    for (src, dst) in [(ssd, dram), (dram, dram), (Medium::Hbm, ssd)] {
+        let r = m.evict(vec![key("old4")], src, dst, 20);
+        assert_eq!(
+            r[0].as_ref().unwrap_err().code(),
+            -3000,
+            "{src:?} -> {dst:?}"
+        );
+    }
+    check_replay(&mut m);
+}
+
+#[test]
+fn evict_without_an_ssd_tier_is_refused() {
+    let mut m = store(1, 64 * MIB, MetaConfig::default());
+    put(&mut m, "k", 4096, &ReplicateConfig::default(), 1).unwrap();
+    let r = m.evict(vec![key("k")], Medium::Dram, Medium::Ssd, 2);
+    assert_eq!(r[0].as_ref().unwrap_err().code(), -3013);
+    assert_eq!(media_of(&m, "k", 2), vec![Medium::Dram]);
+}
+
+#[test]
+fn a_demote_that_meets_no_ssd_replica_changes_nothing() {
+    let mut sm = StateMachine::new(PolicyKind::Lru);
+    let mut m = tiered(64 * MIB, 256 * MIB);
+    put(&mut m, "k", 4096, &ReplicateConfig::default(), 1).unwrap();
+    for cmd in m.take_journal() {
+        sm.apply(cmd);
+    }
+    let fp = sm.fingerprint();
+    let cmd = Command::Demote {
+        now_ms: 2,
+        keys: vec![key("k"), key("nope")],
+    };
+    let Applied::Demoted(r) = sm.apply(cmd) else {
+        panic!("not a demotion")
+    };
+    assert_eq!(r[0].as_ref().unwrap_err().code(), -3101);
+    assert_eq!(r[1], Err(Error::ObjectNotFound));
+    assert_eq!(sm.fingerprint(), fp);
+}
+
+#[test]
+fn prefetch_copies_an_ssd_only_object_back_into_dram() {
+    let mut m = tiered(MIB, 64 * MIB);
+    let cfg = ReplicateConfig::default();
+    let (dram, ssd) = (Medium::Dram, Medium::Ssd);
+    put(&mut m, "k", 64 << 10, &cfg, 10).unwrap();
+    store_all(&mut m, 1, 11);
+    assert_eq!(
+        m.evict(vec![key("k")], dram, ssd, 12),
+        vec![Ok(TierMove::Done)]
+    );
+    // Fill DRAM past the high watermark: colder objects make room for it.
+    for i in 0..16 {
+        put(&mut m, &format!("fill{i}"), 64 << 10, &cfg, 13).unwrap();
+    }
+    let r = m.prefetch(&[key("k"), key("nope")], ssd, dram, 14);
+    assert!(matches!(&r[0], Ok(TierMove::Waiting(_))), "{r:?}");
+    assert_eq!(r[1], Err(Error::ObjectNotFound));
+    // Asked twice before the tier's round: queued once.
+    m.prefetch(&[key("k")], ssd, dram, 14);
+    let todo = m.promote(0, 256, 15);
+    assert_eq!(todo.len(), 1);
+    assert_eq!((todo[0].key.clone(), todo[0].blob.medium), (key("k"), dram));
+    // Copying: still waiting, and not queued again.
+    let r = m.prefetch(&[key("k")], ssd, dram, 16);
+    assert!(matches!(&r[0], Ok(TierMove::Waiting(_))), "{r:?}");
+    assert!(m.promote(0, 256, 16).is_empty());
+    assert_eq!(m.promoted(vec![(key("k"), todo[0].put)]), vec![Ok(())]);
+    assert_eq!(
+        m.prefetch(&[key("k")], ssd, dram, 17),
+        vec![Ok(TierMove::Done)]
+    );
+    assert_eq!(media_of(&m, "k", 17), vec![dram, ssd]);
+    let bad = m.prefetch(&[key("k")], dram, ssd, 18);
+    assert_eq!(bad[0].as_ref().unwrap_err().code(), -3000);
+    check_replay(&mut m);
+}
+
+#[test]
+fn remove_all_leaves_an_object_its_ssd_tier_is_copying_back() {
+    let mut m = tiered(16 * MIB, 64 * MIB);
+    let cfg = ReplicateConfig::default();
+    let (dram, ssd) = (Medium::Dram, Medium::Ssd);
+    put(&mut m, "k", 8192, &cfg, 10).unwrap();
+    put(&mut m, "x", 8192, &cfg, 10).unwrap();
+    store_all(&mut m, 1, 11);
+    assert_eq!(
+        m.evict(vec![key("k")], dram, ssd, 12),
+        vec![Ok(TierMove::Done)]
+    );
+    m.prefetch(&[key("k")], ssd, dram, 13);
+    let todo = m.promote(0, 256, 14);
+    assert_eq!(todo.len(), 1);
+    // The tier writes the staged memory until it reports: nothing frees it meanwhile.
+    assert_eq!(m.remove_all(15), 1);
+    assert_eq!(
+        m.exists(&[key("k"), key("x")], 15),
+        vec![Ok(true), Ok(false)]
+    );
+    assert_eq!(m.promoted(vec![(key("k"), todo[0].put)]), vec![Ok(())]);
+    assert_eq!(m.remove_all(16), 1);
+    assert_eq!(m.state().object_count(), 0);
+    assert_eq!(m.state().usage(dram).0, 0);
+    check_replay(&mut m);
+}

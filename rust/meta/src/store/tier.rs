@@ -143,6 +143,12 @@ impl Leader {
             let e = Error::invalid(format!("local service {service} has no SSD segment"));
             return Plan::refused(items.len(), e, tier_results);
         };
+        if let Some(first) = self.store_first.get_mut(&service) {
+            first.retain(|k| sm.store_target_of(k) == Some(service));
+            if first.is_empty() {
+                self.store_first.remove(&service);
+            }
+        }
         let seg = sm.segment(segment).expect("the service's segment");
         let incoming: u64 = items
             .iter()
@@ -200,9 +206,19 @@ impl Leader {
         let trash = trash.take(limit).cloned().collect();
         let mut bytes = 0;
         let mut store = Vec::new();
-        for key in sm.unstored(service) {
+        // Objects an evict waits for go first.
+        let first = self.store_first.get(&service);
+        let mut handed = rustc_hash::FxHashSet::default();
+        let keys = first.into_iter().flatten().chain(sm.unstored(service));
+        for key in keys {
             if store.len() >= limit || bytes >= max_bytes {
                 break;
+            }
+            if first.is_some() && !handed.insert(key) {
+                continue;
+            }
+            if sm.store_target_of(key) != Some(service) {
+                continue;
             }
             let Some(obj) = sm.object(key) else { continue };
             let Some(blob) = obj
