@@ -38,28 +38,6 @@ impl Medium {
             Medium::Ssd => "SSD",
         }
     }
-
-    /// The number 1.3.0's Python API and its `media` arguments use: HBM 0, DRAM 1, SSD 2
-    /// (`KeyInfo.type_list()`, `batch_alloc`, `evict`, `prefetch`).
-    pub fn api_code(self) -> u32 {
-        match self {
-            Medium::Hbm => 0,
-            Medium::Dram => 1,
-            Medium::Ssd => 2,
-        }
-    }
-
-    /// The medium of an [`api_code`](Medium::api_code); -3000 for any other number.
-    pub fn from_api_code(code: i64) -> Result<Medium> {
-        match code {
-            0 => Ok(Medium::Hbm),
-            1 => Ok(Medium::Dram),
-            2 => Ok(Medium::Ssd),
-            _ => Err(Error::invalid(format!(
-                "medium {code} is not 0 (HBM), 1 (DRAM) or 2 (SSD)"
-            ))),
-        }
-    }
 }
 
 /// 1.3.0's own media numbers, as its Python and C++ calls take them (`evict`'s

@@ -67,7 +67,7 @@ fn remove_all_empties_a_pool_of_processes_except_what_a_reader_holds() {
     let held = rt
         .block_on(link.call(|rpc, ctx| {
             let k = k7.clone();
-            async move { rpc.lookup(ctx, vec![k]).await }
+            async move { rpc.lookup(ctx, vec![k], 0).await }
         }))
         .unwrap()
         .pop()
