@@ -7,7 +7,8 @@ The seed's answers come from a fresh run when the seed is installed (`PEERS_DIR`
 ~/.cache/memcache-peers, set up by /work/shared/peers/setup.sh; the peers' scripts in
 /work/shared/peers or ../shared/peers beside the repository), else from the checked-in
 `compat/seed_answers.json`. `MMC_REQUIRE_SEED=1` makes a missing seed a failure.
-`MMC_UPDATE_SEED_ANSWERS=1` rewrites seed_answers.json from the fresh run (it fails otherwise
+`MMC_COMPAT_OURS_OUT=FILE` keeps ours' answers (compat/draft.py FILE prints the table entries
+of the differences not yet listed). `MMC_UPDATE_SEED_ANSWERS=1` rewrites seed_answers.json from the fresh run (it fails otherwise
 when they differ), `MMC_UPDATE_COMPAT_README=1` rewrites the README's compatibility table from
 differences.toml (it fails otherwise when they differ).
 """
@@ -118,6 +119,8 @@ def answers(seed_run, tmp_path_factory):
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
     assert p.returncode == 0 and out.exists(), "calls.py on ours exited with %s:\n%s" % (p.returncode, p.stdout[-3000:])
     ours = json.loads(out.read_text())
+    if os.environ.get("MMC_COMPAT_OURS_OUT"):  # for writing differences.toml entries
+        pathlib.Path(os.environ["MMC_COMPAT_OURS_OUT"]).write_text(out.read_text())
     if seed_run is None:
         return ours, json.loads(SEED_ANSWERS.read_text()), False
     return ours, seed_run.answers(), True
