@@ -201,16 +201,28 @@ def test_not_yet_implemented_is_true():
 
 
 def readme_table():
-    _, table = load_table()
+    """The README's mirror of differences.toml: the differences, then the signature differences
+    and the names not yet implemented."""
+    with open(TABLE, "rb") as f:
+        t = tomllib.load(f)
 
-    def cell(v):
-        return "`%s`" % json.dumps(v).replace("|", "\\|")
+    def cell(text):
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    def code(v):
+        return "`%s`" % cell(json.dumps(v))
 
     lines = [BEGIN, "| Call (`python/tests/compat/calls.py`) | Ours | 1.3.0 | Why |", "|---|---|---|---|"]
-    for name in sorted(table):
-        e = table[name]
-        lines.append("| %s | %s | %s | %s |" % (name.replace("|", "\\|"), cell(e["ours"]), cell(e["theirs"]),
-                                               e["why"].replace("|", "\\|").replace("\n", " ")))
+    for name, e in sorted(t.get("differences", {}).items()):
+        lines.append("| %s | %s | %s | %s |" % (cell(name), code(e["ours"]), code(e["theirs"]), cell(e["why"])))
+    api = t.get("api_differences", {})
+    if api:
+        lines += ["", "| Signature or docstring (`python/tests/test_compat_api.py`) | Differs | Why |", "|---|---|---|"]
+        for name, e in sorted(api.items()):
+            lines.append("| `%s` | %s | %s |" % (name, cell("; ".join(e["problems"])), cell(e["why"])))
+    nyi = t.get("not_yet_implemented", {}).get("names", [])
+    if nyi:
+        lines += ["", "Not yet implemented (calls that reach them differ): " + ", ".join("`%s`" % n for n in sorted(nyi)) + "."]
     lines.append(END)
     return "\n".join(lines)
 
