@@ -13,9 +13,11 @@ when they differ), `MMC_UPDATE_COMPAT_README=1` rewrites the README's compatibil
 differences.toml (it fails otherwise when they differ).
 """
 
+import contextlib
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -63,8 +65,11 @@ class SeedRun:
     def __init__(self, tools, out):
         peers, script = tools
         self.out = out
+        self.shm_before = set(shm_segments())
         self.log = open(str(out) + ".log", "w")
-        env = dict(os.environ, PEERS_DIR=str(peers))
+        self.tmp = out.parent / "tmp"  # the run's folder goes there (seed_meta_start: $TMPDIR)
+        self.tmp.mkdir()
+        env = dict(os.environ, PEERS_DIR=str(peers), TMPDIR=str(self.tmp))
         for k in list(env):
             if k.startswith("MMC_"):  # ours' configuration; the script sets the seed's own
                 del env[k]
@@ -80,16 +85,22 @@ class SeedRun:
         return json.loads(self.out.read_text())
 
     def stop(self):
-        """run_on_seed.sh stops its MetaService and removes its shm segments on SIGTERM."""
+        """Ends an unfinished run and cleans up after it as run_on_seed.sh would: the seed's
+        processes ignore SIGTERM, so its process group is killed, then the shm segments the run
+        made and its run folder are removed."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            for name in set(shm_segments()) - self.shm_before:
+                with contextlib.suppress(OSError):
+                    os.unlink("/dev/shm/" + name)
+        shutil.rmtree(self.tmp, ignore_errors=True)
         if not self.log.closed:
             self.log.close()
+
+
+def shm_segments():
+    return [n for n in os.listdir("/dev/shm") if n.startswith("memfabric_hybrid_")] if os.path.isdir("/dev/shm") else []
 
 
 @pytest.fixture(scope="module")
@@ -115,9 +126,15 @@ def answers(seed_run, tmp_path_factory):
     with meta_service() as url:
         env = dict(os.environ, MMC_CLIENT_DISCOVERY_URL=url, MMC_CLIENT_LOCAL__DRAM_SIZE=str(256 << 20))
         env.pop("MMC_CLIENT_CONFIG", None)
-        p = subprocess.run([sys.executable, str(CALLS), str(out)], env=env, cwd=str(out.parent),
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
-    assert p.returncode == 0 and out.exists(), "calls.py on ours exited with %s:\n%s" % (p.returncode, p.stdout[-3000:])
+        p = subprocess.Popen([sys.executable, str(CALLS), str(out)], env=env, cwd=str(out.parent),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        try:
+            log, _ = p.communicate(timeout=120)
+        finally:  # calls.py and the clients it starts
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+    assert p.returncode == 0 and out.exists(), "calls.py on ours exited with %s:\n%s" % (p.returncode, log[-3000:])
     ours = json.loads(out.read_text())
     if os.environ.get("MMC_COMPAT_OURS_OUT"):  # for writing differences.toml entries
         pathlib.Path(os.environ["MMC_COMPAT_OURS_OUT"]).write_text(out.read_text())
