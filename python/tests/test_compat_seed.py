@@ -21,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import warnings
 
 import pytest
 
@@ -77,11 +78,17 @@ class SeedRun:
                                      stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def answers(self, timeout=120):
+        """The seed's answers, or None when another seed MetaService held the host-wide lock
+        all along (unless MMC_REQUIRE_SEED=1)."""
         rc = self.proc.wait(timeout=timeout)
         self.log.close()
         if rc != 0 or not self.out.exists():
-            tail = pathlib.Path(str(self.out) + ".log").read_text()[-3000:]
-            pytest.fail("calls.py on the seed exited with %s:\n%s" % (rc, tail))
+            log = pathlib.Path(str(self.out) + ".log").read_text(errors="replace")
+            if "lock file is locked" in log and os.environ.get("MMC_REQUIRE_SEED") != "1":
+                warnings.warn("another seed MetaService held /tmp/mmc_meta_service.lock: "
+                              "compared with the checked-in answers")
+                return None
+            pytest.fail("calls.py on the seed exited with %s:\n%s" % (rc, log[-3000:]))
         return json.loads(self.out.read_text())
 
     def stop(self):
@@ -138,9 +145,10 @@ def answers(seed_run, tmp_path_factory):
     ours = json.loads(out.read_text())
     if os.environ.get("MMC_COMPAT_OURS_OUT"):  # for writing differences.toml entries
         pathlib.Path(os.environ["MMC_COMPAT_OURS_OUT"]).write_text(out.read_text())
-    if seed_run is None:
+    theirs = seed_run.answers() if seed_run is not None else None
+    if theirs is None:
         return ours, json.loads(SEED_ANSWERS.read_text()), False
-    return ours, seed_run.answers(), True
+    return ours, theirs, True
 
 
 def test_seed_answers_file_is_current(answers):
