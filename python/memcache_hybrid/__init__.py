@@ -7,6 +7,11 @@ configured like the C and C++ clients: the TOML file named by `MMC_CLIENT_CONFIG
 """
 
 from ._pymmc import (
+    AUTO,
+    G2H,
+    G2L,
+    H2G,
+    L2G,
     DistributedObjectStore,
     KeyInfo,
     MetaService,
@@ -17,4 +22,15 @@ from ._pymmc import (
 
 __version__ = _version
 
-__all__ = ["DistributedObjectStore", "ReplicateConfig", "KeyInfo", "MetaService", "MmcCopyDirect"]
+__all__ = [
+    "DistributedObjectStore",
+    "ReplicateConfig",
+    "KeyInfo",
+    "MetaService",
+    "MmcCopyDirect",
+    "L2G",
+    "G2L",
+    "G2H",
+    "H2G",
+    "AUTO",
+]

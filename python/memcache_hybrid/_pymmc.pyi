@@ -1,4 +1,5 @@
-"""Type stubs of the compiled extension, with its own docstrings (tests/test_stubs.py keeps them equal)."""
+"""Type stubs of the compiled extension, with its own docstrings (tests/test_stubs.py keeps
+them equal; python/stubgen.py writes this file)."""
 
 from enum import IntEnum
 from typing import List, Sequence, Union
@@ -11,42 +12,11 @@ IntRows = Union[Sequence[Ints], Buffer]
 
 __version__: str
 
-class MmcCopyDirect(IntEnum):
-    """Where a copy goes: host (`H`), device-local (`L`) or global pool (`G`) memory."""
-
-    SMEMB_COPY_L2G = 0
-    SMEMB_COPY_G2L = 1
-    SMEMB_COPY_G2H = 2
-    SMEMB_COPY_H2G = 3
-
-class ReplicateConfig:
-    """Configuration for replica allocation policy."""
-
-    replicaNum: int
-    """Replicas per object: 1 unless set, at most 8 (0 reads as 1)."""
-    preferredLocalServiceIDs: List[int]
-    """Local services that must hold replicas; unique, at most `replicaNum`."""
-    def __init__(self) -> None: ...
-
-class KeyInfo:
-    """Where an object lives: its size, and one location and medium per replica."""
-
-    def size(self) -> int:
-        """The object's size in bytes."""
-    def loc_list(self) -> List[int]:
-        """The local service of each replica."""
-    def type_list(self) -> List[int]:
-        """The medium of each replica (0 DRAM, 1 HBM, 2 SSD)."""
-
-class MetaService:
-    """The meta service, in this process."""
-    @staticmethod
-    def main() -> int:
-        """Start the meta service process directly. This is a blocking call: it serves until
-        SIGINT or SIGTERM, then returns 0 (or an error code if it could not start).
-        Configured like `mmc meta`: the TOML file named by `MMC_META_CONFIG`, then
-        `MMC_META_*` variables (`MMC_META_DISCOVERY_URL=tcp://127.0.0.1:5000`).
-        """
+L2G: int
+G2L: int
+G2H: int
+H2G: int
+AUTO: int
 
 class DistributedObjectStore:
     """A client of the pool: `init`, then the data calls, then `close`. Configured like the
@@ -80,21 +50,24 @@ class DistributedObjectStore:
         """Get local serviceId: the id of the local service `init` started, or a negative
         error code (-3019 before `init`, -3018 on a pure client).
         """
-    def put(self, key: str, buf: object, replicateConfig: ReplicateConfig = ...) -> int:
+    def put(self, key: str, buf: Buffer, replicateConfig: ReplicateConfig = ...) -> int:
         """Stores `buf` under `key`: any C-contiguous object with the buffer protocol (bytes,
         bytearray, memoryview, numpy array), copied once into the pool.
 
-        Returns 0, -3006 when the key exists, -3000 for bad input (a key of 256 bytes or more,
-        an empty or non-contiguous buffer), or another negative error code.
+        Returns 0 (also when the key exists: the first value stays, as in 1.3.0), -3000 for
+        bad input (a key of 256 bytes or more, an empty or non-contiguous buffer), or another
+        negative error code.
         """
-    def get(self, key: str) -> bytes:
-        """The value under `key` as bytes, or `b""` when it is missing or the call fails."""
+    def get(self, arg0: str) -> bytes:
+        """The value under the key `arg0` as bytes, or `b""` when it is missing or the call
+        fails.
+        """
     def put_from(
         self,
         key: str,
         buffer_ptr: int,
         size: int,
-        direct: int = MmcCopyDirect.SMEMB_COPY_H2G,
+        direct: int = 3,
         replicateConfig: ReplicateConfig = ...,
     ) -> int:
         """Put object data directly from a pre-allocated buffer: `size` bytes at the
@@ -102,12 +75,10 @@ class DistributedObjectStore:
         straight into the pool.
 
         `direct`: `SMEMB_COPY_H2G` (host memory, the default); device directions answer -3000
-        until a device tier exists. Returns 0, -3006 when the key exists, -3000 for a null
-        address or size 0, or another negative error code.
+        until a device tier exists. Returns 0 (also when the key exists: the first value
+        stays), -3000 for a null address or size 0, or another negative error code.
         """
-    def get_into(
-        self, key: str, buffer_ptr: int, size: int, direct: int = MmcCopyDirect.SMEMB_COPY_G2H
-    ) -> int:
+    def get_into(self, key: str, buffer_ptr: int, size: int, direct: int = 2) -> int:
         """Get object data directly into a pre-allocated buffer: the object under `key`
         is copied straight into `size` bytes at `buffer_ptr`, which must hold all of it.
 
@@ -119,22 +90,16 @@ class DistributedObjectStore:
         key: str,
         buffer_ptrs: Ints,
         sizes: Ints,
-        direct: int = MmcCopyDirect.SMEMB_COPY_H2G,
+        direct: int = 3,
         replicateConfig: ReplicateConfig = ...,
     ) -> int:
         """Stores one object made of layers (one KV block's per-layer buffers): the
         `sizes[i]` bytes at each `buffer_ptrs[i]`, in order, gathered straight into the pool.
 
-        Returns 0, -3000 when the lists differ in length or hold a null address or size 0,
-        -3006 when the key exists, or another negative error code.
+        Returns 0 (also when the key exists: the first value stays), -3000 when the lists
+        differ in length or hold a null address or size 0, or another negative error code.
         """
-    def get_into_layers(
-        self,
-        key: str,
-        buffer_ptrs: Ints,
-        sizes: Ints,
-        direct: int = MmcCopyDirect.SMEMB_COPY_G2H,
-    ) -> int:
+    def get_into_layers(self, key: str, buffer_ptrs: Ints, sizes: Ints, direct: int = 2) -> int:
         """Scatters the object under `key` over layers, in order: `sizes[i]` bytes at each
         `buffer_ptrs[i]` (normally the layout it was put with), straight from the pool.
 
@@ -146,7 +111,7 @@ class DistributedObjectStore:
         keys: List[str],
         buffer_ptrs: Ints,
         sizes: Ints,
-        direct: int = MmcCopyDirect.SMEMB_COPY_H2G,
+        direct: int = 3,
         replicateConfig: ReplicateConfig = ...,
     ) -> List[int]:
         """Put object data directly from pre-allocated buffers for multiple keys: key `i`
@@ -160,7 +125,7 @@ class DistributedObjectStore:
         keys: List[str],
         buffer_ptrs: Ints,
         sizes: Ints,
-        direct: int = MmcCopyDirect.SMEMB_COPY_G2H,
+        direct: int = 2,
     ) -> List[int]:
         """Get object data directly into pre-allocated buffers for multiple keys: key `i`
         into `sizes[i]` bytes at `buffer_ptrs[i]`. All copies are in flight at once.
@@ -173,7 +138,7 @@ class DistributedObjectStore:
         keys: List[str],
         buffer_ptrs: IntRows,
         sizes: IntRows,
-        direct: int = MmcCopyDirect.SMEMB_COPY_H2G,
+        direct: int = 3,
         replicateConfig: ReplicateConfig = ...,
     ) -> List[int]:
         """Stores one layered object per key: key `i` from the layers
@@ -188,7 +153,7 @@ class DistributedObjectStore:
         keys: List[str],
         buffer_ptrs: IntRows,
         sizes: IntRows,
-        direct: int = MmcCopyDirect.SMEMB_COPY_G2H,
+        direct: int = 2,
     ) -> List[int]:
         """Gets one layered object per key: key `i` scattered over the layers
         `buffer_ptrs[i][j]` / `sizes[i][j]`, as `get_into_layers` does, with every copy in flight
@@ -197,24 +162,143 @@ class DistributedObjectStore:
         Returns one code per key: lists of different lengths give -3000 for every key; a
         key whose own layers are bad gets -3000 and the others go on.
         """
-    def remove(self, key: str) -> int:
-        """Removes the object under `key`; 0, -3007 when it is missing, or another negative
-        error code.
+    def remove(self, arg0: str) -> int:
+        """Removes the object under the key `arg0`; 0, -3007 when it is missing, -3104 while a
+        reader holds it, or another negative error code.
         """
-    def remove_batch(self, keys: List[str]) -> List[int]:
-        """Removes the objects under `keys`; one code per key, as `remove` gives."""
-    def is_exist(self, key: str) -> int:
-        """1 if the object exists, 0 if not, a negative error code on failure."""
+    def remove_batch(self, arg0: List[str]) -> List[int]:
+        """Removes the objects under the keys `arg0`; one code per key, as `remove` gives."""
+    def remove_all(self) -> int:
+        """Removes every object of the pool that no reader holds and no writer is still
+        writing; 0 or a negative error code.
+        """
+    def is_exist(self, arg0: str) -> int:
+        """1 if the object under the key `arg0` exists, 0 if not, a negative error code on
+        failure.
+        """
     def batch_is_exist(self, keys: List[str]) -> List[int]:
         """Check if multiple objects exist. Returns list of results: 1 if exists, 0 if not
-        exists, a negative error code on failure.
+        exists, -1 if error (here: the error's negative code).
         """
-    def get_key_info(self, key: str) -> KeyInfo:
+    def get_key_info(self, key: str, flag: int = 1) -> KeyInfo:
         """Where the object under `key` lives: a `KeyInfo` with its size and the local
-        service and medium of each replica (size 0 and no replicas when it is missing).
+        service, medium and pool address of each replica (size 0 and no replicas when it
+        is missing). `flag` is accepted for 1.3.0's callers; every value answers the same.
         """
-    def batch_get_key_info(self, keys: List[str]) -> List[KeyInfo]:
+    def batch_get_key_info(self, keys: List[str], flag: int = 1) -> List[KeyInfo]:
         """One `KeyInfo` per key, as `get_key_info` gives."""
+    def put_batch(
+        self,
+        keys: List[str],
+        values: List[Buffer],
+        replicateConfig: ReplicateConfig = ...,
+    ) -> int:
+        """Stores each of `values` (objects with the buffer protocol) under the key of the same
+        index, all in one batch. Returns 0 when every key is stored (a key that exists
+        keeps its first value), else the first failing key's negative code; -3000 when the
+        lists differ in length or a value is not a C-contiguous buffer.
+        """
+    def get_batch(self, arg0: List[str]) -> List[bytes]:
+        """The values under the keys `arg0`, as `get` gives each (`b""` for a missing key)."""
+    def evict(
+        self,
+        keys: List[str],
+        src_media: int = ...,
+        dst_media: int = ...,
+        flags: int = 0,
+    ) -> int:
+        """Evict keys from src_media to dst_media. Only DRAM->SSD supported. Returns 0 on
+        success.
+
+        Media as 1.3.0 numbers them: 1 DRAM, 2 SSD. Each object is written to its local
+        service's SSD tier (if it is not there yet), then its DRAM replicas are dropped;
+        gets read it from SSD afterwards. Otherwise the first failing key's code: -3007
+        missing, -3013 no SSD tier, -3104 held by a reader, -3000 another media pair.
+        `flags` is accepted for 1.3.0's callers.
+        """
+    def prefetch(
+        self,
+        keys: List[str],
+        src_media: int = ...,
+        dst_media: int = ...,
+        flags: int = 0,
+    ) -> int:
+        """Prefetch keys from src_media to dst_media. Only SSD->DRAM supported. Returns 0 on
+        success.
+
+        Media as 1.3.0 numbers them: 2 SSD, 1 DRAM. Each object only on SSD is copied back
+        into DRAM (colder objects make room); one already in DRAM is done. Otherwise the
+        first failing key's code: -3007 missing, -3004 not back in time, -3000 another
+        media pair. `flags` is accepted for 1.3.0's callers.
+        """
+    def batch_alloc(
+        self,
+        keys: List[str],
+        sizes: Ints,
+        media: int = ...,
+        leaseTtlMs: int = 0,
+    ) -> List[int]:
+        """Allocates an object of `sizes[i]` bytes under each key for writing in place and
+        returns its pool address (a positive integer), or the key's negative error code.
+
+        Fill the addresses with `batch_copy` (any number of pieces, from any thread), then
+        end with `batch_write_finish`. `media`: 1 (DRAM; other media answer -3000).
+        `leaseTtlMs`: how long the allocation lasts (0: the pool's put lease); after it,
+        copies into it are refused (-3106) and it is rolled back. Asking again for a key
+        this client is still writing returns the same address; a key that exists answers
+        -3006.
+        """
+    def batch_copy(
+        self,
+        gva_ptrs: Ints,
+        buffer_ptrs: Ints,
+        sizes: Ints,
+        direct: int = ...,
+        flag: int = 0,
+    ) -> int:
+        """Copies `sizes[i]` bytes between the buffer at `buffer_ptrs[i]` and the pool address
+        `gva_ptrs[i]`: into the pool with `direct` 3 (H2G), out of it with 2 (G2H), either
+        with 9 (AUTO: as the address's grant says). Returns 0 or a negative error code.
+
+        An address must lie, with its size, inside an allocation of this client
+        (`batch_alloc`, until `batch_write_finish`) for writing, or inside a replica this
+        client holds a read lease on (`batch_add_lease`, addresses from `gva_list()`) for
+        reading. Every copy is checked before any byte moves: -3102 outside them, -3101 the
+        wrong way, -3106 after the allocation or lease ended, -3000 for bad buffers or
+        lists of different lengths. Device directions (0 L2G, 1 G2L, the default) answer
+        -3000: this build has no device runtime. `flag` is accepted for 1.3.0's callers.
+        """
+    def batch_copy_layers(
+        self,
+        gva_ptrs: Ints,
+        buffer_ptrs: IntRows,
+        sizes: IntRows,
+        direct: int = ...,
+        flag: int = 0,
+    ) -> int:
+        """`batch_copy` of layers: piece `i` is the layers `buffer_ptrs[i][j]` /
+        `sizes[i][j]`, gathered into the pool from the address `gva_ptrs[i]` on, or
+        scattered out of it. Returns 0 or a negative error code, as `batch_copy`.
+        """
+    def batch_write_finish(self, keys: List[str], res: List[int]) -> List[int]:
+        """Notify meta service that the writes for the given keys are finished. res is per-key
+        write result (0=OK, non-zero=FAIL). Returns per-key meta service update result.
+
+        A key whose result is 0 becomes visible to every reader; any other is rolled back
+        (answer 0 once done). -3000 for a key this client is not writing (or lists of
+        different lengths, for every key); -3106, and a rollback, for an allocation whose
+        lease has ended.
+        """
+    def batch_add_lease(self, keys: List[str], leaseTtlMs: int = 0) -> List[int]:
+        """Leases each object for reading in place: until `batch_remove_lease` or the end of
+        the lease (`leaseTtlMs`, 0: the pool's read lease), it cannot be removed or
+        evicted, and the addresses of its `get_key_info(key).gva_list()` can be read with
+        `batch_copy`. One code per key: 0, -3007 when missing.
+        """
+    def batch_remove_lease(self, keys: List[str]) -> int:
+        """Releases the read leases this client holds on the keys; their addresses read
+        nothing any more. 0, or -3000 (and nothing released) when a key holds no lease here.
+        """
     def register_buffer(self, buffer_ptr: int, size: int) -> int:
         """Register a memory buffer for direct access operations: `size` bytes at
         `buffer_ptr` that later pointer calls will use. Optional on host memory (every call
@@ -222,6 +306,52 @@ class DistributedObjectStore:
         -3000 for a null address, size 0, or an overlap with another registered region.
         """
     def unregister_buffer(self, buffer_ptr: int, size: int) -> int:
-        """Forgets a buffer `register_buffer` registered; 0, or -3000 when no region of that
-        address and size is registered.
+        """UnRegister a memory buffer for direct access operations: forgets a buffer
+        `register_buffer` registered; 0, or -3000 when no region of that address and size is
+        registered.
         """
+
+class ReplicateConfig:
+    """Configuration for replica allocation policy."""
+
+    preferredLocalServiceIDs: List[int]
+    """List of instance IDs for forced storage. The values in the list must be unique,
+    and the list size must be equal to replicaNum. (Here: at most `replicaNum`; the
+    pool places the other replicas.)
+    """
+    replicaNum: int
+    """Less than or equal to 8. Replicas per object: 1 unless set (0 reads as 1)."""
+    def __init__(self) -> None: ...
+
+class KeyInfo:
+    """Where an object lives: its size, and one location and medium per replica."""
+
+    def size(self) -> int:
+        """The object's size in bytes."""
+    def loc_list(self) -> List[int]:
+        """The local service of each replica."""
+    def type_list(self) -> List[int]:
+        """The medium of each replica, numbered as 1.3.0 numbers media: 0 HBM, 1 DRAM, 2 SSD."""
+    def gva_list(self) -> List[int]:
+        """The pool address of each replica, for `batch_copy` under a read lease
+        (`batch_add_lease`); 0 for a replica that has none.
+        """
+
+class MetaService:
+    """Class for memcache meta service process: the meta service, in this process."""
+
+    @staticmethod
+    def main() -> int:
+        """Start the meta service process directly. This is a blocking call. It serves until
+        SIGINT or SIGTERM, then returns 0 (or an error code if it could not start).
+        Configured like `mmc meta`: the TOML file named by `MMC_META_CONFIG`, then
+        `MMC_META_*` variables (`MMC_META_DISCOVERY_URL=tcp://127.0.0.1:5000`).
+        """
+
+class MmcCopyDirect(IntEnum):
+    """Where a copy goes: host (`H`), device-local (`L`) or global pool (`G`) memory."""
+
+    SMEMB_COPY_L2G = 0
+    SMEMB_COPY_G2L = 1
+    SMEMB_COPY_G2H = 2
+    SMEMB_COPY_H2G = 3

@@ -11,7 +11,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 
 use memcache_client::{BlockingObjectStore, ClientConfig};
-use memcache_core::{catch_panic, code_of, Error, Result};
+use memcache_core::{catch_panic, code_of, put_code, Error, Medium, Result};
 
 /// Where a copy goes: host (`H`), device-local (`L`) or global pool (`G`) memory.
 #[pyclass(eq, eq_int)]
@@ -26,6 +26,12 @@ enum MmcCopyDirect {
 
 const G2H: i32 = MmcCopyDirect::SMEMB_COPY_G2H as i32;
 const H2G: i32 = MmcCopyDirect::SMEMB_COPY_H2G as i32;
+const G2L: i32 = MmcCopyDirect::SMEMB_COPY_G2L as i32;
+/// 1.3.0's `direct` value that lets the pool decide the direction.
+const AUTO: i32 = memcache_client::raw::AUTO;
+/// 1.3.0's media numbers of DRAM and SSD (see `Medium::from_media_type`).
+const DRAM: u32 = 1;
+const SSD: u32 = 2;
 
 /// A copy direction as callers give it: an `MmcCopyDirect`, or its integer value.
 #[derive(Clone, Copy)]
@@ -45,9 +51,11 @@ impl<'py> FromPyObject<'py> for Direct {
 #[derive(Clone)]
 #[allow(non_snake_case)]
 struct ReplicateConfig {
-    /// Replicas per object: 1 unless set, at most 8 (0 reads as 1).
+    /// Less than or equal to 8. Replicas per object: 1 unless set (0 reads as 1).
     replicaNum: u32,
-    /// Local services that must hold replicas; unique, at most `replicaNum`.
+    /// List of instance IDs for forced storage. The values in the list must be unique,
+    /// and the list size must be equal to replicaNum. (Here: at most `replicaNum`; the
+    /// pool places the other replicas.)
     preferredLocalServiceIDs: Vec<u32>,
 }
 
@@ -96,9 +104,19 @@ impl KeyInfo {
         self.0.locations.iter().map(|l| l.service).collect()
     }
 
-    /// The medium of each replica (0 DRAM, 1 HBM, 2 SSD).
+    /// The medium of each replica, numbered as 1.3.0 numbers media: 0 HBM, 1 DRAM, 2 SSD.
     fn type_list(&self) -> Vec<u32> {
-        self.0.locations.iter().map(|l| l.medium as u32).collect()
+        self.0
+            .locations
+            .iter()
+            .map(|l| l.medium.media_type())
+            .collect()
+    }
+
+    /// The pool address of each replica, for `batch_copy` under a read lease
+    /// (`batch_add_lease`); 0 for a replica that has none.
+    fn gva_list(&self) -> Vec<u64> {
+        self.0.locations.iter().map(|l| l.gva).collect()
     }
 
     fn __str__(&self) -> String {
@@ -119,6 +137,16 @@ impl KeyInfo {
 
 fn codes<T>(rs: &[Result<T>]) -> Vec<i32> {
     rs.iter().map(code_of).collect()
+}
+
+/// Per-key codes of a put, as 1.3.0 answers them (an existing key is 0).
+fn put_codes(rs: &[Result<()>]) -> Vec<i32> {
+    rs.iter().map(put_code).collect()
+}
+
+/// One code for a whole batch: 0, or the first key's error.
+fn first_code(codes: impl IntoIterator<Item = i32>) -> i32 {
+    codes.into_iter().find(|&c| c != 0).unwrap_or(0)
 }
 
 /// A `bytes` object that `get` reads the value straight into, with the GIL released:
@@ -185,6 +213,28 @@ impl DistributedObjectStore {
             Some(s) => catch_panic(None, || Some(f(s))).unwrap_or_else(|| refuse(-1)),
             None => refuse(Error::ClientNotInitialized.code()),
         }
+    }
+
+    /// `evict` or `prefetch` of `keys` between 1.3.0's media numbers: 0, or the first
+    /// failing key's code.
+    fn tier_move(
+        &self,
+        py: Python<'_>,
+        keys: Vec<String>,
+        src: u32,
+        dst: u32,
+        call: fn(&BlockingObjectStore, &[String], Medium, Medium) -> Vec<Result<()>>,
+    ) -> i32 {
+        let media =
+            Medium::from_media_type(src).and_then(|s| Ok((s, Medium::from_media_type(dst)?)));
+        let (src, dst) = match media {
+            Ok(m) => m,
+            Err(e) => return e.code(),
+        };
+        self.with_store(
+            |c| c,
+            |s| first_code(codes(&py.allow_threads(|| call(s, &keys, src, dst)))),
+        )
     }
 
     /// Runs `call` on the store with the GIL released, for the calls that answer one code
@@ -349,8 +399,9 @@ impl DistributedObjectStore {
     /// Stores `buf` under `key`: any C-contiguous object with the buffer protocol (bytes,
     /// bytearray, memoryview, numpy array), copied once into the pool.
     ///
-    /// Returns 0, -3006 when the key exists, -3000 for bad input (a key of 256 bytes or more,
-    /// an empty or non-contiguous buffer), or another negative error code.
+    /// Returns 0 (also when the key exists: the first value stays, as in 1.3.0), -3000 for
+    /// bad input (a key of 256 bytes or more, an empty or non-contiguous buffer), or another
+    /// negative error code.
     #[pyo3(signature = (key, buf, replicateConfig = ReplicateConfig::default()))]
     #[allow(non_snake_case)]
     fn put(
@@ -370,19 +421,20 @@ impl DistributedObjectStore {
                 let config = replicateConfig.to_core();
                 // SAFETY: the exported buffer stays alive and unmoved while `buf` is held,
                 // and is only read.
-                code_of(&py.allow_threads(|| unsafe {
+                put_code(&py.allow_threads(|| unsafe {
                     s.put_from_ptr(key.as_bytes(), addr as *const c_void, len, H2G, &config)
                 }))
             },
         )
     }
 
-    /// The value under `key` as bytes, or `b""` when it is missing or the call fails.
-    fn get<'py>(&self, py: Python<'py>, key: &str) -> Bound<'py, PyBytes> {
+    /// The value under the key `arg0` as bytes, or `b""` when it is missing or the call
+    /// fails.
+    fn get<'py>(&self, py: Python<'py>, arg0: &str) -> Bound<'py, PyBytes> {
         let got = self.with_store(
             |_| None,
             |s| {
-                py.allow_threads(|| s.get_with(key, FreshBytes::new).map(|b| b.bytes))
+                py.allow_threads(|| s.get_with(arg0, FreshBytes::new).map(|b| b.bytes))
                     .ok()
             },
         );
@@ -397,9 +449,12 @@ impl DistributedObjectStore {
     /// straight into the pool.
     ///
     /// `direct`: `SMEMB_COPY_H2G` (host memory, the default); device directions answer -3000
-    /// until a device tier exists. Returns 0, -3006 when the key exists, -3000 for a null
-    /// address or size 0, or another negative error code.
-    #[pyo3(signature = (key, buffer_ptr, size, direct = Direct(H2G), replicateConfig = ReplicateConfig::default()))]
+    /// until a device tier exists. Returns 0 (also when the key exists: the first value
+    /// stays), -3000 for a null address or size 0, or another negative error code.
+    #[pyo3(
+        signature = (key, buffer_ptr, size, direct = Direct(H2G), replicateConfig = ReplicateConfig::default()),
+        text_signature = "($self, key, buffer_ptr, size, direct=3, replicateConfig=...)"
+    )]
     #[allow(non_snake_case)]
     fn put_from(
         &self,
@@ -425,7 +480,10 @@ impl DistributedObjectStore {
     ///
     /// `direct`: `SMEMB_COPY_G2H` (the default). Returns 0, -3007 when the key is missing,
     /// -3000 for a null address or a buffer smaller than the object, or another negative code.
-    #[pyo3(signature = (key, buffer_ptr, size, direct = Direct(G2H)))]
+    #[pyo3(
+        signature = (key, buffer_ptr, size, direct = Direct(G2H)),
+        text_signature = "($self, key, buffer_ptr, size, direct=2)"
+    )]
     fn get_into(
         &self,
         py: Python<'_>,
@@ -440,9 +498,12 @@ impl DistributedObjectStore {
     /// Stores one object made of layers (one KV block's per-layer buffers): the
     /// `sizes[i]` bytes at each `buffer_ptrs[i]`, in order, gathered straight into the pool.
     ///
-    /// Returns 0, -3000 when the lists differ in length or hold a null address or size 0,
-    /// -3006 when the key exists, or another negative error code.
-    #[pyo3(signature = (key, buffer_ptrs, sizes, direct = Direct(H2G), replicateConfig = ReplicateConfig::default()))]
+    /// Returns 0 (also when the key exists: the first value stays), -3000 when the lists
+    /// differ in length or hold a null address or size 0, or another negative error code.
+    #[pyo3(
+        signature = (key, buffer_ptrs, sizes, direct = Direct(H2G), replicateConfig = ReplicateConfig::default()),
+        text_signature = "($self, key, buffer_ptrs, sizes, direct=3, replicateConfig=...)"
+    )]
     #[allow(non_snake_case)]
     fn put_from_layers(
         &self,
@@ -468,7 +529,10 @@ impl DistributedObjectStore {
     ///
     /// Returns 0, -3007 when the key is missing, -3000 when the lists differ in length, the
     /// layers overlap or hold less than the object, or another negative error code.
-    #[pyo3(signature = (key, buffer_ptrs, sizes, direct = Direct(G2H)))]
+    #[pyo3(
+        signature = (key, buffer_ptrs, sizes, direct = Direct(G2H)),
+        text_signature = "($self, key, buffer_ptrs, sizes, direct=2)"
+    )]
     fn get_into_layers(
         &self,
         py: Python<'_>,
@@ -491,7 +555,10 @@ impl DistributedObjectStore {
     ///
     /// Returns one code per key as `put_from` does; lists of different lengths give -3000
     /// for every key.
-    #[pyo3(signature = (keys, buffer_ptrs, sizes, direct = Direct(H2G), replicateConfig = ReplicateConfig::default()))]
+    #[pyo3(
+        signature = (keys, buffer_ptrs, sizes, direct = Direct(H2G), replicateConfig = ReplicateConfig::default()),
+        text_signature = "($self, keys, buffer_ptrs, sizes, direct=3, replicateConfig=...)"
+    )]
     #[allow(non_snake_case)]
     fn batch_put_from(
         &self,
@@ -507,7 +574,7 @@ impl DistributedObjectStore {
             let bufs = pointers(&buffer_ptrs.0, |a| a as *const c_void);
             // SAFETY: the caller promises each address holds its size in readable bytes for
             // the call; the raw layer checks what can be checked.
-            codes(&unsafe {
+            put_codes(&unsafe {
                 s.batch_put_from_ptr(&key_bytes(&keys), &bufs, &sizes.0, direct.0, &config)
             })
         })
@@ -518,7 +585,10 @@ impl DistributedObjectStore {
     ///
     /// Returns one code per key as `get_into` does; lists of different lengths give -3000
     /// for every key.
-    #[pyo3(signature = (keys, buffer_ptrs, sizes, direct = Direct(G2H)))]
+    #[pyo3(
+        signature = (keys, buffer_ptrs, sizes, direct = Direct(G2H)),
+        text_signature = "($self, keys, buffer_ptrs, sizes, direct=2)"
+    )]
     fn batch_get_into(
         &self,
         py: Python<'_>,
@@ -541,7 +611,10 @@ impl DistributedObjectStore {
     ///
     /// Returns one code per key: lists of different lengths give -3000 for every key; a
     /// key whose own layers are bad gets -3000 and the others go on.
-    #[pyo3(signature = (keys, buffer_ptrs, sizes, direct = Direct(H2G), replicateConfig = ReplicateConfig::default()))]
+    #[pyo3(
+        signature = (keys, buffer_ptrs, sizes, direct = Direct(H2G), replicateConfig = ReplicateConfig::default()),
+        text_signature = "($self, keys, buffer_ptrs, sizes, direct=3, replicateConfig=...)"
+    )]
     #[allow(non_snake_case)]
     fn batch_put_from_layers(
         &self,
@@ -558,7 +631,9 @@ impl DistributedObjectStore {
             let (keys, bufs, sizes) = (key_bytes(&keys), slices(&bufs), slices(&sizes.0));
             // SAFETY: the caller promises each address holds its size in readable bytes for
             // the call; the raw layer checks what can be checked.
-            codes(&unsafe { s.batch_put_from_layers_ptr(&keys, &bufs, &sizes, direct.0, &config) })
+            put_codes(&unsafe {
+                s.batch_put_from_layers_ptr(&keys, &bufs, &sizes, direct.0, &config)
+            })
         })
     }
 
@@ -568,7 +643,10 @@ impl DistributedObjectStore {
     ///
     /// Returns one code per key: lists of different lengths give -3000 for every key; a
     /// key whose own layers are bad gets -3000 and the others go on.
-    #[pyo3(signature = (keys, buffer_ptrs, sizes, direct = Direct(G2H)))]
+    #[pyo3(
+        signature = (keys, buffer_ptrs, sizes, direct = Direct(G2H)),
+        text_signature = "($self, keys, buffer_ptrs, sizes, direct=2)"
+    )]
     fn batch_get_into_layers(
         &self,
         py: Python<'_>,
@@ -586,24 +664,31 @@ impl DistributedObjectStore {
         })
     }
 
-    /// Removes the object under `key`; 0, -3007 when it is missing, or another negative
-    /// error code.
-    fn remove(&self, py: Python<'_>, key: &str) -> i32 {
-        self.with_store(|c| c, |s| code_of(&py.allow_threads(|| s.remove(key))))
+    /// Removes the object under the key `arg0`; 0, -3007 when it is missing, -3104 while a
+    /// reader holds it, or another negative error code.
+    fn remove(&self, py: Python<'_>, arg0: &str) -> i32 {
+        self.with_store(|c| c, |s| code_of(&py.allow_threads(|| s.remove(arg0))))
     }
 
-    /// Removes the objects under `keys`; one code per key, as `remove` gives.
-    fn remove_batch(&self, py: Python<'_>, keys: Vec<String>) -> Vec<i32> {
-        self.per_key(py, keys.len(), |s| codes(&s.batch_remove(&keys)))
+    /// Removes the objects under the keys `arg0`; one code per key, as `remove` gives.
+    fn remove_batch(&self, py: Python<'_>, arg0: Vec<String>) -> Vec<i32> {
+        self.per_key(py, arg0.len(), |s| codes(&s.batch_remove(&arg0)))
     }
 
-    /// 1 if the object exists, 0 if not, a negative error code on failure.
-    fn is_exist(&self, py: Python<'_>, key: &str) -> i32 {
-        self.batch_is_exist(py, vec![key.to_string()])[0]
+    /// Removes every object of the pool that no reader holds and no writer is still
+    /// writing; 0 or a negative error code.
+    fn remove_all(&self, py: Python<'_>) -> i32 {
+        self.with_store(|c| c, |s| code_of(&py.allow_threads(|| s.remove_all())))
+    }
+
+    /// 1 if the object under the key `arg0` exists, 0 if not, a negative error code on
+    /// failure.
+    fn is_exist(&self, py: Python<'_>, arg0: &str) -> i32 {
+        self.batch_is_exist(py, vec![arg0.to_string()])[0]
     }
 
     /// Check if multiple objects exist. Returns list of results: 1 if exists, 0 if not
-    /// exists, a negative error code on failure.
+    /// exists, -1 if error (here: the error's negative code).
     fn batch_is_exist(&self, py: Python<'_>, keys: Vec<String>) -> Vec<i32> {
         self.per_key(py, keys.len(), |s| {
             s.batch_is_exist(&keys)
@@ -614,15 +699,19 @@ impl DistributedObjectStore {
     }
 
     /// Where the object under `key` lives: a `KeyInfo` with its size and the local
-    /// service and medium of each replica (size 0 and no replicas when it is missing).
-    fn get_key_info(&self, py: Python<'_>, key: &str) -> KeyInfo {
-        self.batch_get_key_info(py, vec![key.to_string()])
+    /// service, medium and pool address of each replica (size 0 and no replicas when it
+    /// is missing). `flag` is accepted for 1.3.0's callers; every value answers the same.
+    #[pyo3(signature = (key, flag = 1))]
+    fn get_key_info(&self, py: Python<'_>, key: &str, flag: u32) -> KeyInfo {
+        self.batch_get_key_info(py, vec![key.to_string()], flag)
             .pop()
             .expect("one key, one answer")
     }
 
     /// One `KeyInfo` per key, as `get_key_info` gives.
-    fn batch_get_key_info(&self, py: Python<'_>, keys: Vec<String>) -> Vec<KeyInfo> {
+    #[pyo3(signature = (keys, flag = 1))]
+    fn batch_get_key_info(&self, py: Python<'_>, keys: Vec<String>, flag: u32) -> Vec<KeyInfo> {
+        let _ = flag;
         let infos = self.with_store(
             |c| vec![Err(Error::from_code(c).unwrap_or(Error::Failed(String::new()))); keys.len()],
             |s| py.allow_threads(|| s.batch_get_key_info(&keys)),
@@ -636,6 +725,248 @@ impl DistributedObjectStore {
             .collect()
     }
 
+    /// Stores each of `values` (objects with the buffer protocol) under the key of the same
+    /// index, all in one batch. Returns 0 when every key is stored (a key that exists
+    /// keeps its first value), else the first failing key's negative code; -3000 when the
+    /// lists differ in length or a value is not a C-contiguous buffer.
+    #[pyo3(
+        signature = (keys, values, replicateConfig = ReplicateConfig::default()),
+        text_signature = "($self, keys, values, replicateConfig=...)"
+    )]
+    #[allow(non_snake_case)]
+    fn put_batch(
+        &self,
+        py: Python<'_>,
+        keys: Vec<String>,
+        values: Vec<PyBuffer<u8>>,
+        replicateConfig: ReplicateConfig,
+    ) -> i32 {
+        if keys.len() != values.len() || values.iter().any(|b| !b.is_c_contiguous()) {
+            return Error::invalid("").code();
+        }
+        let addrs: Vec<usize> = values.iter().map(|b| b.buf_ptr() as usize).collect();
+        let sizes: Vec<usize> = values.iter().map(|b| b.len_bytes()).collect();
+        let config = replicateConfig.to_core();
+        self.with_store(
+            |c| c,
+            |s| {
+                py.allow_threads(|| {
+                    let bufs = pointers(&addrs, |a| a as *const c_void);
+                    // SAFETY: the exported buffers stay alive and unmoved while `values`
+                    // holds them, and are only read.
+                    let done = unsafe {
+                        s.batch_put_from_ptr(&key_bytes(&keys), &bufs, &sizes, H2G, &config)
+                    };
+                    first_code(put_codes(&done))
+                })
+            },
+        )
+    }
+
+    /// The values under the keys `arg0`, as `get` gives each (`b""` for a missing key).
+    fn get_batch<'py>(&self, py: Python<'py>, arg0: Vec<String>) -> Vec<Bound<'py, PyBytes>> {
+        let got: Vec<Option<Py<PyBytes>>> = self.with_store(
+            |_| arg0.iter().map(|_| None).collect(),
+            |s| {
+                py.allow_threads(|| {
+                    arg0.iter()
+                        .map(|k| s.get_with(k, FreshBytes::new).map(|b| b.bytes).ok())
+                        .collect()
+                })
+            },
+        );
+        got.into_iter()
+            .map(|b| match b {
+                Some(bytes) => bytes.into_bound(py),
+                None => PyBytes::new(py, b""),
+            })
+            .collect()
+    }
+
+    /// Evict keys from src_media to dst_media. Only DRAM->SSD supported. Returns 0 on
+    /// success.
+    ///
+    /// Media as 1.3.0 numbers them: 1 DRAM, 2 SSD. Each object is written to its local
+    /// service's SSD tier (if it is not there yet), then its DRAM replicas are dropped;
+    /// gets read it from SSD afterwards. Otherwise the first failing key's code: -3007
+    /// missing, -3013 no SSD tier, -3104 held by a reader, -3000 another media pair.
+    /// `flags` is accepted for 1.3.0's callers.
+    #[pyo3(signature = (keys, src_media = DRAM, dst_media = SSD, flags = 0))]
+    fn evict(
+        &self,
+        py: Python<'_>,
+        keys: Vec<String>,
+        src_media: u32,
+        dst_media: u32,
+        flags: u32,
+    ) -> i32 {
+        let _ = flags;
+        self.tier_move(py, keys, src_media, dst_media, BlockingObjectStore::evict)
+    }
+
+    /// Prefetch keys from src_media to dst_media. Only SSD->DRAM supported. Returns 0 on
+    /// success.
+    ///
+    /// Media as 1.3.0 numbers them: 2 SSD, 1 DRAM. Each object only on SSD is copied back
+    /// into DRAM (colder objects make room); one already in DRAM is done. Otherwise the
+    /// first failing key's code: -3007 missing, -3004 not back in time, -3000 another
+    /// media pair. `flags` is accepted for 1.3.0's callers.
+    #[pyo3(signature = (keys, src_media = SSD, dst_media = DRAM, flags = 0))]
+    fn prefetch(
+        &self,
+        py: Python<'_>,
+        keys: Vec<String>,
+        src_media: u32,
+        dst_media: u32,
+        flags: u32,
+    ) -> i32 {
+        let _ = flags;
+        self.tier_move(
+            py,
+            keys,
+            src_media,
+            dst_media,
+            BlockingObjectStore::prefetch,
+        )
+    }
+
+    // ---- the in-place API ----
+
+    /// Allocates an object of `sizes[i]` bytes under each key for writing in place and
+    /// returns its pool address (a positive integer), or the key's negative error code.
+    ///
+    /// Fill the addresses with `batch_copy` (any number of pieces, from any thread), then
+    /// end with `batch_write_finish`. `media`: 1 (DRAM; other media answer -3000).
+    /// `leaseTtlMs`: how long the allocation lasts (0: the pool's put lease); after it,
+    /// copies into it are refused (-3106) and it is rolled back. Asking again for a key
+    /// this client is still writing returns the same address; a key that exists answers
+    /// -3006.
+    #[pyo3(signature = (keys, sizes, media = DRAM, leaseTtlMs = 0))]
+    #[allow(non_snake_case)]
+    fn batch_alloc(
+        &self,
+        py: Python<'_>,
+        keys: Vec<String>,
+        sizes: Ints,
+        media: u32,
+        leaseTtlMs: u64,
+    ) -> Vec<i64> {
+        let n = keys.len();
+        let media = match Medium::from_media_type(media) {
+            Ok(m) => m,
+            Err(e) => return vec![e.code() as i64; n],
+        };
+        let sizes: Vec<u64> = sizes.0.iter().map(|&s| s as u64).collect();
+        self.with_store(
+            |c| vec![c as i64; n],
+            |s| {
+                py.allow_threads(|| s.batch_alloc(&keys, &sizes, media, leaseTtlMs))
+                    .iter()
+                    .map(|r| r.as_ref().map_or_else(|e| e.code() as i64, |&g| g as i64))
+                    .collect()
+            },
+        )
+    }
+
+    /// Copies `sizes[i]` bytes between the buffer at `buffer_ptrs[i]` and the pool address
+    /// `gva_ptrs[i]`: into the pool with `direct` 3 (H2G), out of it with 2 (G2H), either
+    /// with 9 (AUTO: as the address's grant says). Returns 0 or a negative error code.
+    ///
+    /// An address must lie, with its size, inside an allocation of this client
+    /// (`batch_alloc`, until `batch_write_finish`) for writing, or inside a replica this
+    /// client holds a read lease on (`batch_add_lease`, addresses from `gva_list()`) for
+    /// reading. Every copy is checked before any byte moves: -3102 outside them, -3101 the
+    /// wrong way, -3106 after the allocation or lease ended, -3000 for bad buffers or
+    /// lists of different lengths. Device directions (0 L2G, 1 G2L, the default) answer
+    /// -3000: this build has no device runtime. `flag` is accepted for 1.3.0's callers.
+    #[pyo3(signature = (gva_ptrs, buffer_ptrs, sizes, direct = G2L, flag = 0))]
+    fn batch_copy(
+        &self,
+        py: Python<'_>,
+        gva_ptrs: Ints,
+        buffer_ptrs: Ints,
+        sizes: Ints,
+        direct: i32,
+        flag: u32,
+    ) -> i32 {
+        let _ = flag;
+        let gvas: Vec<u64> = gva_ptrs.0.iter().map(|&g| g as u64).collect();
+        self.with_store(
+            |c| c,
+            |s| {
+                py.allow_threads(|| {
+                    let bufs = pointers(&buffer_ptrs.0, |a| a as *mut c_void);
+                    // SAFETY: the caller promises each address holds its size in bytes
+                    // readable (into the pool) or writable (out of it) for the call; the
+                    // raw layer checks what can be checked, overlaps included.
+                    code_of(&unsafe { s.batch_copy_ptr(&gvas, &bufs, &sizes.0, direct) })
+                })
+            },
+        )
+    }
+
+    /// `batch_copy` of layers: piece `i` is the layers `buffer_ptrs[i][j]` /
+    /// `sizes[i][j]`, gathered into the pool from the address `gva_ptrs[i]` on, or
+    /// scattered out of it. Returns 0 or a negative error code, as `batch_copy`.
+    #[pyo3(signature = (gva_ptrs, buffer_ptrs, sizes, direct = G2L, flag = 0))]
+    fn batch_copy_layers(
+        &self,
+        py: Python<'_>,
+        gva_ptrs: Ints,
+        buffer_ptrs: IntRows,
+        sizes: IntRows,
+        direct: i32,
+        flag: u32,
+    ) -> i32 {
+        let _ = flag;
+        let gvas: Vec<u64> = gva_ptrs.0.iter().map(|&g| g as u64).collect();
+        self.with_store(
+            |c| c,
+            |s| {
+                py.allow_threads(|| {
+                    let bufs = buffer_ptrs.pointers(|a| a as *mut c_void);
+                    let (bufs, sizes) = (slices(&bufs), slices(&sizes.0));
+                    // SAFETY: as in `batch_copy`, for every layer.
+                    code_of(&unsafe { s.batch_copy_layers_ptr(&gvas, &bufs, &sizes, direct) })
+                })
+            },
+        )
+    }
+
+    /// Notify meta service that the writes for the given keys are finished. res is per-key
+    /// write result (0=OK, non-zero=FAIL). Returns per-key meta service update result.
+    ///
+    /// A key whose result is 0 becomes visible to every reader; any other is rolled back
+    /// (answer 0 once done). -3000 for a key this client is not writing (or lists of
+    /// different lengths, for every key); -3106, and a rollback, for an allocation whose
+    /// lease has ended.
+    fn batch_write_finish(&self, py: Python<'_>, keys: Vec<String>, res: Vec<i32>) -> Vec<i32> {
+        self.per_key(py, keys.len(), |s| {
+            codes(&s.batch_write_finish(&keys, &res))
+        })
+    }
+
+    /// Leases each object for reading in place: until `batch_remove_lease` or the end of
+    /// the lease (`leaseTtlMs`, 0: the pool's read lease), it cannot be removed or
+    /// evicted, and the addresses of its `get_key_info(key).gva_list()` can be read with
+    /// `batch_copy`. One code per key: 0, -3007 when missing.
+    #[pyo3(signature = (keys, leaseTtlMs = 0))]
+    #[allow(non_snake_case)]
+    fn batch_add_lease(&self, py: Python<'_>, keys: Vec<String>, leaseTtlMs: u64) -> Vec<i32> {
+        self.per_key(py, keys.len(), |s| {
+            codes(&s.batch_add_lease(&keys, leaseTtlMs))
+        })
+    }
+
+    /// Releases the read leases this client holds on the keys; their addresses read
+    /// nothing any more. 0, or -3000 (and nothing released) when a key holds no lease here.
+    fn batch_remove_lease(&self, py: Python<'_>, keys: Vec<String>) -> i32 {
+        self.with_store(
+            |c| c,
+            |s| code_of(&py.allow_threads(|| s.batch_remove_lease(&keys))),
+        )
+    }
+
     /// Register a memory buffer for direct access operations: `size` bytes at
     /// `buffer_ptr` that later pointer calls will use. Optional on host memory (every call
     /// works without it). Returns 0, -3005 when the region is registered already, or
@@ -647,8 +978,9 @@ impl DistributedObjectStore {
         )
     }
 
-    /// Forgets a buffer `register_buffer` registered; 0, or -3000 when no region of that
-    /// address and size is registered.
+    /// UnRegister a memory buffer for direct access operations: forgets a buffer
+    /// `register_buffer` registered; 0, or -3000 when no region of that address and size is
+    /// registered.
     fn unregister_buffer(&self, buffer_ptr: usize, size: usize) -> i32 {
         self.with_store(
             |c| c,
@@ -657,13 +989,13 @@ impl DistributedObjectStore {
     }
 }
 
-/// The meta service, in this process.
+/// Class for memcache meta service process: the meta service, in this process.
 #[pyclass]
 struct MetaService;
 
 #[pymethods]
 impl MetaService {
-    /// Start the meta service process directly. This is a blocking call: it serves until
+    /// Start the meta service process directly. This is a blocking call. It serves until
     /// SIGINT or SIGTERM, then returns 0 (or an error code if it could not start).
     /// Configured like `mmc meta`: the TOML file named by `MMC_META_CONFIG`, then
     /// `MMC_META_*` variables (`MMC_META_DISCOVERY_URL=tcp://127.0.0.1:5000`).
@@ -701,6 +1033,11 @@ fn _pymmc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ReplicateConfig>()?;
     m.add_class::<KeyInfo>()?;
     m.add_class::<MmcCopyDirect>()?;
+    m.add("L2G", MmcCopyDirect::SMEMB_COPY_L2G as i32)?;
+    m.add("G2L", G2L)?;
+    m.add("G2H", G2H)?;
+    m.add("H2G", H2G)?;
+    m.add("AUTO", AUTO)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

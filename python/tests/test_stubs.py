@@ -37,8 +37,16 @@ def stub_members(node):
     return public(names)
 
 
-def test_every_exported_class_is_in_the_stub():
-    assert set(memcache_hybrid.__all__) == set(stub_classes())
+def stub_constants():
+    tree = ast.parse(STUB.read_text())
+    return {node.target.id for node in tree.body
+            if isinstance(node, ast.AnnAssign) and not node.target.id.startswith("_")}
+
+
+def test_every_exported_class_and_constant_is_in_the_stub():
+    assert set(memcache_hybrid.__all__) == set(stub_classes()) | stub_constants()
+    for name in stub_constants():
+        assert isinstance(getattr(memcache_hybrid, name), int), name
 
 
 def test_the_version_is_the_distributions():
@@ -69,7 +77,7 @@ def test_stub_members_and_docstrings_match_the_module():
 
 
 def test_every_method_has_a_docstring():
-    for name in memcache_hybrid.__all__:
+    for name in stub_classes():
         cls = getattr(memcache_hybrid, name)
         for member in runtime_members(cls):
             value = getattr(cls, member)

@@ -171,6 +171,16 @@ pub fn code_of<T>(result: &Result<T>) -> i32 {
     }
 }
 
+/// What 1.3.0's front ends answer for a put: as [`code_of`], except that a key that
+/// exists already is 0 — the first value stays, and engines that store the same
+/// block twice (two workers computing one prefix) take that as success.
+pub fn put_code(result: &Result<()>) -> i32 {
+    match result {
+        Err(Error::DuplicatedObject) => 0,
+        r => code_of(r),
+    }
+}
+
 /// Runs `f` at a foreign boundary (C, C++, Python): a panic becomes `on_panic`, so
 /// nothing unwinds into the caller's runtime.
 pub fn catch_panic<T>(on_panic: T, f: impl FnOnce() -> T) -> T {
@@ -195,6 +205,13 @@ mod tests {
         assert_eq!(Error::from_code(0), None);
         assert_eq!(Error::from_code(-3012), None);
         assert_eq!(Error::from_code(-3100), None);
+    }
+
+    #[test]
+    fn a_put_of_an_existing_key_answers_zero() {
+        assert_eq!(put_code(&Err(Error::DuplicatedObject)), 0);
+        assert_eq!(put_code(&Err(Error::ObjectNotFound)), -3007);
+        assert_eq!(put_code(&Ok(())), 0);
     }
 
     #[test]

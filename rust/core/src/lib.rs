@@ -9,7 +9,7 @@ mod key;
 mod types;
 
 pub use clock::Clock;
-pub use error::{catch_panic, code_of, Error, Result};
+pub use error::{catch_panic, code_of, put_code, Error, Result};
 pub use key::{Key, MAX_KEY_LEN};
 pub use types::{
     Blob, BlobLocation, CopyDirection, KeyInfo, LocalServiceId, Medium, ReplicateConfig, SegmentId,
