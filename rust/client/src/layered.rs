@@ -33,14 +33,23 @@ pub fn load<T: Serialize + DeserializeOwned + Default>(
             .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
         table = canonicalize(file, &canonical);
     }
-    let mut env: Vec<(String, String)> = std::env::vars()
-        .filter_map(|(k, v)| {
-            let key = k.strip_prefix(env_prefix)?;
-            Some((key.to_ascii_lowercase().replace("__", "."), v))
-        })
-        .collect();
-    env.sort();
-    for (key, value) in env {
+    apply(table, env_prefix, sets)
+}
+
+/// `base`, then the environment variables that start with `env_prefix` and `sets`, as
+/// in [`load`]: how a configuration from another source (1.3.0's files) still honours
+/// the `MMC_*_` variables and `--set`.
+pub fn overlay<T: Serialize + DeserializeOwned>(
+    base: T,
+    env_prefix: &str,
+    sets: &[String],
+) -> Result<T> {
+    let table = Table::try_from(base).map_err(|e| Error::Failed(format!("configuration: {e}")))?;
+    apply(table, env_prefix, sets)
+}
+
+fn apply<T: DeserializeOwned>(mut table: Table, env_prefix: &str, sets: &[String]) -> Result<T> {
+    for (key, value) in env_pairs(env_prefix) {
         set(&mut table, &key, &value);
     }
     for s in sets {
@@ -52,6 +61,18 @@ pub fn load<T: Serialize + DeserializeOwned + Default>(
     table
         .try_into()
         .map_err(|e: toml::de::Error| Error::invalid(format!("configuration: {}", e.message())))
+}
+
+/// The variables that start with `env_prefix`, as dotted lower-case keys, sorted.
+fn env_pairs(env_prefix: &str) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = std::env::vars()
+        .filter_map(|(k, v)| {
+            let key = k.strip_prefix(env_prefix)?;
+            Some((key.to_ascii_lowercase().replace("__", "."), v))
+        })
+        .collect();
+    env.sort();
+    env
 }
 
 /// Renames camelCase keys (`evictThresholdHigh`) to their snake_case field

@@ -33,6 +33,7 @@ mod embedded;
 pub mod layered;
 mod meta_client;
 pub mod raw;
+pub mod seed_config;
 mod session;
 mod store;
 

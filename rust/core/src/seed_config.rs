@@ -35,8 +35,14 @@ const TLS: &[(&str, &str)] = &[
 /// [`keys`]). Keys whose default 1.3.0 does not show are empty.
 const LOCAL_KEYS: &[(&str, &str)] = &[
     ("ock.mmc.meta_service_url", "tcp://127.0.0.1:5000"),
-    ("ock.mmc.local_service.config_store_url", "tcp://127.0.0.1:6000"),
-    ("ock.mmc.meta_service.config_store_url", "tcp://127.0.0.1:6000"),
+    (
+        "ock.mmc.local_service.config_store_url",
+        "tcp://127.0.0.1:6000",
+    ),
+    (
+        "ock.mmc.meta_service.config_store_url",
+        "tcp://127.0.0.1:6000",
+    ),
     ("ock.mmc.local_service.config_store_url_domain", ""),
     ("ock.mmc.local_service.backend_id", ""),
     ("ock.mmc.log_level", "info"),
@@ -66,7 +72,10 @@ const LOCAL_KEYS: &[(&str, &str)] = &[
 /// The keys of `mmc-meta.conf` with 1.3.0's defaults.
 const META_KEYS: &[(&str, &str)] = &[
     ("ock.mmc.meta_service_url", "tcp://127.0.0.1:5000"),
-    ("ock.mmc.meta_service.config_store_url", "tcp://127.0.0.1:6000"),
+    (
+        "ock.mmc.meta_service.config_store_url",
+        "tcp://127.0.0.1:6000",
+    ),
     ("ock.mmc.meta_service.metrics_url", "http://127.0.0.1:8000"),
     ("ock.mmc.meta.ha.enable", "false"),
     ("ock.mmc.log_level", "info"),
@@ -111,11 +120,19 @@ pub fn keys(role: SeedRole) -> Vec<(String, &'static str)> {
     let (plain, tls_groups): (&[(&str, &str)], &[&str]) = match role {
         SeedRole::Local => (
             LOCAL_KEYS,
-            &["ock.mmc.tls", "ock.mmc.config_store.tls", "ock.mmc.local_service.hcom.tls"],
+            &[
+                "ock.mmc.tls",
+                "ock.mmc.config_store.tls",
+                "ock.mmc.local_service.hcom.tls",
+            ],
         ),
         SeedRole::Meta => (
             META_KEYS,
-            &["ock.mmc.tls", "ock.mmc.config_store.tls", "ock.mmc.metrics.tls"],
+            &[
+                "ock.mmc.tls",
+                "ock.mmc.config_store.tls",
+                "ock.mmc.metrics.tls",
+            ],
         ),
     };
     let mut out: Vec<(String, &'static str)> =
@@ -226,7 +243,9 @@ impl SeedConfig {
         match self.get(key).to_ascii_lowercase().as_str() {
             "true" | "1" => Ok(true),
             "false" | "0" => Ok(false),
-            v => Err(Error::invalid(format!("{key} = {v:?}: expected true or false"))),
+            v => Err(Error::invalid(format!(
+                "{key} = {v:?}: expected true or false"
+            ))),
         }
     }
 
@@ -235,6 +254,28 @@ impl SeedConfig {
         let v = self.get(key);
         v.parse()
             .map_err(|_| Error::invalid(format!("{key} = {v:?}: expected a non-negative integer")))
+    }
+
+    /// An error if a `*.tls.enable` key is true: there is no TLS here yet.
+    pub fn refuse_tls(&self) -> Result<()> {
+        for (key, _) in self.entries() {
+            if key.ends_with(".tls.enable") && self.bool(key)? {
+                return Err(Error::invalid(format!(
+                    "{key} = true: TLS is not supported yet"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// An error unless `ock.mmc.log_level` is one of 1.3.0's levels.
+    pub fn check_log_level(&self) -> Result<()> {
+        match self.get("ock.mmc.log_level") {
+            "debug" | "info" | "warn" | "error" => Ok(()),
+            v => Err(Error::invalid(format!(
+                "ock.mmc.log_level = {v:?}: expected debug, info, warn or error"
+            ))),
+        }
     }
 
     /// `key` as a size in bytes (see [`parse_size`]).
@@ -325,13 +366,20 @@ mod tests {
         let e = SeedConfig::parse(SeedRole::Local, "# x\nock.mmc.bogus = 1\n").unwrap_err();
         assert_eq!(e.code(), -3000);
         let m = e.to_string();
-        assert!(m.contains("Invalid key <ock.mmc.bogus>") && m.contains("line 2"), "{m}");
+        assert!(
+            m.contains("Invalid key <ock.mmc.bogus>") && m.contains("line 2"),
+            "{m}"
+        );
         // A meta-only key is unknown to the local file, as in 1.3.0.
         let e = SeedConfig::parse(SeedRole::Local, "ock.mmc.log_path = /x").unwrap_err();
         assert!(e.to_string().contains("ock.mmc.log_path"), "{e}");
         let e = SeedConfig::parse(SeedRole::Meta, "ock.mmc.local_service.tag = a").unwrap_err();
         assert!(e.to_string().contains("ock.mmc.local_service.tag"), "{e}");
-        for bad in ["a\nock.mmc.meta_service_url\n", "a\n = 3\n", "a\nock mmc = 3\n"] {
+        for bad in [
+            "a\nock.mmc.meta_service_url\n",
+            "a\n = 3\n",
+            "a\nock mmc = 3\n",
+        ] {
             let e = SeedConfig::parse(SeedRole::Meta, &bad[2..]).unwrap_err();
             assert_eq!(e.code(), -3000);
             assert!(e.to_string().contains("line 1"), "{e}");
@@ -352,7 +400,9 @@ mod tests {
             .to_string()
             .contains("ock.mmc.evict_threshold_high"));
         let tls = keys(SeedRole::Local);
-        assert!(tls.iter().any(|(k, _)| k == "ock.mmc.local_service.hcom.tls.key.path"));
+        assert!(tls
+            .iter()
+            .any(|(k, _)| k == "ock.mmc.local_service.hcom.tls.key.path"));
         assert!(!tls
             .iter()
             .any(|(k, _)| k == "ock.mmc.local_service.hcom.tls.package.path"));
