@@ -4,11 +4,16 @@
 gets them straight into others; see `help(DistributedObjectStore)`. The client is
 configured like the C and C++ clients: the TOML file named by `MMC_CLIENT_CONFIG`, then
 `MMC_CLIENT_*` variables; with neither, it runs the embedded default in this process.
+1.3.0's configuration works too: `DistributedObjectStore.setup(LocalConfig())`,
+`MetaService.setup(MetaConfig())`, and the files named by `MMC_LOCAL_CONFIG_PATH` and
+`MMC_META_CONFIG_PATH`.
 """
 
 from ._pymmc import (
     DistributedObjectStore,
     KeyInfo,
+    LocalConfig,
+    MetaConfig,
     MetaService,
     MmcCopyDirect,
     ReplicateConfig,
@@ -17,4 +22,12 @@ from ._pymmc import (
 
 __version__ = _version
 
-__all__ = ["DistributedObjectStore", "ReplicateConfig", "KeyInfo", "MetaService", "MmcCopyDirect"]
+__all__ = [
+    "DistributedObjectStore",
+    "ReplicateConfig",
+    "KeyInfo",
+    "MetaService",
+    "MmcCopyDirect",
+    "LocalConfig",
+    "MetaConfig",
+]

@@ -21,9 +21,7 @@ impl ClientConfig {
         if seed.role() != SeedRole::Local {
             return Err(Error::invalid("a meta configuration is not a local one"));
         }
-        let mut c = ClientConfig::default();
-        c.discovery_url = Some(seed.get("ock.mmc.meta_service_url").to_string());
-        c.transport = Some(match seed.get("ock.mmc.local_service.protocol") {
+        let transport = match seed.get("ock.mmc.local_service.protocol") {
             "host_shm" => TransportKind::Shm,
             "host_tcp" => TransportKind::Tcp,
             p @ ("host_rdma" | "host_urma" | "device_rdma" | "device_urma" | "device_uboe"
@@ -37,7 +35,12 @@ impl ClientConfig {
                     "ock.mmc.local_service.protocol = {p:?}: unknown protocol"
                 )))
             }
-        });
+        };
+        let mut c = ClientConfig {
+            discovery_url: Some(seed.get("ock.mmc.meta_service_url").to_string()),
+            transport: Some(transport),
+            ..ClientConfig::default()
+        };
         let dram = seed.size("ock.mmc.local_service.dram.size")?;
         let max_dram = seed.size("ock.mmc.local_service.max.dram.size")?;
         if dram > max_dram {
