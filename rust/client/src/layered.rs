@@ -182,4 +182,26 @@ mod tests {
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[test]
+    fn overlay_keeps_the_base_and_applies_sets() {
+        let base = Conf {
+            discovery_url: "tcp://1.2.3.4:5".into(),
+            high: 70,
+            inner: Inner { lease_ms: 9 },
+        };
+        let c: Conf = overlay(base, "MMC_TEST_UNSET_", &["inner.lease_ms=3".into()]).unwrap();
+        assert_eq!(c.discovery_url, "tcp://1.2.3.4:5");
+        assert_eq!((c.high, c.inner.lease_ms), (70, 3));
+        let full = crate::ClientConfig::from_seed(
+            &memcache_core::seed_config::SeedConfig::parse(
+                memcache_core::seed_config::SeedRole::Local,
+                "ock.mmc.local_service.protocol = host_shm\n",
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let back: crate::ClientConfig = overlay(full.clone(), "MMC_TEST_UNSET_", &[]).unwrap();
+        assert_eq!(back, full);
+    }
 }
