@@ -51,8 +51,9 @@ PARAM_TYPES = {
     "res": "List[int]",
     "gva_ptrs": "Ints",
     "replicateConfig": "ReplicateConfig",
-    "config": "object",
 }
+# `setup`'s argument, by class.
+CONFIG_TYPES = {"DistributedObjectStore": "LocalConfig", "MetaService": "MetaConfig"}
 LAYERED = {"batch_put_from_layers", "batch_get_into_layers", "batch_copy_layers"}
 PER_KEY = {"put_from_layers", "get_into_layers", "batch_put_from", "batch_get_into", "batch_copy"}
 RETURNS = {
@@ -73,7 +74,9 @@ LIST_OF_CODES = {
 MULTI_WORD_ARG0 = {"remove_batch", "get_batch"}
 
 
-def param_type(method, name):
+def param_type(cls, method, name):
+    if name == "config":
+        return CONFIG_TYPES.get(cls.__name__, "object")
     if name in ("buffer_ptrs", "sizes"):
         if method in LAYERED:
             return "IntRows"
@@ -102,7 +105,7 @@ def method_stub(cls, name, member, static):
     for p in sig.parameters.values():
         if p.name in ("self", "$self"):
             continue
-        text = "%s: %s" % (p.name, param_type(name, p.name))
+        text = "%s: %s" % (p.name, param_type(cls, name, p.name))
         if p.default is not inspect.Parameter.empty:
             text += " = " + render_default(p.default)
         params.append(text)

@@ -4,6 +4,9 @@
 gets them straight into others; see `help(DistributedObjectStore)`. The client is
 configured like the C and C++ clients: the TOML file named by `MMC_CLIENT_CONFIG`, then
 `MMC_CLIENT_*` variables; with neither, it runs the embedded default in this process.
+1.3.0's configuration works too: `DistributedObjectStore.setup(LocalConfig())`,
+`MetaService.setup(MetaConfig())`, and the files named by `MMC_LOCAL_CONFIG_PATH` and
+`MMC_META_CONFIG_PATH`.
 """
 
 from ._pymmc import (
@@ -14,6 +17,8 @@ from ._pymmc import (
     L2G,
     DistributedObjectStore,
     KeyInfo,
+    LocalConfig,
+    MetaConfig,
     MetaService,
     MmcCopyDirect,
     ReplicateConfig,
@@ -33,4 +38,6 @@ __all__ = [
     "G2H",
     "H2G",
     "AUTO",
+    "LocalConfig",
+    "MetaConfig",
 ]

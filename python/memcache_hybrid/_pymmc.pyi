@@ -32,15 +32,23 @@ class DistributedObjectStore:
     """
 
     def __init__(self) -> None: ...
+    def setup(self, config: LocalConfig) -> int:
+        """Setup local configuration
+
+        The following `init` uses `config` (1.3.0's `LocalConfig`) instead of the
+        environment. Returns 0, or -3000 for a value this pool cannot honour (a protocol
+        other than host_shm or host_tcp, TLS, an HBM size above 0, …; the reason goes to
+        standard error).
+        """
     def init(self, device_id: int, init_bm: bool = True) -> int:
         """Joins the pool and, with `init_bm`, contributes this host's DRAM to it
         (`local.dram_size` bytes). With `init_bm=False`, or a DRAM size of 0, it is a pure
         client: it adds no memory and puts and gets through the pool's.
 
         `device_id`: the accelerator whose device memory a device tier would use (a host-only
-        pool ignores it). The pool is the one `MMC_CLIENT_CONFIG` / `MMC_CLIENT_*` name, else
-        the embedded default in this process. Returns 0, -3005 when called twice, or another
-        negative error code.
+        pool ignores it). The pool is the one `setup` names, else the one `MMC_CLIENT_CONFIG`
+        (or 1.3.0's `MMC_LOCAL_CONFIG_PATH`) / `MMC_CLIENT_*` name, else the embedded default
+        in this process. Returns 0, -3005 when called twice, or another negative error code.
         """
     def close(self) -> int:
         """Leaves the pool and stops what `init` started; 0 or a negative error code. A
@@ -314,13 +322,13 @@ class DistributedObjectStore:
 class ReplicateConfig:
     """Configuration for replica allocation policy."""
 
+    replicaNum: int
+    """Less than or equal to 8. Replicas per object: 1 unless set (0 reads as 1)."""
     preferredLocalServiceIDs: List[int]
     """List of instance IDs for forced storage. The values in the list must be unique,
     and the list size must be equal to replicaNum. (Here: at most `replicaNum`; the
     pool places the other replicas.)
     """
-    replicaNum: int
-    """Less than or equal to 8. Replicas per object: 1 unless set (0 reads as 1)."""
     def __init__(self) -> None: ...
 
 class KeyInfo:
@@ -344,8 +352,17 @@ class MetaService:
     def main() -> int:
         """Start the meta service process directly. This is a blocking call. It serves until
         SIGINT or SIGTERM, then returns 0 (or an error code if it could not start).
-        Configured like `mmc meta`: the TOML file named by `MMC_META_CONFIG`, then
+        Configured by `setup`, else like `mmc meta`: the TOML file named by
+        `MMC_META_CONFIG`, else 1.3.0's file named by `MMC_META_CONFIG_PATH`, then
         `MMC_META_*` variables (`MMC_META_DISCOVERY_URL=tcp://127.0.0.1:5000`).
+        """
+    @staticmethod
+    def setup(config: MetaConfig) -> int:
+        """Set meta service startup config.
+
+        The following `main()` serves with `config` (1.3.0's `MetaConfig`) instead of the
+        environment. Returns 0, or -3000 for a value this service cannot honour (`ha_enable`,
+        TLS, KV events, …; the reason goes to standard error).
         """
 
 class MmcCopyDirect(IntEnum):
@@ -355,3 +372,202 @@ class MmcCopyDirect(IntEnum):
     SMEMB_COPY_G2L = 1
     SMEMB_COPY_G2H = 2
     SMEMB_COPY_H2G = 3
+
+class LocalConfig:
+    """Local configuration for memcache client."""
+
+    dram_size: str
+    """DRAM space usage, supports formats like 1GB, 2MB, etc."""
+    tag_op_info: str
+    """Data op type between tags, separated by commas, e.g. "tag1:HOST_TCP:tag2,tag2:DEVICE_RDMA:tag3".
+    Op type whitelist: DEVICE_SDMA, DEVICE_RDMA, DEVICE_URMA, DEVICE_UBOE, HOST_RDMA,
+    HOST_TCP, HOST_URMA, HOST_SHM, AIV_SDMA, DEVICE_MTE.
+    """
+    tls_enable: bool
+    """Enable TLS for metaservice."""
+    config_store_tls_enable: bool
+    """Enable TLS for config_store."""
+    config_store_tls_key_path: str
+    """Config store TLS key path."""
+    config_store_tls_decrypter_path: str
+    """Config store TLS decrypter library path."""
+    hcom_tls_ca_crl_path: str
+    """HCOM TLS CA CRL path."""
+    hbm_size: str
+    """HBM space usage."""
+    tls_cert_path: str
+    """TLS certificate path."""
+    max_hbm_size: str
+    """The MAX size of hbm_size in all local processes."""
+    hcom_tls_key_path: str
+    """HCOM TLS key path."""
+    max_dram_size: str
+    """The MAX size of dram_size in all local processes."""
+    config_store_url: str
+    """Config store url."""
+    tls_key_pass_path: str
+    """TLS key passphrase path."""
+    aggregate_num: int
+    """Aggregate number."""
+    config_store_tls_ca_path: str
+    """Config store TLS CA certificate path."""
+    read_thread_pool_size: int
+    """Read thread pool size."""
+    tls_ca_crl_path: str
+    """TLS CA CRL path."""
+    meta_service_url: str
+    """Meta service start-up url."""
+    log_level: str
+    """Log level: debug, info, warn, error."""
+    client_timeout_seconds: int
+    """Client request timeout in seconds."""
+    hcom_url: str
+    """HCOM URL for RDMA network."""
+    write_thread_pool_size: int
+    """Write thread pool size."""
+    aggregate_io: bool
+    """Enable read/write aggregate."""
+    protocol: str
+    """Data transfer protocol: host_rdma, host_urma, host_tcp, host_shm, device_rdma, device_urma,
+    device_uboe, device_sdma.
+    """
+    tls_decrypter_path: str
+    """TLS decrypter library path."""
+    config_store_tls_key_pass_path: str
+    """Config store TLS key passphrase path."""
+    hcom_tls_key_pass_path: str
+    """HCOM TLS key passphrase path."""
+    client_retry_milliseconds: int
+    """The total retry duration when client requests meta service."""
+    config_store_tls_ca_crl_path: str
+    """Config store TLS CA CRL path."""
+    world_size: int
+    """The maximum supported rank count."""
+    hcom_tls_ca_path: str
+    """HCOM TLS CA certificate path."""
+    hcom_tls_enable: bool
+    """Enable TLS for HCOM."""
+    hcom_tls_cert_path: str
+    """HCOM TLS certificate path."""
+    tls_key_path: str
+    """TLS key path."""
+    backend_id: str
+    """Backend identity for kv_event, e.g. pod IP."""
+    hcom_tls_decrypter_path: str
+    """HCOM TLS decrypter library path."""
+    tls_ca_path: str
+    """TLS CA certificate path."""
+    tag: str
+    """Tag of this rank in MemFabric Big Memory, used with tag_op_info to control the
+    data op type (protocol) between tag pairs, e.g. tag1.
+    """
+    config_store_tls_package_path: str
+    """Config store TLS package path."""
+    config_store_tls_cert_path: str
+    """Config store TLS certificate path."""
+    tls_package_path: str
+    """TLS package path."""
+    def __init__(self) -> None: ...
+    def str(self) -> str:
+        """Returns a string representation of all member variables."""
+
+class MetaConfig:
+    """Meta service configuration."""
+
+    evict_check_interval_seconds: int
+    """Periodic eviction check interval in seconds. Set to 0 to disable."""
+    tls_cert_path: str
+    """TLS certificate path."""
+    kv_events_endpoint: str
+    """ZMQ PUB bind endpoint for KV events, e.g. tcp://0.0.0.0:5557."""
+    zmq_enable_curve: bool
+    """Enable ZMQ CURVE encryption for the zmq transport (default false)."""
+    kv_events_block_size: int
+    """block_size for published KV events (0 = omit)."""
+    tls_enable: bool
+    """Enable TLS for metaservice."""
+    kv_events_enable: bool
+    """Enable KV cache event publisher (default false)."""
+    kv_events_model_name: str
+    """Model name tag for published KV events."""
+    lease_ttl_ms: int
+    """Default read lease TTL in milliseconds."""
+    evict_yield_duration_us: int
+    """Sleep duration in microseconds during each yield. Default 100us."""
+    tls_ca_path: str
+    """TLS CA certificate path."""
+    tls_key_path: str
+    """TLS key path."""
+    tls_key_pass_path: str
+    """TLS key passphrase path."""
+    tls_package_path: str
+    """TLS package path."""
+    kv_events_transport_type: int
+    """Transport plugin type for KV events (KV_EVENT_TRANSPORT enum, see mmc_types.h)."""
+    log_level: str
+    """Log level: debug, info, warn, error."""
+    kv_events_queue_capacity: int
+    """Bounded queue capacity for async KV event publishing."""
+    kv_events_tenant_id: str
+    """tenant_id for published KV events."""
+    tls_decrypter_path: str
+    """TLS decrypter library path."""
+    evict_threshold_low: int
+    """Eviction low threshold in percentage."""
+    lru_shard_count: int
+    """Meta LRU shard count. Must be a power of two in the range [1, 1024].
+    Takes effect only when lru_type is sharded_lru.
+    """
+    tls_ca_crl_path: str
+    """TLS CA CRL path."""
+    log_rotation_file_count: int
+    """Log rotation file count."""
+    kv_events_hash_as_int: bool
+    """Emit seq/block hash as low-64-bit int (true, default; aligns vLLM
+    VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES) or full hex string (false).
+    """
+    defrag_evict_threshold: int
+    """Defrag eviction threshold in percentage."""
+    config_store_tls_enable: bool
+    """Enable TLS for config store."""
+    config_store_tls_ca_crl_path: str
+    """Config store TLS CA CRL path."""
+    log_rotation_file_size: int
+    """Log rotation file size in MB."""
+    zmq_public_key: str
+    """ZMQ CURVE server public key (Z85, 40 chars). Subscribers use it to decrypt."""
+    config_store_tls_package_path: str
+    """Config store TLS package path."""
+    zmq_private_key: str
+    """"""
+    lru_type: int
+    """Meta LRU type: 0=lru, 1=sharded_lru (default)."""
+    config_store_url: str
+    """Config store url."""
+    config_store_tls_decrypter_path: str
+    """Config store TLS decrypter library path."""
+    log_output_target: str
+    """Log output target: screen (stdout only), file (rotating file only), both (stdout + file)."""
+    ha_enable: bool
+    """Enable or disable high availability deployment."""
+    config_store_tls_ca_path: str
+    """Config store TLS CA certificate path."""
+    log_path: str
+    """Log directory path."""
+    config_store_tls_cert_path: str
+    """Config store TLS certificate path."""
+    evict_threshold_high: int
+    """Eviction high threshold in percentage."""
+    meta_service_url: str
+    """Meta service start-up url."""
+    config_store_tls_key_path: str
+    """Config store TLS key path."""
+    evict_yield_interval: int
+    """Number of evicted objects between yields. 0 means yield disabled."""
+    config_store_tls_key_pass_path: str
+    """Config store TLS key passphrase path."""
+    metrics_url: str
+    """The metrics HTTP service url."""
+    def __init__(self) -> None: ...
+    def str(self) -> str:
+        """Returns a string representation of all member variables."""

@@ -13,6 +13,9 @@ use pyo3::types::{PyBytes, PyList, PyTuple};
 use memcache_client::{BlockingObjectStore, ClientConfig};
 use memcache_core::{catch_panic, code_of, put_code, Error, Medium, Result};
 
+mod config;
+use config::{LocalConfig, MetaConfig};
+
 /// Where a copy goes: host (`H`), device-local (`L`) or global pool (`G`) memory.
 #[pyclass(eq, eq_int)]
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -199,6 +202,8 @@ impl AsMut<[u8]> for FreshBytes {
 #[pyclass]
 struct DistributedObjectStore {
     store: Option<BlockingObjectStore>,
+    /// What `setup` recorded; `init` uses it instead of the environment.
+    config: Option<ClientConfig>,
 }
 
 impl DistributedObjectStore {
@@ -344,7 +349,26 @@ fn key_bytes(keys: &[String]) -> Vec<&[u8]> {
 impl DistributedObjectStore {
     #[new]
     fn new() -> Self {
-        DistributedObjectStore { store: None }
+        DistributedObjectStore {
+            store: None,
+            config: None,
+        }
+    }
+
+    /// Setup local configuration
+    ///
+    /// The following `init` uses `config` (1.3.0's `LocalConfig`) instead of the
+    /// environment. Returns 0, or -3000 for a value this pool cannot honour (a protocol
+    /// other than host_shm or host_tcp, TLS, an HBM size above 0, …; the reason goes to
+    /// standard error).
+    fn setup(&mut self, config: PyRef<'_, LocalConfig>) -> i32 {
+        match config::setup_local(&config) {
+            Ok(c) => {
+                self.config = Some(c);
+                0
+            }
+            Err(code) => code,
+        }
     }
 
     /// Joins the pool and, with `init_bm`, contributes this host's DRAM to it
@@ -352,17 +376,21 @@ impl DistributedObjectStore {
     /// client: it adds no memory and puts and gets through the pool's.
     ///
     /// `device_id`: the accelerator whose device memory a device tier would use (a host-only
-    /// pool ignores it). The pool is the one `MMC_CLIENT_CONFIG` / `MMC_CLIENT_*` name, else
-    /// the embedded default in this process. Returns 0, -3005 when called twice, or another
-    /// negative error code.
+    /// pool ignores it). The pool is the one `setup` names, else the one `MMC_CLIENT_CONFIG`
+    /// (or 1.3.0's `MMC_LOCAL_CONFIG_PATH`) / `MMC_CLIENT_*` name, else the embedded default
+    /// in this process. Returns 0, -3005 when called twice, or another negative error code.
     #[pyo3(signature = (device_id, init_bm = true))]
     fn init(&mut self, py: Python<'_>, device_id: u32, init_bm: bool) -> i32 {
         if self.store.is_some() {
             return Error::RepeatCall(String::new()).code();
         }
         catch_panic(-1, || {
+            let setup = self.config.clone();
             let made = py.allow_threads(|| {
-                let config = ClientConfig::from_env()?;
+                let config = match setup {
+                    Some(c) => c,
+                    None => ClientConfig::from_env()?,
+                };
                 let contributes = init_bm && config.local.dram_size > 0;
                 let store = BlockingObjectStore::new(config)?;
                 store.init(device_id, contributes)?;
@@ -997,18 +1025,27 @@ struct MetaService;
 impl MetaService {
     /// Start the meta service process directly. This is a blocking call. It serves until
     /// SIGINT or SIGTERM, then returns 0 (or an error code if it could not start).
-    /// Configured like `mmc meta`: the TOML file named by `MMC_META_CONFIG`, then
+    /// Configured by `setup`, else like `mmc meta`: the TOML file named by
+    /// `MMC_META_CONFIG`, else 1.3.0's file named by `MMC_META_CONFIG_PATH`, then
     /// `MMC_META_*` variables (`MMC_META_DISCOVERY_URL=tcp://127.0.0.1:5000`).
     #[staticmethod]
     fn main(py: Python<'_>) -> i32 {
         catch_panic(-1, || code_of(&py.allow_threads(serve_meta)))
     }
+
+    /// Set meta service startup config.
+    ///
+    /// The following `main()` serves with `config` (1.3.0's `MetaConfig`) instead of the
+    /// environment. Returns 0, or -3000 for a value this service cannot honour (`ha_enable`,
+    /// TLS, KV events, …; the reason goes to standard error).
+    #[staticmethod]
+    fn setup(config: PyRef<'_, MetaConfig>) -> i32 {
+        catch_panic(-1, || config::setup_meta(&config))
+    }
 }
 
 fn serve_meta() -> Result<()> {
-    let path = std::env::var_os("MMC_META_CONFIG").map(std::path::PathBuf::from);
-    let config: memcache_meta_service::MetaServiceConfig =
-        memcache_client::layered::load(path.as_deref(), "MMC_META_", &[])?;
+    let config = config::meta_service_config()?;
     let rt = tokio::runtime::Runtime::new()
         .map_err(|e| Error::Failed(format!("starting a runtime: {e}")))?;
     rt.block_on(async move {
@@ -1038,6 +1075,8 @@ fn _pymmc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("G2H", G2H)?;
     m.add("H2G", H2G)?;
     m.add("AUTO", AUTO)?;
+    m.add_class::<LocalConfig>()?;
+    m.add_class::<MetaConfig>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

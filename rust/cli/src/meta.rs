@@ -50,10 +50,23 @@ pub struct MetaArgs {
     sets: Vec<String>,
 }
 
+/// `--config` (TOML) if given; else 1.3.0's `mmc-meta.conf` named by
+/// `MMC_META_CONFIG_PATH`, if set; else the defaults. Then `MMC_META_*` variables and
+/// `--set` over either.
+fn load_config(args: &MetaArgs) -> memcache_client::Result<MetaServiceConfig> {
+    let seed = std::env::var_os("MMC_META_CONFIG_PATH");
+    match (&args.config, seed) {
+        (None, Some(path)) => memcache_client::layered::overlay(
+            MetaServiceConfig::from_seed_file(std::path::Path::new(&path))?,
+            "MMC_META_",
+            &args.sets,
+        ),
+        (config, _) => memcache_client::layered::load(config.as_deref(), "MMC_META_", &args.sets),
+    }
+}
+
 pub fn run(args: MetaArgs) -> Result<(), String> {
-    let mut config: MetaServiceConfig =
-        memcache_client::layered::load(args.config.as_deref(), "MMC_META_", &args.sets)
-            .map_err(|e| e.to_string())?;
+    let mut config = load_config(&args).map_err(|e| e.to_string())?;
     if let Some(d) = args.discovery {
         config.discovery_url = d;
     }

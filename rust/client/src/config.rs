@@ -58,10 +58,21 @@ impl ClientConfig {
     }
 
     /// What the C, C++ and Python clients use: the TOML file named by
-    /// `MMC_CLIENT_CONFIG`, then `MMC_CLIENT_*` variables (see [`Self::load`]).
+    /// `MMC_CLIENT_CONFIG`; if that is unset, 1.3.0's `mmc-local.conf` named by
+    /// `MMC_LOCAL_CONFIG_PATH` (see [`Self::from_seed`]); then, over either,
+    /// `MMC_CLIENT_*` variables (see [`Self::load`]).
     pub fn from_env() -> memcache_core::Result<Self> {
-        let path = std::env::var_os("MMC_CLIENT_CONFIG").map(std::path::PathBuf::from);
-        Self::load(path.as_deref())
+        if let Some(path) = std::env::var_os("MMC_CLIENT_CONFIG") {
+            return Self::load(Some(std::path::Path::new(&path)));
+        }
+        match std::env::var_os("MMC_LOCAL_CONFIG_PATH") {
+            Some(path) => crate::layered::overlay(
+                Self::from_seed_file(std::path::Path::new(&path))?,
+                "MMC_CLIENT_",
+                &[],
+            ),
+            None => Self::load(None),
+        }
     }
 
     /// The configuration of a client of the meta service(s) at `url`.

@@ -33,14 +33,23 @@ pub fn load<T: Serialize + DeserializeOwned + Default>(
             .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
         table = canonicalize(file, &canonical);
     }
-    let mut env: Vec<(String, String)> = std::env::vars()
-        .filter_map(|(k, v)| {
-            let key = k.strip_prefix(env_prefix)?;
-            Some((key.to_ascii_lowercase().replace("__", "."), v))
-        })
-        .collect();
-    env.sort();
-    for (key, value) in env {
+    apply(table, env_prefix, sets)
+}
+
+/// `base`, then the environment variables that start with `env_prefix` and `sets`, as
+/// in [`load`]: how a configuration from another source (1.3.0's files) still honours
+/// the `MMC_*_` variables and `--set`.
+pub fn overlay<T: Serialize + DeserializeOwned>(
+    base: T,
+    env_prefix: &str,
+    sets: &[String],
+) -> Result<T> {
+    let table = Table::try_from(base).map_err(|e| Error::Failed(format!("configuration: {e}")))?;
+    apply(table, env_prefix, sets)
+}
+
+fn apply<T: DeserializeOwned>(mut table: Table, env_prefix: &str, sets: &[String]) -> Result<T> {
+    for (key, value) in env_pairs(env_prefix) {
         set(&mut table, &key, &value);
     }
     for s in sets {
@@ -52,6 +61,18 @@ pub fn load<T: Serialize + DeserializeOwned + Default>(
     table
         .try_into()
         .map_err(|e: toml::de::Error| Error::invalid(format!("configuration: {}", e.message())))
+}
+
+/// The variables that start with `env_prefix`, as dotted lower-case keys, sorted.
+fn env_pairs(env_prefix: &str) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = std::env::vars()
+        .filter_map(|(k, v)| {
+            let key = k.strip_prefix(env_prefix)?;
+            Some((key.to_ascii_lowercase().replace("__", "."), v))
+        })
+        .collect();
+    env.sort();
+    env
 }
 
 /// Renames camelCase keys (`evictThresholdHigh`) to their snake_case field
@@ -160,5 +181,27 @@ mod tests {
             -3000
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn overlay_keeps_the_base_and_applies_sets() {
+        let base = Conf {
+            discovery_url: "tcp://1.2.3.4:5".into(),
+            high: 70,
+            inner: Inner { lease_ms: 9 },
+        };
+        let c: Conf = overlay(base, "MMC_TEST_UNSET_", &["inner.lease_ms=3".into()]).unwrap();
+        assert_eq!(c.discovery_url, "tcp://1.2.3.4:5");
+        assert_eq!((c.high, c.inner.lease_ms), (70, 3));
+        let full = crate::ClientConfig::from_seed(
+            &memcache_core::seed_config::SeedConfig::parse(
+                memcache_core::seed_config::SeedRole::Local,
+                "ock.mmc.local_service.protocol = host_shm\n",
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let back: crate::ClientConfig = overlay(full.clone(), "MMC_TEST_UNSET_", &[]).unwrap();
+        assert_eq!(back, full);
     }
 }

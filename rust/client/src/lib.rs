@@ -34,6 +34,7 @@ mod inplace;
 pub mod layered;
 mod meta_client;
 pub mod raw;
+pub mod seed_config;
 mod session;
 mod store;
 

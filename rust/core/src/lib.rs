@@ -6,6 +6,7 @@
 mod clock;
 mod error;
 mod key;
+pub mod seed_config;
 mod types;
 
 pub use clock::Clock;

@@ -32,6 +32,7 @@ mod metrics;
 mod ptracer;
 mod raft_net;
 mod rpc;
+pub mod seed_config;
 
 use group::Group;
 use metrics::Metrics;
