@@ -17,6 +17,8 @@ extern "C" {
 #define MMC_TLS_PATH_LEN 256
 #define MMC_PROTOCOL_LEN 64
 #define MMC_POOL_MODE_LEN 64
+#define MMC_SIZE_LEN 32
+#define MMC_LOG_LEVEL_LEN 16
 /* Enumerators rather than macros, so they coexist with memcache::MAX_BATCH_OP_COUNT
  * and friends of object_store.h. */
 enum { MAX_BATCH_OP_COUNT = 16384, MAX_BLOB_COPIES = 8 };
@@ -130,6 +132,40 @@ typedef struct {
     uint64_t size;
 } mmc_location_t;
 
+/* 1.3.0's local configuration of a client (C++: struct local_config of
+ * memcache/local_config.h; Python: LocalConfig), for mmc_setup. It lays over
+ * MMC_CLIENT_CONFIG / MMC_CLIENT_*: an empty string or a zero number keeps what those
+ * say, so a zeroed struct changes nothing. Sizes are bytes with an optional unit,
+ * binary as in 1.3.0 ("1GB" is 2^30 bytes). Refused with -3000: TLS (no TLS in this
+ * client), a non-zero hbm_size and device protocols (host memory only), malformed
+ * sizes, unknown protocol or log level names. */
+typedef struct {
+    char meta_service_url[MMC_URL_LEN]; /* "tcp://HOST:PORT[,...]" */
+    char config_store_url[MMC_URL_LEN]; /* accepted, not used */
+    char protocol[MMC_PROTOCOL_LEN];    /* host_tcp, host_shm; host_rdma/host_urma: automatic */
+    char dram_size[MMC_SIZE_LEN];       /* what mmc_init with initBm contributes */
+    char hbm_size[MMC_SIZE_LEN];        /* must be empty or 0 */
+    char max_dram_size[MMC_SIZE_LEN];   /* checked, not used */
+    char max_hbm_size[MMC_SIZE_LEN];    /* checked, not used */
+    char log_level[MMC_LOG_LEVEL_LEN];  /* debug, info, warn, error */
+    uint32_t world_size;                /* accepted, not used */
+    uint32_t client_retry_milliseconds; /* accepted, not used */
+    uint32_t client_timeout_seconds;    /* deadline of each call to the meta service */
+    uint32_t read_thread_pool_size;     /* accepted, not used */
+    uint32_t write_thread_pool_size;    /* accepted, not used */
+    bool aggregate_io;                  /* accepted, not used */
+    int32_t aggregate_num;              /* accepted, not used */
+    bool tls_enable;
+    bool hcom_tls_enable;
+    bool config_store_tls_enable;
+} mmc_local_config_t;
+
+/* mmc_init's arguments, as 1.3.0 passes them. */
+typedef struct {
+    uint32_t deviceId;
+    bool initBm; /* contribute memory (a local service in this process); false: pure client */
+} mmc_init_config_t;
+
 typedef void *mmc_meta_service_t;
 typedef void *mmc_local_service_t;
 typedef void *mmc_client_t;
@@ -144,6 +180,23 @@ void mmcs_local_service_stop(mmc_local_service_t handle);
 /* The process's client (a singleton). An empty discoveryURL means the embedded pool. */
 int32_t mmcc_init(mmc_client_config_t *config);
 void mmcc_uninit(void);
+
+/* 1.3.0's process-level set-up. mmc_setup records the configuration of the
+ * process's client (-3005 while it runs); mmc_init starts it with that configuration,
+ * or with MMC_CLIENT_CONFIG / MMC_CLIENT_* when mmc_setup was not called (-3005 when a
+ * client from mmc_init or mmcc_init runs); mmc_uninit stops it (as mmcc_uninit) and
+ * keeps the recorded configuration. The mmcc_* calls use the client either starts. */
+int32_t mmc_setup(const mmc_local_config_t *config);
+int32_t mmc_init(const mmc_init_config_t *config);
+void mmc_uninit(void);
+
+/* Records a region of the caller's memory for transfers (-3000: null or size 0, or a
+ * region overlapping a recorded one; -3005: recorded already). */
+int32_t mmcc_register_buffer(uint64_t addr, uint64_t size);
+/* -3000 unless addr and size are exactly those of a recorded region. */
+int32_t mmcc_unregister_buffer(uint64_t addr, uint64_t size);
+/* The id of the local service mmc_init started; -3018 for a pure client. */
+int32_t mmcc_local_service_id(uint32_t *localServiceId);
 
 int32_t mmcc_put(const char *key, mmc_buffer *buf, mmc_put_options options, uint32_t flags);
 int32_t mmcc_get(const char *key, mmc_buffer *buf, uint32_t flags);
