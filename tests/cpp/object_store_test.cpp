@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "memcache/object_store.h"
+#include "memcache/mmcache.h"  // 1.3.0's mmc_setup(const local_config *)
 
 using memcache::KeyInfo;
 using memcache::ObjectStore;

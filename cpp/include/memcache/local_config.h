@@ -1,11 +1,12 @@
 // 1.3.0's local configuration of a client, for ObjectStore::Setup and mmc_setup:
 // the fields (names, types, defaults) of 1.3.0's struct local_config, which Python
-// calls LocalConfig. It is turned into mmc_local_config_t (mmc.h) in the caller's
+// calls LocalConfig. It is turned into mmc_local_config_t in the caller's
 // translation unit, so it works with either libstdc++ string ABI.
 //
-// What each field does here is said at mmc_local_config_t in mmc.h: an empty string or
-// a zero number keeps what MMC_CLIENT_CONFIG / MMC_CLIENT_* say; TLS, HBM and device
-// protocols are refused (-3000); fields without a counterpart are accepted and unused.
+// What each field does here is said at mmc_local_config_t (memcache/mmc_types.h): an
+// empty string or a zero number keeps what MMC_CLIENT_CONFIG / MMC_CLIENT_* say; TLS,
+// HBM and device protocols are refused (-3000); fields without a counterpart are
+// accepted and unused.
 // An empty meta_service_url (and none in the environment) means this process's
 // embedded pool; the default, as in 1.3.0, is tcp://127.0.0.1:5000.
 #ifndef MEMCACHE_LOCAL_CONFIG_H
@@ -15,7 +16,7 @@
 #include <cstring>
 #include <string>
 
-#include "memcache/mmc.h"
+#include "memcache/mmc_types.h"
 
 struct local_config {
     std::string meta_service_url = "tcp://127.0.0.1:5000";
@@ -105,13 +106,5 @@ inline int32_t ToC(const local_config &in, mmc_local_config_t &out) {
 
 }  // namespace detail
 }  // namespace memcache
-
-// 1.3.0's mmc_setup takes this struct in C++; a C++ overload of the C function.
-inline int32_t mmc_setup(const local_config *config) {
-    if (config == nullptr) return -3000;
-    mmc_local_config_t c;
-    int32_t rc = memcache::detail::ToC(*config, c);
-    return rc != 0 ? rc : mmc_setup(&c);
-}
 
 #endif

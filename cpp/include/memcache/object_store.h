@@ -15,7 +15,6 @@
 #include <vector>
 
 #include "memcache/local_config.h"
-#include "memcache/mmc.h"
 
 namespace memcache {
 

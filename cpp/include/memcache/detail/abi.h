@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "memcache/mmc.h"
+#include "memcache/mmc_types.h"
 
 #ifdef __cplusplus
 extern "C" {
