@@ -19,6 +19,7 @@ use memcache_local::{LocalServiceConfig, RunningLocalService};
 use memcache_meta_service::{MetaService, MetaServiceConfig};
 
 use crate::logging;
+use crate::setup::{self, mmc_local_config_t};
 
 const URL: usize = 1024;
 const PATH: usize = 1024;
@@ -129,7 +130,7 @@ pub struct mmc_location_t {
 }
 
 /// A NUL-terminated string inside a fixed array, never read past the array.
-fn fixed(s: &[c_char]) -> String {
+pub(crate) fn fixed(s: &[c_char]) -> String {
     // SAFETY: c_char and u8 have the same size and alignment.
     let bytes = unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<u8>(), s.len()) };
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
@@ -415,6 +416,127 @@ pub extern "C" fn mmcc_uninit() {
         let store = CLIENT.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(s) = store {
             let _ = s.tear_down();
+        }
+    })
+}
+
+// ---- 1.3.0's process-level set-up: mmc_setup, mmc_init, mmc_uninit ----
+
+/// What `mmc_setup` recorded for the next `mmc_init`.
+static SETUP: Mutex<Option<ClientConfig>> = Mutex::new(None);
+
+/// Laid out as `mmc_init_config_t` in `mmc.h`.
+#[repr(C)]
+pub struct mmc_init_config_t {
+    pub device_id: u32,
+    pub init_bm: bool,
+}
+
+/// Records the configuration `mmc_init` starts the process's client with: `config`
+/// over `MMC_CLIENT_CONFIG` / `MMC_CLIENT_*` (empty fields keep those). A second call
+/// replaces the first; while the client runs it answers -3005 and changes nothing.
+///
+/// # Safety
+/// `config` is null or points to a valid `mmc_local_config_t`.
+#[no_mangle]
+pub unsafe extern "C" fn mmc_setup(config: *const mmc_local_config_t) -> i32 {
+    catch_panic(-1, || {
+        // SAFETY: the caller's promise.
+        let Some(c) = (unsafe { config.as_ref() }) else {
+            return Error::invalid("null config").code();
+        };
+        let client = CLIENT.lock().unwrap_or_else(|e| e.into_inner());
+        if client.is_some() {
+            return Error::RepeatCall("the client runs; mmc_uninit first".into()).code();
+        }
+        let cfg = ClientConfig::from_env().and_then(|base| setup::apply(base, c));
+        match cfg {
+            Ok(cfg) => {
+                *SETUP.lock().unwrap_or_else(|e| e.into_inner()) = Some(cfg);
+                0
+            }
+            Err(e) => e.code(),
+        }
+    })
+}
+
+/// Starts the process's client (the one `mmcc_*` calls use) with what `mmc_setup`
+/// recorded, else with `MMC_CLIENT_CONFIG` / `MMC_CLIENT_*`. With `initBm` it also
+/// contributes memory from a local service in this process; without, it is a pure
+/// client. -3005 when a client already runs (from `mmc_init` or `mmcc_init`).
+///
+/// # Safety
+/// `config` is null or points to a valid `mmc_init_config_t`.
+#[no_mangle]
+pub unsafe extern "C" fn mmc_init(config: *const mmc_init_config_t) -> i32 {
+    catch_panic(-1, || {
+        // SAFETY: the caller's promise.
+        let Some(c) = (unsafe { config.as_ref() }) else {
+            return Error::invalid("null config").code();
+        };
+        let mut slot = CLIENT.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_some() {
+            return Error::RepeatCall("the client already runs".into()).code();
+        }
+        let recorded = SETUP.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let started = recorded
+            .map_or_else(ClientConfig::from_env, Ok)
+            .and_then(BlockingObjectStore::new)
+            .and_then(|s| s.init(c.device_id, c.init_bm).map(|()| s));
+        match started {
+            Ok(store) => {
+                *slot = Some(Arc::new(store));
+                0
+            }
+            Err(e) => e.code(),
+        }
+    })
+}
+
+/// Stops the process's client, as `mmcc_uninit`; what `mmc_setup` recorded stays for
+/// the next `mmc_init`.
+#[no_mangle]
+pub extern "C" fn mmc_uninit() {
+    mmcc_uninit()
+}
+
+/// Records a region of the caller's memory for transfers with the process's client.
+#[no_mangle]
+pub extern "C" fn mmcc_register_buffer(addr: u64, size: u64) -> i32 {
+    catch_panic(-1, || {
+        let r = client()
+            .and_then(|s| s.register_buffer_ptr(addr as usize as *const c_void, size as usize));
+        code_of(&r)
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn mmcc_unregister_buffer(addr: u64, size: u64) -> i32 {
+    catch_panic(-1, || {
+        let r = client()
+            .and_then(|s| s.unregister_buffer_ptr(addr as usize as *const c_void, size as usize));
+        code_of(&r)
+    })
+}
+
+/// The id of the local service the process's client started (`mmc_init` with
+/// `initBm`); -3018 for a pure client.
+///
+/// # Safety
+/// `local_service_id` is null or points to a writable `uint32_t`.
+#[no_mangle]
+pub unsafe extern "C" fn mmcc_local_service_id(local_service_id: *mut u32) -> i32 {
+    catch_panic(-1, || {
+        // SAFETY: the caller's promise.
+        let Some(out) = (unsafe { local_service_id.as_mut() }) else {
+            return Error::invalid("null localServiceId").code();
+        };
+        match client().and_then(|s| s.get_local_service_id()) {
+            Ok(id) => {
+                *out = id;
+                0
+            }
+            Err(e) => e.code(),
         }
     })
 }

@@ -6,6 +6,10 @@
 
 pub mod c_api;
 mod logging;
+pub mod setup;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{RwLock, RwLockReadGuard};
 
 use memcache_client::{
     catch_panic, code_of, BlockingObjectStore, ClientConfig, Error, ReplicateConfig,
@@ -31,6 +35,9 @@ mod ffi {
         fn store_new() -> Result<Box<Store>>;
         fn init(self: &Store, device_id: u32, init_bm: bool) -> i32;
         fn tear_down(self: &Store) -> i32;
+        /// Replaces the configuration of a store that is not initialized with 1.3.0's
+        /// local configuration; `config` is the address of an `mmc_local_config_t`.
+        unsafe fn setup(self: &Store, config: usize) -> i32;
         fn local_service_id(self: &Store, out: &mut u32) -> i32;
         fn register_buffer(self: &Store, addr: usize, size: usize) -> i32;
         fn unregister_buffer(self: &Store, addr: usize, size: usize) -> i32;
@@ -67,7 +74,13 @@ mod ffi {
     }
 }
 
-pub struct Store(BlockingObjectStore);
+/// A C++ `ObjectStore`'s client. `setup` may replace it before `init`, so the calls
+/// read it through a lock (uncontended but for `setup`).
+pub struct Store {
+    client: RwLock<BlockingObjectStore>,
+    /// Set by a successful `init`, cleared by `tear_down`: `setup` is refused between.
+    initialized: AtomicBool,
+}
 
 /// Runs `f`, turning a panic into -1: nothing unwinds into C++.
 fn guard(f: impl FnOnce() -> i32) -> i32 {
@@ -135,22 +148,65 @@ fn refuse(out: &mut [i32], e: Error) -> i32 {
 }
 
 fn store_new() -> Result<Box<Store>, Error> {
-    Ok(Box::new(Store(BlockingObjectStore::new(
-        ClientConfig::from_env()?,
-    )?)))
+    Ok(Box::new(Store {
+        client: RwLock::new(BlockingObjectStore::new(ClientConfig::from_env()?)?),
+        initialized: AtomicBool::new(false),
+    }))
 }
 
 impl Store {
+    fn client(&self) -> RwLockReadGuard<'_, BlockingObjectStore> {
+        self.client.read().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn init(&self, device_id: u32, init_bm: bool) -> i32 {
-        guard(|| code_of(&self.0.init(device_id, init_bm)))
+        guard(|| {
+            let client = self.client();
+            let r = client.init(device_id, init_bm);
+            if r.is_ok() {
+                self.initialized.store(true, Ordering::SeqCst);
+            }
+            code_of(&r)
+        })
     }
 
     fn tear_down(&self) -> i32 {
-        guard(|| code_of(&self.0.tear_down()))
+        guard(|| {
+            let client = self.client();
+            let r = client.tear_down();
+            self.initialized.store(false, Ordering::SeqCst);
+            code_of(&r)
+        })
+    }
+
+    /// # Safety
+    /// `config` is 0 or the address of a valid `mmc_local_config_t`.
+    unsafe fn setup(&self, config: usize) -> i32 {
+        guard(|| {
+            // SAFETY: the caller's promise.
+            let Some(c) = (unsafe { (config as *const setup::mmc_local_config_t).as_ref() }) else {
+                return Error::invalid("null config").code();
+            };
+            // The write lock waits for a running init, so the flag is current.
+            let mut client = self.client.write().unwrap_or_else(|e| e.into_inner());
+            if self.initialized.load(Ordering::SeqCst) {
+                return Error::RepeatCall("Setup after Init; TearDown first".into()).code();
+            }
+            let fresh = ClientConfig::from_env()
+                .and_then(|base| setup::apply(base, c))
+                .and_then(BlockingObjectStore::new);
+            match fresh {
+                Ok(fresh) => {
+                    *client = fresh;
+                    0
+                }
+                Err(e) => e.code(),
+            }
+        })
     }
 
     fn local_service_id(&self, out: &mut u32) -> i32 {
-        guard(|| match self.0.get_local_service_id() {
+        guard(|| match self.client().get_local_service_id() {
             Ok(id) => {
                 *out = id;
                 0
@@ -160,11 +216,11 @@ impl Store {
     }
 
     fn register_buffer(&self, addr: usize, size: usize) -> i32 {
-        guard(|| code_of(&self.0.register_buffer_ptr(addr as *const _, size)))
+        guard(|| code_of(&self.client().register_buffer_ptr(addr as *const _, size)))
     }
 
     fn unregister_buffer(&self, addr: usize, size: usize) -> i32 {
-        guard(|| code_of(&self.0.unregister_buffer_ptr(addr as *const _, size)))
+        guard(|| code_of(&self.client().unregister_buffer_ptr(addr as *const _, size)))
     }
 
     /// # Safety
@@ -205,7 +261,7 @@ impl Store {
             let ptrs: Vec<&[*const std::ffi::c_void]> = ptrs.iter().map(Vec::as_slice).collect();
             // SAFETY: forwarded caller promise (the C++ caller's buffers).
             let r = unsafe {
-                self.0
+                self.client()
                     .batch_put_from_layers_ptr(&keys, &ptrs, &sizes, direct, &config)
             };
             answer(out, r.iter().map(code_of))
@@ -240,7 +296,7 @@ impl Store {
             let ptrs: Vec<&[*mut std::ffi::c_void]> = ptrs.iter().map(Vec::as_slice).collect();
             // SAFETY: forwarded caller promise (the C++ caller's buffers).
             let r = unsafe {
-                self.0
+                self.client()
                     .batch_get_into_layers_ptr(&keys, &ptrs, &sizes, direct)
             };
             answer(out, r.iter().map(code_of))
@@ -250,7 +306,7 @@ impl Store {
     fn remove(&self, keys: &[u8], key_lens: &[usize], out: &mut [i32]) -> i32 {
         guard(
             || match split_keys(keys, key_lens).filter(|k| k.len() == out.len()) {
-                Some(keys) => answer(out, self.0.batch_remove(&keys).iter().map(code_of)),
+                Some(keys) => answer(out, self.client().batch_remove(&keys).iter().map(code_of)),
                 None => refuse(out, Error::invalid("keys do not pair up")),
             },
         )
@@ -261,11 +317,14 @@ impl Store {
             || match split_keys(keys, key_lens).filter(|k| k.len() == out.len()) {
                 Some(keys) => answer(
                     out,
-                    self.0.batch_is_exist(&keys).into_iter().map(|r| match r {
-                        Ok(true) => 1,
-                        Ok(false) => 0,
-                        Err(e) => e.code(),
-                    }),
+                    self.client()
+                        .batch_is_exist(&keys)
+                        .into_iter()
+                        .map(|r| match r {
+                            Ok(true) => 1,
+                            Ok(false) => 0,
+                            Err(e) => e.code(),
+                        }),
                 ),
                 None => refuse(out, Error::invalid("keys do not pair up")),
             },
@@ -286,7 +345,7 @@ impl Store {
             let Some(keys) = split_keys(keys, key_lens) else {
                 return (0..n).map(|_| failed(-3000)).collect();
             };
-            self.0
+            self.client()
                 .batch_get_key_info(&keys)
                 .into_iter()
                 .map(|r| match r {

@@ -59,6 +59,16 @@ MEMCACHE_EXPORT int32_t memcache_tear_down(memcache_store *store) {
     return store ? store->inner->tear_down() : kNotInit;
 }
 
+MEMCACHE_EXPORT int32_t memcache_setup(memcache_store *store,
+                                       const mmc_local_config_t *config) {
+    if (!store) return kNotInit;
+    try {
+        return store->inner->setup(reinterpret_cast<size_t>(config));
+    } catch (...) {
+        return -1;
+    }
+}
+
 MEMCACHE_EXPORT int32_t memcache_local_service_id(memcache_store *store, uint32_t *out) {
     if (!store) return kNotInit;
     if (!out) return kInvalid;

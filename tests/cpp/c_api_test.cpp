@@ -155,7 +155,12 @@ TEST(CApiLifecycle, CallsBeforeInitAreRefused) {
     EXPECT_EQ(mmcc_get("k", &in, 0), -3019);
     EXPECT_EQ(mmcc_exist("k", 0), -3019);
     EXPECT_EQ(mmcc_get_location("k", 0).status, -3019);
+    EXPECT_EQ(mmcc_register_buffer(reinterpret_cast<uintptr_t>(b), sizeof b), -3019);
+    EXPECT_EQ(mmcc_unregister_buffer(reinterpret_cast<uintptr_t>(b), sizeof b), -3019);
+    uint32_t id = 0;
+    EXPECT_EQ(mmcc_local_service_id(&id), -3019);
     mmcc_uninit();  // harmless without init
+    mmc_uninit();
     mmcs_meta_service_stop(nullptr);
     mmcs_local_service_stop(nullptr);
     EXPECT_EQ(mmcs_meta_service_start(nullptr), nullptr);
@@ -200,6 +205,114 @@ TEST(CApiServices, MetaLocalAndClientOverLoopback) {
     mmcs_local_service_stop(local);
     mmcs_meta_service_stop(meta);
     EXPECT_GT(g_logged.load(), 0) << "the logger callback saw our log lines";
+}
+
+// ---- 1.3.0's process-level set-up: mmc_setup, mmc_init, mmc_uninit ----
+
+// The embedded pool with 64 MiB of DRAM (a zeroed struct keeps the environment's
+// settings, which here would be 1 GiB).
+mmc_local_config_t EmbeddedConfig() {
+    mmc_local_config_t c{};
+    SetStr(c.dram_size, "64MB");
+    SetStr(c.log_level, "warn");
+    return c;
+}
+
+TEST(CApiSetup, SetupInitUseUninit) {
+    mmc_local_config_t c = EmbeddedConfig();
+    ASSERT_EQ(mmc_setup(&c), 0);
+    mmc_init_config_t init{0, true};
+    ASSERT_EQ(mmc_init(&init), 0);
+    EXPECT_EQ(mmc_init(&init), -3005);
+    EXPECT_EQ(mmc_setup(&c), -3005);
+    mmc_client_config_t cc{};
+    EXPECT_EQ(mmcc_init(&cc), -3005);
+
+    std::vector<char> data(5000, 'q');
+    mmc_buffer in = Buf(data.data(), data.size());
+    ASSERT_EQ(mmcc_put("setup/1", &in, Options(), 0), 0);
+    std::vector<char> out(data.size());
+    mmc_buffer ob = Buf(out.data(), out.size());
+    ASSERT_EQ(mmcc_get("setup/1", &ob, 0), 0);
+    EXPECT_EQ(out, data);
+
+    uint32_t id = 12345;
+    ASSERT_EQ(mmcc_local_service_id(&id), 0);
+    mmc_data_info info{};
+    ASSERT_EQ(mmcc_query("setup/1", &info, 0), 0);
+    EXPECT_EQ(info.ranks[0], id);
+    EXPECT_EQ(mmcc_local_service_id(nullptr), -3000);
+
+    mmc_uninit();
+    EXPECT_EQ(mmcc_exist("setup/1", 0), -3019);
+    EXPECT_EQ(mmcc_local_service_id(&id), -3019);
+    mmc_uninit();  // harmless twice
+    // The recorded configuration stays for the next mmc_init.
+    ASSERT_EQ(mmc_init(&init), 0);
+    EXPECT_EQ(mmcc_exist("setup/none", 0), -3007);
+    mmc_uninit();
+}
+
+TEST(CApiSetup, PureClientHasNoLocalService) {
+    mmc_local_service_config_t lc{};
+    lc.localDRAMSize = 64ull << 20;
+    mmc_local_service_t local = mmcs_local_service_start(&lc);
+    ASSERT_NE(local, nullptr);
+    mmc_local_config_t c = EmbeddedConfig();
+    ASSERT_EQ(mmc_setup(&c), 0);
+    mmc_init_config_t init{0, false};
+    ASSERT_EQ(mmc_init(&init), 0);
+    uint32_t id = 0;
+    EXPECT_EQ(mmcc_local_service_id(&id), -3018);
+    std::vector<char> data(100, 'p');
+    mmc_buffer in = Buf(data.data(), data.size());
+    EXPECT_EQ(mmcc_put("setup/pure", &in, Options(), 0), 0);
+    mmc_uninit();
+    mmcs_local_service_stop(local);
+}
+
+TEST(CApiSetup, BadInputIsRefused) {
+    EXPECT_EQ(mmc_setup(nullptr), -3000);
+    EXPECT_EQ(mmc_init(nullptr), -3000);
+    auto refused = [](void (*change)(mmc_local_config_t &)) {
+        mmc_local_config_t c = EmbeddedConfig();
+        change(c);
+        return mmc_setup(&c);
+    };
+    EXPECT_EQ(refused([](mmc_local_config_t &c) { c.tls_enable = true; }), -3000);
+    EXPECT_EQ(refused([](mmc_local_config_t &c) { c.config_store_tls_enable = true; }), -3000);
+    EXPECT_EQ(refused([](mmc_local_config_t &c) { SetStr(c.hbm_size, "2GB"); }), -3000);
+    EXPECT_EQ(refused([](mmc_local_config_t &c) { SetStr(c.protocol, "device_sdma"); }), -3000);
+    EXPECT_EQ(refused([](mmc_local_config_t &c) { SetStr(c.dram_size, "1.5GB"); }), -3000);
+    EXPECT_EQ(refused([](mmc_local_config_t &c) { SetStr(c.max_dram_size, "x"); }), -3000);
+    EXPECT_EQ(refused([](mmc_local_config_t &c) { SetStr(c.log_level, "verbose"); }), -3000);
+
+    // A meta service where nothing listens: mmc_init fails and starts nothing.
+    mmc_local_config_t c = EmbeddedConfig();
+    SetStr(c.meta_service_url, "tcp://127.0.0.1:1");
+    c.client_timeout_seconds = 1;
+    ASSERT_EQ(mmc_setup(&c), 0);
+    mmc_init_config_t init{0, false};
+    EXPECT_NE(mmc_init(&init), 0);
+    EXPECT_EQ(mmcc_exist("k", 0), -3019);
+}
+
+TEST_F(CApiTest, RegisterBuffers) {
+    std::vector<char> region(1 << 20);
+    uint64_t addr = reinterpret_cast<uintptr_t>(region.data());
+    ASSERT_EQ(mmcc_register_buffer(addr, region.size()), 0);
+    EXPECT_EQ(mmcc_register_buffer(addr, region.size()), -3005);
+    EXPECT_EQ(mmcc_register_buffer(addr + 4096, 4096), -3000);  // overlaps
+    EXPECT_EQ(mmcc_register_buffer(0, 4096), -3000);
+    EXPECT_EQ(mmcc_register_buffer(addr, 0), -3000);
+    mmc_buffer in = Buf(region.data(), 4096);
+    EXPECT_EQ(mmcc_put("reg/1", &in, Options(), 0), 0);
+    EXPECT_EQ(mmcc_unregister_buffer(addr, 4096), -3000);  // not the recorded size
+    EXPECT_EQ(mmcc_unregister_buffer(addr, region.size()), 0);
+    EXPECT_EQ(mmcc_unregister_buffer(addr, region.size()), -3000);
+    // The fixture's client is a pure client (mmcc_init).
+    uint32_t id = 0;
+    EXPECT_EQ(mmcc_local_service_id(&id), -3018);
 }
 
 }  // namespace

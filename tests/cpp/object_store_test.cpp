@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "memcache/object_store.h"
+#include "memcache/mmcache.h"  // 1.3.0's mmc_setup(const local_config *)
 
 using memcache::KeyInfo;
 using memcache::ObjectStore;
@@ -196,6 +197,174 @@ TEST(ObjectStoreLifecycle, PureClientSeesWhatAServiceClientStored) {
     EXPECT_EQ(out, data);
     EXPECT_EQ(reader->TearDown(), 0);
     EXPECT_EQ(owner->TearDown(), 0);
+}
+
+// ---- 1.3.0's Setup and buffer calls ----
+
+mmc_buffer HostBuf(void *p, size_t n, uint64_t offset = 0) {
+    mmc_buffer b{};
+    b.addr = reinterpret_cast<uintptr_t>(p);
+    b.offset = offset;
+    b.len = n;
+    return b;
+}
+
+std::vector<uint8_t> BytesOf(const mmc_buffer &b) {
+    const uint8_t *p = reinterpret_cast<const uint8_t *>(static_cast<uintptr_t>(b.addr));
+    return std::vector<uint8_t>(p, p + b.len);
+}
+
+// A local_config of the embedded pool with 64 MiB of DRAM.
+local_config Embedded() {
+    local_config c;
+    c.meta_service_url = "";
+    c.dram_size = "64MB";
+    c.protocol = "host_shm";
+    c.log_level = "warn";
+    return c;
+}
+
+TEST(ObjectStoreSetup, ConfiguresBeforeInitOnly) {
+    auto store = ObjectStore::CreateObjectStore();
+    ASSERT_NE(store, nullptr);
+    ASSERT_EQ(store->Setup(Embedded()), 0);
+    ASSERT_EQ(store->Setup(Embedded()), 0);  // again before Init: replaces
+    ASSERT_EQ(store->Init(0, true), 0);
+    EXPECT_EQ(store->Setup(Embedded()), memcache::MMC_REPEAT_CALL);
+    auto data = Pattern(3000, 9);
+    ASSERT_EQ(store->PutFrom("setup/1", data.data(), data.size()), 0);
+    ASSERT_EQ(store->TearDown(), 0);
+    EXPECT_EQ(store->Setup(Embedded()), 0);  // after TearDown: allowed again
+}
+
+TEST(ObjectStoreSetup, TakesEffectAtInit) {
+    // A meta service where nothing listens: Init fails, so Setup's URL was used.
+    auto store = ObjectStore::CreateObjectStore();
+    local_config c = Embedded();
+    c.meta_service_url = "tcp://127.0.0.1:1";
+    c.client_timeout_seconds = 1;
+    ASSERT_EQ(store->Setup(c), 0);
+    EXPECT_NE(store->Init(0, false), 0);
+    // Set up again for the embedded pool: the store works.
+    ASSERT_EQ(store->Setup(Embedded()), 0);
+    ASSERT_EQ(store->Init(0, true), 0);
+    EXPECT_EQ(store->IsExist("setup/none"), 0);
+    EXPECT_EQ(store->TearDown(), 0);
+}
+
+TEST(ObjectStoreSetup, RefusesWhatItCannotHonour) {
+    auto store = ObjectStore::CreateObjectStore();
+    auto refused = [&](void (*change)(local_config &)) {
+        local_config c = Embedded();
+        change(c);
+        return store->Setup(c);
+    };
+    EXPECT_EQ(refused([](local_config &c) { c.tls_enable = true; }), memcache::MMC_INVALID_PARAM);
+    EXPECT_EQ(refused([](local_config &c) { c.hcom_tls_enable = true; }),
+              memcache::MMC_INVALID_PARAM);
+    EXPECT_EQ(refused([](local_config &c) { c.hbm_size = "1GB"; }), memcache::MMC_INVALID_PARAM);
+    EXPECT_EQ(refused([](local_config &c) { c.protocol = "device_rdma"; }),
+              memcache::MMC_INVALID_PARAM);
+    EXPECT_EQ(refused([](local_config &c) { c.dram_size = "lots"; }),
+              memcache::MMC_INVALID_PARAM);
+    EXPECT_EQ(refused([](local_config &c) { c.log_level = "loud"; }),
+              memcache::MMC_INVALID_PARAM);
+    EXPECT_EQ(refused([](local_config &c) { c.meta_service_url = std::string(2000, 'u'); }),
+              memcache::MMC_INVALID_PARAM);
+    // Defaults of 1.3.0 are accepted (they name a remote pool; nothing is started).
+    local_config defaults = create_default_local_config();
+    defaults.log_level = "warn";
+    EXPECT_EQ(store->Setup(defaults), 0);
+    EXPECT_EQ(mmc_setup(static_cast<const local_config *>(nullptr)), memcache::MMC_INVALID_PARAM);
+}
+
+TEST_F(ObjectStoreTest, PutAndGetBuffers) {
+    auto data = Pattern(12345, 3);
+    mmc_buffer in = HostBuf(data.data(), data.size());
+    ASSERT_EQ(store->Put("buf/1", in), 0);
+    EXPECT_EQ(store->Put("buf/1", in), memcache::MMC_DUPLICATED_OBJECT);
+    mmc_buffer out = store->Get("buf/1");
+    ASSERT_NE(out.addr, 0u);
+    EXPECT_EQ(out.type, 0u);
+    EXPECT_EQ(out.offset, 0u);
+    EXPECT_EQ(BytesOf(out), data);
+    memcache::FreeBuffer(out);
+    EXPECT_EQ(out.addr, 0u);
+    EXPECT_EQ(out.len, 0u);
+
+    // addr + offset, len bytes.
+    mmc_buffer part = HostBuf(data.data(), 100, 1000);
+    ASSERT_EQ(store->Put("buf/part", part, ReplicateConfig{}), 0);
+    mmc_buffer got = store->Get("buf/part");
+    EXPECT_EQ(BytesOf(got), std::vector<uint8_t>(data.begin() + 1000, data.begin() + 1100));
+    delete[] reinterpret_cast<uint8_t *>(static_cast<uintptr_t>(got.addr));
+
+    mmc_buffer missing = store->Get("buf/none");
+    EXPECT_EQ(missing.addr, 0u);
+    EXPECT_EQ(missing.len, 0u);
+}
+
+TEST_F(ObjectStoreTest, PutBufferRefusesBadInput) {
+    uint8_t b[16] = {7};
+    mmc_buffer device = HostBuf(b, sizeof b);
+    device.type = 1;
+    EXPECT_EQ(store->Put("bad", device), memcache::MMC_INVALID_PARAM);
+    mmc_buffer null_buf = HostBuf(nullptr, 16);
+    EXPECT_EQ(store->Put("bad", null_buf), memcache::MMC_INVALID_PARAM);
+    mmc_buffer empty = HostBuf(b, 0);
+    EXPECT_EQ(store->Put("bad", empty), memcache::MMC_INVALID_PARAM);
+    mmc_buffer wraps = HostBuf(b, 16, UINT64_MAX);
+    EXPECT_EQ(store->Put("bad", wraps), memcache::MMC_INVALID_PARAM);
+    mmc_buffer ok = HostBuf(b, sizeof b);
+    EXPECT_EQ(store->Put("", ok), memcache::MMC_INVALID_PARAM);
+    EXPECT_EQ(store->Put(std::string(256, 'k'), ok), memcache::MMC_INVALID_PARAM);
+    EXPECT_EQ(store->IsExist("bad"), 0);
+    EXPECT_EQ(store->Get("").addr, 0u);
+}
+
+TEST_F(ObjectStoreTest, PutBatchAndGetBatch) {
+    std::vector<std::vector<uint8_t>> data = {Pattern(100, 1), Pattern(70000, 2), Pattern(1, 3)};
+    std::vector<std::string> keys = {"pb/0", "pb/1", "pb/2"};
+    std::vector<mmc_buffer> bufs;
+    for (auto &d : data) bufs.push_back(HostBuf(d.data(), d.size()));
+    ASSERT_EQ(store->PutBatch(keys, bufs), 0);
+
+    auto got = store->GetBatch({"pb/2", "pb/none", "pb/0", "pb/1"});
+    ASSERT_EQ(got.size(), 4u);
+    EXPECT_EQ(BytesOf(got[0]), data[2]);
+    EXPECT_EQ(got[1].addr, 0u);
+    EXPECT_EQ(got[1].len, 0u);
+    EXPECT_EQ(BytesOf(got[2]), data[0]);
+    EXPECT_EQ(BytesOf(got[3]), data[1]);
+    for (auto &g : got) memcache::FreeBuffer(g);
+
+    // One key already stored: its code; the others are stored.
+    std::vector<mmc_buffer> two = {bufs[0], bufs[1]};
+    EXPECT_EQ(store->PutBatch({"pb/new", "pb/1"}, two), memcache::MMC_DUPLICATED_OBJECT);
+    EXPECT_EQ(store->IsExist("pb/new"), 1);
+
+    // Bad shapes and buffers: -3000 and nothing stored.
+    EXPECT_EQ(store->PutBatch({"pb/x"}, two), memcache::MMC_INVALID_PARAM);
+    std::vector<mmc_buffer> one_bad = {bufs[0], HostBuf(nullptr, 8)};
+    EXPECT_EQ(store->PutBatch({"pb/y", "pb/z"}, one_bad), memcache::MMC_INVALID_PARAM);
+    EXPECT_EQ(store->BatchIsExist({"pb/x", "pb/y", "pb/z"}), std::vector<int>(3, 0));
+    std::vector<mmc_buffer> none;
+    EXPECT_EQ(store->PutBatch({}, none), 0);
+    EXPECT_TRUE(store->GetBatch({}).empty());
+}
+
+TEST(ObjectStoreLifecycle, BufferCallsBeforeInit) {
+    auto store = ObjectStore::CreateObjectStore();
+    uint8_t b[8] = {1};
+    mmc_buffer in = HostBuf(b, sizeof b);
+    EXPECT_EQ(store->Put("k", in), memcache::MMC_CLIENT_NOT_INIT);
+    EXPECT_EQ(store->Get("k").addr, 0u);
+    std::vector<mmc_buffer> bufs = {in};
+    EXPECT_EQ(store->PutBatch({"k"}, bufs), memcache::MMC_CLIENT_NOT_INIT);
+    auto got = store->GetBatch({"k", "j"});
+    ASSERT_EQ(got.size(), 2u);
+    EXPECT_EQ(got[0].addr, 0u);
+    EXPECT_EQ(got[1].len, 0u);
 }
 
 }  // namespace

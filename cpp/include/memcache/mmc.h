@@ -8,15 +8,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "memcache/mmc_types.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define MMC_URL_LEN 1024
-#define MMC_PATH_LEN 1024
-#define MMC_TLS_PATH_LEN 256
-#define MMC_PROTOCOL_LEN 64
-#define MMC_POOL_MODE_LEN 64
 /* Enumerators rather than macros, so they coexist with memcache::MAX_BATCH_OP_COUNT
  * and friends of object_store.h. */
 enum { MAX_BATCH_OP_COUNT = 16384, MAX_BLOB_COPIES = 8 };
@@ -96,14 +93,6 @@ typedef struct {
     char dataOpType[MMC_PROTOCOL_LEN];
 } mmc_client_config_t;
 
-/* Bytes at addr + offset, len of them; type 0 host DRAM, 1 device HBM. */
-typedef struct {
-    uint64_t addr;
-    uint32_t type;
-    uint64_t offset;
-    uint64_t len;
-} mmc_buffer;
-
 typedef enum { NATIVE_AFFINITY = 0 } affinity_policy;
 
 typedef struct {
@@ -130,6 +119,12 @@ typedef struct {
     uint64_t size;
 } mmc_location_t;
 
+/* mmc_init's arguments, as 1.3.0 passes them. */
+typedef struct {
+    uint32_t deviceId;
+    bool initBm; /* contribute memory (a local service in this process); false: pure client */
+} mmc_init_config_t;
+
 typedef void *mmc_meta_service_t;
 typedef void *mmc_local_service_t;
 typedef void *mmc_client_t;
@@ -144,6 +139,23 @@ void mmcs_local_service_stop(mmc_local_service_t handle);
 /* The process's client (a singleton). An empty discoveryURL means the embedded pool. */
 int32_t mmcc_init(mmc_client_config_t *config);
 void mmcc_uninit(void);
+
+/* 1.3.0's process-level set-up. mmc_setup records the configuration of the
+ * process's client (-3005 while it runs); mmc_init starts it with that configuration,
+ * or with MMC_CLIENT_CONFIG / MMC_CLIENT_* when mmc_setup was not called (-3005 when a
+ * client from mmc_init or mmcc_init runs); mmc_uninit stops it (as mmcc_uninit) and
+ * keeps the recorded configuration. The mmcc_* calls use the client either starts. */
+int32_t mmc_setup(const mmc_local_config_t *config);
+int32_t mmc_init(const mmc_init_config_t *config);
+void mmc_uninit(void);
+
+/* Records a region of the caller's memory for transfers (-3000: null or size 0, or a
+ * region overlapping a recorded one; -3005: recorded already). */
+int32_t mmcc_register_buffer(uint64_t addr, uint64_t size);
+/* -3000 unless addr and size are exactly those of a recorded region. */
+int32_t mmcc_unregister_buffer(uint64_t addr, uint64_t size);
+/* The id of the local service mmc_init started; -3018 for a pure client. */
+int32_t mmcc_local_service_id(uint32_t *localServiceId);
 
 int32_t mmcc_put(const char *key, mmc_buffer *buf, mmc_put_options options, uint32_t flags);
 int32_t mmcc_get(const char *key, mmc_buffer *buf, uint32_t flags);

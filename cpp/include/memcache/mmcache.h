@@ -14,4 +14,12 @@ using memcache::ReplicateConfig;
 }  // namespace mmc
 }  // namespace ock
 
+// 1.3.0's mmc_setup takes its C++ struct local_config; a C++ overload of the C function.
+inline int32_t mmc_setup(const local_config *config) {
+    if (config == nullptr) return -3000;
+    mmc_local_config_t c;
+    int32_t rc = memcache::detail::ToC(*config, c);
+    return rc != 0 ? rc : mmc_setup(&c);
+}
+
 #endif

@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "memcache/local_config.h"
+
 namespace memcache {
 
 // Copy directions: "H" the caller's host memory, "L" its device memory, "G" the pool.
@@ -72,6 +74,12 @@ struct KeyInfo {
     std::vector<uint16_t> typeList;  // medium of each replica: 0 DRAM, 1 HBM, 2 SSD
 };
 
+// Frees the bytes of a buffer Get or GetBatch returned, and zeroes it.
+inline void FreeBuffer(mmc_buffer &buffer) {
+    delete[] reinterpret_cast<uint8_t *>(static_cast<uintptr_t>(buffer.addr));
+    buffer = mmc_buffer{};
+}
+
 class ObjectStore {
 public:
     virtual ~ObjectStore() = default;
@@ -80,6 +88,10 @@ public:
     // MMC_CLIENT_* variables, the embedded pool when no discoveryURL is set.
     static std::shared_ptr<ObjectStore> CreateObjectStore();
 
+    // 1.3.0's configuration without files (memcache/local_config.h), over what
+    // MMC_CLIENT_CONFIG / MMC_CLIENT_* say; before Init (-3005 after it, until
+    // TearDown). -3000 for what this build cannot honour (TLS, HBM, device protocols).
+    virtual int Setup(const local_config &config) = 0;
     virtual int Init(const uint32_t deviceId, bool initBm = true) = 0;
     virtual int TearDown() = 0;
 
@@ -91,6 +103,23 @@ public:
     virtual int PutFrom(const std::string &key, void *buffer, size_t size,
                         const int32_t direct = 3,
                         const ReplicateConfig &replicateConfig = {}) = 0;
+    // 1.3.0's buffer calls. An mmc_buffer is the host bytes at addr + offset, len of
+    // them (type 0; device buffers, type 1, answer -3000).
+    virtual int Put(const std::string &key, mmc_buffer &buffer,
+                    const ReplicateConfig &replicateConfig = {}) = 0;
+    // The object's bytes in a buffer this call allocates with new uint8_t[len]: the
+    // caller owns it and frees it with delete[] reinterpret_cast<uint8_t *>(buf.addr)
+    // (or memcache::FreeBuffer). On a miss or any error, an all-zero mmc_buffer
+    // (addr 0, len 0; objects are never empty).
+    virtual mmc_buffer Get(const std::string &key) = 0;
+    // 0 when every key was stored, else the code of the first key that failed (the
+    // others may have been stored). Mismatched sizes or a bad buffer: -3000, nothing
+    // stored.
+    virtual int PutBatch(const std::vector<std::string> &keys, std::vector<mmc_buffer> &buffers,
+                         const ReplicateConfig &replicateConfig = {}) = 0;
+    // One buffer per key, as Get.
+    virtual std::vector<mmc_buffer> GetBatch(const std::vector<std::string> &keys) = 0;
+
     virtual int Remove(const std::string &key) = 0;
     // 1 exists, 0 does not, negative error.
     virtual int IsExist(const std::string &key) = 0;

@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "memcache/mmc_types.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -27,6 +29,8 @@ memcache_store *memcache_store_new(void);
 void memcache_store_free(memcache_store *store);
 int32_t memcache_init(memcache_store *store, uint32_t device_id, int init_bm);
 int32_t memcache_tear_down(memcache_store *store);
+/* Replaces the configuration of a store that is not initialized (-3005 otherwise). */
+int32_t memcache_setup(memcache_store *store, const mmc_local_config_t *config);
 int32_t memcache_local_service_id(memcache_store *store, uint32_t *out);
 int32_t memcache_register_buffer(memcache_store *store, const void *addr, size_t size);
 int32_t memcache_unregister_buffer(memcache_store *store, const void *addr, size_t size);

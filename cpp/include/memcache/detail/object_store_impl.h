@@ -3,6 +3,8 @@
 #ifndef MEMCACHE_DETAIL_OBJECT_STORE_IMPL_H
 #define MEMCACHE_DETAIL_OBJECT_STORE_IMPL_H
 
+#include <new>
+
 #include "memcache/detail/abi.h"
 
 namespace memcache {
@@ -41,6 +43,12 @@ public:
     }
     int TearDown() override { return memcache_tear_down(store_); }
 
+    int Setup(const local_config &config) override {
+        mmc_local_config_t c;
+        int32_t rc = ToC(config, c);
+        return rc != 0 ? rc : memcache_setup(store_, &c);
+    }
+
     int RegisterBuffer(void *buffer, size_t size) override {
         return memcache_register_buffer(store_, buffer, size);
     }
@@ -76,6 +84,73 @@ public:
         int32_t out = MMC_ERROR;
         memcache_get(store_, bytes_of(key), &len, 1, &count, buffers.data(), sizes.data(),
                      count, direct, &out);
+        return out;
+    }
+
+    int Put(const std::string &key, mmc_buffer &buffer,
+            const ReplicateConfig &replicateConfig = {}) override {
+        void *addr = nullptr;
+        size_t len = 0;
+        if (!HostRegion(buffer, addr, len)) return MMC_INVALID_PARAM;
+        return PutFrom(key, addr, len, SMEMB_COPY_H2G, replicateConfig);
+    }
+
+    mmc_buffer Get(const std::string &key) override {
+        // The size first, then the bytes. A key removed and put again with more bytes
+        // in between answers -3000 (too small) and is asked again.
+        for (int attempt = 0; attempt < 3; ++attempt) {
+            KeyInfo info = GetKeyInfo(key);
+            if (info.status != MMC_OK || info.size == 0) break;
+            uint8_t *bytes = new (std::nothrow) uint8_t[info.size];
+            if (bytes == nullptr) break;
+            int rc = GetInto(key, bytes, info.size, SMEMB_COPY_G2H);
+            if (rc == MMC_OK) return Owned(bytes, info.size);
+            delete[] bytes;
+            if (rc != MMC_INVALID_PARAM) break;
+        }
+        return mmc_buffer{};
+    }
+
+    int PutBatch(const std::vector<std::string> &keys, std::vector<mmc_buffer> &buffers,
+                 const ReplicateConfig &replicateConfig = {}) override {
+        if (keys.size() != buffers.size()) return MMC_INVALID_PARAM;
+        if (keys.empty()) return MMC_OK;
+        std::vector<void *> addrs(keys.size());
+        std::vector<size_t> sizes(keys.size());
+        for (size_t i = 0; i < keys.size(); ++i)
+            if (!HostRegion(buffers[i], addrs[i], sizes[i])) return MMC_INVALID_PARAM;
+        for (int rc : BatchPutFrom(keys, addrs, sizes, SMEMB_COPY_H2G, replicateConfig))
+            if (rc != MMC_OK) return rc;
+        return MMC_OK;
+    }
+
+    std::vector<mmc_buffer> GetBatch(const std::vector<std::string> &keys) override {
+        std::vector<mmc_buffer> out(keys.size(), mmc_buffer{});
+        std::vector<KeyInfo> infos = BatchGetKeyInfo(keys);
+        std::vector<std::string> found;
+        std::vector<void *> bufs;
+        std::vector<size_t> sizes, at;
+        for (size_t i = 0; i < keys.size() && i < infos.size(); ++i) {
+            if (infos[i].status != MMC_OK || infos[i].size == 0) continue;
+            uint8_t *bytes = new (std::nothrow) uint8_t[infos[i].size];
+            if (bytes == nullptr) continue;
+            found.push_back(keys[i]);
+            bufs.push_back(bytes);
+            sizes.push_back(infos[i].size);
+            at.push_back(i);
+        }
+        if (found.empty()) return out;
+        std::vector<int> codes = BatchGetInto(found, bufs, sizes, SMEMB_COPY_G2H);
+        for (size_t j = 0; j < found.size(); ++j) {
+            uint8_t *bytes = static_cast<uint8_t *>(bufs[j]);
+            if (j < codes.size() && codes[j] == MMC_OK) {
+                out[at[j]] = Owned(bytes, sizes[j]);
+            } else {
+                delete[] bytes;
+                // Removed since (a miss again), or put again with more bytes.
+                if (j < codes.size() && codes[j] == MMC_INVALID_PARAM) out[at[j]] = Get(found[j]);
+            }
+        }
         return out;
     }
 
@@ -192,6 +267,22 @@ public:
     }
 
 private:
+    // The host bytes of an mmc_buffer; false for device memory, a null address or an
+    // address that wraps.
+    static bool HostRegion(const mmc_buffer &b, void *&addr, size_t &len) {
+        if (b.type != 0 || b.addr == 0 || b.addr + b.offset < b.addr) return false;
+        addr = reinterpret_cast<void *>(static_cast<uintptr_t>(b.addr + b.offset));
+        len = static_cast<size_t>(b.len);
+        return true;
+    }
+
+    static mmc_buffer Owned(uint8_t *bytes, uint64_t len) {
+        mmc_buffer b{};
+        b.addr = reinterpret_cast<uintptr_t>(bytes);
+        b.len = len;
+        return b;
+    }
+
     static bool Flatten(const std::vector<std::string> &keys,
                         const std::vector<std::vector<void *>> &buffers,
                         const std::vector<std::vector<size_t>> &sizes,

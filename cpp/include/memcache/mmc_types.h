@@ -1,0 +1,53 @@
+/* MemCache Hybrid: the C types the C++ ObjectStore shares with the C API (mmc.h),
+ * in a header of their own so object_store.h does not bring the rest of mmc.h. */
+#ifndef MEMCACHE_MMC_TYPES_H
+#define MEMCACHE_MMC_TYPES_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define MMC_URL_LEN 1024
+#define MMC_PATH_LEN 1024
+#define MMC_TLS_PATH_LEN 256
+#define MMC_PROTOCOL_LEN 64
+#define MMC_POOL_MODE_LEN 64
+#define MMC_SIZE_LEN 32
+#define MMC_LOG_LEVEL_LEN 16
+
+/* Bytes at addr + offset, len of them; type 0 host DRAM, 1 device HBM. */
+typedef struct {
+    uint64_t addr;
+    uint32_t type;
+    uint64_t offset;
+    uint64_t len;
+} mmc_buffer;
+
+/* 1.3.0's local configuration of a client (C++: struct local_config of
+ * memcache/local_config.h; Python: LocalConfig), for mmc_setup. It lays over
+ * MMC_CLIENT_CONFIG / MMC_CLIENT_*: an empty string or a zero number keeps what those
+ * say, so a zeroed struct changes nothing. Sizes are bytes with an optional unit,
+ * binary as in 1.3.0 ("1GB" is 2^30 bytes). Refused with -3000: TLS (no TLS in this
+ * client), a non-zero hbm_size and device protocols (host memory only), malformed
+ * sizes, unknown protocol or log level names. */
+typedef struct {
+    char meta_service_url[MMC_URL_LEN]; /* "tcp://HOST:PORT[,...]" */
+    char config_store_url[MMC_URL_LEN]; /* accepted, not used */
+    char protocol[MMC_PROTOCOL_LEN];    /* host_tcp, host_shm; host_rdma/host_urma: automatic */
+    char dram_size[MMC_SIZE_LEN];       /* what mmc_init with initBm contributes */
+    char hbm_size[MMC_SIZE_LEN];        /* must be empty or 0 */
+    char max_dram_size[MMC_SIZE_LEN];   /* checked, not used */
+    char max_hbm_size[MMC_SIZE_LEN];    /* checked, not used */
+    char log_level[MMC_LOG_LEVEL_LEN];  /* debug, info, warn, error */
+    uint32_t world_size;                /* accepted, not used */
+    uint32_t client_retry_milliseconds; /* accepted, not used */
+    uint32_t client_timeout_seconds;    /* deadline of each call to the meta service */
+    uint32_t read_thread_pool_size;     /* accepted, not used */
+    uint32_t write_thread_pool_size;    /* accepted, not used */
+    bool aggregate_io;                  /* accepted, not used */
+    int32_t aggregate_num;              /* accepted, not used */
+    bool tls_enable;
+    bool hcom_tls_enable;
+    bool config_store_tls_enable;
+} mmc_local_config_t;
+
+#endif
