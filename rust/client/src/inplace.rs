@@ -64,6 +64,8 @@ struct Table {
     held: FxHashMap<Key, Held>,
     /// The number of each segment in this client's addresses, from 1 on.
     segments: FxHashMap<SegmentId, u64>,
+    /// Grants after the last sweep of ended ones (see [`Table::sweep`]).
+    swept: usize,
 }
 
 /// Bits of a pool address that hold the offset in its segment: segments of up to
@@ -97,6 +99,35 @@ impl Table {
             self.ranges.remove(&s);
         }
         self.ranges.insert(gva, range);
+    }
+
+    /// Forgets grants that ended unnoticed (a writer that never finished, a reader that
+    /// never let go), once the table has doubled since the last sweep: amortised O(1),
+    /// and a client that abandons grants holds at most twice the live ones.
+    fn sweep(&mut self, now: Instant) {
+        let grants = self.pending.len() + self.held.len();
+        if grants < 2 * self.swept + 64 {
+            return;
+        }
+        let ended: Vec<Key> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| now >= p.until)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in ended {
+            self.drop_pending(&k);
+        }
+        let ended: Vec<Key> = self
+            .held
+            .iter()
+            .filter(|(_, h)| now >= h.until)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in ended {
+            self.drop_held(&k);
+        }
+        self.swept = self.pending.len() + self.held.len();
     }
 
     fn drop_pending(&mut self, key: &Key) -> Option<Pending> {
@@ -238,6 +269,15 @@ impl ObjectStore {
         Ok(table.resolve(gva, 0, Instant::now())?.writes())
     }
 
+    /// How many allocations and leased objects this client's grant table holds (for
+    /// tests of its bounds).
+    pub fn grants_held(&self) -> usize {
+        self.session().map_or(0, |s| {
+            let t = s.grants.table();
+            t.pending.len() + t.held.len()
+        })
+    }
+
     /// Allocates each object of `sizes[i]` bytes under `keys[i]` for an in-place
     /// write and returns its pool address, or the key's error. The allocation lasts
     /// `lease_ttl_ms` (0: the service's put lease); `batch_write_finish` must come
@@ -291,6 +331,7 @@ impl ObjectStore {
             .alloc(items, &ReplicateConfig::default(), lease_ttl_ms)
             .await;
         let mut table = session.grants.table();
+        table.sweep(Instant::now());
         for ((i, key), a) in wanted.into_iter().zip(allocations) {
             results[i] = a.and_then(|a| {
                 let gva = a
@@ -464,6 +505,7 @@ impl ObjectStore {
             let asked = Instant::now();
             let found = s.meta.lookup(&ks, ttl_ms).await;
             let mut table = s.grants.table();
+            table.sweep(Instant::now());
             ks.into_iter()
                 .zip(found)
                 .map(|(key, f)| {

@@ -234,3 +234,22 @@ fn the_pointer_layer_checks_directions_shapes_and_aliasing() {
     );
     assert_eq!(codes(&store.batch_write_finish(&["never"], &[0])), [-3000]);
 }
+
+#[test]
+fn abandoned_grants_do_not_pile_up() {
+    let (_pool, store) = started(64 * MIB);
+    // Allocations never finished, leases never released: all end after 20 ms.
+    for round in 0..20 {
+        let keys: Vec<String> = (0..50).map(|i| format!("ab/{round}/{i}")).collect();
+        let sizes = vec![4096u64; keys.len()];
+        let gvas = store.batch_alloc(&keys, &sizes, Medium::Dram, 20);
+        assert!(gvas.iter().all(Result::is_ok));
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    // The next allocation sweeps what ended: the table holds about the live grants.
+    store.batch_alloc(&["ab/fresh"], &[4096], Medium::Dram, 0)[0]
+        .clone()
+        .unwrap();
+    let held = store.inner().grants_held();
+    assert!(held <= 2 * 50 + 64, "{held} grants held");
+}
