@@ -22,7 +22,7 @@ use memcache_core::{Blob, Error, Key, KeyInfo, Medium, ReplicateConfig, Result, 
 use memcache_meta::{LeaseId, PutId};
 
 use crate::session::Session;
-use crate::store::{all, check_batch, parse_keys, ObjectStore};
+use crate::store::{all, check_batch, parse_keys, ObjectStore, CHUNK};
 
 /// What an address range of the grant table gives access to.
 #[derive(Clone)]
@@ -265,6 +265,22 @@ impl ObjectStore {
             ));
             return all(n, e);
         }
+        let mut results = Vec::with_capacity(n);
+        for (ks, ss) in keys.chunks(CHUNK).zip(sizes.chunks(CHUNK)) {
+            results.extend(self.alloc_chunk(&session, ks, ss, lease_ttl_ms).await);
+        }
+        results
+    }
+
+    /// `batch_alloc` of at most `CHUNK` keys: one meta call.
+    async fn alloc_chunk<K: AsRef<[u8]>>(
+        &self,
+        session: &Session,
+        keys: &[K],
+        sizes: &[u64],
+        lease_ttl_ms: u64,
+    ) -> Vec<Result<u64>> {
+        let n = keys.len();
         let mut results: Vec<Result<u64>> = vec![Ok(0); n];
         let mut wanted = parse_keys(keys, &mut results);
         let now = Instant::now();
@@ -395,6 +411,21 @@ impl ObjectStore {
         if let Err(e) = check_batch(n, results.len()) {
             return all(n, e);
         }
+        let mut out = Vec::with_capacity(n);
+        for (ks, rs) in keys.chunks(CHUNK).zip(results.chunks(CHUNK)) {
+            out.extend(self.finish_chunk(&session, ks, rs).await);
+        }
+        out
+    }
+
+    /// `batch_write_finish` of at most `CHUNK` keys: a commit and a rollback call.
+    async fn finish_chunk<K: AsRef<[u8]>>(
+        &self,
+        session: &Session,
+        keys: &[K],
+        results: &[i32],
+    ) -> Vec<Result<()>> {
+        let n = keys.len();
         let mut out: Vec<Result<()>> = vec![Ok(()); n];
         let valid = parse_keys(keys, &mut out);
         let now = Instant::now();
@@ -512,7 +543,12 @@ impl ObjectStore {
                 .flat_map(|(k, h)| h.leases.into_iter().map(move |l| (k.clone(), l)))
                 .collect()
         };
-        session.meta.release(released).await;
+        // A key may hold several leases: chunks of leases, not of keys.
+        let mut released = released.into_iter().peekable();
+        while released.peek().is_some() {
+            let chunk: Vec<(Key, LeaseId)> = released.by_ref().take(CHUNK).collect();
+            session.meta.release(chunk).await;
+        }
         Ok(())
     }
 }
