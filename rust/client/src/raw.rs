@@ -307,7 +307,9 @@ impl BlockingObjectStore {
                     if taken.overlaps(&regions) {
                         // SAFETY: forwarded caller promise; the run's regions are
                         // pairwise disjoint.
-                        unsafe { self.get_run(keys, std::mem::take(&mut run), direct, &mut results) };
+                        unsafe {
+                            self.get_run(keys, std::mem::take(&mut run), direct, &mut results)
+                        };
                         taken = Taken::default();
                     }
                     taken.add(&regions);
@@ -345,8 +347,7 @@ impl BlockingObjectStore {
             .into_iter()
             .map(|r| unsafe { slices_mut(r) })
             .collect();
-        let mut objects: Vec<&mut [&mut [u8]]> =
-            layers.iter_mut().map(Vec::as_mut_slice).collect();
+        let mut objects: Vec<&mut [&mut [u8]]> = layers.iter_mut().map(Vec::as_mut_slice).collect();
         let answers = self.batch_get_into_layers(&run_keys, &mut objects, direct);
         for (i, r) in slots.into_iter().zip(answers) {
             results[i] = Some(r);

@@ -373,14 +373,12 @@ impl ObjectStore {
                 Err(e) => results[i] = Err(e),
             }
         }
-        let writes = placed.iter().map(|(i, _, a)| {
-            async move {
-                let replicas = a.blobs.iter().enumerate().map(|(j, b)| {
-                    let tag = a.tags.get(j).copied().unwrap_or_default();
-                    session.write(b, tag, objects[*i])
-                });
-                join_all(replicas).await.into_iter().collect::<Result<()>>()
-            }
+        let writes = placed.iter().map(|(i, _, a)| async move {
+            let replicas = a.blobs.iter().enumerate().map(|(j, b)| {
+                let tag = a.tags.get(j).copied().unwrap_or_default();
+                session.write(b, tag, objects[*i])
+            });
+            join_all(replicas).await.into_iter().collect::<Result<()>>()
         });
         let written = join_all(writes).await;
         let mut commits = Vec::with_capacity(placed.len());

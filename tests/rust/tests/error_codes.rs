@@ -478,7 +478,7 @@ fn batch_with_mismatched_lengths_fails_every_entry_with_3000() {
 fn batches_above_16384_keys_are_split_not_refused() {
     // 40 000 one-page objects take 160 MiB; room for them below the high watermark.
     const N: usize = 40_000;
-    assert!(N > 2 * MAX_BATCH_OP_COUNT, "three chunks");
+    const _: () = assert!(N > 2 * MAX_BATCH_OP_COUNT, "three chunks");
     let (pool, store) = started(256 * MIB);
     let cfg = default_config();
     let keys: Vec<String> = (0..N).map(|i| format!("k{i}")).collect();

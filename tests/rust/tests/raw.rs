@@ -202,7 +202,10 @@ fn overlap_inside_one_key_is_3000_for_that_key_only() {
         assert!(dst.iter().all(|&x| x == 0x66));
         // Key "a"'s two layers overlap; key "b" is fine and is read.
         let la: [*mut c_void; 2] = [base, second];
-        let lb: [*mut c_void; 2] = [base.cast::<u8>().add(200).cast(), base.cast::<u8>().add(250).cast()];
+        let lb: [*mut c_void; 2] = [
+            base.cast::<u8>().add(200).cast(),
+            base.cast::<u8>().add(250).cast(),
+        ];
         let r = store.batch_get_into_layers_ptr(
             &keys(&["a", "b"]),
             &[&la, &lb],
