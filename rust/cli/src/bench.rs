@@ -645,6 +645,7 @@ fn measure(
         .chain(&inplace_get)
         .sum();
     let memcpy_gbps = gbps(bytes, median(&mut memcpy));
+    let (put_rounds, get_rounds) = (put.clone(), get.clone());
     let (put_s, get_s) = (median(&mut put), median(&mut get));
     let (put_gbps, get_gbps) = (gbps(bytes, put_s), gbps(bytes, get_s));
     let mut report = json!({
@@ -679,6 +680,14 @@ fn measure(
         );
     }
     if with_inplace {
+        // Paired: each round's two passes ran back to back, so the median of the
+        // per-round ratios cancels the machine's drift between rounds.
+        let paired = |layers: &[f64], inplace: &[f64]| {
+            let mut r: Vec<f64> = layers.iter().zip(inplace).map(|(l, i)| l / i).collect();
+            median(&mut r)
+        };
+        let put_vs = paired(&put_rounds, &inplace_put);
+        let get_vs = paired(&get_rounds, &inplace_get);
         let ip_put_gbps = gbps(bytes, median(&mut inplace_put));
         let ip_get_gbps = gbps(bytes, median(&mut inplace_get));
         p.inplace_put_lat.sort();
@@ -690,8 +699,8 @@ fn measure(
                 "inplace_get_gbps": ip_get_gbps,
                 "inplace_put_ratio": ip_put_gbps / memcpy_gbps,
                 "inplace_get_ratio": ip_get_gbps / memcpy_gbps,
-                "inplace_put_vs_layers": ip_put_gbps / put_gbps,
-                "inplace_get_vs_layers": ip_get_gbps / get_gbps,
+                "inplace_put_vs_layers": put_vs,
+                "inplace_get_vs_layers": get_vs,
                 "inplace_put_p50_us": percentile_us(&p.inplace_put_lat, 50),
                 "inplace_put_p99_us": percentile_us(&p.inplace_put_lat, 99),
                 "inplace_get_p50_us": percentile_us(&p.inplace_get_lat, 50),

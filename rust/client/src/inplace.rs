@@ -18,7 +18,10 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use rustc_hash::FxHashMap;
 
-use memcache_core::{Blob, Error, Key, KeyInfo, Medium, ReplicateConfig, Result, SegmentId};
+use memcache_core::{
+    Blob, BlobLocation, Error, Key, KeyInfo, LocalServiceId, Medium, ReplicateConfig, Result,
+    SegmentId,
+};
 use memcache_meta::{LeaseId, PutId};
 
 use crate::session::Session;
@@ -54,6 +57,10 @@ struct Held {
     leases: Vec<LeaseId>,
     gvas: Vec<u64>,
     until: Instant,
+    /// The object's size and replicas as the latest lease found them: while a lease
+    /// lasts the object stays where it is.
+    size: u64,
+    blobs: Vec<Blob>,
 }
 
 #[derive(Default)]
@@ -64,6 +71,8 @@ struct Table {
     held: FxHashMap<Key, Held>,
     /// The number of each segment in this client's addresses, from 1 on.
     segments: FxHashMap<SegmentId, u64>,
+    /// The device of each local service, as key info reported it.
+    devices: FxHashMap<LocalServiceId, u32>,
 }
 
 /// Bits of a pool address that hold the offset in its segment: segments of up to
@@ -192,7 +201,44 @@ impl Grants {
         let mut table = self.table();
         for l in &mut info.locations {
             l.gva = table.gva(l.segment, l.offset);
+            table.devices.insert(l.service, l.device_id);
         }
+    }
+
+    /// The key info of objects this client holds live read leases on, from the leases:
+    /// no call to the meta service, which is what an in-place reader asks right after
+    /// `batch_add_lease`. `None` unless every key is leased here and the device of
+    /// every replica's service is known (then the meta service answers).
+    pub fn leased_info(&self, keys: &[Key]) -> Option<Vec<KeyInfo>> {
+        let table = self.table();
+        let now = Instant::now();
+        keys.iter()
+            .map(|key| {
+                let h = table.held.get(key).filter(|h| now < h.until)?;
+                let locations = h
+                    .blobs
+                    .iter()
+                    .zip(&h.gvas)
+                    .map(|(b, &gva)| {
+                        Some(BlobLocation {
+                            service: b.service,
+                            device_id: *table.devices.get(&b.service)?,
+                            medium: b.medium,
+                            segment: b.segment,
+                            offset: b.offset,
+                            gva,
+                        })
+                    })
+                    .collect::<Option<Vec<BlobLocation>>>()?;
+                Some(KeyInfo {
+                    key: key.as_bytes().to_vec(),
+                    size: h.size,
+                    device_id: locations.first().map_or(0, |l| l.device_id),
+                    status: 0,
+                    locations,
+                })
+            })
+            .collect()
     }
 }
 
@@ -516,9 +562,13 @@ impl ObjectStore {
                         leases: Vec::new(),
                         gvas: Vec::new(),
                         until: asked,
+                        size: 0,
+                        blobs: Vec::new(),
                     });
                     held.leases.push(loc.lease);
                     held.gvas = gvas;
+                    held.size = loc.size;
+                    held.blobs = loc.blobs;
                     held.until = held.until.max(until(asked, loc.lease_ms));
                     Ok(())
                 })
