@@ -680,10 +680,17 @@ fn measure(
         );
     }
     if with_inplace {
-        // Paired: each round's two passes ran back to back, so the median of the
-        // per-round ratios cancels the machine's drift between rounds.
+        // Paired: the two paths of a round run back to back, and the path that goes
+        // second is slowed by what the first left (freed pool pages, dirty caches), so
+        // each ratio is of two consecutive rounds, one in each order; the median of
+        // those cancels both the drift between rounds and the order.
         let paired = |layers: &[f64], inplace: &[f64]| {
-            let mut r: Vec<f64> = layers.iter().zip(inplace).map(|(l, i)| l / i).collect();
+            let pair = if layers.len() > 1 { 2 } else { 1 };
+            let mut r: Vec<f64> = layers
+                .chunks_exact(pair)
+                .zip(inplace.chunks_exact(pair))
+                .map(|(l, i)| l.iter().sum::<f64>() / i.iter().sum::<f64>())
+                .collect();
             median(&mut r)
         };
         let put_vs = paired(&put_rounds, &inplace_put);
