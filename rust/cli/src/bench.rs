@@ -13,7 +13,8 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde_json::{json, Value};
 
 use memcache_client::{
-    BlockingObjectStore, ClientConfig, CopyDirection, ReplicateConfig, TransportKind,
+    BlockingObjectStore, ClientConfig, CopyDirection, CopyWay, Medium, Piece, ReplicateConfig,
+    TransportKind,
 };
 use memcache_meta::PageAllocator;
 
@@ -307,6 +308,8 @@ struct Passes<'a> {
     put_lat: Vec<Duration>,
     get_lat: Vec<Duration>,
     exists_lat: Vec<Duration>,
+    inplace_put_lat: Vec<Duration>,
+    inplace_get_lat: Vec<Duration>,
 }
 
 impl Passes<'_> {
@@ -356,6 +359,75 @@ impl Passes<'_> {
             }
             Ok(())
         })
+    }
+
+    /// In-place puts: `batch_alloc` → one `batch_copy` of every key's layers into its
+    /// pool address → `batch_write_finish`.
+    fn inplace_put(&mut self) -> Result<f64, String> {
+        let sizes = vec![self.src.object as u64; self.batch];
+        let zeros = vec![0i32; self.batch];
+        timed(|| {
+            for (b, keys) in self.keys.chunks(self.batch).enumerate() {
+                let layers = self.src.layers(b * self.batch, keys.len());
+                let t = Instant::now();
+                let gvas = self
+                    .store
+                    .batch_alloc(keys, &sizes[..keys.len()], Medium::Dram, 0)
+                    .into_iter()
+                    .collect::<memcache_client::Result<Vec<u64>>>()
+                    .map_err(|e| format!("batch_alloc: {e} (code {})", e.code()))?;
+                let mut pieces: Vec<Piece> = layers.iter().map(|l| Piece::From(l)).collect();
+                self.store
+                    .batch_copy(&gvas, &mut pieces, CopyWay::ToPool)
+                    .map_err(|e| format!("batch_copy into the pool: {e} (code {})", e.code()))?;
+                let r = self.store.batch_write_finish(keys, &zeros[..keys.len()]);
+                self.inplace_put_lat.push(t.elapsed());
+                all_ok("batch_write_finish", r)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// In-place gets: `batch_add_lease` → `batch_get_key_info` (each key's first
+    /// replica's pool address) → one `batch_copy` out of the pool into every key's
+    /// layers → `batch_remove_lease`.
+    fn inplace_get(&mut self) -> Result<f64, String> {
+        timed(|| {
+            for (b, keys) in self.keys.chunks(self.batch).enumerate() {
+                let mut layers = self.dst.layers_mut(b * self.batch, keys.len());
+                let t = Instant::now();
+                all_ok("batch_add_lease", self.store.batch_add_lease(keys, 0))?;
+                let gvas = self
+                    .store
+                    .batch_get_key_info(keys)
+                    .into_iter()
+                    .map(|i| i.map(|i| i.locations.first().map_or(0, |l| l.gva)))
+                    .collect::<memcache_client::Result<Vec<u64>>>()
+                    .map_err(|e| format!("batch_get_key_info: {e} (code {})", e.code()))?;
+                let mut pieces: Vec<Piece> = layers
+                    .iter_mut()
+                    .map(|l| Piece::Into(l.as_mut_slice()))
+                    .collect();
+                self.store
+                    .batch_copy(&gvas, &mut pieces, CopyWay::FromPool)
+                    .map_err(|e| format!("batch_copy out of the pool: {e} (code {})", e.code()))?;
+                self.store
+                    .batch_remove_lease(keys)
+                    .map_err(|e| format!("batch_remove_lease: {e} (code {})", e.code()))?;
+                self.inplace_get_lat.push(t.elapsed());
+            }
+            Ok(())
+        })
+    }
+
+    /// One timed round of the in-place path: put, get into scrambled destinations,
+    /// verify, remove.
+    fn inplace_round(&mut self, put: &mut Vec<f64>, get: &mut Vec<f64>) -> Result<(), String> {
+        put.push(self.inplace_put()?);
+        self.scramble();
+        get.push(self.inplace_get()?);
+        self.verify()?;
+        self.remove_all()
     }
 
     fn exists(&mut self) -> Result<f64, String> {
@@ -486,6 +558,7 @@ fn measure(
     workload: &str,
     args: &BenchArgs,
     with_exists: bool,
+    with_inplace: bool,
 ) -> Result<Value, String> {
     let with_tcp = args.tcp();
     let cold_put = p.put()?;
@@ -494,11 +567,21 @@ fn measure(
     }
     let cold_get = p.get()?;
     p.remove_all()?;
+    if with_inplace {
+        p.inplace_put()?;
+        p.scramble();
+        p.inplace_get()?;
+        p.verify()?;
+        p.remove_all()?;
+    }
     p.put_lat.clear();
     p.get_lat.clear();
     p.exists_lat.clear();
+    p.inplace_put_lat.clear();
+    p.inplace_get_lat.clear();
     let (mut memcpy, mut put, mut exists, mut get) = (vec![], vec![], vec![], vec![]);
     let (mut tcp, mut exists_pipelined) = (vec![], vec![]);
+    let (mut inplace_put, mut inplace_get) = (vec![], vec![]);
     if args.stepped {
         println!("{}", json!({ "ready": true }));
     }
@@ -510,6 +593,12 @@ fn measure(
         if with_tcp {
             tcp.push(p.loopback_tcp()?);
         }
+        // The in-place path goes first in odd rounds, so drift in the machine's speed
+        // within a round favours neither path.
+        let inplace_first = with_inplace && round % 2 == 1;
+        if inplace_first {
+            p.inplace_round(&mut inplace_put, &mut inplace_get)?;
+        }
         put.push(p.put()?);
         if with_exists {
             exists.push(p.exists()?);
@@ -519,17 +608,27 @@ fn measure(
         get.push(p.get()?);
         p.verify()?;
         p.remove_all()?;
+        if with_inplace && !inplace_first {
+            p.inplace_round(&mut inplace_put, &mut inplace_get)?;
+        }
         if args.stepped {
             let bytes = p.src.bytes();
-            println!(
-                "{}",
-                json!({
-                    "round": round,
-                    "put_gbps": gbps(bytes, put[round]),
-                    "get_gbps": gbps(bytes, get[round]),
-                    "memcpy_gbps": gbps(bytes, memcpy[round]),
-                })
-            );
+            let mut line = json!({
+                "round": round,
+                "put_gbps": gbps(bytes, put[round]),
+                "get_gbps": gbps(bytes, get[round]),
+                "memcpy_gbps": gbps(bytes, memcpy[round]),
+            });
+            if with_inplace {
+                line = merge(
+                    line,
+                    json!({
+                        "inplace_put_gbps": gbps(bytes, inplace_put[round]),
+                        "inplace_get_gbps": gbps(bytes, inplace_get[round]),
+                    }),
+                );
+            }
+            println!("{line}");
         }
     }
     if put.is_empty() {
@@ -538,13 +637,20 @@ fn measure(
     let rounds = put.len();
     let n = p.keys.len();
     let bytes = p.src.bytes();
-    let seconds: f64 = put.iter().chain(&get).chain(&exists).sum();
+    let seconds: f64 = put
+        .iter()
+        .chain(&get)
+        .chain(&exists)
+        .chain(&inplace_put)
+        .chain(&inplace_get)
+        .sum();
     let memcpy_gbps = gbps(bytes, median(&mut memcpy));
+    let (put_rounds, get_rounds) = (put.clone(), get.clone());
     let (put_s, get_s) = (median(&mut put), median(&mut get));
     let (put_gbps, get_gbps) = (gbps(bytes, put_s), gbps(bytes, get_s));
     let mut report = json!({
         "workload": workload,
-        "ops": (2 + with_exists as usize) * n * rounds,
+        "ops": (2 + with_exists as usize + 2 * with_inplace as usize) * n * rounds,
         "bytes": bytes,
         "seconds": seconds,
         "keys": n,
@@ -570,6 +676,42 @@ fn measure(
                 "tcp_gbps": tcp_gbps,
                 "put_ratio_tcp": put_gbps / tcp_gbps,
                 "get_ratio_tcp": get_gbps / tcp_gbps,
+            }),
+        );
+    }
+    if with_inplace {
+        // Paired: the two paths of a round run back to back, and the path that goes
+        // second is slowed by what the first left (freed pool pages, dirty caches), so
+        // each ratio is of two consecutive rounds, one in each order; the median of
+        // those cancels both the drift between rounds and the order.
+        let paired = |layers: &[f64], inplace: &[f64]| {
+            let pair = if layers.len() > 1 { 2 } else { 1 };
+            let mut r: Vec<f64> = layers
+                .chunks_exact(pair)
+                .zip(inplace.chunks_exact(pair))
+                .map(|(l, i)| l.iter().sum::<f64>() / i.iter().sum::<f64>())
+                .collect();
+            median(&mut r)
+        };
+        let put_vs = paired(&put_rounds, &inplace_put);
+        let get_vs = paired(&get_rounds, &inplace_get);
+        let ip_put_gbps = gbps(bytes, median(&mut inplace_put));
+        let ip_get_gbps = gbps(bytes, median(&mut inplace_get));
+        p.inplace_put_lat.sort();
+        p.inplace_get_lat.sort();
+        report = merge(
+            report,
+            json!({
+                "inplace_put_gbps": ip_put_gbps,
+                "inplace_get_gbps": ip_get_gbps,
+                "inplace_put_ratio": ip_put_gbps / memcpy_gbps,
+                "inplace_get_ratio": ip_get_gbps / memcpy_gbps,
+                "inplace_put_vs_layers": put_vs,
+                "inplace_get_vs_layers": get_vs,
+                "inplace_put_p50_us": percentile_us(&p.inplace_put_lat, 50),
+                "inplace_put_p99_us": percentile_us(&p.inplace_put_lat, 99),
+                "inplace_get_p50_us": percentile_us(&p.inplace_get_lat, 50),
+                "inplace_get_p99_us": percentile_us(&p.inplace_get_lat, 99),
             }),
         );
     }
@@ -602,8 +744,10 @@ fn bench_layers(args: &BenchArgs) -> Result<Value, String> {
         put_lat: Vec::new(),
         get_lat: Vec::new(),
         exists_lat: Vec::new(),
+        inplace_put_lat: Vec::new(),
+        inplace_get_lat: Vec::new(),
     };
-    let report = measure(p, "layers", args, false)?;
+    let report = measure(p, "layers", args, false, true)?;
     Ok(merge(report, json!({ "layers_per_key": layout.len() })))
 }
 
@@ -621,8 +765,10 @@ fn bench_small(args: &BenchArgs) -> Result<Value, String> {
         put_lat: Vec::new(),
         get_lat: Vec::new(),
         exists_lat: Vec::new(),
+        inplace_put_lat: Vec::new(),
+        inplace_get_lat: Vec::new(),
     };
-    measure(p, "small", args, true)
+    measure(p, "small", args, true, false)
 }
 
 /// Alloc + free pairs on one segment's allocator, 80 % full, with the sizes a KV cache
@@ -733,6 +879,14 @@ fn print_human(r: &Value) {
                 f("p50_us"),
                 f("p99_us")
             );
+            if let Some(x) = r["inplace_put_gbps"].as_f64() {
+                println!(
+                    "{w}: in place put {x:.2} GB/s ({:.2} of batch_put_from_layers), get {:.2} GB/s ({:.2} of batch_get_into_layers)",
+                    f("inplace_put_vs_layers"),
+                    f("inplace_get_gbps"),
+                    f("inplace_get_vs_layers")
+                );
+            }
             if let Some(x) = r["tcp_gbps"].as_f64() {
                 println!(
                     "{w}: loopback TCP {x:.2} GB/s; put {:.2}, get {:.2} of it",

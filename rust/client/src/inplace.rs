@@ -18,11 +18,14 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use rustc_hash::FxHashMap;
 
-use memcache_core::{Blob, Error, Key, KeyInfo, Medium, ReplicateConfig, Result, SegmentId};
+use memcache_core::{
+    Blob, BlobLocation, Error, Key, KeyInfo, LocalServiceId, Medium, ReplicateConfig, Result,
+    SegmentId,
+};
 use memcache_meta::{LeaseId, PutId};
 
 use crate::session::Session;
-use crate::store::{all, check_batch, parse_keys, ObjectStore};
+use crate::store::{all, check_batch, parse_keys, ObjectStore, CHUNK};
 
 /// What an address range of the grant table gives access to.
 #[derive(Clone)]
@@ -54,6 +57,10 @@ struct Held {
     leases: Vec<LeaseId>,
     gvas: Vec<u64>,
     until: Instant,
+    /// The object's size and replicas as the latest lease found them: while a lease
+    /// lasts the object stays where it is.
+    size: u64,
+    blobs: Vec<Blob>,
 }
 
 #[derive(Default)]
@@ -66,6 +73,8 @@ struct Table {
     segments: FxHashMap<SegmentId, u64>,
     /// Grants after the last sweep of ended ones (see [`Table::sweep`]).
     swept: usize,
+    /// The device of each local service, as key info reported it.
+    devices: FxHashMap<LocalServiceId, u32>,
 }
 
 /// Bits of a pool address that hold the offset in its segment: segments of up to
@@ -223,7 +232,44 @@ impl Grants {
         let mut table = self.table();
         for l in &mut info.locations {
             l.gva = table.gva(l.segment, l.offset);
+            table.devices.insert(l.service, l.device_id);
         }
+    }
+
+    /// The key info of objects this client holds live read leases on, from the leases:
+    /// no call to the meta service, which is what an in-place reader asks right after
+    /// `batch_add_lease`. `None` unless every key is leased here and the device of
+    /// every replica's service is known (then the meta service answers).
+    pub fn leased_info(&self, keys: &[Key]) -> Option<Vec<KeyInfo>> {
+        let table = self.table();
+        let now = Instant::now();
+        keys.iter()
+            .map(|key| {
+                let h = table.held.get(key).filter(|h| now < h.until)?;
+                let locations = h
+                    .blobs
+                    .iter()
+                    .zip(&h.gvas)
+                    .map(|(b, &gva)| {
+                        Some(BlobLocation {
+                            service: b.service,
+                            device_id: *table.devices.get(&b.service)?,
+                            medium: b.medium,
+                            segment: b.segment,
+                            offset: b.offset,
+                            gva,
+                        })
+                    })
+                    .collect::<Option<Vec<BlobLocation>>>()?;
+                Some(KeyInfo {
+                    key: key.as_bytes().to_vec(),
+                    size: h.size,
+                    device_id: locations.first().map_or(0, |l| l.device_id),
+                    status: 0,
+                    locations,
+                })
+            })
+            .collect()
     }
 }
 
@@ -305,6 +351,22 @@ impl ObjectStore {
             ));
             return all(n, e);
         }
+        let mut results = Vec::with_capacity(n);
+        for (ks, ss) in keys.chunks(CHUNK).zip(sizes.chunks(CHUNK)) {
+            results.extend(self.alloc_chunk(&session, ks, ss, lease_ttl_ms).await);
+        }
+        results
+    }
+
+    /// `batch_alloc` of at most `CHUNK` keys: one meta call.
+    async fn alloc_chunk<K: AsRef<[u8]>>(
+        &self,
+        session: &Session,
+        keys: &[K],
+        sizes: &[u64],
+        lease_ttl_ms: u64,
+    ) -> Vec<Result<u64>> {
+        let n = keys.len();
         let mut results: Vec<Result<u64>> = vec![Ok(0); n];
         let mut wanted = parse_keys(keys, &mut results);
         let now = Instant::now();
@@ -436,6 +498,21 @@ impl ObjectStore {
         if let Err(e) = check_batch(n, results.len()) {
             return all(n, e);
         }
+        let mut out = Vec::with_capacity(n);
+        for (ks, rs) in keys.chunks(CHUNK).zip(results.chunks(CHUNK)) {
+            out.extend(self.finish_chunk(&session, ks, rs).await);
+        }
+        out
+    }
+
+    /// `batch_write_finish` of at most `CHUNK` keys: a commit and a rollback call.
+    async fn finish_chunk<K: AsRef<[u8]>>(
+        &self,
+        session: &Session,
+        keys: &[K],
+        results: &[i32],
+    ) -> Vec<Result<()>> {
+        let n = keys.len();
         let mut out: Vec<Result<()>> = vec![Ok(()); n];
         let valid = parse_keys(keys, &mut out);
         let now = Instant::now();
@@ -527,9 +604,13 @@ impl ObjectStore {
                         leases: Vec::new(),
                         gvas: Vec::new(),
                         until: asked,
+                        size: 0,
+                        blobs: Vec::new(),
                     });
                     held.leases.push(loc.lease);
                     held.gvas = gvas;
+                    held.size = loc.size;
+                    held.blobs = loc.blobs;
                     held.until = held.until.max(until(asked, loc.lease_ms));
                     Ok(())
                 })
@@ -554,7 +635,12 @@ impl ObjectStore {
                 .flat_map(|(k, h)| h.leases.into_iter().map(move |l| (k.clone(), l)))
                 .collect()
         };
-        session.meta.release(released).await;
+        // A key may hold several leases: chunks of leases, not of keys.
+        let mut released = released.into_iter().peekable();
+        while released.peek().is_some() {
+            let chunk: Vec<(Key, LeaseId)> = released.by_ref().take(CHUNK).collect();
+            session.meta.release(chunk).await;
+        }
         Ok(())
     }
 }

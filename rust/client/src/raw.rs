@@ -225,7 +225,8 @@ impl BlockingObjectStore {
     }
 
     /// # Safety
-    /// As [`Self::get_into_ptr`], for every key; no two buffers may overlap.
+    /// As [`Self::get_into_ptr`], for every key; where buffers of two keys overlap,
+    /// the later key's bytes win.
     pub unsafe fn batch_get_into_ptr(
         &self,
         keys: &[&[u8]],
@@ -269,8 +270,9 @@ impl BlockingObjectStore {
     }
 
     /// # Safety
-    /// As [`Self::get_into_layers_ptr`], for every key; no two buffers of the whole
-    /// call may overlap.
+    /// As [`Self::get_into_layers_ptr`], for every key. The layers of one key may not
+    /// overlap (-3000 for that key); those of different keys may: then keys are read
+    /// in order, and where destinations overlap the last key's bytes win (as 1.3.0).
     pub unsafe fn batch_get_into_layers_ptr(
         &self,
         keys: &[&[u8]],
@@ -285,31 +287,93 @@ impl BlockingObjectStore {
             Ok(d) => d,
             Err(e) => return vec![Err(e); n],
         };
-        // A key with bad buffers fails alone; buffers that overlap, even across keys,
-        // fail the whole call, since which key is at fault is not knowable.
+        // A key with bad buffers, or layers that overlap each other, fails alone.
         let checked: Vec<Result<Vec<(*mut c_void, usize)>>> = bufs
             .iter()
             .zip(sizes)
-            .map(|(b, s)| check_layers(b, s))
+            .map(|(b, s)| {
+                let regions = check_layers(b, s)?;
+                check_disjoint(regions.iter().copied())?;
+                Ok(regions)
+            })
             .collect();
-        let valid = checked
-            .iter()
-            .filter_map(|r| r.as_ref().ok())
-            .flatten()
-            .copied();
-        if let Err(e) = check_disjoint(valid) {
-            return vec![Err(e); n];
+        let mut results: Vec<Option<Result<u64>>> = vec![None; n];
+        let mut run = Vec::with_capacity(n);
+        let mut taken = Taken::default();
+        for (i, c) in checked.into_iter().enumerate() {
+            match c {
+                Err(e) => results[i] = Some(Err(e)),
+                Ok(regions) => {
+                    if taken.overlaps(&regions) {
+                        // SAFETY: forwarded caller promise; the run's regions are
+                        // pairwise disjoint.
+                        unsafe {
+                            self.get_run(keys, std::mem::take(&mut run), direct, &mut results)
+                        };
+                        taken = Taken::default();
+                    }
+                    taken.add(&regions);
+                    run.push((i, regions));
+                }
+            }
         }
-        let converted = checked
+        if !run.is_empty() {
+            // SAFETY: as above.
+            unsafe { self.get_run(keys, run, direct, &mut results) };
+        }
+        results
             .into_iter()
-            // SAFETY: checked above; the rest is the caller's promise.
-            .map(|r| r.map(|regions| unsafe { slices_mut(regions) }))
+            .map(|r| r.expect("every key answered"))
+            .collect()
+    }
+
+    /// Gets one run of keys whose destinations are pairwise disjoint: their `&mut`
+    /// slices live only for this call.
+    ///
+    /// # Safety
+    /// Every region passed `check_region`, no two overlap, and each is writable and
+    /// used by nothing else for the call.
+    unsafe fn get_run(
+        &self,
+        keys: &[&[u8]],
+        run: Vec<(usize, Vec<(*mut c_void, usize)>)>,
+        direct: CopyDirection,
+        results: &mut [Option<Result<u64>>],
+    ) {
+        let (slots, regions): (Vec<usize>, Vec<_>) = run.into_iter().unzip();
+        let run_keys: Vec<&[u8]> = slots.iter().map(|&i| keys[i]).collect();
+        // SAFETY: the caller's contract.
+        let mut layers: Vec<Vec<&mut [u8]>> = regions
+            .into_iter()
+            .map(|r| unsafe { slices_mut(r) })
             .collect();
-        per_key(keys, converted, |ks, mut objects| {
-            let mut objects: Vec<&mut [&mut [u8]]> =
-                objects.iter_mut().map(Vec::as_mut_slice).collect();
-            self.batch_get_into_layers(ks, &mut objects, direct)
+        let mut objects: Vec<&mut [&mut [u8]]> = layers.iter_mut().map(Vec::as_mut_slice).collect();
+        let answers = self.batch_get_into_layers(&run_keys, &mut objects, direct);
+        for (i, r) in slots.into_iter().zip(answers) {
+            results[i] = Some(r);
+        }
+    }
+}
+
+/// The destination regions of a run of keys, pairwise disjoint: start → end.
+#[derive(Default)]
+struct Taken(std::collections::BTreeMap<usize, usize>);
+
+impl Taken {
+    fn overlaps(&self, regions: &[(*mut c_void, usize)]) -> bool {
+        regions.iter().any(|&(p, n)| {
+            let (start, end) = (p as usize, p as usize + n);
+            self.0
+                .range(..end)
+                .next_back()
+                .is_some_and(|(_, &e)| e > start)
         })
+    }
+
+    fn add(&mut self, regions: &[(*mut c_void, usize)]) {
+        for &(p, n) in regions {
+            self.0.insert(p as usize, p as usize + n);
+        }
     }
 }
 

@@ -53,20 +53,20 @@ fn check_direction(direct: CopyDirection, put: bool) -> Result<()> {
     Ok(())
 }
 
-/// Validates a batch's shape; `Err` applies to every key.
+/// Validates a batch's shape; `Err` applies to every key. A batch of any size is
+/// fine: calls split what is above the wire limit (`MAX_BATCH_OP_COUNT` keys) into
+/// chunks of at most that many, run in order.
 pub(crate) fn check_batch(keys: usize, buffers: usize) -> Result<()> {
     if keys != buffers {
         return Err(Error::invalid(format!(
             "{keys} keys but {buffers} buffer entries"
         )));
     }
-    if keys > MAX_BATCH_OP_COUNT {
-        return Err(Error::invalid(format!(
-            "batch of {keys} keys is above the limit of {MAX_BATCH_OP_COUNT}"
-        )));
-    }
     Ok(())
 }
+
+/// The keys one call to the meta service may carry.
+pub(crate) const CHUNK: usize = MAX_BATCH_OP_COUNT;
 
 /// Parses the keys; invalid ones get their error in `results` and are left out.
 pub(crate) fn parse_keys<K: AsRef<[u8]>, T>(
@@ -315,7 +315,7 @@ impl ObjectStore {
         self.put_batch(keys, layers, direct, config).await
     }
 
-    /// alloc (one meta call) → write every replica → commit (one meta call).
+    /// Chunks of at most `CHUNK` keys, one after another, each a whole put.
     async fn put_batch<K: AsRef<[u8]>>(
         &self,
         keys: &[K],
@@ -334,6 +334,22 @@ impl ObjectStore {
         {
             return all(n, e);
         }
+        let mut results = Vec::with_capacity(n);
+        for (ks, objs) in keys.chunks(CHUNK).zip(objects.chunks(CHUNK)) {
+            results.extend(self.put_chunk(&session, ks, objs, config).await);
+        }
+        results
+    }
+
+    /// alloc (one meta call) → write every replica → commit (one meta call).
+    async fn put_chunk<K: AsRef<[u8]>>(
+        &self,
+        session: &Arc<Session>,
+        keys: &[K],
+        objects: &[&[&[u8]]],
+        config: &ReplicateConfig,
+    ) -> Vec<Result<()>> {
+        let n = keys.len();
         let mut results: Vec<Result<()>> = vec![Ok(()); n];
         let mut wanted = parse_keys(keys, &mut results);
         wanted.retain(|&(i, _)| {
@@ -357,15 +373,12 @@ impl ObjectStore {
                 Err(e) => results[i] = Err(e),
             }
         }
-        let writes = placed.iter().map(|(i, _, a)| {
-            let session = &session;
-            async move {
-                let replicas = a.blobs.iter().enumerate().map(|(j, b)| {
-                    let tag = a.tags.get(j).copied().unwrap_or_default();
-                    session.write(b, tag, objects[*i])
-                });
-                join_all(replicas).await.into_iter().collect::<Result<()>>()
-            }
+        let writes = placed.iter().map(|(i, _, a)| async move {
+            let replicas = a.blobs.iter().enumerate().map(|(j, b)| {
+                let tag = a.tags.get(j).copied().unwrap_or_default();
+                session.write(b, tag, objects[*i])
+            });
+            join_all(replicas).await.into_iter().collect::<Result<()>>()
         });
         let written = join_all(writes).await;
         let mut commits = Vec::with_capacity(placed.len());
@@ -475,7 +488,8 @@ impl ObjectStore {
         r
     }
 
-    /// lookup (one meta call, leases the objects) → read → release (one meta call).
+    /// Chunks of at most `CHUNK` keys, one after another (so where destinations of
+    /// two chunks overlap, the later key's bytes win), each a whole get.
     async fn get_batch<K: AsRef<[u8]>>(
         &self,
         keys: &[K],
@@ -490,6 +504,21 @@ impl ObjectStore {
         if let Err(e) = check_batch(n, objects.len()).and(check_direction(direct, false)) {
             return all(n, e);
         }
+        let mut results = Vec::with_capacity(n);
+        for (ks, objs) in keys.chunks(CHUNK).zip(objects.chunks_mut(CHUNK)) {
+            results.extend(self.get_chunk(&session, ks, objs).await);
+        }
+        results
+    }
+
+    /// lookup (one meta call, leases the objects) → read → release (one meta call).
+    async fn get_chunk<K: AsRef<[u8]>>(
+        &self,
+        session: &Arc<Session>,
+        keys: &[K],
+        objects: &mut [&mut [&mut [u8]]],
+    ) -> Vec<Result<u64>> {
+        let n = keys.len();
         let mut results: Vec<Result<u64>> = vec![Ok(0); n];
         let wanted = parse_keys(keys, &mut results);
         let lookup_keys: Vec<Key> = wanted.iter().map(|(_, k)| k.clone()).collect();
@@ -511,7 +540,6 @@ impl ObjectStore {
         let mut reads = Vec::with_capacity(found.len());
         for (i, dst) in objects.iter_mut().enumerate() {
             if let Some((_, loc)) = next.next_if(|(j, _)| *j == i) {
-                let session = &session;
                 reads.push(async move {
                     let r = self.read_object(session, loc, dst).await;
                     (i, r.map(|()| loc.size))
@@ -587,6 +615,10 @@ impl ObjectStore {
 
     pub async fn batch_get_key_info<K: AsRef<[u8]>>(&self, keys: &[K]) -> Vec<Result<KeyInfo>> {
         self.keyed(keys, |s, ks| async move {
+            // Objects this client leased for reading in place: their leases know.
+            if let Some(infos) = s.grants.leased_info(&ks) {
+                return infos.into_iter().map(Ok).collect();
+            }
             match s.meta.key_info(&ks).await {
                 Ok(infos) => infos
                     .into_iter()
@@ -698,12 +730,13 @@ impl ObjectStore {
         .await
     }
 
-    /// Runs a per-key meta call on the valid keys and merges the answers back in order.
+    /// Runs a per-key meta call on the valid keys, in chunks of at most `CHUNK` keys one
+    /// after another, and merges the answers back in order.
     pub(crate) async fn keyed<K, T, F, Fut>(&self, keys: &[K], call: F) -> Vec<Result<T>>
     where
         K: AsRef<[u8]>,
         T: Clone,
-        F: FnOnce(Arc<Session>, Vec<Key>) -> Fut,
+        F: Fn(Arc<Session>, Vec<Key>) -> Fut,
         Fut: std::future::Future<Output = Vec<Result<T>>>,
     {
         let n = keys.len();
@@ -716,9 +749,11 @@ impl ObjectStore {
         }
         let mut results: Vec<Result<T>> = all(n, Error::ObjectNotFound);
         let valid = parse_keys(keys, &mut results);
-        let (slots, ks): (Vec<usize>, Vec<Key>) = valid.into_iter().unzip();
-        for (i, r) in slots.into_iter().zip(call(session, ks).await) {
-            results[i] = r;
+        for chunk in valid.chunks(CHUNK) {
+            let (slots, ks): (Vec<usize>, Vec<Key>) = chunk.iter().cloned().unzip();
+            for (i, r) in slots.into_iter().zip(call(session.clone(), ks).await) {
+                results[i] = r;
+            }
         }
         results
     }

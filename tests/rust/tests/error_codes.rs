@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use common::*;
 use memcache_client::{
-    CopyDirection, Key, MetaConfig, ReplicateConfig, MAX_BATCH_OP_COUNT, MAX_KEY_LEN,
+    CopyDirection, CopyWay, Key, Medium, MetaConfig, Piece, ReplicateConfig, MAX_BATCH_OP_COUNT,
+    MAX_KEY_LEN,
 };
 
 const H2G: CopyDirection = CopyDirection::H2G;
@@ -474,44 +475,57 @@ fn batch_with_mismatched_lengths_fails_every_entry_with_3000() {
 }
 
 #[test]
-fn batch_over_16384_keys_is_3000_for_every_entry() {
-    // 16384 one-page objects take 64 MiB; room for them below the high watermark.
-    let (pool, store) = started(96 * MIB);
+fn batches_above_16384_keys_are_split_not_refused() {
+    // 40 000 one-page objects take 160 MiB; room for them below the high watermark.
+    const N: usize = 40_000;
+    const _: () = assert!(N > 2 * MAX_BATCH_OP_COUNT, "three chunks");
+    let (pool, store) = started(256 * MIB);
     let cfg = default_config();
-    let keys: Vec<String> = (0..=MAX_BATCH_OP_COUNT).map(|i| format!("k{i}")).collect();
-    assert_eq!(keys.len(), 16385);
-    let all_invalid = |cs: Vec<i32>| {
-        assert_eq!(cs.len(), 16385);
-        assert!(cs.iter().all(|&c| c == -3000), "{:?}", &cs[..4]);
+    let keys: Vec<String> = (0..N).map(|i| format!("k{i}")).collect();
+    let values: Vec<[u8; 4]> = (0..N as u32).map(|i| i.to_le_bytes()).collect();
+    let all_ok = |cs: Vec<i32>| {
+        assert_eq!(cs.len(), N);
+        let bad = cs.iter().position(|&c| c != 0);
+        assert!(bad.is_none(), "key {bad:?}: {}", bad.map_or(0, |i| cs[i]));
     };
 
-    let byte = [1u8];
-    let bufs: Vec<&[u8]> = vec![&byte[..]; keys.len()];
-    all_invalid(codes(&store.batch_put_from(&keys, &bufs, H2G, &cfg)));
-    assert_eq!(object_count(&pool), 0);
+    let bufs: Vec<&[u8]> = values.iter().map(|v| &v[..]).collect();
+    all_ok(codes(&store.batch_put_from(&keys, &bufs, H2G, &cfg)));
+    assert_eq!(object_count(&pool), N);
 
-    let mut outs: Vec<[u8; 1]> = vec![[0]; keys.len()];
+    let exists = store.batch_is_exist(&keys);
+    assert_eq!(exists.len(), N);
+    assert!(exists.iter().all(|r| *r == Ok(true)));
+    let infos = store.batch_get_key_info(&keys);
+    assert!(infos.iter().all(|r| r.as_ref().is_ok_and(|i| i.size == 4)));
+
+    let mut outs: Vec<[u8; 4]> = vec![[0; 4]; N];
     let mut out_refs: Vec<&mut [u8]> = outs.iter_mut().map(|o| &mut o[..]).collect();
-    all_invalid(codes(&store.batch_get_into(&keys, &mut out_refs, G2H)));
-    all_invalid(codes(&store.batch_is_exist(&keys)));
-    all_invalid(codes(&store.batch_get_key_info(&keys)));
-    all_invalid(codes(&store.batch_remove(&keys)));
+    let got = store.batch_get_into(&keys, &mut out_refs, G2H);
+    assert!(got.iter().all(|r| *r == Ok(4)));
+    assert_eq!(outs, values, "every key read back its own bytes, in order");
 
-    // 16384 is allowed.
-    let at_limit = &keys[..MAX_BATCH_OP_COUNT];
-    let exists = store.batch_is_exist(at_limit);
-    assert_eq!(exists.len(), MAX_BATCH_OP_COUNT);
-    assert!(exists.iter().all(|r| *r == Ok(false)));
-    let small = [5u8; 1];
-    let small_bufs: Vec<&[u8]> = vec![&small[..]; MAX_BATCH_OP_COUNT];
-    let put = store.batch_put_from(at_limit, &small_bufs, H2G, &cfg);
-    assert!(
-        put.iter().all(|r| r.is_ok()),
-        "{:?}",
-        put.iter().find(|r| r.is_err())
-    );
-    assert_eq!(object_count(&pool), MAX_BATCH_OP_COUNT);
-    assert_eq!(store.get(&keys[MAX_BATCH_OP_COUNT - 1]).unwrap(), [5]);
+    all_ok(codes(&store.batch_remove(&keys)));
+    assert_eq!(object_count(&pool), 0);
+    assert!(store.batch_is_exist(&keys).iter().all(|r| *r == Ok(false)));
+
+    // The in-place calls too.
+    let sizes = vec![4u64; N];
+    let gvas: Vec<u64> = store
+        .batch_alloc(&keys, &sizes, Medium::Dram, 0)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let layers: Vec<[&[u8]; 1]> = bufs.iter().map(|b| [*b]).collect();
+    let mut pieces: Vec<Piece> = layers.iter().map(|l| Piece::From(&l[..])).collect();
+    store
+        .batch_copy(&gvas, &mut pieces, CopyWay::ToPool)
+        .unwrap();
+    all_ok(codes(&store.batch_write_finish(&keys, &vec![0; N])));
+    all_ok(codes(&store.batch_add_lease(&keys, 0)));
+    store.batch_remove_lease(&keys).unwrap();
+    assert_eq!(store.get(&keys[N - 1]).unwrap(), values[N - 1]);
+    assert_eq!(object_count(&pool), N);
 }
 
 #[test]

@@ -77,8 +77,11 @@ fn round_trip(store: &BlockingObjectStore, prefix: &str) {
     assert_eq!(store.get(&a).unwrap(), data);
 
     // A reader: lease, copy pieces out of the key info's addresses, let go.
+    let unleased = store.get_key_info(&a).unwrap();
     assert_eq!(codes(&store.batch_add_lease(&[&a], 0)), [0]);
     let info = store.get_key_info(&a).unwrap();
+    // Under a lease the info comes from the lease, and says the same.
+    assert_eq!(info, unleased);
     let gva = info.locations[0].gva;
     assert!(gva > 0);
     let tail = read_at(store, gva + 1000, 5000).unwrap();

@@ -1,5 +1,5 @@
 //! The raw-pointer layer the C, C++ and Python front ends call: every check it
-//! promises (null, size 0, wrap-around, overlapping destinations, mismatched lengths,
+//! promises (null, size 0, wrap-around, overlapping layers of one key, mismatched lengths,
 //! bad directions) answers -3000 before any byte moves, and good calls round-trip.
 
 mod common;
@@ -184,7 +184,7 @@ fn bad_copy_directions_are_3000() {
 }
 
 #[test]
-fn overlapping_destinations_are_3000_and_untouched() {
+fn overlap_inside_one_key_is_3000_for_that_key_only() {
     let (_pool, store) = started(8 * MIB);
     let a = pattern(1, 100);
     let b = pattern(2, 100);
@@ -196,31 +196,25 @@ fn overlapping_destinations_are_3000_and_untouched() {
         store.put_from_ptr(b"b", cptr(&b), 100, H2G, &rc()).unwrap();
         let second = base.cast::<u8>().add(50).cast::<c_void>();
         assert_eq!(
-            codes(&store.batch_get_into_ptr(&keys(&["a", "b"]), &[base, second], &[100, 100], G2H)),
-            [-3000, -3000]
-        );
-        assert_eq!(
             code(&store.get_into_layers_ptr(b"a", &[base, second], &[60, 60], G2H)),
             -3000
         );
-        // The same region twice overlaps too.
-        assert_eq!(
-            codes(&store.batch_get_into_ptr(&keys(&["a", "b"]), &[base, base], &[100, 100], G2H)),
-            [-3000, -3000]
-        );
-        // Across keys of a layered batch.
-        let l1: [*mut c_void; 1] = [base];
-        let l2: [*mut c_void; 2] = [base.cast::<u8>().add(200).cast(), second];
-        assert_eq!(
-            codes(&store.batch_get_into_layers_ptr(
-                &keys(&["a", "b"]),
-                &[&l1, &l2],
-                &[&[100], &[50, 60]],
-                G2H
-            )),
-            [-3000, -3000]
-        );
         assert!(dst.iter().all(|&x| x == 0x66));
+        // Key "a"'s two layers overlap; key "b" is fine and is read.
+        let la: [*mut c_void; 2] = [base, second];
+        let lb: [*mut c_void; 2] = [
+            base.cast::<u8>().add(200).cast(),
+            base.cast::<u8>().add(250).cast(),
+        ];
+        let r = store.batch_get_into_layers_ptr(
+            &keys(&["a", "b"]),
+            &[&la, &lb],
+            &[&[60, 60], &[50, 50]],
+            G2H,
+        );
+        assert_eq!(codes(&r), [-3000, 0]);
+        assert!(dst[..200].iter().all(|&x| x == 0x66));
+        assert_eq!(&dst[200..], &b[..]);
 
         // Adjacent (touching, not overlapping) regions are fine.
         let next = base.cast::<u8>().add(100).cast::<c_void>();
@@ -231,7 +225,63 @@ fn overlapping_destinations_are_3000_and_untouched() {
     }
     assert_eq!(&dst[..100], &a[..]);
     assert_eq!(&dst[100..200], &b[..]);
-    assert!(dst[200..].iter().all(|&x| x == 0x66));
+}
+
+#[test]
+fn destinations_overlapping_across_keys_are_served_in_key_order() {
+    let (_pool, store) = started(8 * MIB);
+    let objs: Vec<Vec<u8>> = (1..=3).map(|s| pattern(s, 100)).collect();
+    let ks = keys(&["x", "y", "z"]);
+    let mut dst = vec![0x66u8; 300];
+    let base = mptr(&mut dst);
+    // SAFETY: every region lies inside `dst` (300 bytes) or the source vectors.
+    unsafe {
+        for (k, o) in ks.iter().zip(&objs) {
+            store.put_from_ptr(k, cptr(o), 100, H2G, &rc()).unwrap();
+        }
+        // The same buffer for all three keys: the last key's bytes win.
+        assert_eq!(
+            store.batch_get_into_ptr(&ks, &[base, base, base], &[100, 100, 100], G2H),
+            [Ok(100), Ok(100), Ok(100)]
+        );
+        assert_eq!(&dst[..100], &objs[2][..]);
+        assert!(dst[100..].iter().all(|&x| x == 0x66));
+
+        // Partial overlaps: x at 0..100, y at 50..150 (overlaps x), z at 150..250
+        // (disjoint from y, read in y's run).
+        dst.fill(0x66);
+        let base = mptr(&mut dst);
+        let at = |off: usize| base.cast::<u8>().add(off).cast::<c_void>();
+        assert_eq!(
+            store.batch_get_into_ptr(&ks, &[at(0), at(50), at(150)], &[100, 100, 100], G2H),
+            [Ok(100), Ok(100), Ok(100)]
+        );
+        assert_eq!(&dst[..50], &objs[0][..50]);
+        assert_eq!(&dst[50..150], &objs[1][..]);
+        assert_eq!(&dst[150..250], &objs[2][..]);
+        assert!(dst[250..].iter().all(|&x| x == 0x66));
+
+        // Layered: z's second layer overlaps x's only layer; y is disjoint from both.
+        dst.fill(0x66);
+        let base = mptr(&mut dst);
+        let at = |off: usize| base.cast::<u8>().add(off).cast::<c_void>();
+        let lx: [*mut c_void; 1] = [at(0)];
+        let ly: [*mut c_void; 1] = [at(100)];
+        let lz: [*mut c_void; 2] = [at(200), at(20)];
+        let r = store.batch_get_into_layers_ptr(
+            &ks,
+            &[&lx, &ly, &lz],
+            &[&[100], &[100], &[40, 60]],
+            G2H,
+        );
+        assert_eq!(codes(&r), [0, 0, 0]);
+    }
+    assert_eq!(&dst[..20], &objs[0][..20]);
+    assert_eq!(&dst[20..80], &objs[2][40..]);
+    assert_eq!(&dst[80..100], &objs[0][80..]);
+    assert_eq!(&dst[100..200], &objs[1][..]);
+    assert_eq!(&dst[200..240], &objs[2][..40]);
+    assert!(dst[240..].iter().all(|&x| x == 0x66));
 }
 
 #[test]
