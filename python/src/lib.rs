@@ -917,20 +917,10 @@ impl DistributedObjectStore {
         direct: i32,
         flag: u32,
     ) -> i32 {
-        let _ = flag;
-        let gvas: Vec<u64> = gva_ptrs.0.iter().map(|&g| g as u64).collect();
-        self.with_store(
-            |c| c,
-            |s| {
-                py.allow_threads(|| {
-                    let bufs = pointers(&buffer_ptrs.0, |a| a as *mut c_void);
-                    // SAFETY: the caller promises each address holds its size in bytes
-                    // readable (into the pool) or writable (out of it) for the call; the
-                    // raw layer checks what can be checked, overlaps included.
-                    code_of(&unsafe { s.batch_copy_ptr(&gvas, &bufs, &sizes.0, direct) })
-                })
-            },
-        )
+        // One layer per piece; a length mismatch stays one for the raw layer to refuse.
+        let rows = |v: Ints| IntRows(v.0.into_iter().map(|x| vec![x]).collect());
+        let (bufs, sizes) = (rows(buffer_ptrs), rows(sizes));
+        self.batch_copy_layers(py, gva_ptrs, bufs, sizes, direct, flag)
     }
 
     /// `batch_copy` of layers: piece `i` is the layers `buffer_ptrs[i][j]` /

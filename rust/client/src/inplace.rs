@@ -118,22 +118,18 @@ impl Table {
         if grants < 2 * self.swept + 64 {
             return;
         }
-        let ended: Vec<Key> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| now >= p.until)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in ended {
+        fn ended<T>(
+            grants: &FxHashMap<Key, T>,
+            until: fn(&T) -> Instant,
+            now: Instant,
+        ) -> Vec<Key> {
+            let ended = grants.iter().filter(|(_, g)| now >= until(g));
+            ended.map(|(k, _)| k.clone()).collect()
+        }
+        for k in ended(&self.pending, |p| p.until, now) {
             self.drop_pending(&k);
         }
-        let ended: Vec<Key> = self
-            .held
-            .iter()
-            .filter(|(_, h)| now >= h.until)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in ended {
+        for k in ended(&self.held, |h| h.until, now) {
             self.drop_held(&k);
         }
         self.swept = self.pending.len() + self.held.len();
