@@ -1145,6 +1145,9 @@ pub unsafe extern "C" fn mmcc_batch_remove_lease(
     })
 }
 
+/// `BlockingObjectStore::evict` or `prefetch`.
+type TierMove = fn(&BlockingObjectStore, &[&[u8]], Medium, Medium) -> Vec<Result<(), Error>>;
+
 /// `evict` / `prefetch` of the keys between 1.3.0's media numbers: 0, or the first
 /// failing key's code.
 ///
@@ -1155,7 +1158,7 @@ unsafe fn tier_move(
     keys_count: u32,
     src: u16,
     dst: u16,
-    call: fn(&BlockingObjectStore, &[&[u8]], Medium, Medium) -> Vec<Result<(), Error>>,
+    call: TierMove,
 ) -> i32 {
     // SAFETY: the caller's promise.
     let ks = match unsafe { keys(keys_ptr, keys_count as usize) } {
