@@ -12,9 +12,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use memcache_client::{
-    catch_panic, code_of, BlockingObjectStore, ClientConfig, Error, KeyInfo, ReplicateConfig,
-    TransportKind, MAX_BATCH_OP_COUNT, MAX_REPLICAS,
+    catch_panic, code_of, BlockingObjectStore, ClientConfig, Error, KeyInfo, Medium,
+    ReplicateConfig, TransportKind, MAX_BATCH_OP_COUNT, MAX_REPLICAS,
 };
+use memcache_core::put_code;
 use memcache_local::{LocalServiceConfig, RunningLocalService};
 use memcache_meta_service::{MetaService, MetaServiceConfig};
 
@@ -119,6 +120,7 @@ pub struct mmc_data_info {
     pub valid: bool,
     pub ranks: [u32; MAX_REPLICAS],
     pub types: [u16; MAX_REPLICAS],
+    pub gvas: [u64; MAX_REPLICAS],
 }
 
 #[repr(C)]
@@ -616,7 +618,7 @@ pub unsafe extern "C" fn mmcc_put(
         let cfg = replicate(&options);
         run(flags, move |s| {
             // SAFETY: the caller's promise on the buffer.
-            code_of(&unsafe { s.put_from_ptr(&k, addr as *const c_void, len, 3, &cfg) })
+            put_code(&unsafe { s.put_from_ptr(&k, addr as *const c_void, len, 3, &cfg) })
         })
     })
 }
@@ -647,6 +649,7 @@ fn fill_info(info: &mut mmc_data_info, r: &Result<KeyInfo, Error>) -> i32 {
         valid: false,
         ranks: [0; MAX_REPLICAS],
         types: [0; MAX_REPLICAS],
+        gvas: [0; MAX_REPLICAS],
     };
     match r {
         Ok(k) => {
@@ -655,7 +658,8 @@ fn fill_info(info: &mut mmc_data_info, r: &Result<KeyInfo, Error>) -> i32 {
             info.num_blobs = k.locations.len().min(MAX_REPLICAS) as u8;
             for (i, l) in k.locations.iter().take(MAX_REPLICAS).enumerate() {
                 info.ranks[i] = l.service;
-                info.types[i] = l.medium as u16;
+                info.types[i] = l.medium.media_type() as u16;
+                info.gvas[i] = l.gva;
             }
             0
         }
@@ -738,7 +742,7 @@ pub unsafe extern "C" fn mmcc_get_location(key_ptr: *const c_char, _flags: u32) 
                 Some(l) => mmc_location_t {
                     status: 0,
                     rank: l.service,
-                    r#type: l.medium as u16,
+                    r#type: l.medium.media_type() as u16,
                     size: info.size,
                 },
                 None => failed(Error::ObjectNotFound.code()),
@@ -918,7 +922,7 @@ pub unsafe extern "C" fn mmcc_batch_put(
             let keys: Vec<&[u8]> = ks.iter().map(Vec::as_slice).collect();
             // SAFETY: the caller's promise on the buffers.
             let r = unsafe { s.batch_put_from_ptr(&keys, &ptrs, &sizes, 3, &cfg) };
-            first_failure(r.iter().map(code_of))
+            first_failure(r.iter().map(put_code))
         })
     })
 }
@@ -948,6 +952,275 @@ pub unsafe extern "C" fn mmcc_batch_get(
             let r = unsafe { s.batch_get_into_ptr(&keys, &ptrs, &sizes, 2) };
             first_failure(r.iter().map(code_of))
         })
+    })
+}
+
+// ---- 1.3.0's in-place calls and media moves ----
+
+/// `n` items of `T` at `p`; -3000 for a null array of a non-empty batch.
+///
+/// # Safety
+/// `p` is null or holds `n` readable items.
+unsafe fn array<'a, T>(p: *const T, n: usize, what: &str) -> Result<&'a [T], Error> {
+    if n > MAX_BATCH_OP_COUNT {
+        return Err(Error::invalid(format!("{n} items is above the limit")));
+    }
+    if p.is_null() {
+        return match n {
+            0 => Ok(&[]),
+            _ => Err(Error::invalid(format!("null {what} array"))),
+        };
+    }
+    // SAFETY: the caller's promise.
+    Ok(unsafe { std::slice::from_raw_parts(p, n) })
+}
+
+/// Allocates `sizes[i]` bytes under each key for an in-place write (media in 1.3.0's
+/// numbers: 1 DRAM only). `gvas[i]`: the pool address, 0 on failure; `results[i]`: 0
+/// or the key's code. Answers how many keys failed, or the call's own code.
+///
+/// # Safety
+/// `keys` holds `keys_count` NUL-terminated strings; `sizes`, `gvas` and `results`
+/// hold `keys_count` items each.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn mmcc_batch_malloc(
+    keys_ptr: *const *const c_char,
+    keys_count: u32,
+    sizes: *const u64,
+    media: u16,
+    lease_ttl_ms: u64,
+    gvas: *mut u64,
+    results: *mut i32,
+    _flags: u32,
+) -> i32 {
+    catch_panic(-1, || {
+        let n = keys_count as usize;
+        // SAFETY: the caller's promise.
+        let sizes = match unsafe { array(sizes, n, "size") } {
+            Ok(s) => s,
+            Err(e) => return e.code(),
+        };
+        if gvas.is_null() && n > 0 {
+            return Error::invalid("null gva array").code();
+        }
+        let media = match Medium::from_media_type(media as u32) {
+            Ok(m) => m,
+            Err(e) => return e.code(),
+        };
+        let mut addrs = vec![0u64; n];
+        // SAFETY: forwarded caller promise.
+        let failed = unsafe {
+            per_key_codes(keys_ptr, keys_count, results, |s, ks| {
+                let r = s.batch_alloc(ks, sizes, media, lease_ttl_ms);
+                for (a, r) in addrs.iter_mut().zip(&r) {
+                    *a = *r.as_ref().unwrap_or(&0);
+                }
+                r.iter().map(code_of).collect()
+            })
+        };
+        if failed >= 0 && n > 0 {
+            // SAFETY: room for `n` addresses (the caller's promise).
+            unsafe { std::slice::from_raw_parts_mut(gvas, n) }.copy_from_slice(&addrs);
+        }
+        failed
+    })
+}
+
+/// Copies `sizes[i]` bytes between `bufs[i]` and the pool address `gvas[i]`:
+/// `direct` 3 (H2G) into an allocation of this client, 2 (G2H) out of a leased replica,
+/// 9 (AUTO) as each address's grant says. 0 or the first refusal (nothing copied then).
+///
+/// # Safety
+/// `gvas`, `bufs` and `sizes` hold `count` items; each buffer is readable (into the
+/// pool) or writable and used by nothing else (out of it) for the call.
+#[no_mangle]
+pub unsafe extern "C" fn mmcc_batch_copy(
+    gvas: *const u64,
+    bufs: *const *mut c_void,
+    sizes: *const u64,
+    count: u32,
+    direct: i32,
+    _flags: u32,
+) -> i32 {
+    catch_panic(-1, || {
+        let n = count as usize;
+        // SAFETY: the caller's promise.
+        let arrays = unsafe {
+            (
+                array(gvas, n, "gva"),
+                array(bufs, n, "buffer"),
+                array(sizes, n, "size"),
+            )
+        };
+        let (gvas, bufs, sizes) = match arrays {
+            (Ok(g), Ok(b), Ok(s)) => (g, b, s),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return e.code(),
+        };
+        let store = match client() {
+            Ok(s) => s,
+            Err(e) => return e.code(),
+        };
+        let sizes: Vec<usize> = sizes.iter().map(|&s| s as usize).collect();
+        // SAFETY: forwarded caller promise; the raw layer checks the rest.
+        code_of(&unsafe { store.batch_copy_ptr(gvas, bufs, &sizes, direct) })
+    })
+}
+
+/// Ends in-place writes: `write_results[i]` 0 commits key i, any other value rolls it
+/// back. `finish_results[i]`: 0, -3000 not being written here, -3106 the allocation
+/// ended (rolled back). Answers how many keys failed, or the call's own code.
+///
+/// # Safety
+/// `keys` holds `keys_count` NUL-terminated strings; `write_results` and
+/// `finish_results` hold `keys_count` items.
+#[no_mangle]
+pub unsafe extern "C" fn mmcc_batch_write_finish(
+    keys_ptr: *const *const c_char,
+    keys_count: u32,
+    write_results: *const i32,
+    finish_results: *mut i32,
+    _flags: u32,
+) -> i32 {
+    catch_panic(-1, || {
+        // SAFETY: the caller's promise.
+        let res = match unsafe { array(write_results, keys_count as usize, "result") } {
+            Ok(r) => r,
+            Err(e) => return e.code(),
+        };
+        // SAFETY: forwarded caller promise.
+        unsafe {
+            per_key_codes(keys_ptr, keys_count, finish_results, |s, ks| {
+                s.batch_write_finish(ks, res).iter().map(code_of).collect()
+            })
+        }
+    })
+}
+
+/// Read leases for `lease_ttl_ms` (0: the pool's read lease); `mmcc_query`'s
+/// `gvas` can then be read with `mmcc_batch_copy`. `lease_results[i]`: 0, -3007
+/// missing. Answers how many keys failed, or the call's own code.
+///
+/// # Safety
+/// `keys` holds `keys_count` NUL-terminated strings; `lease_results` as many codes.
+#[no_mangle]
+pub unsafe extern "C" fn mmcc_batch_add_lease(
+    keys_ptr: *const *const c_char,
+    keys_count: u32,
+    lease_ttl_ms: u64,
+    lease_results: *mut i32,
+    _flags: u32,
+) -> i32 {
+    catch_panic(-1, || {
+        // SAFETY: forwarded caller promise.
+        unsafe {
+            per_key_codes(keys_ptr, keys_count, lease_results, |s, ks| {
+                s.batch_add_lease(ks, lease_ttl_ms)
+                    .iter()
+                    .map(code_of)
+                    .collect()
+            })
+        }
+    })
+}
+
+/// Releases this client's read leases on the keys: 0, or -3000 (nothing released) when
+/// a key holds none here.
+///
+/// # Safety
+/// `keys` holds `keys_count` NUL-terminated strings.
+#[no_mangle]
+pub unsafe extern "C" fn mmcc_batch_remove_lease(
+    keys_ptr: *const *const c_char,
+    keys_count: u32,
+    _flags: u32,
+) -> i32 {
+    catch_panic(-1, || {
+        // SAFETY: the caller's promise.
+        let ks = match unsafe { keys(keys_ptr, keys_count as usize) } {
+            Ok(k) => k,
+            Err(e) => return e.code(),
+        };
+        code_of(&client().and_then(|s| s.batch_remove_lease(&ks)))
+    })
+}
+
+/// `BlockingObjectStore::evict` or `prefetch`.
+type TierMove = fn(&BlockingObjectStore, &[&[u8]], Medium, Medium) -> Vec<Result<(), Error>>;
+
+/// `evict` / `prefetch` of the keys between 1.3.0's media numbers: 0, or the first
+/// failing key's code.
+///
+/// # Safety
+/// `keys` holds `keys_count` NUL-terminated strings.
+unsafe fn tier_move(
+    keys_ptr: *const *const c_char,
+    keys_count: u32,
+    src: u16,
+    dst: u16,
+    call: TierMove,
+) -> i32 {
+    // SAFETY: the caller's promise.
+    let ks = match unsafe { keys(keys_ptr, keys_count as usize) } {
+        Ok(k) => k,
+        Err(e) => return e.code(),
+    };
+    let media = Medium::from_media_type(src as u32)
+        .and_then(|s| Ok((s, Medium::from_media_type(dst as u32)?)));
+    let (src, dst) = match media {
+        Ok(m) => m,
+        Err(e) => return e.code(),
+    };
+    match client() {
+        Ok(s) => first_failure(call(&s, &ks, src, dst).iter().map(code_of)),
+        Err(e) => e.code(),
+    }
+}
+
+/// Moves the objects from DRAM (1) to SSD (2), the only pair: 0, or the first failing
+/// key's code (-3007 missing, -3013 no SSD tier, -3104 held by a reader, -3000 another
+/// pair).
+///
+/// # Safety
+/// `keys` holds `keys_count` NUL-terminated strings.
+#[no_mangle]
+pub unsafe extern "C" fn mmcc_evict_keys(
+    keys_ptr: *const *const c_char,
+    keys_count: u32,
+    src_media: u16,
+    dst_media: u16,
+    _flags: u32,
+) -> i32 {
+    catch_panic(-1, || {
+        // SAFETY: forwarded caller promise.
+        unsafe {
+            tier_move(keys_ptr, keys_count, src_media, dst_media, |s, k, a, b| {
+                s.evict(k, a, b)
+            })
+        }
+    })
+}
+
+/// Copies the objects from SSD (2) back into DRAM (1), the only pair: 0, or the first
+/// failing key's code (-3007 missing, -3004 not back in time, -3000 another pair).
+///
+/// # Safety
+/// `keys` holds `keys_count` NUL-terminated strings.
+#[no_mangle]
+pub unsafe extern "C" fn mmcc_prefetch_keys(
+    keys_ptr: *const *const c_char,
+    keys_count: u32,
+    src_media: u16,
+    dst_media: u16,
+    _flags: u32,
+) -> i32 {
+    catch_panic(-1, || {
+        // SAFETY: forwarded caller promise.
+        unsafe {
+            tier_move(keys_ptr, keys_count, src_media, dst_media, |s, k, a, b| {
+                s.prefetch(k, a, b)
+            })
+        }
     })
 }
 

@@ -12,8 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{RwLock, RwLockReadGuard};
 
 use memcache_client::{
-    catch_panic, code_of, BlockingObjectStore, ClientConfig, Error, ReplicateConfig,
+    catch_panic, code_of, BlockingObjectStore, ClientConfig, Error, Medium, ReplicateConfig,
 };
+use memcache_core::put_code;
 
 #[allow(clippy::too_many_arguments)] // the batch calls take their arrays flat
 #[cxx::bridge(namespace = "memcache::ffi")]
@@ -25,6 +26,9 @@ mod ffi {
         status: i32,
         services: Vec<u32>,
         media: Vec<u16>,
+        /// The pool address of each replica (0 where it has none), for `BatchCopy`
+        /// under a read lease.
+        gvas: Vec<u64>,
     }
 
     extern "Rust" {
@@ -71,6 +75,53 @@ mod ffi {
         /// 1 exists, 0 does not, negative error, per key.
         fn exist(self: &Store, keys: &[u8], key_lens: &[usize], out: &mut [i32]) -> i32;
         fn key_info(self: &Store, keys: &[u8], key_lens: &[usize]) -> Vec<KeyInfoOut>;
+
+        /// 1.3.0's in-place calls. `batch_alloc` writes each key's pool address, or its
+        /// negative code, to `out`; `media` in 1.3.0's numbers (1 DRAM).
+        fn batch_alloc(
+            self: &Store,
+            keys: &[u8],
+            key_lens: &[usize],
+            sizes: &[u64],
+            media: u16,
+            lease_ttl_ms: u64,
+            out: &mut [i64],
+        ) -> i32;
+        /// `sizes[i]` bytes between the buffer at `bufs[i]` and the pool address
+        /// `gvas[i]`; `direct` 3 into the pool, 2 out of it, 9 either.
+        unsafe fn batch_copy(
+            self: &Store,
+            gvas: &[u64],
+            bufs: &[usize],
+            sizes: &[usize],
+            direct: i32,
+        ) -> i32;
+        fn batch_write_finish(
+            self: &Store,
+            keys: &[u8],
+            key_lens: &[usize],
+            results: &[i32],
+            out: &mut [i32],
+        ) -> i32;
+        fn batch_add_lease(
+            self: &Store,
+            keys: &[u8],
+            key_lens: &[usize],
+            ttl_ms: u64,
+            out: &mut [i32],
+        ) -> i32;
+        fn batch_remove_lease(self: &Store, keys: &[u8], key_lens: &[usize]) -> i32;
+        /// `evict` (`prefetch` false) or `prefetch` between 1.3.0's media numbers: 0, or
+        /// the first failing key's code.
+        fn tier_move(
+            self: &Store,
+            keys: &[u8],
+            key_lens: &[usize],
+            src: u8,
+            dst: u8,
+            prefetch: bool,
+        ) -> i32;
+        fn remove_all(self: &Store) -> i32;
     }
 }
 
@@ -264,7 +315,8 @@ impl Store {
                 self.client()
                     .batch_put_from_layers_ptr(&keys, &ptrs, &sizes, direct, &config)
             };
-            answer(out, r.iter().map(code_of))
+            // As 1.3.0: a key that exists is 0, its first value stays.
+            answer(out, r.iter().map(put_code))
         })
     }
 
@@ -338,6 +390,7 @@ impl Store {
             status: code,
             services: Vec::new(),
             media: Vec::new(),
+            gvas: Vec::new(),
         };
         let n = key_lens.len();
         let on_panic = (0..n).map(|_| failed(-1)).collect();
@@ -354,12 +407,159 @@ impl Store {
                         device_id: info.device_id,
                         status: 0,
                         services: info.locations.iter().map(|l| l.service).collect(),
-                        media: info.locations.iter().map(|l| l.medium as u16).collect(),
+                        media: info
+                            .locations
+                            .iter()
+                            .map(|l| l.medium.media_type() as u16)
+                            .collect(),
+                        gvas: info.locations.iter().map(|l| l.gva).collect(),
                     },
                     Err(e) => failed(e.code()),
                 })
                 .collect()
         })
+    }
+
+    /// Runs `f` on keys that pair up with `n` results, else answers -3000 for all.
+    fn with_keys(
+        &self,
+        keys: &[u8],
+        key_lens: &[usize],
+        n: usize,
+        f: impl FnOnce(&BlockingObjectStore, Vec<&[u8]>) -> i32,
+    ) -> Option<i32> {
+        let keys = split_keys(keys, key_lens).filter(|k| k.len() == n)?;
+        Some(f(&self.client(), keys))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn batch_alloc(
+        &self,
+        keys: &[u8],
+        key_lens: &[usize],
+        sizes: &[u64],
+        media: u16,
+        lease_ttl_ms: u64,
+        out: &mut [i64],
+    ) -> i32 {
+        let n = out.len();
+        let fail = |out: &mut [i64], code: i32| {
+            out.iter_mut().for_each(|o| *o = code as i64);
+            code
+        };
+        let on_panic = -1;
+        let mut codes = vec![on_panic as i64; n];
+        let rc = guard(|| {
+            let media = match Medium::from_media_type(media as u32) {
+                Ok(m) => m,
+                Err(e) => return fail(&mut codes, e.code()),
+            };
+            let r = self.with_keys(keys, key_lens, n, |s, keys| {
+                let r = s.batch_alloc(&keys, sizes, media, lease_ttl_ms);
+                for (o, r) in codes.iter_mut().zip(&r) {
+                    *o = r.as_ref().map_or_else(|e| e.code() as i64, |&g| g as i64);
+                }
+                0
+            });
+            r.unwrap_or_else(|| fail(&mut codes, Error::invalid("").code()))
+        });
+        out.copy_from_slice(&codes);
+        rc
+    }
+
+    /// # Safety
+    /// Every `(bufs[i], sizes[i])` must be readable (into the pool) or writable and
+    /// used by nothing else (out of it) for the call.
+    unsafe fn batch_copy(&self, gvas: &[u64], bufs: &[usize], sizes: &[usize], direct: i32) -> i32 {
+        guard(|| {
+            // Before Init -3019, whatever the arguments (as Python answers).
+            if !self.initialized.load(Ordering::SeqCst) {
+                return Error::ClientNotInitialized.code();
+            }
+            let ptrs: Vec<*mut std::ffi::c_void> = bufs.iter().map(|&p| p as *mut _).collect();
+            // SAFETY: forwarded caller promise; the raw layer checks the rest.
+            code_of(&unsafe { self.client().batch_copy_ptr(gvas, &ptrs, sizes, direct) })
+        })
+    }
+
+    fn batch_write_finish(
+        &self,
+        keys: &[u8],
+        key_lens: &[usize],
+        results: &[i32],
+        out: &mut [i32],
+    ) -> i32 {
+        guard(|| {
+            let n = out.len();
+            match self.with_keys(keys, key_lens, n, |s, keys| {
+                let codes: Vec<i32> = s
+                    .batch_write_finish(&keys, results)
+                    .iter()
+                    .map(code_of)
+                    .collect();
+                answer(out, codes)
+            }) {
+                Some(rc) => rc,
+                None => refuse(out, Error::invalid("keys do not pair up")),
+            }
+        })
+    }
+
+    fn batch_add_lease(
+        &self,
+        keys: &[u8],
+        key_lens: &[usize],
+        ttl_ms: u64,
+        out: &mut [i32],
+    ) -> i32 {
+        guard(|| {
+            let n = out.len();
+            match self.with_keys(keys, key_lens, n, |s, keys| {
+                let codes: Vec<i32> = s
+                    .batch_add_lease(&keys, ttl_ms)
+                    .iter()
+                    .map(code_of)
+                    .collect();
+                answer(out, codes)
+            }) {
+                Some(rc) => rc,
+                None => refuse(out, Error::invalid("keys do not pair up")),
+            }
+        })
+    }
+
+    fn batch_remove_lease(&self, keys: &[u8], key_lens: &[usize]) -> i32 {
+        guard(|| {
+            let n = key_lens.len();
+            self.with_keys(keys, key_lens, n, |s, keys| {
+                code_of(&s.batch_remove_lease(&keys))
+            })
+            .unwrap_or_else(|| Error::invalid("").code())
+        })
+    }
+
+    fn tier_move(&self, keys: &[u8], key_lens: &[usize], src: u8, dst: u8, prefetch: bool) -> i32 {
+        guard(|| {
+            let media = Medium::from_media_type(src as u32)
+                .and_then(|s| Ok((s, Medium::from_media_type(dst as u32)?)));
+            let (src, dst) = match media {
+                Ok(m) => m,
+                Err(e) => return e.code(),
+            };
+            let n = key_lens.len();
+            self.with_keys(keys, key_lens, n, |s, keys| {
+                let r = match prefetch {
+                    true => s.prefetch(&keys, src, dst),
+                    false => s.evict(&keys, src, dst),
+                };
+                r.iter().map(code_of).find(|&c| c != 0).unwrap_or(0)
+            })
+            .unwrap_or_else(|| Error::invalid("").code())
+        })
+    }
+
+    fn remove_all(&self) -> i32 {
+        guard(|| code_of(&self.client().remove_all()))
     }
 }
 

@@ -172,9 +172,99 @@ MEMCACHE_EXPORT int32_t memcache_key_info(memcache_store *store, const uint8_t *
             for (uint32_t j = 0; j < out[i].locations; ++j) {
                 out[i].services[j] = info.services[j];
                 out[i].media[j] = info.media[j];
+                out[i].gvas[j] = j < info.gvas.size() ? info.gvas[j] : 0;
             }
         }
         return 0;
+    } catch (...) {
+        return -1;
+    }
+}
+
+MEMCACHE_EXPORT int32_t memcache_batch_alloc(memcache_store *store, const uint8_t *keys,
+                                             const size_t *key_lens, size_t n_keys,
+                                             const uint64_t *sizes, size_t n_sizes,
+                                             uint16_t media, uint64_t lease_ttl_ms,
+                                             int64_t *out) {
+    if (!out && n_keys > 0) return kInvalid;
+    if (!store) {
+        for (size_t i = 0; i < n_keys; ++i) out[i] = kNotInit;
+        return kNotInit;
+    }
+    try {
+        return store->inner->batch_alloc(in(keys, total(key_lens, n_keys)),
+                                         in(key_lens, n_keys), in(sizes, n_sizes), media,
+                                         lease_ttl_ms, rust::Slice<int64_t>(out, n_keys));
+    } catch (...) {
+        return -1;
+    }
+}
+
+MEMCACHE_EXPORT int32_t memcache_batch_copy(memcache_store *store, const uint64_t *gvas,
+                                            void *const *bufs, const size_t *sizes, size_t n,
+                                            int32_t direct) {
+    if (!store) return kNotInit;
+    try {
+        return store->inner->batch_copy(in(gvas, n), addresses(bufs, n), in(sizes, n), direct);
+    } catch (...) {
+        return -1;
+    }
+}
+
+MEMCACHE_EXPORT int32_t memcache_batch_write_finish(memcache_store *store, const uint8_t *keys,
+                                                    const size_t *key_lens, size_t n_keys,
+                                                    const int32_t *results, size_t n_results,
+                                                    int32_t *out) {
+    MEMCACHE_CHECK_BATCH(out, n_keys);
+    try {
+        return store->inner->batch_write_finish(in(keys, total(key_lens, n_keys)),
+                                                in(key_lens, n_keys), in(results, n_results),
+                                                rust::Slice<int32_t>(out, n_keys));
+    } catch (...) {
+        return -1;
+    }
+}
+
+MEMCACHE_EXPORT int32_t memcache_batch_add_lease(memcache_store *store, const uint8_t *keys,
+                                                 const size_t *key_lens, size_t n_keys,
+                                                 uint64_t ttl_ms, int32_t *out) {
+    MEMCACHE_CHECK_BATCH(out, n_keys);
+    try {
+        return store->inner->batch_add_lease(in(keys, total(key_lens, n_keys)),
+                                             in(key_lens, n_keys), ttl_ms,
+                                             rust::Slice<int32_t>(out, n_keys));
+    } catch (...) {
+        return -1;
+    }
+}
+
+MEMCACHE_EXPORT int32_t memcache_batch_remove_lease(memcache_store *store, const uint8_t *keys,
+                                                    const size_t *key_lens, size_t n_keys) {
+    if (!store) return kNotInit;
+    try {
+        return store->inner->batch_remove_lease(in(keys, total(key_lens, n_keys)),
+                                                in(key_lens, n_keys));
+    } catch (...) {
+        return -1;
+    }
+}
+
+MEMCACHE_EXPORT int32_t memcache_tier_move(memcache_store *store, const uint8_t *keys,
+                                           const size_t *key_lens, size_t n_keys, uint8_t src,
+                                           uint8_t dst, int prefetch) {
+    if (!store) return kNotInit;
+    try {
+        return store->inner->tier_move(in(keys, total(key_lens, n_keys)), in(key_lens, n_keys),
+                                       src, dst, prefetch != 0);
+    } catch (...) {
+        return -1;
+    }
+}
+
+MEMCACHE_EXPORT int32_t memcache_remove_all(memcache_store *store) {
+    if (!store) return kNotInit;
+    try {
+        return store->inner->remove_all();
     } catch (...) {
         return -1;
     }

@@ -5,8 +5,10 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "memcache/mmc.h"
@@ -65,7 +67,16 @@ TEST_F(CApiTest, PutGetQueryRemove) {
     mmc_location_t loc = mmcc_get_location("c/1", 0);
     EXPECT_EQ(loc.status, 0);
     EXPECT_EQ(loc.size, data.size());
-    EXPECT_EQ(mmcc_put("c/1", &in, Options(), 0), -3006);
+    // As 1.3.0: a put of an existing key answers 0 and the first value stays.
+    std::vector<char> other(data.size(), 'o');
+    mmc_buffer in2 = Buf(other.data(), other.size());
+    EXPECT_EQ(mmcc_put("c/1", &in2, Options(), 0), 0);
+    std::fill(out.begin(), out.end(), 0);
+    ASSERT_EQ(mmcc_get("c/1", &ob, 0), 0);
+    EXPECT_EQ(out, data);
+    const char *again[] = {"c/1"};
+    mmc_put_options o = Options();
+    EXPECT_EQ(mmcc_batch_put(again, 1, &in2, o, 0), 0);
     EXPECT_EQ(mmcc_remove("c/1", 0), 0);
     EXPECT_EQ(mmcc_remove("c/1", 0), -3007);
     EXPECT_EQ(mmcc_query("c/1", &info, 0), -3007);
@@ -111,7 +122,7 @@ TEST_F(CApiTest, AsyncCallsAndWait) {
     EXPECT_EQ(mmcc_wait(handle, 1), 3015 * -1);  // a handle is waited for once
     int32_t again = mmcc_put("async/1", &in, Options(), MMC_FLAG_ASYNC);
     ASSERT_GT(again, 0);
-    EXPECT_EQ(mmcc_wait(again, 10), 3006);  // the failure, negated
+    EXPECT_EQ(mmcc_wait(again, 10), 0);  // exists: 0, as 1.3.0
     std::vector<char> out(data.size());
     mmc_buffer ob = Buf(out.data(), out.size());
     int32_t get = mmcc_get("async/1", &ob, MMC_FLAG_ASYNC);
@@ -313,6 +324,154 @@ TEST_F(CApiTest, RegisterBuffers) {
     // The fixture's client is a pure client (mmcc_init).
     uint32_t id = 0;
     EXPECT_EQ(mmcc_local_service_id(&id), -3018);
+}
+
+// ---- 1.3.0's in-place API ----
+
+TEST_F(CApiTest, InPlaceWriteCommitLeaseRead) {
+    const size_t n = 64 << 10, half = n / 2;
+    std::vector<char> data(n);
+    for (size_t i = 0; i < n; ++i) data[i] = static_cast<char>(i * 29 + 3);
+    const char *keys[] = {"cip/a", "cip/b"};
+    uint64_t sizes[] = {n, 4096};
+    uint64_t gvas[2] = {0, 0};
+    int32_t res[2] = {9, 9};
+    ASSERT_EQ(mmcc_batch_malloc(keys, 2, sizes, MMC_MEDIA_DRAM, 0, gvas, res, 0), 0);
+    EXPECT_EQ(res[0], 0);
+    EXPECT_EQ(res[1], 0);
+    ASSERT_GT(gvas[0], 0u);
+    ASSERT_GT(gvas[1], 0u);
+
+    // Two pieces of the first object from two threads.
+    int32_t rc[2] = {-1, -1};
+    std::vector<std::thread> writers;
+    for (int t = 0; t < 2; ++t) {
+        writers.emplace_back([&, t] {
+            uint64_t g = gvas[0] + t * half;
+            void *b = data.data() + t * half;
+            uint64_t sz = half;
+            rc[t] = mmcc_batch_copy(&g, &b, &sz, 1, SMEMB_COPY_H2G, 0);
+        });
+    }
+    for (auto &w : writers) w.join();
+    EXPECT_EQ(rc[0], 0);
+    EXPECT_EQ(rc[1], 0);
+    int32_t write[2] = {0, -1};
+    int32_t finish[2] = {9, 9};
+    ASSERT_EQ(mmcc_batch_write_finish(keys, 2, write, finish, 0), 0);
+    EXPECT_EQ(finish[0], 0);
+    EXPECT_EQ(finish[1], 0);
+    std::vector<char> out(n, 0);
+    mmc_buffer ob = Buf(out.data(), out.size());
+    ASSERT_EQ(mmcc_get("cip/a", &ob, 0), 0);
+    EXPECT_EQ(out, data);
+    EXPECT_EQ(mmcc_exist("cip/b", 0), -3007);
+    EXPECT_EQ(mmcc_batch_write_finish(keys, 1, write, finish, 0), 1);
+    EXPECT_EQ(finish[0], -3000);
+
+    // Lease, read in place at the address mmcc_query gives, release.
+    int32_t lease[2] = {9, 9};
+    const char *leased[] = {"cip/a", "cip/none"};
+    EXPECT_EQ(mmcc_batch_add_lease(leased, 2, 0, lease, 0), 1);
+    EXPECT_EQ(lease[0], 0);
+    EXPECT_EQ(lease[1], -3007);
+    mmc_data_info info{};
+    ASSERT_EQ(mmcc_query("cip/a", &info, 0), 0);
+    ASSERT_EQ(info.numBlobs, 1);
+    ASSERT_GT(info.gvas[0], 0u);
+    EXPECT_EQ(info.types[0], MMC_MEDIA_DRAM);  // 1.3.0's number, as Python's type_list
+    std::fill(out.begin(), out.end(), 0);
+    uint64_t g = info.gvas[0];
+    void *b = out.data();
+    uint64_t sz = n;
+    ASSERT_EQ(mmcc_batch_copy(&g, &b, &sz, 1, SMEMB_COPY_G2H, 0), 0);
+    EXPECT_EQ(out, data);
+    EXPECT_EQ(mmcc_batch_copy(&g, &b, &sz, 1, SMEMB_COPY_AUTO, 0), 0);
+    EXPECT_EQ(mmcc_batch_remove_lease(keys, 1, 0), 0);
+    EXPECT_EQ(mmcc_batch_copy(&g, &b, &sz, 1, SMEMB_COPY_G2H, 0), -3102);
+    EXPECT_EQ(mmcc_batch_remove_lease(keys, 1, 0), -3000);
+
+    // An existing key cannot be allocated: its first value stays.
+    EXPECT_EQ(mmcc_batch_malloc(keys, 1, sizes, MMC_MEDIA_DRAM, 0, gvas, res, 0), 1);
+    EXPECT_EQ(res[0], -3006);
+    EXPECT_EQ(gvas[0], 0u);
+}
+
+TEST_F(CApiTest, InPlaceWriterPastItsLease) {
+    std::vector<char> data(4096, 'l');
+    const char *keys[] = {"cip/late"};
+    uint64_t size = data.size();
+    uint64_t gva = 0;
+    int32_t res = 9;
+    ASSERT_EQ(mmcc_batch_malloc(keys, 1, &size, MMC_MEDIA_DRAM, 50, &gva, &res, 0), 0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    void *b = data.data();
+    EXPECT_EQ(mmcc_batch_copy(&gva, &b, &size, 1, SMEMB_COPY_H2G, 0), -3106);
+    int32_t write = 0, finish = 9;
+    EXPECT_EQ(mmcc_batch_write_finish(keys, 1, &write, &finish, 0), 1);
+    EXPECT_EQ(finish, -3106);
+    EXPECT_EQ(mmcc_exist("cip/late", 0), -3007);
+}
+
+TEST_F(CApiTest, InPlaceRefusals) {
+    std::vector<char> data(4096, 'r');
+    const char *keys[] = {"cip/r", "cip/s"};
+    uint64_t sizes[] = {4096, 0};
+    uint64_t gvas[2] = {0, 0};
+    int32_t res[2] = {9, 9};
+    ASSERT_EQ(mmcc_batch_malloc(keys, 2, sizes, MMC_MEDIA_DRAM, 0, gvas, res, 0), 1);
+    EXPECT_EQ(res[1], -3000);
+    void *b = data.data();
+    EXPECT_EQ(mmcc_batch_copy(gvas, &b, sizes, 1, SMEMB_COPY_L2G, 0), -3000);
+    EXPECT_EQ(mmcc_batch_copy(gvas, &b, sizes, 1, SMEMB_COPY_G2L, 0), -3000);
+    EXPECT_EQ(mmcc_batch_copy(gvas, &b, sizes, 1, SMEMB_COPY_G2H, 0), -3101);
+    EXPECT_EQ(mmcc_batch_copy(nullptr, &b, sizes, 1, SMEMB_COPY_H2G, 0), -3000);
+    EXPECT_EQ(mmcc_batch_copy(gvas, nullptr, sizes, 1, SMEMB_COPY_H2G, 0), -3000);
+    // HBM: a media 1.3.0 knows, refused per key (DRAM only); 7: no media at all.
+    EXPECT_EQ(mmcc_batch_malloc(keys, 1, sizes, MMC_MEDIA_HBM, 0, gvas, res, 0), 1);
+    EXPECT_EQ(res[0], -3000);
+    EXPECT_EQ(mmcc_batch_malloc(keys, 1, sizes, 7, 0, gvas, res, 0), -3000);
+    EXPECT_EQ(mmcc_batch_malloc(keys, 1, nullptr, MMC_MEDIA_DRAM, 0, gvas, res, 0), -3000);
+    EXPECT_EQ(mmcc_batch_malloc(keys, 1, sizes, MMC_MEDIA_DRAM, 0, nullptr, res, 0), -3000);
+    EXPECT_EQ(mmcc_batch_malloc(keys, 1, sizes, MMC_MEDIA_DRAM, 0, gvas, nullptr, 0), -3000);
+    int32_t write = 1;
+    EXPECT_EQ(mmcc_batch_write_finish(keys, 1, nullptr, res, 0), -3000);
+    EXPECT_EQ(mmcc_batch_write_finish(keys, 1, &write, nullptr, 0), -3000);
+    EXPECT_EQ(mmcc_batch_write_finish(keys, 1, &write, res, 0), 0);  // rolled back
+    EXPECT_EQ(mmcc_batch_add_lease(nullptr, 1, 0, res, 0), -3000);
+    EXPECT_EQ(mmcc_batch_remove_lease(nullptr, 1, 0), -3000);
+}
+
+TEST_F(CApiTest, EvictAndPrefetch) {
+    std::vector<char> data(3000, 'e');
+    mmc_buffer in = Buf(data.data(), data.size());
+    ASSERT_EQ(mmcc_put("cev/1", &in, Options(), 0), 0);
+    const char *keys[] = {"cev/1"};
+    // No SSD tier in this pool.
+    EXPECT_EQ(mmcc_evict_keys(keys, 1, MMC_MEDIA_DRAM, MMC_MEDIA_SSD, 0), -3013);
+    EXPECT_EQ(mmcc_evict_keys(keys, 1, MMC_MEDIA_SSD, MMC_MEDIA_DRAM, 0), -3000);
+    EXPECT_EQ(mmcc_evict_keys(keys, 1, 1, 7, 0), -3000);
+    EXPECT_EQ(mmcc_prefetch_keys(keys, 1, MMC_MEDIA_SSD, MMC_MEDIA_DRAM, 0), 0);
+    const char *missing[] = {"cev/none"};
+    EXPECT_EQ(mmcc_prefetch_keys(missing, 1, MMC_MEDIA_SSD, MMC_MEDIA_DRAM, 0), -3007);
+    EXPECT_EQ(mmcc_evict_keys(nullptr, 1, MMC_MEDIA_DRAM, MMC_MEDIA_SSD, 0), -3000);
+}
+
+TEST(CApiLifecycle, InPlaceCallsBeforeInitAreRefused) {
+    const char *keys[] = {"k"};
+    uint64_t size = 8, gva = 0;
+    int32_t res = 9;
+    EXPECT_EQ(mmcc_batch_malloc(keys, 1, &size, MMC_MEDIA_DRAM, 0, &gva, &res, 0), -3019);
+    char b[8] = {0};
+    void *bp = b;
+    uint64_t g = 1 << 20;
+    EXPECT_EQ(mmcc_batch_copy(&g, &bp, &size, 1, SMEMB_COPY_H2G, 0), -3019);
+    int32_t write = 0;
+    EXPECT_EQ(mmcc_batch_write_finish(keys, 1, &write, &res, 0), -3019);
+    EXPECT_EQ(mmcc_batch_add_lease(keys, 1, 0, &res, 0), -3019);
+    EXPECT_EQ(mmcc_batch_remove_lease(keys, 1, 0), -3019);
+    EXPECT_EQ(mmcc_evict_keys(keys, 1, MMC_MEDIA_DRAM, MMC_MEDIA_SSD, 0), -3019);
+    EXPECT_EQ(mmcc_prefetch_keys(keys, 1, MMC_MEDIA_SSD, MMC_MEDIA_DRAM, 0), -3019);
 }
 
 }  // namespace

@@ -3,8 +3,10 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <chrono>
 #include <numeric>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "memcache/object_store.h"
@@ -51,7 +53,11 @@ TEST_F(ObjectStoreTest, PutFromGetIntoRoundTrip) {
     uint32_t id = 99;
     ASSERT_EQ(store->GetLocalServiceId(id), 0);
     EXPECT_EQ(info.locList[0], id);
-    EXPECT_EQ(store->PutFrom("k1", data.data(), data.size()), memcache::MMC_DUPLICATED_OBJECT);
+    // As 1.3.0: a put of an existing key answers 0 and the first value stays.
+    auto other = Pattern(10000, 2);
+    EXPECT_EQ(store->PutFrom("k1", other.data(), other.size()), 0);
+    ASSERT_EQ(store->GetInto("k1", out.data(), out.size()), 0);
+    EXPECT_EQ(out, data);
     EXPECT_EQ(store->Remove("k1"), 0);
     EXPECT_EQ(store->Remove("k1"), memcache::MMC_UNMATCHED_KEY);
     EXPECT_EQ(store->GetInto("k1", out.data(), out.size()), memcache::MMC_UNMATCHED_KEY);
@@ -282,7 +288,7 @@ TEST_F(ObjectStoreTest, PutAndGetBuffers) {
     auto data = Pattern(12345, 3);
     mmc_buffer in = HostBuf(data.data(), data.size());
     ASSERT_EQ(store->Put("buf/1", in), 0);
-    EXPECT_EQ(store->Put("buf/1", in), memcache::MMC_DUPLICATED_OBJECT);
+    EXPECT_EQ(store->Put("buf/1", in), 0);  // exists: 0, the first value stays
     mmc_buffer out = store->Get("buf/1");
     ASSERT_NE(out.addr, 0u);
     EXPECT_EQ(out.type, 0u);
@@ -338,9 +344,9 @@ TEST_F(ObjectStoreTest, PutBatchAndGetBatch) {
     EXPECT_EQ(BytesOf(got[3]), data[1]);
     for (auto &g : got) memcache::FreeBuffer(g);
 
-    // One key already stored: its code; the others are stored.
+    // One key already stored: 0 for it (its first value stays); the others are stored.
     std::vector<mmc_buffer> two = {bufs[0], bufs[1]};
-    EXPECT_EQ(store->PutBatch({"pb/new", "pb/1"}, two), memcache::MMC_DUPLICATED_OBJECT);
+    EXPECT_EQ(store->PutBatch({"pb/new", "pb/1"}, two), 0);
     EXPECT_EQ(store->IsExist("pb/new"), 1);
 
     // Bad shapes and buffers: -3000 and nothing stored.
@@ -365,6 +371,139 @@ TEST(ObjectStoreLifecycle, BufferCallsBeforeInit) {
     ASSERT_EQ(got.size(), 2u);
     EXPECT_EQ(got[0].addr, 0u);
     EXPECT_EQ(got[1].len, 0u);
+}
+
+// ---- 1.3.0's in-place API ----
+
+void *Gva(uint64_t g, uint64_t plus = 0) {
+    return reinterpret_cast<void *>(static_cast<uintptr_t>(g + plus));
+}
+
+TEST_F(ObjectStoreTest, InPlaceWriteCommitLeaseRead) {
+    const size_t n = 64 << 10, half = n / 2;
+    auto data = Pattern(n, 4);
+    auto gvas = store->BatchMalloc({"ip/a", "ip/b"}, {n, 4096}, memcache::MEDIA_DRAM, 0);
+    ASSERT_EQ(gvas.size(), 2u);
+    ASSERT_GT(static_cast<int64_t>(gvas[0]), 0);
+    ASSERT_GT(static_cast<int64_t>(gvas[1]), 0);
+
+    // Two pieces of the first object from two threads.
+    int rc[2] = {-1, -1};
+    std::vector<std::thread> writers;
+    for (int t = 0; t < 2; ++t) {
+        writers.emplace_back([&, t] {
+            std::vector<void *> g = {Gva(gvas[0], t * half)};
+            std::vector<void *> b = {data.data() + t * half};
+            std::vector<uint64_t> sz = {half};
+            rc[t] = store->BatchCopy(g, b, sz, memcache::SMEMB_COPY_H2G);
+        });
+    }
+    for (auto &w : writers) w.join();
+    EXPECT_EQ(rc[0], 0);
+    EXPECT_EQ(rc[1], 0);
+    EXPECT_EQ(store->BatchWriteFinish({"ip/a", "ip/b"}, {0, 1}), (std::vector<int>{0, 0}));
+    std::vector<uint8_t> out(n, 0);
+    ASSERT_EQ(store->GetInto("ip/a", out.data(), out.size()), 0);
+    EXPECT_EQ(out, data);
+    EXPECT_EQ(store->IsExist("ip/b"), 0);
+    EXPECT_EQ(store->BatchWriteFinish({"ip/a"}, {0}), std::vector<int>{memcache::MMC_INVALID_PARAM});
+
+    // Lease, read in place at the address key info gives, release.
+    EXPECT_EQ(store->BatchAddLease({"ip/a"}, 0), std::vector<int>{0});
+    KeyInfo info = store->GetKeyInfo("ip/a");
+    ASSERT_EQ(info.status, 0);
+    ASSERT_EQ(info.gvaList.size(), 1u);
+    EXPECT_EQ(info.typeList, std::vector<uint16_t>{memcache::MEDIA_DRAM});  // as Python's
+    ASSERT_GT(info.gvaList[0], 0u);
+    std::fill(out.begin(), out.end(), 0);
+    std::vector<void *> g = {Gva(info.gvaList[0])};
+    std::vector<void *> b = {out.data()};
+    std::vector<uint64_t> sz = {n};
+    ASSERT_EQ(store->BatchCopy(g, b, sz, memcache::SMEMB_COPY_G2H), 0);
+    EXPECT_EQ(out, data);
+    EXPECT_EQ(store->BatchCopy(g, b, sz, memcache::SMEMB_COPY_AUTO), 0);
+    EXPECT_EQ(store->BatchRemoveLease({"ip/a"}), 0);
+    EXPECT_EQ(store->BatchCopy(g, b, sz, memcache::SMEMB_COPY_G2H),
+              memcache::MMC_UNMATCHED_KEY_ERROR);
+    EXPECT_EQ(store->BatchRemoveLease({"ip/a"}), memcache::MMC_INVALID_PARAM);
+    EXPECT_EQ(store->BatchAddLease({"ip/none"}), std::vector<int>{memcache::MMC_UNMATCHED_KEY});
+
+    // The first value stays: an existing key cannot be allocated.
+    auto again = store->BatchMalloc({"ip/a"}, {n});
+    EXPECT_EQ(static_cast<int64_t>(again[0]), memcache::MMC_DUPLICATED_OBJECT);
+}
+
+TEST_F(ObjectStoreTest, InPlaceWriterPastItsLease) {
+    auto data = Pattern(4096, 6);
+    auto gvas = store->BatchMalloc({"ip/late"}, {data.size()}, memcache::MEDIA_DRAM, 50);
+    ASSERT_GT(static_cast<int64_t>(gvas[0]), 0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    std::vector<void *> g = {Gva(gvas[0])};
+    std::vector<void *> b = {data.data()};
+    std::vector<uint64_t> sz = {data.size()};
+    EXPECT_EQ(store->BatchCopy(g, b, sz, memcache::SMEMB_COPY_H2G), memcache::MMC_LEASE_EXPIRED);
+    EXPECT_EQ(store->BatchWriteFinish({"ip/late"}, {0}), std::vector<int>{memcache::MMC_LEASE_EXPIRED});
+    EXPECT_EQ(store->IsExist("ip/late"), 0);
+}
+
+TEST_F(ObjectStoreTest, InPlaceRefusals) {
+    auto data = Pattern(4096, 7);
+    auto gvas = store->BatchMalloc({"ip/r"}, {data.size()});
+    ASSERT_GT(static_cast<int64_t>(gvas[0]), 0);
+    std::vector<void *> g = {Gva(gvas[0])};
+    std::vector<void *> b = {data.data()};
+    std::vector<uint64_t> sz = {data.size()};
+    // Device directions: no device runtime.
+    EXPECT_EQ(store->BatchCopy(g, b, sz, memcache::SMEMB_COPY_L2G), memcache::MMC_INVALID_PARAM);
+    EXPECT_EQ(store->BatchCopy(g, b, sz, memcache::SMEMB_COPY_G2L), memcache::MMC_INVALID_PARAM);
+    // Reading an allocation being written: the wrong way.
+    EXPECT_EQ(store->BatchCopy(g, b, sz, memcache::SMEMB_COPY_G2H), memcache::MMC_UNMATCHED_STATE);
+    std::vector<uint64_t> two = {1, 2};
+    EXPECT_EQ(store->BatchCopy(g, b, two, memcache::SMEMB_COPY_H2G), memcache::MMC_INVALID_PARAM);
+    EXPECT_EQ(store->BatchWriteFinish({"ip/r"}, {1}), std::vector<int>{0});
+    auto bad = store->BatchMalloc({"ip/hbm", "ip/zero"}, {100, 0}, memcache::MEDIA_HBM);
+    EXPECT_EQ(static_cast<int64_t>(bad[0]), memcache::MMC_INVALID_PARAM);
+    auto zero = store->BatchMalloc({"ip/zero"}, {0});
+    EXPECT_EQ(static_cast<int64_t>(zero[0]), memcache::MMC_INVALID_PARAM);
+    auto mismatched = store->BatchMalloc({"ip/x", "ip/y"}, {100});
+    EXPECT_EQ(static_cast<int64_t>(mismatched[1]), memcache::MMC_INVALID_PARAM);
+}
+
+TEST_F(ObjectStoreTest, RemoveAllEvictPrefetch) {
+    auto data = Pattern(3000, 8);
+    ASSERT_EQ(store->PutFrom("ra/1", data.data(), data.size()), 0);
+    ASSERT_EQ(store->PutFrom("ra/2", data.data(), data.size()), 0);
+    // No SSD tier in this pool.
+    EXPECT_EQ(store->EvictKeys({"ra/1"}), memcache::MMC_OUT_OF_CAPACITY);
+    EXPECT_EQ(store->EvictKeys({"ra/1"}, memcache::MEDIA_SSD, memcache::MEDIA_DRAM),
+              memcache::MMC_INVALID_PARAM);
+    EXPECT_EQ(store->EvictKeys({"ra/1"}, 1, 7), memcache::MMC_INVALID_PARAM);
+    EXPECT_EQ(store->PrefetchKeys({"ra/1"}), 0);  // in DRAM already
+    EXPECT_EQ(store->PrefetchKeys({"ra/none"}), memcache::MMC_UNMATCHED_KEY);
+    EXPECT_EQ(store->RemoveAll(), 0);
+    EXPECT_EQ(store->BatchIsExist({"ra/1", "ra/2"}), std::vector<int>(2, 0));
+}
+
+TEST(ObjectStoreLifecycle, InPlaceCallsBeforeInit) {
+    auto store = ObjectStore::CreateObjectStore();
+    ASSERT_NE(store, nullptr);
+    const int64_t not_init = memcache::MMC_CLIENT_NOT_INIT;
+    auto gvas = store->BatchMalloc({"k", "j"}, {10, 10});
+    ASSERT_EQ(gvas.size(), 2u);
+    EXPECT_EQ(static_cast<int64_t>(gvas[0]), not_init);
+    EXPECT_EQ(static_cast<int64_t>(gvas[1]), not_init);
+    uint8_t b[8] = {0};
+    std::vector<void *> g = {Gva(1 << 20)};
+    std::vector<void *> bufs = {b};
+    std::vector<uint64_t> sz = {sizeof b};
+    EXPECT_EQ(store->BatchCopy(g, bufs, sz, memcache::SMEMB_COPY_H2G), not_init);
+    EXPECT_EQ(store->BatchCopy(g, bufs, sz, memcache::SMEMB_COPY_L2G), not_init);
+    EXPECT_EQ(store->BatchWriteFinish({"k"}, {0}), std::vector<int>{memcache::MMC_CLIENT_NOT_INIT});
+    EXPECT_EQ(store->BatchAddLease({"k"}), std::vector<int>{memcache::MMC_CLIENT_NOT_INIT});
+    EXPECT_EQ(store->BatchRemoveLease({"k"}), not_init);
+    EXPECT_EQ(store->EvictKeys({"k"}), not_init);
+    EXPECT_EQ(store->PrefetchKeys({"k"}), not_init);
+    EXPECT_EQ(store->RemoveAll(), not_init);
 }
 
 }  // namespace

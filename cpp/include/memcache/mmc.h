@@ -108,14 +108,16 @@ typedef struct {
     uint8_t numBlobs;
     bool valid;
     uint32_t ranks[MAX_BLOB_COPIES];
-    uint16_t types[MAX_BLOB_COPIES];
+    uint16_t types[MAX_BLOB_COPIES]; /* 1.3.0's media numbers: 0 HBM, 1 DRAM, 2 SSD */
+    uint64_t gvas[MAX_BLOB_COPIES]; /* pool address of each replica (0: none), for
+                                     * mmcc_batch_copy under mmcc_batch_add_lease */
 } mmc_data_info;
 
 /* Where an object lives: its first replica's local service and medium. */
 typedef struct {
     int32_t status; /* 0, or the error code */
     uint32_t rank;
-    uint16_t type;
+    uint16_t type; /* 1.3.0's media numbers: 0 HBM, 1 DRAM, 2 SSD */
     uint64_t size;
 } mmc_location_t;
 
@@ -157,6 +159,8 @@ int32_t mmcc_unregister_buffer(uint64_t addr, uint64_t size);
 /* The id of the local service mmc_init started; -3018 for a pure client. */
 int32_t mmcc_local_service_id(uint32_t *localServiceId);
 
+/* A put of a key that exists answers 0 (the first value stays), as 1.3.0's does; so
+ * does each key of mmcc_batch_put. */
 int32_t mmcc_put(const char *key, mmc_buffer *buf, mmc_put_options options, uint32_t flags);
 int32_t mmcc_get(const char *key, mmc_buffer *buf, uint32_t flags);
 int32_t mmcc_query(const char *key, mmc_data_info *info, uint32_t flags);
@@ -183,6 +187,55 @@ int32_t mmcc_batch_put(const char **keys, uint32_t keys_count, const mmc_buffer 
 #endif
 int32_t mmcc_batch_get(const char **keys, uint32_t keys_count, mmc_buffer *bufs,
                        uint32_t flags);
+
+/* 1.3.0's media numbers (mmcc_batch_malloc, mmcc_evict_keys, mmcc_prefetch_keys). */
+enum { MMC_MEDIA_HBM = 0, MMC_MEDIA_DRAM = 1, MMC_MEDIA_SSD = 2 };
+/* mmcc_batch_copy's direct value that lets each address's grant decide. */
+enum { SMEMB_COPY_AUTO = 9 };
+
+/* 1.3.0's in-place API: allocate, fill in place from any thread, commit; or lease,
+ * read in place, release. flags of these calls are accepted and unused. Null arrays of
+ * a non-empty batch and more than MAX_BATCH_OP_COUNT keys answer -3000; before
+ * mmcc_init / mmc_init, -3019.
+ *
+ * mmcc_batch_malloc allocates sizes[i] bytes under keys[i] for lease_ttl_ms (0: the
+ * pool's put lease). media: MMC_MEDIA_DRAM; HBM and SSD are refused per key (-3000),
+ * any other number for the call (-3000). gvas[i]: the pool address, 0 on failure;
+ * results[i]: 0 or the key's code (-3006 the key exists, -3000 size 0). Returns how
+ * many keys failed, or the call's code. */
+int32_t mmcc_batch_malloc(const char **keys, uint32_t keys_count, const uint64_t *sizes,
+                          uint16_t media, uint64_t lease_ttl_ms, uint64_t *gvas,
+                          int32_t *results, uint32_t flags);
+/* sizes[i] bytes between bufs[i] and the pool address gvas[i] (anywhere inside an
+ * allocation or a leased replica): direct SMEMB_COPY_H2G into an allocation of this
+ * client, SMEMB_COPY_G2H out of a replica leased here, SMEMB_COPY_AUTO either. All
+ * copies are checked before a byte moves: 0, -3102 an address outside them, -3101 the
+ * wrong way, -3106 the allocation or lease has ended, -3000 bad buffers or a device
+ * direction (L2G, G2L). */
+int32_t mmcc_batch_copy(const uint64_t *gvas, void *const *bufs, const uint64_t *sizes,
+                        uint32_t count, int32_t direct, uint32_t flags);
+/* write_results[i] 0 commits keys[i], any other value rolls it back. finish_results[i]:
+ * 0, -3000 not being written by this client, -3106 the allocation ended (rolled back).
+ * Returns how many keys failed, or the call's code. */
+int32_t mmcc_batch_write_finish(const char **keys, uint32_t keys_count,
+                                const int32_t *write_results, int32_t *finish_results,
+                                uint32_t flags);
+/* Read leases for lease_ttl_ms (0: the pool's read lease): the objects stay, and the
+ * gvas of their mmcc_query can be read with mmcc_batch_copy. lease_results[i]: 0,
+ * -3007 missing. Returns how many keys failed, or the call's code. */
+int32_t mmcc_batch_add_lease(const char **keys, uint32_t keys_count, uint64_t lease_ttl_ms,
+                             int32_t *lease_results, uint32_t flags);
+/* Releases this client's read leases on the keys: 0, or -3000 (nothing released) when
+ * a key holds none here. */
+int32_t mmcc_batch_remove_lease(const char **keys, uint32_t keys_count, uint32_t flags);
+/* DRAM -> SSD only: 0, or the first failing key's code (-3007 missing, -3013 no SSD
+ * tier, -3104 held by a reader, -3000 another media pair). */
+int32_t mmcc_evict_keys(const char **keys, uint32_t keys_count, uint16_t src_media,
+                        uint16_t dst_media, uint32_t flags);
+/* SSD -> DRAM only: 0, or the first failing key's code (-3007 missing, -3004 not back
+ * in time, -3000 another media pair); a key in DRAM already is done. */
+int32_t mmcc_prefetch_keys(const char **keys, uint32_t keys_count, uint16_t src_media,
+                           uint16_t dst_media, uint32_t flags);
 
 /* Waits for a call made with MMC_FLAG_ASYNC: 0 success, 1 timeout, positive: the
  * call failed with the negated error code. */

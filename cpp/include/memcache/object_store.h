@@ -56,7 +56,16 @@ enum ErrorCode : int32_t {
     MMC_UNMATCHED_KEY_ERROR = -3102,
     MMC_UNMATCHED_RET = -3103,
     MMC_LEASE_NOT_EXPIRED = -3104,
+    MMC_LEASE_EXPIRED = -3106,  // an in-place allocation or read lease has ended
 };
+
+// 1.3.0's media numbers (BatchMalloc's media, EvictKeys' / PrefetchKeys' src and dst,
+// as Python's): 0 HBM, 1 DRAM, 2 SSD.
+constexpr uint16_t MEDIA_HBM = 0;
+constexpr uint16_t MEDIA_DRAM = 1;
+constexpr uint16_t MEDIA_SSD = 2;
+// BatchCopy's direct value that lets each address's grant decide the direction.
+constexpr int32_t SMEMB_COPY_AUTO = 9;
 
 // Replica policy of a put: replicaNum 1..8 (0 reads as 1); preferredLocalServiceIDs
 // unique, at most replicaNum of them.
@@ -71,7 +80,10 @@ struct KeyInfo {
     uint32_t deviceId = 0;
     int32_t status = 0;
     std::vector<uint32_t> locList;   // local service of each replica
-    std::vector<uint16_t> typeList;  // medium of each replica: 0 DRAM, 1 HBM, 2 SSD
+    std::vector<uint16_t> typeList;  // medium of each replica, 1.3.0's numbers: 0 HBM, 1 DRAM, 2 SSD
+    // Pool address of each replica (0 where none): BatchCopy reads it under a read
+    // lease (BatchAddLease). Python's KeyInfo.gva_list().
+    std::vector<uint64_t> gvaList;
 };
 
 // Frees the bytes of a buffer Get or GetBatch returned, and zeroes it.
@@ -100,6 +112,8 @@ public:
 
     virtual int GetInto(const std::string &key, void *buffer, size_t size,
                         const int32_t direct = 2) = 0;
+    // The puts (PutFrom, Put, PutBatch, BatchPutFrom, the layer calls) answer 0 for a
+    // key that exists already, as 1.3.0 does: the first value stays.
     virtual int PutFrom(const std::string &key, void *buffer, size_t size,
                         const int32_t direct = 3,
                         const ReplicateConfig &replicateConfig = {}) = 0;
@@ -153,6 +167,53 @@ public:
                                                 const int32_t direct = 2) = 0;
 
     virtual int GetLocalServiceId(uint32_t &localServiceId) = 0;
+
+    // ---- 1.3.0's in-place API (the same answers as Python's batch_alloc, ...) ----
+
+    // Allocates an object of sizes[i] bytes under each key for writing in place; one
+    // entry per key: its pool address (positive as int64_t), or the key's negative
+    // error code (read it as static_cast<int64_t>(v[i]): -3000 bad input or a media
+    // other than MEDIA_DRAM, -3006 the key exists, -3019 before Init). Fill it with
+    // BatchCopy (any number of pieces, from any thread), then end with BatchWriteFinish
+    // before leaseTtlMs (0: the pool's put lease) has passed.
+    virtual std::vector<uint64_t> BatchMalloc(const std::vector<std::string> &keys,
+                                              const std::vector<uint64_t> &sizes,
+                                              uint16_t media = MEDIA_DRAM,
+                                              uint64_t leaseTtlMs = 0) = 0;
+    // sizes[i] bytes between bufs[i] and the pool address gvas[i]: into the pool with
+    // direct SMEMB_COPY_H2G (an allocation of this client), out of it with
+    // SMEMB_COPY_G2H (a replica leased with BatchAddLease, address from
+    // KeyInfo::gvaList), either with SMEMB_COPY_AUTO. Every copy is checked before a
+    // byte moves: 0, -3102 an address outside them, -3101 the wrong way, -3106 the
+    // allocation or lease has ended, -3000 bad buffers, lists of different lengths or
+    // a device direction (L2G, G2L: no device runtime). flag: accepted, unused.
+    virtual int BatchCopy(std::vector<void *> &gvas, std::vector<void *> &bufs,
+                          std::vector<uint64_t> &sizes, int direct, uint32_t flag = 0) = 0;
+    // results[i] 0 commits key i (readable by everyone from now on), any other value
+    // rolls it back. One code per key: 0, -3000 a key this client is not writing,
+    // -3106 (and a rollback) an allocation whose lease has ended.
+    virtual std::vector<int> BatchWriteFinish(const std::vector<std::string> &keys,
+                                              const std::vector<int> &results) = 0;
+    // Read leases for ttlMs (0: the pool's read lease): the objects stay, and their
+    // KeyInfo::gvaList addresses can be read with BatchCopy. One code per key: 0,
+    // -3007 missing.
+    virtual std::vector<int> BatchAddLease(const std::vector<std::string> &keys,
+                                           uint64_t ttlMs = 0) = 0;
+    // Releases this client's read leases on the keys: 0, or -3000 (nothing released)
+    // when a key holds none here.
+    virtual int BatchRemoveLease(const std::vector<std::string> &keys) = 0;
+
+    // Media moves, 1.3.0's media numbers. 0, or the first failing key's code.
+    // Prefetch: SSD -> DRAM only (-3000 another pair, -3007 missing, -3004 not back
+    // in time). Evict: DRAM -> SSD only (-3000 another pair, -3007 missing, -3013 no
+    // SSD tier, -3104 held by a reader). flags: accepted, unused.
+    virtual int PrefetchKeys(std::vector<std::string> keys, uint8_t srcMedia = MEDIA_SSD,
+                             uint8_t dstMedia = MEDIA_DRAM, uint32_t flags = 0) = 0;
+    virtual int EvictKeys(std::vector<std::string> keys, uint8_t srcMedia = MEDIA_DRAM,
+                          uint8_t dstMedia = MEDIA_SSD, uint32_t flags = 0) = 0;
+    // Removes every object no reader holds and no writer is still writing: 0 or a
+    // negative code.
+    virtual int RemoveAll() = 0;
 };
 
 }  // namespace memcache

@@ -22,6 +22,7 @@ typedef struct {
     uint32_t locations;
     uint32_t services[8];
     uint16_t media[8];
+    uint64_t gvas[8]; /* pool address of each replica, 0 where none */
 } memcache_key_info_t;
 
 /* NULL when the client configuration (MMC_CLIENT_CONFIG, MMC_CLIENT_*) is invalid. */
@@ -52,6 +53,26 @@ int32_t memcache_exist(memcache_store *store, const uint8_t *keys, const size_t 
                        size_t n_keys, int32_t *out);
 int32_t memcache_key_info(memcache_store *store, const uint8_t *keys, const size_t *key_lens,
                           size_t n_keys, memcache_key_info_t *out);
+
+/* 1.3.0's in-place calls. out[i] of memcache_batch_alloc: the pool address (> 0), or
+ * the key's negative code. */
+int32_t memcache_batch_alloc(memcache_store *store, const uint8_t *keys, const size_t *key_lens,
+                             size_t n_keys, const uint64_t *sizes, size_t n_sizes,
+                             uint16_t media, uint64_t lease_ttl_ms, int64_t *out);
+int32_t memcache_batch_copy(memcache_store *store, const uint64_t *gvas, void *const *bufs,
+                            const size_t *sizes, size_t n, int32_t direct);
+int32_t memcache_batch_write_finish(memcache_store *store, const uint8_t *keys,
+                                    const size_t *key_lens, size_t n_keys,
+                                    const int32_t *results, size_t n_results, int32_t *out);
+int32_t memcache_batch_add_lease(memcache_store *store, const uint8_t *keys,
+                                 const size_t *key_lens, size_t n_keys, uint64_t ttl_ms,
+                                 int32_t *out);
+int32_t memcache_batch_remove_lease(memcache_store *store, const uint8_t *keys,
+                                    const size_t *key_lens, size_t n_keys);
+/* prefetch != 0: prefetch, else evict. 0, or the first failing key's code. */
+int32_t memcache_tier_move(memcache_store *store, const uint8_t *keys, const size_t *key_lens,
+                           size_t n_keys, uint8_t src, uint8_t dst, int prefetch);
+int32_t memcache_remove_all(memcache_store *store);
 
 #ifdef __cplusplus
 }

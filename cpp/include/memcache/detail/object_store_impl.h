@@ -223,6 +223,7 @@ public:
             infos[i].status = raw[i].status;
             infos[i].locList.assign(raw[i].services, raw[i].services + raw[i].locations);
             infos[i].typeList.assign(raw[i].media, raw[i].media + raw[i].locations);
+            infos[i].gvaList.assign(raw[i].gvas, raw[i].gvas + raw[i].locations);
         }
         return infos;
     }
@@ -265,6 +266,66 @@ public:
     int GetLocalServiceId(uint32_t &localServiceId) override {
         return memcache_local_service_id(store_, &localServiceId);
     }
+
+    std::vector<uint64_t> BatchMalloc(const std::vector<std::string> &keys,
+                                      const std::vector<uint64_t> &sizes,
+                                      uint16_t media = MEDIA_DRAM,
+                                      uint64_t leaseTtlMs = 0) override {
+        Keys k(keys);
+        std::vector<int64_t> out(keys.size(), MMC_ERROR);
+        memcache_batch_alloc(store_, k.bytes.data(), k.lens.data(), keys.size(), sizes.data(),
+                             sizes.size(), media, leaseTtlMs, out.data());
+        return std::vector<uint64_t>(out.begin(), out.end());
+    }
+    int BatchCopy(std::vector<void *> &gvas, std::vector<void *> &bufs,
+                  std::vector<uint64_t> &sizes, int direct, uint32_t flag = 0) override {
+        (void)flag;
+        if (bufs.size() != gvas.size() || sizes.size() != gvas.size()) return MMC_INVALID_PARAM;
+        std::vector<uint64_t> addrs(gvas.size());
+        std::vector<size_t> lens(gvas.size());
+        for (size_t i = 0; i < gvas.size(); ++i) {
+            addrs[i] = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(gvas[i]));
+            lens[i] = static_cast<size_t>(sizes[i]);
+        }
+        return memcache_batch_copy(store_, addrs.data(), bufs.data(), lens.data(), gvas.size(),
+                                   direct);
+    }
+    std::vector<int> BatchWriteFinish(const std::vector<std::string> &keys,
+                                      const std::vector<int> &results) override {
+        Keys k(keys);
+        std::vector<int32_t> res(results.begin(), results.end());
+        std::vector<int32_t> out(keys.size(), MMC_ERROR);
+        memcache_batch_write_finish(store_, k.bytes.data(), k.lens.data(), keys.size(),
+                                    res.data(), res.size(), out.data());
+        return std::vector<int>(out.begin(), out.end());
+    }
+    std::vector<int> BatchAddLease(const std::vector<std::string> &keys,
+                                   uint64_t ttlMs = 0) override {
+        Keys k(keys);
+        std::vector<int32_t> out(keys.size(), MMC_ERROR);
+        memcache_batch_add_lease(store_, k.bytes.data(), k.lens.data(), keys.size(), ttlMs,
+                                 out.data());
+        return std::vector<int>(out.begin(), out.end());
+    }
+    int BatchRemoveLease(const std::vector<std::string> &keys) override {
+        Keys k(keys);
+        return memcache_batch_remove_lease(store_, k.bytes.data(), k.lens.data(), keys.size());
+    }
+    int PrefetchKeys(std::vector<std::string> keys, uint8_t srcMedia = MEDIA_SSD,
+                     uint8_t dstMedia = MEDIA_DRAM, uint32_t flags = 0) override {
+        (void)flags;
+        Keys k(keys);
+        return memcache_tier_move(store_, k.bytes.data(), k.lens.data(), keys.size(), srcMedia,
+                                  dstMedia, 1);
+    }
+    int EvictKeys(std::vector<std::string> keys, uint8_t srcMedia = MEDIA_DRAM,
+                  uint8_t dstMedia = MEDIA_SSD, uint32_t flags = 0) override {
+        (void)flags;
+        Keys k(keys);
+        return memcache_tier_move(store_, k.bytes.data(), k.lens.data(), keys.size(), srcMedia,
+                                  dstMedia, 0);
+    }
+    int RemoveAll() override { return memcache_remove_all(store_); }
 
 private:
     // The host bytes of an mmc_buffer; false for device memory, a null address or an
