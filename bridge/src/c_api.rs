@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use memcache_client::{
     catch_panic, code_of, BlockingObjectStore, ClientConfig, Error, KeyInfo, Medium,
-    ReplicateConfig, TransportKind, MAX_BATCH_OP_COUNT, MAX_REPLICAS,
+    ReplicateConfig, TransportKind, MAX_REPLICAS,
 };
 use memcache_core::put_code;
 use memcache_local::{LocalServiceConfig, RunningLocalService};
@@ -21,6 +21,10 @@ use memcache_meta_service::{MetaService, MetaServiceConfig};
 
 use crate::logging;
 use crate::setup::{self, mmc_local_config_t};
+
+/// The most keys or items one C call takes. The client splits batches above the wire
+/// limit (`MAX_BATCH_OP_COUNT`) itself; a count above this one is taken for garbage.
+const MAX_C_BATCH: usize = 1 << 24;
 
 const URL: usize = 1024;
 const PATH: usize = 1024;
@@ -154,9 +158,9 @@ unsafe fn key<'a>(key: *const c_char) -> Result<&'a [u8], Error> {
 /// # Safety
 /// `keys` is null or holds `n` key pointers as in [`key`].
 unsafe fn keys<'a>(keys: *const *const c_char, n: usize) -> Result<Vec<&'a [u8]>, Error> {
-    if n > MAX_BATCH_OP_COUNT {
+    if n > MAX_C_BATCH {
         return Err(Error::invalid(format!(
-            "{n} keys is above the limit of {MAX_BATCH_OP_COUNT}"
+            "{n} keys is above the limit of {MAX_C_BATCH}"
         )));
     }
     if keys.is_null() {
@@ -962,7 +966,7 @@ pub unsafe extern "C" fn mmcc_batch_get(
 /// # Safety
 /// `p` is null or holds `n` readable items.
 unsafe fn array<'a, T>(p: *const T, n: usize, what: &str) -> Result<&'a [T], Error> {
-    if n > MAX_BATCH_OP_COUNT {
+    if n > MAX_C_BATCH {
         return Err(Error::invalid(format!("{n} items is above the limit")));
     }
     if p.is_null() {

@@ -146,9 +146,14 @@ TEST_F(CApiTest, BadInputIsRefused) {
     EXPECT_EQ(mmcc_put(std::string(256, 'k').c_str(), &in, Options(), 0), -3000);
     EXPECT_EQ(mmcc_put("k", &in, Options(9), 0), -3000);
     EXPECT_EQ(mmcc_exist("k", 0), -3007);
+    // Above the wire limit the client splits the batch; a count past any sane batch is
+    // refused before a pointer is read.
     std::vector<const char *> many(16385, "k");
     std::vector<int32_t> res(many.size());
-    EXPECT_EQ(mmcc_batch_exist(many.data(), many.size(), res.data(), 0), -3000);
+    EXPECT_EQ(mmcc_batch_exist(many.data(), many.size(), res.data(), 0), 0);
+    EXPECT_EQ(res.front(), -3007);
+    EXPECT_EQ(res.back(), -3007);
+    EXPECT_EQ(mmcc_batch_exist(many.data(), 1u << 25, res.data(), 0), -3000);
     EXPECT_EQ(mmcc_batch_exist(nullptr, 2, res.data(), 0), -3000);
     const char *two[] = {"a", "b"};
     EXPECT_EQ(mmcc_batch_exist(two, 2, nullptr, 0), -3000);

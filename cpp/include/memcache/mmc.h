@@ -195,7 +195,7 @@ enum { SMEMB_COPY_AUTO = 9 };
 
 /* 1.3.0's in-place API: allocate, fill in place from any thread, commit; or lease,
  * read in place, release. flags of these calls are accepted and unused. Null arrays of
- * a non-empty batch and more than MAX_BATCH_OP_COUNT keys answer -3000; before
+ * a non-empty batch answer -3000 (batches above MAX_BATCH_OP_COUNT are split); before
  * mmcc_init / mmc_init, -3019.
  *
  * mmcc_batch_malloc allocates sizes[i] bytes under keys[i] for lease_ttl_ms (0: the
