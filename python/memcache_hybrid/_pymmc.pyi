@@ -211,8 +211,8 @@ class DistributedObjectStore:
     def evict(
         self,
         keys: List[str],
-        src_media: int = ...,
-        dst_media: int = ...,
+        src_media: int = 1,
+        dst_media: int = 2,
         flags: int = 0,
     ) -> int:
         """Evict keys from src_media to dst_media. Only DRAM->SSD supported. Returns 0 on
@@ -227,8 +227,8 @@ class DistributedObjectStore:
     def prefetch(
         self,
         keys: List[str],
-        src_media: int = ...,
-        dst_media: int = ...,
+        src_media: int = 2,
+        dst_media: int = 1,
         flags: int = 0,
     ) -> int:
         """Prefetch keys from src_media to dst_media. Only SSD->DRAM supported. Returns 0 on
@@ -243,7 +243,7 @@ class DistributedObjectStore:
         self,
         keys: List[str],
         sizes: Ints,
-        media: int = ...,
+        media: int = 1,
         leaseTtlMs: int = 0,
     ) -> List[int]:
         """Allocates an object of `sizes[i]` bytes under each key for writing in place and
@@ -261,7 +261,7 @@ class DistributedObjectStore:
         gva_ptrs: Ints,
         buffer_ptrs: Ints,
         sizes: Ints,
-        direct: int = ...,
+        direct: int = 1,
         flag: int = 0,
     ) -> int:
         """Copies `sizes[i]` bytes between the buffer at `buffer_ptrs[i]` and the pool address
@@ -281,7 +281,7 @@ class DistributedObjectStore:
         gva_ptrs: Ints,
         buffer_ptrs: IntRows,
         sizes: IntRows,
-        direct: int = ...,
+        direct: int = 1,
         flag: int = 0,
     ) -> int:
         """`batch_copy` of layers: piece `i` is the layers `buffer_ptrs[i][j]` /
@@ -293,9 +293,11 @@ class DistributedObjectStore:
         write result (0=OK, non-zero=FAIL). Returns per-key meta service update result.
 
         A key whose result is 0 becomes visible to every reader; any other is rolled back
-        (answer 0 once done). -3000 for a key this client is not writing (or lists of
-        different lengths, for every key); -3106, and a rollback, for an allocation whose
-        lease has ended.
+        (answer 0 once done). A result of 0 for a key this client is not writing answers 0
+        when the key is stored (finished already, e.g. by a second writer of the same
+        allocation, or stored by a put: its value stays, as in 1.3.0), else -3000 (also for
+        every key when the lists differ in length); -3106, and a rollback, for an
+        allocation whose lease has ended.
         """
     def batch_add_lease(self, keys: List[str], leaseTtlMs: int = 0) -> List[int]:
         """Leases each object for reading in place: until `batch_remove_lease` or the end of
@@ -322,13 +324,13 @@ class DistributedObjectStore:
 class ReplicateConfig:
     """Configuration for replica allocation policy."""
 
-    replicaNum: int
-    """Less than or equal to 8. Replicas per object: 1 unless set (0 reads as 1)."""
     preferredLocalServiceIDs: List[int]
     """List of instance IDs for forced storage. The values in the list must be unique,
     and the list size must be equal to replicaNum. (Here: at most `replicaNum`; the
     pool places the other replicas.)
     """
+    replicaNum: int
+    """Less than or equal to 8. Replicas per object: 1 unless set (0 reads as 1)."""
     def __init__(self) -> None: ...
 
 class KeyInfo:
@@ -346,7 +348,7 @@ class KeyInfo:
         """
 
 class MetaService:
-    """Class for memcache meta service process: the meta service, in this process."""
+    """Class for memcache meta service process. (Here: the meta service runs in this process.)"""
 
     @staticmethod
     def main() -> int:
@@ -376,97 +378,97 @@ class MmcCopyDirect(IntEnum):
 class LocalConfig:
     """Local configuration for memcache client."""
 
+    client_timeout_seconds: int
+    """Client request timeout in seconds."""
+    config_store_tls_key_path: str
+    """Config store TLS key path."""
+    backend_id: str
+    """Backend identity for kv_event, e.g. pod IP."""
+    hcom_tls_cert_path: str
+    """HCOM TLS certificate path."""
+    max_dram_size: str
+    """The MAX size of dram_size in all local processes."""
+    client_retry_milliseconds: int
+    """The total retry duration when client requests meta service."""
     dram_size: str
     """DRAM space usage, supports formats like 1GB, 2MB, etc."""
+    tls_ca_path: str
+    """TLS CA certificate path."""
+    tls_cert_path: str
+    """TLS certificate path."""
+    config_store_tls_cert_path: str
+    """Config store TLS certificate path."""
+    tag: str
+    """Tag of this rank in MemFabric Big Memory, used with tag_op_info to control the
+    data op type (protocol) between tag pairs, e.g. tag1.
+    """
+    config_store_tls_ca_crl_path: str
+    """Config store TLS CA CRL path."""
+    hcom_tls_enable: bool
+    """Enable TLS for HCOM."""
+    config_store_tls_package_path: str
+    """Config store TLS package path."""
+    hcom_tls_decrypter_path: str
+    """HCOM TLS decrypter library path."""
+    config_store_tls_enable: bool
+    """Enable TLS for config_store."""
+    hcom_url: str
+    """HCOM URL for RDMA network."""
+    hbm_size: str
+    """HBM space usage."""
+    meta_service_url: str
+    """Meta service start-up url."""
     tag_op_info: str
     """Data op type between tags, separated by commas, e.g. "tag1:HOST_TCP:tag2,tag2:DEVICE_RDMA:tag3".
     Op type whitelist: DEVICE_SDMA, DEVICE_RDMA, DEVICE_URMA, DEVICE_UBOE, HOST_RDMA,
     HOST_TCP, HOST_URMA, HOST_SHM, AIV_SDMA, DEVICE_MTE.
     """
-    tls_enable: bool
-    """Enable TLS for metaservice."""
-    config_store_tls_enable: bool
-    """Enable TLS for config_store."""
-    config_store_tls_key_path: str
-    """Config store TLS key path."""
-    config_store_tls_decrypter_path: str
-    """Config store TLS decrypter library path."""
-    hcom_tls_ca_crl_path: str
-    """HCOM TLS CA CRL path."""
-    hbm_size: str
-    """HBM space usage."""
-    tls_cert_path: str
-    """TLS certificate path."""
+    world_size: int
+    """The maximum supported rank count."""
     max_hbm_size: str
     """The MAX size of hbm_size in all local processes."""
-    hcom_tls_key_path: str
-    """HCOM TLS key path."""
-    max_dram_size: str
-    """The MAX size of dram_size in all local processes."""
-    config_store_url: str
-    """Config store url."""
-    tls_key_pass_path: str
-    """TLS key passphrase path."""
-    aggregate_num: int
-    """Aggregate number."""
-    config_store_tls_ca_path: str
-    """Config store TLS CA certificate path."""
-    read_thread_pool_size: int
-    """Read thread pool size."""
-    tls_ca_crl_path: str
-    """TLS CA CRL path."""
-    meta_service_url: str
-    """Meta service start-up url."""
-    log_level: str
-    """Log level: debug, info, warn, error."""
-    client_timeout_seconds: int
-    """Client request timeout in seconds."""
-    hcom_url: str
-    """HCOM URL for RDMA network."""
-    write_thread_pool_size: int
-    """Write thread pool size."""
     aggregate_io: bool
     """Enable read/write aggregate."""
+    tls_key_path: str
+    """TLS key path."""
+    config_store_url: str
+    """Config store url."""
+    tls_ca_crl_path: str
+    """TLS CA CRL path."""
+    tls_key_pass_path: str
+    """TLS key passphrase path."""
+    hcom_tls_key_path: str
+    """HCOM TLS key path."""
+    config_store_tls_ca_path: str
+    """Config store TLS CA certificate path."""
+    config_store_tls_key_pass_path: str
+    """Config store TLS key passphrase path."""
+    hcom_tls_ca_crl_path: str
+    """HCOM TLS CA CRL path."""
+    write_thread_pool_size: int
+    """Write thread pool size."""
+    tls_enable: bool
+    """Enable TLS for metaservice."""
+    read_thread_pool_size: int
+    """Read thread pool size."""
+    log_level: str
+    """Log level: debug, info, warn, error."""
+    hcom_tls_key_pass_path: str
+    """HCOM TLS key passphrase path."""
+    aggregate_num: int
+    """Aggregate number."""
     protocol: str
     """Data transfer protocol: host_rdma, host_urma, host_tcp, host_shm, device_rdma, device_urma,
     device_uboe, device_sdma.
     """
-    tls_decrypter_path: str
-    """TLS decrypter library path."""
-    config_store_tls_key_pass_path: str
-    """Config store TLS key passphrase path."""
-    hcom_tls_key_pass_path: str
-    """HCOM TLS key passphrase path."""
-    client_retry_milliseconds: int
-    """The total retry duration when client requests meta service."""
-    config_store_tls_ca_crl_path: str
-    """Config store TLS CA CRL path."""
-    world_size: int
-    """The maximum supported rank count."""
-    hcom_tls_ca_path: str
-    """HCOM TLS CA certificate path."""
-    hcom_tls_enable: bool
-    """Enable TLS for HCOM."""
-    hcom_tls_cert_path: str
-    """HCOM TLS certificate path."""
-    tls_key_path: str
-    """TLS key path."""
-    backend_id: str
-    """Backend identity for kv_event, e.g. pod IP."""
-    hcom_tls_decrypter_path: str
-    """HCOM TLS decrypter library path."""
-    tls_ca_path: str
-    """TLS CA certificate path."""
-    tag: str
-    """Tag of this rank in MemFabric Big Memory, used with tag_op_info to control the
-    data op type (protocol) between tag pairs, e.g. tag1.
-    """
-    config_store_tls_package_path: str
-    """Config store TLS package path."""
-    config_store_tls_cert_path: str
-    """Config store TLS certificate path."""
     tls_package_path: str
     """TLS package path."""
+    config_store_tls_decrypter_path: str
+    """Config store TLS decrypter library path."""
+    hcom_tls_ca_path: str
+    """HCOM TLS CA certificate path."""
+    tls_decrypter_path: str
+    """TLS decrypter library path."""
     def __init__(self) -> None: ...
     def str(self) -> str:
         """Returns a string representation of all member variables."""
@@ -474,100 +476,102 @@ class LocalConfig:
 class MetaConfig:
     """Meta service configuration."""
 
-    evict_check_interval_seconds: int
-    """Periodic eviction check interval in seconds. Set to 0 to disable."""
-    tls_cert_path: str
-    """TLS certificate path."""
-    kv_events_endpoint: str
-    """ZMQ PUB bind endpoint for KV events, e.g. tcp://0.0.0.0:5557."""
-    zmq_enable_curve: bool
-    """Enable ZMQ CURVE encryption for the zmq transport (default false)."""
-    kv_events_block_size: int
-    """block_size for published KV events (0 = omit)."""
-    tls_enable: bool
-    """Enable TLS for metaservice."""
-    kv_events_enable: bool
-    """Enable KV cache event publisher (default false)."""
-    kv_events_model_name: str
-    """Model name tag for published KV events."""
-    lease_ttl_ms: int
-    """Default read lease TTL in milliseconds."""
-    evict_yield_duration_us: int
-    """Sleep duration in microseconds during each yield. Default 100us."""
-    tls_ca_path: str
-    """TLS CA certificate path."""
-    tls_key_path: str
-    """TLS key path."""
-    tls_key_pass_path: str
-    """TLS key passphrase path."""
+    config_store_url: str
+    """Config store url."""
+    log_rotation_file_size: int
+    """Log rotation file size in MB."""
+    metrics_url: str
+    """The metrics HTTP service url."""
     tls_package_path: str
     """TLS package path."""
-    kv_events_transport_type: int
-    """Transport plugin type for KV events (KV_EVENT_TRANSPORT enum, see mmc_types.h)."""
-    log_level: str
-    """Log level: debug, info, warn, error."""
-    kv_events_queue_capacity: int
-    """Bounded queue capacity for async KV event publishing."""
-    kv_events_tenant_id: str
-    """tenant_id for published KV events."""
-    tls_decrypter_path: str
-    """TLS decrypter library path."""
-    evict_threshold_low: int
-    """Eviction low threshold in percentage."""
+    config_store_tls_package_path: str
+    """Config store TLS package path."""
+    evict_check_interval_seconds: int
+    """Periodic eviction check interval in seconds. Set to 0 to disable."""
+    kv_events_endpoint: str
+    """ZMQ PUB bind endpoint for KV events, e.g. tcp://0.0.0.0:5557."""
+    tls_key_path: str
+    """TLS key path."""
+    zmq_enable_curve: bool
+    """Enable ZMQ CURVE encryption for the zmq transport (default false)."""
+    tls_enable: bool
+    """Enable TLS for metaservice."""
+    tls_cert_path: str
+    """TLS certificate path."""
     lru_shard_count: int
     """Meta LRU shard count. Must be a power of two in the range [1, 1024].
     Takes effect only when lru_type is sharded_lru.
     """
-    tls_ca_crl_path: str
-    """TLS CA CRL path."""
+    lru_type: int
+    """Meta LRU type: 0=lru, 1=sharded_lru (default)."""
+    evict_threshold_low: int
+    """Eviction low threshold in percentage."""
     log_rotation_file_count: int
     """Log rotation file count."""
+    evict_yield_interval: int
+    """Number of evicted objects between yields. 0 means yield disabled."""
     kv_events_hash_as_int: bool
     """Emit seq/block hash as low-64-bit int (true, default; aligns vLLM
     VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES) or full hex string (false).
     """
-    defrag_evict_threshold: int
-    """Defrag eviction threshold in percentage."""
-    config_store_tls_enable: bool
-    """Enable TLS for config store."""
-    config_store_tls_ca_crl_path: str
-    """Config store TLS CA CRL path."""
-    log_rotation_file_size: int
-    """Log rotation file size in MB."""
-    zmq_public_key: str
-    """ZMQ CURVE server public key (Z85, 40 chars). Subscribers use it to decrypt."""
-    config_store_tls_package_path: str
-    """Config store TLS package path."""
-    zmq_private_key: str
-    """"""
-    lru_type: int
-    """Meta LRU type: 0=lru, 1=sharded_lru (default)."""
-    config_store_url: str
-    """Config store url."""
-    config_store_tls_decrypter_path: str
-    """Config store TLS decrypter library path."""
-    log_output_target: str
-    """Log output target: screen (stdout only), file (rotating file only), both (stdout + file)."""
-    ha_enable: bool
-    """Enable or disable high availability deployment."""
-    config_store_tls_ca_path: str
-    """Config store TLS CA certificate path."""
-    log_path: str
-    """Log directory path."""
-    config_store_tls_cert_path: str
-    """Config store TLS certificate path."""
-    evict_threshold_high: int
-    """Eviction high threshold in percentage."""
+    kv_events_transport_type: int
+    """Transport plugin type for KV events (KV_EVENT_TRANSPORT enum, see mmc_types.h)."""
     meta_service_url: str
     """Meta service start-up url."""
+    kv_events_queue_capacity: int
+    """Bounded queue capacity for async KV event publishing."""
+    kv_events_tenant_id: str
+    """tenant_id for published KV events."""
+    log_level: str
+    """Log level: debug, info, warn, error."""
+    evict_yield_duration_us: int
+    """Sleep duration in microseconds during each yield. Default 100us."""
+    tls_decrypter_path: str
+    """TLS decrypter library path."""
+    log_output_target: str
+    """Log output target: screen (stdout only), file (rotating file only), both (stdout + file)."""
+    evict_threshold_high: int
+    """Eviction high threshold in percentage."""
+    zmq_public_key: str
+    """ZMQ CURVE server public key (Z85, 40 chars). Subscribers use it to decrypt."""
+    config_store_tls_enable: bool
+    """Enable TLS for config store."""
+    config_store_tls_ca_path: str
+    """Config store TLS CA certificate path."""
+    config_store_tls_cert_path: str
+    """Config store TLS certificate path."""
     config_store_tls_key_path: str
     """Config store TLS key path."""
-    evict_yield_interval: int
-    """Number of evicted objects between yields. 0 means yield disabled."""
+    ha_enable: bool
+    """Enable or disable high availability deployment."""
+    config_store_tls_decrypter_path: str
+    """Config store TLS decrypter library path."""
+    tls_key_pass_path: str
+    """TLS key passphrase path."""
+    tls_ca_path: str
+    """TLS CA certificate path."""
+    zmq_private_key: str
+    """ZMQ CURVE server secret key (Z85, 40 chars). Write-only: the
+    getter returns "***" to avoid leaking the private key material.
+    """
+    defrag_evict_threshold: int
+    """Defrag eviction threshold in percentage."""
+    kv_events_model_name: str
+    """Model name tag for published KV events."""
     config_store_tls_key_pass_path: str
     """Config store TLS key passphrase path."""
-    metrics_url: str
-    """The metrics HTTP service url."""
+    kv_events_block_size: int
+    """block_size for published KV events (0 = omit)."""
+    tls_ca_crl_path: str
+    """TLS CA CRL path."""
+    lease_ttl_ms: int
+    """Default read lease TTL in milliseconds."""
+    config_store_tls_ca_crl_path: str
+    """Config store TLS CA CRL path."""
+    log_path: str
+    """Log directory path."""
+    kv_events_enable: bool
+    """Enable KV cache event publisher (default false)."""
     def __init__(self) -> None: ...
     def str(self) -> str:
         """Returns a string representation of all member variables."""

@@ -310,7 +310,10 @@ seed_class! {
         /// ZMQ CURVE server public key (Z85, 40 chars). Subscribers use it to decrypt.
         #[pyo3(get, set)]
         zmq_public_key: String = "" => "ock.mmc.zmq.public_key",
-        // Write-only: its getter is in the #[pymethods] below.
+        /// ZMQ CURVE server secret key (Z85, 40 chars). Write-only: the
+        /// getter returns "***" to avoid leaking the private key material.
+        // (The property's docstring comes from this setter, pyo3 taking the first one it
+        // meets; the getter is in the #[pymethods] below.)
         #[pyo3(set)]
         zmq_private_key: String = "" => "ock.mmc.zmq.private_key",
         /// Default read lease TTL in milliseconds.

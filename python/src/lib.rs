@@ -259,6 +259,26 @@ impl DistributedObjectStore {
 /// torch tensor's `.numpy()`), read in one copy rather than one Python int at a time.
 struct Ints(Vec<usize>);
 
+/// Pool addresses as `batch_copy` takes them: like [`Ints`], except that a negative
+/// number (the code a failed `batch_alloc` answered, which 1.3.0 answers as 0) is no
+/// address, 0, which the copy refuses with a code (-3102) instead of an `OverflowError`.
+struct Gvas(Vec<u64>);
+
+impl<'py> FromPyObject<'py> for Gvas {
+    fn extract_bound(ob: &Bound<'py, PyAny>) -> PyResult<Self> {
+        if let Ok(Ints(values)) = ob.extract::<Ints>() {
+            return Ok(Gvas(values.into_iter().map(|v| v as u64).collect()));
+        }
+        let values: Vec<i64> = ob.extract()?;
+        Ok(Gvas(
+            values
+                .into_iter()
+                .map(|v| u64::try_from(v).unwrap_or(0))
+                .collect(),
+        ))
+    }
+}
+
 /// One [`Ints`] per key: a list of them, or a 2-D array of 64-bit integers (one row per
 /// key), the form addresses take when an engine computes them with numpy.
 struct IntRows(Vec<Vec<usize>>);
@@ -819,7 +839,10 @@ impl DistributedObjectStore {
     /// gets read it from SSD afterwards. Otherwise the first failing key's code: -3007
     /// missing, -3013 no SSD tier, -3104 held by a reader, -3000 another media pair.
     /// `flags` is accepted for 1.3.0's callers.
-    #[pyo3(signature = (keys, src_media = DRAM, dst_media = SSD, flags = 0))]
+    #[pyo3(
+        signature = (keys, src_media = DRAM, dst_media = SSD, flags = 0),
+        text_signature = "($self, keys, src_media=1, dst_media=2, flags=0)"
+    )]
     fn evict(
         &self,
         py: Python<'_>,
@@ -839,7 +862,10 @@ impl DistributedObjectStore {
     /// into DRAM (colder objects make room); one already in DRAM is done. Otherwise the
     /// first failing key's code: -3007 missing, -3004 not back in time, -3000 another
     /// media pair. `flags` is accepted for 1.3.0's callers.
-    #[pyo3(signature = (keys, src_media = SSD, dst_media = DRAM, flags = 0))]
+    #[pyo3(
+        signature = (keys, src_media = SSD, dst_media = DRAM, flags = 0),
+        text_signature = "($self, keys, src_media=2, dst_media=1, flags=0)"
+    )]
     fn prefetch(
         &self,
         py: Python<'_>,
@@ -869,7 +895,10 @@ impl DistributedObjectStore {
     /// copies into it are refused (-3106) and it is rolled back. Asking again for a key
     /// this client is still writing returns the same address; a key that exists answers
     /// -3006.
-    #[pyo3(signature = (keys, sizes, media = DRAM, leaseTtlMs = 0))]
+    #[pyo3(
+        signature = (keys, sizes, media = DRAM, leaseTtlMs = 0),
+        text_signature = "($self, keys, sizes, media=1, leaseTtlMs=0)"
+    )]
     #[allow(non_snake_case)]
     fn batch_alloc(
         &self,
@@ -907,11 +936,14 @@ impl DistributedObjectStore {
     /// wrong way, -3106 after the allocation or lease ended, -3000 for bad buffers or
     /// lists of different lengths. Device directions (0 L2G, 1 G2L, the default) answer
     /// -3000: this build has no device runtime. `flag` is accepted for 1.3.0's callers.
-    #[pyo3(signature = (gva_ptrs, buffer_ptrs, sizes, direct = G2L, flag = 0))]
+    #[pyo3(
+        signature = (gva_ptrs, buffer_ptrs, sizes, direct = G2L, flag = 0),
+        text_signature = "($self, gva_ptrs, buffer_ptrs, sizes, direct=1, flag=0)"
+    )]
     fn batch_copy(
         &self,
         py: Python<'_>,
-        gva_ptrs: Ints,
+        gva_ptrs: Gvas,
         buffer_ptrs: Ints,
         sizes: Ints,
         direct: i32,
@@ -926,18 +958,21 @@ impl DistributedObjectStore {
     /// `batch_copy` of layers: piece `i` is the layers `buffer_ptrs[i][j]` /
     /// `sizes[i][j]`, gathered into the pool from the address `gva_ptrs[i]` on, or
     /// scattered out of it. Returns 0 or a negative error code, as `batch_copy`.
-    #[pyo3(signature = (gva_ptrs, buffer_ptrs, sizes, direct = G2L, flag = 0))]
+    #[pyo3(
+        signature = (gva_ptrs, buffer_ptrs, sizes, direct = G2L, flag = 0),
+        text_signature = "($self, gva_ptrs, buffer_ptrs, sizes, direct=1, flag=0)"
+    )]
     fn batch_copy_layers(
         &self,
         py: Python<'_>,
-        gva_ptrs: Ints,
+        gva_ptrs: Gvas,
         buffer_ptrs: IntRows,
         sizes: IntRows,
         direct: i32,
         flag: u32,
     ) -> i32 {
         let _ = flag;
-        let gvas: Vec<u64> = gva_ptrs.0.iter().map(|&g| g as u64).collect();
+        let gvas = gva_ptrs.0;
         self.with_store(
             |c| c,
             |s| {
@@ -955,9 +990,11 @@ impl DistributedObjectStore {
     /// write result (0=OK, non-zero=FAIL). Returns per-key meta service update result.
     ///
     /// A key whose result is 0 becomes visible to every reader; any other is rolled back
-    /// (answer 0 once done). -3000 for a key this client is not writing (or lists of
-    /// different lengths, for every key); -3106, and a rollback, for an allocation whose
-    /// lease has ended.
+    /// (answer 0 once done). A result of 0 for a key this client is not writing answers 0
+    /// when the key is stored (finished already, e.g. by a second writer of the same
+    /// allocation, or stored by a put: its value stays, as in 1.3.0), else -3000 (also for
+    /// every key when the lists differ in length); -3106, and a rollback, for an
+    /// allocation whose lease has ended.
     fn batch_write_finish(&self, py: Python<'_>, keys: Vec<String>, res: Vec<i32>) -> Vec<i32> {
         self.per_key(py, keys.len(), |s| {
             codes(&s.batch_write_finish(&keys, &res))
@@ -976,8 +1013,9 @@ impl DistributedObjectStore {
         })
     }
 
-    /// Releases the read leases this client holds on the keys; their addresses read
-    /// nothing any more. 0, or -3000 (and nothing released) when a key holds no lease here.
+    /// Ends one read lease this client holds on each key (`batch_add_lease` twice, release
+    /// twice); with a key's last lease, its addresses read nothing any more. 0, or -3000
+    /// (and nothing released) when a key holds no lease here.
     fn batch_remove_lease(&self, py: Python<'_>, keys: Vec<String>) -> i32 {
         self.with_store(
             |c| c,
@@ -1007,7 +1045,7 @@ impl DistributedObjectStore {
     }
 }
 
-/// Class for memcache meta service process: the meta service, in this process.
+/// Class for memcache meta service process. (Here: the meta service runs in this process.)
 #[pyclass]
 struct MetaService;
 

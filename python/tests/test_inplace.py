@@ -79,6 +79,26 @@ def test_refusals_change_nothing(store):
     assert store.batch_alloc(["ipr/z"], [0]) == [-3000]
 
 
+def test_answers_1_3_0_callers_rely_on(store):
+    """A failed allocation's code passed on to batch_copy is a refused copy, not an
+    exception (1.3.0 answers 0 there, which its batch_copy refuses); a finish of a key that
+    is stored already (a second writer of the same allocation, or a put) is 0, as in 1.3.0."""
+    data = np.full(4096, 3, dtype=np.uint8)
+    assert store.put("ipc/stored", b"old") == 0
+    gvas = store.batch_alloc(["ipc/stored", "ipc/new"], [4096, 4096])
+    assert gvas[0] == -3006 and gvas[1] > 0
+    assert store.batch_copy(gvas[:1], [data.ctypes.data], [4096], mh.H2G) == -3102
+    assert store.batch_copy(np.array(gvas[:1], dtype=np.int64), [data.ctypes.data], [4096], mh.H2G) == -3102
+    assert store.batch_copy_layers(gvas[:1], [[data.ctypes.data]], [[4096]], mh.H2G) == -3102
+    assert store.batch_copy(gvas[1:], [data.ctypes.data], [4096], mh.H2G) == 0
+    assert store.batch_alloc(["ipc/new"], [4096]) == gvas[1:]  # a second writer
+    assert store.batch_write_finish(["ipc/stored", "ipc/new"], [0, 0]) == [0, 0]
+    assert store.batch_write_finish(["ipc/new", "ipc/never"], [0, 0]) == [0, -3000]
+    assert store.batch_write_finish(["ipc/new"], [1]) == [-3000]  # no rollback of a stored key
+    assert store.get("ipc/stored") == b"old"
+    assert store.get("ipc/new") == data.tobytes()
+
+
 def test_put_batch_get_batch_remove_all(store):
     keys = ["pb/%d" % i for i in range(5)]
     values = [bytes([i]) * (100 + i) for i in range(5)]

@@ -54,8 +54,12 @@ struct Pending {
 
 /// The read leases this client holds on one object.
 struct Held {
-    leases: Vec<LeaseId>,
+    /// Each lease and its end, in the order they were taken: every `batch_add_lease`
+    /// adds one and every `batch_remove_lease` ends one, so two readers in one process
+    /// can lease and release the same object independently.
+    leases: Vec<(LeaseId, Instant)>,
     gvas: Vec<u64>,
+    /// The end of the longest lease.
     until: Instant,
     /// The object's size and replicas as the latest lease found them: while a lease
     /// lasts the object stays where it is.
@@ -139,6 +143,20 @@ impl Table {
         let p = self.pending.remove(key)?;
         self.ranges.remove(&p.gva);
         Some(p)
+    }
+
+    /// Ends the oldest lease on `key`, which the caller checked it holds; the key's
+    /// addresses go with its last one.
+    fn end_lease(&mut self, key: &Key) -> LeaseId {
+        let h = self.held.get_mut(key).expect("a lease checked to be held");
+        let (lease, _) = h.leases.remove(0);
+        match h.leases.iter().map(|(_, end)| *end).max() {
+            Some(end) => h.until = end,
+            None => {
+                self.drop_held(key);
+            }
+        }
+        lease
     }
 
     fn drop_held(&mut self, key: &Key) -> Option<Held> {
@@ -479,8 +497,9 @@ impl ObjectStore {
 
     /// Ends in-place writes: a key whose `results[i]` is 0 is committed (visible to
     /// every reader from now on), any other is rolled back. One answer per key: the
-    /// commit's or the rollback's, -3000 for a key this client is not writing, -3106
-    /// (and a rollback) for an allocation whose lease has ended.
+    /// commit's or the rollback's; for a key this client is not writing, 0 when the
+    /// result is 0 and the key is stored (another writer finished it first), else -3000;
+    /// -3106 (and a rollback) for an allocation whose lease has ended.
     pub async fn batch_write_finish<K: AsRef<[u8]>>(
         &self,
         keys: &[K],
@@ -514,6 +533,7 @@ impl ObjectStore {
         let now = Instant::now();
         let (mut commits, mut commit_slots, mut aborts, mut abort_slots) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut unknown, mut unknown_slots) = (Vec::new(), Vec::new());
         {
             let mut table = session.grants.table();
             for (i, key) in valid {
@@ -521,6 +541,10 @@ impl ObjectStore {
                     out[i] = Err(Error::invalid(format!(
                         "{key:?} is not being written by this client"
                     )));
+                    if results[i] == 0 {
+                        unknown.push(key);
+                        unknown_slots.push(i);
+                    }
                     continue;
                 };
                 if results[i] == 0 && now < p.until {
@@ -537,11 +561,20 @@ impl ObjectStore {
                 }
             }
         }
-        let (committed, aborted) = futures::join!(
+        // A commit of a key this client is not writing is done if the key is stored
+        // (another writer of the same block finished first, or a put stored it), as 1.3.0
+        // answers: the engine's block is in the pool either way.
+        let (committed, stored, aborted) = futures::join!(
             async {
                 match commits.is_empty() {
                     true => Vec::new(),
                     false => session.meta.commit(commits).await,
+                }
+            },
+            async {
+                match unknown.is_empty() {
+                    true => Vec::new(),
+                    false => session.meta.exists(&unknown).await,
                 }
             },
             async {
@@ -553,6 +586,11 @@ impl ObjectStore {
         );
         for (i, r) in commit_slots.into_iter().zip(committed) {
             out[i] = r;
+        }
+        for (i, r) in unknown_slots.into_iter().zip(stored) {
+            if r == Ok(true) {
+                out[i] = Ok(());
+            }
         }
         for (i, r) in abort_slots.into_iter().zip(aborted) {
             // A rollback the service no longer needed (the lease had run out) is done.
@@ -603,11 +641,12 @@ impl ObjectStore {
                         size: 0,
                         blobs: Vec::new(),
                     });
-                    held.leases.push(loc.lease);
+                    let end = until(asked, loc.lease_ms);
+                    held.leases.push((loc.lease, end));
                     held.gvas = gvas;
                     held.size = loc.size;
                     held.blobs = loc.blobs;
-                    held.until = held.until.max(until(asked, loc.lease_ms));
+                    held.until = held.until.max(end);
                     Ok(())
                 })
                 .collect()
@@ -615,27 +654,31 @@ impl ObjectStore {
         .await
     }
 
-    /// Releases every read lease this client holds on each key; their addresses read
-    /// nothing any more. -3000, and nothing released, when a key holds no lease here.
+    /// Ends one read lease this client holds on each key (the oldest; a key listed twice
+    /// ends two); once a key's last lease has ended, its addresses read nothing any
+    /// more. -3000, and nothing released, when a key holds fewer leases here than listed.
     pub async fn batch_remove_lease<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<()> {
         let session = self.session()?;
         check_batch(keys.len(), keys.len())?;
         let keys = keys.iter().map(Key::new).collect::<Result<Vec<Key>>>()?;
         let released: Vec<(Key, LeaseId)> = {
             let mut table = session.grants.table();
-            if let Some(k) = keys.iter().find(|k| !table.held.contains_key(*k)) {
-                return Err(Error::invalid(format!("no read lease on {k:?} here")));
+            let mut wanted: FxHashMap<&Key, usize> = FxHashMap::default();
+            for k in &keys {
+                *wanted.entry(k).or_default() += 1;
+            }
+            if let Some((k, _)) = wanted
+                .iter()
+                .find(|(k, n)| table.held.get(**k).map_or(0, |h| h.leases.len()) < **n)
+            {
+                return Err(Error::invalid(format!("no read lease on {k:?} left here")));
             }
             keys.iter()
-                .filter_map(|k| table.drop_held(k).map(|h| (k, h)))
-                .flat_map(|(k, h)| h.leases.into_iter().map(move |l| (k.clone(), l)))
+                .map(|k| (k.clone(), table.end_lease(k)))
                 .collect()
         };
-        // A key may hold several leases: chunks of leases, not of keys.
-        let mut released = released.into_iter().peekable();
-        while released.peek().is_some() {
-            let chunk: Vec<(Key, LeaseId)> = released.by_ref().take(CHUNK).collect();
-            session.meta.release(chunk).await;
+        for chunk in released.chunks(CHUNK) {
+            session.meta.release(chunk.to_vec()).await;
         }
         Ok(())
     }

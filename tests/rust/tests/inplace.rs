@@ -256,3 +256,29 @@ fn abandoned_grants_do_not_pile_up() {
     let held = store.inner().grants_held();
     assert!(held <= 2 * 50 + 64, "{held} grants held");
 }
+
+#[test]
+fn leases_are_counted_and_a_second_finish_of_a_stored_key_is_done() {
+    let (_pool, store) = started(8 * MIB);
+    let data = pattern(9, 16 * KIB);
+    store.put("two", &data).unwrap();
+    // Two readers of one process lease the same object; the first lets go.
+    assert_eq!(codes(&store.batch_add_lease(&["two"], 0)), [0]);
+    assert_eq!(codes(&store.batch_add_lease(&["two"], 0)), [0]);
+    let gva = store.get_key_info("two").unwrap().locations[0].gva;
+    store.batch_remove_lease(&["two"]).unwrap();
+    assert_eq!(read_at(&store, gva, 64).unwrap(), &data[..64]);
+    store.batch_remove_lease(&["two"]).unwrap();
+    assert_eq!(code(&read_at(&store, gva, 64)), -3102);
+    assert_eq!(code(&store.batch_remove_lease(&["two"])), -3000);
+    // Releasing more leases than held releases none.
+    assert_eq!(codes(&store.batch_add_lease(&["two"], 0)), [0]);
+    assert_eq!(code(&store.batch_remove_lease(&["two", "two"])), -3000);
+    assert_eq!(read_at(&store, gva, 64).unwrap(), &data[..64]);
+    // A commit of a stored key this client is not writing is done; of a missing one, not.
+    assert_eq!(
+        codes(&store.batch_write_finish(&["two", "none"], &[0, 0])),
+        [0, -3000]
+    );
+    assert_eq!(store.get("two").unwrap(), data);
+}
