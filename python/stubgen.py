@@ -136,7 +136,8 @@ def class_stub(name):
         sample = cls()
     except TypeError:  # no constructor: a value the module hands out
         sample = None
-    for attr, raw in vars(cls).items():
+    # Sorted: the order of a pyclass's attributes is not stable from build to build.
+    for attr, raw in sorted(vars(cls).items()):
         if not attr.startswith("_") and inspect.isdatadescriptor(raw):
             value = getattr(sample, attr, None)
             kind = {int: "int", bool: "bool", str: "str", list: "List[int]"}.get(type(value), "object")

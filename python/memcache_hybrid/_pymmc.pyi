@@ -306,8 +306,9 @@ class DistributedObjectStore:
         `batch_copy`. One code per key: 0, -3007 when missing.
         """
     def batch_remove_lease(self, keys: List[str]) -> int:
-        """Releases the read leases this client holds on the keys; their addresses read
-        nothing any more. 0, or -3000 (and nothing released) when a key holds no lease here.
+        """Ends one read lease this client holds on each key (`batch_add_lease` twice, release
+        twice); with a key's last lease, its addresses read nothing any more. 0, or -3000
+        (and nothing released) when a key holds no lease here.
         """
     def register_buffer(self, buffer_ptr: int, size: int) -> int:
         """Register a memory buffer for direct access operations: `size` bytes at
@@ -378,97 +379,97 @@ class MmcCopyDirect(IntEnum):
 class LocalConfig:
     """Local configuration for memcache client."""
 
-    client_timeout_seconds: int
-    """Client request timeout in seconds."""
-    config_store_tls_key_path: str
-    """Config store TLS key path."""
+    aggregate_io: bool
+    """Enable read/write aggregate."""
+    aggregate_num: int
+    """Aggregate number."""
     backend_id: str
     """Backend identity for kv_event, e.g. pod IP."""
-    hcom_tls_cert_path: str
-    """HCOM TLS certificate path."""
-    max_dram_size: str
-    """The MAX size of dram_size in all local processes."""
     client_retry_milliseconds: int
     """The total retry duration when client requests meta service."""
-    dram_size: str
-    """DRAM space usage, supports formats like 1GB, 2MB, etc."""
-    tls_ca_path: str
-    """TLS CA certificate path."""
-    tls_cert_path: str
-    """TLS certificate path."""
+    client_timeout_seconds: int
+    """Client request timeout in seconds."""
+    config_store_tls_ca_crl_path: str
+    """Config store TLS CA CRL path."""
+    config_store_tls_ca_path: str
+    """Config store TLS CA certificate path."""
     config_store_tls_cert_path: str
     """Config store TLS certificate path."""
+    config_store_tls_decrypter_path: str
+    """Config store TLS decrypter library path."""
+    config_store_tls_enable: bool
+    """Enable TLS for config_store."""
+    config_store_tls_key_pass_path: str
+    """Config store TLS key passphrase path."""
+    config_store_tls_key_path: str
+    """Config store TLS key path."""
+    config_store_tls_package_path: str
+    """Config store TLS package path."""
+    config_store_url: str
+    """Config store url."""
+    dram_size: str
+    """DRAM space usage, supports formats like 1GB, 2MB, etc."""
+    hbm_size: str
+    """HBM space usage."""
+    hcom_tls_ca_crl_path: str
+    """HCOM TLS CA CRL path."""
+    hcom_tls_ca_path: str
+    """HCOM TLS CA certificate path."""
+    hcom_tls_cert_path: str
+    """HCOM TLS certificate path."""
+    hcom_tls_decrypter_path: str
+    """HCOM TLS decrypter library path."""
+    hcom_tls_enable: bool
+    """Enable TLS for HCOM."""
+    hcom_tls_key_pass_path: str
+    """HCOM TLS key passphrase path."""
+    hcom_tls_key_path: str
+    """HCOM TLS key path."""
+    hcom_url: str
+    """HCOM URL for RDMA network."""
+    log_level: str
+    """Log level: debug, info, warn, error."""
+    max_dram_size: str
+    """The MAX size of dram_size in all local processes."""
+    max_hbm_size: str
+    """The MAX size of hbm_size in all local processes."""
+    meta_service_url: str
+    """Meta service start-up url."""
+    protocol: str
+    """Data transfer protocol: host_rdma, host_urma, host_tcp, host_shm, device_rdma, device_urma,
+    device_uboe, device_sdma.
+    """
+    read_thread_pool_size: int
+    """Read thread pool size."""
     tag: str
     """Tag of this rank in MemFabric Big Memory, used with tag_op_info to control the
     data op type (protocol) between tag pairs, e.g. tag1.
     """
-    config_store_tls_ca_crl_path: str
-    """Config store TLS CA CRL path."""
-    hcom_tls_enable: bool
-    """Enable TLS for HCOM."""
-    config_store_tls_package_path: str
-    """Config store TLS package path."""
-    hcom_tls_decrypter_path: str
-    """HCOM TLS decrypter library path."""
-    config_store_tls_enable: bool
-    """Enable TLS for config_store."""
-    hcom_url: str
-    """HCOM URL for RDMA network."""
-    hbm_size: str
-    """HBM space usage."""
-    meta_service_url: str
-    """Meta service start-up url."""
     tag_op_info: str
     """Data op type between tags, separated by commas, e.g. "tag1:HOST_TCP:tag2,tag2:DEVICE_RDMA:tag3".
     Op type whitelist: DEVICE_SDMA, DEVICE_RDMA, DEVICE_URMA, DEVICE_UBOE, HOST_RDMA,
     HOST_TCP, HOST_URMA, HOST_SHM, AIV_SDMA, DEVICE_MTE.
     """
-    world_size: int
-    """The maximum supported rank count."""
-    max_hbm_size: str
-    """The MAX size of hbm_size in all local processes."""
-    aggregate_io: bool
-    """Enable read/write aggregate."""
-    tls_key_path: str
-    """TLS key path."""
-    config_store_url: str
-    """Config store url."""
     tls_ca_crl_path: str
     """TLS CA CRL path."""
-    tls_key_pass_path: str
-    """TLS key passphrase path."""
-    hcom_tls_key_path: str
-    """HCOM TLS key path."""
-    config_store_tls_ca_path: str
-    """Config store TLS CA certificate path."""
-    config_store_tls_key_pass_path: str
-    """Config store TLS key passphrase path."""
-    hcom_tls_ca_crl_path: str
-    """HCOM TLS CA CRL path."""
-    write_thread_pool_size: int
-    """Write thread pool size."""
-    tls_enable: bool
-    """Enable TLS for metaservice."""
-    read_thread_pool_size: int
-    """Read thread pool size."""
-    log_level: str
-    """Log level: debug, info, warn, error."""
-    hcom_tls_key_pass_path: str
-    """HCOM TLS key passphrase path."""
-    aggregate_num: int
-    """Aggregate number."""
-    protocol: str
-    """Data transfer protocol: host_rdma, host_urma, host_tcp, host_shm, device_rdma, device_urma,
-    device_uboe, device_sdma.
-    """
-    tls_package_path: str
-    """TLS package path."""
-    config_store_tls_decrypter_path: str
-    """Config store TLS decrypter library path."""
-    hcom_tls_ca_path: str
-    """HCOM TLS CA certificate path."""
+    tls_ca_path: str
+    """TLS CA certificate path."""
+    tls_cert_path: str
+    """TLS certificate path."""
     tls_decrypter_path: str
     """TLS decrypter library path."""
+    tls_enable: bool
+    """Enable TLS for metaservice."""
+    tls_key_pass_path: str
+    """TLS key passphrase path."""
+    tls_key_path: str
+    """TLS key path."""
+    tls_package_path: str
+    """TLS package path."""
+    world_size: int
+    """The maximum supported rank count."""
+    write_thread_pool_size: int
+    """Write thread pool size."""
     def __init__(self) -> None: ...
     def str(self) -> str:
         """Returns a string representation of all member variables."""
@@ -476,102 +477,102 @@ class LocalConfig:
 class MetaConfig:
     """Meta service configuration."""
 
-    config_store_url: str
-    """Config store url."""
-    log_rotation_file_size: int
-    """Log rotation file size in MB."""
-    metrics_url: str
-    """The metrics HTTP service url."""
-    tls_package_path: str
-    """TLS package path."""
+    config_store_tls_ca_crl_path: str
+    """Config store TLS CA CRL path."""
+    config_store_tls_ca_path: str
+    """Config store TLS CA certificate path."""
+    config_store_tls_cert_path: str
+    """Config store TLS certificate path."""
+    config_store_tls_decrypter_path: str
+    """Config store TLS decrypter library path."""
+    config_store_tls_enable: bool
+    """Enable TLS for config store."""
+    config_store_tls_key_pass_path: str
+    """Config store TLS key passphrase path."""
+    config_store_tls_key_path: str
+    """Config store TLS key path."""
     config_store_tls_package_path: str
     """Config store TLS package path."""
+    config_store_url: str
+    """Config store url."""
+    defrag_evict_threshold: int
+    """Defrag eviction threshold in percentage."""
     evict_check_interval_seconds: int
     """Periodic eviction check interval in seconds. Set to 0 to disable."""
+    evict_threshold_high: int
+    """Eviction high threshold in percentage."""
+    evict_threshold_low: int
+    """Eviction low threshold in percentage."""
+    evict_yield_duration_us: int
+    """Sleep duration in microseconds during each yield. Default 100us."""
+    evict_yield_interval: int
+    """Number of evicted objects between yields. 0 means yield disabled."""
+    ha_enable: bool
+    """Enable or disable high availability deployment."""
+    kv_events_block_size: int
+    """block_size for published KV events (0 = omit)."""
+    kv_events_enable: bool
+    """Enable KV cache event publisher (default false)."""
     kv_events_endpoint: str
     """ZMQ PUB bind endpoint for KV events, e.g. tcp://0.0.0.0:5557."""
-    tls_key_path: str
-    """TLS key path."""
-    zmq_enable_curve: bool
-    """Enable ZMQ CURVE encryption for the zmq transport (default false)."""
-    tls_enable: bool
-    """Enable TLS for metaservice."""
-    tls_cert_path: str
-    """TLS certificate path."""
+    kv_events_hash_as_int: bool
+    """Emit seq/block hash as low-64-bit int (true, default; aligns vLLM
+    VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES) or full hex string (false).
+    """
+    kv_events_model_name: str
+    """Model name tag for published KV events."""
+    kv_events_queue_capacity: int
+    """Bounded queue capacity for async KV event publishing."""
+    kv_events_tenant_id: str
+    """tenant_id for published KV events."""
+    kv_events_transport_type: int
+    """Transport plugin type for KV events (KV_EVENT_TRANSPORT enum, see mmc_types.h)."""
+    lease_ttl_ms: int
+    """Default read lease TTL in milliseconds."""
+    log_level: str
+    """Log level: debug, info, warn, error."""
+    log_output_target: str
+    """Log output target: screen (stdout only), file (rotating file only), both (stdout + file)."""
+    log_path: str
+    """Log directory path."""
+    log_rotation_file_count: int
+    """Log rotation file count."""
+    log_rotation_file_size: int
+    """Log rotation file size in MB."""
     lru_shard_count: int
     """Meta LRU shard count. Must be a power of two in the range [1, 1024].
     Takes effect only when lru_type is sharded_lru.
     """
     lru_type: int
     """Meta LRU type: 0=lru, 1=sharded_lru (default)."""
-    evict_threshold_low: int
-    """Eviction low threshold in percentage."""
-    log_rotation_file_count: int
-    """Log rotation file count."""
-    evict_yield_interval: int
-    """Number of evicted objects between yields. 0 means yield disabled."""
-    kv_events_hash_as_int: bool
-    """Emit seq/block hash as low-64-bit int (true, default; aligns vLLM
-    VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES) or full hex string (false).
-    """
-    kv_events_transport_type: int
-    """Transport plugin type for KV events (KV_EVENT_TRANSPORT enum, see mmc_types.h)."""
     meta_service_url: str
     """Meta service start-up url."""
-    kv_events_queue_capacity: int
-    """Bounded queue capacity for async KV event publishing."""
-    kv_events_tenant_id: str
-    """tenant_id for published KV events."""
-    log_level: str
-    """Log level: debug, info, warn, error."""
-    evict_yield_duration_us: int
-    """Sleep duration in microseconds during each yield. Default 100us."""
-    tls_decrypter_path: str
-    """TLS decrypter library path."""
-    log_output_target: str
-    """Log output target: screen (stdout only), file (rotating file only), both (stdout + file)."""
-    evict_threshold_high: int
-    """Eviction high threshold in percentage."""
-    zmq_public_key: str
-    """ZMQ CURVE server public key (Z85, 40 chars). Subscribers use it to decrypt."""
-    config_store_tls_enable: bool
-    """Enable TLS for config store."""
-    config_store_tls_ca_path: str
-    """Config store TLS CA certificate path."""
-    config_store_tls_cert_path: str
-    """Config store TLS certificate path."""
-    config_store_tls_key_path: str
-    """Config store TLS key path."""
-    ha_enable: bool
-    """Enable or disable high availability deployment."""
-    config_store_tls_decrypter_path: str
-    """Config store TLS decrypter library path."""
-    tls_key_pass_path: str
-    """TLS key passphrase path."""
+    metrics_url: str
+    """The metrics HTTP service url."""
+    tls_ca_crl_path: str
+    """TLS CA CRL path."""
     tls_ca_path: str
     """TLS CA certificate path."""
+    tls_cert_path: str
+    """TLS certificate path."""
+    tls_decrypter_path: str
+    """TLS decrypter library path."""
+    tls_enable: bool
+    """Enable TLS for metaservice."""
+    tls_key_pass_path: str
+    """TLS key passphrase path."""
+    tls_key_path: str
+    """TLS key path."""
+    tls_package_path: str
+    """TLS package path."""
+    zmq_enable_curve: bool
+    """Enable ZMQ CURVE encryption for the zmq transport (default false)."""
     zmq_private_key: str
     """ZMQ CURVE server secret key (Z85, 40 chars). Write-only: the
     getter returns "***" to avoid leaking the private key material.
     """
-    defrag_evict_threshold: int
-    """Defrag eviction threshold in percentage."""
-    kv_events_model_name: str
-    """Model name tag for published KV events."""
-    config_store_tls_key_pass_path: str
-    """Config store TLS key passphrase path."""
-    kv_events_block_size: int
-    """block_size for published KV events (0 = omit)."""
-    tls_ca_crl_path: str
-    """TLS CA CRL path."""
-    lease_ttl_ms: int
-    """Default read lease TTL in milliseconds."""
-    config_store_tls_ca_crl_path: str
-    """Config store TLS CA CRL path."""
-    log_path: str
-    """Log directory path."""
-    kv_events_enable: bool
-    """Enable KV cache event publisher (default false)."""
+    zmq_public_key: str
+    """ZMQ CURVE server public key (Z85, 40 chars). Subscribers use it to decrypt."""
     def __init__(self) -> None: ...
     def str(self) -> str:
         """Returns a string representation of all member variables."""
