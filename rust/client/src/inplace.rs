@@ -179,15 +179,17 @@ impl Table {
             Some(end) if end <= range.len => {}
             _ => return Err(unknown()),
         }
+        let live = |until: Instant, grant: &str| match now < until {
+            true => Ok(()),
+            false => Err(Error::LeaseExpired(format!(
+                "{grant} {:?} ended",
+                range.key
+            ))),
+        };
         match &range.access {
             Access::Write => {
                 let p = self.pending.get(&range.key).ok_or_else(unknown)?;
-                if now >= p.until {
-                    return Err(Error::LeaseExpired(format!(
-                        "the allocation of {:?} ended",
-                        range.key
-                    )));
-                }
+                live(p.until, "the allocation of")?;
                 Ok(Target::Write {
                     blobs: p.blobs.clone(),
                     tags: p.tags.clone(),
@@ -196,12 +198,7 @@ impl Table {
             }
             Access::Read { blob, tag } => {
                 let h = self.held.get(&range.key).ok_or_else(unknown)?;
-                if now >= h.until {
-                    return Err(Error::LeaseExpired(format!(
-                        "the read lease on {:?} ended",
-                        range.key
-                    )));
-                }
+                live(h.until, "the read lease on")?;
                 Ok(Target::Read {
                     blob: *blob,
                     tag: *tag,
