@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use common::procs::*;
 
-use memcache_client::{
-    BlockingObjectStore, ClientConfig, CopyDirection, ReplicateConfig, TransportKind,
-};
+use memcache_client::{BlockingObjectStore, ClientConfig, CopyDirection, ReplicateConfig};
 use memcache_proto::{connect_meta, context, parse_discovery};
 
 #[test]
@@ -162,10 +160,7 @@ fn forced_tcp_moves_layers_and_replicas_without_shared_memory() {
     let (_meta, url) = start_meta(&[]);
     let _locals: Vec<(Proc, u32)> = (0..2).map(|_| start_local(&url, "32MiB")).collect();
     wait_for_services(&url, 2);
-    let mut config = ClientConfig::remote(&url, 0);
-    config.transport = Some(TransportKind::Tcp);
-    let store = BlockingObjectStore::new(config).unwrap();
-    store.init(0, false).unwrap();
+    let store = tcp_client(&url);
     let layers: Vec<Vec<u8>> = (0..16u8)
         .map(|i| vec![i ^ 0x5A; 4096 * (i as usize + 1)])
         .collect();

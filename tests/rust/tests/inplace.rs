@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::procs::*;
 use common::*;
-use memcache_client::{BlockingObjectStore, ClientConfig, CopyWay, Medium, Piece, TransportKind};
+use memcache_client::{BlockingObjectStore, CopyWay, Medium, Piece};
 use memcache_core::Blob;
 
 const H2G: i32 = 3;
@@ -112,10 +112,7 @@ fn in_place_writes_and_reads_over_tcp_between_processes() {
     let (_meta, url) = start_meta(&[]);
     let _locals: Vec<(Proc, u32)> = (0..2).map(|_| start_local(&url, "32MiB")).collect();
     wait_for_services(&url, 2);
-    let mut config = ClientConfig::remote(&url, 0);
-    config.transport = Some(TransportKind::Tcp);
-    let store = BlockingObjectStore::new(config).unwrap();
-    store.init(0, false).unwrap();
+    let store = tcp_client(&url);
     round_trip(&store, "tcp");
     // Another client (shared memory) reads what the TCP writer wrote.
     let other = pure_client(&url);

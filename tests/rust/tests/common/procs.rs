@@ -163,6 +163,16 @@ pub fn wait_for_services(url: &str, n: u64) {
     }
 }
 
+/// A pure client of `url` that moves every byte over the TCP data plane, as a client on
+/// another host would.
+pub fn tcp_client(url: &str) -> BlockingObjectStore {
+    let mut config = ClientConfig::remote(url, 0);
+    config.transport = Some(memcache_client::TransportKind::Tcp);
+    let store = BlockingObjectStore::new(config).unwrap();
+    store.init(0, false).unwrap();
+    store
+}
+
 pub fn pure_client(url: &str) -> BlockingObjectStore {
     let store = BlockingObjectStore::new(ClientConfig::remote(url, 0)).unwrap();
     store.init(0, false).unwrap();
