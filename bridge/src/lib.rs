@@ -489,19 +489,8 @@ impl Store {
         results: &[i32],
         out: &mut [i32],
     ) -> i32 {
-        guard(|| {
-            let n = out.len();
-            match self.with_keys(keys, key_lens, n, |s, keys| {
-                let codes: Vec<i32> = s
-                    .batch_write_finish(&keys, results)
-                    .iter()
-                    .map(code_of)
-                    .collect();
-                answer(out, codes)
-            }) {
-                Some(rc) => rc,
-                None => refuse(out, Error::invalid("keys do not pair up")),
-            }
+        self.keyed_codes(keys, key_lens, out, |s, keys| {
+            s.batch_write_finish(keys, results)
         })
     }
 
@@ -512,15 +501,24 @@ impl Store {
         ttl_ms: u64,
         out: &mut [i32],
     ) -> i32 {
+        self.keyed_codes(keys, key_lens, out, |s, keys| {
+            s.batch_add_lease(keys, ttl_ms)
+        })
+    }
+
+    /// A per-key call on `out.len()` keys, its codes written to `out`: 0, or -3000 in
+    /// every slot when the keys do not pair up with `out`.
+    fn keyed_codes(
+        &self,
+        keys: &[u8],
+        key_lens: &[usize],
+        out: &mut [i32],
+        call: impl FnOnce(&BlockingObjectStore, &[&[u8]]) -> Vec<Result<(), Error>>,
+    ) -> i32 {
         guard(|| {
             let n = out.len();
             match self.with_keys(keys, key_lens, n, |s, keys| {
-                let codes: Vec<i32> = s
-                    .batch_add_lease(&keys, ttl_ms)
-                    .iter()
-                    .map(code_of)
-                    .collect();
-                answer(out, codes)
+                answer(out, call(s, &keys).iter().map(code_of))
             }) {
                 Some(rc) => rc,
                 None => refuse(out, Error::invalid("keys do not pair up")),
