@@ -40,10 +40,10 @@ pub struct MetaArgs {
     /// Keep the Raft log, vote and snapshots in this directory (default: in memory).
     #[arg(long, env = "MMC_META_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// Runtime threads. 1 (the default) runs everything on one thread, which avoids
-    /// cross-thread wake-ups and measured faster on small hosts; raise it for many
-    /// clients on a large host.
-    #[arg(long, env = "MMC_META_THREADS", default_value_t = 1)]
+    /// Runtime threads. Two or more (the default: two) keep heartbeats and elections
+    /// going while a request's work or a slow disk holds one thread; 1 runs everything
+    /// on one thread (fewer cross-thread wake-ups, for a small single-member setup).
+    #[arg(long, env = "MMC_META_THREADS", default_value_t = 2)]
     threads: usize,
     /// Any other key, `key=value` (repeatable); `MMC_META_<KEY>` variables work too.
     #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -120,7 +120,13 @@ pub fn run(args: MetaArgs) -> Result<(), String> {
             Some(a) => crate::say(format_args!("meta http on http://{a}")),
             None => crate::say(format_args!("meta http off")),
         }
-        crate::wait_for_shutdown().await;
+        tokio::select! {
+            _ = crate::wait_for_shutdown() => {}
+            why = service.fatal() => {
+                service.stop().await;
+                return Err(format!("the meta group member stopped: {why}"));
+            }
+        }
         service.stop().await;
         Ok(())
     })

@@ -23,7 +23,7 @@ use memcache_meta::{
     Plan, PutId, StateMachine,
 };
 use memcache_proto::{Redirect, RoleInfo, SsdAnswer, SsdReport};
-use memcache_raft::{NodeId, RaftStore, Response, TypeConfig};
+use memcache_raft::{NodeId, Response, StateMachineStore, TypeConfig};
 
 /// Longest wait for a command to be applied; past it the answer is "unknown", since it
 /// may still be applied later.
@@ -69,7 +69,7 @@ impl<R, T> Batches<R, T> {
 pub struct Group {
     pub id: NodeId,
     pub raft: Raft<TypeConfig>,
-    pub store: RaftStore,
+    pub store: StateMachineStore,
     metrics: watch::Receiver<Metrics>,
     clock: Clock,
     leader: Mutex<Leader>,
@@ -93,7 +93,7 @@ impl Group {
     pub fn new(
         id: NodeId,
         raft: Raft<TypeConfig>,
-        store: RaftStore,
+        store: StateMachineStore,
         leader: Leader,
         clock: Clock,
     ) -> Group {

@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures::{future, StreamExt};
-use openraft::storage::Adaptor;
 use openraft::{BasicNode, Raft, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use tarpc::server::incoming::Incoming;
@@ -24,7 +23,7 @@ use tokio::task::JoinHandle;
 use memcache_core::{Blob, Clock, Error, LocalServiceId, Result};
 use memcache_meta::{Leader, MetaConfig};
 use memcache_proto::{blob_tag, DataEndpoint, MetaRpc, Redirect, TagKey, MAX_FRAME};
-use memcache_raft::{NodeId, RaftStore};
+use memcache_raft::NodeId;
 
 mod group;
 mod http;
@@ -337,11 +336,11 @@ impl MetaService {
         };
         let leader = Leader::new(config.meta.clone())?;
         let raft_config = Arc::new(config.raft_config()?);
-        let store = match &config.data_dir {
-            Some(dir) => RaftStore::open(dir, config.meta.eviction_policy).map_err(|e| {
+        let (log, store) = match &config.data_dir {
+            Some(dir) => memcache_raft::open(dir, config.meta.eviction_policy).map_err(|e| {
                 Error::Failed(format!("meta data directory {}: {e}", dir.display()))
             })?,
-            None => RaftStore::new(config.meta.eviction_policy),
+            None => memcache_raft::in_memory(config.meta.eviction_policy),
         };
         let mut incoming = tarpc::serde_transport::tcp::listen(addr, Bincode::default)
             .await
@@ -349,10 +348,15 @@ impl MetaService {
         incoming.config_mut().max_frame_length(MAX_FRAME);
         let addr = incoming.local_addr();
         members.entry(config.id).or_insert(addr);
-        let (log, sm) = Adaptor::new(store.clone());
-        let raft = Raft::new(config.id, raft_config, raft_net::Network, log, sm)
-            .await
-            .map_err(|e| Error::Failed(format!("starting the meta group member: {e}")))?;
+        let raft = Raft::new(
+            config.id,
+            raft_config,
+            raft_net::Network,
+            log,
+            store.clone(),
+        )
+        .await
+        .map_err(|e| Error::Failed(format!("starting the meta group member: {e}")))?;
         let group = Arc::new(Group::new(config.id, raft, store, leader, clock));
         let shared = Arc::new(Shared {
             group: group.clone(),
@@ -434,6 +438,21 @@ impl MetaService {
     /// Where the admin HTTP server listens, if it is on.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http
+    }
+
+    /// Resolves when this member's Raft core stopped for good (its storage failed, say),
+    /// with the reason: a member that cannot persist must not linger half alive, so the
+    /// process exits and its supervisor restarts it.
+    pub async fn fatal(&self) -> String {
+        let mut metrics = self.group.raft.metrics();
+        loop {
+            if let Err(e) = &metrics.borrow_and_update().running_state {
+                return e.to_string();
+            }
+            if metrics.changed().await.is_err() {
+                return "the Raft core stopped".into();
+            }
+        }
     }
 
     /// This node's id in the meta group.

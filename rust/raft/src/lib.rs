@@ -2,17 +2,29 @@
 //!
 //! Log entries carry [`Command`]s — the leader's decisions as values — and every
 //! member applies them to its own [`StateMachine`], so all reach the same state. This
-//! crate holds the storage openraft needs: the vote, the log, the applied state and
-//! snapshots (a [`StateMachine::image`]). The log lives in memory, and optionally in a
-//! data directory that survives restarts; compaction keeps it short.
+//! crate holds the storage openraft needs, in two parts with locks of their own: the
+//! [`LogStore`] (vote and log) and the [`StateMachineStore`] (applied state and
+//! snapshots, a [`StateMachine::image`]). Both live in memory, and optionally in a data
+//! directory that survives restarts (see [`disk`]); compaction keeps the log short.
+//!
+//! Disk writes never run on the runtime's threads: one writer thread fsyncs the log
+//! (several appends that queue up share one fsync) and tells openraft when each is
+//! durable, and snapshots are encoded and saved on blocking threads. A slow disk slows
+//! what waits for it, never heartbeats or reads.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::io::Cursor;
 use std::ops::RangeBounds;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use openraft::storage::{LogState, RaftLogReader, RaftSnapshotBuilder, RaftStorage, Snapshot};
+use bincode::Options;
+use openraft::storage::{
+    LogFlushed, LogState, RaftLogReader, RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine,
+    Snapshot,
+};
 use openraft::{
     BasicNode, Entry, EntryPayload, LogId, OptionalSend, SnapshotMeta, StorageError,
     StorageIOError, StoredMembership, Vote,
@@ -21,7 +33,9 @@ use serde::{Deserialize, Serialize};
 
 use memcache_meta::{Applied, Command, PolicyKind, StateMachine};
 
-mod disk;
+pub mod disk;
+
+use disk::{LogFiles, Op};
 
 pub type NodeId = u64;
 
@@ -44,97 +58,11 @@ openraft::declare_raft_types!(
 
 type StorageResult<T> = Result<T, StorageError<NodeId>>;
 
-#[derive(Serialize, Deserialize)]
-struct SnapshotImage {
-    state: memcache_meta::Image,
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-struct StoredSnapshot {
-    meta: SnapshotMeta<NodeId, BasicNode>,
-    data: Vec<u8>,
-}
-
-struct Inner {
-    vote: Option<Vote<NodeId>>,
-    committed: Option<LogId<NodeId>>,
-    log: BTreeMap<u64, Entry<TypeConfig>>,
-    last_purged: Option<LogId<NodeId>>,
-    sm: StateMachine,
-    last_applied: Option<LogId<NodeId>>,
-    membership: StoredMembership<NodeId, BasicNode>,
-    snapshot: Option<StoredSnapshot>,
-    snapshots_built: u64,
-    disk: Option<disk::Disk>,
-}
-
-/// Vote, log, state machine and snapshots of one member. Cloning shares them.
-#[derive(Clone)]
-pub struct RaftStore {
-    inner: Arc<Mutex<Inner>>,
-}
-
-impl RaftStore {
-    pub fn new(policy: PolicyKind) -> RaftStore {
-        RaftStore {
-            inner: Arc::new(Mutex::new(Inner {
-                vote: None,
-                committed: None,
-                log: BTreeMap::new(),
-                last_purged: None,
-                sm: StateMachine::new(policy),
-                last_applied: None,
-                membership: StoredMembership::default(),
-                snapshot: None,
-                snapshots_built: 0,
-                disk: None,
-            })),
-        }
-    }
-
-    /// A store kept in `dir` as well: everything openraft is told is saved has been
-    /// fsync'ed there, and reopening the directory brings it back (openraft then
-    /// re-applies the committed log after the snapshot).
-    pub fn open(dir: &std::path::Path, policy: PolicyKind) -> std::io::Result<RaftStore> {
-        let (disk, r) = disk::Disk::open(dir)?;
-        let store = RaftStore::new(policy);
-        {
-            let mut inner = store.lock();
-            inner.vote = r.vote;
-            inner.committed = r.committed;
-            inner.log = r.log;
-            inner.last_purged = r.last_purged;
-            if let Some(s) = r.snapshot {
-                let image: SnapshotImage =
-                    serde_json::from_slice(&s.data).map_err(std::io::Error::other)?;
-                inner.sm = StateMachine::from_image(image.state);
-                inner.last_applied = s.meta.last_log_id;
-                inner.membership = s.meta.last_membership.clone();
-                inner.snapshot = Some(StoredSnapshot {
-                    meta: s.meta,
-                    data: s.data,
-                });
-            }
-            inner.disk = Some(disk);
-        }
-        Ok(store)
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Reads the applied state machine (for queries and the leader's planning).
-    pub fn with_state<R>(&self, f: impl FnOnce(&StateMachine) -> R) -> R {
-        f(&self.lock().sm)
-    }
-
-    /// Mutable access for the leader's soft work (planning trials, read recency).
-    pub fn with_state_mut<R>(&self, f: impl FnOnce(&mut StateMachine) -> R) -> R {
-        f(&mut self.lock().sm)
-    }
-}
-
-fn io_error(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
+fn read_error(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
     StorageIOError::read_snapshot(None, &e).into()
 }
 
@@ -142,26 +70,159 @@ fn write_error(e: std::io::Error) -> StorageError<NodeId> {
     StorageIOError::write_logs(&e).into()
 }
 
-impl Inner {
-    fn persist_snapshot(&self) -> std::io::Result<()> {
-        if let (Some(disk), Some(s)) = (&self.disk, &self.snapshot) {
-            let file = disk::SnapshotFile {
-                meta: s.meta.clone(),
-                data: s.data.clone(),
-            };
-            disk.save_snapshot(&file)?;
-        }
-        Ok(())
+/// Opens the vote, log and state of a member kept in `dir`: everything openraft is
+/// told is saved has been fsync'ed there, and reopening brings it back (openraft then
+/// re-applies the committed log after the snapshot). A damaged directory is an error,
+/// never a shorter history.
+pub fn open(dir: &Path, policy: PolicyKind) -> std::io::Result<(LogStore, StateMachineStore)> {
+    let (files, r) = LogFiles::open(dir)?;
+    let sm = StateMachineStore::new(policy, Some(dir.to_path_buf()));
+    if let Some(s) = r.snapshot {
+        let image = decode_image(&s.data).map_err(std::io::Error::other)?;
+        let mut inner = lock(&sm.inner);
+        inner.sm = StateMachine::from_image(image.state);
+        inner.last_applied = s.meta.last_log_id;
+        inner.membership = s.meta.last_membership.clone();
+        inner.snapshot = Some(Arc::new(StoredSnapshot {
+            meta: s.meta,
+            data: s.data,
+        }));
+    }
+    let log = LogStore {
+        mem: Arc::new(Mutex::new(LogMem {
+            vote: r.vote,
+            committed: r.committed,
+            log: r.log,
+            last_purged: r.last_purged,
+        })),
+        writer: Some(Writer::start(files)?),
+    };
+    Ok((log, sm))
+}
+
+/// A member kept in memory only.
+pub fn in_memory(policy: PolicyKind) -> (LogStore, StateMachineStore) {
+    let log = LogStore {
+        mem: Arc::new(Mutex::new(LogMem::default())),
+        writer: None,
+    };
+    (log, StateMachineStore::new(policy, None))
+}
+
+// ------------------------------------------------------------------------------ the log
+
+#[derive(Default)]
+struct LogMem {
+    vote: Option<Vote<NodeId>>,
+    committed: Option<LogId<NodeId>>,
+    log: BTreeMap<u64, Entry<TypeConfig>>,
+    last_purged: Option<LogId<NodeId>>,
+}
+
+/// The vote and the log of one member. Cloning shares them.
+#[derive(Clone)]
+pub struct LogStore {
+    mem: Arc<Mutex<LogMem>>,
+    writer: Option<Writer>,
+}
+
+type Reply = tokio::sync::oneshot::Sender<std::io::Result<()>>;
+
+enum Done {
+    Flushed(LogFlushed<TypeConfig>),
+    Reply(Reply),
+    Nothing,
+}
+
+enum Job {
+    Log(Vec<Op>, Done),
+    Vote(Vote<NodeId>, Reply),
+}
+
+/// The thread that owns the data directory's log files and does every write, in the
+/// order asked, so a vote and the appends around it reach the disk in that order.
+#[derive(Clone)]
+struct Writer(mpsc::Sender<Job>);
+
+impl Writer {
+    fn start(mut files: LogFiles) -> std::io::Result<Writer> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("raft-log-writer".into())
+            .spawn(move || {
+                let mut next = rx.recv().ok();
+                while let Some(job) = next.take() {
+                    match job {
+                        Job::Vote(vote, reply) => {
+                            let _ = reply.send(files.save_vote(&vote));
+                        }
+                        Job::Log(mut ops, done) => {
+                            // Writes that queued up meanwhile share this one's fsync.
+                            let mut dones = vec![done];
+                            while let Ok(job) = rx.try_recv() {
+                                match job {
+                                    Job::Log(more, done) if ops.len() < 4096 => {
+                                        ops.extend(more);
+                                        dones.push(done);
+                                    }
+                                    other => {
+                                        next = Some(other);
+                                        break;
+                                    }
+                                }
+                            }
+                            let result = files.write(&ops);
+                            for done in dones {
+                                let r = match &result {
+                                    Ok(()) => Ok(()),
+                                    Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+                                };
+                                match done {
+                                    Done::Flushed(cb) => cb.log_io_completed(r),
+                                    Done::Reply(tx) => {
+                                        let _ = tx.send(r);
+                                    }
+                                    Done::Nothing => {}
+                                }
+                            }
+                        }
+                    }
+                    if next.is_none() {
+                        next = rx.recv().ok();
+                    }
+                }
+            })?;
+        Ok(Writer(tx))
+    }
+
+    fn send(&self, job: Job) -> std::io::Result<()> {
+        self.0
+            .send(job)
+            .map_err(|_| std::io::Error::other("the Raft log writer stopped"))
+    }
+
+    /// Writes `ops` and waits until they are durable.
+    async fn write(&self, ops: Vec<Op>) -> std::io::Result<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(Job::Log(ops, Done::Reply(tx)))?;
+        rx.await
+            .map_err(|_| std::io::Error::other("the Raft log writer stopped"))?
+    }
+
+    async fn save_vote(&self, vote: Vote<NodeId>) -> std::io::Result<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(Job::Vote(vote, tx))?;
+        rx.await
+            .map_err(|_| std::io::Error::other("the Raft log writer stopped"))?
     }
 }
 
-impl RaftLogReader<TypeConfig> for RaftStore {
+impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
     ) -> StorageResult<Vec<Entry<TypeConfig>>> {
-        Ok(self
-            .lock()
+        Ok(lock(&self.mem)
             .log
             .range(range)
             .map(|(_, e)| e.clone())
@@ -169,89 +230,19 @@ impl RaftLogReader<TypeConfig> for RaftStore {
     }
 }
 
-impl RaftSnapshotBuilder<TypeConfig> for RaftStore {
-    async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
-        // The image is copied under the lock; encoding it (the slow part for a big
-        // pool) runs off the runtime's threads, so heartbeats and requests go on.
-        let (image, last, membership) = {
-            let inner = self.lock();
-            let image = SnapshotImage {
-                state: inner.sm.image(),
-            };
-            (image, inner.last_applied, inner.membership.clone())
-        };
-        let encode = move || serde_json::to_vec(&image);
-        let data = match tokio::runtime::Handle::try_current() {
-            Ok(rt) => rt
-                .spawn_blocking(encode)
-                .await
-                .map_err(|e| io_error(std::io::Error::other(e)))?,
-            Err(_) => encode(),
-        }
-        .map_err(io_error)?;
-        let mut inner = self.lock();
-        inner.snapshots_built += 1;
-        let snapshot_id = match last {
-            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, inner.snapshots_built),
-            None => format!("none-{}", inner.snapshots_built),
-        };
-        let meta = SnapshotMeta {
-            last_log_id: last,
-            last_membership: membership,
-            snapshot_id,
-        };
-        inner.snapshot = Some(StoredSnapshot {
-            meta: meta.clone(),
-            data: data.clone(),
-        });
-        inner.persist_snapshot().map_err(write_error)?;
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
-        })
-    }
-}
-
-impl RaftStorage<TypeConfig> for RaftStore {
+impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
-    type SnapshotBuilder = Self;
-
-    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StorageResult<()> {
-        let mut inner = self.lock();
-        if let Some(d) = &inner.disk {
-            d.save_vote(vote).map_err(write_error)?;
-        }
-        inner.vote = Some(*vote);
-        Ok(())
-    }
-
-    async fn read_vote(&mut self) -> StorageResult<Option<Vote<NodeId>>> {
-        Ok(self.lock().vote)
-    }
-
-    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StorageResult<()> {
-        let mut inner = self.lock();
-        if let Some(d) = &inner.disk {
-            d.save_committed(&committed).map_err(write_error)?;
-        }
-        inner.committed = committed;
-        Ok(())
-    }
-
-    async fn read_committed(&mut self) -> StorageResult<Option<LogId<NodeId>>> {
-        Ok(self.lock().committed)
-    }
 
     async fn get_log_state(&mut self) -> StorageResult<LogState<TypeConfig>> {
-        let inner = self.lock();
-        let last = inner
+        let mem = lock(&self.mem);
+        let last = mem
             .log
             .values()
             .next_back()
             .map(|e| e.log_id)
-            .or(inner.last_purged);
+            .or(mem.last_purged);
         Ok(LogState {
-            last_purged_log_id: inner.last_purged,
+            last_purged_log_id: mem.last_purged,
             last_log_id: last,
         })
     }
@@ -260,62 +251,243 @@ impl RaftStorage<TypeConfig> for RaftStore {
         self.clone()
     }
 
-    async fn append_to_log<I>(&mut self, entries: I) -> StorageResult<()>
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StorageResult<()> {
+        if let Some(w) = &self.writer {
+            w.save_vote(*vote).await.map_err(write_error)?;
+        }
+        lock(&self.mem).vote = Some(*vote);
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> StorageResult<Option<Vote<NodeId>>> {
+        Ok(lock(&self.mem).vote)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StorageResult<()> {
+        // Written with the next appends, unwaited: a commit index that is behind after a
+        // crash only means re-applying less at start; openraft learns the rest.
+        lock(&self.mem).committed = committed;
+        if let (Some(w), Some(c)) = (&self.writer, committed) {
+            w.send(Job::Log(vec![Op::Committed(c)], Done::Nothing))
+                .map_err(write_error)?;
+        }
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> StorageResult<Option<LogId<NodeId>>> {
+        Ok(lock(&self.mem).committed)
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StorageResult<()>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
     {
         let entries: Vec<_> = entries.into_iter().collect();
-        let mut inner = self.lock();
-        if let Some(d) = &mut inner.disk {
-            d.append(&entries).map_err(write_error)?;
+        {
+            let mut mem = lock(&self.mem);
+            for e in &entries {
+                mem.log.insert(e.log_id.index, e.clone());
+            }
         }
-        for e in entries {
-            inner.log.insert(e.log_id.index, e);
-        }
-        Ok(())
-    }
-
-    async fn delete_conflict_logs_since(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
-        let mut inner = self.lock();
-        if let Some(d) = &mut inner.disk {
-            d.truncate(log_id.index).map_err(write_error)?;
-        }
-        inner.log.split_off(&log_id.index);
-        Ok(())
-    }
-
-    async fn purge_logs_upto(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
-        let mut inner = self.lock();
-        inner.last_purged = Some(log_id);
-        let keep = inner.log.split_off(&(log_id.index + 1));
-        inner.log = keep;
-        let Inner { disk, log, .. } = &mut *inner;
-        if let Some(d) = disk {
-            d.purge(log_id, log).map_err(write_error)?;
+        match &self.writer {
+            Some(w) => w
+                .send(Job::Log(vec![Op::Append(entries)], Done::Flushed(callback)))
+                .map_err(write_error)?,
+            None => callback.log_io_completed(Ok(())),
         }
         Ok(())
     }
 
-    async fn last_applied_state(
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
+        lock(&self.mem).log.split_off(&log_id.index);
+        if let Some(w) = &self.writer {
+            w.write(vec![Op::Truncate(log_id.index)])
+                .await
+                .map_err(write_error)?;
+        }
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
+        {
+            let mut mem = lock(&self.mem);
+            mem.last_purged = mem.last_purged.max(Some(log_id));
+            let keep = mem.log.split_off(&(log_id.index + 1));
+            mem.log = keep;
+        }
+        if let Some(w) = &self.writer {
+            w.write(vec![Op::Purge(log_id)])
+                .await
+                .map_err(write_error)?;
+        }
+        Ok(())
+    }
+}
+
+// ------------------------------------------------------------------ the state machine
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotImage {
+    state: memcache_meta::Image,
+}
+
+fn decode_image(data: &[u8]) -> bincode::Result<SnapshotImage> {
+    // The input bounds what is read; bincode reserves no more than it has seen.
+    disk::codec()
+        .with_limit(data.len() as u64)
+        .deserialize(data)
+}
+
+struct StoredSnapshot {
+    meta: SnapshotMeta<NodeId, BasicNode>,
+    data: Vec<u8>,
+}
+
+struct SmInner {
+    sm: StateMachine,
+    last_applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, BasicNode>,
+    snapshot: Option<Arc<StoredSnapshot>>,
+    snapshots_built: u64,
+}
+
+/// The applied state and the snapshots of one member. Cloning shares them.
+#[derive(Clone)]
+pub struct StateMachineStore {
+    inner: Arc<Mutex<SmInner>>,
+    /// Where snapshots are saved, if anywhere.
+    dir: Option<Arc<PathBuf>>,
+}
+
+impl StateMachineStore {
+    fn new(policy: PolicyKind, dir: Option<PathBuf>) -> StateMachineStore {
+        StateMachineStore {
+            inner: Arc::new(Mutex::new(SmInner {
+                sm: StateMachine::new(policy),
+                last_applied: None,
+                membership: StoredMembership::default(),
+                snapshot: None,
+                snapshots_built: 0,
+            })),
+            dir: dir.map(Arc::new),
+        }
+    }
+
+    /// Reads the applied state machine (for queries and the leader's planning).
+    pub fn with_state<R>(&self, f: impl FnOnce(&StateMachine) -> R) -> R {
+        f(&lock(&self.inner).sm)
+    }
+
+    /// Mutable access for the leader's soft work (planning trials, read recency).
+    pub fn with_state_mut<R>(&self, f: impl FnOnce(&mut StateMachine) -> R) -> R {
+        f(&mut lock(&self.inner).sm)
+    }
+
+    /// Saves a snapshot in the data directory (if any), off the runtime's threads.
+    async fn persist(&self, snapshot: Arc<StoredSnapshot>) -> StorageResult<()> {
+        let Some(dir) = self.dir.clone() else {
+            return Ok(());
+        };
+        let save = move || {
+            let file = disk::SnapshotFile {
+                meta: snapshot.meta.clone(),
+                data: snapshot.data.clone(),
+            };
+            disk::write_checked(&dir, "snapshot", &file)
+        };
+        off_runtime(save).await.map_err(write_error)
+    }
+}
+
+/// Runs blocking work on the runtime's blocking threads (inline when there is no
+/// runtime, as in openraft's test suite).
+async fn off_runtime<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => rt.spawn_blocking(f).await.map_err(std::io::Error::other)?,
+        Err(_) => f(),
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
+        // The image is copied under the lock; encoding and saving it (the slow part
+        // for a big pool) run on blocking threads, so applying and reading go on.
+        let (image, last, membership, n) = {
+            let mut inner = lock(&self.inner);
+            inner.snapshots_built += 1;
+            let image = SnapshotImage {
+                state: inner.sm.image(),
+            };
+            (
+                image,
+                inner.last_applied,
+                inner.membership.clone(),
+                inner.snapshots_built,
+            )
+        };
+        let data = off_runtime(move || {
+            disk::codec()
+                .serialize(&image)
+                .map_err(std::io::Error::other)
+        })
+        .await
+        .map_err(read_error)?;
+        let snapshot_id = match last {
+            Some(l) => format!("{}-{}-{n}", l.leader_id, l.index),
+            None => format!("none-{n}"),
+        };
+        let stored = Arc::new(StoredSnapshot {
+            meta: SnapshotMeta {
+                last_log_id: last,
+                last_membership: membership,
+                snapshot_id,
+            },
+            data,
+        });
+        self.persist(stored.clone()).await?;
+        let mut inner = lock(&self.inner);
+        // A snapshot installed meanwhile may be newer than this one.
+        if inner
+            .snapshot
+            .as_ref()
+            .is_none_or(|s| s.meta.last_log_id <= stored.meta.last_log_id)
+        {
+            inner.snapshot = Some(stored.clone());
+        }
+        Ok(Snapshot {
+            meta: stored.meta.clone(),
+            snapshot: Box::new(Cursor::new(stored.data.clone())),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(
         &mut self,
     ) -> StorageResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>)> {
-        let inner = self.lock();
+        let inner = lock(&self.inner);
         Ok((inner.last_applied, inner.membership.clone()))
     }
 
-    async fn apply_to_state_machine(
-        &mut self,
-        entries: &[Entry<TypeConfig>],
-    ) -> StorageResult<Vec<Response>> {
-        let mut inner = self.lock();
-        let mut out = Vec::with_capacity(entries.len());
+    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<Response>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut inner = lock(&self.inner);
+        let mut out = Vec::new();
         for e in entries {
             inner.last_applied = Some(e.log_id);
-            out.push(match &e.payload {
+            out.push(match e.payload {
                 EntryPayload::Blank => Response::Nothing,
-                EntryPayload::Normal(cmd) => Response::Applied(inner.sm.apply(cmd.clone())),
+                EntryPayload::Normal(cmd) => Response::Applied(inner.sm.apply(cmd)),
                 EntryPayload::Membership(m) => {
-                    inner.membership = StoredMembership::new(Some(e.log_id), m.clone());
+                    inner.membership = StoredMembership::new(Some(e.log_id), m);
                     Response::Nothing
                 }
             });
@@ -337,20 +509,27 @@ impl RaftStorage<TypeConfig> for RaftStore {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> StorageResult<()> {
         let data = snapshot.into_inner();
-        let image: SnapshotImage = serde_json::from_slice(&data).map_err(io_error)?;
-        let mut inner = self.lock();
-        inner.sm = StateMachine::from_image(image.state);
-        inner.last_applied = meta.last_log_id;
-        inner.membership = meta.last_membership.clone();
-        inner.snapshot = Some(StoredSnapshot {
+        let stored = Arc::new(StoredSnapshot {
             meta: meta.clone(),
             data,
         });
-        inner.persist_snapshot().map_err(write_error)
+        let decoding = stored.clone();
+        let image =
+            off_runtime(move || decode_image(&decoding.data).map_err(std::io::Error::other))
+                .await
+                .map_err(read_error)?;
+        self.persist(stored.clone()).await?;
+        let sm = StateMachine::from_image(image.state);
+        let mut inner = lock(&self.inner);
+        inner.sm = sm;
+        inner.last_applied = meta.last_log_id;
+        inner.membership = meta.last_membership.clone();
+        inner.snapshot = Some(stored);
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
-        Ok(self.lock().snapshot.as_ref().map(|s| Snapshot {
+        Ok(lock(&self.inner).snapshot.as_ref().map(|s| Snapshot {
             meta: s.meta.clone(),
             snapshot: Box::new(Cursor::new(s.data.clone())),
         }))
@@ -358,165 +537,4 @@ impl RaftStorage<TypeConfig> for RaftStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    use memcache_core::{Key, Medium};
-    use memcache_meta::{AllocItem, SegmentSpec};
-    use openraft::CommittedLeaderId;
-
-    fn entry(index: u64, cmd: Command) -> Entry<TypeConfig> {
-        Entry {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-            payload: EntryPayload::Normal(cmd),
-        }
-    }
-
-    /// Commands applied through the log change the state machine, and a snapshot
-    /// installed on another member gives it exactly the same state.
-    #[tokio::test]
-    async fn commands_apply_and_snapshots_restore() {
-        let mut a = RaftStore::new(PolicyKind::Lru);
-        let key = Key::new("k").unwrap();
-        let cmds = [
-            Command::RegisterService {
-                service: 0,
-                device_id: 0,
-                segments: vec![SegmentSpec {
-                    medium: Medium::Dram,
-                    capacity: 1 << 20,
-                    base: 0,
-                }],
-                first_segment: 0,
-                attachment: vec![],
-                now_ms: 0,
-                recovered: vec![],
-            },
-            Command::Alloc {
-                now_ms: 1,
-                lease_ms: 1000,
-                items: vec![AllocItem {
-                    key: key.clone(),
-                    size: 5000,
-                    segments: vec![1],
-                    ttl_ms: None,
-                    writer: 0,
-                    lease_ms: None,
-                    drop_first: vec![],
-                }],
-                drop_after: vec![],
-            },
-            Command::Commit {
-                now_ms: 2,
-                items: vec![(key.clone(), 1)],
-            },
-        ];
-        let entries: Vec<_> = cmds
-            .into_iter()
-            .enumerate()
-            .map(|(i, c)| entry(i as u64 + 1, c))
-            .collect();
-        let replies = a.apply_to_state_machine(&entries).await.unwrap();
-        assert_eq!(replies.len(), 3);
-        assert!(a.with_state(|s| s.visible(&key, 3).is_ok()));
-        let snap = a.build_snapshot().await.unwrap();
-        assert_eq!(snap.meta.last_log_id.map(|l| l.index), Some(3));
-
-        let mut b = RaftStore::new(PolicyKind::Lru);
-        b.install_snapshot(&snap.meta, snap.snapshot).await.unwrap();
-        assert_eq!(
-            b.with_state(|s| s.fingerprint()),
-            a.with_state(|s| s.fingerprint())
-        );
-        assert_eq!(
-            b.last_applied_state().await.unwrap().0,
-            snap.meta.last_log_id
-        );
-        let again = b.get_current_snapshot().await.unwrap().unwrap();
-        assert_eq!(again.meta, snap.meta);
-    }
-
-    /// openraft's storage conformance suite.
-    #[test]
-    fn passes_the_openraft_storage_suite() {
-        openraft::testing::Suite::test_all(|| async { RaftStore::new(PolicyKind::Lru) })
-            .expect("storage suite");
-    }
-
-    fn temp_dir(tag: &str) -> std::path::PathBuf {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static N: AtomicU32 = AtomicU32::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("mmc-raft-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        dir
-    }
-
-    /// The same suite with every store kept in a data directory.
-    #[test]
-    fn a_durable_store_passes_the_storage_suite_too() {
-        let made = std::sync::Mutex::new(Vec::new());
-        openraft::testing::Suite::test_all(|| {
-            let dir = temp_dir("suite");
-            made.lock().unwrap().push(dir.clone());
-            async move { RaftStore::open(&dir, PolicyKind::Lru).unwrap() }
-        })
-        .expect("storage suite");
-        for d in made.into_inner().unwrap() {
-            let _ = std::fs::remove_dir_all(d);
-        }
-    }
-
-    /// What was saved is what a reopened directory holds.
-    #[tokio::test]
-    async fn a_reopened_data_directory_has_everything_saved() {
-        let dir = temp_dir("reopen");
-        let vote = Vote::new(3, 1);
-        let key = memcache_core::Key::new("k").unwrap();
-        let entries: Vec<_> = (1..=5u64)
-            .map(|i| {
-                entry(
-                    i,
-                    Command::Remove {
-                        now_ms: i,
-                        keys: vec![key.clone()],
-                    },
-                )
-            })
-            .collect();
-        let (fingerprint, snapshot_meta) = {
-            let mut s = RaftStore::open(&dir, PolicyKind::Lru).unwrap();
-            s.save_vote(&vote).await.unwrap();
-            s.append_to_log(entries.clone()).await.unwrap();
-            s.delete_conflict_logs_since(entries[4].log_id)
-                .await
-                .unwrap();
-            s.save_committed(Some(entries[3].log_id)).await.unwrap();
-            s.apply_to_state_machine(&entries[..2]).await.unwrap();
-            let snap = s.build_snapshot().await.unwrap();
-            s.purge_logs_upto(entries[1].log_id).await.unwrap();
-            (s.with_state(|sm| sm.fingerprint()), snap.meta)
-        };
-        let mut s = RaftStore::open(&dir, PolicyKind::Lru).unwrap();
-        assert_eq!(s.read_vote().await.unwrap(), Some(vote));
-        assert_eq!(s.read_committed().await.unwrap(), Some(entries[3].log_id));
-        let state = s.get_log_state().await.unwrap();
-        assert_eq!(state.last_purged_log_id, Some(entries[1].log_id));
-        assert_eq!(state.last_log_id, Some(entries[3].log_id));
-        let log = s.try_get_log_entries(0..100).await.unwrap();
-        assert_eq!(
-            log.iter().map(|e| e.log_id.index).collect::<Vec<_>>(),
-            [3, 4]
-        );
-        assert_eq!(
-            s.get_current_snapshot().await.unwrap().unwrap().meta,
-            snapshot_meta
-        );
-        assert_eq!(
-            s.last_applied_state().await.unwrap().0,
-            snapshot_meta.last_log_id
-        );
-        assert_eq!(s.with_state(|sm| sm.fingerprint()), fingerprint);
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-}
+mod tests;
