@@ -428,3 +428,39 @@ async fn queued_appends_are_written_in_order() {
     let got = reopened(&dir.0).unwrap();
     assert_eq!(got, (1..=200).collect::<Vec<_>>());
 }
+
+mod arbitrary_files {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// Whatever the files hold, opening answers (a log, or damage), never panics.
+        #[test]
+        fn opening_arbitrary_files_never_panics(
+            segment in proptest::collection::vec(any::<u8>(), 0..2048),
+            keep in 0usize..2048,
+            vote in proptest::collection::vec(any::<u8>(), 0..64),
+            snapshot in proptest::collection::vec(any::<u8>(), 0..256),
+        ) {
+            let dir = TempDir(temp_dir("arbitrary"));
+            // A valid log followed by arbitrary bytes, and arbitrary bytes alone.
+            let ends = write_records(&dir.0, 3, 1 << 20);
+            let seg = ends[0].0.clone();
+            let mut bytes = std::fs::read(&seg).unwrap();
+            bytes.truncate(keep.min(bytes.len()));
+            bytes.extend_from_slice(&segment);
+            std::fs::write(&seg, &bytes).unwrap();
+            let _ = LogFiles::open(&dir.0);
+            std::fs::write(&seg, &segment).unwrap();
+            let _ = LogFiles::open(&dir.0);
+            std::fs::write(dir.0.join("vote"), &vote).unwrap();
+            prop_assert!(LogFiles::open(&dir.0).is_err() || vote.is_empty());
+            std::fs::remove_file(dir.0.join("vote")).unwrap();
+            std::fs::write(dir.0.join("snapshot"), &snapshot).unwrap();
+            let _ = open(&dir.0, PolicyKind::Lru);
+            prop_assert!(decode_image(&snapshot).is_err() || snapshot.is_empty());
+        }
+    }
+}
