@@ -131,12 +131,13 @@ type Reply = tokio::sync::oneshot::Sender<std::io::Result<()>>;
 enum Done {
     Flushed(LogFlushed<TypeConfig>),
     Reply(Reply),
-    Nothing,
 }
 
 enum Job {
     Log(Vec<Op>, Done),
     Vote(Vote<NodeId>, Reply),
+    /// Rides along with the next write: it is worth no fsync of its own.
+    Committed(LogId<NodeId>),
 }
 
 /// The thread that owns the data directory's log files and does every write, in the
@@ -150,12 +151,14 @@ impl Writer {
         std::thread::Builder::new()
             .name("raft-log-writer".into())
             .spawn(move || {
+                let mut committed = None;
                 let mut next = rx.recv().ok();
                 while let Some(job) = next.take() {
                     match job {
                         Job::Vote(vote, reply) => {
                             let _ = reply.send(files.save_vote(&vote));
                         }
+                        Job::Committed(c) => committed = committed.max(Some(c)),
                         Job::Log(mut ops, done) => {
                             // Writes that queued up meanwhile share this one's fsync.
                             let mut dones = vec![done];
@@ -165,12 +168,14 @@ impl Writer {
                                         ops.extend(more);
                                         dones.push(done);
                                     }
+                                    Job::Committed(c) => committed = committed.max(Some(c)),
                                     other => {
                                         next = Some(other);
                                         break;
                                     }
                                 }
                             }
+                            ops.extend(committed.take().map(Op::Committed));
                             let result = files.write(&ops);
                             for done in dones {
                                 let r = match &result {
@@ -182,7 +187,6 @@ impl Writer {
                                     Done::Reply(tx) => {
                                         let _ = tx.send(r);
                                     }
-                                    Done::Nothing => {}
                                 }
                             }
                         }
@@ -264,12 +268,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StorageResult<()> {
-        // Written with the next appends, unwaited: a commit index that is behind after a
+        // Written with the next write, unwaited: a commit index that is behind after a
         // crash only means re-applying less at start; openraft learns the rest.
         lock(&self.mem).committed = committed;
         if let (Some(w), Some(c)) = (&self.writer, committed) {
-            w.send(Job::Log(vec![Op::Committed(c)], Done::Nothing))
-                .map_err(write_error)?;
+            w.send(Job::Committed(c)).map_err(write_error)?;
         }
         Ok(())
     }
