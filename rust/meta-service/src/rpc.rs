@@ -10,8 +10,8 @@ use std::time::Instant;
 use tarpc::context::Context;
 
 use memcache_core::{Error, Key, KeyInfo, LocalServiceId, Medium, ReplicateConfig, Result};
-use memcache_meta::TierMove;
-use memcache_meta::{AllocRequest, Allocation, Joining, LeaseId, Located, PutId};
+use memcache_meta::{AllocRequest, Joining};
+use memcache_proto::{Allocation, LeaseId, Located, PutId, TierMove};
 use memcache_proto::{
     DataEndpoint, MetaRpc, MetaStats, RaftBytes, Registered, Registration, Reply, RoleInfo,
     SegmentView, SsdAnswer, SsdReport, TagKey, TraceRow,

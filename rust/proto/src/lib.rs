@@ -10,14 +10,16 @@ use tarpc::tokio_serde::formats::Bincode;
 
 use memcache_core::Medium;
 use memcache_core::{Error, Key, KeyInfo, LocalServiceId, ReplicateConfig, Result, SegmentId};
-pub use memcache_meta::TierMove;
-use memcache_meta::{Allocation, LeaseId, Located, PutId, Recovered, SegmentSpec};
-pub use memcache_meta::{SsdAnswer, SsdReport};
 
 mod raft;
+mod types;
 
 pub use raft::RaftBytes;
 pub use tarpc;
+pub use types::{
+    check_evict_media, check_prefetch_media, Allocation, LeaseId, Located, PutId, Recovered,
+    SegmentSpec, SsdAnswer, SsdReport, SsdWork, TierMove, ToPromote, ToStore,
+};
 
 /// Largest control message, either way. A batch of 16384 keys of 255 bytes with eight
 /// replicas each stays well below it, and so do Raft's batches of log entries (see
