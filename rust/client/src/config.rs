@@ -1,7 +1,8 @@
 use serde::{Deserialize, Serialize};
 
 use memcache_local::LocalServiceConfig;
-use memcache_meta::MetaConfig;
+
+use crate::embedded::MetaConfig;
 
 /// Everything a client needs. With no cluster configured the client joins the
 /// process's embedded pool, creating it with `meta` on first use.

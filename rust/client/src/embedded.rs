@@ -5,7 +5,11 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use memcache_core::{Clock, Result};
 use memcache_local::ShmTransport;
-use memcache_meta::{MetaConfig, MetaStore};
+use memcache_meta::MetaStore;
+
+// The only place the client links the state machine: the embedded pool runs it in
+// this process. Its settings and a local service's registration come with it.
+pub use memcache_meta::{Joining, MetaConfig, PolicyKind};
 
 pub struct EmbeddedPool {
     meta: Mutex<MetaStore>,

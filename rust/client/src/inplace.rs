@@ -22,7 +22,7 @@ use memcache_core::{
     Blob, BlobLocation, Error, Key, KeyInfo, LocalServiceId, Medium, ReplicateConfig, Result,
     SegmentId,
 };
-use memcache_meta::{LeaseId, PutId};
+use memcache_proto::{LeaseId, PutId};
 
 use crate::session::Session;
 use crate::store::{all, check_batch, parse_keys, ObjectStore, CHUNK};

@@ -44,9 +44,9 @@ pub use embedded::EmbeddedPool;
 pub use inplace::{CopyWay, Piece};
 pub use store::ObjectStore;
 
+pub use embedded::{MetaConfig, PolicyKind};
 pub use memcache_core::{
     catch_panic, code_of, Clock, CopyDirection, Error, Key, KeyInfo, LocalServiceId, Medium,
     ReplicateConfig, Result, MAX_BATCH_OP_COUNT, MAX_KEY_LEN, MAX_REPLICAS,
 };
 pub use memcache_local::LocalServiceConfig;
-pub use memcache_meta::{MetaConfig, PolicyKind};

@@ -10,10 +10,9 @@ use std::time::{Duration, Instant};
 
 use memcache_core::Medium;
 use memcache_core::{Error, Key, KeyInfo, LocalServiceId, ReplicateConfig, Result};
-use memcache_meta::TierMove;
-use memcache_meta::{Allocation, LeaseId, Located, PutId};
 use memcache_proto::tarpc::client::RpcError;
 use memcache_proto::tarpc::context::Context;
+use memcache_proto::{Allocation, LeaseId, Located, PutId, TierMove};
 use memcache_proto::{DataEndpoint, MetaLink, MetaRpcClient, Reply};
 
 use crate::embedded::EmbeddedPool;

@@ -14,10 +14,9 @@ use memcache_local::{
     check_whole, fetch_segment, LocalMetrics, LocalService, LocalServiceConfig,
     RunningLocalService, SegmentTable, ShmTransport, SyncFn, Syncer, TcpTransport, TierLoop,
 };
-use memcache_meta::Joining;
 use memcache_proto::{host_id, DataEndpoint};
 
-use crate::embedded::EmbeddedPool;
+use crate::embedded::{EmbeddedPool, Joining};
 use crate::inplace::Grants;
 use crate::meta_client::MetaClient;
 

@@ -12,8 +12,8 @@ use memcache_core::{
     CopyDirection, Error, Key, KeyInfo, LocalServiceId, ReplicateConfig, Result, MAX_BATCH_OP_COUNT,
 };
 use memcache_local::check_room;
-use memcache_meta::Located;
-use memcache_meta::{check_evict_media, check_prefetch_media, TierMove};
+use memcache_proto::Located;
+use memcache_proto::{check_evict_media, check_prefetch_media, TierMove};
 
 /// Least time `evict` and `prefetch` wait (see [`ObjectStore::tier_move_wait`]).
 const MIN_TIER_MOVE_WAIT: Duration = Duration::from_secs(10);

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use memcache_core::{Error, LocalServiceId, Medium, Result, SegmentId};
-use memcache_meta::SegmentSpec;
+use memcache_proto::SegmentSpec;
 
 use crate::segment::ShmSegment;
 use crate::tier::SsdTier;

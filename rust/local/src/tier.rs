@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use memcache_core::{Error, Key, LocalServiceId, Medium, Result, SegmentId};
-use memcache_meta::{PutId, Recovered, SegmentSpec, ToPromote, ToStore};
-use memcache_meta::{SsdAnswer, SsdReport};
 use memcache_proto::MetaLink;
+use memcache_proto::{PutId, Recovered, SegmentSpec, ToPromote, ToStore};
+use memcache_proto::{SsdAnswer, SsdReport};
 
 use crate::metrics::LocalMetrics;
 use crate::segment::{find_segment, SegmentTable};

@@ -17,11 +17,10 @@ use memcache_core::Medium;
 use memcache_core::{
     Clock, Error, Key, KeyInfo, LocalServiceId, Result, SegmentId, MAX_BATCH_OP_COUNT,
 };
-use memcache_meta::TierMove;
 use memcache_meta::{
-    promotions, AllocRequest, Allocation, Applied, Command, Joining, Leader, LeaseId, Located,
-    Plan, PutId, StateMachine,
+    promotions, AllocRequest, Applied, Command, Joining, Leader, Plan, StateMachine,
 };
+use memcache_proto::{Allocation, LeaseId, Located, PutId, TierMove};
 use memcache_proto::{Redirect, RoleInfo, SsdAnswer, SsdReport};
 use memcache_raft::{NodeId, Response, StateMachineStore, TypeConfig};
 

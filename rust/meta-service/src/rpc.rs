@@ -7,23 +7,18 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use openraft::error::{InstallSnapshotError, RaftError};
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
-};
 use tarpc::context::Context;
 
 use memcache_core::{Error, Key, KeyInfo, LocalServiceId, Medium, ReplicateConfig, Result};
-use memcache_meta::TierMove;
-use memcache_meta::{AllocRequest, Allocation, Joining, LeaseId, Located, PutId};
+use memcache_meta::{AllocRequest, Joining};
+use memcache_proto::{Allocation, LeaseId, Located, PutId, TierMove};
 use memcache_proto::{
-    DataEndpoint, MetaRpc, MetaStats, Registered, Registration, Reply, RoleInfo, SegmentView,
-    SsdAnswer, SsdReport, TagKey, TraceRow,
+    DataEndpoint, MetaRpc, MetaStats, RaftBytes, Registered, Registration, Reply, RoleInfo,
+    SegmentView, SsdAnswer, SsdReport, TagKey, TraceRow,
 };
-use memcache_raft::{NodeId, TypeConfig};
 
 use crate::ptracer::Tp;
+use crate::raft_net::{decode, encode};
 use crate::{Attachment, Live, Shared};
 
 /// How many keys of an answer are real failures (not-found and already-exists are
@@ -422,27 +417,15 @@ impl MetaRpc for Server {
         Ok(self.0.group.remove_member(id).await)
     }
 
-    async fn raft_append(
-        self,
-        _: Context,
-        req: AppendEntriesRequest<TypeConfig>,
-    ) -> Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> {
-        self.0.group.raft.append_entries(req).await
+    async fn raft_append(self, _: Context, req: RaftBytes) -> Result<RaftBytes> {
+        encode(&self.0.group.raft.append_entries(decode(&req)?).await)
     }
 
-    async fn raft_snapshot(
-        self,
-        _: Context,
-        req: InstallSnapshotRequest<TypeConfig>,
-    ) -> Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>> {
-        self.0.group.raft.install_snapshot(req).await
+    async fn raft_snapshot(self, _: Context, req: RaftBytes) -> Result<RaftBytes> {
+        encode(&self.0.group.raft.install_snapshot(decode(&req)?).await)
     }
 
-    async fn raft_vote(
-        self,
-        _: Context,
-        req: VoteRequest<NodeId>,
-    ) -> Result<VoteResponse<NodeId>, RaftError<NodeId>> {
-        self.0.group.raft.vote(req).await
+    async fn raft_vote(self, _: Context, req: RaftBytes) -> Result<RaftBytes> {
+        encode(&self.0.group.raft.vote(decode(&req)?).await)
     }
 }

@@ -13,11 +13,10 @@ mod store;
 pub use alloc::{pages_for, PageAllocator, Savepoint};
 pub use policy::{EvictionPolicy, PolicyKind};
 pub use state::{
-    AllocItem, Allocation, Applied, Command, Counters, Image, Object, ObjectState, PutId,
-    Recovered, Segment, SegmentSpec, ServiceInfo, StateMachine,
+    AllocItem, Applied, Command, Counters, Image, Object, ObjectState, Segment, ServiceInfo,
+    StateMachine,
 };
-pub use store::{check_evict_media, check_prefetch_media, TierMove, REMOVE_ALL_CHUNK};
+pub use store::REMOVE_ALL_CHUNK;
 pub use store::{
-    promotions, AllocRequest, Joining, Leader, LeaseId, Located, MetaConfig, MetaStore, Plan,
-    SsdAnswer, SsdReport, SsdWork, ToPromote, ToStore, MAX_OBJECT_BYTES,
+    promotions, AllocRequest, Joining, Leader, MetaConfig, MetaStore, Plan, MAX_OBJECT_BYTES,
 };

@@ -13,23 +13,12 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use memcache_core::{Blob, Error, Key, LocalServiceId, Medium, Result, SegmentId, PAGE_SIZE};
+use memcache_proto::{Allocation, PutId, Recovered, SegmentSpec};
 
 use crate::alloc::{pages_for, PageAllocator};
 use crate::policy::{EvictionPolicy, PolicyKind};
 
 mod tier;
-
-/// Identifies one put attempt, so a late commit cannot complete someone else's object.
-pub type PutId = u64;
-
-/// A segment a local service offers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SegmentSpec {
-    pub medium: Medium,
-    pub capacity: u64,
-    /// Address of the segment in its owner's address space (for the admin view).
-    pub base: u64,
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Segment {
@@ -140,17 +129,6 @@ impl Object {
     }
 }
 
-/// An object an SSD segment held when its local service started: registered with the
-/// service, readable at once.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Recovered {
-    pub key: Key,
-    pub size: u64,
-    /// The service's record id (the offset of the object's SSD blob).
-    pub record: u64,
-    pub expires_ms: Option<u64>,
-}
-
 /// One object of an `Alloc` command: the leader chose one segment per replica and the
 /// objects to drop to make room for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -239,17 +217,6 @@ pub enum Command {
         now_ms: u64,
         keys: Vec<Key>,
     },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Allocation {
-    pub put_id: PutId,
-    pub blobs: Vec<Blob>,
-    /// How long from its decision the put may write before it is rolled back.
-    pub lease_ms: u64,
-    /// One capability per blob for the TCP data plane, filled in by the meta service
-    /// on the way out (empty in the state machine and in-process).
-    pub tags: Vec<u64>,
 }
 
 /// What applying a command produced, one result per item where the command has items.

@@ -9,23 +9,26 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use memcache_core::{
-    Blob, BlobLocation, Error, Key, KeyInfo, LocalServiceId, Medium, ReplicateConfig, Result,
-    SegmentId, MAX_BATCH_OP_COUNT, PAGE_SIZE,
+    BlobLocation, Error, Key, KeyInfo, LocalServiceId, Medium, ReplicateConfig, Result, SegmentId,
+    MAX_BATCH_OP_COUNT, PAGE_SIZE,
+};
+use memcache_proto::{
+    Allocation, LeaseId, Located, PutId, Recovered, SegmentSpec, SsdAnswer, SsdReport, SsdWork,
+    TierMove, ToPromote,
 };
 
 use crate::policy::PolicyKind;
-use crate::state::{Allocation, Applied, Command, PutId, Recovered, SegmentSpec, StateMachine};
+use crate::state::{Applied, Command, StateMachine};
 
 mod leases;
 mod moves;
 mod planner;
 mod tier;
 
-pub use leases::LeaseId;
 use leases::Leases;
-pub use moves::{check_evict_media, check_prefetch_media, TierMove, REMOVE_ALL_CHUNK};
+pub use moves::REMOVE_ALL_CHUNK;
 use planner::Planner;
-pub use tier::{promotions, SsdAnswer, SsdReport, SsdWork, ToPromote, ToStore};
+pub use tier::promotions;
 
 /// Settings of the metadata service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,19 +86,6 @@ mod millis {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         u64::deserialize(d).map(Duration::from_millis)
     }
-}
-
-/// Where a readable object lives; the reader holds `lease` on it until it releases it
-/// (or the lease ends by itself).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Located {
-    pub size: u64,
-    pub blobs: Vec<Blob>,
-    pub lease: LeaseId,
-    /// How long from the lookup the lease lasts.
-    pub lease_ms: u64,
-    /// One read capability per blob for the TCP data plane (see `Allocation::tags`).
-    pub tags: Vec<u64>,
 }
 
 /// One put request of an alloc: its items, its replica settings and the token of its

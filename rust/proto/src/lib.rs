@@ -10,17 +10,16 @@ use tarpc::tokio_serde::formats::Bincode;
 
 use memcache_core::Medium;
 use memcache_core::{Error, Key, KeyInfo, LocalServiceId, ReplicateConfig, Result, SegmentId};
-pub use memcache_meta::TierMove;
-use memcache_meta::{Allocation, LeaseId, Located, PutId, Recovered, SegmentSpec};
-pub use memcache_meta::{SsdAnswer, SsdReport};
-use memcache_raft::{NodeId, TypeConfig};
-use openraft::error::{InstallSnapshotError, RaftError};
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
-};
 
+mod raft;
+mod types;
+
+pub use raft::RaftBytes;
 pub use tarpc;
+pub use types::{
+    check_evict_media, check_prefetch_media, Allocation, LeaseId, Located, PutId, Recovered,
+    SegmentSpec, SsdAnswer, SsdReport, SsdWork, TierMove, ToPromote, ToStore,
+};
 
 /// Largest control message, either way. A batch of 16384 keys of 255 bytes with eight
 /// replicas each stays well below it, and so do Raft's batches of log entries (see
@@ -141,8 +140,6 @@ pub struct RoleInfo {
     pub purged_index: Option<u64>,
 }
 
-type RaftResult<T, E = RaftError<NodeId>> = std::result::Result<T, E>;
-
 #[tarpc::service]
 pub trait MetaRpc {
     async fn register_service(reg: Registration) -> Reply<Result<Registered>>;
@@ -194,13 +191,14 @@ pub trait MetaRpc {
     async fn add_member(id: u64, addr: SocketAddr) -> Reply<Result<()>>;
     /// Removes a meta node from the voters and the group.
     async fn remove_member(id: u64) -> Reply<Result<()>>;
-    async fn raft_append(
-        req: AppendEntriesRequest<TypeConfig>,
-    ) -> RaftResult<AppendEntriesResponse<NodeId>>;
-    async fn raft_snapshot(
-        req: InstallSnapshotRequest<TypeConfig>,
-    ) -> RaftResult<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>;
-    async fn raft_vote(req: VoteRequest<NodeId>) -> RaftResult<VoteResponse<NodeId>>;
+
+    // ---- Raft between meta nodes ----
+    // Each request is the consensus library's own, encoded by the meta service, and so
+    // is each answer (its result, error included); a request that does not decode is
+    // refused with -3000.
+    async fn raft_append(req: RaftBytes) -> Result<RaftBytes>;
+    async fn raft_snapshot(req: RaftBytes) -> Result<RaftBytes>;
+    async fn raft_vote(req: RaftBytes) -> Result<RaftBytes>;
 }
 
 /// The meta service addresses in a `discoveryURL`: `tcp://HOST:PORT`, several

@@ -2,7 +2,8 @@ use super::*;
 use std::fs::OpenOptions;
 
 use memcache_core::{Key, Medium};
-use memcache_meta::{AllocItem, SegmentSpec};
+use memcache_meta::AllocItem;
+use memcache_proto::SegmentSpec;
 use openraft::storage::RaftLogStorageExt;
 use openraft::testing::StoreBuilder;
 use openraft::CommittedLeaderId;

@@ -4,8 +4,7 @@
 use rustc_hash::FxHashMap;
 
 use memcache_core::Key;
-
-pub type LeaseId = u64;
+use memcache_proto::LeaseId;
 
 #[derive(Default)]
 pub(crate) struct Leases {

@@ -14,9 +14,8 @@
 //!   (`Promote` / `Promoted`, colder objects making room), answering `Waiting` until
 //!   a DRAM replica is readable.
 
-use serde::{Deserialize, Serialize};
-
 use memcache_core::{Error, Key, Medium, Result, MAX_BATCH_OP_COUNT};
+use memcache_proto::{check_evict_media, check_prefetch_media, TierMove};
 
 use super::{check_batch, unit_results, Leader, Plan};
 use crate::state::{Applied, Command, StateMachine};
@@ -26,40 +25,6 @@ pub const REMOVE_ALL_CHUNK: usize = 1 << 16;
 
 /// Most keys queued at once for a service's SSD tier to store first (for `evict`).
 const MAX_STORE_FIRST: usize = MAX_BATCH_OP_COUNT;
-
-/// Where one key of an `evict` or `prefetch` stands.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum TierMove {
-    /// The object is where it was asked to be.
-    Done,
-    /// Not yet (its SSD tier is copying it, or a reader holds it): ask again. The
-    /// error is the answer to give if it is still waiting when the caller gives up.
-    Waiting(Error),
-}
-
-/// Checks the media of an `evict`: only DRAM → SSD.
-pub fn check_evict_media(src: Medium, dst: Medium) -> Result<()> {
-    if (src, dst) != (Medium::Dram, Medium::Ssd) {
-        return Err(Error::invalid(format!(
-            "evict moves DRAM to SSD only, not {} to {}",
-            src.name(),
-            dst.name()
-        )));
-    }
-    Ok(())
-}
-
-/// Checks the media of a `prefetch`: only SSD → DRAM.
-pub fn check_prefetch_media(src: Medium, dst: Medium) -> Result<()> {
-    if (src, dst) != (Medium::Ssd, Medium::Dram) {
-        return Err(Error::invalid(format!(
-            "prefetch moves SSD to DRAM only, not {} to {}",
-            src.name(),
-            dst.name()
-        )));
-    }
-    Ok(())
-}
 
 fn demoted(a: Applied) -> Vec<Result<TierMove>> {
     match a {

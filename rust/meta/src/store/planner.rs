@@ -8,11 +8,12 @@
 use rustc_hash::FxHashSet;
 
 use memcache_core::{Error, Key, LocalServiceId, Medium, Result, SegmentId, PAGE_SIZE};
+use memcache_proto::Allocation;
 
 use super::leases::Leases;
 use super::MAX_OBJECT_BYTES;
 use crate::alloc::{pages_for, PageAllocator, Savepoint};
-use crate::state::{expired_in, AllocItem, Allocation, ObjectState, PlanView, Segment};
+use crate::state::{expired_in, AllocItem, ObjectState, PlanView, Segment};
 
 pub(crate) struct Planner<'a> {
     view: PlanView<'a>,

@@ -1,6 +1,6 @@
 use super::*;
 use crate::alloc::pages_for;
-use memcache_core::{Medium, MAX_REPLICAS};
+use memcache_core::{Blob, Medium, MAX_REPLICAS};
 
 const MIB: u64 = 1 << 20;
 

@@ -1,15 +1,12 @@
 //! The leader's side of the SSD tier: what each local service's tier is to store,
 //! erase and copy back into memory, and the commands recording what it did.
 
-use serde::{Deserialize, Serialize};
-
-use memcache_core::{
-    Blob, Error, Key, LocalServiceId, Medium, Result, SegmentId, MAX_BATCH_OP_COUNT, PAGE_SIZE,
-};
+use memcache_core::{Blob, Error, Key, LocalServiceId, Medium, Result, SegmentId, PAGE_SIZE};
+use memcache_proto::{PutId, SsdWork, ToPromote, ToStore};
 
 use super::{Leader, Plan};
 use crate::alloc::pages_for;
-use crate::state::{Applied, Command, ObjectState, PutId, StateMachine};
+use crate::state::{Applied, Command, ObjectState, StateMachine};
 
 /// Reads of an object only on SSD that make it hot enough to copy back into memory.
 const PROMOTE_AFTER_READS: u8 = 2;
@@ -30,56 +27,6 @@ fn tier_results(a: Applied) -> Vec<Result<()>> {
     }
 }
 
-/// One round's report of a local service's SSD tier.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SsdReport {
-    /// Records written and synced since the last round: `(key, put, record id)`.
-    pub stored: Vec<(Key, PutId, u64)>,
-    /// Objects copied out of memory since the last round, to be checked before their
-    /// records are written: a copy is whole only if its object was not replaced
-    /// meanwhile.
-    pub copied: Vec<(Key, PutId)>,
-    /// The trash entries numbered below this one are erased.
-    pub trash_done: u64,
-    /// Promotions done since the last round: the memory is filled.
-    pub promoted: Vec<(Key, PutId)>,
-    /// Most objects and about the most bytes of work to hand out.
-    pub want: u32,
-    pub max_bytes: u64,
-}
-
-impl SsdReport {
-    /// Refuses a report above the batch limit.
-    pub fn check(&self) -> Result<()> {
-        let longest = self
-            .stored
-            .len()
-            .max(self.copied.len())
-            .max(self.promoted.len());
-        if longest > MAX_BATCH_OP_COUNT {
-            return Err(Error::invalid("an SSD report above the batch limit"));
-        }
-        Ok(())
-    }
-
-    /// Most objects of work to hand out in one answer.
-    pub fn limit(&self) -> usize {
-        MAX_BATCH_OP_COUNT.min(self.want as usize)
-    }
-}
-
-/// The meta service's answer to an [`SsdReport`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SsdAnswer {
-    /// One per stored record: taken, or to be erased.
-    pub stored: Vec<Result<()>>,
-    /// One per copied object: still current.
-    pub current: Vec<bool>,
-    pub work: SsdWork,
-    /// Hot objects to copy from SSD back into memory.
-    pub promote: Vec<ToPromote>,
-}
-
 /// The copies to make for a promotion: each record with the memory it got.
 pub fn promotions(records: Vec<(Key, PutId, u64)>, blobs: Vec<Result<Blob>>) -> Vec<ToPromote> {
     records
@@ -94,36 +41,6 @@ pub fn promotions(records: Vec<(Key, PutId, u64)>, blobs: Vec<Result<Blob>>) -> 
             })
         })
         .collect()
-}
-
-/// An object for the SSD tier to store: copy `blob` (in the service's own memory)
-/// into a record, then report `(key, put)` with the record's id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ToStore {
-    pub key: Key,
-    pub put: PutId,
-    pub blob: Blob,
-    pub expires_ms: Option<u64>,
-}
-
-/// An object for the SSD tier to copy back into memory: record `record` into `blob`
-/// (in the service's own memory), then report `(key, put)` promoted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ToPromote {
-    pub key: Key,
-    pub put: PutId,
-    pub record: u64,
-    pub blob: Blob,
-}
-
-/// The SSD tier's next work (see [`Leader::ssd_work`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SsdWork {
-    /// `(record id, key)` of records whose objects are gone, oldest first, and the
-    /// sequence number of the first (report erasing them with `trash_from + len`).
-    pub trash_from: u64,
-    pub trash: Vec<(u64, Key)>,
-    pub store: Vec<ToStore>,
 }
 
 impl Leader {
