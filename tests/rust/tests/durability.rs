@@ -70,13 +70,15 @@ fn a_meta_service_killed_mid_write_keeps_every_acknowledged_object() {
         std::thread::sleep(Duration::from_millis(300 + 250 * round));
         drop(meta); // SIGKILL, with writes in flight
         std::thread::sleep(Duration::from_millis(100));
+        // Back while the writers still write: their retries land on the new instance.
+        let (back, same) = start_meta_at(&url, &meta_args);
+        assert_eq!(same, url);
+        meta = back;
+        std::thread::sleep(Duration::from_millis(300));
         stop.store(true, Ordering::Relaxed);
         for w in writers {
             w.join().unwrap();
         }
-        let (back, same) = start_meta_at(&url, &meta_args);
-        assert_eq!(same, url);
-        meta = back;
         let store = pure_client(&url);
         let acked = acked.lock().unwrap();
         assert!(!acked.is_empty());
