@@ -154,8 +154,17 @@ impl Model {
     }
 }
 
-/// A directory of its own per case, on tmpfs where there is one (syncs are free).
-fn case_dir() -> PathBuf {
+/// A directory of its own per case, on tmpfs where there is one (syncs are free),
+/// removed when the case ends, however it ends.
+struct CaseDir(PathBuf);
+
+impl Drop for CaseDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn case_dir() -> CaseDir {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let base = Path::new("/dev/shm");
     let base = if base.is_dir() {
@@ -166,7 +175,7 @@ fn case_dir() -> PathBuf {
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let dir = base.join(format!("mmc-ssd-damage-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    dir
+    CaseDir(dir)
 }
 
 /// Damages the file; the offset of the first byte that differs from what was written
@@ -255,17 +264,18 @@ proptest! {
         damages in vec(damage(), 1..4),
         after in vec(put(), 1..4),
     ) {
-        let dir = case_dir();
+        let case = case_dir();
+        let dir = &case.0;
         let mut model = Model::default();
         {
-            let (store, _) = SsdStore::open(&dir).unwrap();
+            let (store, _) = SsdStore::open(dir).unwrap();
             for op in &ops {
                 model.apply(&store, op);
             }
         }
         prop_assert_eq!(std::fs::metadata(dir.join(FILE)).unwrap().len(), model.end);
         let from = damage_file(&dir.join(FILE), &damages);
-        let (store, recovery) = SsdStore::open(&dir)
+        let (store, recovery) = SsdStore::open(dir)
             .map_err(|e| TestCaseError::fail(format!("open after damage: {e}")))?;
         prop_assert_eq!(recovery.objects, store.len());
         check(&store, &model, from)?;
@@ -280,7 +290,7 @@ proptest! {
             .collect();
         let new_ids = store.append(&records).unwrap();
         drop(store);
-        let (store, _) = SsdStore::open(&dir)
+        let (store, _) = SsdStore::open(dir)
             .map_err(|e| TestCaseError::fail(format!("reopen: {e}")))?;
         for (id, p) in new_ids.iter().zip(&after) {
             prop_assert_eq!(
@@ -290,6 +300,5 @@ proptest! {
                 id
             );
         }
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
