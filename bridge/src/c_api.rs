@@ -4,11 +4,9 @@
 
 #![allow(non_camel_case_types)] // the C names, so the two sides read alike
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::ffi::{c_char, c_int, c_void, CStr};
-use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::mpsc::{self, Receiver};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use memcache_client::{
@@ -137,10 +135,12 @@ pub struct mmc_location_t {
 
 /// A NUL-terminated string inside a fixed array, never read past the array.
 pub(crate) fn fixed(s: &[c_char]) -> String {
-    // SAFETY: c_char and u8 have the same size and alignment.
-    let bytes = unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<u8>(), s.len()) };
-    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
+    let bytes: Vec<u8> = s
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// The key a C caller passed.
@@ -155,23 +155,53 @@ unsafe fn key<'a>(key: *const c_char) -> Result<&'a [u8], Error> {
     Ok(unsafe { CStr::from_ptr(key) }.to_bytes())
 }
 
+/// The `n` items a C caller passed at `p`: empty for `n == 0` whatever `p` is (a slice
+/// is never made from a null pointer, not even an empty one), -3000 for a null `p`
+/// with `n > 0` or for `n` above [`MAX_C_BATCH`]. Every C array of this file is read
+/// through here or [`c_slice_mut`].
+///
+/// # Safety
+/// `p` is null or points to `n` readable items that nothing writes for `'a`.
+unsafe fn c_slice<'a, T>(p: *const T, n: usize, what: &str) -> Result<&'a [T], Error> {
+    check_c_array(p.is_null(), n, what)?;
+    if n == 0 {
+        return Ok(&[]);
+    }
+    // SAFETY: non-null, `n` items of `T` (the caller's promise); `n` is at most
+    // MAX_C_BATCH, so the slice spans far less than isize::MAX bytes.
+    Ok(unsafe { std::slice::from_raw_parts(p, n) })
+}
+
+/// As [`c_slice`], for `n` items the call writes.
+///
+/// # Safety
+/// `p` is null or points to `n` writable items that nothing else uses for `'a`.
+unsafe fn c_slice_mut<'a, T>(p: *mut T, n: usize, what: &str) -> Result<&'a mut [T], Error> {
+    check_c_array(p.is_null(), n, what)?;
+    if n == 0 {
+        return Ok(&mut []);
+    }
+    // SAFETY: as in `c_slice`, and the items are the caller's to give us.
+    Ok(unsafe { std::slice::from_raw_parts_mut(p, n) })
+}
+
+fn check_c_array(null: bool, n: usize, what: &str) -> Result<(), Error> {
+    if n > MAX_C_BATCH {
+        return Err(Error::invalid(format!(
+            "{n} {what} items is above the limit of {MAX_C_BATCH}"
+        )));
+    }
+    if null && n > 0 {
+        return Err(Error::invalid(format!("null {what} array")));
+    }
+    Ok(())
+}
+
 /// # Safety
 /// `keys` is null or holds `n` key pointers as in [`key`].
 unsafe fn keys<'a>(keys: *const *const c_char, n: usize) -> Result<Vec<&'a [u8]>, Error> {
-    if n > MAX_C_BATCH {
-        return Err(Error::invalid(format!(
-            "{n} keys is above the limit of {MAX_C_BATCH}"
-        )));
-    }
-    if keys.is_null() {
-        return if n == 0 {
-            Ok(Vec::new())
-        } else {
-            Err(Error::invalid("null key array"))
-        };
-    }
-    // SAFETY: `n` readable pointers (the caller's promise).
-    let ptrs = unsafe { std::slice::from_raw_parts(keys, n) };
+    // SAFETY: the caller's promise.
+    let ptrs = unsafe { c_slice(keys, n, "key") }?;
     // SAFETY: each is a key pointer (the caller's promise).
     ptrs.iter().map(|&k| unsafe { key(k) }).collect()
 }
@@ -423,6 +453,7 @@ pub extern "C" fn mmcc_uninit() {
         if let Some(s) = store {
             let _ = s.tear_down();
         }
+        forget_calls();
     })
 }
 
@@ -554,52 +585,125 @@ fn run(flags: u32, op: impl FnOnce(&BlockingObjectStore) -> i32 + Send + 'static
         Ok(s) => s,
         Err(e) => return e.code(),
     };
-    if flags & 1 == 0 {
+    if flags & MMC_FLAG_ASYNC == 0 {
         return op(&store);
     }
-    static NEXT: AtomicI32 = AtomicI32::new(1);
-    let handle = NEXT.fetch_add(1, Ordering::Relaxed).max(1);
-    let (tx, rx) = mpsc::channel();
-    pending()
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(handle, rx);
-    std::thread::spawn(move || {
-        let code = catch_panic(-1, || op(&store));
-        let _ = tx.send(code);
-    });
-    handle
+    start_call(move || op(&store))
 }
 
-fn pending() -> &'static Mutex<HashMap<i32, Receiver<i32>>> {
-    static PENDING: OnceLock<Mutex<HashMap<i32, Receiver<i32>>>> = OnceLock::new();
-    PENDING.get_or_init(Default::default)
+// ---- calls in the background (MMC_FLAG_ASYNC) and mmcc_wait ----
+
+/// The flag of the data calls that runs them in the background.
+const MMC_FLAG_ASYNC: u32 = 1;
+
+/// What `mmcc_wait` answers for a call still running (`MMC_WAIT_TIMEOUT` in mmc.h).
+const WAIT_TIMEOUT: i32 = 1;
+/// What it answers for a call that failed with -1, the code without a number of its
+/// own (`MMC_WAIT_FAILED`): negated, it would read as a timeout.
+const WAIT_FAILED: i32 = 2;
+
+/// One call in the background: its code once it ended.
+#[derive(Default)]
+struct Call {
+    code: Mutex<Option<i32>>,
+    ended: Condvar,
 }
 
+/// The calls `mmcc_wait` may still collect, by handle. A call leaves when its result
+/// is collected, or with every other at `mmcc_uninit`: a result nobody waits for
+/// lives no longer than the client that made it.
+struct Calls {
+    next: i32,
+    by_handle: BTreeMap<i32, Arc<Call>>,
+}
+
+static CALLS: Mutex<Calls> = Mutex::new(Calls {
+    next: 1,
+    by_handle: BTreeMap::new(),
+});
+
+fn calls() -> MutexGuard<'static, Calls> {
+    CALLS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Starts `op` on a thread of its own; the handle (> 0) to wait for, or the code of
+/// a thread that could not start.
+fn start_call(op: impl FnOnce() -> i32 + Send + 'static) -> i32 {
+    let call = Arc::<Call>::default();
+    let handle = {
+        let mut calls = calls();
+        // Positive and not in use: after i32::MAX handles, numbering starts over.
+        let handle = loop {
+            let h = calls.next;
+            calls.next = h.checked_add(1).unwrap_or(1);
+            if !calls.by_handle.contains_key(&h) {
+                break h;
+            }
+        };
+        calls.by_handle.insert(handle, call.clone());
+        handle
+    };
+    let started = std::thread::Builder::new()
+        .name("mmcc-async".into())
+        .spawn(move || {
+            let code = catch_panic(-1, op);
+            *call.code.lock().unwrap_or_else(|e| e.into_inner()) = Some(code);
+            call.ended.notify_all();
+        });
+    match started {
+        Ok(_) => handle,
+        Err(e) => {
+            calls().by_handle.remove(&handle);
+            Error::Failed(format!("starting a background call: {e}")).code()
+        }
+    }
+}
+
+/// What `mmcc_wait` answers for an ended call's code: 0, or a positive value other
+/// than [`WAIT_TIMEOUT`]: the spec's code negated (3000 and above), or [`WAIT_FAILED`]
+/// for -1 (and any code outside the spec's table).
+fn wait_answer(code: i32) -> i32 {
+    match code {
+        0 => 0,
+        c if c <= -3000 => c.saturating_neg(),
+        _ => WAIT_FAILED,
+    }
+}
+
+/// Forgets every call's result (`mmcc_uninit`). Calls still running finish on their
+/// own and their results are dropped.
+fn forget_calls() {
+    calls().by_handle.clear();
+}
+
+/// Waits up to `timeout_sec` seconds (0 or less: only looks) for the call behind
+/// `wait_handle`: 0 it succeeded, [`WAIT_TIMEOUT`] it still runs (the handle stays),
+/// else as [`wait_answer`] and the handle is done with; -3015 for a handle that is not
+/// (or no longer) known.
 #[no_mangle]
 pub extern "C" fn mmcc_wait(wait_handle: i32, timeout_sec: i32) -> i32 {
     catch_panic(-1, || {
-        let Some(rx) = pending()
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&wait_handle)
-        else {
+        let Some(call) = calls().by_handle.get(&wait_handle).cloned() else {
             return Error::NetReqHandleNotFound.code();
         };
         let timeout = Duration::from_secs(timeout_sec.max(0) as u64);
-        match rx.recv_timeout(timeout) {
-            Ok(0) => 0,
-            Ok(code) => code.saturating_neg(),
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                // Keep it: the caller may wait again.
-                pending()
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(wait_handle, rx);
-                1
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => 1i32.saturating_neg(),
+        let code = call.code.lock().unwrap_or_else(|e| e.into_inner());
+        let (code, _) = call
+            .ended
+            .wait_timeout_while(code, timeout, |c| c.is_none())
+            .unwrap_or_else(|e| e.into_inner());
+        let Some(code) = *code else {
+            return WAIT_TIMEOUT;
+        };
+        let mut calls = calls();
+        if calls
+            .by_handle
+            .get(&wait_handle)
+            .is_some_and(|c| Arc::ptr_eq(c, &call))
+        {
+            calls.by_handle.remove(&wait_handle);
         }
+        wait_answer(code)
     })
 }
 
@@ -771,16 +875,16 @@ pub unsafe extern "C" fn mmcc_batch_query(
             Ok(k) => k,
             Err(e) => return e.code(),
         };
-        if info.is_null() && keys_count > 0 {
-            return Error::invalid("null info array").code();
-        }
+        // SAFETY: room for `keys_count` entries (the caller's promise).
+        let out = match unsafe { c_slice_mut(info, keys_count, "info") } {
+            Ok(o) => o,
+            Err(e) => return e.code(),
+        };
         let store = match client() {
             Ok(s) => s,
             Err(e) => return e.code(),
         };
         let results = store.batch_get_key_info(&ks);
-        // SAFETY: room for `keys_count` entries (the caller's promise).
-        let out = unsafe { std::slice::from_raw_parts_mut(info, keys_count) };
         let mut first = 0;
         for (o, r) in out.iter_mut().zip(&results) {
             let code = fill_info(o, r);
@@ -793,13 +897,10 @@ pub unsafe extern "C" fn mmcc_batch_query(
 }
 
 /// Writes per-key codes and answers how many failed.
-///
-/// # Safety
-/// `out` has room for `codes.len()` entries.
-unsafe fn write_results(out: *mut i32, codes: &[i32]) -> i32 {
-    // SAFETY: the caller's promise.
-    let out = unsafe { std::slice::from_raw_parts_mut(out, codes.len()) };
-    out.copy_from_slice(codes);
+fn write_results(out: &mut [i32], codes: &[i32]) -> i32 {
+    for (o, &c) in out.iter_mut().zip(codes) {
+        *o = c;
+    }
     codes.iter().filter(|&&c| c != 0).count() as i32
 }
 
@@ -821,15 +922,15 @@ unsafe fn per_key_codes(
         Ok(k) => k,
         Err(e) => return e.code(),
     };
-    if out.is_null() && keys_count > 0 {
-        return Error::invalid("null result array").code();
-    }
-    let codes = match client() {
-        Ok(s) => codes(&s, &ks),
+    // SAFETY: room for `keys_count` codes (the caller's promise).
+    let out = match unsafe { c_slice_mut(out, keys_count as usize, "result") } {
+        Ok(o) => o,
         Err(e) => return e.code(),
     };
-    // SAFETY: room for the codes (the caller's promise).
-    unsafe { write_results(out, &codes) }
+    match client() {
+        Ok(s) => write_results(out, &codes(&s, &ks)),
+        Err(e) => e.code(),
+    }
 }
 
 /// # Safety
@@ -879,15 +980,8 @@ pub unsafe extern "C" fn mmcc_batch_exist(
 /// # Safety
 /// `bufs` holds `n` buffers.
 unsafe fn regions(bufs: *const mmc_buffer, n: usize) -> Result<Vec<(usize, usize)>, Error> {
-    if bufs.is_null() {
-        return if n == 0 {
-            Ok(Vec::new())
-        } else {
-            Err(Error::invalid("null buffer array"))
-        };
-    }
     // SAFETY: the caller's promise.
-    unsafe { std::slice::from_raw_parts(bufs, n) }
+    unsafe { c_slice(bufs, n, "buffer") }?
         .iter()
         .map(host_region)
         .collect()
@@ -961,24 +1055,6 @@ pub unsafe extern "C" fn mmcc_batch_get(
 
 // ---- 1.3.0's in-place calls and media moves ----
 
-/// `n` items of `T` at `p`; -3000 for a null array of a non-empty batch.
-///
-/// # Safety
-/// `p` is null or holds `n` readable items.
-unsafe fn array<'a, T>(p: *const T, n: usize, what: &str) -> Result<&'a [T], Error> {
-    if n > MAX_C_BATCH {
-        return Err(Error::invalid(format!("{n} items is above the limit")));
-    }
-    if p.is_null() {
-        return match n {
-            0 => Ok(&[]),
-            _ => Err(Error::invalid(format!("null {what} array"))),
-        };
-    }
-    // SAFETY: the caller's promise.
-    Ok(unsafe { std::slice::from_raw_parts(p, n) })
-}
-
 /// Allocates `sizes[i]` bytes under each key for an in-place write (media in 1.3.0's
 /// numbers: 1 DRAM only). `gvas[i]`: the pool address, 0 on failure; `results[i]`: 0
 /// or the key's code. Answers how many keys failed, or the call's own code.
@@ -1001,13 +1077,15 @@ pub unsafe extern "C" fn mmcc_batch_malloc(
     catch_panic(-1, || {
         let n = keys_count as usize;
         // SAFETY: the caller's promise.
-        let sizes = match unsafe { array(sizes, n, "size") } {
+        let sizes = match unsafe { c_slice(sizes, n, "size") } {
             Ok(s) => s,
             Err(e) => return e.code(),
         };
-        if gvas.is_null() && n > 0 {
-            return Error::invalid("null gva array").code();
-        }
+        // SAFETY: room for `n` addresses (the caller's promise).
+        let gvas = match unsafe { c_slice_mut(gvas, n, "gva") } {
+            Ok(g) => g,
+            Err(e) => return e.code(),
+        };
         let media = match Medium::from_media_type(media as u32) {
             Ok(m) => m,
             Err(e) => return e.code(),
@@ -1023,9 +1101,8 @@ pub unsafe extern "C" fn mmcc_batch_malloc(
                 r.iter().map(code_of).collect()
             })
         };
-        if failed >= 0 && n > 0 {
-            // SAFETY: room for `n` addresses (the caller's promise).
-            unsafe { std::slice::from_raw_parts_mut(gvas, n) }.copy_from_slice(&addrs);
+        if failed >= 0 {
+            gvas.copy_from_slice(&addrs);
         }
         failed
     })
@@ -1052,9 +1129,9 @@ pub unsafe extern "C" fn mmcc_batch_copy(
         // SAFETY: the caller's promise.
         let arrays = unsafe {
             (
-                array(gvas, n, "gva"),
-                array(bufs, n, "buffer"),
-                array(sizes, n, "size"),
+                c_slice(gvas, n, "gva"),
+                c_slice(bufs, n, "buffer"),
+                c_slice(sizes, n, "size"),
             )
         };
         let (gvas, bufs, sizes) = match arrays {
@@ -1088,7 +1165,7 @@ pub unsafe extern "C" fn mmcc_batch_write_finish(
 ) -> i32 {
     catch_panic(-1, || {
         // SAFETY: the caller's promise.
-        let res = match unsafe { array(write_results, keys_count as usize, "result") } {
+        let res = match unsafe { c_slice(write_results, keys_count as usize, "result") } {
             Ok(r) => r,
             Err(e) => return e.code(),
         };
@@ -1244,4 +1321,178 @@ pub extern "C" fn mmc_set_log_level(level: c_int) -> i32 {
         Ok(()) => 0,
         Err(e) => e.code(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ptr::{null, null_mut};
+    use std::sync::mpsc;
+
+    use super::*;
+
+    /// The tests that use the process's client or its background calls, one at a time.
+    static SERIAL: Mutex<()> = Mutex::new(());
+
+    fn serial() -> MutexGuard<'static, ()> {
+        SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn c_keys(keys: &[&std::ffi::CStr]) -> Vec<*const c_char> {
+        keys.iter().map(|k| k.as_ptr()).collect()
+    }
+
+    #[test]
+    fn c_arrays_are_empty_for_count_0_and_refused_when_null() {
+        // SAFETY: null pointers, and a live array of 3 items.
+        unsafe {
+            assert_eq!(c_slice::<u64>(null(), 0, "t").unwrap(), &[] as &[u64]);
+            assert!(c_slice_mut::<i32>(null_mut(), 0, "t").unwrap().is_empty());
+            assert_eq!(c_slice::<u64>(null(), 1, "t").unwrap_err().code(), -3000);
+            assert_eq!(
+                c_slice_mut::<i32>(null_mut(), 2, "t").unwrap_err().code(),
+                -3000
+            );
+            let three = [1u64, 2, 3];
+            assert_eq!(c_slice(three.as_ptr(), 3, "t").unwrap(), &three);
+            // A count past any batch is refused before the pointer is read.
+            let over = MAX_C_BATCH + 1;
+            assert_eq!(
+                c_slice(three.as_ptr(), over, "t").unwrap_err().code(),
+                -3000
+            );
+            assert_eq!(keys(null(), 0).unwrap().len(), 0);
+            assert_eq!(keys(null(), 1).unwrap_err().code(), -3000);
+        }
+    }
+
+    #[test]
+    fn a_call_that_failed_is_never_reported_as_a_timeout() {
+        let _serial = serial();
+        assert_eq!(mmcc_wait(start_call(|| 0), 10), 0);
+        // -1 negated is 1, the timeout: it has a value of its own.
+        assert_eq!(mmcc_wait(start_call(|| -1), 10), WAIT_FAILED);
+        assert_eq!(
+            mmcc_wait(start_call(|| panic!("in the background")), 10),
+            WAIT_FAILED
+        );
+        assert_eq!(mmcc_wait(start_call(|| -3007), 10), 3007);
+        assert_eq!(mmcc_wait(start_call(|| -3106), 10), 3106);
+        // A result is answered once.
+        let once = start_call(|| -3000);
+        assert_eq!(mmcc_wait(once, 10), 3000);
+        assert_eq!(mmcc_wait(once, 0), -3015);
+        assert_eq!(mmcc_wait(0, 0), -3015);
+        assert_eq!(mmcc_wait(-5, 0), -3015);
+
+        // Still running: a timeout, and the handle stays for the next wait.
+        let (go, gate) = mpsc::channel::<()>();
+        let slow = start_call(move || {
+            let _ = gate.recv();
+            -1
+        });
+        assert_eq!(mmcc_wait(slow, 0), WAIT_TIMEOUT);
+        assert_eq!(mmcc_wait(slow, -3), WAIT_TIMEOUT);
+        go.send(()).unwrap();
+        assert_eq!(mmcc_wait(slow, 10), WAIT_FAILED);
+    }
+
+    #[test]
+    fn results_nobody_waits_for_are_freed_by_uninit() {
+        let _serial = serial();
+        let before = calls().by_handle.len();
+        let (go, gate) = mpsc::channel::<()>();
+        let running = start_call(move || {
+            let _ = gate.recv();
+            0
+        });
+        let ended: Vec<i32> = (0..100).map(|_| start_call(|| -3007)).collect();
+        assert_eq!(calls().by_handle.len(), before + 101);
+        mmcc_uninit();
+        assert!(calls().by_handle.is_empty());
+        assert_eq!(mmcc_wait(running, 0), -3015);
+        assert!(ended.iter().all(|&h| mmcc_wait(h, 0) == -3015));
+        // The call still running ends on its own, its result dropped.
+        go.send(()).unwrap();
+        // Handles are not given twice while in use, even when numbering wraps.
+        calls().next = i32::MAX;
+        let (a, b) = (start_call(|| 0), start_call(|| 0));
+        assert_eq!((a, b), (i32::MAX, 1));
+        let c = start_call(|| 0);
+        assert!(c > 1);
+        for h in [a, b, c] {
+            assert_eq!(mmcc_wait(h, 10), 0);
+        }
+    }
+
+    #[test]
+    fn batch_calls_take_null_arrays_of_count_0() {
+        let _serial = serial();
+        // SAFETY: all-zero is a valid value of these C structs (None for the logger).
+        let (mut lc, mut cc): (mmc_local_service_config_t, mmc_client_config_t) =
+            unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+        lc.local_dram_size = 16 << 20;
+        // SAFETY: valid configurations; every pointer below is null or live.
+        unsafe {
+            let local = mmcs_local_service_start(&mut lc);
+            assert!(!local.is_null());
+            assert_eq!(mmcc_init(&mut cc), 0);
+            let options = mmc_put_options {
+                media_type: 0,
+                policy: 0,
+                replica_num: 1,
+                preferred_local_service_ids: [-1; MAX_REPLICAS],
+            };
+            let none = null::<*const c_char>();
+            assert_eq!(mmcc_batch_query(none, 0, null_mut(), 0), 0);
+            assert_eq!(mmcc_batch_remove(none, 0, null_mut(), 0), 0);
+            assert_eq!(mmcc_batch_exist(none, 0, null_mut(), 0), 0);
+            assert_eq!(mmcc_batch_put(none, 0, null(), &options, 0), 0);
+            assert_eq!(mmcc_batch_get(none, 0, null_mut(), 0), 0);
+            assert_eq!(
+                mmcc_batch_malloc(none, 0, null(), 1, 0, null_mut(), null_mut(), 0),
+                0
+            );
+            assert_eq!(mmcc_batch_copy(null(), null(), null(), 0, 3, 0), 0);
+            assert_eq!(mmcc_batch_write_finish(none, 0, null(), null_mut(), 0), 0);
+            assert_eq!(mmcc_batch_add_lease(none, 0, 0, null_mut(), 0), 0);
+            assert_eq!(mmcc_batch_remove_lease(none, 0, 0), 0);
+            assert_eq!(mmcc_evict_keys(none, 0, 1, 2, 0), 0);
+            assert_eq!(mmcc_prefetch_keys(none, 0, 2, 1, 0), 0);
+            let handle = mmcc_batch_put(none, 0, null(), &options, MMC_FLAG_ASYNC);
+            assert!(handle > 0);
+            assert_eq!(mmcc_wait(handle, 10), 0);
+
+            // A null array of a non-empty batch is refused.
+            let ks = c_keys(&[c"n/1"]);
+            assert_eq!(mmcc_batch_query(ks.as_ptr(), 1, null_mut(), 0), -3000);
+            assert_eq!(mmcc_batch_exist(ks.as_ptr(), 1, null_mut(), 0), -3000);
+            assert_eq!(mmcc_batch_get(ks.as_ptr(), 1, null_mut(), 0), -3000);
+            let mut gva = 0u64;
+            assert_eq!(
+                mmcc_batch_malloc(ks.as_ptr(), 1, &8, 1, 0, &mut gva, null_mut(), 0),
+                -3000
+            );
+
+            // A background call that fails is a failure, not a timeout.
+            let mut bytes = [0u8; 8];
+            let mut buf = mmc_buffer {
+                addr: bytes.as_mut_ptr() as u64,
+                r#type: 0,
+                offset: 0,
+                len: 8,
+            };
+            let missing = mmcc_get(c"n/missing".as_ptr(), &mut buf, MMC_FLAG_ASYNC);
+            assert!(missing > 0);
+            assert_eq!(mmcc_wait(missing, 10), 3007);
+            let missing = mmcc_batch_get(ks.as_ptr(), 1, &mut buf, MMC_FLAG_ASYNC);
+            assert_eq!(mmcc_wait(missing, 10), 3007);
+
+            // One never waited for goes with the client.
+            let forgotten = mmcc_remove(c"n/missing".as_ptr(), MMC_FLAG_ASYNC);
+            assert!(forgotten > 0);
+            mmcc_uninit();
+            assert_eq!(mmcc_wait(forgotten, 10), -3015);
+            mmcs_local_service_stop(local);
+        }
+    }
 }

@@ -131,6 +131,71 @@ TEST_F(CApiTest, AsyncCallsAndWait) {
     EXPECT_EQ(out, data);
 }
 
+TEST_F(CApiTest, AsyncFailureIsNotATimeout) {
+    std::vector<char> out(64);
+    mmc_buffer ob = Buf(out.data(), out.size());
+    int32_t get = mmcc_get("async/missing", &ob, MMC_FLAG_ASYNC);
+    ASSERT_GT(get, 0);
+    int32_t rc = mmcc_wait(get, 10);
+    EXPECT_NE(rc, MMC_WAIT_TIMEOUT);
+    EXPECT_EQ(rc, 3007);  // failed with -3007
+    const char *keys[] = {"async/missing", "async/none"};
+    std::vector<char> out2(64);
+    mmc_buffer obufs[2] = {ob, Buf(out2.data(), out2.size())};
+    int32_t batch = mmcc_batch_get(keys, 2, obufs, MMC_FLAG_ASYNC);
+    ASSERT_GT(batch, 0);
+    EXPECT_EQ(mmcc_wait(batch, 10), 3007);
+    EXPECT_EQ(mmcc_wait(batch, 0), -3015);  // answered once
+    // The two values besides 0 and a negated code are distinct from every code.
+    EXPECT_EQ(MMC_WAIT_TIMEOUT, 1);
+    EXPECT_EQ(MMC_WAIT_FAILED, 2);
+}
+
+TEST(CApiAsync, HandlesNotWaitedForAreFreedByUninit) {
+    mmc_local_service_config_t lc{};
+    lc.localDRAMSize = 64ull << 20;
+    mmc_local_service_t local = mmcs_local_service_start(&lc);
+    ASSERT_NE(local, nullptr);
+    mmc_client_config_t cc{};
+    ASSERT_EQ(mmcc_init(&cc), 0);
+    std::vector<int32_t> handles;
+    for (int i = 0; i < 50; ++i) handles.push_back(mmcc_remove("async/never", MMC_FLAG_ASYNC));
+    for (int32_t h : handles) ASSERT_GT(h, 0);
+    mmcc_uninit();
+    for (int32_t h : handles) EXPECT_EQ(mmcc_wait(h, 1), -3015);
+    mmcs_local_service_stop(local);
+}
+
+TEST_F(CApiTest, BatchCallsTakeNullArraysOfCountZero) {
+    mmc_put_options o = Options();
+    EXPECT_EQ(mmcc_batch_query(nullptr, 0, nullptr, 0), 0);
+    EXPECT_EQ(mmcc_batch_remove(nullptr, 0, nullptr, 0), 0);
+    EXPECT_EQ(mmcc_batch_exist(nullptr, 0, nullptr, 0), 0);
+    EXPECT_EQ(mmcc_batch_put(nullptr, 0, nullptr, o, 0), 0);
+    EXPECT_EQ(mmcc_batch_get(nullptr, 0, nullptr, 0), 0);
+    int32_t put = mmcc_batch_put(nullptr, 0, nullptr, o, MMC_FLAG_ASYNC);
+    ASSERT_GT(put, 0);
+    EXPECT_EQ(mmcc_wait(put, 10), 0);
+    int32_t get = mmcc_batch_get(nullptr, 0, nullptr, MMC_FLAG_ASYNC);
+    ASSERT_GT(get, 0);
+    EXPECT_EQ(mmcc_wait(get, 10), 0);
+    EXPECT_EQ(mmcc_batch_malloc(nullptr, 0, nullptr, MMC_MEDIA_DRAM, 0, nullptr, nullptr, 0), 0);
+    EXPECT_EQ(mmcc_batch_copy(nullptr, nullptr, nullptr, 0, SMEMB_COPY_H2G, 0), 0);
+    EXPECT_EQ(mmcc_batch_write_finish(nullptr, 0, nullptr, nullptr, 0), 0);
+    EXPECT_EQ(mmcc_batch_add_lease(nullptr, 0, 0, nullptr, 0), 0);
+    EXPECT_EQ(mmcc_batch_remove_lease(nullptr, 0, 0), 0);
+    EXPECT_EQ(mmcc_evict_keys(nullptr, 0, MMC_MEDIA_DRAM, MMC_MEDIA_SSD, 0), 0);
+    EXPECT_EQ(mmcc_prefetch_keys(nullptr, 0, MMC_MEDIA_SSD, MMC_MEDIA_DRAM, 0), 0);
+    // A null array of a non-empty batch is refused before anything happens.
+    const char *keys[] = {"null/1"};
+    EXPECT_EQ(mmcc_batch_query(keys, 1, nullptr, 0), -3000);
+    EXPECT_EQ(mmcc_batch_remove(keys, 1, nullptr, 0), -3000);
+    EXPECT_EQ(mmcc_batch_get(keys, 1, nullptr, 0), -3000);
+    EXPECT_EQ(mmcc_batch_put(keys, 1, nullptr, o, 0), -3000);
+    EXPECT_EQ(mmcc_batch_put(nullptr, 1, nullptr, o, MMC_FLAG_ASYNC), -3000);
+    EXPECT_EQ(mmcc_batch_add_lease(keys, 1, 0, nullptr, 0), -3000);
+}
+
 TEST_F(CApiTest, BadInputIsRefused) {
     char b[16] = {0};
     mmc_buffer in = Buf(b, sizeof b);

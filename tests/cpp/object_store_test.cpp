@@ -487,6 +487,60 @@ TEST_F(ObjectStoreTest, RemoveAllEvictPrefetch) {
     EXPECT_EQ(store->BatchIsExist({"ra/1", "ra/2"}), std::vector<int>(2, 0));
 }
 
+// The library's ABI under the ObjectStore (detail/abi.h): an array may be null when its
+// count is 0; a null one with a count above 0, or key lengths whose sum overflows, are
+// refused with -3000 in the answer and in every result slot.
+TEST(ObjectStoreAbi, NullArraysOfCountZeroAndArraysThatDoNotMatch) {
+    memcache_store *s = memcache_store_new();
+    ASSERT_NE(s, nullptr);
+    ASSERT_EQ(memcache_init(s, 0, 1), 0);
+    EXPECT_EQ(memcache_put(s, nullptr, nullptr, 0, nullptr, nullptr, nullptr, 0, 3, 1, nullptr,
+                           0, nullptr),
+              0);
+    EXPECT_EQ(memcache_get(s, nullptr, nullptr, 0, nullptr, nullptr, nullptr, 0, 2, nullptr), 0);
+    EXPECT_EQ(memcache_remove(s, nullptr, nullptr, 0, nullptr), 0);
+    EXPECT_EQ(memcache_exist(s, nullptr, nullptr, 0, nullptr), 0);
+    EXPECT_EQ(memcache_key_info(s, nullptr, nullptr, 0, nullptr), 0);
+    EXPECT_EQ(memcache_batch_alloc(s, nullptr, nullptr, 0, nullptr, 0, 1, 0, nullptr), 0);
+    EXPECT_EQ(memcache_batch_copy(s, nullptr, nullptr, nullptr, 0, 3), 0);
+    EXPECT_EQ(memcache_batch_write_finish(s, nullptr, nullptr, 0, nullptr, 0, nullptr), 0);
+    EXPECT_EQ(memcache_batch_add_lease(s, nullptr, nullptr, 0, 0, nullptr), 0);
+    EXPECT_EQ(memcache_batch_remove_lease(s, nullptr, nullptr, 0), 0);
+    EXPECT_EQ(memcache_tier_move(s, nullptr, nullptr, 0, 2, 1, 1), 0);
+
+    const uint8_t key[] = {'k', 'j'};
+    const size_t lens[] = {1, 1};
+    int32_t out[2] = {9, 9};
+    auto refused = [&](int32_t rc) {
+        bool all = rc == -3000 && out[0] == -3000 && out[1] == -3000;
+        out[0] = out[1] = 9;
+        return all;
+    };
+    EXPECT_TRUE(refused(memcache_remove(s, key, nullptr, 2, out)));  // null lengths
+    EXPECT_TRUE(refused(memcache_exist(s, nullptr, lens, 2, out)));  // null key bytes
+    const size_t huge[] = {SIZE_MAX, 2};
+    EXPECT_TRUE(refused(memcache_exist(s, key, huge, 2, out)));  // lengths overflow
+    const size_t counts[] = {1, 1};
+    EXPECT_TRUE(refused(memcache_put(s, key, lens, 2, counts, nullptr, nullptr, 2, 3, 1,
+                                     nullptr, 0, out)));
+    EXPECT_TRUE(refused(memcache_get(s, key, lens, 2, nullptr, nullptr, nullptr, 0, 2, out)));
+    EXPECT_TRUE(refused(memcache_batch_add_lease(s, key, nullptr, 2, 0, out)));
+    EXPECT_TRUE(
+        refused(memcache_batch_write_finish(s, key, lens, 2, nullptr, 2, out)));
+    int64_t gvas[2] = {9, 9};
+    EXPECT_EQ(memcache_batch_alloc(s, key, lens, 2, nullptr, 2, 1, 0, gvas), -3000);
+    EXPECT_EQ(gvas[0], -3000);
+    memcache_key_info_t info[2];
+    EXPECT_EQ(memcache_key_info(s, key, nullptr, 2, info), -3000);
+    EXPECT_EQ(info[1].status, -3000);
+    EXPECT_EQ(memcache_batch_remove_lease(s, key, nullptr, 2), -3000);
+    EXPECT_EQ(memcache_tier_move(s, nullptr, lens, 2, 1, 2, 0), -3000);
+    EXPECT_EQ(memcache_batch_copy(s, nullptr, nullptr, nullptr, 1, 3), -3000);
+    EXPECT_EQ(memcache_remove(s, key, lens, 2, nullptr), -3000);  // no room for results
+    EXPECT_EQ(memcache_tear_down(s), 0);
+    memcache_store_free(s);
+}
+
 TEST(ObjectStoreLifecycle, InPlaceCallsBeforeInit) {
     auto store = ObjectStore::CreateObjectStore();
     ASSERT_NE(store, nullptr);

@@ -1,6 +1,7 @@
 /* MemCache Hybrid C API (shared/spec/c_and_python_client_api.md, c_structs.md).
  * Every function returns 0 or a negative error code of the spec unless it says
- * otherwise; bad arguments answer -3000 and change nothing. */
+ * otherwise; bad arguments answer -3000 and change nothing. An array argument may be
+ * NULL when its count is 0; NULL with a count above 0 answers -3000. */
 #ifndef MEMCACHE_MMC_H
 #define MEMCACHE_MMC_H
 
@@ -21,9 +22,14 @@ enum { MAX_BATCH_OP_COUNT = 16384, MAX_BLOB_COPIES = 8 };
 /* Copy directions. */
 enum { SMEMB_COPY_L2G = 0, SMEMB_COPY_G2L = 1, SMEMB_COPY_G2H = 2, SMEMB_COPY_H2G = 3 };
 
-/* flags of the data calls: run in the background; the call returns a positive
- * handle for mmcc_wait instead of the result. */
+/* flags of the data calls (mmcc_put, mmcc_get, mmcc_remove, mmcc_batch_put,
+ * mmcc_batch_get): run in the background; the call returns a positive handle for
+ * mmcc_wait instead of the result (a negative code when it could not start). */
 #define MMC_FLAG_ASYNC 1u
+
+/* What mmcc_wait answers besides 0 (the call succeeded) and the error code of a call
+ * that failed, negated (3000 and above). */
+enum { MMC_WAIT_TIMEOUT = 1, MMC_WAIT_FAILED = 2 };
 
 typedef void (*mmc_log_func)(int level, const char *msg);
 
@@ -237,8 +243,17 @@ int32_t mmcc_evict_keys(const char **keys, uint32_t keys_count, uint16_t src_med
 int32_t mmcc_prefetch_keys(const char **keys, uint32_t keys_count, uint16_t src_media,
                            uint16_t dst_media, uint32_t flags);
 
-/* Waits for a call made with MMC_FLAG_ASYNC: 0 success, 1 timeout, positive: the
- * call failed with the negated error code. */
+/* Waits up to timeoutSec seconds (0 or less: only looks) for a call made with
+ * MMC_FLAG_ASYNC. Answers
+ *   0                 the call succeeded;
+ *   MMC_WAIT_TIMEOUT  it is still running: the handle stays valid, wait again;
+ *   above 2           it failed with that error code negated (3007: -3007, ...);
+ *   MMC_WAIT_FAILED   it failed with -1, the code without a number of its own;
+ *   -3015             the handle is unknown: never given, already collected, or
+ *                     dropped by mmcc_uninit.
+ * A finished call's result is answered once. A handle never waited for is freed by
+ * mmcc_uninit (and mmc_uninit), with every other result not collected: nothing
+ * outlives the client that made it, and no call needs a wait to release it. */
 int32_t mmcc_wait(int32_t waitHandle, int32_t timeoutSec);
 
 /* Logging: levels 0 DEBUG, 1 INFO, 2 WARN, 3 ERROR. Without a logger, messages go to

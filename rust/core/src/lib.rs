@@ -3,6 +3,8 @@
 //! Nothing here performs I/O: the metadata state machine, the local services, the
 //! client and the FFI layers all speak in these values.
 
+#[cfg(feature = "test_utils")]
+pub mod alloc_probe;
 mod clock;
 mod error;
 mod key;

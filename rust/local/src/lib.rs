@@ -20,4 +20,9 @@ pub use segment::{SegmentTable, ShmSegment};
 pub use service::{LocalService, LocalServiceConfig};
 pub use tcp::{TcpPeer, TcpTransport};
 pub use tier::{remote_sync, SsdTier, SyncFn, Syncer, TierLoop};
+/// The unit tests measure what inputs make this crate allocate (see `tcp`'s).
+#[cfg(test)]
+#[global_allocator]
+static ALLOC_PROBE: memcache_core::alloc_probe::AllocProbe = memcache_core::alloc_probe::AllocProbe;
+
 pub use transport::{check_part, check_room, check_whole, ShmTransport, Transport};

@@ -366,6 +366,9 @@ fn record_total(head: &[u8]) -> Option<usize> {
 /// is skipped and counted; so is anything else up to the next magic number. Bytes
 /// after the last whole record are a torn tail. A damaged record (unless erased
 /// later) hides its key's older records: their object was replaced, so they are stale.
+/// Older is before it in the file and not above its id: a record appended after it may
+/// have been given its id (ids of damaged records are not counted when the next is
+/// chosen), and is newer.
 /// Several live records of one key are all kept: the pool takes the newest it can.
 fn scan(file: &File, len: u64) -> std::io::Result<Scanned> {
     let mut w = Window {
@@ -375,7 +378,8 @@ fn scan(file: &File, len: u64) -> std::io::Result<Scanned> {
         buf: Vec::new(),
     };
     let mut index: HashMap<u64, Entry> = HashMap::new();
-    let mut damaged: Vec<(Key, u64)> = Vec::new();
+    // Key, id and place of each damaged record whose frame held.
+    let mut damaged: Vec<(Key, u64, u64)> = Vec::new();
     let mut erased: std::collections::HashSet<u64> = Default::default();
     let mut recovery = Recovery::default();
     let (mut at, mut end, mut max_id) = (0u64, 0u64, 0u64);
@@ -420,7 +424,7 @@ fn scan(file: &File, len: u64) -> std::io::Result<Scanned> {
         if !p.intact {
             recovery.damaged += 1;
             if let Some(key) = key {
-                damaged.push((key, p.id));
+                damaged.push((key, p.id, at));
             }
         } else if let Some(key) = key {
             max_id = max_id.max(p.id);
@@ -443,8 +447,8 @@ fn scan(file: &File, len: u64) -> std::io::Result<Scanned> {
         at += total;
         end = at;
     }
-    for (key, id) in damaged.iter().filter(|(_, id)| !erased.contains(id)) {
-        index.retain(|_, e| e.key != *key || e.id > *id);
+    for (key, id, place) in damaged.iter().filter(|(_, id, _)| !erased.contains(id)) {
+        index.retain(|_, e| e.key != *key || e.id > *id || e.at > *place);
     }
     recovery.torn_tail = len - end;
     recovery.objects = index.len();
@@ -605,6 +609,31 @@ mod tests {
             .filter(|i| s.get(ids[*i]).unwrap() == Some(big(*i)))
             .count();
         assert_eq!(good, 78);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_record_appended_after_a_damaged_one_of_its_key_survives_a_reopen() {
+        let d = dir("after-damage");
+        {
+            let (s, _) = SsdStore::open(&d).unwrap();
+            put(&s, &key(1), &value(1));
+        }
+        // The last record's value damaged: its frame holds, so it stays in the file,
+        // and its id is given again (only whole records count).
+        let path = d.join(FILE_NAME);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let (s, r) = SsdStore::open(&d).unwrap();
+        assert_eq!((r.objects, r.damaged), (0, 1));
+        let again = put(&s, &key(1), b"again");
+        drop(s);
+        // The damaged record hides older records of its key, not this newer one.
+        let (s, r) = SsdStore::open(&d).unwrap();
+        assert_eq!((r.objects, r.damaged), (1, 1));
+        assert_eq!(s.get(again).unwrap().unwrap(), b"again");
         std::fs::remove_dir_all(&d).unwrap();
     }
 

@@ -157,8 +157,9 @@ async fn serve_conn(mut conn: TcpStream, served: &Served) -> std::io::Result<()>
                 "segment {segment} is not served here"
             ))),
         };
-        // Inside the blob, checked above.
-        let offset = offset + at;
+        // Inside the blob, checked above; the sum is checked too, as a header without
+        // a capability may carry any offset (it is refused just below).
+        let offset = offset.saturating_add(at);
         if op == OP_WRITE {
             // SAFETY: the meta service gave this range to this writer alone.
             match seg
@@ -355,4 +356,383 @@ async fn write_all_vectored(
         IoSlice::advance_slices(&mut bufs, n);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The data plane's frames under arbitrary input: a server fed any header (with or
+    //! without a valid capability, any ranges) answers it with a status, stays in step
+    //! or hangs up, and keeps serving; a client fed any answer returns an error or the
+    //! bytes asked for. Neither allocates by the numbers a frame carries.
+
+    use std::sync::Arc;
+
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+    use crate::segment::ShmSegment;
+    use crate::ssd::{NewRecord, SsdStore};
+    use memcache_core::alloc_probe;
+
+    const SEGMENT: u64 = 7;
+    const SEGMENT_LEN: u64 = 64 << 10;
+    const SSD: u64 = 9;
+    const KEY: TagKey = [0x1234_5678, 0x9abc_def0];
+    /// No frame may make either side allocate this much: requests and answers are
+    /// fixed-size, and bytes move between the socket and memory that already exists.
+    const ALLOC_CAP: usize = 256 << 10;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        // One thread: the allocation probe watches the server and the client at once.
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// A served DRAM segment of known bytes and an SSD tier holding one record.
+    struct Server {
+        addr: SocketAddr,
+        /// The SSD record's id and bytes.
+        record: (u64, Vec<u8>),
+        _dir: TempDir,
+    }
+
+    struct TempDir(std::path::PathBuf);
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn blob(segment: u64, offset: u64, len: u64) -> Blob {
+        Blob {
+            service: 1,
+            medium: memcache_core::Medium::Dram,
+            segment,
+            offset,
+            len,
+        }
+    }
+
+    fn pattern(at: u64) -> u8 {
+        (at * 7 + 3) as u8
+    }
+
+    async fn start_server() -> Server {
+        let seg = ShmSegment::create("tcp-fuzz", SEGMENT_LEN).unwrap();
+        let all: Vec<u8> = (0..SEGMENT_LEN).map(pattern).collect();
+        seg.write_at(0, SEGMENT_LEN, &[&all]).unwrap();
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("mmc-tcp-fuzz-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let value: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+        let id = {
+            let (store, _) = SsdStore::open(&dir).unwrap();
+            let key = memcache_core::Key::new("ssd/1").unwrap();
+            let record = NewRecord {
+                key: &key,
+                expires_ms: None,
+                value: &value,
+            };
+            store.append(&[record]).unwrap()[0]
+        };
+        let tier = SsdTier::open(&dir, 1 << 20).unwrap();
+        tier.bind(SSD, &[], &[]);
+        let served = Served {
+            segments: Arc::new(RwLock::new(vec![(SEGMENT, Arc::new(seg))])),
+            tier: Some(Arc::new(tier)),
+            key: Arc::new(RwLock::new(KEY)),
+            metrics: Arc::new(LocalMetrics::new()),
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener, served));
+        Server {
+            addr,
+            record: (id, value),
+            _dir: TempDir(dir),
+        }
+    }
+
+    /// One request header, as generated: fields of any value, a capability that is
+    /// right or not.
+    #[derive(Debug, Clone)]
+    struct Header {
+        magic: u32,
+        op: u8,
+        segment: u64,
+        offset: u64,
+        blob_len: u64,
+        at: u64,
+        len: u64,
+        /// Sign the blob with the server's key (else `tag` as generated).
+        granted: bool,
+        tag: u64,
+    }
+
+    impl Header {
+        fn tag(&self) -> u64 {
+            match self.granted {
+                true => blob_tag(
+                    &KEY,
+                    self.segment,
+                    self.offset,
+                    self.blob_len,
+                    self.op == OP_WRITE,
+                ),
+                false => self.tag,
+            }
+        }
+
+        fn bytes(&self) -> [u8; REQUEST_LEN] {
+            let blob = blob(self.segment, self.offset, self.blob_len);
+            let mut h = request(self.op, &blob, self.tag(), self.at, self.len);
+            h[0..4].copy_from_slice(&self.magic.to_le_bytes());
+            h
+        }
+
+        fn well_formed(&self) -> bool {
+            let inside = self
+                .at
+                .checked_add(self.len)
+                .is_some_and(|end| end <= self.blob_len);
+            self.magic == MAGIC && (self.op == OP_WRITE || self.op == OP_READ) && inside
+        }
+
+        /// The range a granted request moves, when it lies in the DRAM segment.
+        fn in_segment(&self) -> Option<(u64, u64)> {
+            let start = self.offset.checked_add(self.at)?;
+            let end = start.checked_add(self.len)?;
+            (self.segment == SEGMENT && end <= SEGMENT_LEN).then_some((start, self.len))
+        }
+    }
+
+    /// Numbers that sit on the edges of every check, and any others.
+    fn number() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            2 => 0u64..16,
+            1 => Just(SEGMENT_LEN),
+            1 => (SEGMENT_LEN - 64)..=(SEGMENT_LEN + 64),
+            1 => Just(u64::MAX),
+            1 => (u64::MAX - 16)..=u64::MAX,
+            1 => 1u64 << 40..1u64 << 62,
+            2 => 0u64..SEGMENT_LEN,
+            1 => any::<u64>(),
+        ]
+    }
+
+    fn header() -> impl Strategy<Value = Header> {
+        (
+            prop_oneof![4 => Just(MAGIC), 1 => any::<u32>()],
+            prop_oneof![
+                Just(OP_WRITE),
+                Just(OP_READ),
+                Just(0u8),
+                Just(3),
+                any::<u8>()
+            ],
+            prop_oneof![Just(SEGMENT), Just(SSD), Just(0u64), any::<u64>()],
+            (number(), number(), number(), number()),
+            any::<bool>(),
+            any::<u64>(),
+        )
+            .prop_map(
+                |(magic, op, segment, (offset, blob_len, at, len), granted, tag)| Header {
+                    magic,
+                    op,
+                    segment,
+                    offset,
+                    blob_len,
+                    at,
+                    len,
+                    granted,
+                    tag,
+                },
+            )
+    }
+
+    fn status_and_len(a: &[u8; ANSWER_LEN]) -> (i32, u64) {
+        (
+            i32::from_le_bytes(a[0..4].try_into().unwrap()),
+            word(&a[8..16]),
+        )
+    }
+
+    /// A read of 16 known bytes of the segment over `conn`: the server is in step.
+    async fn known_read(conn: &mut TcpStream) -> std::io::Result<()> {
+        let blob = blob(SEGMENT, 4096, 16);
+        let tag = blob_tag(&KEY, SEGMENT, 4096, 16, false);
+        conn.write_all(&request(OP_READ, &blob, tag, 0, 16)).await?;
+        let mut a = [0u8; ANSWER_LEN];
+        conn.read_exact(&mut a).await?;
+        assert_eq!(status_and_len(&a), (0, 16));
+        let mut got = [0u8; 16];
+        conn.read_exact(&mut got).await?;
+        let want: Vec<u8> = (4096..4112).map(pattern).collect();
+        assert_eq!(&got[..], &want[..]);
+        Ok(())
+    }
+
+    /// Sends `h` (and, for a write the server takes, its payload) and checks the answer.
+    async fn one_request(server: &Server, h: &Header) -> Result<(), TestCaseError> {
+        let mut conn = TcpStream::connect(server.addr).await.unwrap();
+        conn.write_all(&h.bytes()).await.unwrap();
+        let ssd_read = h.segment == SSD && h.op == OP_READ;
+        let (record, value) = &server.record;
+        let served = h.well_formed()
+            && h.granted
+            && match ssd_read {
+                true => h.offset == *record && h.blob_len == value.len() as u64,
+                false => h.in_segment().is_some(),
+            };
+        if served && h.op == OP_WRITE {
+            // Back what the segment held: other cases read it.
+            let (start, len) = h.in_segment().unwrap();
+            let same: Vec<u8> = (start..start + len).map(pattern).collect();
+            conn.write_all(&same).await.unwrap();
+        }
+        let mut a = [0u8; ANSWER_LEN];
+        conn.read_exact(&mut a)
+            .await
+            .map_err(|e| TestCaseError::fail(format!("no answer to {h:?}: {e}")))?;
+        let (status, len) = status_and_len(&a);
+        if !served {
+            prop_assert!(status < 0, "{:?} answered {}", h, status);
+            prop_assert_eq!(len, 0);
+            // A stream still in step serves on; one out of step was hung up.
+            let in_step = h.well_formed() && h.op == OP_READ;
+            match known_read(&mut conn).await {
+                Ok(()) => prop_assert!(in_step, "{:?}: served on out of step", h),
+                Err(_) => prop_assert!(!in_step, "{:?}: hung up in step", h),
+            }
+            return Ok(());
+        }
+        prop_assert_eq!((status, len), (0, if h.op == OP_READ { h.len } else { 0 }));
+        if h.op == OP_READ {
+            let mut got = vec![0u8; h.len as usize];
+            conn.read_exact(&mut got).await.unwrap();
+            let want: Vec<u8> = match ssd_read {
+                true => value[h.at as usize..(h.at + h.len) as usize].to_vec(),
+                false => {
+                    let (start, len) = h.in_segment().unwrap();
+                    (start..start + len).map(pattern).collect()
+                }
+            };
+            prop_assert_eq!(got, want);
+        }
+        known_read(&mut conn).await.unwrap();
+        Ok(())
+    }
+
+    /// Runs `cases` cases of `test` against one server, all on this thread; panics with
+    /// the smallest failing input.
+    fn against_one_server<S: Strategy>(
+        cases: u32,
+        strategy: S,
+        test: impl AsyncFn(&Server, S::Value) -> Result<(), TestCaseError>,
+    ) {
+        let rt = runtime();
+        let server = rt.block_on(start_server());
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+            cases,
+            ..ProptestConfig::default()
+        });
+        let result = runner.run(&strategy, |input| {
+            rt.block_on(async {
+                alloc_probe::start();
+                test(&server, input).await?;
+                // And anyone else is still served.
+                let mut fresh = TcpStream::connect(server.addr).await.unwrap();
+                known_read(&mut fresh).await.unwrap();
+                let largest = alloc_probe::measured().largest;
+                prop_assert!(largest < ALLOC_CAP, "allocated {} bytes", largest);
+                Ok(())
+            })
+        });
+        if let Err(e) = result {
+            panic!("{e}");
+        }
+    }
+
+    #[test]
+    fn any_request_header_is_answered_and_the_server_serves_on() {
+        against_one_server(400, vec(header(), 1..6), async |server, headers| {
+            for h in &headers {
+                one_request(server, h).await?;
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn garbage_bytes_are_refused_and_the_server_serves_on() {
+        against_one_server(256, vec(any::<u8>(), 1..200), async |server, garbage| {
+            let mut conn = TcpStream::connect(server.addr).await.unwrap();
+            let _ = conn.write_all(&garbage).await;
+            let _ = conn.shutdown().await;
+            let mut answers = Vec::new();
+            let _ = conn.read_to_end(&mut answers).await;
+            prop_assert_eq!(answers.len() % ANSWER_LEN, 0);
+            Ok(())
+        });
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// A client fed any answer (status, length, then some bytes or none) returns
+        /// an error, or the bytes asked for when the answer is right.
+        #[test]
+        fn any_answer_is_an_error_or_the_bytes_asked_for(
+            status in prop_oneof![Just(0i32), Just(-3000), any::<i32>()],
+            len in prop_oneof![Just(64u64), 0u64..128, Just(u64::MAX), any::<u64>()],
+            body in vec(any::<u8>(), 0..100),
+            write in any::<bool>(),
+        ) {
+            let rt = runtime();
+            rt.block_on(async {
+                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addr = listener.local_addr().unwrap();
+                let reply = [&answer(status, len)[..], &body].concat();
+                let fake = tokio::spawn(async move {
+                    let (mut conn, _) = listener.accept().await.unwrap();
+                    let mut request = [0u8; REQUEST_LEN];
+                    conn.read_exact(&mut request).await.unwrap();
+                    if request[4] == OP_WRITE {
+                        let mut payload = [0u8; 64];
+                        conn.read_exact(&mut payload).await.unwrap();
+                    }
+                    let _ = conn.write_all(&reply).await;
+                });
+                alloc_probe::start();
+                let pool = TcpTransport::default();
+                let blob = blob(SEGMENT, 0, 64);
+                let r = if write {
+                    pool.write(addr, &blob, 1, &[&[5u8; 64]]).await
+                } else {
+                    let mut out = [0u8; 64];
+                    let r = pool.read(addr, &blob, 1, &mut [&mut out[..]]).await;
+                    if r.is_ok() {
+                        prop_assert_eq!(&out[..], &body[..64]);
+                    }
+                    r
+                };
+                fake.await.unwrap();
+                let largest = alloc_probe::measured().largest;
+                prop_assert!(largest < ALLOC_CAP, "allocated {} bytes", largest);
+                let right = status == 0 && (write || (len == 64 && body.len() >= 64));
+                prop_assert_eq!(r.is_ok(), right, "{:?}", r);
+                if let Err(e) = r {
+                    prop_assert!(e.code() < 0);
+                }
+                Ok(())
+            })?;
+        }
+    }
 }

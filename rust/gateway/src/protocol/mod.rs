@@ -16,6 +16,8 @@
 mod args;
 mod error;
 mod meta;
+#[cfg(test)]
+mod proptests;
 mod request;
 mod response;
 #[cfg(test)]
@@ -101,7 +103,11 @@ fn next_line<'a>(buf: &'a [u8], limits: &Limits) -> Result<Option<(&'a [u8], usi
 fn line_limit(buf: &[u8], limits: &Limits) -> usize {
     let start = buf.iter().position(|&b| b != b' ').unwrap_or(buf.len());
     let head = &buf[start..];
-    if head.starts_with(b"get ") || head.starts_with(b"gets ") {
+    // A line whose first word has not all arrived (leading spaces, "g", "ge", ...) may
+    // still be a get: it keeps the get's limit until it shows otherwise, so the answer
+    // never depends on where the stream was split.
+    let may_be = |cmd: &[u8]| head.starts_with(cmd) || cmd.starts_with(head);
+    if may_be(b"get ") || may_be(b"gets ") {
         limits.max_line_len.max(limits.max_item_size)
     } else {
         limits.max_line_len

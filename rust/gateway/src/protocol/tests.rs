@@ -39,24 +39,24 @@ pub(super) fn rejected(input: &str) -> Vec<Result<Request, ErrorReply>> {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-enum Event {
+pub(super) enum Event {
     Request(Request),
     Reply { reply: ErrorReply, noreply: bool },
     Closed,
 }
 
 /// What the server will do with a connection: buffer, parse, drop what errors skip.
-struct Conn {
+pub(super) struct Conn {
     limits: Limits,
     buf: Vec<u8>,
     /// Bytes still to drop for an error whose skip ran past the buffer.
     skip: usize,
     closed: bool,
-    events: Vec<Event>,
+    pub(super) events: Vec<Event>,
 }
 
 impl Conn {
-    fn new(limits: Limits) -> Self {
+    pub(super) fn new(limits: Limits) -> Self {
         Conn {
             limits,
             buf: Vec::new(),
@@ -66,7 +66,12 @@ impl Conn {
         }
     }
 
-    fn feed(&mut self, bytes: &[u8]) {
+    /// Whether the next byte starts a request: nothing buffered or still to drop.
+    pub(super) fn in_step(&self) -> bool {
+        self.buf.is_empty() && self.skip == 0 && !self.closed
+    }
+
+    pub(super) fn feed(&mut self, bytes: &[u8]) {
         if self.closed {
             return;
         }
@@ -101,7 +106,7 @@ impl Conn {
         }
     }
 
-    fn run(limits: Limits, chunks: impl IntoIterator<Item = Vec<u8>>) -> Vec<Event> {
+    pub(super) fn run(limits: Limits, chunks: impl IntoIterator<Item = Vec<u8>>) -> Vec<Event> {
         let mut conn = Conn::new(limits);
         for chunk in chunks {
             conn.feed(&chunk);
@@ -110,7 +115,7 @@ impl Conn {
     }
 }
 
-fn small_limits() -> Limits {
+pub(super) fn small_limits() -> Limits {
     Limits {
         max_key_len: 250,
         max_item_size: 16,
