@@ -137,7 +137,12 @@ impl RunningLocalService {
         exposed.install(registered);
         reg.requested = Some(id);
         let every = Duration::from_millis(config.heartbeat_interval_ms.max(1));
-        let heartbeat = runtime.spawn(beat(link.clone(), reg, exposed, every));
+        // A heartbeat waits two intervals at most, far below the meta service's timeout:
+        // one that hangs on a leader cut off from its group must give up in time to
+        // reach the new leader before it declares this service dead.
+        let patience = (every * 2).clamp(Duration::from_millis(200), timeout);
+        let beats = MetaLink::new(meta.to_vec(), patience);
+        let heartbeat = runtime.spawn(beat(beats, link.clone(), reg, exposed, every));
         let ssd = tier.map(|tier| {
             let sync = remote_sync(link.clone(), id);
             let syncer = Syncer::new(tier, sync, segments.clone(), metrics);
@@ -259,12 +264,19 @@ impl Exposed {
     }
 }
 
-async fn beat(link: Arc<MetaLink>, reg: Registration, exposed: Arc<Exposed>, every: Duration) {
+async fn beat(
+    beats: MetaLink,
+    link: Arc<MetaLink>,
+    reg: Registration,
+    exposed: Arc<Exposed>,
+    every: Duration,
+) {
     let id = reg.requested.expect("registered before heartbeating");
     let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let beat = link
+        let beat = beats
             .call(|rpc, ctx| async move { rpc.heartbeat(ctx, id).await })
             .await;
         match beat.and_then(|r| r) {

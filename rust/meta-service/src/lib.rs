@@ -16,7 +16,6 @@ use openraft::{BasicNode, Raft, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use tarpc::server::incoming::Incoming;
 use tarpc::server::BaseChannel;
-use tarpc::tokio_serde::formats::Bincode;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -342,9 +341,10 @@ impl MetaService {
             })?,
             None => memcache_raft::in_memory(config.meta.eviction_policy),
         };
-        let mut incoming = tarpc::serde_transport::tcp::listen(addr, Bincode::default)
-            .await
-            .map_err(|e| Error::Failed(format!("listening on {addr}: {e}")))?;
+        let mut incoming =
+            tarpc::serde_transport::tcp::listen(addr, memcache_proto::Codec::default)
+                .await
+                .map_err(|e| Error::Failed(format!("listening on {addr}: {e}")))?;
         incoming.config_mut().max_frame_length(MAX_FRAME);
         let addr = incoming.local_addr();
         members.entry(config.id).or_insert(addr);

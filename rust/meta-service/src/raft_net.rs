@@ -19,7 +19,6 @@ use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tarpc::context::Context;
-use tarpc::tokio_serde::formats::Bincode;
 
 use memcache_core::{Error, Result};
 use memcache_proto::{MetaRpcClient, RaftBytes, MAX_FRAME};
@@ -85,7 +84,8 @@ impl Peer {
             .addr
             .parse()
             .map_err(|e: std::net::AddrParseError| RPCError::Unreachable(Unreachable::new(&e)))?;
-        let mut connect = tarpc::serde_transport::tcp::connect(addr, Bincode::default);
+        let mut connect =
+            tarpc::serde_transport::tcp::connect(addr, memcache_proto::Codec::default);
         connect.config_mut().max_frame_length(MAX_FRAME);
         let transport = connect
             .await

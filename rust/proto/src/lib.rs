@@ -6,14 +6,15 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tarpc::tokio_serde::formats::Bincode;
 
 use memcache_core::Medium;
 use memcache_core::{Error, Key, KeyInfo, LocalServiceId, ReplicateConfig, Result, SegmentId};
 
+mod codec;
 mod raft;
 mod types;
 
+pub use codec::Codec;
 pub use raft::RaftBytes;
 pub use tarpc;
 pub use types::{
@@ -230,7 +231,7 @@ pub fn parse_discovery(url: &str) -> Result<Vec<SocketAddr>> {
 
 /// Connects to a meta service within `timeout`.
 pub async fn connect_meta(addr: SocketAddr, timeout: Duration) -> Result<MetaRpcClient> {
-    let mut connect = tarpc::serde_transport::tcp::connect(addr, Bincode::default);
+    let mut connect = tarpc::serde_transport::tcp::connect(addr, Codec::default);
     connect.config_mut().max_frame_length(MAX_FRAME);
     let transport = tokio::time::timeout(timeout, connect)
         .await
@@ -335,9 +336,10 @@ impl MetaLink {
 
     /// Runs one call with the configured deadline, following redirects and waiting
     /// out elections within it (a redirected call was not served, so repeating it is
-    /// safe). A call that fails for any other reason but its deadline drops the
-    /// connection, so the next one reconnects; the failed call itself is not repeated
-    /// (it may have taken effect).
+    /// safe). A call that fails, its deadline passing included, drops the connection,
+    /// so the next one reconnects, beginning with the next address: a leader cut off
+    /// from its group holds a connection open but answers nothing. The failed call
+    /// itself is not repeated (it may have taken effect).
     pub async fn call<T, F, Fut>(&self, f: F) -> Result<T>
     where
         F: Fn(MetaRpcClient, tarpc::context::Context) -> Fut,
@@ -369,9 +371,7 @@ impl MetaLink {
                     }
                 }
                 Err(e) => {
-                    if !matches!(e, tarpc::client::RpcError::DeadlineExceeded) {
-                        self.forget(1).await;
-                    }
+                    self.forget(1).await;
                     return Err(rpc_error(e));
                 }
             }
