@@ -95,8 +95,9 @@ pub fn evictions(
 
 /// Acknowledged writes the final audit did not find although nothing can explain their
 /// absence: no remove (of any client, the pool's possible evictions included) began
-/// before the audit and did not end before the put began. One line per loss.
-pub fn lost_writes(events: &[Event], audit_client: usize, audit_from: u64) -> Vec<String> {
+/// before the audit and did not end before the put began. Per loss: the key, when its
+/// put began, and a line that says what happened.
+pub fn lost_writes(events: &[Event], audit_client: usize, audit_from: u64) -> Vec<Lost> {
     let mut by_key: HashMap<&[u8], Vec<&Event>> = HashMap::new();
     for e in events {
         by_key.entry(&e.key).or_default().push(e);
@@ -126,14 +127,24 @@ pub fn lost_writes(events: &[Event], audit_client: usize, audit_from: u64) -> Ve
                 && (e.ret == Ret::Unknown || e.returned > put.invoked)
         });
         if !removed {
-            lost.push(format!(
-                "{}: {put} acknowledged; the audit {audit}",
-                String::from_utf8_lossy(key)
-            ));
+            lost.push(Lost {
+                key: key.to_vec(),
+                put_at: put.invoked,
+                line: format!(
+                    "{}: {put} acknowledged; the audit {audit}",
+                    String::from_utf8_lossy(key)
+                ),
+            });
         }
     }
-    lost.sort();
+    lost.sort_by_key(|l| l.put_at);
     lost
+}
+
+pub struct Lost {
+    pub key: Vec<u8>,
+    pub put_at: u64,
+    pub line: String,
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ mod net;
 mod pool;
 mod workload;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -255,15 +255,18 @@ fn chaos_on_hosts_of_their_own() {
 
     std::thread::sleep(Duration::from_secs(1));
     shared.stop.store(true, Ordering::Relaxed);
+    if !failures.is_empty() {
+        // The pool may serve no more: neither wait for the clients nor read it back.
+        return finish(&log, &dir.0, seed, &records, failures);
+    }
     for w in workers {
         if w.join().is_err() {
             failures.push("a workload client panicked (see above)".into());
         }
     }
-    if failures.is_empty() {
-        if let Err(e) = nemesis.pool.converge(Duration::from_secs(20)) {
-            failures.push(format!("the group did not converge at the end: {e:?}"));
-        }
+    if let Err(e) = nemesis.pool.converge(Duration::from_secs(20)) {
+        failures.push(format!("the group did not converge at the end: {e:?}"));
+        return finish(&log, &dir.0, seed, &records, failures);
     }
     let audit_from = shared.history.now();
     let audited = workload::audit(&mut nemesis.probe);
@@ -307,15 +310,13 @@ fn chaos_on_hosts_of_their_own() {
     }
     events.extend(possible);
     let lost = audit::lost_writes(&events, WORKERS, audit_from);
-    if !lost.is_empty() {
+    if let Some(first) = lost.first() {
+        let lines: Vec<&str> = lost.iter().take(20).map(|l| l.line.as_str()).collect();
         failures.push(format!(
-            "{} acknowledged writes lost:\n  {}",
+            "{} acknowledged writes lost (the first 20, oldest put first):\n  {}\n{}",
             lost.len(),
-            lost.iter()
-                .take(20)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join("\n  ")
+            lines.join("\n  "),
+            excerpt(&events, &first.key, &[first.put_at])
         ));
     }
     let checked = Instant::now();
@@ -394,9 +395,13 @@ fn chaos_on_hosts_of_their_own() {
         None => failures.push("no leader at the end".into()),
     }
 
-    // ---- the summary ----
+    finish(&log, &dir.0, seed, &records, failures);
+}
+
+/// Logs the summary, keeps a copy of the log, and fails with `failures` (if any).
+fn finish(log: &Log, dir: &Path, seed: u64, records: &[Record], mut failures: Vec<String>) {
     let mut summary = String::from("faults, in order:");
-    for r in &records {
+    for r in records {
         summary += &format!(
             "\n  {:>2}. +{:>7.3}s {:<26} {:<34} held {}, served again after {}, converged after {}",
             r.n,
@@ -418,8 +423,18 @@ fn chaos_on_hosts_of_their_own() {
         );
     }
     log.say(summary);
+    if !failures.is_empty() {
+        let panics = pool::panics(dir);
+        if !panics.is_empty() && !failures.iter().any(|f| f.contains("panicked at")) {
+            failures.push(format!(
+                "panics in the processes' logs:\n  {}",
+                panics.join("\n  ")
+            ));
+        }
+        log.say(format!("FAILED:\n{}", failures.join("\n")));
+    }
     let _ = std::fs::copy(
-        dir.0.join("chaos.log"),
+        dir.join("chaos.log"),
         PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("chaos-last.log"),
     );
     if !failures.is_empty() {

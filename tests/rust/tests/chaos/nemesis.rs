@@ -22,6 +22,18 @@ const TRUNCATE_TAIL: u64 = 64 << 10;
 pub const RECOVERY_BOUND: Duration = Duration::from_secs(2);
 /// The meta nodes' election timeout is 150 ms, randomised up to 300 ms.
 const ELECTION_TIMEOUT_MAX: Duration = Duration::from_millis(300);
+/// How long partitions last, ms (a range to draw from).
+const PARTITION_MS: (u64, u64) = (1500, 4000);
+/// The leader is cut off for longer than the meta nodes' heartbeat timeout (3 s): the
+/// local services must find the new leader before it declares them dead.
+const ISOLATE_LEADER_MS: (u64, u64) = (4000, 5000);
+/// A paused node stays stopped for a few election timeouts, ms.
+const PAUSE_MS: (u64, u64) = (
+    3 * ELECTION_TIMEOUT_MAX.as_millis() as u64,
+    3 * ELECTION_TIMEOUT_MAX.as_millis() as u64 + 1000,
+);
+const DOWN_MS: (u64, u64) = (500, 1500);
+const DISK_FULL_MS: (u64, u64) = (1500, 2500);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
@@ -153,7 +165,7 @@ impl<'a> Nemesis<'a> {
         from[self.rng.below(from.len() as u64) as usize]
     }
 
-    fn hold(&mut self, lo_ms: u64, hi_ms: u64) -> Duration {
+    fn hold(&mut self, (lo_ms, hi_ms): (u64, u64)) -> Duration {
         let d = Duration::from_millis(lo_ms + self.rng.below(hi_ms - lo_ms + 1));
         std::thread::sleep(d);
         d
@@ -205,7 +217,7 @@ impl<'a> Nemesis<'a> {
                     fault.name()
                 ));
                 self.net.cut(&side, &rest);
-                let held = self.hold(1500, 3000);
+                let held = self.hold(PARTITION_MS);
                 self.net.heal();
                 (what, held, None)
             }
@@ -216,7 +228,7 @@ impl<'a> Nemesis<'a> {
                     fault.name()
                 ));
                 self.net.isolate(host);
-                let held = self.hold(1500, 3000);
+                let held = self.hold(ISOLATE_LEADER_MS);
                 self.net.heal();
                 (format!("meta {leader} (the leader)"), held, None)
             }
@@ -228,7 +240,7 @@ impl<'a> Nemesis<'a> {
                 ));
                 let clients = self.client_hosts.clone();
                 self.net.cut(&[host], &clients);
-                let held = self.hold(1500, 3000);
+                let held = self.hold(PARTITION_MS);
                 self.net.heal();
                 (format!("clients / meta {leader} (the leader)"), held, None)
             }
@@ -239,8 +251,7 @@ impl<'a> Nemesis<'a> {
                     fault.name()
                 ));
                 self.pool.signal(id, "STOP");
-                let past = 3 * ELECTION_TIMEOUT_MAX.as_millis() as u64;
-                let held = self.hold(past, past + 1000);
+                let held = self.hold(PAUSE_MS);
                 self.pool.signal(id, "CONT");
                 (format!("meta {id} ({role})"), held, None)
             }
@@ -251,7 +262,7 @@ impl<'a> Nemesis<'a> {
                     fault.name()
                 ));
                 self.pool.kill_meta(id);
-                let held = self.hold(500, 1500);
+                let held = self.hold(DOWN_MS);
                 self.pool.start_meta(self.net, id)?;
                 (format!("meta {id} ({role})"), held, None)
             }
@@ -264,7 +275,7 @@ impl<'a> Nemesis<'a> {
                     fault.name(),
                     filled >> 20
                 ));
-                let held = self.hold(1500, 2500);
+                let held = self.hold(DISK_FULL_MS);
                 std::fs::remove_file(dir.join("fill")).map_err(|e| e.to_string())?;
                 (format!("meta {id} ({role})"), held, Some(id))
             }
@@ -362,6 +373,14 @@ impl<'a> Nemesis<'a> {
                     return Err(format!("the group did not converge: {roles}"))
                 }
             };
+            // A node that panicked is not helped by restarting another one.
+            let panics = crate::pool::panics(&self.pool.dir);
+            if !panics.is_empty() {
+                return Err(format!(
+                    "the group did not converge: a meta node panicked:\n  {}",
+                    panics.join("\n  ")
+                ));
+            }
             let log = self.pool.meta(id).log();
             let last = std::fs::read_to_string(&log)
                 .unwrap_or_default()

@@ -90,6 +90,32 @@ fn start(mut cmd: Command, log: &Path, n: usize, keep_stdout: bool) -> Result<St
     })
 }
 
+/// What panicked in the meta nodes' logs under `dir`: one line per panic.
+pub fn panics(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    let mut logs: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    logs.sort();
+    for log in logs {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let mut lines = text.lines();
+        while let Some(line) = lines.next() {
+            if line.contains("panicked at") {
+                let why = lines.next().unwrap_or("");
+                let name = log.file_name().unwrap_or_default().to_string_lossy();
+                out.push(format!("{name}: {} {why}", line.trim()));
+            }
+        }
+    }
+    out
+}
+
 /// The last lines of a log, to quote in a failure.
 pub fn tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
@@ -163,7 +189,7 @@ impl Client {
             .and_then(|()| self.stdin.flush())
             .unwrap_or_else(|e| panic!("client {} is gone ({e})\n{}", self.name, tail(&self.log)));
         // A call ends within the client's deadlines; far longer means it hangs.
-        match self.answers.recv_timeout(Duration::from_secs(120)) {
+        match self.answers.recv_timeout(Duration::from_secs(60)) {
             Ok(line) => line.split_whitespace().map(str::to_string).collect(),
             Err(e) => panic!(
                 "client {} gave no answer to {:.80}… ({e:?})\n{}",
