@@ -93,48 +93,47 @@ pub fn evictions(
     out
 }
 
-/// Acknowledged writes the final audit did not find although nothing can explain their
-/// absence: no remove (of any client, the pool's possible evictions included) began
-/// before the audit and did not end before the put began. Per loss: the key, when its
-/// put began, and a line that says what happened.
-pub fn lost_writes(events: &[Event], audit_client: usize, audit_from: u64) -> Vec<Lost> {
+/// Acknowledged writes that a later read (a get or an exists, the final audit's
+/// included) did not find although nothing explains their absence: no remove (of a
+/// client, or the pool's possible eviction) that could have taken effect between the
+/// put and the read. Per key, the first such read.
+pub fn lost_writes(events: &[Event]) -> Vec<Lost> {
     let mut by_key: HashMap<&[u8], Vec<&Event>> = HashMap::new();
     for e in events {
         by_key.entry(&e.key).or_default().push(e);
     }
     let mut lost = Vec::new();
     for (key, evs) in by_key {
-        let Some(audit) = evs
+        let mut reads: Vec<&&Event> = evs
             .iter()
-            .find(|e| e.client == audit_client && e.invoked >= audit_from && e.op == Op::Get)
-        else {
-            continue;
-        };
-        if audit.ret != Ret::NotFound {
-            continue;
-        }
-        let acked = evs
-            .iter()
-            .filter(|e| {
-                matches!(e.op, Op::Put(_)) && e.ret == Ret::Ok && e.returned < audit.invoked
-            })
-            .max_by_key(|e| e.returned);
-        let Some(put) = acked else { continue };
-        let removed = evs.iter().any(|e| {
-            e.op == Op::Remove
-                && matches!(e.ret, Ret::Ok | Ret::Unknown)
-                && e.invoked < audit.invoked
-                && (e.ret == Ret::Unknown || e.returned > put.invoked)
-        });
-        if !removed {
-            lost.push(Lost {
-                key: key.to_vec(),
-                put_at: put.invoked,
-                line: format!(
-                    "{}: {put} acknowledged; the audit {audit}",
-                    String::from_utf8_lossy(key)
-                ),
+            .filter(|e| matches!(e.op, Op::Get | Op::Exists) && e.ret == Ret::NotFound)
+            .collect();
+        reads.sort_by_key(|e| e.invoked);
+        for read in reads {
+            let acked = evs
+                .iter()
+                .filter(|e| {
+                    matches!(e.op, Op::Put(_)) && e.ret == Ret::Ok && e.returned < read.invoked
+                })
+                .max_by_key(|e| e.returned);
+            let Some(put) = acked else { continue };
+            let removed = evs.iter().any(|e| {
+                e.op == Op::Remove
+                    && matches!(e.ret, Ret::Ok | Ret::Unknown)
+                    && e.invoked < read.returned
+                    && (e.ret == Ret::Unknown || e.returned > put.invoked)
             });
+            if !removed {
+                lost.push(Lost {
+                    key: key.to_vec(),
+                    put_at: put.invoked,
+                    line: format!(
+                        "{}: {put} acknowledged, then {read}",
+                        String::from_utf8_lossy(key)
+                    ),
+                });
+                break;
+            }
         }
     }
     lost.sort_by_key(|l| l.put_at);
@@ -179,5 +178,32 @@ mod tests {
         assert!(ev
             .iter()
             .all(|e| e.client == EVICTOR && e.ret == Ret::Unknown));
+    }
+
+    #[test]
+    fn a_read_that_misses_an_acknowledged_put_is_a_loss_unless_a_remove_explains_it() {
+        let read =
+            |key: &str, op, inv| Event::new(1, key.as_bytes(), op, Ret::NotFound, inv, inv + 5);
+        let remove =
+            |key: &str, ret, inv, end| Event::new(2, key.as_bytes(), Op::Remove, ret, inv, end);
+        let events = vec![
+            put("lost", 1, 0, Ret::Ok, 10),
+            read("lost", Op::Get, 5), // before the put was acknowledged: fine
+            read("lost", Op::Exists, 20),
+            put("removed", 2, 0, Ret::Ok, 10),
+            remove("removed", Ret::Ok, 12, 14),
+            read("removed", Op::Get, 20),
+            put("maybe", 3, 0, Ret::Ok, 10),
+            remove("maybe", Ret::Unknown, 1, 0),
+            read("maybe", Op::Get, 20),
+            put("again", 4, 30, Ret::Ok, 40),
+            remove("again", Ret::Ok, 12, 14), // before this put
+            read("again", Op::Get, 50),
+        ];
+        let lost: Vec<String> = lost_writes(&events)
+            .into_iter()
+            .map(|l| String::from_utf8(l.key).unwrap())
+            .collect();
+        assert_eq!(lost, ["lost", "again"]);
     }
 }

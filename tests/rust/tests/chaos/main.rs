@@ -268,7 +268,6 @@ fn chaos_on_hosts_of_their_own() {
         failures.push(format!("the group did not converge at the end: {e:?}"));
         return finish(&log, &dir.0, seed, &records, failures);
     }
-    let audit_from = shared.history.now();
     let audited = workload::audit(&mut nemesis.probe);
     log.say(format!("audit: read all {audited} keys ever written"));
     let leader = nemesis.pool.leader();
@@ -309,7 +308,7 @@ fn chaos_on_hosts_of_their_own() {
         ));
     }
     events.extend(possible);
-    let lost = audit::lost_writes(&events, WORKERS, audit_from);
+    let lost = audit::lost_writes(&events);
     if let Some(first) = lost.first() {
         let lines: Vec<&str> = lost.iter().take(20).map(|l| l.line.as_str()).collect();
         failures.push(format!(

@@ -88,10 +88,17 @@ impl Log {
         self.start.elapsed()
     }
 
+    /// Each line starts with the time since the start and the UTC time of day (as the
+    /// processes' logs have it).
     pub fn say(&self, msg: impl AsRef<str>) {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() % 86_400_000);
+        let (h, m, s) = (ms / 3_600_000, ms / 60_000 % 60, ms % 60_000);
         let line = format!(
-            "[chaos +{:7.3}s] {}",
+            "[chaos +{:7.3}s {h:02}:{m:02}:{:06.3}] {}",
             self.start.elapsed().as_secs_f64(),
+            s as f64 / 1000.0,
             msg.as_ref()
         );
         eprintln!("{line}");
@@ -156,8 +163,8 @@ impl<'a> Nemesis<'a> {
         }
     }
 
-    /// The probe until it succeeds, measured.
-    pub fn until_served(&mut self) -> Result<Duration, String> {
+    /// The probe until it succeeds, measured, with what the failed attempts answered.
+    pub fn until_served(&mut self) -> Result<(Duration, Vec<String>), String> {
         until_served(&mut self.probe, &mut self.probes, Duration::from_secs(30))
     }
 
@@ -311,9 +318,14 @@ impl<'a> Nemesis<'a> {
             fault.name(),
             secs(held)
         ));
-        let recovery = self.until_served()?;
+        let (recovery, failed) = self.until_served()?;
+        let attempts = if failed.is_empty() {
+            String::new()
+        } else {
+            format!(" (failed probes: {})", failed.join("; "))
+        };
         self.log.say(format!(
-            "fault {n} {}: the pool served again {} after the heal",
+            "fault {n} {}: the pool served again {} after the heal{attempts}",
             fault.name(),
             secs(recovery)
         ));

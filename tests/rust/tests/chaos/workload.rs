@@ -95,6 +95,8 @@ pub struct Caller {
     pub client: Client,
     shared: Arc<Shared>,
     next_id: u64,
+    /// The words of the last answer, as the client process gave them.
+    last_answer: Vec<String>,
 }
 
 impl Caller {
@@ -104,6 +106,7 @@ impl Caller {
             client,
             shared,
             next_id: 0,
+            last_answer: Vec::new(),
         }
     }
 
@@ -126,6 +129,7 @@ impl Caller {
         for (p, r) in pending.into_iter().zip(&rets) {
             h.end(p, *r);
         }
+        self.last_answer = answer;
         if rets.iter().all(|r| *r != Ret::Unknown) {
             let now = h.now();
             Shared::lock(&self.shared.served)[self.c].push(now);
@@ -259,15 +263,27 @@ pub fn run(mut me: Caller, clients: usize, seed: u64) {
 }
 
 /// The nemesis's check that the pool serves: a put of a fresh key and a get of it,
-/// both answered correctly. Recorded like any other call.
-pub fn probe(me: &mut Caller, n: u64) -> bool {
+/// both answered correctly. Recorded like any other call. Err says what went wrong.
+pub fn probe(me: &mut Caller, n: u64) -> Result<(), String> {
     let key = format!("probe/{n}");
     Shared::lock(&me.shared.keys).push(key.clone());
+    let started = Instant::now();
     let put = me.put(std::slice::from_ref(&key), &[PROBE_BYTES]);
-    let (Ret::Ok, id) = put[0] else {
-        return false;
+    let took = |what: &str, me: &Caller| {
+        let answer = me.last_answer.join(" ");
+        format!(
+            "{what} answered {answer} in {:.3} s",
+            started.elapsed().as_secs_f64()
+        )
     };
-    me.read("get", &[key]) == [Ret::Value(id)]
+    let (Ret::Ok, id) = put[0] else {
+        return Err(took("put", me));
+    };
+    if me.read("get", &[key]) == [Ret::Value(id)] {
+        Ok(())
+    } else {
+        Err(took("get", me))
+    }
 }
 
 /// The end: every key ever written, read once more (in batches), recorded.
@@ -279,16 +295,27 @@ pub fn audit(me: &mut Caller) -> usize {
     keys.len()
 }
 
-/// Waits until the probe succeeds; how long it took. Err after `give_up`.
-pub fn until_served(me: &mut Caller, n: &mut u64, give_up: Duration) -> Result<Duration, String> {
+/// Waits until the probe succeeds: how long it took, and what the failed attempts
+/// (up to 10) answered. Err after `give_up`.
+pub fn until_served(
+    me: &mut Caller,
+    n: &mut u64,
+    give_up: Duration,
+) -> Result<(Duration, Vec<String>), String> {
     let start = Instant::now();
+    let mut failed = Vec::new();
     loop {
         *n += 1;
-        if probe(me, *n) {
-            return Ok(start.elapsed());
+        match probe(me, *n) {
+            Ok(()) => return Ok((start.elapsed(), failed)),
+            Err(e) if failed.len() < 10 => failed.push(e),
+            Err(_) => {}
         }
         if start.elapsed() > give_up {
-            return Err(format!("the pool did not serve within {give_up:?}"));
+            return Err(format!(
+                "the pool did not serve within {give_up:?}: {}",
+                failed.join("; ")
+            ));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
