@@ -9,8 +9,9 @@
 //!
 //! Needs root (namespaces, veth pairs, a bridge, tmpfs mounts) and iproute2; without
 //! them it fails, unless `MMC_CHAOS=skip`. `MMC_CHAOS_SECONDS` (default 30) is how long
-//! the nemesis runs, at least one round of every fault; `MMC_CHAOS_SEED` repeats a run's
-//! choices. The log (`--nocapture`) says which faults ran, when, and how the pool took
+//! the nemesis runs, at least one round of every fault; `MMC_CHAOS_FAULTS` (names
+//! separated by commas, e.g. `pause-node,truncate-log`) runs only those, in that order;
+//! `MMC_CHAOS_SEED` repeats a run's choices. The log (`--nocapture`) says which faults ran, when, and how the pool took
 //! them; it is also written to `chaos.log` in the run's directory (kept when the test
 //! fails) and copied to `target/tmp/chaos-last.log`.
 
@@ -31,7 +32,7 @@ use std::time::{Duration, Instant};
 use memcache_tests::linearizability::{check, Event, Ret, ViolationKind};
 
 use common::procs::{http_get, mmc_bin, stats};
-use nemesis::{Log, Nemesis, Record, ORDER, RECOVERY_BOUND};
+use nemesis::{Fault, Log, Nemesis, Record, ORDER, RECOVERY_BOUND};
 use net::Net;
 use pool::Pool;
 use workload::{Caller, Shared};
@@ -132,6 +133,18 @@ fn chaos_on_hosts_of_their_own() {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64)
     });
+    let faults: Vec<Fault> = match std::env::var("MMC_CHAOS_FAULTS") {
+        Ok(list) => list
+            .split(',')
+            .map(|name| {
+                Fault::named(name.trim()).unwrap_or_else(|| {
+                    let names: Vec<&str> = ORDER.iter().map(|f| f.name()).collect();
+                    panic!("MMC_CHAOS_FAULTS: no fault {name:?}; there are {names:?}")
+                })
+            })
+            .collect(),
+        Err(_) => ORDER.to_vec(),
+    };
     let mut net = match Net::new(&HOSTS) {
         Ok(n) => n,
         Err(e) => return unable(e),
@@ -141,7 +154,8 @@ fn chaos_on_hosts_of_their_own() {
     std::fs::create_dir_all(&dir.0).expect("run directory");
     let log = Log::new(&dir.0.join("chaos.log"));
     log.say(format!(
-        "seed {seed} (MMC_CHAOS_SEED), nemesis for {seconds} s (MMC_CHAOS_SECONDS); hosts {} on a bridge with the test at {}; run directory {}",
+        "seed {seed} (MMC_CHAOS_SEED), nemesis for {seconds} s (MMC_CHAOS_SECONDS), faults {} (MMC_CHAOS_FAULTS); hosts {} on a bridge with the test at {}; run directory {}",
+        faults.iter().map(|f| f.name()).collect::<Vec<_>>().join(","),
         net.hosts
             .iter()
             .map(|h| format!("{}={}", h.name, h.ip))
@@ -234,8 +248,8 @@ fn chaos_on_hosts_of_their_own() {
     let started = Instant::now();
     let mut records: Vec<Record> = Vec::new();
     let mut failures: Vec<String> = Vec::new();
-    for (n, fault) in ORDER.iter().cycle().enumerate() {
-        if n >= ORDER.len() && started.elapsed() >= Duration::from_secs(seconds) {
+    for (n, fault) in faults.iter().cycle().enumerate() {
+        if n >= faults.len() && started.elapsed() >= Duration::from_secs(seconds) {
             break;
         }
         match nemesis.run(n + 1, *fault) {

@@ -57,6 +57,10 @@ pub const ORDER: [Fault; 7] = [
 ];
 
 impl Fault {
+    pub fn named(name: &str) -> Option<Fault> {
+        ORDER.into_iter().find(|f| f.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Fault::PartitionMinority => "partition-minority",
@@ -135,6 +139,8 @@ pub struct Nemesis<'a> {
     /// Hosts of the clients (the probe's included).
     pub client_hosts: Vec<usize>,
     probes: u64,
+    /// The fault that last filled each meta node's disk (its log may show it).
+    filled: std::collections::HashMap<u64, usize>,
 }
 
 fn secs(d: Duration) -> String {
@@ -160,6 +166,7 @@ impl<'a> Nemesis<'a> {
             log,
             client_hosts,
             probes: 0,
+            filled: Default::default(),
         }
     }
 
@@ -270,13 +277,20 @@ impl<'a> Nemesis<'a> {
                 ));
                 self.pool.kill_meta(id);
                 let held = self.hold(DOWN_MS);
-                self.pool.start_meta(self.net, id)?;
+                self.pool.start_meta(self.net, id).map_err(|e| {
+                    let filled = match self.filled.get(&id) {
+                        Some(f) => format!(" (its disk was filled in fault {f})"),
+                        None => String::new(),
+                    };
+                    format!("meta {id} did not start again on its own data directory{filled}: {e}")
+                })?;
                 (format!("meta {id} ({role})"), held, None)
             }
             Fault::DiskFull => {
                 let (id, role) = self.target(leader, 50);
                 let dir = self.pool.meta(id).data_dir.clone();
                 let filled = fill(&dir.join("fill"))?;
+                self.filled.insert(id, n);
                 self.log.say(format!(
                     "fault {n} {}: data disk of meta {id} ({role}) filled ({} MiB written)",
                     fault.name(),

@@ -466,6 +466,11 @@ impl Drop for Pool {
         }
         self.locals.clear();
         for point in &self.mounts {
+            // A failed run keeps what the nodes had on disk.
+            if std::thread::panicking() {
+                let kept = point.with_extension("kept");
+                let _ = Command::new("cp").arg("-a").arg(point).arg(&kept).status();
+            }
             let _ = Command::new("umount").arg("-l").arg(point).status();
         }
     }
