@@ -185,7 +185,7 @@ impl<'a> Nemesis<'a> {
         d
     }
 
-    /// The leader, or (with `chance` percent) a follower: whom a node fault hits.
+    /// Whom a node fault hits: the leader `leader_percent` % of the time, else a follower.
     fn target(&mut self, leader: u64, leader_percent: u64) -> (u64, &'static str) {
         if self.rng.chance(leader_percent) {
             return (leader, "the leader");
@@ -211,7 +211,9 @@ impl<'a> Nemesis<'a> {
         // What was hit, for how long, and the meta node a disk fault hit.
         let (what, held, disk_target) = match fault {
             Fault::PartitionMinority => {
-                let followers: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
+                let followers: Vec<u64> = (1..=self.pool.metas.len() as u64)
+                    .filter(|&id| id != leader)
+                    .collect();
                 let f = self.pick(&followers);
                 let mut side = vec![self.pool.meta(f).host];
                 let mut what = format!("meta {f} (a follower)");

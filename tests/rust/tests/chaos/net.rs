@@ -226,7 +226,7 @@ fn pid_in(name: &str, prefix: &str) -> Option<u32> {
 }
 
 /// Removes what runs that died without cleaning up left: their processes (found by
-/// namespace), namespaces, links, tmpfs mounts and directories.
+/// namespace), namespaces, links and tmpfs mounts, and their directories after a day.
 pub fn remove_leftovers() {
     let Ok(list) = ip(&["netns", "list"]) else {
         return;
@@ -267,10 +267,16 @@ pub fn remove_leftovers() {
             let _ = Command::new("umount").args(["-l", point]).status();
         }
     }
+    // A failed run's directory (its logs) stays for a day.
+    let day = std::time::Duration::from_secs(24 * 3600);
     if let Ok(dir) = std::fs::read_dir(&tmp) {
         for entry in dir.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if pid_in(&name, NS_PREFIX).is_some_and(|p| !chaos_alive(p)) {
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().unwrap_or_default() > day);
+            if old && pid_in(&name, NS_PREFIX).is_some_and(|p| !chaos_alive(p)) {
                 let _ = std::fs::remove_dir_all(entry.path());
             }
         }
