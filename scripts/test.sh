@@ -8,11 +8,15 @@
 #
 # Installs, when missing: the Debian packages gcc, g++, git, cmake, libgtest-dev,
 # prometheus (promtool checks our metrics text), memcached (the gateway's conformance
-# tests run against it too), python3 and python3-pip (apt-get update runs once, through
-# sudo when not root); the Python modules pymemcache, pytest and numpy; and, when
+# tests run against it too), iproute2 and procps (the chaos test puts each process in a
+# network namespace of its own and signals them), python3 and python3-pip (apt-get
+# update runs once, through sudo when not root); the Python modules pymemcache, pytest and numpy; and, when
 # ../shared/peers/setup.sh exists beside the checkout, the 1.3.0 oracle (Huawei
 # MemCache 1.3.0 under a fake Ascend runtime) into $PEERS_DIR (default
 # ~/.cache/memcache-peers), exported for the tests.
+#
+# The chaos test (tests/rust/tests/chaos) makes network namespaces and tmpfs mounts, so
+# it needs root; where the tests cannot run as root, set MMC_CHAOS=skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +33,8 @@ command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 [ -f /usr/include/gtest/gtest.h ] || need_apt+=(libgtest-dev)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v memcached >/dev/null 2>&1 || need_apt+=(memcached)
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+type -P kill >/dev/null 2>&1 || need_apt+=(procps)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -1,4 +1,5 @@
-//! Linearizability checker for histories of the object store (put/get/remove by key).
+//! Linearizability checker for histories of the object store (put/get/exists/remove by
+//! key).
 //!
 //! Why: while clients run concurrently and the metadata leader is killed, the only sound
 //! oracle is "some order of the ops that respects real time is legal for the sequential
@@ -16,9 +17,12 @@ pub enum Op {
     Put(u64),
     Get,
     Remove,
+    /// Whether the key holds a visible object.
+    Exists,
 }
 
-/// What the client saw. A get that found nothing is `NotFound`.
+/// What the client saw. A get that found nothing, and an exists that answered false,
+/// are `NotFound`; an exists that answered true is `Present`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Ret {
     Ok,
@@ -27,6 +31,7 @@ pub enum Ret {
     /// A remove refused because a reader holds a lease: needs the key present, changes nothing.
     Busy,
     Value(u64),
+    Present,
     /// Timeout, lost connection or lost leader: the op may take effect at any time after its
     /// invocation, or never. Its `returned` time is ignored (treated as infinity).
     Unknown,
@@ -210,6 +215,8 @@ fn step(state: Option<u64>, op: Op, ret: Ret) -> Option<Option<u64>> {
         (Op::Put(_), Duplicated | Unknown, Some(_)) => Some(state),
         (Op::Get, Value(v), Some(c)) if v == c => Some(state),
         (Op::Get, NotFound, None) | (Op::Get, Unknown, _) => Some(state),
+        (Op::Exists, Present, Some(_)) | (Op::Exists, NotFound, None) => Some(state),
+        (Op::Exists, Unknown, _) => Some(state),
         (Op::Remove, Ok | Unknown, Some(_)) => Some(None),
         (Op::Remove, Busy, Some(_)) | (Op::Remove, NotFound | Unknown, None) => Some(state),
         _ => None,
@@ -217,8 +224,8 @@ fn step(state: Option<u64>, op: Op, ret: Ret) -> Option<Option<u64>> {
 }
 
 fn check_key(key: &[u8], mut ops: Vec<&Event>, max_states: usize) -> Result<(), Violation> {
-    // An unknown get changes nothing and constrains nothing.
-    ops.retain(|e| !(e.op == Op::Get && e.ret == Ret::Unknown));
+    // An unknown read changes nothing and constrains nothing.
+    ops.retain(|e| !(matches!(e.op, Op::Get | Op::Exists) && e.ret == Ret::Unknown));
     ops.sort_by_key(|e| (e.invoked, e.end()));
     let ops = &ops[..];
     // Values no get ever returned are indistinguishable: merging them into one value lets
@@ -318,11 +325,11 @@ fn check_key(key: &[u8], mut ops: Vec<&Event>, max_states: usize) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use Op::{Get, Put, Remove};
+    use Op::{Exists, Get, Put, Remove};
     use Ret::*;
 
-    /// Parses "OP RET INVOKED RETURNED; ..." on key "k", client = position. OP: pN, g, r;
-    /// RET: ok, dup, nf, busy, vN, ? (unknown).
+    /// Parses "OP RET INVOKED RETURNED; ..." on key "k", client = position. OP: pN, g, r,
+    /// e (exists); RET: ok, dup, nf, busy, yes (present), vN, ? (unknown).
     fn hist(s: &str) -> Vec<Event> {
         let num = |t: &str| t[1..].parse().unwrap();
         let parse = |(client, e): (usize, &str)| {
@@ -330,6 +337,7 @@ mod tests {
             let op = match w[0] {
                 "g" => Get,
                 "r" => Remove,
+                "e" => Exists,
                 p => Put(num(p)),
             };
             let ret = match w[1] {
@@ -337,6 +345,7 @@ mod tests {
                 "dup" => Duplicated,
                 "nf" => NotFound,
                 "busy" => Busy,
+                "yes" => Present,
                 "?" => Unknown,
                 v => Value(num(v)),
             };
@@ -360,6 +369,10 @@ mod tests {
         assert!(ok("g v1 0 10; p1 ok 5 8"));
         assert!(ok("p1 ok 0 1; r busy 2 3; g v1 4 5"));
         assert!(ok("p1 ok 0 10; r ok 0 30; p2 ok 5 40"));
+        assert!(ok(
+            "e nf 0 1; p1 ok 2 3; e yes 4 5; r ok 6 7; e nf 8 9; e ? 10 11"
+        ));
+        assert!(ok("p1 ok 0 100; e yes 10 20; g v1 30 40"));
     }
 
     #[test]
@@ -377,6 +390,9 @@ mod tests {
         // Once a concurrent put is seen, it cannot be unseen.
         assert!(!ok("p1 ok 0 100; g v1 10 20; g nf 30 40"));
         assert!(!ok("r busy 0 1"));
+        assert!(!ok("p1 ok 0 1; e nf 2 3"));
+        assert!(!ok("e yes 0 1"));
+        assert!(!ok("p1 ok 0 100; e yes 10 20; g nf 30 40"));
         assert!(!ok("p1 ok 0 10; p2 ok 20 30"));
         assert!(!ok("p1 ok 0 10; p2 ok 5 15"));
     }
@@ -433,7 +449,8 @@ mod tests {
             (Put(v), None) => (Ok, Some(v)),
             (Put(_), Some(_)) => (Duplicated, state),
             (Get, Some(v)) => (Value(v), state),
-            (Get, None) | (Remove, None) => (NotFound, None),
+            (Exists, Some(_)) => (Present, state),
+            (Get, None) | (Remove, None) | (Exists, None) => (NotFound, None),
             (Remove, Some(_)) => (Ok, None),
         }
     }
@@ -446,16 +463,16 @@ mod tests {
         let mut h = Vec::new();
         for i in 0..ops {
             let (k, t) = (rng.below(keys), 10 * i as u64 + 5);
-            let op = [Put(rng.below(3)), Get, Remove][rng.below(3) as usize];
+            let op = [Put(rng.below(3)), Get, Remove, Exists][rng.below(4) as usize];
             let st = &mut states[k as usize];
             let (mut ret, next) = model(*st, op);
-            if op != Get && rng.below(12) == 0 {
+            if !matches!(op, Get | Exists) && rng.below(12) == 0 {
                 ret = Unknown; // never took effect
             } else if op == Remove && ret == Ok && rng.below(6) == 0 {
                 ret = Busy;
             } else {
                 *st = next;
-                if op != Get && rng.below(8) == 0 {
+                if !matches!(op, Get | Exists) && rng.below(8) == 0 {
                     ret = Unknown;
                 }
             }
@@ -495,8 +512,16 @@ mod tests {
 
     fn mutate(rng: &mut Rng, h: &mut [Event]) {
         let i = rng.below(h.len() as u64) as usize;
-        let rets = [Ok, Duplicated, NotFound, Busy, Value(rng.below(3)), Unknown];
-        h[i].ret = rets[rng.below(6) as usize];
+        let rets = [
+            Ok,
+            Duplicated,
+            NotFound,
+            Busy,
+            Value(rng.below(3)),
+            Present,
+            Unknown,
+        ];
+        h[i].ret = rets[rng.below(7) as usize];
     }
 
     #[test]
