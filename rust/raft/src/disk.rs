@@ -118,20 +118,7 @@ impl LogFiles {
             snapshot: read_checked(&dir.join("snapshot"))?,
             ..Default::default()
         };
-        let mut names: Vec<(u64, PathBuf)> = Vec::new();
-        for e in std::fs::read_dir(dir)? {
-            let e = e?;
-            let name = e.file_name();
-            let Some(seq) = name
-                .to_str()
-                .and_then(|n| n.strip_prefix(LOG_SEGMENT_PREFIX))
-                .and_then(|h| u64::from_str_radix(h, 16).ok())
-            else {
-                continue;
-            };
-            names.push((seq, e.path()));
-        }
-        names.sort();
+        let names = segment_files(dir)?;
         let mut segments = Vec::new();
         let mut next_seq = names.first().map(|(s, _)| *s).unwrap_or(1);
         let count = names.len();
@@ -274,6 +261,25 @@ impl LogFiles {
     pub fn save_vote(&self, vote: &Vote<NodeId>) -> std::io::Result<()> {
         write_checked(&self.dir, "vote", vote)
     }
+}
+
+/// The log segments in `dir`, oldest first, each with its first record's number.
+pub fn segment_files(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let name = e.file_name();
+        let Some(seq) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(LOG_SEGMENT_PREFIX))
+            .and_then(|h| u64::from_str_radix(h, 16).ok())
+        else {
+            continue;
+        };
+        names.push((seq, e.path()));
+    }
+    names.sort();
+    Ok(names)
 }
 
 fn apply(r: &mut Recovered, max_index: &mut Option<u64>, ops: Vec<Op>) {

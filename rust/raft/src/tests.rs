@@ -219,18 +219,7 @@ fn write_records(dir: &Path, n: u64, segment_bytes: u64) -> Vec<(PathBuf, u64)> 
 }
 
 fn newest_segment(dir: &Path) -> PathBuf {
-    let mut segs: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with(disk::LOG_SEGMENT_PREFIX)
-        })
-        .collect();
-    segs.sort();
-    segs.pop().unwrap()
+    disk::segment_files(dir).unwrap().pop().unwrap().1
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,21 +17,6 @@ fn data_dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("mmc-durability-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     d
-}
-
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut s: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with(memcache_raft::disk::LOG_SEGMENT_PREFIX)
-        })
-        .collect();
-    s.sort();
-    s
 }
 
 /// Writers put keys until the meta service is killed; every put that was answered 0
@@ -123,7 +108,10 @@ fn a_damaged_log_is_refused_and_a_torn_tail_is_cut() {
     drop(store);
     drop(local);
     drop(meta);
-    let log = segments(&dir).pop().expect("a log segment");
+    let (_, log) = memcache_raft::disk::segment_files(&dir)
+        .unwrap()
+        .pop()
+        .expect("a log segment");
     let bytes = std::fs::read(&log).unwrap();
 
     // A torn tail: the last few bytes never reached the disk.
