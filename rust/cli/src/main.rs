@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_memcached;
+mod bench_meta_memory;
 mod bench_raft;
 mod children;
 mod demo;
@@ -9,6 +10,7 @@ mod local;
 mod memcached;
 mod meta;
 mod ops;
+mod procmem;
 
 use bytesize::ByteSize;
 use clap::{Parser, Subcommand};
