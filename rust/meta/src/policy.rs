@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, VecDeque};
 
 use lru::LruCache;
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use memcache_core::Key;
@@ -145,16 +145,24 @@ impl EvictionPolicy for Lfu {
 #[derive(Default)]
 struct S3Fifo {
     /// Entries carry the generation of their insert: entries of removed (or removed
-    /// and inserted again) keys are stale and skipped, and dropped at the front.
+    /// and inserted again) keys are stale and skipped, dropped at the front, and swept
+    /// out when they outnumber the current ones (see [`S3Fifo::sweep`]).
     small: VecDeque<(Key, u64)>,
     main: VecDeque<(Key, u64)>,
     /// Where each live key is, how often it was read (capped at 3), its generation.
     live: FxHashMap<Key, Place>,
+    /// Live keys whose place is the small queue (the others are in main).
+    in_small: usize,
     generation: u64,
     /// Keys that left the small queue unread, recently: back soon, they go to main.
-    ghost: FxHashSet<Key>,
-    ghost_order: VecDeque<Key>,
+    /// Each remembers the generation of its entry in `ghost_order`, so an old entry
+    /// of a key that left again later does not forget it.
+    ghost: FxHashMap<Key, u64>,
+    ghost_order: VecDeque<(Key, u64)>,
 }
+
+/// A queue is swept when it holds more than twice its live keys and this many more.
+const STALE_SLACK: usize = 64;
 
 #[derive(Clone, Copy)]
 struct Place {
@@ -179,7 +187,10 @@ impl S3Fifo {
             reads: 0,
             generation: self.generation,
         };
-        self.live.insert(key.clone(), place);
+        if let Some(old) = self.live.insert(key.clone(), place) {
+            self.in_small -= !old.in_main as usize;
+        }
+        self.in_small += !in_main as usize;
         let q = if in_main {
             &mut self.main
         } else {
@@ -217,6 +228,38 @@ impl S3Fifo {
                 _ => break,
             }
         }
+        self.sweep();
+    }
+
+    /// Drops the stale entries of a queue once they outnumber its live keys (plus some
+    /// slack): a key that stays at the front (never read, never removed) would
+    /// otherwise keep every stale entry behind it forever. Each sweep is paid for by
+    /// the removals that made the entries stale, so the cost per change stays O(1).
+    fn sweep(&mut self) {
+        let in_main = self.live.len() - self.in_small;
+        for (q, live_here, main) in [
+            (&mut self.small, self.in_small, false),
+            (&mut self.main, in_main, true),
+        ] {
+            if q.len() > 2 * live_here + STALE_SLACK {
+                let live = &self.live;
+                q.retain(|(k, g)| {
+                    live.get(k)
+                        .is_some_and(|p| p.in_main == main && p.generation == *g)
+                });
+            }
+        }
+    }
+
+    /// Forgets the oldest ghosts beyond about as many keys as there are objects.
+    fn trim_ghosts(&mut self) {
+        while self.ghost_order.len() > self.live.len().max(16) {
+            if let Some((old, g)) = self.ghost_order.pop_front() {
+                if self.ghost.get(&old) == Some(&g) {
+                    self.ghost.remove(&old);
+                }
+            }
+        }
     }
 }
 
@@ -226,7 +269,7 @@ impl EvictionPolicy for S3Fifo {
     }
 
     fn insert(&mut self, key: &Key) {
-        let to_main = self.ghost.remove(key);
+        let to_main = self.ghost.remove(key).is_some();
         self.push(key, to_main);
         self.rebalance();
     }
@@ -239,17 +282,13 @@ impl EvictionPolicy for S3Fifo {
 
     fn remove(&mut self, key: &Key) {
         if let Some(p) = self.live.remove(key) {
+            self.in_small -= !p.in_main as usize;
             if !p.in_main && p.reads == 0 {
-                self.ghost.insert(key.clone());
-                self.ghost_order.push_back(key.clone());
-                // The ghost remembers about as many keys as there are objects.
-                while self.ghost_order.len() > self.live.len().max(16) {
-                    if let Some(old) = self.ghost_order.pop_front() {
-                        self.ghost.remove(&old);
-                    }
-                }
+                self.ghost.insert(key.clone(), p.generation);
+                self.ghost_order.push_back((key.clone(), p.generation));
             }
         }
+        self.trim_ghosts();
         self.rebalance();
     }
 
@@ -390,6 +429,42 @@ mod tests {
         let again = keys(p.as_ref());
         assert_eq!(again.len(), 20);
         assert_ne!(again[0], first);
+    }
+
+    /// Keys that never leave stay at the fronts of both queues (one never read, one
+    /// read), while a million others come and go behind them, half of them read: the
+    /// queues and the ghost stay near the live keys' count, and the order stays exact.
+    #[test]
+    fn s3fifo_queues_and_ghost_stay_bounded_under_churn() {
+        let mut p = S3Fifo::default();
+        let k = |i: usize| Key::new(format!("k{i}")).unwrap();
+        let (cold, hot) = (Key::new("cold").unwrap(), Key::new("hot").unwrap());
+        p.insert(&cold);
+        p.insert(&hot);
+        p.touch(&hot);
+        const LIVE: usize = 100;
+        let mut most = (0, 0);
+        for i in 0..200_000 {
+            p.insert(&k(i));
+            if i % 2 == 0 {
+                p.touch(&k(i));
+            }
+            if i >= LIVE {
+                p.remove(&k(i - LIVE));
+            }
+            let live = p.live.len();
+            assert_eq!(live, (i + 1).min(LIVE) + 2);
+            most.0 = most.0.max(p.small.len() + p.main.len());
+            most.1 = most.1.max(p.ghost_order.len());
+            assert!(p.ghost.len() <= p.ghost_order.len());
+        }
+        let bound = 2 * (LIVE + 2) + 2 * STALE_SLACK;
+        assert!(most.0 <= bound, "queues held {} entries", most.0);
+        assert!(most.1 <= LIVE + 2, "the ghost held {} keys", most.1);
+        let order = keys(&p);
+        assert_eq!(order.len(), LIVE + 2);
+        assert_eq!(order[0], "cold");
+        assert!(order.contains(&"hot".to_string()));
     }
 
     #[test]
