@@ -18,6 +18,6 @@ pub use metrics::LocalMetrics;
 pub use running::RunningLocalService;
 pub use segment::{SegmentTable, ShmSegment};
 pub use service::{LocalService, LocalServiceConfig};
-pub use tcp::{TcpPeer, TcpTransport};
+pub use tcp::{TcpPeer, TcpTransport, IDLE_TIMEOUT, MAX_IDLE_PER_PEER};
 pub use tier::{remote_sync, SsdTier, SyncFn, Syncer, TierLoop};
 pub use transport::{check_part, check_room, check_whole, ShmTransport, Transport};
