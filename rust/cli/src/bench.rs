@@ -35,6 +35,9 @@ enum Workload {
     /// The meta service's memory per stored object (`--objects`, 1 M by default): a
     /// state machine built in this process, measured by the growth of the heap in use.
     MetaMemory,
+    /// `--minutes` of mixed KV and memcached traffic with churn on a pool of `mmc`
+    /// processes; fails if any process's RSS ends over 10 % above its value at minute 2.
+    Soak,
 }
 
 #[derive(Args)]
@@ -83,6 +86,9 @@ pub struct BenchArgs {
     /// meta-memory: objects to store.
     #[arg(long, default_value_t = 1_000_000)]
     objects: usize,
+    /// soak: how long to run (fractions allowed, e.g. 0.5).
+    #[arg(long, default_value_t = 20.0)]
+    minutes: f64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -101,6 +107,10 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
     if args.rounds == 0 {
         return Err("--rounds must be at least 1".into());
     }
+    if let Workload::Soak = args.workload {
+        // It prints as it goes (a soak is long) and fails on growth.
+        return crate::bench_soak::run(args.minutes, args.json);
+    }
     let report = match args.workload {
         Workload::Layers => bench_layers(&args)?,
         Workload::Small => bench_small(&args)?,
@@ -110,6 +120,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
             crate::bench_memcached::run(args.rounds, args.writers, args.data_dir.as_deref())?
         }
         Workload::MetaMemory => crate::bench_meta_memory::run(args.objects)?,
+        Workload::Soak => unreachable!("run above"),
     };
     if args.json {
         println!("{report}");

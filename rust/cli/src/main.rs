@@ -4,6 +4,7 @@ mod bench;
 mod bench_memcached;
 mod bench_meta_memory;
 mod bench_raft;
+mod bench_soak;
 mod children;
 mod demo;
 mod local;
