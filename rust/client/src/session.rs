@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use memcache_core::{Blob, Error, LocalServiceId, Medium, Result, SegmentId};
 use memcache_local::{
@@ -261,19 +261,26 @@ impl Session {
     }
 
     /// Asks the meta service for the live services' endpoints, and lets go of what
-    /// belongs to the others: the mappings of their segments and the idle
-    /// connections to them. So a client keeps at most the services that died since
-    /// its last miss, whatever the number of restarts it lives through.
+    /// the pool no longer has: the mappings of segments it dropped (their service died,
+    /// restarted, or registered again with new segments) and the idle connections to
+    /// services that are gone. So a client keeps at most the segments that left the
+    /// pool since its last miss, whatever the number of restarts it lives through.
     async fn refresh_endpoints(&self) -> Result<()> {
         let fresh: FxHashMap<LocalServiceId, DataEndpoint> =
             self.meta.endpoints().await?.into_iter().collect();
+        let in_pool: Option<FxHashSet<SegmentId>> = match self.meta.segment_ids().await {
+            Ok(ids) => ids.map(|v| v.into_iter().collect()),
+            // Not fatal: the endpoints alone still tell which services are gone.
+            Err(_) => None,
+        };
         self.mapped
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|&segment, (owner, socket)| {
                 let live = fresh
                     .get(owner)
-                    .is_some_and(|e| e.shm_socket.as_deref() == Some(socket.as_str()));
+                    .is_some_and(|e| e.shm_socket.as_deref() == Some(socket.as_str()))
+                    && in_pool.as_ref().is_none_or(|ids| ids.contains(&segment));
                 if !live {
                     self.transport.detach(segment);
                 }
@@ -307,6 +314,13 @@ impl Session {
         if shm && self.transport.has(blob.segment) {
             return Ok(Route::Shm);
         }
+        // This client's own service registered again (new segment ids, same memory):
+        // its segments are here already, not to be mapped a second time.
+        let own = self.local.as_ref().map(Local::segments).unwrap_or_default();
+        if let Some((id, seg)) = own.into_iter().find(|(id, _)| shm && *id == blob.segment) {
+            self.transport.attach(id, seg);
+            return Ok(Route::Shm);
+        }
         let mut refreshed = false;
         loop {
             let endpoint = match self.endpoint(blob.service) {
@@ -319,26 +333,23 @@ impl Session {
                 None => return Err(Error::NotConnectedToLocal),
             };
             return match (&endpoint.shm_socket, endpoint.tcp) {
+                // Mapping a segment is rare (once per segment), so the endpoints are
+                // refreshed first: that also drops what the pool no longer has.
+                (Some(_), _) if endpoint.host == self.host && shm && !refreshed => {
+                    self.refresh_endpoints().await?;
+                    refreshed = true;
+                    continue;
+                }
                 (Some(path), _) if endpoint.host == self.host && shm => {
                     let (socket, segment) = (PathBuf::from(path), blob.segment);
                     let mapped =
                         tokio::task::spawn_blocking(move || fetch_segment(&socket, segment))
                             .await
                             .map_err(|e| Error::Failed(format!("mapping a segment: {e}")))?;
-                    match mapped {
-                        Ok(m) => {
-                            self.transport.attach(segment, Arc::new(m));
-                            let mut mine = self.mapped.lock().unwrap_or_else(|e| e.into_inner());
-                            mine.insert(segment, (blob.service, path.clone()));
-                            Ok(Route::Shm)
-                        }
-                        // Restarted under the same id, it hands out segments elsewhere.
-                        Err(Error::NotConnectedToLocal) if !refreshed => {
-                            self.forget_endpoint(blob.service);
-                            continue;
-                        }
-                        Err(e) => Err(e),
-                    }
+                    self.transport.attach(segment, Arc::new(mapped?));
+                    let mut mine = self.mapped.lock().unwrap_or_else(|e| e.into_inner());
+                    mine.insert(segment, (blob.service, path.clone()));
+                    Ok(Route::Shm)
                 }
                 (_, Some(addr)) => Ok(Route::Tcp(addr)),
                 _ => Err(Error::NotConnectedToLocal),
@@ -458,6 +469,58 @@ mod tests {
         client.tear_down().await.unwrap();
         meta.stop().await;
         most
+    }
+
+    /// A service the meta service forgot (declared dead while alive) registers again
+    /// under its id, from the same socket, with new segment ids: the client maps the
+    /// same memory under the new ids and lets go of the old ones.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_drops_the_old_segments_of_a_service_that_registered_again() {
+        let meta = MetaService::start(MetaServiceConfig {
+            discovery_url: "tcp://127.0.0.1:0".into(),
+            http_url: String::new(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let client = ObjectStore::new(ClientConfig::remote(
+            &format!("tcp://{}", meta.local_addr()),
+            0,
+        ));
+        client.init(0, false).await.unwrap();
+        let local = LocalServiceConfig {
+            dram_size: 4 << 20,
+            heartbeat_interval_ms: 20,
+            ..Default::default()
+        };
+        let socket = std::env::temp_dir().join(format!("mmc-again-{}.sock", std::process::id()));
+        let service = RunningLocalService::start(
+            &local,
+            &[meta.local_addr()],
+            Duration::from_secs(5),
+            socket,
+        )
+        .await
+        .unwrap();
+        let mut most = 0;
+        for round in 0..10u8 {
+            let (key, value) = (format!("again{round}"), vec![round; 8192]);
+            client.put(&key, &value).await.unwrap();
+            assert_eq!(client.get(&key).await.unwrap(), value);
+            most = most.max(client.data_plane_held().unwrap().0);
+            let before = service.segments()[0].0;
+            let session = client.session().unwrap();
+            session.meta.remove_service(service.id()).await.unwrap();
+            let give_up = std::time::Instant::now() + Duration::from_secs(10);
+            while service.segments()[0].0 == before {
+                assert!(std::time::Instant::now() < give_up, "no new registration");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        assert!(most <= 2, "{most} segments mapped after 10 registrations");
+        service.stop().await.unwrap();
+        client.tear_down().await.unwrap();
+        meta.stop().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
