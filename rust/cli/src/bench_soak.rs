@@ -14,7 +14,7 @@
 //! start, at minute 2 (the baseline: warm, every segment touched), periodically and at
 //! the end, with the ratio end / baseline. The run fails if any process ended more
 //! than 10 % above its baseline. A restarted service is compared by its role (a fresh
-//! process in the same place). Runs shorter than 5 minutes take their baseline at 40 %
+//! process in the same place). Runs of 2 minutes or less take their baseline at 40 %
 //! of the run.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -31,7 +31,7 @@ use tokio::net::TcpStream;
 use memcache_client::{ClientConfig, CopyDirection, ObjectStore, ReplicateConfig};
 
 use crate::children::{spawn_ready, Owned};
-use crate::procmem::rss_bytes;
+use crate::procmem::{rss_bytes, segment_mappings};
 
 /// Growth over the baseline that fails the run.
 const MAX_GROWTH: f64 = 0.10;
@@ -110,11 +110,23 @@ struct Counts {
     kv_misses: AtomicU64,
     mc_ops: AtomicU64,
     mc_errors: AtomicU64,
-    /// Error codes of KV items other than not-found, and how often.
-    kv_errors: Mutex<BTreeMap<i32, u64>>,
+    /// Error codes of KV items other than not-found: how often, and the first message.
+    kv_errors: Mutex<BTreeMap<i32, (u64, String)>>,
+    /// The first few memcached replies that were errors.
+    mc_error_lines: Mutex<Vec<String>>,
 }
 
 impl Counts {
+    fn note_mc_error(&self, line: String) {
+        let mut lines = self
+            .mc_error_lines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if lines.len() < 3 {
+            lines.push(line);
+        }
+    }
+
     fn kv<T>(&self, results: &[memcache_client::Result<T>]) {
         let mut errors = Vec::new();
         for r in results {
@@ -125,13 +137,13 @@ impl Counts {
                 Err(memcache_client::Error::ObjectNotFound) => {
                     self.kv_misses.fetch_add(1, Relaxed);
                 }
-                Err(e) => errors.push(e.code()),
+                Err(e) => errors.push(e),
             }
         }
         if !errors.is_empty() {
             let mut map = self.kv_errors.lock().unwrap_or_else(|e| e.into_inner());
-            for c in errors {
-                *map.entry(c).or_default() += 1;
+            for e in errors {
+                map.entry(e.code()).or_insert((0, e.to_string())).0 += 1;
             }
         }
     }
@@ -269,6 +281,13 @@ async fn mc_task(addr: String, id: usize, stop: Arc<AtomicBool>, c: Arc<Counts>)
             c.mc_ops.fetch_add(1, Relaxed);
         } else {
             c.mc_errors.fetch_add(1, Relaxed);
+            c.note_mc_error(if ok {
+                String::from_utf8_lossy(&buf[..buf.len().min(200)])
+                    .trim_end()
+                    .to_string()
+            } else {
+                "no answer (connection lost or timed out)".to_string()
+            });
             if !ok {
                 conn = None;
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -285,6 +304,8 @@ fn mib(b: u64) -> f64 {
 struct Sample {
     minute: f64,
     rss: Vec<Option<u64>>,
+    /// Shared-memory segments each maps (its own and other services').
+    maps: Vec<Option<usize>>,
 }
 
 pub fn run(minutes: f64, as_json: bool) -> Result<(), String> {
@@ -372,13 +393,13 @@ pub fn run(minutes: f64, as_json: bool) -> Result<(), String> {
         .chain(["bench client (this)".to_string()])
         .collect();
     let me = std::process::id();
-    let read_all = |roles: &[Role], minute: f64| Sample {
-        minute,
-        rss: roles
-            .iter()
-            .map(|r| r.pid().and_then(rss_bytes))
-            .chain([rss_bytes(me)])
-            .collect(),
+    let read_all = |roles: &[Role], minute: f64| {
+        let pids: Vec<Option<u32>> = roles.iter().map(Role::pid).chain([Some(me)]).collect();
+        Sample {
+            minute,
+            rss: pids.iter().map(|p| p.and_then(rss_bytes)).collect(),
+            maps: pids.iter().map(|p| p.and_then(segment_mappings)).collect(),
+        }
     };
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -402,7 +423,7 @@ pub fn run(minutes: f64, as_json: bool) -> Result<(), String> {
         tasks.push(rt.spawn(mc_task(gw_addr.clone(), id, stop.clone(), counts.clone())));
     }
 
-    let base_at = if minutes >= 5.0 { 2.0 } else { minutes * 0.4 };
+    let base_at = if minutes > 2.0 { 2.0 } else { minutes * 0.4 };
     let every = if minutes >= 6.0 { 1.0 } else { minutes / 6.0 };
     let began = Instant::now();
     let elapsed = || began.elapsed().as_secs_f64() / 60.0;
@@ -421,17 +442,18 @@ pub fn run(minutes: f64, as_json: bool) -> Result<(), String> {
     let progress = |s: &Sample, restarts: usize| {
         let parts: Vec<String> = names
             .iter()
-            .zip(&s.rss)
-            .map(|(n, r)| {
+            .zip(s.rss.iter().zip(&s.maps))
+            .map(|(n, (r, m))| {
                 format!(
-                    "{} {:.1}",
+                    "{} {:.1} ({})",
                     n.split(' ').next().unwrap_or(n),
-                    r.map_or(f64::NAN, mib)
+                    r.map_or(f64::NAN, mib),
+                    m.unwrap_or(0)
                 )
             })
             .collect();
         println!(
-            "soak: {:5.2} min  RSS MiB: {}  | kv {} batches, memcached {} ops, {restarts} restarts",
+            "soak: {:5.2} min  RSS MiB (segments mapped): {}  | kv {} batches, memcached {} ops, {restarts} restarts",
             s.minute,
             parts.join(", "),
             counts.kv_batches.load(Relaxed),
@@ -507,6 +529,7 @@ pub fn run(minutes: f64, as_json: bool) -> Result<(), String> {
         }
         rows.push(json!({
             "process": name,
+            "segments_mapped_at_end": end.maps[i],
             "start_mib": s0.map(mib),
             "baseline_mib": b.map(mib),
             "end_mib": e.map(mib),
@@ -527,7 +550,8 @@ pub fn run(minutes: f64, as_json: bool) -> Result<(), String> {
         "kv_batches": counts.kv_batches.load(Relaxed),
         "kv_keys_ok": counts.kv_keys_ok.load(Relaxed),
         "kv_misses": counts.kv_misses.load(Relaxed),
-        "kv_errors_by_code": kv_errors.iter().map(|(c, n)| (c.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
+        "kv_errors_by_code": kv_errors.iter().map(|(c, (n, first))| (c.to_string(), json!({"count": n, "first": first}))).collect::<serde_json::Map<_, _>>(),
+        "memcached_first_errors": *counts.mc_error_lines.lock().unwrap_or_else(|e| e.into_inner()),
         "memcached_ops": counts.mc_ops.load(Relaxed),
         "memcached_errors": counts.mc_errors.load(Relaxed),
         "processes": rows,
@@ -536,6 +560,7 @@ pub fn run(minutes: f64, as_json: bool) -> Result<(), String> {
         "periodic": samples.iter().map(|s| json!({
             "minute": s.minute,
             "rss_mib": s.rss.iter().map(|r| r.map(mib)).collect::<Vec<_>>(),
+            "segments_mapped": s.maps,
         })).collect::<Vec<_>>(),
     });
     if as_json {
@@ -556,7 +581,7 @@ pub fn run(minutes: f64, as_json: bool) -> Result<(), String> {
     Ok(())
 }
 
-fn print_table(r: &Value, kv_errors: &BTreeMap<i32, u64>) {
+fn print_table(r: &Value, kv_errors: &BTreeMap<i32, (u64, String)>) {
     let f = |v: &Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.1}"));
     println!(
         "soak: {:.2} min, {} local restarts; kv: {} batch calls, {} keys ok, {} not found, errors by code {:?}; memcached: {} ops, {} errors",
@@ -565,21 +590,31 @@ fn print_table(r: &Value, kv_errors: &BTreeMap<i32, u64>) {
         r["kv_batches"],
         r["kv_keys_ok"],
         r["kv_misses"],
-        kv_errors,
+        kv_errors.iter().map(|(c, (n, _))| (c, n)).collect::<BTreeMap<_, _>>(),
         r["memcached_ops"],
         r["memcached_errors"],
     );
+    for (code, (_, first)) in kv_errors {
+        println!("soak: kv error {code}, first seen: {first}");
+    }
+    for line in r["memcached_first_errors"].as_array().into_iter().flatten() {
+        println!(
+            "soak: memcached error reply: {}",
+            line.as_str().unwrap_or("?")
+        );
+    }
     println!(
-        "{:<26} {:>10} {:>16} {:>10} {:>12}",
+        "{:<26} {:>10} {:>16} {:>10} {:>10} {:>14}",
         "process (RSS, MiB)",
         "start",
         format!("at {:.2} min", r["baseline_minute"].as_f64().unwrap_or(0.0)),
         "end",
-        "end/base"
+        "end/base",
+        "segments (end)"
     );
     for p in r["processes"].as_array().into_iter().flatten() {
         println!(
-            "{:<26} {:>10} {:>16} {:>10} {:>12}",
+            "{:<26} {:>10} {:>16} {:>10} {:>10} {:>14}",
             p["process"].as_str().unwrap_or("?"),
             f(&p["start_mib"]),
             f(&p["baseline_mib"]),
@@ -587,6 +622,7 @@ fn print_table(r: &Value, kv_errors: &BTreeMap<i32, u64>) {
             p["end_over_baseline"]
                 .as_f64()
                 .map_or("-".to_string(), |x| format!("{x:.3}")),
+            p["segments_mapped_at_end"],
         );
     }
 }

@@ -7,6 +7,13 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     status_kib(&status, "VmRSS:").map(|k| k * 1024)
 }
 
+/// Shared-memory segments process `pid` maps (memfd mappings, one per segment): a
+/// client holding segments of services that are gone shows here first.
+pub fn segment_mappings(pid: u32) -> Option<usize> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    Some(maps.lines().filter(|l| l.contains("/memfd:")).count())
+}
+
 /// The value in KiB of the `/proc/<pid>/status` line that starts with `field`.
 fn status_kib(status: &str, field: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with(field))?;
