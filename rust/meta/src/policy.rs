@@ -3,11 +3,13 @@
 
 use std::collections::{BTreeSet, VecDeque};
 
-use lru::LruCache;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use memcache_core::Key;
+
+mod keylist;
+use keylist::KeyList;
 
 /// Orders the committed objects from the first to evict to the last.
 pub trait EvictionPolicy: Send + Sync {
@@ -45,22 +47,22 @@ impl PolicyKind {
     pub fn build(self) -> Box<dyn EvictionPolicy> {
         match self {
             PolicyKind::Lru | PolicyKind::Fifo => Box::new(RecencyList {
-                order: LruCache::unbounded(),
+                order: KeyList::default(),
                 reads_count: self == PolicyKind::Lru,
             }),
             PolicyKind::Lfu => Box::<Lfu>::default(),
             PolicyKind::S3fifo => Box::<S3Fifo>::default(),
             PolicyKind::Hybrid => Box::new(Segmented {
-                probation: LruCache::unbounded(),
-                protected: LruCache::unbounded(),
+                probation: KeyList::default(),
+                protected: KeyList::default(),
             }),
         }
     }
 }
 
-/// LRU and FIFO differ only in whether a read moves a key to the hot end.
+/// LRU and FIFO differ only in whether a read moves a key to the hot end (the back).
 struct RecencyList {
-    order: LruCache<Key, ()>,
+    order: KeyList,
     reads_count: bool,
 }
 
@@ -74,21 +76,21 @@ impl EvictionPolicy for RecencyList {
     }
 
     fn insert(&mut self, key: &Key) {
-        self.order.put(key.clone(), ());
+        self.order.push_back(key);
     }
 
     fn touch(&mut self, key: &Key) {
         if self.reads_count {
-            self.order.promote(key);
+            self.order.touch(key);
         }
     }
 
     fn remove(&mut self, key: &Key) {
-        self.order.pop(key);
+        self.order.remove(key);
     }
 
     fn coldest(&self) -> Box<dyn Iterator<Item = &Key> + '_> {
-        Box::new(self.order.iter().rev().map(|(k, _)| k))
+        Box::new(self.order.iter())
     }
 }
 
@@ -310,8 +312,8 @@ impl EvictionPolicy for S3Fifo {
 
 /// Segmented LRU: recency within two segments, frequency (read again or not) between.
 struct Segmented {
-    probation: LruCache<Key, ()>,
-    protected: LruCache<Key, ()>,
+    probation: KeyList,
+    protected: KeyList,
 }
 
 impl EvictionPolicy for Segmented {
@@ -320,22 +322,22 @@ impl EvictionPolicy for Segmented {
     }
 
     fn insert(&mut self, key: &Key) {
-        self.protected.pop(key);
-        self.probation.put(key.clone(), ());
+        self.protected.remove(key);
+        self.probation.push_back(key);
     }
 
     fn touch(&mut self, key: &Key) {
-        if self.protected.get(key).is_some() {
+        if self.protected.touch(key) {
             return;
         }
-        if self.probation.pop(key).is_some() {
-            self.protected.put(key.clone(), ());
+        if self.probation.remove(key) {
+            self.protected.push_back(key);
             let total = self.protected.len() + self.probation.len();
             // The protected segment keeps at most 80 % of the objects; its least
             // recent one goes back on probation, as the most recent there.
             while self.protected.len() * 5 > total * 4 {
-                match self.protected.pop_lru() {
-                    Some((k, ())) => self.probation.put(k, ()),
+                match self.protected.pop_front() {
+                    Some(k) => self.probation.push_back(&k),
                     None => break,
                 };
             }
@@ -343,13 +345,12 @@ impl EvictionPolicy for Segmented {
     }
 
     fn remove(&mut self, key: &Key) {
-        self.probation.pop(key);
-        self.protected.pop(key);
+        self.probation.remove(key);
+        self.protected.remove(key);
     }
 
     fn coldest(&self) -> Box<dyn Iterator<Item = &Key> + '_> {
-        let probation = self.probation.iter().rev().map(|(k, _)| k);
-        Box::new(probation.chain(self.protected.iter().rev().map(|(k, _)| k)))
+        Box::new(self.probation.iter().chain(self.protected.iter()))
     }
 }
 
