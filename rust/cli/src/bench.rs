@@ -32,6 +32,12 @@ enum Workload {
     /// Our memcached gateway against a real memcached (same memory and threads), 90 %
     /// get / 10 % set of 100 B to 4 KiB values, one request in flight per connection.
     Memcached,
+    /// The meta service's memory per stored object (`--objects`, 1 M by default): a
+    /// state machine built in this process, measured by the growth of the heap in use.
+    MetaMemory,
+    /// `--minutes` of mixed KV and memcached traffic with churn on a pool of `mmc`
+    /// processes; fails if any process's RSS ends over 10 % above its value at minute 2.
+    Soak,
 }
 
 #[derive(Args)]
@@ -77,6 +83,12 @@ pub struct BenchArgs {
     /// difference between two front ends.
     #[arg(long)]
     arena_dir: Option<std::path::PathBuf>,
+    /// meta-memory: objects to store.
+    #[arg(long, default_value_t = 1_000_000)]
+    objects: usize,
+    /// soak: how long to run (fractions allowed, e.g. 0.5).
+    #[arg(long, default_value_t = 20.0)]
+    minutes: f64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -95,6 +107,10 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
     if args.rounds == 0 {
         return Err("--rounds must be at least 1".into());
     }
+    if let Workload::Soak = args.workload {
+        // It prints as it goes (a soak is long) and fails on growth.
+        return crate::bench_soak::run(args.minutes, args.json);
+    }
     let report = match args.workload {
         Workload::Layers => bench_layers(&args)?,
         Workload::Small => bench_small(&args)?,
@@ -103,6 +119,8 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         Workload::Memcached => {
             crate::bench_memcached::run(args.rounds, args.writers, args.data_dir.as_deref())?
         }
+        Workload::MetaMemory => crate::bench_meta_memory::run(args.objects)?,
+        Workload::Soak => unreachable!("run above"),
     };
     if args.json {
         println!("{report}");
@@ -860,6 +878,26 @@ fn print_human(r: &Value) {
             f("ratio"),
             r["connections"]
         ),
+        Some("meta-memory") => {
+            println!(
+                "meta-memory: {:.0} bytes per object ({:.0} beyond its {}-byte key; goal {:.0}, ratio {:.2}) with {} objects, policy lru; RSS grew {:.0} bytes per object",
+                f("bytes_per_object"),
+                f("bytes_per_object_minus_key"),
+                r["key_bytes"],
+                f("goal_bytes_plus_key"),
+                f("goal_ratio"),
+                r["objects"],
+                f("rss_bytes_per_object")
+            );
+            for p in r["policies"].as_array().into_iter().flatten().skip(1) {
+                println!(
+                    "meta-memory: policy {}: {:.0} bytes per object ({:.0} beyond the key)",
+                    p["policy"].as_str().unwrap_or("?"),
+                    p["bytes_per_object"].as_f64().unwrap_or(f64::NAN),
+                    p["bytes_per_object_minus_key"].as_f64().unwrap_or(f64::NAN)
+                );
+            }
+        }
         Some("raft") => println!(
             "raft: {:.0} committed puts/s with 3 meta nodes, {:.0} with 1 (ratio {:.2}, {} writers); failover {:.0} ms",
             f("puts_per_s_3node"),

@@ -2,13 +2,16 @@
 
 mod bench;
 mod bench_memcached;
+mod bench_meta_memory;
 mod bench_raft;
+mod bench_soak;
 mod children;
 mod demo;
 mod local;
 mod memcached;
 mod meta;
 mod ops;
+mod procmem;
 
 use bytesize::ByteSize;
 use clap::{Parser, Subcommand};

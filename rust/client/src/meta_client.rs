@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use memcache_core::Medium;
-use memcache_core::{Error, Key, KeyInfo, LocalServiceId, ReplicateConfig, Result};
+use memcache_core::{Error, Key, KeyInfo, LocalServiceId, ReplicateConfig, Result, SegmentId};
 use memcache_proto::tarpc::client::RpcError;
 use memcache_proto::tarpc::context::Context;
 use memcache_proto::{Allocation, LeaseId, Located, PutId, TierMove};
@@ -75,6 +75,18 @@ impl MetaClient {
                 link.call(|rpc, ctx| async move { rpc.endpoints(ctx).await })
                     .await
             }
+        }
+    }
+
+    /// Ids of the pool's segments, where they can be mapped from elsewhere (a remote
+    /// pool; `None` for the embedded one).
+    pub async fn segment_ids(&self) -> Result<Option<Vec<SegmentId>>> {
+        match self {
+            MetaClient::Embedded(_) => Ok(None),
+            MetaClient::Remote(link) => link
+                .call(|rpc, ctx| async move { rpc.segments(ctx).await })
+                .await
+                .map(|v| Some(v.into_iter().map(|s| s.id).collect())),
         }
     }
 

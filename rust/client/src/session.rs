@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use memcache_core::{Blob, Error, LocalServiceId, Medium, Result, SegmentId};
 use memcache_local::{
@@ -151,6 +151,11 @@ pub(crate) struct Session {
     pub grants: Grants,
     /// Data-plane endpoints of the pool's local services, refreshed on a miss.
     endpoints: Mutex<FxHashMap<LocalServiceId, DataEndpoint>>,
+    /// Segments of other local services this client mapped, with their owner and the
+    /// socket that handed them out. A mapping keeps its segment's memory alive after
+    /// the owner died, so each refresh of the endpoints drops those of services that
+    /// are gone or serve from another socket now (restarted).
+    mapped: Mutex<FxHashMap<SegmentId, (LocalServiceId, String)>>,
     resolving: tokio::sync::Mutex<()>,
     host: String,
 }
@@ -176,6 +181,7 @@ impl Session {
             buffers: Mutex::new(BTreeMap::new()),
             grants: Grants::default(),
             endpoints: Mutex::new(FxHashMap::default()),
+            mapped: Mutex::new(FxHashMap::default()),
             resolving: tokio::sync::Mutex::new(()),
             host: host_id(),
         }
@@ -196,11 +202,11 @@ impl Session {
     /// its allocation in pieces).
     pub async fn write_part(&self, blob: &Blob, tag: u64, at: u64, srcs: &[&[u8]]) -> Result<()> {
         for fresh in [false, true] {
-            let done = match self.route(blob).await? {
+            let (addr, done) = match self.route(blob).await? {
                 Route::Shm => return self.transport.write_part(blob, at, srcs),
-                Route::Tcp(addr) => self.tcp.write_part(addr, blob, tag, at, srcs).await,
+                Route::Tcp(addr) => (addr, self.tcp.write_part(addr, blob, tag, at, srcs).await),
             };
-            if fresh || !self.stale(blob, &done) {
+            if fresh || !self.stale(blob, addr, &done) {
                 return done;
             }
         }
@@ -222,11 +228,14 @@ impl Session {
         dsts: &mut [&mut [u8]],
     ) -> Result<()> {
         for fresh in [false, true] {
-            let done = match self.route(blob).await? {
+            let (addr, done) = match self.route(blob).await? {
                 Route::Shm => return self.transport.read_part(blob, at, len, dsts),
-                Route::Tcp(addr) => self.tcp.read_part(addr, blob, tag, at, len, dsts).await,
+                Route::Tcp(addr) => (
+                    addr,
+                    self.tcp.read_part(addr, blob, tag, at, len, dsts).await,
+                ),
             };
-            if fresh || !self.stale(blob, &done) {
+            if fresh || !self.stale(blob, addr, &done) {
                 return done;
             }
         }
@@ -234,14 +243,60 @@ impl Session {
     }
 
     /// Whether a TCP call failed to reach its service: then the endpoint known for it
-    /// is forgotten (a restarted service serves elsewhere), and the call may go again.
-    fn stale(&self, blob: &Blob, done: &Result<()>) -> bool {
+    /// and the idle connections to it are forgotten (a restarted service serves
+    /// elsewhere), and the call may go again.
+    fn stale(&self, blob: &Blob, addr: SocketAddr, done: &Result<()>) -> bool {
         let unreachable = matches!(done, Err(Error::NotConnectedToLocal));
         if unreachable {
-            let mut known = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
-            known.remove(&blob.service);
+            self.forget_endpoint(blob.service);
+            self.tcp.forget(addr);
         }
         unreachable
+    }
+
+    fn forget_endpoint(&self, service: LocalServiceId) {
+        let mut known = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+        known.remove(&service);
+    }
+
+    /// Asks the meta service for the live services' endpoints, and lets go of what
+    /// the pool no longer has: the mappings of segments it dropped (their service died,
+    /// restarted, or registered again with new segments) and the idle connections to
+    /// services that are gone. So a client keeps at most the segments that left the
+    /// pool since its last miss, whatever the number of restarts it lives through.
+    async fn refresh_endpoints(&self) -> Result<()> {
+        let fresh: FxHashMap<LocalServiceId, DataEndpoint> =
+            self.meta.endpoints().await?.into_iter().collect();
+        let in_pool: Option<FxHashSet<SegmentId>> = match self.meta.segment_ids().await {
+            Ok(ids) => ids.map(|v| v.into_iter().collect()),
+            // Not fatal: the endpoints alone still tell which services are gone.
+            Err(_) => None,
+        };
+        self.mapped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|&segment, (owner, socket)| {
+                let live = fresh
+                    .get(owner)
+                    .is_some_and(|e| e.shm_socket.as_deref() == Some(socket.as_str()))
+                    && in_pool.as_ref().is_none_or(|ids| ids.contains(&segment));
+                if !live {
+                    self.transport.detach(segment);
+                }
+                live
+            });
+        self.tcp
+            .retain_peers(|a| fresh.values().any(|e| e.tcp == Some(*a)));
+        *self.endpoints.lock().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(())
+    }
+
+    /// (segments of other services mapped, services with idle TCP connections, idle
+    /// TCP connections): what a client holds of the pool's local services.
+    pub fn held(&self) -> (usize, usize, usize) {
+        let mapped = self.mapped.lock().unwrap_or_else(|e| e.into_inner()).len();
+        let (peers, conns) = self.tcp.idle_counts();
+        (mapped, peers, conns)
     }
 
     /// Shared memory when the segment is (or can be) mapped here: a same-host local
@@ -258,30 +313,46 @@ impl Session {
         if shm && self.transport.has(blob.segment) {
             return Ok(Route::Shm);
         }
-        let endpoint = match self.endpoint(blob.service) {
-            Some(e) => e,
-            None => {
-                let fresh = self.meta.endpoints().await?;
-                let mut known = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
-                known.clear();
-                known.extend(fresh);
-                known
-                    .get(&blob.service)
-                    .cloned()
-                    .ok_or(Error::NotConnectedToLocal)?
-            }
-        };
-        match (&endpoint.shm_socket, endpoint.tcp) {
-            (Some(path), _) if endpoint.host == self.host && shm => {
-                let (path, segment) = (PathBuf::from(path), blob.segment);
-                let mapped = tokio::task::spawn_blocking(move || fetch_segment(&path, segment))
-                    .await
-                    .map_err(|e| Error::Failed(format!("mapping a segment: {e}")))??;
-                self.transport.attach(segment, Arc::new(mapped));
-                Ok(Route::Shm)
-            }
-            (_, Some(addr)) => Ok(Route::Tcp(addr)),
-            _ => Err(Error::NotConnectedToLocal),
+        // This client's own service registered again (new segment ids, same memory):
+        // its segments are here already, not to be mapped a second time.
+        let own = self.local.as_ref().map(Local::segments).unwrap_or_default();
+        if let Some((id, seg)) = own.into_iter().find(|(id, _)| shm && *id == blob.segment) {
+            self.transport.attach(id, seg);
+            return Ok(Route::Shm);
+        }
+        let mut refreshed = false;
+        loop {
+            let endpoint = match self.endpoint(blob.service) {
+                Some(e) => e,
+                None if !refreshed => {
+                    self.refresh_endpoints().await?;
+                    refreshed = true;
+                    continue;
+                }
+                None => return Err(Error::NotConnectedToLocal),
+            };
+            return match (&endpoint.shm_socket, endpoint.tcp) {
+                // Mapping a segment is rare (once per segment), so the endpoints are
+                // refreshed first: that also drops what the pool no longer has.
+                (Some(_), _) if endpoint.host == self.host && shm && !refreshed => {
+                    self.refresh_endpoints().await?;
+                    refreshed = true;
+                    continue;
+                }
+                (Some(path), _) if endpoint.host == self.host && shm => {
+                    let (socket, segment) = (PathBuf::from(path), blob.segment);
+                    let mapped =
+                        tokio::task::spawn_blocking(move || fetch_segment(&socket, segment))
+                            .await
+                            .map_err(|e| Error::Failed(format!("mapping a segment: {e}")))?;
+                    self.transport.attach(segment, Arc::new(mapped?));
+                    let mut mine = self.mapped.lock().unwrap_or_else(|e| e.into_inner());
+                    mine.insert(segment, (blob.service, path.clone()));
+                    Ok(Route::Shm)
+                }
+                (_, Some(addr)) => Ok(Route::Tcp(addr)),
+                _ => Err(Error::NotConnectedToLocal),
+            };
         }
     }
 
@@ -330,5 +401,142 @@ impl Session {
         for (id, _) in local.segments() {
             self.transport.detach(id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use memcache_meta_service::{MetaService, MetaServiceConfig};
+
+    use crate::{ClientConfig, ObjectStore, TransportKind};
+
+    use super::*;
+
+    const RESTARTS: usize = 50;
+
+    /// A pure client reads from one local service after another, each stopped before
+    /// the next starts (a new socket and data port, as after a restart; a new id or the
+    /// one just freed);
+    /// returns the most it held at once, as `Session::held` counts.
+    async fn most_held_over_restarts(transport: TransportKind) -> (usize, usize, usize) {
+        let meta = MetaService::start(MetaServiceConfig {
+            discovery_url: "tcp://127.0.0.1:0".into(),
+            http_url: String::new(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let addrs = vec![meta.local_addr()];
+        let mut config = ClientConfig::remote(&format!("tcp://{}", meta.local_addr()), 0);
+        config.transport = Some(transport);
+        let client = ObjectStore::new(config);
+        client.init(0, false).await.unwrap();
+        // A data port of its own for each service: the kernel would otherwise hand a
+        // restarted one the port its predecessor just closed.
+        let held_ports: Vec<std::net::TcpListener> = (0..RESTARTS)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let ports: Vec<SocketAddr> = held_ports.iter().map(|l| l.local_addr().unwrap()).collect();
+        drop(held_ports);
+        let mut most = (0, 0, 0);
+        for (i, &port) in ports.iter().enumerate() {
+            let local = LocalServiceConfig {
+                dram_size: 4 << 20,
+                data_addr: Some(port),
+                // Every other service asks for an id never used before; the others get
+                // the one their predecessor left free, so its old endpoint is stale.
+                service_id: (i % 2 == 1).then_some(1000 + i as LocalServiceId),
+                ..Default::default()
+            };
+            let socket = std::env::temp_dir().join(format!(
+                "mmc-restarts-{}-{transport:?}-{i}.sock",
+                std::process::id()
+            ));
+            let service =
+                RunningLocalService::start(&local, &addrs, Duration::from_secs(5), socket)
+                    .await
+                    .unwrap();
+            let (key, value) = (format!("k{i}"), vec![i as u8; 8192]);
+            client.put(&key, &value).await.unwrap();
+            assert_eq!(client.get(&key).await.unwrap(), value);
+            let held = client.data_plane_held().unwrap();
+            most = (most.0.max(held.0), most.1.max(held.1), most.2.max(held.2));
+            service.stop().await.unwrap();
+        }
+        client.tear_down().await.unwrap();
+        meta.stop().await;
+        most
+    }
+
+    /// A service the meta service forgot (declared dead while alive) registers again
+    /// under its id, from the same socket, with new segment ids: the client maps the
+    /// same memory under the new ids and lets go of the old ones.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_drops_the_old_segments_of_a_service_that_registered_again() {
+        let meta = MetaService::start(MetaServiceConfig {
+            discovery_url: "tcp://127.0.0.1:0".into(),
+            http_url: String::new(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let client = ObjectStore::new(ClientConfig::remote(
+            &format!("tcp://{}", meta.local_addr()),
+            0,
+        ));
+        client.init(0, false).await.unwrap();
+        let local = LocalServiceConfig {
+            dram_size: 4 << 20,
+            heartbeat_interval_ms: 20,
+            ..Default::default()
+        };
+        let socket = std::env::temp_dir().join(format!("mmc-again-{}.sock", std::process::id()));
+        let service = RunningLocalService::start(
+            &local,
+            &[meta.local_addr()],
+            Duration::from_secs(5),
+            socket,
+        )
+        .await
+        .unwrap();
+        let mut most = 0;
+        for round in 0..10u8 {
+            let (key, value) = (format!("again{round}"), vec![round; 8192]);
+            client.put(&key, &value).await.unwrap();
+            assert_eq!(client.get(&key).await.unwrap(), value);
+            most = most.max(client.data_plane_held().unwrap().0);
+            let before = service.segments()[0].0;
+            let session = client.session().unwrap();
+            session.meta.remove_service(service.id()).await.unwrap();
+            let give_up = std::time::Instant::now() + Duration::from_secs(10);
+            while service.segments()[0].0 == before {
+                assert!(std::time::Instant::now() < give_up, "no new registration");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        assert!(most <= 2, "{most} segments mapped after 10 registrations");
+        service.stop().await.unwrap();
+        client.tear_down().await.unwrap();
+        meta.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_keeps_no_mapping_of_a_service_that_restarted() {
+        let (mapped, _, _) = most_held_over_restarts(TransportKind::Shm).await;
+        // The live service's segment, and the one of the service just stopped.
+        assert!(
+            mapped <= 2,
+            "{mapped} segments mapped after {RESTARTS} restarts"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_keeps_no_connection_to_a_service_that_restarted() {
+        let (mapped, peers, conns) = most_held_over_restarts(TransportKind::Tcp).await;
+        assert_eq!(mapped, 0);
+        assert!(peers <= 2, "idle connections to {peers} services");
+        assert!(conns <= 2 * memcache_local::MAX_IDLE_PER_PEER);
     }
 }

@@ -260,6 +260,14 @@ impl ObjectStore {
         Ok(buffers.values().sum())
     }
 
+    /// What this client holds of other local services: (segments mapped, services
+    /// with idle TCP connections, idle TCP connections). All bounded: mappings and
+    /// connections of services that are gone are dropped at the next refresh of the
+    /// endpoints, idle connections per service are capped and time out.
+    pub fn data_plane_held(&self) -> Result<(usize, usize, usize)> {
+        Ok(self.session()?.held())
+    }
+
     // ---- puts ----
 
     pub async fn put(&self, key: impl AsRef<[u8]>, data: &[u8]) -> Result<()> {

@@ -18,7 +18,7 @@ pub use metrics::LocalMetrics;
 pub use running::RunningLocalService;
 pub use segment::{SegmentTable, ShmSegment};
 pub use service::{LocalService, LocalServiceConfig};
-pub use tcp::{TcpPeer, TcpTransport};
+pub use tcp::{TcpPeer, TcpTransport, IDLE_TIMEOUT, MAX_IDLE_PER_PEER};
 pub use tier::{remote_sync, SsdTier, SyncFn, Syncer, TierLoop};
 /// The unit tests measure what inputs make this crate allocate (see `tcp`'s).
 #[cfg(test)]

@@ -173,3 +173,48 @@ pub async fn serve_http(
     });
     Ok(bound)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::segment::ShmSegment;
+    use std::sync::RwLock;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn scrape(addr: SocketAddr) -> String {
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut text = String::new();
+        c.read_to_string(&mut text).await.unwrap();
+        text
+    }
+
+    /// A segment's labels leave `/metrics` with the segment (a service that registers
+    /// again gets new segment ids, and would otherwise report every old one forever).
+    #[tokio::test]
+    async fn labels_of_a_replaced_segment_leave_metrics() {
+        let seg = Arc::new(ShmSegment::create("metrics-test", 1 << 16).unwrap());
+        let table: SegmentTable = Arc::new(RwLock::new(vec![(7, seg.clone())]));
+        let addr = serve_http(
+            "127.0.0.1:0".parse().unwrap(),
+            Arc::new(LocalMetrics::new()),
+            table.clone(),
+        )
+        .await
+        .unwrap();
+        assert!(scrape(addr).await.contains("segment=\"7\""));
+        for id in 8..58 {
+            *table.write().unwrap() = vec![(id, seg.clone())];
+            assert!(scrape(addr).await.contains(&format!("segment=\"{id}\"")));
+        }
+        let text = scrape(addr).await;
+        let labelled = text
+            .lines()
+            .filter(|l| l.starts_with("memcache_local_segment_bytes{"))
+            .collect::<Vec<_>>();
+        assert_eq!(labelled.len(), 1, "{labelled:?}");
+        assert!(labelled[0].contains("segment=\"57\""));
+    }
+}

@@ -7,9 +7,11 @@
 //! and the segment (server) or the caller's buffers (client) with no staging copy: the
 //! client gathers layers with vectored writes and scatters reads into its slices.
 
+use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -219,20 +221,33 @@ impl crate::transport::Transport for TcpPeer<'_> {
     }
 }
 
-/// Client side: a pool of connections per local service.
+/// Idle connections kept per local service; more are closed when handed back.
+pub const MAX_IDLE_PER_PEER: usize = 16;
+/// An idle connection unused this long is closed (the service may have gone, or the
+/// burst that opened it has passed).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Client side: a pool of connections per local service, bounded: at most
+/// [`MAX_IDLE_PER_PEER`] idle connections per service, none idle longer than
+/// [`IDLE_TIMEOUT`], and none to services the caller says are gone.
 #[derive(Default)]
 pub struct TcpTransport {
-    idle: Mutex<FxHashMap<SocketAddr, Vec<TcpStream>>>,
+    /// Per service, idle connections with the time each was handed back, oldest first.
+    idle: Mutex<FxHashMap<SocketAddr, VecDeque<(Instant, TcpStream)>>>,
 }
 
 impl TcpTransport {
     async fn conn(&self, addr: SocketAddr) -> Result<TcpStream> {
-        let pooled = self
-            .idle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_mut(&addr)
-            .and_then(Vec::pop);
+        let pooled = {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            let conns = idle.get_mut(&addr);
+            // The most recently used first: it is the least likely to have been closed.
+            let c = conns.and_then(|q| q.pop_back()).map(|(_, c)| c);
+            if idle.get(&addr).is_some_and(VecDeque::is_empty) {
+                idle.remove(&addr);
+            }
+            c
+        };
         match pooled {
             Some(c) => Ok(c),
             None => {
@@ -246,8 +261,44 @@ impl TcpTransport {
     }
 
     fn give_back(&self, addr: SocketAddr, conn: TcpStream) {
+        let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        idle.entry(addr).or_default().push(conn);
+        let conns = idle.entry(addr).or_default();
+        while conns
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > IDLE_TIMEOUT)
+        {
+            conns.pop_front();
+        }
+        if conns.len() < MAX_IDLE_PER_PEER {
+            conns.push_back((now, conn));
+        }
+    }
+
+    /// Closes the idle connections to services not in `live` (gone, or serving
+    /// elsewhere since a restart) and those idle too long.
+    pub fn retain_peers(&self, live: impl Fn(&SocketAddr) -> bool) {
+        self.sweep(Instant::now(), live);
+    }
+
+    fn sweep(&self, now: Instant, live: impl Fn(&SocketAddr) -> bool) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.retain(|addr, conns| {
+            conns.retain(|(at, _)| now.duration_since(*at) <= IDLE_TIMEOUT);
+            live(addr) && !conns.is_empty()
+        });
+    }
+
+    /// Closes the idle connections to `addr` (it did not answer).
+    pub fn forget(&self, addr: SocketAddr) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.remove(&addr);
+    }
+
+    /// (services, idle connections) in the pool.
+    pub fn idle_counts(&self) -> (usize, usize) {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        (idle.len(), idle.values().map(VecDeque::len).sum())
     }
 
     /// Writes `srcs`, concatenated, as the whole of `blob` on the service at `addr`,
@@ -734,5 +785,46 @@ mod tests {
                 Ok(())
             })?;
         }
+    }
+
+    /// Many connections handed back at once keep at most `MAX_IDLE_PER_PEER` open; idle
+    /// ones close after `IDLE_TIMEOUT`, and those of a service that went at once.
+    #[tokio::test]
+    async fn the_client_pool_is_bounded() {
+        let listeners = bind_loopback(2).await;
+        let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+        let pool = TcpTransport::default();
+        for &addr in &addrs {
+            let mut open = Vec::new();
+            for _ in 0..3 * MAX_IDLE_PER_PEER {
+                open.push(pool.conn(addr).await.unwrap());
+            }
+            for c in open {
+                pool.give_back(addr, c);
+            }
+        }
+        assert_eq!(pool.idle_counts(), (2, 2 * MAX_IDLE_PER_PEER));
+        // A pooled connection is reused, not opened anew.
+        let c = pool.conn(addrs[0]).await.unwrap();
+        assert_eq!(pool.idle_counts().1, 2 * MAX_IDLE_PER_PEER - 1);
+        pool.give_back(addrs[0], c);
+        pool.retain_peers(|a| *a != addrs[1]);
+        assert_eq!(pool.idle_counts(), (1, MAX_IDLE_PER_PEER));
+        pool.sweep(
+            Instant::now() + IDLE_TIMEOUT + Duration::from_secs(1),
+            |_| true,
+        );
+        assert_eq!(pool.idle_counts(), (0, 0));
+        pool.give_back(addrs[0], pool.conn(addrs[0]).await.unwrap());
+        pool.forget(addrs[0]);
+        assert_eq!(pool.idle_counts(), (0, 0));
+    }
+
+    async fn bind_loopback(n: usize) -> Vec<TcpListener> {
+        let mut v = Vec::new();
+        for _ in 0..n {
+            v.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
+        }
+        v
     }
 }

@@ -115,6 +115,14 @@ impl ShmTransport {
         mapped || self.tier(id).is_some()
     }
 
+    /// Segments mapped here (the SSD tiers not counted).
+    pub fn mapped(&self) -> usize {
+        self.segments
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
     pub fn detach(&self, id: SegmentId) {
         self.segments
             .write()

@@ -3,11 +3,13 @@
 
 use std::collections::{BTreeSet, VecDeque};
 
-use lru::LruCache;
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use memcache_core::Key;
+
+mod keylist;
+use keylist::KeyList;
 
 /// Orders the committed objects from the first to evict to the last.
 pub trait EvictionPolicy: Send + Sync {
@@ -45,22 +47,22 @@ impl PolicyKind {
     pub fn build(self) -> Box<dyn EvictionPolicy> {
         match self {
             PolicyKind::Lru | PolicyKind::Fifo => Box::new(RecencyList {
-                order: LruCache::unbounded(),
+                order: KeyList::default(),
                 reads_count: self == PolicyKind::Lru,
             }),
             PolicyKind::Lfu => Box::<Lfu>::default(),
             PolicyKind::S3fifo => Box::<S3Fifo>::default(),
             PolicyKind::Hybrid => Box::new(Segmented {
-                probation: LruCache::unbounded(),
-                protected: LruCache::unbounded(),
+                probation: KeyList::default(),
+                protected: KeyList::default(),
             }),
         }
     }
 }
 
-/// LRU and FIFO differ only in whether a read moves a key to the hot end.
+/// LRU and FIFO differ only in whether a read moves a key to the hot end (the back).
 struct RecencyList {
-    order: LruCache<Key, ()>,
+    order: KeyList,
     reads_count: bool,
 }
 
@@ -74,21 +76,21 @@ impl EvictionPolicy for RecencyList {
     }
 
     fn insert(&mut self, key: &Key) {
-        self.order.put(key.clone(), ());
+        self.order.push_back(key);
     }
 
     fn touch(&mut self, key: &Key) {
         if self.reads_count {
-            self.order.promote(key);
+            self.order.touch(key);
         }
     }
 
     fn remove(&mut self, key: &Key) {
-        self.order.pop(key);
+        self.order.remove(key);
     }
 
     fn coldest(&self) -> Box<dyn Iterator<Item = &Key> + '_> {
-        Box::new(self.order.iter().rev().map(|(k, _)| k))
+        Box::new(self.order.iter())
     }
 }
 
@@ -145,16 +147,24 @@ impl EvictionPolicy for Lfu {
 #[derive(Default)]
 struct S3Fifo {
     /// Entries carry the generation of their insert: entries of removed (or removed
-    /// and inserted again) keys are stale and skipped, and dropped at the front.
+    /// and inserted again) keys are stale and skipped, dropped at the front, and swept
+    /// out when they outnumber the current ones (see [`S3Fifo::sweep`]).
     small: VecDeque<(Key, u64)>,
     main: VecDeque<(Key, u64)>,
     /// Where each live key is, how often it was read (capped at 3), its generation.
     live: FxHashMap<Key, Place>,
+    /// Live keys whose place is the small queue (the others are in main).
+    in_small: usize,
     generation: u64,
     /// Keys that left the small queue unread, recently: back soon, they go to main.
-    ghost: FxHashSet<Key>,
-    ghost_order: VecDeque<Key>,
+    /// Each remembers the generation of its entry in `ghost_order`, so an old entry
+    /// of a key that left again later does not forget it.
+    ghost: FxHashMap<Key, u64>,
+    ghost_order: VecDeque<(Key, u64)>,
 }
+
+/// A queue is swept when it holds more than twice its live keys and this many more.
+const STALE_SLACK: usize = 64;
 
 #[derive(Clone, Copy)]
 struct Place {
@@ -179,7 +189,10 @@ impl S3Fifo {
             reads: 0,
             generation: self.generation,
         };
-        self.live.insert(key.clone(), place);
+        if let Some(old) = self.live.insert(key.clone(), place) {
+            self.in_small -= !old.in_main as usize;
+        }
+        self.in_small += !in_main as usize;
         let q = if in_main {
             &mut self.main
         } else {
@@ -217,6 +230,38 @@ impl S3Fifo {
                 _ => break,
             }
         }
+        self.sweep();
+    }
+
+    /// Drops the stale entries of a queue once they outnumber its live keys (plus some
+    /// slack): a key that stays at the front (never read, never removed) would
+    /// otherwise keep every stale entry behind it forever. Each sweep is paid for by
+    /// the removals that made the entries stale, so the cost per change stays O(1).
+    fn sweep(&mut self) {
+        let in_main = self.live.len() - self.in_small;
+        for (q, live_here, main) in [
+            (&mut self.small, self.in_small, false),
+            (&mut self.main, in_main, true),
+        ] {
+            if q.len() > 2 * live_here + STALE_SLACK {
+                let live = &self.live;
+                q.retain(|(k, g)| {
+                    live.get(k)
+                        .is_some_and(|p| p.in_main == main && p.generation == *g)
+                });
+            }
+        }
+    }
+
+    /// Forgets the oldest ghosts beyond about as many keys as there are objects.
+    fn trim_ghosts(&mut self) {
+        while self.ghost_order.len() > self.live.len().max(16) {
+            if let Some((old, g)) = self.ghost_order.pop_front() {
+                if self.ghost.get(&old) == Some(&g) {
+                    self.ghost.remove(&old);
+                }
+            }
+        }
     }
 }
 
@@ -226,7 +271,7 @@ impl EvictionPolicy for S3Fifo {
     }
 
     fn insert(&mut self, key: &Key) {
-        let to_main = self.ghost.remove(key);
+        let to_main = self.ghost.remove(key).is_some();
         self.push(key, to_main);
         self.rebalance();
     }
@@ -239,17 +284,13 @@ impl EvictionPolicy for S3Fifo {
 
     fn remove(&mut self, key: &Key) {
         if let Some(p) = self.live.remove(key) {
+            self.in_small -= !p.in_main as usize;
             if !p.in_main && p.reads == 0 {
-                self.ghost.insert(key.clone());
-                self.ghost_order.push_back(key.clone());
-                // The ghost remembers about as many keys as there are objects.
-                while self.ghost_order.len() > self.live.len().max(16) {
-                    if let Some(old) = self.ghost_order.pop_front() {
-                        self.ghost.remove(&old);
-                    }
-                }
+                self.ghost.insert(key.clone(), p.generation);
+                self.ghost_order.push_back((key.clone(), p.generation));
             }
         }
+        self.trim_ghosts();
         self.rebalance();
     }
 
@@ -271,8 +312,8 @@ impl EvictionPolicy for S3Fifo {
 
 /// Segmented LRU: recency within two segments, frequency (read again or not) between.
 struct Segmented {
-    probation: LruCache<Key, ()>,
-    protected: LruCache<Key, ()>,
+    probation: KeyList,
+    protected: KeyList,
 }
 
 impl EvictionPolicy for Segmented {
@@ -281,22 +322,22 @@ impl EvictionPolicy for Segmented {
     }
 
     fn insert(&mut self, key: &Key) {
-        self.protected.pop(key);
-        self.probation.put(key.clone(), ());
+        self.protected.remove(key);
+        self.probation.push_back(key);
     }
 
     fn touch(&mut self, key: &Key) {
-        if self.protected.get(key).is_some() {
+        if self.protected.touch(key) {
             return;
         }
-        if self.probation.pop(key).is_some() {
-            self.protected.put(key.clone(), ());
+        if self.probation.remove(key) {
+            self.protected.push_back(key);
             let total = self.protected.len() + self.probation.len();
             // The protected segment keeps at most 80 % of the objects; its least
             // recent one goes back on probation, as the most recent there.
             while self.protected.len() * 5 > total * 4 {
-                match self.protected.pop_lru() {
-                    Some((k, ())) => self.probation.put(k, ()),
+                match self.protected.pop_front() {
+                    Some(k) => self.probation.push_back(&k),
                     None => break,
                 };
             }
@@ -304,13 +345,12 @@ impl EvictionPolicy for Segmented {
     }
 
     fn remove(&mut self, key: &Key) {
-        self.probation.pop(key);
-        self.protected.pop(key);
+        self.probation.remove(key);
+        self.protected.remove(key);
     }
 
     fn coldest(&self) -> Box<dyn Iterator<Item = &Key> + '_> {
-        let probation = self.probation.iter().rev().map(|(k, _)| k);
-        Box::new(probation.chain(self.protected.iter().rev().map(|(k, _)| k)))
+        Box::new(self.probation.iter().chain(self.protected.iter()))
     }
 }
 
@@ -390,6 +430,42 @@ mod tests {
         let again = keys(p.as_ref());
         assert_eq!(again.len(), 20);
         assert_ne!(again[0], first);
+    }
+
+    /// Keys that never leave stay at the fronts of both queues (one never read, one
+    /// read), while a million others come and go behind them, half of them read: the
+    /// queues and the ghost stay near the live keys' count, and the order stays exact.
+    #[test]
+    fn s3fifo_queues_and_ghost_stay_bounded_under_churn() {
+        let mut p = S3Fifo::default();
+        let k = |i: usize| Key::new(format!("k{i}")).unwrap();
+        let (cold, hot) = (Key::new("cold").unwrap(), Key::new("hot").unwrap());
+        p.insert(&cold);
+        p.insert(&hot);
+        p.touch(&hot);
+        const LIVE: usize = 100;
+        let mut most = (0, 0);
+        for i in 0..200_000 {
+            p.insert(&k(i));
+            if i % 2 == 0 {
+                p.touch(&k(i));
+            }
+            if i >= LIVE {
+                p.remove(&k(i - LIVE));
+            }
+            let live = p.live.len();
+            assert_eq!(live, (i + 1).min(LIVE) + 2);
+            most.0 = most.0.max(p.small.len() + p.main.len());
+            most.1 = most.1.max(p.ghost_order.len());
+            assert!(p.ghost.len() <= p.ghost_order.len());
+        }
+        let bound = 2 * (LIVE + 2) + 2 * STALE_SLACK;
+        assert!(most.0 <= bound, "queues held {} entries", most.0);
+        assert!(most.1 <= LIVE + 2, "the ghost held {} keys", most.1);
+        let order = keys(&p);
+        assert_eq!(order.len(), LIVE + 2);
+        assert_eq!(order[0], "cold");
+        assert!(order.contains(&"hot".to_string()));
     }
 
     #[test]

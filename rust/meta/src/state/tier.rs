@@ -231,7 +231,7 @@ impl StateMachine {
                 self.ssd_order.insert((segment, now_ms, r.key.clone()));
                 self.objects.insert(
                     r.key,
-                    Object {
+                    Box::new(Object {
                         size: r.size,
                         blobs: vec![Blob {
                             service,
@@ -247,7 +247,7 @@ impl StateMachine {
                         ttl_ms: None,
                         expires_ms: r.expires_ms,
                         staging: None,
-                    },
+                    }),
                 );
                 true
             })
