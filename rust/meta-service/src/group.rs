@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, ForwardToLeader, RaftError};
-use openraft::{BasicNode, Raft, RaftMetrics, ServerState};
+use openraft::raft::VoteResponse;
+use openraft::{BasicNode, LogId, Raft, RaftMetrics, ServerState};
 use tokio::sync::{oneshot, watch, Notify};
 
 use memcache_core::Medium;
@@ -22,7 +23,7 @@ use memcache_meta::{
 };
 use memcache_proto::{Allocation, LeaseId, Located, PutId, TierMove};
 use memcache_proto::{Redirect, RoleInfo, SsdAnswer, SsdReport};
-use memcache_raft::{NodeId, Response, StateMachineStore, TypeConfig};
+use memcache_raft::{LogStore, NodeId, Response, StateMachineStore, TypeConfig};
 
 /// Longest wait for a command to be applied; past it the answer is "unknown", since it
 /// may still be applied later.
@@ -69,6 +70,10 @@ pub struct Group {
     pub id: NodeId,
     pub raft: Raft<TypeConfig>,
     pub store: StateMachineStore,
+    log: LogStore,
+    /// Set while this member's log may lack entries it acknowledged (see
+    /// [`LogStore::cut_tail`]): it refuses votes and does not campaign.
+    recovering: AtomicBool,
     metrics: watch::Receiver<Metrics>,
     clock: Clock,
     leader: Mutex<Leader>,
@@ -92,12 +97,24 @@ impl Group {
     pub fn new(
         id: NodeId,
         raft: Raft<TypeConfig>,
-        store: StateMachineStore,
+        (log, store): (LogStore, StateMachineStore),
         leader: Leader,
         clock: Clock,
+        peers: usize,
     ) -> Group {
+        // A member alone has nobody to wait for: what it lost, the group lost.
+        let recovering = log.cut_tail() && peers > 1;
+        if recovering {
+            tracing::warn!(
+                id,
+                "the Raft log lost its tail: not voting or campaigning until caught up with a leader"
+            );
+            raft.runtime_config().elect(false);
+        }
         Group {
             id,
+            log,
+            recovering: AtomicBool::new(recovering),
             metrics: raft.metrics(),
             raft,
             store,
@@ -110,6 +127,37 @@ impl Group {
             commits: Batches::default(),
             removes: Batches::default(),
             settled: Notify::new(),
+        }
+    }
+
+    /// A vote this member must not grant while it recovers a lost log tail; `None`
+    /// when it may vote.
+    pub fn refusal_while_recovering(&self) -> Option<VoteResponse<NodeId>> {
+        if !self.recovering.load(Ordering::Acquire) {
+            return None;
+        }
+        let vote = self.metrics.borrow().vote;
+        Some(VoteResponse {
+            vote,
+            vote_granted: false,
+            last_log_id: self.log.last_log_id(),
+        })
+    }
+
+    /// After an append a leader accepted: once the log reaches the leader's commit
+    /// index, nothing this member acknowledged is missing any more.
+    pub fn appended(&self, leader_commit: Option<LogId<NodeId>>) {
+        if !self.recovering.load(Ordering::Acquire) {
+            return;
+        }
+        if self.log.last_log_id().map(|l| l.index) >= leader_commit.map(|c| c.index) {
+            if let Err(e) = self.log.caught_up() {
+                tracing::warn!(id = self.id, error = %e, "marking the log caught up");
+                return;
+            }
+            self.recovering.store(false, Ordering::Release);
+            self.raft.runtime_config().elect(true);
+            tracing::info!(id = self.id, "caught up with the leader: voting again");
         }
     }
 

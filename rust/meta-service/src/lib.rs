@@ -352,12 +352,19 @@ impl MetaService {
             config.id,
             raft_config,
             raft_net::Network,
-            log,
+            log.clone(),
             store.clone(),
         )
         .await
         .map_err(|e| Error::Failed(format!("starting the meta group member: {e}")))?;
-        let group = Arc::new(Group::new(config.id, raft, store, leader, clock));
+        let group = Arc::new(Group::new(
+            config.id,
+            raft,
+            (log, store),
+            leader,
+            clock,
+            members.len(),
+        ));
         let shared = Arc::new(Shared {
             group: group.clone(),
             live: Mutex::new(BTreeMap::new()),

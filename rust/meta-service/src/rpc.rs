@@ -20,6 +20,9 @@ use memcache_proto::{
 use crate::ptracer::Tp;
 use crate::raft_net::{decode, encode};
 use crate::{Attachment, Live, Shared};
+use memcache_raft::{NodeId, TypeConfig};
+use openraft::error::RaftError;
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest};
 
 /// How many keys of an answer are real failures (not-found and already-exists are
 /// answers, not failures).
@@ -418,7 +421,13 @@ impl MetaRpc for Server {
     }
 
     async fn raft_append(self, _: Context, req: RaftBytes) -> Result<RaftBytes> {
-        encode(&self.0.group.raft.append_entries(decode(&req)?).await)
+        let req: AppendEntriesRequest<TypeConfig> = decode(&req)?;
+        let commit = req.leader_commit;
+        let answer = self.0.group.raft.append_entries(req).await;
+        if matches!(answer, Ok(AppendEntriesResponse::Success)) {
+            self.0.group.appended(commit);
+        }
+        encode(&answer)
     }
 
     async fn raft_snapshot(self, _: Context, req: RaftBytes) -> Result<RaftBytes> {
@@ -426,6 +435,10 @@ impl MetaRpc for Server {
     }
 
     async fn raft_vote(self, _: Context, req: RaftBytes) -> Result<RaftBytes> {
-        encode(&self.0.group.raft.vote(decode(&req)?).await)
+        let req: VoteRequest<NodeId> = decode(&req)?;
+        if let Some(refused) = self.0.group.refusal_while_recovering() {
+            return encode(&Ok::<_, RaftError<NodeId>>(refused));
+        }
+        encode(&self.0.group.raft.vote(req).await)
     }
 }

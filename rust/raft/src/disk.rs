@@ -35,6 +35,10 @@ const SEGMENT_BYTES: u64 = 64 << 20;
 /// length beyond it is damage, not an allocation to attempt.
 pub const MAX_RECORD: u32 = 1 << 30;
 
+/// Present while a member whose log lost its tail has not caught up with a leader: it
+/// outlives restarts, so a second restart cannot forget that the log may be short.
+pub const RECOVERING: &str = "recovering";
+
 const RECORD_MAGIC: u32 = 0x524d_4d43; // "CMMR" little-endian
 const HEADER: usize = 20; // magic, length, sequence, crc
 const FILE_MAGIC: &[u8; 8] = b"MMCFILE1";
@@ -66,6 +70,8 @@ pub struct Recovered {
     pub log: BTreeMap<u64, Entry<TypeConfig>>,
     pub last_purged: Option<LogId<NodeId>>,
     pub snapshot: Option<SnapshotFile>,
+    /// A torn tail was cut off: records this node acknowledged may be gone with it.
+    pub cut_tail: bool,
 }
 
 /// The encoding of records and files: compact integers, and no read past its input.
@@ -156,12 +162,24 @@ impl LogFiles {
                 let f = OpenOptions::new().write(true).open(&path)?;
                 f.set_len(bad)?;
                 f.sync_all()?;
+                r.cut_tail = true;
             }
             open_len = scan.bad_at.unwrap_or(bytes.len() as u64);
             next_seq = scan.next_seq;
             segments.push(Segment { path, max_index });
         }
         check_consecutive(dir, &r)?;
+        if r.cut_tail {
+            File::create(dir.join(RECOVERING))?.sync_all()?;
+            sync_dir(dir)?;
+            // A leader that restarts resumes leading at once (openraft) unless its
+            // vote is uncommitted: with a short log it would overwrite its followers'.
+            if let Some(v) = r.vote.as_mut().filter(|v| v.committed) {
+                v.committed = false;
+                write_checked(dir, "vote", v)?;
+            }
+        }
+        r.cut_tail |= dir.join(RECOVERING).exists();
         let mut files = match segments.last() {
             Some(s) => LogFiles {
                 dir: dir.to_path_buf(),

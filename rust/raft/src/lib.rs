@@ -96,6 +96,8 @@ pub fn open(dir: &Path, policy: PolicyKind) -> std::io::Result<(LogStore, StateM
             last_purged: r.last_purged,
         })),
         writer: Some(Writer::start(files)?),
+        cut_tail: r.cut_tail,
+        dir: Some(Arc::new(dir.to_path_buf())),
     };
     Ok((log, sm))
 }
@@ -105,6 +107,8 @@ pub fn in_memory(policy: PolicyKind) -> (LogStore, StateMachineStore) {
     let log = LogStore {
         mem: Arc::new(Mutex::new(LogMem::default())),
         writer: None,
+        cut_tail: false,
+        dir: None,
     };
     (log, StateMachineStore::new(policy, None))
 }
@@ -124,6 +128,40 @@ struct LogMem {
 pub struct LogStore {
     mem: Arc<Mutex<LogMem>>,
     writer: Option<Writer>,
+    cut_tail: bool,
+    dir: Option<Arc<PathBuf>>,
+}
+
+impl LogStore {
+    /// Whether opening cut a torn tail off the log. The cut records may have been
+    /// acknowledged (a crash tears only an unacknowledged write, but a damaged disk
+    /// can lose more), so such a member must not vote or campaign until it has caught
+    /// up with a leader: its vote could elect a member that lacks committed entries.
+    pub fn cut_tail(&self) -> bool {
+        self.cut_tail
+    }
+
+    /// Ends what [`cut_tail`](Self::cut_tail) began: the log has caught up with a
+    /// leader's commit index.
+    pub fn caught_up(&self) -> std::io::Result<()> {
+        match &self.dir {
+            Some(dir) => match std::fs::remove_file(dir.join(disk::RECOVERING)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            },
+            None => Ok(()),
+        }
+    }
+
+    /// The id of the last entry in the log (or the last purged one).
+    pub fn last_log_id(&self) -> Option<LogId<NodeId>> {
+        let mem = lock(&self.mem);
+        mem.log
+            .values()
+            .next_back()
+            .map(|e| e.log_id)
+            .or(mem.last_purged)
+    }
 }
 
 type Reply = tokio::sync::oneshot::Sender<std::io::Result<()>>;
@@ -238,16 +276,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> StorageResult<LogState<TypeConfig>> {
-        let mem = lock(&self.mem);
-        let last = mem
-            .log
-            .values()
-            .next_back()
-            .map(|e| e.log_id)
-            .or(mem.last_purged);
+        let last_purged_log_id = lock(&self.mem).last_purged;
         Ok(LogState {
-            last_purged_log_id: mem.last_purged,
-            last_log_id: last,
+            last_purged_log_id,
+            last_log_id: self.last_log_id(),
         })
     }
 
