@@ -144,13 +144,14 @@ impl Group {
         })
     }
 
-    /// After an append a leader accepted: once the log reaches the leader's commit
-    /// index, nothing this member acknowledged is missing any more.
-    pub fn appended(&self, leader_commit: Option<LogId<NodeId>>) {
+    /// After an append a leader accepted, this log agrees with the leader's up to
+    /// `matched`: once that reaches the leader's commit index, nothing this member
+    /// acknowledged is missing any more.
+    pub fn appended(&self, matched: Option<LogId<NodeId>>, leader_commit: Option<LogId<NodeId>>) {
         if !self.recovering.load(Ordering::Acquire) {
             return;
         }
-        if self.log.last_log_id().map(|l| l.index) >= leader_commit.map(|c| c.index) {
+        if matched.map(|l| l.index) >= leader_commit.map(|c| c.index) {
             if let Err(e) = self.log.caught_up() {
                 tracing::warn!(id = self.id, error = %e, "marking the log caught up");
                 return;

@@ -423,9 +423,12 @@ impl MetaRpc for Server {
     async fn raft_append(self, _: Context, req: RaftBytes) -> Result<RaftBytes> {
         let req: AppendEntriesRequest<TypeConfig> = decode(&req)?;
         let commit = req.leader_commit;
+        // Where this log agrees with the leader's once the append succeeds (entries
+        // past it may still be stale ones).
+        let matched = req.entries.last().map(|e| e.log_id).or(req.prev_log_id);
         let answer = self.0.group.raft.append_entries(req).await;
         if matches!(answer, Ok(AppendEntriesResponse::Success)) {
-            self.0.group.appended(commit);
+            self.0.group.appended(matched, commit);
         }
         encode(&answer)
     }
