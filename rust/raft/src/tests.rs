@@ -268,31 +268,27 @@ fn a_torn_tail_is_cut_and_everything_before_it_stays() {
     let mut cuts: Vec<u64> = ends.iter().map(|(_, e)| *e).collect();
     cuts.extend((ends[ends.len() - 3].1..len).step_by(3));
     cuts.push(0);
-    for cut in cuts {
+    let copy_cut_at = |cut: u64| {
         copy_dir(&base.0, &work.0);
         let f = OpenOptions::new()
             .write(true)
             .open(work.0.join(last.file_name().unwrap()))
             .unwrap();
         f.set_len(cut).unwrap();
-        drop(f);
-        let whole = ends.iter().filter(|(_, e)| *e <= cut).count() as u64;
-        let got = reopened(&work.0).expect("a torn tail never refuses");
-        assert_eq!(got, (1..=whole).collect::<Vec<_>>(), "cut at {cut}");
+    };
+    for cut in cuts {
+        copy_cut_at(cut);
         // Whether the open cut anything is told: that member waits before voting.
         let torn = !ends.iter().any(|(_, e)| *e == cut) && cut != 0;
-        copy_dir(&base.0, &work.0);
-        let f = OpenOptions::new()
-            .write(true)
-            .open(work.0.join(last.file_name().unwrap()))
-            .unwrap();
-        f.set_len(cut).unwrap();
-        drop(f);
         assert_eq!(
             LogFiles::open(&work.0).unwrap().1.cut_tail,
             torn,
             "cut at {cut}"
         );
+        copy_cut_at(cut);
+        let whole = ends.iter().filter(|(_, e)| *e <= cut).count() as u64;
+        let got = reopened(&work.0).expect("a torn tail never refuses");
+        assert_eq!(got, (1..=whole).collect::<Vec<_>>(), "cut at {cut}");
         // The cut file takes new records and gives them back.
         let (mut files, _) = LogFiles::open(&work.0).unwrap();
         files.write(&[Op::Append(vec![remove(whole + 1)])]).unwrap();
