@@ -416,18 +416,23 @@ mod tests {
 
     const RESTARTS: usize = 50;
 
-    /// A pure client reads from one local service after another, each stopped before
-    /// the next starts (a new socket and data port, as after a restart; a new id or the
-    /// one just freed);
-    /// returns the most it held at once, as `Session::held` counts.
-    async fn most_held_over_restarts(transport: TransportKind) -> (usize, usize, usize) {
-        let meta = MetaService::start(MetaServiceConfig {
+    /// A meta service on a free loopback port, without its admin HTTP server.
+    async fn loopback_meta() -> MetaService {
+        MetaService::start(MetaServiceConfig {
             discovery_url: "tcp://127.0.0.1:0".into(),
             http_url: String::new(),
             ..Default::default()
         })
         .await
-        .unwrap();
+        .unwrap()
+    }
+
+    /// A pure client reads from one local service after another, each stopped before
+    /// the next starts (a new socket and data port, as after a restart; a new id or the
+    /// one just freed);
+    /// returns the most it held at once, as `Session::held` counts.
+    async fn most_held_over_restarts(transport: TransportKind) -> (usize, usize, usize) {
+        let meta = loopback_meta().await;
         let addrs = vec![meta.local_addr()];
         let mut config = ClientConfig::remote(&format!("tcp://{}", meta.local_addr()), 0);
         config.transport = Some(transport);
@@ -475,13 +480,7 @@ mod tests {
     /// same memory under the new ids and lets go of the old ones.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_client_drops_the_old_segments_of_a_service_that_registered_again() {
-        let meta = MetaService::start(MetaServiceConfig {
-            discovery_url: "tcp://127.0.0.1:0".into(),
-            http_url: String::new(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        let meta = loopback_meta().await;
         let client = ObjectStore::new(ClientConfig::remote(
             &format!("tcp://{}", meta.local_addr()),
             0,

@@ -79,14 +79,11 @@ pub fn open(dir: &Path, policy: PolicyKind) -> std::io::Result<(LogStore, StateM
     let sm = StateMachineStore::new(policy, Some(dir.to_path_buf()));
     if let Some(s) = r.snapshot {
         let image = decode_image(&s.data).map_err(std::io::Error::other)?;
-        let mut inner = lock(&sm.inner);
-        inner.sm = StateMachine::from_image(image.state);
-        inner.last_applied = s.meta.last_log_id;
-        inner.membership = s.meta.last_membership.clone();
-        inner.snapshot = Some(Arc::new(StoredSnapshot {
+        let stored = Arc::new(StoredSnapshot {
             meta: s.meta,
             data: s.data,
-        }));
+        });
+        lock(&sm.inner).restore(StateMachine::from_image(image.state), stored);
     }
     let log = LogStore {
         mem: Arc::new(Mutex::new(LogMem {
@@ -387,6 +384,16 @@ struct SmInner {
     snapshots_built: u64,
 }
 
+impl SmInner {
+    /// Takes `sm`, the state `snapshot` holds, as the applied state.
+    fn restore(&mut self, sm: StateMachine, snapshot: Arc<StoredSnapshot>) {
+        self.sm = sm;
+        self.last_applied = snapshot.meta.last_log_id;
+        self.membership = snapshot.meta.last_membership.clone();
+        self.snapshot = Some(snapshot);
+    }
+}
+
 /// The applied state and the snapshots of one member. Cloning shares them.
 #[derive(Clone)]
 pub struct StateMachineStore {
@@ -555,11 +562,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 .map_err(read_error)?;
         self.persist(stored.clone()).await?;
         let sm = StateMachine::from_image(image.state);
-        let mut inner = lock(&self.inner);
-        inner.sm = sm;
-        inner.last_applied = meta.last_log_id;
-        inner.membership = meta.last_membership.clone();
-        inner.snapshot = Some(stored);
+        lock(&self.inner).restore(sm, stored);
         Ok(())
     }
 

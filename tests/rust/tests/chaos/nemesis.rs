@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -310,8 +310,8 @@ impl<'a> Nemesis<'a> {
                 let started = Instant::now();
                 self.pool.kill_meta(id);
                 let dir = self.pool.meta(id).data_dir.clone();
-                let cuts = truncate_logs(&dir, &mut self.rng)?;
-                self.note(n, fault, &mut notes, format!("cut {}", cuts.join(", ")));
+                let cut = truncate_log(&dir, &mut self.rng)?;
+                self.note(n, fault, &mut notes, format!("cut {cut}"));
                 std::thread::sleep(Duration::from_millis(300));
                 if let Err(e) = self.pool.start_meta(self.net, id) {
                     let first = e.lines().find(|l| l.contains("mmc:")).unwrap_or("");
@@ -462,47 +462,24 @@ pub fn wipe(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// The files under `dir` named like the Raft log.
-fn log_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            log_files(&p, out);
-        } else if e.file_name().to_string_lossy().starts_with(LOG_FILE_PREFIX) {
-            out.push(p);
-        }
-    }
-}
-
 /// Cuts the newest log segment of `dir` at a random offset within its last
 /// [`TRUNCATE_TAIL`] bytes; says what it cut.
-fn truncate_logs(dir: &Path, rng: &mut Rng) -> Result<Vec<String>, String> {
-    let mut files = Vec::new();
-    log_files(dir, &mut files);
-    // Segment names are their first record's number in fixed-width hex.
-    files.sort();
-    let files: Vec<PathBuf> = files.pop().into_iter().collect();
-    if files.is_empty() {
+fn truncate_log(dir: &Path, rng: &mut Rng) -> Result<String, String> {
+    let segments = memcache_raft::disk::segment_files(dir).map_err(|e| e.to_string())?;
+    let Some((_, f)) = segments.last() else {
         return Err(format!(
-            "no file named {LOG_FILE_PREFIX}* in {} to truncate: has the log's name changed? (nemesis::LOG_FILE_PREFIX)",
+            "no file named {LOG_FILE_PREFIX}* in {} to truncate",
             dir.display()
         ));
-    }
-    let mut cuts = Vec::new();
-    for f in files {
-        let len = std::fs::metadata(&f).map_err(|e| e.to_string())?.len();
-        let tail = len.min(TRUNCATE_TAIL);
-        let at = len - tail + rng.below(tail.max(1));
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&f)
-            .map_err(|e| e.to_string())?;
-        file.set_len(at).map_err(|e| e.to_string())?;
-        let name = f.strip_prefix(dir).unwrap_or(&f).display().to_string();
-        cuts.push(format!("{name} from {len} to {at} bytes"));
-    }
-    Ok(cuts)
+    };
+    let len = std::fs::metadata(f).map_err(|e| e.to_string())?.len();
+    let tail = len.min(TRUNCATE_TAIL);
+    let at = len - tail + rng.below(tail.max(1));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(f)
+        .map_err(|e| e.to_string())?;
+    file.set_len(at).map_err(|e| e.to_string())?;
+    let name = f.strip_prefix(dir).unwrap_or(f).display().to_string();
+    Ok(format!("{name} from {len} to {at} bytes"))
 }
