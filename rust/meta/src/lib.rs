@@ -13,7 +13,7 @@ mod store;
 pub use alloc::{pages_for, PageAllocator, Savepoint};
 pub use policy::{EvictionPolicy, PolicyKind};
 pub use state::{
-    AllocItem, Applied, Command, Counters, Image, Object, ObjectState, Segment, ServiceInfo,
+    AllocItem, Applied, Command, Counters, Image, Object, Pending, Replicas, Segment, ServiceInfo,
     StateMachine,
 };
 pub use store::REMOVE_ALL_CHUNK;

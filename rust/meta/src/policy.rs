@@ -97,21 +97,27 @@ impl EvictionPolicy for RecencyList {
 /// Reads counted per key, capped so an object once hot can still age out.
 const MAX_COUNT: u8 = 15;
 
+/// Bits of an LFU rank below its read count: the order of the last change.
+const TICK_BITS: u32 = 56;
+
 #[derive(Default)]
 struct Lfu {
-    /// (reads, order of the last change, key): the coldest first.
-    order: BTreeSet<(u8, u64, Key)>,
-    keys: FxHashMap<Key, (u8, u64)>,
+    /// (rank, key), the coldest first. A rank is the reads above the order of the
+    /// last change, in one word: the directory holds one per object.
+    order: BTreeSet<(u64, Key)>,
+    keys: FxHashMap<Key, u64>,
     tick: u64,
 }
 
 impl Lfu {
     fn set(&mut self, key: &Key, count: u8) {
-        self.tick += 1;
-        if let Some((c, t)) = self.keys.insert(key.clone(), (count, self.tick)) {
-            self.order.remove(&(c, t, key.clone()));
+        // 2^56 changes would take millennia at a million a second.
+        self.tick = (self.tick + 1) & ((1 << TICK_BITS) - 1);
+        let rank = (u64::from(count) << TICK_BITS) | self.tick;
+        if let Some(old) = self.keys.insert(key.clone(), rank) {
+            self.order.remove(&(old, key.clone()));
         }
-        self.order.insert((count, self.tick, key.clone()));
+        self.order.insert((rank, key.clone()));
     }
 }
 
@@ -125,19 +131,20 @@ impl EvictionPolicy for Lfu {
     }
 
     fn touch(&mut self, key: &Key) {
-        if let Some(&(c, _)) = self.keys.get(key) {
+        if let Some(&rank) = self.keys.get(key) {
+            let c = (rank >> TICK_BITS) as u8;
             self.set(key, (c + 1).min(MAX_COUNT));
         }
     }
 
     fn remove(&mut self, key: &Key) {
-        if let Some((c, t)) = self.keys.remove(key) {
-            self.order.remove(&(c, t, key.clone()));
+        if let Some(rank) = self.keys.remove(key) {
+            self.order.remove(&(rank, key.clone()));
         }
     }
 
     fn coldest(&self) -> Box<dyn Iterator<Item = &Key> + '_> {
-        Box::new(self.order.iter().map(|(_, _, k)| k))
+        Box::new(self.order.iter().map(|(_, k)| k))
     }
 }
 
@@ -151,7 +158,7 @@ struct S3Fifo {
     /// out when they outnumber the current ones (see [`S3Fifo::sweep`]).
     small: VecDeque<(Key, u64)>,
     main: VecDeque<(Key, u64)>,
-    /// Where each live key is, how often it was read (capped at 3), its generation.
+    /// Where each live key is, how often it was read, its generation.
     live: FxHashMap<Key, Place>,
     /// Live keys whose place is the small queue (the others are in main).
     in_small: usize,
@@ -166,11 +173,29 @@ struct S3Fifo {
 /// A queue is swept when it holds more than twice its live keys and this many more.
 const STALE_SLACK: usize = 64;
 
+/// Where a live key is, in one word (the directory holds one per object): its
+/// generation above a bit for the main queue above two bits of reads (capped at 3).
 #[derive(Clone, Copy)]
-struct Place {
-    in_main: bool,
-    reads: u8,
-    generation: u64,
+struct Place(u64);
+
+impl Place {
+    fn new(generation: u64, in_main: bool) -> Place {
+        Place(generation << 3 | u64::from(in_main) << 2)
+    }
+    fn generation(self) -> u64 {
+        self.0 >> 3
+    }
+    fn in_main(self) -> bool {
+        self.0 & 4 != 0
+    }
+    fn reads(self) -> u8 {
+        (self.0 & 3) as u8
+    }
+    fn read(&mut self) {
+        if self.reads() < 3 {
+            self.0 += 1;
+        }
+    }
 }
 
 impl S3Fifo {
@@ -178,19 +203,16 @@ impl S3Fifo {
     fn current(&self, entry: &(Key, u64), in_main: bool) -> Option<u8> {
         self.live
             .get(&entry.0)
-            .filter(|p| p.in_main == in_main && p.generation == entry.1)
-            .map(|p| p.reads)
+            .filter(|p| p.in_main() == in_main && p.generation() == entry.1)
+            .map(|p| p.reads())
     }
 
     fn push(&mut self, key: &Key, in_main: bool) {
         self.generation += 1;
-        let place = Place {
-            in_main,
-            reads: 0,
-            generation: self.generation,
-        };
+        // 2^61 pushes would take millennia at a million a second.
+        let place = Place::new(self.generation, in_main);
         if let Some(old) = self.live.insert(key.clone(), place) {
-            self.in_small -= !old.in_main as usize;
+            self.in_small -= !old.in_main() as usize;
         }
         self.in_small += !in_main as usize;
         let q = if in_main {
@@ -247,7 +269,7 @@ impl S3Fifo {
                 let live = &self.live;
                 q.retain(|(k, g)| {
                     live.get(k)
-                        .is_some_and(|p| p.in_main == main && p.generation == *g)
+                        .is_some_and(|p| p.in_main() == main && p.generation() == *g)
                 });
             }
         }
@@ -278,16 +300,16 @@ impl EvictionPolicy for S3Fifo {
 
     fn touch(&mut self, key: &Key) {
         if let Some(p) = self.live.get_mut(key) {
-            p.reads = (p.reads + 1).min(3);
+            p.read();
         }
     }
 
     fn remove(&mut self, key: &Key) {
         if let Some(p) = self.live.remove(key) {
-            self.in_small -= !p.in_main as usize;
-            if !p.in_main && p.reads == 0 {
-                self.ghost.insert(key.clone(), p.generation);
-                self.ghost_order.push_back((key.clone(), p.generation));
+            self.in_small -= !p.in_main() as usize;
+            if !p.in_main() && p.reads() == 0 {
+                self.ghost.insert(key.clone(), p.generation());
+                self.ghost_order.push_back((key.clone(), p.generation()));
             }
         }
         self.trim_ghosts();

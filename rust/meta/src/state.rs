@@ -11,6 +11,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use memcache_core::{Blob, Error, Key, LocalServiceId, Medium, Result, SegmentId, PAGE_SIZE};
 use memcache_proto::{Allocation, PutId, Recovered, SegmentSpec};
@@ -76,41 +77,122 @@ pub struct ServiceInfo {
     pub attachment: Vec<u8>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum ObjectState {
-    /// Space is reserved and the writer is copying; invisible to readers. Rolled back
-    /// when `deadline_ms` passes without a commit.
-    Allocating {
-        deadline_ms: u64,
-    },
-    Complete,
-}
+/// An object's replicas. One is the common case and costs no allocation of its own.
+pub type Replicas = SmallVec<[Blob; 1]>;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Object {
-    pub size: u64,
-    pub blobs: Vec<Blob>,
-    pub state: ObjectState,
-    pub put_id: PutId,
+/// A put in progress: space is reserved and the writer is copying; invisible to
+/// readers. Rolled back when `deadline_ms` passes without a commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Pending {
+    pub deadline_ms: u64,
     /// The put attempt's writer token (0 for none): an alloc repeated with the same
     /// token gets this allocation back instead of -3006.
     pub writer: u64,
-    pub created_ms: u64,
+    /// Starts counting at the commit.
     pub ttl_ms: Option<u64>,
-    pub expires_ms: Option<u64>,
+}
+
+/// What few objects have, kept out of line so that a committed object without a TTL
+/// (the common case) pays one pointer for all of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+struct Rare {
+    pending: Option<Pending>,
+    expires_ms: Option<u64>,
     /// Memory its SSD tier is copying it into (promotion); readers see it once done.
-    #[serde(default)]
-    pub staging: Option<Blob>,
+    staging: Option<Blob>,
+}
+
+/// One directory entry. It is the bulk of the meta service's memory (one per stored
+/// object, a million and more), so it is kept small: 72 bytes with one replica inline.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Object {
+    pub size: u64,
+    pub put_id: PutId,
+    /// The commit time (the allocation's until then).
+    pub created_ms: u64,
+    pub blobs: Replicas,
+    rare: Option<Box<Rare>>,
 }
 
 impl Object {
+    /// An allocated object that its writer is filling.
+    pub fn pending(size: u64, put_id: PutId, now_ms: u64, blobs: Replicas, p: Pending) -> Self {
+        let mut o = Object::committed(size, put_id, now_ms, blobs, None);
+        o.rare_mut().pending = Some(p);
+        o
+    }
+
+    /// A committed object.
+    pub fn committed(
+        size: u64,
+        put_id: PutId,
+        created_ms: u64,
+        blobs: Replicas,
+        expires_ms: Option<u64>,
+    ) -> Self {
+        let mut o = Object {
+            size,
+            put_id,
+            created_ms,
+            blobs,
+            rare: None,
+        };
+        if expires_ms.is_some() {
+            o.rare_mut().expires_ms = expires_ms;
+        }
+        o
+    }
+
+    fn rare_mut(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    /// Drops the out-of-line part once it holds nothing.
+    fn shed(&mut self) {
+        if self.rare.as_deref() == Some(&Rare::default()) {
+            self.rare = None;
+        }
+    }
+
+    /// The put in progress, None once committed.
+    pub fn put_in_progress(&self) -> Option<&Pending> {
+        self.rare.as_ref()?.pending.as_ref()
+    }
+
+    pub fn is_committed(&self) -> bool {
+        self.put_in_progress().is_none()
+    }
+
+    /// Commits the put at `now_ms`: its TTL starts. Returns what the put was, or None
+    /// where it was already committed.
+    pub fn commit(&mut self, now_ms: u64) -> Option<Pending> {
+        let p = self.rare.as_mut()?.pending.take()?;
+        self.created_ms = now_ms;
+        self.rare_mut().expires_ms = p.ttl_ms.map(|t| now_ms.saturating_add(t));
+        self.shed();
+        Some(p)
+    }
+
+    pub fn expires_ms(&self) -> Option<u64> {
+        self.rare.as_ref()?.expires_ms
+    }
+
+    pub fn staging(&self) -> Option<Blob> {
+        self.rare.as_ref()?.staging
+    }
+
+    pub fn set_staging(&mut self, blob: Option<Blob>) {
+        self.rare_mut().staging = blob;
+        self.shed();
+    }
+
     /// Readable at `now_ms`: committed and not past its TTL.
     pub fn visible(&self, now_ms: u64) -> bool {
-        self.state == ObjectState::Complete && !self.expired(now_ms)
+        self.is_committed() && !self.expired(now_ms)
     }
 
     pub fn expired(&self, now_ms: u64) -> bool {
-        self.expires_ms.is_some_and(|t| t <= now_ms)
+        self.expires_ms().is_some_and(|t| t <= now_ms)
     }
 
     /// Has a replica on an SSD segment.
@@ -260,8 +342,8 @@ pub struct Counters {
 }
 
 /// The object directory. Objects are boxed: a hash table keeps up to twice its
-/// entries' room free, and an `Object` is 136 bytes, so inline it cost about 320 bytes
-/// per object at 1 M objects; boxed, the table's slots are 24 bytes.
+/// entries' room free, so an `Object` inline would cost its size twice over; boxed,
+/// the table's slots are 24 bytes.
 pub(crate) type Directory = FxHashMap<Key, Box<Object>>;
 
 pub struct StateMachine {
@@ -331,7 +413,7 @@ impl StateMachine {
         let mut sm = StateMachine::new(image.policy);
         let mut committed: Vec<(u64, Key)> = Vec::new();
         for (k, o) in image.objects {
-            if o.state == ObjectState::Complete && o.in_memory() {
+            if o.is_committed() && o.in_memory() {
                 committed.push((o.created_ms, k.clone()));
             }
             sm.objects.insert(k, Box::new(o));
@@ -409,7 +491,7 @@ impl StateMachine {
                 items
                     .into_iter()
                     .map(|(key, id)| match self.objects.get(&key) {
-                        Some(o) if o.put_id == id && o.state != ObjectState::Complete => {
+                        Some(o) if o.put_id == id && !o.is_committed() => {
                             self.remove_object(&key);
                             self.counters.aborted += 1;
                             Ok(())
@@ -421,7 +503,7 @@ impl StateMachine {
             Command::Remove { now_ms, keys } => Applied::Removed(
                 keys.into_iter()
                     .map(|key| match self.objects.get(&key) {
-                        Some(o) if o.state == ObjectState::Complete => {
+                        Some(o) if o.is_committed() => {
                             let visible = !o.expired(now_ms);
                             self.remove_object(&key);
                             if visible {
@@ -546,10 +628,10 @@ impl StateMachine {
         for key in affected {
             let obj = self.objects.get_mut(&key).expect("listed above");
             obj.blobs.retain(|b| b.service != service);
-            if obj.staging.is_some_and(|b| b.service == service) {
-                obj.staging = None;
+            if obj.staging().is_some_and(|b| b.service == service) {
+                obj.set_staging(None);
             }
-            let keep = !obj.blobs.is_empty() && obj.state == ObjectState::Complete;
+            let keep = !obj.blobs.is_empty() && obj.is_committed();
             if !keep {
                 self.remove_object(&key);
                 dropped += 1;
@@ -565,7 +647,7 @@ impl StateMachine {
         if self.objects.contains_key(&item.key) {
             return Err(Error::DuplicatedObject);
         }
-        let mut blobs = Vec::with_capacity(item.segments.len());
+        let mut blobs = Replicas::with_capacity(item.segments.len());
         for seg_id in &item.segments {
             let placed = self.segments.get_mut(seg_id).and_then(|seg| {
                 let offset = seg.alloc.alloc(item.size)?;
@@ -593,21 +675,21 @@ impl StateMachine {
         self.pending.insert((deadline_ms, put_id, item.key.clone()));
         self.objects.insert(
             item.key,
-            Box::new(Object {
-                size: item.size,
-                blobs: blobs.clone(),
-                state: ObjectState::Allocating { deadline_ms },
+            Box::new(Object::pending(
+                item.size,
                 put_id,
-                writer: item.writer,
-                created_ms: now_ms,
-                ttl_ms: item.ttl_ms,
-                expires_ms: None,
-                staging: None,
-            }),
+                now_ms,
+                blobs.clone(),
+                Pending {
+                    deadline_ms,
+                    writer: item.writer,
+                    ttl_ms: item.ttl_ms,
+                },
+            )),
         );
         Ok(Allocation {
             put_id,
-            blobs,
+            blobs: blobs.into_vec(),
             lease_ms: deadline_ms.saturating_sub(now_ms),
             tags: Vec::new(),
         })
@@ -624,13 +706,10 @@ impl StateMachine {
                 "the put's lease ended before its commit".into(),
             ));
         }
-        let ObjectState::Allocating { deadline_ms } = obj.state else {
+        let Some(Pending { deadline_ms, .. }) = obj.commit(now_ms) else {
             return Ok(()); // a repeated commit of the same put
         };
-        obj.state = ObjectState::Complete;
-        obj.created_ms = now_ms;
-        obj.expires_ms = obj.ttl_ms.map(|t| now_ms.saturating_add(t));
-        if let Some(t) = obj.expires_ms {
+        if let Some(t) = obj.expires_ms() {
             self.expiring.insert((t, key.clone()));
         }
         self.pending.remove(&(deadline_ms, id, key.clone()));
@@ -656,14 +735,15 @@ impl StateMachine {
                 .remove(&(b.segment, obj.created_ms, key.clone()));
         }
         self.free_blobs(key, &obj.blobs);
-        self.free_blobs(key, obj.staging.as_slice());
-        match obj.state {
-            ObjectState::Allocating { deadline_ms } => {
-                self.pending.remove(&(deadline_ms, obj.put_id, key.clone()));
+        self.free_blobs(key, obj.staging().as_slice());
+        match obj.put_in_progress() {
+            Some(p) => {
+                self.pending
+                    .remove(&(p.deadline_ms, obj.put_id, key.clone()));
             }
-            ObjectState::Complete => {
+            None => {
                 self.policy.remove(key);
-                if let Some(t) = obj.expires_ms {
+                if let Some(t) = obj.expires_ms() {
                     self.expiring.remove(&(t, key.clone()));
                 }
             }
@@ -835,4 +915,57 @@ pub(crate) fn expired_in(
 /// The smallest key, used as the lower end of range bounds.
 fn min_key() -> Key {
     Key::new([0u8]).expect("one byte is a valid key")
+}
+
+#[cfg(test)]
+mod object_tests {
+    use super::*;
+
+    fn blob(offset: u64) -> Blob {
+        Blob {
+            service: 1,
+            medium: Medium::Dram,
+            segment: 1,
+            offset,
+            len: 64,
+        }
+    }
+
+    #[test]
+    fn a_committed_object_without_ttl_holds_nothing_out_of_line() {
+        assert!(std::mem::size_of::<Object>() <= 72);
+        let pending = Pending {
+            deadline_ms: 50,
+            writer: 7,
+            ttl_ms: None,
+        };
+        let mut o = Object::pending(64, 3, 10, Replicas::from_buf([blob(0)]), pending);
+        assert!(!o.is_committed() && !o.visible(10));
+        assert_eq!(o.put_in_progress(), Some(&pending));
+        assert_eq!(o.commit(20), Some(pending));
+        assert!(o.rare.is_none() && o.visible(20) && o.created_ms == 20);
+        assert_eq!(o.commit(30), None, "a repeated commit changes nothing");
+        assert_eq!(o.created_ms, 20);
+
+        o.set_staging(Some(blob(64)));
+        assert_eq!(o.staging(), Some(blob(64)));
+        o.set_staging(None);
+        assert!(o.rare.is_none());
+    }
+
+    #[test]
+    fn a_ttl_starts_at_the_commit_and_survives_an_image() {
+        let pending = Pending {
+            deadline_ms: 50,
+            writer: 0,
+            ttl_ms: Some(100),
+        };
+        let mut o = Object::pending(64, 3, 10, Replicas::from_buf([blob(0)]), pending);
+        assert_eq!(o.expires_ms(), None);
+        o.commit(20);
+        assert_eq!(o.expires_ms(), Some(120));
+        assert!(o.visible(119) && !o.visible(120));
+        let bytes = bincode::serialize(&o).unwrap();
+        assert_eq!(bincode::deserialize::<Object>(&bytes).unwrap(), o);
+    }
 }

@@ -428,7 +428,7 @@ impl Leader {
         let until_ms = now_ms.saturating_add(lease_ms);
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
-            let found = sm.visible(key, now_ms).map(|o| (o.size, o.blobs.clone()));
+            let found = sm.visible(key, now_ms).map(|o| (o.size, o.blobs.to_vec()));
             if let Ok((_, blobs)) = &found {
                 self.count_ssd_read(sm, key, blobs);
             }

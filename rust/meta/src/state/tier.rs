@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use memcache_core::{Blob, Error, Key, LocalServiceId, Medium, Result, SegmentId, PAGE_SIZE};
 
-use super::{min_key, Object, ObjectState, PutId, Recovered, StateMachine};
+use super::{min_key, Object, PutId, Recovered, Replicas, StateMachine};
 use crate::alloc::pages_for;
 
 impl StateMachine {
@@ -22,7 +22,7 @@ impl StateMachine {
             Some(o) if o.put_id == put && o.visible(now_ms) => o,
             _ => return Err(Error::ObjectNotFound),
         };
-        if obj.in_memory() || obj.staging.is_some() {
+        if obj.in_memory() || obj.staging().is_some() {
             return Err(Error::DuplicatedObject);
         }
         let size = obj.size;
@@ -42,17 +42,21 @@ impl StateMachine {
             offset,
             len: size,
         };
-        self.objects.get_mut(key).expect("found above").staging = Some(blob);
+        self.objects
+            .get_mut(key)
+            .expect("found above")
+            .set_staging(Some(blob));
         Ok(blob)
     }
 
     /// Makes a promoted object's filled memory readable.
     pub(super) fn promoted(&mut self, key: &Key, put: PutId) -> Result<()> {
         let obj = match self.objects.get_mut(key) {
-            Some(o) if o.put_id == put && o.staging.is_some() => o,
+            Some(o) if o.put_id == put && o.staging().is_some() => o,
             _ => return Err(Error::ObjectNotFound),
         };
-        let blob = obj.staging.take().expect("checked above");
+        let blob = obj.staging().expect("checked above");
+        obj.set_staging(None);
         obj.blobs.insert(0, blob);
         self.policy.insert(key);
         self.counters.promoted += 1;
@@ -67,7 +71,7 @@ impl StateMachine {
             let Some(obj) = self.objects.get_mut(key) else {
                 continue;
             };
-            if obj.state != ObjectState::Complete {
+            if !obj.is_committed() {
                 continue;
             }
             n += 1;
@@ -75,8 +79,11 @@ impl StateMachine {
                 self.remove_object(key);
                 continue;
             }
-            let (ssd, memory): (Vec<Blob>, Vec<Blob>) =
-                obj.blobs.iter().partition(|b| b.medium == Medium::Ssd);
+            let (ssd, memory): (Replicas, Replicas) = obj
+                .blobs
+                .iter()
+                .copied()
+                .partition(|b| b.medium == Medium::Ssd);
             obj.blobs = ssd;
             self.free_blobs(key, &memory);
             self.policy.remove(key);
@@ -99,8 +106,11 @@ impl StateMachine {
         if !obj.on_ssd() {
             return Err(Error::UnmatchedState(format!("{key} has no SSD replica")));
         }
-        let (dram, kept): (Vec<Blob>, Vec<Blob>) =
-            obj.blobs.iter().partition(|b| b.medium == Medium::Dram);
+        let (dram, kept): (Replicas, Replicas) = obj
+            .blobs
+            .iter()
+            .copied()
+            .partition(|b| b.medium == Medium::Dram);
         obj.blobs = kept;
         let in_memory = obj.in_memory();
         self.free_blobs(key, &dram);
@@ -124,8 +134,11 @@ impl StateMachine {
         let Some(obj) = self.objects.get_mut(key) else {
             return;
         };
-        let (gone, kept): (Vec<Blob>, Vec<Blob>) =
-            obj.blobs.iter().partition(|b| b.segment == segment);
+        let (gone, kept): (Replicas, Replicas) = obj
+            .blobs
+            .iter()
+            .copied()
+            .partition(|b| b.segment == segment);
         if gone.is_empty() {
             return;
         }
@@ -231,23 +244,19 @@ impl StateMachine {
                 self.ssd_order.insert((segment, now_ms, r.key.clone()));
                 self.objects.insert(
                     r.key,
-                    Box::new(Object {
-                        size: r.size,
-                        blobs: vec![Blob {
+                    Box::new(Object::committed(
+                        r.size,
+                        put_id,
+                        now_ms,
+                        Replicas::from_buf([Blob {
                             service,
                             medium: Medium::Ssd,
                             segment,
                             offset: r.record,
                             len: r.size,
-                        }],
-                        state: ObjectState::Complete,
-                        put_id,
-                        writer: 0,
-                        created_ms: now_ms,
-                        ttl_ms: None,
-                        expires_ms: r.expires_ms,
-                        staging: None,
-                    }),
+                        }]),
+                        r.expires_ms,
+                    )),
                 );
                 true
             })
@@ -267,7 +276,7 @@ impl StateMachine {
     /// The local service that should write `obj` to its SSD segment: the first holder
     /// of a memory replica that has one. None once it is on SSD.
     pub(super) fn store_target(&self, obj: &Object) -> Option<LocalServiceId> {
-        if obj.state != ObjectState::Complete || obj.on_ssd() {
+        if !obj.is_committed() || obj.on_ssd() {
             return None;
         }
         obj.blobs
@@ -284,7 +293,7 @@ impl StateMachine {
             if let Some(t) = self.store_target(obj) {
                 unstored.insert((t, obj.created_ms, key.clone()));
             }
-            if obj.state == ObjectState::Complete {
+            if obj.is_committed() {
                 for b in obj.blobs.iter().filter(|b| b.medium == Medium::Ssd) {
                     ssd_order.insert((b.segment, obj.created_ms, key.clone()));
                 }

@@ -48,9 +48,7 @@ impl Leader {
         let mut keys: Vec<Key> = sm
             .objects()
             .filter(|(k, o)| {
-                o.state == crate::state::ObjectState::Complete
-                    && o.staging.is_none()
-                    && !self.leases.held(k, now_ms)
+                o.is_committed() && o.staging().is_none() && !self.leases.held(k, now_ms)
             })
             .map(|(k, _)| k.clone())
             .collect();
@@ -185,7 +183,7 @@ impl Leader {
                 };
                 let waiting =
                     TierMove::Waiting(Error::Timeout(format!("{key} is not back in DRAM yet")));
-                if obj.staging.is_some() {
+                if obj.staging().is_some() {
                     return Ok(waiting);
                 }
                 let queue = self.to_promote.entry(ssd.service).or_default();

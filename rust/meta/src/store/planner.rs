@@ -13,7 +13,7 @@ use memcache_proto::Allocation;
 use super::leases::Leases;
 use super::MAX_OBJECT_BYTES;
 use crate::alloc::{pages_for, PageAllocator, Savepoint};
-use crate::state::{expired_in, AllocItem, ObjectState, PlanView, Segment};
+use crate::state::{expired_in, AllocItem, PlanView, Segment};
 
 pub(crate) struct Planner<'a> {
     view: PlanView<'a>,
@@ -89,16 +89,14 @@ impl<'a> Planner<'a> {
     /// first answer was lost with a leader or a connection).
     pub fn repeated(&self, key: &Key, size: u64, writer: u64) -> Option<Allocation> {
         let o = self.view.objects.get(key)?;
-        let mine = writer != 0 && o.writer == writer && o.size == size;
-        match o.state {
-            ObjectState::Allocating { deadline_ms } if mine => Some(Allocation {
-                put_id: o.put_id,
-                blobs: o.blobs.clone(),
-                lease_ms: deadline_ms.saturating_sub(self.now_ms),
-                tags: Vec::new(),
-            }),
-            _ => None,
-        }
+        let p = o.put_in_progress()?;
+        let mine = writer != 0 && p.writer == writer && o.size == size;
+        mine.then(|| Allocation {
+            put_id: o.put_id,
+            blobs: o.blobs.to_vec(),
+            lease_ms: p.deadline_ms.saturating_sub(self.now_ms),
+            tags: Vec::new(),
+        })
     }
 
     /// Evicts until every memory medium above `high` percent is at or below `low`
@@ -178,7 +176,7 @@ impl<'a> Planner<'a> {
         }
         match self.view.objects.get(key) {
             None => Ok(()),
-            Some(o) if o.state == ObjectState::Complete && o.expired(self.now_ms) => {
+            Some(o) if o.is_committed() && o.expired(self.now_ms) => {
                 if self.leased(key) {
                     return Err(Error::LeaseNotExpired);
                 }
@@ -279,11 +277,7 @@ impl<'a> Planner<'a> {
     /// Drops the next evictable object; false when none is left.
     fn evict_one(&mut self) -> bool {
         while let Some(key) = self.candidates.next() {
-            let committed = self
-                .view
-                .objects
-                .get(key)
-                .is_some_and(|o| o.state == ObjectState::Complete);
+            let committed = self.view.objects.get(key).is_some_and(|o| o.is_committed());
             if committed && !self.dropped.contains(key) && !self.leased(key) {
                 self.drop_object(key);
                 return true;

@@ -6,7 +6,7 @@ use memcache_proto::{PutId, SsdWork, ToPromote, ToStore};
 
 use super::{Leader, Plan};
 use crate::alloc::pages_for;
-use crate::state::{Applied, Command, ObjectState, StateMachine};
+use crate::state::{Applied, Command, StateMachine};
 
 /// Reads of an object only on SSD that make it hot enough to copy back into memory.
 const PROMOTE_AFTER_READS: u8 = 2;
@@ -153,7 +153,7 @@ impl Leader {
                 key: key.clone(),
                 put: obj.put_id,
                 blob: *blob,
-                expires_ms: obj.expires_ms,
+                expires_ms: obj.expires_ms(),
             });
         }
         SsdWork {
@@ -202,7 +202,7 @@ impl Leader {
             let Some(ssd) = obj.blobs.iter().find(|b| b.medium == Medium::Ssd) else {
                 continue;
             };
-            if obj.in_memory() || obj.staging.is_some() {
+            if obj.in_memory() || obj.staging().is_some() {
                 continue;
             }
             let need = pages_for(obj.size) * PAGE_SIZE;
@@ -210,7 +210,7 @@ impl Leader {
                 let Some(victim) = coldest.next() else { break };
                 let Some(v) = sm.object(victim) else { continue };
                 let here = |b: &Blob| room.iter().any(|(id, _)| *id == b.segment);
-                if v.state != ObjectState::Complete
+                if !v.is_committed()
                     || !v.blobs.iter().any(here)
                     || self.leases.held(victim, now_ms)
                     || self.doomed.contains_key(victim)
@@ -271,7 +271,7 @@ impl Leader {
         let Some(ssd) = blobs.iter().find(|b| b.medium == Medium::Ssd) else {
             return;
         };
-        let staged = sm.object(key).is_some_and(|o| o.staging.is_some());
+        let staged = sm.object(key).is_some_and(|o| o.staging().is_some());
         if blobs.iter().any(|b| b.medium != Medium::Ssd) || staged {
             return;
         }
