@@ -1,0 +1,160 @@
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::pki::{Leaf, Pki};
+use crate::*;
+
+fn leaf<'a>(name: &'a str, serial: u64, roles: &'a [&'a str]) -> Leaf<'a> {
+    Leaf {
+        name,
+        serial,
+        roles,
+        expired: false,
+    }
+}
+
+/// Serves one echo connection under `server`; answers the roles the peer had, or the
+/// handshake's error.
+async fn echo_server(
+    server: Arc<TlsServer>,
+) -> (SocketAddr, tokio::task::JoinHandle<io::Result<Roles>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await?;
+        let (mut s, roles) = server.accept(tcp).await?;
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).await?;
+        s.write_all(&buf).await?;
+        s.flush().await?;
+        Ok(roles)
+    });
+    (addr, task)
+}
+
+async fn round_trip(client: &TlsClient, addr: SocketAddr) -> io::Result<()> {
+    let mut s = connect_with(Some(client), addr).await?;
+    s.write_all(b"hello").await?;
+    s.flush().await?;
+    let mut buf = [0u8; 5];
+    s.read_exact(&mut buf).await?;
+    assert_eq!(&buf, b"hello");
+    Ok(())
+}
+
+#[tokio::test]
+async fn mutual_tls_carries_roles_and_refuses_strangers() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new("pool CA");
+    let server_leaf = pki.issue(&leaf("meta", 1, &["meta"]));
+    let good = pki.issue(&leaf("client", 2, &["client", "admin"]));
+    let revoked = pki.issue(&leaf("revoked", 3, &["client"]));
+    let expired = pki.issue(&Leaf {
+        expired: true,
+        ..leaf("expired", 4, &["client"])
+    });
+    let crl = pki.crl_pem(&[3]);
+    let server_cfg = pki.write(dir.path(), &server_leaf, "server", Some(&crl));
+    let server = server_cfg.server().unwrap();
+
+    // A good certificate: its roles reach the server.
+    let (addr, task) = echo_server(server.clone()).await;
+    let cfg = pki.write(dir.path(), &good, "good", Some(&crl));
+    round_trip(&cfg.client().unwrap(), addr).await.unwrap();
+    assert_eq!(
+        task.await.unwrap().unwrap(),
+        Roles::CLIENT.union(Roles::ADMIN)
+    );
+
+    // Revoked, expired, another CA's, and no TLS at all: refused by the server.
+    let other = Pki::new("another CA");
+    let stranger = other.issue(&leaf("stranger", 2, &["client"]));
+    let mut refused = Vec::new();
+    for (name, issued, ca) in [
+        ("revoked", &revoked, &pki),
+        ("expired", &expired, &pki),
+        ("stranger", &stranger, &other),
+    ] {
+        let mut cfg = ca.write(dir.path(), issued, name, None);
+        // The client trusts the pool's CA, so only the server's check can refuse it.
+        cfg.ca_path = server_cfg.ca_path.clone();
+        let (addr, task) = echo_server(server.clone()).await;
+        let _ = round_trip(&cfg.client().unwrap(), addr).await;
+        refused.push((name, task.await.unwrap().is_err()));
+    }
+    let (addr, task) = echo_server(server.clone()).await;
+    let mut plain = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _ = plain.write_all(b"hello").await;
+    let _ = plain.shutdown().await;
+    refused.push(("plaintext", task.await.unwrap().is_err()));
+    assert!(refused.iter().all(|(_, r)| *r), "{refused:?}");
+
+    // A client refuses a server of another CA.
+    let rogue = other.write(
+        dir.path(),
+        &other.issue(&leaf("rogue", 9, &["meta"])),
+        "rogue",
+        None,
+    );
+    let (addr, task) = echo_server(rogue.server().unwrap()).await;
+    assert!(round_trip(&cfg.client().unwrap(), addr).await.is_err());
+    let _ = task.await;
+}
+
+#[test]
+fn roles_of_a_certificate() {
+    let pki = Pki::new("CA");
+    let issued = pki.issue(&leaf("x", 1, &["local", "meta", "bogus"]));
+    let der = CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).unwrap();
+    let roles = Roles::of_certificate(&der);
+    assert_eq!(roles, Roles::LOCAL.union(Roles::META));
+    assert!(!roles.has(Roles::CLIENT));
+    assert_eq!(format!("{roles:?}"), "[meta,local]");
+    let none = pki.issue(&leaf("y", 2, &[]));
+    let der = CertificateDer::from_pem_slice(none.cert_pem.as_bytes()).unwrap();
+    assert_eq!(Roles::of_certificate(&der), Roles::NONE);
+}
+
+#[test]
+fn an_encrypted_key_opens_with_its_passphrase() {
+    use pkcs8::der::pem::LineEnding;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new("CA");
+    let issued = pki.issue(&leaf("enc", 1, &["client"]));
+    let info = pkcs8::PrivateKeyInfo::try_from(issued.key_der.as_slice()).unwrap();
+    let params =
+        pkcs8::pkcs5::pbes2::Parameters::pbkdf2_sha256_aes256cbc(2048, b"saltsalt", &[7u8; 16])
+            .unwrap();
+    let enc = info.encrypt_with_params(params, b"s3cret").unwrap();
+    let pem = enc.to_pem("ENCRYPTED PRIVATE KEY", LineEnding::LF).unwrap();
+    let mut cfg = pki.write(dir.path(), &issued, "enc", None);
+    std::fs::write(&cfg.key_path, pem.as_bytes()).unwrap();
+    // No passphrase: refused with a clear error.
+    let err = cfg.client().err().unwrap().to_string();
+    assert!(err.contains("no key pass path"), "{err}");
+    let pass = dir.path().join("pass");
+    std::fs::write(&pass, "wrong\n").unwrap();
+    cfg.key_pass_path = pass.clone();
+    assert!(cfg.client().is_err());
+    std::fs::write(&pass, "s3cret\n").unwrap();
+    cfg.client().unwrap();
+    cfg.server().unwrap();
+    // A decrypter library that cannot be loaded is an error, not a silent skip.
+    cfg.decrypter_lib_path = dir.path().join("missing.so");
+    let err = cfg.client().err().unwrap().to_string();
+    assert!(err.contains("decrypter"), "{err}");
+}
+
+#[test]
+fn missing_files_name_themselves() {
+    let cfg = TlsConfig {
+        enable: true,
+        ca_path: "/nonexistent/ca.pem".into(),
+        ..TlsConfig::default()
+    };
+    let err = cfg.server().err().unwrap().to_string();
+    assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+    assert!(TlsConfig::default().build().unwrap().is_none());
+}
