@@ -288,29 +288,59 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 impl TlsServer {
     /// The handshake of an accepted connection; the peer's roles come from its
     /// certificate.
-    pub async fn accept(&self, tcp: TcpStream) -> io::Result<(Stream, Roles)> {
+    pub async fn accept(&self, tcp: TcpStream) -> io::Result<(Stream, Peer)> {
         let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(tcp))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
-        let roles = tls
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .map(|c| Roles::of_certificate(c))
-            .unwrap_or(Roles::NONE);
-        Ok((Stream::Server(Box::new(tls)), roles))
+        let peer = match tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+            Some(cert) => Peer {
+                roles: Roles::of_certificate(cert),
+                cert: Some(cert_id(cert)),
+            },
+            None => Peer {
+                roles: Roles::NONE,
+                cert: None,
+            },
+        };
+        Ok((Stream::Server(Box::new(tls)), peer))
     }
 }
 
 /// Accepts a connection: its TLS handshake where `tls` is set, else the plain stream
 /// with every role (no TLS, no roles to check).
-pub async fn accept_stream(tls: Option<&TlsServer>, tcp: TcpStream) -> io::Result<(Stream, Roles)> {
+pub async fn accept_stream(tls: Option<&TlsServer>, tcp: TcpStream) -> io::Result<(Stream, Peer)> {
     let _ = tcp.set_nodelay(true);
     match tls {
         Some(t) => t.accept(tcp).await,
-        None => Ok((Stream::Plain(tcp), Roles::ALL)),
+        None => Ok((Stream::Plain(tcp), Peer::PLAINTEXT)),
     }
+}
+
+/// SHA-256 of a certificate (DER): what binds a local service to the certificate that
+/// registered it.
+pub type CertId = [u8; 32];
+
+fn cert_id(der: &[u8]) -> CertId {
+    let d = ring::digest::digest(&ring::digest::SHA256, der);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// Who is at the other end of an accepted connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    pub roles: Roles,
+    /// The certificate it presented (none without TLS).
+    pub cert: Option<CertId>,
+}
+
+impl Peer {
+    /// A peer of a plaintext listener: every role, as before TLS.
+    pub const PLAINTEXT: Peer = Peer {
+        roles: Roles::ALL,
+        cert: None,
+    };
 }
 
 /// Opens TLS connections.

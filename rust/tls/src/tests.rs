@@ -19,17 +19,17 @@ fn leaf<'a>(name: &'a str, serial: u64, roles: &'a [&'a str]) -> Leaf<'a> {
 /// handshake's error.
 async fn echo_server(
     server: Arc<TlsServer>,
-) -> (SocketAddr, tokio::task::JoinHandle<io::Result<Roles>>) {
+) -> (SocketAddr, tokio::task::JoinHandle<io::Result<Peer>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await?;
-        let (mut s, roles) = server.accept(tcp).await?;
+        let (mut s, peer) = server.accept(tcp).await?;
         let mut buf = [0u8; 5];
         s.read_exact(&mut buf).await?;
         s.write_all(&buf).await?;
         s.flush().await?;
-        Ok(roles)
+        Ok(peer)
     });
     (addr, task)
 }
@@ -63,10 +63,9 @@ async fn mutual_tls_carries_roles_and_refuses_strangers() {
     let (addr, task) = echo_server(server.clone()).await;
     let cfg = pki.write(dir.path(), &good, "good", Some(&crl));
     round_trip(&cfg.client().unwrap(), addr).await.unwrap();
-    assert_eq!(
-        task.await.unwrap().unwrap(),
-        Roles::CLIENT.union(Roles::ADMIN)
-    );
+    let peer = task.await.unwrap().unwrap();
+    assert_eq!(peer.roles, Roles::CLIENT.union(Roles::ADMIN));
+    assert!(peer.cert.is_some());
 
     // Revoked, expired, another CA's, and no TLS at all: refused by the server.
     let other = Pki::new("another CA");
