@@ -33,7 +33,7 @@ pub mod listen;
 #[cfg(any(test, feature = "pki"))]
 pub mod pki;
 
-pub use listen::{accept, Limits};
+pub use listen::{accept, Idle, Limits};
 
 /// The `mmc_tls_config` of the C API, the `*.tls.*` keys of the seed's configuration
 /// files and the `tls_*` keys of its Python dicts.
