@@ -398,6 +398,13 @@ impl MetaService {
             Some(t) => t.build()?,
             None => None,
         };
+        if let Some(t) = &tls {
+            // Joining a group asks the other members over the same identity (one
+            // identity per process: the first one set stays).
+            if memcache_tls::client().is_none() {
+                memcache_tls::set_client(Some(t.client.clone()));
+            }
+        }
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| Error::Failed(format!("listening on {addr}: {e}")))?;

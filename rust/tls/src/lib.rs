@@ -32,6 +32,7 @@ mod decrypter;
 pub mod listen;
 #[cfg(any(test, feature = "pki"))]
 pub mod pki;
+pub mod seed;
 
 pub use listen::{accept, Idle, Limits};
 

@@ -157,3 +157,33 @@ fn missing_files_name_themselves() {
     assert!(err.contains("/nonexistent/ca.pem"), "{err}");
     assert!(TlsConfig::default().build().unwrap().is_none());
 }
+
+#[test]
+fn seed_groups_map_onto_the_config() {
+    use memcache_core::seed_config::{SeedConfig, SeedRole};
+    let off = SeedConfig::parse(SeedRole::Local, "").unwrap();
+    assert_eq!(seed::from_seed(&off).unwrap(), None);
+    let text = "ock.mmc.local_service.hcom.tls.enable = true\n\
+                ock.mmc.local_service.hcom.tls.ca.path = /etc/ca.pem\n\
+                ock.mmc.local_service.hcom.tls.ca.crl.path = /etc/crl.pem\n\
+                ock.mmc.local_service.hcom.tls.cert.path = /etc/cert.pem\n\
+                ock.mmc.local_service.hcom.tls.key.path = /etc/key.pem\n\
+                ock.mmc.local_service.hcom.tls.key.pass.path = /etc/pass\n\
+                ock.mmc.local_service.hcom.tls.decrypter.path = /lib/dec.so\n";
+    let seed = SeedConfig::parse(SeedRole::Local, text).unwrap();
+    let c = seed::from_seed(&seed).unwrap().unwrap();
+    assert!(c.enable);
+    assert_eq!(c.ca_path, std::path::Path::new("/etc/ca.pem"));
+    assert_eq!(c.crl_path, std::path::Path::new("/etc/crl.pem"));
+    assert_eq!(c.cert_path, std::path::Path::new("/etc/cert.pem"));
+    assert_eq!(c.key_path, std::path::Path::new("/etc/key.pem"));
+    assert_eq!(c.key_pass_path, std::path::Path::new("/etc/pass"));
+    assert_eq!(c.decrypter_lib_path, std::path::Path::new("/lib/dec.so"));
+    // ock.mmc.tls wins over the others.
+    let text = format!("{text}ock.mmc.tls.enable = true\nock.mmc.tls.ca.path = /x/ca.pem\n");
+    let seed = SeedConfig::parse(SeedRole::Local, &text).unwrap();
+    let c = seed::from_seed(&seed).unwrap().unwrap();
+    assert_eq!(c.ca_path, std::path::Path::new("/x/ca.pem"));
+    let bad = SeedConfig::parse(SeedRole::Meta, "ock.mmc.tls.enable = maybe\n");
+    assert!(bad.is_err() || seed::from_seed(&bad.unwrap()).is_err());
+}
