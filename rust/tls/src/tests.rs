@@ -187,3 +187,40 @@ fn seed_groups_map_onto_the_config() {
     let bad = SeedConfig::parse(SeedRole::Meta, "ock.mmc.tls.enable = maybe\n");
     assert!(bad.is_err() || seed::from_seed(&bad.unwrap()).is_err());
 }
+
+#[tokio::test]
+async fn a_listener_stops_accepting_at_its_cap() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let slots = listen::slots(&Limits {
+        max_conns: 1,
+        ..Limits::default()
+    });
+    let _a = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _b = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (_, _, first) = accept(&listener, &slots).await;
+    // The second waits in the backlog while the first holds the only slot.
+    let second = tokio::time::timeout(Duration::from_millis(200), accept(&listener, &slots)).await;
+    assert!(second.is_err());
+    drop(first);
+    let second = tokio::time::timeout(Duration::from_secs(5), accept(&listener, &slots)).await;
+    assert!(second.is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_connection_times_out_and_a_busy_one_does_not() {
+    let (near, mut far) = tokio::io::duplex(64);
+    let mut idle = Idle::new(near, Duration::from_secs(10));
+    let mut buf = [0u8; 4];
+    // Data every 6 s keeps it open past 10 s.
+    for _ in 0..3 {
+        let writer = async {
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            far.write_all(b"ping").await.unwrap();
+        };
+        let (r, ()) = tokio::join!(idle.read_exact(&mut buf), writer);
+        r.unwrap();
+    }
+    let err = idle.read_exact(&mut buf).await.unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+}
