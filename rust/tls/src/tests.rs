@@ -224,3 +224,54 @@ async fn an_idle_connection_times_out_and_a_busy_one_does_not() {
     let err = idle.read_exact(&mut buf).await.unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::TimedOut);
 }
+
+/// A decrypter library as 1.3.0 loads one: `DecryptPassword` here reverses its input.
+#[test]
+fn a_decrypter_library_opens_the_passphrase() {
+    use pkcs8::der::pem::LineEnding;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("dec.c");
+    std::fs::write(
+        &src,
+        "#include <stddef.h>\n\
+         int DecryptPassword(const char *c, size_t n, char *p, size_t cap) {\n\
+           if (n + 1 > cap) return 1;\n\
+           for (size_t i = 0; i < n; i++) p[i] = c[n - 1 - i];\n\
+           p[n] = 0;\n\
+           return 0;\n\
+         }\n",
+    )
+    .unwrap();
+    let lib = dir.path().join("libdec.so");
+    let built = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&lib)
+        .arg(&src)
+        .status();
+    if !built.is_ok_and(|s| s.success()) {
+        eprintln!("no C compiler: skipping the decrypter library test");
+        return;
+    }
+    let pki = Pki::new("CA");
+    let issued = pki.issue(&leaf("dec", 1, &["client"]));
+    let info = pkcs8::PrivateKeyInfo::try_from(issued.key_der.as_slice()).unwrap();
+    let params =
+        pkcs8::pkcs5::pbes2::Parameters::pbkdf2_sha256_aes256cbc(2048, b"saltsalt", &[3u8; 16])
+            .unwrap();
+    let pem = info
+        .encrypt_with_params(params, b"s3cret")
+        .unwrap()
+        .to_pem("ENCRYPTED PRIVATE KEY", LineEnding::LF)
+        .unwrap();
+    let mut cfg = pki.write(dir.path(), &issued, "dec", None);
+    std::fs::write(&cfg.key_path, pem.as_bytes()).unwrap();
+    cfg.key_pass_path = dir.path().join("pass");
+    // What is stored is the cipher text: the passphrase reversed.
+    std::fs::write(&cfg.key_pass_path, "terc3s\n").unwrap();
+    assert!(
+        cfg.client().is_err(),
+        "the stored text is not the passphrase"
+    );
+    cfg.decrypter_lib_path = lib;
+    cfg.client().unwrap();
+}
