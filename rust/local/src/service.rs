@@ -45,7 +45,6 @@ pub struct LocalServiceConfig {
     pub ssd_size: u64,
     /// Mutual TLS on the data plane and the HTTP server, and to the meta service; off
     /// where absent or not enabled.
-    #[serde(skip)]
     pub tls: Option<memcache_tls::TlsConfig>,
     /// Connections the data plane and the HTTP server each keep open at most.
     pub max_connections: usize,

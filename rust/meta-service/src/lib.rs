@@ -77,7 +77,6 @@ pub struct MetaServiceConfig {
     pub raft_snapshot_every: u64,
     /// Mutual TLS on the RPC port (clients, local services and the other meta nodes)
     /// and on the admin HTTP server; plaintext where off or absent.
-    #[serde(skip)]
     pub tls: Option<memcache_tls::TlsConfig>,
     /// Connections the RPC port and the admin HTTP server each keep open at most.
     pub max_connections: usize,

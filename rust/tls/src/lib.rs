@@ -38,7 +38,8 @@ pub use listen::{accept, Idle, Limits};
 
 /// The `mmc_tls_config` of the C API, the `*.tls.*` keys of the seed's configuration
 /// files and the `tls_*` keys of its Python dicts.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct TlsConfig {
     pub enable: bool,
     /// PEM file of the CA certificates peers' certificates must chain to.

@@ -328,3 +328,77 @@ fn each_certificate_is_held_to_its_roles() {
     }
     assert!(metrics.contains("memcache_tls_handshakes_refused_total"));
 }
+
+/// 1.3.0's files turn TLS on: `mmc-meta.conf` with `ock.mmc.tls.*` for the meta
+/// service, `mmc-local.conf` with `ock.mmc.local_service.hcom.tls.*` for a client.
+#[test]
+fn seed_files_turn_tls_on() {
+    let c = certs();
+    let meta_cfg = issue("seed-meta", 30, &["meta"], false);
+    let ports = free_ports(2);
+    let group = |prefix: &str, cfg: &TlsConfig| {
+        format!(
+            "{prefix}.enable = true\n{prefix}.ca.path = {}\n{prefix}.ca.crl.path = {}\n\
+             {prefix}.cert.path = {}\n{prefix}.key.path = {}\n",
+            cfg.ca_path.display(),
+            cfg.crl_path.display(),
+            cfg.cert_path.display(),
+            cfg.key_path.display()
+        )
+    };
+    let meta_conf = c.dir.join("mmc-meta.conf");
+    std::fs::write(
+        &meta_conf,
+        format!(
+            "ock.mmc.meta_service_url = tcp://127.0.0.1:{}\n\
+             ock.mmc.meta_service.metrics_url = http://127.0.0.1:{}\n{}",
+            ports[0],
+            ports[1],
+            group("ock.mmc.tls", &meta_cfg)
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(mmc_bin())
+        .arg("meta")
+        .env("MMC_META_CONFIG_PATH", &meta_conf)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut out, &mut first).unwrap();
+    let _meta = Proc(child);
+    let url = format!("tcp://127.0.0.1:{}", ports[0]);
+    assert!(first.contains(&url), "{first}");
+    let local_cfg = issue("seed-local", 31, &["local"], false);
+    let extra = tls_args(&local_cfg);
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let (_local, _) = start_local_with(&url, "32MiB", &extra);
+    // A plaintext client is refused; one configured by mmc-local.conf is served.
+    let pool_addr: SocketAddr = format!("127.0.0.1:{}", ports[0]).parse().unwrap();
+    let plain = rt().block_on(async {
+        match connect_meta_with(None, pool_addr, TIMEOUT).await {
+            Ok(rpc) => rpc.role(context(TIMEOUT)).await.is_ok(),
+            Err(_) => false,
+        }
+    });
+    assert!(!plain);
+    let client_cfg = issue("seed-client", 32, &["client"], false);
+    let local_conf = c.dir.join("mmc-local.conf");
+    std::fs::write(
+        &local_conf,
+        format!(
+            "ock.mmc.meta_service_url = {url}\n\
+             ock.mmc.local_service.protocol = host_tcp\n\
+             ock.mmc.local_service.dram.size = 0\n{}",
+            group("ock.mmc.local_service.hcom.tls", &client_cfg)
+        ),
+    )
+    .unwrap();
+    let config = memcache_client::ClientConfig::from_seed_file(&local_conf).unwrap();
+    assert!(config.local.tls.as_ref().is_some_and(|t| t.enable));
+    let store = memcache_client::BlockingObjectStore::new(config).unwrap();
+    store.init(0, false).unwrap();
+    store.put("seed/tls", b"over tls").unwrap();
+    assert_eq!(store.get("seed/tls").unwrap(), b"over tls");
+}
