@@ -402,3 +402,62 @@ fn seed_files_turn_tls_on() {
     store.put("seed/tls", b"over tls").unwrap();
     assert_eq!(store.get("seed/tls").unwrap(), b"over tls");
 }
+
+/// Three meta nodes with meta certificates form a group: Raft's messages and
+/// membership travel over TLS, and a put is replicated before it is acknowledged.
+#[test]
+fn a_meta_group_replicates_over_tls() {
+    let addrs: Vec<String> = free_ports(3)
+        .into_iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect();
+    let peers = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{}={a}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let url = addrs
+        .iter()
+        .map(|a| format!("tcp://{a}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut nodes = Vec::new();
+    for id in 1..=3u64 {
+        let cfg = issue(&format!("group-meta-{id}"), 40 + id, &["meta"], false);
+        let mut args: Vec<String> = ["meta", "--id", &id.to_string(), "--peers", &peers]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(tls_args(&cfg));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        nodes.push(spawn_mmc_lines(&args, 2).0);
+    }
+    let client = client_of(&issue("group-client", 50, &["client"], false));
+    memcache_tls::set_client(Some(client.clone()));
+    let leader = || {
+        rt().block_on(async {
+            for a in &addrs {
+                let Ok(rpc) = connect_meta_with(Some(&client), a.parse().unwrap(), TIMEOUT).await
+                else {
+                    continue;
+                };
+                if let Ok(r) = rpc.role(context(TIMEOUT)).await {
+                    if r.role == "leader" {
+                        return true;
+                    }
+                }
+            }
+            false
+        })
+    };
+    eventually("the TLS group elects a leader", leader);
+    let local_cfg = issue("group-local", 51, &["local"], false);
+    let extra = tls_args(&local_cfg);
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let (_local, _) = start_local_with(&url, "32MiB", &extra);
+    let store = tcp_client(&url);
+    store.put("group/a", b"replicated").unwrap();
+    assert_eq!(store.get("group/a").unwrap(), b"replicated");
+    drop(nodes);
+}
