@@ -783,23 +783,21 @@ fn bench_layers_tls(args: &BenchArgs) -> Result<Value, String> {
     let dir = std::env::temp_dir().join(format!("mmc-bench-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let pki = Pki::new("bench CA");
-    let identity = |name: &str, serial: u64, role: &str| {
-        let issued = pki.issue(&Leaf {
-            name,
-            serial,
-            roles: &[role],
-            expired: false,
-        });
-        pki.write(&dir, &issued, name, None)
-    };
-    let meta_tls = identity("meta", 1, "meta");
-    let local_tls = identity("local", 2, "local");
-    let client_tls = identity("client", 3, "client");
+    // One process, so one identity (see memcache_tls::set_client) for the meta
+    // service, the local service and the client alike.
+    let issued = pki.issue(&Leaf {
+        name: "bench",
+        serial: 1,
+        roles: &["meta", "local", "client"],
+        expired: false,
+    });
+    let identity = pki.write(&dir, &issued, "bench", None);
+    let (meta_tls, local_tls, client_tls) = (&identity, &identity, &identity);
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     let mut reports = Vec::new();
     for tls in [false, true] {
         let pick = |c: &memcache_tls::TlsConfig| tls.then(|| c.clone());
-        let client = match pick(&client_tls) {
+        let client = match pick(client_tls) {
             Some(c) => Some(c.client().map_err(|e| e.to_string())?),
             None => None,
         };
@@ -809,7 +807,7 @@ fn bench_layers_tls(args: &BenchArgs) -> Result<Value, String> {
                 memcache_meta_service::MetaServiceConfig {
                     discovery_url: "tcp://127.0.0.1:0".into(),
                     http_url: String::new(),
-                    tls: pick(&meta_tls),
+                    tls: pick(meta_tls),
                     ..Default::default()
                 },
             ))
@@ -818,7 +816,7 @@ fn bench_layers_tls(args: &BenchArgs) -> Result<Value, String> {
         let socket = dir.join(format!("local-{tls}.sock"));
         let local_config = memcache_local::LocalServiceConfig {
             dram_size: args.dram_size,
-            tls: pick(&local_tls),
+            tls: pick(local_tls),
             ..Default::default()
         };
         let local = rt

@@ -174,6 +174,7 @@ mod tests {
                 "unknown protocol",
             ),
             ("ock.mmc.tls.enable = yes", "ock.mmc.tls.enable"),
+            ("ock.mmc.tls.enable = true", "ock.mmc.tls.ca.path"),
             ("ock.mmc.local_service.hbm.size = 1GB", "device memory"),
             ("ock.mmc.local_service.dram.size = 2TB", "size"),
             ("ock.mmc.local_service.dram.size = lots", "size"),

@@ -180,12 +180,20 @@ fn seed_groups_map_onto_the_config() {
     assert_eq!(c.key_pass_path, std::path::Path::new("/etc/pass"));
     assert_eq!(c.decrypter_lib_path, std::path::Path::new("/lib/dec.so"));
     // ock.mmc.tls wins over the others.
-    let text = format!("{text}ock.mmc.tls.enable = true\nock.mmc.tls.ca.path = /x/ca.pem\n");
+    let text = format!(
+        "{text}ock.mmc.tls.enable = true\nock.mmc.tls.ca.path = /x/ca.pem\n\
+         ock.mmc.tls.cert.path = /x/c.pem\nock.mmc.tls.key.path = /x/k.pem\n"
+    );
     let seed = SeedConfig::parse(SeedRole::Local, &text).unwrap();
     let c = seed::from_seed(&seed).unwrap().unwrap();
     assert_eq!(c.ca_path, std::path::Path::new("/x/ca.pem"));
     let bad = SeedConfig::parse(SeedRole::Meta, "ock.mmc.tls.enable = maybe\n");
     assert!(bad.is_err() || seed::from_seed(&bad.unwrap()).is_err());
+    // On without certificates: refused, naming the missing key.
+    let bare = SeedConfig::parse(SeedRole::Meta, "ock.mmc.tls.enable = true\n").unwrap();
+    let e = seed::from_seed(&bare).unwrap_err();
+    assert_eq!(e.code(), -3000);
+    assert!(e.to_string().contains("ock.mmc.tls.ca.path"), "{e}");
 }
 
 #[tokio::test]
