@@ -337,6 +337,11 @@ fn claimed_lengths_are_not_allocated() {
     bytes.extend_from_slice(&[0; 64]);
     let m = through_transport(&bytes).unwrap();
     assert!(m.largest < 1 << 20, "allocated {} bytes", m.largest);
+    // So is a 1 GiB header.
+    let mut bytes = (1u32 << 30).to_be_bytes().to_vec();
+    bytes.extend_from_slice(&[0; 64]);
+    let m = through_transport(&bytes).unwrap();
+    assert!(m.largest < 1 << 20, "allocated {} bytes", m.largest);
 }
 
 /// Messages of many small elements, the most memory per byte of frame: inside the
