@@ -14,7 +14,7 @@ mod codec;
 mod raft;
 mod types;
 
-pub use codec::Codec;
+pub use codec::{transport, Codec, Frames, Transport};
 pub use raft::RaftBytes;
 pub use tarpc;
 pub use types::{
