@@ -35,7 +35,34 @@ pub type LogFunc = Option<unsafe extern "C" fn(c_int, *const c_char)>;
 #[repr(C)]
 pub struct mmc_tls_config {
     pub tls_enable: bool,
+    /// `caPath`, `crlPath`, `certPath`, `keyPath`, `keyPassPath`, `packagePath`,
+    /// `decrypterLibPath`.
     pub paths: [[c_char; TLS_PATH]; 7],
+}
+
+impl mmc_tls_config {
+    /// The TLS settings, if enabled.
+    fn config(&self) -> Option<memcache_tls::TlsConfig> {
+        if !self.tls_enable {
+            return None;
+        }
+        let p = |i: usize| std::path::PathBuf::from(fixed(&self.paths[i]));
+        Some(memcache_tls::TlsConfig {
+            enable: true,
+            ca_path: p(0),
+            crl_path: p(1),
+            cert_path: p(2),
+            key_path: p(3),
+            key_pass_path: p(4),
+            package_path: p(5),
+            decrypter_lib_path: p(6),
+        })
+    }
+}
+
+/// The first enabled of `groups`: a process has one TLS identity.
+fn first_tls(groups: &[&mmc_tls_config]) -> Option<memcache_tls::TlsConfig> {
+    groups.iter().find_map(|g| g.config())
 }
 
 #[repr(C)]
@@ -271,6 +298,7 @@ pub unsafe extern "C" fn mmcs_meta_service_start(
         logging::init(c.log_level, None);
         let mut cfg = MetaServiceConfig {
             discovery_url: fixed(&c.discovery_url),
+            tls: first_tls(&[&c.acc_tls_config, &c.config_store_tls_config]),
             ..Default::default()
         };
         if c.evict_threshold_high != 0 {
@@ -334,6 +362,11 @@ pub unsafe extern "C" fn mmcs_local_service_start(
             device_id: c.device_id,
             service_id: Some(c.rank_id),
             data_addr: fixed(&c.bm_ip_port).parse().ok(),
+            tls: first_tls(&[
+                &c.acc_tls_config,
+                &c.hcom_tls_config,
+                &c.config_store_tls_config,
+            ]),
             ..Default::default()
         };
         let url = fixed(&c.discovery_url);
@@ -426,6 +459,7 @@ pub unsafe extern "C" fn mmcc_init(config: *mut mmc_client_config_t) -> i32 {
         if !url.is_empty() {
             cfg.discovery_url = Some(url);
         }
+        cfg.local.tls = c.tls_config.config();
         if c.time_out > 0 {
             cfg.timeout_ms = c.time_out as u64 * 1000;
         }

@@ -93,11 +93,17 @@ fn log_level(name: &str) -> Result<Option<i32>, Error> {
     }))
 }
 
-/// `c` over `base`. Refuses (-3000) what this build cannot honour: TLS, HBM, device
+/// `c` over `base`. Refuses (-3000) what this build cannot honour: TLS without
+/// certificates in `base`, HBM, device
 /// protocols, and malformed sizes or names. Applies the log level only on success.
 pub fn apply(base: ClientConfig, c: &mmc_local_config_t) -> Result<ClientConfig, Error> {
-    if c.tls_enable || c.hcom_tls_enable || c.config_store_tls_enable {
-        return Err(Error::invalid("TLS is not available to this client"));
+    // local_config carries no certificate paths: TLS on needs them from the
+    // configuration it is laid over (mmc-local.conf's ock.mmc.tls.*).
+    let tls_on = base.local.tls.as_ref().is_some_and(|t| t.enable);
+    if (c.tls_enable || c.hcom_tls_enable || c.config_store_tls_enable) && !tls_on {
+        return Err(Error::invalid(
+            "TLS: local_config names no certificates; set them in mmc-local.conf (ock.mmc.tls.*, MMC_LOCAL_CONFIG_PATH)",
+        ));
     }
     let hbm = fixed(&c.hbm_size);
     if !hbm.is_empty() && parse_size(&hbm)? != 0 {

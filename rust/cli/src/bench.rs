@@ -40,7 +40,7 @@ enum Workload {
     Soak,
 }
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 pub struct BenchArgs {
     #[arg(value_enum)]
     workload: Workload,
@@ -89,6 +89,12 @@ pub struct BenchArgs {
     /// soak: how long to run (fractions allowed, e.g. 0.5).
     #[arg(long, default_value_t = 20.0)]
     minutes: f64,
+    /// layers: run an in-process pool (a meta service and a local service on loopback)
+    /// twice, plaintext then mutual TLS 1.3 (certificates made here), as a pure client
+    /// over the TCP data plane, and report `tls_put_ratio` / `tls_get_ratio` (TLS over
+    /// plaintext). Named `--tls-bench` because `--tls` turns TLS on for any command.
+    #[arg(long = "tls-bench")]
+    tls_bench: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -112,6 +118,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         return crate::bench_soak::run(args.minutes, args.json);
     }
     let report = match args.workload {
+        Workload::Layers if args.tls_bench => bench_layers_tls(&args)?,
         Workload::Layers => bench_layers(&args)?,
         Workload::Small => bench_small(&args)?,
         Workload::Alloc => bench_alloc(&args),
@@ -769,6 +776,84 @@ fn bench_layers(args: &BenchArgs) -> Result<Value, String> {
     Ok(merge(report, json!({ "layers_per_key": layout.len() })))
 }
 
+/// `layers --tls-bench`: the same passes against an in-process pool over TCP, without
+/// then with mutual TLS, in one run.
+fn bench_layers_tls(args: &BenchArgs) -> Result<Value, String> {
+    use memcache_tls::pki::{Leaf, Pki};
+    let dir = std::env::temp_dir().join(format!("mmc-bench-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let pki = Pki::new("bench CA");
+    // One process, so one identity (see memcache_tls::set_client) for the meta
+    // service, the local service and the client alike.
+    let issued = pki.issue(&Leaf {
+        name: "bench",
+        serial: 1,
+        roles: &["meta", "local", "client"],
+        expired: false,
+    });
+    let identity = pki.write(&dir, &issued, "bench", None);
+    let (meta_tls, local_tls, client_tls) = (&identity, &identity, &identity);
+    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    let mut reports = Vec::new();
+    for tls in [false, true] {
+        let pick = |c: &memcache_tls::TlsConfig| tls.then(|| c.clone());
+        let client = match pick(client_tls) {
+            Some(c) => Some(c.client().map_err(|e| e.to_string())?),
+            None => None,
+        };
+        memcache_tls::set_client(client);
+        let meta = rt
+            .block_on(memcache_meta_service::MetaService::start(
+                memcache_meta_service::MetaServiceConfig {
+                    discovery_url: "tcp://127.0.0.1:0".into(),
+                    http_url: String::new(),
+                    tls: pick(meta_tls),
+                    ..Default::default()
+                },
+            ))
+            .map_err(|e| format!("meta service: {e}"))?;
+        let addr = meta.local_addr();
+        let socket = dir.join(format!("local-{tls}.sock"));
+        let local_config = memcache_local::LocalServiceConfig {
+            dram_size: args.dram_size,
+            tls: pick(local_tls),
+            ..Default::default()
+        };
+        let local = rt
+            .block_on(memcache_local::RunningLocalService::start(
+                &local_config,
+                &[addr],
+                Duration::from_secs(5),
+                socket,
+            ))
+            .map_err(|e| format!("local service: {e}"))?;
+        let mut sub = args.clone();
+        sub.discovery = Some(format!("tcp://{addr}"));
+        sub.transport = Some(TransportArg::Tcp);
+        let report = bench_layers(&sub);
+        let _ = rt.block_on(local.stop());
+        drop(local);
+        rt.block_on(meta.stop());
+        reports.push(report?);
+    }
+    memcache_tls::set_client(None);
+    let _ = std::fs::remove_dir_all(&dir);
+    let f = |r: &Value, k: &str| r[k].as_f64().unwrap_or(0.0);
+    let (plain, tls) = (&reports[0], &reports[1]);
+    Ok(json!({
+        "workload": "layers-tls",
+        "keys": plain["keys"],
+        "rounds": plain["rounds"],
+        "plain_put_gbps": f(plain, "put_gbps"),
+        "plain_get_gbps": f(plain, "get_gbps"),
+        "tls_put_gbps": f(tls, "put_gbps"),
+        "tls_get_gbps": f(tls, "get_gbps"),
+        "tls_put_ratio": f(tls, "put_gbps") / f(plain, "put_gbps"),
+        "tls_get_ratio": f(tls, "get_gbps") / f(plain, "get_gbps"),
+        "verified": true,
+    }))
+}
+
 fn bench_small(args: &BenchArgs) -> Result<Value, String> {
     const SIZE: usize = 4096;
     let n = args.keys.unwrap_or(16384).max(1);
@@ -865,6 +950,15 @@ fn bench_alloc(args: &BenchArgs) -> Value {
 fn print_human(r: &Value) {
     let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
     match r["workload"].as_str() {
+        Some("layers-tls") => println!(
+            "layers over TCP, plaintext: put {:.2} GB/s, get {:.2} GB/s; mutual TLS 1.3: put {:.2} GB/s, get {:.2} GB/s; TLS/plain ratio put {:.2}, get {:.2} (goal >= 0.8)",
+            f("plain_put_gbps"),
+            f("plain_get_gbps"),
+            f("tls_put_gbps"),
+            f("tls_get_gbps"),
+            f("tls_put_ratio"),
+            f("tls_get_ratio")
+        ),
         Some("alloc") => println!(
             "alloc: {:.0} ns per alloc+free pair under mixed KV churn ({:.0} ns with equal blocks), {} failures",
             f("ns_per_op"),

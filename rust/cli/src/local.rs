@@ -100,6 +100,7 @@ pub fn run(args: LocalArgs) -> Result<(), String> {
     if config.local.http_addr.is_none() {
         config.local.http_addr = parse_http_addr(&args.http).map_err(|e| e.to_string())?;
     }
+    config.local.tls = crate::tls::choose(config.local.tls.take())?;
     let timeout = Duration::from_millis(config.timeout_ms.max(1));
     let addrs = parse_discovery(&config.discovery_url).map_err(|e| e.to_string())?;
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;

@@ -12,6 +12,7 @@ mod memcached;
 mod meta;
 mod ops;
 mod procmem;
+mod tls;
 
 use bytesize::ByteSize;
 use clap::{Parser, Subcommand};
@@ -25,6 +26,8 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    tls: tls::TlsArgs,
 }
 
 #[derive(Subcommand)]
@@ -101,6 +104,10 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if let Err(e) = tls::init(&cli.tls) {
+        eprintln!("mmc: TLS: {e}");
+        std::process::exit(1);
+    }
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Bench(args) => bench::run(args),

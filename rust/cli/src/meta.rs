@@ -94,6 +94,8 @@ pub fn run(args: MetaArgs) -> Result<(), String> {
     if let Some(p) = args.put_lease_ms {
         config.meta.put_lease = std::time::Duration::from_millis(p);
     }
+    config.tls = crate::tls::choose(config.tls.take())?;
+    let tls_on = config.tls.as_ref().is_some_and(|t| t.enable);
     let rt = match args.threads {
         0 | 1 => tokio::runtime::Builder::new_current_thread(),
         n => {
@@ -117,6 +119,7 @@ pub fn run(args: MetaArgs) -> Result<(), String> {
             service.local_addr()
         ));
         match service.http_addr() {
+            Some(a) if tls_on => crate::say(format_args!("meta http on https://{a}")),
             Some(a) => crate::say(format_args!("meta http on http://{a}")),
             None => crate::say(format_args!("meta http off")),
         }

@@ -72,7 +72,7 @@ impl ClientConfig {
                 "ock.mmc.local_service.tag_op_info: per-tag protocols are not supported; set ock.mmc.local_service.protocol",
             ));
         }
-        seed.refuse_tls()?;
+        c.local.tls = memcache_tls::seed::from_seed(seed)?;
         seed.check_log_level()?;
         for key in [
             "ock.mmc.local_service.world_size",
@@ -173,9 +173,8 @@ mod tests {
                 "ock.mmc.local_service.protocol = carrier_pigeon",
                 "unknown protocol",
             ),
-            ("ock.mmc.tls.enable = true", "TLS"),
-            ("ock.mmc.config_store.tls.enable = true", "TLS"),
-            ("ock.mmc.local_service.hcom.tls.enable = true", "TLS"),
+            ("ock.mmc.tls.enable = yes", "ock.mmc.tls.enable"),
+            ("ock.mmc.tls.enable = true", "ock.mmc.tls.ca.path"),
             ("ock.mmc.local_service.hbm.size = 1GB", "device memory"),
             ("ock.mmc.local_service.dram.size = 2TB", "size"),
             ("ock.mmc.local_service.dram.size = lots", "size"),
@@ -191,6 +190,23 @@ mod tests {
             assert_eq!(e.code(), -3000, "{line}");
             assert!(e.to_string().contains(why), "{line}: {e}");
         }
+    }
+
+    #[test]
+    fn tls_keys_give_the_services_tls() {
+        let c = parse(
+            "ock.mmc.local_service.protocol = host_tcp\n\
+             ock.mmc.local_service.hcom.tls.enable = true\n\
+             ock.mmc.local_service.hcom.tls.ca.path = /pki/ca.pem\n\
+             ock.mmc.local_service.hcom.tls.cert.path = /pki/local.pem\n\
+             ock.mmc.local_service.hcom.tls.key.path = /pki/local.key\n",
+        )
+        .unwrap();
+        let tls = c.local.tls.unwrap();
+        assert!(tls.enable);
+        assert_eq!(tls.cert_path, std::path::Path::new("/pki/local.pem"));
+        let c = parse("ock.mmc.local_service.protocol = host_tcp\n").unwrap();
+        assert_eq!(c.local.tls, None);
     }
 
     #[test]

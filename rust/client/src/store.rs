@@ -158,6 +158,12 @@ impl ObjectStore {
     /// unreachable service at `init`.
     async fn connect(&self, url: &str) -> Result<MetaClient> {
         let timeout = Duration::from_millis(self.config.timeout_ms.max(1));
+        if let Some(tls) = self.config.local.tls.as_ref().filter(|t| t.enable) {
+            // One identity per process: the first one set stays.
+            if memcache_tls::client().is_none() {
+                memcache_tls::set_client(Some(tls.client()?));
+            }
+        }
         let link = MetaLink::connect(parse_discovery(url)?, timeout).await?;
         Ok(MetaClient::Remote(Arc::new(link)))
     }

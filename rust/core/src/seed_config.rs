@@ -256,18 +256,6 @@ impl SeedConfig {
             .map_err(|_| Error::invalid(format!("{key} = {v:?}: expected a non-negative integer")))
     }
 
-    /// An error if a `*.tls.enable` key is true: there is no TLS here yet.
-    pub fn refuse_tls(&self) -> Result<()> {
-        for (key, _) in self.entries() {
-            if key.ends_with(".tls.enable") && self.bool(key)? {
-                return Err(Error::invalid(format!(
-                    "{key} = true: TLS is not supported yet"
-                )));
-            }
-        }
-        Ok(())
-    }
-
     /// An error unless `ock.mmc.log_level` is one of 1.3.0's levels.
     pub fn check_log_level(&self) -> Result<()> {
         match self.get("ock.mmc.log_level") {

@@ -95,33 +95,38 @@ struct Shared {
     started: Instant,
 }
 
+/// Connections served at once, as memcached's `-c` default; the listener stops
+/// accepting at the cap.
+const MAX_CONNECTIONS: usize = 1024;
+
 async fn accept(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    // A failed accept (EMFILE, ...) backs off instead of spinning (the shared helper).
+    let slots = memcache_tls::listen::slots(&memcache_tls::Limits {
+        max_conns: MAX_CONNECTIONS,
+        ..Default::default()
+    });
     loop {
-        let conn = tokio::select! {
-            c = listener.accept() => c,
+        let (stream, _, permit) = tokio::select! {
+            c = memcache_tls::accept(&listener, &slots) => c,
             _ = stop.wait_for(|s| *s) => return,
         };
-        match conn {
-            Ok((stream, _)) => {
-                let _ = stream.set_nodelay(true);
-                let (shared, stop) = (shared.clone(), stop.clone());
-                tokio::spawn(async move {
-                    bump(&shared.stats.total_connections);
-                    shared
-                        .stats
-                        .curr_connections
-                        .fetch_add(1, Ordering::Relaxed);
-                    if let Err(e) = connection(stream, &shared, stop).await {
-                        tracing::debug!(error = %e, "memcached connection ended");
-                    }
-                    shared
-                        .stats
-                        .curr_connections
-                        .fetch_sub(1, Ordering::Relaxed);
-                });
+        let _ = stream.set_nodelay(true);
+        let (shared, stop) = (shared.clone(), stop.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            bump(&shared.stats.total_connections);
+            shared
+                .stats
+                .curr_connections
+                .fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = connection(stream, &shared, stop).await {
+                tracing::debug!(error = %e, "memcached connection ended");
             }
-            Err(e) => tracing::warn!(error = %e, "accepting a memcached connection"),
-        }
+            shared
+                .stats
+                .curr_connections
+                .fetch_sub(1, Ordering::Relaxed);
+        });
     }
 }
 

@@ -143,6 +143,8 @@ pub async fn serve_http(
     addr: SocketAddr,
     metrics: Arc<LocalMetrics>,
     table: SegmentTable,
+    tls: Option<Arc<memcache_tls::TlsServer>>,
+    limits: memcache_tls::Limits,
 ) -> Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -168,8 +170,32 @@ pub async fn serve_http(
                 }
             }),
         );
+    memcache_tls::warn_plaintext("the local service's HTTP server", bound, tls.is_some());
     tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
+        let slots = memcache_tls::listen::slots(&limits);
+        loop {
+            let (tcp, from, permit) = memcache_tls::accept(&listener, &slots).await;
+            let (tls, app) = (tls.clone(), app.clone());
+            tokio::spawn(async move {
+                let _permit = permit;
+                let stream = match memcache_tls::accept_stream(tls.as_deref(), tcp).await {
+                    Ok((s, _)) => s,
+                    Err(e) => {
+                        tracing::warn!(peer = %from, error = %e, "local HTTP: refused a connection: TLS handshake failed");
+                        return;
+                    }
+                };
+                let app = hyper_util::service::TowerToHyperService::new(app);
+                let served = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(limits.idle.min(std::time::Duration::from_secs(30)))
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), app)
+                    .await;
+                if let Err(e) = served {
+                    tracing::debug!(peer = %from, error = %e, "local HTTP connection");
+                }
+            });
+        }
     });
     Ok(bound)
 }
@@ -201,6 +227,8 @@ mod tests {
             "127.0.0.1:0".parse().unwrap(),
             Arc::new(LocalMetrics::new()),
             table.clone(),
+            None,
+            memcache_tls::Limits::default(),
         )
         .await
         .unwrap();

@@ -65,6 +65,21 @@ impl RunningLocalService {
         socket: PathBuf,
     ) -> Result<Self> {
         let service = LocalService::create(config)?;
+        let tls = match &config.tls {
+            Some(t) => t.build()?,
+            None => None,
+        };
+        if let Some(t) = &tls {
+            // The process speaks to the meta service under this identity too (one
+            // identity per process: the first one set stays).
+            if memcache_tls::client().is_none() {
+                memcache_tls::set_client(Some(t.client.clone()));
+            }
+        }
+        let limits = memcache_tls::Limits {
+            max_conns: config.max_connections,
+            idle: Duration::from_millis(config.idle_timeout_ms.max(1)),
+        };
         let bind = config
             .data_addr
             .unwrap_or_else(|| ([127, 0, 0, 1], 0).into());
@@ -115,6 +130,9 @@ impl RunningLocalService {
             tier: tier.clone(),
             metrics: metrics.clone(),
         });
+        if let Ok(at) = data.local_addr() {
+            memcache_tls::warn_plaintext("the local service's data plane", at, tls.is_some());
+        }
         runtime.spawn(crate::tcp::serve(
             data,
             crate::tcp::Served {
@@ -123,6 +141,8 @@ impl RunningLocalService {
                 key: exposed.key.clone(),
                 metrics: metrics.clone(),
             },
+            tls.as_ref().map(|t| t.server.clone()),
+            limits,
         ));
         let http = match config.http_addr {
             Some(addr) => Some(
@@ -131,6 +151,8 @@ impl RunningLocalService {
                         addr,
                         metrics.clone(),
                         segments.clone(),
+                        tls.as_ref().map(|t| t.server.clone()),
+                        limits,
                     ))
                     .await
                     .map_err(|e| Error::Failed(format!("local service HTTP: {e}")))??,

@@ -43,6 +43,13 @@ pub struct LocalServiceConfig {
     /// Bytes of the SSD tier.
     #[serde(alias = "localSSDSize")]
     pub ssd_size: u64,
+    /// Mutual TLS on the data plane and the HTTP server, and to the meta service; off
+    /// where absent or not enabled.
+    pub tls: Option<memcache_tls::TlsConfig>,
+    /// Connections the data plane and the HTTP server each keep open at most.
+    pub max_connections: usize,
+    /// A data-plane connection that sends no request for this long is closed (ms).
+    pub idle_timeout_ms: u64,
 }
 
 impl Default for LocalServiceConfig {
@@ -57,6 +64,9 @@ impl Default for LocalServiceConfig {
             http_addr: None,
             ssd_dir: None,
             ssd_size: 16 * GIB,
+            tls: None,
+            max_connections: memcache_tls::Limits::default().max_conns,
+            idle_timeout_ms: memcache_tls::Limits::default().idle.as_millis() as u64,
         }
     }
 }

@@ -13,9 +13,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use memcache_tls::Stream;
 use rustc_hash::FxHashMap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 use memcache_core::{Blob, Error, Result};
 use memcache_proto::{blob_tag, TagKey};
@@ -70,21 +71,41 @@ pub struct Served {
 
 /// Serves the segments of one local service until the listener's task is dropped.
 /// Every request must carry the capability the meta service issued for exactly that
-/// range with `key`, so no client reaches past the blobs it was given.
-pub async fn serve(listener: TcpListener, served: Served) {
+/// range with `key`, so no client reaches past the blobs it was given. Under `tls`
+/// every connection presents a certificate of the pool's CA first.
+pub async fn serve(
+    listener: TcpListener,
+    served: Served,
+    tls: Option<Arc<memcache_tls::TlsServer>>,
+    limits: memcache_tls::Limits,
+) {
+    let slots = memcache_tls::listen::slots(&limits);
     loop {
-        let Ok((conn, peer)) = listener.accept().await else {
-            continue;
-        };
-        let _ = conn.set_nodelay(true);
+        let (conn, peer, permit) = memcache_tls::accept(&listener, &slots).await;
         let served = served.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_conn(conn, &served).await {
+            let _permit = permit;
+            let conn = match memcache_tls::accept_stream(tls.as_deref(), conn).await {
+                Ok((conn, _)) => conn,
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "data plane: refused a connection: TLS handshake failed");
+                    return;
+                }
+            };
+            let mut conn = memcache_tls::Idle::new(conn, limits.idle);
+            let served_conn = serve_conn(&mut conn, &served).await;
+            // An answer may still sit in the TLS buffer when the connection ends.
+            let _ = conn.flush().await;
+            if let Err(e) = served_conn {
                 tracing::debug!(%peer, error = %e, "data connection closed");
             }
         });
     }
 }
+
+/// A data-plane connection as the server holds it.
+type ServerConn = memcache_tls::Idle<memcache_tls::Stream>;
 
 /// Reads an SSD blob (its offset is the record id) off the tier, checksum checked.
 async fn read_ssd(tier: &Arc<SsdTier>, record: u64, len: u64) -> Result<Vec<u8>> {
@@ -94,7 +115,7 @@ async fn read_ssd(tier: &Arc<SsdTier>, record: u64, len: u64) -> Result<Vec<u8>>
         .map_err(|e| Error::Failed(format!("SSD read: {e}")))?
 }
 
-async fn serve_conn(mut conn: TcpStream, served: &Served) -> std::io::Result<()> {
+async fn serve_conn(conn: &mut ServerConn, served: &Served) -> std::io::Result<()> {
     let Served {
         segments,
         tier,
@@ -107,6 +128,8 @@ async fn serve_conn(mut conn: TcpStream, served: &Served) -> std::io::Result<()>
     };
     let mut h = [0u8; REQUEST_LEN];
     loop {
+        // Answers sit in the TLS buffer until flushed (a no-op on plain TCP).
+        conn.flush().await?;
         conn.read_exact(&mut h).await?;
         let magic = u32::from_le_bytes(h[0..4].try_into().expect("4 bytes"));
         let (op, segment, offset, blob_len) =
@@ -233,11 +256,24 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Default)]
 pub struct TcpTransport {
     /// Per service, idle connections with the time each was handed back, oldest first.
-    idle: Mutex<FxHashMap<SocketAddr, VecDeque<(Instant, TcpStream)>>>,
+    idle: Mutex<FxHashMap<SocketAddr, VecDeque<(Instant, Stream)>>>,
+    /// TLS to the services (`Some(None)`: plaintext); the process's client half (see
+    /// `memcache_tls::set_client`) where unset.
+    #[allow(clippy::option_option)]
+    tls: Option<Option<Arc<memcache_tls::TlsClient>>>,
 }
 
 impl TcpTransport {
-    async fn conn(&self, addr: SocketAddr) -> Result<TcpStream> {
+    /// A pool whose connections use `tls` (plaintext where `None`), whatever the
+    /// process's client half.
+    pub fn with_tls(tls: Option<Arc<memcache_tls::TlsClient>>) -> TcpTransport {
+        TcpTransport {
+            idle: Mutex::default(),
+            tls: Some(tls),
+        }
+    }
+
+    async fn conn(&self, addr: SocketAddr) -> Result<Stream> {
         let pooled = {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
             let conns = idle.get_mut(&addr);
@@ -251,16 +287,21 @@ impl TcpTransport {
         match pooled {
             Some(c) => Ok(c),
             None => {
-                let c = TcpStream::connect(addr)
+                let tls = match &self.tls {
+                    Some(t) => t.clone(),
+                    None => memcache_tls::client(),
+                };
+                memcache_tls::connect_with(tls.as_deref(), addr)
                     .await
-                    .map_err(|_| Error::NotConnectedToLocal)?;
-                let _ = c.set_nodelay(true);
-                Ok(c)
+                    .map_err(|e| {
+                        tracing::debug!(%addr, error = %e, "connecting to a local service");
+                        Error::NotConnectedToLocal
+                    })
             }
         }
     }
 
-    fn give_back(&self, addr: SocketAddr, conn: TcpStream) {
+    fn give_back(&self, addr: SocketAddr, conn: Stream) {
         let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let conns = idle.entry(addr).or_default();
@@ -333,6 +374,7 @@ impl TcpTransport {
         write_all_vectored(&mut conn, &mut bufs)
             .await
             .map_err(lost)?;
+        conn.flush().await.map_err(lost)?;
         let mut a = [0u8; ANSWER_LEN];
         conn.read_exact(&mut a).await.map_err(lost)?;
         self.give_back(addr, conn);
@@ -368,6 +410,7 @@ impl TcpTransport {
         conn.write_all(&request(OP_READ, blob, tag, at, len))
             .await
             .map_err(lost)?;
+        conn.flush().await.map_err(lost)?;
         let mut a = [0u8; ANSWER_LEN];
         conn.read_exact(&mut a).await.map_err(lost)?;
         status(&a)?;
@@ -396,7 +439,7 @@ fn status(a: &[u8; ANSWER_LEN]) -> Result<()> {
 }
 
 async fn write_all_vectored(
-    conn: &mut TcpStream,
+    conn: &mut Stream,
     mut bufs: &mut [IoSlice<'_>],
 ) -> std::io::Result<()> {
     while !bufs.is_empty() {
@@ -503,7 +546,12 @@ mod tests {
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(serve(listener, served));
+        tokio::spawn(serve(
+            listener,
+            served,
+            None,
+            memcache_tls::Limits::default(),
+        ));
         Server {
             addr,
             record: (id, value),

@@ -1,7 +1,8 @@
 //! The admin HTTP server of the meta service (shared/spec/rest_api.md).
 
 use std::collections::HashMap;
-use std::time::SystemTime;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
@@ -11,7 +12,10 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use memcache_core::Key;
+use memcache_tls::Roles;
 
 use crate::ptracer::table;
 use crate::rpc::Server;
@@ -30,20 +34,68 @@ pub fn router(server: Server) -> Router {
         .with_state(server)
 }
 
+/// Serves the admin pages, over HTTPS with a client certificate required where `tls`
+/// is set (the pages that list keys need the admin role).
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<memcache_tls::TlsServer>>,
+    limits: memcache_tls::Limits,
     server: Server,
     mut stop: watch::Receiver<bool>,
 ) {
-    let shutdown = async move {
-        let _ = stop.wait_for(|s| *s).await;
-    };
-    if let Err(e) = axum::serve(listener, router(server))
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
-        tracing::warn!(error = %e, "admin HTTP server stopped");
+    let slots = memcache_tls::listen::slots(&limits);
+    loop {
+        let (tcp, from, permit) = tokio::select! {
+            a = memcache_tls::accept(&listener, &slots) => a,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let tls = tls.clone();
+        let shared = server.0.clone();
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let (stream, peer) = match memcache_tls::accept_stream(tls.as_deref(), tcp).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(peer = %from, error = %e, "admin HTTP: refused a connection: TLS handshake failed");
+                    shared.metrics.tls_refused.inc();
+                    return;
+                }
+            };
+            let app = TowerToHyperService::new(router(Server(shared, peer)));
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.idle.min(HTTP_IDLE))
+                .serve_connection(TokioIo::new(stream), app);
+            tokio::select! {
+                r = conn => {
+                    if let Err(e) = r {
+                        tracing::debug!(peer = %from, error = %e, "admin HTTP connection");
+                    }
+                }
+                _ = stop.wait_for(|s| *s) => {}
+            }
+        });
     }
+}
+
+/// An admin HTTP connection that sends no request for this long is closed.
+const HTTP_IDLE: Duration = Duration::from_secs(30);
+
+/// 403 unless the caller's certificate grants the admin role (always, without TLS).
+fn admin_only(s: &Server, page: &'static str) -> Option<Response> {
+    if s.1.roles.has(Roles::ADMIN) {
+        return None;
+    }
+    tracing::warn!(page, roles = ?s.1.roles, "admin HTTP: refused a page: the caller's certificate lacks the admin role");
+    s.0.metrics.rpc_refused.with_label_values(&[page]).inc();
+    Some(
+        (
+            StatusCode::FORBIDDEN,
+            "permission denied: this page needs the admin role\n",
+        )
+            .into_response(),
+    )
 }
 
 fn text(body: String) -> Response {
@@ -51,6 +103,9 @@ fn text(body: String) -> Response {
 }
 
 async fn all_keys(State(s): State<Server>) -> Response {
+    if let Some(refused) = admin_only(&s, "http_get_all_keys") {
+        return refused;
+    }
     let mut body = String::new();
     for k in s.keys_with_prefix(b"", usize::MAX) {
         body.push_str(&k.to_string());
@@ -60,6 +115,9 @@ async fn all_keys(State(s): State<Server>) -> Response {
 }
 
 async fn query_key(State(s): State<Server>, Query(q): Query<HashMap<String, String>>) -> Response {
+    if let Some(refused) = admin_only(&s, "http_query_key") {
+        return refused;
+    }
     let Some(raw) = q.get("key") else {
         return (StatusCode::BAD_REQUEST, "missing parameter: key\n").into_response();
     };

@@ -11,18 +11,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use futures::{future, StreamExt};
+use futures::StreamExt;
 use openraft::{BasicNode, Raft, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
-use tarpc::server::incoming::Incoming;
-use tarpc::server::BaseChannel;
+use tarpc::server::{BaseChannel, Channel};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use memcache_core::{Blob, Clock, Error, LocalServiceId, Result};
 use memcache_meta::{Leader, MetaConfig};
-use memcache_proto::{blob_tag, DataEndpoint, MetaRpc, Redirect, TagKey, MAX_FRAME};
+use memcache_proto::{blob_tag, DataEndpoint, MetaRpc, Redirect, TagKey};
 use memcache_raft::NodeId;
+use memcache_tls::Peer;
 
 mod group;
 mod http;
@@ -75,6 +75,11 @@ pub struct MetaServiceConfig {
     pub raft_election_timeout_ms: u64,
     /// A snapshot is taken after this many log entries, and the log before it dropped.
     pub raft_snapshot_every: u64,
+    /// Mutual TLS on the RPC port (clients, local services and the other meta nodes)
+    /// and on the admin HTTP server; plaintext where off or absent.
+    pub tls: Option<memcache_tls::TlsConfig>,
+    /// Connections the RPC port and the admin HTTP server each keep open at most.
+    pub max_connections: usize,
 }
 
 impl Default for MetaServiceConfig {
@@ -92,6 +97,8 @@ impl Default for MetaServiceConfig {
             raft_heartbeat_ms: 40,
             raft_election_timeout_ms: 150,
             raft_snapshot_every: 20_000,
+            tls: None,
+            max_connections: memcache_tls::Limits::default().max_conns,
         }
     }
 }
@@ -163,6 +170,9 @@ pub(crate) struct Shared {
     pub by_method: Mutex<BTreeMap<&'static str, u64>>,
     pub tracer: Tracer,
     pub metrics: Metrics,
+    /// The certificate that registered each local service (TLS only): a caller with the
+    /// local role acts on its own service alone.
+    pub owners: Mutex<BTreeMap<LocalServiceId, memcache_tls::CertId>>,
 }
 
 impl Shared {
@@ -319,6 +329,48 @@ async fn bootstrap(group: &Group, members: BTreeMap<NodeId, SocketAddr>) -> Resu
     Ok(())
 }
 
+/// Serves the RPC port: each connection its own task (its TLS handshake, then its
+/// calls), with the roles of the peer's certificate.
+async fn serve_rpc(
+    listener: tokio::net::TcpListener,
+    tls: Option<Arc<memcache_tls::TlsServer>>,
+    limits: memcache_tls::Limits,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let slots = memcache_tls::listen::slots(&limits);
+    loop {
+        let (tcp, from, permit) = tokio::select! {
+            a = memcache_tls::accept(&listener, &slots) => a,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let tls = tls.clone();
+        let shared = shared.clone();
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let (stream, peer) = match memcache_tls::accept_stream(tls.as_deref(), tcp).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(peer = %from, error = %e, "refused a connection: TLS handshake failed");
+                    shared.metrics.tls_refused.inc();
+                    return;
+                }
+            };
+            let server = Server(shared, peer);
+            let serving = BaseChannel::with_defaults(memcache_proto::framed(stream))
+                .execute(server.serve())
+                .for_each(|response| async {
+                    tokio::spawn(response);
+                });
+            tokio::select! {
+                _ = serving => {}
+                _ = stop.wait_for(|s| *s) => {}
+            }
+        });
+    }
+}
+
 impl MetaService {
     /// Binds the address of `config.discovery_url` (port 0 picks a free one) and serves.
     pub async fn start(config: MetaServiceConfig) -> Result<MetaService> {
@@ -341,17 +393,29 @@ impl MetaService {
             })?,
             None => memcache_raft::in_memory(config.meta.eviction_policy),
         };
-        let mut incoming =
-            tarpc::serde_transport::tcp::listen(addr, memcache_proto::Codec::default)
-                .await
-                .map_err(|e| Error::Failed(format!("listening on {addr}: {e}")))?;
-        incoming.config_mut().max_frame_length(MAX_FRAME);
-        let addr = incoming.local_addr();
+        let tls = match &config.tls {
+            Some(t) => t.build()?,
+            None => None,
+        };
+        if let Some(t) = &tls {
+            // Joining a group asks the other members over the same identity (one
+            // identity per process: the first one set stays).
+            if memcache_tls::client().is_none() {
+                memcache_tls::set_client(Some(t.client.clone()));
+            }
+        }
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::Failed(format!("listening on {addr}: {e}")))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::Failed(format!("listening on {addr}: {e}")))?;
+        memcache_tls::warn_plaintext("the meta service", addr, tls.is_some());
         members.entry(config.id).or_insert(addr);
         let raft = Raft::new(
             config.id,
             raft_config,
-            raft_net::Network,
+            raft_net::Network::new(tls.as_ref().map(|t| t.client.clone())),
             log.clone(),
             store.clone(),
         )
@@ -372,10 +436,15 @@ impl MetaService {
             by_method: Mutex::new(BTreeMap::new()),
             tracer: Tracer::new(config.ptracer),
             metrics: Metrics::new(),
+            owners: Mutex::new(BTreeMap::new()),
         });
         let (stop, stopped) = watch::channel(false);
 
-        let server = Server(shared.clone());
+        let server = Server(shared.clone(), Peer::PLAINTEXT);
+        let limits = memcache_tls::Limits {
+            max_conns: config.max_connections,
+            ..memcache_tls::Limits::default()
+        };
         let mut tasks = Vec::new();
         let mut http = None;
         if let Some(at) = memcache_proto::parse_http_addr(&config.http_url)? {
@@ -383,32 +452,24 @@ impl MetaService {
                 .await
                 .map_err(|e| Error::Failed(format!("admin HTTP on {at}: {e}")))?;
             http = listener.local_addr().ok();
+            if let Some(at) = http {
+                memcache_tls::warn_plaintext("the meta admin HTTP server", at, tls.is_some());
+            }
             tasks.push(tokio::spawn(http::serve(
                 listener,
+                tls.as_ref().map(|t| t.server.clone()),
+                limits,
                 server.clone(),
                 stopped.clone(),
             )));
         }
-        let mut stop_rx = stopped.clone();
-        let serve = tokio::spawn(async move {
-            let serving = incoming
-                .filter_map(|r| future::ready(r.ok()))
-                .map(|transport| {
-                    // Small calls must not wait for Nagle's algorithm.
-                    let _ = transport.get_ref().set_nodelay(true);
-                    BaseChannel::with_defaults(transport)
-                })
-                .execute(server.serve())
-                .for_each(|channel| async {
-                    tokio::spawn(channel.for_each(|response| async {
-                        tokio::spawn(response);
-                    }));
-                });
-            tokio::select! {
-                _ = serving => {}
-                _ = stop_rx.wait_for(|s| *s) => {}
-            }
-        });
+        let serve = tokio::spawn(serve_rpc(
+            listener,
+            tls.map(|t| t.server),
+            limits,
+            shared.clone(),
+            stopped.clone(),
+        ));
 
         let timeout = Duration::from_millis(config.heartbeat_timeout_ms);
         let interval = Duration::from_millis(config.housekeeping_interval_ms.max(1));

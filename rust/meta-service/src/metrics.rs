@@ -26,6 +26,10 @@ pub struct Metrics {
     raft_is_leader: IntGauge,
     pub rpc_seconds: HistogramVec,
     pub rpc_item_errors: IntCounterVec,
+    /// Calls refused for want of a role, per method.
+    pub rpc_refused: IntCounterVec,
+    /// Connections refused at their TLS handshake.
+    pub tls_refused: IntCounter,
 }
 
 impl Metrics {
@@ -111,7 +115,24 @@ impl Metrics {
         registry
             .register(Box::new(rpc_item_errors.clone()))
             .expect("unique metric");
+        let rpc_refused = IntCounterVec::new(
+            Opts::new(
+                "memcache_rpc_refused_total",
+                "Calls refused because the caller's certificate lacks the role, per method",
+            ),
+            &["method"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(rpc_refused.clone()))
+            .expect("unique metric");
+        let tls_refused = counter(
+            "memcache_tls_handshakes_refused_total",
+            "Connections refused at their TLS handshake (no, unknown, expired or revoked certificate)",
+        );
         Metrics {
+            rpc_refused,
+            tls_refused,
             registry,
             alloc_ops,
             remove_ops,

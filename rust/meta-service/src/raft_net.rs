@@ -49,12 +49,22 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &RaftBytes) -> Result<T> {
 
 /// Makes a connection per peer, lazily, and again after a failure.
 #[derive(Clone, Default)]
-pub struct Network;
+pub struct Network {
+    /// The node's TLS client half, where TLS is on.
+    tls: Option<std::sync::Arc<memcache_tls::TlsClient>>,
+}
+
+impl Network {
+    pub fn new(tls: Option<std::sync::Arc<memcache_tls::TlsClient>>) -> Network {
+        Network { tls }
+    }
+}
 
 pub struct Peer {
     target: NodeId,
     addr: String,
     client: Option<MetaRpcClient>,
+    tls: Option<std::sync::Arc<memcache_tls::TlsClient>>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -65,6 +75,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             addr: node.addr.clone(),
             client: None,
+            tls: self.tls.clone(),
         }
     }
 }
@@ -84,13 +95,10 @@ impl Peer {
             .addr
             .parse()
             .map_err(|e: std::net::AddrParseError| RPCError::Unreachable(Unreachable::new(&e)))?;
-        let mut connect =
-            tarpc::serde_transport::tcp::connect(addr, memcache_proto::Codec::default);
-        connect.config_mut().max_frame_length(MAX_FRAME);
-        let transport = connect
+        let stream = memcache_tls::connect_with(self.tls.as_deref(), addr)
             .await
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
-        let _ = transport.get_ref().set_nodelay(true);
+        let transport = memcache_proto::framed(stream);
         let client = MetaRpcClient::new(tarpc::client::Config::default(), transport).spawn();
         self.client = Some(client.clone());
         Ok(client)

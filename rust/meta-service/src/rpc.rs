@@ -21,6 +21,7 @@ use crate::ptracer::Tp;
 use crate::raft_net::{decode, encode};
 use crate::{Attachment, Live, Shared};
 use memcache_raft::{NodeId, TypeConfig};
+use memcache_tls::{Peer, Roles};
 use openraft::error::RaftError;
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest};
 
@@ -74,10 +75,81 @@ impl<T: Outcome> Outcome for Reply<T> {
     }
 }
 
+/// The service as one connection sees it: the shared state, and who is calling (the
+/// roles of its certificate; every role on a plaintext port).
 #[derive(Clone)]
-pub struct Server(pub Arc<Shared>);
+pub struct Server(pub Arc<Shared>, pub Peer);
+
+/// Which roles may make each call (any one of them suffices).
+const META: Roles = Roles::META;
+const MEMBERSHIP: Roles = Roles::META.union(Roles::ADMIN);
+const LOCAL: Roles = Roles::LOCAL;
+const UNREGISTER: Roles = Roles::LOCAL.union(Roles::ADMIN);
+const CLIENT: Roles = Roles::CLIENT;
+/// Abort: clients, and local services rolling back their own tier moves.
+const ABORT: Roles = Roles::CLIENT.union(Roles::LOCAL);
+const ENDPOINTS: Roles = Roles::CLIENT.union(Roles::LOCAL).union(Roles::ADMIN);
+/// Listing keys, or removing them all.
+const ADMIN: Roles = Roles::ADMIN;
+const ADMIN_OR_CLIENT: Roles = Roles::ADMIN.union(Roles::CLIENT);
+/// Counters of the pool: any role.
+const ANY: Roles = Roles::ALL;
 
 impl Server {
+    /// Whether the caller holds one of `need`; a refusal is logged, counted, and
+    /// answered with -3000 (`InvalidParam`, "permission denied").
+    fn allowed(&self, method: &'static str, need: Roles) -> Result<()> {
+        if self.1.roles.has(need) {
+            return Ok(());
+        }
+        Err(self.refuse(
+            method,
+            format!(
+                "needs the role {need:?}, the caller's certificate grants {:?}",
+                self.1.roles
+            ),
+        ))
+    }
+
+    fn refuse(&self, method: &'static str, why: String) -> Error {
+        tracing::warn!(method, roles = ?self.1.roles, "refused a call: {why}");
+        self.0
+            .metrics
+            .rpc_refused
+            .with_label_values(&[method])
+            .inc();
+        Error::InvalidParam(format!("permission denied: {method} {why}"))
+    }
+
+    /// A caller with only the local role acts on its own service alone: the one its
+    /// certificate registered (bound at registration, or at its first call after this
+    /// node took over the lead). Without TLS, and for admins, any service.
+    fn own_service(&self, method: &'static str, service: LocalServiceId) -> Result<()> {
+        let Some(cert) = self.1.cert else {
+            return Ok(());
+        };
+        if self.1.roles.has(Roles::ADMIN) {
+            return Ok(());
+        }
+        let mut owners = self.0.owners.lock().unwrap_or_else(|e| e.into_inner());
+        match owners.get(&service) {
+            Some(owner) if *owner != cert => Err(self.refuse(
+                method,
+                format!("on service {service}, which another certificate registered"),
+            )),
+            Some(_) => Ok(()),
+            None => {
+                owners.insert(service, cert);
+                Ok(())
+            }
+        }
+    }
+
+    /// Each item refused alike.
+    fn refuse_all<T, U>(items: &[U], e: Error) -> Vec<Result<T>> {
+        items.iter().map(|_| Err(e.clone())).collect()
+    }
+
     pub fn segment_views(&self) -> Vec<SegmentView> {
         self.0.group.read(|_, sm, _| {
             sm.segments()
@@ -133,6 +205,14 @@ impl Server {
 
 impl MetaRpc for Server {
     async fn register_service(self, _: Context, reg: Registration) -> Reply<Result<Registered>> {
+        if let Err(e) = self.allowed("register_service", LOCAL) {
+            return Ok(Err(e));
+        }
+        if let Some(id) = reg.requested {
+            if let Err(e) = self.own_service("register_service", id) {
+                return Ok(Err(e));
+            }
+        }
         self.0.lead().await?;
         let s = &self.0;
         Ok(s.traced("register_service", Tp::BmRegister, || async {
@@ -155,6 +235,12 @@ impl MetaRpc for Server {
                 key,
             };
             s.live().insert(id, live);
+            if let Some(cert) = self.1.cert {
+                s.owners
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(id, cert);
+            }
             tracing::info!(service = id, ?segments, "local service joined");
             Ok(Registered {
                 id,
@@ -172,6 +258,12 @@ impl MetaRpc for Server {
         service: LocalServiceId,
         report: SsdReport,
     ) -> Reply<Result<SsdAnswer>> {
+        if let Err(e) = self
+            .allowed("ssd_sync", LOCAL)
+            .and_then(|_| self.own_service("ssd_sync", service))
+        {
+            return Ok(Err(e));
+        }
         self.0.lead().await?;
         let s = &self.0;
         // The service's upkeep, like its heartbeat.
@@ -182,6 +274,12 @@ impl MetaRpc for Server {
     }
 
     async fn heartbeat(self, _: Context, service: LocalServiceId) -> Reply<Result<()>> {
+        if let Err(e) = self
+            .allowed("heartbeat", LOCAL)
+            .and_then(|_| self.own_service("heartbeat", service))
+        {
+            return Ok(Err(e));
+        }
         self.0.lead().await?;
         Ok(self
             .0
@@ -198,6 +296,12 @@ impl MetaRpc for Server {
     }
 
     async fn unregister_service(self, _: Context, service: LocalServiceId) -> Reply<Result<usize>> {
+        if let Err(e) = self
+            .allowed("unregister_service", UNREGISTER)
+            .and_then(|_| self.own_service("unregister_service", service))
+        {
+            return Ok(Err(e));
+        }
         self.0.lead().await?;
         Ok(self
             .0
@@ -209,6 +313,9 @@ impl MetaRpc for Server {
     }
 
     async fn endpoints(self, _: Context) -> Reply<Vec<(LocalServiceId, DataEndpoint)>> {
+        if self.allowed("endpoints", ENDPOINTS).is_err() {
+            return Ok(Vec::new());
+        }
         self.0.lead().await?;
         Ok(self
             .0
@@ -229,6 +336,9 @@ impl MetaRpc for Server {
         writer: u64,
         lease_ms: u64,
     ) -> Reply<Vec<Result<Allocation>>> {
+        if let Err(e) = self.allowed("alloc", CLIENT) {
+            return Ok(Self::refuse_all(&items, e));
+        }
         self.0.lead().await?;
         let tp = Tp::sized(Tp::Put, Tp::BatchPut, items.len());
         let s = &self.0;
@@ -251,6 +361,9 @@ impl MetaRpc for Server {
     }
 
     async fn commit(self, _: Context, items: Vec<(Key, PutId)>) -> Reply<Vec<Result<()>>> {
+        if let Err(e) = self.allowed("commit", CLIENT) {
+            return Ok(Self::refuse_all(&items, e));
+        }
         self.0.lead().await?;
         let tp = Tp::sized(Tp::Update, Tp::BatchUpdate, items.len());
         Ok(self
@@ -260,6 +373,9 @@ impl MetaRpc for Server {
     }
 
     async fn abort(self, _: Context, items: Vec<(Key, PutId)>) -> Reply<Vec<Result<()>>> {
+        if let Err(e) = self.allowed("abort", ABORT) {
+            return Ok(Self::refuse_all(&items, e));
+        }
         self.0.lead().await?;
         Ok(self
             .0
@@ -273,6 +389,9 @@ impl MetaRpc for Server {
         keys: Vec<Key>,
         lease_ms: u64,
     ) -> Reply<Vec<Result<Located>>> {
+        if let Err(e) = self.allowed("lookup", CLIENT) {
+            return Ok(Self::refuse_all(&keys, e));
+        }
         self.0.lead().await?;
         let tp = Tp::sized(Tp::Get, Tp::BatchGet, keys.len());
         let s = &self.0;
@@ -292,6 +411,9 @@ impl MetaRpc for Server {
     }
 
     async fn release(self, _: Context, leases: Vec<(Key, LeaseId)>) -> Reply<()> {
+        if self.allowed("release", CLIENT).is_err() {
+            return Ok(());
+        }
         self.0.lead().await?;
         self.0
             .traced("release", Tp::Release, || async {
@@ -302,6 +424,9 @@ impl MetaRpc for Server {
     }
 
     async fn remove(self, _: Context, keys: Vec<Key>) -> Reply<Vec<Result<()>>> {
+        if let Err(e) = self.allowed("remove", CLIENT) {
+            return Ok(Self::refuse_all(&keys, e));
+        }
         self.0.lead().await?;
         let tp = Tp::sized(Tp::Remove, Tp::BatchRemove, keys.len());
         Ok(self
@@ -316,6 +441,9 @@ impl MetaRpc for Server {
     }
 
     async fn exists(self, _: Context, keys: Vec<Key>) -> Reply<Vec<Result<bool>>> {
+        if let Err(e) = self.allowed("exists", CLIENT) {
+            return Ok(Self::refuse_all(&keys, e));
+        }
         self.0.lead().await?;
         self.0
             .traced("exists", Tp::Exist, || self.0.group.exists(&keys))
@@ -323,6 +451,12 @@ impl MetaRpc for Server {
     }
 
     async fn key_info(self, _: Context, keys: Vec<Key>) -> Reply<Vec<KeyInfo>> {
+        if let Err(e) = self.allowed("key_info", CLIENT) {
+            return Ok(keys
+                .iter()
+                .map(|k| KeyInfo::failed(k.as_bytes(), &e))
+                .collect());
+        }
         self.0.lead().await?;
         self.0
             .traced("key_info", Tp::Query, || self.0.group.key_info(&keys))
@@ -330,12 +464,18 @@ impl MetaRpc for Server {
     }
 
     async fn stats(self, _: Context) -> Reply<MetaStats> {
+        if self.allowed("stats", ANY).is_err() {
+            return Ok(MetaStats::default());
+        }
         self.0.lead().await?;
         self.0.traced("stats", Tp::Query, || async {}).await;
         Ok(self.stats_now())
     }
 
     async fn segments(self, _: Context) -> Reply<Vec<SegmentView>> {
+        if self.allowed("segments", ANY).is_err() {
+            return Ok(Vec::new());
+        }
         self.0.lead().await?;
         Ok(self
             .0
@@ -344,6 +484,9 @@ impl MetaRpc for Server {
     }
 
     async fn keys(self, _: Context, prefix: Vec<u8>, limit: u32) -> Reply<Vec<Key>> {
+        if self.allowed("keys", ADMIN).is_err() {
+            return Ok(Vec::new());
+        }
         self.0.lead().await?;
         Ok(self
             .0
@@ -354,6 +497,9 @@ impl MetaRpc for Server {
     }
 
     async fn tracepoints(self, _: Context) -> Reply<Vec<TraceRow>> {
+        if self.allowed("tracepoints", ANY).is_err() {
+            return Ok(Vec::new());
+        }
         self.0.lead().await?;
         Ok(self
             .0
@@ -362,6 +508,9 @@ impl MetaRpc for Server {
     }
 
     async fn remove_all(self, _: Context) -> Reply<Result<usize>> {
+        if let Err(e) = self.allowed("remove_all", ADMIN_OR_CLIENT) {
+            return Ok(Err(e));
+        }
         self.0.lead().await?;
         Ok(self
             .0
@@ -382,6 +531,9 @@ impl MetaRpc for Server {
         src: Medium,
         dst: Medium,
     ) -> Reply<Vec<Result<TierMove>>> {
+        if let Err(e) = self.allowed("evict", CLIENT) {
+            return Ok(Self::refuse_all(&keys, e));
+        }
         self.0.lead().await?;
         Ok(self
             .0
@@ -398,6 +550,9 @@ impl MetaRpc for Server {
         src: Medium,
         dst: Medium,
     ) -> Reply<Vec<Result<TierMove>>> {
+        if let Err(e) = self.allowed("prefetch", CLIENT) {
+            return Ok(Self::refuse_all(&keys, e));
+        }
         self.0.lead().await?;
         self.0
             .traced("prefetch", Tp::BatchUpdate, || {
@@ -411,16 +566,23 @@ impl MetaRpc for Server {
     }
 
     async fn add_member(self, _: Context, id: u64, addr: SocketAddr) -> Reply<Result<()>> {
+        if let Err(e) = self.allowed("add_member", MEMBERSHIP) {
+            return Ok(Err(e));
+        }
         self.0.lead().await?;
         Ok(self.0.group.add_member(id, addr).await)
     }
 
     async fn remove_member(self, _: Context, id: u64) -> Reply<Result<()>> {
+        if let Err(e) = self.allowed("remove_member", MEMBERSHIP) {
+            return Ok(Err(e));
+        }
         self.0.lead().await?;
         Ok(self.0.group.remove_member(id).await)
     }
 
     async fn raft_append(self, _: Context, req: RaftBytes) -> Result<RaftBytes> {
+        self.allowed("raft_append", META)?;
         let req: AppendEntriesRequest<TypeConfig> = decode(&req)?;
         let commit = req.leader_commit;
         // Where this log agrees with the leader's once the append succeeds (entries
@@ -434,10 +596,12 @@ impl MetaRpc for Server {
     }
 
     async fn raft_snapshot(self, _: Context, req: RaftBytes) -> Result<RaftBytes> {
+        self.allowed("raft_snapshot", META)?;
         encode(&self.0.group.raft.install_snapshot(decode(&req)?).await)
     }
 
     async fn raft_vote(self, _: Context, req: RaftBytes) -> Result<RaftBytes> {
+        self.allowed("raft_vote", META)?;
         let req: VoteRequest<NodeId> = decode(&req)?;
         if let Some(refused) = self.0.group.refusal_while_recovering() {
             return encode(&Ok::<_, RaftError<NodeId>>(refused));

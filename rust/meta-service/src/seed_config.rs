@@ -71,7 +71,7 @@ impl MetaServiceConfig {
                 "ock.mmc.kv_events.enable = true: no KV event publisher here yet",
             ));
         }
-        seed.refuse_tls()?;
+        c.tls = memcache_tls::seed::from_seed(seed)?;
         seed.check_log_level()?;
         match seed.get("ock.mmc.log_output_target") {
             "screen" | "file" | "both" => {}
@@ -159,12 +159,29 @@ mod tests {
     }
 
     #[test]
+    fn tls_keys_give_the_service_tls() {
+        let c = parse(
+            "ock.mmc.tls.enable = true\n\
+             ock.mmc.tls.ca.path = /pki/ca.pem\n\
+             ock.mmc.tls.ca.crl.path = /pki/crl.pem\n\
+             ock.mmc.tls.cert.path = /pki/meta.pem\n\
+             ock.mmc.tls.key.path = /pki/meta.key\n",
+        )
+        .unwrap();
+        let tls = c.tls.unwrap();
+        assert!(tls.enable);
+        assert_eq!(tls.crl_path, std::path::Path::new("/pki/crl.pem"));
+        assert_eq!(parse("").unwrap().tls, None);
+    }
+
+    #[test]
     fn values_we_cannot_honour_are_refused_with_a_reason() {
         for (line, why) in [
             ("ock.mmc.meta.ha.enable = true", "Raft group"),
-            ("ock.mmc.tls.enable = true", "TLS"),
-            ("ock.mmc.metrics.tls.enable = true", "TLS"),
-            ("ock.mmc.config_store.tls.enable = true", "TLS"),
+            (
+                "ock.mmc.metrics.tls.enable = yes",
+                "ock.mmc.metrics.tls.enable",
+            ),
             ("ock.mmc.kv_events.enable = true", "KV event"),
             ("ock.mmc.meta_service.lru_shard_count = 3", "power of two"),
             ("ock.mmc.evict_threshold_high = 120", "percentage"),

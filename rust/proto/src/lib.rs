@@ -229,17 +229,44 @@ pub fn parse_discovery(url: &str) -> Result<Vec<SocketAddr>> {
     Ok(out)
 }
 
-/// Connects to a meta service within `timeout`.
+/// Connects to a meta service within `timeout`, through TLS where the process's
+/// client half is set (see `memcache_tls::set_client`).
 pub async fn connect_meta(addr: SocketAddr, timeout: Duration) -> Result<MetaRpcClient> {
-    let mut connect = tarpc::serde_transport::tcp::connect(addr, Codec::default);
-    connect.config_mut().max_frame_length(MAX_FRAME);
-    let transport = tokio::time::timeout(timeout, connect)
+    connect_meta_with(memcache_tls::client().as_deref(), addr, timeout).await
+}
+
+/// Connects to a meta service within `timeout`, through TLS where `tls` is set.
+pub async fn connect_meta_with(
+    tls: Option<&memcache_tls::TlsClient>,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<MetaRpcClient> {
+    let stream = tokio::time::timeout(timeout, memcache_tls::connect_with(tls, addr))
         .await
         .map_err(|_| Error::NotConnectedToMeta)?
-        .map_err(|_| Error::NotConnectedToMeta)?;
-    // Small calls must not wait for Nagle's algorithm.
-    let _ = transport.get_ref().set_nodelay(true);
-    Ok(MetaRpcClient::new(tarpc::client::Config::default(), transport).spawn())
+        .map_err(|e| {
+            tracing::debug!(%addr, error = %e, "connecting to a meta service");
+            Error::NotConnectedToMeta
+        })?;
+    Ok(MetaRpcClient::new(tarpc::client::Config::default(), framed(stream)).spawn())
+}
+
+/// The control plane's transport over a stream: length-delimited frames of at most
+/// [`MAX_FRAME`] bytes, bincode inside.
+pub fn framed<Item, SinkItem>(
+    stream: memcache_tls::Stream,
+) -> tarpc::serde_transport::Transport<memcache_tls::Stream, Item, SinkItem, Codec<Item, SinkItem>>
+where
+    Item: for<'de> Deserialize<'de>,
+    SinkItem: Serialize,
+{
+    let frames = tarpc::tokio_util::codec::LengthDelimitedCodec::builder()
+        .max_frame_length(MAX_FRAME)
+        .new_codec();
+    tarpc::serde_transport::new(
+        tarpc::tokio_util::codec::Framed::new(stream, frames),
+        Codec::default(),
+    )
 }
 
 /// One meta node's place in its group (any node answers), within `timeout`.
