@@ -82,6 +82,40 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// The number `incr`/`decr` read in a value, as memcached reads it: `safe_strtoull`
+/// over the value and its "\r\n". So leading whitespace and a sign are fine, the digits
+/// may be followed by whitespace (or a NUL) and anything; a "-" is refused when it
+/// makes the number negative as a signed one.
+pub fn counter(value: &[u8]) -> Option<u64> {
+    let text: Vec<u8> = [value, b"\r\n"].concat();
+    let space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r');
+    let mut at = text.iter().take_while(|&&b| space(b)).count();
+    let sign = text.get(at).copied();
+    let negative = sign == Some(b'-');
+    if matches!(sign, Some(b'-' | b'+')) {
+        at += 1;
+    }
+    let digits = text[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &d in &text[at..at + digits] {
+        n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    let end = text[at + digits];
+    if !(space(end) || end == 0) {
+        return None;
+    }
+    let n = if negative { n.wrapping_neg() } else { n };
+    // strchr(value, '-'): the C string ends at the first NUL.
+    let c_string = text.split(|&b| b == 0).next().unwrap_or_default();
+    if (n as i64) < 0 && c_string.contains(&b'-') {
+        return None;
+    }
+    Some(n)
+}
+
 /// Byte 0 of an item: how its value is stored.
 const RAW: u8 = 0;
 const LZ4: u8 = 1;
@@ -164,19 +198,42 @@ impl Items {
         exptime: i64,
         value: &[u8],
     ) -> ItemResult<Outcome> {
+        Ok(self
+            .store_cas(mode, None, key, flags, exptime, value)
+            .await?
+            .0)
+    }
+
+    /// [`Items::store`], with the new item's CAS unique when stored (`ms ... c`).
+    /// `check` is the unique an `append`/`prepend` must find (`ms` with `MA`/`MP` and
+    /// `C`): a different one is `Exists`, as in memcached.
+    pub async fn store_cas(
+        &self,
+        mode: StoreCommand,
+        check: Option<u64>,
+        key: &[u8],
+        flags: u32,
+        exptime: i64,
+        value: &[u8],
+    ) -> ItemResult<(Outcome, u64)> {
         let _one = self.stripe(key).lock().await;
         let current = match mode {
             StoreCommand::Set => None,
             _ => self.get(key).await?,
         };
         let (flags, expires, value) = match (mode, &current) {
-            (StoreCommand::Add, Some(_)) => return Ok(Outcome::NotStored),
+            (StoreCommand::Add, Some(_)) => return Ok((Outcome::NotStored, 0)),
             (StoreCommand::Replace | StoreCommand::Append | StoreCommand::Prepend, None) => {
-                return Ok(Outcome::NotStored)
+                return Ok((Outcome::NotStored, 0))
             }
-            (StoreCommand::Cas(_), None) => return Ok(Outcome::NotFound),
+            (StoreCommand::Cas(_), None) => return Ok((Outcome::NotFound, 0)),
             (StoreCommand::Cas(unique), Some(item)) if item.cas != unique => {
-                return Ok(Outcome::Exists)
+                return Ok((Outcome::Exists, 0))
+            }
+            (StoreCommand::Append | StoreCommand::Prepend, Some(item))
+                if check.is_some_and(|unique| unique != item.cas) =>
+            {
+                return Ok((Outcome::Exists, 0))
             }
             // Appending keeps the item's flags and expiry, as memcached does.
             (StoreCommand::Append, Some(item)) => (item.flags, Some(item.expires), {
@@ -191,8 +248,8 @@ impl Items {
             }),
             _ => (flags, expiry(exptime, unix_now()), value.to_vec()),
         };
-        self.replace(key, flags, expires, &value).await?;
-        Ok(Outcome::Stored)
+        let cas = self.replace(key, flags, expires, &value).await?;
+        Ok((Outcome::Stored, cas))
     }
 
     /// Puts a new version of `key` in place of the old (if any). `expires: None` only
@@ -205,6 +262,19 @@ impl Items {
         value: &[u8],
     ) -> ItemResult<u64> {
         let cas = self.next_cas.fetch_add(1, Ordering::Relaxed);
+        self.replace_keeping(key, flags, expires, value, cas).await
+    }
+
+    /// [`Items::replace`] with a given CAS unique: a touch keeps the item's, as in
+    /// memcached.
+    async fn replace_keeping(
+        &self,
+        key: &[u8],
+        flags: u32,
+        expires: Option<u64>,
+        value: &[u8],
+        cas: u64,
+    ) -> ItemResult<u64> {
         let Some(expires) = expires else {
             self.remove_any(key).await?;
             return Ok(cas);
@@ -262,8 +332,7 @@ impl Items {
         let Some(item) = self.get(key).await? else {
             return Ok(None);
         };
-        let text = std::str::from_utf8(&item.value).map_err(|_| ItemError::NotNumeric)?;
-        let n: u64 = text.trim_end().parse().map_err(|_| ItemError::NotNumeric)?;
+        let n = counter(&item.value).ok_or(ItemError::NotNumeric)?;
         let n = if up {
             n.wrapping_add(delta)
         } else {
@@ -287,7 +356,8 @@ impl Items {
             return Ok(None);
         };
         let expires = expiry(exptime, unix_now());
-        item.cas = self.replace(key, item.flags, expires, &item.value).await?;
+        self.replace_keeping(key, item.flags, expires, &item.value, item.cas)
+            .await?;
         item.expires = expires.unwrap_or(0);
         Ok(Some(item))
     }
@@ -415,6 +485,31 @@ mod tests {
         let mut broken = encode(0, 1, 0, &text, 1024);
         broken.truncate(HEADER + 10);
         assert!(decode(broken).is_err());
+    }
+
+    #[test]
+    fn counters_read_as_memcached_reads_them() {
+        for (value, n) in [
+            (&b"10"[..], Some(10)),
+            (b" 5", Some(5)),
+            (b"5 x", Some(5)),
+            (b"+7", Some(7)),
+            (b"7\0junk", Some(7)),
+            (b"", None),
+            (b" ", None),
+            (b" x", None),
+            (b"5-", None),
+            (b"0000000000000000000000001", Some(1)),
+            (b"18446744073709551615", Some(u64::MAX)),
+            (b"18446744073709551616", None),
+            (b"-1", None),
+            (b"-0", Some(0)),
+            (b"12ab", None),
+            (b"abc", None),
+            (b"-", None),
+        ] {
+            assert_eq!(counter(value), n, "{:?}", value.escape_ascii().to_string());
+        }
     }
 
     #[tokio::test]

@@ -100,7 +100,10 @@ impl Encoder<Bytes> for Frames {
             .ok_or_else(|| {
                 io::Error::new(
                     io::ErrorKind::InvalidInput,
-                    format!("a message of {} bytes is above the frame limit", frame.len()),
+                    format!(
+                        "a message of {} bytes is above the frame limit",
+                        frame.len()
+                    ),
                 )
             })?;
         dst.reserve(PREFIX + frame.len());
@@ -152,6 +155,8 @@ mod tests {
             io::ErrorKind::InvalidData
         );
         let mut dst = BytesMut::new();
-        assert!(f.encode(Bytes::from(vec![0; (1 << 20) + 1]), &mut dst).is_err());
+        assert!(f
+            .encode(Bytes::from(vec![0; (1 << 20) + 1]), &mut dst)
+            .is_err());
     }
 }

@@ -25,6 +25,8 @@ pub(super) mod msg {
     pub const OPAQUE_TOO_LONG: &str = "opaque token too long";
     pub const BAD_MS_MODE: &str = "invalid mode for ms M token";
     pub const BAD_MA_MODE: &str = "invalid mode for ma M token";
+    /// A whole reply line: memcached runs without `-A` by default.
+    pub const SHUTDOWN_DISABLED: &str = "ERROR: shutdown not enabled";
 }
 
 /// An error line, without its "\r\n".

@@ -24,7 +24,9 @@ mod response;
 mod tests;
 mod text;
 
+pub use args::CNumber;
 pub use error::{ErrorReply, ParseError};
+pub(crate) use meta::check_opaque;
 pub use request::{MetaFlag, MetaFlags, Request, StoreCommand};
 pub use response::{
     meta_line, meta_value_line, write_error, write_meta_debug, write_meta_noop, write_number,
