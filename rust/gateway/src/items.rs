@@ -32,6 +32,19 @@ pub struct Item {
     /// Unix seconds; 0 never.
     pub expires: u64,
     pub value: Vec<u8>,
+    /// Stored under a key sent base64-encoded (`ms ... b`): memcached marks such items
+    /// and shows their keys encoded (`me`).
+    pub binary_key: bool,
+}
+
+/// How an `ms` stores, beyond its mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// The unique an `append`/`prepend` must find (`MA`/`MP` with `C`): a different
+    /// one is `Exists`, as in memcached.
+    pub check: Option<u64>,
+    /// The key was sent base64-encoded.
+    pub binary_key: bool,
 }
 
 /// What a storage or arithmetic command did, in memcached's words.
@@ -120,7 +133,17 @@ pub fn counter(value: &[u8]) -> Option<u64> {
 const RAW: u8 = 0;
 const LZ4: u8 = 1;
 
-fn encode(flags: u32, cas: u64, expires: u64, value: &[u8], compress_above: usize) -> Vec<u8> {
+/// Byte 1 of an item: bit 0 set when its key was sent base64-encoded.
+const BINARY_KEY: u8 = 1;
+
+fn encode(header: &Item, value: &[u8], compress_above: usize) -> Vec<u8> {
+    let Item {
+        flags,
+        cas,
+        expires,
+        binary_key,
+        ..
+    } = *header;
     let packed = (compress_above > 0 && value.len() >= compress_above)
         .then(|| lz4_flex::compress_prepend_size(value))
         .filter(|p| p.len() < value.len());
@@ -129,7 +152,7 @@ fn encode(flags: u32, cas: u64, expires: u64, value: &[u8], compress_above: usiz
         None => (RAW, value),
     };
     let mut out = Vec::with_capacity(HEADER + value.len());
-    out.extend_from_slice(&[encoding, 0, 0, 0]);
+    out.extend_from_slice(&[encoding, if binary_key { BINARY_KEY } else { 0 }, 0, 0]);
     out.extend_from_slice(&flags.to_le_bytes());
     out.extend_from_slice(&cas.to_le_bytes());
     out.extend_from_slice(&expires.to_le_bytes());
@@ -145,6 +168,7 @@ fn decode(mut raw: Vec<u8>) -> ItemResult<Item> {
     let word = |at: usize| u64::from_le_bytes(raw[at..at + 8].try_into().expect("8 bytes"));
     let flags = u32::from_le_bytes(raw[4..8].try_into().expect("4 bytes"));
     let (cas, expires) = (word(8), word(16));
+    let binary_key = raw[1] & BINARY_KEY != 0;
     let value = if raw[0] == LZ4 {
         lz4_flex::decompress_size_prepended(&raw[HEADER..])
             .map_err(|_| bad("a compressed item does not decompress"))?
@@ -157,6 +181,7 @@ fn decode(mut raw: Vec<u8>) -> ItemResult<Item> {
         cas,
         expires,
         value,
+        binary_key,
     })
 }
 
@@ -199,18 +224,17 @@ impl Items {
         value: &[u8],
     ) -> ItemResult<Outcome> {
         Ok(self
-            .store_cas(mode, None, key, flags, exptime, value)
+            .store_cas(mode, StoreOptions::default(), key, flags, exptime, value)
             .await?
             .0)
     }
 
-    /// [`Items::store`], with the new item's CAS unique when stored (`ms ... c`).
-    /// `check` is the unique an `append`/`prepend` must find (`ms` with `MA`/`MP` and
-    /// `C`): a different one is `Exists`, as in memcached.
+    /// [`Items::store`] for `ms`, with the new item's CAS unique when stored
+    /// (`ms ... c`).
     pub async fn store_cas(
         &self,
         mode: StoreCommand,
-        check: Option<u64>,
+        options: StoreOptions,
         key: &[u8],
         flags: u32,
         exptime: i64,
@@ -231,7 +255,7 @@ impl Items {
                 return Ok((Outcome::Exists, 0))
             }
             (StoreCommand::Append | StoreCommand::Prepend, Some(item))
-                if check.is_some_and(|unique| unique != item.cas) =>
+                if options.check.is_some_and(|unique| unique != item.cas) =>
             {
                 return Ok((Outcome::Exists, 0))
             }
@@ -248,7 +272,9 @@ impl Items {
             }),
             _ => (flags, expiry(exptime, unix_now()), value.to_vec()),
         };
-        let cas = self.replace(key, flags, expires, &value).await?;
+        let cas = self
+            .replace(key, flags, expires, &value, options.binary_key)
+            .await?;
         Ok((Outcome::Stored, cas))
     }
 
@@ -260,26 +286,35 @@ impl Items {
         flags: u32,
         expires: Option<u64>,
         value: &[u8],
+        binary_key: bool,
     ) -> ItemResult<u64> {
         let cas = self.next_cas.fetch_add(1, Ordering::Relaxed);
-        self.replace_keeping(key, flags, expires, value, cas).await
+        let header = Item {
+            flags,
+            cas,
+            expires: expires.unwrap_or(0),
+            value: Vec::new(),
+            binary_key,
+        };
+        self.replace_keeping(key, &header, expires.is_some(), value)
+            .await
     }
 
     /// [`Items::replace`] with a given CAS unique: a touch keeps the item's, as in
-    /// memcached.
+    /// memcached. `header` holds all but the value; `live: false` only removes.
     async fn replace_keeping(
         &self,
         key: &[u8],
-        flags: u32,
-        expires: Option<u64>,
+        header: &Item,
+        live: bool,
         value: &[u8],
-        cas: u64,
     ) -> ItemResult<u64> {
-        let Some(expires) = expires else {
+        let (cas, expires) = (header.cas, header.expires);
+        if !live {
             self.remove_any(key).await?;
             return Ok(cas);
-        };
-        let raw = encode(flags, cas, expires, value, self.compress_above);
+        }
+        let raw = encode(header, value, self.compress_above);
         let config = ReplicateConfig {
             ttl: (expires > 0)
                 .then(|| Duration::from_secs(expires.saturating_sub(unix_now()).max(1))),
@@ -344,8 +379,14 @@ impl Items {
         while value.len() < item.value.len() {
             value.push(' ');
         }
-        self.replace(key, item.flags, Some(item.expires), value.as_bytes())
-            .await?;
+        self.replace(
+            key,
+            item.flags,
+            Some(item.expires),
+            value.as_bytes(),
+            item.binary_key,
+        )
+        .await?;
         Ok(Some(n))
     }
 
@@ -356,9 +397,15 @@ impl Items {
             return Ok(None);
         };
         let expires = expiry(exptime, unix_now());
-        self.replace_keeping(key, item.flags, expires, &item.value, item.cas)
+        let header = Item {
+            expires: expires.unwrap_or(0),
+            value: Vec::new(),
+            ..item.clone()
+        };
+        self.replace_keeping(key, &header, expires.is_some(), &item.value)
             .await?;
-        item.expires = expires.unwrap_or(0);
+        // Expired by the touch: memcached's clock puts it a second in the past.
+        item.expires = expires.unwrap_or_else(|| unix_now() - 1);
         Ok(Some(item))
     }
 
@@ -482,7 +529,14 @@ mod tests {
         assert_eq!(it.store.get(b"r").await.unwrap()[0], RAW);
         assert_eq!(it.get(b"r").await.unwrap().unwrap().value, noise);
         // A damaged compressed item is an error, never wrong bytes.
-        let mut broken = encode(0, 1, 0, &text, 1024);
+        let header = Item {
+            flags: 0,
+            cas: 1,
+            expires: 0,
+            value: Vec::new(),
+            binary_key: false,
+        };
+        let mut broken = encode(&header, &text, 1024);
         broken.truncate(HEADER + 10);
         assert!(decode(broken).is_err());
     }

@@ -2,40 +2,41 @@
 //! Return flags come back in the order they were asked for; `q` leaves out the
 //! nominal reply (`EN` for `mg`, `HD` for the others), never an error.
 
-use crate::items::{unix_now, Item, ItemError, Items, Outcome};
+use crate::items::{expiry, unix_now, Item, ItemError, Items, Outcome, StoreOptions};
 use crate::protocol::{
     meta_line, meta_value_line, write_error, write_meta_debug, ErrorReply, MetaFlags, MetaLine,
     MetaStatus, StoreCommand,
 };
 
 /// The flags of a hit, in request order.
-/// `before_touch`: the expiry the item had before `T` changed it, which memcached
-/// reports for a `t` asked before the `T` (it applies flags in order).
+/// `expires_at(i)`: the expiry to report for a `t` at flag `i`, where it is not the
+/// item's: memcached applies `T` (and `ma`'s `N`) in flag order, so a `t` before them
+/// reports the expiry before.
 fn returned<'a>(
     mut line: MetaLine<'a>,
     flags: &MetaFlags,
     key: &[u8],
     item: &Item,
-    before_touch: Option<u64>,
+    expires_at: impl Fn(usize) -> Option<u64>,
 ) -> MetaLine<'a> {
-    let mut touched = false;
-    for f in flags.iter() {
-        touched |= f.flag == b'T';
+    for (i, f) in flags.iter().enumerate() {
         line = match f.flag {
             b'f' => line.flag_number(b'f', item.flags),
             b'c' => line.flag_number(b'c', item.cas),
             b's' => line.flag_number(b's', item.value.len()),
-            b't' => match before_touch.filter(|_| !touched) {
-                Some(expires) => line.flag_number(
+            b't' => {
+                let expires = expires_at(i).unwrap_or(item.expires);
+                line.flag_number(
                     b't',
                     remaining(&Item {
                         expires,
                         ..item.clone()
                     }),
-                ),
-                None => line.flag_number(b't', remaining(item)),
-            },
-            b'k' => line.key(key, flags.base64_key()),
+                )
+            }
+            // Encoded when the item was stored under an encoded key, whatever this
+            // request sent (memcached marks the item).
+            b'k' => line.key(key, item.binary_key),
             b'O' => line.flag_token(b'O', f.token.as_deref().unwrap_or_default()),
             _ => line,
         };
@@ -43,11 +44,12 @@ fn returned<'a>(
     line
 }
 
-/// Seconds to expiry; -1 for none.
+/// Seconds to expiry; -1 for none. Past expiries (an item a `T` just expired) wrap
+/// as memcached's unsigned 32-bit arithmetic wraps them.
 fn remaining(item: &Item) -> i64 {
     match item.expires {
         0 => -1,
-        e => e.saturating_sub(unix_now()) as i64,
+        e => i64::from((e as i64 - unix_now() as i64) as u32),
     }
 }
 
@@ -83,7 +85,9 @@ pub async fn get(
             } else {
                 meta_line(out, MetaStatus::Hd)
             };
-            returned(line, flags, key, &item, before_touch).finish();
+            let touch_at = flags.iter().position(|f| f.flag == b'T');
+            let expires_at = |i| before_touch.filter(|_| touch_at.is_some_and(|t| i < t));
+            returned(line, flags, key, &item, expires_at).finish();
         }
         None if flags.quiet() => {}
         None => meta_line(out, MetaStatus::En).echo(flags, key).finish(),
@@ -111,8 +115,13 @@ pub async fn set(
     };
     let client_flags = flags.number::<u32>(b'F').unwrap_or(0);
     let ttl = flags.number::<i32>(b'T').map(i64::from).unwrap_or(0);
+    let options = StoreOptions {
+        // An append or prepend with C0 checks nothing.
+        check: check.filter(|&unique| unique != 0),
+        binary_key: flags.base64_key(),
+    };
     let (outcome, cas) = items
-        .store_cas(mode, check, key, client_flags, ttl, data)
+        .store_cas(mode, options, key, client_flags, ttl, data)
         .await?;
     let s = match outcome {
         Outcome::Stored => MetaStatus::Hd,
@@ -164,8 +173,8 @@ fn deleted(was_there: bool) -> MetaStatus {
     }
 }
 
-/// `ma`: incr (`MI`, the default) or decr (`MD`) by `D` (1); with `N<ttl>` a missing
-/// item is created with `J` (0) and that value returned.
+/// `ma`: incr (`MI`, the default) or decr (`MD`) by `D` (1); with `N` a missing item
+/// is created with `J` (0) and that value returned.
 pub async fn arithmetic(
     items: &Items,
     key: &[u8],
@@ -174,24 +183,38 @@ pub async fn arithmetic(
 ) -> Result<(), ItemError> {
     let up = !matches!(flags.mode(), Some(b'D' | b'-'));
     let delta = flags.number::<u64>(b'D').unwrap_or(1);
+    let ttl = |flag| flags.number::<i32>(flag).map(i64::from);
+    // memcached 1.6.18 sets the expiry of `N` (an item it created) or `T` as it meets
+    // them among the flags: the last one wins, and a `t` before them reports the
+    // expiry before.
+    let last_of = |letters: &[u8]| flags.iter().rev().find(|f| letters.contains(&f.flag));
+    // memcached applies a `T` to the item it counted on, which only lasts when the
+    // number was rewritten in place (no longer than the value it replaced).
+    let old_len = match flags.has(b'T') {
+        true => items.get(key).await?.map(|item| item.value.len()),
+        false => None,
+    };
     let mut value = items.add_delta(key, delta, up).await?;
     // The unique of an item created here, which may expire at once (`N-1`).
     let mut created = None;
-    if value.is_none() {
-        if let Some(ttl) = flags.number::<i32>(b'N').map(i64::from) {
-            let initial = flags.number::<u64>(b'J').unwrap_or(0);
-            let text = initial.to_string();
-            match items
-                .store_cas(StoreCommand::Add, None, key, 0, ttl, text.as_bytes())
-                .await?
-            {
-                (Outcome::Stored, cas) => {
-                    value = Some(initial);
-                    created = Some(cas);
-                }
-                // Someone created it meanwhile: count on theirs.
-                _ => value = items.add_delta(key, delta, up).await?,
+    if value.is_none() && flags.has(b'N') {
+        let initial = flags.number::<u64>(b'J').unwrap_or(0);
+        let text = initial.to_string();
+        let options = StoreOptions {
+            check: None,
+            binary_key: flags.base64_key(),
+        };
+        let exptime = last_of(b"NT").and_then(|f| ttl(f.flag)).unwrap_or(0);
+        match items
+            .store_cas(StoreCommand::Add, options, key, 0, exptime, text.as_bytes())
+            .await?
+        {
+            (Outcome::Stored, cas) => {
+                value = Some(initial);
+                created = Some(cas);
             }
+            // Someone created it meanwhile: count on theirs.
+            _ => value = items.add_delta(key, delta, up).await?,
         }
     }
     // memcached checks the opaque only as it writes the reply: after the arithmetic
@@ -204,44 +227,62 @@ pub async fn arithmetic(
         status(out, MetaStatus::Nf, flags, key);
         return Ok(());
     };
-    let item = items.get(key).await?;
     let text = n.to_string();
+    let now = unix_now();
+    let at_once = |exptime| expiry(exptime, now).unwrap_or(now - 1);
+    let mut item = match items.get(key).await? {
+        Some(item) => item,
+        // Created and already expired: memcached still reports what it made.
+        None => Item {
+            flags: 0,
+            cas: created.unwrap_or(0),
+            expires: at_once(-1),
+            value: text.as_bytes().to_vec(),
+            binary_key: false,
+        },
+    };
+    // The expiry a `t` at each flag reports.
+    let mut expires = if created.is_some() { 0 } else { item.expires };
+    let mut expires_at = Vec::with_capacity(flags.0.len());
+    for f in flags.iter() {
+        if f.flag == b'T' || (f.flag == b'N' && created.is_some()) {
+            expires = ttl(f.flag).map_or(expires, at_once);
+        }
+        expires_at.push(expires);
+    }
+    let in_place = old_len.is_some_and(|len| text.len() <= len);
+    if let (None, true, Some(exptime)) = (created, in_place, ttl(b'T')) {
+        items.touch(key, exptime).await?;
+    }
+    // q silences a count, value or not, but not the report of an item `N` created
+    // (memcached 1.6.18).
+    if flags.quiet() && created.is_none() {
+        return Ok(());
+    }
     let line = if flags.has(b'v') {
         meta_value_line(out, text.as_bytes())
-    } else if flags.quiet() {
-        return Ok(());
     } else {
         meta_line(out, MetaStatus::Hd)
     };
-    match (item, created) {
-        (Some(item), _) => returned(line, flags, key, &item, None).finish(),
-        // Created and already expired: memcached still reports what it made.
-        (None, Some(cas)) => {
-            let made = Item {
-                flags: 0,
-                cas,
-                expires: 0,
-                value: text.as_bytes().to_vec(),
-            };
-            returned(line, flags, key, &made, None).finish()
-        }
-        (None, None) => line.echo(flags, key).finish(),
-    }
+    // ma shows the key as this request sent it, unlike mg.
+    item.binary_key = flags.base64_key();
+    returned(line, flags, key, &item, |i| Some(expires_at[i])).finish();
     Ok(())
 }
 
 /// `me`: what memcached's debug line says of an item, as far as the gateway knows it.
+/// The key shows base64-encoded when the item was stored so, whatever `me` was sent.
 pub async fn debug(
     items: &Items,
     key: &[u8],
-    base64: bool,
+    _base64: bool,
     out: &mut Vec<u8>,
 ) -> Result<(), ItemError> {
     match items.get(key).await? {
         Some(item) => write_meta_debug(
             out,
             key,
-            base64,
+            item.binary_key,
             &[
                 ("exp", &remaining(&item)),
                 ("la", &0),
@@ -293,6 +334,7 @@ mod tests {
             cas: 1,
             expires: 0,
             value: vec![b'x'; len],
+            binary_key: false,
         };
         assert_eq!(item_size(b"a", &item(0, 5)), 65);
         assert_eq!(item_size(b"a", &item(5, 5)), 69);

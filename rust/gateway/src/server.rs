@@ -198,6 +198,19 @@ async fn connection(
                     }
                     skip = n;
                 }
+                Err(ParseError::TooLargeSet {
+                    key,
+                    skip: n,
+                    noreply,
+                }) => {
+                    if !noreply {
+                        write_error(&mut out, &ErrorReply::Server("object too large for cache"));
+                    }
+                    if let Err(e) = shared.items.delete(&key).await {
+                        server_error(&mut out, &e);
+                    }
+                    skip = n;
+                }
                 Err(ParseError::LineTooLong) => {
                     close = true;
                     break;

@@ -88,13 +88,17 @@ fn set(cmd: &Command<'_>) -> Parsed {
     let taken = cmd.with_block(len);
     let swallow = |message| ParseError::client(message, taken, false);
     let (key, flags) = flags(t[1], &t[3..]).map_err(swallow)?;
-    check_opaque(&flags).map_err(swallow)?;
     if !matches!(flags.mode(), None | Some(b'E' | b'A' | b'P' | b'R' | b'S')) {
         return Err(swallow(msg::BAD_MS_MODE));
     }
+    check_opaque(&flags).map_err(swallow)?;
     check_key(cmd, &key, &flags).map_err(swallow)?;
     if len > cmd.limits.max_item_size {
-        return Err(ParseError::server(msg::TOO_LARGE, taken, false));
+        return Err(ParseError::TooLargeSet {
+            key,
+            skip: taken,
+            noreply: false,
+        });
     }
     match cmd.data_block(len) {
         DataBlock::Incomplete => Ok(None),
@@ -444,10 +448,11 @@ mod tests {
             max_item_size: 2,
             ..Limits::default()
         };
+        // Too large: the item under the key goes too, as in memcached.
         assert_eq!(
             parse(b"ms k 3 q\r\n", &limits),
-            Err(ParseError::Rejected {
-                reply: ErrorReply::Server("object too large for cache"),
+            Err(ParseError::TooLargeSet {
+                key: k("k"),
                 skip: 15,
                 noreply: false
             })

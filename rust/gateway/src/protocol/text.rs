@@ -132,7 +132,14 @@ fn store(cmd: &Command<'_>, command: Option<StoreCommand>) -> Parsed {
 
     let taken = cmd.with_block(len);
     if len > cmd.limits.max_item_size {
-        return Err(ParseError::server(msg::TOO_LARGE, taken, noreply));
+        return Err(match command {
+            StoreCommand::Set => ParseError::TooLargeSet {
+                key,
+                skip: taken,
+                noreply,
+            },
+            _ => ParseError::server(msg::TOO_LARGE, taken, noreply),
+        });
     }
     match cmd.data_block(len) {
         DataBlock::Incomplete => Ok(None),
@@ -596,9 +603,10 @@ mod tests {
             max_item_size: 10,
             ..Limits::default()
         };
+        // A set too large removes the item it would replace, as memcached does.
         let line = "set k 0 0 11\r\n";
-        let error = ParseError::Rejected {
-            reply: ErrorReply::Server("object too large for cache"),
+        let error = ParseError::TooLargeSet {
+            key: k("k"),
             skip: line.len() + 13,
             noreply: false,
         };
@@ -613,8 +621,9 @@ mod tests {
                 .1,
             26
         );
+        // Other storage commands leave it.
         assert_eq!(
-            parse(b"set k 0 0 11 noreply\r\n", &limits),
+            parse(b"add k 0 0 11 noreply\r\n", &limits),
             Err(ParseError::Rejected {
                 reply: ErrorReply::Server("object too large for cache"),
                 skip: 22 + 13,
@@ -624,7 +633,7 @@ mod tests {
         let huge = format!("set k 0 0 {}\r\n", 2 * 1024 * 1024);
         assert!(matches!(
             parse_default(&huge),
-            Err(ParseError::Rejected { skip, .. }) if skip == huge.len() + 2 * 1024 * 1024 + 2
+            Err(ParseError::TooLargeSet { skip, .. }) if skip == huge.len() + 2 * 1024 * 1024 + 2
         ));
     }
 
