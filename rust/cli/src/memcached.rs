@@ -54,7 +54,17 @@ pub fn run(args: MemcachedArgs) -> Result<(), String> {
         config.local.ssd_size = args.ssd_size;
         let store = Arc::new(ObjectStore::new(config));
         store.init(0, true).await.map_err(|e| e.to_string())?;
-        let items = Arc::new(Items::new(store.clone(), args.compress_above as usize));
+        let compress_above = args.compress_above as usize;
+        let items = Arc::new(match &args.data_dir {
+            // CAS uniques are reserved in the data directory ahead of use, so that a
+            // restart on it never hands out one a client may still hold.
+            Some(dir) => {
+                std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                Items::with_cas_file(store.clone(), compress_above, dir.join("memcached.cas"))
+                    .map_err(|e| format!("reserving CAS uniques in {}: {e}", dir.display()))?
+            }
+            None => Items::new(store.clone(), compress_above),
+        });
         let limits = Limits {
             max_item_size: args.max_item_size as usize,
             ..Limits::default()

@@ -8,6 +8,7 @@
 //! do not coordinate with each other.
 
 use std::hash::BuildHasher;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -73,8 +74,78 @@ pub struct Items {
     /// them smaller; 0 never.
     compress_above: usize,
     next_cas: AtomicU64,
+    /// Where CAS uniques are reserved ahead of use, so that they never repeat across
+    /// restarts (`--data-dir`); `None`: uniques start at 1 each run.
+    cas_file: Option<CasFile>,
     stripes: Vec<tokio::sync::Mutex<()>>,
     hasher: std::hash::RandomState,
+}
+
+/// A durable high-water mark of CAS uniques: no unique at or above `reserved` is
+/// handed out before the file says so.
+struct CasFile {
+    path: PathBuf,
+    block: u64,
+    /// First unique not yet reserved.
+    reserved: std::sync::Mutex<u64>,
+    /// A lock-free copy of `reserved` for the common case.
+    limit: AtomicU64,
+}
+
+/// Uniques reserved per durable write: one write per 2^20 stores.
+pub const CAS_BLOCK: u64 = 1 << 20;
+
+impl CasFile {
+    /// Reads the mark left by earlier runs (none: 1) and reserves the first block.
+    fn open(path: PathBuf, block: u64) -> std::io::Result<(CasFile, u64)> {
+        let first = match std::fs::read_to_string(&path) {
+            Ok(text) => text.trim().parse::<u64>().map_err(|e| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{}: {e}", path.display()),
+                )
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 1,
+            Err(e) => return Err(e),
+        };
+        let file = CasFile {
+            path,
+            block,
+            reserved: std::sync::Mutex::new(first),
+            limit: AtomicU64::new(first),
+        };
+        file.reserve_past(first)?;
+        Ok((file, first))
+    }
+
+    /// Makes sure `cas` is reserved, writing a new mark (durably, before any unique it
+    /// covers is used) when it is not yet.
+    fn reserve_past(&self, cas: u64) -> std::io::Result<()> {
+        if cas < self.limit.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut reserved = self.reserved.lock().unwrap_or_else(|e| e.into_inner());
+        if cas < *reserved {
+            return Ok(());
+        }
+        let mark = cas.saturating_add(self.block);
+        // Write aside, sync, rename over, sync the directory: a crash leaves the old
+        // mark or the new one, never a torn one.
+        let tmp = self.path.with_extension("tmp");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            writeln!(f, "{mark}")?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        *reserved = mark;
+        self.limit.store(mark, Ordering::Release);
+        Ok(())
+    }
 }
 
 /// The absolute expiry (Unix seconds, 0 never) of a memcached exptime; `None` when it
@@ -191,9 +262,46 @@ impl Items {
             store,
             compress_above,
             next_cas: AtomicU64::new(1),
+            cas_file: None,
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             hasher: std::hash::RandomState::new(),
         }
+    }
+
+    /// Items whose CAS uniques never repeat across restarts: they are reserved in
+    /// blocks of [`CAS_BLOCK`] in `path` before use, and a restart goes on from the
+    /// reserved mark (skipping what the last run reserved but did not use).
+    pub fn with_cas_file(
+        store: Arc<ObjectStore>,
+        compress_above: usize,
+        path: PathBuf,
+    ) -> std::io::Result<Items> {
+        Self::with_cas_block(store, compress_above, path, CAS_BLOCK)
+    }
+
+    fn with_cas_block(
+        store: Arc<ObjectStore>,
+        compress_above: usize,
+        path: PathBuf,
+        block: u64,
+    ) -> std::io::Result<Items> {
+        let (file, first) = CasFile::open(path, block)?;
+        Ok(Items {
+            next_cas: AtomicU64::new(first),
+            cas_file: Some(file),
+            ..Items::new(store, compress_above)
+        })
+    }
+
+    /// A new CAS unique, reserved durably first when there is a CAS file.
+    fn new_cas(&self) -> ItemResult<u64> {
+        let cas = self.next_cas.fetch_add(1, Ordering::Relaxed);
+        if let Some(file) = &self.cas_file {
+            file.reserve_past(cas).map_err(|e| {
+                ItemError::Pool(Error::UnmatchedState(format!("reserving CAS uniques: {e}")))
+            })?;
+        }
+        Ok(cas)
     }
 
     fn stripe(&self, key: &[u8]) -> &tokio::sync::Mutex<()> {
@@ -288,7 +396,7 @@ impl Items {
         value: &[u8],
         binary_key: bool,
     ) -> ItemResult<u64> {
-        let cas = self.next_cas.fetch_add(1, Ordering::Relaxed);
+        let cas = self.new_cas()?;
         let header = Item {
             flags,
             cas,
@@ -539,6 +647,36 @@ mod tests {
         let mut broken = encode(&header, &text, 1024);
         broken.truncate(HEADER + 10);
         assert!(decode(broken).is_err());
+    }
+
+    #[tokio::test]
+    async fn cas_uniques_never_repeat_across_restarts() {
+        let dir = std::env::temp_dir().join(format!("mmc-cas-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("memcached.cas");
+        let _ = std::fs::remove_file(&path);
+        let store = items().await.store;
+        let mut seen = std::collections::HashSet::new();
+        // Small blocks, so runs cross them; each run ends as a crash would, with
+        // reserved uniques unused.
+        for run in 0..4 {
+            let it = Items::with_cas_block(store.clone(), 0, path.clone(), 8).unwrap();
+            for i in 0..(5 + run * 7) {
+                let key = format!("k{i}");
+                it.store(StoreCommand::Set, key.as_bytes(), 0, 0, b"v")
+                    .await
+                    .unwrap();
+                let cas = it.get(key.as_bytes()).await.unwrap().unwrap().cas;
+                assert!(seen.insert(cas), "run {run}: unique {cas} repeated");
+            }
+            let mark: u64 = std::fs::read_to_string(&path)
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            assert!(seen.iter().all(|&c| c < mark), "a unique past the mark");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
