@@ -219,15 +219,27 @@ pub async fn arithmetic(
     }
     // memcached checks the opaque only as it writes the reply: after the arithmetic
     // (which stays done), and after a non-numeric value's error.
-    if let Err(message) = crate::protocol::check_opaque(flags) {
-        write_error(out, &ErrorReply::Client(message));
-        return Ok(());
-    }
+    let opaque = crate::protocol::check_opaque(flags);
     let Some(n) = value else {
-        status(out, MetaStatus::Nf, flags, key);
+        if let Err(message) = opaque {
+            write_error(out, &ErrorReply::Client(message));
+        } else {
+            status(out, MetaStatus::Nf, flags, key);
+        }
         return Ok(());
     };
     let text = n.to_string();
+    // A `T` met before a too-long opaque has been applied.
+    let at = |flag| flags.iter().position(|f| f.flag == flag);
+    let in_place = old_len.is_some_and(|len| text.len() <= len);
+    let touch_applies = opaque.is_ok() || at(b'T') < at(b'O');
+    if let (None, true, true, Some(exptime)) = (created, in_place, touch_applies, ttl(b'T')) {
+        items.touch(key, exptime).await?;
+    }
+    if let Err(message) = opaque {
+        write_error(out, &ErrorReply::Client(message));
+        return Ok(());
+    }
     let now = unix_now();
     let at_once = |exptime| expiry(exptime, now).unwrap_or(now - 1);
     let mut item = match items.get(key).await? {
@@ -249,10 +261,6 @@ pub async fn arithmetic(
             expires = ttl(f.flag).map_or(expires, at_once);
         }
         expires_at.push(expires);
-    }
-    let in_place = old_len.is_some_and(|len| text.len() <= len);
-    if let (None, true, Some(exptime)) = (created, in_place, ttl(b'T')) {
-        items.touch(key, exptime).await?;
     }
     // q silences a count, value or not, but not the report of an item `N` created
     // (memcached 1.6.18).
