@@ -1,4 +1,5 @@
-//! memcached items on the pool: each item is one pool object, a small header (flags,
+//! memcached items on the pool: each item is one pool object under the gateway's key
+//! prefix (its namespace, apart from the pool's KV objects), a small header (flags,
 //! CAS unique, absolute expiry) followed by the value, with the pool's TTL set to the
 //! item's expiry so expired items vanish from the pool by themselves.
 //!
@@ -73,6 +74,9 @@ pub struct Items {
     /// Values of at least this many bytes are stored LZ4-compressed when that makes
     /// them smaller; 0 never.
     compress_above: usize,
+    /// Prefix of every item's pool key, so that the gateway's items and the KV
+    /// objects of the same pool never meet (`flush_all` lists only these).
+    namespace: Vec<u8>,
     next_cas: AtomicU64,
     /// Where CAS uniques are reserved ahead of use, so that they never repeat across
     /// restarts (`--data-dir`); `None`: uniques start at 1 each run.
@@ -91,6 +95,9 @@ struct CasFile {
     /// A lock-free copy of `reserved` for the common case.
     limit: AtomicU64,
 }
+
+/// The pool key prefix of the gateway's items unless told otherwise.
+pub const DEFAULT_NAMESPACE: &[u8] = b"mc:";
 
 /// Uniques reserved per durable write: one write per 2^20 stores.
 pub const CAS_BLOCK: u64 = 1 << 20;
@@ -261,6 +268,7 @@ impl Items {
         Items {
             store,
             compress_above,
+            namespace: DEFAULT_NAMESPACE.to_vec(),
             next_cas: AtomicU64::new(1),
             cas_file: None,
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
@@ -304,13 +312,33 @@ impl Items {
         Ok(cas)
     }
 
+    /// The same items under another key prefix (see [`DEFAULT_NAMESPACE`]); `Err` when
+    /// a memcached key (250 bytes) would no longer fit the pool's key limit.
+    pub fn in_namespace(mut self, namespace: &[u8]) -> Result<Items, String> {
+        let room = memcache_client::MAX_KEY_LEN - crate::protocol::Limits::default().max_key_len;
+        if namespace.len() > room {
+            return Err(format!(
+                "a namespace of {} bytes leaves no room for 250-byte memcached keys \
+                 (the pool's keys are at most {} bytes): at most {room}",
+                namespace.len(),
+                memcache_client::MAX_KEY_LEN
+            ));
+        }
+        self.namespace = namespace.to_vec();
+        Ok(self)
+    }
+
+    fn pool_key(&self, key: &[u8]) -> Vec<u8> {
+        [&self.namespace[..], key].concat()
+    }
+
     fn stripe(&self, key: &[u8]) -> &tokio::sync::Mutex<()> {
         &self.stripes[self.hasher.hash_one(key) as usize % STRIPES]
     }
 
     /// The item under `key`, if it is there and not expired.
     pub async fn get(&self, key: &[u8]) -> ItemResult<Option<Item>> {
-        match self.store.get(key).await {
+        match self.store.get(self.pool_key(key)).await {
             Ok(raw) => {
                 let item = decode(raw)?;
                 let live = item.expires == 0 || item.expires > unix_now();
@@ -432,7 +460,12 @@ impl Items {
             self.remove_any(key).await?;
             match self
                 .store
-                .put_from(key, &raw, CopyDirection::PUT_DEFAULT, &config)
+                .put_from(
+                    self.pool_key(key),
+                    &raw,
+                    CopyDirection::PUT_DEFAULT,
+                    &config,
+                )
                 .await
             {
                 Ok(()) => return Ok(cas),
@@ -447,7 +480,7 @@ impl Items {
     /// Removes `key` whether or not it is there; waits out readers' leases.
     async fn remove_any(&self, key: &[u8]) -> ItemResult<bool> {
         for _ in 0..200 {
-            match self.store.remove(key).await {
+            match self.store.remove(self.pool_key(key)).await {
                 Ok(()) => return Ok(true),
                 Err(Error::ObjectNotFound) => return Ok(false),
                 Err(Error::LeaseNotExpired) => {
@@ -517,16 +550,18 @@ impl Items {
         Ok(Some(item))
     }
 
-    /// `flush_all`: removes every item; how many.
+    /// `flush_all`: removes every item (the namespace's objects only: KV objects of
+    /// the same pool stay); how many.
     pub async fn flush(&self) -> ItemResult<usize> {
         let mut removed = 0;
         loop {
-            let keys = self.store.list_keys(b"", 4096).await?;
+            let keys = self.store.list_keys(&self.namespace, 4096).await?;
             if keys.is_empty() {
                 return Ok(removed);
             }
             for key in keys {
-                if self.delete(key.as_bytes()).await? {
+                let key = &key.as_bytes()[self.namespace.len()..];
+                if self.delete(key).await? {
                     removed += 1;
                 }
             }
@@ -602,7 +637,7 @@ mod tests {
         it.store(StoreCommand::Set, b"z", 3, 0, &text)
             .await
             .unwrap();
-        let stored = it.store.get(b"z").await.unwrap();
+        let stored = it.store.get(b"mc:z").await.unwrap();
         assert_eq!(stored[0], LZ4);
         assert!(
             stored.len() < text.len() / 4,
@@ -634,7 +669,7 @@ mod tests {
         it.store(StoreCommand::Set, b"r", 0, 0, &noise)
             .await
             .unwrap();
-        assert_eq!(it.store.get(b"r").await.unwrap()[0], RAW);
+        assert_eq!(it.store.get(b"mc:r").await.unwrap()[0], RAW);
         assert_eq!(it.get(b"r").await.unwrap().unwrap().value, noise);
         // A damaged compressed item is an error, never wrong bytes.
         let header = Item {
@@ -647,6 +682,43 @@ mod tests {
         let mut broken = encode(&header, &text, 1024);
         broken.truncate(HEADER + 10);
         assert!(decode(broken).is_err());
+    }
+
+    #[tokio::test]
+    async fn flush_all_leaves_the_kv_objects_of_the_pool() {
+        let it = items().await;
+        let kv = [&b"model/layer0"[..], b"a", b"mc"];
+        for key in kv {
+            it.store
+                .put_from(
+                    key,
+                    b"kv bytes",
+                    CopyDirection::PUT_DEFAULT,
+                    &ReplicateConfig::default(),
+                )
+                .await
+                .unwrap();
+        }
+        // A gateway item under a key a KV object also has: two objects.
+        for key in [&b"a"[..], b"b", b"c"] {
+            it.store(StoreCommand::Set, key, 0, 0, b"v").await.unwrap();
+        }
+        assert_eq!(it.get(b"a").await.unwrap().unwrap().value, b"v");
+        assert_eq!(it.flush().await.unwrap(), 3);
+        assert_eq!(it.get(b"a").await.unwrap(), None);
+        for key in kv {
+            assert_eq!(it.store.get(key).await.unwrap(), b"kv bytes");
+        }
+        // Another namespace is another set of items.
+        let other = Items::new(it.store.clone(), 0).in_namespace(b"t:").unwrap();
+        other
+            .store(StoreCommand::Set, b"a", 0, 0, b"w")
+            .await
+            .unwrap();
+        assert_eq!(it.get(b"a").await.unwrap(), None);
+        assert!(Items::new(it.store.clone(), 0)
+            .in_namespace(b"toolong")
+            .is_err());
     }
 
     #[tokio::test]

@@ -584,3 +584,37 @@ fn cas_uniques_never_repeat_across_restarts() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The gateway's items live under their own prefix (`--namespace`, "mc:"): on a pool
+/// that also holds KV objects, flush_all removes the items and leaves every object,
+/// even one under the same key as an item.
+#[test]
+fn flush_all_leaves_the_kv_objects_of_the_pool() {
+    let (_meta, url) = start_meta(&[]);
+    let (_gw, line) = spawn_mmc(&[
+        "memcached",
+        "--bind",
+        "127.0.0.1:0",
+        "--discovery",
+        &url,
+        "--dram-size",
+        "64MiB",
+    ]);
+    let addr = line.trim().rsplit(' ').next().unwrap().to_string();
+    wait_for_services(&url, 1);
+    let kv = pure_client(&url);
+    let objects = ["model/layer0", "a", "mc"];
+    for key in objects {
+        kv.put(key, b"kv bytes").unwrap();
+    }
+    let mut c = connect(&addr);
+    let set = exchange(&mut c, b"set a 0 0 1\r\nx\r\nset b 0 0 1\r\ny\r\nget a\r\n");
+    assert_eq!(set, "STORED\r\nSTORED\r\nVALUE a 0 1\r\nx\r\nEND\r\n");
+    assert_eq!(
+        exchange(&mut c, b"flush_all\r\nget a b\r\n"),
+        "OK\r\nEND\r\n"
+    );
+    for key in objects {
+        assert_eq!(kv.get(key).unwrap(), b"kv bytes", "{key}");
+    }
+}
