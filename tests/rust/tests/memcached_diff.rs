@@ -136,6 +136,17 @@ fn lines_of(b: u8, len: usize) -> Vec<u8> {
     line.into_iter().cycle().take(len).collect()
 }
 
+/// A number for what `incr`/`ma` count with, never making a counter of 2^63 or more:
+/// memcached reads such a value as negative and then looks for a "-" in the C string,
+/// which runs on past the value into whatever its memory holds next.
+fn counter_number(r: &mut Rng, valid: &[&str]) -> String {
+    let n = number(r, valid);
+    match n.parse::<u64>() {
+        Ok(big) if big >= 1 << 62 => "18446744073709551616".to_string(),
+        _ => n,
+    }
+}
+
 fn value(r: &mut Rng) -> Vec<u8> {
     match r.below(12) {
         0 => {
@@ -167,7 +178,6 @@ fn value(r: &mut Rng) -> Vec<u8> {
                 " 5",
                 "5 x",
                 "+7",
-                "18446744073709551615",
                 "18446744073709551616",
                 "0000000000000000000000001",
                 "x y",
@@ -291,7 +301,7 @@ fn simple(r: &mut Rng, s: &mut Session) {
             put(r.pick(&["incr ", "decr "]).as_bytes());
             put(&k);
             if r.chance(95) {
-                put(format!(" {}", number(r, &["1", "0", "7", "18446744073709551615"])).as_bytes());
+                put(format!(" {}", counter_number(r, &["1", "0", "7", "4294967296"])).as_bytes());
             }
         }
         3 => {
@@ -386,8 +396,8 @@ fn meta_flag(r: &mut Rng, op: u8) -> String {
         "T" | "N" | "R" => num(r, &["0", "1000", "-1"]),
         "F" => num(r, &["0", "7", "4294967295"]),
         "C" | "E" => num(r, &["1", "0"]),
-        "J" => num(r, &["0", "10", "18446744073709551615"]),
-        "D" => num(r, &["1", "5", "18446744073709551615"]),
+        "J" => counter_number(r, &["0", "10", "4294967296"]),
+        "D" => counter_number(r, &["1", "5", "4294967296"]),
         "M" => {
             let modes: &[&str] = if op == b's' {
                 &["E", "A", "P", "R", "S", "I", "x", "", "EE"]
