@@ -187,7 +187,6 @@ pub async fn arithmetic(
     // memcached 1.6.18 sets the expiry of `N` (an item it created) or `T` as it meets
     // them among the flags: the last one wins, and a `t` before them reports the
     // expiry before.
-    let last_of = |letters: &[u8]| flags.iter().rev().find(|f| letters.contains(&f.flag));
     // memcached applies a `T` to the item it counted on, which only lasts when the
     // number was rewritten in place (no longer than the value it replaced).
     let old_len = match flags.has(b'T') {
@@ -204,7 +203,18 @@ pub async fn arithmetic(
             check: None,
             binary_key: flags.base64_key(),
         };
-        let exptime = last_of(b"NT").and_then(|f| ttl(f.flag)).unwrap_or(0);
+        // The last `N` or `T`, unless a too-long opaque stops the flags before it:
+        // then the item stays as made, without expiry.
+        let stop = match crate::protocol::check_opaque(flags) {
+            Err(_) => flags.iter().position(|f| f.flag == b'O').unwrap_or(0),
+            Ok(()) => flags.0.len(),
+        };
+        let exptime = flags.0[..stop]
+            .iter()
+            .rev()
+            .find(|f| matches!(f.flag, b'N' | b'T'))
+            .and_then(|f| ttl(f.flag))
+            .unwrap_or(0);
         match items
             .store_cas(StoreCommand::Add, options, key, 0, exptime, text.as_bytes())
             .await?
