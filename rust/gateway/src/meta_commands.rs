@@ -68,6 +68,14 @@ pub async fn get(
     out: &mut Vec<u8>,
 ) -> Result<(), ItemError> {
     let order = |flag| flags.iter().position(|f| f.flag == flag);
+    if let Err(message) = crate::protocol::check_opaque(flags) {
+        // memcached has applied a `T` met before the opaque.
+        if let (Some(ttl), true) = (flags.number::<i32>(b'T'), order(b'T') < order(b'O')) {
+            items.touch(key, ttl.into()).await?;
+        }
+        write_error(out, &ErrorReply::Client(message));
+        return Ok(());
+    }
     let mut before_touch = None;
     let found = match flags.number::<i32>(b'T').map(i64::from) {
         Some(ttl) => {

@@ -54,8 +54,9 @@ fn keyed(cmd: &Command<'_>, op: u8) -> Result<Request, ParseError> {
     if op == b'a' && !matches!(flags.mode(), None | Some(b'I' | b'+' | b'D' | b'-')) {
         return Err(fail(msg::BAD_MA_MODE));
     }
-    // ma checks its opaque only as it writes the reply, after the arithmetic.
-    if op != b'a' {
+    // mg and ma check their opaque only as they write the reply, after a `T` (mg) or
+    // the arithmetic (ma).
+    if op == b'd' {
         check_opaque(&flags).map_err(fail)?;
     }
     check_key(cmd, &key, &flags).map_err(fail)?;
@@ -314,11 +315,14 @@ mod tests {
     fn opaque_and_token_limits() {
         let longest = format!("mg k O{}\r\n", "9".repeat(31));
         assert!(matches!(one(&longest), Request::MetaGet { .. }));
-        let too_long = format!("mg k O{}\r\n", "9".repeat(32));
+        // md refuses a long opaque at once; mg and ma once they have acted.
+        let too_long = format!("md k O{}\r\n", "9".repeat(32));
         assert_eq!(
             parse_default(&too_long),
             Err(client_error("opaque token too long", too_long.len(), false))
         );
+        let later = format!("mg k O{}\r\n", "9".repeat(32));
+        assert!(matches!(one(&later), Request::MetaGet { .. }));
         let many = "mg k a b c d e f g h i j k l m n o p q r\r\n";
         assert_eq!(
             parse_default(many),
