@@ -247,6 +247,8 @@ pub async fn arithmetic(
         return Ok(());
     };
     let text = n.to_string();
+    // The item as counted, before any `T`: what `t`s before it report.
+    let counted = items.get(key).await?;
     // A `T` met before a too-long opaque has been applied.
     let at = |flag| flags.iter().position(|f| f.flag == flag);
     let in_place = old_len.is_some_and(|len| text.len() <= len);
@@ -260,7 +262,7 @@ pub async fn arithmetic(
     }
     let now = unix_now();
     let at_once = |exptime| expiry(exptime, now).unwrap_or(now - 1);
-    let mut item = match items.get(key).await? {
+    let mut item = match counted {
         Some(item) => item,
         // Created and already expired: memcached still reports what it made.
         None => Item {
