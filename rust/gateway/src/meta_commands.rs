@@ -207,10 +207,9 @@ pub async fn arithmetic(
     if value.is_none() && flags.has(b'N') {
         let initial = flags.number::<u64>(b'J').unwrap_or(0);
         let text = initial.to_string();
-        let options = StoreOptions {
-            check: None,
-            binary_key: flags.base64_key(),
-        };
+        // memcached 1.6.18 does not mark an item ma creates as stored under a
+        // binary key, whatever the request sent.
+        let options = StoreOptions::default();
         // The last `N` or `T`, unless a too-long opaque stops the flags before it:
         // then the item stays as made, without expiry.
         let stop = match crate::protocol::check_opaque(flags) {
