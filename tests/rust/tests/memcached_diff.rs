@@ -131,6 +131,15 @@ fn number(r: &mut Rng, valid: &[&str]) -> String {
     }
 }
 
+/// A value of nothing but whitespace gets an `x`: memcached's incr would read on past
+/// it, into whatever its memory holds next.
+fn no_blank_counter(v: &mut [u8]) {
+    if !v.is_empty() && v.iter().all(u8::is_ascii_whitespace) {
+        let end = v.len() - 1;
+        v[end] = b'x';
+    }
+}
+
 /// `len` bytes of `b` with a "\r\n" every 1000.
 fn lines_of(b: u8, len: usize) -> Vec<u8> {
     let line: Vec<u8> = [vec![b; 998], b"\r\n".to_vec()].concat();
@@ -243,6 +252,7 @@ fn storage(r: &mut Rng, s: &mut Session) {
         Some(n) => {
             let mut block = data.clone();
             block.resize(n, b'z');
+            no_blank_counter(&mut block);
             s.push(&block);
             s.push(if r.chance(5) { "zz\r\n" } else { "\r\n" });
         }
@@ -482,6 +492,7 @@ fn meta(r: &mut Rng, s: &mut Session) {
             Ok(n) if n < (2 << 20) => {
                 let mut block = data;
                 block.resize(n, b'z');
+                no_blank_counter(&mut block);
                 s.push(&block);
                 s.push(if r.chance(5) { "zz\r\n" } else { "\r\n" });
             }
