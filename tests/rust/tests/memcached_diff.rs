@@ -9,8 +9,8 @@
 //!
 //! Each session is sent as a pipelined burst, cut into random TCP writes, followed by
 //! a sentinel (`mg __end__ Oend`, answered `EN Oend`): both servers are read up to it,
-//! so no timing guesswork. Replies are compared after [`normalize`], which blanks only what two
-//! correct servers may differ in:
+//! so no timing guesswork. Replies are compared after [`normalize`], which blanks only
+//! what two correct servers may differ in:
 //! - `stats` values and the `version` text (each server's own);
 //! - CAS uniques (`gets`, `mg c`, `me cas=`): numbers each server hands out; the
 //!   fuzzer instead sends each server the unique *it* last returned for a key, so
@@ -25,6 +25,13 @@
 //! header), `mg`'s `h`/`l` (the pool keeps no access history), `mg`'s `N`/`R` and
 //! the `I` of `md`/`ms` (the gateway has no stale items, no recache wins, and does
 //! not create items on a miss).
+//!
+//! Arranged so that memcached's own answer is determined (else it depends on how its
+//! reads cut the stream, on its clock or on its memory): an `mn` (which makes it send
+//! its replies) before a get with a too-long key, before `incr`/`decr`/`ma` and before
+//! `watch`; no 1-second exptimes; no counters of 2^62 or more and no values of only
+//! whitespace (its `incr` then reads past the value); made-up CAS uniques that no
+//! server hands out; memcached runs without its LRU crawler and maintainer threads.
 
 mod common;
 
@@ -157,6 +164,16 @@ fn counter_number(r: &mut Rng, valid: &[&str]) -> String {
     }
 }
 
+/// A made-up CAS unique: never one either server may have handed out (each counts
+/// from 1), or a `cas` would win on one and lose on the other by chance.
+fn cas_number(r: &mut Rng) -> String {
+    let n = number(r, &["0", "99999999999"]);
+    match n.parse::<u64>() {
+        Ok(small) if (1..1 << 32).contains(&small) => "99999999999".to_string(),
+        _ => n,
+    }
+}
+
 fn value(r: &mut Rng) -> Vec<u8> {
     match r.below(12) {
         0 => {
@@ -233,7 +250,7 @@ fn storage(r: &mut Rng, s: &mut Session) {
                 delta,
             });
         } else {
-            s.push(number(r, &["1", "0", "12345"]));
+            s.push(cas_number(r));
         }
     }
     let mut tail = String::new();
@@ -406,7 +423,7 @@ fn meta_flag(r: &mut Rng, op: u8) -> String {
             .to_string(),
         "T" | "N" | "R" => num(r, &["0", "1000", "-1"]),
         "F" => num(r, &["0", "7", "4294967295"]),
-        "C" | "E" => num(r, &["1", "0"]),
+        "C" | "E" => cas_number(r),
         "J" => counter_number(r, &["0", "10", "4294967296"]),
         "D" => counter_number(r, &["1", "5", "4294967296"]),
         "M" => {
