@@ -381,6 +381,12 @@ impl Items {
             StoreCommand::Set => None,
             _ => self.get(key).await?,
         };
+        // An append or prepend makes a new item that memcached does not mark as
+        // binary-keyed, whatever the old one and the request.
+        let binary_key = match mode {
+            StoreCommand::Append | StoreCommand::Prepend => false,
+            _ => options.binary_key,
+        };
         let (flags, expires, value) = match (mode, &current) {
             (StoreCommand::Add, Some(_)) => return Ok((Outcome::NotStored, 0)),
             (StoreCommand::Replace | StoreCommand::Append | StoreCommand::Prepend, None) => {
@@ -409,7 +415,7 @@ impl Items {
             _ => (flags, expiry(exptime, unix_now()), value.to_vec()),
         };
         let cas = self
-            .replace(key, flags, expires, &value, options.binary_key)
+            .replace(key, flags, expires, &value, binary_key)
             .await?;
         Ok((Outcome::Stored, cas))
     }
@@ -517,6 +523,8 @@ impl Items {
         // A shorter number keeps the value's length, padded with spaces: memcached
         // rewrites the digits in place.
         let mut value = n.to_string();
+        // A longer one is a new item, which memcached does not mark binary-keyed.
+        let in_place = value.len() <= item.value.len();
         while value.len() < item.value.len() {
             value.push(' ');
         }
@@ -525,7 +533,7 @@ impl Items {
             item.flags,
             Some(item.expires),
             value.as_bytes(),
-            item.binary_key,
+            item.binary_key && in_place,
         )
         .await?;
         Ok(Some(n))

@@ -416,6 +416,15 @@ fn fuzzer_cases(addr: &str) {
             "STORED\r\nHD ka\r\n",
         ),
         ("ma YQ== b k\r\n".into(), "HD kYQ== b\r\n"),
+        // The mark comes with an ms under an encoded key and goes with an append.
+        (
+            "ms YQ== 1 b\r\nx\r\nmg a k\r\n".into(),
+            "HD\r\nHD kYQ== b\r\n",
+        ),
+        (
+            "ms YQ== 1 b MA\r\ny\r\nmg a k\r\n".into(),
+            "HD\r\nHD ka\r\n",
+        ),
         // Commands of memcached's that the gateway does not run, with its texts.
         ("shutdown\r\n".into(), "ERROR: shutdown not enabled\r\n"),
         (
