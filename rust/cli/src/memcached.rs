@@ -35,6 +35,10 @@ pub struct MemcachedArgs {
     /// DRAM tier, stay there when DRAM evicts them, and survive a restart.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Prefix of the items' keys in the pool, so that they and the pool's KV objects
+    /// never meet: flush_all removes only these (at most 5 bytes, for 250-byte keys).
+    #[arg(long, default_value = "mc:")]
+    namespace: String,
     /// Bytes of the SSD tier.
     #[arg(long, default_value = "16GiB", value_parser = crate::parse_size)]
     ssd_size: u64,
@@ -54,7 +58,20 @@ pub fn run(args: MemcachedArgs) -> Result<(), String> {
         config.local.ssd_size = args.ssd_size;
         let store = Arc::new(ObjectStore::new(config));
         store.init(0, true).await.map_err(|e| e.to_string())?;
-        let items = Arc::new(Items::new(store.clone(), args.compress_above as usize));
+        let compress_above = args.compress_above as usize;
+        let items = Arc::new(
+            match &args.data_dir {
+                // CAS uniques are reserved in the data directory ahead of use, so that a
+                // restart on it never hands out one a client may still hold.
+                Some(dir) => {
+                    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                    Items::with_cas_file(store.clone(), compress_above, dir.join("memcached.cas"))
+                        .map_err(|e| format!("reserving CAS uniques in {}: {e}", dir.display()))?
+                }
+                None => Items::new(store.clone(), compress_above),
+            }
+            .in_namespace(args.namespace.as_bytes())?,
+        );
         let limits = Limits {
             max_item_size: args.max_item_size as usize,
             ..Limits::default()

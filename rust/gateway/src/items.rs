@@ -1,4 +1,5 @@
-//! memcached items on the pool: each item is one pool object, a small header (flags,
+//! memcached items on the pool: each item is one pool object under the gateway's key
+//! prefix (its namespace, apart from the pool's KV objects), a small header (flags,
 //! CAS unique, absolute expiry) followed by the value, with the pool's TTL set to the
 //! item's expiry so expired items vanish from the pool by themselves.
 //!
@@ -8,6 +9,7 @@
 //! do not coordinate with each other.
 
 use std::hash::BuildHasher;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -32,6 +34,19 @@ pub struct Item {
     /// Unix seconds; 0 never.
     pub expires: u64,
     pub value: Vec<u8>,
+    /// Stored under a key sent base64-encoded (`ms ... b`): memcached marks such items
+    /// and shows their keys encoded (`me`).
+    pub binary_key: bool,
+}
+
+/// How an `ms` stores, beyond its mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// The unique an `append`/`prepend` must find (`MA`/`MP` with `C`): a different
+    /// one is `Exists`, as in memcached.
+    pub check: Option<u64>,
+    /// The key was sent base64-encoded.
+    pub binary_key: bool,
 }
 
 /// What a storage or arithmetic command did, in memcached's words.
@@ -59,9 +74,85 @@ pub struct Items {
     /// Values of at least this many bytes are stored LZ4-compressed when that makes
     /// them smaller; 0 never.
     compress_above: usize,
+    /// Prefix of every item's pool key, so that the gateway's items and the KV
+    /// objects of the same pool never meet (`flush_all` lists only these).
+    namespace: Vec<u8>,
     next_cas: AtomicU64,
+    /// Where CAS uniques are reserved ahead of use, so that they never repeat across
+    /// restarts (`--data-dir`); `None`: uniques start at 1 each run.
+    cas_file: Option<CasFile>,
     stripes: Vec<tokio::sync::Mutex<()>>,
     hasher: std::hash::RandomState,
+}
+
+/// A durable high-water mark of CAS uniques: no unique at or above `reserved` is
+/// handed out before the file says so.
+struct CasFile {
+    path: PathBuf,
+    block: u64,
+    /// First unique not yet reserved.
+    reserved: std::sync::Mutex<u64>,
+    /// A lock-free copy of `reserved` for the common case.
+    limit: AtomicU64,
+}
+
+/// The pool key prefix of the gateway's items unless told otherwise.
+pub const DEFAULT_NAMESPACE: &[u8] = b"mc:";
+
+/// Uniques reserved per durable write: one write per 2^20 stores.
+pub const CAS_BLOCK: u64 = 1 << 20;
+
+impl CasFile {
+    /// Reads the mark left by earlier runs (none: 1) and reserves the first block.
+    fn open(path: PathBuf, block: u64) -> std::io::Result<(CasFile, u64)> {
+        let first = match std::fs::read_to_string(&path) {
+            Ok(text) => text.trim().parse::<u64>().map_err(|e| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{}: {e}", path.display()),
+                )
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 1,
+            Err(e) => return Err(e),
+        };
+        let file = CasFile {
+            path,
+            block,
+            reserved: std::sync::Mutex::new(first),
+            limit: AtomicU64::new(first),
+        };
+        file.reserve_past(first)?;
+        Ok((file, first))
+    }
+
+    /// Makes sure `cas` is reserved, writing a new mark (durably, before any unique it
+    /// covers is used) when it is not yet.
+    fn reserve_past(&self, cas: u64) -> std::io::Result<()> {
+        if cas < self.limit.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut reserved = self.reserved.lock().unwrap_or_else(|e| e.into_inner());
+        if cas < *reserved {
+            return Ok(());
+        }
+        let mark = cas.saturating_add(self.block);
+        // Write aside, sync, rename over, sync the directory: a crash leaves the old
+        // mark or the new one, never a torn one.
+        let tmp = self.path.with_extension("tmp");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            writeln!(f, "{mark}")?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        *reserved = mark;
+        self.limit.store(mark, Ordering::Release);
+        Ok(())
+    }
 }
 
 /// The absolute expiry (Unix seconds, 0 never) of a memcached exptime; `None` when it
@@ -82,11 +173,55 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// The number `incr`/`decr` read in a value, as memcached reads it: `safe_strtoull`
+/// over the value and its "\r\n". So leading whitespace and a sign are fine, the digits
+/// may be followed by whitespace (or a NUL) and anything; a "-" is refused when it
+/// makes the number negative as a signed one.
+pub fn counter(value: &[u8]) -> Option<u64> {
+    let text: Vec<u8> = [value, b"\r\n"].concat();
+    let space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r');
+    let mut at = text.iter().take_while(|&&b| space(b)).count();
+    let sign = text.get(at).copied();
+    let negative = sign == Some(b'-');
+    if matches!(sign, Some(b'-' | b'+')) {
+        at += 1;
+    }
+    let digits = text[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &d in &text[at..at + digits] {
+        n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    let end = text[at + digits];
+    if !(space(end) || end == 0) {
+        return None;
+    }
+    let n = if negative { n.wrapping_neg() } else { n };
+    // strchr(value, '-'): the C string ends at the first NUL.
+    let c_string = text.split(|&b| b == 0).next().unwrap_or_default();
+    if (n as i64) < 0 && c_string.contains(&b'-') {
+        return None;
+    }
+    Some(n)
+}
+
 /// Byte 0 of an item: how its value is stored.
 const RAW: u8 = 0;
 const LZ4: u8 = 1;
 
-fn encode(flags: u32, cas: u64, expires: u64, value: &[u8], compress_above: usize) -> Vec<u8> {
+/// Byte 1 of an item: bit 0 set when its key was sent base64-encoded.
+const BINARY_KEY: u8 = 1;
+
+fn encode(header: &Item, value: &[u8], compress_above: usize) -> Vec<u8> {
+    let Item {
+        flags,
+        cas,
+        expires,
+        binary_key,
+        ..
+    } = *header;
     let packed = (compress_above > 0 && value.len() >= compress_above)
         .then(|| lz4_flex::compress_prepend_size(value))
         .filter(|p| p.len() < value.len());
@@ -95,7 +230,7 @@ fn encode(flags: u32, cas: u64, expires: u64, value: &[u8], compress_above: usiz
         None => (RAW, value),
     };
     let mut out = Vec::with_capacity(HEADER + value.len());
-    out.extend_from_slice(&[encoding, 0, 0, 0]);
+    out.extend_from_slice(&[encoding, if binary_key { BINARY_KEY } else { 0 }, 0, 0]);
     out.extend_from_slice(&flags.to_le_bytes());
     out.extend_from_slice(&cas.to_le_bytes());
     out.extend_from_slice(&expires.to_le_bytes());
@@ -111,6 +246,7 @@ fn decode(mut raw: Vec<u8>) -> ItemResult<Item> {
     let word = |at: usize| u64::from_le_bytes(raw[at..at + 8].try_into().expect("8 bytes"));
     let flags = u32::from_le_bytes(raw[4..8].try_into().expect("4 bytes"));
     let (cas, expires) = (word(8), word(16));
+    let binary_key = raw[1] & BINARY_KEY != 0;
     let value = if raw[0] == LZ4 {
         lz4_flex::decompress_size_prepended(&raw[HEADER..])
             .map_err(|_| bad("a compressed item does not decompress"))?
@@ -123,6 +259,7 @@ fn decode(mut raw: Vec<u8>) -> ItemResult<Item> {
         cas,
         expires,
         value,
+        binary_key,
     })
 }
 
@@ -131,10 +268,68 @@ impl Items {
         Items {
             store,
             compress_above,
+            namespace: DEFAULT_NAMESPACE.to_vec(),
             next_cas: AtomicU64::new(1),
+            cas_file: None,
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             hasher: std::hash::RandomState::new(),
         }
+    }
+
+    /// Items whose CAS uniques never repeat across restarts: they are reserved in
+    /// blocks of [`CAS_BLOCK`] in `path` before use, and a restart goes on from the
+    /// reserved mark (skipping what the last run reserved but did not use).
+    pub fn with_cas_file(
+        store: Arc<ObjectStore>,
+        compress_above: usize,
+        path: PathBuf,
+    ) -> std::io::Result<Items> {
+        Self::with_cas_block(store, compress_above, path, CAS_BLOCK)
+    }
+
+    fn with_cas_block(
+        store: Arc<ObjectStore>,
+        compress_above: usize,
+        path: PathBuf,
+        block: u64,
+    ) -> std::io::Result<Items> {
+        let (file, first) = CasFile::open(path, block)?;
+        Ok(Items {
+            next_cas: AtomicU64::new(first),
+            cas_file: Some(file),
+            ..Items::new(store, compress_above)
+        })
+    }
+
+    /// A new CAS unique, reserved durably first when there is a CAS file.
+    fn new_cas(&self) -> ItemResult<u64> {
+        let cas = self.next_cas.fetch_add(1, Ordering::Relaxed);
+        if let Some(file) = &self.cas_file {
+            file.reserve_past(cas).map_err(|e| {
+                ItemError::Pool(Error::UnmatchedState(format!("reserving CAS uniques: {e}")))
+            })?;
+        }
+        Ok(cas)
+    }
+
+    /// The same items under another key prefix (see [`DEFAULT_NAMESPACE`]); `Err` when
+    /// a memcached key (250 bytes) would no longer fit the pool's key limit.
+    pub fn in_namespace(mut self, namespace: &[u8]) -> Result<Items, String> {
+        let room = memcache_client::MAX_KEY_LEN - crate::protocol::Limits::default().max_key_len;
+        if namespace.len() > room {
+            return Err(format!(
+                "a namespace of {} bytes leaves no room for 250-byte memcached keys \
+                 (the pool's keys are at most {} bytes): at most {room}",
+                namespace.len(),
+                memcache_client::MAX_KEY_LEN
+            ));
+        }
+        self.namespace = namespace.to_vec();
+        Ok(self)
+    }
+
+    fn pool_key(&self, key: &[u8]) -> Vec<u8> {
+        [&self.namespace[..], key].concat()
     }
 
     fn stripe(&self, key: &[u8]) -> &tokio::sync::Mutex<()> {
@@ -143,7 +338,7 @@ impl Items {
 
     /// The item under `key`, if it is there and not expired.
     pub async fn get(&self, key: &[u8]) -> ItemResult<Option<Item>> {
-        match self.store.get(key).await {
+        match self.store.get(self.pool_key(key)).await {
             Ok(raw) => {
                 let item = decode(raw)?;
                 let live = item.expires == 0 || item.expires > unix_now();
@@ -164,19 +359,47 @@ impl Items {
         exptime: i64,
         value: &[u8],
     ) -> ItemResult<Outcome> {
+        Ok(self
+            .store_cas(mode, StoreOptions::default(), key, flags, exptime, value)
+            .await?
+            .0)
+    }
+
+    /// [`Items::store`] for `ms`, with the new item's CAS unique when stored
+    /// (`ms ... c`).
+    pub async fn store_cas(
+        &self,
+        mode: StoreCommand,
+        options: StoreOptions,
+        key: &[u8],
+        flags: u32,
+        exptime: i64,
+        value: &[u8],
+    ) -> ItemResult<(Outcome, u64)> {
         let _one = self.stripe(key).lock().await;
         let current = match mode {
             StoreCommand::Set => None,
             _ => self.get(key).await?,
         };
+        // An append or prepend makes a new item that memcached does not mark as
+        // binary-keyed, whatever the old one and the request.
+        let binary_key = match mode {
+            StoreCommand::Append | StoreCommand::Prepend => false,
+            _ => options.binary_key,
+        };
         let (flags, expires, value) = match (mode, &current) {
-            (StoreCommand::Add, Some(_)) => return Ok(Outcome::NotStored),
+            (StoreCommand::Add, Some(_)) => return Ok((Outcome::NotStored, 0)),
             (StoreCommand::Replace | StoreCommand::Append | StoreCommand::Prepend, None) => {
-                return Ok(Outcome::NotStored)
+                return Ok((Outcome::NotStored, 0))
             }
-            (StoreCommand::Cas(_), None) => return Ok(Outcome::NotFound),
+            (StoreCommand::Cas(_), None) => return Ok((Outcome::NotFound, 0)),
             (StoreCommand::Cas(unique), Some(item)) if item.cas != unique => {
-                return Ok(Outcome::Exists)
+                return Ok((Outcome::Exists, 0))
+            }
+            (StoreCommand::Append | StoreCommand::Prepend, Some(item))
+                if options.check.is_some_and(|unique| unique != item.cas) =>
+            {
+                return Ok((Outcome::Exists, 0))
             }
             // Appending keeps the item's flags and expiry, as memcached does.
             (StoreCommand::Append, Some(item)) => (item.flags, Some(item.expires), {
@@ -191,8 +414,10 @@ impl Items {
             }),
             _ => (flags, expiry(exptime, unix_now()), value.to_vec()),
         };
-        self.replace(key, flags, expires, &value).await?;
-        Ok(Outcome::Stored)
+        let cas = self
+            .replace(key, flags, expires, &value, binary_key)
+            .await?;
+        Ok((Outcome::Stored, cas))
     }
 
     /// Puts a new version of `key` in place of the old (if any). `expires: None` only
@@ -203,13 +428,35 @@ impl Items {
         flags: u32,
         expires: Option<u64>,
         value: &[u8],
+        binary_key: bool,
     ) -> ItemResult<u64> {
-        let cas = self.next_cas.fetch_add(1, Ordering::Relaxed);
-        let Some(expires) = expires else {
+        let cas = self.new_cas()?;
+        let header = Item {
+            flags,
+            cas,
+            expires: expires.unwrap_or(0),
+            value: Vec::new(),
+            binary_key,
+        };
+        self.replace_keeping(key, &header, expires.is_some(), value)
+            .await
+    }
+
+    /// [`Items::replace`] with a given CAS unique: a touch keeps the item's, as in
+    /// memcached. `header` holds all but the value; `live: false` only removes.
+    async fn replace_keeping(
+        &self,
+        key: &[u8],
+        header: &Item,
+        live: bool,
+        value: &[u8],
+    ) -> ItemResult<u64> {
+        let (cas, expires) = (header.cas, header.expires);
+        if !live {
             self.remove_any(key).await?;
             return Ok(cas);
-        };
-        let raw = encode(flags, cas, expires, value, self.compress_above);
+        }
+        let raw = encode(header, value, self.compress_above);
         let config = ReplicateConfig {
             ttl: (expires > 0)
                 .then(|| Duration::from_secs(expires.saturating_sub(unix_now()).max(1))),
@@ -219,7 +466,12 @@ impl Items {
             self.remove_any(key).await?;
             match self
                 .store
-                .put_from(key, &raw, CopyDirection::PUT_DEFAULT, &config)
+                .put_from(
+                    self.pool_key(key),
+                    &raw,
+                    CopyDirection::PUT_DEFAULT,
+                    &config,
+                )
                 .await
             {
                 Ok(()) => return Ok(cas),
@@ -234,7 +486,7 @@ impl Items {
     /// Removes `key` whether or not it is there; waits out readers' leases.
     async fn remove_any(&self, key: &[u8]) -> ItemResult<bool> {
         for _ in 0..200 {
-            match self.store.remove(key).await {
+            match self.store.remove(self.pool_key(key)).await {
                 Ok(()) => return Ok(true),
                 Err(Error::ObjectNotFound) => return Ok(false),
                 Err(Error::LeaseNotExpired) => {
@@ -262,8 +514,7 @@ impl Items {
         let Some(item) = self.get(key).await? else {
             return Ok(None);
         };
-        let text = std::str::from_utf8(&item.value).map_err(|_| ItemError::NotNumeric)?;
-        let n: u64 = text.trim_end().parse().map_err(|_| ItemError::NotNumeric)?;
+        let n = counter(&item.value).ok_or(ItemError::NotNumeric)?;
         let n = if up {
             n.wrapping_add(delta)
         } else {
@@ -272,11 +523,19 @@ impl Items {
         // A shorter number keeps the value's length, padded with spaces: memcached
         // rewrites the digits in place.
         let mut value = n.to_string();
+        // A longer one is a new item, which memcached does not mark binary-keyed.
+        let in_place = value.len() <= item.value.len();
         while value.len() < item.value.len() {
             value.push(' ');
         }
-        self.replace(key, item.flags, Some(item.expires), value.as_bytes())
-            .await?;
+        self.replace(
+            key,
+            item.flags,
+            Some(item.expires),
+            value.as_bytes(),
+            item.binary_key && in_place,
+        )
+        .await?;
         Ok(Some(n))
     }
 
@@ -287,21 +546,30 @@ impl Items {
             return Ok(None);
         };
         let expires = expiry(exptime, unix_now());
-        item.cas = self.replace(key, item.flags, expires, &item.value).await?;
-        item.expires = expires.unwrap_or(0);
+        let header = Item {
+            expires: expires.unwrap_or(0),
+            value: Vec::new(),
+            ..item.clone()
+        };
+        self.replace_keeping(key, &header, expires.is_some(), &item.value)
+            .await?;
+        // Expired by the touch: memcached's clock puts it a second in the past.
+        item.expires = expires.unwrap_or_else(|| unix_now() - 1);
         Ok(Some(item))
     }
 
-    /// `flush_all`: removes every item; how many.
+    /// `flush_all`: removes every item (the namespace's objects only: KV objects of
+    /// the same pool stay); how many.
     pub async fn flush(&self) -> ItemResult<usize> {
         let mut removed = 0;
         loop {
-            let keys = self.store.list_keys(b"", 4096).await?;
+            let keys = self.store.list_keys(&self.namespace, 4096).await?;
             if keys.is_empty() {
                 return Ok(removed);
             }
             for key in keys {
-                if self.delete(key.as_bytes()).await? {
+                let key = &key.as_bytes()[self.namespace.len()..];
+                if self.delete(key).await? {
                     removed += 1;
                 }
             }
@@ -377,7 +645,7 @@ mod tests {
         it.store(StoreCommand::Set, b"z", 3, 0, &text)
             .await
             .unwrap();
-        let stored = it.store.get(b"z").await.unwrap();
+        let stored = it.store.get(b"mc:z").await.unwrap();
         assert_eq!(stored[0], LZ4);
         assert!(
             stored.len() < text.len() / 4,
@@ -409,12 +677,111 @@ mod tests {
         it.store(StoreCommand::Set, b"r", 0, 0, &noise)
             .await
             .unwrap();
-        assert_eq!(it.store.get(b"r").await.unwrap()[0], RAW);
+        assert_eq!(it.store.get(b"mc:r").await.unwrap()[0], RAW);
         assert_eq!(it.get(b"r").await.unwrap().unwrap().value, noise);
         // A damaged compressed item is an error, never wrong bytes.
-        let mut broken = encode(0, 1, 0, &text, 1024);
+        let header = Item {
+            flags: 0,
+            cas: 1,
+            expires: 0,
+            value: Vec::new(),
+            binary_key: false,
+        };
+        let mut broken = encode(&header, &text, 1024);
         broken.truncate(HEADER + 10);
         assert!(decode(broken).is_err());
+    }
+
+    #[tokio::test]
+    async fn flush_all_leaves_the_kv_objects_of_the_pool() {
+        let it = items().await;
+        let kv = [&b"model/layer0"[..], b"a", b"mc"];
+        for key in kv {
+            it.store
+                .put_from(
+                    key,
+                    b"kv bytes",
+                    CopyDirection::PUT_DEFAULT,
+                    &ReplicateConfig::default(),
+                )
+                .await
+                .unwrap();
+        }
+        // A gateway item under a key a KV object also has: two objects.
+        for key in [&b"a"[..], b"b", b"c"] {
+            it.store(StoreCommand::Set, key, 0, 0, b"v").await.unwrap();
+        }
+        assert_eq!(it.get(b"a").await.unwrap().unwrap().value, b"v");
+        assert_eq!(it.flush().await.unwrap(), 3);
+        assert_eq!(it.get(b"a").await.unwrap(), None);
+        for key in kv {
+            assert_eq!(it.store.get(key).await.unwrap(), b"kv bytes");
+        }
+        // Another namespace is another set of items.
+        let other = Items::new(it.store.clone(), 0).in_namespace(b"t:").unwrap();
+        other
+            .store(StoreCommand::Set, b"a", 0, 0, b"w")
+            .await
+            .unwrap();
+        assert_eq!(it.get(b"a").await.unwrap(), None);
+        assert!(Items::new(it.store.clone(), 0)
+            .in_namespace(b"toolong")
+            .is_err());
+    }
+
+    #[tokio::test]
+    async fn cas_uniques_never_repeat_across_restarts() {
+        let dir = std::env::temp_dir().join(format!("mmc-cas-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("memcached.cas");
+        let _ = std::fs::remove_file(&path);
+        let store = items().await.store;
+        let mut seen = std::collections::HashSet::new();
+        // Small blocks, so runs cross them; each run ends as a crash would, with
+        // reserved uniques unused.
+        for run in 0..4 {
+            let it = Items::with_cas_block(store.clone(), 0, path.clone(), 8).unwrap();
+            for i in 0..(5 + run * 7) {
+                let key = format!("k{i}");
+                it.store(StoreCommand::Set, key.as_bytes(), 0, 0, b"v")
+                    .await
+                    .unwrap();
+                let cas = it.get(key.as_bytes()).await.unwrap().unwrap().cas;
+                assert!(seen.insert(cas), "run {run}: unique {cas} repeated");
+            }
+            let mark: u64 = std::fs::read_to_string(&path)
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            assert!(seen.iter().all(|&c| c < mark), "a unique past the mark");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn counters_read_as_memcached_reads_them() {
+        for (value, n) in [
+            (&b"10"[..], Some(10)),
+            (b" 5", Some(5)),
+            (b"5 x", Some(5)),
+            (b"+7", Some(7)),
+            (b"7\0junk", Some(7)),
+            (b"", None),
+            (b" ", None),
+            (b" x", None),
+            (b"5-", None),
+            (b"0000000000000000000000001", Some(1)),
+            (b"18446744073709551615", Some(u64::MAX)),
+            (b"18446744073709551616", None),
+            (b"-1", None),
+            (b"-0", Some(0)),
+            (b"12ab", None),
+            (b"abc", None),
+            (b"-", None),
+        ] {
+            assert_eq!(counter(value), n, "{:?}", value.escape_ascii().to_string());
+        }
     }
 
     #[tokio::test]

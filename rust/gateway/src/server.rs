@@ -134,6 +134,10 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Rec
 enum Next {
     Go,
     Close,
+    /// `watch`: send what is written, then read no more commands.
+    Watch,
+    /// Send what is written now.
+    Flush,
 }
 
 async fn connection(
@@ -145,6 +149,8 @@ async fn connection(
     let mut out: Vec<u8> = Vec::with_capacity(16 << 10);
     // Bytes of a refused request's data block still to drop as they arrive.
     let mut skip = 0usize;
+    // After `watch`, input is read and dropped, as memcached's log watchers do.
+    let mut watching = false;
     loop {
         let read = tokio::select! {
             r = stream.read_buf(&mut buf) => r?,
@@ -157,6 +163,10 @@ async fn connection(
             .stats
             .bytes_read
             .fetch_add(read as u64, Ordering::Relaxed);
+        if watching {
+            buf.clear();
+            continue;
+        }
         let mut at = 0;
         let mut close = false;
         while at < buf.len() {
@@ -168,9 +178,18 @@ async fn connection(
             match parse(&buf[at..], &shared.limits) {
                 Ok(Some((request, used))) => {
                     at += used;
-                    if let Next::Close = handle(request, shared, &mut out).await {
-                        close = true;
-                        break;
+                    match handle(request, shared, &mut out).await {
+                        Next::Go => {}
+                        Next::Close => {
+                            close = true;
+                            break;
+                        }
+                        Next::Watch => {
+                            watching = true;
+                            at = buf.len();
+                            break;
+                        }
+                        Next::Flush => send(&mut stream, shared, &mut out).await?,
                     }
                 }
                 Ok(None) => break,
@@ -184,6 +203,19 @@ async fn connection(
                     }
                     skip = n;
                 }
+                Err(ParseError::TooLargeSet {
+                    key,
+                    skip: n,
+                    noreply,
+                }) => {
+                    if !noreply {
+                        write_error(&mut out, &ErrorReply::Server("object too large for cache"));
+                    }
+                    if let Err(e) = shared.items.delete(&key).await {
+                        server_error(&mut out, &e);
+                    }
+                    skip = n;
+                }
                 Err(ParseError::LineTooLong) => {
                     close = true;
                     break;
@@ -191,18 +223,24 @@ async fn connection(
             }
         }
         buf.drain(..at.min(buf.len()));
-        if !out.is_empty() {
-            stream.write_all(&out).await?;
-            shared
-                .stats
-                .bytes_written
-                .fetch_add(out.len() as u64, Ordering::Relaxed);
-            out.clear();
-        }
+        send(&mut stream, shared, &mut out).await?;
         if close {
             return Ok(());
         }
     }
+}
+
+/// Writes out and empties `out`.
+async fn send(stream: &mut TcpStream, shared: &Shared, out: &mut Vec<u8>) -> std::io::Result<()> {
+    if !out.is_empty() {
+        stream.write_all(out).await?;
+        shared
+            .stats
+            .bytes_written
+            .fetch_add(out.len() as u64, Ordering::Relaxed);
+        out.clear();
+    }
+    Ok(())
 }
 
 fn server_error(out: &mut Vec<u8>, e: &ItemError) {
@@ -252,6 +290,15 @@ async fn handle(request: Request, shared: &Shared, out: &mut Vec<u8>) -> Next {
                 }
             }
             write_reply(out, Reply::End);
+        }
+        Request::TouchThenRefuse { exptime, keys } => {
+            for key in keys {
+                bump(&stats.cmd_touch);
+                if let Err(e) = items.touch(&key, exptime).await {
+                    return failed(out, &e);
+                }
+            }
+            write_error(out, &ErrorReply::Client("bad command line format"));
         }
         Request::Store {
             command,
@@ -344,11 +391,30 @@ async fn handle(request: Request, shared: &Shared, out: &mut Vec<u8>) -> Next {
                 write_reply(out, Reply::Ok);
             }
         }
-        Request::Stats { args } => {
-            if args.is_empty() {
-                write_stats(shared, out);
+        Request::Stats { args } => write_stats_group(shared, &args, out),
+        Request::Answer { line, noreply } => {
+            if !noreply {
+                out.extend_from_slice(line.as_bytes());
+                out.extend_from_slice(b"\r\n");
             }
-            write_reply(out, Reply::End);
+        }
+        Request::Watch { known, noreply } => {
+            // memcached refuses to turn a connection with replies still to send into
+            // a log stream.
+            let refusal = if !out.is_empty() {
+                Some("ERROR cannot pipeline other commands before watch")
+            } else if !known {
+                Some("ERROR")
+            } else {
+                None
+            };
+            if !noreply {
+                out.extend_from_slice(refusal.unwrap_or("OK").as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            if refusal.is_none() {
+                return Next::Watch;
+            }
         }
         Request::Version => write_version(out, env!("CARGO_PKG_VERSION")),
         Request::Verbosity { noreply, .. } => {
@@ -357,7 +423,11 @@ async fn handle(request: Request, shared: &Shared, out: &mut Vec<u8>) -> Next {
             }
         }
         Request::Quit => return Next::Close,
-        Request::MetaNoop => write_meta_noop(out),
+        Request::MetaNoop => {
+            // memcached sends its replies at `mn`, which matters to `watch`.
+            write_meta_noop(out);
+            return Next::Flush;
+        }
         Request::MetaGet { key, flags } => {
             bump(&stats.cmd_get);
             if let Err(e) = meta_commands::get(items, &key, &flags, out).await {
@@ -416,13 +486,40 @@ async fn arithmetic(
                 write_reply(out, Reply::NotFound);
             }
         }
-        Err(e) => server_error(out, &e),
+        // memcached's noreply silences these errors too.
+        Err(e) if !noreply => server_error(out, &e),
+        Err(e) => tracing::debug!(error = %e, "memcached request failed"),
     }
 }
 
 fn failed(out: &mut Vec<u8>, e: &ItemError) -> Next {
     server_error(out, e);
     Next::Go
+}
+
+/// `stats [group ...]`, with memcached's answers for its groups; the gateway keeps
+/// only the general counters, so the other groups list nothing.
+fn write_stats_group(shared: &Shared, args: &[String], out: &mut Vec<u8>) {
+    let arg = |i: usize| args.get(i).map(String::as_str);
+    match arg(0) {
+        None => {
+            write_stats(shared, out);
+            write_reply(out, Reply::End);
+        }
+        Some("reset") => write_reply(out, Reply::Reset),
+        Some("detail") => match arg(1) {
+            Some("on" | "off") => write_reply(out, Reply::Ok),
+            Some("dump") => write_reply(out, Reply::End),
+            _ => write_error(out, &ErrorReply::Client("usage: stats detail on|off|dump")),
+        },
+        Some("cachedump") if args.len() < 3 => {
+            write_error(out, &ErrorReply::Client("bad command line"))
+        }
+        Some("settings" | "items" | "slabs" | "sizes" | "conns" | "extstore" | "cachedump") => {
+            write_reply(out, Reply::End)
+        }
+        Some(_) => write_error(out, &ErrorReply::Error),
+    }
 }
 
 fn write_stats(shared: &Shared, out: &mut Vec<u8>) {

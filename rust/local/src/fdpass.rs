@@ -2,16 +2,21 @@
 //! client maps a segment once and then copies with plain memcpy.
 //!
 //! Protocol: the client sends a segment id (8 bytes, little endian); the service
-//! answers one status byte (0 found, 1 unknown) and, when found, the segment's
-//! descriptor as `SCM_RIGHTS`.
+//! answers one status byte (0 found, 1 unknown, 2 refused) and, when found, the
+//! segment's descriptor as `SCM_RIGHTS`.
+//!
+//! A descriptor maps a segment read-write, so only processes of the service's own user
+//! get one: the socket file is the owner's alone (mode 0600) and every peer's uid is
+//! checked (`SO_PEERCRED`) in case the file's mode was widened.
 
 use std::fs::File;
 use std::io::{IoSlice, IoSliceMut, Read, Write};
 use std::mem::MaybeUninit;
 use std::os::fd::AsFd;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -26,6 +31,13 @@ use memcache_core::{Error, Result, SegmentId};
 use crate::segment::{find_segment, SegmentTable, ShmSegment};
 
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// Requests answered at once; one more is closed unanswered (its client retries).
+/// Each has its own thread, so a slow peer holds up nobody but itself.
+const MAX_IN_FLIGHT: usize = 64;
+
+const FOUND: u8 = 0;
+const UNKNOWN: u8 = 1;
+const REFUSED: u8 = 2;
 
 /// Serves descriptors of the segments in a table until dropped.
 pub struct SegmentServer {
@@ -37,13 +49,32 @@ pub struct SegmentServer {
 }
 
 impl SegmentServer {
-    /// Binds the socket. Requests queue until `serve` is called, so the socket can be
-    /// announced before the segment ids are known.
+    /// Binds the socket, readable and writable by this user only. Requests queue until
+    /// `serve` is called, so the socket can be announced before the segment ids are
+    /// known. A live service already on `path` is an error; a socket file a dead
+    /// process left there is replaced.
     pub fn bind(path: PathBuf) -> Result<Self> {
-        // A socket file left by a dead process of the same name would block the bind.
-        let _ = std::fs::remove_file(&path);
-        let listener = UnixListener::bind(&path)
-            .map_err(|e| Error::Failed(format!("binding {}: {e}", path.display())))?;
+        let failed = |e: std::io::Error| Error::Failed(format!("binding {}: {e}", path.display()));
+        if path.exists() {
+            if UnixStream::connect(&path).is_ok() {
+                return Err(Error::Failed(format!(
+                    "{} is in use by a running local service",
+                    path.display()
+                )));
+            }
+            std::fs::remove_file(&path).map_err(failed)?;
+        }
+        // Made under a name of its own and renamed once its mode is 0600: no process
+        // can reach it at the final path while others may still connect.
+        let staging = path.with_extension(format!("bind-{}", std::process::id()));
+        let _ = std::fs::remove_file(&staging);
+        let listener = UnixListener::bind(&staging).map_err(failed)?;
+        let private = std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o600))
+            .and_then(|()| std::fs::rename(&staging, &path));
+        if let Err(e) = private {
+            let _ = std::fs::remove_file(&staging);
+            return Err(failed(e));
+        }
         Ok(SegmentServer {
             path,
             listener: Some(listener),
@@ -68,6 +99,7 @@ impl SegmentServer {
             .take()
             .ok_or_else(|| Error::RepeatCall("the descriptor server already serves".into()))?;
         let stopping = self.stop.clone();
+        let in_flight = Arc::new(AtomicUsize::new(0));
         let thread = std::thread::Builder::new()
             .name("memcache-fd-server".into())
             .spawn(move || {
@@ -75,16 +107,39 @@ impl SegmentServer {
                     if stopping.load(Ordering::Acquire) {
                         break;
                     }
-                    if let Ok(conn) = conn {
-                        match answer(conn, &segments) {
-                            Ok(true) => {
-                                if let Some(c) = &handouts {
-                                    c.inc();
+                    let conn = match conn {
+                        Ok(c) => c,
+                        // Out of descriptors, most likely: give the ones in use time
+                        // to close instead of spinning on the error.
+                        Err(_) => {
+                            std::thread::sleep(Duration::from_millis(10));
+                            continue;
+                        }
+                    };
+                    if in_flight.fetch_add(1, Ordering::AcqRel) >= MAX_IN_FLIGHT {
+                        in_flight.fetch_sub(1, Ordering::AcqRel);
+                        continue;
+                    }
+                    let (segments, handouts, done) =
+                        (segments.clone(), handouts.clone(), in_flight.clone());
+                    let spawned = std::thread::Builder::new()
+                        .name("memcache-fd-answer".into())
+                        .spawn(move || {
+                            match answer(conn, &segments) {
+                                Ok(true) => {
+                                    if let Some(c) = &handouts {
+                                        c.inc();
+                                    }
+                                }
+                                Ok(false) => {}
+                                Err(e) => {
+                                    tracing::debug!(error = %e, "segment descriptor request")
                                 }
                             }
-                            Ok(false) => {}
-                            Err(e) => tracing::debug!(error = %e, "segment descriptor request"),
-                        }
+                            done.fetch_sub(1, Ordering::AcqRel);
+                        });
+                    if spawned.is_err() {
+                        in_flight.fetch_sub(1, Ordering::AcqRel);
                     }
                 }
             })
@@ -120,11 +175,21 @@ impl Drop for SegmentServer {
 fn answer(mut conn: UnixStream, segments: &SegmentTable) -> std::io::Result<bool> {
     conn.set_read_timeout(Some(IO_TIMEOUT))?;
     conn.set_write_timeout(Some(IO_TIMEOUT))?;
+    let peer = rustix::net::sockopt::socket_peercred(&conn)?;
+    let me = rustix::process::geteuid();
+    if peer.uid != me {
+        tracing::warn!(
+            uid = peer.uid.as_raw(),
+            pid = peer.pid.as_raw_nonzero().get(),
+            "refused a segment descriptor to a process of another user"
+        );
+        return conn.write_all(&[REFUSED]).map(|()| false);
+    }
     let mut id = [0u8; 8];
     conn.read_exact(&mut id)?;
     let id = u64::from_le_bytes(id);
     let Some(seg) = find_segment(segments, id) else {
-        return conn.write_all(&[1]).map(|()| false);
+        return conn.write_all(&[UNKNOWN]).map(|()| false);
     };
     let fds = [seg.fd()];
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
@@ -132,7 +197,7 @@ fn answer(mut conn: UnixStream, segments: &SegmentTable) -> std::io::Result<bool
     control.push(SendAncillaryMessage::ScmRights(&fds));
     rustix::net::sendmsg(
         conn.as_fd(),
-        &[IoSlice::new(&[0])],
+        &[IoSlice::new(&[FOUND])],
         &mut control,
         SendFlags::empty(),
     )?;
@@ -161,11 +226,20 @@ pub fn fetch_segment(path: &Path, id: SegmentId) -> Result<ShmSegment> {
         RecvFlags::CMSG_CLOEXEC,
     )
     .map_err(|e| unreachable(e.into()))?;
-    if got.bytes != 1 || status[0] != 0 {
-        return Err(Error::invalid(format!(
-            "segment {id} is not served at {}",
-            path.display()
-        )));
+    match (got.bytes, status[0]) {
+        (1, FOUND) => {}
+        (1, REFUSED) => {
+            return Err(Error::invalid(format!(
+                "{} serves segments to its own user only",
+                path.display()
+            )))
+        }
+        _ => {
+            return Err(Error::invalid(format!(
+                "segment {id} is not served at {}",
+                path.display()
+            )))
+        }
     }
     let fd = control
         .drain()
@@ -207,5 +281,85 @@ mod tests {
         drop(server);
         assert!(!dir.exists());
         assert_eq!(fetch_segment(&dir, 7).err().unwrap().code(), -3018);
+    }
+
+    fn served(name: &str) -> (PathBuf, SegmentServer) {
+        let path = std::env::temp_dir().join(format!("mmc-{name}-{}.sock", std::process::id()));
+        let seg = Arc::new(ShmSegment::create("test", 1 << 16).unwrap());
+        let table = Arc::new(std::sync::RwLock::new(vec![(7, seg)]));
+        (path.clone(), SegmentServer::start(path, table).unwrap())
+    }
+
+    #[test]
+    fn the_socket_is_its_owners_and_a_live_one_is_not_taken_over() {
+        let (path, server) = served("owner");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let again = SegmentServer::bind(path.clone());
+        assert!(again.is_err(), "a second service took over a live socket");
+        assert!(
+            fetch_segment(&path, 7).is_ok(),
+            "the first one still serves"
+        );
+        drop(server);
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_stale_socket_file_is_replaced() {
+        let path = std::env::temp_dir().join(format!("mmc-stale-{}.sock", std::process::id()));
+        drop(UnixListener::bind(&path).unwrap()); // bound, then closed: the file stays
+        assert!(path.exists());
+        let seg = Arc::new(ShmSegment::create("test", 1 << 16).unwrap());
+        let table = Arc::new(std::sync::RwLock::new(vec![(7, seg)]));
+        let server = SegmentServer::start(path.clone(), table).unwrap();
+        assert!(fetch_segment(server.path(), 7).is_ok());
+    }
+
+    /// What a process of user `uid` gets when it asks for segment 7 at `path`.
+    fn ask_as(uid: u32, path: &Path) -> String {
+        use std::os::unix::process::CommandExt;
+        const ASK: &str = r#"
+import socket, struct, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+try:
+    s.connect(sys.argv[1])
+except PermissionError:
+    print("no access"); sys.exit(0)
+s.sendall(struct.pack("<Q", 7))
+msg, anc, _, _ = s.recvmsg(1, socket.CMSG_SPACE(4))
+fds = [c for c in anc if c[1] == socket.SCM_RIGHTS]
+print("status %d, %d descriptors" % (msg[0] if msg else -1, len(fds)))
+"#;
+        let out = std::process::Command::new("/usr/bin/python3")
+            .args(["-c", ASK])
+            .arg(path)
+            .uid(uid)
+            .gid(uid)
+            .output()
+            .expect("running python3");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    #[test]
+    fn a_process_of_another_user_gets_no_descriptor() {
+        let me = rustix::process::geteuid().as_raw();
+        if me != 0 || !Path::new("/usr/bin/python3").exists() {
+            eprintln!("skipped: needs root (to run a process as another user) and python3");
+            return;
+        }
+        let (path, _server) = served("uid");
+        assert_eq!(ask_as(me, &path), "status 0, 1 descriptors");
+        let nobody = 65534;
+        assert_eq!(ask_as(nobody, &path), "no access");
+        // Opened up by hand: the uid check still refuses.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert_eq!(ask_as(nobody, &path), "status 2, 0 descriptors");
+        assert_eq!(ask_as(me, &path), "status 0, 1 descriptors");
     }
 }

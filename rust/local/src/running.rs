@@ -33,7 +33,26 @@ pub struct RunningLocalService {
     ssd: std::sync::Mutex<Option<TierLoop>>,
     /// The service's own runtime: heartbeats go on however the process that hosts the
     /// service schedules (or stops scheduling) its own work.
-    runtime: Option<Runtime>,
+    runtime: OwnRuntime,
+}
+
+/// A runtime shut down in the background when dropped: dropping a runtime blocks,
+/// which panics inside an async context (where `start` and its error paths run).
+struct OwnRuntime(Option<Runtime>);
+
+impl std::ops::Deref for OwnRuntime {
+    type Target = Runtime;
+    fn deref(&self) -> &Runtime {
+        self.0.as_ref().expect("present until dropped")
+    }
+}
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl RunningLocalService {
@@ -81,12 +100,14 @@ impl RunningLocalService {
                 ),
             },
         };
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("memcache-local")
-            .enable_all()
-            .build()
-            .map_err(|e| Error::Failed(format!("starting the local service runtime: {e}")))?;
+        let runtime = OwnRuntime(Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("memcache-local")
+                .enable_all()
+                .build()
+                .map_err(|e| Error::Failed(format!("starting the local service runtime: {e}")))?,
+        ));
         // Bound before registering: a client may ask as soon as the meta service knows
         // us, and its request waits in the backlog until the table is filled.
         let segments: SegmentTable = Arc::new(RwLock::new(Vec::new()));
@@ -148,13 +169,7 @@ impl RunningLocalService {
             .await
             .map_err(|e| Error::Failed(format!("registering: {e}")))
             .and_then(|r| r);
-        let registered = match registered {
-            Ok(r) => r,
-            Err(e) => {
-                runtime.shutdown_background();
-                return Err(e);
-            }
-        };
+        let registered = registered?;
         let id = registered.id;
         exposed.install(registered);
         reg.requested = Some(id);
@@ -179,7 +194,7 @@ impl RunningLocalService {
             link,
             heartbeat,
             ssd: std::sync::Mutex::new(ssd),
-            runtime: Some(runtime),
+            runtime,
         })
     }
 
@@ -221,8 +236,7 @@ impl RunningLocalService {
         self.heartbeat.abort();
         self.ssd_loop().take();
         let (link, id) = (self.link.clone(), self.id);
-        let runtime = self.runtime.as_ref().ok_or(Error::NotStarted)?;
-        runtime
+        self.runtime
             .spawn(async move {
                 link.call(|rpc, ctx| async move { rpc.unregister_service(ctx, id).await })
                     .await?
@@ -236,10 +250,6 @@ impl Drop for RunningLocalService {
     fn drop(&mut self) {
         self.heartbeat.abort();
         self.ssd_loop().take();
-        if let Some(rt) = self.runtime.take() {
-            // Never blocks, so it is safe inside an async context too.
-            rt.shutdown_background();
-        }
     }
 }
 

@@ -30,6 +30,12 @@ pub struct ShmSegment {
     file: File,
 }
 
+/// The seals of a segment's memfd: its size is fixed for good.
+fn sealed() -> rustix::fs::SealFlags {
+    use rustix::fs::SealFlags;
+    SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL
+}
+
 impl ShmSegment {
     /// Creates a segment of `len` bytes and faults all of its pages in now, so the first
     /// put does not pay for page faults (a fresh mapping copies ~6× slower).
@@ -37,7 +43,8 @@ impl ShmSegment {
         if len == 0 {
             return Err(Error::invalid("segment size 0"));
         }
-        let fd = rustix::fs::memfd_create(name, rustix::fs::MemfdFlags::CLOEXEC)
+        let flags = rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING;
+        let fd = rustix::fs::memfd_create(name, flags)
             .map_err(|e| Error::Failed(format!("memfd_create: {e}")))?;
         let file = File::from(fd);
         let info = rustix::system::sysinfo();
@@ -53,6 +60,10 @@ impl ShmSegment {
         // instead of the OOM killer striking at the first put that touches the page.
         rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, len)
             .map_err(|e| Error::OutOfMemory(format!("reserving a {len}-byte segment: {e}")))?;
+        // Every process that maps it trusts its size: shrunk, a copy into the lost
+        // pages would kill the copier with SIGBUS.
+        rustix::fs::fcntl_add_seals(&file, sealed())
+            .map_err(|e| Error::Failed(format!("sealing a segment: {e}")))?;
         Self::map(file, len)
     }
 
@@ -66,6 +77,13 @@ impl ShmSegment {
             return Err(Error::invalid(format!(
                 "segment file is {actual} bytes, expected {len}"
             )));
+        }
+        let seals = rustix::fs::fcntl_get_seals(&file)
+            .map_err(|e| Error::invalid(format!("segment fd is not a sealed memfd: {e}")))?;
+        if !seals.contains(sealed()) {
+            return Err(Error::invalid(
+                "segment fd can still shrink or grow: refused to map it",
+            ));
         }
         // Populated here too: the first copy into a fresh mapping would otherwise pay a
         // page fault per 4 KiB.
@@ -186,6 +204,18 @@ impl ShmSegment {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_segment_cannot_change_size_and_an_unsealed_one_is_not_mapped() {
+        let seg = ShmSegment::create("sealed", 1 << 16).unwrap();
+        assert!(seg.file.set_len(4096).is_err(), "shrunk");
+        assert!(seg.file.set_len(1 << 20).is_err(), "grown");
+        let fd = rustix::fs::memfd_create("unsealed", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+        let file = File::from(fd);
+        file.set_len(1 << 16).unwrap();
+        let refused = ShmSegment::open(file, 1 << 16).err().unwrap();
+        assert_eq!(refused.code(), -3000);
+    }
 
     #[test]
     fn gather_write_then_scatter_read() {

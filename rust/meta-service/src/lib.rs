@@ -358,7 +358,7 @@ async fn serve_rpc(
                 }
             };
             let server = Server(shared, peer);
-            let serving = BaseChannel::with_defaults(memcache_proto::framed(stream))
+            let serving = BaseChannel::with_defaults(memcache_proto::transport(stream))
                 .execute(server.serve())
                 .for_each(|response| async {
                     tokio::spawn(response);

@@ -98,7 +98,7 @@ impl Peer {
         let stream = memcache_tls::connect_with(self.tls.as_deref(), addr)
             .await
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
-        let transport = memcache_proto::framed(stream);
+        let transport = memcache_proto::transport(stream);
         let client = MetaRpcClient::new(tarpc::client::Config::default(), transport).spawn();
         self.client = Some(client.clone());
         Ok(client)

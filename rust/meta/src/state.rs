@@ -827,7 +827,9 @@ impl StateMachine {
         self.segments
             .values()
             .filter(|s| s.spec.medium == medium)
-            .fold((0, 0), |(u, c), s| (u + s.used(), c + s.capacity()))
+            .fold((0u64, 0u64), |(u, c), s| {
+                (u.saturating_add(s.used()), c.saturating_add(s.capacity()))
+            })
     }
 
     /// In-flight puts whose lease ended at `now_ms`, oldest first.

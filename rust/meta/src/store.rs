@@ -17,6 +17,7 @@ use memcache_proto::{
     TierMove, ToPromote,
 };
 
+use crate::alloc::pages_for;
 use crate::policy::PolicyKind;
 use crate::state::{Applied, Command, StateMachine};
 
@@ -286,6 +287,7 @@ impl Leader {
                 s.capacity
             )));
         }
+        check_registration(&segments, &recovered)?;
         let service = match requested {
             Some(id) => id,
             None => (0..=LocalServiceId::MAX)
@@ -871,6 +873,57 @@ fn check_batch(len: usize) -> Result<()> {
     if len > MAX_BATCH_OP_COUNT {
         return Err(Error::invalid(format!(
             "batch of {len} keys is above the limit of {MAX_BATCH_OP_COUNT}"
+        )));
+    }
+    Ok(())
+}
+
+/// Segments one local service may offer: one per medium is the norm, and DRAM and HBM
+/// may come per device.
+pub const MAX_SEGMENTS_PER_SERVICE: usize = 16;
+/// Largest segment the pool takes (1 PiB): beyond any host's memory or disk, and far
+/// enough below 2^64 that no sum of a pool's segments overflows.
+pub const MAX_SEGMENT_BYTES: u64 = 1 << 50;
+
+/// What a registration's sizes and counts must satisfy before any arithmetic on them:
+/// they come from the network. Each recovered object must fit the SSD segment it is
+/// on, and together they must fit it, one page each at least.
+fn check_registration(segments: &[SegmentSpec], recovered: &[Recovered]) -> Result<()> {
+    if segments.len() > MAX_SEGMENTS_PER_SERVICE {
+        return Err(Error::invalid(format!(
+            "{} segments offered; a local service offers at most {MAX_SEGMENTS_PER_SERVICE}",
+            segments.len()
+        )));
+    }
+    if let Some(s) = segments.iter().find(|s| s.capacity > MAX_SEGMENT_BYTES) {
+        return Err(Error::invalid(format!(
+            "a segment of {} bytes is above the limit of {MAX_SEGMENT_BYTES}",
+            s.capacity
+        )));
+    }
+    let ssd = segments
+        .iter()
+        .find(|s| s.medium == Medium::Ssd)
+        .map_or(0, |s| s.capacity);
+    if recovered.len() as u64 > ssd / PAGE_SIZE {
+        return Err(Error::invalid(format!(
+            "{} recovered objects cannot fit an SSD segment of {ssd} bytes",
+            recovered.len()
+        )));
+    }
+    let mut total = 0u64;
+    for r in recovered {
+        if r.size == 0 || r.size > ssd {
+            return Err(Error::invalid(format!(
+                "recovered object {} of {} bytes does not fit an SSD segment of {ssd} bytes",
+                r.key, r.size
+            )));
+        }
+        total = total.saturating_add(pages_for(r.size) * PAGE_SIZE);
+    }
+    if total > ssd {
+        return Err(Error::invalid(format!(
+            "recovered objects of {total} bytes cannot fit an SSD segment of {ssd} bytes"
         )));
     }
     Ok(())

@@ -14,7 +14,7 @@ mod codec;
 mod raft;
 mod types;
 
-pub use codec::Codec;
+pub use codec::{transport, Codec, Frames, Transport};
 pub use raft::RaftBytes;
 pub use tarpc;
 pub use types::{
@@ -248,25 +248,7 @@ pub async fn connect_meta_with(
             tracing::debug!(%addr, error = %e, "connecting to a meta service");
             Error::NotConnectedToMeta
         })?;
-    Ok(MetaRpcClient::new(tarpc::client::Config::default(), framed(stream)).spawn())
-}
-
-/// The control plane's transport over a stream: length-delimited frames of at most
-/// [`MAX_FRAME`] bytes, bincode inside.
-pub fn framed<Item, SinkItem>(
-    stream: memcache_tls::Stream,
-) -> tarpc::serde_transport::Transport<memcache_tls::Stream, Item, SinkItem, Codec<Item, SinkItem>>
-where
-    Item: for<'de> Deserialize<'de>,
-    SinkItem: Serialize,
-{
-    let frames = tarpc::tokio_util::codec::LengthDelimitedCodec::builder()
-        .max_frame_length(MAX_FRAME)
-        .new_codec();
-    tarpc::serde_transport::new(
-        tarpc::tokio_util::codec::Framed::new(stream, frames),
-        Codec::default(),
-    )
+    Ok(MetaRpcClient::new(tarpc::client::Config::default(), transport(stream)).spawn())
 }
 
 /// One meta node's place in its group (any node answers), within `timeout`.

@@ -372,3 +372,40 @@ fn clients_and_local_services_reconnect_to_a_restarted_meta_service() {
     assert_eq!(store.get("after").unwrap(), b"new");
     assert_eq!(pure_client(&url).get("after").unwrap(), b"new");
 }
+
+#[test]
+fn a_stopped_local_service_leaves_no_socket_behind_and_a_killed_ones_is_reused() {
+    let (_meta, url) = start_meta(&[]);
+    let socket = std::env::temp_dir().join(format!("mmc-stop-{}.sock", std::process::id()));
+    let path = socket.to_str().unwrap();
+    let (mut local, _) = start_local_with(&url, "16MiB", &["--shm-socket", path]);
+    assert!(socket.exists());
+    // A second service may not take over the socket of a live one.
+    let out = Command::new(mmc_bin())
+        .args(["local", "--discovery", &url, "--dram-size", "16MiB"])
+        .args(["--shm-socket", path])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in use"));
+
+    let term = Command::new("kill")
+        .args(["-TERM", &local.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    assert!(local.0.wait().unwrap().success());
+    assert!(!socket.exists(), "SIGTERM left {} behind", socket.display());
+
+    // SIGKILL leaves the file; the next service on the same path replaces it.
+    let (mut local, _) = start_local_with(&url, "16MiB", &["--shm-socket", path]);
+    local.0.kill().unwrap();
+    local.0.wait().unwrap();
+    assert!(socket.exists());
+    let (_local, _) = start_local_with(&url, "16MiB", &["--shm-socket", path]);
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&socket).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+}

@@ -295,3 +295,335 @@ fn meta_protocol(addr: &str) {
     assert_eq!(say(b"ms q1 1 q\r\nx\r\nmn\r\n", b"MN\r\n"), "MN\r\n");
     assert_eq!(say(b"mg q1 v\r\n", b"x\r\n"), "VA 1\r\nx\r\n");
 }
+
+/// A real memcached started with extra options.
+fn start_memcached_with(extra: &[&str]) -> (Proc, String) {
+    let port = free_ports(1)[0];
+    let child = std::process::Command::new("memcached")
+        .args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0"])
+        .args(["-m", "64", "-t", "2", "-u", "root"])
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("memcached on PATH (Debian: apt-get install memcached)");
+    let addr = format!("127.0.0.1:{port}");
+    let p = Proc(child);
+    eventually("memcached accepts connections", || {
+        TcpStream::connect(&addr).is_ok()
+    });
+    (p, addr)
+}
+
+/// Sends `request` then `mn`, and returns everything up to the `MN` (excluded).
+fn exchange(c: &mut TcpStream, request: &[u8]) -> String {
+    let mut got = text(&ask(c, &[request, b"mn\r\n"].concat(), b"MN\r\n"));
+    got.truncate(got.len() - 4);
+    got
+}
+
+/// Cases where the differential fuzzer (memcached_diff.rs) found the gateway answering
+/// otherwise than memcached 1.6, minimized; each must get memcached's answer.
+#[test]
+fn what_the_differential_fuzzer_found() {
+    both(fuzzer_cases);
+}
+
+fn fuzzer_cases(addr: &str) {
+    let mut c = connect(addr);
+    let long = "k".repeat(251);
+    let opaque = format!("O{}", "9".repeat(32));
+    let big = "x".repeat((1 << 20) + 1);
+    let cases: Vec<(String, &str)> = vec![
+        // Numbers are read with strtol/strtoul and narrowed to memcached's C types:
+        // flags 2^32 is 0, exptime 4000000000 a negative (already expired) one.
+        (
+            "set f 4294967296 0 1\r\nx\r\nget f\r\n".into(),
+            "STORED\r\nVALUE f 0 1\r\nx\r\nEND\r\n",
+        ),
+        (
+            "set e 0 4000000000 1\r\nx\r\nget e\r\n".into(),
+            "STORED\r\nEND\r\n",
+        ),
+        ("touch f 4294967296\r\n".into(), "TOUCHED\r\n"),
+        ("verbosity 4294967296\r\n".into(), "OK\r\n"),
+        // incr reads numbers as strtoull does.
+        (
+            "set n 0 0 3\r\n5 x\r\nincr n 1\r\nget n\r\n".into(),
+            "STORED\r\n6\r\nVALUE n 0 3\r\n6  \r\nEND\r\n",
+        ),
+        (
+            "set n 0 0 2\r\n+7\r\nincr n 1\r\n".into(),
+            "STORED\r\n8\r\n",
+        ),
+        (
+            "set n 0 0 0\r\n\r\nincr n 1\r\n".into(),
+            "STORED\r\nCLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
+        ),
+        // noreply silences that error too.
+        ("incr n 1 noreply\r\n".into(), ""),
+        // Flags of later memcacheds.
+        ("mg f E5\r\n".into(), "CLIENT_ERROR invalid flag\r\n"),
+        (
+            "md f x\r\n".into(),
+            "CLIENT_ERROR invalid or duplicate flag\r\n",
+        ),
+        // ms returns c on every status; C with append checks, C0 checks nothing.
+        ("ms nope 1 c MR k\r\nx\r\n".into(), "NS c0 knope\r\n"),
+        ("ms f 1 C99999 MA\r\ny\r\n".into(), "EX\r\n"),
+        (
+            "ms f 1 C0 MA\r\ny\r\nget f\r\n".into(),
+            "HD\r\nVALUE f 0 2\r\nxy\r\nEND\r\n",
+        ),
+        ("ms nope 1 C1 ME\r\nz\r\n".into(), "HD\r\n"),
+        // ms checks its mode before its opaque; ma its opaque after the arithmetic.
+        (
+            format!("ms f 1 MX {opaque}\r\nz\r\n"),
+            "CLIENT_ERROR invalid mode for ms M token\r\n",
+        ),
+        (
+            format!("ma f {opaque}\r\n"),
+            "CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
+        ),
+        // gat touches the keys before a bad one, then answers only the error.
+        // (First in its burst: memcached drops the replies before it still unsent.)
+        ("set g 0 0 1\r\nx\r\n".into(), "STORED\r\n"),
+        (
+            format!("gat -1 g {long}\r\nget g\r\n"),
+            "CLIENT_ERROR bad command line format\r\nEND\r\n",
+        ),
+        // A set too large removes what it would have replaced; an add does not.
+        (
+            format!(
+                "set g 0 0 1\r\nx\r\nadd g 0 0 {}\r\n{big}\r\nget g\r\n",
+                big.len()
+            ),
+            "STORED\r\nSERVER_ERROR object too large for cache\r\nVALUE g 0 1\r\nx\r\nEND\r\n",
+        ),
+        (
+            format!("set g 0 0 {} noreply\r\n{big}\r\nget g\r\n", big.len()),
+            "END\r\n",
+        ),
+        // mg t before T reports the expiry before the touch.
+        (
+            "set t 0 0 1\r\nx\r\nmg t t T100\r\n".into(),
+            "STORED\r\nHD t-1\r\n",
+        ),
+        // ma N: q does not silence the report of what it created.
+        ("ma made N0 J5 q v\r\n".into(), "VA 1\r\n5\r\n"),
+        // mg k shows the key as the item was stored, ma as the request sent it.
+        (
+            "set a 0 0 1\r\n7\r\nmg YQ== b k\r\n".into(),
+            "STORED\r\nHD ka\r\n",
+        ),
+        ("ma YQ== b k\r\n".into(), "HD kYQ== b\r\n"),
+        // The mark comes with an ms under an encoded key and goes with an append.
+        (
+            "ms YQ== 1 b\r\nx\r\nmg a k\r\n".into(),
+            "HD\r\nHD kYQ== b\r\n",
+        ),
+        (
+            "ms YQ== 1 b MA\r\ny\r\nmg a k\r\n".into(),
+            "HD\r\nHD ka\r\n",
+        ),
+        // Commands of memcached's that the gateway does not run, with its texts.
+        ("shutdown\r\n".into(), "ERROR: shutdown not enabled\r\n"),
+        (
+            "shutdown graceful\r\n".into(),
+            "ERROR: shutdown not enabled\r\n",
+        ),
+        (
+            "cache_memlimit 7\r\n".into(),
+            "MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\n",
+        ),
+        (
+            "cache_memlimit 99999999999\r\n".into(),
+            "MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes\r\n",
+        ),
+        (
+            "cache_memlimit x\r\ncache_memlimit\r\n".into(),
+            "ERROR\r\nERROR\r\n",
+        ),
+        ("cache_memlimit 100 noreply\r\n".into(), ""),
+        (
+            "lru_crawler bogus\r\nlru_crawler\r\n".into(),
+            "ERROR\r\nERROR\r\n",
+        ),
+        (
+            "lru_crawler sleep x\r\nlru_crawler tocrawl -1\r\n".into(),
+            "CLIENT_ERROR bad command line format\r\nCLIENT_ERROR bad command line format\r\n",
+        ),
+        (
+            "lru_crawler sleep 1000001\r\n".into(),
+            "CLIENT_ERROR sleep must be one second or less\r\n",
+        ),
+        ("lru_crawler crawl all noreply\r\n".into(), "ERROR\r\n"),
+        ("watch bogus\r\nwatch noreply\r\n".into(), "ERROR\r\n"),
+        ("stats bogus\r\n".into(), "ERROR\r\n"),
+        ("stats reset\r\n".into(), "RESET\r\n"),
+        (
+            "stats detail\r\n".into(),
+            "CLIENT_ERROR usage: stats detail on|off|dump\r\n",
+        ),
+        (
+            "stats cachedump\r\n".into(),
+            "CLIENT_ERROR bad command line\r\n",
+        ),
+        ("stats settings\r\nstats items\r\n".into(), "END\r\nEND\r\n"),
+    ];
+    for (request, want) in cases {
+        let got = exchange(&mut c, request.as_bytes());
+        // `stats` groups list what each server keeps; only their framing is compared.
+        let got: String = got
+            .split_inclusive("\r\n")
+            .filter(|l| !l.starts_with("STAT "))
+            .collect();
+        assert_eq!(got, want, "{addr}: {:?}", &request[..request.len().min(80)]);
+    }
+
+    // A touch keeps the CAS unique.
+    let gets = exchange(&mut c, b"set u 0 0 1\r\nx\r\ngets u\r\n");
+    let cas: u64 = gets.split_whitespace().nth(5).unwrap().parse().unwrap();
+    let after = exchange(
+        &mut c,
+        format!("touch u 100\r\ncas u 0 0 1 {cas}\r\ny\r\n").as_bytes(),
+    );
+    assert_eq!(after, "TOUCHED\r\nSTORED\r\n", "{addr}");
+    // me reports memcached's item size and slab class.
+    let me = exchange(&mut c, b"set m 5 0 5\r\nhello\r\nme m\r\n");
+    assert!(
+        me.starts_with("STORED\r\nME m exp=-1 la=0 cas=")
+            && me.ends_with(" fetch=no cls=1 size=69\r\n"),
+        "{addr}: {me}"
+    );
+}
+
+/// `lru_crawler` as a memcached without its crawler answers it: the gateway has none
+/// (the pool expires items itself).
+#[test]
+fn lru_crawler_as_memcached_without_one() {
+    let check = |addr: &str| {
+        let mut c = connect(addr);
+        for (request, want) in [
+            (
+                "lru_crawler crawl all\r\n",
+                "CLIENT_ERROR lru crawler disabled\r\n",
+            ),
+            (
+                "lru_crawler metadump all\r\n",
+                "CLIENT_ERROR lru crawler disabled\r\n",
+            ),
+            ("lru_crawler disable\r\n", "OK\r\n"),
+            ("lru_crawler sleep 100\r\n", "OK\r\n"),
+            ("lru_crawler tocrawl 10\r\n", "OK\r\n"),
+        ] {
+            // One request per write: memcached refuses a metadump behind others.
+            assert_eq!(
+                text(&ask(&mut c, request.as_bytes(), b"\r\n")),
+                want,
+                "{addr}: {request}"
+            );
+        }
+    };
+    let (_gw, ours) = start_gateway();
+    check(&ours);
+    let (_mc, theirs) = start_memcached_with(&["-o", "no_lru_crawler"]);
+    check(&theirs);
+}
+
+/// `watch` turns the connection into a log stream that reads no more commands; the
+/// gateway has no log events, so its stream stays empty.
+#[test]
+fn watch_ends_the_commands_of_a_connection() {
+    both(|addr| {
+        let mut c = connect(addr);
+        assert_eq!(
+            text(&ask(&mut c, b"watch fetchers\r\n", b"\r\n")),
+            "OK\r\n",
+            "{addr}"
+        );
+        c.write_all(b"mn\r\nversion\r\n").unwrap();
+        c.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut buf = [0u8; 256];
+        match c.read(&mut buf) {
+            Ok(0) => {}
+            Ok(n) => panic!("{addr}: a watcher answered {:?}", text(&buf[..n])),
+            Err(e) => assert!(
+                matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ),
+                "{addr}: {e}"
+            ),
+        }
+    });
+}
+
+/// With `--data-dir`, CAS uniques go on from where the last run reserved them: a
+/// client's unique from before a restart (here a crash) never matches a new item.
+#[test]
+fn cas_uniques_never_repeat_across_restarts() {
+    let dir = std::env::temp_dir().join(format!("mmc-gw-cas-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let dir_arg = dir.to_str().unwrap().to_string();
+    let run = || {
+        let (p, line) = spawn_mmc(&[
+            "memcached",
+            "--bind",
+            "127.0.0.1:0",
+            "--dram-size",
+            "64MiB",
+            "--data-dir",
+            &dir_arg,
+            "--ssd-size",
+            "64MiB",
+        ]);
+        let addr = line.trim().rsplit(' ').next().unwrap().to_string();
+        let mut c = connect(&addr);
+        let gets = exchange(&mut c, b"set k 0 0 1\r\nx\r\ngets k\r\n");
+        let cas: u64 = gets.split_whitespace().nth(5).unwrap().parse().unwrap();
+        (p, cas)
+    };
+    let (first, before) = run();
+    drop(first); // killed: whatever it had reserved is lost with it
+    let (_second, after) = run();
+    assert!(
+        after > before,
+        "unique {after} after a restart, {before} before"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The gateway's items live under their own prefix (`--namespace`, "mc:"): on a pool
+/// that also holds KV objects, flush_all removes the items and leaves every object,
+/// even one under the same key as an item.
+#[test]
+fn flush_all_leaves_the_kv_objects_of_the_pool() {
+    let (_meta, url) = start_meta(&[]);
+    let (_gw, line) = spawn_mmc(&[
+        "memcached",
+        "--bind",
+        "127.0.0.1:0",
+        "--discovery",
+        &url,
+        "--dram-size",
+        "64MiB",
+    ]);
+    let addr = line.trim().rsplit(' ').next().unwrap().to_string();
+    wait_for_services(&url, 1);
+    let kv = pure_client(&url);
+    let objects = ["model/layer0", "a", "mc"];
+    for key in objects {
+        kv.put(key, b"kv bytes").unwrap();
+    }
+    let mut c = connect(&addr);
+    let set = exchange(&mut c, b"set a 0 0 1\r\nx\r\nset b 0 0 1\r\ny\r\nget a\r\n");
+    assert_eq!(set, "STORED\r\nSTORED\r\nVALUE a 0 1\r\nx\r\nEND\r\n");
+    assert_eq!(
+        exchange(&mut c, b"flush_all\r\nget a b\r\n"),
+        "OK\r\nEND\r\n"
+    );
+    for key in objects {
+        assert_eq!(kv.get(key).unwrap(), b"kv bytes", "{key}");
+    }
+}

@@ -25,6 +25,8 @@ pub(super) mod msg {
     pub const OPAQUE_TOO_LONG: &str = "opaque token too long";
     pub const BAD_MS_MODE: &str = "invalid mode for ms M token";
     pub const BAD_MA_MODE: &str = "invalid mode for ma M token";
+    /// A whole reply line: memcached runs without `-A` by default.
+    pub const SHUTDOWN_DISABLED: &str = "ERROR: shutdown not enabled";
 }
 
 /// An error line, without its "\r\n".
@@ -54,6 +56,16 @@ pub enum ParseError {
     /// reply: the rest of the stream can't be framed.
     #[error("request line too long")]
     LineTooLong,
+    /// A `set` or `ms` whose value is over the item limit: refused like
+    /// [`ParseError::Rejected`] with `SERVER_ERROR object too large for cache`, and,
+    /// as memcached does so that no stale value outlives a failed set, the item under
+    /// `key` is removed.
+    #[error("SERVER_ERROR object too large for cache")]
+    TooLargeSet {
+        key: Vec<u8>,
+        skip: usize,
+        noreply: bool,
+    },
     /// The request is refused with `reply`; the connection stays usable.
     #[error("{reply}")]
     Rejected {

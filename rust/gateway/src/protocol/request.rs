@@ -1,7 +1,5 @@
 //! Parsed requests.
 
-use std::str::FromStr;
-
 /// One client request. Keys are raw bytes (meta keys already base64-decoded); exptimes
 /// are as sent: 0 never expires, up to 30 days is relative, beyond that a Unix time, and
 /// negative is already expired.
@@ -17,6 +15,13 @@ pub enum Request {
         exptime: i64,
         keys: Vec<Vec<u8>>,
         cas: bool,
+    },
+    /// A `gat`/`gats` with a bad key after `keys`: memcached has touched those by the
+    /// time it meets the bad one, then answers only `CLIENT_ERROR bad command line
+    /// format`.
+    TouchThenRefuse {
+        exptime: i64,
+        keys: Vec<Vec<u8>>,
     },
     /// `set`, `add`, `replace`, `append`, `prepend` and `cas`. `append` and `prepend`
     /// carry flags and exptime too, which memcached ignores.
@@ -57,6 +62,19 @@ pub enum Request {
         args: Vec<String>,
     },
     Version,
+    /// A command answered with one fixed line, memcached's own text for it
+    /// (`shutdown`, `cache_memlimit`, `lru_crawler`, `watch` arguments it refuses).
+    Answer {
+        line: &'static str,
+        noreply: bool,
+    },
+    /// `watch`: memcached answers `OK` and turns the connection into a log stream,
+    /// reading no more commands. The gateway has no such log: the stream stays empty.
+    /// `known`: every argument is a log type memcached knows (else `ERROR`).
+    Watch {
+        known: bool,
+        noreply: bool,
+    },
     Verbosity {
         level: u32,
         noreply: bool,
@@ -142,9 +160,9 @@ impl MetaFlags {
             .and_then(|f| f.token.as_deref())
     }
 
-    /// The token of `flag` as a number: `T`, `N`, `R` (i32 range), `F` (u32), `C`,
+    /// The token of `flag` as memcached reads it: `T`, `N`, `R` (i32), `F` (u32), `C`,
     /// `E`, `D`, `J` (u64).
-    pub fn number<T: FromStr>(&self, flag: u8) -> Option<T> {
+    pub fn number<T: super::args::CNumber>(&self, flag: u8) -> Option<T> {
         super::args::number(self.token(flag)?)
     }
 
@@ -195,7 +213,7 @@ mod tests {
         .collect();
         assert!(flags.has(b'v') && flags.quiet() && !flags.base64_key());
         assert_eq!(flags.opaque(), Some(&b"op1"[..]));
-        assert_eq!(flags.number::<i64>(b'T'), Some(-5));
+        assert_eq!(flags.number::<i32>(b'T'), Some(-5));
         assert_eq!(flags.number::<u64>(b'T'), None);
         assert_eq!(flags.number::<u64>(b'C'), None);
         assert_eq!(flags.token(b'v'), None);

@@ -86,11 +86,20 @@ impl Conn {
                     self.buf.drain(..taken);
                     self.events.push(Event::Request(request));
                 }
-                Err(ParseError::Rejected {
-                    reply,
-                    skip,
-                    noreply,
-                }) => {
+                Err(e @ (ParseError::Rejected { .. } | ParseError::TooLargeSet { .. })) => {
+                    let (reply, skip, noreply) = match e {
+                        ParseError::Rejected {
+                            reply,
+                            skip,
+                            noreply,
+                        } => (reply, skip, noreply),
+                        ParseError::TooLargeSet { skip, noreply, .. } => (
+                            ErrorReply::Server("object too large for cache"),
+                            skip,
+                            noreply,
+                        ),
+                        ParseError::LineTooLong => unreachable!(),
+                    };
                     assert!(skip > 0);
                     let now = skip.min(self.buf.len());
                     self.buf.drain(..now);

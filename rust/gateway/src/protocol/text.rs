@@ -33,6 +33,10 @@ pub(super) fn parse(cmd: &Command<'_>) -> Parsed {
                 .map(|t| String::from_utf8_lossy(t).into_owned())
                 .collect(),
         })),
+        b"shutdown" => line(Ok(answer(msg::SHUTDOWN_DISABLED, false))),
+        b"cache_memlimit" => line(cache_memlimit(cmd)),
+        b"lru_crawler" => line(lru_crawler(cmd)),
+        b"watch" => line(watch(cmd)),
         // memcached ignores anything after these two.
         b"version" => line(Ok(Request::Version)),
         b"quit" => line(Ok(Request::Quit)),
@@ -84,11 +88,19 @@ fn get_and_touch(cmd: &Command<'_>, cas: bool) -> Result<Request, ParseError> {
     want_tokens(cmd, 2, usize::MAX)?;
     let exptime = number::<i32>(cmd.tokens[1])
         .ok_or_else(|| ParseError::client(msg::BAD_EXPTIME, cmd.line_len, false))?;
-    Ok(Request::GetAndTouch {
-        exptime: exptime.into(),
-        keys: keys(cmd, &cmd.tokens[2..])?,
-        cas,
-    })
+    let tokens = &cmd.tokens[2..];
+    match tokens.iter().position(|k| !valid_key(k, cmd.limits)) {
+        Some(0) => Err(ParseError::client(msg::BAD_FORMAT, cmd.line_len, false)),
+        Some(bad) => Ok(Request::TouchThenRefuse {
+            exptime: exptime.into(),
+            keys: tokens[..bad].iter().map(|k| k.to_vec()).collect(),
+        }),
+        None => Ok(Request::GetAndTouch {
+            exptime: exptime.into(),
+            keys: keys(cmd, tokens)?,
+            cas,
+        }),
+    }
 }
 
 /// `command` is `None` for `cas`, whose unique comes from the line.
@@ -120,7 +132,14 @@ fn store(cmd: &Command<'_>, command: Option<StoreCommand>) -> Parsed {
 
     let taken = cmd.with_block(len);
     if len > cmd.limits.max_item_size {
-        return Err(ParseError::server(msg::TOO_LARGE, taken, noreply));
+        return Err(match command {
+            StoreCommand::Set => ParseError::TooLargeSet {
+                key,
+                skip: taken,
+                noreply,
+            },
+            _ => ParseError::server(msg::TOO_LARGE, taken, noreply),
+        });
     }
     match cmd.data_block(len) {
         DataBlock::Incomplete => Ok(None),
@@ -204,6 +223,76 @@ fn flush_all(cmd: &Command<'_>) -> Result<Request, ParseError> {
     };
     Ok(Request::FlushAll {
         delay: delay.into(),
+        noreply,
+    })
+}
+
+fn answer(line: &'static str, noreply: bool) -> Request {
+    Request::Answer { line, noreply }
+}
+
+/// `cache_memlimit <megabytes> [noreply]`, checked as memcached checks it. The
+/// gateway's memory is the pool's, fixed when it starts: a valid limit gets
+/// memcached's answer for a limit it cannot apply.
+fn cache_memlimit(cmd: &Command<'_>) -> Result<Request, ParseError> {
+    want_tokens(cmd, 2, 3)?;
+    let noreply = noreply(&cmd.tokens);
+    Ok(answer(
+        match number::<u32>(cmd.tokens[1]) {
+            None => "ERROR",
+            Some(mb) if mb < 8 => "MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m",
+            Some(mb) if mb > 1_000_000_000 => {
+                "MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes"
+            }
+            Some(_) => "MEMLIMIT_ADJUST_FAILED out of bounds or unable to adjust",
+        },
+        noreply,
+    ))
+}
+
+/// `lru_crawler ...`, answered as a memcached started with `-o no_lru_crawler`: the
+/// pool expires items itself, there is no crawler to run or start.
+fn lru_crawler(cmd: &Command<'_>) -> Result<Request, ParseError> {
+    let t = &cmd.tokens;
+    let bad = || ParseError::client(msg::BAD_FORMAT, cmd.line_len, false);
+    let line = match (t.get(1).copied(), t.len()) {
+        (Some(b"crawl" | b"metadump"), 3) => "CLIENT_ERROR lru crawler disabled",
+        (Some(b"enable"), 2) => "ERROR failed to start lru crawler thread",
+        (Some(b"disable"), 2) => "OK",
+        (Some(b"sleep"), 3) => match number::<u32>(t[2]).ok_or_else(bad)? {
+            us if us > 1_000_000 => "CLIENT_ERROR sleep must be one second or less",
+            _ => "OK",
+        },
+        (Some(b"tocrawl"), 3) => {
+            number::<u32>(t[2]).ok_or_else(bad)?;
+            "OK"
+        }
+        _ => return Err(ParseError::unknown_command(cmd.line_len)),
+    };
+    Ok(answer(line, false))
+}
+
+/// `watch [type...] [noreply]`: the log types memcached 1.6.18 knows.
+fn watch(cmd: &Command<'_>) -> Result<Request, ParseError> {
+    let noreply = noreply(&cmd.tokens);
+    let args = &cmd.tokens[1..cmd.tokens.len() - usize::from(noreply)];
+    let known = |a: &&[u8]| {
+        matches!(
+            *a,
+            b"rawcmds"
+                | b"evictions"
+                | b"fetchers"
+                | b"mutations"
+                | b"sysevents"
+                | b"connevents"
+                | b"proxyreqs"
+                | b"proxyevents"
+                | b"proxyuser"
+        )
+    };
+    // The server checks for replies still unsent first, as memcached does.
+    Ok(Request::Watch {
+        known: args.iter().all(known),
         noreply,
     })
 }
@@ -304,7 +393,11 @@ mod tests {
                 cas: false
             }
         );
-        for line in ["gat x a\r\n", "gat 2147483648 a\r\n", "gats 1.5 a\r\n"] {
+        for line in [
+            "gat x a\r\n",
+            "gat 9223372036854775808 a\r\n",
+            "gats 1.5 a\r\n",
+        ] {
             assert_eq!(
                 parse_default(line),
                 Err(client_error("invalid exptime argument", line.len(), false)),
@@ -320,7 +413,7 @@ mod tests {
         for line in [
             format!("get a {long} b\r\n"),
             "get a\tb\r\n".to_string(),
-            "gat 1 a\x01\r\n".to_string(),
+            "gat 1 \x01a\r\n".to_string(),
         ] {
             assert_eq!(
                 parse_default(&line),
@@ -328,6 +421,14 @@ mod tests {
                 "{line:?}"
             );
         }
+        // gat touches the keys before the bad one, as memcached does.
+        assert_eq!(
+            one("gats 5 a b \x01\r\n"),
+            Request::TouchThenRefuse {
+                exptime: 5,
+                keys: vec![k("a"), k("b")]
+            }
+        );
         let longest = format!("get {}\r\n", "k".repeat(250));
         assert!(matches!(one(&longest), Request::Get { .. }));
     }
@@ -449,9 +550,9 @@ mod tests {
             "set k 0 0 2147483648\r\n",
             "set k 0 0 x\r\n",
             "set k -1 0 1\r\n",
-            "set k 4294967296 0 1\r\n",
+            "set k 18446744073709551616 0 1\r\n",
             "set k 0x1 0 1\r\n",
-            "set k 0 2147483648 1\r\n",
+            "set k 0 9223372036854775808 1\r\n",
             "set k 0 1e3 1\r\n",
             "set k\x7f 0 0 1\r\n",
         ];
@@ -502,9 +603,10 @@ mod tests {
             max_item_size: 10,
             ..Limits::default()
         };
+        // A set too large removes the item it would replace, as memcached does.
         let line = "set k 0 0 11\r\n";
-        let error = ParseError::Rejected {
-            reply: ErrorReply::Server("object too large for cache"),
+        let error = ParseError::TooLargeSet {
+            key: k("k"),
             skip: line.len() + 13,
             noreply: false,
         };
@@ -519,8 +621,9 @@ mod tests {
                 .1,
             26
         );
+        // Other storage commands leave it.
         assert_eq!(
-            parse(b"set k 0 0 11 noreply\r\n", &limits),
+            parse(b"add k 0 0 11 noreply\r\n", &limits),
             Err(ParseError::Rejected {
                 reply: ErrorReply::Server("object too large for cache"),
                 skip: 22 + 13,
@@ -530,7 +633,7 @@ mod tests {
         let huge = format!("set k 0 0 {}\r\n", 2 * 1024 * 1024);
         assert!(matches!(
             parse_default(&huge),
-            Err(ParseError::Rejected { skip, .. }) if skip == huge.len() + 2 * 1024 * 1024 + 2
+            Err(ParseError::TooLargeSet { skip, .. }) if skip == huge.len() + 2 * 1024 * 1024 + 2
         ));
     }
 
@@ -701,15 +804,7 @@ mod tests {
 
     #[test]
     fn unknown_and_empty_lines() {
-        for line in [
-            "bogus\r\n",
-            "GET a\r\n",
-            "\r\n",
-            "\n",
-            "   \r\n",
-            "g\r\n",
-            "shutdown\r\n",
-        ] {
+        for line in ["bogus\r\n", "GET a\r\n", "\r\n", "\n", "   \r\n", "g\r\n"] {
             assert_eq!(parse_default(line), Err(error(line)), "{line:?}");
         }
         assert_eq!(

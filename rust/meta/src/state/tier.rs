@@ -229,10 +229,13 @@ impl StateMachine {
                     .segments
                     .get_mut(&segment)
                     .expect("the service's segment");
-                let pages = pages_for(r.size) * PAGE_SIZE;
+                // Sizes came from the network: checked before any arithmetic.
+                let pages = pages_for(r.size).checked_mul(PAGE_SIZE);
                 let expired = r.expires_ms.is_some_and(|t| t <= now_ms);
-                if r.size == 0 || expired || seg.free() < pages || self.objects.contains_key(&r.key)
-                {
+                let Some(pages) = pages.filter(|p| r.size != 0 && seg.free() >= *p) else {
+                    return false;
+                };
+                if expired || self.objects.contains_key(&r.key) {
                     return false;
                 }
                 seg.ssd_used += pages;

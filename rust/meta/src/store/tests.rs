@@ -467,6 +467,86 @@ fn absurd_sizes_are_refused_without_side_effects() {
     assert_eq!(m.state().fingerprint(), fp);
 }
 
+#[test]
+fn a_registration_with_absurd_sizes_or_counts_is_refused_without_side_effects() {
+    let mut m = store(1, 16 * MIB, MetaConfig::default());
+    let fp = m.state().fingerprint();
+    let ssd = |capacity| SegmentSpec {
+        medium: Medium::Ssd,
+        capacity,
+        base: 0,
+    };
+    let found = |size| Recovered {
+        key: key("r"),
+        size,
+        record: 0,
+        expires_ms: None,
+    };
+    let joins = [
+        (vec![dram(u64::MAX)], vec![]),
+        (vec![dram(MAX_SEGMENT_BYTES + 1)], vec![]),
+        (vec![dram(MIB); MAX_SEGMENTS_PER_SERVICE + 1], vec![]),
+        (vec![dram(MIB), ssd(MIB)], vec![found(u64::MAX)]),
+        (vec![dram(MIB), ssd(MIB)], vec![found(MIB + 1)]),
+        (vec![dram(MIB), ssd(MIB)], vec![found(0)]),
+        (vec![dram(MIB), ssd(MIB)], vec![found(1); 257]),
+        (vec![dram(MIB), ssd(MIB)], vec![found(MIB / 2 + 1); 2]),
+    ];
+    for (segments, recovered) in joins {
+        let what = format!("{segments:?} {recovered:?}");
+        let joining = Joining {
+            requested: None,
+            device_id: 0,
+            segments,
+            recovered,
+        };
+        let r = m.join(joining, 1);
+        assert_eq!(r.err().map(|e| e.code()), Some(-3000), "{what}");
+        assert_eq!(m.state().fingerprint(), fp, "{what}");
+    }
+    // What fits is taken.
+    let joining = Joining {
+        requested: None,
+        device_id: 0,
+        segments: vec![dram(MIB), ssd(MIB)],
+        recovered: vec![found(MIB)],
+    };
+    assert_eq!(m.join(joining, 1).unwrap().2, vec![true]);
+}
+
+/// A state machine handed a recovered object of size `u64::MAX` (a command from a
+/// leader that did not check it) refuses it instead of overflowing.
+#[test]
+fn the_state_machine_refuses_a_recovered_size_that_overflows() {
+    let mut sm = StateMachine::new(PolicyKind::Lru);
+    let applied = sm.apply(Command::RegisterService {
+        service: 1,
+        device_id: 0,
+        segments: vec![
+            dram(MIB),
+            SegmentSpec {
+                medium: Medium::Ssd,
+                capacity: MIB,
+                base: 0,
+            },
+        ],
+        first_segment: 1,
+        attachment: Vec::new(),
+        now_ms: 0,
+        recovered: vec![Recovered {
+            key: key("r"),
+            size: u64::MAX,
+            record: 0,
+            expires_ms: None,
+        }],
+    });
+    let Applied::Registered(Ok((_, taken))) = applied else {
+        panic!("{applied:?}");
+    };
+    assert_eq!(taken, vec![false]);
+    assert_eq!(sm.object_count(), 0);
+}
+
 /// A store with one local service of a DRAM and an SSD segment.
 fn tiered(dram_bytes: u64, ssd_bytes: u64) -> MetaStore {
     let mut m = MetaStore::new(MetaConfig::default()).unwrap();
