@@ -171,21 +171,15 @@ pub async fn serve_http(
             }),
         );
     memcache_tls::warn_plaintext("the local service's HTTP server", bound, tls.is_some());
-    tokio::spawn(async move {
-        let slots = memcache_tls::listen::slots(&limits);
-        loop {
-            let (tcp, from, permit) = memcache_tls::accept(&listener, &slots).await;
-            let (tls, app) = (tls.clone(), app.clone());
-            tokio::spawn(async move {
-                let _permit = permit;
-                let stream = match memcache_tls::accept_stream(tls.as_deref(), tcp).await {
-                    Ok((s, _)) => s,
-                    Err(e) => {
-                        tracing::warn!(peer = %from, error = %e, "local HTTP: refused a connection: TLS handshake failed");
-                        return;
-                    }
-                };
-                let app = hyper_util::service::TowerToHyperService::new(app);
+    tokio::spawn(memcache_tls::listen::serve(
+        listener,
+        tls,
+        limits,
+        "local HTTP",
+        || {},
+        move |stream, _, from| {
+            let app = hyper_util::service::TowerToHyperService::new(app.clone());
+            async move {
                 let served = hyper::server::conn::http1::Builder::new()
                     .timer(hyper_util::rt::TokioTimer::new())
                     .header_read_timeout(limits.idle.min(std::time::Duration::from_secs(30)))
@@ -194,9 +188,9 @@ pub async fn serve_http(
                 if let Err(e) = served {
                     tracing::debug!(peer = %from, error = %e, "local HTTP connection");
                 }
-            });
-        }
-    });
+            }
+        },
+    ));
     Ok(bound)
 }
 

@@ -65,17 +65,11 @@ impl RunningLocalService {
         socket: PathBuf,
     ) -> Result<Self> {
         let service = LocalService::create(config)?;
+        // The process's outgoing connections use this identity too.
         let tls = match &config.tls {
-            Some(t) => t.build()?,
+            Some(t) => t.build_for_process()?,
             None => None,
         };
-        if let Some(t) = &tls {
-            // The process speaks to the meta service under this identity too (one
-            // identity per process: the first one set stays).
-            if memcache_tls::client().is_none() {
-                memcache_tls::set_client(Some(t.client.clone()));
-            }
-        }
         let limits = memcache_tls::Limits {
             max_conns: config.max_connections,
             idle: Duration::from_millis(config.idle_timeout_ms.max(1)),

@@ -43,39 +43,40 @@ pub async fn serve(
     server: Server,
     mut stop: watch::Receiver<bool>,
 ) {
-    let slots = memcache_tls::listen::slots(&limits);
-    loop {
-        let (tcp, from, permit) = tokio::select! {
-            a = memcache_tls::accept(&listener, &slots) => a,
-            _ = stop.wait_for(|s| *s) => return,
-        };
-        let tls = tls.clone();
-        let shared = server.0.clone();
-        let mut stop = stop.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let (stream, peer) = match memcache_tls::accept_stream(tls.as_deref(), tcp).await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(peer = %from, error = %e, "admin HTTP: refused a connection: TLS handshake failed");
-                    shared.metrics.tls_refused.inc();
-                    return;
-                }
-            };
-            let app = TowerToHyperService::new(router(Server(shared, peer)));
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.idle.min(HTTP_IDLE))
-                .serve_connection(TokioIo::new(stream), app);
-            tokio::select! {
-                r = conn => {
-                    if let Err(e) = r {
-                        tracing::debug!(peer = %from, error = %e, "admin HTTP connection");
+    let shared = server.0;
+    let refused = {
+        let shared = shared.clone();
+        move || shared.metrics.tls_refused.inc()
+    };
+    let each = stop.clone();
+    let serving = memcache_tls::listen::serve(
+        listener,
+        tls,
+        limits,
+        "admin HTTP",
+        refused,
+        move |stream, peer, from| {
+            let (shared, mut stop) = (shared.clone(), each.clone());
+            async move {
+                let app = TowerToHyperService::new(router(Server(shared, peer)));
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(limits.idle.min(HTTP_IDLE))
+                    .serve_connection(TokioIo::new(stream), app);
+                tokio::select! {
+                    r = conn => {
+                        if let Err(e) = r {
+                            tracing::debug!(peer = %from, error = %e, "admin HTTP connection");
+                        }
                     }
+                    _ = stop.wait_for(|s| *s) => {}
                 }
-                _ = stop.wait_for(|s| *s) => {}
             }
-        });
+        },
+    );
+    tokio::select! {
+        _ = serving => {}
+        _ = stop.wait_for(|s| *s) => {}
     }
 }
 

@@ -338,36 +338,35 @@ async fn serve_rpc(
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let slots = memcache_tls::listen::slots(&limits);
-    loop {
-        let (tcp, from, permit) = tokio::select! {
-            a = memcache_tls::accept(&listener, &slots) => a,
-            _ = stop.wait_for(|s| *s) => return,
-        };
-        let tls = tls.clone();
+    let refused = {
         let shared = shared.clone();
-        let mut stop = stop.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let (stream, peer) = match memcache_tls::accept_stream(tls.as_deref(), tcp).await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(peer = %from, error = %e, "refused a connection: TLS handshake failed");
-                    shared.metrics.tls_refused.inc();
-                    return;
+        move || shared.metrics.tls_refused.inc()
+    };
+    let each = stop.clone();
+    let serving = memcache_tls::listen::serve(
+        listener,
+        tls,
+        limits,
+        "meta RPC",
+        refused,
+        move |stream, peer, _| {
+            let (shared, mut stop) = (shared.clone(), each.clone());
+            async move {
+                let serving = BaseChannel::with_defaults(memcache_proto::transport(stream))
+                    .execute(Server(shared, peer).serve())
+                    .for_each(|response| async {
+                        tokio::spawn(response);
+                    });
+                tokio::select! {
+                    _ = serving => {}
+                    _ = stop.wait_for(|s| *s) => {}
                 }
-            };
-            let server = Server(shared, peer);
-            let serving = BaseChannel::with_defaults(memcache_proto::transport(stream))
-                .execute(server.serve())
-                .for_each(|response| async {
-                    tokio::spawn(response);
-                });
-            tokio::select! {
-                _ = serving => {}
-                _ = stop.wait_for(|s| *s) => {}
             }
-        });
+        },
+    );
+    tokio::select! {
+        _ = serving => {}
+        _ = stop.wait_for(|s| *s) => {}
     }
 }
 
@@ -393,17 +392,11 @@ impl MetaService {
             })?,
             None => memcache_raft::in_memory(config.meta.eviction_policy),
         };
+        // The process's outgoing connections use this identity too.
         let tls = match &config.tls {
-            Some(t) => t.build()?,
+            Some(t) => t.build_for_process()?,
             None => None,
         };
-        if let Some(t) = &tls {
-            // Joining a group asks the other members over the same identity (one
-            // identity per process: the first one set stays).
-            if memcache_tls::client().is_none() {
-                memcache_tls::set_client(Some(t.client.clone()));
-            }
-        }
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| Error::Failed(format!("listening on {addr}: {e}")))?;

@@ -135,6 +135,17 @@ impl TlsConfig {
         }))
     }
 
+    /// As `build`, and the client half becomes the process's identity for outgoing
+    /// connections where none is set yet (one identity per process: the first stays).
+    pub fn build_for_process(&self) -> Result<Option<Tls>> {
+        let tls = self.build()?;
+        if let Some(t) = &tls {
+            let mut current = CLIENT.write().unwrap_or_else(|e| e.into_inner());
+            current.get_or_insert_with(|| t.client.clone());
+        }
+        Ok(tls)
+    }
+
     fn roots(&self) -> Result<RootCertStore> {
         let mut roots = RootCertStore::empty();
         for cert in read_certs(&self.ca_path, "CA")? {

@@ -55,6 +55,38 @@ pub async fn accept(
     }
 }
 
+/// Serves `listener` for as long as the future runs: each connection (within
+/// `limits.max_conns`) gets a task of its own, which completes the TLS handshake where
+/// `tls` is set and hands the stream, the peer's roles and its address to `handle`. A
+/// failed handshake is logged (as `what`'s) and reported to `refused`.
+pub async fn serve<H, F>(
+    listener: TcpListener,
+    tls: Option<Arc<crate::TlsServer>>,
+    limits: Limits,
+    what: &'static str,
+    refused: impl Fn() + Clone + Send + 'static,
+    handle: H,
+) where
+    H: Fn(crate::Stream, crate::Peer, std::net::SocketAddr) -> F + Clone + Send + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let slots = slots(&limits);
+    loop {
+        let (tcp, from, permit) = accept(&listener, &slots).await;
+        let (tls, refused, handle) = (tls.clone(), refused.clone(), handle.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            match crate::accept_stream(tls.as_deref(), tcp).await {
+                Ok((stream, peer)) => handle(stream, peer, from).await,
+                Err(e) => {
+                    tracing::warn!(peer = %from, error = %e, "{what}: refused a connection: TLS handshake failed");
+                    refused();
+                }
+            }
+        });
+    }
+}
+
 /// A semaphore of `limits.max_conns` slots.
 pub fn slots(limits: &Limits) -> Arc<Semaphore> {
     Arc::new(Semaphore::new(limits.max_conns.max(1)))
