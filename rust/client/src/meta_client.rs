@@ -142,7 +142,10 @@ impl MetaClient {
 
     pub async fn abort(&self, items: Vec<(Key, PutId)>) -> Vec<Result<()>> {
         match self {
-            MetaClient::Embedded(pool) => pool.meta().abort(items),
+            MetaClient::Embedded(pool) => {
+                let now = pool.clock().now_ms();
+                pool.meta().abort(items, now)
+            }
             MetaClient::Remote(link) => {
                 let n = items.len();
                 let r = link

@@ -12,8 +12,8 @@ use memcache_core::{
     CopyDirection, Error, Key, KeyInfo, LocalServiceId, ReplicateConfig, Result, MAX_BATCH_OP_COUNT,
 };
 use memcache_local::check_room;
-use memcache_proto::Located;
 use memcache_proto::{check_evict_media, check_prefetch_media, TierMove};
+use memcache_proto::{Located, Tag};
 
 /// Least time `evict` and `prefetch` wait (see [`ObjectStore::tier_move_wait`]).
 const MIN_TIER_MOVE_WAIT: Duration = Duration::from_secs(10);
@@ -572,7 +572,11 @@ impl ObjectStore {
         dsts: &mut [&mut [u8]],
     ) -> Result<()> {
         check_room(dsts, loc.size)?;
-        let tags = loc.tags.iter().copied().chain(std::iter::repeat(0));
+        let tags = loc
+            .tags
+            .iter()
+            .copied()
+            .chain(std::iter::repeat(Tag::default()));
         let mut order: Vec<_> = loc.blobs.iter().zip(tags).collect();
         order.sort_by_key(|(b, _)| session.distance(b));
         let mut last = Error::ObjectNotFound;

@@ -19,11 +19,15 @@ use tarpc::server::BaseChannel;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use memcache_core::{Blob, Clock, Error, LocalServiceId, Result};
+use memcache_core::{Blob, Clock, Error, Key, LocalServiceId, Result};
 use memcache_meta::{Leader, MetaConfig};
-use memcache_proto::{blob_tag, DataEndpoint, MetaRpc, Redirect, TagKey, MAX_FRAME};
+use memcache_proto::{
+    blob_tag, Allocation, Beat, DataEndpoint, Located, MetaRpc, PutId, Redirect, Tag, TagKey,
+    MAX_FRAME,
+};
 use memcache_raft::NodeId;
 
+mod fences;
 mod group;
 mod http;
 mod metrics;
@@ -143,6 +147,14 @@ impl MetaServiceConfig {
     }
 }
 
+/// A number no other meta service process is likely to pick (see [`Beat::epoch`]).
+fn epoch() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ ((std::process::id() as u64) << 40) | 1
+}
+
 /// What the meta service keeps with each local service in the replicated state.
 #[derive(Serialize, Deserialize)]
 struct Attachment {
@@ -163,6 +175,7 @@ pub(crate) struct Shared {
     pub by_method: Mutex<BTreeMap<&'static str, u64>>,
     pub tracer: Tracer,
     pub metrics: Metrics,
+    fences: Mutex<fences::Fences>,
 }
 
 impl Shared {
@@ -194,16 +207,80 @@ impl Shared {
             .await
     }
 
-    /// Data-plane capabilities for `blobs`, each with its owner's key.
-    pub fn tags(&self, blobs: &[Blob], write: bool) -> Vec<u64> {
+    /// Data-plane capabilities for `blobs`, each with its owner's key, for put or
+    /// read lease `id` until `expires_ms`.
+    fn tags(&self, blobs: &[Blob], write: bool, id: u64, expires_ms: u64) -> Vec<Tag> {
         let live = self.live();
         blobs
             .iter()
             .map(|b| {
-                live.get(&b.service)
-                    .map_or(0, |l| blob_tag(&l.key, b.segment, b.offset, b.len, write))
+                live.get(&b.service).map_or(Tag::default(), |l| {
+                    blob_tag(&l.key, (b.segment, b.offset, b.len), write, id, expires_ms)
+                })
             })
             .collect()
+    }
+
+    fn fences(&self) -> MutexGuard<'_, fences::Fences> {
+        self.fences.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Write capabilities for each allocation of `keys` (in order), and the fences
+    /// that keep their memory from other objects while they may be honoured.
+    pub fn grant_puts(&self, keys: &[Key], out: &mut [Result<Allocation>]) {
+        for (key, a) in keys.iter().zip(out.iter_mut()) {
+            let Ok(a) = a else { continue };
+            a.tags = self.tags(&a.blobs, true, a.put_id, a.deadline_ms);
+            let owners = a.blobs.iter().map(|b| b.service).collect();
+            self.fences().issued(a.put_id, key, a.deadline_ms, owners);
+            self.group
+                .fencing(|l, _| l.fence_put(key, a.put_id, a.deadline_ms));
+        }
+    }
+
+    /// Read capabilities for each object found of `keys` (in order), fenced likewise.
+    pub fn grant_reads(&self, keys: &[Key], out: &mut [Result<Located>]) {
+        for (key, l) in keys.iter().zip(out.iter_mut()) {
+            let Ok(l) = l else { continue };
+            l.tags = self.tags(&l.blobs, false, l.lease, l.until_ms);
+            self.group
+                .fencing(|leader, _| leader.fence_read(key, l.until_ms));
+        }
+    }
+
+    /// Puts committed or aborted (`results` Ok): their owners are to revoke their
+    /// write capabilities.
+    pub fn end_puts(&self, items: &[(Key, PutId)], results: &[Result<()>]) {
+        let mut f = self.fences();
+        for ((_, put), r) in items.iter().zip(results) {
+            if r.is_ok() {
+                f.ended(*put);
+            }
+        }
+    }
+
+    /// A local service's heartbeat: the revocations to send it, and the puts every
+    /// owner has now revoked, which need no fence any more.
+    pub fn beat(&self, service: LocalServiceId, acked: (u64, u64)) -> Beat {
+        let (beat, confirmed) = self.group.fencing(|leader, now| {
+            let skew = leader.config().clock_skew.as_millis() as u64;
+            let mut f = self.fences();
+            f.prune(now, skew);
+            f.beat(service, acked)
+        });
+        if !confirmed.is_empty() {
+            self.group.fencing(|leader, _| {
+                for (key, put) in &confirmed {
+                    leader.unfence_put(key, *put);
+                }
+            });
+        }
+        beat
+    }
+
+    /// A local service left.
+    pub fn forget_service(&self, service: LocalServiceId) {
+        self.fences().forget_service(service);
     }
 
     /// Runs one call: counts it, times it at its tracepoint and in the latency
@@ -372,6 +449,7 @@ impl MetaService {
             by_method: Mutex::new(BTreeMap::new()),
             tracer: Tracer::new(config.ptracer),
             metrics: Metrics::new(),
+            fences: Mutex::new(fences::Fences::new(epoch())),
         });
         let (stop, stopped) = watch::channel(false);
 

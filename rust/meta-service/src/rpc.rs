@@ -13,7 +13,7 @@ use memcache_core::{Error, Key, KeyInfo, LocalServiceId, Medium, ReplicateConfig
 use memcache_meta::{AllocRequest, Joining};
 use memcache_proto::{Allocation, LeaseId, Located, PutId, TierMove};
 use memcache_proto::{
-    DataEndpoint, MetaRpc, MetaStats, RaftBytes, Registered, Registration, Reply, RoleInfo,
+    Beat, DataEndpoint, MetaRpc, MetaStats, RaftBytes, Registered, Registration, Reply, RoleInfo,
     SegmentView, SsdAnswer, SsdReport, TagKey, TraceRow,
 };
 
@@ -181,18 +181,21 @@ impl MetaRpc for Server {
         .await)
     }
 
-    async fn heartbeat(self, _: Context, service: LocalServiceId) -> Reply<Result<()>> {
+    async fn heartbeat(
+        self,
+        _: Context,
+        service: LocalServiceId,
+        acked: (u64, u64),
+    ) -> Reply<Result<Beat>> {
         self.0.lead().await?;
         Ok(self
             .0
             .traced("heartbeat", Tp::Heartbeat, || async {
                 match self.0.live().get_mut(&service) {
-                    Some(l) => {
-                        l.last_beat = Instant::now();
-                        Ok(())
-                    }
-                    None => Err(Error::NotConnectedToLocal),
+                    Some(l) => l.last_beat = Instant::now(),
+                    None => return Err(Error::NotConnectedToLocal),
                 }
+                Ok(self.0.beat(service, acked))
             })
             .await)
     }
@@ -203,6 +206,7 @@ impl MetaRpc for Server {
             .0
             .traced("unregister_service", Tp::BmUnregister, || async {
                 self.0.live().remove(&service);
+                self.0.forget_service(service);
                 self.0.group.remove_service(service).await
             })
             .await)
@@ -233,6 +237,7 @@ impl MetaRpc for Server {
         let tp = Tp::sized(Tp::Put, Tp::BatchPut, items.len());
         let s = &self.0;
         Ok(s.traced("alloc", tp, || async {
+            let keys: Vec<Key> = items.iter().map(|(k, _)| k.clone()).collect();
             let request = AllocRequest {
                 items,
                 config,
@@ -240,9 +245,7 @@ impl MetaRpc for Server {
                 lease_ms,
             };
             let mut out = s.group.alloc(request).await;
-            for a in out.iter_mut().flatten() {
-                a.tags = s.tags(&a.blobs, true);
-            }
+            s.grant_puts(&keys, &mut out);
             let done = out.iter().filter(|r| r.is_ok()).count();
             s.metrics.alloc_ops.inc_by(done as u64);
             out
@@ -255,7 +258,11 @@ impl MetaRpc for Server {
         let tp = Tp::sized(Tp::Update, Tp::BatchUpdate, items.len());
         Ok(self
             .0
-            .traced("commit", tp, || self.0.group.commit(items))
+            .traced("commit", tp, || async {
+                let out = self.0.group.commit(items.clone()).await;
+                self.0.end_puts(&items, &out);
+                out
+            })
             .await)
     }
 
@@ -263,7 +270,11 @@ impl MetaRpc for Server {
         self.0.lead().await?;
         Ok(self
             .0
-            .traced("abort", Tp::Abort, || self.0.group.abort(items))
+            .traced("abort", Tp::Abort, || async {
+                let out = self.0.group.abort(items.clone()).await;
+                self.0.end_puts(&items, &out);
+                out
+            })
             .await)
     }
 
@@ -283,9 +294,7 @@ impl MetaRpc for Server {
             m.get_ops.inc_by(keys.len() as u64);
             m.get_hits.inc_by(hits);
             m.get_misses.inc_by(keys.len() as u64 - hits);
-            for l in out.iter_mut().flatten() {
-                l.tags = s.tags(&l.blobs, false);
-            }
+            s.grant_reads(&keys, &mut out);
             Ok(out)
         })
         .await

@@ -124,7 +124,10 @@ fn seeds() -> Vec<(bool, Vec<u8>)> {
             prefix: b"kv/".to_vec(),
             limit: 10,
         }),
-        request(MetaRpcRequest::Heartbeat { service: 3 }),
+        request(MetaRpcRequest::Heartbeat {
+            service: 3,
+            acked: (0, 0),
+        }),
         request(MetaRpcRequest::Role {}),
         encode(&ServerReads::Cancel {
             trace_context: Default::default(),

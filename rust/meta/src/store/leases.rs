@@ -1,10 +1,13 @@
 //! Read leases: soft state of the leader, never replicated. Each grant has its own id,
 //! so a reader whose lease already ended cannot, by releasing late, end someone else's.
+//! Also the fences: until when a data-plane capability issued for a key (a put's or a
+//! read lease's) may still be valid, released or not, so that memory freed before then
+//! is quarantined rather than reused.
 
 use rustc_hash::FxHashMap;
 
 use memcache_core::Key;
-use memcache_proto::LeaseId;
+use memcache_proto::{LeaseId, PutId};
 
 #[derive(Default)]
 pub(crate) struct Leases {
@@ -12,6 +15,17 @@ pub(crate) struct Leases {
     next: LeaseId,
     /// Until then every key counts as held (see [`Leases::hold_all_until`]).
     all_until_ms: u64,
+    /// The latest expiry of a read capability issued for each key.
+    read_fences: FxHashMap<Key, u64>,
+    /// The put whose write capabilities for each key may still be honoured, and their
+    /// expiry (its deadline). Cleared once every owner revoked them (after the commit).
+    put_fences: FxHashMap<Key, (PutId, u64)>,
+    /// Until then every key counts as fenced: a new leader does not know which
+    /// capabilities its predecessor issued.
+    fenced_all_until_ms: u64,
+    /// How far a local service's clock may lag the leader's: a capability is checked
+    /// on the local's clock, so its range stays fenced this much past its expiry.
+    pub skew_ms: u64,
 }
 
 impl Leases {
@@ -22,6 +36,46 @@ impl Leases {
         holders.retain(|&(_, u)| u > now_ms);
         holders.push((self.next, until_ms));
         self.next
+    }
+
+    /// Records that read capabilities for `key`'s memory were issued until `until_ms`.
+    pub fn fence_read(&mut self, key: &Key, until_ms: u64) {
+        match self.read_fences.get_mut(key) {
+            Some(u) => *u = (*u).max(until_ms),
+            None => {
+                self.read_fences.insert(key.clone(), until_ms);
+            }
+        }
+    }
+
+    /// Records that write capabilities of put `put` for `key` were issued until
+    /// `until_ms` (its deadline).
+    pub fn fence_put(&mut self, key: &Key, put: PutId, until_ms: u64) {
+        self.put_fences.insert(key.clone(), (put, until_ms));
+    }
+
+    /// Every owner of `key`'s memory revoked put `put`'s write capabilities.
+    pub fn unfence_put(&mut self, key: &Key, put: PutId) {
+        if self.put_fences.get(key).is_some_and(|&(p, _)| p == put) {
+            self.put_fences.remove(key);
+        }
+    }
+
+    /// Until when (on the leader's clock, skew margin included) a capability issued
+    /// for `key` may still be honoured; 0 when none was issued.
+    pub fn fenced_until(&self, key: &Key) -> u64 {
+        let read = self.read_fences.get(key).copied().unwrap_or(0);
+        let put = self.put_fences.get(key).map_or(0, |&(_, u)| u);
+        let issued = read.max(put);
+        match issued.max(self.fenced_all_until_ms) {
+            0 => 0,
+            t => t.saturating_add(self.skew_ms),
+        }
+    }
+
+    /// Treats every key as fenced until `until_ms` (a new term).
+    pub fn fence_all_until(&mut self, until_ms: u64) {
+        self.fenced_all_until_ms = self.fenced_all_until_ms.max(until_ms);
     }
 
     pub fn release(&mut self, key: &Key, id: LeaseId) {
@@ -49,11 +103,16 @@ impl Leases {
         self.all_until_ms = self.all_until_ms.max(until_ms);
     }
 
-    /// Forgets leases that ended (readers that never released).
+    /// Forgets leases that ended (readers that never released), and fences that ended
+    /// with their margin.
     pub fn sweep(&mut self, now_ms: u64) {
+        let margin_ms = self.skew_ms;
         self.by_key.retain(|_, h| {
             h.retain(|&(_, u)| u > now_ms);
             !h.is_empty()
         });
+        let live = |u: u64| u.saturating_add(margin_ms) > now_ms;
+        self.read_fences.retain(|_, u| live(*u));
+        self.put_fences.retain(|_, (_, u)| live(*u));
     }
 }
