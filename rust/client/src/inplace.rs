@@ -401,7 +401,12 @@ impl ObjectStore {
         let asked = Instant::now();
         let allocations = session
             .meta
-            .alloc(items, &ReplicateConfig::default(), lease_ttl_ms)
+            .alloc(
+                items,
+                &ReplicateConfig::default(),
+                lease_ttl_ms,
+                session.maps_host(),
+            )
             .await;
         let mut table = session.grants.table();
         table.sweep(Instant::now());
@@ -611,7 +616,7 @@ impl ObjectStore {
     ) -> Vec<Result<()>> {
         self.keyed(keys, |s, ks| async move {
             let asked = Instant::now();
-            let found = s.meta.lookup(&ks, ttl_ms).await;
+            let found = s.meta.lookup(&ks, ttl_ms, s.maps_host()).await;
             let mut table = s.grants.table();
             table.sweep(Instant::now());
             ks.into_iter()

@@ -299,6 +299,12 @@ impl Session {
         (mapped, peers, conns)
     }
 
+    /// The host whose local services' segments this client maps (None when TCP is
+    /// forced): the meta service issues capabilities for the other blobs only.
+    pub fn maps_host(&self) -> Option<String> {
+        (!self.force_tcp).then(|| self.host.clone())
+    }
+
     /// Shared memory when the segment is (or can be) mapped here: a same-host local
     /// service hands over its descriptor once, and every later copy is a memcpy.
     /// TCP otherwise.

@@ -371,7 +371,10 @@ impl ObjectStore {
             .iter()
             .map(|(i, k)| (k.clone(), objects[*i].iter().map(|l| l.len() as u64).sum()))
             .collect();
-        let allocations = session.meta.alloc(items, config, 0).await;
+        let allocations = session
+            .meta
+            .alloc(items, config, 0, session.maps_host())
+            .await;
         // Every replica of every object in flight at once: over TCP the round trips
         // overlap; in shared memory each write is a memcpy that completes at once.
         let mut placed = Vec::with_capacity(wanted.len());
@@ -476,9 +479,10 @@ impl ObjectStore {
         let session = self.session()?;
         let key = Key::new(key)?;
         let keys = [key];
+        let tcp = session.maps_host();
         let located = session
             .meta
-            .lookup(&keys, 0)
+            .lookup(&keys, 0, tcp)
             .await
             .pop()
             .expect("one result")?;
@@ -530,7 +534,10 @@ impl ObjectStore {
         let mut results: Vec<Result<u64>> = vec![Ok(0); n];
         let wanted = parse_keys(keys, &mut results);
         let lookup_keys: Vec<Key> = wanted.iter().map(|(_, k)| k.clone()).collect();
-        let located = session.meta.lookup(&lookup_keys, 0).await;
+        let located = session
+            .meta
+            .lookup(&lookup_keys, 0, session.maps_host())
+            .await;
         let mut leased = Vec::with_capacity(wanted.len());
         let mut found = Vec::with_capacity(wanted.len());
         for ((i, key), f) in wanted.into_iter().zip(located) {

@@ -19,7 +19,7 @@ use tarpc::server::BaseChannel;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use memcache_core::{Blob, Clock, Error, Key, LocalServiceId, Result};
+use memcache_core::{Blob, Clock, Error, Key, LocalServiceId, Medium, Result};
 use memcache_meta::{Leader, MetaConfig};
 use memcache_proto::{
     blob_tag, Allocation, Beat, DataEndpoint, Located, MetaRpc, PutId, Redirect, Tag, TagKey,
@@ -208,17 +208,36 @@ impl Shared {
     }
 
     /// Data-plane capabilities for `blobs`, each with its owner's key, for put or
-    /// read lease `id` until `expires_ms`.
-    fn tags(&self, blobs: &[Blob], write: bool, id: u64, expires_ms: u64) -> Vec<Tag> {
+    /// read lease `id` until `expires_ms`, and whether one reaches memory (to fence).
+    /// A caller that maps the segments of `maps_host` gets none for memory there; SSD
+    /// blobs always get one, unfenced (record ids are not reused).
+    fn tags(
+        &self,
+        blobs: &[Blob],
+        write: bool,
+        (id, expires_ms): (u64, u64),
+        maps_host: Option<&str>,
+    ) -> (Vec<Tag>, bool) {
         let live = self.live();
-        blobs
+        let mut memory = false;
+        let tags = blobs
             .iter()
             .map(|b| {
-                live.get(&b.service).map_or(Tag::default(), |l| {
-                    blob_tag(&l.key, (b.segment, b.offset, b.len), write, id, expires_ms)
-                })
+                let Some(l) = live.get(&b.service) else {
+                    return Tag::default();
+                };
+                let mapped = l.endpoint.shm_socket.is_some()
+                    && maps_host.is_some_and(|h| h == l.endpoint.host);
+                if b.medium != Medium::Ssd {
+                    if mapped {
+                        return Tag::default();
+                    }
+                    memory = true;
+                }
+                blob_tag(&l.key, (b.segment, b.offset, b.len), write, id, expires_ms)
             })
-            .collect()
+            .collect();
+        (tags, memory)
     }
 
     fn fences(&self) -> MutexGuard<'_, fences::Fences> {
@@ -227,10 +246,19 @@ impl Shared {
 
     /// Write capabilities for each allocation of `keys` (in order), and the fences
     /// that keep their memory from other objects while they may be honoured.
-    pub fn grant_puts(&self, keys: &[Key], out: &mut [Result<Allocation>]) {
+    pub fn grant_puts(
+        &self,
+        keys: &[Key],
+        out: &mut [Result<Allocation>],
+        maps_host: Option<&str>,
+    ) {
         for (key, a) in keys.iter().zip(out.iter_mut()) {
             let Ok(a) = a else { continue };
-            a.tags = self.tags(&a.blobs, true, a.put_id, a.deadline_ms);
+            let (tags, memory) = self.tags(&a.blobs, true, (a.put_id, a.deadline_ms), maps_host);
+            a.tags = tags;
+            if !memory {
+                continue;
+            }
             let owners = a.blobs.iter().map(|b| b.service).collect();
             self.fences().issued(a.put_id, key, a.deadline_ms, owners);
             self.group
@@ -239,12 +267,15 @@ impl Shared {
     }
 
     /// Read capabilities for each object found of `keys` (in order), fenced likewise.
-    pub fn grant_reads(&self, keys: &[Key], out: &mut [Result<Located>]) {
+    pub fn grant_reads(&self, keys: &[Key], out: &mut [Result<Located>], maps_host: Option<&str>) {
         for (key, l) in keys.iter().zip(out.iter_mut()) {
             let Ok(l) = l else { continue };
-            l.tags = self.tags(&l.blobs, false, l.lease, l.until_ms);
-            self.group
-                .fencing(|leader, _| leader.fence_read(key, l.until_ms));
+            let (tags, memory) = self.tags(&l.blobs, false, (l.lease, l.until_ms), maps_host);
+            l.tags = tags;
+            if memory {
+                self.group
+                    .fencing(|leader, _| leader.fence_read(key, l.until_ms));
+            }
         }
     }
 

@@ -232,6 +232,7 @@ impl MetaRpc for Server {
         config: ReplicateConfig,
         writer: u64,
         lease_ms: u64,
+        maps_host: Option<String>,
     ) -> Reply<Vec<Result<Allocation>>> {
         self.0.lead().await?;
         let tp = Tp::sized(Tp::Put, Tp::BatchPut, items.len());
@@ -245,7 +246,7 @@ impl MetaRpc for Server {
                 lease_ms,
             };
             let mut out = s.group.alloc(request).await;
-            s.grant_puts(&keys, &mut out);
+            s.grant_puts(&keys, &mut out, maps_host.as_deref());
             let done = out.iter().filter(|r| r.is_ok()).count();
             s.metrics.alloc_ops.inc_by(done as u64);
             out
@@ -283,6 +284,7 @@ impl MetaRpc for Server {
         _: Context,
         keys: Vec<Key>,
         lease_ms: u64,
+        maps_host: Option<String>,
     ) -> Reply<Vec<Result<Located>>> {
         self.0.lead().await?;
         let tp = Tp::sized(Tp::Get, Tp::BatchGet, keys.len());
@@ -294,7 +296,7 @@ impl MetaRpc for Server {
             m.get_ops.inc_by(keys.len() as u64);
             m.get_hits.inc_by(hits);
             m.get_misses.inc_by(keys.len() as u64 - hits);
-            s.grant_reads(&keys, &mut out);
+            s.grant_reads(&keys, &mut out, maps_host.as_deref());
             Ok(out)
         })
         .await

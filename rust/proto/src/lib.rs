@@ -226,17 +226,27 @@ pub trait MetaRpc {
     /// `writer` is a token of the put attempt (0 for none): an alloc repeated with the
     /// same token, after its first answer was lost, gets the same allocation back.
     /// `lease_ms`: how long the puts may write before they are rolled back (0: the
-    /// service's put lease).
+    /// service's put lease). `maps_host`: the host whose local services' segments the
+    /// caller maps (None: it maps none). Blobs in memory there get no capabilities (the
+    /// caller copies them itself), so neither do they need fences; the others get them
+    /// (see `Allocation::tags`).
     async fn alloc(
         items: Vec<(Key, u64)>,
         config: ReplicateConfig,
         writer: u64,
         lease_ms: u64,
+        maps_host: Option<String>,
     ) -> Reply<Vec<Result<Allocation>>>;
     async fn commit(items: Vec<(Key, PutId)>) -> Reply<Vec<Result<()>>>;
     async fn abort(items: Vec<(Key, PutId)>) -> Reply<Vec<Result<()>>>;
     /// Leases each found object for `lease_ms` (0: the service's read lease).
-    async fn lookup(keys: Vec<Key>, lease_ms: u64) -> Reply<Vec<Result<Located>>>;
+    /// `maps_host`: as for `alloc` (SSD blobs, read through their service, always get
+    /// capabilities).
+    async fn lookup(
+        keys: Vec<Key>,
+        lease_ms: u64,
+        maps_host: Option<String>,
+    ) -> Reply<Vec<Result<Located>>>;
     async fn release(leases: Vec<(Key, LeaseId)>) -> Reply<()>;
     async fn remove(keys: Vec<Key>) -> Reply<Vec<Result<()>>>;
     async fn exists(keys: Vec<Key>) -> Reply<Vec<Result<bool>>>;

@@ -278,6 +278,7 @@ fn garbage_on_the_wire_is_refused_and_the_services_keep_serving() {
             cfg,
             0,
             0,
+            None,
         )
         .await
         .unwrap()
@@ -427,7 +428,7 @@ fn late_writers_and_readers_are_refused_and_the_range_keeps_its_new_object() {
         let key = memcache_core::Key::new(key).unwrap();
         let cfg = ReplicateConfig::default();
         let mut out = rt
-            .block_on(rpc.alloc(ctx(), vec![(key, SIZE)], cfg, 0, lease_ms))
+            .block_on(rpc.alloc(ctx(), vec![(key, SIZE)], cfg, 0, lease_ms, None))
             .unwrap()
             .unwrap();
         out.remove(0).unwrap()
@@ -489,7 +490,7 @@ fn late_writers_and_readers_are_refused_and_the_range_keeps_its_new_object() {
     store.put("read", &value(7)).unwrap();
     let key = memcache_core::Key::new("read").unwrap();
     let found = rt
-        .block_on(rpc.lookup(ctx(), vec![key.clone()], 300))
+        .block_on(rpc.lookup(ctx(), vec![key.clone()], 300, None))
         .unwrap()
         .unwrap()
         .remove(0)

@@ -108,6 +108,7 @@ fn seeds() -> Vec<(bool, Vec<u8>)> {
         request(MetaRpcRequest::Lookup {
             keys: keys.clone(),
             lease_ms: 5,
+            maps_host: Some("host".into()),
         }),
         request(MetaRpcRequest::Alloc {
             items: keys.iter().map(|k| (k.clone(), 4096)).collect(),
@@ -118,6 +119,7 @@ fn seeds() -> Vec<(bool, Vec<u8>)> {
             },
             writer: 99,
             lease_ms: 0,
+            maps_host: None,
         }),
         request(MetaRpcRequest::Remove { keys: keys.clone() }),
         request(MetaRpcRequest::Keys {
@@ -331,8 +333,9 @@ fn claimed_lengths_are_not_allocated() {
     let mut frame = request(MetaRpcRequest::Lookup {
         keys: vec![],
         lease_ms: 0,
+        maps_host: None,
     });
-    let at = frame.len() - 2; // the key count (0), then lease_ms (0)
+    let at = frame.len() - 3; // the key count (0), then lease_ms (0), then maps_host
     frame.splice(at..at + 1, [0xfd, 0, 0, 0, 0, 0, 0, 0, 0x10]);
     assert_eq!(check_decode(&frame, true).unwrap(), Decoded::Refused);
     // A frame whose length is past MAX_FRAME is refused before its bytes are read.
@@ -351,6 +354,7 @@ fn dense_messages_stay_inside_the_allowance() {
         request(MetaRpcRequest::Lookup {
             keys: keys.clone(),
             lease_ms: 1,
+            maps_host: None,
         }),
         request(MetaRpcRequest::Exists { keys: keys.clone() }),
         response(MetaRpcResponse::Exists(Ok(vec![Ok(true); 200_000]))),
