@@ -292,7 +292,7 @@ async fn beat(
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as u64);
-                exposed.revoked.add(&b.revoked, now);
+                exposed.revoked.add(&b.revoked, &b.released, now);
                 acked = (b.epoch, b.seq);
             }
             Err(Error::NotConnectedToLocal) => {

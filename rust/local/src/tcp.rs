@@ -14,8 +14,8 @@
 //!
 //! followed, for a write, by the bytes. Each answer is a 16-byte header — status (0 or
 //! an error code) and length — followed, for a read, by the bytes. The server honours a
-//! capability only before its expiry on its own clock, and a put's only until the meta
-//! service revoked it (see [`Revoked`]). The client gathers layers with vectored writes
+//! capability only before its expiry on its own clock, and only until the meta service
+//! revoked it (a put committed or aborted, a lease released: see [`Revoked`]). The client gathers layers with vectored writes
 //! and scatters reads into its slices; the server moves bytes between the socket and
 //! its segments through one bounded buffer per connection, copying in and out of the
 //! shared memory (never holding a Rust reference into memory other processes write).
@@ -31,7 +31,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use memcache_core::{Blob, Error, Result};
-use memcache_proto::{tag_grants, PutId, Tag, TagKey};
+use memcache_proto::{tag_grants, LeaseId, PutId, Tag, TagKey};
 
 use crate::metrics::LocalMetrics;
 use crate::segment::{find_segment, SegmentTable};
@@ -81,31 +81,37 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Puts whose write capabilities the meta service revoked before their expiry (they
-/// were committed or aborted), each until that expiry: their writes are refused.
+/// Capabilities the meta service revoked before their expiry: puts committed or
+/// aborted (their writes are refused) and read leases released (their reads are
+/// refused), each kept until that expiry.
 #[derive(Clone, Default)]
-pub struct Revoked(Arc<Mutex<HashMap<PutId, u64>>>);
+pub struct Revoked(Arc<Mutex<[HashMap<u64, u64>; 2]>>);
 
 impl Revoked {
-    /// Adds `puts` (id, expiry); forgets those expired by `now_ms`.
-    pub fn add(&self, puts: &[(PutId, u64)], now_ms: u64) {
-        let mut set = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        set.retain(|_, until| *until > now_ms);
-        for &(put, until) in puts {
-            if until > now_ms {
-                set.insert(put, until);
+    /// Adds revoked `puts` and released `leases` (id, expiry); forgets those expired
+    /// by `now_ms`.
+    pub fn add(&self, puts: &[(PutId, u64)], leases: &[(LeaseId, u64)], now_ms: u64) {
+        let mut sets = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for (set, new) in sets.iter_mut().zip([puts, leases]) {
+            set.retain(|_, until| *until > now_ms);
+            for &(id, until) in new {
+                if until > now_ms {
+                    set.insert(id, until);
+                }
             }
         }
     }
 
-    pub fn contains(&self, put: PutId) -> bool {
-        let set = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        set.contains_key(&put)
+    /// Whether the put (`write`) or read lease `id` was revoked.
+    pub fn contains(&self, write: bool, id: u64) -> bool {
+        let sets = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        sets[!write as usize].contains_key(&id)
     }
 
-    /// Forgets everything: put ids start again under a new key.
+    /// Forgets everything: ids start again under a new key.
     pub fn clear(&self) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        let mut sets = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        sets.iter_mut().for_each(HashMap::clear);
     }
 }
 
@@ -192,8 +198,8 @@ async fn serve_conn(mut conn: TcpStream, served: &Served) -> std::io::Result<()>
         let granted = || {
             let key = key.read().unwrap_or_else(|e| e.into_inner());
             let live = tag_grants(&key, blob, write, &tag, now_ms());
-            match live && write && revoked.contains(tag.id) {
-                true => Err(Error::Timeout("the put's capability was revoked".into())),
+            match live && revoked.contains(write, tag.id) {
+                true => Err(Error::Timeout("the capability was revoked".into())),
                 false if live => Ok(()),
                 false => Err(refusal(&key, blob, write, &tag)),
             }
@@ -938,7 +944,7 @@ mod tests {
                 ),
                 (tag(false, 5, now + 60_000), -3000),
             ];
-            revoked.add(&[(6, now + 60_000)], now);
+            revoked.add(&[(6, now + 60_000)], &[(10, now + 60_000)], now);
             for (t, code) in refused_writes {
                 let e = pool
                     .write(addr, &b, &t, &[&[0xEE; 4096]])
@@ -947,13 +953,14 @@ mod tests {
                 assert_eq!(e.code(), code, "{t:?}: {e}");
             }
             let mut out = vec![0u8; 4096];
-            let expired = tag(false, 9, now - 1);
-            let e = pool
-                .read(addr, &b, &expired, &mut [&mut out[..]])
-                .await
-                .unwrap_err();
-            assert_eq!(e.code(), -3004, "{e}");
-            assert!(out.iter().all(|&x| x == 0), "an expired lease read bytes");
+            for ended in [tag(false, 9, now - 1), tag(false, 10, now + 60_000)] {
+                let e = pool
+                    .read(addr, &b, &ended, &mut [&mut out[..]])
+                    .await
+                    .unwrap_err();
+                assert_eq!(e.code(), -3004, "{e}");
+                assert!(out.iter().all(|&x| x == 0), "an ended lease read bytes");
+            }
             // The range is as it was; a live capability still reads and writes.
             let live = tag(false, 9, now + 60_000);
             pool.read(addr, &b, &live, &mut [&mut out[..]])

@@ -20,10 +20,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use memcache_core::{Blob, Clock, Error, Key, LocalServiceId, Medium, Result};
-use memcache_meta::{Leader, MetaConfig};
+use memcache_meta::{Cap, Leader, MetaConfig};
 use memcache_proto::{
-    blob_tag, Allocation, Beat, DataEndpoint, Located, MetaRpc, PutId, Redirect, Tag, TagKey,
-    MAX_FRAME,
+    blob_tag, Allocation, Beat, DataEndpoint, LeaseId, Located, MetaRpc, PutId, Redirect, Tag,
+    TagKey, MAX_FRAME,
 };
 use memcache_raft::NodeId;
 
@@ -155,6 +155,18 @@ fn epoch() -> u64 {
     nanos ^ ((std::process::id() as u64) << 40) | 1
 }
 
+/// The services holding memory blobs of `blobs` (those a capability may reach).
+fn owners(blobs: &[Blob]) -> Vec<LocalServiceId> {
+    let mut owners: Vec<LocalServiceId> = blobs
+        .iter()
+        .filter(|b| b.medium != Medium::Ssd)
+        .map(|b| b.service)
+        .collect();
+    owners.sort_unstable();
+    owners.dedup();
+    owners
+}
+
 /// What the meta service keeps with each local service in the replicated state.
 #[derive(Serialize, Deserialize)]
 struct Attachment {
@@ -259,10 +271,10 @@ impl Shared {
             if !memory {
                 continue;
             }
-            let owners = a.blobs.iter().map(|b| b.service).collect();
-            self.fences().issued(a.put_id, key, a.deadline_ms, owners);
-            self.group
-                .fencing(|l, _| l.fence_put(key, a.put_id, a.deadline_ms));
+            let cap = Cap::Put(a.put_id);
+            self.fences()
+                .issued(cap, key, a.deadline_ms, owners(&a.blobs));
+            self.group.fencing(|l, _| l.fence(key, cap, a.deadline_ms));
         }
     }
 
@@ -273,8 +285,10 @@ impl Shared {
             let (tags, memory) = self.tags(&l.blobs, false, (l.lease, l.until_ms), maps_host);
             l.tags = tags;
             if memory {
+                let cap = Cap::Read(l.lease);
+                self.fences().issued(cap, key, l.until_ms, owners(&l.blobs));
                 self.group
-                    .fencing(|leader, _| leader.fence_read(key, l.until_ms));
+                    .fencing(|leader, _| leader.fence(key, cap, l.until_ms));
             }
         }
     }
@@ -285,7 +299,7 @@ impl Shared {
         let mut f = self.fences();
         for ((_, put), r) in items.iter().zip(results) {
             if r.is_ok() {
-                f.ended(*put);
+                f.ended(Cap::Put(*put));
             }
         }
     }
@@ -301,12 +315,20 @@ impl Shared {
         });
         if !confirmed.is_empty() {
             self.group.fencing(|leader, _| {
-                for (key, put) in &confirmed {
-                    leader.unfence_put(key, *put);
+                for (key, cap) in &confirmed {
+                    leader.unfence(key, *cap);
                 }
             });
         }
         beat
+    }
+
+    /// Leases released: their owners are to refuse their read capabilities.
+    pub fn end_reads(&self, leases: &[(Key, LeaseId)]) {
+        let mut f = self.fences();
+        for (_, lease) in leases {
+            f.ended(Cap::Read(*lease));
+        }
     }
 
     /// A local service left.

@@ -306,7 +306,8 @@ impl MetaRpc for Server {
         self.0.lead().await?;
         self.0
             .traced("release", Tp::Release, || async {
-                self.0.group.release(&leases)
+                self.0.group.release(&leases);
+                self.0.end_reads(&leases);
             })
             .await;
         Ok(())

@@ -314,6 +314,9 @@ pub enum Command {
         #[serde(default)]
         holds: Vec<(Key, u64)>,
     },
+    /// The quarantined memory of these keys' former objects goes back to its allocator
+    /// now: every capability that could reach it was revoked.
+    Unhold { now_ms: u64, keys: Vec<Key> },
 }
 
 impl Command {
@@ -327,7 +330,8 @@ impl Command {
             | Command::Demote { now_ms, holds, .. } => (Some(*now_ms), std::mem::take(holds)),
             Command::Commit { now_ms, .. }
             | Command::Stored { now_ms, .. }
-            | Command::RegisterService { now_ms, .. } => (Some(*now_ms), Vec::new()),
+            | Command::RegisterService { now_ms, .. }
+            | Command::Unhold { now_ms, .. } => (Some(*now_ms), Vec::new()),
             Command::RemoveService { .. } | Command::Promoted { .. } => (None, Vec::new()),
         }
     }
@@ -402,7 +406,7 @@ pub struct StateMachine {
     /// `(until ms, segment, offset, len)`: handed back to their allocator by the first
     /// command whose time reaches `until`, so no late writer or reader of the old
     /// object reaches a new one. Replicated state.
-    quarantine: BTreeSet<(u64, SegmentId, u64, u64)>,
+    quarantine: BTreeSet<(u64, SegmentId, u64, u64, Key)>,
     /// While a command applies: its holds and its time (see [`Command::fence`]).
     holding: FxHashMap<Key, u64>,
     applying_ms: u64,
@@ -448,7 +452,7 @@ impl StateMachine {
             next_segment: self.next_segment,
             next_put: self.next_put,
             counters: self.counters,
-            quarantine: self.quarantine.iter().copied().collect(),
+            quarantine: self.quarantine.iter().cloned().collect(),
         }
     }
 
@@ -501,7 +505,7 @@ impl StateMachine {
     /// Hands quarantined ranges whose hold ended by `now_ms` back to their allocator
     /// (those of a segment that left are just forgotten).
     fn release_quarantine(&mut self, now_ms: u64) {
-        while let Some(&(until, segment, offset, len)) = self.quarantine.first() {
+        while let Some(&(until, segment, offset, len, _)) = self.quarantine.first() {
             if until > now_ms {
                 break;
             }
@@ -512,9 +516,27 @@ impl StateMachine {
         }
     }
 
-    /// Quarantined ranges, `(until ms, segment, offset, len)`, soonest first.
-    pub fn quarantined(&self) -> impl Iterator<Item = &(u64, SegmentId, u64, u64)> {
+    /// Quarantined ranges, `(until ms, segment, offset, len, key of the object that
+    /// had them)`, soonest first.
+    pub fn quarantined(&self) -> impl Iterator<Item = &(u64, SegmentId, u64, u64, Key)> {
         self.quarantine.iter()
+    }
+
+    /// Hands back the quarantined ranges of `keys`' former objects.
+    fn unhold(&mut self, keys: &[Key]) {
+        let keys: rustc_hash::FxHashSet<&Key> = keys.iter().collect();
+        let gone: Vec<_> = self
+            .quarantine
+            .iter()
+            .filter(|q| keys.contains(&q.4))
+            .cloned()
+            .collect();
+        for q in gone {
+            if let Some(seg) = self.segments.get_mut(&q.1) {
+                seg.alloc.free(q.2, q.3);
+            }
+            self.quarantine.remove(&q);
+        }
     }
 
     fn apply_command(&mut self, cmd: Command) -> Applied {
@@ -636,6 +658,10 @@ impl StateMachine {
                     .map(|(key, put)| self.promoted(&key, put))
                     .collect(),
             ),
+            Command::Unhold { keys, .. } => {
+                self.unhold(&keys);
+                Applied::Removed(Vec::new())
+            }
             Command::Demote { now_ms, keys, .. } => {
                 Applied::Demoted(keys.iter().map(|key| self.demote(key, now_ms)).collect())
             }
@@ -844,7 +870,8 @@ impl StateMachine {
                 match self.holding.get(key) {
                     // A capability may still reach the range: not reused before then.
                     Some(&until) if until > self.applying_ms => {
-                        self.quarantine.insert((until, b.segment, b.offset, b.len));
+                        let q = (until, b.segment, b.offset, b.len, key.clone());
+                        self.quarantine.insert(q);
                     }
                     _ => seg.alloc.free(b.offset, b.len),
                 }
@@ -980,7 +1007,7 @@ pub struct Image {
     next_put: PutId,
     counters: Counters,
     #[serde(default)]
-    quarantine: Vec<(u64, SegmentId, u64, u64)>,
+    quarantine: Vec<(u64, SegmentId, u64, u64, Key)>,
 }
 
 pub(crate) struct PlanView<'a> {
@@ -989,7 +1016,7 @@ pub(crate) struct PlanView<'a> {
     pub segments: &'a mut BTreeMap<SegmentId, Segment>,
     pub expiring: &'a BTreeSet<(u64, Key)>,
     pub policy: &'a dyn EvictionPolicy,
-    pub quarantine: &'a BTreeSet<(u64, SegmentId, u64, u64)>,
+    pub quarantine: &'a BTreeSet<(u64, SegmentId, u64, u64, Key)>,
 }
 
 /// Committed objects whose TTL ended at `now_ms`, oldest first.

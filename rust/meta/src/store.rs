@@ -25,6 +25,7 @@ mod moves;
 mod planner;
 mod tier;
 
+pub use leases::Cap;
 use leases::Leases;
 pub use moves::REMOVE_ALL_CHUNK;
 use planner::Planner;
@@ -245,20 +246,16 @@ impl Leader {
         }
     }
 
-    /// Records the data-plane capabilities issued with an allocation (see
-    /// [`Leases::fence_put`]); in-process stores issue none, so they record nothing.
-    pub fn fence_put(&mut self, key: &Key, put: PutId, deadline_ms: u64) {
-        self.leases.fence_put(key, put, deadline_ms);
+    /// Records a data-plane capability issued for `key`'s memory, valid until
+    /// `until_ms` (a put's deadline, a read lease's end); in-process stores issue none.
+    pub fn fence(&mut self, key: &Key, cap: Cap, until_ms: u64) {
+        self.leases.fence(key, cap, until_ms);
     }
 
-    /// Every owner revoked put `put`'s write capabilities (it was committed or aborted).
-    pub fn unfence_put(&mut self, key: &Key, put: PutId) {
-        self.leases.unfence_put(key, put);
-    }
-
-    /// Records the read capabilities issued with a lookup, valid until `until_ms`.
-    pub fn fence_read(&mut self, key: &Key, until_ms: u64) {
-        self.leases.fence_read(key, until_ms);
+    /// Every owner of `key`'s memory refuses `cap` now (it was revoked: the put was
+    /// committed or aborted, the lease released).
+    pub fn unfence(&mut self, key: &Key, cap: Cap) {
+        self.leases.unfence(key, cap);
     }
 
     /// The holds for a command freeing `keys`' memory at `now_ms` (see
@@ -614,6 +611,22 @@ impl Leader {
                 now_ms,
                 holds: self.holds(&expired, now_ms),
                 keys: expired,
+            });
+        }
+        // Quarantined memory no capability can reach any more (every one revoked)
+        // goes back before its hold ends.
+        let mut unheld: Vec<Key> = sm
+            .quarantined()
+            .filter(|q| q.0 > now_ms && self.leases.fenced_until(&q.4) <= now_ms)
+            .map(|q| q.4.clone())
+            .collect();
+        unheld.sort_unstable();
+        unheld.dedup();
+        unheld.truncate(MAX_PER_CALL);
+        if !unheld.is_empty() {
+            out.push(Command::Unhold {
+                now_ms,
+                keys: unheld,
             });
         }
         // Quarantined memory whose hold ended goes back (any command with a time does

@@ -73,7 +73,7 @@ pub struct Registered {
 
 /// The answer to a heartbeat: puts whose write capabilities the service must refuse
 /// from now on (they were committed or aborted before their deadline), each with the
-/// expiry after which it may forget them. Repeated until acknowledged with `seq`.
+/// expiry after which it may forget them, and likewise released read leases. Repeated until acknowledged with `seq`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Beat {
     /// Names the meta service process that counts `seq`: an acknowledgement of another
@@ -81,6 +81,10 @@ pub struct Beat {
     pub epoch: u64,
     pub seq: u64,
     pub revoked: Vec<(PutId, u64)>,
+    /// Read leases released before their end, each with its end: their capabilities
+    /// read nothing from now on.
+    #[serde(default)]
+    pub released: Vec<(LeaseId, u64)>,
 }
 
 /// Key of the capabilities one local service accepts.

@@ -508,4 +508,34 @@ fn late_writers_and_readers_are_refused_and_the_range_keeps_its_new_object() {
     let (status, bytes) = raw_request(data, &read, &[]);
     assert_eq!((status, bytes.len()), (-3004, 0));
     assert!(store.get("after-read").unwrap() == value(9));
+
+    // 4. A reader that released a long lease: once its owner heard of the release, the
+    // capability reads nothing, and the range goes to another object well before the
+    // lease would have ended.
+    let key = memcache_core::Key::new("after-read").unwrap();
+    let found = rt
+        .block_on(rpc.lookup(ctx(), vec![key.clone()], 60_000, None))
+        .unwrap()
+        .unwrap()
+        .remove(0)
+        .unwrap();
+    let (lb, ltag) = (found.blobs[0], found.tags[0]);
+    let read = frame_part(2, lb.segment, lb.offset, lb.len, ltag, 0, lb.len);
+    assert!(raw_request(data, &read, &[]) == (0, value(9)));
+    rt.block_on(rpc.release(ctx(), vec![(key, found.lease)]))
+        .unwrap()
+        .unwrap();
+    eventually("the release revokes the lease's capability", || {
+        raw_request(data, &read, &[]).0 == -3004
+    });
+    store.remove("after-read").unwrap();
+    let mut n = 0;
+    eventually("the range is handed back before the lease's end", || {
+        n += 1;
+        store.put(format!("again{n}"), &value(11)).unwrap();
+        range_of(&format!("again{n}")) == (lb.segment, lb.offset)
+    });
+    let (status, bytes) = raw_request(data, &read, &[]);
+    assert_eq!((status, bytes.len()), (-3004, 0));
+    assert!(store.get(format!("again{n}")).unwrap() == value(11));
 }

@@ -9,17 +9,23 @@ use rustc_hash::FxHashMap;
 use memcache_core::Key;
 use memcache_proto::{LeaseId, PutId};
 
+/// A data-plane capability: a put's (write) or a read lease's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Cap {
+    Put(PutId),
+    Read(LeaseId),
+}
+
 #[derive(Default)]
 pub(crate) struct Leases {
     by_key: FxHashMap<Key, Vec<(LeaseId, u64)>>,
     next: LeaseId,
     /// Until then every key counts as held (see [`Leases::hold_all_until`]).
     all_until_ms: u64,
-    /// The latest expiry of a read capability issued for each key.
-    read_fences: FxHashMap<Key, u64>,
-    /// The put whose write capabilities for each key may still be honoured, and their
-    /// expiry (its deadline). Cleared once every owner revoked them (after the commit).
-    put_fences: FxHashMap<Key, (PutId, u64)>,
+    /// Per key, the capabilities issued for its memory that may still be honoured,
+    /// `(capability, expiry)`: a put's until its deadline, a read lease's until its
+    /// end, each dropped sooner once every owner revoked it.
+    fences: FxHashMap<Key, Vec<(Cap, u64)>>,
     /// Until then every key counts as fenced: a new leader does not know which
     /// capabilities its predecessor issued.
     fenced_all_until_ms: u64,
@@ -38,35 +44,36 @@ impl Leases {
         self.next
     }
 
-    /// Records that read capabilities for `key`'s memory were issued until `until_ms`.
-    pub fn fence_read(&mut self, key: &Key, until_ms: u64) {
-        match self.read_fences.get_mut(key) {
-            Some(u) => *u = (*u).max(until_ms),
+    /// Records that capability `cap` for `key`'s memory was issued until `until_ms`.
+    pub fn fence(&mut self, key: &Key, cap: Cap, until_ms: u64) {
+        match self.fences.get_mut(key) {
+            Some(f) => match f.iter_mut().find(|(c, _)| *c == cap) {
+                Some((_, u)) => *u = (*u).max(until_ms),
+                None => f.push((cap, until_ms)),
+            },
             None => {
-                self.read_fences.insert(key.clone(), until_ms);
+                self.fences.insert(key.clone(), vec![(cap, until_ms)]);
             }
         }
     }
 
-    /// Records that write capabilities of put `put` for `key` were issued until
-    /// `until_ms` (its deadline).
-    pub fn fence_put(&mut self, key: &Key, put: PutId, until_ms: u64) {
-        self.put_fences.insert(key.clone(), (put, until_ms));
-    }
-
-    /// Every owner of `key`'s memory revoked put `put`'s write capabilities.
-    pub fn unfence_put(&mut self, key: &Key, put: PutId) {
-        if self.put_fences.get(key).is_some_and(|&(p, _)| p == put) {
-            self.put_fences.remove(key);
+    /// Every owner of `key`'s memory refuses `cap` now.
+    pub fn unfence(&mut self, key: &Key, cap: Cap) {
+        if let Some(f) = self.fences.get_mut(key) {
+            f.retain(|(c, _)| *c != cap);
+            if f.is_empty() {
+                self.fences.remove(key);
+            }
         }
     }
 
     /// Until when (on the leader's clock, skew margin included) a capability issued
-    /// for `key` may still be honoured; 0 when none was issued.
+    /// for `key` may still be honoured; 0 when none may.
     pub fn fenced_until(&self, key: &Key) -> u64 {
-        let read = self.read_fences.get(key).copied().unwrap_or(0);
-        let put = self.put_fences.get(key).map_or(0, |&(_, u)| u);
-        let issued = read.max(put);
+        let issued = self
+            .fences
+            .get(key)
+            .map_or(0, |f| f.iter().map(|&(_, u)| u).max().unwrap_or(0));
         match issued.max(self.fenced_all_until_ms) {
             0 => 0,
             t => t.saturating_add(self.skew_ms),
@@ -111,8 +118,9 @@ impl Leases {
             h.retain(|&(_, u)| u > now_ms);
             !h.is_empty()
         });
-        let live = |u: u64| u.saturating_add(margin_ms) > now_ms;
-        self.read_fences.retain(|_, u| live(*u));
-        self.put_fences.retain(|_, (_, u)| live(*u));
+        self.fences.retain(|_, f| {
+            f.retain(|&(_, u)| u.saturating_add(margin_ms) > now_ms);
+            !f.is_empty()
+        });
     }
 }

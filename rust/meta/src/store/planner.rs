@@ -56,9 +56,9 @@ impl<'a> Planner<'a> {
             .quarantine
             .iter()
             .take_while(|q| q.0 <= now_ms)
-            .copied()
+            .map(|q| (q.1, q.2, q.3))
             .collect();
-        for (_, segment, offset, len) in released {
+        for (segment, offset, len) in released {
             if let Some(a) = planner.allocator(segment) {
                 a.free(offset, len);
             }
