@@ -122,21 +122,6 @@ impl ShmSegment {
             .map(|_| ())
     }
 
-    /// Copies `dst.len()` bytes from `offset` into `dst` through the cache, for a
-    /// buffer that is read again at once (the TCP server's, which the socket sends
-    /// next): unlike [`read_at`](Self::read_at) it never streams past the cache.
-    pub fn read_cached(&self, offset: u64, dst: &mut [u8]) -> Result<()> {
-        let at = self.check(offset, dst.len(), offset.saturating_add(dst.len() as u64))?;
-        // SAFETY: `check` proved [offset, offset + len) lies inside the mapping, which
-        // lives as long as `self`; `dst` is a private buffer of this process, never
-        // part of the mapping, so the ranges are disjoint. Raw bytes are copied, so a
-        // concurrent write by another process yields torn data, not undefined behavior.
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.map.as_ptr().add(at), dst.as_mut_ptr(), dst.len());
-        }
-        Ok(())
-    }
-
     /// Copies `srcs`, concatenated, to `offset`; one memcpy per slice. `limit` is the
     /// end of the blob being written: nothing is written past it.
     pub fn write_at(&self, offset: u64, limit: u64, srcs: &[&[u8]]) -> Result<()> {

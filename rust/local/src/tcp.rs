@@ -281,7 +281,7 @@ async fn serve_conn(mut conn: TcpStream, served: &Served) -> std::io::Result<()>
                 let n = (len - done).min(CHUNK as u64) as usize;
                 // Nothing more leaves once the lease ended: the reader is cut off.
                 granted().map_err(ended)?;
-                seg.read_cached(start + done, &mut buf[..n])
+                seg.read_at(start + done, n as u64, &mut [&mut buf[..n]])
                     .map_err(ended)?;
                 conn.write_all(&buf[..n]).await?;
                 done += n as u64;
