@@ -74,6 +74,7 @@ fn build(kind: PolicyKind, n: usize) -> Result<StateMachine, String> {
             lease_ms: 10_000,
             items,
             drop_after: Vec::new(),
+            holds: Vec::new(),
         });
         let Applied::Allocated { results, .. } = allocated else {
             return Err(format!("alloc gave {allocated:?}"));

@@ -22,7 +22,7 @@ use memcache_core::{
     Blob, BlobLocation, Error, Key, KeyInfo, LocalServiceId, Medium, ReplicateConfig, Result,
     SegmentId,
 };
-use memcache_proto::{LeaseId, PutId};
+use memcache_proto::{LeaseId, PutId, Tag};
 
 use crate::session::Session;
 use crate::store::{all, check_batch, parse_keys, ObjectStore, CHUNK};
@@ -33,7 +33,7 @@ enum Access {
     /// An allocation of this client: copies go to every replica.
     Write,
     /// One replica of a leased object.
-    Read { blob: Blob, tag: u64 },
+    Read { blob: Blob, tag: Tag },
 }
 
 #[derive(Clone)]
@@ -47,7 +47,7 @@ struct Range {
 struct Pending {
     put_id: PutId,
     blobs: Vec<Blob>,
-    tags: Vec<u64>,
+    tags: Vec<Tag>,
     gva: u64,
     until: Instant,
 }
@@ -213,12 +213,12 @@ impl Table {
 enum Target {
     Write {
         blobs: Vec<Blob>,
-        tags: Vec<u64>,
+        tags: Vec<Tag>,
         at: u64,
     },
     Read {
         blob: Blob,
-        tag: u64,
+        tag: Tag,
         at: u64,
     },
 }
@@ -401,7 +401,12 @@ impl ObjectStore {
         let asked = Instant::now();
         let allocations = session
             .meta
-            .alloc(items, &ReplicateConfig::default(), lease_ttl_ms)
+            .alloc(
+                items,
+                &ReplicateConfig::default(),
+                lease_ttl_ms,
+                session.maps_host(),
+            )
             .await;
         let mut table = session.grants.table();
         table.sweep(Instant::now());
@@ -611,14 +616,18 @@ impl ObjectStore {
     ) -> Vec<Result<()>> {
         self.keyed(keys, |s, ks| async move {
             let asked = Instant::now();
-            let found = s.meta.lookup(&ks, ttl_ms).await;
+            let found = s.meta.lookup(&ks, ttl_ms, s.maps_host()).await;
             let mut table = s.grants.table();
             table.sweep(Instant::now());
             ks.into_iter()
                 .zip(found)
                 .map(|(key, f)| {
                     let loc = f?;
-                    let tags = loc.tags.iter().copied().chain(std::iter::repeat(0));
+                    let tags = loc
+                        .tags
+                        .iter()
+                        .copied()
+                        .chain(std::iter::repeat(Tag::default()));
                     let mut gvas = Vec::with_capacity(loc.blobs.len());
                     for (blob, tag) in loc.blobs.iter().zip(tags) {
                         let gva = table.gva(blob.segment, blob.offset);
@@ -686,7 +695,10 @@ impl ObjectStore {
 async fn copy_one(session: &Session, target: Target, piece: &mut Piece<'_>) -> Result<()> {
     match (target, piece) {
         (Target::Write { blobs, tags, at }, Piece::From(srcs)) => {
-            let tags = tags.iter().copied().chain(std::iter::repeat(0));
+            let tags = tags
+                .iter()
+                .copied()
+                .chain(std::iter::repeat(Tag::default()));
             let writes = blobs
                 .iter()
                 .zip(tags)

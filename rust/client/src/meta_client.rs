@@ -101,12 +101,13 @@ impl MetaClient {
     }
 
     /// `lease_ms`: how long the puts may write before they are rolled back (0: the
-    /// service's put lease).
+    /// service's put lease). `maps_host`: see [`MetaRpc::alloc`](memcache_proto::MetaRpc).
     pub async fn alloc(
         &self,
         items: Vec<(Key, u64)>,
         config: &ReplicateConfig,
         lease_ms: u64,
+        maps_host: Option<String>,
     ) -> Vec<Result<Allocation>> {
         match self {
             MetaClient::Embedded(pool) => {
@@ -116,8 +117,12 @@ impl MetaClient {
             MetaClient::Remote(link) => {
                 let writer = rand::random::<u64>() | 1;
                 repeated_each(link, items.len(), |rpc, ctx| {
-                    let (items, config) = (items.clone(), config.clone());
-                    async move { rpc.alloc(ctx, items, config, writer, lease_ms).await }
+                    let (items, config, maps_host) =
+                        (items.clone(), config.clone(), maps_host.clone());
+                    async move {
+                        rpc.alloc(ctx, items, config, writer, lease_ms, maps_host)
+                            .await
+                    }
                 })
                 .await
             }
@@ -142,7 +147,10 @@ impl MetaClient {
 
     pub async fn abort(&self, items: Vec<(Key, PutId)>) -> Vec<Result<()>> {
         match self {
-            MetaClient::Embedded(pool) => pool.meta().abort(items),
+            MetaClient::Embedded(pool) => {
+                let now = pool.clock().now_ms();
+                pool.meta().abort(items, now)
+            }
             MetaClient::Remote(link) => {
                 let n = items.len();
                 let r = link
@@ -158,7 +166,12 @@ impl MetaClient {
 
     /// Locates the objects and leases each found one for `lease_ms` (0: the service's
     /// read lease).
-    pub async fn lookup(&self, keys: &[Key], lease_ms: u64) -> Vec<Result<Located>> {
+    pub async fn lookup(
+        &self,
+        keys: &[Key],
+        lease_ms: u64,
+        maps_host: Option<String>,
+    ) -> Vec<Result<Located>> {
         match self {
             MetaClient::Embedded(pool) => {
                 let now = pool.clock().now_ms();
@@ -166,8 +179,8 @@ impl MetaClient {
             }
             MetaClient::Remote(link) => {
                 repeated_each(link, keys.len(), |rpc, ctx| {
-                    let keys = keys.to_vec();
-                    async move { rpc.lookup(ctx, keys, lease_ms).await }
+                    let (keys, maps_host) = (keys.to_vec(), maps_host.clone());
+                    async move { rpc.lookup(ctx, keys, lease_ms, maps_host).await }
                 })
                 .await
             }

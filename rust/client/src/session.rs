@@ -14,7 +14,7 @@ use memcache_local::{
     check_whole, fetch_segment, LocalMetrics, LocalService, LocalServiceConfig,
     RunningLocalService, SegmentTable, ShmTransport, SyncFn, Syncer, TcpTransport, TierLoop,
 };
-use memcache_proto::{host_id, DataEndpoint};
+use memcache_proto::{host_id, DataEndpoint, Tag};
 
 use crate::embedded::{EmbeddedPool, Joining};
 use crate::inplace::Grants;
@@ -193,18 +193,18 @@ impl Session {
 
     /// Writes `srcs`, concatenated, as the whole of `blob`; `tag` is the write
     /// capability the meta service issued for it (needed over TCP only).
-    pub async fn write(&self, blob: &Blob, tag: u64, srcs: &[&[u8]]) -> Result<()> {
+    pub async fn write(&self, blob: &Blob, tag: Tag, srcs: &[&[u8]]) -> Result<()> {
         check_whole(blob, srcs)?;
         self.write_part(blob, tag, 0, srcs).await
     }
 
     /// Writes `srcs`, concatenated, into `blob` from `at` on (an in-place writer fills
     /// its allocation in pieces).
-    pub async fn write_part(&self, blob: &Blob, tag: u64, at: u64, srcs: &[&[u8]]) -> Result<()> {
+    pub async fn write_part(&self, blob: &Blob, tag: Tag, at: u64, srcs: &[&[u8]]) -> Result<()> {
         for fresh in [false, true] {
             let (addr, done) = match self.route(blob).await? {
                 Route::Shm => return self.transport.write_part(blob, at, srcs),
-                Route::Tcp(addr) => (addr, self.tcp.write_part(addr, blob, tag, at, srcs).await),
+                Route::Tcp(addr) => (addr, self.tcp.write_part(addr, blob, &tag, at, srcs).await),
             };
             if fresh || !self.stale(blob, addr, &done) {
                 return done;
@@ -214,7 +214,7 @@ impl Session {
     }
 
     /// Reads the whole of `blob` into `dsts`, with its read capability `tag`.
-    pub async fn read(&self, blob: &Blob, tag: u64, dsts: &mut [&mut [u8]]) -> Result<()> {
+    pub async fn read(&self, blob: &Blob, tag: Tag, dsts: &mut [&mut [u8]]) -> Result<()> {
         self.read_part(blob, tag, 0, blob.len, dsts).await
     }
 
@@ -222,7 +222,7 @@ impl Session {
     pub async fn read_part(
         &self,
         blob: &Blob,
-        tag: u64,
+        tag: Tag,
         at: u64,
         len: u64,
         dsts: &mut [&mut [u8]],
@@ -232,7 +232,7 @@ impl Session {
                 Route::Shm => return self.transport.read_part(blob, at, len, dsts),
                 Route::Tcp(addr) => (
                     addr,
-                    self.tcp.read_part(addr, blob, tag, at, len, dsts).await,
+                    self.tcp.read_part(addr, blob, &tag, at, len, dsts).await,
                 ),
             };
             if fresh || !self.stale(blob, addr, &done) {
@@ -297,6 +297,12 @@ impl Session {
         let mapped = self.mapped.lock().unwrap_or_else(|e| e.into_inner()).len();
         let (peers, conns) = self.tcp.idle_counts();
         (mapped, peers, conns)
+    }
+
+    /// The host whose local services' segments this client maps (None when TCP is
+    /// forced): the meta service issues capabilities for the other blobs only.
+    pub fn maps_host(&self) -> Option<String> {
+        (!self.force_tcp).then(|| self.host.clone())
     }
 
     /// Shared memory when the segment is (or can be) mapped here: a same-host local

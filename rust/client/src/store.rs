@@ -12,8 +12,8 @@ use memcache_core::{
     CopyDirection, Error, Key, KeyInfo, LocalServiceId, ReplicateConfig, Result, MAX_BATCH_OP_COUNT,
 };
 use memcache_local::check_room;
-use memcache_proto::Located;
 use memcache_proto::{check_evict_media, check_prefetch_media, TierMove};
+use memcache_proto::{Located, Tag};
 
 /// Least time `evict` and `prefetch` wait (see [`ObjectStore::tier_move_wait`]).
 const MIN_TIER_MOVE_WAIT: Duration = Duration::from_secs(10);
@@ -377,7 +377,10 @@ impl ObjectStore {
             .iter()
             .map(|(i, k)| (k.clone(), objects[*i].iter().map(|l| l.len() as u64).sum()))
             .collect();
-        let allocations = session.meta.alloc(items, config, 0).await;
+        let allocations = session
+            .meta
+            .alloc(items, config, 0, session.maps_host())
+            .await;
         // Every replica of every object in flight at once: over TCP the round trips
         // overlap; in shared memory each write is a memcpy that completes at once.
         let mut placed = Vec::with_capacity(wanted.len());
@@ -482,9 +485,10 @@ impl ObjectStore {
         let session = self.session()?;
         let key = Key::new(key)?;
         let keys = [key];
+        let tcp = session.maps_host();
         let located = session
             .meta
-            .lookup(&keys, 0)
+            .lookup(&keys, 0, tcp)
             .await
             .pop()
             .expect("one result")?;
@@ -536,7 +540,10 @@ impl ObjectStore {
         let mut results: Vec<Result<u64>> = vec![Ok(0); n];
         let wanted = parse_keys(keys, &mut results);
         let lookup_keys: Vec<Key> = wanted.iter().map(|(_, k)| k.clone()).collect();
-        let located = session.meta.lookup(&lookup_keys, 0).await;
+        let located = session
+            .meta
+            .lookup(&lookup_keys, 0, session.maps_host())
+            .await;
         let mut leased = Vec::with_capacity(wanted.len());
         let mut found = Vec::with_capacity(wanted.len());
         for ((i, key), f) in wanted.into_iter().zip(located) {
@@ -578,7 +585,11 @@ impl ObjectStore {
         dsts: &mut [&mut [u8]],
     ) -> Result<()> {
         check_room(dsts, loc.size)?;
-        let tags = loc.tags.iter().copied().chain(std::iter::repeat(0));
+        let tags = loc
+            .tags
+            .iter()
+            .copied()
+            .chain(std::iter::repeat(Tag::default()));
         let mut order: Vec<_> = loc.blobs.iter().zip(tags).collect();
         order.sort_by_key(|(b, _)| session.distance(b));
         let mut last = Error::ObjectNotFound;

@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use memcache_core::{Error, LocalServiceId, Result, SegmentId};
 use memcache_proto::{host_id, DataEndpoint, MetaLink, Registered, Registration};
 
-use crate::tcp::SharedKey;
+use crate::tcp::{Revoked, SharedKey};
 use crate::tier::{remote_sync, SsdTier, Syncer, TierLoop};
 
 use crate::fdpass::SegmentServer;
@@ -120,6 +120,7 @@ impl RunningLocalService {
         let exposed = Arc::new(Exposed {
             table: segments.clone(),
             key: SharedKey::default(),
+            revoked: Revoked::default(),
             mapped: service.all_segments().to_vec(),
             tier: tier.clone(),
             metrics: metrics.clone(),
@@ -133,6 +134,7 @@ impl RunningLocalService {
                 segments: segments.clone(),
                 tier: tier.clone(),
                 key: exposed.key.clone(),
+                revoked: exposed.revoked.clone(),
                 metrics: metrics.clone(),
             },
             tls.as_ref().map(|t| t.server.clone()),
@@ -271,6 +273,8 @@ async fn register(
 struct Exposed {
     table: SegmentTable,
     key: SharedKey,
+    /// Puts whose write capabilities the meta service revoked (heartbeat answers).
+    revoked: Revoked,
     /// The memory segments in registration order (the SSD tier's comes last).
     mapped: Vec<Arc<ShmSegment>>,
     tier: Option<Arc<SsdTier>>,
@@ -282,6 +286,8 @@ impl Exposed {
         self.metrics.registrations.inc();
         tracing::info!(service = reg.id, segments = ?reg.segments, "local service registered");
         *self.key.write().unwrap_or_else(|e| e.into_inner()) = reg.key;
+        // Put ids of the old key's capabilities mean nothing under the new one.
+        self.revoked.clear();
         *self.table.write().unwrap_or_else(|e| e.into_inner()) = reg
             .segments
             .into_iter()
@@ -300,13 +306,21 @@ async fn beat(
     let id = reg.requested.expect("registered before heartbeating");
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The last answer whose revocations are applied: acknowledged with the next beat.
+    let mut acked = (0, 0);
     loop {
         tick.tick().await;
         let beat = beats
-            .call(|rpc, ctx| async move { rpc.heartbeat(ctx, id).await })
+            .call(|rpc, ctx| async move { rpc.heartbeat(ctx, id, acked).await })
             .await;
         match beat.and_then(|r| r) {
-            Ok(()) => {}
+            Ok(b) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                exposed.revoked.add(&b.revoked, &b.released, now);
+                acked = (b.epoch, b.seq);
+            }
             Err(Error::NotConnectedToLocal) => {
                 match register(&link, reg.clone(), exposed.tier.as_deref()).await {
                     // The meta service restarted empty: the same memory joins again under the

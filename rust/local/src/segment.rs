@@ -133,30 +133,11 @@ impl ShmSegment {
         }
     }
 
-    /// The bytes at `offset..offset + len` as a slice the network can fill directly.
-    ///
-    /// # Safety
-    /// Nothing else may read or write the range while the slice lives. The meta
-    /// service guarantees this for a blob being put (one writer, no readers before the
-    /// commit); the caller must only pass such a range.
-    #[allow(clippy::mut_from_ref)] // the mapping is shared memory, see above
-    pub unsafe fn range_mut(&self, offset: u64, len: u64) -> Result<&mut [u8]> {
-        let at = self.check(offset, len as usize, offset.saturating_add(len))?;
-        // SAFETY: in bounds (checked), alive as long as `self`; exclusivity is the
-        // caller's promise.
-        Ok(unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr().add(at), len as usize) })
-    }
-
-    /// The bytes at `offset..offset + len`, for sending them to the network.
-    ///
-    /// # Safety
-    /// Nothing may write the range while the slice lives: the caller holds a read lease
-    /// on the blob (or owns it before its commit).
-    pub unsafe fn range(&self, offset: u64, len: u64) -> Result<&[u8]> {
-        let at = self.check(offset, len as usize, offset.saturating_add(len))?;
-        // SAFETY: in bounds (checked), alive as long as `self`; no writer is the
-        // caller's promise.
-        Ok(unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(at), len as usize) })
+    /// Checks that `offset..offset + len` lies inside the segment.
+    pub fn check_range(&self, offset: u64, len: u64) -> Result<()> {
+        let len = usize::try_from(len).map_err(|_| Error::invalid("range too long"))?;
+        self.check(offset, len, offset.saturating_add(len as u64))
+            .map(|_| ())
     }
 
     /// Copies `srcs`, concatenated, to `offset`; one memcpy per slice. `limit` is the

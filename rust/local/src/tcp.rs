@@ -1,13 +1,26 @@
 //! The TCP data plane, for clients on other hosts (or forced by configuration).
 //!
-//! Each request is a 56-byte header — magic, op, the blob (segment, offset, length)
-//! and its capability, then the part of the blob to move (offset within the blob,
-//! length) — followed, for a write, by the bytes. Each answer is a 16-byte header — status (0 or an error
-//! code) and length — followed, for a read, by the bytes. Bytes go between the socket
-//! and the segment (server) or the caller's buffers (client) with no staging copy: the
-//! client gathers layers with vectored writes and scatters reads into its slices.
+//! Each request is an 80-byte header, little-endian:
+//!
+//! | bytes  | field                                                        |
+//! |--------|--------------------------------------------------------------|
+//! | 0..4   | magic `MMCD`                                                 |
+//! | 4      | op (1 write, 2 read); 5..8 zero                              |
+//! | 8..32  | the blob: segment, offset, length                            |
+//! | 32..40 | the put id (write) or read lease id (read) of the capability |
+//! | 40..48 | the capability's expiry, wall-clock unix ms                  |
+//! | 48..64 | its MAC: SipHash-2-4-128 over all of the above but magic     |
+//! | 64..80 | the part of the blob to move: offset within it, length       |
+//!
+//! followed, for a write, by the bytes. Each answer is a 16-byte header — status (0 or
+//! an error code) and length — followed, for a read, by the bytes. The server honours a
+//! capability only before its expiry on its own clock, and only until the meta service
+//! revoked it (a put committed or aborted, a lease released: see [`Revoked`]). The client gathers layers with vectored writes
+//! and scatters reads into its slices; the server moves bytes between the socket and
+//! its segments through one bounded buffer per connection, copying in and out of the
+//! shared memory (never holding a Rust reference into memory other processes write).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
@@ -19,7 +32,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use memcache_core::{Blob, Error, Result};
-use memcache_proto::{blob_tag, TagKey};
+use memcache_proto::{tag_grants, LeaseId, PutId, Tag, TagKey};
 
 use crate::metrics::LocalMetrics;
 use crate::segment::{find_segment, SegmentTable};
@@ -31,21 +44,76 @@ pub type SharedKey = Arc<RwLock<TagKey>>;
 const MAGIC: u32 = 0x4D4D_4344; // "MMCD"
 const OP_WRITE: u8 = 1;
 const OP_READ: u8 = 2;
-const REQUEST_LEN: usize = 56;
+const REQUEST_LEN: usize = 80;
 const ANSWER_LEN: usize = 16;
+/// Bytes a server moves between the socket and a segment at a time: its one buffer
+/// per connection (allocated by the first request that moves bytes).
+const CHUNK: usize = 256 << 10;
 
 /// A request for `len` bytes at `at` within `blob`, whose capability is `tag`.
-fn request(op: u8, blob: &Blob, tag: u64, at: u64, len: u64) -> [u8; REQUEST_LEN] {
+fn request(op: u8, blob: &Blob, tag: &Tag, at: u64, len: u64) -> [u8; REQUEST_LEN] {
     let mut h = [0u8; REQUEST_LEN];
     h[0..4].copy_from_slice(&MAGIC.to_le_bytes());
     h[4] = op;
     h[8..16].copy_from_slice(&blob.segment.to_le_bytes());
     h[16..24].copy_from_slice(&blob.offset.to_le_bytes());
     h[24..32].copy_from_slice(&blob.len.to_le_bytes());
-    h[32..40].copy_from_slice(&tag.to_le_bytes());
-    h[40..48].copy_from_slice(&at.to_le_bytes());
-    h[48..56].copy_from_slice(&len.to_le_bytes());
+    h[32..40].copy_from_slice(&tag.id.to_le_bytes());
+    h[40..48].copy_from_slice(&tag.expires_ms.to_le_bytes());
+    h[48..64].copy_from_slice(&tag.mac.to_le_bytes());
+    h[64..72].copy_from_slice(&at.to_le_bytes());
+    h[72..80].copy_from_slice(&len.to_le_bytes());
     h
+}
+
+/// The capability a request header carries.
+fn header_tag(h: &[u8; REQUEST_LEN]) -> Tag {
+    Tag {
+        id: word(&h[32..40]),
+        expires_ms: word(&h[40..48]),
+        mac: u128::from_le_bytes(h[48..64].try_into().expect("16 bytes")),
+    }
+}
+
+/// Wall-clock unix ms, the clock capabilities expire by.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Capabilities the meta service revoked before their expiry: puts committed or
+/// aborted (their writes are refused) and read leases released (their reads are
+/// refused), each kept until that expiry.
+#[derive(Clone, Default)]
+pub struct Revoked(Arc<Mutex<[HashMap<u64, u64>; 2]>>);
+
+impl Revoked {
+    /// Adds revoked `puts` and released `leases` (id, expiry); forgets those expired
+    /// by `now_ms`.
+    pub fn add(&self, puts: &[(PutId, u64)], leases: &[(LeaseId, u64)], now_ms: u64) {
+        let mut sets = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for (set, new) in sets.iter_mut().zip([puts, leases]) {
+            set.retain(|_, until| *until > now_ms);
+            for &(id, until) in new {
+                if until > now_ms {
+                    set.insert(id, until);
+                }
+            }
+        }
+    }
+
+    /// Whether the put (`write`) or read lease `id` was revoked.
+    pub fn contains(&self, write: bool, id: u64) -> bool {
+        let sets = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        sets[!write as usize].contains_key(&id)
+    }
+
+    /// Forgets everything: ids start again under a new key.
+    pub fn clear(&self) {
+        let mut sets = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        sets.iter_mut().for_each(HashMap::clear);
+    }
 }
 
 fn answer(status: i32, len: u64) -> [u8; ANSWER_LEN] {
@@ -66,42 +134,41 @@ pub struct Served {
     pub segments: SegmentTable,
     pub tier: Option<Arc<SsdTier>>,
     pub key: SharedKey,
+    pub revoked: Revoked,
     pub metrics: Arc<LocalMetrics>,
 }
 
 /// Serves the segments of one local service until the listener's task is dropped.
 /// Every request must carry the capability the meta service issued for exactly that
-/// range with `key`, so no client reaches past the blobs it was given. Under `tls`
-/// every connection presents a certificate of the pool's CA first.
+/// range with `key`, still live, so no client reaches past the blobs it was given, nor
+/// reaches them after its put or read lease ended. Under `tls` every connection
+/// presents a certificate of the pool's CA first.
 pub async fn serve(
     listener: TcpListener,
     served: Served,
     tls: Option<Arc<memcache_tls::TlsServer>>,
     limits: memcache_tls::Limits,
 ) {
-    let slots = memcache_tls::listen::slots(&limits);
-    loop {
-        let (conn, peer, permit) = memcache_tls::accept(&listener, &slots).await;
-        let served = served.clone();
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let conn = match memcache_tls::accept_stream(tls.as_deref(), conn).await {
-                Ok((conn, _)) => conn,
-                Err(e) => {
-                    tracing::warn!(%peer, error = %e, "data plane: refused a connection: TLS handshake failed");
-                    return;
+    memcache_tls::listen::serve(
+        listener,
+        tls,
+        limits,
+        "data plane",
+        || {},
+        move |conn, _, peer| {
+            let served = served.clone();
+            async move {
+                let mut conn = memcache_tls::Idle::new(conn, limits.idle);
+                let served_conn = serve_conn(&mut conn, &served).await;
+                // An answer may still sit in the TLS buffer when the connection ends.
+                let _ = conn.flush().await;
+                if let Err(e) = served_conn {
+                    tracing::debug!(%peer, error = %e, "data connection closed");
                 }
-            };
-            let mut conn = memcache_tls::Idle::new(conn, limits.idle);
-            let served_conn = serve_conn(&mut conn, &served).await;
-            // An answer may still sit in the TLS buffer when the connection ends.
-            let _ = conn.flush().await;
-            if let Err(e) = served_conn {
-                tracing::debug!(%peer, error = %e, "data connection closed");
             }
-        });
-    }
+        },
+    )
+    .await
 }
 
 /// A data-plane connection as the server holds it.
@@ -120,6 +187,7 @@ async fn serve_conn(conn: &mut ServerConn, served: &Served) -> std::io::Result<(
         segments,
         tier,
         key,
+        revoked,
         metrics,
     } = served;
     let count = |op: &str, ok: bool| {
@@ -127,6 +195,7 @@ async fn serve_conn(conn: &mut ServerConn, served: &Served) -> std::io::Result<(
         metrics.tcp_requests.with_label_values(&[op, result]).inc();
     };
     let mut h = [0u8; REQUEST_LEN];
+    let mut buf: Vec<u8> = Vec::new();
     loop {
         // Answers sit in the TLS buffer until flushed (a no-op on plain TCP).
         conn.flush().await?;
@@ -134,7 +203,7 @@ async fn serve_conn(conn: &mut ServerConn, served: &Served) -> std::io::Result<(
         let magic = u32::from_le_bytes(h[0..4].try_into().expect("4 bytes"));
         let (op, segment, offset, blob_len) =
             (h[4], word(&h[8..16]), word(&h[16..24]), word(&h[24..32]));
-        let (at, len) = (word(&h[40..48]), word(&h[48..56]));
+        let (at, len) = (word(&h[64..72]), word(&h[72..80]));
         let inside = at.checked_add(len).is_some_and(|end| end <= blob_len);
         if magic != MAGIC || (op != OP_WRITE && op != OP_READ) || !inside {
             // A stream out of step cannot be trusted any further.
@@ -142,18 +211,26 @@ async fn serve_conn(conn: &mut ServerConn, served: &Served) -> std::io::Result<(
             conn.write_all(&answer(bad.code(), 0)).await?;
             return Err(std::io::Error::other("malformed request"));
         }
-        let tag = word(&h[32..40]);
-        let granted = {
+        let write = op == OP_WRITE;
+        let tag = header_tag(&h);
+        let blob = (segment, offset, blob_len);
+        // Checked again before each chunk: a transfer stops when its capability ends.
+        let granted = || {
             let key = key.read().unwrap_or_else(|e| e.into_inner());
-            blob_tag(&key, segment, offset, blob_len, op == OP_WRITE) == tag
+            let live = tag_grants(&key, blob, write, &tag, now_ms());
+            match live && revoked.contains(write, tag.id) {
+                true => Err(Error::Timeout("the capability was revoked".into())),
+                false if live => Ok(()),
+                false => Err(refusal(&key, blob, write, &tag)),
+            }
         };
         let on_ssd = tier
             .as_ref()
             .filter(|t| t.segment() == segment && segment != 0);
-        if let (Some(tier), true) = (on_ssd, op == OP_READ) {
-            let read = match granted {
-                true => read_ssd(tier, offset, blob_len).await,
-                false => Err(Error::invalid("no capability for this range")),
+        if let (Some(tier), false) = (on_ssd, write) {
+            let read = match granted() {
+                Ok(()) => read_ssd(tier, offset, blob_len).await,
+                Err(e) => Err(e),
             };
             match read {
                 Ok(bytes) => {
@@ -175,56 +252,73 @@ async fn serve_conn(conn: &mut ServerConn, served: &Served) -> std::io::Result<(
             }
             continue;
         }
-        let seg = match find_segment(segments, segment) {
-            _ if !granted => Err(Error::invalid("no capability for this range")),
-            Some(s) => Ok(s),
-            None => Err(Error::invalid(format!(
-                "segment {segment} is not served here"
-            ))),
-        };
         // Inside the blob, checked above; the sum is checked too, as a header without
         // a capability may carry any offset (it is refused just below).
-        let offset = offset.saturating_add(at);
-        if op == OP_WRITE {
-            // SAFETY: the meta service gave this range to this writer alone.
-            match seg
-                .as_ref()
-                .map_err(Clone::clone)
-                .and_then(|s| unsafe { s.range_mut(offset, len) })
-            {
-                Ok(dst) => {
-                    conn.read_exact(dst).await?;
-                    conn.write_all(&answer(0, 0)).await?;
-                    metrics.tcp_bytes.with_label_values(&["in"]).inc_by(len);
-                    count("write", true);
-                }
-                Err(e) => {
-                    count("write", false);
-                    // The payload that follows has nowhere to go: answer and hang up
-                    // rather than read an unbounded amount to stay in step.
-                    conn.write_all(&answer(e.code(), 0)).await?;
+        let start = offset.saturating_add(at);
+        let seg = granted().and_then(|()| {
+            let s = find_segment(segments, segment)
+                .ok_or_else(|| Error::invalid(format!("segment {segment} is not served here")))?;
+            s.check_range(start, len)?;
+            Ok(s)
+        });
+        let seg = match seg {
+            Ok(s) => s,
+            Err(e) => {
+                count(if write { "write" } else { "read" }, false);
+                conn.write_all(&answer(e.code(), 0)).await?;
+                if write {
+                    // The payload that follows has nowhere to go: hang up rather than
+                    // read an unbounded amount to stay in step.
                     return Err(std::io::Error::other(e.to_string()));
                 }
+                continue;
             }
-        } else {
-            // SAFETY: the reader holds a lease on the blob, so nobody writes it.
-            match seg
-                .as_ref()
-                .map_err(Clone::clone)
-                .and_then(|s| unsafe { s.range(offset, len) })
-            {
-                Ok(src) => {
-                    conn.write_all(&answer(0, len)).await?;
-                    conn.write_all(src).await?;
-                    metrics.tcp_bytes.with_label_values(&["out"]).inc_by(len);
-                    count("read", true);
-                }
-                Err(e) => {
-                    count("read", false);
-                    conn.write_all(&answer(e.code(), 0)).await?
-                }
-            }
+        };
+        if buf.is_empty() && len > 0 {
+            buf = vec![0u8; CHUNK];
         }
+        let ended = |e: Error| std::io::Error::other(format!("transfer cut short: {e}"));
+        if write {
+            let mut done = 0u64;
+            while done < len {
+                let n = (len - done).min(CHUNK as u64) as usize;
+                conn.read_exact(&mut buf[..n]).await?;
+                // Nothing lands once the capability ended, even mid-transfer: the writer
+                // is cut off instead (it cannot be answered in step).
+                granted().map_err(ended)?;
+                let to = start + done;
+                seg.write_at(to, to + n as u64, &[&buf[..n]])
+                    .map_err(ended)?;
+                done += n as u64;
+            }
+            conn.write_all(&answer(0, 0)).await?;
+            metrics.tcp_bytes.with_label_values(&["in"]).inc_by(len);
+            count("write", true);
+        } else {
+            conn.write_all(&answer(0, len)).await?;
+            let mut done = 0u64;
+            while done < len {
+                let n = (len - done).min(CHUNK as u64) as usize;
+                // Nothing more leaves once the lease ended: the reader is cut off.
+                granted().map_err(ended)?;
+                seg.read_at(start + done, n as u64, &mut [&mut buf[..n]])
+                    .map_err(ended)?;
+                conn.write_all(&buf[..n]).await?;
+                done += n as u64;
+            }
+            metrics.tcp_bytes.with_label_values(&["out"]).inc_by(len);
+            count("read", true);
+        }
+    }
+}
+
+/// Why `tag` does not grant: expired (its put or lease ended), or no capability.
+fn refusal(key: &TagKey, blob: (u64, u64, u64), write: bool, tag: &Tag) -> Error {
+    let mac_ok = tag_grants(key, blob, write, tag, 0);
+    match (mac_ok, write) {
+        (true, true) => Error::Timeout("the put's capability expired".into()),
+        (true, false) => Error::Timeout("the read lease's capability expired".into()),
+        (false, _) => Error::invalid("no capability for this range"),
     }
 }
 
@@ -235,12 +329,12 @@ pub struct TcpPeer<'a> {
 }
 
 impl crate::transport::Transport for TcpPeer<'_> {
-    async fn write(&self, blob: &Blob, grant: u64, srcs: &[&[u8]]) -> Result<()> {
-        self.pool.write(self.addr, blob, grant, srcs).await
+    async fn write(&self, blob: &Blob, grant: Tag, srcs: &[&[u8]]) -> Result<()> {
+        self.pool.write(self.addr, blob, &grant, srcs).await
     }
 
-    async fn read(&self, blob: &Blob, grant: u64, dsts: &mut [&mut [u8]]) -> Result<()> {
-        self.pool.read(self.addr, blob, grant, dsts).await
+    async fn read(&self, blob: &Blob, grant: Tag, dsts: &mut [&mut [u8]]) -> Result<()> {
+        self.pool.read(self.addr, blob, &grant, dsts).await
     }
 }
 
@@ -348,7 +442,7 @@ impl TcpTransport {
         &self,
         addr: SocketAddr,
         blob: &Blob,
-        tag: u64,
+        tag: &Tag,
         srcs: &[&[u8]],
     ) -> Result<()> {
         crate::transport::check_whole(blob, srcs)?;
@@ -360,7 +454,7 @@ impl TcpTransport {
         &self,
         addr: SocketAddr,
         blob: &Blob,
-        tag: u64,
+        tag: &Tag,
         at: u64,
         srcs: &[&[u8]],
     ) -> Result<()> {
@@ -377,8 +471,12 @@ impl TcpTransport {
         conn.flush().await.map_err(lost)?;
         let mut a = [0u8; ANSWER_LEN];
         conn.read_exact(&mut a).await.map_err(lost)?;
-        self.give_back(addr, conn);
-        status(&a)
+        let answered = status(&a);
+        // A refused write is hung up on (its payload had nowhere to go).
+        if answered.is_ok() {
+            self.give_back(addr, conn);
+        }
+        answered
     }
 
     /// Reads the whole of `blob` into `dsts`, in order, with the read capability `tag`.
@@ -386,7 +484,7 @@ impl TcpTransport {
         &self,
         addr: SocketAddr,
         blob: &Blob,
-        tag: u64,
+        tag: &Tag,
         dsts: &mut [&mut [u8]],
     ) -> Result<()> {
         crate::transport::check_room(dsts, blob.len)?;
@@ -398,7 +496,7 @@ impl TcpTransport {
         &self,
         addr: SocketAddr,
         blob: &Blob,
-        tag: u64,
+        tag: &Tag,
         at: u64,
         len: u64,
         dsts: &mut [&mut [u8]],
@@ -470,14 +568,18 @@ mod tests {
     use crate::segment::ShmSegment;
     use crate::ssd::{NewRecord, SsdStore};
     use memcache_core::alloc_probe;
+    use memcache_proto::blob_tag;
 
     const SEGMENT: u64 = 7;
     const SEGMENT_LEN: u64 = 64 << 10;
     const SSD: u64 = 9;
     const KEY: TagKey = [0x1234_5678, 0x9abc_def0];
     /// No frame may make either side allocate this much: requests and answers are
-    /// fixed-size, and bytes move between the socket and memory that already exists.
-    const ALLOC_CAP: usize = 256 << 10;
+    /// fixed-size, and bytes move between the socket and memory that already exists
+    /// (the server's one buffer of `CHUNK` bytes per connection).
+    const ALLOC_CAP: usize = CHUNK + (64 << 10);
+    /// Capabilities of the generated requests expire then (far ahead).
+    const EXPIRES: u64 = u64::MAX / 2;
 
     fn runtime() -> tokio::runtime::Runtime {
         // One thread: the allocation probe watches the server and the client at once.
@@ -542,6 +644,7 @@ mod tests {
             segments: Arc::new(RwLock::new(vec![(SEGMENT, Arc::new(seg))])),
             tier: Some(Arc::new(tier)),
             key: Arc::new(RwLock::new(KEY)),
+            revoked: Revoked::default(),
             metrics: Arc::new(LocalMetrics::new()),
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -572,18 +675,18 @@ mod tests {
         len: u64,
         /// Sign the blob with the server's key (else `tag` as generated).
         granted: bool,
-        tag: u64,
+        tag: Tag,
     }
 
     impl Header {
-        fn tag(&self) -> u64 {
+        fn tag(&self) -> Tag {
             match self.granted {
                 true => blob_tag(
                     &KEY,
-                    self.segment,
-                    self.offset,
-                    self.blob_len,
+                    (self.segment, self.offset, self.blob_len),
                     self.op == OP_WRITE,
+                    1,
+                    EXPIRES,
                 ),
                 false => self.tag,
             }
@@ -591,7 +694,7 @@ mod tests {
 
         fn bytes(&self) -> [u8; REQUEST_LEN] {
             let blob = blob(self.segment, self.offset, self.blob_len);
-            let mut h = request(self.op, &blob, self.tag(), self.at, self.len);
+            let mut h = request(self.op, &blob, &self.tag(), self.at, self.len);
             h[0..4].copy_from_slice(&self.magic.to_le_bytes());
             h
         }
@@ -639,7 +742,11 @@ mod tests {
             prop_oneof![Just(SEGMENT), Just(SSD), Just(0u64), any::<u64>()],
             (number(), number(), number(), number()),
             any::<bool>(),
-            any::<u64>(),
+            (any::<u64>(), any::<u64>(), any::<u128>()).prop_map(|(id, expires_ms, mac)| Tag {
+                id,
+                expires_ms,
+                mac,
+            }),
         )
             .prop_map(
                 |(magic, op, segment, (offset, blob_len, at, len), granted, tag)| Header {
@@ -666,8 +773,9 @@ mod tests {
     /// A read of 16 known bytes of the segment over `conn`: the server is in step.
     async fn known_read(conn: &mut TcpStream) -> std::io::Result<()> {
         let blob = blob(SEGMENT, 4096, 16);
-        let tag = blob_tag(&KEY, SEGMENT, 4096, 16, false);
-        conn.write_all(&request(OP_READ, &blob, tag, 0, 16)).await?;
+        let tag = blob_tag(&KEY, (SEGMENT, 4096, 16), false, 1, EXPIRES);
+        conn.write_all(&request(OP_READ, &blob, &tag, 0, 16))
+            .await?;
         let mut a = [0u8; ANSWER_LEN];
         conn.read_exact(&mut a).await?;
         assert_eq!(status_and_len(&a), (0, 16));
@@ -812,11 +920,12 @@ mod tests {
                 alloc_probe::start();
                 let pool = TcpTransport::default();
                 let blob = blob(SEGMENT, 0, 64);
+                let tag = Tag::default();
                 let r = if write {
-                    pool.write(addr, &blob, 1, &[&[5u8; 64]]).await
+                    pool.write(addr, &blob, &tag, &[&[5u8; 64]]).await
                 } else {
                     let mut out = [0u8; 64];
-                    let r = pool.read(addr, &blob, 1, &mut [&mut out[..]]).await;
+                    let r = pool.read(addr, &blob, &tag, &mut [&mut out[..]]).await;
                     if r.is_ok() {
                         prop_assert_eq!(&out[..], &body[..64]);
                     }
@@ -833,6 +942,84 @@ mod tests {
                 Ok(())
             })?;
         }
+    }
+
+    /// A capability whose put or lease ended, one revoked, and one of another put
+    /// are refused, and the bytes in the range stay as they were.
+    #[test]
+    fn expired_revoked_and_foreign_capabilities_move_nothing() {
+        let rt = runtime();
+        rt.block_on(async {
+            let seg = Arc::new(ShmSegment::create("tcp-fence", SEGMENT_LEN).unwrap());
+            let all: Vec<u8> = (0..SEGMENT_LEN).map(pattern).collect();
+            seg.write_at(0, SEGMENT_LEN, &[&all]).unwrap();
+            let revoked = Revoked::default();
+            let served = Served {
+                segments: Arc::new(RwLock::new(vec![(SEGMENT, seg.clone())])),
+                tier: None,
+                key: Arc::new(RwLock::new(KEY)),
+                revoked: revoked.clone(),
+                metrics: Arc::new(LocalMetrics::new()),
+            };
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(serve(listener, served, None, Default::default()));
+            let pool = TcpTransport::default();
+            let b = blob(SEGMENT, 8192, 4096);
+            let range = (SEGMENT, 8192, 4096);
+            let now = now_ms();
+            let before: Vec<u8> = (8192..8192 + 4096).map(pattern).collect();
+            let tag = |write, id, expires| blob_tag(&KEY, range, write, id, expires);
+            let refused_writes = [
+                (tag(true, 5, now - 1), -3004),
+                (tag(true, 6, now + 60_000), -3004),
+                (
+                    Tag {
+                        id: 7,
+                        ..tag(true, 5, now + 60_000)
+                    },
+                    -3000,
+                ),
+                (
+                    Tag {
+                        expires_ms: now + 120_000,
+                        ..tag(true, 5, now + 60_000)
+                    },
+                    -3000,
+                ),
+                (tag(false, 5, now + 60_000), -3000),
+            ];
+            revoked.add(&[(6, now + 60_000)], &[(10, now + 60_000)], now);
+            for (t, code) in refused_writes {
+                let e = pool
+                    .write(addr, &b, &t, &[&[0xEE; 4096]])
+                    .await
+                    .unwrap_err();
+                assert_eq!(e.code(), code, "{t:?}: {e}");
+            }
+            let mut out = vec![0u8; 4096];
+            for ended in [tag(false, 9, now - 1), tag(false, 10, now + 60_000)] {
+                let e = pool
+                    .read(addr, &b, &ended, &mut [&mut out[..]])
+                    .await
+                    .unwrap_err();
+                assert_eq!(e.code(), -3004, "{e}");
+                assert!(out.iter().all(|&x| x == 0), "an ended lease read bytes");
+            }
+            // The range is as it was; a live capability still reads and writes.
+            let live = tag(false, 9, now + 60_000);
+            pool.read(addr, &b, &live, &mut [&mut out[..]])
+                .await
+                .unwrap();
+            assert_eq!(out, before);
+            pool.write(addr, &b, &tag(true, 5, now + 60_000), &[&[1; 4096]])
+                .await
+                .unwrap();
+            pool.read(addr, &b, &live, &mut [&mut out[..]])
+                .await
+                .unwrap();
+            assert_eq!(out, vec![1; 4096]);
+        });
     }
 
     /// Many connections handed back at once keep at most `MAX_IDLE_PER_PEER` open; idle

@@ -272,10 +272,11 @@ impl Syncer {
             let Some(seg) = find_segment(&self.segments, t.blob.segment) else {
                 continue;
             };
-            // SAFETY: the blob is a committed object's, and committed bytes are never
-            // written again. If the object goes and its space is reused while we copy,
-            // the meta service says so before the copy is written (step 3).
-            let bytes = unsafe { seg.range(t.blob.offset, t.blob.len) }?.to_vec();
+            // Copied out, never borrowed: the segment is shared memory other processes
+            // map. If the object goes and its space is reused while we copy, the meta
+            // service says so before the copy is written (step 3).
+            let mut bytes = vec![0u8; t.blob.len as usize];
+            seg.read_at(t.blob.offset, t.blob.len, &mut [&mut bytes[..]])?;
             self.copied.push((t, bytes));
         }
         // 5. Hot objects are copied back into the memory the pool gave them.
@@ -292,9 +293,18 @@ impl Syncer {
         let bytes = self.tier.read(p.record, p.blob.len)?;
         let seg = find_segment(&self.segments, p.blob.segment)
             .ok_or_else(|| Error::invalid(format!("segment {} is not ours", p.blob.segment)))?;
-        // SAFETY: the pool gave this memory to this promotion alone, and no reader
-        // sees it before the promotion is reported.
-        unsafe { seg.range_mut(p.blob.offset, p.blob.len) }?.copy_from_slice(&bytes);
+        if bytes.len() as u64 != p.blob.len {
+            return Err(Error::Failed(format!(
+                "record {} holds {} bytes, not {}",
+                p.record,
+                bytes.len(),
+                p.blob.len
+            )));
+        }
+        // Copied in (the pool gave this memory to this promotion alone, and no reader
+        // sees it before the promotion is reported).
+        let end = p.blob.offset.saturating_add(p.blob.len);
+        seg.write_at(p.blob.offset, end, &[&bytes])?;
         self.metrics.ssd_promoted.inc();
         Ok(())
     }

@@ -6,6 +6,7 @@ use std::sync::{Arc, RwLock};
 use rustc_hash::FxHashMap;
 
 use memcache_core::{Blob, Error, Result, SegmentId};
+use memcache_proto::Tag;
 
 use crate::segment::ShmSegment;
 use crate::tier::SsdTier;
@@ -65,14 +66,14 @@ pub trait Transport: Send + Sync {
     fn write(
         &self,
         blob: &Blob,
-        grant: u64,
+        grant: Tag,
         srcs: &[&[u8]],
     ) -> impl Future<Output = Result<()>> + Send;
     /// Reads the whole of `blob` into `dsts` in order; they must hold `blob.len` bytes.
     fn read(
         &self,
         blob: &Blob,
-        grant: u64,
+        grant: Tag,
         dsts: &mut [&mut [u8]],
     ) -> impl Future<Output = Result<()>> + Send;
 }
@@ -180,11 +181,11 @@ impl ShmTransport {
 }
 
 impl Transport for ShmTransport {
-    async fn write(&self, blob: &Blob, _grant: u64, srcs: &[&[u8]]) -> Result<()> {
+    async fn write(&self, blob: &Blob, _grant: Tag, srcs: &[&[u8]]) -> Result<()> {
         self.write_blob(blob, srcs)
     }
 
-    async fn read(&self, blob: &Blob, _grant: u64, dsts: &mut [&mut [u8]]) -> Result<()> {
+    async fn read(&self, blob: &Blob, _grant: Tag, dsts: &mut [&mut [u8]]) -> Result<()> {
         self.read_blob(blob, dsts)
     }
 }

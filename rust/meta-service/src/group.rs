@@ -432,7 +432,8 @@ impl Group {
     }
 
     pub async fn abort(self: &Arc<Self>, items: Vec<(Key, PutId)>) -> Vec<Result<()>> {
-        let plan = self.leader().plan_abort(items);
+        let now = self.clock.now_ms();
+        let plan = self.leader().plan_abort(items, now);
         self.run(plan).await
     }
 
@@ -532,6 +533,13 @@ impl Group {
 
     pub fn release(&self, leases: &[(Key, LeaseId)]) {
         self.leader().release(leases)
+    }
+
+    /// Records or clears the fences of issued data-plane capabilities (see
+    /// [`Leader::fence_put`]), with the clock the leader decides by.
+    pub fn fencing<R>(&self, f: impl FnOnce(&mut Leader, u64) -> R) -> R {
+        let now = self.clock.now_ms();
+        f(&mut self.leader(), now)
     }
 
     pub async fn exists(&self, keys: &[Key]) -> std::result::Result<Vec<Result<bool>>, Redirect> {

@@ -18,12 +18,16 @@ use tarpc::server::{BaseChannel, Channel};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use memcache_core::{Blob, Clock, Error, LocalServiceId, Result};
-use memcache_meta::{Leader, MetaConfig};
-use memcache_proto::{blob_tag, DataEndpoint, MetaRpc, Redirect, TagKey};
+use memcache_core::{Blob, Clock, Error, Key, LocalServiceId, Medium, Result};
+use memcache_meta::{Cap, Leader, MetaConfig};
+use memcache_proto::{
+    blob_tag, Allocation, Beat, DataEndpoint, LeaseId, Located, MetaRpc, PutId, Redirect, Tag,
+    TagKey,
+};
 use memcache_raft::NodeId;
 use memcache_tls::Peer;
 
+mod fences;
 mod group;
 mod http;
 mod metrics;
@@ -150,6 +154,26 @@ impl MetaServiceConfig {
     }
 }
 
+/// A number no other meta service process is likely to pick (see [`Beat::epoch`]).
+fn epoch() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ ((std::process::id() as u64) << 40) | 1
+}
+
+/// The services holding memory blobs of `blobs` (those a capability may reach).
+fn owners(blobs: &[Blob]) -> Vec<LocalServiceId> {
+    let mut owners: Vec<LocalServiceId> = blobs
+        .iter()
+        .filter(|b| b.medium != Medium::Ssd)
+        .map(|b| b.service)
+        .collect();
+    owners.sort_unstable();
+    owners.dedup();
+    owners
+}
+
 /// What the meta service keeps with each local service in the replicated state.
 #[derive(Serialize, Deserialize)]
 struct Attachment {
@@ -173,6 +197,7 @@ pub(crate) struct Shared {
     /// The certificate that registered each local service (TLS only): a caller with the
     /// local role acts on its own service alone.
     pub owners: Mutex<BTreeMap<LocalServiceId, memcache_tls::CertId>>,
+    fences: Mutex<fences::Fences>,
 }
 
 impl Shared {
@@ -204,16 +229,121 @@ impl Shared {
             .await
     }
 
-    /// Data-plane capabilities for `blobs`, each with its owner's key.
-    pub fn tags(&self, blobs: &[Blob], write: bool) -> Vec<u64> {
+    /// Data-plane capabilities for `blobs`, each with its owner's key, for put or
+    /// read lease `id` until `expires_ms`, and whether one reaches memory (to fence).
+    /// A caller that maps the segments of `maps_host` gets none for memory there; SSD
+    /// blobs always get one, unfenced (record ids are not reused).
+    fn tags(
+        &self,
+        blobs: &[Blob],
+        write: bool,
+        (id, expires_ms): (u64, u64),
+        maps_host: Option<&str>,
+    ) -> (Vec<Tag>, bool) {
         let live = self.live();
-        blobs
+        let mut memory = false;
+        let tags = blobs
             .iter()
             .map(|b| {
-                live.get(&b.service)
-                    .map_or(0, |l| blob_tag(&l.key, b.segment, b.offset, b.len, write))
+                let Some(l) = live.get(&b.service) else {
+                    return Tag::default();
+                };
+                let mapped = l.endpoint.shm_socket.is_some()
+                    && maps_host.is_some_and(|h| h == l.endpoint.host);
+                if b.medium != Medium::Ssd {
+                    if mapped {
+                        return Tag::default();
+                    }
+                    memory = true;
+                }
+                blob_tag(&l.key, (b.segment, b.offset, b.len), write, id, expires_ms)
             })
-            .collect()
+            .collect();
+        (tags, memory)
+    }
+
+    fn fences(&self) -> MutexGuard<'_, fences::Fences> {
+        self.fences.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Write capabilities for each allocation of `keys` (in order), and the fences
+    /// that keep their memory from other objects while they may be honoured.
+    pub fn grant_puts(
+        &self,
+        keys: &[Key],
+        out: &mut [Result<Allocation>],
+        maps_host: Option<&str>,
+    ) {
+        for (key, a) in keys.iter().zip(out.iter_mut()) {
+            let Ok(a) = a else { continue };
+            let (tags, memory) = self.tags(&a.blobs, true, (a.put_id, a.deadline_ms), maps_host);
+            a.tags = tags;
+            if !memory {
+                continue;
+            }
+            let cap = Cap::Put(a.put_id);
+            self.fences()
+                .issued(cap, key, a.deadline_ms, owners(&a.blobs));
+            self.group.fencing(|l, _| l.fence(key, cap, a.deadline_ms));
+        }
+    }
+
+    /// Read capabilities for each object found of `keys` (in order), fenced likewise.
+    pub fn grant_reads(&self, keys: &[Key], out: &mut [Result<Located>], maps_host: Option<&str>) {
+        for (key, l) in keys.iter().zip(out.iter_mut()) {
+            let Ok(l) = l else { continue };
+            let (tags, memory) = self.tags(&l.blobs, false, (l.lease, l.until_ms), maps_host);
+            l.tags = tags;
+            if memory {
+                let cap = Cap::Read(l.lease);
+                self.fences().issued(cap, key, l.until_ms, owners(&l.blobs));
+                self.group
+                    .fencing(|leader, _| leader.fence(key, cap, l.until_ms));
+            }
+        }
+    }
+
+    /// Puts committed or aborted (`results` Ok): their owners are to revoke their
+    /// write capabilities.
+    pub fn end_puts(&self, items: &[(Key, PutId)], results: &[Result<()>]) {
+        let mut f = self.fences();
+        for ((_, put), r) in items.iter().zip(results) {
+            if r.is_ok() {
+                f.ended(Cap::Put(*put));
+            }
+        }
+    }
+
+    /// A local service's heartbeat: the revocations to send it, and the puts every
+    /// owner has now revoked, which need no fence any more.
+    pub fn beat(&self, service: LocalServiceId, acked: (u64, u64)) -> Beat {
+        let (beat, confirmed) = self.group.fencing(|leader, now| {
+            let skew = leader.config().clock_skew.as_millis() as u64;
+            let mut f = self.fences();
+            f.prune(now, skew);
+            f.beat(service, acked)
+        });
+        if !confirmed.is_empty() {
+            self.group.fencing(|leader, _| {
+                for (key, cap) in &confirmed {
+                    leader.unfence(key, *cap);
+                }
+            });
+        }
+        beat
+    }
+
+    /// Leases released: their owners are to refuse their read capabilities.
+    pub fn end_reads(&self, leases: &[(Key, LeaseId)]) {
+        let mut f = self.fences();
+        for (_, lease) in leases {
+            f.ended(Cap::Read(*lease));
+        }
+    }
+
+    /// A local service left.
+    pub fn forget_service(&self, service: LocalServiceId) {
+        self.fences().forget_service(service);
     }
 
     /// Runs one call: counts it, times it at its tracepoint and in the latency
@@ -430,6 +560,7 @@ impl MetaService {
             tracer: Tracer::new(config.ptracer),
             metrics: Metrics::new(),
             owners: Mutex::new(BTreeMap::new()),
+            fences: Mutex::new(fences::Fences::new(epoch())),
         });
         let (stop, stopped) = watch::channel(false);
 

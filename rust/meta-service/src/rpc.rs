@@ -13,7 +13,7 @@ use memcache_core::{Error, Key, KeyInfo, LocalServiceId, Medium, ReplicateConfig
 use memcache_meta::{AllocRequest, Joining};
 use memcache_proto::{Allocation, LeaseId, Located, PutId, TierMove};
 use memcache_proto::{
-    DataEndpoint, MetaRpc, MetaStats, RaftBytes, Registered, Registration, Reply, RoleInfo,
+    Beat, DataEndpoint, MetaRpc, MetaStats, RaftBytes, Registered, Registration, Reply, RoleInfo,
     SegmentView, SsdAnswer, SsdReport, TagKey, TraceRow,
 };
 
@@ -273,7 +273,12 @@ impl MetaRpc for Server {
         .await)
     }
 
-    async fn heartbeat(self, _: Context, service: LocalServiceId) -> Reply<Result<()>> {
+    async fn heartbeat(
+        self,
+        _: Context,
+        service: LocalServiceId,
+        acked: (u64, u64),
+    ) -> Reply<Result<Beat>> {
         if let Err(e) = self
             .allowed("heartbeat", LOCAL)
             .and_then(|_| self.own_service("heartbeat", service))
@@ -285,12 +290,10 @@ impl MetaRpc for Server {
             .0
             .traced("heartbeat", Tp::Heartbeat, || async {
                 match self.0.live().get_mut(&service) {
-                    Some(l) => {
-                        l.last_beat = Instant::now();
-                        Ok(())
-                    }
-                    None => Err(Error::NotConnectedToLocal),
+                    Some(l) => l.last_beat = Instant::now(),
+                    None => return Err(Error::NotConnectedToLocal),
                 }
+                Ok(self.0.beat(service, acked))
             })
             .await)
     }
@@ -307,6 +310,7 @@ impl MetaRpc for Server {
             .0
             .traced("unregister_service", Tp::BmUnregister, || async {
                 self.0.live().remove(&service);
+                self.0.forget_service(service);
                 self.0.group.remove_service(service).await
             })
             .await)
@@ -335,6 +339,7 @@ impl MetaRpc for Server {
         config: ReplicateConfig,
         writer: u64,
         lease_ms: u64,
+        maps_host: Option<String>,
     ) -> Reply<Vec<Result<Allocation>>> {
         if let Err(e) = self.allowed("alloc", CLIENT) {
             return Ok(Self::refuse_all(&items, e));
@@ -343,6 +348,7 @@ impl MetaRpc for Server {
         let tp = Tp::sized(Tp::Put, Tp::BatchPut, items.len());
         let s = &self.0;
         Ok(s.traced("alloc", tp, || async {
+            let keys: Vec<Key> = items.iter().map(|(k, _)| k.clone()).collect();
             let request = AllocRequest {
                 items,
                 config,
@@ -350,9 +356,7 @@ impl MetaRpc for Server {
                 lease_ms,
             };
             let mut out = s.group.alloc(request).await;
-            for a in out.iter_mut().flatten() {
-                a.tags = s.tags(&a.blobs, true);
-            }
+            s.grant_puts(&keys, &mut out, maps_host.as_deref());
             let done = out.iter().filter(|r| r.is_ok()).count();
             s.metrics.alloc_ops.inc_by(done as u64);
             out
@@ -368,7 +372,11 @@ impl MetaRpc for Server {
         let tp = Tp::sized(Tp::Update, Tp::BatchUpdate, items.len());
         Ok(self
             .0
-            .traced("commit", tp, || self.0.group.commit(items))
+            .traced("commit", tp, || async {
+                let out = self.0.group.commit(items.clone()).await;
+                self.0.end_puts(&items, &out);
+                out
+            })
             .await)
     }
 
@@ -379,7 +387,11 @@ impl MetaRpc for Server {
         self.0.lead().await?;
         Ok(self
             .0
-            .traced("abort", Tp::Abort, || self.0.group.abort(items))
+            .traced("abort", Tp::Abort, || async {
+                let out = self.0.group.abort(items.clone()).await;
+                self.0.end_puts(&items, &out);
+                out
+            })
             .await)
     }
 
@@ -388,6 +400,7 @@ impl MetaRpc for Server {
         _: Context,
         keys: Vec<Key>,
         lease_ms: u64,
+        maps_host: Option<String>,
     ) -> Reply<Vec<Result<Located>>> {
         if let Err(e) = self.allowed("lookup", CLIENT) {
             return Ok(Self::refuse_all(&keys, e));
@@ -402,9 +415,7 @@ impl MetaRpc for Server {
             m.get_ops.inc_by(keys.len() as u64);
             m.get_hits.inc_by(hits);
             m.get_misses.inc_by(keys.len() as u64 - hits);
-            for l in out.iter_mut().flatten() {
-                l.tags = s.tags(&l.blobs, false);
-            }
+            s.grant_reads(&keys, &mut out, maps_host.as_deref());
             Ok(out)
         })
         .await
@@ -417,7 +428,8 @@ impl MetaRpc for Server {
         self.0.lead().await?;
         self.0
             .traced("release", Tp::Release, || async {
-                self.0.group.release(&leases)
+                self.0.group.release(&leases);
+                self.0.end_reads(&leases);
             })
             .await;
         Ok(())

@@ -16,7 +16,7 @@ pub use state::{
     AllocItem, Applied, Command, Counters, Image, Object, Pending, Replicas, Segment, ServiceInfo,
     StateMachine,
 };
-pub use store::REMOVE_ALL_CHUNK;
 pub use store::{
     promotions, AllocRequest, Joining, Leader, MetaConfig, MetaStore, Plan, MAX_OBJECT_BYTES,
 };
+pub use store::{Cap, REMOVE_ALL_CHUNK};

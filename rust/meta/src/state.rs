@@ -246,9 +246,7 @@ pub enum Command {
     },
     /// A local service left or was declared dead: its segments and every replica in
     /// them go; objects left with no replica go too.
-    RemoveService {
-        service: LocalServiceId,
-    },
+    RemoveService { service: LocalServiceId },
     /// For each item in order: drops its `drop_first` objects (victims and expired
     /// objects the leader chose), then reserves its space. Then drops `drop_after`
     /// (eviction down to the low watermark). Items stay invisible until committed.
@@ -257,6 +255,9 @@ pub enum Command {
         lease_ms: u64,
         items: Vec<AllocItem>,
         drop_after: Vec<Key>,
+        /// See [`Command::Remove::holds`].
+        #[serde(default)]
+        holds: Vec<(Key, u64)>,
     },
     Commit {
         now_ms: u64,
@@ -265,10 +266,20 @@ pub enum Command {
     /// Rolls back puts that failed or whose lease ended.
     Abort {
         items: Vec<(Key, PutId)>,
+        #[serde(default)]
+        now_ms: u64,
+        /// See [`Command::Remove::holds`].
+        #[serde(default)]
+        holds: Vec<(Key, u64)>,
     },
     Remove {
         now_ms: u64,
         keys: Vec<Key>,
+        /// Keys whose memory a data-plane capability may still reach, with the time
+        /// (wall-clock ms, skew margin included) until which their freed ranges stay
+        /// in quarantine instead of going back to the allocator.
+        #[serde(default)]
+        holds: Vec<(Key, u64)>,
     },
     /// The owner of SSD segment `segment` wrote these objects there, as records
     /// `(key, put, record id)`: each one still current gets that SSD replica. First,
@@ -288,17 +299,42 @@ pub enum Command {
         now_ms: u64,
         drop_first: Vec<Key>,
         items: Vec<(Key, PutId, SegmentId)>,
+        /// See [`Command::Remove::holds`].
+        #[serde(default)]
+        holds: Vec<(Key, u64)>,
     },
     /// The SSD tier filled these objects' memory: readers may use it.
-    Promoted {
-        items: Vec<(Key, PutId)>,
-    },
+    Promoted { items: Vec<(Key, PutId)> },
     /// An explicit evict (DRAM → SSD): each object that has an SSD replica loses its
     /// DRAM replicas; one without an SSD replica is left as it is (-3101).
     Demote {
         now_ms: u64,
         keys: Vec<Key>,
+        /// See [`Command::Remove::holds`].
+        #[serde(default)]
+        holds: Vec<(Key, u64)>,
     },
+    /// The quarantined memory of these keys' former objects goes back to its allocator
+    /// now: every capability that could reach it was revoked.
+    Unhold { now_ms: u64, keys: Vec<Key> },
+}
+
+impl Command {
+    /// The command's time, where it has one, and its holds (taken out).
+    fn fence(&mut self) -> (Option<u64>, Vec<(Key, u64)>) {
+        match self {
+            Command::Alloc { now_ms, holds, .. }
+            | Command::Remove { now_ms, holds, .. }
+            | Command::Abort { now_ms, holds, .. }
+            | Command::Promote { now_ms, holds, .. }
+            | Command::Demote { now_ms, holds, .. } => (Some(*now_ms), std::mem::take(holds)),
+            Command::Commit { now_ms, .. }
+            | Command::Stored { now_ms, .. }
+            | Command::RegisterService { now_ms, .. }
+            | Command::Unhold { now_ms, .. } => (Some(*now_ms), Vec::new()),
+            Command::RemoveService { .. } | Command::Promoted { .. } => (None, Vec::new()),
+        }
+    }
 }
 
 /// What applying a command produced, one result per item where the command has items.
@@ -366,6 +402,14 @@ pub struct StateMachine {
     next_segment: SegmentId,
     next_put: PutId,
     counters: Counters,
+    /// Memory ranges freed while a data-plane capability for them may still be valid,
+    /// `(until ms, segment, offset, len)`: handed back to their allocator by the first
+    /// command whose time reaches `until`, so no late writer or reader of the old
+    /// object reaches a new one. Replicated state.
+    quarantine: BTreeSet<(u64, SegmentId, u64, u64, Key)>,
+    /// While a command applies: its holds and its time (see [`Command::fence`]).
+    holding: FxHashMap<Key, u64>,
+    applying_ms: u64,
 }
 
 impl StateMachine {
@@ -383,6 +427,9 @@ impl StateMachine {
             next_segment: 1,
             next_put: 1,
             counters: Counters::default(),
+            quarantine: BTreeSet::new(),
+            holding: FxHashMap::default(),
+            applying_ms: 0,
         }
     }
 
@@ -405,6 +452,7 @@ impl StateMachine {
             next_segment: self.next_segment,
             next_put: self.next_put,
             counters: self.counters,
+            quarantine: self.quarantine.iter().cloned().collect(),
         }
     }
 
@@ -429,6 +477,7 @@ impl StateMachine {
         sm.next_segment = image.next_segment;
         sm.next_put = image.next_put;
         sm.counters = image.counters;
+        sm.quarantine = image.quarantine.into_iter().collect();
         sm.rebuild_tiers();
         sm
     }
@@ -441,7 +490,56 @@ impl StateMachine {
         self
     }
 
-    pub fn apply(&mut self, cmd: Command) -> Applied {
+    pub fn apply(&mut self, mut cmd: Command) -> Applied {
+        let (now_ms, holds) = cmd.fence();
+        if let Some(now_ms) = now_ms {
+            self.release_quarantine(now_ms);
+        }
+        self.applying_ms = now_ms.unwrap_or(0);
+        self.holding = holds.into_iter().collect();
+        let applied = self.apply_command(cmd);
+        self.holding = FxHashMap::default();
+        applied
+    }
+
+    /// Hands quarantined ranges whose hold ended by `now_ms` back to their allocator
+    /// (those of a segment that left are just forgotten).
+    fn release_quarantine(&mut self, now_ms: u64) {
+        while let Some(&(until, segment, offset, len, _)) = self.quarantine.first() {
+            if until > now_ms {
+                break;
+            }
+            self.quarantine.pop_first();
+            if let Some(seg) = self.segments.get_mut(&segment) {
+                seg.alloc.free(offset, len);
+            }
+        }
+    }
+
+    /// Quarantined ranges, `(until ms, segment, offset, len, key of the object that
+    /// had them)`, soonest first.
+    pub fn quarantined(&self) -> impl Iterator<Item = &(u64, SegmentId, u64, u64, Key)> {
+        self.quarantine.iter()
+    }
+
+    /// Hands back the quarantined ranges of `keys`' former objects.
+    fn unhold(&mut self, keys: &[Key]) {
+        let keys: rustc_hash::FxHashSet<&Key> = keys.iter().collect();
+        let gone: Vec<_> = self
+            .quarantine
+            .iter()
+            .filter(|q| keys.contains(&q.4))
+            .cloned()
+            .collect();
+        for q in gone {
+            if let Some(seg) = self.segments.get_mut(&q.1) {
+                seg.alloc.free(q.2, q.3);
+            }
+            self.quarantine.remove(&q);
+        }
+    }
+
+    fn apply_command(&mut self, cmd: Command) -> Applied {
         match cmd {
             Command::RegisterService {
                 service,
@@ -466,6 +564,7 @@ impl StateMachine {
                 lease_ms,
                 items,
                 drop_after,
+                holds: _,
             } => {
                 let deadline_ms = now_ms.saturating_add(lease_ms);
                 let mut dropped = 0;
@@ -487,7 +586,7 @@ impl StateMachine {
                     .map(|(key, id)| self.commit_one(key, id, now_ms))
                     .collect(),
             ),
-            Command::Abort { items } => Applied::Aborted(
+            Command::Abort { items, .. } => Applied::Aborted(
                 items
                     .into_iter()
                     .map(|(key, id)| match self.objects.get(&key) {
@@ -500,7 +599,7 @@ impl StateMachine {
                     })
                     .collect(),
             ),
-            Command::Remove { now_ms, keys } => Applied::Removed(
+            Command::Remove { now_ms, keys, .. } => Applied::Removed(
                 keys.into_iter()
                     .map(|key| match self.objects.get(&key) {
                         Some(o) if o.is_committed() => {
@@ -543,6 +642,7 @@ impl StateMachine {
                 now_ms,
                 drop_first,
                 items,
+                ..
             } => {
                 self.evict_from_memory(&drop_first, now_ms);
                 Applied::Promoting(
@@ -558,7 +658,11 @@ impl StateMachine {
                     .map(|(key, put)| self.promoted(&key, put))
                     .collect(),
             ),
-            Command::Demote { now_ms, keys } => {
+            Command::Unhold { keys, .. } => {
+                self.unhold(&keys);
+                Applied::Removed(Vec::new())
+            }
+            Command::Demote { now_ms, keys, .. } => {
                 Applied::Demoted(keys.iter().map(|key| self.demote(key, now_ms)).collect())
             }
         }
@@ -691,6 +795,7 @@ impl StateMachine {
             put_id,
             blobs: blobs.into_vec(),
             lease_ms: deadline_ms.saturating_sub(now_ms),
+            deadline_ms,
             tags: Vec::new(),
         })
     }
@@ -762,7 +867,14 @@ impl StateMachine {
                 seg.ssd_used = seg.ssd_used.saturating_sub(pages_for(b.len) * PAGE_SIZE);
                 seg.trash.push_back((b.offset, key.clone()));
             } else {
-                seg.alloc.free(b.offset, b.len);
+                match self.holding.get(key) {
+                    // A capability may still reach the range: not reused before then.
+                    Some(&until) if until > self.applying_ms => {
+                        let q = (until, b.segment, b.offset, b.len, key.clone());
+                        self.quarantine.insert(q);
+                    }
+                    _ => seg.alloc.free(b.offset, b.len),
+                }
             }
         }
     }
@@ -857,6 +969,7 @@ impl StateMachine {
             segments: &mut self.segments,
             expiring: &self.expiring,
             policy: self.policy.as_ref(),
+            quarantine: &self.quarantine,
         }
     }
 
@@ -878,6 +991,7 @@ impl StateMachine {
         }
         self.services.hash(&mut h);
         (self.next_segment, self.next_put, self.counters).hash(&mut h);
+        self.quarantine.hash(&mut h);
         h.finish()
     }
 }
@@ -894,6 +1008,8 @@ pub struct Image {
     next_segment: SegmentId,
     next_put: PutId,
     counters: Counters,
+    #[serde(default)]
+    quarantine: Vec<(u64, SegmentId, u64, u64, Key)>,
 }
 
 pub(crate) struct PlanView<'a> {
@@ -902,6 +1018,7 @@ pub(crate) struct PlanView<'a> {
     pub segments: &'a mut BTreeMap<SegmentId, Segment>,
     pub expiring: &'a BTreeSet<(u64, Key)>,
     pub policy: &'a dyn EvictionPolicy,
+    pub quarantine: &'a BTreeSet<(u64, SegmentId, u64, u64, Key)>,
 }
 
 /// Committed objects whose TTL ended at `now_ms`, oldest first.

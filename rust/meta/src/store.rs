@@ -26,6 +26,7 @@ mod moves;
 mod planner;
 mod tier;
 
+pub use leases::Cap;
 use leases::Leases;
 pub use moves::REMOVE_ALL_CHUNK;
 use planner::Planner;
@@ -48,6 +49,12 @@ pub struct MetaConfig {
     #[serde(with = "millis")]
     pub read_lease: Duration,
     pub eviction_policy: PolicyKind,
+    /// Most a local service's clock may lag the leader's. A data-plane capability
+    /// expires at its put's deadline or its read lease's end on the local's own clock,
+    /// so memory freed while one may still be honoured is kept from new objects until
+    /// its expiry plus this margin.
+    #[serde(with = "millis", alias = "clockSkewMs")]
+    pub clock_skew: Duration,
 }
 
 impl Default for MetaConfig {
@@ -58,6 +65,7 @@ impl Default for MetaConfig {
             put_lease: Duration::from_secs(10),
             read_lease: Duration::from_secs(5),
             eviction_policy: PolicyKind::Lru,
+            clock_skew: Duration::from_secs(1),
         }
     }
 }
@@ -207,9 +215,11 @@ pub struct Leader {
 impl Leader {
     pub fn new(config: MetaConfig) -> Result<Self> {
         config.validate()?;
+        let mut leases = Leases::default();
+        leases.skew_ms = config.clock_skew.as_millis() as u64;
         Ok(Leader {
             config,
-            leases: Leases::default(),
+            leases,
             doomed: FxHashMap::default(),
             next_lease_sweep_ms: 0,
             ssd_reads: FxHashMap::default(),
@@ -229,7 +239,39 @@ impl Leader {
         if inherited {
             let lease_ms = self.config.read_lease.as_millis() as u64;
             self.leases.hold_all_until(now_ms.saturating_add(lease_ms));
+            // Nor does it know its predecessor's capabilities: committed puts' (pending
+            // ones' deadlines are in the state) and released leases'.
+            let put_ms = self.config.put_lease.as_millis() as u64;
+            self.leases
+                .fence_all_until(now_ms.saturating_add(lease_ms.max(put_ms)));
         }
+    }
+
+    /// Records a data-plane capability issued for `key`'s memory, valid until
+    /// `until_ms` (a put's deadline, a read lease's end); in-process stores issue none.
+    pub fn fence(&mut self, key: &Key, cap: Cap, until_ms: u64) {
+        self.leases.fence(key, cap, until_ms);
+    }
+
+    /// Every owner of `key`'s memory refuses `cap` now (it was revoked: the put was
+    /// committed or aborted, the lease released).
+    pub fn unfence(&mut self, key: &Key, cap: Cap) {
+        self.leases.unfence(key, cap);
+    }
+
+    /// The holds for a command freeing `keys`' memory at `now_ms` (see
+    /// [`Command::Remove`]): most keys need none.
+    pub(crate) fn holds<'k>(
+        &self,
+        keys: impl IntoIterator<Item = &'k Key>,
+        now_ms: u64,
+    ) -> Vec<(Key, u64)> {
+        keys.into_iter()
+            .filter_map(|k| {
+                let until = self.leases.fenced_until(k);
+                (until > now_ms).then(|| (k.clone(), until))
+            })
+            .collect()
     }
 
     fn doom(&mut self, keys: &[Key]) {
@@ -365,11 +407,14 @@ impl Leader {
                 .cloned()
                 .collect();
             self.doom(&plan.doomed);
+            let holds = self.holds(&plan.doomed, now_ms);
+            let put_ms = self.config.put_lease.as_millis() as u64;
             plan.command = Some(Command::Alloc {
                 now_ms,
-                lease_ms: self.config.put_lease.as_millis() as u64,
+                lease_ms: put_ms,
                 items: planned,
                 drop_after,
+                holds,
             });
         }
         plan
@@ -384,8 +429,13 @@ impl Leader {
     }
 
     /// Rolls back puts whose writes failed.
-    pub fn plan_abort(&self, items: Vec<(Key, PutId)>) -> Plan<()> {
-        self.plan_each(items.len(), unit_results, || Command::Abort { items })
+    pub fn plan_abort(&self, items: Vec<(Key, PutId)>, now_ms: u64) -> Plan<()> {
+        let holds = self.holds(items.iter().map(|(k, _)| k), now_ms);
+        self.plan_each(items.len(), unit_results, || Command::Abort {
+            items,
+            now_ms,
+            holds,
+        })
     }
 
     /// A command whose every item is answered by applying it.
@@ -441,6 +491,7 @@ impl Leader {
                     blobs,
                     lease: self.leases.grant(key, until_ms, now_ms),
                     lease_ms,
+                    until_ms,
                     tags: Vec::new(),
                 }
             }));
@@ -522,6 +573,7 @@ impl Leader {
             self.doom(&doomed);
             plan.command = Some(Command::Remove {
                 now_ms,
+                holds: self.holds(&doomed, now_ms),
                 keys: doomed.clone(),
             });
             plan.doomed = doomed;
@@ -542,7 +594,13 @@ impl Leader {
             .collect();
         if !overdue.is_empty() {
             tracing::debug!(count = overdue.len(), "rolling back puts whose lease ended");
-            out.push(Command::Abort { items: overdue });
+            // Rolled back at their deadline: only the skew margin may still hold them.
+            let holds = self.holds(overdue.iter().map(|(k, _)| k), now_ms);
+            out.push(Command::Abort {
+                items: overdue,
+                now_ms,
+                holds,
+            });
         }
         let expired: Vec<Key> = sm
             .expired(now_ms)
@@ -553,7 +611,33 @@ impl Leader {
         if !expired.is_empty() {
             out.push(Command::Remove {
                 now_ms,
+                holds: self.holds(&expired, now_ms),
                 keys: expired,
+            });
+        }
+        // Quarantined memory no capability can reach any more (every one revoked)
+        // goes back before its hold ends.
+        let mut unheld: Vec<Key> = sm
+            .quarantined()
+            .filter(|q| q.0 > now_ms && self.leases.fenced_until(&q.4) <= now_ms)
+            .map(|q| q.4.clone())
+            .collect();
+        unheld.sort_unstable();
+        unheld.dedup();
+        unheld.truncate(MAX_PER_CALL);
+        if !unheld.is_empty() {
+            out.push(Command::Unhold {
+                now_ms,
+                keys: unheld,
+            });
+        }
+        // Quarantined memory whose hold ended goes back (any command with a time does
+        // it; this one when nothing else comes).
+        if out.is_empty() && sm.quarantined().next().is_some_and(|q| q.0 <= now_ms) {
+            out.push(Command::Remove {
+                now_ms,
+                keys: Vec::new(),
+                holds: Vec::new(),
             });
         }
         // Leases of readers that died without releasing: swept once per lease length.
@@ -711,8 +795,8 @@ impl MetaStore {
     }
 
     /// Rolls back puts whose writes failed.
-    pub fn abort(&mut self, items: Vec<(Key, PutId)>) -> Vec<Result<()>> {
-        let plan = self.leader.plan_abort(items);
+    pub fn abort(&mut self, items: Vec<(Key, PutId)>, now_ms: u64) -> Vec<Result<()>> {
+        let plan = self.leader.plan_abort(items, now_ms);
         self.run(plan)
     }
 

@@ -71,20 +71,94 @@ pub struct Registered {
     pub recovered: Vec<bool>,
 }
 
+/// The answer to a heartbeat: puts whose write capabilities the service must refuse
+/// from now on (they were committed or aborted before their deadline), each with the
+/// expiry after which it may forget them, and likewise released read leases. Repeated until acknowledged with `seq`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Beat {
+    /// Names the meta service process that counts `seq`: an acknowledgement of another
+    /// one's answer acknowledges nothing.
+    pub epoch: u64,
+    pub seq: u64,
+    pub revoked: Vec<(PutId, u64)>,
+    /// Read leases released before their end, each with its end: their capabilities
+    /// read nothing from now on.
+    #[serde(default)]
+    pub released: Vec<(LeaseId, u64)>,
+}
+
 /// Key of the capabilities one local service accepts.
 pub type TagKey = [u64; 2];
 
-/// The capability for reading (`write = false`) or writing exactly one blob's range,
-/// issued by the meta service with the blob's owner's key and checked by the owner, so
-/// a TCP client can reach only the byte ranges it was given.
-pub fn blob_tag(key: &TagKey, segment: SegmentId, offset: u64, len: u64, write: bool) -> u64 {
-    use std::hash::Hasher;
-    let mut h = siphasher::sip::SipHasher24::new_with_keys(key[0], key[1]);
-    h.write_u64(segment);
-    h.write_u64(offset);
-    h.write_u64(len);
-    h.write_u8(write as u8);
-    h.finish()
+/// A data-plane capability: the right to read (`write = false`) or write exactly one
+/// blob's range, for one put or one read lease, until `expires_ms` (wall-clock unix
+/// ms: the put's deadline, the read lease's end). The meta service issues it with the
+/// blob's owner's key; the owner checks the MAC and its own clock, so a TCP client
+/// reaches only the ranges it was given, and only while its put or lease lasts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Tag {
+    /// The put id (write) or the read lease id (read) the capability belongs to.
+    pub id: u64,
+    pub expires_ms: u64,
+    /// Keyed SipHash-2-4-128 over the blob, the operation, `id` and `expires_ms`.
+    pub mac: u128,
+}
+
+impl Tag {
+    /// Whether the tag still grants at `now_ms` on the checker's clock.
+    pub fn live(&self, now_ms: u64) -> bool {
+        now_ms < self.expires_ms
+    }
+}
+
+/// The MAC of a [`Tag`]: 128 bits, so guessing one is out of reach, over every field
+/// the checker relies on (any one changed gives another MAC).
+pub fn tag_mac(
+    key: &TagKey,
+    blob: (SegmentId, u64, u64),
+    write: bool,
+    id: u64,
+    expires_ms: u64,
+) -> u128 {
+    let (segment, offset, len) = blob;
+    let mut msg = [0u8; 41];
+    msg[0] = write as u8;
+    for (i, w) in [segment, offset, len, id, expires_ms]
+        .into_iter()
+        .enumerate()
+    {
+        msg[1 + 8 * i..9 + 8 * i].copy_from_slice(&w.to_le_bytes());
+    }
+    siphasher::sip128::SipHasher24::new_with_keys(key[0], key[1])
+        .hash(&msg)
+        .as_u128()
+}
+
+/// The capability for `blob` (segment, offset, len), issued with its owner's key.
+pub fn blob_tag(
+    key: &TagKey,
+    blob: (SegmentId, u64, u64),
+    write: bool,
+    id: u64,
+    expires_ms: u64,
+) -> Tag {
+    Tag {
+        id,
+        expires_ms,
+        mac: tag_mac(key, blob, write, id, expires_ms),
+    }
+}
+
+/// Whether `tag` grants `write` (or read) on `blob` at `now_ms` under `key`: its MAC
+/// matches and it has not expired.
+pub fn tag_grants(
+    key: &TagKey,
+    blob: (SegmentId, u64, u64),
+    write: bool,
+    tag: &Tag,
+    now_ms: u64,
+) -> bool {
+    tag.live(now_ms) && tag_mac(key, blob, write, tag.id, tag.expires_ms) == tag.mac
 }
 
 /// One tracepoint of the meta service (see `/metrics/ptracer`).
@@ -145,7 +219,9 @@ pub struct RoleInfo {
 pub trait MetaRpc {
     async fn register_service(reg: Registration) -> Reply<Result<Registered>>;
     /// Keeps a local service alive; -3018 when the meta service no longer knows it.
-    async fn heartbeat(service: LocalServiceId) -> Reply<Result<()>>;
+    /// `acked`: the `(epoch, seq)` of the last [`Beat`] whose revocations the service
+    /// applied.
+    async fn heartbeat(service: LocalServiceId, acked: (u64, u64)) -> Reply<Result<Beat>>;
     async fn unregister_service(service: LocalServiceId) -> Reply<Result<usize>>;
     /// One round of a local service's SSD tier (see [`SsdReport`]).
     async fn ssd_sync(service: LocalServiceId, report: SsdReport) -> Reply<Result<SsdAnswer>>;
@@ -154,17 +230,27 @@ pub trait MetaRpc {
     /// `writer` is a token of the put attempt (0 for none): an alloc repeated with the
     /// same token, after its first answer was lost, gets the same allocation back.
     /// `lease_ms`: how long the puts may write before they are rolled back (0: the
-    /// service's put lease).
+    /// service's put lease). `maps_host`: the host whose local services' segments the
+    /// caller maps (None: it maps none). Blobs in memory there get no capabilities (the
+    /// caller copies them itself), so neither do they need fences; the others get them
+    /// (see `Allocation::tags`).
     async fn alloc(
         items: Vec<(Key, u64)>,
         config: ReplicateConfig,
         writer: u64,
         lease_ms: u64,
+        maps_host: Option<String>,
     ) -> Reply<Vec<Result<Allocation>>>;
     async fn commit(items: Vec<(Key, PutId)>) -> Reply<Vec<Result<()>>>;
     async fn abort(items: Vec<(Key, PutId)>) -> Reply<Vec<Result<()>>>;
     /// Leases each found object for `lease_ms` (0: the service's read lease).
-    async fn lookup(keys: Vec<Key>, lease_ms: u64) -> Reply<Vec<Result<Located>>>;
+    /// `maps_host`: as for `alloc` (SSD blobs, read through their service, always get
+    /// capabilities).
+    async fn lookup(
+        keys: Vec<Key>,
+        lease_ms: u64,
+        maps_host: Option<String>,
+    ) -> Reply<Vec<Result<Located>>>;
     async fn release(leases: Vec<(Key, LeaseId)>) -> Reply<()>;
     async fn remove(keys: Vec<Key>) -> Reply<Vec<Result<()>>>;
     async fn exists(keys: Vec<Key>) -> Reply<Vec<Result<bool>>>;
@@ -442,5 +528,40 @@ mod tests {
         ] {
             assert_eq!(parse_discovery(bad).unwrap_err().code(), -3000, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_tag_grants_only_its_blob_operation_id_and_time() {
+        const KEY: TagKey = [7, 11];
+        let blob = (3, 4096, 512);
+        let t = blob_tag(&KEY, blob, true, 42, 10_000);
+        assert!(tag_grants(&KEY, blob, true, &t, 9_999));
+        // Expired at its expiry and after.
+        assert!(!tag_grants(&KEY, blob, true, &t, 10_000));
+        assert!(!tag_grants(&KEY, blob, true, &t, u64::MAX));
+        // Any field changed is refused.
+        assert!(!tag_grants(&KEY, (4, 4096, 512), true, &t, 0));
+        assert!(!tag_grants(&KEY, (3, 0, 512), true, &t, 0));
+        assert!(!tag_grants(&KEY, (3, 4096, 511), true, &t, 0));
+        assert!(!tag_grants(&KEY, blob, false, &t, 0));
+        assert!(!tag_grants(&[7, 12], blob, true, &t, 0));
+        let other_put = Tag { id: 43, ..t };
+        assert!(!tag_grants(&KEY, blob, true, &other_put, 0));
+        let later = Tag {
+            expires_ms: 20_000,
+            ..t
+        };
+        assert!(!tag_grants(&KEY, blob, true, &later, 0));
+        for bit in [0, 63, 64, 127] {
+            let flipped = Tag {
+                mac: t.mac ^ (1u128 << bit),
+                ..t
+            };
+            assert!(!tag_grants(&KEY, blob, true, &flipped, 0));
+        }
+        // A read tag of the same put id does not write, and the other way round.
+        let r = blob_tag(&KEY, blob, false, 42, 10_000);
+        assert_ne!(r.mac, t.mac);
+        assert!(tag_grants(&KEY, blob, false, &r, 0));
     }
 }

@@ -39,9 +39,13 @@ pub struct Allocation {
     pub blobs: Vec<Blob>,
     /// How long from its decision the put may write before it is rolled back.
     pub lease_ms: u64,
+    /// Wall-clock unix ms at which the put is rolled back unless committed (its
+    /// capabilities expire then).
+    #[serde(default)]
+    pub deadline_ms: u64,
     /// One capability per blob for the TCP data plane, filled in by the meta service
     /// on the way out (empty in the state machine and in-process).
-    pub tags: Vec<u64>,
+    pub tags: Vec<crate::Tag>,
 }
 
 /// Where a readable object lives; the reader holds `lease` on it until it releases it
@@ -53,8 +57,11 @@ pub struct Located {
     pub lease: LeaseId,
     /// How long from the lookup the lease lasts.
     pub lease_ms: u64,
+    /// Wall-clock unix ms at which the lease ends (its capabilities expire then).
+    #[serde(default)]
+    pub until_ms: u64,
     /// One read capability per blob for the TCP data plane (see `Allocation::tags`).
-    pub tags: Vec<u64>,
+    pub tags: Vec<crate::Tag>,
 }
 
 /// Where one key of an `evict` or `prefetch` stands.

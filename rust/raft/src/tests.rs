@@ -22,6 +22,7 @@ fn remove(i: u64) -> Entry<TypeConfig> {
         Command::Remove {
             now_ms: i,
             keys: vec![key],
+            holds: vec![],
         },
     )
 }
@@ -77,6 +78,7 @@ async fn commands_apply_and_snapshots_restore() {
                 drop_first: vec![],
             }],
             drop_after: vec![],
+            holds: vec![],
         },
         Command::Commit {
             now_ms: 2,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::procs::*;
 
 use memcache_client::{BlockingObjectStore, ClientConfig, CopyDirection, ReplicateConfig};
-use memcache_proto::{connect_meta, context, parse_discovery};
+use memcache_proto::{connect_meta, context, parse_discovery, Tag};
 
 #[test]
 fn objects_cross_processes_and_survive_a_killed_replica() {
@@ -194,6 +194,23 @@ fn forced_tcp_moves_layers_and_replicas_without_shared_memory() {
     assert!(small.iter().all(|&b| b == 7));
 }
 
+/// A data-plane request header (see `rust/local/src/tcp.rs`): the blob (segment, offset,
+/// length) and its capability (put or lease id, expiry, MAC), then the part to move.
+fn frame_part(op: u8, segment: u64, offset: u64, len: u64, tag: Tag, at: u64, n: u64) -> Vec<u8> {
+    let mut h = vec![0u8; 80];
+    h[0..4].copy_from_slice(&0x4D4D_4344u32.to_le_bytes());
+    h[4] = op;
+    h[8..16].copy_from_slice(&segment.to_le_bytes());
+    h[16..24].copy_from_slice(&offset.to_le_bytes());
+    h[24..32].copy_from_slice(&len.to_le_bytes());
+    h[32..40].copy_from_slice(&tag.id.to_le_bytes());
+    h[40..48].copy_from_slice(&tag.expires_ms.to_le_bytes());
+    h[48..64].copy_from_slice(&tag.mac.to_le_bytes());
+    h[64..72].copy_from_slice(&at.to_le_bytes());
+    h[72..80].copy_from_slice(&n.to_le_bytes());
+    h
+}
+
 #[test]
 fn garbage_on_the_wire_is_refused_and_the_services_keep_serving() {
     use std::io::{Read, Write};
@@ -227,22 +244,9 @@ fn garbage_on_the_wire_is_refused_and_the_services_keep_serving() {
             .unwrap();
         eps[0].1.tcp.unwrap()
     });
-    // The blob (segment, offset, length) and its capability, then the part to move.
-    let frame_part = |op: u8, segment: u64, offset: u64, len: u64, tag: u64, at: u64, n: u64| {
-        let mut h = vec![0u8; 56];
-        h[0..4].copy_from_slice(&0x4D4D_4344u32.to_le_bytes());
-        h[4] = op;
-        h[8..16].copy_from_slice(&segment.to_le_bytes());
-        h[16..24].copy_from_slice(&offset.to_le_bytes());
-        h[24..32].copy_from_slice(&len.to_le_bytes());
-        h[32..40].copy_from_slice(&tag.to_le_bytes());
-        h[40..48].copy_from_slice(&at.to_le_bytes());
-        h[48..56].copy_from_slice(&n.to_le_bytes());
-        h
-    };
     let frame_op =
         |op, segment, offset, len, tag| frame_part(op, segment, offset, len, tag, 0, len);
-    let frame = |segment, offset, len| frame_op(2, segment, offset, len, 0);
+    let frame = |segment, offset, len| frame_op(2, segment, offset, len, Tag::default());
     let mut c = std::net::TcpStream::connect(data).unwrap();
     for req in [
         frame(999, 0, 8),
@@ -255,7 +259,7 @@ fn garbage_on_the_wire_is_refused_and_the_services_keep_serving() {
         assert_eq!(i32::from_le_bytes(answer[0..4].try_into().unwrap()), -3000);
     }
     let mut bad = std::net::TcpStream::connect(data).unwrap();
-    bad.write_all(&[0xAB; 56]).unwrap();
+    bad.write_all(&[0xAB; 80]).unwrap();
     let mut answer = [0u8; 16];
     bad.read_exact(&mut answer).unwrap();
     assert_eq!(i32::from_le_bytes(answer[0..4].try_into().unwrap()), -3000);
@@ -274,6 +278,7 @@ fn garbage_on_the_wire_is_refused_and_the_services_keep_serving() {
             cfg,
             0,
             0,
+            None,
         )
         .await
         .unwrap()
@@ -408,4 +413,166 @@ fn a_stopped_local_service_leaves_no_socket_behind_and_a_killed_ones_is_reused()
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&socket).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
+}
+
+/// Sends one raw data-plane request (and, for a write, its payload); the answer's
+/// status, and for a read that was served, the bytes.
+fn raw_request(data: std::net::SocketAddr, head: &[u8], payload: &[u8]) -> (i32, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(data).unwrap();
+    c.write_all(head).unwrap();
+    // A refused write is answered and hung up on, maybe before its payload is read.
+    let _ = c.write_all(payload);
+    let mut answer = [0u8; 16];
+    c.read_exact(&mut answer).unwrap();
+    let status = i32::from_le_bytes(answer[0..4].try_into().unwrap());
+    let len = u64::from_le_bytes(answer[8..16].try_into().unwrap());
+    let mut bytes = vec![0u8; if status == 0 { len as usize } else { 0 }];
+    c.read_exact(&mut bytes).unwrap();
+    (status, bytes)
+}
+
+/// Capabilities are fenced in time. A writer whose put was rolled back at its deadline,
+/// one whose put was committed, and a reader whose lease ended each come back with the
+/// capability they captured, raw on the data plane, after the range went to another
+/// object: the local service refuses them, and that object is byte-identical.
+#[test]
+fn late_writers_and_readers_are_refused_and_the_range_keeps_its_new_object() {
+    let (_meta, url) = start_meta(&[
+        "--put-lease-ms",
+        "500",
+        "--set",
+        "read_lease=500",
+        "--set",
+        "clock_skew=200",
+    ]);
+    let (_local, _) = start_local_with(&url, "32MiB", &["--heartbeat-interval-ms", "50"]);
+    wait_for_services(&url, 1);
+    let store = pure_client(&url);
+    let meta_addr = parse_discovery(&url).unwrap()[0];
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let rpc = rt
+        .block_on(connect_meta(meta_addr, Duration::from_secs(5)))
+        .unwrap();
+    let ctx = || context(Duration::from_secs(5));
+    let data = rt.block_on(rpc.endpoints(ctx())).unwrap().unwrap()[0]
+        .1
+        .tcp
+        .unwrap();
+    // Objects of this size (3 pages) are the only ones: a freed range is the next one's.
+    const SIZE: u64 = 3 * 4096;
+    let alloc = |key: &str, lease_ms: u64| {
+        let key = memcache_core::Key::new(key).unwrap();
+        let cfg = ReplicateConfig::default();
+        let mut out = rt
+            .block_on(rpc.alloc(ctx(), vec![(key, SIZE)], cfg, 0, lease_ms, None))
+            .unwrap()
+            .unwrap();
+        out.remove(0).unwrap()
+    };
+    let range_of = |key: &str| {
+        let info = store.get_key_info(key).unwrap();
+        (info.locations[0].segment, info.locations[0].offset)
+    };
+    let sleep_past = |unix_ms: u64| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        std::thread::sleep(Duration::from_millis(unix_ms.saturating_sub(now) + 300));
+    };
+    let value = |seed: u8| -> Vec<u8> { (0..SIZE).map(|i| (i as u8).wrapping_mul(seed)).collect() };
+
+    // 1. A put rolled back at its deadline; its range goes to "next" once the deadline
+    // and the skew margin passed.
+    let a = alloc("rolled-back", 0);
+    let (b, tag) = (a.blobs[0], a.tags[0]);
+    assert_eq!((tag.id, tag.expires_ms), (a.put_id, a.deadline_ms));
+    sleep_past(a.deadline_ms + 200);
+    store.put("next", &value(3)).unwrap();
+    assert_eq!(
+        range_of("next"),
+        (b.segment, b.offset),
+        "the range was not reused"
+    );
+    let late = frame_part(1, b.segment, b.offset, b.len, tag, 0, b.len);
+    assert_eq!(raw_request(data, &late, &[0xEE; SIZE as usize]).0, -3004);
+    assert!(
+        store.get("next").unwrap() == value(3),
+        "the late write landed"
+    );
+
+    // 2. A put committed early (a long lease): once its owner heard of the commit, its
+    // capability writes nothing, though it has not expired.
+    let c = alloc("committed", 60_000);
+    let (cb, ctag) = (c.blobs[0], c.tags[0]);
+    let write = frame_part(1, cb.segment, cb.offset, cb.len, ctag, 0, cb.len);
+    assert_eq!(raw_request(data, &write, &value(5)).0, 0);
+    let key = memcache_core::Key::new("committed").unwrap();
+    let done = rt
+        .block_on(rpc.commit(ctx(), vec![(key, c.put_id)]))
+        .unwrap()
+        .unwrap();
+    assert_eq!(done, vec![Ok(())]);
+    // Until the owner hears of the commit (its next heartbeat answer) the writer may
+    // still write its own object: the probe writes the same bytes.
+    eventually("the commit revokes the put's capability", || {
+        raw_request(data, &write, &value(5)).0 == -3004
+    });
+    assert_eq!(raw_request(data, &write, &[0xEE; SIZE as usize]).0, -3004);
+    assert!(store.get("committed").unwrap() == value(5));
+
+    // 3. A reader whose lease ended, after its object was removed and the range went
+    // to another: it reads nothing.
+    store.put("read", &value(7)).unwrap();
+    let key = memcache_core::Key::new("read").unwrap();
+    let found = rt
+        .block_on(rpc.lookup(ctx(), vec![key.clone()], 300, None))
+        .unwrap()
+        .unwrap()
+        .remove(0)
+        .unwrap();
+    let (rb, rtag) = (found.blobs[0], found.tags[0]);
+    let read = frame_part(2, rb.segment, rb.offset, rb.len, rtag, 0, rb.len);
+    assert!(raw_request(data, &read, &[]) == (0, value(7)));
+    rt.block_on(rpc.release(ctx(), vec![(key, found.lease)]))
+        .unwrap()
+        .unwrap();
+    store.remove("read").unwrap();
+    sleep_past(found.until_ms + 200);
+    store.put("after-read", &value(9)).unwrap();
+    assert_eq!(range_of("after-read"), (rb.segment, rb.offset));
+    let (status, bytes) = raw_request(data, &read, &[]);
+    assert_eq!((status, bytes.len()), (-3004, 0));
+    assert!(store.get("after-read").unwrap() == value(9));
+
+    // 4. A reader that released a long lease: once its owner heard of the release, the
+    // capability reads nothing, and the range goes to another object well before the
+    // lease would have ended.
+    let key = memcache_core::Key::new("after-read").unwrap();
+    let found = rt
+        .block_on(rpc.lookup(ctx(), vec![key.clone()], 60_000, None))
+        .unwrap()
+        .unwrap()
+        .remove(0)
+        .unwrap();
+    let (lb, ltag) = (found.blobs[0], found.tags[0]);
+    let read = frame_part(2, lb.segment, lb.offset, lb.len, ltag, 0, lb.len);
+    assert!(raw_request(data, &read, &[]) == (0, value(9)));
+    rt.block_on(rpc.release(ctx(), vec![(key, found.lease)]))
+        .unwrap()
+        .unwrap();
+    eventually("the release revokes the lease's capability", || {
+        raw_request(data, &read, &[]).0 == -3004
+    });
+    store.remove("after-read").unwrap();
+    let mut n = 0;
+    eventually("the range is handed back before the lease's end", || {
+        n += 1;
+        store.put(format!("again{n}"), &value(11)).unwrap();
+        range_of(&format!("again{n}")) == (lb.segment, lb.offset)
+    });
+    let (status, bytes) = raw_request(data, &read, &[]);
+    assert_eq!((status, bytes.len()), (-3004, 0));
+    assert!(store.get(format!("again{n}")).unwrap() == value(11));
 }

@@ -12,7 +12,7 @@ use common::procs::*;
 use common::*;
 use memcache_client::{BlockingObjectStore, ClientConfig, CopyDirection, Key, Medium};
 use memcache_core::ReplicateConfig;
-use memcache_proto::{parse_discovery, MetaLink};
+use memcache_proto::{host_id, parse_discovery, MetaLink};
 
 use Medium::{Dram, Hbm, Ssd};
 
@@ -60,14 +60,16 @@ fn remove_all_empties_a_pool_of_processes_except_what_a_reader_holds() {
     assert!(put.iter().all(|r| r.is_ok()));
     assert_eq!(stats(&url).objects, N as u64);
 
-    // A reader holds k7: a lookup leases it until it is released.
+    // A reader holds k7: a lookup leases it until it is released. It maps this host's
+    // segments, so it gets no data-plane capability whose range would be held back
+    // after the release.
     let rt = tokio::runtime::Runtime::new().unwrap();
     let link = MetaLink::new(parse_discovery(&url).unwrap(), Duration::from_secs(5));
     let k7 = Key::new("k7").unwrap();
     let held = rt
         .block_on(link.call(|rpc, ctx| {
             let k = k7.clone();
-            async move { rpc.lookup(ctx, vec![k], 0).await }
+            async move { rpc.lookup(ctx, vec![k], 0, Some(host_id())).await }
         }))
         .unwrap()
         .pop()

@@ -107,6 +107,7 @@ fn seeds() -> Vec<(bool, Vec<u8>)> {
         request(MetaRpcRequest::Lookup {
             keys: keys.clone(),
             lease_ms: 5,
+            maps_host: Some("host".into()),
         }),
         request(MetaRpcRequest::Alloc {
             items: keys.iter().map(|k| (k.clone(), 4096)).collect(),
@@ -117,13 +118,17 @@ fn seeds() -> Vec<(bool, Vec<u8>)> {
             },
             writer: 99,
             lease_ms: 0,
+            maps_host: None,
         }),
         request(MetaRpcRequest::Remove { keys: keys.clone() }),
         request(MetaRpcRequest::Keys {
             prefix: b"kv/".to_vec(),
             limit: 10,
         }),
-        request(MetaRpcRequest::Heartbeat { service: 3 }),
+        request(MetaRpcRequest::Heartbeat {
+            service: 3,
+            acked: (0, 0),
+        }),
         request(MetaRpcRequest::Role {}),
         encode(&ServerReads::Cancel {
             trace_context: Default::default(),
@@ -323,8 +328,9 @@ fn claimed_lengths_are_not_allocated() {
     let mut frame = request(MetaRpcRequest::Lookup {
         keys: vec![],
         lease_ms: 0,
+        maps_host: None,
     });
-    let at = frame.len() - 2; // the key count (0), then lease_ms (0)
+    let at = frame.len() - 3; // the key count (0), then lease_ms (0), then maps_host
     frame.splice(at..at + 1, [0xfd, 0, 0, 0, 0, 0, 0, 0, 0x10]);
     assert_eq!(check_decode(&frame, true).unwrap(), Decoded::Refused);
     // A frame whose length is past MAX_FRAME is refused before its bytes are read.
@@ -354,6 +360,7 @@ fn dense_messages_stay_inside_the_allowance() {
         request(MetaRpcRequest::Lookup {
             keys: keys.clone(),
             lease_ms: 1,
+            maps_host: None,
         }),
         request(MetaRpcRequest::Exists { keys: keys.clone() }),
         response(MetaRpcResponse::Exists(Ok(vec![Ok(true); 200_000]))),

@@ -67,6 +67,7 @@ impl Leader {
                 plan.command = Some(Command::Remove {
                     now_ms,
                     keys: chunk.to_vec(),
+                    holds: self.holds(chunk, now_ms),
                 });
                 plan.doomed = chunk.to_vec();
                 self.doom(&plan.doomed);
@@ -148,6 +149,7 @@ impl Leader {
             plan.command = Some(Command::Demote {
                 now_ms,
                 keys: doomed.clone(),
+                holds: self.holds(&doomed, now_ms),
             });
             plan.doomed = doomed;
         }

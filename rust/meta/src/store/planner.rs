@@ -40,7 +40,7 @@ struct Mark {
 impl<'a> Planner<'a> {
     pub fn new(view: PlanView<'a>, leases: &'a Leases, now_ms: u64) -> Self {
         let (expiring, policy) = (view.expiring, view.policy);
-        Planner {
+        let mut planner = Planner {
             view,
             leases,
             now_ms,
@@ -49,7 +49,21 @@ impl<'a> Planner<'a> {
             dropped: FxHashSet::default(),
             pending_drops: Vec::new(),
             candidates: Box::new(expired_in(expiring, now_ms).chain(policy.coldest())),
+        };
+        // `apply` hands quarantined ranges whose hold ended back first: so does the trial.
+        let released: Vec<_> = planner
+            .view
+            .quarantine
+            .iter()
+            .take_while(|q| q.0 <= now_ms)
+            .map(|q| (q.1, q.2, q.3))
+            .collect();
+        for (segment, offset, len) in released {
+            if let Some(a) = planner.allocator(segment) {
+                a.free(offset, len);
+            }
         }
+        planner
     }
 
     /// Plans one object; on success it becomes the next item of the command.
@@ -95,6 +109,7 @@ impl<'a> Planner<'a> {
             put_id: o.put_id,
             blobs: o.blobs.to_vec(),
             lease_ms: p.deadline_ms.saturating_sub(self.now_ms),
+            deadline_ms: p.deadline_ms,
             tags: Vec::new(),
         })
     }
@@ -114,6 +129,11 @@ impl<'a> Planner<'a> {
             }
         }
         self.pending_drops
+    }
+
+    /// As [`Leader::fenced_until`](super::Leader): the holds `apply` will use.
+    fn fenced_until(&self, key: &Key) -> u64 {
+        self.leases.fenced_until(key)
     }
 
     fn leased(&self, key: &Key) -> bool {
@@ -278,7 +298,9 @@ impl<'a> Planner<'a> {
     fn evict_one(&mut self) -> bool {
         while let Some(key) = self.candidates.next() {
             let committed = self.view.objects.get(key).is_some_and(|o| o.is_committed());
-            if committed && !self.dropped.contains(key) && !self.leased(key) {
+            // A fenced victim would make no room (its memory goes to quarantine).
+            let fenced = self.fenced_until(key) > self.now_ms;
+            if committed && !self.dropped.contains(key) && !self.leased(key) && !fenced {
                 self.drop_object(key);
                 return true;
             }
@@ -291,7 +313,14 @@ impl<'a> Planner<'a> {
     fn drop_object(&mut self, key: &Key) {
         let objects = self.view.objects;
         let obj = objects.get(key).expect("dropping a listed object");
-        for b in obj.blobs.iter().filter(|b| b.medium != Medium::Ssd) {
+        // A range a capability may still reach goes to quarantine, not back to the
+        // allocator (the command's holds say so): it makes no room now.
+        let held = self.fenced_until(key) > self.now_ms;
+        for b in obj
+            .blobs
+            .iter()
+            .filter(|b| b.medium != Medium::Ssd && !held)
+        {
             if let Some(a) = self.allocator(b.segment) {
                 a.free(b.offset, b.len);
             }

@@ -214,6 +214,8 @@ impl Leader {
                     || !v.blobs.iter().any(here)
                     || self.leases.held(victim, now_ms)
                     || self.doomed.contains_key(victim)
+                    // Its memory would go to quarantine, not to this promotion.
+                    || self.leases.fenced_until(victim) > now_ms
                 {
                     continue;
                 }
@@ -234,10 +236,12 @@ impl Leader {
         if items.is_empty() {
             return (Plan::new(0, promoting), records);
         }
+        let holds = self.holds(&victims, now_ms);
         let mut plan = self.plan_each(items.len(), promoting, || Command::Promote {
             now_ms,
             drop_first: victims.clone(),
             items,
+            holds,
         });
         self.doom(&victims);
         plan.doomed = victims;
