@@ -135,7 +135,8 @@ fn items_survive_a_restart_and_damaged_records_are_missing_not_wrong() {
         let key_len = bytes[at + 5] as usize;
         let value_len = u32::from_le_bytes(bytes[at + 6..at + 10].try_into().unwrap()) as usize;
         let key = String::from_utf8_lossy(&bytes[at + 30..at + 30 + key_len]).into_owned();
-        if damaged.iter().any(|i| key == format!("key{i}")) && bytes[at + 4] == 1 {
+        // Items are stored under the gateway's namespace (`mc:` by default).
+        if damaged.iter().any(|i| key == format!("mc:key{i}")) && bytes[at + 4] == 1 {
             bytes[at + 30 + key_len + value_len / 2] ^= 0x5A;
             flipped += 1;
         }
