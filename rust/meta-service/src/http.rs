@@ -1,6 +1,7 @@
 //! The admin HTTP server of the meta service (shared/spec/rest_api.md).
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -9,16 +10,17 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use futures::future::BoxFuture;
 use serde_json::{json, Value};
-use tokio::sync::watch;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use memcache_core::Key;
-use memcache_tls::Roles;
+use memcache_tls::{Peer, Roles};
 
 use crate::ptracer::table;
 use crate::rpc::Server;
+use crate::Shared;
 
 pub fn router(server: Server) -> Router {
     Router::new()
@@ -34,49 +36,23 @@ pub fn router(server: Server) -> Router {
         .with_state(server)
 }
 
-/// Serves the admin pages, over HTTPS with a client certificate required where `tls`
-/// is set (the pages that list keys need the admin role).
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    tls: Option<Arc<memcache_tls::TlsServer>>,
+/// Serves the admin pages on one connection, over HTTPS with a client certificate
+/// where TLS is on (the pages that list keys need the admin role).
+pub(crate) fn serve_connection(
     limits: memcache_tls::Limits,
-    server: Server,
-    mut stop: watch::Receiver<bool>,
-) {
-    let shared = server.0;
-    let refused = {
-        let shared = shared.clone();
-        move || shared.metrics.tls_refused.inc()
-    };
-    let each = stop.clone();
-    let serving = memcache_tls::listen::serve(
-        listener,
-        tls,
-        limits,
-        "admin HTTP",
-        refused,
-        move |stream, peer, from| {
-            let (shared, mut stop) = (shared.clone(), each.clone());
-            async move {
-                let app = TowerToHyperService::new(router(Server(shared, peer)));
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(limits.idle.min(HTTP_IDLE))
-                    .serve_connection(TokioIo::new(stream), app);
-                tokio::select! {
-                    r = conn => {
-                        if let Err(e) = r {
-                            tracing::debug!(peer = %from, error = %e, "admin HTTP connection");
-                        }
-                    }
-                    _ = stop.wait_for(|s| *s) => {}
-                }
+) -> impl Fn(Arc<Shared>, memcache_tls::Stream, Peer, SocketAddr) -> BoxFuture<'static, ()> + Clone
+{
+    move |shared, stream, peer, from| {
+        let app = TowerToHyperService::new(router(Server(shared, peer)));
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.idle.min(HTTP_IDLE))
+            .serve_connection(TokioIo::new(stream), app);
+        Box::pin(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(peer = %from, error = %e, "admin HTTP connection");
             }
-        },
-    );
-    tokio::select! {
-        _ = serving => {}
-        _ = stop.wait_for(|s| *s) => {}
+        })
     }
 }
 

@@ -5,6 +5,7 @@
 //! A single meta service is a group of one.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -459,15 +460,20 @@ async fn bootstrap(group: &Group, members: BTreeMap<NodeId, SocketAddr>) -> Resu
     Ok(())
 }
 
-/// Serves the RPC port: each connection its own task (its TLS handshake, then its
-/// calls), with the roles of the peer's certificate.
-async fn serve_rpc(
+/// One listener of the meta service: each connection its own task (its TLS handshake,
+/// then `handle`, with the roles of the peer's certificate), every one of them ended at
+/// `stop`; a failed handshake counts as a refusal.
+pub(crate) async fn serve_until_stopped<H, F>(
     listener: tokio::net::TcpListener,
-    tls: Option<Arc<memcache_tls::TlsServer>>,
-    limits: memcache_tls::Limits,
+    (tls, limits): (Option<Arc<memcache_tls::TlsServer>>, memcache_tls::Limits),
+    what: &'static str,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
-) {
+    handle: H,
+) where
+    H: Fn(Arc<Shared>, memcache_tls::Stream, Peer, SocketAddr) -> F + Clone + Send + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
     let refused = {
         let shared = shared.clone();
         move || shared.metrics.tls_refused.inc()
@@ -477,18 +483,13 @@ async fn serve_rpc(
         listener,
         tls,
         limits,
-        "meta RPC",
+        what,
         refused,
-        move |stream, peer, _| {
-            let (shared, mut stop) = (shared.clone(), each.clone());
+        move |s, peer, from| {
+            let (served, mut stop) = (handle(shared.clone(), s, peer, from), each.clone());
             async move {
-                let serving = BaseChannel::with_defaults(memcache_proto::transport(stream))
-                    .execute(Server(shared, peer).serve())
-                    .for_each(|response| async {
-                        tokio::spawn(response);
-                    });
                 tokio::select! {
-                    _ = serving => {}
+                    _ = served => {}
                     _ = stop.wait_for(|s| *s) => {}
                 }
             }
@@ -498,6 +499,20 @@ async fn serve_rpc(
         _ = serving => {}
         _ = stop.wait_for(|s| *s) => {}
     }
+}
+
+/// The RPC port's calls on one connection.
+fn serve_calls(
+    shared: Arc<Shared>,
+    stream: memcache_tls::Stream,
+    peer: Peer,
+    _: SocketAddr,
+) -> impl Future<Output = ()> {
+    BaseChannel::with_defaults(memcache_proto::transport(stream))
+        .execute(Server(shared, peer).serve())
+        .for_each(|response| async {
+            tokio::spawn(response);
+        })
 }
 
 impl MetaService {
@@ -564,7 +579,6 @@ impl MetaService {
         });
         let (stop, stopped) = watch::channel(false);
 
-        let server = Server(shared.clone(), Peer::PLAINTEXT);
         let limits = memcache_tls::Limits {
             max_conns: config.max_connections,
             ..memcache_tls::Limits::default()
@@ -579,20 +593,22 @@ impl MetaService {
             if let Some(at) = http {
                 memcache_tls::warn_plaintext("the meta admin HTTP server", at, tls.is_some());
             }
-            tasks.push(tokio::spawn(http::serve(
+            tasks.push(tokio::spawn(serve_until_stopped(
                 listener,
-                tls.as_ref().map(|t| t.server.clone()),
-                limits,
-                server.clone(),
+                (tls.as_ref().map(|t| t.server.clone()), limits),
+                "admin HTTP",
+                shared.clone(),
                 stopped.clone(),
+                http::serve_connection(limits),
             )));
         }
-        let serve = tokio::spawn(serve_rpc(
+        let serve = tokio::spawn(serve_until_stopped(
             listener,
-            tls.map(|t| t.server),
-            limits,
+            (tls.map(|t| t.server), limits),
+            "meta RPC",
             shared.clone(),
             stopped.clone(),
+            serve_calls,
         ));
 
         let timeout = Duration::from_millis(config.heartbeat_timeout_ms);
