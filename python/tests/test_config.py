@@ -362,3 +362,55 @@ def test_a_bad_meta_config_file_fails_main_with_3000(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "-3000"
     assert "ha.enable" in out.stderr
+
+
+def test_a_tls_pool_serves_a_client_with_a_good_certificate_and_no_other(monkeypatch, tmp_path):
+    """A pool of `mmc meta` and `mmc local` processes under mutual TLS, certificates from
+    `mmc certs`; a client configured with 1.3.0's tls fields puts and gets over the TLS
+    control and data planes, one without TLS is refused."""
+    from conftest import mmc
+    certs = tmp_path / "certs"
+    subprocess.run([mmc(), "certs", "--dir", str(certs)], check=True, stdout=subprocess.DEVNULL)
+
+    def tls(role):
+        return ["--tls-ca", str(certs / "ca.pem"), "--tls-cert", str(certs / f"{role}.crt"),
+                "--tls-key", str(certs / f"{role}.key")]
+
+    url = f"tcp://127.0.0.1:{free_port()}"
+    meta = subprocess.Popen([mmc(), "meta", "--discovery", url, *tls("meta")],
+                            stdout=subprocess.PIPE, text=True)
+    local = None
+    try:
+        assert "listening" in meta.stdout.readline()
+        local = subprocess.Popen([mmc(), "local", "--discovery", url, "--dram-size", "64MiB",
+                                  "--service-id", "400", *tls("local")],
+                                 stdout=subprocess.PIPE, text=True)
+        assert "local service" in local.stdout.readline()
+        clean_env(monkeypatch)
+
+        def client(tls_on):
+            cfg = local_config(url, "host_tcp")
+            cfg.tls_enable = tls_on
+            if tls_on:
+                cfg.tls_ca_path = str(certs / "ca.pem")
+                cfg.tls_cert_path = str(certs / "client.crt")
+                cfg.tls_key_path = str(certs / "client.key")
+            store = DistributedObjectStore()
+            assert store.setup(cfg) == 0
+            return store
+
+        # First, as TLS settings are the process's once one is set.
+        plain = client(False)
+        assert plain.init(0) != 0
+        plain.close()
+        store = client(True)
+        assert store.init(0) == 0
+        try:
+            put_and_get(store)
+        finally:
+            assert store.close() == 0
+    finally:
+        for p in (local, meta):
+            if p is not None:
+                p.kill()
+                p.wait()

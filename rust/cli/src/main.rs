@@ -5,6 +5,7 @@ mod bench_memcached;
 mod bench_meta_memory;
 mod bench_raft;
 mod bench_soak;
+mod certs;
 mod children;
 mod demo;
 mod local;
@@ -56,6 +57,8 @@ enum Command {
     Status(ops::StatusArgs),
     /// List, add or remove the meta nodes of a meta group.
     Members(ops::MembersArgs),
+    /// Write a private CA and a certificate for each role, to try mutual TLS with.
+    Certs(certs::CertsArgs),
 }
 
 /// Prints a status line for whoever started the process. A reader that went away
@@ -121,6 +124,7 @@ fn main() {
         Command::Info(a) => ops::info(a),
         Command::Status(a) => ops::status(a),
         Command::Members(a) => ops::members(a),
+        Command::Certs(a) => certs::run(a),
     };
     if let Err(e) = result {
         eprintln!("mmc: {e}");

@@ -175,6 +175,10 @@ impl Drop for SegmentServer {
 fn answer(mut conn: UnixStream, segments: &SegmentTable) -> std::io::Result<bool> {
     conn.set_read_timeout(Some(IO_TIMEOUT))?;
     conn.set_write_timeout(Some(IO_TIMEOUT))?;
+    // The request is read first, so every peer that sends one gets an answer.
+    let mut id = [0u8; 8];
+    conn.read_exact(&mut id)?;
+    let id = u64::from_le_bytes(id);
     let peer = rustix::net::sockopt::socket_peercred(&conn)?;
     let me = rustix::process::geteuid();
     if peer.uid != me {
@@ -185,9 +189,6 @@ fn answer(mut conn: UnixStream, segments: &SegmentTable) -> std::io::Result<bool
         );
         return conn.write_all(&[REFUSED]).map(|()| false);
     }
-    let mut id = [0u8; 8];
-    conn.read_exact(&mut id)?;
-    let id = u64::from_le_bytes(id);
     let Some(seg) = find_segment(segments, id) else {
         return conn.write_all(&[UNKNOWN]).map(|()| false);
     };

@@ -59,13 +59,19 @@ impl Pki {
 
     /// A leaf for 127.0.0.1, ::1 and localhost, for both server and client use.
     pub fn issue(&self, leaf: &Leaf) -> Issued {
+        self.issue_for(leaf, &[])
+    }
+
+    /// The same, also valid for `hosts` (IP addresses or DNS names).
+    pub fn issue_for(&self, leaf: &Leaf, hosts: &[String]) -> Issued {
         let key = KeyPair::generate().expect("generating a key");
-        let mut params = CertificateParams::new(vec![
+        let mut names = vec![
             "127.0.0.1".to_string(),
             "::1".to_string(),
             "localhost".to_string(),
-        ])
-        .expect("leaf params");
+        ];
+        names.extend(hosts.iter().cloned());
+        let mut params = CertificateParams::new(names).expect("leaf params");
         for role in leaf.roles {
             params.subject_alt_names.push(SanType::URI(
                 format!("{ROLE_URI}{role}").try_into().expect("a role URI"),
