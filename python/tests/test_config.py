@@ -364,7 +364,7 @@ def test_a_bad_meta_config_file_fails_main_with_3000(tmp_path):
     assert "ha.enable" in out.stderr
 
 
-def test_a_tls_pool_serves_a_client_with_a_good_certificate_and_no_other(monkeypatch, tmp_path):
+def test_a_tls_pool_serves_a_client_with_a_good_certificate_and_no_other(tmp_path):
     """A pool of `mmc meta` and `mmc local` processes under mutual TLS, certificates from
     `mmc certs`; a client configured with 1.3.0's tls fields puts and gets over the TLS
     control and data planes, one without TLS is refused."""
@@ -386,29 +386,42 @@ def test_a_tls_pool_serves_a_client_with_a_good_certificate_and_no_other(monkeyp
                                   "--service-id", "400", *tls("local")],
                                  stdout=subprocess.PIPE, text=True)
         assert "local service" in local.stdout.readline()
-        clean_env(monkeypatch)
+        # In a process of its own: TLS settings are the process's once one is set, and
+        # the other tests' pools are plaintext.
+        code = textwrap.dedent(f"""\
+            from memcache_hybrid import DistributedObjectStore, LocalConfig
 
-        def client(tls_on):
-            cfg = local_config(url, "host_tcp")
-            cfg.tls_enable = tls_on
-            if tls_on:
-                cfg.tls_ca_path = str(certs / "ca.pem")
-                cfg.tls_cert_path = str(certs / "client.crt")
-                cfg.tls_key_path = str(certs / "client.key")
-            store = DistributedObjectStore()
-            assert store.setup(cfg) == 0
-            return store
+            def client(tls_on):
+                cfg = LocalConfig()
+                cfg.meta_service_url = {url!r}
+                cfg.protocol = "host_tcp"
+                cfg.dram_size = "64MB"
+                cfg.hbm_size = "0"
+                cfg.tls_enable = tls_on
+                if tls_on:
+                    cfg.tls_ca_path = {str(certs / "ca.pem")!r}
+                    cfg.tls_cert_path = {str(certs / "client.crt")!r}
+                    cfg.tls_key_path = {str(certs / "client.key")!r}
+                store = DistributedObjectStore()
+                assert store.setup(cfg) == 0
+                return store
 
-        # First, as TLS settings are the process's once one is set.
-        plain = client(False)
-        assert plain.init(0) != 0
-        plain.close()
-        store = client(True)
-        assert store.init(0) == 0
-        try:
-            put_and_get(store)
-        finally:
+            # Plaintext first: once TLS is set it is the process's.
+            plain = client(False)
+            assert plain.init(0) != 0, "a plaintext client was let in"
+            plain.close()
+            store = client(True)
+            assert store.init(0) == 0
+            assert store.put("tls-key", b"x" * 5000) == 0
+            assert store.get("tls-key") == b"x" * 5000
+            assert store.remove("tls-key") == 0
             assert store.close() == 0
+            print("ok")
+            """)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MMC_")}
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
     finally:
         for p in (local, meta):
             if p is not None:
