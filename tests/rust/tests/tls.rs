@@ -192,47 +192,34 @@ fn strangers_are_refused_and_a_good_client_is_served_end_to_end() {
     assert_eq!(store.get("tls/a").unwrap(), value);
     let file = certs().dir.join("value");
     std::fs::write(&file, &value[..1000]).unwrap();
-    let mut args = vec![
-        "put".to_string(),
-        "--discovery".into(),
-        pool.url.clone(),
-        "tls/b".into(),
-    ];
-    args.push(file.to_str().unwrap().into());
-    args.extend(tls_args(&good));
-    let out = std::process::Command::new(mmc_bin())
-        .args(&args)
-        .output()
-        .unwrap();
+    let url = pool.url.as_str();
+    let file = file.to_str().unwrap();
+    let put = run_mmc(&["put", "--discovery", url, "tls/b", file], Some(&good));
     assert!(
-        out.status.success(),
+        put.status.success(),
         "{}",
-        String::from_utf8_lossy(&out.stderr)
+        String::from_utf8_lossy(&put.stderr)
     );
     assert_eq!(store.get("tls/b").unwrap(), &value[..1000]);
-    let mut args = vec![
-        "get".to_string(),
-        "--discovery".into(),
-        pool.url.clone(),
-        "tls/a".into(),
-    ];
-    args.extend(tls_args(&good));
-    let out = std::process::Command::new(mmc_bin())
-        .args(&args)
-        .output()
-        .unwrap();
+    let get = run_mmc(&["get", "--discovery", url, "tls/a"], Some(&good));
     assert!(
-        out.status.success(),
+        get.status.success(),
         "{}",
-        String::from_utf8_lossy(&out.stderr)
+        String::from_utf8_lossy(&get.stderr)
     );
-    assert_eq!(out.stdout, value);
+    assert_eq!(get.stdout, value);
     // The same command without a certificate is refused.
-    let out = std::process::Command::new(mmc_bin())
-        .args(["get", "--discovery", &pool.url, "tls/a"])
+    let refused = run_mmc(&["get", "--discovery", url, "tls/a"], None);
+    assert!(!refused.status.success());
+}
+
+/// Runs `mmc ARGS`, under `tls`'s certificate where given, to its end.
+fn run_mmc(args: &[&str], tls: Option<&TlsConfig>) -> std::process::Output {
+    std::process::Command::new(mmc_bin())
+        .args(args)
+        .args(tls.map(tls_args).unwrap_or_default())
         .output()
-        .unwrap();
-    assert!(!out.status.success());
+        .unwrap()
 }
 
 #[test]
