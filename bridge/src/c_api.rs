@@ -42,7 +42,7 @@ pub struct mmc_tls_config {
 
 impl mmc_tls_config {
     /// The TLS settings, if enabled.
-    fn config(&self) -> Option<memcache_tls::TlsConfig> {
+    pub(crate) fn config(&self) -> Option<memcache_tls::TlsConfig> {
         if !self.tls_enable {
             return None;
         }
@@ -61,7 +61,7 @@ impl mmc_tls_config {
 }
 
 /// The first enabled of `groups`: a process has one TLS identity.
-fn first_tls(groups: &[&mmc_tls_config]) -> Option<memcache_tls::TlsConfig> {
+pub(crate) fn first_tls(groups: &[&mmc_tls_config]) -> Option<memcache_tls::TlsConfig> {
     groups.iter().find_map(|g| g.config())
 }
 

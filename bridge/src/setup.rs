@@ -9,7 +9,7 @@ use std::ffi::c_char;
 
 use memcache_client::{ClientConfig, Error, TransportKind};
 
-use crate::c_api::fixed;
+use crate::c_api::{first_tls, fixed, mmc_tls_config};
 use crate::logging;
 
 const URL: usize = 1024;
@@ -35,9 +35,9 @@ pub struct mmc_local_config_t {
     pub write_thread_pool_size: u32,
     pub aggregate_io: bool,
     pub aggregate_num: i32,
-    pub tls_enable: bool,
-    pub hcom_tls_enable: bool,
-    pub config_store_tls_enable: bool,
+    pub tls: mmc_tls_config,
+    pub hcom_tls: mmc_tls_config,
+    pub config_store_tls: mmc_tls_config,
 }
 
 /// A size as 1.3.0 writes them: a number of bytes with an optional unit, `1GB`,
@@ -93,18 +93,26 @@ fn log_level(name: &str) -> Result<Option<i32>, Error> {
     }))
 }
 
-/// `c` over `base`. Refuses (-3000) what this build cannot honour: TLS without
-/// certificates in `base`, HBM, device
-/// protocols, and malformed sizes or names. Applies the log level only on success.
+/// `c` over `base`. Refuses (-3000) what this build cannot honour: TLS enabled without
+/// its CA, certificate and key (in `c` or in `base`), HBM, device protocols, and
+/// malformed sizes or names. Applies the log level only on success.
 pub fn apply(base: ClientConfig, c: &mmc_local_config_t) -> Result<ClientConfig, Error> {
-    // local_config carries no certificate paths: TLS on needs them from the
-    // configuration it is laid over (mmc-local.conf's ock.mmc.tls.*).
-    let tls_on = base.local.tls.as_ref().is_some_and(|t| t.enable);
-    if (c.tls_enable || c.hcom_tls_enable || c.config_store_tls_enable) && !tls_on {
-        return Err(Error::invalid(
-            "TLS: local_config names no certificates; set them in mmc-local.conf (ock.mmc.tls.*, MMC_LOCAL_CONFIG_PATH)",
-        ));
-    }
+    // A process has one identity: the first enabled group's. One enabled without paths
+    // keeps the identity of the configuration it lays over (mmc-local.conf's
+    // ock.mmc.tls.*), if that has one.
+    let base_tls = base.local.tls.clone().filter(|t| t.enable);
+    let tls = match first_tls(&[&c.tls, &c.hcom_tls, &c.config_store_tls]) {
+        None => base_tls,
+        Some(t) => match t.missing() {
+            None => Some(t),
+            Some(_) if t == enabled_alone() && base_tls.is_some() => base_tls,
+            Some(leaf) => {
+                return Err(Error::invalid(format!(
+                    "TLS is enabled without its {leaf}: set tls_ca_path, tls_cert_path and tls_key_path, or ock.mmc.tls.* in mmc-local.conf"
+                )))
+            }
+        },
+    };
     let hbm = fixed(&c.hbm_size);
     if !hbm.is_empty() && parse_size(&hbm)? != 0 {
         return Err(Error::invalid(
@@ -119,6 +127,7 @@ pub fn apply(base: ClientConfig, c: &mmc_local_config_t) -> Result<ClientConfig,
     }
     let level = log_level(&fixed(&c.log_level))?;
     let mut cfg = base;
+    cfg.local.tls = tls;
     let url = fixed(&c.meta_service_url);
     if !url.is_empty() {
         cfg.discovery_url = Some(url);
@@ -138,6 +147,14 @@ pub fn apply(base: ClientConfig, c: &mmc_local_config_t) -> Result<ClientConfig,
         logging::init(level, None);
     }
     Ok(cfg)
+}
+
+/// A TLS group enabled with no path at all.
+fn enabled_alone() -> memcache_tls::TlsConfig {
+    memcache_tls::TlsConfig {
+        enable: true,
+        ..Default::default()
+    }
 }
 
 #[cfg(test)]
@@ -193,13 +210,46 @@ mod tests {
     }
 
     #[test]
+    fn tls_paths_give_the_client_its_identity() {
+        let mut c = zeroed();
+        c.hcom_tls.tls_enable = true;
+        for (i, p) in ["/pki/ca.pem", "", "/pki/client.crt", "/pki/client.key"]
+            .iter()
+            .enumerate()
+        {
+            set(&mut c.hcom_tls.paths[i], p);
+        }
+        let tls = apply(ClientConfig::default(), &c)
+            .unwrap()
+            .local
+            .tls
+            .unwrap();
+        assert!(tls.enable);
+        assert_eq!(tls.key_path, std::path::Path::new("/pki/client.key"));
+        // Enabled alone, over a configuration that has an identity: that one.
+        let mut base = ClientConfig::default();
+        base.local.tls = Some(tls.clone());
+        let mut alone = zeroed();
+        alone.tls.tls_enable = true;
+        assert_eq!(apply(base, &alone).unwrap().local.tls, Some(tls));
+    }
+
+    #[test]
     fn what_cannot_be_honoured_is_refused() {
         let refused = |f: &dyn Fn(&mut mmc_local_config_t)| {
             let mut c = zeroed();
             f(&mut c);
             apply(ClientConfig::default(), &c).unwrap_err().code()
         };
-        assert_eq!(refused(&|c| c.tls_enable = true), -3000);
+        assert_eq!(refused(&|c| c.tls.tls_enable = true), -3000);
+        assert_eq!(
+            refused(&|c| {
+                c.hcom_tls.tls_enable = true;
+                set(&mut c.hcom_tls.paths[0], "/pki/ca.pem");
+            }),
+            -3000,
+            "no certificate or key"
+        );
         assert_eq!(refused(&|c| set(&mut c.hbm_size, "1GB")), -3000);
         assert_eq!(refused(&|c| set(&mut c.protocol, "device_rdma")), -3000);
         assert_eq!(refused(&|c| set(&mut c.dram_size, "lots")), -3000);

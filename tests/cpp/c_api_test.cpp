@@ -360,8 +360,8 @@ TEST(CApiSetup, BadInputIsRefused) {
         change(c);
         return mmc_setup(&c);
     };
-    EXPECT_EQ(refused([](mmc_local_config_t &c) { c.tls_enable = true; }), -3000);
-    EXPECT_EQ(refused([](mmc_local_config_t &c) { c.config_store_tls_enable = true; }), -3000);
+    EXPECT_EQ(refused([](mmc_local_config_t &c) { c.tls.tlsEnable = true; }), -3000);
+    EXPECT_EQ(refused([](mmc_local_config_t &c) { c.config_store_tls.tlsEnable = true; }), -3000);
     EXPECT_EQ(refused([](mmc_local_config_t &c) { SetStr(c.hbm_size, "2GB"); }), -3000);
     EXPECT_EQ(refused([](mmc_local_config_t &c) { SetStr(c.protocol, "device_sdma"); }), -3000);
     EXPECT_EQ(refused([](mmc_local_config_t &c) { SetStr(c.dram_size, "1.5GB"); }), -3000);

@@ -98,10 +98,30 @@ inline int32_t ToC(const local_config &in, mmc_local_config_t &out) {
     out.write_thread_pool_size = in.write_thread_pool_size;
     out.aggregate_io = in.aggregate_io;
     out.aggregate_num = in.aggregate_num;
-    out.tls_enable = in.tls_enable;
-    out.hcom_tls_enable = in.hcom_tls_enable;
-    out.config_store_tls_enable = in.config_store_tls_enable;
-    return 0;
+    out.tls.tlsEnable = in.tls_enable;
+    out.hcom_tls.tlsEnable = in.hcom_tls_enable;
+    out.config_store_tls.tlsEnable = in.config_store_tls_enable;
+    ok = CopyField(out.tls.caPath, in.tls_ca_path) &&
+         CopyField(out.tls.crlPath, in.tls_ca_crl_path) &&
+         CopyField(out.tls.certPath, in.tls_cert_path) &&
+         CopyField(out.tls.keyPath, in.tls_key_path) &&
+         CopyField(out.tls.keyPassPath, in.tls_key_pass_path) &&
+         CopyField(out.tls.packagePath, in.tls_package_path) &&
+         CopyField(out.tls.decrypterLibPath, in.tls_decrypter_path) &&
+         CopyField(out.hcom_tls.caPath, in.hcom_tls_ca_path) &&
+         CopyField(out.hcom_tls.crlPath, in.hcom_tls_ca_crl_path) &&
+         CopyField(out.hcom_tls.certPath, in.hcom_tls_cert_path) &&
+         CopyField(out.hcom_tls.keyPath, in.hcom_tls_key_path) &&
+         CopyField(out.hcom_tls.keyPassPath, in.hcom_tls_key_pass_path) &&
+         CopyField(out.hcom_tls.decrypterLibPath, in.hcom_tls_decrypter_path) &&
+         CopyField(out.config_store_tls.caPath, in.config_store_tls_ca_path) &&
+         CopyField(out.config_store_tls.crlPath, in.config_store_tls_ca_crl_path) &&
+         CopyField(out.config_store_tls.certPath, in.config_store_tls_cert_path) &&
+         CopyField(out.config_store_tls.keyPath, in.config_store_tls_key_path) &&
+         CopyField(out.config_store_tls.keyPassPath, in.config_store_tls_key_pass_path) &&
+         CopyField(out.config_store_tls.packagePath, in.config_store_tls_package_path) &&
+         CopyField(out.config_store_tls.decrypterLibPath, in.config_store_tls_decrypter_path);
+    return ok ? 0 : -3000;
 }
 
 }  // namespace detail

@@ -34,17 +34,6 @@ enum { MMC_WAIT_TIMEOUT = 1, MMC_WAIT_FAILED = 2 };
 typedef void (*mmc_log_func)(int level, const char *msg);
 
 typedef struct {
-    bool tlsEnable;
-    char caPath[MMC_TLS_PATH_LEN];
-    char crlPath[MMC_TLS_PATH_LEN];
-    char certPath[MMC_TLS_PATH_LEN];
-    char keyPath[MMC_TLS_PATH_LEN];
-    char keyPassPath[MMC_TLS_PATH_LEN];
-    char packagePath[MMC_TLS_PATH_LEN];
-    char decrypterLibPath[MMC_TLS_PATH_LEN];
-} mmc_tls_config;
-
-typedef struct {
     char discoveryURL[MMC_URL_LEN];
     char configStoreURL[MMC_URL_LEN];
     char httpURL[MMC_URL_LEN];

@@ -22,13 +22,29 @@ typedef struct {
     uint64_t len;
 } mmc_buffer;
 
+/* TLS settings of one group, as 1.3.0's seed files name them: caPath, crlPath (checked
+ * when set), certPath, keyPath, keyPassPath (the passphrase of an encrypted PKCS#8
+ * key), packagePath (accepted, unused), decrypterLibPath (a library whose
+ * DecryptPassword turns the stored passphrase into the real one). A process has one
+ * TLS identity: the first enabled group is used. */
+typedef struct {
+    bool tlsEnable;
+    char caPath[MMC_TLS_PATH_LEN];
+    char crlPath[MMC_TLS_PATH_LEN];
+    char certPath[MMC_TLS_PATH_LEN];
+    char keyPath[MMC_TLS_PATH_LEN];
+    char keyPassPath[MMC_TLS_PATH_LEN];
+    char packagePath[MMC_TLS_PATH_LEN];
+    char decrypterLibPath[MMC_TLS_PATH_LEN];
+} mmc_tls_config;
+
 /* 1.3.0's local configuration of a client (C++: struct local_config of
  * memcache/local_config.h; Python: LocalConfig), for mmc_setup. It lays over
  * MMC_CLIENT_CONFIG / MMC_CLIENT_*: an empty string or a zero number keeps what those
  * say, so a zeroed struct changes nothing. Sizes are bytes with an optional unit,
- * binary as in 1.3.0 ("1GB" is 2^30 bytes). Refused with -3000: TLS (no TLS in this
- * client), a non-zero hbm_size and device protocols (host memory only), malformed
- * sizes, unknown protocol or log level names. */
+ * binary as in 1.3.0 ("1GB" is 2^30 bytes). Refused with -3000: an enabled TLS group
+ * without CA, certificate or key path, a non-zero hbm_size and device protocols (host
+ * memory only), malformed sizes, unknown protocol or log level names. */
 typedef struct {
     char meta_service_url[MMC_URL_LEN]; /* "tcp://HOST:PORT[,...]" */
     char config_store_url[MMC_URL_LEN]; /* accepted, not used */
@@ -45,9 +61,9 @@ typedef struct {
     uint32_t write_thread_pool_size;    /* accepted, not used */
     bool aggregate_io;                  /* accepted, not used */
     int32_t aggregate_num;              /* accepted, not used */
-    bool tls_enable;
-    bool hcom_tls_enable;
-    bool config_store_tls_enable;
+    mmc_tls_config tls;              /* the meta service's control plane */
+    mmc_tls_config hcom_tls;         /* the data plane (one identity: see mmc_tls_config) */
+    mmc_tls_config config_store_tls; /* accepted as the others (no config store here) */
 } mmc_local_config_t;
 
 #endif

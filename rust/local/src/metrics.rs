@@ -29,6 +29,8 @@ pub struct LocalMetrics {
     pub ssd_reads: IntCounter,
     pub ssd_promoted: IntCounter,
     pub ssd_damaged: IntCounter,
+    /// Connections to the data plane or the HTTP server refused at their TLS handshake.
+    pub tls_refused: IntCounter,
     segment_bytes: IntGaugeVec,
 }
 
@@ -87,6 +89,10 @@ impl LocalMetrics {
         LocalMetrics {
             tcp_bytes,
             tcp_requests,
+            tls_refused: counter(
+                "memcache_tls_handshakes_refused_total",
+                "Connections refused at their TLS handshake (no, unknown, expired or revoked certificate)",
+            ),
             shm_handouts: counter(
                 "memcache_local_shm_descriptors_total",
                 "Segment descriptors handed to same-host clients",
@@ -146,6 +152,7 @@ pub async fn serve_http(
     tls: Option<Arc<memcache_tls::TlsServer>>,
     limits: memcache_tls::Limits,
 ) -> Result<SocketAddr> {
+    let refused = metrics.tls_refused.clone();
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| Error::Failed(format!("local service HTTP on {addr}: {e}")))?;
@@ -176,7 +183,7 @@ pub async fn serve_http(
         tls,
         limits,
         "local HTTP",
-        || {},
+        move || refused.inc(),
         move |stream, _, from| {
             let app = hyper_util::service::TowerToHyperService::new(app.clone());
             async move {

@@ -175,7 +175,7 @@ impl RunningLocalService {
         // reach the new leader before it declares this service dead.
         let patience = (every * 2).clamp(Duration::from_millis(200), timeout);
         let beats = MetaLink::new(meta.to_vec(), patience);
-        let heartbeat = runtime.spawn(beat(beats, link.clone(), reg, exposed, every));
+        let heartbeat = runtime.spawn(beat(beats, link.clone(), reg, exposed, (every, patience)));
         let ssd = tier.map(|tier| {
             let sync = remote_sync(link.clone(), id);
             let syncer = Syncer::new(tier, sync, segments.clone(), metrics);
@@ -301,18 +301,22 @@ async fn beat(
     link: Arc<MetaLink>,
     reg: Registration,
     exposed: Arc<Exposed>,
-    every: Duration,
+    (every, patience): (Duration, Duration),
 ) {
     let id = reg.requested.expect("registered before heartbeating");
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The meta service holds each beat up to an interval while it has nothing to
+    // revoke, so revocations arrive within a round trip; the next beat goes at once
+    // when the answer carried some (acknowledging them) and otherwise an interval
+    // after the last one began.
+    let wait_ms = u32::try_from(every.min(patience / 2).as_millis()).unwrap_or(u32::MAX);
     // The last answer whose revocations are applied: acknowledged with the next beat.
     let mut acked = (0, 0);
     loop {
-        tick.tick().await;
+        let began = tokio::time::Instant::now();
         let beat = beats
-            .call(|rpc, ctx| async move { rpc.heartbeat(ctx, id, acked).await })
+            .call(|rpc, ctx| async move { rpc.heartbeat(ctx, id, acked, wait_ms).await })
             .await;
+        let mut again = began + every;
         match beat.and_then(|r| r) {
             Ok(b) => {
                 let now = std::time::SystemTime::now()
@@ -320,6 +324,9 @@ async fn beat(
                     .map_or(0, |d| d.as_millis() as u64);
                 exposed.revoked.add(&b.revoked, &b.released, now);
                 acked = (b.epoch, b.seq);
+                if b.revokes() {
+                    again = began;
+                }
             }
             Err(Error::NotConnectedToLocal) => {
                 match register(&link, reg.clone(), exposed.tier.as_deref()).await {
@@ -334,5 +341,6 @@ async fn beat(
                 tracing::warn!(service = id, error = %e, "heartbeat failed")
             }
         }
+        tokio::time::sleep_until(again).await;
     }
 }

@@ -154,7 +154,10 @@ pub async fn serve(
         tls,
         limits,
         "data plane",
-        || {},
+        {
+            let metrics = served.metrics.clone();
+            move || metrics.tls_refused.inc()
+        },
         move |conn, _, peer| {
             let served = served.clone();
             async move {

@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use memcache_core::{Blob, Clock, Error, Key, LocalServiceId, Medium, Result};
-use memcache_meta::{Cap, Leader, MetaConfig};
+use memcache_meta::{AllocRequest, Cap, Leader, MetaConfig};
 use memcache_proto::{
     blob_tag, Allocation, Beat, DataEndpoint, LeaseId, Located, MetaRpc, PutId, Redirect, Tag,
     TagKey,
@@ -199,6 +199,14 @@ pub(crate) struct Shared {
     /// local role acts on its own service alone.
     pub owners: Mutex<BTreeMap<LocalServiceId, memcache_tls::CertId>>,
     fences: Mutex<fences::Fences>,
+    /// Woken when a capability ends: heartbeats waiting for revocations to carry.
+    pub revoking: tokio::sync::Notify,
+    /// Woken when owners confirmed revocations: the housekeeping hands quarantined
+    /// memory back at once instead of at its next tick.
+    pub kick: tokio::sync::Notify,
+    /// Woken after each housekeeping round, which may have handed memory back:
+    /// allocations waiting for quarantined memory look again.
+    pub unheld: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -308,10 +316,15 @@ impl Shared {
     /// write capabilities.
     pub fn end_puts(&self, items: &[(Key, PutId)], results: &[Result<()>]) {
         let mut f = self.fences();
+        let mut any = false;
         for ((_, put), r) in items.iter().zip(results) {
             if r.is_ok() {
-                f.ended(Cap::Put(*put));
+                any |= f.ended(Cap::Put(*put));
             }
+        }
+        drop(f);
+        if any {
+            self.revoking.notify_waiters();
         }
     }
 
@@ -330,15 +343,53 @@ impl Shared {
                     leader.unfence(key, *cap);
                 }
             });
+            self.kick.notify_one();
         }
         beat
+    }
+
+    /// Allocates `request`'s items; those refused for want of room while freed memory
+    /// sits in quarantine (its capabilities' revocations not yet acknowledged by their
+    /// owners) are tried again as it comes back, until `until`.
+    pub async fn alloc_waiting(
+        &self,
+        request: AllocRequest,
+        until: Instant,
+    ) -> Vec<Result<Allocation>> {
+        let mut out = self.group.alloc(request.clone()).await;
+        loop {
+            let short: Vec<usize> = (0..out.len())
+                .filter(|&i| matches!(out[i], Err(Error::OutOfMemory(_))))
+                .collect();
+            let quarantined = || {
+                self.group
+                    .read(|_, sm, _| sm.quarantined().next().is_some())
+            };
+            if short.is_empty() || Instant::now() >= until || !quarantined() {
+                return out;
+            }
+            let unheld = self.unheld.notified();
+            let _ = tokio::time::timeout_at(until.into(), unheld).await;
+            let again = AllocRequest {
+                items: short.iter().map(|&i| request.items[i].clone()).collect(),
+                ..request.clone()
+            };
+            for (i, r) in short.into_iter().zip(self.group.alloc(again).await) {
+                out[i] = r;
+            }
+        }
     }
 
     /// Leases released: their owners are to refuse their read capabilities.
     pub fn end_reads(&self, leases: &[(Key, LeaseId)]) {
         let mut f = self.fences();
+        let mut any = false;
         for (_, lease) in leases {
-            f.ended(Cap::Read(*lease));
+            any |= f.ended(Cap::Read(*lease));
+        }
+        drop(f);
+        if any {
+            self.revoking.notify_waiters();
         }
     }
 
@@ -408,6 +459,7 @@ impl Shared {
             }
         }
         self.group.reclaim().await;
+        self.unheld.notify_waiters();
     }
 }
 
@@ -501,13 +553,15 @@ pub(crate) async fn serve_until_stopped<H, F>(
     }
 }
 
-/// The RPC port's calls on one connection.
+/// The RPC port's calls on one connection, closed once silent for
+/// [`memcache_proto::RPC_IDLE`] (a `MetaLink` reconnects well before that).
 fn serve_calls(
     shared: Arc<Shared>,
     stream: memcache_tls::Stream,
     peer: Peer,
     _: SocketAddr,
 ) -> impl Future<Output = ()> {
+    let stream = memcache_tls::Idle::new(stream, memcache_proto::RPC_IDLE);
     BaseChannel::with_defaults(memcache_proto::transport(stream))
         .execute(Server(shared, peer).serve())
         .for_each(|response| async {
@@ -576,6 +630,9 @@ impl MetaService {
             metrics: Metrics::new(),
             owners: Mutex::new(BTreeMap::new()),
             fences: Mutex::new(fences::Fences::new(epoch())),
+            revoking: tokio::sync::Notify::new(),
+            kick: tokio::sync::Notify::new(),
+            unheld: tokio::sync::Notify::new(),
         });
         let (stop, stopped) = watch::channel(false);
 
@@ -619,6 +676,7 @@ impl MetaService {
             loop {
                 let stopping = tokio::select! {
                     _ = tick.tick() => false,
+                    _ = shared.kick.notified() => false,
                     _ = stop_rx.wait_for(|s| *s) => true,
                 };
                 if stopping {

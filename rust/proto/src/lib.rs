@@ -87,6 +87,13 @@ pub struct Beat {
     pub released: Vec<(LeaseId, u64)>,
 }
 
+impl Beat {
+    /// Whether it carries revocations to apply (and to acknowledge).
+    pub fn revokes(&self) -> bool {
+        !self.revoked.is_empty() || !self.released.is_empty()
+    }
+}
+
 /// Key of the capabilities one local service accepts.
 pub type TagKey = [u64; 2];
 
@@ -220,8 +227,14 @@ pub trait MetaRpc {
     async fn register_service(reg: Registration) -> Reply<Result<Registered>>;
     /// Keeps a local service alive; -3018 when the meta service no longer knows it.
     /// `acked`: the `(epoch, seq)` of the last [`Beat`] whose revocations the service
-    /// applied.
-    async fn heartbeat(service: LocalServiceId, acked: (u64, u64)) -> Reply<Result<Beat>>;
+    /// applied. With nothing to revoke the answer waits up to `wait_ms` for something
+    /// (a long poll), so a revocation reaches its owner within a round trip, not at the
+    /// next beat; the service counts as alive from the call's arrival.
+    async fn heartbeat(
+        service: LocalServiceId,
+        acked: (u64, u64),
+        wait_ms: u32,
+    ) -> Reply<Result<Beat>>;
     async fn unregister_service(service: LocalServiceId) -> Reply<Result<usize>>;
     /// One round of a local service's SSD tier (see [`SsdReport`]).
     async fn ssd_sync(service: LocalServiceId, report: SsdReport) -> Reply<Result<SsdAnswer>>;
@@ -361,6 +374,14 @@ pub fn rpc_error(e: tarpc::client::RpcError) -> Error {
 /// How long a call waits before asking again while a meta group has no leader.
 const NO_LEADER_PAUSE: Duration = Duration::from_millis(25);
 
+/// How long the meta service keeps an RPC connection on which nothing arrives (so
+/// silent connections cannot use up its connection cap).
+pub const RPC_IDLE: Duration = Duration::from_secs(600);
+
+/// A [`MetaLink`] unused this long connects anew before its next call, so that call
+/// never meets a connection the meta service is closing for idleness.
+const RECONNECT_AFTER: Duration = Duration::from_secs(300);
+
 /// A connection to the meta service that reconnects on demand and follows the leader
 /// of a meta group: a node that is not the leader redirects the call to it, and a
 /// call meets no leader (an election) it asks the other addresses of the discovery URL
@@ -368,7 +389,8 @@ const NO_LEADER_PAUSE: Duration = Duration::from_millis(25);
 pub struct MetaLink {
     addrs: Vec<SocketAddr>,
     timeout: Duration,
-    rpc: tokio::sync::Mutex<Option<MetaRpcClient>>,
+    /// The connection and when it was last used.
+    rpc: tokio::sync::Mutex<Option<(MetaRpcClient, std::time::Instant)>>,
     /// Where the next connection attempt starts in `addrs`.
     start: std::sync::atomic::AtomicUsize,
 }
@@ -383,11 +405,21 @@ impl MetaLink {
         }
     }
 
-    /// Connects now (the first call would otherwise), to report a bad address early.
+    /// Connects now (the first call would otherwise) and asks for an answer, to report
+    /// early an address where nothing listens or where this process is refused (a TLS
+    /// 1.3 client learns that its certificate was refused only when it reads).
     pub async fn connect(addrs: Vec<SocketAddr>, timeout: Duration) -> Result<MetaLink> {
         let link = MetaLink::new(addrs, timeout);
-        link.client(None).await?;
-        Ok(link)
+        let mut last = Error::NotConnectedToMeta;
+        for _ in 0..link.addrs.len() {
+            let rpc = link.client(None).await?;
+            match rpc.role(context(timeout)).await {
+                Ok(_) => return Ok(link),
+                Err(e) => last = rpc_error(e),
+            }
+            link.forget(1).await;
+        }
+        Err(last)
     }
 
     pub fn addrs(&self) -> &[SocketAddr] {
@@ -403,8 +435,12 @@ impl MetaLink {
     async fn client(&self, hint: Option<SocketAddr>) -> Result<MetaRpcClient> {
         use std::sync::atomic::Ordering;
         let mut slot = self.rpc.lock().await;
-        if let Some(rpc) = &*slot {
-            return Ok(rpc.clone());
+        let now = std::time::Instant::now();
+        if let Some((rpc, used)) = slot.as_mut() {
+            if now.duration_since(*used) < RECONNECT_AFTER {
+                *used = now;
+                return Ok(rpc.clone());
+            }
         }
         let first = self.start.load(Ordering::Relaxed);
         let n = self.addrs.len();
@@ -413,7 +449,7 @@ impl MetaLink {
         for addr in hint.into_iter().chain(order) {
             match connect_meta(addr, self.timeout).await {
                 Ok(rpc) => {
-                    *slot = Some(rpc.clone());
+                    *slot = Some((rpc.clone(), now));
                     return Ok(rpc);
                 }
                 Err(e) => last = e,

@@ -140,6 +140,17 @@ impl LogFiles {
             let last = i + 1 == count;
             let bytes = std::fs::read(&path)?;
             let scan = scan(&bytes, first);
+            if let (Some(bad), Some(why)) = (scan.bad_at, &scan.undecodable) {
+                // Its checksum holds, so no crash tore it: written by another version
+                // of this program, or by a bug. Cutting it would drop an acknowledged
+                // write.
+                return Err(damaged(format!(
+                    "{}: record at byte {bad} is intact but does not decode ({why}); \
+                     refusing to start (was the data directory written by another \
+                     version?)",
+                    path.display()
+                )));
+            }
             let mut max_index = None;
             for ops in scan.records {
                 apply(&mut r, &mut max_index, ops);
@@ -392,6 +403,8 @@ struct Scan {
     bad_at: Option<u64>,
     /// Whether an intact record of a later sequence number lies beyond it.
     valid_after: bool,
+    /// Why the record at `bad_at`, intact by its checksum, did not decode.
+    undecodable: Option<String>,
 }
 
 fn scan(bytes: &[u8], first_seq: u64) -> Scan {
@@ -400,6 +413,7 @@ fn scan(bytes: &[u8], first_seq: u64) -> Scan {
         next_seq: first_seq,
         bad_at: None,
         valid_after: false,
+        undecodable: None,
     };
     let mut at = 0;
     while at < bytes.len() {
@@ -407,7 +421,13 @@ fn scan(bytes: &[u8], first_seq: u64) -> Scan {
             Some((seq, payload)) if seq == s.next_seq => codec().deserialize::<Vec<Op>>(payload),
             _ => break,
         };
-        let Ok(ops) = ops else { break };
+        let ops = match ops {
+            Ok(ops) => ops,
+            Err(e) => {
+                s.undecodable = Some(e.to_string());
+                break;
+            }
+        };
         s.records.push(ops);
         s.next_seq += 1;
         at += HEADER + u32_at(bytes, at + 4) as usize;
@@ -496,4 +516,28 @@ pub fn write_checked<T: Serialize>(dir: &Path, name: &str, value: &T) -> std::io
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod scan_tests {
+    use super::*;
+
+    /// A record whose checksum holds but whose payload does not decode was not torn
+    /// by a crash: it is reported, never taken for a torn tail to cut.
+    #[test]
+    fn an_intact_record_that_does_not_decode_is_reported() {
+        let good = codec().serialize(&Vec::<Op>::new()).unwrap();
+        let mut bytes = frame(7, &good);
+        let end_of_good = bytes.len() as u64;
+        bytes.extend(frame(8, &[0xff; 40]));
+        let s = scan(&bytes, 7);
+        assert_eq!((s.records.len(), s.next_seq), (1, 8));
+        assert_eq!(s.bad_at, Some(end_of_good));
+        assert!(s.undecodable.is_some());
+        // A torn one (its checksum fails) is just damaged.
+        let n = bytes.len();
+        bytes[n - 1] ^= 1;
+        let s = scan(&bytes, 7);
+        assert_eq!((s.bad_at, s.undecodable), (Some(end_of_good), None));
+    }
 }

@@ -47,19 +47,11 @@ pub fn from_seed(seed: &SeedConfig) -> Result<Option<TlsConfig>> {
     let mut chosen = None;
     for g in groups(seed.role()) {
         let c = group(seed, g)?;
-        if c.enable {
-            // Caught here, with the key to fix, rather than at the first connection.
-            for (leaf, path) in [
-                ("ca.path", &c.ca_path),
-                ("cert.path", &c.cert_path),
-                ("key.path", &c.key_path),
-            ] {
-                if path.as_os_str().is_empty() {
-                    return Err(memcache_core::Error::invalid(format!(
-                        "{g}.enable = true needs {g}.{leaf}"
-                    )));
-                }
-            }
+        // Caught here, with the key to fix, rather than at the first connection.
+        if let Some(leaf) = c.missing().filter(|_| c.enable) {
+            return Err(memcache_core::Error::invalid(format!(
+                "{g}.enable = true needs {g}.{leaf}"
+            )));
         }
         if c.enable && chosen.is_none() {
             chosen = Some(c);

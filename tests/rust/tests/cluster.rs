@@ -194,6 +194,39 @@ fn forced_tcp_moves_layers_and_replicas_without_shared_memory() {
     assert!(small.iter().all(|&b| b == 7));
 }
 
+/// Memory freed while a TCP capability to it may still be live waits in quarantine until
+/// its owner acknowledged the revocation: a put into a full pool right after a remove
+/// waits for that (a round trip), instead of failing for want of room.
+#[test]
+fn a_full_pool_over_tcp_takes_new_puts_right_after_a_remove() {
+    let (_meta, url) = start_meta(&[]);
+    let _local = start_local(&url, "32MiB");
+    wait_for_services(&url, 1);
+    let store = tcp_client(&url);
+    let value = |round: usize, i: usize| vec![(round * 16 + i) as u8; 4 << 20];
+    let mut out = vec![0u8; 4 << 20];
+    for round in 0..4 {
+        // Six 4 MiB objects fill 75 % of the segment: no two rounds fit side by side.
+        let keys: Vec<String> = (0..6).map(|i| format!("full/{round}/{i}")).collect();
+        for (i, key) in keys.iter().enumerate() {
+            let put = store.put_from(
+                key,
+                &value(round, i),
+                CopyDirection::H2G,
+                &Default::default(),
+            );
+            assert!(put.is_ok(), "round {round}, {key}: {put:?}");
+        }
+        for (i, key) in keys.iter().enumerate() {
+            store.get_into(key, &mut out, CopyDirection::G2H).unwrap();
+            assert!(out == value(round, i), "round {round}, {key}");
+        }
+        for key in &keys {
+            store.remove(key).unwrap();
+        }
+    }
+}
+
 /// A data-plane request header (see `rust/local/src/tcp.rs`): the blob (segment, offset,
 /// length) and its capability (put or lease id, expiry, MAC), then the part to move.
 fn frame_part(op: u8, segment: u64, offset: u64, len: u64, tag: Tag, at: u64, n: u64) -> Vec<u8> {
