@@ -42,6 +42,10 @@ pub struct MemcachedArgs {
     /// Bytes of the SSD tier.
     #[arg(long, default_value = "16GiB", value_parser = crate::parse_size)]
     ssd_size: u64,
+    /// Connections served at once (memcached's -c); one more gets memcached's
+    /// "ERROR Too many open connections" and is closed.
+    #[arg(short = 'c', long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
 }
 
 /// How long a stopping gateway may spend writing its DRAM tier to SSD.
@@ -74,6 +78,7 @@ pub fn run(args: MemcachedArgs) -> Result<(), String> {
         );
         let limits = Limits {
             max_item_size: args.max_item_size as usize,
+            max_connections: args.max_connections as usize,
             ..Limits::default()
         };
         let gateway = Gateway::start(args.bind, items, limits)

@@ -18,6 +18,7 @@ use crate::protocol::{
     parse, write_error, write_meta_noop, write_number, write_reply, write_stat, write_value,
     write_version, ErrorReply, Limits, ParseError, Reply, Request, StoreCommand,
 };
+use memcache_client::Error;
 
 /// Counters for `stats`, named as memcached names them.
 #[derive(Default)]
@@ -43,6 +44,7 @@ pub struct Stats {
     touch_misses: AtomicU64,
     bytes_read: AtomicU64,
     bytes_written: AtomicU64,
+    rejected_connections: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -95,20 +97,29 @@ struct Shared {
     started: Instant,
 }
 
-/// Connections served at once, as memcached's `-c` default; the listener stops
-/// accepting at the cap.
-const MAX_CONNECTIONS: usize = 1024;
+/// Replies waiting to be written are sent once they reach this many bytes, so a burst
+/// of reads (or one `get` of many large items) never holds more than this and one item.
+const OUT_HIGH: usize = 256 << 10;
+
+/// What memcached tells a connection beyond its `-c` cap before closing it.
+const TOO_MANY: &[u8] = b"ERROR Too many open connections\r\n";
 
 async fn accept(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    // A failed accept (EMFILE, ...) backs off instead of spinning (the shared helper).
     let slots = memcache_tls::listen::slots(&memcache_tls::Limits {
-        max_conns: MAX_CONNECTIONS,
+        max_conns: shared.limits.max_connections,
         ..Default::default()
     });
     loop {
-        let (stream, _, permit) = tokio::select! {
-            c = memcache_tls::accept(&listener, &slots) => c,
+        // A failed accept (EMFILE, ...) backs off instead of spinning (the shared helper).
+        let (stream, _) = tokio::select! {
+            c = memcache_tls::listen::accept_any(&listener) => c,
             _ = stop.wait_for(|s| *s) => return,
+        };
+        // At the cap, as memcached (maxconns_fast): an error line, then the door.
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            bump(&shared.stats.rejected_connections);
+            let _ = stream.try_write(TOO_MANY);
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let (shared, stop) = (shared.clone(), stop.clone());
@@ -178,7 +189,11 @@ async fn connection(
             match parse(&buf[at..], &shared.limits) {
                 Ok(Some((request, used))) => {
                     at += used;
-                    match handle(request, shared, &mut out).await {
+                    let next = handle(request, shared, &mut out, &mut stream).await;
+                    if out.len() >= OUT_HIGH {
+                        send(&mut stream, shared, &mut out).await?;
+                    }
+                    match next {
                         Next::Go => {}
                         Next::Close => {
                             close = true;
@@ -248,13 +263,34 @@ fn server_error(out: &mut Vec<u8>, e: &ItemError) {
         ItemError::NotNumeric => {
             ErrorReply::Client("cannot increment or decrement non-numeric value")
         }
-        ItemError::Pool(_) => ErrorReply::Server("out of memory storing object"),
+        // memcached's texts: its own for a full cache, and the one its clients map to
+        // a temporary error for a pool that cannot answer now.
+        ItemError::Pool(Error::OutOfMemory(_)) => {
+            ErrorReply::Server("out of memory storing object")
+        }
+        ItemError::Pool(
+            Error::Timeout(_)
+            | Error::NotConnectedToMeta
+            | Error::NotConnectedToLocal
+            | Error::Failed(_),
+        ) => ErrorReply::Server("temporary failure"),
+        ItemError::Pool(_) => ErrorReply::Server("internal"),
     };
     tracing::debug!(error = %e, "memcached request failed");
     write_error(out, &reply);
 }
 
-async fn handle(request: Request, shared: &Shared, out: &mut Vec<u8>) -> Next {
+/// Sends `out` once it holds `OUT_HIGH` bytes; false when the peer is gone.
+async fn spill(stream: &mut TcpStream, shared: &Shared, out: &mut Vec<u8>) -> bool {
+    out.len() < OUT_HIGH || send(stream, shared, out).await.is_ok()
+}
+
+async fn handle(
+    request: Request,
+    shared: &Shared,
+    out: &mut Vec<u8>,
+    stream: &mut TcpStream,
+) -> Next {
     let items = &shared.items;
     let stats = &shared.stats;
     match request {
@@ -268,6 +304,9 @@ async fn handle(request: Request, shared: &Shared, out: &mut Vec<u8>) -> Next {
                     }
                     Ok(None) => bump(&stats.get_misses),
                     Err(e) => return failed(out, &e),
+                }
+                if !spill(stream, shared, out).await {
+                    return Next::Close;
                 }
             }
             write_reply(out, Reply::End);
@@ -287,6 +326,9 @@ async fn handle(request: Request, shared: &Shared, out: &mut Vec<u8>) -> Next {
                         bump(&stats.touch_misses);
                     }
                     Err(e) => return failed(out, &e),
+                }
+                if !spill(stream, shared, out).await {
+                    return Next::Close;
                 }
             }
             write_reply(out, Reply::End);
@@ -531,7 +573,7 @@ fn write_stats(shared: &Shared, out: &mut Vec<u8>) {
     write_stat(out, "time", now);
     write_stat(out, "version", env!("CARGO_PKG_VERSION"));
     write_stat(out, "pointer_size", usize::BITS);
-    let counters: [(&str, &AtomicU64); 21] = [
+    let counters: [(&str, &AtomicU64); 22] = [
         ("curr_connections", &s.curr_connections),
         ("total_connections", &s.total_connections),
         ("cmd_get", &s.cmd_get),
@@ -553,6 +595,7 @@ fn write_stats(shared: &Shared, out: &mut Vec<u8>) {
         ("touch_misses", &s.touch_misses),
         ("bytes_read", &s.bytes_read),
         ("bytes_written", &s.bytes_written),
+        ("rejected_connections", &s.rejected_connections),
     ];
     for (name, c) in counters {
         write_stat(out, name, c.load(Ordering::Relaxed));

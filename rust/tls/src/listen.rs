@@ -42,10 +42,17 @@ pub async fn accept(
         .acquire_owned()
         .await
         .expect("the connection semaphore is never closed");
+    let (s, peer) = accept_any(listener).await;
+    (s, peer, permit)
+}
+
+/// Accepts one connection; on an accept error waits 10 ms, doubling up to 100 ms, and
+/// tries again.
+pub async fn accept_any(listener: &TcpListener) -> (TcpStream, std::net::SocketAddr) {
     let mut pause = BACKOFF_MIN;
     loop {
         match listener.accept().await {
-            Ok((s, peer)) => return (s, peer, permit),
+            Ok(c) => return c,
             Err(e) => {
                 tracing::warn!(error = %e, pause_ms = pause.as_millis() as u64, "accept failed");
                 tokio::time::sleep(pause).await;

@@ -627,3 +627,113 @@ fn flush_all_leaves_the_kv_objects_of_the_pool() {
         assert_eq!(kv.get(key).unwrap(), b"kv bytes", "{key}");
     }
 }
+
+/// Past its `-c` cap a server answers a new connection memcached's error line and
+/// closes it; once a connection goes, a new one is served again.
+#[test]
+fn connections_past_the_cap_are_told_and_closed_as_memcached_does() {
+    // memcached sets its file limit from -c: below about 50 it runs out of descriptors
+    // before it reaches its own cap.
+    let cap = 64;
+    let (_gw, line) = spawn_mmc(&[
+        "memcached",
+        "--bind",
+        "127.0.0.1:0",
+        "--dram-size",
+        "64MiB",
+        "-c",
+        &cap.to_string(),
+    ]);
+    let ours = line.trim().rsplit(' ').next().unwrap().to_string();
+    let (_mc, theirs) = start_memcached_with(&["-c", &cap.to_string()]);
+    for addr in [ours, theirs] {
+        // memcached counts some descriptors of its own against the cap: open until
+        // refused, well past it.
+        let mut open = Vec::new();
+        let refused = (0..cap * 4).find_map(|_| {
+            let mut c = connect(&addr);
+            c.write_all(b"version\r\n").unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 256];
+            while !got.ends_with(b"\r\n") {
+                match c.read(&mut buf).unwrap() {
+                    0 => break,
+                    n => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            if got.starts_with(b"VERSION ") {
+                open.push(c);
+                return None;
+            }
+            // The error line, then the end of the stream (a reset, as the request
+            // was never read).
+            let closed = match c.read(&mut buf) {
+                Ok(n) => n == 0,
+                Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+            };
+            Some((text(&got), closed))
+        });
+        let (reply, closed) = refused.unwrap_or_else(|| panic!("{addr}: never refused"));
+        assert_eq!(
+            (reply.as_str(), closed),
+            ("ERROR Too many open connections\r\n", true),
+            "{addr}"
+        );
+        assert!(open.len() <= cap, "{addr}: {} served", open.len());
+        drop(open.pop());
+        eventually("a freed slot serves again", || {
+            let mut c = connect(&addr);
+            ask(&mut c, b"version\r\n", b"\r\n").starts_with(b"VERSION ")
+        });
+    }
+}
+
+/// The replies to one read are written as they are made: a `get` of the same 1 MiB item
+/// 300 times streams 300 MiB while the gateway's memory stays near one item.
+#[test]
+fn a_large_multiget_streams_instead_of_buffering() {
+    let (gw, addr) = start_gateway();
+    let hwm = || {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", gw.0.id())).unwrap();
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .unwrap()
+            .to_string();
+        line.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            << 10
+    };
+    let mut c = connect(&addr);
+    let value = vec![b'v'; (1 << 20) - 512];
+    let set = [
+        format!("set k 0 0 {}\r\n", value.len()).as_bytes(),
+        &value,
+        b"\r\n",
+    ]
+    .concat();
+    assert_eq!(ask(&mut c, &set, b"\r\n"), b"STORED\r\n");
+    // A first large reply, so what the process keeps anyway is counted before.
+    let line = format!("get{}\r\n", " k".repeat(8));
+    let each = format!("VALUE k 0 {}\r\n", value.len()).len() + value.len() + 2;
+    let reply = ask(&mut c, line.as_bytes(), b"END\r\n");
+    assert_eq!(reply.len(), 8 * each + 5);
+    let before = hwm();
+    let line = format!("get{}\r\n", " k".repeat(300));
+    c.write_all(line.as_bytes()).unwrap();
+    let (mut got, mut buf) = (0usize, vec![0u8; 1 << 20]);
+    let want = 300 * each + 5;
+    while got < want {
+        let n = c.read(&mut buf).unwrap();
+        assert!(n > 0, "closed after {got} bytes");
+        got += n;
+    }
+    let grew = hwm().saturating_sub(before);
+    assert!(
+        grew < 32 << 20,
+        "the gateway's peak grew by {grew} bytes for a 300 MiB reply"
+    );
+}

@@ -42,6 +42,8 @@ pub struct Limits {
     /// Longest command line, its newline excluded. `get` and `gets` lines may grow to
     /// `max_item_size` instead: memcached lets multigets outgrow its line buffer.
     pub max_line_len: usize,
+    /// Connections served at once (memcached's `-c`); one more is told so and closed.
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -50,6 +52,7 @@ impl Default for Limits {
             max_key_len: 250,
             max_item_size: 1024 * 1024,
             max_line_len: 2048,
+            max_connections: 1024,
         }
     }
 }

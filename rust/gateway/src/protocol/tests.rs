@@ -129,6 +129,7 @@ pub(super) fn small_limits() -> Limits {
         max_key_len: 250,
         max_item_size: 16,
         max_line_len: 64,
+        ..Limits::default()
     }
 }
 
