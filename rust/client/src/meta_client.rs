@@ -249,10 +249,11 @@ impl MetaClient {
         match self {
             MetaClient::Embedded(pool) => {
                 let now = pool.clock().now_ms();
-                Ok(pool
+                let keys = pool
                     .meta()
                     .state()
-                    .keys_with_prefix(prefix, now, limit as usize))
+                    .keys_with_prefix(prefix, now, limit as usize);
+                Ok(memcache_meta::in_order(keys))
             }
             MetaClient::Remote(link) => {
                 link.call(|rpc, ctx| {

@@ -203,10 +203,13 @@ impl Server {
         }
     }
 
+    /// Sorted once the state's lock is let go (writers need it).
     pub fn keys_with_prefix(&self, prefix: &[u8], limit: usize) -> Vec<Key> {
-        self.0
+        let keys = self
+            .0
             .group
-            .read(|_, sm, now| sm.keys_with_prefix(prefix, now, limit))
+            .read(|_, sm, now| sm.keys_with_prefix(prefix, now, limit));
+        memcache_meta::in_order(keys)
     }
 }
 

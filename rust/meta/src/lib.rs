@@ -13,8 +13,8 @@ mod store;
 pub use alloc::{pages_for, PageAllocator, Savepoint};
 pub use policy::{EvictionPolicy, PolicyKind};
 pub use state::{
-    AllocItem, Applied, Command, Counters, Image, Object, Pending, Replicas, Segment, ServiceInfo,
-    StateMachine,
+    in_order, AllocItem, Applied, Command, Counters, Image, Object, Pending, Replicas, Segment,
+    ServiceInfo, StateMachine,
 };
 pub use store::{
     promotions, AllocRequest, Joining, Leader, MetaConfig, MetaStore, Plan, MAX_OBJECT_BYTES,

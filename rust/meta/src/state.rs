@@ -913,17 +913,27 @@ impl StateMachine {
         self.objects.iter().map(|(k, o)| (k, &**o))
     }
 
-    /// Up to `limit` keys readable at `now_ms` that start with `prefix`, in byte order.
+    /// The first `limit` keys, in byte order, of those readable at `now_ms` that start
+    /// with `prefix`, in no order: the caller sorts them (see [`in_order`]) after letting
+    /// go of the state, whose lock writers need. Only those keys are cloned.
     pub fn keys_with_prefix(&self, prefix: &[u8], now_ms: u64, limit: usize) -> Vec<Key> {
-        let mut keys: Vec<Key> = self
+        let matching = self
             .objects
             .iter()
             .filter(|(k, o)| k.as_bytes().starts_with(prefix) && o.visible(now_ms))
-            .map(|(k, _)| k.clone())
-            .collect();
-        keys.sort_unstable();
-        keys.truncate(limit);
-        keys
+            .map(|(k, _)| k);
+        if limit >= self.objects.len() {
+            return matching.cloned().collect();
+        }
+        // The `limit` smallest, the largest of them on top.
+        let mut first = std::collections::BinaryHeap::with_capacity(limit + 1);
+        for k in matching {
+            first.push(k);
+            if first.len() > limit {
+                first.pop();
+            }
+        }
+        first.into_iter().cloned().collect()
     }
 
     pub fn object_count(&self) -> usize {
@@ -1034,6 +1044,12 @@ pub(crate) fn expired_in(
 /// The smallest key, used as the lower end of range bounds.
 fn min_key() -> Key {
     Key::new([0u8]).expect("one byte is a valid key")
+}
+
+/// `keys` in byte order (for [`StateMachine::keys_with_prefix`]).
+pub fn in_order(mut keys: Vec<Key>) -> Vec<Key> {
+    keys.sort_unstable();
+    keys
 }
 
 #[cfg(test)]

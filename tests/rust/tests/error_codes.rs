@@ -670,3 +670,21 @@ fn init_with_an_unusable_dram_size_is_3000_and_leaves_the_store_uninitialised() 
     store.put("l", &[2]).unwrap();
     assert_eq!(store.batch_is_exist(&["k", "l"]), [Ok(false), Ok(true)]);
 }
+
+/// Listing gives the first keys of a prefix in byte order, however few are asked for.
+#[test]
+fn listed_keys_are_the_first_of_the_prefix_in_order() {
+    let (_pool, store) = common::started(4 << 20);
+    let mut keys: Vec<String> = (0..50).map(|i| format!("list/{}", (i * 37) % 50)).collect();
+    for k in keys
+        .iter()
+        .chain([&"other".to_string(), &"lis".to_string()])
+    {
+        store.put(k, b"x").unwrap();
+    }
+    keys.sort();
+    let names = |v: Vec<memcache_core::Key>| v.iter().map(|k| k.to_string()).collect::<Vec<_>>();
+    assert_eq!(names(store.list_keys("list/", 10).unwrap()), keys[..10]);
+    assert_eq!(names(store.list_keys("list/", 1000).unwrap()), keys);
+    assert_eq!(store.list_keys("list/", 0).unwrap(), vec![]);
+}

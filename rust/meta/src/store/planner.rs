@@ -28,6 +28,8 @@ pub(crate) struct Planner<'a> {
     pending_drops: Vec<Key>,
     /// Expired objects first, then the policy's order; never rewound.
     candidates: Box<dyn Iterator<Item = &'a Key> + 'a>,
+    /// Each local service's largest memory segment, largest first.
+    largest: Vec<u64>,
 }
 
 /// Where an item's planning started, to undo it if the item cannot be placed.
@@ -40,6 +42,19 @@ struct Mark {
 impl<'a> Planner<'a> {
     pub fn new(view: PlanView<'a>, leases: &'a Leases, now_ms: u64) -> Self {
         let (expiring, policy) = (view.expiring, view.policy);
+        let mut largest: Vec<u64> = view
+            .services
+            .values()
+            .filter_map(|svc| {
+                svc.segments
+                    .iter()
+                    .filter_map(|id| view.segments.get(id))
+                    .filter(|s| s.spec.medium != Medium::Ssd)
+                    .map(|s| s.capacity())
+                    .max()
+            })
+            .collect();
+        largest.sort_unstable_by(|a, b| b.cmp(a));
         let mut planner = Planner {
             view,
             leases,
@@ -49,6 +64,7 @@ impl<'a> Planner<'a> {
             dropped: FxHashSet::default(),
             pending_drops: Vec::new(),
             candidates: Box::new(expired_in(expiring, now_ms).chain(policy.coldest())),
+            largest,
         };
         // `apply` hands quarantined ranges whose hold ended back first: so does the trial.
         let released: Vec<_> = planner
@@ -216,19 +232,7 @@ impl<'a> Planner<'a> {
         preferred: &[LocalServiceId],
     ) -> Result<Vec<SegmentId>> {
         let need = pages_for(size) * PAGE_SIZE;
-        let able = self
-            .view
-            .services
-            .values()
-            .filter(|svc| {
-                svc.segments.iter().any(|id| {
-                    self.view
-                        .segments
-                        .get(id)
-                        .is_some_and(|s| s.spec.medium != Medium::Ssd && s.capacity() >= need)
-                })
-            })
-            .count();
+        let able = self.largest.partition_point(|&c| c >= need);
         if able < replicas {
             return Err(Error::OutOfMemory(format!(
                 "{replicas} replica(s) of {size} bytes need as many local services with a large enough segment; there are {able}"
@@ -265,13 +269,38 @@ impl<'a> Planner<'a> {
                 break;
             }
             // Emptiest first; ties by id so every run decides the same.
+            let fits = |s: &&Segment| {
+                s.spec.medium != Medium::Ssd
+                    && s.free() >= need
+                    && want.is_none_or(|w| s.service == *w)
+                    && chosen.iter().all(|c| c.1 != s.service)
+            };
+            let rank = |s: &Segment| (s.free(), std::cmp::Reverse(s.id));
+            // One pass finds the emptiest; it nearly always takes the replica, so the
+            // full order is built only when fragmentation turns it down.
+            let Some(best) = self
+                .view
+                .segments
+                .values()
+                .filter(fits)
+                .max_by_key(|s| rank(s))
+            else {
+                continue;
+            };
+            let (best_id, best_service) = (best.id, best.service);
+            let a = self.allocator(best_id).expect("listed above");
+            let sp = a.savepoint();
+            if a.alloc(size).is_some() {
+                chosen.push((best_id, best_service, sp));
+                continue;
+            }
+            a.rollback_to(sp); // a failed attempt may have folded the cache
             let mut candidates: Vec<(u64, SegmentId, LocalServiceId)> = self
                 .view
                 .segments
                 .values()
-                .filter(|s| s.spec.medium != Medium::Ssd && s.free() >= need)
-                .filter(|s| want.is_none_or(|w| s.service == *w))
-                .filter(|s| chosen.iter().all(|c| c.1 != s.service))
+                .filter(fits)
+                .filter(|s| s.id != best_id)
                 .map(|s: &Segment| (s.free(), s.id, s.service))
                 .collect();
             candidates.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
