@@ -213,6 +213,18 @@ impl Session {
         unreachable!("the second attempt returns")
     }
 
+    /// Whether this process maps `blob`'s memory (and TCP is not forced).
+    pub fn maps(&self, blob: &Blob) -> bool {
+        !self.force_tcp && blob.medium != Medium::Ssd && self.transport.has(blob.segment)
+    }
+
+    /// Reads the whole of `blob` into `dsts` at once where this process
+    /// [`maps`](Self::maps) it; `None` otherwise.
+    pub fn read_mapped(&self, blob: &Blob, dsts: &mut [&mut [u8]]) -> Option<Result<()>> {
+        self.maps(blob)
+            .then(|| self.transport.read_part(blob, 0, blob.len, dsts))
+    }
+
     /// Reads the whole of `blob` into `dsts`, with its read capability `tag`.
     pub async fn read(&self, blob: &Blob, tag: Tag, dsts: &mut [&mut [u8]]) -> Result<()> {
         self.read_part(blob, tag, 0, blob.len, dsts).await

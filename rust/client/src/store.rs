@@ -16,6 +16,10 @@ use memcache_proto::{check_evict_media, check_prefetch_media, TierMove};
 use memcache_proto::{Located, Tag};
 
 /// Least time `evict` and `prefetch` wait (see [`ObjectStore::tier_move_wait`]).
+/// Objects up to this size, in an in-process pool and mapped here, are read under the
+/// store's lock instead of under a lease (see `get_with`).
+const IN_LOCK_READ_MAX: u64 = 64 << 10;
+
 const MIN_TIER_MOVE_WAIT: Duration = Duration::from_secs(10);
 /// Pause between two asks of a waiting `evict` or `prefetch`.
 const TIER_MOVE_POLL: Duration = Duration::from_millis(20);
@@ -484,6 +488,30 @@ impl ObjectStore {
     ) -> Result<B> {
         let session = self.session()?;
         let key = Key::new(key)?;
+        // In-process pool with the object's memory mapped here: a small one is copied
+        // under the store's lock, which costs less than a lease taken and released.
+        let mut alloc = Some(alloc);
+        if let MetaClient::Embedded(pool) = &session.meta {
+            let now = pool.clock().now_ms();
+            let read = pool.meta().read_now(&key, now, |size, blobs| {
+                if size > IN_LOCK_READ_MAX {
+                    return None;
+                }
+                blobs.iter().find_map(|b| {
+                    let alloc = alloc.take_if(|_| session.maps(b))?;
+                    Some(alloc(size as usize).and_then(|mut out| {
+                        let read = session.read_mapped(b, &mut [out.as_mut()]);
+                        read.expect("mapped").map(|()| out)
+                    }))
+                })
+            });
+            match read {
+                Some(Ok(Some(done))) => return done,
+                Some(Err(e)) => return Err(e),
+                _ => {}
+            }
+        }
+        let alloc = alloc.expect("not taken by a read that answered");
         let keys = [key];
         let tcp = session.maps_host();
         let located = session

@@ -9,8 +9,8 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use memcache_core::{
-    BlobLocation, Error, Key, KeyInfo, LocalServiceId, Medium, ReplicateConfig, Result, SegmentId,
-    MAX_BATCH_OP_COUNT, PAGE_SIZE,
+    Blob, BlobLocation, Error, Key, KeyInfo, LocalServiceId, Medium, ReplicateConfig, Result,
+    SegmentId, MAX_BATCH_OP_COUNT, PAGE_SIZE,
 };
 use memcache_proto::{
     Allocation, LeaseId, Located, PutId, Recovered, SegmentSpec, SsdAnswer, SsdReport, SsdWork,
@@ -822,6 +822,29 @@ impl MetaStore {
     /// Ends leases `lookup` granted.
     pub fn release(&mut self, leases: &[(Key, LeaseId)]) {
         self.leader.release(leases)
+    }
+
+    /// Reads `key` without a lease: `read` gets the object's size and replicas while
+    /// this store stays borrowed, so nothing frees or reuses their memory meanwhile (for
+    /// an in-process reader of a small object, cheaper than a lease granted and then
+    /// released). `None` where a lookup is needed instead: the object has no replica
+    /// in memory, or its memory is being freed.
+    pub fn read_now<R>(
+        &mut self,
+        key: &Key,
+        now_ms: u64,
+        read: impl FnOnce(u64, &[Blob]) -> R,
+    ) -> Option<Result<R>> {
+        if self.leader.doomed.contains_key(key) {
+            return None;
+        }
+        let r = match self.sm.visible(key, now_ms) {
+            Err(e) => return Some(Err(e)),
+            Ok(o) if o.blobs.iter().all(|b| b.medium == Medium::Ssd) => return None,
+            Ok(o) => read(o.size, &o.blobs),
+        };
+        self.sm.touch(key);
+        Some(Ok(r))
     }
 
     pub fn exists(&self, keys: &[Key], now_ms: u64) -> Vec<Result<bool>> {

@@ -1041,3 +1041,24 @@ fn eviction_looks_past_fenced_victims() {
     );
     check_replay(&mut m);
 }
+
+/// A lease-less read sees what a lookup sees: a committed object's blobs, nothing for
+/// a put in flight or a removed key; and it takes no lease, so a remove right after
+/// it goes through.
+#[test]
+fn a_read_under_the_store_sees_what_a_lookup_sees_and_holds_nothing() {
+    let mut m = store(1, 64 * MIB, MetaConfig::default());
+    let cfg = ReplicateConfig::default();
+    let blobs = put(&mut m, "k", 5000, &cfg, 1).unwrap();
+    let seen = m.read_now(&key("k"), 2, |size, b| (size, b.to_vec()));
+    assert_eq!(seen, Some(Ok((5000, blobs))));
+    m.alloc(vec![(key("j"), 100)], &cfg, 2)
+        .pop()
+        .unwrap()
+        .unwrap();
+    let unseen = m.read_now(&key("j"), 2, |_, _| unreachable!("in flight"));
+    assert_eq!(unseen, Some(Err(Error::ObjectNotFound)));
+    assert_eq!(m.remove(vec![key("k")], 3), vec![Ok(())]);
+    let gone = m.read_now(&key("k"), 3, |_, _| unreachable!("removed"));
+    assert_eq!(gone, Some(Err(Error::ObjectNotFound)));
+}
