@@ -97,6 +97,9 @@ pub struct BenchArgs {
     /// plaintext). Named `--tls-bench` because `--tls` turns TLS on for any command.
     #[arg(long = "tls-bench")]
     tls_bench: bool,
+    /// memcached: percent of requests that are gets (the rest are sets).
+    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u8).range(0..=100))]
+    get_percent: u8,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -125,9 +128,12 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         Workload::Small => bench_small(&args)?,
         Workload::Alloc => bench_alloc(&args),
         Workload::Raft => crate::bench_raft::run(args.rounds, args.writers)?,
-        Workload::Memcached => {
-            crate::bench_memcached::run(args.rounds, args.writers, args.data_dir.as_deref())?
-        }
+        Workload::Memcached => crate::bench_memcached::run(
+            args.rounds,
+            args.writers,
+            args.get_percent,
+            args.data_dir.as_deref(),
+        )?,
         Workload::MetaMemory => crate::bench_meta_memory::run(args.objects)?,
         Workload::Soak => unreachable!("run above"),
     };
@@ -1059,11 +1065,16 @@ fn print_human(r: &Value) {
             r["alloc_failures_mixed"]
         ),
         Some("memcached") => println!(
-            "memcached: ours {:.0} ops/s, memcached {:.0} ops/s, ratio {:.2} ({} connections, 90 % get)",
+            "memcached: ours {:.0} ops/s (p50 {} µs, p99 {} µs), memcached {:.0} ops/s (p50 {} µs, p99 {} µs), ratio {:.2} ({} connections, {} % get)",
             f("ours_ops_per_s"),
+            r["ours_p50_us"],
+            r["ours_p99_us"],
             f("memcached_ops_per_s"),
+            r["memcached_p50_us"],
+            r["memcached_p99_us"],
             f("ratio"),
-            r["connections"]
+            r["connections"],
+            r["get_percent"]
         ),
         Some("meta-memory") => {
             println!(

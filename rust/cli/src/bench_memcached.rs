@@ -1,7 +1,8 @@
 //! `mmc bench memcached`: a real memcached and our gateway (`mmc memcached` on the
 //! embedded default) with the same memory and threads, driven by the same load
 //! generator in the same run: connections that each keep one request in flight, a 90 %
-//! get / 10 % set mix over a pre-filled key space, values of 100 B to 4 KiB.
+//! get / 10 % set mix (`--get-percent`) over a pre-filled key space, values of 100 B to
+//! 4 KiB; throughput and the latency of every request, rounds alternating.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -116,7 +117,14 @@ async fn fill(addr: &str) -> Result<(), String> {
 }
 
 /// Operations per second of `conns` connections for `secs`.
-async fn drive(addr: &str, conns: usize, secs: f64) -> Result<f64, String> {
+/// Runs the load on `addr` for `secs`: requests per second, and each request's
+/// latency in microseconds.
+async fn drive(
+    addr: &str,
+    conns: usize,
+    secs: f64,
+    get_percent: u8,
+) -> Result<(f64, Vec<u32>), String> {
     let done = Arc::new(AtomicU64::new(0));
     let until = Instant::now() + Duration::from_secs_f64(secs);
     let start = Instant::now();
@@ -127,29 +135,46 @@ async fn drive(addr: &str, conns: usize, secs: f64) -> Result<f64, String> {
             let mut c = TcpStream::connect(&addr).await.map_err(|e| e.to_string())?;
             let _ = c.set_nodelay(true);
             let mut rng = StdRng::seed_from_u64(100 + t as u64);
-            let mut buf = Vec::new();
+            let (mut buf, mut latencies) = (Vec::new(), Vec::new());
             while Instant::now() < until {
                 let key = rng.random_range(0..KEYS);
-                let get = rng.random_range(0..10) != 0;
+                let get = rng.random_range(0..100) < get_percent;
                 let request = if get {
                     format!("get bench:{key}\r\n").into_bytes()
                 } else {
                     set_request(key, rng.random_range(MIN_VALUE..=MAX_VALUE))
                 };
+                let sent = Instant::now();
                 c.write_all(&request).await.map_err(|e| e.to_string())?;
                 read_reply(&mut c, &mut buf, get).await?;
+                latencies.push(sent.elapsed().as_micros().min(u32::MAX as u128) as u32);
                 done.fetch_add(1, Ordering::Relaxed);
             }
-            Ok::<(), String>(())
+            Ok::<Vec<u32>, String>(latencies)
         }));
     }
+    let mut latencies = Vec::new();
     for t in tasks {
-        t.await.map_err(|e| e.to_string())??;
+        latencies.extend(t.await.map_err(|e| e.to_string())??);
     }
-    Ok(done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
+    let rate = done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
+    Ok((rate, latencies))
 }
 
-pub fn run(rounds: usize, conns: usize, data_dir: Option<&Path>) -> Result<Value, String> {
+/// The `pct` percentile of `sorted` (microseconds).
+fn percentile(sorted: &[u32], pct: usize) -> u32 {
+    match sorted.len() {
+        0 => 0,
+        n => sorted[(n * pct / 100).min(n - 1)],
+    }
+}
+
+pub fn run(
+    rounds: usize,
+    conns: usize,
+    get_percent: u8,
+    data_dir: Option<&Path>,
+) -> Result<Value, String> {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     rt.block_on(async {
@@ -159,13 +184,20 @@ pub fn run(rounds: usize, conns: usize, data_dir: Option<&Path>) -> Result<Value
         wait_until_up(&ours).await?;
         fill(&theirs).await?;
         fill(&ours).await?;
-        drive(&theirs, conns, 0.5).await?;
-        drive(&ours, conns, 0.5).await?;
+        drive(&theirs, conns, 0.5, get_percent).await?;
+        drive(&ours, conns, 0.5, get_percent).await?;
         let (mut a, mut b) = (Vec::new(), Vec::new());
+        let (mut a_lat, mut b_lat) = (Vec::new(), Vec::new());
         for _ in 0..rounds {
-            a.push(drive(&ours, conns, 2.0).await?);
-            b.push(drive(&theirs, conns, 2.0).await?);
+            let (rate, lat) = drive(&ours, conns, 2.0, get_percent).await?;
+            a.push(rate);
+            a_lat.extend(lat);
+            let (rate, lat) = drive(&theirs, conns, 2.0, get_percent).await?;
+            b.push(rate);
+            b_lat.extend(lat);
         }
+        a_lat.sort_unstable();
+        b_lat.sort_unstable();
         let (ours_ops, theirs_ops) = (crate::bench::median(&mut a), crate::bench::median(&mut b));
         Ok(json!({
             "workload": "memcached",
@@ -174,7 +206,11 @@ pub fn run(rounds: usize, conns: usize, data_dir: Option<&Path>) -> Result<Value
             "memcached_ops_per_s": theirs_ops.round(),
             "ratio": ours_ops / theirs_ops,
             "connections": conns,
-            "get_percent": 90,
+            "get_percent": get_percent,
+            "ours_p50_us": percentile(&a_lat, 50),
+            "ours_p99_us": percentile(&a_lat, 99),
+            "memcached_p50_us": percentile(&b_lat, 50),
+            "memcached_p99_us": percentile(&b_lat, 99),
             "value_bytes": [MIN_VALUE, MAX_VALUE],
             "keys": KEYS,
             "memory_mb": MEMORY_MB,

@@ -737,3 +737,44 @@ fn a_large_multiget_streams_instead_of_buffering() {
         "the gateway's peak grew by {grew} bytes for a 300 MiB reply"
     );
 }
+
+/// A `set` replaces an item without a moment in which it is missing: one connection
+/// sets the same key 1 000 times while two others loop on `get` and never miss.
+#[test]
+fn readers_never_miss_an_item_while_it_is_set_again_and_again() {
+    both(|addr| {
+        let mut w = connect(addr);
+        assert_eq!(
+            ask(&mut w, b"set hot 0 0 5\r\nv0000\r\n", b"\r\n"),
+            b"STORED\r\n"
+        );
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let (addr, done) = (addr.to_string(), done.clone());
+                std::thread::spawn(move || {
+                    let mut r = connect(&addr);
+                    let mut reads = 0u64;
+                    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                        let got = ask(&mut r, b"get hot\r\n", b"END\r\n");
+                        assert!(
+                            got.starts_with(b"VALUE hot 0 5\r\nv"),
+                            "a miss: {}",
+                            text(&got)
+                        );
+                        reads += 1;
+                    }
+                    reads
+                })
+            })
+            .collect();
+        for i in 1..=1000 {
+            let set = format!("set hot 0 0 5\r\nv{:04}\r\n", i % 10_000);
+            assert_eq!(ask(&mut w, set.as_bytes(), b"\r\n"), b"STORED\r\n");
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        for r in readers {
+            assert!(r.join().expect("no reader saw a miss") > 0);
+        }
+    });
+}
