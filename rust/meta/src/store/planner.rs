@@ -288,13 +288,10 @@ impl<'a> Planner<'a> {
                 continue;
             };
             let (best_id, best_service) = (best.id, best.service);
-            let a = self.allocator(best_id).expect("listed above");
-            let sp = a.savepoint();
-            if a.alloc(size).is_some() {
+            if let Some(sp) = self.try_alloc(best_id, size) {
                 chosen.push((best_id, best_service, sp));
                 continue;
             }
-            a.rollback_to(sp); // a failed attempt may have folded the cache
             let mut candidates: Vec<(u64, SegmentId, LocalServiceId)> = self
                 .view
                 .segments
@@ -305,13 +302,10 @@ impl<'a> Planner<'a> {
                 .collect();
             candidates.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
             for (_, id, service) in candidates {
-                let a = self.allocator(id).expect("listed above");
-                let sp = a.savepoint();
-                if a.alloc(size).is_some() {
+                if let Some(sp) = self.try_alloc(id, size) {
                     chosen.push((id, service, sp));
                     break;
                 }
-                a.rollback_to(sp); // a failed attempt may have folded the cache
             }
         }
         if chosen.len() == replicas {
@@ -320,6 +314,18 @@ impl<'a> Planner<'a> {
         for (id, _, sp) in chosen.into_iter().rev() {
             self.allocator(id).expect("chosen").rollback_to(sp);
         }
+        None
+    }
+
+    /// Allocates `size` bytes on segment `id` (in trial): the savepoint before it, or
+    /// `None` with the allocator as it was.
+    fn try_alloc(&mut self, id: SegmentId, size: u64) -> Option<Savepoint> {
+        let a = self.allocator(id).expect("a listed segment");
+        let sp = a.savepoint();
+        if a.alloc(size).is_some() {
+            return Some(sp);
+        }
+        a.rollback_to(sp); // a failed attempt may have folded the cache
         None
     }
 
