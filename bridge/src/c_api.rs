@@ -243,6 +243,7 @@ fn replicate(o: &mmc_put_options) -> ReplicateConfig {
             .map(|&p| p as u32)
             .collect(),
         ttl: None,
+        replace: false,
     }
 }
 

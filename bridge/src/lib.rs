@@ -304,6 +304,7 @@ impl Store {
                 replica_num,
                 preferred_local_service_ids: preferred.iter().map(|&p| p as u32).collect(),
                 ttl: None,
+                replace: false,
             };
             let ptrs: Vec<Vec<*const std::ffi::c_void>> = addrs
                 .iter()

@@ -87,6 +87,7 @@ impl ReplicateConfig {
             replica_num: self.replicaNum,
             preferred_local_service_ids: self.preferredLocalServiceIDs.clone(),
             ttl: None,
+            replace: false,
         }
     }
 }

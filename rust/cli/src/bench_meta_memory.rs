@@ -67,6 +67,7 @@ fn build(kind: PolicyKind, n: usize) -> Result<StateMachine, String> {
                 writer: 0,
                 lease_ms: None,
                 drop_first: Vec::new(),
+                replace: false,
             })
             .collect();
         let allocated = sm.apply(Command::Alloc {
@@ -87,6 +88,7 @@ fn build(kind: PolicyKind, n: usize) -> Result<StateMachine, String> {
         match sm.apply(Command::Commit {
             now_ms,
             items: commits,
+            holds: Vec::new(),
         }) {
             Applied::Committed(r) if r.iter().all(Result::is_ok) => {}
             other => return Err(format!("commit gave {other:?}")),

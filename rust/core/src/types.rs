@@ -118,6 +118,11 @@ pub struct ReplicateConfig {
     pub preferred_local_service_ids: Vec<LocalServiceId>,
     /// Rust extension: the object disappears this long after its commit.
     pub ttl: Option<Duration>,
+    /// Rust extension (Mooncake's `upsert`): a put of a key that holds an object
+    /// replaces it when the put commits, in one step, so readers see the old object
+    /// until then and never a miss. Without it such a put is refused (-3006).
+    #[serde(default)]
+    pub replace: bool,
 }
 
 impl Default for ReplicateConfig {
@@ -126,6 +131,7 @@ impl Default for ReplicateConfig {
             replica_num: 1,
             preferred_local_service_ids: Vec::new(),
             ttl: None,
+            replace: false,
         }
     }
 }
@@ -264,13 +270,13 @@ mod tests {
         let too_many = ReplicateConfig {
             replica_num: 1,
             preferred_local_service_ids: vec![1, 2],
-            ttl: None,
+            ..Default::default()
         };
         assert_eq!(too_many.validated_replicas().unwrap_err().code(), -3000);
         let twice = ReplicateConfig {
             replica_num: 3,
             preferred_local_service_ids: vec![4, 4],
-            ttl: None,
+            ..Default::default()
         };
         assert_eq!(twice.validated_replicas().unwrap_err().code(), -3000);
     }

@@ -81,29 +81,8 @@ pub struct Items {
     /// Where CAS uniques are reserved ahead of use, so that they never repeat across
     /// restarts (`--data-dir`); `None`: uniques start at 1 each run.
     cas_file: Option<CasFile>,
-    stripes: Vec<Stripe>,
+    stripes: Vec<tokio::sync::Mutex<()>>,
     hasher: std::hash::RandomState,
-}
-
-/// A stripe of keys: changes to its keys run one at a time, and are counted, so that a
-/// reader that missed an item while one ran knows to look again.
-#[derive(Default)]
-struct Stripe {
-    lock: tokio::sync::Mutex<()>,
-    /// Odd while a change runs: bumped when one starts and when it ends.
-    changes: AtomicU64,
-}
-
-/// A change to a key of a stripe, running while this is held.
-struct Changing<'a> {
-    _lock: tokio::sync::MutexGuard<'a, ()>,
-    changes: &'a AtomicU64,
-}
-
-impl Drop for Changing<'_> {
-    fn drop(&mut self) {
-        self.changes.fetch_add(1, Ordering::SeqCst);
-    }
 }
 
 /// A durable high-water mark of CAS uniques: no unique at or above `reserved` is
@@ -292,7 +271,7 @@ impl Items {
             namespace: DEFAULT_NAMESPACE.to_vec(),
             next_cas: AtomicU64::new(1),
             cas_file: None,
-            stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
+            stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             hasher: std::hash::RandomState::new(),
         }
     }
@@ -353,39 +332,12 @@ impl Items {
         [&self.namespace[..], key].concat()
     }
 
-    fn stripe(&self, key: &[u8]) -> &Stripe {
+    fn stripe(&self, key: &[u8]) -> &tokio::sync::Mutex<()> {
         &self.stripes[self.hasher.hash_one(key) as usize % STRIPES]
     }
 
-    /// Waits for the changes to `key`'s stripe before, then runs one until dropped.
-    async fn change(&self, key: &[u8]) -> Changing<'_> {
-        let stripe = self.stripe(key);
-        let lock = stripe.lock.lock().await;
-        stripe.changes.fetch_add(1, Ordering::SeqCst);
-        Changing {
-            _lock: lock,
-            changes: &stripe.changes,
-        }
-    }
-
-    /// The item under `key`, if it is there and not expired. A replacement removes the
-    /// old item before it puts the new one (the pool never overwrites); a reader that
-    /// missed while a change to the key's stripe ran waits for it to end and looks
-    /// again, so it never sees that gap, as memcached's readers never do.
+    /// The item under `key`, if it is there and not expired.
     pub async fn get(&self, key: &[u8]) -> ItemResult<Option<Item>> {
-        let stripe = self.stripe(key);
-        let before = stripe.changes.load(Ordering::SeqCst);
-        let found = self.read_item(key).await?;
-        let settled = before.is_multiple_of(2) && stripe.changes.load(Ordering::SeqCst) == before;
-        if found.is_some() || settled {
-            return Ok(found);
-        }
-        let _settled = stripe.lock.lock().await;
-        self.read_item(key).await
-    }
-
-    /// The item under `key` now, if it is there and not expired.
-    async fn read_item(&self, key: &[u8]) -> ItemResult<Option<Item>> {
         match self.store.get(self.pool_key(key)).await {
             Ok(raw) => {
                 let item = decode(raw)?;
@@ -424,10 +376,10 @@ impl Items {
         exptime: i64,
         value: &[u8],
     ) -> ItemResult<(Outcome, u64)> {
-        let _one = self.change(key).await;
+        let _one = self.stripe(key).lock().await;
         let current = match mode {
             StoreCommand::Set => None,
-            _ => self.read_item(key).await?,
+            _ => self.get(key).await?,
         };
         // An append or prepend makes a new item that memcached does not mark as
         // binary-keyed, whatever the old one and the request.
@@ -505,13 +457,15 @@ impl Items {
             return Ok(cas);
         }
         let raw = encode(header, value, self.compress_above);
+        // The new item replaces the old when its put commits, in one step: readers see
+        // one or the other, never neither.
         let config = ReplicateConfig {
             ttl: (expires > 0)
                 .then(|| Duration::from_secs(expires.saturating_sub(unix_now()).max(1))),
+            replace: true,
             ..ReplicateConfig::default()
         };
         for _ in 0..PUT_TRIES {
-            self.remove_any(key).await?;
             match self
                 .store
                 .put_from(
@@ -523,8 +477,10 @@ impl Items {
                 .await
             {
                 Ok(()) => return Ok(cas),
-                // Another gateway's put landed in between: take its place again.
-                Err(Error::DuplicatedObject) => continue,
+                // Another gateway's put of the key is in flight: let it land first.
+                Err(Error::DuplicatedObject) => {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -548,9 +504,9 @@ impl Items {
 
     /// `delete`: whether there was an item.
     pub async fn delete(&self, key: &[u8]) -> ItemResult<bool> {
-        let _one = self.change(key).await;
+        let _one = self.stripe(key).lock().await;
         // An expired item still in the pool is not "there".
-        let live = self.read_item(key).await?.is_some();
+        let live = self.get(key).await?.is_some();
         let removed = self.remove_any(key).await?;
         Ok(live && removed)
     }
@@ -558,8 +514,8 @@ impl Items {
     /// `incr` / `decr`: the new value, or `None` when there is no item. Increments
     /// wrap at 2^64, decrements stop at 0, as in memcached.
     pub async fn add_delta(&self, key: &[u8], delta: u64, up: bool) -> ItemResult<Option<u64>> {
-        let _one = self.change(key).await;
-        let Some(item) = self.read_item(key).await? else {
+        let _one = self.stripe(key).lock().await;
+        let Some(item) = self.get(key).await? else {
             return Ok(None);
         };
         let n = counter(&item.value).ok_or(ItemError::NotNumeric)?;
@@ -589,8 +545,8 @@ impl Items {
 
     /// `touch` / `gat`: sets a new expiry; the item as it is now, if there is one.
     pub async fn touch(&self, key: &[u8], exptime: i64) -> ItemResult<Option<Item>> {
-        let _one = self.change(key).await;
-        let Some(mut item) = self.read_item(key).await? else {
+        let _one = self.stripe(key).lock().await;
+        let Some(mut item) = self.get(key).await? else {
             return Ok(None);
         };
         let expires = expiry(exptime, unix_now());

@@ -425,7 +425,8 @@ impl Group {
             n,
             |g, requests| {
                 let items = requests.into_iter().flatten().collect();
-                g.leader().plan_commit(items, g.clock.now_ms())
+                let now = g.clock.now_ms();
+                g.decide(|leader, sm| leader.plan_commit(sm, items, now))
             },
         )
         .await

@@ -225,6 +225,10 @@ pub struct AllocItem {
     pub lease_ms: Option<u64>,
     /// Dropped (if still committed) just before this item is allocated.
     pub drop_first: Vec<Key>,
+    /// A committed object under the key is replaced when this put commits (see
+    /// `ReplicateConfig::replace`).
+    #[serde(default)]
+    pub replace: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -262,6 +266,9 @@ pub enum Command {
     Commit {
         now_ms: u64,
         items: Vec<(Key, PutId)>,
+        /// For the objects replacing puts retire: see [`Command::Remove::holds`].
+        #[serde(default)]
+        holds: Vec<(Key, u64)>,
     },
     /// Rolls back puts that failed or whose lease ended.
     Abort {
@@ -327,9 +334,9 @@ impl Command {
             | Command::Remove { now_ms, holds, .. }
             | Command::Abort { now_ms, holds, .. }
             | Command::Promote { now_ms, holds, .. }
-            | Command::Demote { now_ms, holds, .. } => (Some(*now_ms), std::mem::take(holds)),
-            Command::Commit { now_ms, .. }
-            | Command::Stored { now_ms, .. }
+            | Command::Demote { now_ms, holds, .. }
+            | Command::Commit { now_ms, holds, .. } => (Some(*now_ms), std::mem::take(holds)),
+            Command::Stored { now_ms, .. }
             | Command::RegisterService { now_ms, .. }
             | Command::Unhold { now_ms, .. } => (Some(*now_ms), Vec::new()),
             Command::RemoveService { .. } | Command::Promoted { .. } => (None, Vec::new()),
@@ -385,6 +392,9 @@ pub(crate) type Directory = FxHashMap<Key, Box<Object>>;
 pub struct StateMachine {
     policy_kind: PolicyKind,
     objects: Directory,
+    /// Puts in flight that replace the committed object of their key at commit
+    /// (`AllocItem::replace`); the old object stays readable until then.
+    replacements: Directory,
     segments: BTreeMap<SegmentId, Segment>,
     services: BTreeMap<LocalServiceId, ServiceInfo>,
     /// In-flight puts by lease deadline, for rollback.
@@ -417,6 +427,7 @@ impl StateMachine {
         StateMachine {
             policy_kind: policy,
             objects: FxHashMap::default(),
+            replacements: FxHashMap::default(),
             segments: BTreeMap::new(),
             services: BTreeMap::new(),
             pending: BTreeSet::new(),
@@ -442,9 +453,16 @@ impl StateMachine {
             .map(|(k, o)| (k.clone(), Object::clone(o)))
             .collect();
         objects.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut replacements: Vec<(Key, Object)> = self
+            .replacements
+            .iter()
+            .map(|(k, o)| (k.clone(), Object::clone(o)))
+            .collect();
+        replacements.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         Image {
             policy: self.policy_kind,
             objects,
+            replacements,
             segments: self.segments.values().cloned().collect(),
             services: self.services.values().cloned().collect(),
             pending: self.pending.iter().cloned().collect(),
@@ -470,6 +488,11 @@ impl StateMachine {
         for (_, k) in &committed {
             sm.policy.insert(k);
         }
+        sm.replacements = image
+            .replacements
+            .into_iter()
+            .map(|(k, o)| (k, Box::new(o)))
+            .collect();
         sm.segments = image.segments.into_iter().map(|s| (s.id, s)).collect();
         sm.services = image.services.into_iter().map(|s| (s.id, s)).collect();
         sm.pending = image.pending.into_iter().collect();
@@ -580,7 +603,7 @@ impl StateMachine {
                 dropped += self.evict_from_memory(&drop_after, now_ms);
                 Applied::Allocated { dropped, results }
             }
-            Command::Commit { now_ms, items } => Applied::Committed(
+            Command::Commit { now_ms, items, .. } => Applied::Committed(
                 items
                     .into_iter()
                     .map(|(key, id)| self.commit_one(key, id, now_ms))
@@ -592,6 +615,11 @@ impl StateMachine {
                     .map(|(key, id)| match self.objects.get(&key) {
                         Some(o) if o.put_id == id && !o.is_committed() => {
                             self.remove_object(&key);
+                            self.counters.aborted += 1;
+                            Ok(())
+                        }
+                        _ if self.replacements.get(&key).is_some_and(|r| r.put_id == id) => {
+                            self.drop_replacement(&key);
                             self.counters.aborted += 1;
                             Ok(())
                         }
@@ -728,6 +756,16 @@ impl StateMachine {
             .map(|(k, _)| k.clone())
             .collect();
         affected.sort_unstable();
+        let mut replacing: Vec<Key> = self
+            .replacements
+            .iter()
+            .filter(|(_, o)| o.blobs.iter().any(|b| b.service == service))
+            .map(|(k, _)| k.clone())
+            .collect();
+        replacing.sort_unstable();
+        for key in &replacing {
+            self.drop_replacement(key);
+        }
         let mut dropped = 0;
         for key in affected {
             let obj = self.objects.get_mut(&key).expect("listed above");
@@ -748,9 +786,16 @@ impl StateMachine {
     }
 
     fn alloc_one(&mut self, item: AllocItem, now_ms: u64, deadline_ms: u64) -> Result<Allocation> {
-        if self.objects.contains_key(&item.key) {
-            return Err(Error::DuplicatedObject);
-        }
+        let replacing = match self.objects.get(&item.key) {
+            None => false,
+            Some(o) if item.replace && o.is_committed() => {
+                if self.replacements.contains_key(&item.key) {
+                    return Err(Error::DuplicatedObject);
+                }
+                true
+            }
+            Some(_) => return Err(Error::DuplicatedObject),
+        };
         let mut blobs = Replicas::with_capacity(item.segments.len());
         for seg_id in &item.segments {
             let placed = self.segments.get_mut(seg_id).and_then(|seg| {
@@ -777,7 +822,11 @@ impl StateMachine {
         let put_id = self.next_put;
         self.next_put += 1;
         self.pending.insert((deadline_ms, put_id, item.key.clone()));
-        self.objects.insert(
+        let directory = match replacing {
+            true => &mut self.replacements,
+            false => &mut self.objects,
+        };
+        directory.insert(
             item.key,
             Box::new(Object::pending(
                 item.size,
@@ -801,6 +850,14 @@ impl StateMachine {
     }
 
     fn commit_one(&mut self, key: Key, id: PutId, now_ms: u64) -> Result<()> {
+        let current = self.objects.get(&key).is_some_and(|o| o.put_id == id);
+        if !current && self.replacements.get(&key).is_some_and(|r| r.put_id == id) {
+            // The replaced object goes (its memory held as long as readers may still
+            // reach it) and the new one takes its key, in this one step.
+            let new = self.replacements.remove(&key).expect("found above");
+            self.remove_object(&key);
+            self.objects.insert(key.clone(), new);
+        }
         let Some(obj) = self.objects.get_mut(&key) else {
             return Err(Error::Timeout(
                 "the put's lease ended before its commit".into(),
@@ -825,6 +882,22 @@ impl StateMachine {
         }
         self.counters.committed += 1;
         Ok(())
+    }
+
+    /// Whether put `id` is one replacing `key`'s committed object.
+    pub fn replacing(&self, key: &Key, id: PutId) -> bool {
+        self.replacements.get(key).is_some_and(|r| r.put_id == id)
+    }
+
+    /// Rolls back the replacing put of `key`.
+    fn drop_replacement(&mut self, key: &Key) {
+        let Some(r) = self.replacements.remove(key) else {
+            return;
+        };
+        self.free_blobs(key, &r.blobs);
+        if let Some(p) = r.put_in_progress() {
+            self.pending.remove(&(p.deadline_ms, r.put_id, key.clone()));
+        }
     }
 
     fn remove_object(&mut self, key: &Key) {
@@ -975,6 +1048,7 @@ impl StateMachine {
     pub(crate) fn plan_view(&mut self) -> PlanView<'_> {
         PlanView {
             objects: &self.objects,
+            replacements: &self.replacements,
             services: &self.services,
             segments: &mut self.segments,
             expiring: &self.expiring,
@@ -993,9 +1067,11 @@ impl StateMachine {
     /// A digest of everything `apply` decides, for checking that replicas agree.
     pub fn fingerprint(&self) -> u64 {
         let mut h = DefaultHasher::new();
-        let mut objects: Vec<_> = self.objects.iter().collect();
-        objects.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        objects.hash(&mut h);
+        for directory in [&self.objects, &self.replacements] {
+            let mut objects: Vec<_> = directory.iter().collect();
+            objects.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            objects.hash(&mut h);
+        }
         for s in self.segments.values() {
             (s.id, s.service, s.used(), &s.trash, s.trash_base).hash(&mut h);
         }
@@ -1011,6 +1087,8 @@ impl StateMachine {
 pub struct Image {
     policy: PolicyKind,
     objects: Vec<(Key, Object)>,
+    #[serde(default)]
+    replacements: Vec<(Key, Object)>,
     segments: Vec<Segment>,
     services: Vec<ServiceInfo>,
     pending: Vec<(u64, PutId, Key)>,
@@ -1024,6 +1102,7 @@ pub struct Image {
 
 pub(crate) struct PlanView<'a> {
     pub objects: &'a Directory,
+    pub replacements: &'a Directory,
     pub services: &'a BTreeMap<LocalServiceId, ServiceInfo>,
     pub segments: &'a mut BTreeMap<SegmentId, Segment>,
     pub expiring: &'a BTreeSet<(u64, Key)>,

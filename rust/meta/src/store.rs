@@ -381,7 +381,8 @@ impl Leader {
                     if let Some(again) = planner.repeated(&key, size, req.writer) {
                         plan.results[i] = Some(Ok(again));
                     } else {
-                        match planner.plan(key, size, replicas, preferred, ttl_ms) {
+                        let replace = req.config.replace;
+                        match planner.plan(key, size, replicas, preferred, ttl_ms, replace) {
                             Ok(mut item) => {
                                 item.writer = req.writer;
                                 item.lease_ms = (req.lease_ms > 0).then_some(req.lease_ms);
@@ -421,11 +422,40 @@ impl Leader {
     }
 
     /// Makes written objects visible.
-    pub fn plan_commit(&self, items: Vec<(Key, PutId)>, now_ms: u64) -> Plan<()> {
-        self.plan_each(items.len(), unit_results, || Command::Commit {
+    pub fn plan_commit(
+        &mut self,
+        sm: &StateMachine,
+        items: Vec<(Key, PutId)>,
+        now_ms: u64,
+    ) -> Plan<()> {
+        // A replacing put retires the object it replaces: readers may still be copying
+        // it (read leases) or reach it (capabilities), so its memory is held until
+        // then; and no lease is granted on it while the commit is in flight.
+        let replaced: Vec<Key> = items
+            .iter()
+            .filter(|(k, id)| sm.replacing(k, *id))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let holds = replaced
+            .iter()
+            .filter_map(|k| {
+                let until = self
+                    .leases
+                    .fenced_until(k)
+                    .max(self.leases.held_until(k, now_ms));
+                (until > now_ms).then(|| (k.clone(), until))
+            })
+            .collect();
+        let mut plan = self.plan_each(items.len(), unit_results, || Command::Commit {
             now_ms,
             items,
-        })
+            holds,
+        });
+        if plan.command.is_some() && !replaced.is_empty() {
+            self.doom(&replaced);
+            plan.doomed = replaced;
+        }
+        plan
     }
 
     /// Rolls back puts whose writes failed.
@@ -619,7 +649,11 @@ impl Leader {
         // goes back before its hold ends.
         let mut unheld: Vec<Key> = sm
             .quarantined()
-            .filter(|q| q.0 > now_ms && self.leases.fenced_until(&q.4) <= now_ms)
+            .filter(|q| {
+                q.0 > now_ms
+                    && self.leases.fenced_until(&q.4) <= now_ms
+                    && !self.leases.held(&q.4, now_ms)
+            })
             .map(|q| q.4.clone())
             .collect();
         unheld.sort_unstable();
@@ -790,7 +824,7 @@ impl MetaStore {
 
     /// Makes written objects visible.
     pub fn commit(&mut self, items: Vec<(Key, PutId)>, now_ms: u64) -> Vec<Result<()>> {
-        let plan = self.leader.plan_commit(items, now_ms);
+        let plan = self.leader.plan_commit(&self.sm, items, now_ms);
         self.run(plan)
     }
 

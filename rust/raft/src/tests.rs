@@ -76,6 +76,7 @@ async fn commands_apply_and_snapshots_restore() {
                 writer: 0,
                 lease_ms: None,
                 drop_first: vec![],
+                replace: false,
             }],
             drop_after: vec![],
             holds: vec![],
@@ -83,6 +84,7 @@ async fn commands_apply_and_snapshots_restore() {
         Command::Commit {
             now_ms: 2,
             items: vec![(key.clone(), 1)],
+            holds: vec![],
         },
     ];
     let entries: Vec<_> = cmds

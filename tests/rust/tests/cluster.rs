@@ -227,6 +227,56 @@ fn a_full_pool_over_tcp_takes_new_puts_right_after_a_remove() {
     }
 }
 
+/// `ReplicateConfig::replace` (an upsert) through a pool of processes: a writer
+/// replaces one key 200 times while a reader loops on it and never misses, and each
+/// value it reads is whole.
+#[test]
+fn replacing_puts_never_leave_a_reader_without_the_key() {
+    let (_meta, url) = start_meta(&[]);
+    let _local = start_local(&url, "32MiB");
+    wait_for_services(&url, 1);
+    let writer = pure_client(&url);
+    let upsert = ReplicateConfig {
+        replace: true,
+        ..ReplicateConfig::default()
+    };
+    let value = |i: u32| vec![(i % 251) as u8; 20_000 + i as usize];
+    writer
+        .put_from("hot", &value(0), CopyDirection::H2G, &upsert)
+        .unwrap();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (url, done) = (url.clone(), done.clone());
+        std::thread::spawn(move || {
+            let reader = pure_client(&url);
+            let mut reads = 0u32;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let got = reader.get("hot").expect("the key is always there");
+                let i = (got.len() - 20_000) as u32;
+                assert!(got == value(i), "a torn or foreign value");
+                reads += 1;
+            }
+            reads
+        })
+    };
+    for i in 1..=200 {
+        writer
+            .put_from("hot", &value(i), CopyDirection::H2G, &upsert)
+            .unwrap();
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(reader.join().unwrap() > 0);
+    assert_eq!(writer.get("hot").unwrap(), value(200));
+    // Without `replace` a put of a held key is still refused.
+    let plain = writer.put_from(
+        "hot",
+        &value(1),
+        CopyDirection::H2G,
+        &ReplicateConfig::default(),
+    );
+    assert_eq!(plain.unwrap_err().code(), -3006);
+}
+
 /// A data-plane request header (see `rust/local/src/tcp.rs`): the blob (segment, offset,
 /// length) and its capability (put or lease id, expiry, MAC), then the part to move.
 fn frame_part(op: u8, segment: u64, offset: u64, len: u64, tag: Tag, at: u64, n: u64) -> Vec<u8> {

@@ -115,6 +115,7 @@ fn seeds() -> Vec<(bool, Vec<u8>)> {
                 replica_num: 2,
                 preferred_local_service_ids: vec![1, 2],
                 ttl: Some(Duration::from_secs(60)),
+                replace: false,
             },
             writer: 99,
             lease_ms: 0,

@@ -103,6 +103,20 @@ impl Leases {
                 .is_some_and(|h| h.iter().any(|&(_, u)| u > now_ms))
     }
 
+    /// Until when a reader may hold `key` (0: none does now).
+    pub fn held_until(&self, key: &Key, now_ms: u64) -> u64 {
+        let leased = self
+            .by_key
+            .get(key)
+            .map_or(0, |h| h.iter().map(|&(_, u)| u).max().unwrap_or(0));
+        let until = leased.max(self.all_until_ms);
+        if until > now_ms {
+            until
+        } else {
+            0
+        }
+    }
+
     /// Treats every key as held until `until_ms`: a new leader does not know which
     /// leases its predecessor granted, so for one lease length it frees nothing a
     /// reader might be copying.

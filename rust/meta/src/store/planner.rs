@@ -90,10 +90,11 @@ impl<'a> Planner<'a> {
         replicas: usize,
         preferred: &[LocalServiceId],
         ttl_ms: Option<u64>,
+        replace: bool,
     ) -> Result<AllocItem> {
         let mark = self.mark();
         let placed = self
-            .admit(&key, size)
+            .admit(&key, size, replace)
             .and_then(|()| self.place(size, replicas, preferred));
         match placed {
             Ok(segments) => {
@@ -106,6 +107,7 @@ impl<'a> Planner<'a> {
                     writer: 0,
                     lease_ms: None,
                     drop_first: std::mem::take(&mut self.pending_drops),
+                    replace,
                 })
             }
             Err(e) => {
@@ -118,7 +120,9 @@ impl<'a> Planner<'a> {
     /// The allocation a writer already holds for `key`, when it asks again (its
     /// first answer was lost with a leader or a connection).
     pub fn repeated(&self, key: &Key, size: u64, writer: u64) -> Option<Allocation> {
-        let o = self.view.objects.get(key)?;
+        let in_flight =
+            |d: &'a crate::state::Directory| d.get(key).filter(|o| o.put_in_progress().is_some());
+        let o = in_flight(self.view.replacements).or_else(|| in_flight(self.view.objects))?;
         let p = o.put_in_progress()?;
         let mine = writer != 0 && p.writer == writer && o.size == size;
         mine.then(|| Allocation {
@@ -194,8 +198,9 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// Checks that `key` may be put: free, or held by an expired object (dropped first).
-    fn admit(&mut self, key: &Key, size: u64) -> Result<()> {
+    /// Checks that `key` may be put: free, held by an expired object (dropped first),
+    /// or, for a `replace` put, by a committed one no other put is replacing.
+    fn admit(&mut self, key: &Key, size: u64, replace: bool) -> Result<()> {
         if size == 0 {
             return Err(Error::invalid("object size 0"));
         }
@@ -217,6 +222,9 @@ impl<'a> Planner<'a> {
                     return Err(Error::LeaseNotExpired);
                 }
                 self.drop_object(key);
+                Ok(())
+            }
+            Some(o) if replace && o.is_committed() && !self.view.replacements.contains_key(key) => {
                 Ok(())
             }
             Some(_) => Err(Error::DuplicatedObject),
