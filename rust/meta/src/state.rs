@@ -447,22 +447,18 @@ impl StateMachine {
     /// Everything `apply` depends on, for a snapshot. The eviction order is not in it:
     /// it is advice, rebuilt from commit times on restore.
     pub fn image(&self) -> Image {
-        let mut objects: Vec<(Key, Object)> = self
-            .objects
-            .iter()
-            .map(|(k, o)| (k.clone(), Object::clone(o)))
-            .collect();
-        objects.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let mut replacements: Vec<(Key, Object)> = self
-            .replacements
-            .iter()
-            .map(|(k, o)| (k.clone(), Object::clone(o)))
-            .collect();
-        replacements.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let sorted = |directory: &Directory| {
+            let mut objects: Vec<(Key, Object)> = directory
+                .iter()
+                .map(|(k, o)| (k.clone(), Object::clone(o)))
+                .collect();
+            objects.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            objects
+        };
         Image {
             policy: self.policy_kind,
-            objects,
-            replacements,
+            objects: sorted(&self.objects),
+            replacements: sorted(&self.replacements),
             segments: self.segments.values().cloned().collect(),
             services: self.services.values().cloned().collect(),
             pending: self.pending.iter().cloned().collect(),
@@ -749,22 +745,18 @@ impl StateMachine {
             self.segments.remove(seg);
         }
         // Sorted, so every replica drops replicas and objects in the same order.
-        let mut affected: Vec<Key> = self
-            .objects
-            .iter()
-            .filter(|(_, o)| o.blobs.iter().any(|b| b.service == service))
-            .map(|(k, _)| k.clone())
-            .collect();
-        affected.sort_unstable();
-        let mut replacing: Vec<Key> = self
-            .replacements
-            .iter()
-            .filter(|(_, o)| o.blobs.iter().any(|b| b.service == service))
-            .map(|(k, _)| k.clone())
-            .collect();
-        replacing.sort_unstable();
-        for key in &replacing {
-            self.drop_replacement(key);
+        let on_service = |directory: &Directory| {
+            let mut keys: Vec<Key> = directory
+                .iter()
+                .filter(|(_, o)| o.blobs.iter().any(|b| b.service == service))
+                .map(|(k, _)| k.clone())
+                .collect();
+            keys.sort_unstable();
+            keys
+        };
+        let affected = on_service(&self.objects);
+        for key in on_service(&self.replacements) {
+            self.drop_replacement(&key);
         }
         let mut dropped = 0;
         for key in affected {

@@ -1072,19 +1072,29 @@ fn replacing() -> ReplicateConfig {
     }
 }
 
+/// A store holding "k" (5000 bytes): its blobs and the memory in use.
+fn holding_k() -> (MetaStore, Vec<Blob>, u64) {
+    let mut m = store(1, 64 * MIB, MetaConfig::default());
+    let old = put(&mut m, "k", 5000, &ReplicateConfig::default(), 1).unwrap();
+    let used = m.state().usage(Medium::Dram).0;
+    (m, old, used)
+}
+
+/// Allocates a replacing put of `k`.
+fn alloc_replacing(m: &mut MetaStore, k: &str, size: u64, now: u64) -> Allocation {
+    m.alloc(vec![(key(k), size)], &replacing(), now)
+        .pop()
+        .unwrap()
+        .unwrap()
+}
+
 /// A replacing put leaves the old object readable until it commits, then the new one
 /// takes the key in the same step and the old one's memory goes back; a second
 /// replacing put of the key meanwhile is refused, as is a plain put.
 #[test]
 fn a_replacing_put_swaps_objects_at_its_commit() {
-    let mut m = store(1, 64 * MIB, MetaConfig::default());
-    let old = put(&mut m, "k", 5000, &ReplicateConfig::default(), 1).unwrap();
-    let used_one = m.state().usage(Medium::Dram).0;
-    let a = m
-        .alloc(vec![(key("k"), 9000)], &replacing(), 2)
-        .pop()
-        .unwrap()
-        .unwrap();
+    let (mut m, old, used_one) = holding_k();
+    let a = alloc_replacing(&mut m, "k", 9000, 2);
     assert_ne!(a.blobs, old);
     for other in [replacing(), ReplicateConfig::default()] {
         let again = m.alloc(vec![(key("k"), 10)], &other, 2).pop().unwrap();
@@ -1103,11 +1113,7 @@ fn a_replacing_put_swaps_objects_at_its_commit() {
     assert_eq!(m.state().object_count(), 1);
     assert_eq!(m.state().usage(Medium::Dram).0, used_one - 8192 + 12288);
     // Replacing a key nobody holds is a plain put.
-    let fresh = m
-        .alloc(vec![(key("new"), 100)], &replacing(), 6)
-        .pop()
-        .unwrap()
-        .unwrap();
+    let fresh = alloc_replacing(&mut m, "new", 100, 6);
     m.commit(vec![(key("new"), fresh.put_id)], 6)
         .pop()
         .unwrap()
@@ -1120,24 +1126,14 @@ fn a_replacing_put_swaps_objects_at_its_commit() {
 /// it was and gives its own memory back; one in flight survives a snapshot.
 #[test]
 fn a_replacing_put_that_fails_leaves_the_old_object() {
-    let mut m = store(1, 64 * MIB, MetaConfig::default());
-    let old = put(&mut m, "k", 5000, &ReplicateConfig::default(), 1).unwrap();
-    let used_one = m.state().usage(Medium::Dram).0;
-    let a = m
-        .alloc(vec![(key("k"), 9000)], &replacing(), 2)
-        .pop()
-        .unwrap()
-        .unwrap();
+    let (mut m, old, used_one) = holding_k();
+    let a = alloc_replacing(&mut m, "k", 9000, 2);
     m.abort(vec![(key("k"), a.put_id)], 3)
         .pop()
         .unwrap()
         .unwrap();
     assert_eq!(m.state().usage(Medium::Dram).0, used_one);
-    let b = m
-        .alloc(vec![(key("k"), 9000)], &replacing(), 4)
-        .pop()
-        .unwrap()
-        .unwrap();
+    let b = alloc_replacing(&mut m, "k", 9000, 4);
     // In flight across a snapshot and its restore.
     let image = serde_json::to_vec(&m.state().image()).unwrap();
     let restored = StateMachine::from_image(serde_json::from_slice(&image).unwrap());
@@ -1157,14 +1153,9 @@ fn a_replacing_put_that_fails_leaves_the_old_object() {
 /// its memory stays out of the allocator until that lease ends.
 #[test]
 fn a_retired_object_read_under_a_lease_keeps_its_memory_until_the_lease_ends() {
-    let mut m = store(1, 64 * MIB, MetaConfig::default());
-    let old = put(&mut m, "k", 5000, &ReplicateConfig::default(), 1).unwrap();
+    let (mut m, old, _) = holding_k();
     let reader = m.lookup(&[key("k")], 2).pop().unwrap().unwrap();
-    let a = m
-        .alloc(vec![(key("k"), 5000)], &replacing(), 3)
-        .pop()
-        .unwrap()
-        .unwrap();
+    let a = alloc_replacing(&mut m, "k", 5000, 3);
     m.commit(vec![(key("k"), a.put_id)], 4)
         .pop()
         .unwrap()
