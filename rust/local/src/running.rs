@@ -175,7 +175,7 @@ impl RunningLocalService {
         // reach the new leader before it declares this service dead.
         let patience = (every * 2).clamp(Duration::from_millis(200), timeout);
         let beats = MetaLink::new(meta.to_vec(), patience);
-        let heartbeat = runtime.spawn(beat(beats, link.clone(), reg, exposed, (every, patience)));
+        let heartbeat = runtime.spawn(beat(beats, link.clone(), reg, exposed, every));
         let ssd = tier.map(|tier| {
             let sync = remote_sync(link.clone(), id);
             let syncer = Syncer::new(tier, sync, segments.clone(), metrics);
@@ -301,14 +301,15 @@ async fn beat(
     link: Arc<MetaLink>,
     reg: Registration,
     exposed: Arc<Exposed>,
-    (every, patience): (Duration, Duration),
+    every: Duration,
 ) {
     let id = reg.requested.expect("registered before heartbeating");
-    // The meta service holds each beat up to an interval while it has nothing to
-    // revoke, so revocations arrive within a round trip; the next beat goes at once
-    // when the answer carried some (acknowledging them) and otherwise an interval
-    // after the last one began.
-    let wait_ms = u32::try_from(every.min(patience / 2).as_millis()).unwrap_or(u32::MAX);
+    // Beats are answered at once (`wait_ms` 0): a beat the meta service held for a
+    // while was seen, in the chaos test, to leave services without a heartbeat to a
+    // new leader for longer than its timeout after the old one was cut off. The next
+    // beat goes at once when an answer carried revocations (acknowledging them), and
+    // otherwise an interval after the last one began.
+    let wait_ms = 0;
     // The last answer whose revocations are applied: acknowledged with the next beat.
     let mut acked = (0, 0);
     loop {
