@@ -304,18 +304,16 @@ async fn beat(
     every: Duration,
 ) {
     let id = reg.requested.expect("registered before heartbeating");
-    // Beats are answered at once (`wait_ms` 0): a beat the meta service held for a
-    // while was seen, in the chaos test, to leave services without a heartbeat to a
-    // new leader for longer than its timeout after the old one was cut off. The next
-    // beat goes at once when an answer carried revocations (acknowledging them), and
-    // otherwise an interval after the last one began.
-    let wait_ms = 0;
+    // The next beat goes at once when an answer carried revocations (acknowledging
+    // them), and otherwise an interval after the last one began. (Beats that the meta
+    // service held open until it had revocations were tried: in the chaos test they
+    // left services without a heartbeat to a new leader past its timeout.)
     // The last answer whose revocations are applied: acknowledged with the next beat.
     let mut acked = (0, 0);
     loop {
         let began = tokio::time::Instant::now();
         let beat = beats
-            .call(|rpc, ctx| async move { rpc.heartbeat(ctx, id, acked, wait_ms).await })
+            .call(|rpc, ctx| async move { rpc.heartbeat(ctx, id, acked).await })
             .await;
         let mut again = began + every;
         match beat.and_then(|r| r) {

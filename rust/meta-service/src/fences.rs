@@ -47,10 +47,10 @@ impl Fences {
     }
 
     /// `cap` ended (the put was committed or aborted, the lease released): its owners
-    /// are to refuse it. False when it was never fenced (no revocation to send).
-    pub fn ended(&mut self, cap: Cap) -> bool {
+    /// are to refuse it.
+    pub fn ended(&mut self, cap: Cap) {
         let Some((key, expires, owners)) = self.issued.remove(&cap) else {
-            return false;
+            return;
         };
         for s in &owners {
             self.services
@@ -61,7 +61,6 @@ impl Fences {
         }
         self.awaiting
             .insert(cap, (key, expires, owners.len() as u32));
-        true
     }
 
     /// A heartbeat of `service` that applied answer `acked`: the answer to give, and

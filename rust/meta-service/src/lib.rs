@@ -199,8 +199,6 @@ pub(crate) struct Shared {
     /// local role acts on its own service alone.
     pub owners: Mutex<BTreeMap<LocalServiceId, memcache_tls::CertId>>,
     fences: Mutex<fences::Fences>,
-    /// Woken when a capability ends: heartbeats waiting for revocations to carry.
-    pub revoking: tokio::sync::Notify,
     /// Woken when owners confirmed revocations: the housekeeping hands quarantined
     /// memory back at once instead of at its next tick.
     pub kick: tokio::sync::Notify,
@@ -316,15 +314,10 @@ impl Shared {
     /// write capabilities.
     pub fn end_puts(&self, items: &[(Key, PutId)], results: &[Result<()>]) {
         let mut f = self.fences();
-        let mut any = false;
         for ((_, put), r) in items.iter().zip(results) {
             if r.is_ok() {
-                any |= f.ended(Cap::Put(*put));
+                f.ended(Cap::Put(*put));
             }
-        }
-        drop(f);
-        if any {
-            self.revoking.notify_waiters();
         }
     }
 
@@ -383,13 +376,8 @@ impl Shared {
     /// Leases released: their owners are to refuse their read capabilities.
     pub fn end_reads(&self, leases: &[(Key, LeaseId)]) {
         let mut f = self.fences();
-        let mut any = false;
         for (_, lease) in leases {
-            any |= f.ended(Cap::Read(*lease));
-        }
-        drop(f);
-        if any {
-            self.revoking.notify_waiters();
+            f.ended(Cap::Read(*lease));
         }
     }
 
@@ -630,7 +618,6 @@ impl MetaService {
             metrics: Metrics::new(),
             owners: Mutex::new(BTreeMap::new()),
             fences: Mutex::new(fences::Fences::new(epoch())),
-            revoking: tokio::sync::Notify::new(),
             kick: tokio::sync::Notify::new(),
             unheld: tokio::sync::Notify::new(),
         });

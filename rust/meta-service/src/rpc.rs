@@ -95,9 +95,6 @@ const ADMIN_OR_CLIENT: Roles = Roles::ADMIN.union(Roles::CLIENT);
 /// Counters of the pool: any role.
 const ANY: Roles = Roles::ALL;
 
-/// The longest a heartbeat waits for revocations (a local service asks for its
-/// interval): well inside the service's heartbeat timeout.
-const MAX_BEAT_WAIT_MS: u32 = 2_000;
 /// The longest an allocation waits for quarantined memory to come back (its
 /// capabilities' revocations are acknowledged within a heartbeat round trip).
 const ALLOC_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -288,7 +285,6 @@ impl MetaRpc for Server {
         _: Context,
         service: LocalServiceId,
         acked: (u64, u64),
-        wait_ms: u32,
     ) -> Reply<Result<Beat>> {
         if let Err(e) = self
             .allowed("heartbeat", LOCAL)
@@ -297,28 +293,16 @@ impl MetaRpc for Server {
             return Ok(Err(e));
         }
         self.0.lead().await?;
-        // Listening before the first look, so a capability ending in between wakes it.
-        let revoking = self.0.revoking.notified();
-        tokio::pin!(revoking);
-        revoking.as_mut().enable();
-        let answer = || {
-            match self.0.live().get_mut(&service) {
-                Some(l) => l.last_beat = Instant::now(),
-                None => return Err(Error::NotConnectedToLocal),
-            }
-            Ok(self.0.beat(service, acked))
-        };
-        let first = self
+        Ok(self
             .0
-            .traced("heartbeat", Tp::Heartbeat, || async { answer() })
-            .await;
-        if wait_ms == 0 || first.as_ref().map_or(true, Beat::revokes) {
-            return Ok(first);
-        }
-        let wait = std::time::Duration::from_millis(wait_ms.min(MAX_BEAT_WAIT_MS).into());
-        let _ = tokio::time::timeout(wait, revoking).await;
-        self.0.lead().await?;
-        Ok(answer())
+            .traced("heartbeat", Tp::Heartbeat, || async {
+                match self.0.live().get_mut(&service) {
+                    Some(l) => l.last_beat = Instant::now(),
+                    None => return Err(Error::NotConnectedToLocal),
+                }
+                Ok(self.0.beat(service, acked))
+            })
+            .await)
     }
 
     async fn unregister_service(self, _: Context, service: LocalServiceId) -> Reply<Result<usize>> {

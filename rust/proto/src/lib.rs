@@ -227,14 +227,8 @@ pub trait MetaRpc {
     async fn register_service(reg: Registration) -> Reply<Result<Registered>>;
     /// Keeps a local service alive; -3018 when the meta service no longer knows it.
     /// `acked`: the `(epoch, seq)` of the last [`Beat`] whose revocations the service
-    /// applied. With nothing to revoke the answer waits up to `wait_ms` for something
-    /// (a long poll), so a revocation reaches its owner within a round trip, not at the
-    /// next beat; the service counts as alive from the call's arrival.
-    async fn heartbeat(
-        service: LocalServiceId,
-        acked: (u64, u64),
-        wait_ms: u32,
-    ) -> Reply<Result<Beat>>;
+    /// applied.
+    async fn heartbeat(service: LocalServiceId, acked: (u64, u64)) -> Reply<Result<Beat>>;
     async fn unregister_service(service: LocalServiceId) -> Reply<Result<usize>>;
     /// One round of a local service's SSD tier (see [`SsdReport`]).
     async fn ssd_sync(service: LocalServiceId, report: SsdReport) -> Reply<Result<SsdAnswer>>;

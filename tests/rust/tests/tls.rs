@@ -246,7 +246,7 @@ fn each_certificate_is_held_to_its_roles() {
         assert!(matches!(&add, Err(e) if permission_denied(e)), "{add:?}");
         // Nor does it act on a service another certificate registered.
         let beat = rpc
-            .heartbeat(context(TIMEOUT), pool.rank, (0, 0), 0)
+            .heartbeat(context(TIMEOUT), pool.rank, (0, 0))
             .await
             .unwrap()
             .unwrap();

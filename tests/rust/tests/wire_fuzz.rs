@@ -129,7 +129,6 @@ fn seeds() -> Vec<(bool, Vec<u8>)> {
         request(MetaRpcRequest::Heartbeat {
             service: 3,
             acked: (0, 0),
-            wait_ms: 50,
         }),
         request(MetaRpcRequest::Role {}),
         encode(&ServerReads::Cancel {
