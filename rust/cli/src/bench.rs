@@ -202,12 +202,16 @@ pub fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-fn percentile_us(sorted: &[Duration], pct: usize) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
+/// The `pct` percentile of `sorted` (the default value when it is empty).
+pub fn percentile<T: Copy + Default>(sorted: &[T], pct: usize) -> T {
+    match sorted.len() {
+        0 => T::default(),
+        n => sorted[(n * pct / 100).min(n - 1)],
     }
-    let i = (sorted.len() * pct / 100).min(sorted.len() - 1);
-    sorted[i].as_secs_f64() * 1e6
+}
+
+fn percentile_us(sorted: &[Duration], pct: usize) -> f64 {
+    percentile(sorted, pct).as_secs_f64() * 1e6
 }
 
 fn gbps(bytes: usize, secs: f64) -> f64 {

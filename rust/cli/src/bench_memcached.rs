@@ -161,14 +161,6 @@ async fn drive(
     Ok((rate, latencies))
 }
 
-/// The `pct` percentile of `sorted` (microseconds).
-fn percentile(sorted: &[u32], pct: usize) -> u32 {
-    match sorted.len() {
-        0 => 0,
-        n => sorted[(n * pct / 100).min(n - 1)],
-    }
-}
-
 pub fn run(
     rounds: usize,
     conns: usize,
@@ -207,10 +199,10 @@ pub fn run(
             "ratio": ours_ops / theirs_ops,
             "connections": conns,
             "get_percent": get_percent,
-            "ours_p50_us": percentile(&a_lat, 50),
-            "ours_p99_us": percentile(&a_lat, 99),
-            "memcached_p50_us": percentile(&b_lat, 50),
-            "memcached_p99_us": percentile(&b_lat, 99),
+            "ours_p50_us": crate::bench::percentile(&a_lat, 50),
+            "ours_p99_us": crate::bench::percentile(&a_lat, 99),
+            "memcached_p50_us": crate::bench::percentile(&b_lat, 50),
+            "memcached_p99_us": crate::bench::percentile(&b_lat, 99),
             "value_bytes": [MIN_VALUE, MAX_VALUE],
             "keys": KEYS,
             "memory_mb": MEMORY_MB,
