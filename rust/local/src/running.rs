@@ -147,7 +147,7 @@ impl RunningLocalService {
                         addr,
                         metrics.clone(),
                         segments.clone(),
-                        tls.as_ref().map(|t| t.server.clone()),
+                        tls.as_ref().map(|t| t.https.clone()),
                         limits,
                     ))
                     .await

@@ -408,7 +408,8 @@ impl TcpTransport {
         {
             conns.pop_front();
         }
-        if conns.len() < MAX_IDLE_PER_PEER {
+        // A connection that moved a great deal under its TLS key is closed, not kept.
+        if conns.len() < MAX_IDLE_PER_PEER && !conn.worn() {
             conns.push_back((now, conn));
         }
     }

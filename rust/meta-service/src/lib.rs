@@ -639,7 +639,7 @@ impl MetaService {
             }
             tasks.push(tokio::spawn(serve_until_stopped(
                 listener,
-                (tls.as_ref().map(|t| t.server.clone()), limits),
+                (tls.as_ref().map(|t| t.https.clone()), limits),
                 "admin HTTP",
                 shared.clone(),
                 stopped.clone(),

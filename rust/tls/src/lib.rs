@@ -32,9 +32,11 @@ mod decrypter;
 pub mod listen;
 #[cfg(any(test, feature = "pki"))]
 pub mod pki;
+pub mod record;
 pub mod seed;
 
 pub use listen::{accept, Idle, Limits};
+pub use record::{Io, Records};
 
 /// The `mmc_tls_config` of the C API, the `*.tls.*` keys of the seed's configuration
 /// files and the `tls_*` keys of its Python dicts.
@@ -118,17 +120,6 @@ pub fn record_crypto_ns_per_byte(budget: Duration) -> f64 {
     start.elapsed().as_nanos() as f64 / (n as f64 * record.len() as f64)
 }
 
-/// What TLS runs over: the socket behind a large read buffer, as rustls reads at most
-/// a few KiB per call and the data plane moves megabytes.
-pub type Io = tokio::io::BufReader<TcpStream>;
-
-/// Read buffer under TLS.
-const IO_BUFFER: usize = 256 << 10;
-
-fn io(tcp: TcpStream) -> Io {
-    tokio::io::BufReader::with_capacity(IO_BUFFER, tcp)
-}
-
 impl TlsConfig {
     /// Server half: the node's certificate, and a client certificate required of every
     /// peer.
@@ -139,14 +130,29 @@ impl TlsConfig {
             .with_crls(self.crls()?)
             .build()
             .map_err(|e| bad(format!("TLS client verifier: {e}")))?;
-        let config = ServerConfig::builder_with_provider(provider)
+        let mut config = ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| bad(format!("TLS: {e}")))?
             .with_client_cert_verifier(verifier)
             .with_single_cert(self.certs()?, self.key()?)
             .map_err(|e| bad(format!("TLS certificate and key: {e}")))?;
+        // The record layer takes the keys over after the handshake, and cannot follow
+        // a handshake message sent after it (tickets would be).
+        config.enable_secret_extraction = true;
+        config.send_tls13_tickets = 0;
         Ok(Arc::new(TlsServer {
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            records: true,
+        }))
+    }
+
+    /// The server half for HTTPS: standard rustls throughout, for browsers and other
+    /// clients that may send what our record layer does not follow.
+    pub fn https(&self) -> Result<Arc<TlsServer>> {
+        let own = self.server()?;
+        Ok(Arc::new(TlsServer {
+            acceptor: own.acceptor.clone(),
+            records: false,
         }))
     }
 
@@ -159,12 +165,13 @@ impl TlsConfig {
             .with_crls(self.crls()?)
             .build()
             .map_err(|e| bad(format!("TLS server verifier: {e}")))?;
-        let config = ClientConfig::builder_with_provider(provider)
+        let mut config = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| bad(format!("TLS: {e}")))?
             .with_webpki_verifier(verifier)
             .with_client_auth_cert(self.certs()?, self.key()?)
             .map_err(|e| bad(format!("TLS certificate and key: {e}")))?;
+        config.enable_secret_extraction = true;
         Ok(Arc::new(TlsClient {
             connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
         }))
@@ -177,6 +184,7 @@ impl TlsConfig {
         }
         Ok(Some(Tls {
             server: self.server()?,
+            https: self.https()?,
             client: self.client()?,
         }))
     }
@@ -355,13 +363,18 @@ impl fmt::Debug for Roles {
 /// A node's TLS halves.
 #[derive(Clone)]
 pub struct Tls {
+    /// For the pool's own ports (RPC, Raft, data plane).
     pub server: Arc<TlsServer>,
+    /// For the admin HTTP pages.
+    pub https: Arc<TlsServer>,
     pub client: Arc<TlsClient>,
 }
 
 /// Accepts TLS connections.
 pub struct TlsServer {
     acceptor: tokio_rustls::TlsAcceptor,
+    /// Whether connections go on in our own record layer after the handshake.
+    records: bool,
 }
 
 /// How long a peer may take over its handshake.
@@ -371,7 +384,7 @@ impl TlsServer {
     /// The handshake of an accepted connection; the peer's roles come from its
     /// certificate.
     pub async fn accept(&self, tcp: TcpStream) -> io::Result<(Stream, Peer)> {
-        let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(io(tcp)))
+        let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(Io::new(tcp)))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
         let peer = match tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
@@ -384,7 +397,11 @@ impl TlsServer {
                 cert: None,
             },
         };
-        Ok((Stream::Server(Box::new(tls)), peer))
+        let stream = match self.records {
+            true => Stream::Records(Box::new(Records::server(tls)?)),
+            false => Stream::Server(Box::new(tls)),
+        };
+        Ok((stream, peer))
     }
 }
 
@@ -433,10 +450,13 @@ pub struct TlsClient {
 impl TlsClient {
     pub async fn connect(&self, addr: SocketAddr, tcp: TcpStream) -> io::Result<Stream> {
         let name = ServerName::IpAddress(addr.ip().into());
-        let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.connector.connect(name, io(tcp)))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
-        Ok(Stream::Client(Box::new(tls)))
+        let tls = tokio::time::timeout(
+            HANDSHAKE_TIMEOUT,
+            self.connector.connect(name, Io::new(tcp)),
+        )
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+        Ok(Stream::Records(Box::new(Records::client(tls)?)))
     }
 }
 
@@ -481,17 +501,24 @@ pub fn warn_plaintext(what: &str, addr: SocketAddr, tls: bool) {
 /// A TCP stream, plain or under TLS.
 pub enum Stream {
     Plain(TcpStream),
+    /// Our own record layer (connections between the pool's processes).
+    Records(Box<Records>),
+    /// rustls's (HTTPS).
     Server(Box<tokio_rustls::server::TlsStream<Io>>),
-    Client(Box<tokio_rustls::client::TlsStream<Io>>),
 }
 
 impl Stream {
     pub fn tcp(&self) -> &TcpStream {
         match self {
             Stream::Plain(s) => s,
-            Stream::Server(s) => s.get_ref().0.get_ref(),
-            Stream::Client(s) => s.get_ref().0.get_ref(),
+            Stream::Records(s) => s.tcp(),
+            Stream::Server(s) => s.get_ref().0.tcp(),
         }
+    }
+
+    /// Whether the connection should not be reused: it moved so much under one key.
+    pub fn worn(&self) -> bool {
+        matches!(self, Stream::Records(r) if r.worn())
     }
 
     pub fn is_tls(&self) -> bool {
@@ -510,7 +537,7 @@ macro_rules! each {
                 let $s = Pin::new(&mut **$s);
                 $e
             }
-            Stream::Client($s) => {
+            Stream::Records($s) => {
                 let $s = Pin::new(&mut **$s);
                 $e
             }
@@ -549,7 +576,7 @@ impl AsyncWrite for Stream {
         match self {
             Stream::Plain(s) => s.is_write_vectored(),
             Stream::Server(s) => s.is_write_vectored(),
-            Stream::Client(s) => s.is_write_vectored(),
+            Stream::Records(s) => s.is_write_vectored(),
         }
     }
 
