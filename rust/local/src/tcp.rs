@@ -282,33 +282,29 @@ async fn serve_conn(conn: &mut ServerConn, served: &Served) -> std::io::Result<(
         }
         let ended = |e: Error| std::io::Error::other(format!("transfer cut short: {e}"));
         if write {
-            let mut done = 0u64;
-            while done < len {
-                let n = (len - done).min(CHUNK as u64) as usize;
-                conn.read_exact(&mut buf[..n]).await?;
-                // Nothing lands once the capability ended, even mid-transfer: the writer
-                // is cut off instead (it cannot be answered in step).
+            let mut to = start;
+            let landed = conn.get_mut().read_to(len, &mut buf, |piece| {
+                // Nothing lands once the capability ended, even mid-transfer: the
+                // writer is cut off instead (it cannot be answered in step).
                 granted().map_err(ended)?;
-                let to = start + done;
-                seg.write_at(to, to + n as u64, &[&buf[..n]])
-                    .map_err(ended)?;
-                done += n as u64;
-            }
+                let end = to + piece.len() as u64;
+                seg.write_at(to, end, &[piece]).map_err(ended)?;
+                to = end;
+                Ok(())
+            });
+            landed.await?;
             conn.write_all(&answer(0, 0)).await?;
             metrics.tcp_bytes.with_label_values(&["in"]).inc_by(len);
             count("write", true);
         } else {
             conn.write_all(&answer(0, len)).await?;
-            let mut done = 0u64;
-            while done < len {
-                let n = (len - done).min(CHUNK as u64) as usize;
+            let sent = conn.get_mut().write_from(len, &mut buf, |at, piece| {
                 // Nothing more leaves once the lease ended: the reader is cut off.
                 granted().map_err(ended)?;
-                seg.read_at(start + done, n as u64, &mut [&mut buf[..n]])
-                    .map_err(ended)?;
-                conn.write_all(&buf[..n]).await?;
-                done += n as u64;
-            }
+                seg.read_at(start + at, piece.len() as u64, &mut [piece])
+                    .map_err(ended)
+            });
+            sent.await?;
             metrics.tcp_bytes.with_label_values(&["out"]).inc_by(len);
             count("read", true);
         }

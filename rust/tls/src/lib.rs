@@ -521,6 +521,51 @@ impl Stream {
         matches!(self, Stream::Records(r) if r.worn())
     }
 
+    /// Reads exactly `len` bytes into `sink`, piece by piece: under our record layer
+    /// each record's plaintext where it was opened, otherwise through `scratch` (its
+    /// length is the piece size).
+    pub async fn read_to(
+        &mut self,
+        len: u64,
+        scratch: &mut [u8],
+        mut sink: impl FnMut(&[u8]) -> io::Result<()>,
+    ) -> io::Result<()> {
+        use tokio::io::AsyncReadExt;
+        if let Stream::Records(r) = self {
+            return r.read_to(len, sink).await;
+        }
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(scratch.len() as u64) as usize;
+            self.read_exact(&mut scratch[..n]).await?;
+            sink(&scratch[..n])?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Writes `len` bytes that `fill` produces, given each piece's offset: under our
+    /// record layer straight into the records to seal, otherwise through `scratch`.
+    pub async fn write_from(
+        &mut self,
+        len: u64,
+        scratch: &mut [u8],
+        mut fill: impl FnMut(u64, &mut [u8]) -> io::Result<()>,
+    ) -> io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        if let Stream::Records(r) = self {
+            return r.write_from(len, fill).await;
+        }
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(scratch.len() as u64) as usize;
+            fill(done, &mut scratch[..n])?;
+            self.write_all(&scratch[..n]).await?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+
     pub fn is_tls(&self) -> bool {
         !matches!(self, Stream::Plain(_))
     }

@@ -119,6 +119,11 @@ impl<S> Idle<S> {
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
+
+    /// The stream itself: reads through it do not restart the idle timer.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
 }
 
 impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Idle<S> {

@@ -322,6 +322,23 @@ impl Records {
         Ok(true)
     }
 
+    /// Opened application data not yet read.
+    fn available(&self) -> &[u8] {
+        let (early, at) = &self.early;
+        match *at < early.len() {
+            true => &early[*at..],
+            false => &self.io.buf[self.plain.0..self.plain.1],
+        }
+    }
+
+    fn consume(&mut self, n: usize) {
+        let (early, at) = &mut self.early;
+        match *at < early.len() {
+            true => *at += n,
+            false => self.plain.0 += n,
+        }
+    }
+
     fn poll_read_records(
         &mut self,
         cx: &mut Context<'_>,
@@ -332,19 +349,11 @@ impl Records {
             if out.remaining() == 0 {
                 return Poll::Ready(Ok(()));
             }
-            let (early, at) = &mut self.early;
-            if *at < early.len() {
-                let n = (early.len() - *at).min(out.remaining());
-                out.put_slice(&early[*at..*at + n]);
-                *at += n;
-                gave = true;
-                continue;
-            }
-            let (from, to) = self.plain;
-            if from < to {
-                let n = (to - from).min(out.remaining());
-                out.put_slice(&self.io.buf[from..from + n]);
-                self.plain.0 += n;
+            let available = self.available();
+            if !available.is_empty() {
+                let n = available.len().min(out.remaining());
+                out.put_slice(&available[..n]);
+                self.consume(n);
                 gave = true;
                 continue;
             }
@@ -358,19 +367,102 @@ impl Records {
                 return Poll::Ready(Ok(()));
             }
             if ready!(self.io.poll_fill(cx))? == 0 {
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "TLS: the peer closed the connection without close_notify",
-                )));
+                return Poll::Ready(Err(cut_short()));
             }
         }
     }
 
+    /// Waits until opened application data is available; its end is an error.
+    fn poll_available(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            if !self.available().is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            if self.peer_closed {
+                return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
+            }
+            if !self.open_next()? && ready!(self.io.poll_fill(cx))? == 0 {
+                return Poll::Ready(Err(cut_short()));
+            }
+        }
+    }
+
+    /// Reads exactly `len` bytes, handing each record's plaintext to `sink` where it
+    /// was opened: no copy in between.
+    pub async fn read_to(
+        &mut self,
+        len: u64,
+        mut sink: impl FnMut(&[u8]) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let mut left = len;
+        while left > 0 {
+            std::future::poll_fn(|cx| self.sticky(|r| r.poll_available(cx))).await?;
+            let available = self.available();
+            let n = (available.len() as u64).min(left) as usize;
+            sink(&available[..n])?;
+            self.consume(n);
+            left -= n as u64;
+        }
+        Ok(())
+    }
+
+    /// Writes `len` bytes that `fill` puts straight into the records to seal, given
+    /// each piece's offset in the whole: no copy in between.
+    pub async fn write_from(
+        &mut self,
+        len: u64,
+        mut fill: impl FnMut(u64, &mut [u8]) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let mut done = 0;
+        while done < len {
+            std::future::poll_fn(|cx| self.poll_room(cx)).await?;
+            let batch = (len - done).min(WRITE_HIGH as u64);
+            let end = done + batch;
+            while done < end {
+                let n = (end - done).min(MAX_PLAIN as u64) as usize;
+                self.seal(APPLICATION_DATA, |to| {
+                    let at = to.len();
+                    to.resize(at + n, 0);
+                    fill(done, &mut to[at..])
+                })?;
+                done += n as u64;
+            }
+            if let Poll::Ready(Err(e)) =
+                std::future::poll_fn(|cx| Poll::Ready(self.poll_drain(cx))).await
+            {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs a read step, keeping its error: every later read answers it again.
+    fn sticky<T>(
+        &mut self,
+        step: impl FnOnce(&mut Self) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if let Some((kind, msg)) = &self.broken {
+            return Poll::Ready(Err(io::Error::new(*kind, msg.clone())));
+        }
+        let done = step(self);
+        if let Poll::Ready(Err(e)) = &done {
+            self.broken = Some((e.kind(), e.to_string()));
+        }
+        done
+    }
+
     /// Seals one record of content type `ty` whose plaintext `fill` appends.
-    fn seal(&mut self, ty: u8, fill: impl FnOnce(&mut Vec<u8>)) -> io::Result<()> {
+    fn seal(
+        &mut self,
+        ty: u8,
+        fill: impl FnOnce(&mut Vec<u8>) -> io::Result<()>,
+    ) -> io::Result<()> {
         let at = self.sealed.len();
         self.sealed.extend_from_slice(&[0; HEADER]);
-        fill(&mut self.sealed);
+        if let Err(e) = fill(&mut self.sealed) {
+            self.sealed.truncate(at);
+            return Err(e);
+        }
         self.sealed.push(ty);
         let len = self.sealed.len() - at - HEADER + TAG;
         let head = header(len);
@@ -404,11 +496,9 @@ impl Records {
         Poll::Ready(Ok(()))
     }
 
-    fn poll_write_records(
-        &mut self,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
+    /// Waits until there is room to seal more: fewer than `WRITE_HIGH` bytes wait
+    /// for the socket.
+    fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.closing {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
@@ -422,6 +512,15 @@ impl Records {
             self.sealed.drain(..self.written);
             self.written = 0;
         }
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_write_records(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        ready!(self.poll_room(cx))?;
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         let take = total.min((WRITE_HIGH - self.pending().min(WRITE_HIGH)).max(MAX_PLAIN));
         let (mut slice, mut offset, mut left) = (0, 0, take);
@@ -438,6 +537,7 @@ impl Records {
                         (slice, offset) = (slice + 1, 0);
                     }
                 }
+                Ok(())
             })?;
             left -= n;
         }
@@ -447,6 +547,13 @@ impl Records {
         }
         Poll::Ready(Ok(take))
     }
+}
+
+fn cut_short() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "TLS: the peer closed the connection without close_notify",
+    )
 }
 
 /// Application data rustls opened before the record layer took over.
@@ -489,15 +596,7 @@ impl AsyncRead for Records {
         cx: &mut Context<'_>,
         out: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if let Some((kind, msg)) = &this.broken {
-            return Poll::Ready(Err(io::Error::new(*kind, msg.clone())));
-        }
-        let read = this.poll_read_records(cx, out);
-        if let Poll::Ready(Err(e)) = &read {
-            this.broken = Some((e.kind(), e.to_string()));
-        }
-        read
+        self.get_mut().sticky(|r| r.poll_read_records(cx, out))
     }
 }
 
@@ -534,7 +633,10 @@ impl AsyncWrite for Records {
         if !this.closing {
             this.closing = true;
             // close_notify: a warning-level alert 0.
-            this.seal(ALERT, |to| to.extend_from_slice(&[1, 0]))?;
+            this.seal(ALERT, |to| {
+                to.extend_from_slice(&[1, 0]);
+                Ok(())
+            })?;
         }
         ready!(this.poll_drain(cx))?;
         Pin::new(&mut this.io.tcp).poll_shutdown(cx)
