@@ -1118,12 +1118,14 @@ fn print_human(r: &Value) {
             }
         }
         Some("raft") => println!(
-            "raft: {:.0} committed puts/s with 3 meta nodes, {:.0} with 1 (ratio {:.2}, {} writers); failover {:.0} ms",
+            "raft: {:.0} committed puts/s with 3 meta nodes, {:.0} with 1 (ratio {:.2}, {} writers); failover {:.0} ms; log entries per put {:.2} (3 nodes), {:.2} (1)",
             f("puts_per_s_3node"),
             f("puts_per_s_1node"),
             f("ratio"),
             r["writers"],
-            f("failover_ms")
+            f("failover_ms"),
+            f("log_entries_per_put_3node"),
+            f("log_entries_per_put_1node")
         ),
         Some(w) => {
             println!(

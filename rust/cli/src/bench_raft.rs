@@ -73,6 +73,15 @@ impl Group {
         }
     }
 
+    /// The leader's last log index.
+    async fn log_index(&self) -> Result<u64, String> {
+        let leader = self.leader(Duration::from_secs(5)).await?;
+        let role = ask_role(self.addrs[&leader], Duration::from_secs(1))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(role.last_log_index.unwrap_or(0))
+    }
+
     fn kill(&mut self, id: u64) {
         self.nodes.remove(&id);
     }
@@ -86,8 +95,9 @@ async fn client(url: &str) -> Result<Arc<ObjectStore>, String> {
     Ok(Arc::new(store))
 }
 
-/// Committed puts per second with `writers` concurrent writers for `secs`.
-async fn puts_per_s(store: &Arc<ObjectStore>, writers: usize, secs: f64, tag: &str) -> f64 {
+/// Committed puts per second with `writers` concurrent writers for `secs`, and how
+/// many.
+async fn puts_per_s(store: &Arc<ObjectStore>, writers: usize, secs: f64, tag: &str) -> (f64, u64) {
     let done = Arc::new(AtomicU64::new(0));
     let until = Instant::now() + Duration::from_secs_f64(secs);
     let value = Arc::new(vec![0x5Au8; VALUE_BYTES]);
@@ -111,7 +121,8 @@ async fn puts_per_s(store: &Arc<ObjectStore>, writers: usize, secs: f64, tag: &s
     for t in tasks {
         let _ = t.await;
     }
-    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+    let done = done.load(Ordering::Relaxed);
+    (done as f64 / start.elapsed().as_secs_f64(), done)
 }
 
 pub fn run(rounds: usize, writers: usize) -> Result<Value, String> {
@@ -125,11 +136,20 @@ pub fn run(rounds: usize, writers: usize) -> Result<Value, String> {
         puts_per_s(&c1, writers, 0.3, "warm1").await;
         puts_per_s(&c3, writers, 0.3, "warm3").await;
         let (mut r1, mut r3) = (Vec::new(), Vec::new());
+        let (mut n1, mut n3) = (0, 0);
+        let (i1, i3) = (one.log_index().await?, three.log_index().await?);
         for round in 0..rounds {
-            r1.push(puts_per_s(&c1, writers, 1.0, &format!("one{round}")).await);
-            r3.push(puts_per_s(&c3, writers, 1.0, &format!("three{round}")).await);
+            let (rate, n) = puts_per_s(&c1, writers, 1.0, &format!("one{round}")).await;
+            (r1.push(rate), n1 += n);
+            let (rate, n) = puts_per_s(&c3, writers, 1.0, &format!("three{round}")).await;
+            (r3.push(rate), n3 += n);
         }
         let (p1, p3) = (crate::bench::median(&mut r1), crate::bench::median(&mut r3));
+        // Log entries per put: how well puts share entries (each put is an alloc and a
+        // commit; heartbeats and housekeeping add a few entries).
+        let per_put = |entries: u64, puts: u64| entries as f64 / puts.max(1) as f64;
+        let e1 = per_put(one.log_index().await? - i1, n1);
+        let e3 = per_put(three.log_index().await? - i3, n3);
 
         let leader = three.leader(Duration::from_secs(5)).await?;
         three.kill(leader);
@@ -156,6 +176,8 @@ pub fn run(rounds: usize, writers: usize) -> Result<Value, String> {
             "puts_per_s_1node": p1.round(),
             "puts_per_s_3node": p3.round(),
             "ratio": p3 / p1,
+            "log_entries_per_put_1node": e1,
+            "log_entries_per_put_3node": e3,
             "failover_ms": failover_ms.round(),
         }))
     })
