@@ -140,9 +140,11 @@ pub fn run(rounds: usize, writers: usize) -> Result<Value, String> {
         let (i1, i3) = (one.log_index().await?, three.log_index().await?);
         for round in 0..rounds {
             let (rate, n) = puts_per_s(&c1, writers, 1.0, &format!("one{round}")).await;
-            (r1.push(rate), n1 += n);
+            r1.push(rate);
+            n1 += n;
             let (rate, n) = puts_per_s(&c3, writers, 1.0, &format!("three{round}")).await;
-            (r3.push(rate), n3 += n);
+            r3.push(rate);
+            n3 += n;
         }
         let (p1, p3) = (crate::bench::median(&mut r1), crate::bench::median(&mut r3));
         // Log entries per put: how well puts share entries (each put is an alloc and a
