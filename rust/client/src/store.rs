@@ -219,6 +219,19 @@ impl ObjectStore {
         }
     }
 
+    /// Caps the bytes the pool's memory holds (memcached's `cache_memlimit`): puts past
+    /// the cap evict first. Only a pool of this process's own can be capped; the
+    /// memory of a meta service's pool is its operators'. Refused below what the pool
+    /// holds now.
+    pub fn set_memory_limit(&self, bytes: u64) -> Result<()> {
+        match &self.session()?.meta {
+            MetaClient::Embedded(pool) => pool.meta().set_memory_limit(bytes),
+            MetaClient::Remote(_) => Err(Error::invalid(
+                "the memory of a pool with a meta service is not set by its clients",
+            )),
+        }
+    }
+
     /// Records a user region for zero-copy transfers. The shared-memory data plane
     /// copies from any buffer; registration is where pinning transports pin.
     pub fn register_buffer(&self, buf: &[u8]) -> Result<()> {

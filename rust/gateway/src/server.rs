@@ -434,6 +434,18 @@ async fn handle(
             }
         }
         Request::Stats { args } => write_stats_group(shared, &args, out),
+        Request::MemLimit { megabytes, noreply } => {
+            // memcached refuses a limit below the memory it has taken, and any where
+            // its memory was set at start (-L): here, a pool of the meta service's.
+            let line = match items.set_memory_limit(u64::from(megabytes) << 20) {
+                Ok(()) => "OK",
+                Err(_) => "MEMLIMIT_ADJUST_FAILED out of bounds or unable to adjust",
+            };
+            if !noreply {
+                out.extend_from_slice(line.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+        }
         Request::Answer { line, noreply } => {
             if !noreply {
                 out.extend_from_slice(line.as_bytes());

@@ -535,6 +535,15 @@ impl StateMachine {
         }
     }
 
+    /// Bytes the memory media (DRAM, HBM) hold, quarantined ranges included.
+    pub fn memory_used(&self) -> u64 {
+        self.segments
+            .values()
+            .filter(|s| s.spec.medium != Medium::Ssd)
+            .map(Segment::used)
+            .sum()
+    }
+
     /// Quarantined ranges, `(until ms, segment, offset, len, key of the object that
     /// had them)`, soonest first.
     pub fn quarantined(&self) -> impl Iterator<Item = &(u64, SegmentId, u64, u64, Key)> {

@@ -210,6 +210,9 @@ pub struct Leader {
     /// Objects an `evict` waits for, by the local service whose SSD tier is to store
     /// them: handed to it before the rest of its backlog. Advice, like `to_promote`.
     store_first: std::collections::BTreeMap<LocalServiceId, Vec<Key>>,
+    /// Most bytes the memory media may hold (memcached's `cache_memlimit`): puts past
+    /// it evict first. The leader's policy, like the eviction order.
+    memory_limit: Option<u64>,
 }
 
 impl Leader {
@@ -225,6 +228,7 @@ impl Leader {
             ssd_reads: FxHashMap::default(),
             to_promote: Default::default(),
             store_first: Default::default(),
+            memory_limit: None,
         })
     }
 
@@ -362,7 +366,8 @@ impl Leader {
         let mut plan = Plan::new(len, allocated);
         let mut planned = Vec::with_capacity(len);
         let drop_after = {
-            let mut planner = Planner::new(sm.plan_view(), &self.leases, now_ms);
+            let mut planner =
+                Planner::new(sm.plan_view(), &self.leases, now_ms).with_limit(self.memory_limit);
             let mut i = 0;
             for req in requests {
                 let n = req.items.len();
@@ -710,6 +715,25 @@ impl MetaStore {
 
     pub fn config(&self) -> &MetaConfig {
         self.leader.config()
+    }
+
+    /// Caps the bytes the memory media hold at `bytes` from now on: puts past it evict
+    /// first, as memcached's `cache_memlimit`. Refused (and nothing changes) below what
+    /// they hold now.
+    pub fn set_memory_limit(&mut self, bytes: u64) -> Result<()> {
+        let used = self.sm.memory_used();
+        if bytes < used {
+            return Err(Error::OutOfMemory(format!(
+                "a limit of {bytes} bytes is below the {used} bytes in use"
+            )));
+        }
+        self.leader.memory_limit = Some(bytes);
+        Ok(())
+    }
+
+    /// The cap [`Self::set_memory_limit`] set, if any.
+    pub fn memory_limit(&self) -> Option<u64> {
+        self.leader.memory_limit
     }
 
     pub fn state(&self) -> &StateMachine {

@@ -279,11 +279,8 @@ os.chdir(os.path.dirname(pymemcache.__file__))
 sys.exit(pytest.main(['-q', '-rf', '-p', 'no:cacheprovider', '-m', 'integration',
     'test/test_integration.py', '--server', sys.argv[1], '--port', sys.argv[2]]))";
 
-/// Tests of pymemcache's suite the gateway fails, each a documented difference:
-/// `test_misc` sets `cache_memlimit 50`, which memcached grants while it holds less
-/// than 50 MB; the gateway's memory is its pool's, fixed at start, so it answers as
-/// a memcached whose memory cannot be adjusted (README, memcached compatibility).
-const PYMEMCACHE_KNOWN: [&str; 1] = ["test/test_integration.py::test_misc"];
+/// Tests of pymemcache's suite the gateway fails, each a documented difference (none).
+const PYMEMCACHE_KNOWN: [&str; 0] = [];
 
 #[test]
 fn the_meta_protocol_over_a_socket() {
@@ -489,6 +486,7 @@ fn fuzzer_cases(addr: &str) {
             "cache_memlimit x\r\ncache_memlimit\r\n".into(),
             "ERROR\r\nERROR\r\n",
         ),
+        ("cache_memlimit 50\r\n".into(), "OK\r\n"),
         ("cache_memlimit 100 noreply\r\n".into(), ""),
         (
             "lru_crawler bogus\r\nlru_crawler\r\n".into(),
@@ -672,6 +670,49 @@ fn flush_all_leaves_the_kv_objects_of_the_pool() {
     for key in objects {
         assert_eq!(kv.get(key).unwrap(), b"kv bytes", "{key}");
     }
+    // The memory of a meta service's pool is not the gateway's to cap.
+    assert_eq!(
+        exchange(&mut c, b"cache_memlimit 50\r\n"),
+        "MEMLIMIT_ADJUST_FAILED out of bounds or unable to adjust\r\n"
+    );
+}
+
+/// `cache_memlimit` caps the memory of the gateway's own pool as memcached caps its
+/// own: refused below what is held, and once set, sets past it evict the least
+/// recently used items.
+#[test]
+fn cache_memlimit_caps_the_gateways_own_pool() {
+    let (_gw, addr) = start_gateway();
+    let mut c = connect(&addr);
+    // Bytes that do not compress (the gateway compresses values that do): xorshift.
+    let mut x = 0x2545_f491_4f6c_dd1d_u64;
+    let value: String = (0..512 << 10)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(33 + (x >> 58) as u8)
+        })
+        .collect();
+    let set = |c: &mut TcpStream, i: usize| {
+        let req = format!("set k{i} 0 0 {}\r\n{value}\r\n", value.len());
+        assert_eq!(exchange(c, req.as_bytes()), "STORED\r\n", "set k{i}");
+    };
+    for i in 0..40 {
+        set(&mut c, i);
+    }
+    let refused = "MEMLIMIT_ADJUST_FAILED out of bounds or unable to adjust\r\n";
+    assert_eq!(exchange(&mut c, b"cache_memlimit 8\r\n"), refused);
+    assert_eq!(exchange(&mut c, b"flush_all\r\n"), "OK\r\n");
+    eventually("the flushed items' memory is free", || {
+        exchange(&mut c, b"cache_memlimit 8\r\n") == "OK\r\n"
+    });
+    for i in 100..140 {
+        set(&mut c, i);
+    }
+    let got = |c: &mut TcpStream, i: usize| exchange(c, format!("get k{i}\r\n").as_bytes());
+    assert_eq!(got(&mut c, 100), "END\r\n", "the oldest item was evicted");
+    assert!(got(&mut c, 139).starts_with("VALUE k139 0 524288\r\n"));
 }
 
 /// Past its `-c` cap a server answers a new connection memcached's error line and

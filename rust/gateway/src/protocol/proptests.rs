@@ -176,6 +176,8 @@ fn request() -> impl Strategy<Value = Request> {
         (exptime, any::<bool>()).prop_map(|(delay, noreply)| Request::FlushAll { delay, noreply }),
         vec("[a-z_]{1,8}", 0..3).prop_map(|args| Request::Stats { args }),
         Just(Request::Version),
+        (8..=1_000_000_000u32, any::<bool>())
+            .prop_map(|(megabytes, noreply)| Request::MemLimit { megabytes, noreply }),
         Just(Request::Quit),
         (any::<u32>(), any::<bool>())
             .prop_map(|(level, noreply)| Request::Verbosity { level, noreply }),
@@ -295,6 +297,10 @@ fn encode(r: &Request, crlf: bool) -> Vec<u8> {
             line(&t);
         }
         Request::Version => line(&[b"version"]),
+        Request::MemLimit {
+            megabytes,
+            noreply: nr,
+        } => line(&[b"cache_memlimit", &n(megabytes), noreply(*nr)]),
         // Not generated: their lines are fixed texts, tested by example.
         Request::Answer { .. } => line(&[b"shutdown"]),
         Request::TouchThenRefuse { .. } => line(&[b"gat", b"0", &[b'k'; 251]]),

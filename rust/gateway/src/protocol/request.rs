@@ -62,6 +62,11 @@ pub enum Request {
         args: Vec<String>,
     },
     Version,
+    /// `cache_memlimit <megabytes>` with an argument memcached would try to apply.
+    MemLimit {
+        megabytes: u32,
+        noreply: bool,
+    },
     /// A command answered with one fixed line, memcached's own text for it
     /// (`shutdown`, `cache_memlimit`, `lru_crawler`, `watch` arguments it refuses).
     Answer {

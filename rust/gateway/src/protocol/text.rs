@@ -231,23 +231,20 @@ fn answer(line: &'static str, noreply: bool) -> Request {
     Request::Answer { line, noreply }
 }
 
-/// `cache_memlimit <megabytes> [noreply]`, checked as memcached checks it. The
-/// gateway's memory is the pool's, fixed when it starts: a valid limit gets
-/// memcached's answer for a limit it cannot apply.
+/// `cache_memlimit <megabytes> [noreply]`, checked as memcached checks it; a limit
+/// it would try to apply goes to the pool.
 fn cache_memlimit(cmd: &Command<'_>) -> Result<Request, ParseError> {
     want_tokens(cmd, 2, 3)?;
     let noreply = noreply(&cmd.tokens);
-    Ok(answer(
-        match number::<u32>(cmd.tokens[1]) {
-            None => "ERROR",
-            Some(mb) if mb < 8 => "MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m",
-            Some(mb) if mb > 1_000_000_000 => {
-                "MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes"
-            }
-            Some(_) => "MEMLIMIT_ADJUST_FAILED out of bounds or unable to adjust",
-        },
-        noreply,
-    ))
+    let refused = |line| Ok(answer(line, noreply));
+    match number::<u32>(cmd.tokens[1]) {
+        None => refused("ERROR"),
+        Some(mb) if mb < 8 => refused("MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m"),
+        Some(mb) if mb > 1_000_000_000 => {
+            refused("MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes")
+        }
+        Some(megabytes) => Ok(Request::MemLimit { megabytes, noreply }),
+    }
 }
 
 /// `lru_crawler ...`, answered as a memcached started with `-o no_lru_crawler`: the

@@ -30,6 +30,8 @@ pub(crate) struct Planner<'a> {
     candidates: Box<dyn Iterator<Item = &'a Key> + 'a>,
     /// Each local service's largest memory segment, largest first.
     largest: Vec<u64>,
+    /// Most bytes the memory media may hold (see `MetaStore::set_memory_limit`).
+    limit: Option<u64>,
 }
 
 /// Where an item's planning started, to undo it if the item cannot be placed.
@@ -65,6 +67,7 @@ impl<'a> Planner<'a> {
             pending_drops: Vec::new(),
             candidates: Box::new(expired_in(expiring, now_ms).chain(policy.coldest())),
             largest,
+            limit: None,
         };
         // `apply` hands quarantined ranges whose hold ended back first: so does the trial.
         let released: Vec<_> = planner
@@ -80,6 +83,13 @@ impl<'a> Planner<'a> {
             }
         }
         planner
+    }
+
+    /// Holds the memory media to `limit` bytes in all: items past it evict first, and
+    /// the watermarks count against it.
+    pub fn with_limit(mut self, limit: Option<u64>) -> Self {
+        self.limit = limit;
+        self
     }
 
     /// Plans one object; on success it becomes the next item of the command.
@@ -246,9 +256,15 @@ impl<'a> Planner<'a> {
                 "{replicas} replica(s) of {size} bytes need as many local services with a large enough segment; there are {able}"
             )));
         }
+        let adding = need.saturating_mul(replicas as u64);
         loop {
-            if let Some(chosen) = self.try_place(size, replicas, preferred) {
-                return Ok(chosen);
+            let within = self
+                .limit
+                .is_none_or(|l| self.memory_used().saturating_add(adding) <= l);
+            if within {
+                if let Some(chosen) = self.try_place(size, replicas, preferred) {
+                    return Ok(chosen);
+                }
             }
             if !self.evict_one() {
                 return Err(Error::OutOfMemory(format!(
@@ -383,6 +399,29 @@ impl<'a> Planner<'a> {
             cap += s.capacity() as u128;
             used += s.used() as u128;
         }
+        // Under a limit, the memory media share it in proportion to their capacity.
+        if let Some(limit) = self.limit {
+            let all = self.memory_capacity() as u128;
+            if let Some(share) = (limit as u128 * cap).checked_div(all) {
+                cap = cap.min(share);
+            }
+        }
         cap > 0 && used * 100 > cap * pct as u128
+    }
+
+    fn memory_segments(&self) -> impl Iterator<Item = &Segment> {
+        self.view
+            .segments
+            .values()
+            .filter(|s| s.spec.medium != Medium::Ssd)
+    }
+
+    /// Bytes the memory media hold, as this plan leaves them so far.
+    fn memory_used(&self) -> u64 {
+        self.memory_segments().map(|s| s.used()).sum()
+    }
+
+    fn memory_capacity(&self) -> u64 {
+        self.memory_segments().map(|s| s.capacity()).sum()
     }
 }

@@ -188,6 +188,40 @@ fn eviction_keeps_usage_between_the_watermarks() {
 }
 
 #[test]
+fn a_memory_limit_holds_usage_under_it_and_is_refused_below_what_is_held() {
+    let mut m = store(1, 100 * MIB, MetaConfig::default());
+    let cfg = ReplicateConfig::default();
+    for i in 0..30 {
+        put(&mut m, &format!("a{i}"), MIB, &cfg, i).unwrap();
+    }
+    let used = m.state().memory_used();
+    assert!(used >= 30 * MIB);
+    // Below what is held: refused, and nothing changes.
+    assert_eq!(m.set_memory_limit(10 * MIB).unwrap_err().code(), -3016);
+    assert_eq!(m.memory_limit(), None);
+    m.set_memory_limit(40 * MIB).unwrap();
+    let mut seen_eviction = false;
+    for i in 0..100 {
+        let before = m.state().counters().evicted;
+        put(&mut m, &format!("b{i}"), MIB, &cfg, 100 + i).unwrap();
+        let used = m.state().memory_used();
+        // The watermarks (90 % high, 80 % low) now count against the limit.
+        assert!(used <= 40 * MIB * 9 / 10, "{used} bytes held after put {i}");
+        seen_eviction |= m.state().counters().evicted > before;
+    }
+    assert!(seen_eviction);
+    // LRU under the limit: the latest keys stay, the first ones went.
+    assert_eq!(m.exists(&[key("b99")], 300), vec![Ok(true)]);
+    assert_eq!(m.exists(&[key("a0")], 300), vec![Ok(false)]);
+    // An object larger than the limit cannot be placed, whatever is evicted.
+    let big = m
+        .alloc(vec![(key("big"), 41 * MIB)], &cfg, 300)
+        .pop()
+        .unwrap();
+    assert_eq!(big.unwrap_err().code(), -3016);
+}
+
+#[test]
 fn eviction_never_takes_leased_or_uncommitted_objects() {
     let config = MetaConfig {
         evict_threshold_high: 80,
