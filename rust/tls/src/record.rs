@@ -248,17 +248,17 @@ impl Records {
 
     /// Takes over a server connection whose handshake is done.
     pub(crate) fn server(tls: tokio_rustls::server::TlsStream<Io>) -> io::Result<Records> {
-        let (io, mut conn) = tls.into_inner();
-        let early = drain_plaintext(&mut conn.reader())?;
-        let secrets = conn
-            .dangerous_extract_secrets()
-            .map_err(|e| io::Error::other(format!("TLS: {e}")))?;
-        Records::new(io, secrets, early)
+        let (io, conn) = tls.into_inner();
+        Records::take_over(io, conn.into())
     }
 
     /// Takes over a client connection whose handshake is done.
     pub(crate) fn client(tls: tokio_rustls::client::TlsStream<Io>) -> io::Result<Records> {
-        let (io, mut conn) = tls.into_inner();
+        let (io, conn) = tls.into_inner();
+        Records::take_over(io, conn.into())
+    }
+
+    fn take_over(io: Io, mut conn: rustls::Connection) -> io::Result<Records> {
         let early = drain_plaintext(&mut conn.reader())?;
         let secrets = conn
             .dangerous_extract_secrets()

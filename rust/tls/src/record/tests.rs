@@ -61,7 +61,7 @@ async fn send_all(mut w: impl AsyncWrite + Unpin, data: &[u8]) -> io::Result<()>
 /// Sends `len` bytes through `client`, which the server echoes; checks the echo and a
 /// clean end on both sides.
 async fn echo_through(
-    client: Stream,
+    client: impl AsyncRead + AsyncWrite + Send + 'static,
     server: tokio::task::JoinHandle<io::Result<u64>>,
     len: usize,
 ) {
@@ -86,6 +86,19 @@ async fn echo(s: impl AsyncRead + AsyncWrite + Unpin) -> io::Result<u64> {
     Ok(n)
 }
 
+/// Echoes the one connection `l` accepts under `server`, in our record layer or
+/// rustls's as the server half says.
+fn serve_echo(
+    server: std::sync::Arc<crate::TlsServer>,
+    l: TcpListener,
+) -> tokio::task::JoinHandle<io::Result<u64>> {
+    tokio::spawn(async move {
+        let (s, _) = server.accept(l.accept().await?.0).await?;
+        assert_eq!(matches!(s, Stream::Records(_)), server.records);
+        echo(s).await
+    })
+}
+
 async fn listener() -> (TcpListener, SocketAddr) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let a = l.local_addr().unwrap();
@@ -100,12 +113,7 @@ async fn records_interoperate_with_rustls_both_ways() {
 
     // Ours to ours.
     let (l, addr) = listener().await;
-    let server = server_cfg.server().unwrap();
-    let task = tokio::spawn(async move {
-        let (s, _) = server.accept(l.accept().await?.0).await?;
-        assert!(matches!(s, Stream::Records(_)));
-        echo(s).await
-    });
+    let task = serve_echo(server_cfg.server().unwrap(), l);
     let client = crate::connect_with(Some(&client_cfg.client().unwrap()), addr)
         .await
         .unwrap();
@@ -114,12 +122,7 @@ async fn records_interoperate_with_rustls_both_ways() {
 
     // Ours to rustls's (the HTTPS half).
     let (l, addr) = listener().await;
-    let server = server_cfg.https().unwrap();
-    let task = tokio::spawn(async move {
-        let (s, _) = server.accept(l.accept().await?.0).await?;
-        assert!(matches!(s, Stream::Server(_)));
-        echo(s).await
-    });
+    let task = serve_echo(server_cfg.https().unwrap(), l);
     let client = crate::connect_with(Some(&client_cfg.client().unwrap()), addr)
         .await
         .unwrap();
@@ -127,31 +130,24 @@ async fn records_interoperate_with_rustls_both_ways() {
 
     // rustls's to ours.
     let (l, addr) = listener().await;
-    let server = server_cfg.server().unwrap();
-    let task = tokio::spawn(async move {
-        let (s, _) = server.accept(l.accept().await?.0).await?;
-        echo(s).await
-    });
-    let rustls_client = client_cfg.client().unwrap();
-    let tls = rustls_client
+    let task = serve_echo(server_cfg.server().unwrap(), l);
+    echo_through(rustls_client(&client_cfg, addr).await, task, len).await;
+}
+
+/// A connection to `addr` in rustls's own record layer.
+async fn rustls_client(
+    cfg: &TlsConfig,
+    addr: SocketAddr,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    cfg.client()
+        .unwrap()
         .connector
         .connect(
             rustls_pki_types::ServerName::IpAddress(addr.ip().into()),
             TcpStream::connect(addr).await.unwrap(),
         )
         .await
-        .unwrap();
-    let data = pattern(len);
-    let (mut r, w) = tokio::io::split(tls);
-    let sender = tokio::spawn({
-        let data = data.clone();
-        async move { send_all(w, &data).await }
-    });
-    let mut back = Vec::new();
-    r.read_to_end(&mut back).await.unwrap();
-    sender.await.unwrap().unwrap();
-    assert_eq!(task.await.unwrap().unwrap(), len as u64);
-    assert!(back == data);
+        .unwrap()
 }
 
 #[tokio::test]
@@ -166,16 +162,7 @@ async fn a_key_update_is_refused_with_a_clear_error() {
         s.read_exact(&mut buf).await?;
         s.read_exact(&mut buf).await
     });
-    let mut tls = client_cfg
-        .client()
-        .unwrap()
-        .connector
-        .connect(
-            rustls_pki_types::ServerName::IpAddress(addr.ip().into()),
-            TcpStream::connect(addr).await.unwrap(),
-        )
-        .await
-        .unwrap();
+    let mut tls = rustls_client(&client_cfg, addr).await;
     tls.write_all(b"ping").await.unwrap();
     tls.get_mut().1.refresh_traffic_keys().unwrap();
     tls.write_all(b"pong").await.unwrap();
