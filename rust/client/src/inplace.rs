@@ -399,6 +399,7 @@ impl ObjectStore {
         }
         let items = wanted.iter().map(|(i, k)| (k.clone(), sizes[*i])).collect();
         let asked = Instant::now();
+        session.release_finished().await;
         let allocations = session
             .meta
             .alloc(
@@ -616,7 +617,10 @@ impl ObjectStore {
     ) -> Vec<Result<()>> {
         self.keyed(keys, |s, ks| async move {
             let asked = Instant::now();
-            let found = s.meta.lookup(&ks, ttl_ms, s.maps_host()).await;
+            let found = s
+                .meta
+                .lookup(&ks, ttl_ms, s.maps_host(), s.take_finished())
+                .await;
             let mut table = s.grants.table();
             table.sweep(Instant::now());
             ks.into_iter()

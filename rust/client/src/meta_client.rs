@@ -166,21 +166,27 @@ impl MetaClient {
 
     /// Locates the objects and leases each found one for `lease_ms` (0: the service's
     /// read lease).
+    /// Ends the read leases of `release`, then leases `keys` (one call to a remote
+    /// pool).
     pub async fn lookup(
         &self,
         keys: &[Key],
         lease_ms: u64,
         maps_host: Option<String>,
+        release: Vec<(Key, LeaseId)>,
     ) -> Vec<Result<Located>> {
         match self {
             MetaClient::Embedded(pool) => {
                 let now = pool.clock().now_ms();
-                pool.meta().lookup_leased(keys, lease_ms, now)
+                let mut meta = pool.meta();
+                meta.release(&release);
+                meta.lookup_leased(keys, lease_ms, now)
             }
             MetaClient::Remote(link) => {
                 repeated_each(link, keys.len(), |rpc, ctx| {
                     let (keys, maps_host) = (keys.to_vec(), maps_host.clone());
-                    async move { rpc.lookup(ctx, keys, lease_ms, maps_host).await }
+                    let release = release.clone();
+                    async move { rpc.lookup(ctx, keys, lease_ms, maps_host, release).await }
                 })
                 .await
             }

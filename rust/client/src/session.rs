@@ -9,12 +9,12 @@ use std::sync::{Arc, Mutex};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use memcache_core::{Blob, Error, LocalServiceId, Medium, Result, SegmentId};
+use memcache_core::{Blob, Error, Key, LocalServiceId, Medium, Result, SegmentId};
 use memcache_local::{
     check_whole, fetch_segment, LocalMetrics, LocalService, LocalServiceConfig,
     RunningLocalService, SegmentTable, ShmTransport, SyncFn, Syncer, TcpTransport, TierLoop,
 };
-use memcache_proto::{host_id, DataEndpoint, Tag};
+use memcache_proto::{host_id, DataEndpoint, LeaseId, Tag};
 
 use crate::embedded::{EmbeddedPool, Joining};
 use crate::inplace::Grants;
@@ -158,6 +158,12 @@ pub(crate) struct Session {
     mapped: Mutex<FxHashMap<SegmentId, (LocalServiceId, String)>>,
     resolving: tokio::sync::Mutex<()>,
     host: String,
+    /// Read leases of finished gets, not yet released (remote pools): they ride the
+    /// next lookup, or go before the next call that may need them gone.
+    finished: Mutex<Vec<(Key, LeaseId)>>,
+    /// Held across a release call, so that a call waiting for the releases before it
+    /// also waits for one a task has in flight.
+    releasing: tokio::sync::Mutex<()>,
 }
 
 impl Session {
@@ -184,6 +190,48 @@ impl Session {
             mapped: Mutex::new(FxHashMap::default()),
             resolving: tokio::sync::Mutex::new(()),
             host: host_id(),
+            finished: Mutex::new(Vec::new()),
+            releasing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Ends the read leases of a finished get without a call of their own: an
+    /// in-process pool's at once; a remote pool's with this client's next lookup, or
+    /// before its next alloc, remove or tier move (`release_finished`). On a runtime
+    /// with worker threads they also go at once, in a task of their own. Leases never
+    /// released run out by themselves.
+    pub fn release_after(self: &Arc<Self>, leases: Vec<(Key, LeaseId)>) {
+        if leases.is_empty() {
+            return;
+        }
+        if let MetaClient::Embedded(pool) = &self.meta {
+            pool.meta().release(&leases);
+            return;
+        }
+        self.finished
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(leases);
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi_thread {
+            let this = self.clone();
+            tokio::spawn(async move { this.release_finished().await });
+        }
+    }
+
+    /// The finished gets' leases, for the lookup about to be sent.
+    pub fn take_finished(&self) -> Vec<(Key, LeaseId)> {
+        std::mem::take(&mut *self.finished.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Releases the finished gets' leases now, and waits for the answer: before a call
+    /// that a lease of this client's own could refuse or slow (a remove, an eviction).
+    pub async fn release_finished(&self) {
+        let _one_at_a_time = self.releasing.lock().await;
+        let leases = self.take_finished();
+        if !leases.is_empty() {
+            self.meta.release(leases).await;
         }
     }
 

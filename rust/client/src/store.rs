@@ -181,6 +181,7 @@ impl ObjectStore {
             .unwrap_or_else(|e| e.into_inner())
             .take()
             .ok_or(Error::ClientNotInitialized)?;
+        session.release_finished().await;
         Self::leave(&session).await;
         Ok(())
     }
@@ -394,6 +395,8 @@ impl ObjectStore {
             .iter()
             .map(|(i, k)| (k.clone(), objects[*i].iter().map(|l| l.len() as u64).sum()))
             .collect();
+        // A pool short of room evicts: this client's finished gets should not hold it.
+        session.release_finished().await;
         let allocations = session
             .meta
             .alloc(items, config, 0, session.maps_host())
@@ -529,7 +532,7 @@ impl ObjectStore {
         let tcp = session.maps_host();
         let located = session
             .meta
-            .lookup(&keys, 0, tcp)
+            .lookup(&keys, 0, tcp, session.take_finished())
             .await
             .pop()
             .expect("one result")?;
@@ -543,7 +546,7 @@ impl ObjectStore {
             Err(e) => Err(e),
         };
         let [key] = keys;
-        session.meta.release(vec![(key, located.lease)]).await;
+        session.release_after(vec![(key, located.lease)]);
         r
     }
 
@@ -570,7 +573,8 @@ impl ObjectStore {
         results
     }
 
-    /// lookup (one meta call, leases the objects) → read → release (one meta call).
+    /// lookup (one meta call, leases the objects; the leases of the gets before it
+    /// end there too) → read.
     async fn get_chunk<K: AsRef<[u8]>>(
         &self,
         session: &Arc<Session>,
@@ -583,7 +587,12 @@ impl ObjectStore {
         let lookup_keys: Vec<Key> = wanted.iter().map(|(_, k)| k.clone()).collect();
         let located = session
             .meta
-            .lookup(&lookup_keys, 0, session.maps_host())
+            .lookup(
+                &lookup_keys,
+                0,
+                session.maps_host(),
+                session.take_finished(),
+            )
             .await;
         let mut leased = Vec::with_capacity(wanted.len());
         let mut found = Vec::with_capacity(wanted.len());
@@ -611,9 +620,7 @@ impl ObjectStore {
         for (i, r) in join_all(reads).await {
             results[i] = r;
         }
-        if !leased.is_empty() {
-            session.meta.release(leased).await;
-        }
+        session.release_after(leased);
         results
     }
 
@@ -653,8 +660,12 @@ impl ObjectStore {
     }
 
     pub async fn batch_remove<K: AsRef<[u8]>>(&self, keys: &[K]) -> Vec<Result<()>> {
-        self.keyed(keys, |s, ks| async move { s.meta.remove(ks).await })
-            .await
+        // A lease of this client's own must not refuse its remove (-3104).
+        self.keyed(keys, |s, ks| async move {
+            s.release_finished().await;
+            s.meta.remove(ks).await
+        })
+        .await
     }
 
     pub async fn is_exist(&self, key: impl AsRef<[u8]>) -> Result<bool> {
@@ -710,7 +721,9 @@ impl ObjectStore {
     /// committed and objects being copied back from SSD into DRAM. -3017 when the meta group lost its leader meanwhile (the outcome is
     /// unknown; the call is not repeated).
     pub async fn remove_all(&self) -> Result<usize> {
-        self.session()?.meta.remove_all().await
+        let session = self.session()?;
+        session.release_finished().await;
+        session.meta.remove_all().await
     }
 
     /// Moves each object from DRAM to SSD (1.3.0 `evict`; only `src` DRAM, `dst` SSD,
@@ -769,6 +782,7 @@ impl ObjectStore {
             let mut waiting: Vec<usize> = (0..ks.len()).collect();
             while !waiting.is_empty() {
                 let ask: Vec<Key> = waiting.iter().map(|&i| ks[i].clone()).collect();
+                s.release_finished().await;
                 let answers = if evict {
                     s.meta.evict(&ask, src, dst).await
                 } else {

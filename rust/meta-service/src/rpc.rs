@@ -409,11 +409,16 @@ impl MetaRpc for Server {
         keys: Vec<Key>,
         lease_ms: u64,
         maps_host: Option<String>,
+        release: Vec<(Key, LeaseId)>,
     ) -> Reply<Vec<Result<Located>>> {
         if let Err(e) = self.allowed("lookup", CLIENT) {
             return Ok(Self::refuse_all(&keys, e));
         }
         self.0.lead().await?;
+        if !release.is_empty() {
+            self.0.group.release(&release);
+            self.0.end_reads(&release);
+        }
         let tp = Tp::sized(Tp::Get, Tp::BatchGet, keys.len());
         let s = &self.0;
         s.traced("lookup", tp, || async {

@@ -253,10 +253,13 @@ pub trait MetaRpc {
     /// Leases each found object for `lease_ms` (0: the service's read lease).
     /// `maps_host`: as for `alloc` (SSD blobs, read through their service, always get
     /// capabilities).
+    /// Ends the read leases of `release` (as `release` does), then leases `keys`:
+    /// a client's finished gets ride its next lookup.
     async fn lookup(
         keys: Vec<Key>,
         lease_ms: u64,
         maps_host: Option<String>,
+        release: Vec<(Key, LeaseId)>,
     ) -> Reply<Vec<Result<Located>>>;
     async fn release(leases: Vec<(Key, LeaseId)>) -> Reply<()>;
     async fn remove(keys: Vec<Key>) -> Reply<Vec<Result<()>>>;

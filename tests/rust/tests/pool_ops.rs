@@ -69,7 +69,10 @@ fn remove_all_empties_a_pool_of_processes_except_what_a_reader_holds() {
     let held = rt
         .block_on(link.call(|rpc, ctx| {
             let k = k7.clone();
-            async move { rpc.lookup(ctx, vec![k], 0, Some(host_id())).await }
+            async move {
+                rpc.lookup(ctx, vec![k], 0, Some(host_id()), Vec::new())
+                    .await
+            }
         }))
         .unwrap()
         .pop()

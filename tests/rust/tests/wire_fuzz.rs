@@ -108,6 +108,7 @@ fn seeds() -> Vec<(bool, Vec<u8>)> {
             keys: keys.clone(),
             lease_ms: 5,
             maps_host: Some("host".into()),
+            release: vec![(keys[0].clone(), 7)],
         }),
         request(MetaRpcRequest::Alloc {
             items: keys.iter().map(|k| (k.clone(), 4096)).collect(),
@@ -330,8 +331,10 @@ fn claimed_lengths_are_not_allocated() {
         keys: vec![],
         lease_ms: 0,
         maps_host: None,
+        release: vec![],
     });
-    let at = frame.len() - 3; // the key count (0), then lease_ms (0), then maps_host
+    // The key count (0), then lease_ms (0), maps_host (None) and the release count (0).
+    let at = frame.len() - 4;
     frame.splice(at..at + 1, [0xfd, 0, 0, 0, 0, 0, 0, 0, 0x10]);
     assert_eq!(check_decode(&frame, true).unwrap(), Decoded::Refused);
     // A frame whose length is past MAX_FRAME is refused before its bytes are read.
@@ -362,6 +365,7 @@ fn dense_messages_stay_inside_the_allowance() {
             keys: keys.clone(),
             lease_ms: 1,
             maps_host: None,
+            release: Vec::new(),
         }),
         request(MetaRpcRequest::Exists { keys: keys.clone() }),
         response(MetaRpcResponse::Exists(Ok(vec![Ok(true); 200_000]))),
