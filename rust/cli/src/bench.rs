@@ -93,8 +93,9 @@ pub struct BenchArgs {
     minutes: f64,
     /// layers: run an in-process pool (a meta service and a local service on loopback),
     /// plaintext and mutual TLS 1.3 (certificates made here) in turn, three times each,
-    /// as a pure client over the TCP data plane, and report `tls_put_ratio` / `tls_get_ratio` (TLS over
-    /// plaintext). Named `--tls-bench` because `--tls` turns TLS on for any command.
+    /// as a pure client over the TCP data plane, and report `tls_put_ratio` /
+    /// `tls_get_ratio` (TLS over plaintext). Named `--tls-bench` because `--tls` turns
+    /// TLS on for any command.
     #[arg(long = "tls-bench")]
     tls_bench: bool,
     /// memcached: percent of requests that are gets (the rest are sets).

@@ -164,10 +164,8 @@ impl MetaClient {
         }
     }
 
-    /// Locates the objects and leases each found one for `lease_ms` (0: the service's
-    /// read lease).
-    /// Ends the read leases of `release`, then leases `keys` (one call to a remote
-    /// pool).
+    /// Ends the read leases of `release`, then locates `keys` and leases each found
+    /// one for `lease_ms` (0: the service's read lease); one call to a remote pool.
     pub async fn lookup(
         &self,
         keys: &[Key],

@@ -502,12 +502,12 @@ impl Items {
         Err(Error::LeaseNotExpired.into())
     }
 
-    /// `delete`: whether there was an item.
     /// Caps the pool's memory (see `ObjectStore::set_memory_limit`).
     pub fn set_memory_limit(&self, bytes: u64) -> memcache_client::Result<()> {
         self.store.set_memory_limit(bytes)
     }
 
+    /// `delete`: whether there was an item.
     pub async fn delete(&self, key: &[u8]) -> ItemResult<bool> {
         let _one = self.stripe(key).lock().await;
         // An expired item still in the pool is not "there".

@@ -441,17 +441,9 @@ async fn handle(
                 Ok(()) => "OK",
                 Err(_) => "MEMLIMIT_ADJUST_FAILED out of bounds or unable to adjust",
             };
-            if !noreply {
-                out.extend_from_slice(line.as_bytes());
-                out.extend_from_slice(b"\r\n");
-            }
+            write_line(out, line, noreply);
         }
-        Request::Answer { line, noreply } => {
-            if !noreply {
-                out.extend_from_slice(line.as_bytes());
-                out.extend_from_slice(b"\r\n");
-            }
-        }
+        Request::Answer { line, noreply } => write_line(out, line, noreply),
         Request::Watch { known, noreply } => {
             // memcached refuses to turn a connection with replies still to send into
             // a log stream.
@@ -462,10 +454,7 @@ async fn handle(
             } else {
                 None
             };
-            if !noreply {
-                out.extend_from_slice(refusal.unwrap_or("OK").as_bytes());
-                out.extend_from_slice(b"\r\n");
-            }
+            write_line(out, refusal.unwrap_or("OK"), noreply);
             if refusal.is_none() {
                 return Next::Watch;
             }
@@ -553,6 +542,14 @@ fn failed(out: &mut Vec<u8>, e: &ItemError) -> Next {
 
 /// `stats [group ...]`, with memcached's answers for its groups; the gateway keeps
 /// only the general counters, so the other groups list nothing.
+/// One fixed answer line, unless the request said `noreply`.
+fn write_line(out: &mut Vec<u8>, line: &str, noreply: bool) {
+    if !noreply {
+        out.extend_from_slice(line.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
 fn write_stats_group(shared: &Shared, args: &[String], out: &mut Vec<u8>) {
     let arg = |i: usize| args.get(i).map(String::as_str);
     match arg(0) {
