@@ -464,6 +464,7 @@ pub unsafe extern "C" fn mmcc_init(config: *mut mmc_client_config_t) -> i32 {
         if c.time_out > 0 {
             cfg.timeout_ms = c.time_out as u64 * 1000;
         }
+        cfg.set_thread_pools(c.read_thread_pool_num, c.write_thread_pool_num);
         cfg.transport = match fixed(&c.data_op_type).to_ascii_lowercase().as_str() {
             "tcp" => Some(TransportKind::Tcp),
             "shm" => Some(TransportKind::Shm),

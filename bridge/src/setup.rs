@@ -143,6 +143,7 @@ pub fn apply(base: ClientConfig, c: &mmc_local_config_t) -> Result<ClientConfig,
     if c.client_timeout_seconds > 0 {
         cfg.timeout_ms = u64::from(c.client_timeout_seconds) * 1000;
     }
+    cfg.set_thread_pools(c.read_thread_pool_size, c.write_thread_pool_size);
     if let Some(level) = level {
         logging::init(level, None);
     }
@@ -202,11 +203,14 @@ mod tests {
         set(&mut c.hbm_size, "0");
         set(&mut c.max_dram_size, "1TB");
         c.client_timeout_seconds = 7;
+        c.write_thread_pool_size = 3;
         let cfg = apply(ClientConfig::default(), &c).unwrap();
         assert_eq!(cfg.discovery_url.as_deref(), Some("tcp://127.0.0.1:5000"));
         assert_eq!(cfg.transport, Some(TransportKind::Tcp));
         assert_eq!(cfg.local.dram_size, 2 << 30);
         assert_eq!(cfg.timeout_ms, 7000);
+        // 0 keeps the default, as in 1.3.0's zeroed structs.
+        assert_eq!((cfg.write_threads, cfg.read_threads), (3, 32));
     }
 
     #[test]

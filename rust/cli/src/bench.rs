@@ -18,6 +18,7 @@ use memcache_client::{
     BlockingObjectStore, ClientConfig, CopyDirection, CopyWay, Medium, Piece, ReplicateConfig,
     TransportKind,
 };
+use memcache_local::{copy_slice_with, Kernel};
 use memcache_meta::PageAllocator;
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -98,6 +99,10 @@ pub struct BenchArgs {
     /// TLS on for any command.
     #[arg(long = "tls-bench")]
     tls_bench: bool,
+    /// layers, small: threads that copy one batch (the client's `write_threads` and
+    /// `read_threads`; default: the configuration's, capped at the cores).
+    #[arg(long)]
+    copy_threads: Option<u32>,
     /// memcached: percent of requests that are gets (the rest are sets).
     #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u8).range(0..=100))]
     get_percent: u8,
@@ -182,7 +187,7 @@ fn arenas(layout: &[usize], keys: usize, args: &BenchArgs) -> Result<(Arena, Are
 /// The embedded default (this process contributes `--dram-size`), or a pure client of
 /// the pool at `--discovery`.
 fn open_store(args: &BenchArgs) -> Result<BlockingObjectStore, String> {
-    let (config, init_bm) = match &args.discovery {
+    let (mut config, init_bm) = match &args.discovery {
         None => (ClientConfig::with_dram(args.dram_size), true),
         Some(url) => {
             let mut c = ClientConfig::remote(url, 0);
@@ -193,6 +198,9 @@ fn open_store(args: &BenchArgs) -> Result<BlockingObjectStore, String> {
             (c, false)
         }
     };
+    if let Some(n) = args.copy_threads {
+        (config.write_threads, config.read_threads) = (n, n);
+    }
     let store = BlockingObjectStore::new(config).map_err(|e| format!("creating the store: {e}"))?;
     store.init(0, init_bm).map_err(|e| format!("init: {e}"))?;
     Ok(store)
@@ -231,8 +239,11 @@ fn cpu_seconds() -> f64 {
 
 /// One round of the reference copies, in seconds (see [`Passes::memcpy`]).
 struct Copies {
+    /// glibc's memcpy layer by layer, and of the whole arena.
     layers: f64,
     whole: f64,
+    /// The fastest of our own kernels over the whole arena.
+    kernels: f64,
     all_cores: f64,
 }
 
@@ -389,18 +400,32 @@ impl Passes<'_> {
         dst.copy_from_slice(src);
         std::hint::black_box(&dst);
         let whole = t.elapsed().as_secs_f64();
+        // Our own kernels (streaming stores, `rep movsb`) of the whole, one thread: the
+        // reference is the fastest copy there is, not glibc's alone.
+        let kernels = Kernel::available().iter().map(|&k| {
+            let t = Instant::now();
+            copy_slice_with(k, src, dst);
+            std::hint::black_box(&dst);
+            t.elapsed().as_secs_f64()
+        });
+        let kernels = kernels.fold(f64::INFINITY, f64::min);
+        // The machine's limit: each kernel split over every core, the fastest.
         let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
         let part = src.len().div_ceil(cores).max(1);
-        let t = Instant::now();
-        std::thread::scope(|s| {
-            for (d, s_) in dst.chunks_mut(part).zip(src.chunks(part)) {
-                s.spawn(move || d.copy_from_slice(s_));
-            }
+        let all_cores = Kernel::available().iter().map(|&k| {
+            let t = Instant::now();
+            std::thread::scope(|s| {
+                for (d, s_) in dst.chunks_mut(part).zip(src.chunks(part)) {
+                    s.spawn(move || copy_slice_with(k, s_, d));
+                }
+            });
+            t.elapsed().as_secs_f64()
         });
-        let all_cores = t.elapsed().as_secs_f64();
+        let all_cores = all_cores.fold(f64::INFINITY, f64::min);
         Copies {
             layers,
             whole,
+            kernels,
             all_cores,
         }
     }
@@ -639,6 +664,13 @@ fn measure(
     with_inplace: bool,
 ) -> Result<Value, String> {
     let with_tcp = args.tcp();
+    // Chosen now, so that no timed pass runs beside the measurement.
+    let kernels = memcache_local::calibrate_copies_and_wait();
+    let defaults = ClientConfig::default();
+    let threads = |configured: u32| {
+        let n = args.copy_threads.unwrap_or(configured);
+        memcache_local::CopyPool::new(n as usize).threads()
+    };
     let cold_put = p.put()?;
     if with_exists {
         p.exists()?;
@@ -659,6 +691,7 @@ fn measure(
     p.inplace_get_lat.clear();
     let (mut put, mut exists, mut get) = (vec![], vec![], vec![]);
     let (mut copy_layers, mut copy_whole, mut copy_all) = (vec![], vec![], vec![]);
+    let mut copy_kernels = vec![];
     let (mut tcp, mut exists_pipelined) = (vec![], vec![]);
     let (mut inplace_put, mut inplace_get) = (vec![], vec![]);
     // CPU seconds of each timed put and get pass, every thread of the process counted.
@@ -673,6 +706,7 @@ fn measure(
         let c = p.memcpy();
         copy_layers.push(c.layers);
         copy_whole.push(c.whole);
+        copy_kernels.push(c.kernels);
         copy_all.push(c.all_cores);
         if with_tcp {
             tcp.push(p.loopback_tcp()?);
@@ -705,7 +739,7 @@ fn measure(
                 "round": round,
                 "put_gbps": gbps(bytes, put[round]),
                 "get_gbps": gbps(bytes, get[round]),
-                "memcpy_gbps": gbps(bytes, copy_layers[round].min(copy_whole[round])),
+                "memcpy_gbps": gbps(bytes, copy_layers[round].min(copy_whole[round]).min(copy_kernels[round])),
             });
             if with_inplace {
                 line = merge(
@@ -734,7 +768,10 @@ fn measure(
         .sum();
     let memcpy_layers_gbps = gbps(bytes, median(&mut copy_layers));
     let memcpy_whole_gbps = gbps(bytes, median(&mut copy_whole));
-    let memcpy_gbps = memcpy_layers_gbps.max(memcpy_whole_gbps);
+    let kernels_whole_gbps = gbps(bytes, median(&mut copy_kernels));
+    let memcpy_gbps = memcpy_layers_gbps
+        .max(memcpy_whole_gbps)
+        .max(kernels_whole_gbps);
     let all_cores_gbps = gbps(bytes, median(&mut copy_all));
     let (put_rounds, get_rounds) = (put.clone(), get.clone());
     let (put_s, get_s) = (median(&mut put), median(&mut get));
@@ -753,6 +790,7 @@ fn measure(
         "memcpy_gbps": memcpy_gbps,
         "memcpy_whole_gbps": memcpy_whole_gbps,
         "memcpy_layers_gbps": memcpy_layers_gbps,
+        "kernels_whole_gbps": kernels_whole_gbps,
         "memcpy_all_cores_gbps": all_cores_gbps,
         "put_ratio": put_gbps / memcpy_gbps,
         "get_ratio": get_gbps / memcpy_gbps,
@@ -765,6 +803,10 @@ fn measure(
         "put_cpu_ns_per_byte": median(&mut put_cpu) * 1e9 / bytes as f64,
         "get_cpu_ns_per_byte": median(&mut get_cpu) * 1e9 / bytes as f64,
         "verified": true,
+        "write_threads": threads(defaults.write_threads),
+        "read_threads": threads(defaults.read_threads),
+        "copy_kernel_medium": kernels.medium.name(),
+        "copy_kernel_large": kernels.large.name(),
     });
     if with_tcp {
         let tcp_gbps = gbps(bytes, median(&mut tcp));
@@ -1130,7 +1172,7 @@ fn print_human(r: &Value) {
         ),
         Some(w) => {
             println!(
-                "{w}: put {:.2} GB/s ({:.2} of memcpy), get {:.2} GB/s ({:.2} of memcpy), memcpy {:.2} GB/s (the faster of one copy of the whole, {:.2}, and one per layer, {:.2}); batch p50 {:.0} µs, p99 {:.0} µs; content verified",
+                "{w}: put {:.2} GB/s ({:.2} of memcpy), get {:.2} GB/s ({:.2} of memcpy), memcpy {:.2} GB/s (the fastest one-thread copy: glibc's of the whole, {:.2}, and per layer, {:.2}; our kernels' of the whole, {:.2}); batch p50 {:.0} µs, p99 {:.0} µs; content verified",
                 f("put_gbps"),
                 f("put_ratio"),
                 f("get_gbps"),
@@ -1138,14 +1180,19 @@ fn print_human(r: &Value) {
                 f("memcpy_gbps"),
                 f("memcpy_whole_gbps"),
                 f("memcpy_layers_gbps"),
+                f("kernels_whole_gbps"),
                 f("p50_us"),
                 f("p99_us")
             );
             println!(
-                "{w}: the same copy on all cores {:.2} GB/s; put {:.2}, get {:.2} of it",
+                "{w}: the same copy on all cores {:.2} GB/s; put {:.2}, get {:.2} of it; a batch copied by {} threads (put), {} (get); kernels {} below 256 KiB, {} above (measured here)",
                 f("memcpy_all_cores_gbps"),
                 f("put_ratio_all_cores"),
-                f("get_ratio_all_cores")
+                f("get_ratio_all_cores"),
+                r["write_threads"],
+                r["read_threads"],
+                r["copy_kernel_medium"].as_str().unwrap_or("?"),
+                r["copy_kernel_large"].as_str().unwrap_or("?")
             );
             if let Some(x) = r["inplace_put_gbps"].as_f64() {
                 println!(

@@ -19,11 +19,23 @@ pub struct ClientConfig {
     /// Deadline of each call to the meta service, in milliseconds.
     #[serde(alias = "timeOut")]
     pub timeout_ms: u64,
+    /// Threads that copy one batch of puts into memory this process maps, the caller's
+    /// own among them (1.3.0's `write_thread_pool_size`); capped at the cores the
+    /// process may use, 0 and 1 copy in the caller's thread.
+    #[serde(alias = "write_thread_pool_size")]
+    pub write_threads: u32,
+    /// The same for the copies of one batch of gets (`read_thread_pool_size`).
+    #[serde(alias = "read_thread_pool_size")]
+    pub read_threads: u32,
     /// Settings of the embedded meta service.
     pub meta: MetaConfig,
     /// The local service `init(device_id, init_bm = true)` starts in this process.
     pub local: LocalServiceConfig,
 }
+
+/// 1.3.0's defaults: a batch's copies use up to this many cores.
+pub const DEFAULT_WRITE_THREADS: u32 = 4;
+pub const DEFAULT_READ_THREADS: u32 = 32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -38,6 +50,8 @@ impl Default for ClientConfig {
             discovery_url: None,
             transport: None,
             timeout_ms: 5000,
+            write_threads: DEFAULT_WRITE_THREADS,
+            read_threads: DEFAULT_READ_THREADS,
             meta: MetaConfig::default(),
             local: LocalServiceConfig::default(),
         }
@@ -73,6 +87,17 @@ impl ClientConfig {
                 &[],
             ),
             None => Self::load(None),
+        }
+    }
+
+    /// 1.3.0's `read_thread_pool_size` and `write_thread_pool_size` as its C and C++
+    /// structs carry them: 0 keeps what is configured.
+    pub fn set_thread_pools(&mut self, read: u32, write: u32) {
+        if read > 0 {
+            self.read_threads = read;
+        }
+        if write > 0 {
+            self.write_threads = write;
         }
     }
 

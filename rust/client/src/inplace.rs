@@ -22,6 +22,7 @@ use memcache_core::{
     Blob, BlobLocation, Error, Key, KeyInfo, LocalServiceId, Medium, ReplicateConfig, Result,
     SegmentId,
 };
+use memcache_local::{check_part, part_of};
 use memcache_proto::{LeaseId, PutId, Tag};
 
 use crate::session::Session;
@@ -488,14 +489,56 @@ impl ObjectStore {
                 })
                 .collect::<Result<Vec<Target>>>()?
         };
+        // Pieces whose memory this process maps (every replica, for a write): one batch
+        // of copies each way over the copy threads. The rest through `copy_one`, all in
+        // flight at once.
+        let mut done = vec![false; targets.len()];
+        let mut first_error = Ok(());
+        {
+            let (mut writes, mut reads) = (Vec::new(), Vec::new());
+            // Mapped, and the range inside the blob (else `copy_one` says why not).
+            let mapped = |b: &Blob, at: u64, len: u64| {
+                let inside = check_part(b, at, [len as usize]).is_ok();
+                (inside && session.maps(b)).then(|| part_of(b, at, len))
+            };
+            for (k, (t, piece)) in targets.iter().zip(pieces.iter_mut()).enumerate() {
+                let len = piece.len();
+                match (t, piece) {
+                    (Target::Write { blobs, at, .. }, Piece::From(srcs)) => {
+                        let parts: Option<Vec<Blob>> =
+                            blobs.iter().map(|b| mapped(b, *at, len)).collect();
+                        let Some(parts) = parts else { continue };
+                        writes.extend(parts.into_iter().map(|p| (p, &**srcs)));
+                    }
+                    (Target::Read { blob, at, .. }, Piece::Into(dsts)) => {
+                        let Some(part) = mapped(blob, *at, len) else {
+                            continue;
+                        };
+                        reads.push((part, &mut **dsts));
+                    }
+                    _ => continue,
+                }
+                done[k] = true;
+            }
+            let answers = session.write_mapped_batch(&writes);
+            for r in answers
+                .into_iter()
+                .chain(session.read_mapped_batch(&mut reads))
+            {
+                first_error = first_error.and(r);
+            }
+        }
         let copies = targets
             .into_iter()
             .zip(pieces.iter_mut())
-            .map(|(t, piece)| {
+            .zip(done)
+            .filter(|(_, done)| !done)
+            .map(|((t, piece), _)| {
                 let session = &session;
                 async move { copy_one(session, t, piece).await }
             });
-        join_all(copies).await.into_iter().collect()
+        let rest: Result<()> = join_all(copies).await.into_iter().collect();
+        first_error.and(rest)
     }
 
     /// Ends in-place writes: a key whose `results[i]` is 0 is committed (visible to

@@ -73,12 +73,19 @@ impl ClientConfig {
             ));
         }
         c.local.tls = memcache_tls::seed::from_seed(seed)?;
+        for (key, threads) in [
+            ("ock.mmc.client.read_thread_pool.size", &mut c.read_threads),
+            (
+                "ock.mmc.client.write_thread_pool.size",
+                &mut c.write_threads,
+            ),
+        ] {
+            *threads = u32::try_from(seed.uint(key)?).unwrap_or(u32::MAX);
+        }
         seed.check_log_level()?;
         for key in [
             "ock.mmc.local_service.world_size",
             "ock.mmc.client.retry_milliseconds",
-            "ock.mmc.client.read_thread_pool.size",
-            "ock.mmc.client.write_thread_pool.size",
             "ock.mmc.client.aggregate.num",
             "ock.mmc.dynamic_config.interval",
         ] {
@@ -154,11 +161,17 @@ mod tests {
             ock.mmc.tls.enable = false\n\
             ock.mmc.config_store.tls.enable = false\n\
             ock.mmc.local_service.hcom.tls.enable = false\n\
-            ock.mmc.client.timeout.seconds = 7\n";
+            ock.mmc.client.timeout.seconds = 7\n\
+            ock.mmc.client.write_thread_pool.size = 2\n";
         let c = parse(text).unwrap();
         assert_eq!(c.discovery_url.as_deref(), Some("tcp://127.0.0.1:41001"));
         assert_eq!(c.local.dram_size, 4 << 20, "aligned up to 2 MiB");
         assert_eq!(c.timeout_ms, 7000);
+        assert_eq!(
+            (c.write_threads, c.read_threads),
+            (2, 32),
+            "1.3.0's default read"
+        );
     }
 
     #[test]

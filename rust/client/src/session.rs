@@ -11,7 +11,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use memcache_core::{Blob, Error, Key, LocalServiceId, Medium, Result, SegmentId};
 use memcache_local::{
-    check_whole, fetch_segment, LocalMetrics, LocalService, LocalServiceConfig,
+    check_whole, fetch_segment, CopyPool, LocalMetrics, LocalService, LocalServiceConfig,
     RunningLocalService, SegmentTable, ShmTransport, SyncFn, Syncer, TcpTransport, TierLoop,
 };
 use memcache_proto::{host_id, DataEndpoint, LeaseId, Tag};
@@ -138,9 +138,28 @@ enum Route {
     Tcp(SocketAddr),
 }
 
+/// The threads that copy a batch's blobs to and from memory this process maps.
+pub(crate) struct Copies {
+    pub pool: CopyPool,
+    pub write: usize,
+    pub read: usize,
+}
+
+impl Copies {
+    pub fn new(write: u32, read: u32) -> Copies {
+        let (write, read) = (write as usize, read as usize);
+        Copies {
+            pool: CopyPool::new(write.max(read)),
+            write,
+            read,
+        }
+    }
+}
+
 pub(crate) struct Session {
     pub meta: MetaClient,
     pub transport: Arc<ShmTransport>,
+    copies: Copies,
     tcp: TcpTransport,
     /// Every blob over TCP, even on this host (`dataOpType = "tcp"`).
     force_tcp: bool,
@@ -172,6 +191,7 @@ impl Session {
         transport: Arc<ShmTransport>,
         local: Option<Local>,
         force_tcp: bool,
+        copies: Copies,
     ) -> Session {
         if let Some(local) = &local {
             for (id, seg) in local.segments() {
@@ -181,6 +201,7 @@ impl Session {
         Session {
             meta,
             transport,
+            copies,
             tcp: TcpTransport::default(),
             force_tcp,
             local,
@@ -271,6 +292,19 @@ impl Session {
     pub fn read_mapped(&self, blob: &Blob, dsts: &mut [&mut [u8]]) -> Option<Result<()>> {
         self.maps(blob)
             .then(|| self.transport.read_part(blob, 0, blob.len, dsts))
+    }
+
+    /// Writes each `(blob, srcs)` whose memory this process [`maps`](Self::maps), the
+    /// copies of the whole batch spread over the write threads; one result per blob.
+    pub fn write_mapped_batch(&self, jobs: &[(Blob, &[&[u8]])]) -> Vec<Result<()>> {
+        let c = &self.copies;
+        self.transport.write_blobs(jobs, &c.pool, c.write)
+    }
+
+    /// Reads each whole `(blob, dsts)` this process maps, over the read threads.
+    pub fn read_mapped_batch(&self, jobs: &mut [(Blob, &mut [&mut [u8]])]) -> Vec<Result<()>> {
+        let c = &self.copies;
+        self.transport.read_blobs(jobs, &c.pool, c.read)
     }
 
     /// Reads the whole of `blob` into `dsts`, with its read capability `tag`.

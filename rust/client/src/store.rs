@@ -28,7 +28,7 @@ use memcache_proto::{parse_discovery, MetaLink};
 use crate::config::{ClientConfig, TransportKind};
 use crate::embedded::EmbeddedPool;
 use crate::meta_client::MetaClient;
-use crate::session::{Local, Session};
+use crate::session::{Copies, Local, Session};
 
 /// A client of the pool. Create it, `init` it, use it from any number of tasks, and
 /// `tear_down` it; calls outside that window answer -3019.
@@ -142,7 +142,8 @@ impl ObjectStore {
             None
         };
         let force_tcp = self.config.transport == Some(TransportKind::Tcp);
-        let session = Arc::new(Session::new(meta, transport, local, force_tcp));
+        let copies = Copies::new(self.config.write_threads, self.config.read_threads);
+        let session = Arc::new(Session::new(meta, transport, local, force_tcp, copies));
         let raced = {
             let mut slot = self.session.write().unwrap_or_else(|e| e.into_inner());
             let raced = slot.is_some();
@@ -401,8 +402,6 @@ impl ObjectStore {
             .meta
             .alloc(items, config, 0, session.maps_host())
             .await;
-        // Every replica of every object in flight at once: over TCP the round trips
-        // overlap; in shared memory each write is a memcpy that completes at once.
         let mut placed = Vec::with_capacity(wanted.len());
         for ((i, key), allocation) in wanted.into_iter().zip(allocations) {
             match allocation {
@@ -410,14 +409,39 @@ impl ObjectStore {
                 Err(e) => results[i] = Err(e),
             }
         }
-        let writes = placed.iter().map(|(i, _, a)| async move {
-            let replicas = a.blobs.iter().enumerate().map(|(j, b)| {
+        // Replicas in memory this process maps: one batch of copies over the write
+        // threads. The rest over TCP, every one in flight at once so that the round
+        // trips overlap.
+        let maps: Vec<Vec<bool>> = placed
+            .iter()
+            .map(|(_, _, a)| a.blobs.iter().map(|b| session.maps(b)).collect())
+            .collect();
+        let (mut mapped, mut owner) = (Vec::new(), Vec::new());
+        for (p, ((i, _, a), m)) in placed.iter().zip(&maps).enumerate() {
+            for (b, _) in a.blobs.iter().zip(m).filter(|(_, m)| **m) {
+                mapped.push((*b, objects[*i]));
+                owner.push(p);
+            }
+        }
+        let mut written: Vec<Result<()>> = vec![Ok(()); placed.len()];
+        for (p, r) in owner.into_iter().zip(session.write_mapped_batch(&mapped)) {
+            if r.is_err() {
+                written[p] = r;
+            }
+        }
+        let writes = placed.iter().zip(&maps).map(|((i, _, a), m)| async move {
+            let replicas = a.blobs.iter().zip(m).enumerate();
+            let remote = replicas.filter(|(_, (_, m))| !**m).map(|(j, (b, _))| {
                 let tag = a.tags.get(j).copied().unwrap_or_default();
                 session.write(b, tag, objects[*i])
             });
-            join_all(replicas).await.into_iter().collect::<Result<()>>()
+            join_all(remote).await.into_iter().collect::<Result<()>>()
         });
-        let written = join_all(writes).await;
+        for (w, r) in written.iter_mut().zip(join_all(writes).await) {
+            if w.is_ok() {
+                *w = r;
+            }
+        }
         let mut commits = Vec::with_capacity(placed.len());
         let mut committed_slots = Vec::with_capacity(placed.len());
         let mut aborts = Vec::new();
@@ -605,12 +629,37 @@ impl ObjectStore {
                 Err(e) => results[i] = Err(e),
             }
         }
-        // All reads in flight at once (see `put_batch`); `found` is in index order, so
-        // one pass hands each read its own destination slices.
+        // Objects whose nearest replica this process maps: one batch of copies over the
+        // read threads. The rest, and any such read that failed, through `read_object`,
+        // all in flight at once. `found` is in index order, so one pass over `objects`
+        // hands each read its own destination slices.
+        let mut done = vec![false; objects.len()];
+        {
+            let (mut jobs, mut slots) = (Vec::new(), Vec::new());
+            let mut next = found.iter().peekable();
+            for (i, dst) in objects.iter_mut().enumerate() {
+                if let Some((_, loc)) = next.next_if(|(j, _)| *j == i) {
+                    let first = loc.blobs.iter().min_by_key(|b| session.distance(b));
+                    if let Some(blob) = first.filter(|b| session.maps(b)) {
+                        jobs.push((*blob, &mut **dst));
+                        slots.push((i, loc.size));
+                    }
+                }
+            }
+            for ((i, size), r) in slots.into_iter().zip(session.read_mapped_batch(&mut jobs)) {
+                if r.is_ok() {
+                    done[i] = true;
+                    results[i] = Ok(size);
+                }
+            }
+        }
         let mut next = found.iter().peekable();
         let mut reads = Vec::with_capacity(found.len());
         for (i, dst) in objects.iter_mut().enumerate() {
-            if let Some((_, loc)) = next.next_if(|(j, _)| *j == i) {
+            let Some((_, loc)) = next.next_if(|(j, _)| *j == i) else {
+                continue;
+            };
+            if !done[i] {
                 reads.push(async move {
                     let r = self.read_object(session, loc, dst).await;
                     (i, r.map(|()| loc.size))

@@ -13,6 +13,10 @@ mod tcp;
 mod tier;
 mod transport;
 
+pub use copy::{
+    calibrate as calibrate_copies, calibrate_and_wait as calibrate_copies_and_wait,
+    copy_slice_with, kernels as copy_kernels, CopyPool, Kernel, Kernels, Piece,
+};
 pub use fdpass::{fetch_segment, SegmentServer};
 pub use metrics::LocalMetrics;
 pub use running::RunningLocalService;
@@ -25,4 +29,4 @@ pub use tier::{remote_sync, SsdTier, SyncFn, Syncer, TierLoop};
 #[global_allocator]
 static ALLOC_PROBE: memcache_core::alloc_probe::AllocProbe = memcache_core::alloc_probe::AllocProbe;
 
-pub use transport::{check_part, check_room, check_whole, ShmTransport, Transport};
+pub use transport::{check_part, check_room, check_whole, part_of, ShmTransport, Transport};

@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 
 use memcache_core::{Error, Result, SegmentId};
 
-use crate::copy::copy_bytes;
+use crate::copy::Piece;
 
 /// The segments a local service serves, by id. Shared by its descriptor and TCP
 /// servers, and replaced as a whole when the service registers again.
@@ -140,28 +140,56 @@ impl ShmSegment {
             .map(|_| ())
     }
 
-    /// Copies `srcs`, concatenated, to `offset`; one memcpy per slice. `limit` is the
-    /// end of the blob being written: nothing is written past it.
+    /// Copies `srcs`, concatenated, to `offset`; one copy per slice. `limit` is the end
+    /// of the blob being written: nothing is written past it.
     pub fn write_at(&self, offset: u64, limit: u64, srcs: &[&[u8]]) -> Result<()> {
+        let mut pieces = Vec::with_capacity(srcs.len());
+        self.write_pieces(offset, limit, srcs, &mut pieces)?;
+        pieces.iter().for_each(Piece::copy);
+        Ok(())
+    }
+
+    /// The copies [`write_at`](Self::write_at) makes, checked, appended to `out`
+    /// (nothing is appended when the range is refused).
+    pub fn write_pieces<'a>(
+        &'a self,
+        offset: u64,
+        limit: u64,
+        srcs: &[&'a [u8]],
+        out: &mut Vec<Piece<'a>>,
+    ) -> Result<()> {
         let total: usize = srcs.iter().map(|s| s.len()).sum();
         let mut at = self.check(offset, total, limit)?;
         for src in srcs {
             // SAFETY: `check` proved [offset, offset + total) lies inside the mapping,
-            // which lives as long as `self`; `src` is a valid slice. `copy_bytes`
-            // stays defined even if a caller passes a slice of another mapping of the
-            // same pages.
-            unsafe {
-                copy_bytes(src.as_ptr(), self.map.as_mut_ptr().add(at), src.len());
-            }
+            // which lives as long as `'a`; `src` is a valid slice. Copies stay defined
+            // even if a caller passes a slice of another mapping of the same pages,
+            // and the meta service gives a blob one writer before its commit.
+            out.push(unsafe { Piece::new(src.as_ptr(), self.map.as_mut_ptr().add(at), src.len()) });
             at += src.len();
         }
         Ok(())
     }
 
-    /// Fills `dsts` in order from `offset`, `len` bytes in all; one memcpy per slice.
+    /// Fills `dsts` in order from `offset`, `len` bytes in all; one copy per slice.
     /// The destinations must hold at least `len` bytes; a trailing remainder is left
     /// untouched.
     pub fn read_at(&self, offset: u64, len: u64, dsts: &mut [&mut [u8]]) -> Result<()> {
+        let mut pieces = Vec::with_capacity(dsts.len());
+        self.read_pieces(offset, len, dsts, &mut pieces)?;
+        pieces.iter().for_each(Piece::copy);
+        Ok(())
+    }
+
+    /// The copies [`read_at`](Self::read_at) makes, checked, appended to `out`
+    /// (nothing is appended when the range is refused).
+    pub fn read_pieces<'a>(
+        &'a self,
+        offset: u64,
+        len: u64,
+        dsts: &'a mut [&mut [u8]],
+        out: &mut Vec<Piece<'a>>,
+    ) -> Result<()> {
         crate::transport::check_room(dsts, len)?;
         let mut at = self.check(offset, len as usize, offset.saturating_add(len))?;
         let mut left = len as usize;
@@ -171,10 +199,8 @@ impl ShmSegment {
             }
             let n = dst.len().min(left);
             // SAFETY: `check` proved [offset, offset + len) lies inside the mapping, and
-            // `n` never exceeds `dst`'s length; overlap is tolerated as above.
-            unsafe {
-                copy_bytes(self.map.as_ptr().add(at), dst.as_mut_ptr(), n);
-            }
+            // `n` never exceeds `dst`'s length, which the caller lends us for `'a`.
+            out.push(unsafe { Piece::new(self.map.as_ptr().add(at), dst.as_mut_ptr(), n) });
             at += n;
             left -= n;
         }

@@ -8,6 +8,7 @@ use rustc_hash::FxHashMap;
 use memcache_core::{Blob, Error, Result, SegmentId};
 use memcache_proto::Tag;
 
+use crate::copy::CopyPool;
 use crate::segment::ShmSegment;
 use crate::tier::SsdTier;
 
@@ -177,6 +178,64 @@ impl ShmTransport {
         }
         self.segment(blob.segment)?
             .read_at(blob.offset + at, len, dsts)
+    }
+}
+
+impl ShmTransport {
+    /// Writes each `(blob, srcs)` as [`write_blob`](Self::write_blob) does, the copies of
+    /// all of them spread over up to `threads` threads of `pool`; one result per blob.
+    pub fn write_blobs(
+        &self,
+        jobs: &[(Blob, &[&[u8]])],
+        pool: &CopyPool,
+        threads: usize,
+    ) -> Vec<Result<()>> {
+        let segments: Vec<Result<Arc<ShmSegment>>> = jobs
+            .iter()
+            .map(|(blob, srcs)| check_whole(blob, srcs).and_then(|()| self.segment(blob.segment)))
+            .collect();
+        let mut pieces = Vec::with_capacity(jobs.iter().map(|(_, s)| s.len()).sum());
+        let done = jobs
+            .iter()
+            .zip(&segments)
+            .map(|((blob, srcs), segment)| {
+                let end = blob.offset.saturating_add(blob.len);
+                segment.as_ref().map_err(Clone::clone)?.write_pieces(
+                    blob.offset,
+                    end,
+                    srcs,
+                    &mut pieces,
+                )
+            })
+            .collect();
+        pool.run(&pieces, threads);
+        done
+    }
+
+    /// Reads each whole `(blob, dsts)` as [`read_blob`](Self::read_blob) does, the
+    /// copies of all of them spread over up to `threads` threads of `pool`; one result
+    /// per blob. SSD records are read one by one.
+    pub fn read_blobs(
+        &self,
+        jobs: &mut [(Blob, &mut [&mut [u8]])],
+        pool: &CopyPool,
+        threads: usize,
+    ) -> Vec<Result<()>> {
+        let segments: Vec<Option<Arc<ShmSegment>>> = jobs
+            .iter()
+            .map(|(blob, _)| self.segment(blob.segment).ok())
+            .collect();
+        let mut pieces = Vec::with_capacity(jobs.iter().map(|(_, d)| d.len()).sum());
+        let done = jobs
+            .iter_mut()
+            .zip(&segments)
+            .map(|((blob, dsts), segment)| match segment {
+                Some(segment) => segment.read_pieces(blob.offset, blob.len, dsts, &mut pieces),
+                None => self.read_blob(blob, dsts),
+            })
+            .collect();
+        pool.run(&pieces, threads);
+        done
     }
 }
 

@@ -279,3 +279,56 @@ fn leases_are_counted_and_a_second_finish_of_a_stored_key_is_done() {
     );
     assert_eq!(store.get("two").unwrap(), data);
 }
+
+#[test]
+fn one_batch_copy_of_many_pieces_is_shared_by_the_copy_threads_byte_exact() {
+    let pool = pool();
+    let mut config = memcache_client::ClientConfig::with_dram(64 << 20);
+    (config.write_threads, config.read_threads) = (4, 4);
+    let store = BlockingObjectStore::with_pool(config, pool.clone()).unwrap();
+    store.init(0, true).unwrap();
+    let keys = ["big/a", "big/b"];
+    let data = [pattern(31, 6 * MIB + 5), pattern(32, 6 * MIB - 7)];
+    let sizes = data.clone().map(|d| d.len() as u64);
+    let gvas: Vec<u64> = store
+        .batch_alloc(&keys, &sizes, Medium::Dram, 0)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    // Each object in four pieces of uneven length, all eight in one call.
+    let mut at = Vec::new();
+    let mut srcs: Vec<[&[u8]; 1]> = Vec::new();
+    for (d, gva) in data.iter().zip(&gvas) {
+        for (lo, hi) in [(0, 1), (1, MIB), (MIB, 4 * MIB + 3), (4 * MIB + 3, d.len())] {
+            at.push(gva + lo as u64);
+            srcs.push([&d[lo..hi]]);
+        }
+    }
+    let mut pieces: Vec<Piece> = srcs.iter().map(|s| Piece::From(s)).collect();
+    store.batch_copy(&at, &mut pieces, CopyWay::ToPool).unwrap();
+    assert_eq!(codes(&store.batch_write_finish(&keys, &[0, 0])), [0, 0]);
+    assert_eq!(store.get(keys[0]).unwrap(), data[0]);
+    assert_eq!(store.get(keys[1]).unwrap(), data[1]);
+
+    // Read back under a lease: both objects in one call, each in two pieces.
+    assert_eq!(codes(&store.batch_add_lease(&keys, 0)), [0, 0]);
+    let infos: Vec<u64> = keys
+        .iter()
+        .map(|k| store.get_key_info(k).unwrap().locations[0].gva)
+        .collect();
+    let mut outs: Vec<Vec<u8>> = data.iter().map(|d| vec![0u8; d.len()]).collect();
+    let mut at = Vec::new();
+    let mut halves: Vec<[&mut [u8]; 1]> = Vec::new();
+    for (out, gva) in outs.iter_mut().zip(&infos) {
+        let (lo, hi) = out.split_at_mut(3 * MIB + 1);
+        at.extend([*gva, gva + lo.len() as u64]);
+        halves.extend([[lo], [hi]]);
+    }
+    let mut pieces: Vec<Piece> = halves.iter_mut().map(|h| Piece::Into(h)).collect();
+    store
+        .batch_copy(&at, &mut pieces, CopyWay::FromPool)
+        .unwrap();
+    drop(pieces);
+    assert!(outs[0] == data[0] && outs[1] == data[1]);
+    store.batch_remove_lease(&keys).unwrap();
+}

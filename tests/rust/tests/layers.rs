@@ -276,3 +276,71 @@ fn register_and_unregister_buffers() {
     store.register_buffer(&buf[KIB..2 * KIB]).unwrap();
     assert_eq!(store.inner().registered_bytes(), Ok(2 * KIB));
 }
+
+/// A client of `pool` whose batches are copied by `threads` threads (as many as the
+/// machine has, at most), contributing `dram` bytes on `device`.
+fn threaded_on(
+    pool: &std::sync::Arc<memcache_client::EmbeddedPool>,
+    dram: usize,
+    device: u32,
+    threads: u32,
+) -> memcache_client::BlockingObjectStore {
+    let mut config = memcache_client::ClientConfig::with_dram(dram as u64);
+    (config.write_threads, config.read_threads) = (threads, threads);
+    let store = memcache_client::BlockingObjectStore::with_pool(config, pool.clone()).unwrap();
+    store.init(device, true).unwrap();
+    store
+}
+
+#[test]
+fn batches_copied_by_several_threads_land_byte_exact() {
+    let pool = pool();
+    let store = threaded_on(&pool, 256 * MIB, 0, 4);
+    // A second local service in this process: two replicas, both mapped here, copied
+    // in the same batch.
+    let _other = threaded_on(&pool, 256 * MIB, 1, 1);
+    let keys: Vec<String> = (0..8).map(|i| format!("threaded-{i}")).collect();
+    let objects: Vec<Vec<Vec<u8>>> = (0..8).map(|k| kv_layers(200 + k)).collect();
+    let layer_refs: Vec<Vec<&[u8]>> = objects.iter().map(|o| refs(o)).collect();
+    let slices: Vec<&[&[u8]]> = layer_refs.iter().map(Vec::as_slice).collect();
+    let two = ReplicateConfig {
+        replica_num: 2,
+        ..Default::default()
+    };
+    for (config, prefix) in [(ReplicateConfig::default(), "one"), (two, "two")] {
+        let keys: Vec<String> = keys.iter().map(|k| format!("{prefix}/{k}")).collect();
+        let put = store.batch_put_from_layers(&keys, &slices, H2G, &config);
+        assert_eq!(codes(&put), [0; 8], "{prefix}");
+        let replicas = store.get_key_info(&keys[5]).unwrap().locations.len();
+        assert_eq!(replicas, config.replica_num as usize);
+
+        // Every key read back into its own layers; a missing key in the middle and a
+        // key whose buffers are one byte short answer for themselves alone.
+        let mut asked: Vec<String> = keys.clone();
+        asked[2] = format!("{prefix}/absent");
+        let mut outs: Vec<Vec<Vec<u8>>> = objects.iter().map(|o| zeroed_like(o)).collect();
+        outs[6].last_mut().unwrap().pop();
+        let mut out_refs: Vec<Vec<&mut [u8]>> = outs
+            .iter_mut()
+            .map(|o| o.iter_mut().map(Vec::as_mut_slice).collect())
+            .collect();
+        let mut out_slices: Vec<&mut [&mut [u8]]> =
+            out_refs.iter_mut().map(Vec::as_mut_slice).collect();
+        let got = store.batch_get_into_layers(&asked, &mut out_slices, G2H);
+        let mut want = vec![0; 8];
+        (want[2], want[6]) = (-3007, -3000);
+        assert_eq!(codes(&got), want, "{prefix}");
+        for k in [0, 1, 3, 4, 5, 7] {
+            assert!(outs[k] == objects[k], "{prefix}: key {k} differs");
+        }
+        assert!(
+            outs[2].iter().flatten().all(|&b| b == 0),
+            "nothing for a miss"
+        );
+        assert!(
+            outs[6].iter().flatten().all(|&b| b == 0),
+            "nothing when short"
+        );
+        assert_eq!(codes(&store.batch_remove(&keys)), [0; 8]);
+    }
+}
