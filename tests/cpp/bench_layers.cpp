@@ -163,11 +163,16 @@ int main(int argc, char **argv) {
     for (int r = 0; r < kRounds; ++r) {
         std::string figures;
         if (r % 2) figures = rust.Next();  // who goes first alternates
+        // The reference is the fastest one-thread copy: per layer, of the whole arena,
+        // or (below) the Rust round's, which also times our own copy kernels.
         auto t = Clock::now();
         for (int k = 0; k < kKeys; ++k)
             for (size_t l = 0; l < layout.size(); ++l)
                 std::memcpy(dst[k][l], src[k][l], layout[l]);
-        memcpy_s.push_back(Seconds(t, Clock::now()));
+        const double per_layer = Seconds(t, Clock::now());
+        t = Clock::now();
+        std::memcpy(dst_arena, src_arena, arena);
+        memcpy_s.push_back(std::min(per_layer, Seconds(t, Clock::now())));
         put_s.push_back(pass(true));
         std::memset(dst_arena, 0x5A, arena);
         get_s.push_back(pass(false));
@@ -183,6 +188,8 @@ int main(int argc, char **argv) {
             std::fprintf(stderr, "bench: the Rust round failed\n");
             return 1;
         }
+        const double rust_memcpy = JsonNumber(figures, "memcpy_gbps");
+        if (rust_memcpy > 0) memcpy_s.back() = std::min(memcpy_s.back(), bytes / rust_memcpy / 1e9);
         put_vs_rust.push_back(bytes / put_s.back() / 1e9 / rust_put);
         get_vs_rust.push_back(bytes / get_s.back() / 1e9 / rust_get);
     }
