@@ -11,6 +11,7 @@ use memcache_core::{CopyDirection, Error, Key, KeyInfo, LocalServiceId, Replicat
 use memcache_core::Medium;
 
 use crate::config::ClientConfig;
+use crate::device::DeviceBuf;
 use crate::embedded::EmbeddedPool;
 use crate::store::ObjectStore;
 
@@ -167,6 +168,27 @@ impl BlockingObjectStore {
     ) -> Vec<Result<u64>> {
         self.rt
             .block_on(self.inner.batch_get_into_layers(keys, layers, direct))
+    }
+
+    /// See [`ObjectStore::batch_put_from_device`].
+    pub fn batch_put_from_device<K: AsRef<[u8]>>(
+        &self,
+        keys: &[K],
+        objects: &[&[DeviceBuf]],
+        config: &ReplicateConfig,
+    ) -> Vec<Result<()>> {
+        self.rt
+            .block_on(self.inner.batch_put_from_device(keys, objects, config))
+    }
+
+    /// See [`ObjectStore::batch_get_into_device`].
+    pub fn batch_get_into_device<K: AsRef<[u8]>>(
+        &self,
+        keys: &[K],
+        objects: &[&[DeviceBuf]],
+    ) -> Vec<Result<u64>> {
+        self.rt
+            .block_on(self.inner.batch_get_into_device(keys, objects))
     }
 
     pub fn remove(&self, key: impl AsRef<[u8]>) -> Result<()> {

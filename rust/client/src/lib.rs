@@ -29,6 +29,7 @@
 
 mod blocking;
 mod config;
+mod device;
 mod embedded;
 mod inplace;
 pub mod layered;
@@ -40,6 +41,7 @@ mod store;
 
 pub use blocking::BlockingObjectStore;
 pub use config::{ClientConfig, TransportKind};
+pub use device::DeviceBuf;
 pub use embedded::EmbeddedPool;
 pub use inplace::{CopyWay, Piece};
 pub use store::ObjectStore;

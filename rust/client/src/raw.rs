@@ -13,6 +13,7 @@ use memcache_core::{CopyDirection, Error, ReplicateConfig, Result};
 use crate::inplace::{CopyWay, Piece};
 
 use crate::blocking::BlockingObjectStore;
+use crate::device::DeviceBuf;
 
 fn check_region(ptr: *const c_void, len: usize) -> Result<()> {
     if ptr.is_null() {
@@ -101,6 +102,94 @@ fn check_shape(keys: usize, bufs: usize, sizes: usize) -> Result<()> {
     Ok(())
 }
 
+/// What a put's or get's `direct` means for its buffers.
+enum Way {
+    Host(CopyDirection),
+    Device,
+}
+
+/// L2G / G2L take device buffers; AUTO (9) asks the device runtime about `first` (host
+/// memory where there is no runtime); H2G / G2H take host buffers. A direction of the
+/// other kind of call is -3000.
+fn way(direct: i32, put: bool, first: *const c_void) -> Result<Way> {
+    if direct == AUTO {
+        let kind = memcache_device::runtime().and_then(|rt| rt.pointer_kind(first as u64));
+        return Ok(match kind {
+            Ok(memcache_device::PtrKind::Device(_)) => Way::Device,
+            _ if put => Way::Host(CopyDirection::H2G),
+            _ => Way::Host(CopyDirection::G2H),
+        });
+    }
+    let d = CopyDirection::try_from(direct)?;
+    if d.is_put() != put {
+        return Err(Error::invalid(format!(
+            "copy direction {d:?} does not fit a {}",
+            if put { "put" } else { "get" }
+        )));
+    }
+    Ok(if d.is_device() {
+        Way::Device
+    } else {
+        Way::Host(d)
+    })
+}
+
+/// A caller's buffer address, read or written.
+trait Addr: Copy {
+    fn addr(self) -> *const c_void;
+}
+
+impl Addr for *const c_void {
+    fn addr(self) -> *const c_void {
+        self
+    }
+}
+
+impl Addr for *mut c_void {
+    fn addr(self) -> *const c_void {
+        self.cast_const()
+    }
+}
+
+/// One key's device buffers: addresses the host never dereferences, checked as far as
+/// they can be (non-null, non-empty, no wrap-around).
+fn device_bufs<P: Addr>(ptrs: &[P], sizes: &[usize]) -> Result<Vec<DeviceBuf>> {
+    check_shape(ptrs.len(), ptrs.len(), sizes.len())?;
+    if ptrs.is_empty() {
+        return Err(Error::invalid("no buffers"));
+    }
+    ptrs.iter()
+        .zip(sizes)
+        .map(|(&p, &len)| {
+            let p = p.addr();
+            check_region(p, len)?;
+            Ok(DeviceBuf { ptr: p as u64, len })
+        })
+        .collect()
+}
+
+/// -3000 when a device runtime is loaded and says `first` is device memory: a host
+/// direction would have the host dereference it. Without a loaded runtime there is no
+/// device memory in this process to mistake.
+fn host_only(first: *const c_void) -> Result<()> {
+    let Some(rt) = memcache_device::loaded() else {
+        return Ok(());
+    };
+    match rt.pointer_kind(first as u64) {
+        Ok(memcache_device::PtrKind::Device(d)) => Err(Error::invalid(format!(
+            "buffer {first:p} is memory of device {d}: copy it with L2G / G2L (or AUTO)"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The first buffer of a batch, for AUTO's question (null where there is none).
+fn first_of<P: Addr>(bufs: &[&[P]]) -> *const c_void {
+    bufs.first()
+        .and_then(|b| b.first())
+        .map_or(std::ptr::null(), |&p| p.addr())
+}
+
 /// Splits a per-key pointer conversion: keys whose buffers are bad get that error,
 /// the rest go to `run`, and the answers are merged back in key order.
 fn per_key<K, S, T: Clone>(
@@ -145,7 +234,8 @@ impl BlockingObjectStore {
     }
 
     /// # Safety
-    /// `buf` must address `size` readable bytes for the duration of the call.
+    /// `buf` must address `size` readable bytes for the duration of the call (device
+    /// memory for L2G).
     pub unsafe fn put_from_ptr(
         &self,
         key: &[u8],
@@ -154,14 +244,13 @@ impl BlockingObjectStore {
         direct: i32,
         config: &ReplicateConfig,
     ) -> Result<()> {
-        let direct = CopyDirection::try_from(direct)?;
         // SAFETY: forwarded caller promise.
-        let data = unsafe { slice(buf, size) }?;
-        self.put_from(key, data, direct, config)
+        unsafe { self.put_from_layers_ptr(key, &[buf], &[size], direct, config) }
     }
 
     /// # Safety
-    /// `buf` must address `size` writable bytes, used by nothing else during the call.
+    /// `buf` must address `size` writable bytes, used by nothing else during the call
+    /// (device memory for G2L).
     pub unsafe fn get_into_ptr(
         &self,
         key: &[u8],
@@ -169,10 +258,8 @@ impl BlockingObjectStore {
         size: usize,
         direct: i32,
     ) -> Result<u64> {
-        let direct = CopyDirection::try_from(direct)?;
-        // SAFETY: forwarded caller promise; one region is trivially disjoint.
-        let mut layers = unsafe { slices_mut(check_layers(&[buf], &[size])?) };
-        self.get_into_layers(key, &mut layers, direct)
+        // SAFETY: forwarded caller promise.
+        unsafe { self.get_into_layers_ptr(key, &[buf], &[size], direct) }
     }
 
     /// # Safety
@@ -185,10 +272,10 @@ impl BlockingObjectStore {
         direct: i32,
         config: &ReplicateConfig,
     ) -> Result<()> {
-        let direct = CopyDirection::try_from(direct)?;
         // SAFETY: forwarded caller promise.
-        let layers = unsafe { slices(bufs, sizes) }?;
-        self.put_from_layers(key, &layers, direct, config)
+        let mut r =
+            unsafe { self.batch_put_from_layers_ptr(&[key], &[bufs], &[sizes], direct, config) };
+        r.pop().expect("one result per key")
     }
 
     /// # Safety
@@ -200,12 +287,9 @@ impl BlockingObjectStore {
         sizes: &[usize],
         direct: i32,
     ) -> Result<u64> {
-        let direct = CopyDirection::try_from(direct)?;
-        let regions = check_layers(bufs, sizes)?;
-        check_disjoint(regions.iter().copied())?;
-        // SAFETY: checked above; the rest is the caller's promise.
-        let mut layers = unsafe { slices_mut(regions) };
-        self.get_into_layers(key, &mut layers, direct)
+        // SAFETY: forwarded caller promise.
+        let mut r = unsafe { self.batch_get_into_layers_ptr(&[key], &[bufs], &[sizes], direct) };
+        r.pop().expect("one result per key")
     }
 
     /// # Safety
@@ -251,17 +335,31 @@ impl BlockingObjectStore {
         config: &ReplicateConfig,
     ) -> Vec<Result<()>> {
         let n = keys.len();
-        let direct = match CopyDirection::try_from(direct)
-            .and_then(|d| check_shape(keys.len(), bufs.len(), sizes.len()).map(|()| d))
-        {
-            Ok(d) => d,
+        let way = check_shape(keys.len(), bufs.len(), sizes.len())
+            .and_then(|()| way(direct, true, first_of(bufs)));
+        let direct = match way {
+            Ok(Way::Host(d)) => d,
+            Ok(Way::Device) => {
+                let converted = bufs
+                    .iter()
+                    .zip(sizes)
+                    .map(|(b, s)| device_bufs(b, s))
+                    .collect();
+                return per_key(keys, converted, |ks, objects| {
+                    let objects: Vec<&[DeviceBuf]> = objects.iter().map(Vec::as_slice).collect();
+                    self.batch_put_from_device(ks, &objects, config)
+                });
+            }
             Err(e) => return vec![Err(e); n],
         };
         let converted = bufs
             .iter()
             .zip(sizes)
-            // SAFETY: forwarded caller promise.
-            .map(|(b, s)| unsafe { slices(b, s) })
+            .map(|(b, s)| {
+                host_only(first_of(&[*b]))?;
+                // SAFETY: forwarded caller promise.
+                unsafe { slices(b, s) }
+            })
             .collect();
         per_key(keys, converted, |ks, objects| {
             let objects: Vec<&[&[u8]]> = objects.iter().map(Vec::as_slice).collect();
@@ -281,10 +379,21 @@ impl BlockingObjectStore {
         direct: i32,
     ) -> Vec<Result<u64>> {
         let n = keys.len();
-        let direct = match CopyDirection::try_from(direct)
-            .and_then(|d| check_shape(keys.len(), bufs.len(), sizes.len()).map(|()| d))
-        {
-            Ok(d) => d,
+        let way = check_shape(keys.len(), bufs.len(), sizes.len())
+            .and_then(|()| way(direct, false, first_of(bufs)));
+        let direct = match way {
+            Ok(Way::Host(d)) => d,
+            Ok(Way::Device) => {
+                let converted = bufs
+                    .iter()
+                    .zip(sizes)
+                    .map(|(b, s)| device_bufs(b, s))
+                    .collect();
+                return per_key(keys, converted, |ks, objects| {
+                    let objects: Vec<&[DeviceBuf]> = objects.iter().map(Vec::as_slice).collect();
+                    self.batch_get_into_device(ks, &objects)
+                });
+            }
             Err(e) => return vec![Err(e); n],
         };
         // A key with bad buffers, or layers that overlap each other, fails alone.
@@ -292,6 +401,7 @@ impl BlockingObjectStore {
             .iter()
             .zip(sizes)
             .map(|(b, s)| {
+                host_only(first_of(&[*b]))?;
                 let regions = check_layers(b, s)?;
                 check_disjoint(regions.iter().copied())?;
                 Ok(regions)

@@ -183,6 +183,8 @@ pub(crate) struct Session {
     /// Held across a release call, so that a call waiting for the releases before it
     /// also waits for one a task has in flight.
     releasing: tokio::sync::Mutex<()>,
+    /// Segments page-locked for device copies, kept mapped until unpinned.
+    pub(crate) pinned: Mutex<Vec<(SegmentId, Arc<memcache_local::ShmSegment>)>>,
 }
 
 impl Session {
@@ -213,6 +215,7 @@ impl Session {
             host: host_id(),
             finished: Mutex::new(Vec::new()),
             releasing: tokio::sync::Mutex::new(()),
+            pinned: Mutex::new(Vec::new()),
         }
     }
 
@@ -481,6 +484,7 @@ impl Session {
 
     /// Takes this client's local service out of the pool.
     pub async fn leave(&self) {
+        self.unpin_all();
         let Some(local) = &self.local else { return };
         let left = match local {
             Local::Embedded(l) => {

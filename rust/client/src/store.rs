@@ -26,6 +26,7 @@ const TIER_MOVE_POLL: Duration = Duration::from_millis(20);
 use memcache_proto::{parse_discovery, MetaLink};
 
 use crate::config::{ClientConfig, TransportKind};
+use crate::device::{stage_in, stage_out, DeviceBuf, Dst, Src};
 use crate::embedded::EmbeddedPool;
 use crate::meta_client::MetaClient;
 use crate::session::{Copies, Local, Session};
@@ -42,16 +43,24 @@ pub(crate) fn all<T: Clone>(n: usize, e: Error) -> Vec<Result<T>> {
     vec![Err(e); n]
 }
 
-fn check_direction(direct: CopyDirection, put: bool) -> Result<()> {
+/// `direct` must fit the call: a put or a get, of device buffers (L2G, G2L) or of host
+/// ones (H2G, G2H).
+fn check_direction(direct: CopyDirection, put: bool, device: bool) -> Result<()> {
     if direct.is_put() != put {
         return Err(Error::invalid(format!(
             "copy direction {direct:?} does not fit a {}",
             if put { "put" } else { "get" }
         )));
     }
-    if direct.is_device() {
+    if direct.is_device() != device {
         return Err(Error::invalid(format!(
-            "copy direction {direct:?} moves device memory; this build has no device transport"
+            "copy direction {direct:?} does not fit {} buffers{}",
+            if device { "device" } else { "host" },
+            if device {
+                ""
+            } else {
+                " (device buffers go through the *_device calls)"
+            }
         )));
     }
     Ok(())
@@ -322,7 +331,9 @@ impl ObjectStore {
         direct: CopyDirection,
         config: &ReplicateConfig,
     ) -> Result<()> {
-        let mut r = self.put_batch(&[key], &[layers], direct, config).await;
+        let mut r = self
+            .put_batch(&[key], &[Src::Host(layers)], direct, config)
+            .await;
         r.pop().expect("one result per key")
     }
 
@@ -333,7 +344,10 @@ impl ObjectStore {
         direct: CopyDirection,
         config: &ReplicateConfig,
     ) -> Vec<Result<()>> {
-        let objects: Vec<&[&[u8]]> = bufs.iter().map(std::slice::from_ref).collect();
+        let objects: Vec<Src> = bufs
+            .iter()
+            .map(|b| Src::Host(std::slice::from_ref(b)))
+            .collect();
         self.put_batch(keys, &objects, direct, config).await
     }
 
@@ -345,14 +359,32 @@ impl ObjectStore {
         direct: CopyDirection,
         config: &ReplicateConfig,
     ) -> Vec<Result<()>> {
-        self.put_batch(keys, layers, direct, config).await
+        let objects: Vec<Src> = layers.iter().map(|l| Src::Host(l)).collect();
+        self.put_batch(keys, &objects, direct, config).await
+    }
+
+    /// Stores each key's device buffers, concatenated, as one object (L2G): one DMA
+    /// copy per buffer into memory this process maps, or through a host buffer for a
+    /// replica reached over TCP. Without a device runtime: -3000, with the reason.
+    pub async fn batch_put_from_device<K: AsRef<[u8]>>(
+        &self,
+        keys: &[K],
+        objects: &[&[DeviceBuf]],
+        config: &ReplicateConfig,
+    ) -> Vec<Result<()>> {
+        if let Err(e) = crate::device::runtime() {
+            return all(keys.len(), e);
+        }
+        let objects: Vec<Src> = objects.iter().map(|o| Src::Device(o)).collect();
+        self.put_batch(keys, &objects, CopyDirection::L2G, config)
+            .await
     }
 
     /// Chunks of at most `CHUNK` keys, one after another, each a whole put.
     async fn put_batch<K: AsRef<[u8]>>(
         &self,
         keys: &[K],
-        objects: &[&[&[u8]]],
+        objects: &[Src<'_>],
         direct: CopyDirection,
         config: &ReplicateConfig,
     ) -> Vec<Result<()>> {
@@ -362,7 +394,11 @@ impl ObjectStore {
             Err(e) => return all(n, e),
         };
         if let Err(e) = check_batch(n, objects.len())
-            .and(check_direction(direct, true))
+            .and(check_direction(
+                direct,
+                true,
+                matches!(objects.first(), Some(Src::Device(_))),
+            ))
             .and(config.validated_replicas().map(drop))
         {
             return all(n, e);
@@ -379,14 +415,14 @@ impl ObjectStore {
         &self,
         session: &Arc<Session>,
         keys: &[K],
-        objects: &[&[&[u8]]],
+        objects: &[Src<'_>],
         config: &ReplicateConfig,
     ) -> Vec<Result<()>> {
         let n = keys.len();
         let mut results: Vec<Result<()>> = vec![Ok(()); n];
         let mut wanted = parse_keys(keys, &mut results);
         wanted.retain(|&(i, _)| {
-            let empty = objects[i].iter().all(|l| l.is_empty());
+            let empty = objects[i].len() == 0;
             if empty {
                 results[i] = Err(Error::invalid("object of 0 bytes"));
             }
@@ -394,7 +430,7 @@ impl ObjectStore {
         });
         let items = wanted
             .iter()
-            .map(|(i, k)| (k.clone(), objects[*i].iter().map(|l| l.len() as u64).sum()))
+            .map(|(i, k)| (k.clone(), objects[*i].len()))
             .collect();
         // A pool short of room evicts: this client's finished gets should not hold it.
         session.release_finished().await;
@@ -417,25 +453,59 @@ impl ObjectStore {
             .map(|(_, _, a)| a.blobs.iter().map(|b| session.maps(b)).collect())
             .collect();
         let (mut mapped, mut owner) = (Vec::new(), Vec::new());
+        let (mut from_device, mut device_owner) = (Vec::new(), Vec::new());
         for (p, ((i, _, a), m)) in placed.iter().zip(&maps).enumerate() {
             for (b, _) in a.blobs.iter().zip(m).filter(|(_, m)| **m) {
-                mapped.push((*b, objects[*i]));
-                owner.push(p);
+                match objects[*i] {
+                    Src::Host(srcs) => {
+                        mapped.push((*b, srcs));
+                        owner.push(p);
+                    }
+                    Src::Device(bufs) => {
+                        from_device.push((*b, bufs));
+                        device_owner.push(p);
+                    }
+                }
             }
         }
         let mut written: Vec<Result<()>> = vec![Ok(()); placed.len()];
-        for (p, r) in owner.into_iter().zip(session.write_mapped_batch(&mapped)) {
+        let host = owner.into_iter().zip(session.write_mapped_batch(&mapped));
+        let device = device_owner
+            .into_iter()
+            .zip(session.device_mapped_batch(&from_device, true));
+        for (p, r) in host.chain(device) {
             if r.is_err() {
                 written[p] = r;
             }
         }
-        let writes = placed.iter().zip(&maps).map(|((i, _, a), m)| async move {
-            let replicas = a.blobs.iter().zip(m).enumerate();
-            let remote = replicas.filter(|(_, (_, m))| !**m).map(|(j, (b, _))| {
-                let tag = a.tags.get(j).copied().unwrap_or_default();
-                session.write(b, tag, objects[*i])
-            });
-            join_all(remote).await.into_iter().collect::<Result<()>>()
+        let writes = placed.iter().zip(&maps).map(|((i, _, a), m)| {
+            // A device object reaches TCP replicas through one host copy of it.
+            let staged = match objects[*i] {
+                Src::Device(bufs) if m.iter().any(|m| !m) => {
+                    stage_out(bufs, a.blobs[0].len).map(Some)
+                }
+                _ => Ok(None),
+            };
+            async move {
+                let staged = staged?;
+                let one: [&[u8]; 1];
+                let srcs: &[&[u8]] = match (&staged, objects[*i]) {
+                    (Some(s), _) => {
+                        one = [s.as_slice()];
+                        &one
+                    }
+                    (None, Src::Host(srcs)) => srcs,
+                    (None, Src::Device(_)) => &[],
+                };
+                let mut remote = Vec::new();
+                for (j, (b, mapped)) in a.blobs.iter().zip(m).enumerate() {
+                    if !mapped {
+                        let tag = a.tags.get(j).copied().unwrap_or_default();
+                        remote.push(session.write(b, tag, srcs));
+                    }
+                }
+                join_all(remote).await.into_iter().collect::<Result<()>>()
+            }
         });
         for (w, r) in written.iter_mut().zip(join_all(writes).await) {
             if w.is_ok() {
@@ -489,7 +559,9 @@ impl ObjectStore {
         layers: &mut [&mut [u8]],
         direct: CopyDirection,
     ) -> Result<u64> {
-        let mut r = self.get_batch(&[key], &mut [layers], direct).await;
+        let mut r = self
+            .get_batch(&[key], &mut [Dst::Host(layers)], direct)
+            .await;
         r.pop().expect("one result per key")
     }
 
@@ -499,8 +571,10 @@ impl ObjectStore {
         bufs: &mut [&mut [u8]],
         direct: CopyDirection,
     ) -> Vec<Result<u64>> {
-        let mut objects: Vec<&mut [&mut [u8]]> =
-            bufs.iter_mut().map(std::slice::from_mut).collect();
+        let mut objects: Vec<Dst> = bufs
+            .iter_mut()
+            .map(|b| Dst::Host(std::slice::from_mut(b)))
+            .collect();
         self.get_batch(keys, &mut objects, direct).await
     }
 
@@ -510,7 +584,23 @@ impl ObjectStore {
         layers: &mut [&mut [&mut [u8]]],
         direct: CopyDirection,
     ) -> Vec<Result<u64>> {
-        self.get_batch(keys, layers, direct).await
+        let mut objects: Vec<Dst> = layers.iter_mut().map(|l| Dst::Host(l)).collect();
+        self.get_batch(keys, &mut objects, direct).await
+    }
+
+    /// Scatters each key's object over its device buffers in order (G2L): one DMA copy
+    /// per buffer out of memory this process maps, or through a host buffer for a
+    /// replica reached over TCP. Without a device runtime: -3000, with the reason.
+    pub async fn batch_get_into_device<K: AsRef<[u8]>>(
+        &self,
+        keys: &[K],
+        objects: &[&[DeviceBuf]],
+    ) -> Vec<Result<u64>> {
+        if let Err(e) = crate::device::runtime() {
+            return all(keys.len(), e);
+        }
+        let mut objects: Vec<Dst> = objects.iter().map(|o| Dst::Device(o)).collect();
+        self.get_batch(keys, &mut objects, CopyDirection::G2L).await
     }
 
     /// The object's bytes in a new vector.
@@ -579,7 +669,7 @@ impl ObjectStore {
     async fn get_batch<K: AsRef<[u8]>>(
         &self,
         keys: &[K],
-        objects: &mut [&mut [&mut [u8]]],
+        objects: &mut [Dst<'_, '_>],
         direct: CopyDirection,
     ) -> Vec<Result<u64>> {
         let n = keys.len();
@@ -587,7 +677,8 @@ impl ObjectStore {
             Ok(s) => s,
             Err(e) => return all(n, e),
         };
-        if let Err(e) = check_batch(n, objects.len()).and(check_direction(direct, false)) {
+        let device = matches!(objects.first(), Some(Dst::Device(_)));
+        if let Err(e) = check_batch(n, objects.len()).and(check_direction(direct, false, device)) {
             return all(n, e);
         }
         let mut results = Vec::with_capacity(n);
@@ -603,7 +694,7 @@ impl ObjectStore {
         &self,
         session: &Arc<Session>,
         keys: &[K],
-        objects: &mut [&mut [&mut [u8]]],
+        objects: &mut [Dst<'_, '_>],
     ) -> Vec<Result<u64>> {
         let n = keys.len();
         let mut results: Vec<Result<u64>> = vec![Ok(0); n];
@@ -636,17 +727,30 @@ impl ObjectStore {
         let mut done = vec![false; objects.len()];
         {
             let (mut jobs, mut slots) = (Vec::new(), Vec::new());
+            let (mut to_device, mut device_slots) = (Vec::new(), Vec::new());
             let mut next = found.iter().peekable();
             for (i, dst) in objects.iter_mut().enumerate() {
                 if let Some((_, loc)) = next.next_if(|(j, _)| *j == i) {
                     let first = loc.blobs.iter().min_by_key(|b| session.distance(b));
                     if let Some(blob) = first.filter(|b| session.maps(b)) {
-                        jobs.push((*blob, &mut **dst));
-                        slots.push((i, loc.size));
+                        match dst {
+                            Dst::Host(dst) => {
+                                jobs.push((*blob, &mut **dst));
+                                slots.push((i, loc.size));
+                            }
+                            Dst::Device(bufs) => {
+                                to_device.push((*blob, *bufs));
+                                device_slots.push((i, loc.size));
+                            }
+                        }
                     }
                 }
             }
-            for ((i, size), r) in slots.into_iter().zip(session.read_mapped_batch(&mut jobs)) {
+            let host = slots.into_iter().zip(session.read_mapped_batch(&mut jobs));
+            let device = device_slots
+                .into_iter()
+                .zip(session.device_mapped_batch(&to_device, false));
+            for ((i, size), r) in host.chain(device) {
                 if r.is_ok() {
                     done[i] = true;
                     results[i] = Ok(size);
@@ -661,7 +765,20 @@ impl ObjectStore {
             };
             if !done[i] {
                 reads.push(async move {
-                    let r = self.read_object(session, loc, dst).await;
+                    let r = match dst {
+                        Dst::Host(dst) => self.read_object(session, loc, dst).await,
+                        // A device destination fed from a replica over TCP: through
+                        // one host copy of the object.
+                        Dst::Device(bufs) => {
+                            let mut staged = vec![0u8; loc.size as usize];
+                            let read = crate::device::check_fit(bufs, loc.size, false);
+                            let read = match read {
+                                Ok(()) => self.read_object(session, loc, &mut [&mut staged]).await,
+                                Err(e) => Err(e),
+                            };
+                            read.and_then(|()| stage_in(bufs, &staged))
+                        }
+                    };
                     (i, r.map(|()| loc.size))
                 });
             }

@@ -133,6 +133,13 @@ impl ShmSegment {
         }
     }
 
+    /// The address in this process of `offset..offset + len`, checked to lie inside the
+    /// segment (for copies a device engine makes, which take addresses).
+    pub fn address(&self, offset: u64, len: u64) -> Result<u64> {
+        self.check_range(offset, len)?;
+        Ok(self.base() + offset)
+    }
+
     /// Checks that `offset..offset + len` lies inside the segment.
     pub fn check_range(&self, offset: u64, len: u64) -> Result<()> {
         let len = usize::try_from(len).map_err(|_| Error::invalid("range too long"))?;

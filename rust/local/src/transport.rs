@@ -136,6 +136,11 @@ impl ShmTransport {
             .remove(&id);
     }
 
+    /// The mapped segment `id` (not an SSD tier).
+    pub fn segment_of(&self, id: SegmentId) -> Result<Arc<ShmSegment>> {
+        self.segment(id)
+    }
+
     fn segment(&self, id: SegmentId) -> Result<Arc<ShmSegment>> {
         self.segments
             .read()

@@ -1,0 +1,221 @@
+//! Puts from and gets into device memory (L2G, G2L, AUTO) through every front of the
+//! client: the Rust calls and the raw-pointer layer the C, C++ and Python APIs use.
+//! The device is `memcache_device`'s simulation, which refuses any copy whose kind does
+//! not match where its addresses lie, and counts the copies: a mapped segment is one
+//! DMA copy per buffer, a replica over TCP one host copy of the object more.
+
+mod common;
+
+use std::sync::OnceLock;
+
+use common::procs::*;
+use common::*;
+use memcache_client::{BlockingObjectStore, DeviceBuf, ReplicateConfig};
+use memcache_device::fake::FakeDevice;
+use memcache_device::{CopyKind, DeviceCopy, DeviceRuntime};
+
+/// The process's simulated device runtime, installed before anything asks for one.
+fn fake() -> &'static FakeDevice {
+    static FAKE: OnceLock<&'static FakeDevice> = OnceLock::new();
+    FAKE.get_or_init(|| {
+        let f: &'static FakeDevice = Box::leak(Box::new(FakeDevice::new(2)));
+        assert!(memcache_device::install(f), "no runtime chosen before");
+        f
+    })
+}
+
+/// Device buffers of `sizes` bytes holding `pattern(seed + layer)`.
+fn device_layers(seed: u64, sizes: &[usize]) -> Vec<DeviceBuf> {
+    let d = fake();
+    sizes
+        .iter()
+        .enumerate()
+        .map(|(l, &len)| {
+            let ptr = d.alloc(len).unwrap();
+            let host = pattern(seed + l as u64, len);
+            let up = DeviceCopy {
+                dst: ptr,
+                src: host.as_ptr() as u64,
+                len,
+                kind: CopyKind::HostToDevice,
+            };
+            // SAFETY: `host` is alive; `ptr` was just allocated with `len` bytes.
+            unsafe { d.copy_batch(&[up]).unwrap() };
+            DeviceBuf { ptr, len }
+        })
+        .collect()
+}
+
+fn blank_device(sizes: &[usize]) -> Vec<DeviceBuf> {
+    sizes
+        .iter()
+        .map(|&len| DeviceBuf {
+            ptr: fake().alloc(len).unwrap(),
+            len,
+        })
+        .collect()
+}
+
+/// The bytes of device buffers, concatenated.
+fn read_device(bufs: &[DeviceBuf]) -> Vec<u8> {
+    let total: usize = bufs.iter().map(|b| b.len).sum();
+    let mut out = vec![0u8; total];
+    let mut at = out.as_mut_ptr() as u64;
+    let copies: Vec<DeviceCopy> = bufs
+        .iter()
+        .map(|b| {
+            let c = DeviceCopy {
+                dst: at,
+                src: b.ptr,
+                len: b.len,
+                kind: CopyKind::DeviceToHost,
+            };
+            at += b.len as u64;
+            c
+        })
+        .collect();
+    // SAFETY: `out` holds `total` bytes; the device buffers are allocated.
+    unsafe { fake().copy_batch(&copies).unwrap() };
+    out
+}
+
+fn expected(seed: u64, sizes: &[usize]) -> Vec<u8> {
+    sizes
+        .iter()
+        .enumerate()
+        .flat_map(|(l, &len)| pattern(seed + l as u64, len))
+        .collect()
+}
+
+const LAYERS: [usize; 6] = [128 * KIB, 16 * KIB, 128 * KIB, 16 * KIB, 4096, 1];
+
+#[test]
+fn device_layers_round_trip_through_mapped_segments_one_dma_copy_per_layer() {
+    let d = fake();
+    let (_pool, store) = started(64 * MIB);
+    let keys: Vec<String> = (0..4).map(|k| format!("dev/{k}")).collect();
+    let srcs: Vec<Vec<DeviceBuf>> = (0..4).map(|k| device_layers(100 * k, &LAYERS)).collect();
+    let objects: Vec<&[DeviceBuf]> = srcs.iter().map(Vec::as_slice).collect();
+    let before = d.copies();
+    let put = store.batch_put_from_device(&keys, &objects, &ReplicateConfig::default());
+    assert_eq!(codes(&put), [0; 4]);
+    let after_put = d.copies();
+    assert_eq!(
+        after_put[1] - before[1],
+        4 * LAYERS.len(),
+        "one device-to-host copy per layer"
+    );
+    assert!(d.pinned_bytes() > 0, "the segment is pinned for DMA");
+
+    // Host readers see the same bytes.
+    let total: usize = LAYERS.iter().sum();
+    assert_eq!(store.get(&keys[2]).unwrap(), expected(200, &LAYERS));
+
+    // Back into fresh device buffers, split differently.
+    let halves = [total / 2, total - total / 2];
+    let dsts: Vec<Vec<DeviceBuf>> = (0..4).map(|_| blank_device(&halves)).collect();
+    let outs: Vec<&[DeviceBuf]> = dsts.iter().map(Vec::as_slice).collect();
+    let got = store.batch_get_into_device(&keys, &outs);
+    assert_eq!(got, vec![Ok(total as u64); 4]);
+    assert_eq!(
+        d.copies()[0] - after_put[0],
+        4 * 2,
+        "one host-to-device copy per buffer"
+    );
+    for (k, dst) in dsts.iter().enumerate() {
+        assert!(
+            read_device(dst) == expected(100 * k as u64, &LAYERS),
+            "key {k}"
+        );
+    }
+
+    // Too little device room for one key: that key alone fails, and its buffers keep
+    // their bytes.
+    let short = blank_device(&[total - 1]);
+    let good = blank_device(&[total]);
+    let got = store.batch_get_into_device(&[&keys[0], &keys[1]], &[&short, &good]);
+    assert_eq!(codes(&got), [-3000, 0]);
+    assert!(read_device(&short).iter().all(|&b| b == 0));
+    // A put whose device buffers are host memory is refused by the device, not copied.
+    let host = pattern(9, 4096);
+    let fake_buf = [DeviceBuf {
+        ptr: host.as_ptr() as u64,
+        len: host.len(),
+    }];
+    let put = store.batch_put_from_device(&["dev/host"], &[&fake_buf], &ReplicateConfig::default());
+    assert_eq!(codes(&put), [-3000]);
+    assert_eq!(store.is_exist("dev/host"), Ok(false), "rolled back");
+}
+
+#[test]
+fn the_pointer_api_takes_l2g_g2l_and_auto() {
+    let _ = fake();
+    let (_pool, store) = started(32 * MIB);
+    let src = device_layers(7, &LAYERS);
+    let ptrs: Vec<*const std::ffi::c_void> = src.iter().map(|b| b.ptr as *const _).collect();
+    let cfg = ReplicateConfig::default();
+    // SAFETY: device addresses, never dereferenced by the host.
+    unsafe {
+        store
+            .put_from_layers_ptr(b"p/l2g", &ptrs, &LAYERS, 0, &cfg)
+            .unwrap();
+        // AUTO finds the device pointer and takes the device path.
+        store
+            .put_from_layers_ptr(b"p/auto", &ptrs, &LAYERS, 9, &cfg)
+            .unwrap();
+    }
+    let want = expected(7, &LAYERS);
+    assert_eq!(store.get("p/l2g").unwrap(), want);
+    assert_eq!(store.get("p/auto").unwrap(), want);
+    let dst = blank_device(&LAYERS);
+    let dptrs: Vec<*mut std::ffi::c_void> = dst.iter().map(|b| b.ptr as *mut _).collect();
+    // SAFETY: as above.
+    let n = unsafe { store.get_into_layers_ptr(b"p/auto", &dptrs, &LAYERS, 1) };
+    assert_eq!(n, Ok(want.len() as u64));
+    assert!(read_device(&dst) == want);
+    // AUTO on host memory is an ordinary host get.
+    let mut host = vec![0u8; want.len()];
+    // SAFETY: `host` is writable and used by nothing else.
+    let n = unsafe { store.get_into_ptr(b"p/l2g", host.as_mut_ptr().cast(), host.len(), 9) };
+    assert_eq!(n, Ok(want.len() as u64));
+    assert_eq!(host, want);
+    // Directions of the other kind of call, and host directions on device memory.
+    // SAFETY: refused before any byte moves.
+    unsafe {
+        let e = store.get_into_layers_ptr(b"p/l2g", &dptrs, &LAYERS, 0);
+        assert_eq!(code(&e), -3000);
+        let e = store.put_from_layers_ptr(b"p/x", &ptrs, &LAYERS, 1, &cfg);
+        assert_eq!(code(&e), -3000);
+        let e = store.put_from_layers_ptr(b"p/x", &ptrs, &LAYERS, 3, &cfg);
+        assert_eq!(code(&e), -3000, "a host copy of device memory is refused");
+    }
+    assert_eq!(store.is_exist("p/x"), Ok(false));
+}
+
+#[test]
+fn device_objects_reach_replicas_over_tcp_through_one_host_copy() {
+    let d = fake();
+    let (_meta, url) = start_meta(&[]);
+    let _locals: Vec<(Proc, u32)> = (0..2).map(|_| start_local(&url, "32MiB")).collect();
+    wait_for_services(&url, 2);
+    let store: BlockingObjectStore = tcp_client(&url);
+    let src = device_layers(40, &LAYERS);
+    let two = ReplicateConfig {
+        replica_num: 2,
+        ..Default::default()
+    };
+    let before = d.copies();
+    let put = store.batch_put_from_device(&["tcp/dev"], &[&src], &two);
+    assert_eq!(codes(&put), [0]);
+    assert_eq!(
+        d.copies()[1] - before[1],
+        LAYERS.len(),
+        "the object is staged once for both replicas"
+    );
+    let want = expected(40, &LAYERS);
+    assert_eq!(pure_client(&url).get("tcp/dev").unwrap(), want);
+    let dst = blank_device(&LAYERS);
+    let got = store.batch_get_into_device(&["tcp/dev", "tcp/absent"], &[&dst, &dst]);
+    assert_eq!(codes(&got), [0, -3007]);
+    assert!(read_device(&dst) == want);
+}
