@@ -82,15 +82,17 @@ class DistributedObjectStore:
         integer address `buffer_ptr` (`array.ctypes.data`, `tensor.data_ptr()`), copied
         straight into the pool.
 
-        `direct`: `SMEMB_COPY_H2G` (host memory, the default); device directions answer -3000
-        until a device tier exists. Returns 0 (also when the key exists: the first value
+        `direct`: `SMEMB_COPY_H2G` (host memory, the default), `SMEMB_COPY_L2G` (device
+        memory, in a build with a device runtime; -3000 and the reason without one) or
+        `AUTO` (the device runtime tells which). Returns 0 (also when the key exists: the first value
         stays), -3000 for a null address or size 0, or another negative error code.
         """
     def get_into(self, key: str, buffer_ptr: int, size: int, direct: int = 2) -> int:
         """Get object data directly into a pre-allocated buffer: the object under `key`
         is copied straight into `size` bytes at `buffer_ptr`, which must hold all of it.
 
-        `direct`: `SMEMB_COPY_G2H` (the default). Returns 0, -3007 when the key is missing,
+        `direct`: `SMEMB_COPY_G2H` (the default), `SMEMB_COPY_G2L` (device memory) or
+        `AUTO`, as for `put_from`. Returns 0, -3007 when the key is missing,
         -3000 for a null address or a buffer smaller than the object, or another negative code.
         """
     def put_from_layers(
