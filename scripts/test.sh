@@ -103,6 +103,11 @@ cargo check -p memcache-device --features ascend
 cargo test -p memcache-device --features cuda,ascend,test-device
 cargo build -p memcache-cli --features cuda,ascend
 target/debug/mmc bench small --keys 256 --rounds 1 >/dev/null
+# The whole device path (L2G puts, G2L gets, verified) through the peers' fake ACL.
+stub="${PEERS_DIR:-$HOME/.cache/memcache-peers}/fakeascend/lib64/libascendcl.so"
+if [ -f "$stub" ]; then
+    MMC_ASCEND_LIB="$stub" target/debug/mmc bench device --keys 8 --rounds 1
+fi
 say "C++ and C: cmake, ctest"
 cmake -S . -B build
 cmake --build build -j 2

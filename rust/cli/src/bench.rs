@@ -38,6 +38,10 @@ enum Workload {
     /// The meta service's memory per stored object (`--objects`, 1 M by default): a
     /// state machine built in this process, measured by the growth of the heap in use.
     MetaMemory,
+    /// The layers workload between device memory and the pool (L2G puts, G2L gets)
+    /// against the device runtime's own copies of the same bytes to and from a pinned
+    /// host arena; needs a build with `--features cuda` or `ascend` and a device.
+    Device,
     /// `--minutes` of mixed KV and memcached traffic with churn on a pool of `mmc`
     /// processes; fails if any process's RSS ends over 10 % above its value at minute 2.
     Soak,
@@ -141,6 +145,9 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
             args.data_dir.as_deref(),
         )?,
         Workload::MetaMemory => crate::bench_meta_memory::run(args.objects)?,
+        Workload::Device => {
+            crate::bench_device::run(args.keys.unwrap_or(64).max(1), args.rounds, args.dram_size)?
+        }
         Workload::Soak => unreachable!("run above"),
     };
     if args.json {
@@ -1122,6 +1129,16 @@ fn print_human(r: &Value) {
                 f("cpu_bound_get_ceiling")
             );
         }
+        Some("device") => println!(
+            "device ({}): L2G put {:.2} GB/s ({:.2} of the runtime's device-to-host copy, {:.2} GB/s), G2L get {:.2} GB/s ({:.2} of its host-to-device copy, {:.2} GB/s); content verified",
+            r["runtime"].as_str().unwrap_or("?"),
+            f("l2g_put_gbps"),
+            f("l2g_ratio"),
+            f("runtime_d2h_gbps"),
+            f("g2l_get_gbps"),
+            f("g2l_ratio"),
+            f("runtime_h2d_gbps")
+        ),
         Some("alloc") => println!(
             "alloc: {:.0} ns per alloc+free pair under mixed KV churn ({:.0} ns with equal blocks), {} failures",
             f("ns_per_op"),

@@ -1,6 +1,7 @@
 //! `mmc`: run MemCache Hybrid from the command line.
 
 mod bench;
+mod bench_device;
 mod bench_memcached;
 mod bench_meta_memory;
 mod bench_raft;

@@ -1,0 +1,201 @@
+//! `mmc bench device`: the `layers` workload between device memory and the pool (L2G
+//! puts, G2L gets) through the embedded pool, against the device runtime's own copies of
+//! the same layers between the same device buffers and a pinned host arena, in the same
+//! run. Needs a build with a device runtime (`--features cuda` or `ascend`) and a device;
+//! elsewhere it says why and fails.
+
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use memcache_client::{BlockingObjectStore, ClientConfig, DeviceBuf, ReplicateConfig};
+use memcache_device::{CopyKind, DeviceCopy, DeviceRuntime};
+
+use crate::bench::{kv_block_layout, median, pattern_fill};
+
+/// A device arena of `keys` objects of `layout`, back to back.
+struct DeviceArena<'a> {
+    rt: &'a dyn DeviceRuntime,
+    base: u64,
+    object: usize,
+    layout: &'a [usize],
+}
+
+impl<'a> DeviceArena<'a> {
+    fn new(rt: &'a dyn DeviceRuntime, layout: &'a [usize], keys: usize) -> Result<Self, String> {
+        let object: usize = layout.iter().sum();
+        let base = rt
+            .alloc(object * keys)
+            .map_err(|e| format!("device memory: {e}"))?;
+        Ok(DeviceArena {
+            rt,
+            base,
+            object,
+            layout,
+        })
+    }
+
+    /// Key `k`'s layers.
+    fn layers(&self, k: usize) -> Vec<DeviceBuf> {
+        let mut at = self.base + (k * self.object) as u64;
+        self.layout
+            .iter()
+            .map(|&len| {
+                let b = DeviceBuf { ptr: at, len };
+                at += len as u64;
+                b
+            })
+            .collect()
+    }
+
+    /// The copies of every layer between this arena and the host arena at `host`.
+    fn copies(&self, keys: usize, host: u64, to_device: bool) -> Vec<DeviceCopy> {
+        (0..keys)
+            .flat_map(|k| self.layers(k))
+            .map(|b| {
+                let h = host + (b.ptr - self.base);
+                match to_device {
+                    true => DeviceCopy {
+                        dst: b.ptr,
+                        src: h,
+                        len: b.len,
+                        kind: CopyKind::HostToDevice,
+                    },
+                    false => DeviceCopy {
+                        dst: h,
+                        src: b.ptr,
+                        len: b.len,
+                        kind: CopyKind::DeviceToHost,
+                    },
+                }
+            })
+            .collect()
+    }
+}
+
+impl Drop for DeviceArena<'_> {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new`, no copy in flight once the bench is done.
+        let _ = unsafe { self.rt.free(self.base) };
+    }
+}
+
+fn secs(f: impl FnOnce() -> Result<(), String>) -> Result<f64, String> {
+    let t = Instant::now();
+    f()?;
+    Ok(t.elapsed().as_secs_f64())
+}
+
+pub fn run(keys: usize, rounds: usize, dram_size: u64) -> Result<Value, String> {
+    let rt = memcache_device::runtime().map_err(|e| e.to_string())?;
+    rt.set_device(0).map_err(|e| e.to_string())?;
+    let layout = kv_block_layout();
+    let src = DeviceArena::new(rt, &layout, keys)?;
+    let dst = DeviceArena::new(rt, &layout, keys)?;
+    let bytes = src.object * keys;
+    // The host side of the reference copies: pinned, as the pool's segments are.
+    let mut host: Vec<u8> = Vec::with_capacity(bytes);
+    for k in 0..keys {
+        for (l, &len) in layout.iter().enumerate() {
+            host.extend(pattern_fill(len, k, l));
+        }
+    }
+    let h = host.as_mut_ptr() as u64;
+    // SAFETY: `host` lives until the end of this function, where it is unpinned. A
+    // runtime that cannot pin still copies; the report says so.
+    let pinned = unsafe { rt.pin(h, bytes) }.is_ok();
+    let copy = |c: &[DeviceCopy]| {
+        // SAFETY: every range lies in `host` or in a device arena.
+        unsafe { rt.copy_batch(c) }.map_err(|e| e.to_string())
+    };
+    copy(&src.copies(keys, h, true))?;
+
+    let config = ClientConfig::with_dram(dram_size.max(2 * bytes as u64));
+    let store = BlockingObjectStore::new(config).map_err(|e| e.to_string())?;
+    store.init(0, true).map_err(|e| e.to_string())?;
+    let names: Vec<String> = (0..keys).map(|k| format!("bench/device/{k}")).collect();
+    let batch = 8;
+    let (mut put, mut get, mut d2h, mut h2d) = (vec![], vec![], vec![], vec![]);
+    for round in 0..=rounds {
+        // The runtime's fastest way: layer by layer as the pool copies, or one copy of
+        // the whole arena.
+        let whole = |to_device: bool| DeviceCopy {
+            dst: if to_device { src.base } else { h },
+            src: if to_device { h } else { src.base },
+            len: bytes,
+            kind: if to_device {
+                CopyKind::HostToDevice
+            } else {
+                CopyKind::DeviceToHost
+            },
+        };
+        let down = src.copies(keys, h, false);
+        let t_d2h = secs(|| copy(&down))?.min(secs(|| copy(&[whole(false)]))?);
+        let up = src.copies(keys, h, true);
+        let t_h2d = secs(|| copy(&up))?.min(secs(|| copy(&[whole(true)]))?);
+        let t_put = secs(|| {
+            for (b, ks) in names.chunks(batch).enumerate() {
+                let layers: Vec<Vec<DeviceBuf>> =
+                    (0..ks.len()).map(|i| src.layers(b * batch + i)).collect();
+                let objects: Vec<&[DeviceBuf]> = layers.iter().map(Vec::as_slice).collect();
+                let r = store.batch_put_from_device(ks, &objects, &ReplicateConfig::default());
+                if let Some(e) = r.into_iter().find_map(Result::err) {
+                    return Err(format!("put: {e}"));
+                }
+            }
+            Ok(())
+        })?;
+        let t_get = secs(|| {
+            for (b, ks) in names.chunks(batch).enumerate() {
+                let layers: Vec<Vec<DeviceBuf>> =
+                    (0..ks.len()).map(|i| dst.layers(b * batch + i)).collect();
+                let objects: Vec<&[DeviceBuf]> = layers.iter().map(Vec::as_slice).collect();
+                let r = store.batch_get_into_device(ks, &objects);
+                if let Some(e) = r.into_iter().find_map(Result::err) {
+                    return Err(format!("get: {e}"));
+                }
+            }
+            Ok(())
+        })?;
+        // Byte-exact: what came back into the device equals what went in.
+        let mut check = vec![0u8; bytes];
+        copy(&dst.copies(keys, check.as_mut_ptr() as u64, false))?;
+        if check != host {
+            return Err(format!("round {round}: the device bytes read back differ"));
+        }
+        let removed = store.batch_remove(&names);
+        if let Some(e) = removed.into_iter().find_map(Result::err) {
+            return Err(format!("remove: {e}"));
+        }
+        if round > 0 {
+            // Round 0 warms up (first touches, pinning).
+            put.push(t_put);
+            get.push(t_get);
+            d2h.push(t_d2h);
+            h2d.push(t_h2d);
+        }
+    }
+    if pinned {
+        // SAFETY: pinned above; no copy in flight.
+        let _ = unsafe { rt.unpin(h) };
+    }
+    let _ = store.tear_down();
+    let gbps = |s: f64| bytes as f64 / s / 1e9;
+    let (put, get) = (gbps(median(&mut put)), gbps(median(&mut get)));
+    let (d2h, h2d) = (gbps(median(&mut d2h)), gbps(median(&mut h2d)));
+    Ok(json!({
+        "workload": "device",
+        "runtime": rt.name(),
+        "keys": keys,
+        "bytes": bytes,
+        "rounds": rounds,
+        "l2g_put_gbps": put,
+        "g2l_get_gbps": get,
+        "runtime_d2h_gbps": d2h,
+        "runtime_h2d_gbps": h2d,
+        "reference_pinned": pinned,
+        "l2g_ratio": put / d2h,
+        "g2l_ratio": get / h2d,
+        "verified": true,
+    }))
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The device checks of issue 19 on a machine with an NVIDIA GPU (the CI has none):
+# builds with the CUDA runtime, runs the runtime's own test against the driver (a missing
+# GPU is a failure here: MMC_REQUIRE_GPU=1), then the device benchmark, which puts the
+# `layers` workload from device memory (L2G) and gets it back into device memory (G2L)
+# through the embedded pool, checks every byte, and prints its throughput against the
+# runtime's own copies of the same bytes between the same device buffers and a pinned
+# host arena (goal: 0.9 or more each way).
+#
+#   scripts/gpu-check.sh [--rounds N]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds="${2:-5}"
+command -v nvidia-smi >/dev/null && nvidia-smi -L
+say() { printf '\n== %s\n' "$*"; }
+say "build: --features cuda"
+cargo build --release -p memcache-cli --features cuda
+say "the CUDA runtime against the driver"
+MMC_REQUIRE_GPU=1 cargo test --release -p memcache-device --features cuda -- --nocapture
+say "mmc bench device (L2G / G2L against the driver's copies)"
+target/release/mmc bench device --rounds "$rounds"
+target/release/mmc bench device --rounds "$rounds" --json
+# The GPU machine's 16 cores also settle what the 2-core build machine cannot: the TLS
+# data plane against plaintext (issue 16, goal 0.8) and a 3-node meta group against one
+# (issue 17, goal 0.7).
+say "benches that need more cores than the build machine has"
+target/release/mmc bench layers --tls-bench
+target/release/mmc bench raft
