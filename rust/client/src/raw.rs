@@ -190,6 +190,25 @@ fn first_of<P: Addr>(bufs: &[&[P]]) -> *const c_void {
         .map_or(std::ptr::null(), |&p| p.addr())
 }
 
+/// Device buffers of a batch, converted per key (a key with bad addresses fails alone),
+/// handed to `run`.
+fn per_key_device<P: Addr, T: Clone>(
+    keys: &[&[u8]],
+    bufs: &[&[P]],
+    sizes: &[&[usize]],
+    run: impl FnOnce(&[&&[u8]], &[&[DeviceBuf]]) -> Vec<Result<T>>,
+) -> Vec<Result<T>> {
+    let converted = bufs
+        .iter()
+        .zip(sizes)
+        .map(|(b, s)| device_bufs(b, s))
+        .collect();
+    per_key(keys, converted, |ks, objects| {
+        let objects: Vec<&[DeviceBuf]> = objects.iter().map(Vec::as_slice).collect();
+        run(ks, &objects)
+    })
+}
+
 /// Splits a per-key pointer conversion: keys whose buffers are bad get that error,
 /// the rest go to `run`, and the answers are merged back in key order.
 fn per_key<K, S, T: Clone>(
@@ -340,14 +359,8 @@ impl BlockingObjectStore {
         let direct = match way {
             Ok(Way::Host(d)) => d,
             Ok(Way::Device) => {
-                let converted = bufs
-                    .iter()
-                    .zip(sizes)
-                    .map(|(b, s)| device_bufs(b, s))
-                    .collect();
-                return per_key(keys, converted, |ks, objects| {
-                    let objects: Vec<&[DeviceBuf]> = objects.iter().map(Vec::as_slice).collect();
-                    self.batch_put_from_device(ks, &objects, config)
+                return per_key_device(keys, bufs, sizes, |ks, objects| {
+                    self.batch_put_from_device(ks, objects, config)
                 });
             }
             Err(e) => return vec![Err(e); n],
@@ -384,14 +397,8 @@ impl BlockingObjectStore {
         let direct = match way {
             Ok(Way::Host(d)) => d,
             Ok(Way::Device) => {
-                let converted = bufs
-                    .iter()
-                    .zip(sizes)
-                    .map(|(b, s)| device_bufs(b, s))
-                    .collect();
-                return per_key(keys, converted, |ks, objects| {
-                    let objects: Vec<&[DeviceBuf]> = objects.iter().map(Vec::as_slice).collect();
-                    self.batch_get_into_device(ks, &objects)
+                return per_key_device(keys, bufs, sizes, |ks, objects| {
+                    self.batch_get_into_device(ks, objects)
                 });
             }
             Err(e) => return vec![Err(e); n],
