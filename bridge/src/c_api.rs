@@ -247,35 +247,72 @@ fn replicate(o: &mmc_put_options) -> ReplicateConfig {
     }
 }
 
-/// A buffer's bytes as (address, length), refusing device memory (no device transport
-/// in this build) before anything is read.
-fn host_region(b: &mmc_buffer) -> Result<(usize, usize), Error> {
-    if b.r#type != 0 {
-        return Err(Error::invalid(
-            "device (HBM) buffers need a device transport",
-        ));
+/// A buffer's bytes: address, length, and whether they are device memory (`type` 1,
+/// moved with L2G / G2L; 0 is host memory); refused before anything is read otherwise.
+#[derive(Clone, Copy)]
+struct Region {
+    addr: usize,
+    len: usize,
+    device: bool,
+}
+
+impl Region {
+    /// The `direct` of a put (`put`) or a get of this region.
+    fn direct(&self, put: bool) -> i32 {
+        direct_of(self.device, put)
+    }
+}
+
+/// L2G 0 / G2L 1 for device memory, H2G 3 / G2H 2 for host memory.
+fn direct_of(device: bool, put: bool) -> i32 {
+    match (device, put) {
+        (true, true) => 0,
+        (true, false) => 1,
+        (false, true) => 3,
+        (false, false) => 2,
+    }
+}
+
+fn region(b: &mmc_buffer) -> Result<Region, Error> {
+    if b.r#type > 1 {
+        return Err(Error::invalid(format!(
+            "buffer type {}: 0 (host) or 1 (device)",
+            b.r#type
+        )));
     }
     let addr = b
         .addr
         .checked_add(b.offset)
         .ok_or_else(|| Error::invalid("address overflow"))?;
-    Ok((addr as usize, b.len as usize))
+    Ok(Region {
+        addr: addr as usize,
+        len: b.len as usize,
+        device: b.r#type == 1,
+    })
 }
 
-/// The key and the host region of a single-object call, checked in that order.
+/// The `direct` of a batch of regions, which must all be host or all device memory.
+fn batch_direct(regions: &[Region], put: bool) -> Result<i32, Error> {
+    let device = regions.first().is_some_and(|r| r.device);
+    if regions.iter().any(|r| r.device != device) {
+        return Err(Error::invalid("a batch mixes host and device buffers"));
+    }
+    Ok(direct_of(device, put))
+}
+
+/// The key and the region of a single-object call, checked in that order.
 ///
 /// # Safety
 /// As [`key`] for `key_ptr`; `buf` is null or points to a readable `mmc_buffer`.
 unsafe fn key_and_region(
     key_ptr: *const c_char,
     buf: *const mmc_buffer,
-) -> Result<(Vec<u8>, usize, usize), Error> {
+) -> Result<(Vec<u8>, Region), Error> {
     // SAFETY: the caller's promise.
     let k = unsafe { key(key_ptr) }?.to_vec();
     // SAFETY: the caller's promise.
     let b = unsafe { buf.as_ref() }.ok_or_else(|| Error::invalid("null buffer"))?;
-    let (addr, len) = host_region(b)?;
-    Ok((k, addr, len))
+    Ok((k, region(b)?))
 }
 
 // ---- services ----
@@ -755,14 +792,15 @@ pub unsafe extern "C" fn mmcc_put(
 ) -> i32 {
     catch_panic(-1, || {
         // SAFETY: the caller's promise.
-        let (k, addr, len) = match unsafe { key_and_region(key_ptr, buf) } {
+        let (k, r) = match unsafe { key_and_region(key_ptr, buf) } {
             Ok(r) => r,
             Err(e) => return e.code(),
         };
         let cfg = replicate(&options);
         run(flags, move |s| {
+            let (addr, direct) = (r.addr as *const c_void, r.direct(true));
             // SAFETY: the caller's promise on the buffer.
-            put_code(&unsafe { s.put_from_ptr(&k, addr as *const c_void, len, 3, &cfg) })
+            put_code(&unsafe { s.put_from_ptr(&k, addr, r.len, direct, &cfg) })
         })
     })
 }
@@ -774,13 +812,14 @@ pub unsafe extern "C" fn mmcc_put(
 pub unsafe extern "C" fn mmcc_get(key_ptr: *const c_char, buf: *mut mmc_buffer, flags: u32) -> i32 {
     catch_panic(-1, || {
         // SAFETY: the caller's promise.
-        let (k, addr, len) = match unsafe { key_and_region(key_ptr, buf) } {
+        let (k, r) = match unsafe { key_and_region(key_ptr, buf) } {
             Ok(r) => r,
             Err(e) => return e.code(),
         };
         run(flags, move |s| {
+            let (addr, direct) = (r.addr as *mut c_void, r.direct(false));
             // SAFETY: the caller's promise on the buffer.
-            code_of(&unsafe { s.get_into_ptr(&k, addr as *mut c_void, len, 2) })
+            code_of(&unsafe { s.get_into_ptr(&k, addr, r.len, direct) })
         })
     })
 }
@@ -1011,15 +1050,15 @@ pub unsafe extern "C" fn mmcc_batch_exist(
     })
 }
 
-/// The buffers of a batch as host regions; an error names the first bad one.
+/// The buffers of a batch as regions; an error names the first bad one.
 ///
 /// # Safety
 /// `bufs` holds `n` buffers.
-unsafe fn regions(bufs: *const mmc_buffer, n: usize) -> Result<Vec<(usize, usize)>, Error> {
+unsafe fn regions(bufs: *const mmc_buffer, n: usize) -> Result<Vec<Region>, Error> {
     // SAFETY: the caller's promise.
     unsafe { c_slice(bufs, n, "buffer") }?
         .iter()
-        .map(host_region)
+        .map(region)
         .collect()
 }
 
@@ -1050,12 +1089,16 @@ pub unsafe extern "C" fn mmcc_batch_put(
             return Error::invalid("null options").code();
         };
         let cfg = replicate(options);
+        let direct = match batch_direct(&rs, true) {
+            Ok(d) => d,
+            Err(e) => return e.code(),
+        };
         run(flags, move |s| {
-            let ptrs: Vec<*const c_void> = rs.iter().map(|&(a, _)| a as *const c_void).collect();
-            let sizes: Vec<usize> = rs.iter().map(|&(_, l)| l).collect();
+            let ptrs: Vec<*const c_void> = rs.iter().map(|r| r.addr as *const c_void).collect();
+            let sizes: Vec<usize> = rs.iter().map(|r| r.len).collect();
             let keys: Vec<&[u8]> = ks.iter().map(Vec::as_slice).collect();
             // SAFETY: the caller's promise on the buffers.
-            let r = unsafe { s.batch_put_from_ptr(&keys, &ptrs, &sizes, 3, &cfg) };
+            let r = unsafe { s.batch_put_from_ptr(&keys, &ptrs, &sizes, direct, &cfg) };
             first_failure(r.iter().map(put_code))
         })
     })
@@ -1078,12 +1121,16 @@ pub unsafe extern "C" fn mmcc_batch_get(
             (Ok(k), Ok(r)) => (k.iter().map(|k| k.to_vec()).collect::<Vec<_>>(), r),
             (Err(e), _) | (_, Err(e)) => return e.code(),
         };
+        let direct = match batch_direct(&rs, false) {
+            Ok(d) => d,
+            Err(e) => return e.code(),
+        };
         run(flags, move |s| {
-            let ptrs: Vec<*mut c_void> = rs.iter().map(|&(a, _)| a as *mut c_void).collect();
-            let sizes: Vec<usize> = rs.iter().map(|&(_, l)| l).collect();
+            let ptrs: Vec<*mut c_void> = rs.iter().map(|r| r.addr as *mut c_void).collect();
+            let sizes: Vec<usize> = rs.iter().map(|r| r.len).collect();
             let keys: Vec<&[u8]> = ks.iter().map(Vec::as_slice).collect();
             // SAFETY: the caller's promise on the buffers.
-            let r = unsafe { s.batch_get_into_ptr(&keys, &ptrs, &sizes, 2) };
+            let r = unsafe { s.batch_get_into_ptr(&keys, &ptrs, &sizes, direct) };
             first_failure(r.iter().map(code_of))
         })
     })

@@ -25,6 +25,7 @@ use memcache_core::{
 use memcache_local::{check_part, part_of};
 use memcache_proto::{LeaseId, PutId, Tag};
 
+use crate::device::{stage_in, stage_out, total, DeviceBuf};
 use crate::session::Session;
 use crate::store::{all, check_batch, parse_keys, ObjectStore, CHUNK};
 
@@ -297,10 +298,12 @@ pub enum CopyWay {
 }
 
 /// One copy of a batch: a pool address and the caller's layers, gathered into the
-/// pool or scattered out of it.
+/// pool or scattered out of it; host memory, or device memory (L2G / G2L).
 pub enum Piece<'a> {
     From(&'a [&'a [u8]]),
     Into(&'a mut [&'a mut [u8]]),
+    FromDevice(&'a [DeviceBuf]),
+    IntoDevice(&'a [DeviceBuf]),
 }
 
 impl Piece<'_> {
@@ -308,7 +311,13 @@ impl Piece<'_> {
         match self {
             Piece::From(l) => l.iter().map(|s| s.len() as u64).sum(),
             Piece::Into(l) => l.iter().map(|s| s.len() as u64).sum(),
+            Piece::FromDevice(l) | Piece::IntoDevice(l) => total(l),
         }
+    }
+
+    /// Whether the piece's bytes go into the pool.
+    fn writes_pool(&self) -> bool {
+        matches!(self, Piece::From(_) | Piece::FromDevice(_))
     }
 }
 
@@ -468,11 +477,9 @@ impl ObjectStore {
                 .zip(pieces.iter())
                 .map(|(&gva, piece)| {
                     let t = table.resolve(gva, piece.len(), now)?;
-                    let fits = match (way, piece) {
-                        (CopyWay::ToPool, Piece::From(_)) => t.writes(),
-                        (CopyWay::FromPool, Piece::Into(_)) => !t.writes(),
-                        (CopyWay::Auto, Piece::From(_)) => t.writes(),
-                        (CopyWay::Auto, Piece::Into(_)) => !t.writes(),
+                    let fits = match (way, piece.writes_pool()) {
+                        (CopyWay::ToPool, true) | (CopyWay::Auto, true) => t.writes(),
+                        (CopyWay::FromPool, false) | (CopyWay::Auto, false) => !t.writes(),
                         _ => return Err(Error::invalid("buffers do not fit the copy direction")),
                     };
                     if !fits {
@@ -496,6 +503,7 @@ impl ObjectStore {
         let mut first_error = Ok(());
         {
             let (mut writes, mut reads) = (Vec::new(), Vec::new());
+            let (mut device_writes, mut device_reads) = (Vec::new(), Vec::new());
             // Mapped, and the range inside the blob (else `copy_one` says why not).
             let mapped = |b: &Blob, at: u64, len: u64| {
                 let inside = check_part(b, at, [len as usize]).is_ok();
@@ -504,27 +512,40 @@ impl ObjectStore {
             for (k, (t, piece)) in targets.iter().zip(pieces.iter_mut()).enumerate() {
                 let len = piece.len();
                 match (t, piece) {
-                    (Target::Write { blobs, at, .. }, Piece::From(srcs)) => {
+                    (Target::Write { blobs, at, .. }, piece) => {
                         let parts: Option<Vec<Blob>> =
                             blobs.iter().map(|b| mapped(b, *at, len)).collect();
                         let Some(parts) = parts else { continue };
-                        writes.extend(parts.into_iter().map(|p| (p, &**srcs)));
+                        match piece {
+                            Piece::From(srcs) => {
+                                writes.extend(parts.into_iter().map(|p| (p, &**srcs)))
+                            }
+                            Piece::FromDevice(bufs) => {
+                                device_writes.extend(parts.into_iter().map(|p| (p, *bufs)))
+                            }
+                            _ => continue,
+                        }
                     }
-                    (Target::Read { blob, at, .. }, Piece::Into(dsts)) => {
+                    (Target::Read { blob, at, .. }, piece) => {
                         let Some(part) = mapped(blob, *at, len) else {
                             continue;
                         };
-                        reads.push((part, &mut **dsts));
+                        match piece {
+                            Piece::Into(dsts) => reads.push((part, &mut **dsts)),
+                            Piece::IntoDevice(bufs) => device_reads.push((part, *bufs)),
+                            _ => continue,
+                        }
                     }
-                    _ => continue,
                 }
                 done[k] = true;
             }
             let answers = session.write_mapped_batch(&writes);
-            for r in answers
+            let answers = answers
                 .into_iter()
                 .chain(session.read_mapped_batch(&mut reads))
-            {
+                .chain(session.device_mapped_batch(&device_writes, true))
+                .chain(session.device_mapped_batch(&device_reads, false));
+            for r in answers {
                 first_error = first_error.and(r);
             }
         }
@@ -738,10 +759,21 @@ impl ObjectStore {
 }
 
 /// Moves one piece's bytes: into every replica of an allocation, or out of one leased
-/// replica.
+/// replica. Device memory goes through one host copy of the piece.
 async fn copy_one(session: &Session, target: Target, piece: &mut Piece<'_>) -> Result<()> {
     match (target, piece) {
-        (Target::Write { blobs, tags, at }, Piece::From(srcs)) => {
+        (Target::Write { blobs, tags, at }, piece) if piece.writes_pool() => {
+            let staged;
+            let one: [&[u8]; 1];
+            let srcs: &[&[u8]] = match piece {
+                Piece::From(srcs) => srcs,
+                Piece::FromDevice(bufs) => {
+                    staged = stage_out(bufs, total(bufs))?;
+                    one = [staged.as_slice()];
+                    &one
+                }
+                _ => unreachable!("a piece into the pool"),
+            };
             let tags = tags
                 .iter()
                 .copied()
@@ -755,6 +787,14 @@ async fn copy_one(session: &Session, target: Target, piece: &mut Piece<'_>) -> R
         (Target::Read { blob, tag, at }, Piece::Into(dsts)) => {
             let len = dsts.iter().map(|d| d.len() as u64).sum();
             session.read_part(&blob, tag, at, len, dsts).await
+        }
+        (Target::Read { blob, tag, at }, Piece::IntoDevice(bufs)) => {
+            let mut staged = vec![0u8; total(bufs) as usize];
+            let len = staged.len() as u64;
+            session
+                .read_part(&blob, tag, at, len, &mut [&mut staged])
+                .await?;
+            stage_in(bufs, &staged)
         }
         _ => Err(Error::invalid("buffers do not fit the copy direction")),
     }

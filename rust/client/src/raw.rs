@@ -113,11 +113,10 @@ enum Way {
 /// other kind of call is -3000.
 fn way(direct: i32, put: bool, first: *const c_void) -> Result<Way> {
     if direct == AUTO {
-        let kind = memcache_device::runtime().and_then(|rt| rt.pointer_kind(first as u64));
-        return Ok(match kind {
-            Ok(memcache_device::PtrKind::Device(_)) => Way::Device,
-            _ if put => Way::Host(CopyDirection::H2G),
-            _ => Way::Host(CopyDirection::G2H),
+        return Ok(match on_device(first) {
+            true => Way::Device,
+            false if put => Way::Host(CopyDirection::H2G),
+            false => Way::Host(CopyDirection::G2H),
         });
     }
     let d = CopyDirection::try_from(direct)?;
@@ -166,6 +165,13 @@ fn device_bufs<P: Addr>(ptrs: &[P], sizes: &[usize]) -> Result<Vec<DeviceBuf>> {
             Ok(DeviceBuf { ptr: p as u64, len })
         })
         .collect()
+}
+
+/// AUTO's question: whether the device runtime (loaded now if need be) says `first` is
+/// device memory; false without a runtime.
+fn on_device(first: *const c_void) -> bool {
+    let kind = memcache_device::runtime().and_then(|rt| rt.pointer_kind(first as u64));
+    matches!(kind, Ok(memcache_device::PtrKind::Device(_)))
 }
 
 /// -3000 when a device runtime is loaded and says `first` is device memory: a host
@@ -494,20 +500,19 @@ impl Taken {
     }
 }
 
-/// The way of a 1.3.0 `direct` argument of `batch_copy`: H2G into the pool, G2H out of
-/// it, AUTO (9) as each address's grant says. The device directions need a device
-/// runtime, which this build does not have.
-fn copy_way(direct: i32) -> Result<CopyWay> {
-    match direct {
-        AUTO => Ok(CopyWay::Auto),
+/// The way of a 1.3.0 `direct` argument of `batch_copy`, and whether its buffers are
+/// device memory: H2G / L2G into the pool, G2H / G2L out of it, AUTO (9) as each
+/// address's grant says, on the memory the device runtime says `first` is.
+fn copy_way(direct: i32, first: *const c_void) -> Result<(CopyWay, bool)> {
+    Ok(match direct {
+        AUTO => (CopyWay::Auto, on_device(first)),
         d => match CopyDirection::try_from(d)? {
-            CopyDirection::H2G => Ok(CopyWay::ToPool),
-            CopyDirection::G2H => Ok(CopyWay::FromPool),
-            d => Err(Error::invalid(format!(
-                "copy direction {d:?} moves device memory; this build has no device runtime"
-            ))),
+            CopyDirection::H2G => (CopyWay::ToPool, false),
+            CopyDirection::G2H => (CopyWay::FromPool, false),
+            CopyDirection::L2G => (CopyWay::ToPool, true),
+            CopyDirection::G2L => (CopyWay::FromPool, true),
         },
-    }
+    })
 }
 
 /// 1.3.0's `direct` value that lets the pool pick the direction.
@@ -566,17 +571,38 @@ impl BlockingObjectStore {
         sizes: &[&[usize]],
         direct: i32,
     ) -> Result<()> {
-        let way = copy_way(direct)?;
+        let (way, device) = copy_way(direct, first_of(bufs))?;
         check_shape(gvas.len(), bufs.len(), sizes.len())?;
+        let into_pool = |gva: u64| match way {
+            CopyWay::ToPool => Ok(true),
+            CopyWay::FromPool => Ok(false),
+            CopyWay::Auto => self.inner().writes_to_pool(gva),
+        };
+        if device {
+            // Without a runtime the answer is -3000, whatever the objects' states.
+            crate::device::runtime()?;
+            let mut ways = Vec::with_capacity(gvas.len());
+            let mut layers = Vec::with_capacity(gvas.len());
+            for ((&gva, b), s) in gvas.iter().zip(bufs).zip(sizes) {
+                layers.push(device_bufs(b, s)?);
+                ways.push(into_pool(gva)?);
+            }
+            let mut pieces: Vec<Piece<'_>> = layers
+                .iter()
+                .zip(ways)
+                .map(|(l, into)| match into {
+                    true => Piece::FromDevice(l),
+                    false => Piece::IntoDevice(l),
+                })
+                .collect();
+            return self.batch_copy(gvas, &mut pieces, way);
+        }
+        host_only(first_of(bufs))?;
         let mut checked = Vec::with_capacity(gvas.len());
         let mut regions = Vec::new();
         for ((&gva, b), s) in gvas.iter().zip(bufs).zip(sizes) {
             let layers = check_layers(b, s)?;
-            let writes_pool = match way {
-                CopyWay::ToPool => true,
-                CopyWay::FromPool => false,
-                CopyWay::Auto => self.inner().writes_to_pool(gva)?,
-            };
+            let writes_pool = into_pool(gva)?;
             regions.extend(layers.iter().map(|&(p, n)| (p as usize, n, !writes_pool)));
             checked.push((writes_pool, layers));
         }

@@ -219,3 +219,55 @@ fn device_objects_reach_replicas_over_tcp_through_one_host_copy() {
     assert_eq!(codes(&got), [0, -3007]);
     assert!(read_device(&dst) == want);
 }
+
+#[test]
+fn in_place_copies_take_device_buffers_both_ways() {
+    let d = fake();
+    let (_pool, store) = started(32 * MIB);
+    let total: usize = LAYERS.iter().sum();
+    let gva = store.batch_alloc(
+        &["ip/dev"],
+        &[total as u64],
+        memcache_client::Medium::Dram,
+        0,
+    )[0]
+    .clone()
+    .unwrap();
+    // The object's layers from device memory: the first two layers in one piece, the
+    // rest through the pointer layer (L2G).
+    let src = device_layers(60, &LAYERS);
+    let mut first = [memcache_client::Piece::FromDevice(&src[..2])];
+    store
+        .batch_copy(&[gva], &mut first, memcache_client::CopyWay::ToPool)
+        .unwrap();
+    let head = (LAYERS[0] + LAYERS[1]) as u64;
+    let rest: Vec<*mut std::ffi::c_void> = src[2..].iter().map(|b| b.ptr as *mut _).collect();
+    // SAFETY: device addresses, never dereferenced by the host.
+    unsafe {
+        store
+            .batch_copy_layers_ptr(&[gva + head], &[&rest], &[&LAYERS[2..]], 0)
+            .unwrap();
+    }
+    assert_eq!(codes(&store.batch_write_finish(&["ip/dev"], &[0])), [0]);
+    let want = expected(60, &LAYERS);
+    assert_eq!(store.get("ip/dev").unwrap(), want);
+
+    // Out of a leased object into device memory: G2L through the pointer layer, and
+    // AUTO, which finds device memory and the lease's direction by itself.
+    assert_eq!(codes(&store.batch_add_lease(&["ip/dev"], 0)), [0]);
+    let at = store.get_key_info("ip/dev").unwrap().locations[0].gva;
+    let before = d.copies();
+    for direct in [1, 9] {
+        let dst = blank_device(&[total]);
+        let p = [dst[0].ptr as *mut std::ffi::c_void];
+        // SAFETY: as above.
+        unsafe { store.batch_copy_ptr(&[at], &p, &[total], direct).unwrap() };
+        assert!(read_device(&dst) == want, "direct {direct}");
+    }
+    assert!(d.copies()[0] >= before[0] + 2, "host-to-device copies made");
+    // Into the leased object from the device is refused: it is not being written.
+    let mut wrong = [memcache_client::Piece::FromDevice(&src[..1])];
+    let e = store.batch_copy(&[at], &mut wrong, memcache_client::CopyWay::Auto);
+    assert_eq!(code(&e), -3101);
+    store.batch_remove_lease(&["ip/dev"]).unwrap();
+}

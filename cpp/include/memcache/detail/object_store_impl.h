@@ -91,8 +91,10 @@ public:
             const ReplicateConfig &replicateConfig = {}) override {
         void *addr = nullptr;
         size_t len = 0;
-        if (!HostRegion(buffer, addr, len)) return MMC_INVALID_PARAM;
-        return PutFrom(key, addr, len, SMEMB_COPY_H2G, replicateConfig);
+        bool device = false;
+        if (!Region(buffer, addr, len, device)) return MMC_INVALID_PARAM;
+        return PutFrom(key, addr, len, device ? SMEMB_COPY_L2G : SMEMB_COPY_H2G,
+                       replicateConfig);
     }
 
     mmc_buffer Get(const std::string &key) override {
@@ -117,9 +119,16 @@ public:
         if (keys.empty()) return MMC_OK;
         std::vector<void *> addrs(keys.size());
         std::vector<size_t> sizes(keys.size());
-        for (size_t i = 0; i < keys.size(); ++i)
-            if (!HostRegion(buffers[i], addrs[i], sizes[i])) return MMC_INVALID_PARAM;
-        for (int rc : BatchPutFrom(keys, addrs, sizes, SMEMB_COPY_H2G, replicateConfig))
+        bool device = false;
+        for (size_t i = 0; i < keys.size(); ++i) {
+            bool this_device = false;
+            if (!Region(buffers[i], addrs[i], sizes[i], this_device)) return MMC_INVALID_PARAM;
+            // One direction per batch: all host or all device memory.
+            if (i > 0 && this_device != device) return MMC_INVALID_PARAM;
+            device = this_device;
+        }
+        const int direct = device ? SMEMB_COPY_L2G : SMEMB_COPY_H2G;
+        for (int rc : BatchPutFrom(keys, addrs, sizes, direct, replicateConfig))
             if (rc != MMC_OK) return rc;
         return MMC_OK;
     }
@@ -328,12 +337,13 @@ public:
     int RemoveAll() override { return memcache_remove_all(store_); }
 
 private:
-    // The host bytes of an mmc_buffer; false for device memory, a null address or an
-    // address that wraps.
-    static bool HostRegion(const mmc_buffer &b, void *&addr, size_t &len) {
-        if (b.type != 0 || b.addr == 0 || b.addr + b.offset < b.addr) return false;
+    // The bytes of an mmc_buffer, and whether they are device memory (type 1; 0 is
+    // host memory); false for another type, a null address or an address that wraps.
+    static bool Region(const mmc_buffer &b, void *&addr, size_t &len, bool &device) {
+        if (b.type > 1 || b.addr == 0 || b.addr + b.offset < b.addr) return false;
         addr = reinterpret_cast<void *>(static_cast<uintptr_t>(b.addr + b.offset));
         len = static_cast<size_t>(b.len);
+        device = b.type == 1;
         return true;
     }
 
