@@ -31,6 +31,11 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 type Metrics = RaftMetrics<NodeId, BasicNode>;
 
+/// Commit batches in the log at once. A commit's answer is decided by applying it, and
+/// different writers commit different puts, so batches need not wait for each other:
+/// with several in flight a put's commit no longer waits for the batch before it.
+const COMMIT_DEPTH: usize = 4;
+
 /// A waiting request, its item count and where its answers go.
 type Waiting<R, T> = (R, usize, oneshot::Sender<Vec<Result<T>>>);
 
@@ -39,20 +44,26 @@ struct Batches<R, T> {
     waiting: Mutex<Vec<Waiting<R, T>>>,
     /// Whether a task is deciding this kind's batches (at most one is).
     driving: AtomicBool,
+    /// Held while a batch is decided and, for a kind whose decisions depend on the
+    /// previous batch's outcome (depth 1), until that batch is applied.
     turn: tokio::sync::Mutex<()>,
+    /// How many of this kind's batches may be in the log at once: more than one when a
+    /// decision does not depend on the batches still in flight.
+    depth: usize,
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
-impl<R, T> Default for Batches<R, T> {
-    fn default() -> Self {
+impl<R, T> Batches<R, T> {
+    fn new(depth: usize) -> Self {
         Batches {
             waiting: Mutex::new(Vec::new()),
             driving: AtomicBool::new(false),
             turn: tokio::sync::Mutex::new(()),
+            depth,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(depth)),
         }
     }
-}
 
-impl<R, T> Batches<R, T> {
     /// The requests of the next batch, up to the batch limit in items (and at least
     /// one request, which the plan then refuses if it alone is over the limit).
     fn next_batch(&self) -> Vec<Waiting<R, T>> {
@@ -80,10 +91,10 @@ pub struct Group {
     /// The term this node has caught up with as leader (0: none yet).
     ready_term: AtomicU64,
     catching_up: tokio::sync::Mutex<()>,
-    /// Requests of concurrent callers, decided together: one command per batch, one
-    /// batch of each kind in the log at a time, while the next one gathers. Allocations
-    /// (and registrations, under the same turn) are also decided one at a time because
-    /// each depends on what the previous one allocated.
+    /// Requests of concurrent callers, decided together: one command per batch, while
+    /// the next one gathers. Allocations (and registrations, under the same turn) and
+    /// removals are in the log one batch at a time, because each decision depends on
+    /// what the previous one did; commits up to [`COMMIT_DEPTH`] batches at a time.
     allocs: Batches<AllocRequest, Allocation>,
     commits: Batches<Vec<(Key, PutId)>, ()>,
     removes: Batches<Vec<Key>, ()>,
@@ -123,9 +134,9 @@ impl Group {
             leader: Mutex::new(leader),
             ready_term: AtomicU64::new(0),
             catching_up: tokio::sync::Mutex::new(()),
-            allocs: Batches::default(),
-            commits: Batches::default(),
-            removes: Batches::default(),
+            allocs: Batches::new(1),
+            commits: Batches::new(COMMIT_DEPTH),
+            removes: Batches::new(1),
             settled: Notify::new(),
         }
     }
@@ -471,40 +482,50 @@ impl Group {
         kind: fn(&Group) -> &Batches<R, T>,
         decide: fn(&Group, Vec<R>) -> Plan<T>,
     ) where
-        T: Clone,
+        R: Send + 'static,
+        T: Clone + Send + 'static,
     {
         let batches = kind(&self);
         loop {
-            let batch = {
-                let _turn = batches.turn.lock().await;
-                let batch = batches.next_batch();
-                if batch.is_empty() {
-                    batches.driving.store(false, Ordering::Release);
-                    // A request queued after the last look, before the flag went down,
-                    // would wait for nobody: look again.
-                    let empty = batches
-                        .waiting
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .is_empty();
-                    if empty || batches.driving.swap(true, Ordering::AcqRel) {
-                        return;
-                    }
-                    continue;
-                }
-                let mut requests = Vec::with_capacity(batch.len());
-                let mut replies = Vec::with_capacity(batch.len());
-                for (r, n, tx) in batch {
-                    requests.push(r);
-                    replies.push((n, tx));
-                }
-                let plan = decide(&self, requests);
-                (self.apply_plan(plan).await, replies)
+            // Waiting for room in the log first lets more requests join the batch.
+            let Ok(room) = batches.in_flight.clone().acquire_owned().await else {
+                return;
             };
-            let (results, replies) = batch;
-            let mut results = results.into_iter();
-            for (n, tx) in replies {
-                let _ = tx.send(results.by_ref().take(n).collect());
+            let turn = batches.turn.lock().await;
+            let batch = batches.next_batch();
+            if batch.is_empty() {
+                drop(turn);
+                batches.driving.store(false, Ordering::Release);
+                // A request queued after the last look, before the flag went down,
+                // would wait for nobody: look again.
+                let empty = batches
+                    .waiting
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .is_empty();
+                if empty || batches.driving.swap(true, Ordering::AcqRel) {
+                    return;
+                }
+                continue;
+            }
+            let mut requests = Vec::with_capacity(batch.len());
+            let mut replies = Vec::with_capacity(batch.len());
+            for (r, n, tx) in batch {
+                requests.push(r);
+                replies.push((n, tx));
+            }
+            let plan = decide(&self, requests);
+            if batches.depth == 1 {
+                let results = self.apply_plan(plan).await;
+                drop(turn);
+                answer(results, replies);
+            } else {
+                drop(turn);
+                let this = self.clone();
+                tokio::spawn(async move {
+                    answer(this.apply_plan(plan).await, replies);
+                    drop(room);
+                });
             }
         }
     }
@@ -692,5 +713,13 @@ impl Group {
             .await
             .map(|_| ())
             .map_err(|e| Error::Failed(format!("changing the meta group: {e}")))
+    }
+}
+
+/// Hands each request of a batch its share of the batch's answers.
+fn answer<T>(results: Vec<Result<T>>, replies: Vec<(usize, oneshot::Sender<Vec<Result<T>>>)>) {
+    let mut results = results.into_iter();
+    for (n, tx) in replies {
+        let _ = tx.send(results.by_ref().take(n).collect());
     }
 }
