@@ -235,7 +235,7 @@ fn gbps(bytes: usize, secs: f64) -> f64 {
 }
 
 /// CPU time this process (every thread) has used, in seconds.
-fn cpu_seconds() -> f64 {
+pub(crate) fn cpu_seconds() -> f64 {
     // SAFETY: getrusage fills the struct it is given; an all-zero rusage is valid.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: `u` is a valid, writable rusage.

@@ -82,6 +82,12 @@ impl Group {
         Ok(role.last_log_index.unwrap_or(0))
     }
 
+    /// CPU time the group's processes have used, in seconds.
+    fn cpu_seconds(&self) -> f64 {
+        let pids = self.nodes.values().map(Owned::pid);
+        pids.filter_map(crate::procmem::cpu_seconds).sum()
+    }
+
     fn kill(&mut self, id: u64) {
         self.nodes.remove(&id);
     }
@@ -137,16 +143,30 @@ pub fn run(rounds: usize, writers: usize) -> Result<Value, String> {
         puts_per_s(&c3, writers, 0.3, "warm3").await;
         let (mut r1, mut r3) = (Vec::new(), Vec::new());
         let (mut n1, mut n3) = (0, 0);
+        // CPU seconds of the meta processes and of this one (client and local service).
+        let (mut cpu1, mut cpu3) = (0.0, 0.0);
+        let cpu = |g: &Group| g.cpu_seconds() + crate::bench::cpu_seconds();
         let (i1, i3) = (one.log_index().await?, three.log_index().await?);
         for round in 0..rounds {
+            let before = cpu(&one);
             let (rate, n) = puts_per_s(&c1, writers, 1.0, &format!("one{round}")).await;
+            cpu1 += cpu(&one) - before;
             r1.push(rate);
             n1 += n;
+            let before = cpu(&three);
             let (rate, n) = puts_per_s(&c3, writers, 1.0, &format!("three{round}")).await;
+            cpu3 += cpu(&three) - before;
             r3.push(rate);
             n3 += n;
         }
         let (p1, p3) = (crate::bench::median(&mut r1), crate::bench::median(&mut r3));
+        // Three replicas of the state machine share this machine's cores with the
+        // client: at full use of every core the group of three can commit at most
+        // cores / (its CPU per put) puts a second, which bounds the ratio here.
+        let us_per_put = |cpu: f64, puts: u64| cpu * 1e6 / puts.max(1) as f64;
+        let (u1, u3) = (us_per_put(cpu1, n1), us_per_put(cpu3, n3));
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get()) as f64;
+        let ceiling = (cores * 1e6 / u3 / p1).min(1.0);
         // Log entries per put: how well puts share entries (each put is an alloc and a
         // commit; heartbeats and housekeeping add a few entries).
         let per_put = |entries: u64, puts: u64| entries as f64 / puts.max(1) as f64;
@@ -180,6 +200,9 @@ pub fn run(rounds: usize, writers: usize) -> Result<Value, String> {
             "ratio": p3 / p1,
             "log_entries_per_put_1node": e1,
             "log_entries_per_put_3node": e3,
+            "cpu_us_per_put_1node": u1,
+            "cpu_us_per_put_3node": u3,
+            "cpu_bound_ceiling": ceiling,
             "failover_ms": failover_ms.round(),
         }))
     })

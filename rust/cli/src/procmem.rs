@@ -1,4 +1,4 @@
-//! Memory of processes, as the kernel and the C allocator report it.
+//! Memory and CPU time of processes, as the kernel and the C allocator report them.
 
 /// Resident set of process `pid` in bytes (`VmRSS` of `/proc/<pid>/status`); `None` if
 /// the process is gone.
@@ -12,6 +12,33 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
 pub fn segment_mappings(pid: u32) -> Option<usize> {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
     Some(maps.lines().filter(|l| l.contains("/memfd:")).count())
+}
+
+/// CPU time process `pid` has used, every thread, user and system, in seconds
+/// (`utime` + `stime` of `/proc/<pid>/stat`); `None` if the process is gone.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_cpu_ticks(&stat).map(|t| t as f64 / clock_ticks_per_s())
+}
+
+/// `utime` + `stime` of a `/proc/<pid>/stat` line: the 14th and 15th fields, counted
+/// after the command name, which may hold spaces and parentheses.
+fn stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+fn clock_ticks_per_s() -> f64 {
+    // SAFETY: sysconf only reads a configuration value.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
 }
 
 /// The value in KiB of the `/proc/<pid>/status` line that starts with `field`.
@@ -39,6 +66,14 @@ pub fn heap_in_use() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_cpu_ticks_past_an_odd_command_name() {
+        let stat = "42 (a) b (c) S 1 42 42 0 -1 4194560 100 0 0 0 70 30 0 0 20 0 3 0";
+        assert_eq!(stat_cpu_ticks(stat), Some(100));
+        assert_eq!(stat_cpu_ticks("42 (a) S 1"), None);
+        assert!(cpu_seconds(std::process::id()).is_some());
+    }
 
     #[test]
     fn reads_vmrss_lines() {
