@@ -1,9 +1,9 @@
 //! Puts from and gets into accelerator memory: one DMA copy between the caller's device
 //! buffers and a pool segment this process maps (pinned once per segment), or through a
-//! host staging buffer for replicas reached over TCP. The device runtime is
+//! page-locked host staging buffer, reused across calls, for replicas reached over TCP. The device runtime is
 //! `memcache_device`'s; without one every device call answers its reason (-3000).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use memcache_core::{Blob, Error, Result, SegmentId};
 use memcache_device::{CopyKind, DeviceCopy, DeviceRuntime};
@@ -138,8 +138,39 @@ impl Session {
         }
     }
 
-    /// Unpins every segment this session pinned (at its end).
+    /// A page-locked host buffer of `len` bytes for one object on its way between
+    /// device buffers and a replica over TCP; it goes back to the session's staging
+    /// buffers when dropped.
+    pub(crate) fn staged(&self, len: u64) -> Result<Staged<'_>> {
+        let rt = runtime()?;
+        let len = usize::try_from(len).map_err(|_| Error::invalid("object too large"))?;
+        let buf = self
+            .staging
+            .take(len)
+            .unwrap_or_else(|| StagingBuf::new(rt, len));
+        Ok(Staged {
+            buf: Some(buf),
+            len,
+            staging: &self.staging,
+        })
+    }
+
+    /// The object in `bufs` copied into a staging buffer of `len` bytes.
+    pub(crate) fn stage_out(&self, bufs: &[DeviceBuf], len: u64) -> Result<Staged<'_>> {
+        check_fit(bufs, len, true)?;
+        let mut staged = self.staged(len)?;
+        let mut batch = Vec::new();
+        let host = staged.as_mut_slice().as_mut_ptr() as u64;
+        copies(bufs, host, len, true, &mut batch);
+        // SAFETY: the host range is the staging buffer, held here; the device ranges
+        // are the caller's.
+        unsafe { runtime()?.copy_batch(&batch) }?;
+        Ok(staged)
+    }
+
+    /// Unpins every segment and staging buffer this session pinned (at its end).
     pub fn unpin_all(&self) {
+        self.staging.clear();
         let pinned = std::mem::take(&mut *self.pinned.lock().unwrap_or_else(|e| e.into_inner()));
         if let (Ok(rt), false) = (runtime(), pinned.is_empty()) {
             for (id, segment) in pinned {
@@ -150,19 +181,6 @@ impl Session {
             }
         }
     }
-}
-
-/// The object in `bufs` copied into a new host buffer of `len` bytes (for a replica
-/// reached over TCP).
-pub(crate) fn stage_out(bufs: &[DeviceBuf], len: u64) -> Result<Vec<u8>> {
-    let rt = runtime()?;
-    check_fit(bufs, len, true)?;
-    let mut staged = vec![0u8; len as usize];
-    let mut batch = Vec::new();
-    copies(bufs, staged.as_mut_ptr() as u64, len, true, &mut batch);
-    // SAFETY: the host range is `staged`, owned here; the device ranges are the caller's.
-    unsafe { rt.copy_batch(&batch) }?;
-    Ok(staged)
 }
 
 /// `staged` copied into `bufs`, in order.
@@ -179,4 +197,106 @@ pub(crate) fn stage_in(bufs: &[DeviceBuf], staged: &[u8]) -> Result<()> {
     );
     // SAFETY: the host range is `staged`, only read; the device ranges are the caller's.
     unsafe { rt.copy_batch(&batch) }
+}
+
+/// Staging buffers kept for reuse, at most this many bytes of them: page-locking memory
+/// costs far more than copying it, and a device copy from memory that is not locked
+/// goes through the driver's own bounce buffer.
+const STAGING_KEEP_BYTES: usize = 64 << 20;
+/// The smallest staging buffer, so that small objects share a few buffers.
+const STAGING_MIN_BYTES: usize = 1 << 20;
+
+/// One page-locked host buffer (`pinned` false where the driver refused to lock it:
+/// copies still work, through its bounce buffer).
+pub(crate) struct StagingBuf {
+    bytes: Box<[u8]>,
+    pinned: bool,
+}
+
+impl StagingBuf {
+    fn new(rt: &dyn DeviceRuntime, len: usize) -> StagingBuf {
+        let size = len.max(STAGING_MIN_BYTES).next_power_of_two();
+        let bytes = vec![0u8; size].into_boxed_slice();
+        // SAFETY: `bytes` stays allocated, at this address, until dropped, which
+        // unpins it first.
+        let pinned = match unsafe { rt.pin(bytes.as_ptr() as u64, bytes.len()) } {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(error = %e, "staging buffer not pinned for DMA");
+                false
+            }
+        };
+        StagingBuf { bytes, pinned }
+    }
+}
+
+impl Drop for StagingBuf {
+    fn drop(&mut self) {
+        if let (true, Ok(rt)) = (self.pinned, runtime()) {
+            // SAFETY: pinned by `new`, and unpinned before it is freed; its copies are
+            // over (every copy through a `Staged` is waited for).
+            if let Err(e) = unsafe { rt.unpin(self.bytes.as_ptr() as u64) } {
+                tracing::debug!(error = %e, "unpinning a staging buffer");
+            }
+        }
+    }
+}
+
+/// A session's staging buffers not in use.
+#[derive(Default)]
+pub(crate) struct Staging {
+    free: Mutex<Vec<StagingBuf>>,
+}
+
+impl Staging {
+    /// The smallest free buffer of at least `len` bytes.
+    fn take(&self, len: usize) -> Option<StagingBuf> {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        let best = (0..free.len())
+            .filter(|&i| free[i].bytes.len() >= len)
+            .min_by_key(|&i| free[i].bytes.len())?;
+        Some(free.swap_remove(best))
+    }
+
+    /// Keeps `buf` for the next object, unless that would keep too many bytes.
+    fn give_back(&self, buf: StagingBuf) {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        let kept: usize = free.iter().map(|b| b.bytes.len()).sum();
+        if kept + buf.bytes.len() <= STAGING_KEEP_BYTES {
+            free.push(buf);
+        }
+    }
+
+    /// Unpins and frees the buffers not in use.
+    fn clear(&self) {
+        drop(std::mem::take(
+            &mut *self.free.lock().unwrap_or_else(|e| e.into_inner()),
+        ));
+    }
+}
+
+/// A staging buffer in use: its first `len` bytes hold (or will hold) one object.
+pub(crate) struct Staged<'a> {
+    buf: Option<StagingBuf>,
+    len: usize,
+    staging: &'a Staging,
+}
+
+impl Staged<'_> {
+    pub fn as_slice(&self) -> &[u8] {
+        self.buf.as_ref().map_or(&[], |b| &b.bytes[..self.len])
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        let len = self.len;
+        self.buf.as_mut().map_or(&mut [], |b| &mut b.bytes[..len])
+    }
+}
+
+impl Drop for Staged<'_> {
+    fn drop(&mut self) {
+        if let Some(buf) = self.buf.take() {
+            self.staging.give_back(buf);
+        }
+    }
 }

@@ -25,7 +25,7 @@ use memcache_core::{
 use memcache_local::{check_part, part_of};
 use memcache_proto::{LeaseId, PutId, Tag};
 
-use crate::device::{stage_in, stage_out, total, DeviceBuf};
+use crate::device::{stage_in, total, DeviceBuf};
 use crate::session::Session;
 use crate::store::{all, check_batch, parse_keys, ObjectStore, CHUNK};
 
@@ -768,7 +768,7 @@ async fn copy_one(session: &Session, target: Target, piece: &mut Piece<'_>) -> R
             let srcs: &[&[u8]] = match piece {
                 Piece::From(srcs) => srcs,
                 Piece::FromDevice(bufs) => {
-                    staged = stage_out(bufs, total(bufs))?;
+                    staged = session.stage_out(bufs, total(bufs))?;
                     one = [staged.as_slice()];
                     &one
                 }
@@ -789,12 +789,12 @@ async fn copy_one(session: &Session, target: Target, piece: &mut Piece<'_>) -> R
             session.read_part(&blob, tag, at, len, dsts).await
         }
         (Target::Read { blob, tag, at }, Piece::IntoDevice(bufs)) => {
-            let mut staged = vec![0u8; total(bufs) as usize];
-            let len = staged.len() as u64;
+            let len = total(bufs);
+            let mut staged = session.staged(len)?;
             session
-                .read_part(&blob, tag, at, len, &mut [&mut staged])
+                .read_part(&blob, tag, at, len, &mut [staged.as_mut_slice()])
                 .await?;
-            stage_in(bufs, &staged)
+            stage_in(bufs, staged.as_slice())
         }
         _ => Err(Error::invalid("buffers do not fit the copy direction")),
     }

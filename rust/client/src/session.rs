@@ -185,6 +185,8 @@ pub(crate) struct Session {
     releasing: tokio::sync::Mutex<()>,
     /// Segments page-locked for device copies, kept mapped until unpinned.
     pub(crate) pinned: Mutex<Vec<(SegmentId, Arc<memcache_local::ShmSegment>)>>,
+    /// Page-locked host buffers for device copies to and from replicas over TCP.
+    pub(crate) staging: crate::device::Staging,
 }
 
 impl Session {
@@ -216,6 +218,7 @@ impl Session {
             finished: Mutex::new(Vec::new()),
             releasing: tokio::sync::Mutex::new(()),
             pinned: Mutex::new(Vec::new()),
+            staging: Default::default(),
         }
     }
 

@@ -26,7 +26,7 @@ const TIER_MOVE_POLL: Duration = Duration::from_millis(20);
 use memcache_proto::{parse_discovery, MetaLink};
 
 use crate::config::{ClientConfig, TransportKind};
-use crate::device::{stage_in, stage_out, DeviceBuf, Dst, Src};
+use crate::device::{stage_in, DeviceBuf, Dst, Src};
 use crate::embedded::EmbeddedPool;
 use crate::meta_client::MetaClient;
 use crate::session::{Copies, Local, Session};
@@ -482,7 +482,7 @@ impl ObjectStore {
             // A device object reaches TCP replicas through one host copy of it.
             let staged = match objects[*i] {
                 Src::Device(bufs) if m.iter().any(|m| !m) => {
-                    stage_out(bufs, a.blobs[0].len).map(Some)
+                    session.stage_out(bufs, a.blobs[0].len).map(Some)
                 }
                 _ => Ok(None),
             };
@@ -770,13 +770,17 @@ impl ObjectStore {
                         // A device destination fed from a replica over TCP: through
                         // one host copy of the object.
                         Dst::Device(bufs) => {
-                            let mut staged = vec![0u8; loc.size as usize];
-                            let read = crate::device::check_fit(bufs, loc.size, false);
-                            let read = match read {
-                                Ok(()) => self.read_object(session, loc, &mut [&mut staged]).await,
+                            let staged = crate::device::check_fit(bufs, loc.size, false)
+                                .and_then(|()| session.staged(loc.size));
+                            match staged {
+                                Ok(mut staged) => {
+                                    let mut dst = [staged.as_mut_slice()];
+                                    self.read_object(session, loc, &mut dst)
+                                        .await
+                                        .and_then(|()| stage_in(bufs, staged.as_slice()))
+                                }
                                 Err(e) => Err(e),
-                            };
-                            read.and_then(|()| stage_in(bufs, &staged))
+                            }
                         }
                     };
                     (i, r.map(|()| loc.size))

@@ -26,6 +26,7 @@ pub struct FakeDevice {
     memory: Mutex<Allocations>,
     pinned: Mutex<BTreeMap<u64, usize>>,
     copies: [AtomicUsize; 3],
+    unpinned: AtomicUsize,
 }
 
 const HANDLE_MAGIC: &[u8; 8] = b"mmcfake1";
@@ -37,12 +38,29 @@ impl FakeDevice {
             memory: Mutex::new(BTreeMap::new()),
             pinned: Mutex::new(BTreeMap::new()),
             copies: Default::default(),
+            unpinned: AtomicUsize::new(0),
         }
     }
 
     /// Copies made so far, by kind: host to device, device to host, device to device.
     pub fn copies(&self) -> [usize; 3] {
         self.copies.each_ref().map(|c| c.load(Ordering::Relaxed))
+    }
+
+    /// Copies so far whose host side was not pinned memory (a real driver would have
+    /// copied them through its own bounce buffer, or refused them).
+    pub fn unpinned_host_copies(&self) -> usize {
+        self.unpinned.load(Ordering::Relaxed)
+    }
+
+    /// Whether all of `[ptr, ptr + len)` lies in one pinned range.
+    fn is_pinned(&self, ptr: u64, len: usize) -> bool {
+        let pinned = self.pinned.lock().unwrap_or_else(|e| e.into_inner());
+        let end = ptr.saturating_add(len as u64);
+        pinned
+            .range(..=ptr)
+            .next_back()
+            .is_some_and(|(s, l)| s + *l as u64 >= end)
     }
 
     /// Bytes pinned now.
@@ -139,6 +157,14 @@ impl DeviceRuntime for FakeDevice {
             };
             self.check_side(c.src, c.len, src_dev, "source")?;
             self.check_side(c.dst, c.len, dst_dev, "destination")?;
+            let host = match c.kind {
+                CopyKind::HostToDevice => Some(c.src),
+                CopyKind::DeviceToHost => Some(c.dst),
+                CopyKind::DeviceToDevice => None,
+            };
+            if host.is_some_and(|h| !self.is_pinned(h, c.len)) {
+                self.unpinned.fetch_add(1, Ordering::Relaxed);
+            }
         }
         for c in copies {
             // SAFETY: device sides lie inside allocations this simulation owns (checked);

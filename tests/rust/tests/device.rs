@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use common::procs::*;
 use common::*;
@@ -22,6 +22,12 @@ fn fake() -> &'static FakeDevice {
         assert!(memcache_device::install(f), "no runtime chosen before");
         f
     })
+}
+
+/// The simulated device, to one test at a time: the tests count its copies and pins.
+fn device() -> (MutexGuard<'static, ()>, &'static FakeDevice) {
+    static ONE: Mutex<()> = Mutex::new(());
+    (ONE.lock().unwrap_or_else(|e| e.into_inner()), fake())
 }
 
 /// Device buffers of `sizes` bytes holding `pattern(seed + layer)`.
@@ -91,7 +97,7 @@ const LAYERS: [usize; 6] = [128 * KIB, 16 * KIB, 128 * KIB, 16 * KIB, 4096, 1];
 
 #[test]
 fn device_layers_round_trip_through_mapped_segments_one_dma_copy_per_layer() {
-    let d = fake();
+    let (_one, d) = device();
     let (_pool, store) = started(64 * MIB);
     let keys: Vec<String> = (0..4).map(|k| format!("dev/{k}")).collect();
     let srcs: Vec<Vec<DeviceBuf>> = (0..4).map(|k| device_layers(100 * k, &LAYERS)).collect();
@@ -149,7 +155,7 @@ fn device_layers_round_trip_through_mapped_segments_one_dma_copy_per_layer() {
 
 #[test]
 fn the_pointer_api_takes_l2g_g2l_and_auto() {
-    let _ = fake();
+    let (_one, _) = device();
     let (_pool, store) = started(32 * MIB);
     let src = device_layers(7, &LAYERS);
     let ptrs: Vec<*const std::ffi::c_void> = src.iter().map(|b| b.ptr as *const _).collect();
@@ -194,7 +200,7 @@ fn the_pointer_api_takes_l2g_g2l_and_auto() {
 
 #[test]
 fn device_objects_reach_replicas_over_tcp_through_one_host_copy() {
-    let d = fake();
+    let (_one, d) = device();
     let (_meta, url) = start_meta(&[]);
     let _locals: Vec<(Proc, u32)> = (0..2).map(|_| start_local(&url, "32MiB")).collect();
     wait_for_services(&url, 2);
@@ -218,11 +224,32 @@ fn device_objects_reach_replicas_over_tcp_through_one_host_copy() {
     let got = store.batch_get_into_device(&["tcp/dev", "tcp/absent"], &[&dst, &dst]);
     assert_eq!(codes(&got), [0, -3007]);
     assert!(read_device(&dst) == want);
+    // Staged through page-locked buffers, which the session keeps for the next object:
+    // another round trip pins nothing more. (The test's own copies, in `read_device`
+    // and `device_layers`, come from plain host memory.)
+    let (pinned, unpinned) = (d.pinned_bytes(), d.unpinned_host_copies());
+    let dst2 = blank_device(&LAYERS);
+    let put = store.batch_put_from_device(&["tcp/dev2"], &[&src], &two);
+    assert_eq!(codes(&put), [0]);
+    let got = store.batch_get_into_device(&["tcp/dev2"], &[&dst2]);
+    assert_eq!(codes(&got), [0]);
+    assert_eq!(d.pinned_bytes(), pinned, "staging buffers are reused");
+    assert_eq!(
+        d.unpinned_host_copies(),
+        unpinned,
+        "every host side was page-locked"
+    );
+    assert!(read_device(&dst2) == want);
+    drop(store);
+    assert!(
+        d.pinned_bytes() < pinned,
+        "a client's end unpins its staging buffers"
+    );
 }
 
 #[test]
 fn in_place_copies_take_device_buffers_both_ways() {
-    let d = fake();
+    let (_one, d) = device();
     let (_pool, store) = started(32 * MIB);
     let total: usize = LAYERS.iter().sum();
     let gva = store.batch_alloc(
