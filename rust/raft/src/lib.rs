@@ -315,6 +315,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let Some(w) = &self.writer else {
+            // In memory only: the entries move into the log, no copy made.
+            let mut mem = lock(&self.mem);
+            for e in entries {
+                mem.log.insert(e.log_id.index, e);
+            }
+            drop(mem);
+            callback.log_io_completed(Ok(()));
+            return Ok(());
+        };
         let entries: Vec<_> = entries.into_iter().collect();
         {
             let mut mem = lock(&self.mem);
@@ -322,12 +332,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 mem.log.insert(e.log_id.index, e.clone());
             }
         }
-        match &self.writer {
-            Some(w) => w
-                .send(Job::Log(vec![Op::Append(entries)], Done::Flushed(callback)))
-                .map_err(write_error)?,
-            None => callback.log_io_completed(Ok(())),
-        }
+        w.send(Job::Log(vec![Op::Append(entries)], Done::Flushed(callback)))
+            .map_err(write_error)?;
         Ok(())
     }
 
