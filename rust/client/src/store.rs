@@ -478,38 +478,46 @@ impl ObjectStore {
                 written[p] = r;
             }
         }
-        let writes = placed.iter().zip(&maps).map(|((i, _, a), m)| {
-            // A device object reaches TCP replicas through one host copy of it.
-            let staged = match objects[*i] {
-                Src::Device(bufs) if m.iter().any(|m| !m) => {
-                    session.stage_out(bufs, a.blobs[0].len).map(Some)
-                }
-                _ => Ok(None),
-            };
-            async move {
-                let staged = staged?;
-                let one: [&[u8]; 1];
-                let srcs: &[&[u8]] = match (&staged, objects[*i]) {
-                    (Some(s), _) => {
-                        one = [s.as_slice()];
-                        &one
-                    }
-                    (None, Src::Host(srcs)) => srcs,
-                    (None, Src::Device(_)) => &[],
+        // Only objects with a replica over TCP need a future: a batch whose replicas
+        // are all mapped here costs no task per object.
+        let writes = placed
+            .iter()
+            .zip(&maps)
+            .enumerate()
+            .filter(|(_, (_, m))| m.iter().any(|m| !m))
+            .map(|(p, ((i, _, a), m))| {
+                // A device object reaches TCP replicas through one host copy of it.
+                let staged = match objects[*i] {
+                    Src::Device(bufs) => session.stage_out(bufs, a.blobs[0].len).map(Some),
+                    Src::Host(_) => Ok(None),
                 };
-                let mut remote = Vec::new();
-                for (j, (b, mapped)) in a.blobs.iter().zip(m).enumerate() {
-                    if !mapped {
-                        let tag = a.tags.get(j).copied().unwrap_or_default();
-                        remote.push(session.write(b, tag, srcs));
-                    }
+                async move {
+                    let write = async {
+                        let staged = staged?;
+                        let one: [&[u8]; 1];
+                        let srcs: &[&[u8]] = match (&staged, objects[*i]) {
+                            (Some(s), _) => {
+                                one = [s.as_slice()];
+                                &one
+                            }
+                            (None, Src::Host(srcs)) => srcs,
+                            (None, Src::Device(_)) => &[],
+                        };
+                        let mut remote = Vec::new();
+                        for (j, (b, mapped)) in a.blobs.iter().zip(m).enumerate() {
+                            if !mapped {
+                                let tag = a.tags.get(j).copied().unwrap_or_default();
+                                remote.push(session.write(b, tag, srcs));
+                            }
+                        }
+                        join_all(remote).await.into_iter().collect::<Result<()>>()
+                    };
+                    (p, write.await)
                 }
-                join_all(remote).await.into_iter().collect::<Result<()>>()
-            }
-        });
-        for (w, r) in written.iter_mut().zip(join_all(writes).await) {
-            if w.is_ok() {
-                *w = r;
+            });
+        for (p, r) in join_all(writes).await {
+            if written[p].is_ok() {
+                written[p] = r;
             }
         }
         let mut commits = Vec::with_capacity(placed.len());
