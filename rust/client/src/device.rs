@@ -1,7 +1,8 @@
 //! Puts from and gets into accelerator memory: one DMA copy between the caller's device
 //! buffers and a pool segment this process maps (pinned once per segment), or through a
-//! page-locked host staging buffer, reused across calls, for replicas reached over TCP. The device runtime is
-//! `memcache_device`'s; without one every device call answers its reason (-3000).
+//! page-locked host staging buffer, reused across calls, for replicas reached over TCP.
+//! The device runtime is `memcache_device`'s; without one every device call answers its
+//! reason (-3000).
 
 use std::sync::{Arc, Mutex};
 
