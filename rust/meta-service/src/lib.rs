@@ -695,14 +695,19 @@ impl MetaService {
 
     /// Resolves when this member's Raft core stopped for good (its storage failed, say),
     /// with the reason: a member that cannot persist must not linger half alive, so the
-    /// process exits and its supervisor restarts it.
+    /// process exits and its supervisor restarts it. Checked on a timer, not on every
+    /// metrics change: the core publishes metrics after each batch, and waking a waiter
+    /// for each costs a thread wake-up per batch.
     pub async fn fatal(&self) -> String {
-        let mut metrics = self.group.raft.metrics();
+        let metrics = self.group.raft.metrics();
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            if let Err(e) = &metrics.borrow_and_update().running_state {
+            tick.tick().await;
+            if let Err(e) = &metrics.borrow().running_state {
                 return e.to_string();
             }
-            if metrics.changed().await.is_err() {
+            if metrics.has_changed().is_err() {
                 return "the Raft core stopped".into();
             }
         }
