@@ -116,15 +116,14 @@ async fn fill(addr: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Operations per second of `conns` connections for `secs`.
-/// Runs the load on `addr` for `secs`: requests per second, and each request's
-/// latency in microseconds.
+/// Runs the load on `addr` for `secs`: requests per second, how many, and each
+/// request's latency in microseconds.
 async fn drive(
     addr: &str,
     conns: usize,
     secs: f64,
     get_percent: u8,
-) -> Result<(f64, Vec<u32>), String> {
+) -> Result<(f64, u64, Vec<u32>), String> {
     let done = Arc::new(AtomicU64::new(0));
     let until = Instant::now() + Duration::from_secs_f64(secs);
     let start = Instant::now();
@@ -157,8 +156,8 @@ async fn drive(
     for t in tasks {
         latencies.extend(t.await.map_err(|e| e.to_string())??);
     }
-    let rate = done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
-    Ok((rate, latencies))
+    let done = done.load(Ordering::Relaxed);
+    Ok((done as f64 / start.elapsed().as_secs_f64(), done, latencies))
 }
 
 pub fn run(
@@ -170,8 +169,8 @@ pub fn run(
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     rt.block_on(async {
-        let (_mc, theirs) = start_memcached(threads)?;
-        let (_gw, ours) = start_gateway(data_dir)?;
+        let (mc, theirs) = start_memcached(threads)?;
+        let (gw, ours) = start_gateway(data_dir)?;
         wait_until_up(&theirs).await?;
         wait_until_up(&ours).await?;
         fill(&theirs).await?;
@@ -180,14 +179,23 @@ pub fn run(
         drive(&ours, conns, 0.5, get_percent).await?;
         let (mut a, mut b) = (Vec::new(), Vec::new());
         let (mut a_lat, mut b_lat) = (Vec::new(), Vec::new());
+        // Each server's CPU time and requests over all rounds: its cost per request,
+        // which the generator sharing the cores does not blur as it does throughput.
+        let (mut a_cpu, mut b_cpu) = ((0.0, 0), (0.0, 0));
+        let cpu = |p: &Owned| crate::procmem::cpu_seconds(p.pid()).unwrap_or(0.0);
         for _ in 0..rounds {
-            let (rate, lat) = drive(&ours, conns, 2.0, get_percent).await?;
+            let before = cpu(&gw);
+            let (rate, n, lat) = drive(&ours, conns, 2.0, get_percent).await?;
+            a_cpu = (a_cpu.0 + cpu(&gw) - before, a_cpu.1 + n);
             a.push(rate);
             a_lat.extend(lat);
-            let (rate, lat) = drive(&theirs, conns, 2.0, get_percent).await?;
+            let before = cpu(&mc);
+            let (rate, n, lat) = drive(&theirs, conns, 2.0, get_percent).await?;
+            b_cpu = (b_cpu.0 + cpu(&mc) - before, b_cpu.1 + n);
             b.push(rate);
             b_lat.extend(lat);
         }
+        let us_per_op = |(cpu, n): (f64, u64)| cpu * 1e6 / n.max(1) as f64;
         a_lat.sort_unstable();
         b_lat.sort_unstable();
         let (ours_ops, theirs_ops) = (crate::bench::median(&mut a), crate::bench::median(&mut b));
@@ -199,6 +207,8 @@ pub fn run(
             "ratio": ours_ops / theirs_ops,
             "connections": conns,
             "get_percent": get_percent,
+            "ours_cpu_us_per_op": us_per_op(a_cpu),
+            "memcached_cpu_us_per_op": us_per_op(b_cpu),
             "ours_p50_us": crate::bench::percentile(&a_lat, 50),
             "ours_p99_us": crate::bench::percentile(&a_lat, 99),
             "memcached_p50_us": crate::bench::percentile(&b_lat, 50),

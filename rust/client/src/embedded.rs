@@ -1,7 +1,7 @@
 //! The embedded pool: meta service and data plane in this process, so one binary runs
 //! the whole job with no cluster. Clients of one process share one pool.
 
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
 use memcache_core::{Clock, Result};
 use memcache_local::ShmTransport;
@@ -12,7 +12,9 @@ use memcache_meta::MetaStore;
 pub use memcache_meta::{Joining, MetaConfig, PolicyKind};
 
 pub struct EmbeddedPool {
-    meta: Mutex<MetaStore>,
+    /// Readers of committed objects share it (gets copy in parallel); every change
+    /// takes it alone.
+    meta: RwLock<MetaStore>,
     clock: Clock,
     transport: Arc<ShmTransport>,
 }
@@ -20,7 +22,7 @@ pub struct EmbeddedPool {
 impl EmbeddedPool {
     pub fn new(config: MetaConfig, clock: Clock) -> Result<Arc<Self>> {
         Ok(Arc::new(EmbeddedPool {
-            meta: Mutex::new(MetaStore::new(config)?),
+            meta: RwLock::new(MetaStore::new(config)?),
             clock,
             transport: Arc::default(),
         }))
@@ -40,8 +42,24 @@ impl EmbeddedPool {
 
     /// The meta store, locked. A panic while it was held leaves the state as it was
     /// after the last completed command, so the lock is taken back rather than poisoned.
-    pub fn meta(&self) -> MutexGuard<'_, MetaStore> {
-        self.meta.lock().unwrap_or_else(|e| e.into_inner())
+    pub fn meta(&self) -> RwLockWriteGuard<'_, MetaStore> {
+        self.meta.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The meta store, shared with other readers (see [`EmbeddedPool::meta`]).
+    pub fn meta_read(&self) -> RwLockReadGuard<'_, MetaStore> {
+        self.meta.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The meta store alone if no one holds it now: for work worth skipping rather than
+    /// waiting for, as marking a read for the eviction policy (memcached, too, skips
+    /// an item's LRU bump when its lock is busy).
+    pub fn try_meta(&self) -> Option<RwLockWriteGuard<'_, MetaStore>> {
+        match self.meta.try_write() {
+            Ok(m) => Some(m),
+            Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
     }
 
     pub fn clock(&self) -> &Clock {

@@ -236,7 +236,7 @@ impl MetaClient {
         match self {
             MetaClient::Embedded(pool) => {
                 let now = pool.clock().now_ms();
-                pool.meta().exists(keys, now)
+                pool.meta_read().exists(keys, now)
             }
             MetaClient::Remote(link) => {
                 repeated_each(link, keys.len(), |rpc, ctx| {
@@ -254,7 +254,7 @@ impl MetaClient {
             MetaClient::Embedded(pool) => {
                 let now = pool.clock().now_ms();
                 let keys = pool
-                    .meta()
+                    .meta_read()
                     .state()
                     .keys_with_prefix(prefix, now, limit as usize);
                 Ok(memcache_meta::in_order(keys))
@@ -322,7 +322,7 @@ impl MetaClient {
         match self {
             MetaClient::Embedded(pool) => {
                 let now = pool.clock().now_ms();
-                Ok(pool.meta().key_info(keys, now))
+                Ok(pool.meta_read().key_info(keys, now))
             }
             MetaClient::Remote(link) => {
                 let once = || async {

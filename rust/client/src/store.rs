@@ -627,11 +627,12 @@ impl ObjectStore {
         let session = self.session()?;
         let key = Key::new(key)?;
         // In-process pool with the object's memory mapped here: a small one is copied
-        // under the store's lock, which costs less than a lease taken and released.
+        // under the store's read lock, which costs less than a lease taken and released
+        // and lets readers copy in parallel.
         let mut alloc = Some(alloc);
         if let MetaClient::Embedded(pool) = &session.meta {
             let now = pool.clock().now_ms();
-            let read = pool.meta().read_now(&key, now, |size, blobs| {
+            let read = pool.meta_read().read_now(&key, now, |size, blobs| {
                 if size > IN_LOCK_READ_MAX {
                     return None;
                 }
@@ -644,7 +645,12 @@ impl ObjectStore {
                 })
             });
             match read {
-                Some(Ok(Some(done))) => return done,
+                Some(Ok(Some(done))) => {
+                    if let Some(mut meta) = pool.try_meta() {
+                        meta.touch(&key);
+                    }
+                    return done;
+                }
                 Some(Err(e)) => return Err(e),
                 _ => {}
             }

@@ -886,9 +886,10 @@ impl MetaStore {
     /// this store stays borrowed, so nothing frees or reuses their memory meanwhile (for
     /// an in-process reader of a small object, cheaper than a lease granted and then
     /// released). `None` where a lookup is needed instead: the object has no replica
-    /// in memory, or its memory is being freed.
+    /// in memory, or its memory is being freed. Takes `&self` so readers can share the
+    /// store; the caller reports the access with [`MetaStore::touch`].
     pub fn read_now<R>(
-        &mut self,
+        &self,
         key: &Key,
         now_ms: u64,
         read: impl FnOnce(u64, &[Blob]) -> R,
@@ -896,13 +897,16 @@ impl MetaStore {
         if self.leader.doomed.contains_key(key) {
             return None;
         }
-        let r = match self.sm.visible(key, now_ms) {
-            Err(e) => return Some(Err(e)),
-            Ok(o) if o.blobs.iter().all(|b| b.medium == Medium::Ssd) => return None,
-            Ok(o) => read(o.size, &o.blobs),
-        };
+        match self.sm.visible(key, now_ms) {
+            Err(e) => Some(Err(e)),
+            Ok(o) if o.blobs.iter().all(|b| b.medium == Medium::Ssd) => None,
+            Ok(o) => Some(Ok(read(o.size, &o.blobs))),
+        }
+    }
+
+    /// Marks `key` as just read, for the eviction policy (after a [`MetaStore::read_now`]).
+    pub fn touch(&mut self, key: &Key) {
         self.sm.touch(key);
-        Some(Ok(r))
     }
 
     pub fn exists(&self, keys: &[Key], now_ms: u64) -> Vec<Result<bool>> {
