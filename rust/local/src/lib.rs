@@ -3,6 +3,7 @@
 //! store of the SSD tier, `tier` keeps it in step with the pool.
 
 mod copy;
+mod device_segment;
 mod fdpass;
 mod metrics;
 mod running;
@@ -17,6 +18,7 @@ pub use copy::{
     calibrate as calibrate_copies, calibrate_and_wait as calibrate_copies_and_wait,
     copy_slice_with, kernels as copy_kernels, CopyPool, Kernel, Kernels, Piece,
 };
+pub use device_segment::DeviceSegment;
 pub use fdpass::{fetch_segment, SegmentServer};
 pub use metrics::LocalMetrics;
 pub use running::RunningLocalService;

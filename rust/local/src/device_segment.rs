@@ -1,0 +1,189 @@
+//! A segment of device memory (HBM) a local service contributes to the pool. Its bytes
+//! are never host-addressable: every copy in or out is one the device runtime makes,
+//! and ranges are checked here first, as [`ShmSegment`](crate::ShmSegment) checks its.
+
+use memcache_core::{Error, Result};
+use memcache_device::{CopyKind, DeviceCopy, DeviceRuntime};
+
+use crate::transport::check_room;
+
+pub struct DeviceSegment {
+    runtime: &'static dyn DeviceRuntime,
+    device: u32,
+    ptr: u64,
+    len: u64,
+}
+
+impl DeviceSegment {
+    /// `len` bytes of `device`'s memory through the process's device runtime; -3000
+    /// with the reason where there is none.
+    pub fn create(device: u32, len: u64) -> Result<Self> {
+        Self::create_with(memcache_device::runtime()?, device, len)
+    }
+
+    /// [`create`](Self::create) through a given runtime.
+    pub fn create_with(runtime: &'static dyn DeviceRuntime, device: u32, len: u64) -> Result<Self> {
+        let bytes = usize::try_from(len).map_err(|_| Error::invalid("hbm_size too large"))?;
+        runtime.set_device(device)?;
+        let ptr = runtime.alloc(bytes).map_err(|e| {
+            Error::OutOfMemory(format!("allocating {len} bytes on device {device}: {e}"))
+        })?;
+        Ok(DeviceSegment {
+            runtime,
+            device,
+            ptr,
+            len,
+        })
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The device address of the segment's start.
+    pub fn base(&self) -> u64 {
+        self.ptr
+    }
+
+    pub fn device(&self) -> u32 {
+        self.device
+    }
+
+    /// The device address of `offset` when `len` bytes from it end by `limit` and
+    /// inside the segment.
+    fn check(&self, offset: u64, len: u64, limit: u64) -> Result<u64> {
+        match offset.checked_add(len) {
+            Some(end) if end <= limit.min(self.len) => Ok(self.ptr + offset),
+            _ => Err(Error::invalid(format!(
+                "range {offset}+{len} is outside the blob or the segment"
+            ))),
+        }
+    }
+
+    /// Checks that `offset..offset + len` lies inside the segment.
+    pub fn check_range(&self, offset: u64, len: u64) -> Result<()> {
+        self.check(offset, len, offset.saturating_add(len))
+            .map(drop)
+    }
+
+    /// Copies `srcs`, concatenated, to `offset` (one host-to-device copy per slice,
+    /// waited for together); nothing is written past `limit`, the end of the blob.
+    pub fn write_at(&self, offset: u64, limit: u64, srcs: &[&[u8]]) -> Result<()> {
+        let total: u64 = srcs.iter().map(|s| s.len() as u64).sum();
+        let mut at = self.check(offset, total, limit)?;
+        let copies: Vec<DeviceCopy> = srcs
+            .iter()
+            .map(|s| {
+                let c = DeviceCopy {
+                    dst: at,
+                    src: s.as_ptr() as u64,
+                    len: s.len(),
+                    kind: CopyKind::HostToDevice,
+                };
+                at += s.len() as u64;
+                c
+            })
+            .collect();
+        self.copy(&copies)
+    }
+
+    /// Fills `dsts` in order from `offset`, `len` bytes in all (one device-to-host copy
+    /// per slice); a trailing remainder of the destinations is left untouched.
+    pub fn read_at(&self, offset: u64, len: u64, dsts: &mut [&mut [u8]]) -> Result<()> {
+        check_room(dsts, len)?;
+        let mut at = self.check(offset, len, offset.saturating_add(len))?;
+        let mut left = len as usize;
+        let mut copies = Vec::with_capacity(dsts.len());
+        for dst in dsts.iter_mut() {
+            if left == 0 {
+                break;
+            }
+            let n = dst.len().min(left);
+            copies.push(DeviceCopy {
+                dst: dst.as_mut_ptr() as u64,
+                src: at,
+                len: n,
+                kind: CopyKind::DeviceToHost,
+            });
+            at += n as u64;
+            left -= n;
+        }
+        self.copy(&copies)
+    }
+
+    fn copy(&self, copies: &[DeviceCopy]) -> Result<()> {
+        self.runtime.set_device(self.device)?;
+        // SAFETY: every device range was checked to lie inside this segment's
+        // allocation, which lives as long as `self`; every host range is a slice the
+        // caller lends for the call (read from, or written to through `&mut`), and the
+        // meta service gives a blob one writer before its commit.
+        unsafe { self.runtime.copy_batch(copies) }
+    }
+}
+
+impl Drop for DeviceSegment {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` came from this runtime's `alloc` and no copy outlives a call.
+        if let Err(e) = unsafe { self.runtime.free(self.ptr) } {
+            tracing::warn!(device = self.device, error = %e, "freeing an HBM segment");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use memcache_device::fake::FakeDevice;
+
+    fn fake() -> &'static FakeDevice {
+        Box::leak(Box::new(FakeDevice::new(2)))
+    }
+
+    #[test]
+    fn bytes_round_trip_through_device_copies_only() {
+        let d = fake();
+        let seg = DeviceSegment::create_with(d, 1, 1 << 20).unwrap();
+        let (a, b) = (vec![1u8; 3000], vec![2u8; 5000]);
+        seg.write_at(4096, 4096 + 8000, &[&a, &b]).unwrap();
+        let (mut x, mut y) = (vec![0u8; 4000], vec![0u8; 4000]);
+        seg.read_at(4096, 8000, &mut [&mut x, &mut y]).unwrap();
+        assert_eq!([&x[..], &y[..]].concat(), [a, b].concat());
+        // Two copies in, two out, none between host addresses.
+        assert_eq!(d.copies(), [2, 2, 0]);
+    }
+
+    #[test]
+    fn ranges_outside_the_blob_or_the_segment_move_nothing() {
+        let d = fake();
+        let seg = DeviceSegment::create_with(d, 0, 8192).unwrap();
+        let src = vec![7u8; 100];
+        assert!(seg.write_at(8150, u64::MAX, &[&src]).is_err());
+        assert!(seg.write_at(0, 50, &[&src]).is_err());
+        assert!(seg.write_at(u64::MAX - 10, u64::MAX, &[&src]).is_err());
+        let mut dst = vec![0u8; 100];
+        assert!(seg.read_at(8100, 100, &mut [&mut dst]).is_err());
+        assert!(seg.read_at(0, 200, &mut [&mut dst]).is_err());
+        assert!(seg.check_range(8000, 193).is_err());
+        assert!(seg.check_range(8000, 192).is_ok());
+        assert_eq!(d.copies(), [0, 0, 0]);
+    }
+
+    #[test]
+    fn the_memory_is_freed_with_the_segment() {
+        let d = fake();
+        let seg = DeviceSegment::create_with(d, 0, 4096).unwrap();
+        let ptr = seg.base();
+        drop(seg);
+        // SAFETY: a double free is what is being checked; the fake refuses it.
+        assert!(unsafe { d.free(ptr) }.is_err());
+    }
+
+    #[test]
+    fn a_device_the_host_lacks_is_refused() {
+        assert!(DeviceSegment::create_with(fake(), 5, 4096).is_err());
+    }
+}
