@@ -46,6 +46,11 @@ pub struct LocalArgs {
     /// DRAM to contribute, e.g. `4GiB`.
     #[arg(long, env = "MMC_LOCAL_DRAM_SIZE", value_parser = crate::parse_size)]
     dram_size: Option<u64>,
+    /// Device memory (HBM) of the configured device (`deviceId`, 0 by default) to
+    /// contribute, e.g. `16GiB`
+    /// (needs a device runtime: a build with `--features cuda` or `ascend`).
+    #[arg(long, env = "MMC_LOCAL_HBM_SIZE", value_parser = crate::parse_size)]
+    hbm_size: Option<u64>,
     /// Local service id to ask for (the meta service picks one otherwise).
     #[arg(long, env = "MMC_SERVICE_ID")]
     service_id: Option<u32>,
@@ -78,6 +83,9 @@ pub fn run(args: LocalArgs) -> Result<(), String> {
     }
     if let Some(s) = args.dram_size {
         config.local.dram_size = s;
+    }
+    if let Some(s) = args.hbm_size {
+        config.local.hbm_size = s;
     }
     if args.service_id.is_some() {
         config.local.service_id = args.service_id;

@@ -39,6 +39,13 @@ impl EmbeddedLocal {
     /// Registers with the embedded pool, offering what the SSD tier holds; the tier's
     /// loop talks to the pool directly and its reads go through the pool's transport.
     fn start(pool: &Arc<EmbeddedPool>, config: &LocalServiceConfig) -> Result<EmbeddedLocal> {
+        if config.hbm_size > 0 {
+            // The embedded pool's clients reach memory only by mapping it; device
+            // memory is served by a local service process (`mmc local`) for now.
+            return Err(Error::invalid(
+                "hbm_size: the embedded pool has no HBM yet; run a local service (mmc local)",
+            ));
+        }
         let mut service = LocalService::create(config)?;
         let recovered = service.tier().map(|t| t.recovered()).unwrap_or_default();
         let joining = Joining {
@@ -54,10 +61,7 @@ impl EmbeddedLocal {
             let ssd = ids.pop().ok_or(Error::UnmatchedRetcode)?;
             t.bind(ssd, &recovered, &taken);
             pool.transport().attach_tier(ssd, t.clone());
-            let memory = ids
-                .iter()
-                .copied()
-                .zip(service.all_segments().iter().cloned());
+            let memory = ids.iter().copied().zip(service.memory_segments());
             let table: SegmentTable = Arc::new(std::sync::RwLock::new(memory.collect()));
             let sync: SyncFn = {
                 let pool = pool.clone();
@@ -412,8 +416,9 @@ impl Session {
         if !self.force_tcp && self.transport.has(blob.segment) {
             return Ok(Route::Shm);
         }
-        // Another process's SSD tier is read through its service, wherever it is.
-        let shm = !self.force_tcp && blob.medium != Medium::Ssd;
+        // Another process's SSD tier, and device memory, are reached through their
+        // service, wherever it is.
+        let shm = !self.force_tcp && blob.medium == Medium::Dram;
         // One miss at a time: the many blobs of a batch on one new segment map it once.
         let _resolving = self.resolving.lock().await;
         if shm && self.transport.has(blob.segment) {

@@ -189,7 +189,8 @@ fn answer(mut conn: UnixStream, segments: &SegmentTable) -> std::io::Result<bool
         );
         return conn.write_all(&[REFUSED]).map(|()| false);
     }
-    let Some(seg) = find_segment(segments, id) else {
+    // Device memory has no descriptor: it is reached over TCP.
+    let Some(seg) = find_segment(segments, id).and_then(|s| s.shm().cloned()) else {
         return conn.write_all(&[UNKNOWN]).map(|()| false);
     };
     let fds = [seg.fd()];
@@ -266,7 +267,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("mmc-fdpass-{}", std::process::id()));
         let seg = Arc::new(ShmSegment::create("test", 1 << 16).unwrap());
         seg.write_at(100, 105, &[b"hello"]).unwrap();
-        let table = Arc::new(std::sync::RwLock::new(vec![(7, seg.clone())]));
+        let table = Arc::new(std::sync::RwLock::new(vec![(
+            7,
+            crate::Segment::Shm(seg.clone()),
+        )]));
         let server = SegmentServer::start(dir.clone(), table).unwrap();
         let mapped = fetch_segment(server.path(), 7).unwrap();
         assert_eq!(mapped.len(), 1 << 16);
@@ -287,7 +291,7 @@ mod tests {
     fn served(name: &str) -> (PathBuf, SegmentServer) {
         let path = std::env::temp_dir().join(format!("mmc-{name}-{}.sock", std::process::id()));
         let seg = Arc::new(ShmSegment::create("test", 1 << 16).unwrap());
-        let table = Arc::new(std::sync::RwLock::new(vec![(7, seg)]));
+        let table = Arc::new(std::sync::RwLock::new(vec![(7, crate::Segment::Shm(seg))]));
         (path.clone(), SegmentServer::start(path, table).unwrap())
     }
 
@@ -312,7 +316,7 @@ mod tests {
         drop(UnixListener::bind(&path).unwrap()); // bound, then closed: the file stays
         assert!(path.exists());
         let seg = Arc::new(ShmSegment::create("test", 1 << 16).unwrap());
-        let table = Arc::new(std::sync::RwLock::new(vec![(7, seg)]));
+        let table = Arc::new(std::sync::RwLock::new(vec![(7, crate::Segment::Shm(seg))]));
         let server = SegmentServer::start(path.clone(), table).unwrap();
         assert!(fetch_segment(server.path(), 7).is_ok());
     }

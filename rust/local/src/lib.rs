@@ -22,7 +22,7 @@ pub use device_segment::DeviceSegment;
 pub use fdpass::{fetch_segment, SegmentServer};
 pub use metrics::LocalMetrics;
 pub use running::RunningLocalService;
-pub use segment::{SegmentTable, ShmSegment};
+pub use segment::{Segment, SegmentTable, ShmSegment};
 pub use service::{LocalService, LocalServiceConfig};
 pub use tcp::{TcpPeer, TcpTransport, IDLE_TIMEOUT, MAX_IDLE_PER_PEER};
 pub use tier::{remote_sync, SsdTier, SyncFn, Syncer, TierLoop};

@@ -134,7 +134,7 @@ impl LocalMetrics {
         self.segment_bytes.reset();
         for (id, seg) in table.read().unwrap_or_else(|e| e.into_inner()).iter() {
             self.segment_bytes
-                .with_label_values(&[&id.to_string(), "DRAM"])
+                .with_label_values(&[&id.to_string(), seg.medium().name()])
                 .set(seg.len() as i64);
         }
         let mut buf = Vec::new();
@@ -223,7 +223,8 @@ mod tests {
     #[tokio::test]
     async fn labels_of_a_replaced_segment_leave_metrics() {
         let seg = Arc::new(ShmSegment::create("metrics-test", 1 << 16).unwrap());
-        let table: SegmentTable = Arc::new(RwLock::new(vec![(7, seg.clone())]));
+        let table: SegmentTable =
+            Arc::new(RwLock::new(vec![(7, crate::Segment::Shm(seg.clone()))]));
         let addr = serve_http(
             "127.0.0.1:0".parse().unwrap(),
             Arc::new(LocalMetrics::new()),
@@ -235,7 +236,7 @@ mod tests {
         .unwrap();
         assert!(scrape(addr).await.contains("segment=\"7\""));
         for id in 8..58 {
-            *table.write().unwrap() = vec![(id, seg.clone())];
+            *table.write().unwrap() = vec![(id, crate::Segment::Shm(seg.clone()))];
             assert!(scrape(addr).await.contains(&format!("segment=\"{id}\"")));
         }
         let text = scrape(addr).await;

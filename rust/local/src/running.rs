@@ -19,7 +19,7 @@ use crate::tier::{remote_sync, SsdTier, Syncer, TierLoop};
 
 use crate::fdpass::SegmentServer;
 use crate::metrics::LocalMetrics;
-use crate::segment::{SegmentTable, ShmSegment};
+use crate::segment::{Segment, SegmentTable, ShmSegment};
 use crate::service::{LocalService, LocalServiceConfig};
 
 pub struct RunningLocalService {
@@ -121,7 +121,7 @@ impl RunningLocalService {
             table: segments.clone(),
             key: SharedKey::default(),
             revoked: Revoked::default(),
-            mapped: service.all_segments().to_vec(),
+            mapped: service.memory_segments(),
             tier: tier.clone(),
             metrics: metrics.clone(),
         });
@@ -209,11 +209,13 @@ impl RunningLocalService {
 
     /// The segments with the ids the meta service gave them (they change when the
     /// service registers again with a restarted meta service).
+    /// Only the shared-memory ones, which same-host clients map.
     pub fn segments(&self) -> Vec<(SegmentId, Arc<ShmSegment>)> {
-        self.segments
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        let table = self.segments.read().unwrap_or_else(|e| e.into_inner());
+        table
+            .iter()
+            .filter_map(|(id, s)| Some((*id, s.shm()?.clone())))
+            .collect()
     }
 
     /// Writes every object this service holds in memory to its SSD tier (within
@@ -276,7 +278,7 @@ struct Exposed {
     /// Puts whose write capabilities the meta service revoked (heartbeat answers).
     revoked: Revoked,
     /// The memory segments in registration order (the SSD tier's comes last).
-    mapped: Vec<Arc<ShmSegment>>,
+    mapped: Vec<Segment>,
     tier: Option<Arc<SsdTier>>,
     metrics: Arc<LocalMetrics>,
 }

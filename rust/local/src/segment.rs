@@ -1,5 +1,6 @@
-//! A DRAM segment backed by a shared-memory file (memfd), so other processes on the host
-//! can map the same pages from its file descriptor.
+//! The segments a local service serves: DRAM backed by a shared-memory file (memfd), so
+//! other processes on the host can map the same pages from its file descriptor, or
+//! device memory (HBM, [`DeviceSegment`]).
 
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -8,16 +9,76 @@ use memmap2::{MmapOptions, MmapRaw};
 
 use std::sync::{Arc, RwLock};
 
-use memcache_core::{Error, Result, SegmentId};
+use memcache_core::{Error, Medium, Result, SegmentId};
 
 use crate::copy::Piece;
+use crate::DeviceSegment;
+
+/// A segment a local service serves, of either medium.
+#[derive(Clone)]
+pub enum Segment {
+    Shm(Arc<ShmSegment>),
+    Device(Arc<DeviceSegment>),
+}
+
+impl Segment {
+    pub fn medium(&self) -> Medium {
+        match self {
+            Segment::Shm(_) => Medium::Dram,
+            Segment::Device(_) => Medium::Hbm,
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        match self {
+            Segment::Shm(s) => s.len(),
+            Segment::Device(d) => d.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The shared-memory segment, which same-host processes map by its descriptor.
+    pub fn shm(&self) -> Option<&Arc<ShmSegment>> {
+        match self {
+            Segment::Shm(s) => Some(s),
+            Segment::Device(_) => None,
+        }
+    }
+
+    /// Checks that `offset..offset + len` lies inside the segment.
+    pub fn check_range(&self, offset: u64, len: u64) -> Result<()> {
+        match self {
+            Segment::Shm(s) => s.check_range(offset, len),
+            Segment::Device(d) => d.check_range(offset, len),
+        }
+    }
+
+    /// As [`ShmSegment::write_at`].
+    pub fn write_at(&self, offset: u64, limit: u64, srcs: &[&[u8]]) -> Result<()> {
+        match self {
+            Segment::Shm(s) => s.write_at(offset, limit, srcs),
+            Segment::Device(d) => d.write_at(offset, limit, srcs),
+        }
+    }
+
+    /// As [`ShmSegment::read_at`].
+    pub fn read_at(&self, offset: u64, len: u64, dsts: &mut [&mut [u8]]) -> Result<()> {
+        match self {
+            Segment::Shm(s) => s.read_at(offset, len, dsts),
+            Segment::Device(d) => d.read_at(offset, len, dsts),
+        }
+    }
+}
 
 /// The segments a local service serves, by id. Shared by its descriptor and TCP
 /// servers, and replaced as a whole when the service registers again.
-pub type SegmentTable = Arc<RwLock<Vec<(SegmentId, Arc<ShmSegment>)>>>;
+pub type SegmentTable = Arc<RwLock<Vec<(SegmentId, Segment)>>>;
 
 /// The segment `id` of `table`, if served.
-pub fn find_segment(table: &SegmentTable, id: SegmentId) -> Option<Arc<ShmSegment>> {
+pub fn find_segment(table: &SegmentTable, id: SegmentId) -> Option<Segment> {
     let t = table.read().unwrap_or_else(|e| e.into_inner());
     t.iter().find(|(s, _)| *s == id).map(|(_, seg)| seg.clone())
 }

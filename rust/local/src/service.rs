@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 use memcache_core::{Error, LocalServiceId, Medium, Result, SegmentId};
 use memcache_proto::SegmentSpec;
 
-use crate::segment::ShmSegment;
+use crate::segment::{Segment, ShmSegment};
 use crate::tier::SsdTier;
+use crate::DeviceSegment;
 
 const GIB: u64 = 1 << 30;
 
@@ -18,6 +19,10 @@ pub struct LocalServiceConfig {
     /// Bytes of DRAM this service contributes.
     #[serde(alias = "localDRAMSize")]
     pub dram_size: u64,
+    /// Bytes of device memory (HBM) of `device_id` this service contributes, through
+    /// the process's device runtime (0: none).
+    #[serde(alias = "localHBMSize")]
+    pub hbm_size: u64,
     /// Device the service is bound to (reported in key info).
     #[serde(alias = "deviceId")]
     pub device_id: u32,
@@ -56,6 +61,7 @@ impl Default for LocalServiceConfig {
     fn default() -> Self {
         LocalServiceConfig {
             dram_size: GIB,
+            hbm_size: 0,
             device_id: 0,
             service_id: None,
             heartbeat_interval_ms: 500,
@@ -76,6 +82,7 @@ impl Default for LocalServiceConfig {
 pub struct LocalService {
     config: LocalServiceConfig,
     segments: Vec<Arc<ShmSegment>>,
+    hbm: Option<Arc<DeviceSegment>>,
     tier: Option<Arc<SsdTier>>,
     ids: Option<(LocalServiceId, Vec<SegmentId>)>,
 }
@@ -87,6 +94,10 @@ impl LocalService {
             return Err(Error::invalid("localDRAMSize is 0"));
         }
         let dram = Arc::new(ShmSegment::create("memcache-dram", config.dram_size)?);
+        let hbm = match config.hbm_size {
+            0 => None,
+            n => Some(Arc::new(DeviceSegment::create(config.device_id, n)?)),
+        };
         let tier = match &config.ssd_dir {
             Some(dir) => Some(Arc::new(SsdTier::open(dir, config.ssd_size)?)),
             None => None,
@@ -94,6 +105,7 @@ impl LocalService {
         Ok(LocalService {
             config: config.clone(),
             segments: vec![dram],
+            hbm,
             tier,
             ids: None,
         })
@@ -109,22 +121,33 @@ impl LocalService {
     }
 
     /// What to register with the meta service, one spec per segment: the memory
-    /// segments, then the SSD tier's.
+    /// segments (DRAM, then HBM), then the SSD tier's.
     pub fn segment_specs(&self) -> Vec<SegmentSpec> {
-        self.segments
-            .iter()
-            .map(|s| SegmentSpec {
-                medium: Medium::Dram,
-                capacity: s.len(),
-                base: s.base(),
-            })
+        let dram = self.segments.iter().map(|s| SegmentSpec {
+            medium: Medium::Dram,
+            capacity: s.len(),
+            base: s.base(),
+        });
+        let hbm = self.hbm.iter().map(|d| SegmentSpec {
+            medium: Medium::Hbm,
+            capacity: d.len(),
+            base: d.base(),
+        });
+        dram.chain(hbm)
             .chain(self.tier.iter().map(|t| t.spec()))
+            .collect()
+    }
+
+    /// Every memory segment, in the order of `segment_specs`.
+    pub fn memory_segments(&self) -> Vec<Segment> {
+        let dram = self.segments.iter().cloned().map(Segment::Shm);
+        dram.chain(self.hbm.iter().cloned().map(Segment::Device))
             .collect()
     }
 
     /// Records the ids the meta service assigned to the memory segments.
     pub fn bind(&mut self, service: LocalServiceId, segment_ids: Vec<SegmentId>) -> Result<()> {
-        if segment_ids.len() != self.segments.len() {
+        if segment_ids.len() != self.segments.len() + usize::from(self.hbm.is_some()) {
             return Err(Error::UnmatchedRetcode);
         }
         tracing::info!(service, segments = ?segment_ids, "local service registered");

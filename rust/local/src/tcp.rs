@@ -641,7 +641,10 @@ mod tests {
         let tier = SsdTier::open(&dir, 1 << 20).unwrap();
         tier.bind(SSD, &[], &[]);
         let served = Served {
-            segments: Arc::new(RwLock::new(vec![(SEGMENT, Arc::new(seg))])),
+            segments: Arc::new(RwLock::new(vec![(
+                SEGMENT,
+                crate::Segment::Shm(Arc::new(seg)),
+            )])),
             tier: Some(Arc::new(tier)),
             key: Arc::new(RwLock::new(KEY)),
             revoked: Revoked::default(),
@@ -955,7 +958,10 @@ mod tests {
             seg.write_at(0, SEGMENT_LEN, &[&all]).unwrap();
             let revoked = Revoked::default();
             let served = Served {
-                segments: Arc::new(RwLock::new(vec![(SEGMENT, seg.clone())])),
+                segments: Arc::new(RwLock::new(vec![(
+                    SEGMENT,
+                    crate::Segment::Shm(seg.clone()),
+                )])),
                 tier: None,
                 key: Arc::new(RwLock::new(KEY)),
                 revoked: revoked.clone(),

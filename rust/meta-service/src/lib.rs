@@ -264,7 +264,7 @@ impl Shared {
 
     /// Data-plane capabilities for `blobs`, each with its owner's key, for put or
     /// read lease `id` until `expires_ms`, and whether one reaches memory (to fence).
-    /// A caller that maps the segments of `maps_host` gets none for memory there; SSD
+    /// A caller that maps the segments of `maps_host` gets none for DRAM there; SSD
     /// blobs always get one, unfenced (record ids are not reused).
     fn tags(
         &self,
@@ -281,7 +281,10 @@ impl Shared {
                 let Some(l) = live.get(&b.service) else {
                     return Tag::default();
                 };
-                let mapped = l.endpoint.shm_socket.is_some()
+                // Only DRAM is mapped by its descriptor; device memory is reached
+                // through its service, from any host.
+                let mapped = b.medium == Medium::Dram
+                    && l.endpoint.shm_socket.is_some()
                     && maps_host.is_some_and(|h| h == l.endpoint.host);
                 if b.medium != Medium::Ssd {
                     if mapped {

@@ -298,3 +298,46 @@ fn in_place_copies_take_device_buffers_both_ways() {
     assert_eq!(code(&e), -3101);
     store.batch_remove_lease(&["ip/dev"]).unwrap();
 }
+
+/// A local service contributing device memory (HBM) through the device runtime: the
+/// pool places objects there, says so in their key info and the admin view, and every
+/// byte crosses into and out of it as a device copy the service makes for its clients.
+#[test]
+fn hbm_segments_hold_objects_that_clients_reach_through_their_service() {
+    let (_one, d) = device();
+    let (_meta, url, http) = start_meta_with_http("tcp://127.0.0.1:0", &[]);
+    let config = memcache_local::LocalServiceConfig {
+        dram_size: 8 << 20,
+        hbm_size: 64 << 20,
+        device_id: 1,
+        ..Default::default()
+    };
+    let meta = memcache_proto::parse_discovery(&url).unwrap();
+    let dir = std::env::temp_dir().join(format!("mmc-hbm-{}", std::process::id()));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let service = rt
+        .block_on(memcache_local::RunningLocalService::start(
+            &config,
+            &meta,
+            std::time::Duration::from_secs(5),
+            dir,
+        ))
+        .unwrap();
+    wait_for_services(&url, 1);
+    let (_, body) = http_get(&http, "/get_all_segments");
+    assert!(body.contains("HBM"), "{body}");
+    let store = pure_client(&url);
+    let before = d.copies();
+    let value = pattern(7, 300 * KIB);
+    store.put("hbm/a", &value).unwrap();
+    let info = store.batch_get_key_info(&["hbm/a"]).pop().unwrap().unwrap();
+    // The emptiest segment takes the replica: the 64 MiB of HBM over the 8 MiB of DRAM.
+    assert_eq!(info.locations[0].medium, memcache_core::Medium::Hbm);
+    assert_eq!(store.get("hbm/a").unwrap(), value);
+    let after = d.copies();
+    assert!(after[0] > before[0], "written with host-to-device copies");
+    assert!(after[1] > before[1], "read with device-to-host copies");
+    store.remove("hbm/a").unwrap();
+    drop(store);
+    drop(service);
+}
