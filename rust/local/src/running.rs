@@ -207,9 +207,9 @@ impl RunningLocalService {
         self.http
     }
 
-    /// The segments with the ids the meta service gave them (they change when the
-    /// service registers again with a restarted meta service).
-    /// Only the shared-memory ones, which same-host clients map.
+    /// The shared-memory segments (which same-host clients map) with the ids the meta
+    /// service gave them (they change when the service registers again with a
+    /// restarted meta service).
     pub fn segments(&self) -> Vec<(SegmentId, Arc<ShmSegment>)> {
         let table = self.segments.read().unwrap_or_else(|e| e.into_inner());
         table

@@ -163,12 +163,7 @@ impl LocalService {
             .ok_or(Error::NotStarted)
     }
 
-    /// Every segment, registered or not, in the order of `segment_specs`.
-    pub fn all_segments(&self) -> &[Arc<ShmSegment>] {
-        &self.segments
-    }
-
-    /// Registered segments with their ids.
+    /// Registered shared-memory segments with their ids.
     pub fn segments(&self) -> impl Iterator<Item = (SegmentId, &Arc<ShmSegment>)> {
         self.ids
             .iter()
