@@ -5,6 +5,7 @@
 use memcache_core::{Error, Result};
 use memcache_device::{CopyKind, DeviceCopy, DeviceRuntime};
 
+use crate::segment::check_span;
 use crate::transport::check_room;
 
 pub struct DeviceSegment {
@@ -56,12 +57,7 @@ impl DeviceSegment {
     /// The device address of `offset` when `len` bytes from it end by `limit` and
     /// inside the segment.
     fn check(&self, offset: u64, len: u64, limit: u64) -> Result<u64> {
-        match offset.checked_add(len) {
-            Some(end) if end <= limit.min(self.len) => Ok(self.ptr + offset),
-            _ => Err(Error::invalid(format!(
-                "range {offset}+{len} is outside the blob or the segment"
-            ))),
-        }
+        check_span(offset, len, limit, self.len).map(|o| self.ptr + o)
     }
 
     /// Checks that `offset..offset + len` lies inside the segment.

@@ -40,6 +40,15 @@ impl Segment {
         self.len() == 0
     }
 
+    /// Where the segment starts in this process (the mapping, or the device address),
+    /// as registered and reported by the admin view.
+    pub fn base(&self) -> u64 {
+        match self {
+            Segment::Shm(s) => s.base(),
+            Segment::Device(d) => d.base(),
+        }
+    }
+
     /// The shared-memory segment, which same-host processes map by its descriptor.
     pub fn shm(&self) -> Option<&Arc<ShmSegment>> {
         match self {
@@ -76,6 +85,17 @@ impl Segment {
 /// The segments a local service serves, by id. Shared by its descriptor and TCP
 /// servers, and replaced as a whole when the service registers again.
 pub type SegmentTable = Arc<RwLock<Vec<(SegmentId, Segment)>>>;
+
+/// `offset` when `len` bytes from it end by `limit` (the blob's end) and inside a
+/// segment of `size` bytes.
+pub(crate) fn check_span(offset: u64, len: u64, limit: u64, size: u64) -> Result<u64> {
+    match offset.checked_add(len) {
+        Some(end) if end <= limit.min(size) => Ok(offset),
+        _ => Err(Error::invalid(format!(
+            "range {offset}+{len} is outside the blob or the segment"
+        ))),
+    }
+}
 
 /// The segment `id` of `table`, if served.
 pub fn find_segment(table: &SegmentTable, id: SegmentId) -> Option<Segment> {
@@ -186,12 +206,7 @@ impl ShmSegment {
 
     /// `offset` as an index when `len` bytes from it end by `limit` and inside the map.
     fn check(&self, offset: u64, len: usize, limit: u64) -> Result<usize> {
-        match offset.checked_add(len as u64) {
-            Some(end) if end <= limit.min(self.len()) => Ok(offset as usize),
-            _ => Err(Error::invalid(format!(
-                "range {offset}+{len} is outside the blob or the segment"
-            ))),
-        }
+        check_span(offset, len as u64, limit, self.len()).map(|o| o as usize)
     }
 
     /// The address in this process of `offset..offset + len`, checked to lie inside the

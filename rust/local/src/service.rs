@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use memcache_core::{Error, LocalServiceId, Medium, Result, SegmentId};
+use memcache_core::{Error, LocalServiceId, Result, SegmentId};
 use memcache_proto::SegmentSpec;
 
 use crate::segment::{Segment, ShmSegment};
@@ -123,19 +123,12 @@ impl LocalService {
     /// What to register with the meta service, one spec per segment: the memory
     /// segments (DRAM, then HBM), then the SSD tier's.
     pub fn segment_specs(&self) -> Vec<SegmentSpec> {
-        let dram = self.segments.iter().map(|s| SegmentSpec {
-            medium: Medium::Dram,
+        let memory = self.memory_segments().into_iter().map(|s| SegmentSpec {
+            medium: s.medium(),
             capacity: s.len(),
             base: s.base(),
         });
-        let hbm = self.hbm.iter().map(|d| SegmentSpec {
-            medium: Medium::Hbm,
-            capacity: d.len(),
-            base: d.base(),
-        });
-        dram.chain(hbm)
-            .chain(self.tier.iter().map(|t| t.spec()))
-            .collect()
+        memory.chain(self.tier.iter().map(|t| t.spec())).collect()
     }
 
     /// Every memory segment, in the order of `segment_specs`.
@@ -147,7 +140,7 @@ impl LocalService {
 
     /// Records the ids the meta service assigned to the memory segments.
     pub fn bind(&mut self, service: LocalServiceId, segment_ids: Vec<SegmentId>) -> Result<()> {
-        if segment_ids.len() != self.segments.len() + usize::from(self.hbm.is_some()) {
+        if segment_ids.len() != self.memory_segments().len() {
             return Err(Error::UnmatchedRetcode);
         }
         tracing::info!(service, segments = ?segment_ids, "local service registered");
