@@ -379,16 +379,26 @@ pub const RPC_IDLE: Duration = Duration::from_secs(600);
 /// never meets a connection the meta service is closing for idleness.
 const RECONNECT_AFTER: Duration = Duration::from_secs(300);
 
+/// The least time a connection attempt to one meta node gets, however many addresses
+/// share a call's deadline.
+const MIN_CONNECT: Duration = Duration::from_millis(100);
+
 /// A connection to the meta service that reconnects on demand and follows the leader
 /// of a meta group: a node that is not the leader redirects the call to it, and a
 /// call meets no leader (an election) it asks the other addresses of the discovery URL
 /// again until its deadline.
+///
+/// An address may swallow connection attempts (a host cut off drops them unanswered),
+/// so no attempt gets more than its share of the call's deadline, and connections
+/// start at the address that answered last: one dead address costs a call one share,
+/// never every call its whole deadline.
 pub struct MetaLink {
     addrs: Vec<SocketAddr>,
     timeout: Duration,
     /// The connection and when it was last used.
     rpc: tokio::sync::Mutex<Option<(MetaRpcClient, std::time::Instant)>>,
-    /// Where the next connection attempt starts in `addrs`.
+    /// Where the next connection attempt starts in `addrs`: the address of the last
+    /// connection made, moved on past addresses given up on.
     start: std::sync::atomic::AtomicUsize,
 }
 
@@ -409,7 +419,8 @@ impl MetaLink {
         let link = MetaLink::new(addrs, timeout);
         let mut last = Error::NotConnectedToMeta;
         for _ in 0..link.addrs.len() {
-            let rpc = link.client(None).await?;
+            let deadline = std::time::Instant::now() + timeout;
+            let rpc = link.client(None, deadline).await?;
             match rpc.role(context(timeout)).await {
                 Ok(_) => return Ok(link),
                 Err(e) => last = rpc_error(e),
@@ -427,9 +438,19 @@ impl MetaLink {
         self.timeout
     }
 
-    /// The current connection, or a new one: to `hint` if given and reachable, else to
-    /// the first address that answers, starting after the last one given up on.
-    async fn client(&self, hint: Option<SocketAddr>) -> Result<MetaRpcClient> {
+    /// How long one connection attempt may take: its share of a call's deadline.
+    fn connect_share(&self) -> Duration {
+        (self.timeout / self.addrs.len().max(1) as u32).max(MIN_CONNECT)
+    }
+
+    /// The current connection, or a new one before `deadline`: to `hint` if given and
+    /// reachable, else to the first address that answers, starting where the last
+    /// connection was made (or after the last one given up on).
+    async fn client(
+        &self,
+        hint: Option<SocketAddr>,
+        deadline: std::time::Instant,
+    ) -> Result<MetaRpcClient> {
         use std::sync::atomic::Ordering;
         let mut slot = self.rpc.lock().await;
         let now = std::time::Instant::now();
@@ -441,15 +462,30 @@ impl MetaLink {
         }
         let first = self.start.load(Ordering::Relaxed);
         let n = self.addrs.len();
-        let order = (0..n).map(|i| self.addrs[(first + i) % n]);
+        let order = (0..n).map(|i| (first + i) % n);
+        let tries = hint
+            .map(|a| (a, self.addrs.iter().position(|x| *x == a)))
+            .into_iter()
+            .chain(order.map(|i| (self.addrs[i], Some(i))));
         let mut last = Error::NotConnectedToMeta;
-        for addr in hint.into_iter().chain(order) {
-            match connect_meta(addr, self.timeout).await {
+        for (addr, at) in tries {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match connect_meta(addr, left.min(self.connect_share())).await {
                 Ok(rpc) => {
+                    tracing::debug!(%addr, "connected to a meta node");
+                    if let Some(i) = at {
+                        self.start.store(i, Ordering::Relaxed);
+                    }
                     *slot = Some((rpc.clone(), now));
                     return Ok(rpc);
                 }
-                Err(e) => last = e,
+                Err(e) => {
+                    tracing::debug!(%addr, error = %e, "no connection to a meta node");
+                    last = e
+                }
             }
         }
         Err(last)
@@ -476,7 +512,7 @@ impl MetaLink {
         let deadline = std::time::Instant::now() + self.timeout;
         let mut hint = None;
         loop {
-            let rpc = match self.client(hint.take()).await {
+            let rpc = match self.client(hint.take(), deadline).await {
                 Ok(rpc) => rpc,
                 Err(e) if std::time::Instant::now() >= deadline => return Err(e),
                 Err(_) => {
@@ -489,6 +525,7 @@ impl MetaLink {
             match f(rpc, ctx).await {
                 Ok(Ok(v)) => return Ok(v),
                 Ok(Err(Redirect { leader })) => {
+                    tracing::debug!(?leader, "a meta node redirected the call");
                     self.forget(leader.is_none() as usize).await;
                     if std::time::Instant::now() >= deadline {
                         return Err(Error::NotConnectedToMeta);
@@ -499,6 +536,7 @@ impl MetaLink {
                     }
                 }
                 Err(e) => {
+                    tracing::debug!(error = %e, "a meta call failed");
                     self.forget(1).await;
                     return Err(rpc_error(e));
                 }

@@ -14,7 +14,7 @@ use common::pattern;
 use common::procs::*;
 
 use memcache_client::BlockingObjectStore;
-use memcache_proto::{ask_role, RoleInfo};
+use memcache_proto::{ask_role, MetaLink, RoleInfo};
 use memcache_tests::linearizability::{History, Op, Ret};
 
 /// Three meta processes forming one group.
@@ -227,6 +227,56 @@ fn a_meta_node_joins_from_a_snapshot_and_leaves_again() {
     });
     client.put("snap/after", b"three again").unwrap();
     assert_eq!(client.get("snap/7").unwrap(), pattern(7, 512));
+}
+
+/// A meta address that swallows connection attempts (a host cut off from the network
+/// drops them unanswered) costs a call at most its share of the deadline, once. In the
+/// chaos test such an address (the old leader, isolated) stood first in a local
+/// service's list, before a follower that redirected to the new leader: every heartbeat
+/// spent its whole deadline connecting there, so the new leader declared the live
+/// service dead and its objects lost.
+#[test]
+fn an_address_that_swallows_connections_costs_a_call_its_share_once() {
+    let group = MetaGroup::start();
+    let leader = group.leader();
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        // A backlog of 0 queues one connection, which is never accepted; later
+        // attempts get no answer at all.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let swallow = socket.listen(0).unwrap();
+        let hole = swallow.local_addr().unwrap();
+        let _queued = tokio::net::TcpStream::connect(hole).await.unwrap();
+
+        let timeout = Duration::from_secs(1);
+        let addrs = vec![
+            hole,
+            group.addrs[&follower].parse().unwrap(),
+            group.addrs[&leader].parse().unwrap(),
+        ];
+        let link = MetaLink::new(addrs, timeout);
+        let key = memcache_core::Key::new("anything").unwrap();
+        for i in 0..5 {
+            let began = Instant::now();
+            let answer = link
+                .call(|rpc, ctx| {
+                    let keys = vec![key.clone()];
+                    async move { rpc.exists(ctx, keys).await }
+                })
+                .await;
+            let took = began.elapsed();
+            assert!(
+                matches!(answer.as_deref(), Ok([Ok(false)])),
+                "call {i}: {answer:?} after {took:?}"
+            );
+            // The first call tries the hole for its share; later ones go straight to
+            // the leader found.
+            let bound = if i == 0 { timeout } else { timeout / 4 };
+            assert!(took < bound, "call {i} took {took:?}");
+        }
+    });
 }
 
 /// The value a put wrote: its id in the first 8 bytes and a pattern of it after, so a

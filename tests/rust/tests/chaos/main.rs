@@ -11,7 +11,9 @@
 //! them it fails, unless `MMC_CHAOS=skip`. `MMC_CHAOS_SECONDS` (default 30) is how long
 //! the nemesis runs, at least one round of every fault; `MMC_CHAOS_FAULTS` (names
 //! separated by commas, e.g. `pause-node,truncate-log`) runs only those, in that order;
-//! `MMC_CHAOS_SEED` repeats a run's choices. The log (`--nocapture`) says which faults ran, when, and how the pool took
+//! `MMC_CHAOS_SEED` repeats a run's choices; `MMC_CHAOS_LOG` sets the processes' log
+//! filter (`RUST_LOG`), and `MMC_CHAOS_KEEP=1` keeps the run's directory even when the
+//! test passes. The log (`--nocapture`) says which faults ran, when, and how the pool took
 //! them; it is also written to `chaos.log` in the run's directory (kept when the test
 //! fails) and copied to `target/tmp/chaos-last.log`.
 
@@ -56,7 +58,7 @@ struct RunDir(PathBuf);
 
 impl Drop for RunDir {
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        if std::thread::panicking() || std::env::var("MMC_CHAOS_KEEP").as_deref() == Ok("1") {
             eprintln!("[chaos] logs kept in {}", self.0.display());
         } else {
             let _ = std::fs::remove_dir_all(&self.0);

@@ -21,7 +21,7 @@ pub const DATA_PORT: u16 = 7200;
 pub const LOCAL_HTTP_PORT: u16 = 7201;
 /// Each meta node's data directory is a tmpfs of this size (so it can be filled).
 pub const DATA_DIR_BYTES: u64 = 64 << 20;
-/// What the processes log (to their files).
+/// What the processes log (to their files), unless `MMC_CHAOS_LOG` says otherwise.
 const LOG_FILTER: &str = "info,openraft=error,tarpc=error";
 
 /// A process that printed its first lines; the rest of its output goes to its log.
@@ -38,7 +38,10 @@ struct Started {
 fn start(mut cmd: Command, log: &Path, n: usize, keep_stdout: bool) -> Result<Started, String> {
     let file = File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
     let mut child = cmd
-        .env("RUST_LOG", LOG_FILTER)
+        .env(
+            "RUST_LOG",
+            std::env::var("MMC_CHAOS_LOG").unwrap_or_else(|_| LOG_FILTER.into()),
+        )
         .env("NO_COLOR", "1")
         .stdin(if keep_stdout {
             Stdio::piped()
