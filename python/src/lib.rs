@@ -1077,7 +1077,7 @@ impl MetaService {
 
 fn serve_meta() -> Result<()> {
     let config = config::meta_service_config()?;
-    let rt = tokio::runtime::Runtime::new()
+    let rt = memcache_meta_service::runtime(memcache_meta_service::default_threads())
         .map_err(|e| Error::Failed(format!("starting a runtime: {e}")))?;
     rt.block_on(async move {
         let service = memcache_meta_service::MetaService::start(config).await?;

@@ -40,11 +40,11 @@ pub struct MetaArgs {
     /// Keep the Raft log, vote and snapshots in this directory (default: in memory).
     #[arg(long, env = "MMC_META_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// Runtime threads. Two or more (the default: two) keep heartbeats and elections
-    /// going while a request's work or a slow disk holds one thread; 1 runs everything
-    /// on one thread (fewer cross-thread wake-ups, for a small single-member setup).
-    #[arg(long, env = "MMC_META_THREADS", default_value_t = 2)]
-    threads: usize,
+    /// Runtime threads. Two or more keep heartbeats and elections going while a
+    /// request's work holds one thread; 1 runs everything on one thread, with no
+    /// cross-thread wake-ups. Default: 1 on a host of two cores or fewer, 2 otherwise.
+    #[arg(long, env = "MMC_META_THREADS")]
+    threads: Option<usize>,
     /// Any other key, `key=value` (repeatable); `MMC_META_<KEY>` variables work too.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
@@ -96,17 +96,10 @@ pub fn run(args: MetaArgs) -> Result<(), String> {
     }
     config.tls = crate::tls::choose(config.tls.take())?;
     let tls_on = config.tls.as_ref().is_some_and(|t| t.enable);
-    let rt = match args.threads {
-        0 | 1 => tokio::runtime::Builder::new_current_thread(),
-        n => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            b.worker_threads(n);
-            b
-        }
-    }
-    .enable_all()
-    .build()
-    .map_err(|e| e.to_string())?;
+    let threads = args
+        .threads
+        .unwrap_or_else(memcache_meta_service::default_threads);
+    let rt = memcache_meta_service::runtime(threads).map_err(|e| e.to_string())?;
     rt.block_on(async move {
         let service = MetaService::start(config)
             .await

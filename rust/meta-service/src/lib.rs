@@ -45,6 +45,32 @@ use rpc::{Outcome, Server};
 /// The spec's tracepoint table, for any rows (e.g. fetched over RPC).
 pub use ptracer::table as tracepoint_table;
 
+/// Runtime threads of a meta service unless told: one on a host of two cores or fewer,
+/// which it shares with clients and local services, and where a second thread mostly
+/// adds cross-thread wake-ups (`mmc bench raft`: a third less CPU per put); two
+/// otherwise, so that heartbeats go on while a request's work holds one thread.
+pub fn default_threads() -> usize {
+    match std::thread::available_parallelism().map_or(1, |n| n.get()) {
+        0..=2 => 1,
+        _ => 2,
+    }
+}
+
+/// A runtime for a meta service served inside `block_on`: with one thread, everything
+/// runs on the caller's.
+pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    match threads {
+        0 | 1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+    }
+    .enable_all()
+    .build()
+}
+
 /// Settings of `mmc meta`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
