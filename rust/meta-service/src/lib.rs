@@ -101,8 +101,9 @@ pub struct MetaServiceConfig {
     pub data_dir: Option<PathBuf>,
     /// Leader heartbeat period (ms).
     pub raft_heartbeat_ms: u64,
-    /// A follower that hears no leader for this long (ms, randomised up to twice it)
-    /// starts an election.
+    /// Election timeout (ms): each node draws its own between this and 1.5 times it. A
+    /// follower campaigns once it has heard no leader for 1.5 times this (openraft's
+    /// leader lease, during which it refuses other candidates too) plus its own timeout.
     pub raft_election_timeout_ms: u64,
     /// A snapshot is taken after this many log entries, and the log before it dropped.
     pub raft_snapshot_every: u64,
@@ -169,7 +170,11 @@ impl MetaServiceConfig {
             cluster_name: "mmc-meta".into(),
             heartbeat_interval: self.raft_heartbeat_ms.max(1),
             election_timeout_min: self.raft_election_timeout_ms,
-            election_timeout_max: self.raft_election_timeout_ms * 2,
+            // openraft's leader lease is the largest timeout, and a follower waits the
+            // lease plus its own timeout: with twice the least, a SIGKILL'ed leader's
+            // successor took 450-600 ms of silence to start campaigning.
+            election_timeout_max: (self.raft_election_timeout_ms * 3 / 2)
+                .max(self.raft_election_timeout_ms + 1),
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.raft_snapshot_every.max(1)),
             max_in_snapshot_log_to_keep: (self.raft_snapshot_every / 2).min(1000),
             // Entries can be large batches; keep one message well inside MAX_FRAME.
