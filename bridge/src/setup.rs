@@ -94,8 +94,8 @@ fn log_level(name: &str) -> Result<Option<i32>, Error> {
 }
 
 /// `c` over `base`. Refuses (-3000) what this build cannot honour: TLS enabled without
-/// its CA, certificate and key (in `c` or in `base`), HBM, device protocols, and
-/// malformed sizes or names. Applies the log level only on success.
+/// its CA, certificate and key (in `c` or in `base`), device protocols, and malformed
+/// sizes or names. Applies the log level only on success.
 pub fn apply(base: ClientConfig, c: &mmc_local_config_t) -> Result<ClientConfig, Error> {
     // A process has one identity: the first enabled group's. One enabled without paths
     // keeps the identity of the configuration it lays over (mmc-local.conf's
@@ -114,11 +114,11 @@ pub fn apply(base: ClientConfig, c: &mmc_local_config_t) -> Result<ClientConfig,
         },
     };
     let hbm = fixed(&c.hbm_size);
-    if !hbm.is_empty() && parse_size(&hbm)? != 0 {
-        return Err(Error::invalid(
-            "hbm_size: this build contributes host DRAM only",
-        ));
-    }
+    let hbm = if hbm.is_empty() {
+        None
+    } else {
+        Some(parse_size(&hbm)?)
+    };
     for limit in [&c.max_dram_size, &c.max_hbm_size] {
         let s = fixed(limit);
         if !s.is_empty() {
@@ -139,6 +139,11 @@ pub fn apply(base: ClientConfig, c: &mmc_local_config_t) -> Result<ClientConfig,
     let dram = fixed(&c.dram_size);
     if !dram.is_empty() {
         cfg.local.dram_size = parse_size(&dram)?;
+    }
+    // Device memory the client contributes: `init` refuses it (-3000) without a device
+    // runtime or in the embedded pool, which has no HBM yet.
+    if let Some(hbm) = hbm {
+        cfg.local.hbm_size = hbm;
     }
     if c.client_timeout_seconds > 0 {
         cfg.timeout_ms = u64::from(c.client_timeout_seconds) * 1000;
@@ -200,7 +205,7 @@ mod tests {
         set(&mut c.meta_service_url, "tcp://127.0.0.1:5000");
         set(&mut c.protocol, "host_tcp");
         set(&mut c.dram_size, "2GB");
-        set(&mut c.hbm_size, "0");
+        set(&mut c.hbm_size, "1GB");
         set(&mut c.max_dram_size, "1TB");
         c.client_timeout_seconds = 7;
         c.write_thread_pool_size = 3;
@@ -208,6 +213,7 @@ mod tests {
         assert_eq!(cfg.discovery_url.as_deref(), Some("tcp://127.0.0.1:5000"));
         assert_eq!(cfg.transport, Some(TransportKind::Tcp));
         assert_eq!(cfg.local.dram_size, 2 << 30);
+        assert_eq!(cfg.local.hbm_size, 1 << 30);
         assert_eq!(cfg.timeout_ms, 7000);
         // 0 keeps the default, as in 1.3.0's zeroed structs.
         assert_eq!((cfg.write_threads, cfg.read_threads), (3, 32));
@@ -254,7 +260,7 @@ mod tests {
             -3000,
             "no certificate or key"
         );
-        assert_eq!(refused(&|c| set(&mut c.hbm_size, "1GB")), -3000);
+        assert_eq!(refused(&|c| set(&mut c.hbm_size, "1.5GB")), -3000);
         assert_eq!(refused(&|c| set(&mut c.protocol, "device_rdma")), -3000);
         assert_eq!(refused(&|c| set(&mut c.dram_size, "lots")), -3000);
         assert_eq!(refused(&|c| set(&mut c.log_level, "loud")), -3000);

@@ -37,8 +37,9 @@ class DistributedObjectStore:
 
         The following `init` uses `config` (1.3.0's `LocalConfig`) instead of the
         environment. Returns 0, or -3000 for a value this pool cannot honour (a protocol
-        other than host_shm or host_tcp, TLS, an HBM size above 0, …; the reason goes to
-        standard error).
+        other than host_shm or host_tcp, TLS without certificates, …; the reason goes to
+        standard error). An HBM size above 0 is device memory `init` contributes; `init`
+        answers -3000 without a device runtime or in the embedded pool.
         """
     def init(self, device_id: int, init_bm: bool = True) -> int:
         """Joins the pool and, with `init_bm`, contributes this host's DRAM to it

@@ -380,8 +380,9 @@ impl DistributedObjectStore {
     ///
     /// The following `init` uses `config` (1.3.0's `LocalConfig`) instead of the
     /// environment. Returns 0, or -3000 for a value this pool cannot honour (a protocol
-    /// other than host_shm or host_tcp, TLS, an HBM size above 0, …; the reason goes to
-    /// standard error).
+    /// other than host_shm or host_tcp, TLS without certificates, …; the reason goes to
+    /// standard error). An HBM size above 0 is device memory `init` contributes; `init`
+    /// answers -3000 without a device runtime or in the embedded pool.
     fn setup(&mut self, config: PyRef<'_, LocalConfig>) -> i32 {
         match config::setup_local(&config) {
             Ok(c) => {

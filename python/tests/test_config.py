@@ -255,7 +255,7 @@ def test_a_bad_local_config_file_fails_init_with_3000(monkeypatch, tmp_path, lin
     ("tls_enable", True),
     ("hcom_tls_enable", True),
     ("config_store_tls_enable", True),
-    ("hbm_size", "1GB"),
+    ("hbm_size", "plenty"),
     ("dram_size", "a lot"),
     ("client_timeout_seconds", -1),
 ])
@@ -266,6 +266,17 @@ def test_setup_refuses_what_it_cannot_honour(field, value):
     assert store.setup(cfg) == -3000
     # 1.3.0's defaults ask for host_rdma: refused too, not silently replaced.
     assert store.setup(LocalConfig()) == -3000
+
+
+def test_setup_takes_hbm_size_and_init_refuses_it_without_a_device_runtime(meta_url):
+    # This build loads no device runtime, so the HBM the client would contribute
+    # cannot be allocated; the embedded pool has none either.
+    for url in (meta_url, ""):
+        cfg = local_config(url)
+        cfg.hbm_size = "64MB"
+        store = DistributedObjectStore()
+        assert store.setup(cfg) == 0, url
+        assert store.init(0) == -3000, url
 
 
 @pytest.mark.parametrize("field,value", [

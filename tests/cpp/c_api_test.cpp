@@ -362,7 +362,7 @@ TEST(CApiSetup, BadInputIsRefused) {
     };
     EXPECT_EQ(refused([](mmc_local_config_t &c) { c.tls.tlsEnable = true; }), -3000);
     EXPECT_EQ(refused([](mmc_local_config_t &c) { c.config_store_tls.tlsEnable = true; }), -3000);
-    EXPECT_EQ(refused([](mmc_local_config_t &c) { SetStr(c.hbm_size, "2GB"); }), -3000);
+    EXPECT_EQ(refused([](mmc_local_config_t &c) { SetStr(c.hbm_size, "2.5GB"); }), -3000);
     EXPECT_EQ(refused([](mmc_local_config_t &c) { SetStr(c.protocol, "device_sdma"); }), -3000);
     EXPECT_EQ(refused([](mmc_local_config_t &c) { SetStr(c.dram_size, "1.5GB"); }), -3000);
     EXPECT_EQ(refused([](mmc_local_config_t &c) { SetStr(c.max_dram_size, "x"); }), -3000);
@@ -375,6 +375,14 @@ TEST(CApiSetup, BadInputIsRefused) {
     ASSERT_EQ(mmc_setup(&c), 0);
     mmc_init_config_t init{0, false};
     EXPECT_NE(mmc_init(&init), 0);
+    EXPECT_EQ(mmcc_exist("k", 0), -3019);
+
+    // Device memory passes setup; the embedded pool has none to offer, so init refuses it.
+    mmc_local_config_t hbm = EmbeddedConfig();
+    SetStr(hbm.hbm_size, "1GB");
+    ASSERT_EQ(mmc_setup(&hbm), 0);
+    mmc_init_config_t contribute{0, true};
+    EXPECT_EQ(mmc_init(&contribute), -3000);
     EXPECT_EQ(mmcc_exist("k", 0), -3019);
 }
 

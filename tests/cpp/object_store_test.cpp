@@ -269,7 +269,7 @@ TEST(ObjectStoreSetup, RefusesWhatItCannotHonour) {
     EXPECT_EQ(refused([](local_config &c) { c.tls_enable = true; }), memcache::MMC_INVALID_PARAM);
     EXPECT_EQ(refused([](local_config &c) { c.hcom_tls_enable = true; }),
               memcache::MMC_INVALID_PARAM);
-    EXPECT_EQ(refused([](local_config &c) { c.hbm_size = "1GB"; }), memcache::MMC_INVALID_PARAM);
+    EXPECT_EQ(refused([](local_config &c) { c.hbm_size = "1.5GB"; }), memcache::MMC_INVALID_PARAM);
     EXPECT_EQ(refused([](local_config &c) { c.protocol = "device_rdma"; }),
               memcache::MMC_INVALID_PARAM);
     EXPECT_EQ(refused([](local_config &c) { c.dram_size = "lots"; }),

@@ -43,14 +43,16 @@ typedef struct {
  * MMC_CLIENT_CONFIG / MMC_CLIENT_*: an empty string or a zero number keeps what those
  * say, so a zeroed struct changes nothing. Sizes are bytes with an optional unit,
  * binary as in 1.3.0 ("1GB" is 2^30 bytes). Refused with -3000: an enabled TLS group
- * without CA, certificate or key path, a non-zero hbm_size and device protocols (host
- * memory only), malformed sizes, unknown protocol or log level names. */
+ * without CA, certificate or key path, device protocols, malformed sizes, unknown
+ * protocol or log level names. A non-zero hbm_size is device memory mmc_init with
+ * initBm contributes; mmc_init answers -3000 without a device runtime or with no
+ * meta_service_url (the embedded pool has no HBM yet). */
 typedef struct {
     char meta_service_url[MMC_URL_LEN]; /* "tcp://HOST:PORT[,...]" */
     char config_store_url[MMC_URL_LEN]; /* accepted, not used */
     char protocol[MMC_PROTOCOL_LEN];    /* host_tcp, host_shm; host_rdma/host_urma: automatic */
     char dram_size[MMC_SIZE_LEN];       /* what mmc_init with initBm contributes */
-    char hbm_size[MMC_SIZE_LEN];        /* must be empty or 0 */
+    char hbm_size[MMC_SIZE_LEN];        /* device memory mmc_init with initBm contributes */
     char max_dram_size[MMC_SIZE_LEN];   /* checked, not used */
     char max_hbm_size[MMC_SIZE_LEN];    /* checked, not used */
     char log_level[MMC_LOG_LEVEL_LEN];  /* debug, info, warn, error */

@@ -49,12 +49,16 @@ impl ClientConfig {
             )));
         }
         c.local.dram_size = dram.div_ceil(DRAM_ALIGN) * DRAM_ALIGN;
-        if seed.size("ock.mmc.local_service.hbm.size")? > 0 {
-            return Err(Error::invalid(
-                "ock.mmc.local_service.hbm.size > 0: no device memory tier yet; set it to 0",
-            ));
+        // Device memory this process contributes: it needs a device runtime and a meta
+        // service (the embedded pool has no HBM yet); `init` says so (-3000) otherwise.
+        let hbm = seed.size("ock.mmc.local_service.hbm.size")?;
+        let max_hbm = seed.size("ock.mmc.local_service.max.hbm.size")?;
+        if max_hbm > 0 && hbm > max_hbm {
+            return Err(Error::invalid(format!(
+                "ock.mmc.local_service.hbm.size ({hbm} bytes) is above ock.mmc.local_service.max.hbm.size ({max_hbm} bytes)"
+            )));
         }
-        seed.size("ock.mmc.local_service.max.hbm.size")?;
+        c.local.hbm_size = hbm;
         let timeout = seed.uint("ock.mmc.client.timeout.seconds")?;
         if timeout == 0 {
             return Err(Error::invalid(
@@ -188,7 +192,10 @@ mod tests {
             ),
             ("ock.mmc.tls.enable = yes", "ock.mmc.tls.enable"),
             ("ock.mmc.tls.enable = true", "ock.mmc.tls.ca.path"),
-            ("ock.mmc.local_service.hbm.size = 1GB", "device memory"),
+            (
+                "ock.mmc.local_service.hbm.size = 2GB\nock.mmc.local_service.max.hbm.size = 1GB",
+                "max.hbm.size",
+            ),
             ("ock.mmc.local_service.dram.size = 2TB", "size"),
             ("ock.mmc.local_service.dram.size = lots", "size"),
             ("ock.mmc.local_service.storage.enabled = true", "UBS IO"),
