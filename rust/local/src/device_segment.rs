@@ -6,7 +6,7 @@ use memcache_core::{Error, Result};
 use memcache_device::{CopyKind, DeviceCopy, DeviceRuntime};
 
 use crate::segment::check_span;
-use crate::transport::check_room;
+use crate::transport::{check_room, spread};
 
 pub struct DeviceSegment {
     runtime: &'static dyn DeviceRuntime,
@@ -91,23 +91,15 @@ impl DeviceSegment {
     /// per slice); a trailing remainder of the destinations is left untouched.
     pub fn read_at(&self, offset: u64, len: u64, dsts: &mut [&mut [u8]]) -> Result<()> {
         check_room(dsts, len)?;
-        let mut at = self.check(offset, len, offset.saturating_add(len))?;
-        let mut left = len as usize;
-        let mut copies = Vec::with_capacity(dsts.len());
-        for dst in dsts.iter_mut() {
-            if left == 0 {
-                break;
-            }
-            let n = dst.len().min(left);
-            copies.push(DeviceCopy {
+        let at = self.check(offset, len, offset.saturating_add(len))?;
+        let copies: Vec<DeviceCopy> = spread(at, len, dsts)
+            .map(|(src, dst)| DeviceCopy {
                 dst: dst.as_mut_ptr() as u64,
-                src: at,
-                len: n,
+                src,
+                len: dst.len(),
                 kind: CopyKind::DeviceToHost,
-            });
-            at += n as u64;
-            left -= n;
-        }
+            })
+            .collect();
         self.copy(&copies)
     }
 

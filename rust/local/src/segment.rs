@@ -274,18 +274,17 @@ impl ShmSegment {
         out: &mut Vec<Piece<'a>>,
     ) -> Result<()> {
         crate::transport::check_room(dsts, len)?;
-        let mut at = self.check(offset, len as usize, offset.saturating_add(len))?;
-        let mut left = len as usize;
-        for dst in dsts.iter_mut() {
-            if left == 0 {
-                break;
-            }
-            let n = dst.len().min(left);
-            // SAFETY: `check` proved [offset, offset + len) lies inside the mapping, and
-            // `n` never exceeds `dst`'s length, which the caller lends us for `'a`.
-            out.push(unsafe { Piece::new(self.map.as_ptr().add(at), dst.as_mut_ptr(), n) });
-            at += n;
-            left -= n;
+        let at = self.check(offset, len as usize, offset.saturating_add(len))?;
+        for (from, dst) in crate::transport::spread(at as u64, len, dsts) {
+            // SAFETY: `check` proved [offset, offset + len) lies inside the mapping, the
+            // pieces stay within it, and each `dst` is a slice the caller lends for `'a`.
+            out.push(unsafe {
+                Piece::new(
+                    self.map.as_ptr().add(from as usize),
+                    dst.as_mut_ptr(),
+                    dst.len(),
+                )
+            });
         }
         Ok(())
     }

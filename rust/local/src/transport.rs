@@ -24,6 +24,27 @@ pub fn check_room(dsts: &[&mut [u8]], len: u64) -> Result<()> {
     Ok(())
 }
 
+/// `len` bytes from offset `at` spread over `dsts` in order: each destination used, cut
+/// to what it takes, with the offset its bytes come from. Room left in the
+/// destinations after `len` bytes is not handed out (see [`check_room`]).
+pub fn spread<'d, 'b: 'd>(
+    mut at: u64,
+    len: u64,
+    dsts: &'d mut [&'b mut [u8]],
+) -> impl Iterator<Item = (u64, &'d mut [u8])> + use<'d, 'b> {
+    let mut left = len;
+    dsts.iter_mut().map_while(move |dst| {
+        if left == 0 {
+            return None;
+        }
+        let n = (dst.len() as u64).min(left);
+        let piece = (at, &mut dst[..n as usize]);
+        at += n;
+        left -= n;
+        Some(piece)
+    })
+}
+
 /// -3000 unless `srcs` hold exactly the blob's length (a whole-blob write).
 pub fn check_whole(blob: &Blob, srcs: &[&[u8]]) -> Result<()> {
     let total: u64 = srcs.iter().map(|s| s.len() as u64).sum();
