@@ -130,11 +130,15 @@ impl<'a> Planner<'a> {
     /// The allocation a writer already holds for `key`, when it asks again (its
     /// first answer was lost with a leader or a connection).
     pub fn repeated(&self, key: &Key, size: u64, writer: u64) -> Option<Allocation> {
+        // Writer 0 (an in-process store, an anonymous caller) never asks again.
+        if writer == 0 {
+            return None;
+        }
         let in_flight =
             |d: &'a crate::state::Directory| d.get(key).filter(|o| o.put_in_progress().is_some());
         let o = in_flight(self.view.replacements).or_else(|| in_flight(self.view.objects))?;
         let p = o.put_in_progress()?;
-        let mine = writer != 0 && p.writer == writer && o.size == size;
+        let mine = p.writer == writer && o.size == size;
         mine.then(|| Allocation {
             put_id: o.put_id,
             blobs: o.blobs.to_vec(),
