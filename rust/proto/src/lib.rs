@@ -511,6 +511,7 @@ impl MetaLink {
     {
         let deadline = std::time::Instant::now() + self.timeout;
         let mut hint = None;
+        let mut redirects = 0u32;
         loop {
             let rpc = match self.client(hint.take(), deadline).await {
                 Ok(rpc) => rpc,
@@ -530,10 +531,14 @@ impl MetaLink {
                     if std::time::Instant::now() >= deadline {
                         return Err(Error::NotConnectedToMeta);
                     }
-                    match leader {
-                        Some(addr) => hint = Some(addr),
-                        None => tokio::time::sleep(NO_LEADER_PAUSE).await,
+                    redirects += 1;
+                    // One redirect reaches the leader; another means the group's
+                    // news is stale (a follower still names a leader that died):
+                    // wait a little, not spin between the follower and a dead address.
+                    if leader.is_none() || redirects > 1 {
+                        tokio::time::sleep(NO_LEADER_PAUSE).await;
                     }
+                    hint = leader;
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "a meta call failed");

@@ -25,6 +25,12 @@ fn main() {
         eprintln!("usage: chaos_client DISCOVERY_URL REPLICAS MAX_VALUE_BYTES");
         std::process::exit(2);
     }
+    // Standard output carries the answers; the log goes to standard error.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
     let replicas: u32 = args[2].parse().expect("REPLICAS is a number");
     let max_value: usize = args[3].parse().expect("MAX_VALUE_BYTES is a number");
     let mut config = ClientConfig::remote(&args[1], 0);
