@@ -113,12 +113,6 @@ pub fn apply(base: ClientConfig, c: &mmc_local_config_t) -> Result<ClientConfig,
             }
         },
     };
-    let hbm = fixed(&c.hbm_size);
-    let hbm = if hbm.is_empty() {
-        None
-    } else {
-        Some(parse_size(&hbm)?)
-    };
     for limit in [&c.max_dram_size, &c.max_hbm_size] {
         let s = fixed(limit);
         if !s.is_empty() {
@@ -142,8 +136,9 @@ pub fn apply(base: ClientConfig, c: &mmc_local_config_t) -> Result<ClientConfig,
     }
     // Device memory the client contributes: `init` refuses it (-3000) without a device
     // runtime or in the embedded pool, which has no HBM yet.
-    if let Some(hbm) = hbm {
-        cfg.local.hbm_size = hbm;
+    let hbm = fixed(&c.hbm_size);
+    if !hbm.is_empty() {
+        cfg.local.hbm_size = parse_size(&hbm)?;
     }
     if c.client_timeout_seconds > 0 {
         cfg.timeout_ms = u64::from(c.client_timeout_seconds) * 1000;
