@@ -211,20 +211,23 @@ impl MetaClient {
         }
     }
 
-    /// Not repeated when its answer is unknown: a repeat could report -3007 for a
-    /// removal that happened.
-    pub async fn remove(&self, keys: Vec<Key>) -> Vec<Result<()>> {
+    /// Ends the read leases of `release`, then removes `keys`; one call to a remote
+    /// pool. Not repeated when its answer is unknown: a repeat could report -3007 for
+    /// a removal that happened.
+    pub async fn remove(&self, keys: Vec<Key>, release: Vec<(Key, LeaseId)>) -> Vec<Result<()>> {
         match self {
             MetaClient::Embedded(pool) => {
                 let now = pool.clock().now_ms();
-                pool.meta().remove(keys, now)
+                let mut meta = pool.meta();
+                meta.release(&release);
+                meta.remove(keys, now)
             }
             MetaClient::Remote(link) => {
                 let n = keys.len();
                 let r = link
                     .call(|rpc, ctx| {
-                        let keys = keys.clone();
-                        async move { rpc.remove(ctx, keys).await }
+                        let (keys, release) = (keys.clone(), release.clone());
+                        async move { rpc.remove(ctx, keys, release).await }
                     })
                     .await;
                 each(n, r)

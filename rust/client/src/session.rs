@@ -256,8 +256,16 @@ impl Session {
         std::mem::take(&mut *self.finished.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
+    /// The finished gets' leases, for the call about to be sent, once a release a
+    /// task has in flight is answered: a call that must not meet a lease of this
+    /// client's own (a remove) ends them itself.
+    pub async fn settled_finished(&self) -> Vec<(Key, LeaseId)> {
+        let _one_at_a_time = self.releasing.lock().await;
+        self.take_finished()
+    }
+
     /// Releases the finished gets' leases now, and waits for the answer: before a call
-    /// that a lease of this client's own could refuse or slow (a remove, an eviction).
+    /// that a lease of this client's own could refuse or slow (an eviction).
     pub async fn release_finished(&self) {
         let _one_at_a_time = self.releasing.lock().await;
         let leases = self.take_finished();

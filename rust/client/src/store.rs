@@ -844,10 +844,11 @@ impl ObjectStore {
     }
 
     pub async fn batch_remove<K: AsRef<[u8]>>(&self, keys: &[K]) -> Vec<Result<()>> {
-        // A lease of this client's own must not refuse its remove (-3104).
+        // A lease of this client's own must not refuse its remove (-3104): the
+        // finished gets' leases ride the call.
         self.keyed(keys, |s, ks| async move {
-            s.release_finished().await;
-            s.meta.remove(ks).await
+            let release = s.settled_finished().await;
+            s.meta.remove(ks, release).await
         })
         .await
     }

@@ -407,8 +407,12 @@ impl Shared {
         }
     }
 
-    /// Leases released: their owners are to refuse their read capabilities.
-    pub fn end_reads(&self, leases: &[(Key, LeaseId)]) {
+    /// Ends read leases; their owners are to refuse their read capabilities.
+    pub fn release_reads(&self, leases: &[(Key, LeaseId)]) {
+        if leases.is_empty() {
+            return;
+        }
+        self.group.release(leases);
         let mut f = self.fences();
         for (_, lease) in leases {
             f.ended(Cap::Read(*lease));

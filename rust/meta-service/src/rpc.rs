@@ -415,10 +415,7 @@ impl MetaRpc for Server {
             return Ok(Self::refuse_all(&keys, e));
         }
         self.0.lead().await?;
-        if !release.is_empty() {
-            self.0.group.release(&release);
-            self.0.end_reads(&release);
-        }
+        self.0.release_reads(&release);
         let tp = Tp::sized(Tp::Get, Tp::BatchGet, keys.len());
         let s = &self.0;
         s.traced("lookup", tp, || async {
@@ -441,18 +438,23 @@ impl MetaRpc for Server {
         self.0.lead().await?;
         self.0
             .traced("release", Tp::Release, || async {
-                self.0.group.release(&leases);
-                self.0.end_reads(&leases);
+                self.0.release_reads(&leases)
             })
             .await;
         Ok(())
     }
 
-    async fn remove(self, _: Context, keys: Vec<Key>) -> Reply<Vec<Result<()>>> {
+    async fn remove(
+        self,
+        _: Context,
+        keys: Vec<Key>,
+        release: Vec<(Key, LeaseId)>,
+    ) -> Reply<Vec<Result<()>>> {
         if let Err(e) = self.allowed("remove", CLIENT) {
             return Ok(Self::refuse_all(&keys, e));
         }
         self.0.lead().await?;
+        self.0.release_reads(&release);
         let tp = Tp::sized(Tp::Remove, Tp::BatchRemove, keys.len());
         Ok(self
             .0

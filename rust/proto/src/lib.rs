@@ -262,7 +262,10 @@ pub trait MetaRpc {
         release: Vec<(Key, LeaseId)>,
     ) -> Reply<Vec<Result<Located>>>;
     async fn release(leases: Vec<(Key, LeaseId)>) -> Reply<()>;
-    async fn remove(keys: Vec<Key>) -> Reply<Vec<Result<()>>>;
+    /// Ends the read leases of `release` (as `release` does), then removes `keys`: a
+    /// client's finished gets must not refuse its own remove (-3104), and they ride
+    /// the call instead of costing one of their own.
+    async fn remove(keys: Vec<Key>, release: Vec<(Key, LeaseId)>) -> Reply<Vec<Result<()>>>;
     async fn exists(keys: Vec<Key>) -> Reply<Vec<Result<bool>>>;
     async fn key_info(keys: Vec<Key>) -> Reply<Vec<KeyInfo>>;
     async fn stats() -> Reply<MetaStats>;

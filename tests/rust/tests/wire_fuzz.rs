@@ -122,7 +122,10 @@ fn seeds() -> Vec<(bool, Vec<u8>)> {
             lease_ms: 0,
             maps_host: None,
         }),
-        request(MetaRpcRequest::Remove { keys: keys.clone() }),
+        request(MetaRpcRequest::Remove {
+            keys: keys.clone(),
+            release: vec![(keys[1].clone(), 9)],
+        }),
         request(MetaRpcRequest::Keys {
             prefix: b"kv/".to_vec(),
             limit: 10,
