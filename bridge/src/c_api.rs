@@ -244,6 +244,7 @@ fn replicate(o: &mmc_put_options) -> ReplicateConfig {
             .collect(),
         ttl: None,
         replace: false,
+        medium: None,
     }
 }
 

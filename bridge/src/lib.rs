@@ -305,6 +305,7 @@ impl Store {
                 preferred_local_service_ids: preferred.iter().map(|&p| p as u32).collect(),
                 ttl: None,
                 replace: false,
+                medium: None,
             };
             let ptrs: Vec<Vec<*const std::ffi::c_void>> = addrs
                 .iter()

@@ -88,6 +88,7 @@ impl ReplicateConfig {
             preferred_local_service_ids: self.preferredLocalServiceIDs.clone(),
             ttl: None,
             replace: false,
+            medium: None,
         }
     }
 }

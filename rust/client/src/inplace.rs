@@ -414,7 +414,11 @@ impl ObjectStore {
             .meta
             .alloc(
                 items,
-                &ReplicateConfig::default(),
+                // Written in place by the caller: memory it maps, never HBM.
+                &ReplicateConfig {
+                    medium: Some(Medium::Dram),
+                    ..Default::default()
+                },
                 lease_ttl_ms,
                 session.maps_host(),
             )

@@ -393,16 +393,21 @@ impl ObjectStore {
             Ok(s) => s,
             Err(e) => return all(n, e),
         };
+        let device = matches!(objects.first(), Some(Src::Device(_)));
         if let Err(e) = check_batch(n, objects.len())
-            .and(check_direction(
-                direct,
-                true,
-                matches!(objects.first(), Some(Src::Device(_))),
-            ))
+            .and(check_direction(direct, true, device))
             .and(config.validated_replicas().map(drop))
         {
             return all(n, e);
         }
+        // The replicas go to the medium of the source while it has room: device
+        // memory to HBM (device-to-device copies), host memory to DRAM (which
+        // same-host processes map).
+        let source = if device { Medium::Hbm } else { Medium::Dram };
+        let config = &ReplicateConfig {
+            medium: config.medium.or(Some(source)),
+            ..config.clone()
+        };
         let mut results = Vec::with_capacity(n);
         for (ks, objs) in keys.chunks(CHUNK).zip(objects.chunks(CHUNK)) {
             results.extend(self.put_chunk(&session, ks, objs, config).await);

@@ -123,6 +123,11 @@ pub struct ReplicateConfig {
     /// until then and never a miss. Without it such a put is refused (-3006).
     #[serde(default)]
     pub replace: bool,
+    /// Rust extension: the memory medium the replicas go to while it has room below
+    /// the high watermark (clients ask for HBM when the source is device memory, DRAM
+    /// when it is host memory); then the other one. None: the emptiest segment.
+    #[serde(default)]
+    pub medium: Option<Medium>,
 }
 
 impl Default for ReplicateConfig {
@@ -132,6 +137,7 @@ impl Default for ReplicateConfig {
             preferred_local_service_ids: Vec::new(),
             ttl: None,
             replace: false,
+            medium: None,
         }
     }
 }

@@ -1,10 +1,12 @@
 //! The memory a local service contributes to the pool, and the data plane that moves
 //! bytes between callers' buffers and that memory without staging copies; `ssd` is the
-//! store of the SSD tier, `tier` keeps it in step with the pool.
+//! store of the SSD tier, `tier` keeps it in step with the pool, and `hbm` moves cold
+//! objects out of device memory.
 
 mod copy;
 mod device_segment;
 mod fdpass;
+mod hbm;
 mod metrics;
 mod running;
 mod segment;
@@ -20,12 +22,13 @@ pub use copy::{
 };
 pub use device_segment::DeviceSegment;
 pub use fdpass::{fetch_segment, SegmentServer};
+pub use hbm::{remote_hbm_sync, Demoter, HbmSyncFn};
 pub use metrics::LocalMetrics;
 pub use running::RunningLocalService;
 pub use segment::{Segment, SegmentTable, ShmSegment};
 pub use service::{LocalService, LocalServiceConfig};
 pub use tcp::{TcpPeer, TcpTransport, IDLE_TIMEOUT, MAX_IDLE_PER_PEER};
-pub use tier::{remote_sync, SsdTier, SyncFn, Syncer, TierLoop};
+pub use tier::{remote_sync, Rounds, SsdTier, SyncFn, Syncer, TierLoop};
 /// The unit tests measure what inputs make this crate allocate (see `tcp`'s).
 #[cfg(test)]
 #[global_allocator]

@@ -29,6 +29,8 @@ pub struct LocalMetrics {
     pub ssd_reads: IntCounter,
     pub ssd_promoted: IntCounter,
     pub ssd_damaged: IntCounter,
+    /// Objects moved out of HBM into this service's DRAM.
+    pub hbm_demoted: IntCounter,
     /// Connections to the data plane or the HTTP server refused at their TLS handshake.
     pub tls_refused: IntCounter,
     segment_bytes: IntGaugeVec,
@@ -124,6 +126,10 @@ impl LocalMetrics {
             ssd_damaged: counter(
                 "memcache_local_ssd_damaged_total",
                 "SSD records skipped at recovery or refused at read for a bad checksum",
+            ),
+            hbm_demoted: counter(
+                "memcache_local_hbm_demoted_total",
+                "Cold objects moved from HBM into DRAM",
             ),
             segment_bytes,
             registry,

@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use memcache_core::{Error, LocalServiceId, Result, SegmentId};
 use memcache_proto::{host_id, DataEndpoint, MetaLink, Registered, Registration};
 
+use crate::hbm::{remote_hbm_sync, Demoter};
 use crate::tcp::{Revoked, SharedKey};
 use crate::tier::{remote_sync, SsdTier, Syncer, TierLoop};
 
@@ -31,6 +32,8 @@ pub struct RunningLocalService {
     link: Arc<MetaLink>,
     heartbeat: JoinHandle<()>,
     ssd: std::sync::Mutex<Option<TierLoop>>,
+    /// Moves cold objects out of HBM, where the service has some.
+    _hbm: Option<TierLoop>,
     /// The service's own runtime: heartbeats go on however the process that hosts the
     /// service schedules (or stops scheduling) its own work.
     runtime: OwnRuntime,
@@ -176,6 +179,11 @@ impl RunningLocalService {
         let patience = (every * 2).clamp(Duration::from_millis(200), timeout);
         let beats = MetaLink::new(meta.to_vec(), patience);
         let heartbeat = runtime.spawn(beat(beats, link.clone(), reg, exposed, every));
+        let hbm = (config.hbm_size > 0).then(|| {
+            let sync = remote_hbm_sync(link.clone(), id);
+            let demoter = Demoter::new(sync, segments.clone(), metrics.clone());
+            TierLoop::start(demoter, runtime.handle())
+        });
         let ssd = tier.map(|tier| {
             let sync = remote_sync(link.clone(), id);
             let syncer = Syncer::new(tier, sync, segments.clone(), metrics);
@@ -190,6 +198,7 @@ impl RunningLocalService {
             link,
             heartbeat,
             ssd: std::sync::Mutex::new(ssd),
+            _hbm: hbm,
             runtime,
         })
     }

@@ -310,21 +310,40 @@ impl Syncer {
     }
 }
 
+/// A tier's conversation with the meta service, one round at a time: report what
+/// was done, get the next work, do it.
+pub trait Rounds: Sized + Send + 'static {
+    /// What the loop's warnings call it.
+    const NAME: &'static str;
+
+    /// One round; gives the state back (None when it was lost) and whether there is
+    /// more to do right away. On failure everything is kept and reported again.
+    fn round(self) -> impl std::future::Future<Output = (Option<Self>, Result<bool>)> + Send;
+}
+
+impl Rounds for Syncer {
+    const NAME: &'static str = "SSD tier";
+
+    async fn round(self) -> (Option<Self>, Result<bool>) {
+        round(self).await
+    }
+}
+
 /// A running tier loop, and the switch that tells it to finish its work and stop.
 pub struct TierLoop {
     task: tokio::task::JoinHandle<()>,
     drain: tokio::sync::watch::Sender<bool>,
 }
 
-/// How often an idle SSD tier asks the meta service for work.
+/// How often an idle tier asks the meta service for work.
 const IDLE: Duration = Duration::from_millis(50);
 
 impl TierLoop {
-    /// Runs `syncer`'s rounds on `runtime`.
-    pub fn start(syncer: Syncer, runtime: &tokio::runtime::Handle) -> TierLoop {
+    /// Runs `rounds` on `runtime`.
+    pub fn start<R: Rounds>(rounds: R, runtime: &tokio::runtime::Handle) -> TierLoop {
         let (drain, drained) = tokio::sync::watch::channel(false);
         TierLoop {
-            task: runtime.spawn(run(syncer, IDLE, drained)),
+            task: runtime.spawn(run(rounds, IDLE, drained)),
             drain,
         }
     }
@@ -369,15 +388,15 @@ async fn round(mut syncer: Syncer) -> (Option<Syncer>, Result<bool>) {
 
 /// Runs rounds until `drain` turns true, then until nothing is left to do (or the
 /// meta service stops answering).
-async fn run(syncer: Syncer, idle: Duration, mut drain: tokio::sync::watch::Receiver<bool>) {
-    let mut next = Some(syncer);
-    while let Some(syncer) = next.take() {
-        let (kept, outcome) = round(syncer).await;
+async fn run<R: Rounds>(rounds: R, idle: Duration, mut drain: tokio::sync::watch::Receiver<bool>) {
+    let mut next = Some(rounds);
+    while let Some(rounds) = next.take() {
+        let (kept, outcome) = rounds.round().await;
         next = kept;
         let busy = match outcome {
             Ok(busy) => busy,
             Err(e) => {
-                tracing::warn!(error = %e, "SSD tier round failed");
+                tracing::warn!(error = %e, "{} round failed", R::NAME);
                 if *drain.borrow() {
                     return;
                 }

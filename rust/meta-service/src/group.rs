@@ -19,10 +19,10 @@ use memcache_core::{
     Clock, Error, Key, KeyInfo, LocalServiceId, Result, SegmentId, MAX_BATCH_OP_COUNT,
 };
 use memcache_meta::{
-    promotions, AllocRequest, Applied, Command, Joining, Leader, Plan, StateMachine,
+    demotions, promotions, AllocRequest, Applied, Command, Joining, Leader, Plan, StateMachine,
 };
 use memcache_proto::{Allocation, LeaseId, Located, PutId, TierMove};
-use memcache_proto::{Redirect, RoleInfo, SsdAnswer, SsdReport};
+use memcache_proto::{HbmAnswer, HbmReport, Redirect, RoleInfo, SsdAnswer, SsdReport};
 use memcache_raft::{LogStore, NodeId, Response, StateMachineStore, TypeConfig};
 
 /// Longest wait for a command to be applied; past it the answer is "unknown", since it
@@ -400,6 +400,27 @@ impl Group {
             work,
             promote,
         })
+    }
+
+    /// One round of a local service's HBM upkeep: the demotions it reports take
+    /// effect, and its coldest HBM objects get DRAM to move to (see
+    /// [`Leader::plan_hbm_demotion`]).
+    pub async fn hbm_sync(
+        self: &Arc<Self>,
+        service: LocalServiceId,
+        report: HbmReport,
+    ) -> Result<HbmAnswer> {
+        report.check()?;
+        let limit = report.limit();
+        // Decided in turn with allocations: they change the same segments.
+        let _one = self.allocs.turn.lock().await;
+        let now = self.clock.now_ms();
+        let plan = self.decide(|leader, _| leader.plan_hbm_demoted(service, report.demoted, now));
+        let demoted = self.run(plan).await;
+        let (plan, from) =
+            self.decide(|leader, sm| leader.plan_hbm_demotion(sm, service, limit, now));
+        let demote = demotions(from, self.run(plan).await);
+        Ok(HbmAnswer { demoted, demote })
     }
 
     pub async fn remove_service(&self, service: LocalServiceId) -> Result<usize> {

@@ -13,8 +13,8 @@ use memcache_core::{Error, Key, KeyInfo, LocalServiceId, Medium, ReplicateConfig
 use memcache_meta::{AllocRequest, Joining};
 use memcache_proto::{Allocation, LeaseId, Located, PutId, TierMove};
 use memcache_proto::{
-    Beat, DataEndpoint, MetaRpc, MetaStats, RaftBytes, Registered, Registration, Reply, RoleInfo,
-    SegmentView, SsdAnswer, SsdReport, TagKey, TraceRow,
+    Beat, DataEndpoint, HbmAnswer, HbmReport, MetaRpc, MetaStats, RaftBytes, Registered,
+    Registration, Reply, RoleInfo, SegmentView, SsdAnswer, SsdReport, TagKey, TraceRow,
 };
 
 use crate::ptracer::Tp;
@@ -276,6 +276,26 @@ impl MetaRpc for Server {
         // The service's upkeep, like its heartbeat.
         Ok(s.traced("ssd_sync", Tp::Heartbeat, || {
             s.group.ssd_sync(service, report)
+        })
+        .await)
+    }
+
+    async fn hbm_sync(
+        self,
+        _: Context,
+        service: LocalServiceId,
+        report: HbmReport,
+    ) -> Reply<Result<HbmAnswer>> {
+        if let Err(e) = self
+            .allowed("hbm_sync", LOCAL)
+            .and_then(|_| self.own_service("hbm_sync", service))
+        {
+            return Ok(Err(e));
+        }
+        self.0.lead().await?;
+        let s = &self.0;
+        Ok(s.traced("hbm_sync", Tp::Heartbeat, || {
+            s.group.hbm_sync(service, report)
         })
         .await)
     }

@@ -17,6 +17,7 @@ pub use state::{
     ServiceInfo, StateMachine,
 };
 pub use store::{
-    promotions, AllocRequest, Joining, Leader, MetaConfig, MetaStore, Plan, MAX_OBJECT_BYTES,
+    demotions, promotions, AllocRequest, Joining, Leader, MetaConfig, MetaStore, Plan,
+    MAX_OBJECT_BYTES,
 };
 pub use store::{Cap, REMOVE_ALL_CHUNK};

@@ -98,7 +98,8 @@ pub struct Pending {
 struct Rare {
     pending: Option<Pending>,
     expires_ms: Option<u64>,
-    /// Memory its SSD tier is copying it into (promotion); readers see it once done.
+    /// Memory its SSD tier is copying it into (promotion), or DRAM its local service
+    /// is copying its HBM replica into (demotion); readers see it once done.
     staging: Option<Blob>,
 }
 
@@ -324,6 +325,22 @@ pub enum Command {
     /// The quarantined memory of these keys' former objects goes back to its allocator
     /// now: every capability that could reach it was revoked.
     Unhold { now_ms: u64, keys: Vec<Key> },
+    /// Cold objects in HBM get DRAM on these segments, of the local service holding
+    /// their HBM replica, which that service fills with a device-to-host copy (each
+    /// unless the object changed or the space is short).
+    StageHbmDemotion {
+        now_ms: u64,
+        items: Vec<(Key, PutId, SegmentId)>,
+    },
+    /// Local service `service` filled these objects' DRAM: it becomes their replica in
+    /// place of the HBM one, whose range is freed.
+    HbmDemoted {
+        now_ms: u64,
+        service: LocalServiceId,
+        items: Vec<(Key, PutId)>,
+        /// See [`Command::Remove::holds`].
+        holds: Vec<(Key, u64)>,
+    },
 }
 
 impl Command {
@@ -335,8 +352,10 @@ impl Command {
             | Command::Abort { now_ms, holds, .. }
             | Command::Promote { now_ms, holds, .. }
             | Command::Demote { now_ms, holds, .. }
+            | Command::HbmDemoted { now_ms, holds, .. }
             | Command::Commit { now_ms, holds, .. } => (Some(*now_ms), std::mem::take(holds)),
             Command::Stored { now_ms, .. }
+            | Command::StageHbmDemotion { now_ms, .. }
             | Command::RegisterService { now_ms, .. }
             | Command::Unhold { now_ms, .. } => (Some(*now_ms), Vec::new()),
             Command::RemoveService { .. } | Command::Promoted { .. } => (None, Vec::new()),
@@ -364,6 +383,9 @@ pub enum Applied {
     Promoting(Vec<Result<Blob>>),
     Promoted(Vec<Result<()>>),
     Demoted(Vec<Result<()>>),
+    /// The DRAM each object leaving HBM is to be copied into.
+    HbmStaged(Vec<Result<Blob>>),
+    HbmDemoted(Vec<Result<()>>),
 }
 
 /// Counters that only move forward, for metrics.
@@ -382,6 +404,9 @@ pub struct Counters {
     /// Objects copied back into memory from SSD.
     #[serde(default)]
     pub promoted: u64,
+    /// Objects moved out of HBM into DRAM.
+    #[serde(default)]
+    pub hbm_demoted: u64,
 }
 
 /// The object directory. Objects are boxed: a hash table keeps up to twice its
@@ -698,6 +723,18 @@ impl StateMachine {
             Command::Demote { now_ms, keys, .. } => {
                 Applied::Demoted(keys.iter().map(|key| self.demote(key, now_ms)).collect())
             }
+            Command::StageHbmDemotion { now_ms, items } => Applied::HbmStaged(
+                items
+                    .into_iter()
+                    .map(|(key, put, segment)| self.stage_demotion(&key, put, segment, now_ms))
+                    .collect(),
+            ),
+            Command::HbmDemoted { service, items, .. } => Applied::HbmDemoted(
+                items
+                    .into_iter()
+                    .map(|(key, put)| self.hbm_demoted(&key, put, service))
+                    .collect(),
+            ),
         }
     }
 

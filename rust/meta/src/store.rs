@@ -13,19 +13,21 @@ use memcache_core::{
     SegmentId, MAX_BATCH_OP_COUNT, PAGE_SIZE,
 };
 use memcache_proto::{
-    Allocation, LeaseId, Located, PutId, Recovered, SegmentSpec, SsdAnswer, SsdReport, SsdWork,
-    TierMove, ToPromote,
+    Allocation, HbmAnswer, HbmReport, LeaseId, Located, PutId, Recovered, SegmentSpec, SsdAnswer,
+    SsdReport, SsdWork, TierMove, ToPromote,
 };
 
 use crate::alloc::pages_for;
 use crate::policy::PolicyKind;
 use crate::state::{Applied, Command, StateMachine};
 
+mod hbm;
 mod leases;
 mod moves;
 mod planner;
 mod tier;
 
+pub use hbm::demotions;
 pub use leases::Cap;
 use leases::Leases;
 pub use moves::REMOVE_ALL_CHUNK;
@@ -366,8 +368,9 @@ impl Leader {
         let mut plan = Plan::new(len, allocated);
         let mut planned = Vec::with_capacity(len);
         let drop_after = {
-            let mut planner =
-                Planner::new(sm.plan_view(), &self.leases, now_ms).with_limit(self.memory_limit);
+            let mut planner = Planner::new(sm.plan_view(), &self.leases, now_ms)
+                .with_limit(self.memory_limit)
+                .with_high_watermark(self.config.evict_threshold_high);
             let mut i = 0;
             for req in requests {
                 let n = req.items.len();
@@ -380,14 +383,11 @@ impl Leader {
                         continue;
                     }
                 };
-                let ttl_ms = req.config.ttl.map(|t| (t.as_millis() as u64).max(1));
-                let preferred = &req.config.preferred_local_service_ids;
                 for (key, size) in req.items {
                     if let Some(again) = planner.repeated(&key, size, req.writer) {
                         plan.results[i] = Some(Ok(again));
                     } else {
-                        let replace = req.config.replace;
-                        match planner.plan(key, size, replicas, preferred, ttl_ms, replace) {
+                        match planner.plan(key, size, replicas, &req.config) {
                             Ok(mut item) => {
                                 item.writer = req.writer;
                                 item.lease_ms = (req.lease_ms > 0).then_some(req.lease_ms);
@@ -977,6 +977,30 @@ impl MetaStore {
     pub fn promoted(&mut self, items: Vec<(Key, PutId)>) -> Vec<Result<()>> {
         let plan = self.leader.plan_promoted(items);
         self.run(plan)
+    }
+
+    /// One round of `service`'s HBM upkeep (the replicated meta service's `hbm_sync`,
+    /// applied at once).
+    pub fn hbm_sync(
+        &mut self,
+        service: LocalServiceId,
+        report: HbmReport,
+        now_ms: u64,
+    ) -> Result<HbmAnswer> {
+        report.check()?;
+        let limit = report.limit();
+        let plan = self
+            .leader
+            .plan_hbm_demoted(service, report.demoted, now_ms);
+        let demoted = self.run(plan);
+        let (plan, from) = self
+            .leader
+            .plan_hbm_demotion(&self.sm, service, limit, now_ms);
+        let staged = self.run(plan);
+        Ok(HbmAnswer {
+            demoted,
+            demote: demotions(from, staged),
+        })
     }
 
     // ---- removal and housekeeping ----

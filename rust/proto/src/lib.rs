@@ -18,8 +18,9 @@ pub use codec::{transport, Codec, Frames, Transport};
 pub use raft::RaftBytes;
 pub use tarpc;
 pub use types::{
-    check_evict_media, check_prefetch_media, Allocation, LeaseId, Located, PutId, Recovered,
-    SegmentSpec, SsdAnswer, SsdReport, SsdWork, TierMove, ToPromote, ToStore,
+    check_evict_media, check_prefetch_media, Allocation, HbmAnswer, HbmReport, LeaseId, Located,
+    PutId, Recovered, SegmentSpec, SsdAnswer, SsdReport, SsdWork, TierMove, ToDemote, ToPromote,
+    ToStore,
 };
 
 /// Largest control message, either way. A batch of 16384 keys of 255 bytes with eight
@@ -232,6 +233,9 @@ pub trait MetaRpc {
     async fn unregister_service(service: LocalServiceId) -> Reply<Result<usize>>;
     /// One round of a local service's SSD tier (see [`SsdReport`]).
     async fn ssd_sync(service: LocalServiceId, report: SsdReport) -> Reply<Result<SsdAnswer>>;
+    /// One round of a local service's HBM upkeep: cold objects move to its DRAM (see
+    /// [`HbmReport`]).
+    async fn hbm_sync(service: LocalServiceId, report: HbmReport) -> Reply<Result<HbmAnswer>>;
     /// Data-plane endpoints of the live local services.
     async fn endpoints() -> Reply<Vec<(LocalServiceId, DataEndpoint)>>;
     /// `writer` is a token of the put attempt (0 for none): an alloc repeated with the

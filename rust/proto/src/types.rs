@@ -177,3 +177,47 @@ pub struct SsdWork {
     pub trash: Vec<(u64, Key)>,
     pub store: Vec<ToStore>,
 }
+
+/// One round's report of a local service that offers HBM: the demotions it made since
+/// the last round, `(key, put)` of objects whose DRAM it filled from their HBM replica.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HbmReport {
+    pub demoted: Vec<(Key, PutId)>,
+    /// Most objects of work to hand out.
+    pub want: u32,
+}
+
+impl HbmReport {
+    /// Refuses a report above the batch limit.
+    pub fn check(&self) -> Result<()> {
+        if self.demoted.len() > MAX_BATCH_OP_COUNT {
+            return Err(Error::invalid("an HBM report above the batch limit"));
+        }
+        Ok(())
+    }
+
+    /// Most objects of work to hand out in one answer.
+    pub fn limit(&self) -> usize {
+        MAX_BATCH_OP_COUNT.min(self.want as usize)
+    }
+}
+
+/// The meta service's answer to an [`HbmReport`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HbmAnswer {
+    /// One per reported demotion: the DRAM copy is the object's replica now (its HBM
+    /// range is freed), or the object changed and the copy was dropped.
+    pub demoted: Vec<Result<()>>,
+    /// Cold objects to move out of HBM.
+    pub demote: Vec<ToDemote>,
+}
+
+/// An object for a local service to move out of its HBM: copy `from` (HBM) into `to`
+/// (DRAM the meta service set aside on the same service), then report `(key, put)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToDemote {
+    pub key: Key,
+    pub put: PutId,
+    pub from: Blob,
+    pub to: Blob,
+}

@@ -10,7 +10,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use common::procs::*;
 use common::*;
-use memcache_client::{BlockingObjectStore, DeviceBuf, ReplicateConfig};
+use memcache_client::{BlockingObjectStore, DeviceBuf, Medium, ReplicateConfig};
 use memcache_device::fake::FakeDevice;
 use memcache_device::{CopyKind, DeviceCopy, DeviceRuntime};
 
@@ -327,17 +327,98 @@ fn hbm_segments_hold_objects_that_clients_reach_through_their_service() {
     let (_, body) = http_get(&http, "/get_all_segments");
     assert!(body.contains("HBM"), "{body}");
     let store = pure_client(&url);
+    let medium = |k: &str| {
+        store
+            .batch_get_key_info(&[k])
+            .pop()
+            .unwrap()
+            .unwrap()
+            .locations[0]
+            .medium
+    };
     let before = d.copies();
     let value = pattern(7, 300 * KIB);
-    store.put("hbm/a", &value).unwrap();
-    let info = store.batch_get_key_info(&["hbm/a"]).pop().unwrap().unwrap();
-    // The emptiest segment takes the replica: the 64 MiB of HBM over the 8 MiB of DRAM.
-    assert_eq!(info.locations[0].medium, memcache_core::Medium::Hbm);
+    // A host buffer's object goes to DRAM, a device buffer's to HBM.
+    store.put("dram/a", &value).unwrap();
+    assert_eq!(medium("dram/a"), Medium::Dram);
+    let src = device_layers(7, &[300 * KIB]);
+    let put = store.batch_put_from_device(&["hbm/a"], &[&src], &ReplicateConfig::default());
+    assert_eq!(put, vec![Ok(())]);
+    assert_eq!(medium("hbm/a"), Medium::Hbm);
     assert_eq!(store.get("hbm/a").unwrap(), value);
     let after = d.copies();
     assert!(after[0] > before[0], "written with host-to-device copies");
     assert!(after[1] > before[1], "read with device-to-host copies");
     store.remove("hbm/a").unwrap();
+    drop(store);
+    drop(service);
+}
+
+/// HBM full of device puts: the service moves the coldest objects to its DRAM, down
+/// to the low watermark, and they read back byte for byte from there.
+#[test]
+fn cold_objects_move_from_hbm_to_dram_and_read_back_whole() {
+    let (_one, _d) = device();
+    let (_meta, url, _http) = start_meta_with_http("tcp://127.0.0.1:0", &[]);
+    let config = memcache_local::LocalServiceConfig {
+        dram_size: 16 << 20,
+        hbm_size: 4 << 20,
+        device_id: 1,
+        ..Default::default()
+    };
+    let meta = memcache_proto::parse_discovery(&url).unwrap();
+    let dir = std::env::temp_dir().join(format!("mmc-demote-{}", std::process::id()));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let service = rt
+        .block_on(memcache_local::RunningLocalService::start(
+            &config,
+            &meta,
+            std::time::Duration::from_secs(5),
+            dir,
+        ))
+        .unwrap();
+    wait_for_services(&url, 1);
+    let store = pure_client(&url);
+    let medium = |k: &str| {
+        store
+            .batch_get_key_info(&[k])
+            .pop()
+            .unwrap()
+            .unwrap()
+            .locations[0]
+            .medium
+    };
+    // 60 objects of 64 KiB: HBM takes them up to its high watermark (90 % of 4 MiB),
+    // DRAM the rest, while the service's demotions make room in HBM again.
+    let keys: Vec<String> = (0..60).map(|i| format!("kv/{i}")).collect();
+    for (i, k) in keys.iter().enumerate() {
+        let src = device_layers(100 + i as u64, &[64 * KIB]);
+        let put = store.batch_put_from_device(&[k], &[&src], &ReplicateConfig::default());
+        assert_eq!(put, vec![Ok(())]);
+    }
+    // The demotions bring HBM down to its low watermark (80 %, 51 objects), coldest
+    // first.
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let in_hbm = || keys.iter().filter(|k| medium(k) == Medium::Hbm).count();
+    while medium("kv/0") != Medium::Dram || in_hbm() > 51 {
+        assert!(
+            std::time::Instant::now() < give_up,
+            "no demotion: {} in HBM",
+            in_hbm()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        in_hbm() > 40,
+        "only the coldest left HBM: {} are there",
+        in_hbm()
+    );
+    for (i, k) in keys.iter().enumerate() {
+        let dst = blank_device(&[64 * KIB]);
+        let got = store.batch_get_into_device(&[k], &[&dst]);
+        assert_eq!(got, vec![Ok(64 * KIB as u64)], "{k}");
+        assert_eq!(read_device(&dst), pattern(100 + i as u64, 64 * KIB), "{k}");
+    }
     drop(store);
     drop(service);
 }

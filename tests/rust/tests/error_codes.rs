@@ -358,6 +358,7 @@ fn replicate_config_out_of_range_is_3000() {
         preferred_local_service_ids: vec![0, 0],
         ttl: None,
         replace: false,
+        medium: None,
     };
     assert_eq!(code(&store.put_from("r", &data, H2G, &twice)), -3000);
     let too_many_preferred = ReplicateConfig {
@@ -365,6 +366,7 @@ fn replicate_config_out_of_range_is_3000() {
         preferred_local_service_ids: vec![0, 1],
         ttl: None,
         replace: false,
+        medium: None,
     };
     assert_eq!(
         code(&store.put_from("r", &data, H2G, &too_many_preferred)),

@@ -233,6 +233,7 @@ fn a_client_that_tears_down_takes_its_single_replica_objects_away() {
         preferred_local_service_ids: vec![id],
         ttl: None,
         replace: false,
+        medium: None,
     };
     let (da, db, both) = (pattern(1, 5000), pattern(2, 6000), pattern(3, 7000));
     b.put_from("on-a", &da, H2G, &on(ida)).unwrap();
@@ -334,6 +335,7 @@ fn a_store_dropped_without_tear_down_leaves_the_pool() {
                 preferred_local_service_ids: vec![id],
                 ttl: None,
                 replace: false,
+                medium: None,
             },
         )
         .unwrap();

@@ -16,7 +16,9 @@ use memcache_core::{Error, Key, ReplicateConfig};
 use memcache_proto::tarpc::tokio_serde::Deserializer;
 use memcache_proto::tarpc::tokio_util::bytes::BytesMut;
 use memcache_proto::tarpc::{self, ClientMessage, Response};
-use memcache_proto::{Codec, MetaRpcRequest, MetaRpcResponse, MetaStats, RoleInfo, MAX_FRAME};
+use memcache_proto::{
+    Codec, HbmReport, MetaRpcRequest, MetaRpcResponse, MetaStats, RoleInfo, MAX_FRAME,
+};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -117,6 +119,7 @@ fn seeds() -> Vec<(bool, Vec<u8>)> {
                 preferred_local_service_ids: vec![1, 2],
                 ttl: Some(Duration::from_secs(60)),
                 replace: false,
+                medium: None,
             },
             writer: 99,
             lease_ms: 0,
@@ -133,6 +136,13 @@ fn seeds() -> Vec<(bool, Vec<u8>)> {
         request(MetaRpcRequest::Heartbeat {
             service: 3,
             acked: (0, 0),
+        }),
+        request(MetaRpcRequest::HbmSync {
+            service: 3,
+            report: HbmReport {
+                demoted: vec![(keys[0].clone(), 5)],
+                want: 64,
+            },
         }),
         request(MetaRpcRequest::Role {}),
         encode(&ServerReads::Cancel {

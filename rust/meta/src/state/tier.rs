@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use memcache_core::{Blob, Error, Key, LocalServiceId, Medium, Result, SegmentId, PAGE_SIZE};
 
-use super::{min_key, Object, PutId, Recovered, Replicas, StateMachine};
+use super::{min_key, Object, PutId, Recovered, Replicas, Segment, StateMachine};
 use crate::alloc::pages_for;
 
 impl StateMachine {
@@ -25,11 +25,53 @@ impl StateMachine {
         if obj.in_memory() || obj.staging().is_some() {
             return Err(Error::DuplicatedObject);
         }
-        let size = obj.size;
+        let memory = |s: &Segment| s.spec.medium != Medium::Ssd;
+        self.stage_on(key, segment, memory)
+    }
+
+    /// Gives a committed object in HBM DRAM on `segment`, of the local service holding
+    /// the HBM replica, to be copied into.
+    pub(super) fn stage_demotion(
+        &mut self,
+        key: &Key,
+        put: PutId,
+        segment: SegmentId,
+        now_ms: u64,
+    ) -> Result<Blob> {
+        let obj = match self.objects.get(key) {
+            Some(o) if o.put_id == put && o.visible(now_ms) => o,
+            _ => return Err(Error::ObjectNotFound),
+        };
+        if obj.staging().is_some() {
+            return Err(Error::DuplicatedObject);
+        }
+        let hbm_on = |service| {
+            obj.blobs
+                .iter()
+                .any(|b| b.medium == Medium::Hbm && b.service == service)
+        };
+        let dram_of_holder = |s: &Segment| s.spec.medium == Medium::Dram && hbm_on(s.service);
+        let fits = self.segments.get(&segment).is_some_and(dram_of_holder);
+        if !fits {
+            return Err(Error::invalid(format!(
+                "segment {segment} is no DRAM of a local service holding {key} in HBM"
+            )));
+        }
+        self.stage_on(key, segment, |_| true)
+    }
+
+    /// Allocates the object's size on `segment` (one `accept` takes) as its staging.
+    fn stage_on(
+        &mut self,
+        key: &Key,
+        segment: SegmentId,
+        accept: impl Fn(&Segment) -> bool,
+    ) -> Result<Blob> {
+        let size = self.objects.get(key).ok_or(Error::ObjectNotFound)?.size;
         let seg = self
             .segments
             .get_mut(&segment)
-            .filter(|s| s.spec.medium != Medium::Ssd)
+            .filter(|s| accept(s))
             .ok_or_else(|| Error::invalid(format!("no memory segment {segment}")))?;
         let offset = seg
             .alloc
@@ -52,7 +94,8 @@ impl StateMachine {
     /// Makes a promoted object's filled memory readable.
     pub(super) fn promoted(&mut self, key: &Key, put: PutId) -> Result<()> {
         let obj = match self.objects.get_mut(key) {
-            Some(o) if o.put_id == put && o.staging().is_some() => o,
+            // Staged and still not in memory: a promotion, not a demotion.
+            Some(o) if o.put_id == put && o.staging().is_some() && !o.in_memory() => o,
             _ => return Err(Error::ObjectNotFound),
         };
         let blob = obj.staging().expect("checked above");
@@ -60,6 +103,35 @@ impl StateMachine {
         obj.blobs.insert(0, blob);
         self.policy.insert(key);
         self.counters.promoted += 1;
+        Ok(())
+    }
+
+    /// Makes the DRAM that local service `service` filled a demoted object's replica
+    /// in place of its HBM one there, which is freed (held while a capability may
+    /// still reach it).
+    pub(super) fn hbm_demoted(
+        &mut self,
+        key: &Key,
+        put: PutId,
+        service: LocalServiceId,
+    ) -> Result<()> {
+        let obj = match self.objects.get_mut(key) {
+            Some(o) if o.put_id == put && o.in_memory() => o,
+            _ => return Err(Error::ObjectNotFound),
+        };
+        let Some(dram) = obj.staging().filter(|b| b.service == service) else {
+            return Err(Error::ObjectNotFound);
+        };
+        obj.set_staging(None);
+        let (hbm, mut kept): (Replicas, Replicas) = obj
+            .blobs
+            .iter()
+            .copied()
+            .partition(|b| b.medium == Medium::Hbm && b.service == service);
+        kept.push(dram);
+        obj.blobs = kept;
+        self.free_blobs(key, &hbm);
+        self.counters.hbm_demoted += 1;
         Ok(())
     }
 
@@ -79,11 +151,14 @@ impl StateMachine {
                 self.remove_object(key);
                 continue;
             }
-            let (ssd, memory): (Replicas, Replicas) = obj
+            let (ssd, mut memory): (Replicas, Replicas) = obj
                 .blobs
                 .iter()
                 .copied()
                 .partition(|b| b.medium == Medium::Ssd);
+            // DRAM a demotion from HBM is filling goes with the rest of its memory.
+            memory.extend(obj.staging());
+            obj.set_staging(None);
             obj.blobs = ssd;
             self.free_blobs(key, &memory);
             self.policy.remove(key);

@@ -7,7 +7,9 @@
 
 use rustc_hash::FxHashSet;
 
-use memcache_core::{Error, Key, LocalServiceId, Medium, Result, SegmentId, PAGE_SIZE};
+use memcache_core::{
+    Error, Key, LocalServiceId, Medium, ReplicateConfig, Result, SegmentId, PAGE_SIZE,
+};
 use memcache_proto::Allocation;
 
 use super::leases::Leases;
@@ -32,6 +34,8 @@ pub(crate) struct Planner<'a> {
     largest: Vec<u64>,
     /// Most bytes the memory media may hold (see `MetaStore::set_memory_limit`).
     limit: Option<u64>,
+    /// The high watermark, percent: how full a preferred medium's segment may get.
+    high: u16,
 }
 
 /// Where an item's planning started, to undo it if the item cannot be placed.
@@ -68,6 +72,7 @@ impl<'a> Planner<'a> {
             candidates: Box::new(expired_in(expiring, now_ms).chain(policy.coldest())),
             largest,
             limit: None,
+            high: 100,
         };
         // `apply` hands quarantined ranges whose hold ended back first: so does the trial.
         let released: Vec<_> = planner
@@ -92,20 +97,28 @@ impl<'a> Planner<'a> {
         self
     }
 
-    /// Plans one object; on success it becomes the next item of the command.
+    /// Lets a preferred medium take replicas only up to `high` percent of a segment.
+    pub fn with_high_watermark(mut self, high: u16) -> Self {
+        self.high = high;
+        self
+    }
+
+    /// Plans one object of `replicas` (validated) replicas as `config` asks; on
+    /// success it becomes the next item of the command.
     pub fn plan(
         &mut self,
         key: Key,
         size: u64,
         replicas: usize,
-        preferred: &[LocalServiceId],
-        ttl_ms: Option<u64>,
-        replace: bool,
+        config: &ReplicateConfig,
     ) -> Result<AllocItem> {
+        let ttl_ms = config.ttl.map(|t| (t.as_millis() as u64).max(1));
+        let replace = config.replace;
+        let preferred = &config.preferred_local_service_ids;
         let mark = self.mark();
         let placed = self
             .admit(&key, size, replace)
-            .and_then(|()| self.place(size, replicas, preferred));
+            .and_then(|()| self.place(size, replicas, preferred, config.medium));
         match placed {
             Ok(segments) => {
                 self.planned.insert(key.clone());
@@ -150,9 +163,13 @@ impl<'a> Planner<'a> {
 
     /// Evicts until every memory medium above `high` percent is at or below `low`
     /// percent; returns the objects to drop after the items, and ends every trial.
-    /// (The SSD tier makes room when objects are stored on it.)
+    /// (The SSD tier makes room when objects are stored on it, and HBM by demoting
+    /// objects to the DRAM of its local service, where every one has DRAM.)
     pub fn finish(mut self, high: u16, low: u16) -> Vec<Key> {
         for medium in [Medium::Dram, Medium::Hbm] {
+            if medium == Medium::Hbm && self.hbm_demotes() {
+                continue;
+            }
             if self.over(medium, high) {
                 while self.over(medium, low) && self.evict_one() {}
             }
@@ -252,6 +269,7 @@ impl<'a> Planner<'a> {
         size: u64,
         replicas: usize,
         preferred: &[LocalServiceId],
+        medium: Option<Medium>,
     ) -> Result<Vec<SegmentId>> {
         let need = pages_for(size) * PAGE_SIZE;
         let able = self.largest.partition_point(|&c| c >= need);
@@ -266,7 +284,7 @@ impl<'a> Planner<'a> {
                 .limit
                 .is_none_or(|l| self.memory_used().saturating_add(adding) <= l);
             if within {
-                if let Some(chosen) = self.try_place(size, replicas, preferred) {
+                if let Some(chosen) = self.try_place(size, replicas, preferred, medium) {
                     return Ok(chosen);
                 }
             }
@@ -284,6 +302,7 @@ impl<'a> Planner<'a> {
         size: u64,
         replicas: usize,
         preferred: &[LocalServiceId],
+        medium: Option<Medium>,
     ) -> Option<Vec<SegmentId>> {
         let need = pages_for(size) * PAGE_SIZE;
         let mut chosen: Vec<(SegmentId, LocalServiceId, Savepoint)> = Vec::with_capacity(replicas);
@@ -303,7 +322,14 @@ impl<'a> Planner<'a> {
                     && want.is_none_or(|w| s.service == *w)
                     && chosen.iter().all(|c| c.1 != s.service)
             };
-            let rank = |s: &Segment| (s.free(), std::cmp::Reverse(s.id));
+            // The preferred medium while it stays below the high watermark, then the
+            // emptiest.
+            let high = self.high as u128;
+            let wanted = |s: &Segment| {
+                medium == Some(s.spec.medium)
+                    && s.used().saturating_add(need) as u128 * 100 <= s.capacity() as u128 * high
+            };
+            let rank = |s: &Segment| (wanted(s), s.free(), std::cmp::Reverse(s.id));
             // One pass finds the emptiest; it nearly always takes the replica, so the
             // full order is built only when fragmentation turns it down.
             let Some(best) = self
@@ -411,6 +437,23 @@ impl<'a> Planner<'a> {
             }
         }
         cap > 0 && used * 100 > cap * pct as u128
+    }
+
+    /// Whether every local service with HBM also has DRAM to demote its objects to.
+    fn hbm_demotes(&self) -> bool {
+        let has = |service, medium| {
+            self.view.services.get(&service).is_some_and(|svc| {
+                svc.segments
+                    .iter()
+                    .filter_map(|id| self.view.segments.get(id))
+                    .any(|s| s.spec.medium == medium)
+            })
+        };
+        self.view
+            .segments
+            .values()
+            .filter(|s| s.spec.medium == Medium::Hbm)
+            .all(|s| has(s.service, Medium::Dram))
     }
 
     fn memory_segments(&self) -> impl Iterator<Item = &Segment> {

@@ -133,6 +133,7 @@ fn replicas_go_to_distinct_services_and_preferences_are_honoured() {
         preferred_local_service_ids: vec![3],
         ttl: None,
         replace: false,
+        medium: None,
     };
     for i in 0..10 {
         let blobs = put(&mut m, &format!("p{i}"), 4096, &cfg, 1).unwrap();
@@ -331,6 +332,7 @@ fn service_loss_drops_only_objects_without_a_replica() {
         preferred_local_service_ids: vec![1],
         ttl: None,
         replace: false,
+        medium: None,
     };
     put(
         &mut m,
@@ -457,7 +459,7 @@ mod replay {
             for op in ops {
                 match op {
                     Op::Put { k, pages, replicas, ttl } => {
-                        let cfg = ReplicateConfig { replica_num: replicas as u32, preferred_local_service_ids: vec![], ttl: ttl.then(|| Duration::from_millis(700)), replace: false };
+                        let cfg = ReplicateConfig { replica_num: replicas as u32, preferred_local_service_ids: vec![], ttl: ttl.then(|| Duration::from_millis(700)), replace: false, medium: None };
                         // As the meta service does: write capabilities fence the put,
                         // until its owners revoke them (here for even sizes).
                         let k = key(&k.to_string());
@@ -1207,4 +1209,132 @@ fn a_retired_object_read_under_a_lease_keeps_its_memory_until_the_lease_ends() {
     m.reclaim(6);
     assert_eq!(m.state().quarantined().count(), 0);
     check_replay(&mut m);
+}
+
+fn hbm(capacity: u64) -> SegmentSpec {
+    SegmentSpec {
+        medium: Medium::Hbm,
+        capacity,
+        base: 0,
+    }
+}
+
+fn on(medium: Medium) -> ReplicateConfig {
+    ReplicateConfig {
+        medium: Some(medium),
+        ..Default::default()
+    }
+}
+
+/// A store with one local service of 4 MiB of HBM and 16 MiB of DRAM.
+fn with_hbm() -> MetaStore {
+    let mut m = MetaStore::new(MetaConfig::default()).unwrap();
+    m.record_journal();
+    m.register_service(None, 0, vec![hbm(4 * MIB), dram(16 * MIB)])
+        .unwrap();
+    m
+}
+
+/// Objects of 64 KiB: 57 of them take HBM to 89 %, just below the high watermark.
+const BLOCK: u64 = 64 << 10;
+
+#[test]
+fn puts_go_to_the_medium_of_their_source_while_it_has_room() {
+    let mut m = with_hbm();
+    // Device memory goes to HBM, host memory to DRAM, whichever is emptier.
+    assert_eq!(
+        put(&mut m, "dev", BLOCK, &on(Medium::Hbm), 1).unwrap()[0].medium,
+        Medium::Hbm
+    );
+    assert_eq!(
+        put(&mut m, "host", BLOCK, &on(Medium::Dram), 1).unwrap()[0].medium,
+        Medium::Dram
+    );
+    // HBM takes replicas up to the high watermark, then DRAM does.
+    let media: Vec<Medium> = (1..64)
+        .map(|i| put(&mut m, &format!("d{i}"), BLOCK, &on(Medium::Hbm), 2).unwrap()[0].medium)
+        .collect();
+    assert_eq!(media.iter().filter(|m| **m == Medium::Hbm).count(), 56);
+    assert!(media[56..].iter().all(|m| *m == Medium::Dram), "{media:?}");
+    let (used, cap) = m.state().usage(Medium::Hbm);
+    assert!(used * 100 <= cap * 90, "HBM at {used} of {cap}");
+    check_replay(&mut m);
+}
+
+#[test]
+fn cold_objects_leave_hbm_for_the_dram_of_their_service() {
+    let mut m = with_hbm();
+    for i in 0..57 {
+        let at = put(&mut m, &format!("k{i}"), BLOCK, &on(Medium::Hbm), 10 + i).unwrap();
+        assert_eq!(at[0].medium, Medium::Hbm);
+    }
+    let dram_before = m.state().usage(Medium::Dram).0;
+    let round = |m: &mut MetaStore, demoted: Vec<(Key, PutId)>, now| {
+        let report = HbmReport { demoted, want: 256 };
+        m.hbm_sync(0, report, now).unwrap()
+    };
+    // HBM is above the low watermark (80 %): the coldest objects get DRAM to move to.
+    let answer = round(&mut m, vec![], 100);
+    let keys: Vec<Key> = answer.demote.iter().map(|d| d.key.clone()).collect();
+    assert_eq!(
+        keys,
+        (0..6).map(|i| key(&format!("k{i}"))).collect::<Vec<_>>()
+    );
+    for d in &answer.demote {
+        assert_eq!((d.from.medium, d.to.medium), (Medium::Hbm, Medium::Dram));
+        assert_eq!((d.from.service, d.to.service, d.from.len), (0, 0, BLOCK));
+    }
+    // Until the copies are reported, readers use HBM, and no more work is handed out.
+    assert_eq!(media_of(&m, "k0", 101), vec![Medium::Hbm]);
+    assert!(round(&mut m, vec![], 101).demote.is_empty());
+    // k5 goes meanwhile: its staged DRAM goes with it, and its report is refused.
+    m.remove(vec![key("k5")], 102).pop().unwrap().unwrap();
+    let reported: Vec<(Key, PutId)> = answer
+        .demote
+        .iter()
+        .map(|d| (d.key.clone(), d.put))
+        .collect();
+    // A report in another service's name changes nothing.
+    let foreign = m
+        .hbm_sync(
+            7,
+            HbmReport {
+                demoted: reported.clone(),
+                want: 0,
+            },
+            103,
+        )
+        .unwrap();
+    assert!(foreign.demoted.iter().all(|r| r.is_err()));
+    let done = round(&mut m, reported, 104).demoted;
+    assert_eq!(done.iter().filter(|r| r.is_ok()).count(), 5);
+    assert_eq!(done[5], Err(Error::ObjectNotFound));
+    for i in 0..5 {
+        assert_eq!(media_of(&m, &format!("k{i}"), 105), vec![Medium::Dram]);
+    }
+    assert_eq!(media_of(&m, "k6", 105), vec![Medium::Hbm]);
+    assert_eq!(m.state().counters().hbm_demoted, 5);
+    let (used, cap) = m.state().usage(Medium::Hbm);
+    assert!(used * 100 <= cap * 80, "HBM at {used} of {cap}");
+    assert_eq!(m.state().usage(Medium::Dram).0, dram_before + 5 * BLOCK);
+    // Down to the low watermark: nothing more to do.
+    assert!(round(&mut m, vec![], 106).demote.is_empty());
+    check_replay(&mut m);
+}
+
+#[test]
+fn hbm_without_dram_beside_it_is_evicted_at_the_watermarks() {
+    let mut m = MetaStore::new(MetaConfig::default()).unwrap();
+    m.register_service(None, 0, vec![hbm(4 * MIB)]).unwrap();
+    for i in 0..70 {
+        put(&mut m, &format!("k{i}"), BLOCK, &on(Medium::Hbm), 10 + i).unwrap();
+    }
+    let (used, cap) = m.state().usage(Medium::Hbm);
+    assert!(used * 100 <= cap * 90, "HBM at {used} of {cap}");
+    assert!(m.state().counters().evicted > 0);
+    assert!(m
+        .hbm_sync(0, HbmReport::default(), 100)
+        .unwrap()
+        .demote
+        .is_empty());
 }
