@@ -89,7 +89,9 @@ impl Leader {
             .collect();
         let mut items = Vec::new();
         let mut from = Vec::new();
-        if !excess.is_empty() {
+        // Stuck while DRAM is full (its own eviction makes room): no scan meanwhile.
+        let dram_room = room.iter().any(|(_, free)| *free >= PAGE_SIZE);
+        if !excess.is_empty() && dram_room {
             for key in sm.policy().coldest().take(MAX_SCANNED) {
                 if items.len() >= limit || excess.iter().all(|(_, e)| *e == 0) {
                     break;
