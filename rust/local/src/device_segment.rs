@@ -6,7 +6,7 @@ use memcache_core::{Error, Result};
 use memcache_device::{CopyKind, DeviceCopy, DeviceRuntime};
 
 use crate::segment::check_span;
-use crate::transport::{check_room, spread};
+use crate::transport::{check_room, laid_out, spread};
 
 pub struct DeviceSegment {
     runtime: &'static dyn DeviceRuntime,
@@ -70,18 +70,13 @@ impl DeviceSegment {
     /// waited for together); nothing is written past `limit`, the end of the blob.
     pub fn write_at(&self, offset: u64, limit: u64, srcs: &[&[u8]]) -> Result<()> {
         let total: u64 = srcs.iter().map(|s| s.len() as u64).sum();
-        let mut at = self.check(offset, total, limit)?;
-        let copies: Vec<DeviceCopy> = srcs
-            .iter()
-            .map(|s| {
-                let c = DeviceCopy {
-                    dst: at,
-                    src: s.as_ptr() as u64,
-                    len: s.len(),
-                    kind: CopyKind::HostToDevice,
-                };
-                at += s.len() as u64;
-                c
+        let at = self.check(offset, total, limit)?;
+        let copies: Vec<DeviceCopy> = laid_out(at, srcs)
+            .map(|(dst, src)| DeviceCopy {
+                dst,
+                src: src.as_ptr() as u64,
+                len: src.len(),
+                kind: CopyKind::HostToDevice,
             })
             .collect();
         self.copy(&copies)

@@ -124,7 +124,7 @@ impl RunningLocalService {
             table: segments.clone(),
             key: SharedKey::default(),
             revoked: Revoked::default(),
-            mapped: service.memory_segments(),
+            mapped: service.memory_segments().collect(),
             tier: tier.clone(),
             metrics: metrics.clone(),
         });

@@ -12,6 +12,7 @@ use std::sync::{Arc, RwLock};
 use memcache_core::{Error, Medium, Result, SegmentId};
 
 use crate::copy::Piece;
+use crate::transport::{laid_out, spread};
 use crate::DeviceSegment;
 
 /// A segment a local service serves, of either medium.
@@ -242,14 +243,20 @@ impl ShmSegment {
         out: &mut Vec<Piece<'a>>,
     ) -> Result<()> {
         let total: usize = srcs.iter().map(|s| s.len()).sum();
-        let mut at = self.check(offset, total, limit)?;
-        for src in srcs {
+        let at = self.check(offset, total, limit)?;
+        for (at, src) in laid_out(at as u64, srcs) {
             // SAFETY: `check` proved [offset, offset + total) lies inside the mapping,
             // which lives as long as `'a`; `src` is a valid slice. Copies stay defined
             // even if a caller passes a slice of another mapping of the same pages,
             // and the meta service gives a blob one writer before its commit.
-            out.push(unsafe { Piece::new(src.as_ptr(), self.map.as_mut_ptr().add(at), src.len()) });
-            at += src.len();
+            let piece = unsafe {
+                Piece::new(
+                    src.as_ptr(),
+                    self.map.as_mut_ptr().add(at as usize),
+                    src.len(),
+                )
+            };
+            out.push(piece);
         }
         Ok(())
     }
@@ -275,7 +282,7 @@ impl ShmSegment {
     ) -> Result<()> {
         crate::transport::check_room(dsts, len)?;
         let at = self.check(offset, len as usize, offset.saturating_add(len))?;
-        for (from, dst) in crate::transport::spread(at as u64, len, dsts) {
+        for (from, dst) in spread(at as u64, len, dsts) {
             // SAFETY: `check` proved [offset, offset + len) lies inside the mapping, the
             // pieces stay within it, and each `dst` is a slice the caller lends for `'a`.
             out.push(unsafe {

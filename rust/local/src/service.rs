@@ -123,7 +123,7 @@ impl LocalService {
     /// What to register with the meta service, one spec per segment: the memory
     /// segments (DRAM, then HBM), then the SSD tier's.
     pub fn segment_specs(&self) -> Vec<SegmentSpec> {
-        let memory = self.memory_segments().into_iter().map(|s| SegmentSpec {
+        let memory = self.memory_segments().map(|s| SegmentSpec {
             medium: s.medium(),
             capacity: s.len(),
             base: s.base(),
@@ -132,15 +132,14 @@ impl LocalService {
     }
 
     /// Every memory segment, in the order of `segment_specs`.
-    pub fn memory_segments(&self) -> Vec<Segment> {
+    pub fn memory_segments(&self) -> impl Iterator<Item = Segment> + use<'_> {
         let dram = self.segments.iter().cloned().map(Segment::Shm);
         dram.chain(self.hbm.iter().cloned().map(Segment::Device))
-            .collect()
     }
 
     /// Records the ids the meta service assigned to the memory segments.
     pub fn bind(&mut self, service: LocalServiceId, segment_ids: Vec<SegmentId>) -> Result<()> {
-        if segment_ids.len() != self.memory_segments().len() {
+        if segment_ids.len() != self.segments.len() + self.hbm.iter().len() {
             return Err(Error::UnmatchedRetcode);
         }
         tracing::info!(service, segments = ?segment_ids, "local service registered");

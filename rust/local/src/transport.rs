@@ -45,6 +45,19 @@ pub fn spread<'d, 'b: 'd>(
     })
 }
 
+/// Each of `srcs` with the offset it lands at, written one after another from `at`
+/// (the writing twin of [`spread`]).
+pub fn laid_out<'r, 'a: 'r>(
+    at: u64,
+    srcs: &'r [&'a [u8]],
+) -> impl Iterator<Item = (u64, &'a [u8])> + use<'r, 'a> {
+    srcs.iter().scan(at, |next, src| {
+        let here = *next;
+        *next += src.len() as u64;
+        Some((here, *src))
+    })
+}
+
 /// -3000 unless `srcs` hold exactly the blob's length (a whole-blob write).
 pub fn check_whole(blob: &Blob, srcs: &[&[u8]]) -> Result<()> {
     let total: u64 = srcs.iter().map(|s| s.len() as u64).sum();
