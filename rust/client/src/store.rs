@@ -401,9 +401,15 @@ impl ObjectStore {
             return all(n, e);
         }
         // The replicas go to the medium of the source while it has room: device
-        // memory to HBM (device-to-device copies), host memory to DRAM (which
-        // same-host processes map).
-        let source = if device { Medium::Hbm } else { Medium::Dram };
+        // memory to HBM, host memory to DRAM. A client that maps its host's DRAM puts
+        // device memory there too: one DMA copy, where HBM it could reach only through
+        // the owning service (until it imports HBM by its IPC handle).
+        let over_tcp = session.maps_host().is_none();
+        let source = if device && over_tcp {
+            Medium::Hbm
+        } else {
+            Medium::Dram
+        };
         let config = &ReplicateConfig {
             medium: config.medium.or(Some(source)),
             ..config.clone()

@@ -62,6 +62,24 @@ fn blank_device(sizes: &[usize]) -> Vec<DeviceBuf> {
         .collect()
 }
 
+/// A client of `url` that contributes no memory and moves every byte over TCP, as
+/// one on another host does.
+fn tcp_client(url: &str) -> BlockingObjectStore {
+    let config = memcache_client::ClientConfig {
+        transport: Some(memcache_client::TransportKind::Tcp),
+        ..memcache_client::ClientConfig::remote(url, 0)
+    };
+    let store = BlockingObjectStore::new(config).unwrap();
+    store.init(0, false).unwrap();
+    store
+}
+
+/// The medium of `key`'s first replica.
+fn medium_of(store: &BlockingObjectStore, key: &str) -> Medium {
+    let info = store.batch_get_key_info(&[key]).pop().unwrap().unwrap();
+    info.locations[0].medium
+}
+
 /// The bytes of device buffers, concatenated.
 fn read_device(bufs: &[DeviceBuf]) -> Vec<u8> {
     let total: usize = bufs.iter().map(|b| b.len).sum();
@@ -326,19 +344,12 @@ fn hbm_segments_hold_objects_that_clients_reach_through_their_service() {
     wait_for_services(&url, 1);
     let (_, body) = http_get(&http, "/get_all_segments");
     assert!(body.contains("HBM"), "{body}");
-    let store = pure_client(&url);
-    let medium = |k: &str| {
-        store
-            .batch_get_key_info(&[k])
-            .pop()
-            .unwrap()
-            .unwrap()
-            .locations[0]
-            .medium
-    };
+    let store = tcp_client(&url);
+    let medium = |k: &str| medium_of(&store, k);
     let before = d.copies();
     let value = pattern(7, 300 * KIB);
-    // A host buffer's object goes to DRAM, a device buffer's to HBM.
+    // A host buffer's object goes to DRAM, a device buffer's to HBM, for a client that
+    // reaches both through the service.
     store.put("dram/a", &value).unwrap();
     assert_eq!(medium("dram/a"), Medium::Dram);
     let src = device_layers(7, &[300 * KIB]);
@@ -350,6 +361,12 @@ fn hbm_segments_hold_objects_that_clients_reach_through_their_service() {
     assert!(after[0] > before[0], "written with host-to-device copies");
     assert!(after[1] > before[1], "read with device-to-host copies");
     store.remove("hbm/a").unwrap();
+    // A client that maps the host's DRAM puts device buffers there: one DMA copy.
+    let mapping = pure_client(&url);
+    let put = mapping.batch_put_from_device(&["near/a"], &[&src], &ReplicateConfig::default());
+    assert_eq!(put, vec![Ok(())]);
+    assert_eq!(medium_of(&mapping, "near/a"), Medium::Dram);
+    drop(mapping);
     drop(store);
     drop(service);
 }
@@ -378,16 +395,8 @@ fn cold_objects_move_from_hbm_to_dram_and_read_back_whole() {
         ))
         .unwrap();
     wait_for_services(&url, 1);
-    let store = pure_client(&url);
-    let medium = |k: &str| {
-        store
-            .batch_get_key_info(&[k])
-            .pop()
-            .unwrap()
-            .unwrap()
-            .locations[0]
-            .medium
-    };
+    let store = tcp_client(&url);
+    let medium = |k: &str| medium_of(&store, k);
     // 60 objects of 64 KiB: HBM takes them up to its high watermark (90 % of 4 MiB),
     // DRAM the rest, while the service's demotions make room in HBM again.
     let keys: Vec<String> = (0..60).map(|i| format!("kv/{i}")).collect();
