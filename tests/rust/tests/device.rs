@@ -317,31 +317,56 @@ fn in_place_copies_take_device_buffers_both_ways() {
     store.batch_remove_lease(&["ip/dev"]).unwrap();
 }
 
+/// A meta service process, and a local service in this process contributing `dram`
+/// bytes of DRAM and `hbm` bytes of the simulated device's memory to it.
+struct HbmPool {
+    url: String,
+    http: String,
+    /// Dropped (fields drop in order) before the meta service it would keep calling.
+    _service: memcache_local::RunningLocalService,
+    _rt: tokio::runtime::Runtime,
+    _meta: Proc,
+}
+
+impl HbmPool {
+    fn start(dram: u64, hbm: u64) -> HbmPool {
+        let (meta_proc, url, http) = start_meta_with_http("tcp://127.0.0.1:0", &[]);
+        let config = memcache_local::LocalServiceConfig {
+            dram_size: dram,
+            hbm_size: hbm,
+            device_id: 1,
+            ..Default::default()
+        };
+        let meta = memcache_proto::parse_discovery(&url).unwrap();
+        let dir = std::env::temp_dir().join(format!("mmc-hbm-{}", std::process::id()));
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let service = rt
+            .block_on(memcache_local::RunningLocalService::start(
+                &config,
+                &meta,
+                std::time::Duration::from_secs(5),
+                dir,
+            ))
+            .unwrap();
+        wait_for_services(&url, 1);
+        HbmPool {
+            url,
+            http,
+            _service: service,
+            _rt: rt,
+            _meta: meta_proc,
+        }
+    }
+}
+
 /// A local service contributing device memory (HBM) through the device runtime: the
 /// pool places objects there, says so in their key info and the admin view, and every
 /// byte crosses into and out of it as a device copy the service makes for its clients.
 #[test]
 fn hbm_segments_hold_objects_that_clients_reach_through_their_service() {
     let (_one, d) = device();
-    let (_meta, url, http) = start_meta_with_http("tcp://127.0.0.1:0", &[]);
-    let config = memcache_local::LocalServiceConfig {
-        dram_size: 8 << 20,
-        hbm_size: 64 << 20,
-        device_id: 1,
-        ..Default::default()
-    };
-    let meta = memcache_proto::parse_discovery(&url).unwrap();
-    let dir = std::env::temp_dir().join(format!("mmc-hbm-{}", std::process::id()));
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let service = rt
-        .block_on(memcache_local::RunningLocalService::start(
-            &config,
-            &meta,
-            std::time::Duration::from_secs(5),
-            dir,
-        ))
-        .unwrap();
-    wait_for_services(&url, 1);
+    let pool = HbmPool::start(8 << 20, 64 << 20);
+    let (url, http) = (pool.url.clone(), pool.http.clone());
     let (_, body) = http_get(&http, "/get_all_segments");
     assert!(body.contains("HBM"), "{body}");
     let store = tcp_client(&url);
@@ -368,7 +393,7 @@ fn hbm_segments_hold_objects_that_clients_reach_through_their_service() {
     assert_eq!(medium_of(&mapping, "near/a"), Medium::Dram);
     drop(mapping);
     drop(store);
-    drop(service);
+    drop(pool);
 }
 
 /// HBM full of device puts: the service moves the coldest objects to its DRAM, down
@@ -376,25 +401,8 @@ fn hbm_segments_hold_objects_that_clients_reach_through_their_service() {
 #[test]
 fn cold_objects_move_from_hbm_to_dram_and_read_back_whole() {
     let (_one, _d) = device();
-    let (_meta, url, _http) = start_meta_with_http("tcp://127.0.0.1:0", &[]);
-    let config = memcache_local::LocalServiceConfig {
-        dram_size: 16 << 20,
-        hbm_size: 4 << 20,
-        device_id: 1,
-        ..Default::default()
-    };
-    let meta = memcache_proto::parse_discovery(&url).unwrap();
-    let dir = std::env::temp_dir().join(format!("mmc-demote-{}", std::process::id()));
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let service = rt
-        .block_on(memcache_local::RunningLocalService::start(
-            &config,
-            &meta,
-            std::time::Duration::from_secs(5),
-            dir,
-        ))
-        .unwrap();
-    wait_for_services(&url, 1);
+    let pool = HbmPool::start(16 << 20, 4 << 20);
+    let url = pool.url.clone();
     let store = tcp_client(&url);
     let medium = |k: &str| medium_of(&store, k);
     // 60 objects of 64 KiB: HBM takes them up to its high watermark (90 % of 4 MiB),
@@ -429,5 +437,5 @@ fn cold_objects_move_from_hbm_to_dram_and_read_back_whole() {
         assert_eq!(read_device(&dst), pattern(100 + i as u64, 64 * KIB), "{k}");
     }
     drop(store);
-    drop(service);
+    drop(pool);
 }

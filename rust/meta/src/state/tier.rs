@@ -18,11 +18,7 @@ impl StateMachine {
         segment: SegmentId,
         now_ms: u64,
     ) -> Result<Blob> {
-        let obj = match self.objects.get(key) {
-            Some(o) if o.put_id == put && o.visible(now_ms) => o,
-            _ => return Err(Error::ObjectNotFound),
-        };
-        if obj.in_memory() || obj.staging().is_some() {
+        if self.unstaged(key, put, now_ms)?.in_memory() {
             return Err(Error::DuplicatedObject);
         }
         let memory = |s: &Segment| s.spec.medium != Medium::Ssd;
@@ -38,13 +34,7 @@ impl StateMachine {
         segment: SegmentId,
         now_ms: u64,
     ) -> Result<Blob> {
-        let obj = match self.objects.get(key) {
-            Some(o) if o.put_id == put && o.visible(now_ms) => o,
-            _ => return Err(Error::ObjectNotFound),
-        };
-        if obj.staging().is_some() {
-            return Err(Error::DuplicatedObject);
-        }
+        let obj = self.unstaged(key, put, now_ms)?;
         let hbm_on = |service| {
             obj.blobs
                 .iter()
@@ -58,6 +48,18 @@ impl StateMachine {
             )));
         }
         self.stage_on(key, segment, |_| true)
+    }
+
+    /// Put `put` of `key`, readable at `now_ms` and with no memory being filled for it.
+    fn unstaged(&self, key: &Key, put: PutId, now_ms: u64) -> Result<&Object> {
+        let obj = match self.objects.get(key) {
+            Some(o) if o.put_id == put && o.visible(now_ms) => o,
+            _ => return Err(Error::ObjectNotFound),
+        };
+        if obj.staging().is_some() {
+            return Err(Error::DuplicatedObject);
+        }
+        Ok(obj)
     }
 
     /// Allocates the object's size on `segment` (one `accept` takes) as its staging.
