@@ -5,7 +5,10 @@
 # `layers` workload from device memory (L2G) and gets it back into device memory (G2L)
 # through the embedded pool, checks every byte, and prints its throughput against the
 # runtime's own copies of the same bytes between the same device buffers and a pinned
-# host arena (goal: 0.9 or more each way).
+# host arena (goal: 0.9 or more each way); then puts and gets the same layers into HBM
+# that another process (`mmc local --hbm-size`) contributes, over TCP, against a
+# device-to-device copy of the same bytes (`hbm_put_ratio`, `hbm_get_ratio`: the figure
+# that same-host import by IPC handle is to raise).
 #
 #   scripts/gpu-check.sh [--rounds N]
 set -euo pipefail

@@ -1,17 +1,21 @@
 //! `mmc bench device`: the `layers` workload between device memory and the pool (L2G
 //! puts, G2L gets) through the embedded pool, against the device runtime's own copies of
 //! the same layers between the same device buffers and a pinned host arena, in the same
-//! run. Needs a build with a device runtime (`--features cuda` or `ascend`) and a device;
-//! elsewhere it says why and fails.
+//! run; then the same between device memory and HBM another process contributes (a
+//! local service), against a device-to-device copy. Needs a build with a device runtime
+//! (`--features cuda` or `ascend`) and a device; elsewhere it says why and fails.
 
 use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use memcache_client::{BlockingObjectStore, ClientConfig, DeviceBuf, ReplicateConfig};
+use memcache_client::{
+    BlockingObjectStore, ClientConfig, DeviceBuf, Medium, ReplicateConfig, TransportKind,
+};
 use memcache_device::{CopyKind, DeviceCopy, DeviceRuntime};
 
 use crate::bench::{kv_block_layout, median, pattern_fill};
+use crate::children::spawn_ready;
 
 /// A device arena of `keys` objects of `layout`, back to back.
 struct DeviceArena<'a> {
@@ -175,14 +179,18 @@ pub fn run(keys: usize, rounds: usize, dram_size: u64) -> Result<Value, String> 
             h2d.push(t_h2d);
         }
     }
+    let _ = store.tear_down();
+    let hbm = hbm_pass(&src, &dst, keys, rounds, &host);
     if pinned {
         // SAFETY: pinned above; no copy in flight.
         let _ = unsafe { rt.unpin(h) };
     }
-    let _ = store.tear_down();
+    let hbm = hbm?;
     let gbps = |s: f64| bytes as f64 / s / 1e9;
     let (put, get) = (gbps(median(&mut put)), gbps(median(&mut get)));
     let (d2h, h2d) = (gbps(median(&mut d2h)), gbps(median(&mut h2d)));
+    let (hbm_put, hbm_get) = (gbps(hbm.put), gbps(hbm.get));
+    let d2d = gbps(hbm.d2d);
     Ok(json!({
         "workload": "device",
         "runtime": rt.name(),
@@ -196,6 +204,150 @@ pub fn run(keys: usize, rounds: usize, dram_size: u64) -> Result<Value, String> 
         "reference_pinned": pinned,
         "l2g_ratio": put / d2h,
         "g2l_ratio": get / h2d,
+        "hbm_put_gbps": hbm_put,
+        "hbm_get_gbps": hbm_get,
+        "runtime_d2d_gbps": d2d,
+        "hbm_put_ratio": hbm_put / d2d,
+        "hbm_get_ratio": hbm_get / d2d,
         "verified": true,
     }))
+}
+
+/// Median seconds of the HBM pass's figures.
+struct HbmTimes {
+    put: f64,
+    get: f64,
+    d2d: f64,
+}
+
+/// The same layers between this process's device memory and HBM that another process
+/// (an `mmc local --hbm-size` beside an `mmc meta`) contributes, put and got by a client
+/// that reaches it over TCP, as one on another host does; against the runtime's
+/// device-to-device copy of the same bytes between the two arenas. Every byte is
+/// checked, and so is that the objects live in HBM.
+fn hbm_pass(
+    src: &DeviceArena,
+    dst: &DeviceArena,
+    keys: usize,
+    rounds: usize,
+    host: &[u8],
+) -> Result<HbmTimes, String> {
+    let rt = src.rt;
+    let bytes = src.object * keys;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let within = std::time::Duration::from_secs(30);
+    let meta_args = ["meta", "--discovery", "tcp://127.0.0.1:0", "--http", ""];
+    let (_meta, line) = spawn_ready(&exe, &meta_args, within)?;
+    let url = line
+        .rsplit(' ')
+        .next()
+        .filter(|u| u.starts_with("tcp://"))
+        .ok_or_else(|| format!("meta said {line:?}"))?
+        .to_string();
+    let socket = std::env::temp_dir().join(format!("mmc-bench-hbm-{}.sock", std::process::id()));
+    let hbm_size = format!("{}MiB", (2 * bytes).div_ceil(1 << 20) + 16);
+    let local_args = [
+        "local",
+        "--discovery",
+        &url,
+        "--dram-size",
+        "16MiB",
+        "--hbm-size",
+        &hbm_size,
+        "--shm-socket",
+        socket.to_str().ok_or("a temp dir in UTF-8")?,
+        "--http",
+        "",
+    ];
+    let (_local, _) = spawn_ready(&exe, &local_args, within)
+        .map_err(|e| format!("a local service with HBM: {e}"))?;
+    let config = ClientConfig {
+        transport: Some(TransportKind::Tcp),
+        ..ClientConfig::remote(&url, 0)
+    };
+    let store = BlockingObjectStore::new(config).map_err(|e| e.to_string())?;
+    store.init(0, false).map_err(|e| e.to_string())?;
+    let in_hbm = ReplicateConfig {
+        medium: Some(Medium::Hbm),
+        ..Default::default()
+    };
+    let names: Vec<String> = (0..keys).map(|k| format!("bench/hbm/{k}")).collect();
+    let copy = |c: &[DeviceCopy]| {
+        // SAFETY: every range lies in one of the two device arenas.
+        unsafe { rt.copy_batch(c) }.map_err(|e| e.to_string())
+    };
+    let batch = 8;
+    let zeros = vec![0u8; bytes];
+    let (mut put, mut get, mut d2d) = (vec![], vec![], vec![]);
+    for round in 0..=rounds {
+        // The runtime's fastest device-to-device copy: layer by layer, or whole.
+        let layers: Vec<DeviceCopy> = (0..keys)
+            .flat_map(|k| src.layers(k).into_iter().zip(dst.layers(k)))
+            .map(|(s, d)| DeviceCopy {
+                dst: d.ptr,
+                src: s.ptr,
+                len: s.len,
+                kind: CopyKind::DeviceToDevice,
+            })
+            .collect();
+        let whole = DeviceCopy {
+            dst: dst.base,
+            src: src.base,
+            len: bytes,
+            kind: CopyKind::DeviceToDevice,
+        };
+        let t_put = secs(|| {
+            for (b, ks) in names.chunks(batch).enumerate() {
+                let layers: Vec<Vec<DeviceBuf>> =
+                    (0..ks.len()).map(|i| src.layers(b * batch + i)).collect();
+                let objects: Vec<&[DeviceBuf]> = layers.iter().map(Vec::as_slice).collect();
+                let r = store.batch_put_from_device(ks, &objects, &in_hbm);
+                if let Some(e) = r.into_iter().find_map(Result::err) {
+                    return Err(format!("HBM put: {e}"));
+                }
+            }
+            Ok(())
+        })?;
+        let info = store.get_key_info(&names[0]).map_err(|e| e.to_string())?;
+        if info.locations.first().map(|l| l.medium) != Some(Medium::Hbm) {
+            return Err(format!("{} is not in HBM: {info:?}", names[0]));
+        }
+        let t_d2d = secs(|| copy(&layers))?.min(secs(|| copy(&[whole]))?);
+        // Blank again, so that only the get can bring the bytes back.
+        copy(&dst.copies(keys, zeros.as_ptr() as u64, true))?;
+        let t_get = secs(|| {
+            for (b, ks) in names.chunks(batch).enumerate() {
+                let layers: Vec<Vec<DeviceBuf>> =
+                    (0..ks.len()).map(|i| dst.layers(b * batch + i)).collect();
+                let objects: Vec<&[DeviceBuf]> = layers.iter().map(Vec::as_slice).collect();
+                let r = store.batch_get_into_device(ks, &objects);
+                if let Some(e) = r.into_iter().find_map(Result::err) {
+                    return Err(format!("HBM get: {e}"));
+                }
+            }
+            Ok(())
+        })?;
+        let mut check = vec![0u8; bytes];
+        copy(&dst.copies(keys, check.as_mut_ptr() as u64, false))?;
+        if check != host {
+            return Err(format!(
+                "HBM round {round}: the device bytes read back differ"
+            ));
+        }
+        let removed = store.batch_remove(&names);
+        if let Some(e) = removed.into_iter().find_map(Result::err) {
+            return Err(format!("HBM remove: {e}"));
+        }
+        if round > 0 {
+            put.push(t_put);
+            get.push(t_get);
+            d2d.push(t_d2d);
+        }
+    }
+    let _ = store.tear_down();
+    Ok(HbmTimes {
+        put: median(&mut put),
+        get: median(&mut get),
+        d2d: median(&mut d2d),
+    })
 }
