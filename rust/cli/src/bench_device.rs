@@ -15,7 +15,7 @@ use memcache_client::{
 use memcache_device::{CopyKind, DeviceCopy, DeviceRuntime};
 
 use crate::bench::{kv_block_layout, median, pattern_fill};
-use crate::children::spawn_ready;
+use crate::children::{announced_url, spawn_ready};
 
 /// A device arena of `keys` objects of `layout`, back to back.
 struct DeviceArena<'a> {
@@ -118,7 +118,6 @@ pub fn run(keys: usize, rounds: usize, dram_size: u64) -> Result<Value, String> 
     let store = BlockingObjectStore::new(config).map_err(|e| e.to_string())?;
     store.init(0, true).map_err(|e| e.to_string())?;
     let names: Vec<String> = (0..keys).map(|k| format!("bench/device/{k}")).collect();
-    let batch = 8;
     let (mut put, mut get, mut d2h, mut h2d) = (vec![], vec![], vec![], vec![]);
     for round in 0..=rounds {
         // The runtime's fastest way: layer by layer as the pool copies, or one copy of
@@ -137,40 +136,9 @@ pub fn run(keys: usize, rounds: usize, dram_size: u64) -> Result<Value, String> 
         let t_d2h = secs(|| copy(&down))?.min(secs(|| copy(&[whole(false)]))?);
         let up = src.copies(keys, h, true);
         let t_h2d = secs(|| copy(&up))?.min(secs(|| copy(&[whole(true)]))?);
-        let t_put = secs(|| {
-            for (b, ks) in names.chunks(batch).enumerate() {
-                let layers: Vec<Vec<DeviceBuf>> =
-                    (0..ks.len()).map(|i| src.layers(b * batch + i)).collect();
-                let objects: Vec<&[DeviceBuf]> = layers.iter().map(Vec::as_slice).collect();
-                let r = store.batch_put_from_device(ks, &objects, &ReplicateConfig::default());
-                if let Some(e) = r.into_iter().find_map(Result::err) {
-                    return Err(format!("put: {e}"));
-                }
-            }
-            Ok(())
-        })?;
-        let t_get = secs(|| {
-            for (b, ks) in names.chunks(batch).enumerate() {
-                let layers: Vec<Vec<DeviceBuf>> =
-                    (0..ks.len()).map(|i| dst.layers(b * batch + i)).collect();
-                let objects: Vec<&[DeviceBuf]> = layers.iter().map(Vec::as_slice).collect();
-                let r = store.batch_get_into_device(ks, &objects);
-                if let Some(e) = r.into_iter().find_map(Result::err) {
-                    return Err(format!("get: {e}"));
-                }
-            }
-            Ok(())
-        })?;
-        // Byte-exact: what came back into the device equals what went in.
-        let mut check = vec![0u8; bytes];
-        copy(&dst.copies(keys, check.as_mut_ptr() as u64, false))?;
-        if check != host {
-            return Err(format!("round {round}: the device bytes read back differ"));
-        }
-        let removed = store.batch_remove(&names);
-        if let Some(e) = removed.into_iter().find_map(Result::err) {
-            return Err(format!("remove: {e}"));
-        }
+        let t_put = secs(|| put_all(&store, &names, &src, &ReplicateConfig::default()))?;
+        let t_get = secs(|| get_all(&store, &names, &dst))?;
+        check_and_remove(&store, &names, &dst, &host).map_err(|e| format!("round {round}: {e}"))?;
         if round > 0 {
             // Round 0 warms up (first touches, pinning).
             put.push(t_put);
@@ -238,12 +206,7 @@ fn hbm_pass(
     let within = std::time::Duration::from_secs(30);
     let meta_args = ["meta", "--discovery", "tcp://127.0.0.1:0", "--http", ""];
     let (_meta, line) = spawn_ready(&exe, &meta_args, within)?;
-    let url = line
-        .rsplit(' ')
-        .next()
-        .filter(|u| u.starts_with("tcp://"))
-        .ok_or_else(|| format!("meta said {line:?}"))?
-        .to_string();
+    let url = announced_url(&line)?;
     let socket = std::env::temp_dir().join(format!("mmc-bench-hbm-{}.sock", std::process::id()));
     let hbm_size = format!("{}MiB", (2 * bytes).div_ceil(1 << 20) + 16);
     let local_args = [
@@ -273,10 +236,9 @@ fn hbm_pass(
     };
     let names: Vec<String> = (0..keys).map(|k| format!("bench/hbm/{k}")).collect();
     let copy = |c: &[DeviceCopy]| {
-        // SAFETY: every range lies in one of the two device arenas.
+        // SAFETY: every range lies in `zeros` or in one of the two device arenas.
         unsafe { rt.copy_batch(c) }.map_err(|e| e.to_string())
     };
-    let batch = 8;
     let zeros = vec![0u8; bytes];
     let (mut put, mut get, mut d2d) = (vec![], vec![], vec![]);
     for round in 0..=rounds {
@@ -296,18 +258,7 @@ fn hbm_pass(
             len: bytes,
             kind: CopyKind::DeviceToDevice,
         };
-        let t_put = secs(|| {
-            for (b, ks) in names.chunks(batch).enumerate() {
-                let layers: Vec<Vec<DeviceBuf>> =
-                    (0..ks.len()).map(|i| src.layers(b * batch + i)).collect();
-                let objects: Vec<&[DeviceBuf]> = layers.iter().map(Vec::as_slice).collect();
-                let r = store.batch_put_from_device(ks, &objects, &in_hbm);
-                if let Some(e) = r.into_iter().find_map(Result::err) {
-                    return Err(format!("HBM put: {e}"));
-                }
-            }
-            Ok(())
-        })?;
+        let t_put = secs(|| put_all(&store, &names, src, &in_hbm))?;
         let info = store.get_key_info(&names[0]).map_err(|e| e.to_string())?;
         if info.locations.first().map(|l| l.medium) != Some(Medium::Hbm) {
             return Err(format!("{} is not in HBM: {info:?}", names[0]));
@@ -315,29 +266,9 @@ fn hbm_pass(
         let t_d2d = secs(|| copy(&layers))?.min(secs(|| copy(&[whole]))?);
         // Blank again, so that only the get can bring the bytes back.
         copy(&dst.copies(keys, zeros.as_ptr() as u64, true))?;
-        let t_get = secs(|| {
-            for (b, ks) in names.chunks(batch).enumerate() {
-                let layers: Vec<Vec<DeviceBuf>> =
-                    (0..ks.len()).map(|i| dst.layers(b * batch + i)).collect();
-                let objects: Vec<&[DeviceBuf]> = layers.iter().map(Vec::as_slice).collect();
-                let r = store.batch_get_into_device(ks, &objects);
-                if let Some(e) = r.into_iter().find_map(Result::err) {
-                    return Err(format!("HBM get: {e}"));
-                }
-            }
-            Ok(())
-        })?;
-        let mut check = vec![0u8; bytes];
-        copy(&dst.copies(keys, check.as_mut_ptr() as u64, false))?;
-        if check != host {
-            return Err(format!(
-                "HBM round {round}: the device bytes read back differ"
-            ));
-        }
-        let removed = store.batch_remove(&names);
-        if let Some(e) = removed.into_iter().find_map(Result::err) {
-            return Err(format!("HBM remove: {e}"));
-        }
+        let t_get = secs(|| get_all(&store, &names, dst))?;
+        check_and_remove(&store, &names, dst, host)
+            .map_err(|e| format!("HBM round {round}: {e}"))?;
         if round > 0 {
             put.push(t_put);
             get.push(t_get);
@@ -350,4 +281,66 @@ fn hbm_pass(
         get: median(&mut get),
         d2d: median(&mut d2d),
     })
+}
+
+/// Keys per batch of the device benches, as the layers workload.
+const BATCH: usize = 8;
+
+/// Puts each key's layers from `arena` (key `k` from its `k`th object), in batches.
+fn put_all(
+    store: &BlockingObjectStore,
+    names: &[String],
+    arena: &DeviceArena,
+    config: &ReplicateConfig,
+) -> Result<(), String> {
+    for (b, ks) in names.chunks(BATCH).enumerate() {
+        let layers: Vec<Vec<DeviceBuf>> =
+            (0..ks.len()).map(|i| arena.layers(b * BATCH + i)).collect();
+        let objects: Vec<&[DeviceBuf]> = layers.iter().map(Vec::as_slice).collect();
+        let r = store.batch_put_from_device(ks, &objects, config);
+        if let Some(e) = r.into_iter().find_map(Result::err) {
+            return Err(format!("put: {e}"));
+        }
+    }
+    Ok(())
+}
+
+/// Gets each key into its object of `arena`, in batches.
+fn get_all(
+    store: &BlockingObjectStore,
+    names: &[String],
+    arena: &DeviceArena,
+) -> Result<(), String> {
+    for (b, ks) in names.chunks(BATCH).enumerate() {
+        let layers: Vec<Vec<DeviceBuf>> =
+            (0..ks.len()).map(|i| arena.layers(b * BATCH + i)).collect();
+        let objects: Vec<&[DeviceBuf]> = layers.iter().map(Vec::as_slice).collect();
+        let r = store.batch_get_into_device(ks, &objects);
+        if let Some(e) = r.into_iter().find_map(Result::err) {
+            return Err(format!("get: {e}"));
+        }
+    }
+    Ok(())
+}
+
+/// Checks that `arena` holds `host` byte for byte (what came back into the device is
+/// what went in), then removes the keys.
+fn check_and_remove(
+    store: &BlockingObjectStore,
+    names: &[String],
+    arena: &DeviceArena,
+    host: &[u8],
+) -> Result<(), String> {
+    let mut check = vec![0u8; host.len()];
+    let copies = arena.copies(names.len(), check.as_mut_ptr() as u64, false);
+    // SAFETY: every range lies in `check` or in the device arena.
+    unsafe { arena.rt.copy_batch(&copies) }.map_err(|e| e.to_string())?;
+    if check != host {
+        return Err("the device bytes read back differ".into());
+    }
+    let removed = store.batch_remove(names);
+    if let Some(e) = removed.into_iter().find_map(Result::err) {
+        return Err(format!("remove: {e}"));
+    }
+    Ok(())
 }

@@ -31,7 +31,7 @@ use tokio::net::TcpStream;
 
 use memcache_client::{ClientConfig, CopyDirection, ObjectStore, ReplicateConfig};
 
-use crate::children::{spawn_ready, Owned};
+use crate::children::{announced_url, spawn_ready, Owned};
 use crate::procmem::{rss_bytes, segment_mappings};
 
 /// Growth over the baseline that fails the run.
@@ -342,12 +342,7 @@ pub fn run(minutes: f64, as_json: bool) -> Result<(), String> {
         .map(String::from)
         .to_vec(),
     )?;
-    let url = line
-        .rsplit(' ')
-        .next()
-        .filter(|u| u.starts_with("tcp://"))
-        .ok_or_else(|| format!("meta said {line:?}"))?
-        .to_string();
+    let url = announced_url(&line)?;
     let mut roles = vec![meta];
     let mut sockets = Vec::new();
     for i in 0..LOCALS {

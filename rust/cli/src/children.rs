@@ -87,3 +87,12 @@ pub fn free_addrs(n: usize) -> Result<Vec<SocketAddr>, String> {
         .map(|l| l.local_addr().map_err(|e| e.to_string()))
         .collect()
 }
+
+/// The `tcp://` address an `mmc meta` announces at the end of its first line.
+pub fn announced_url(line: &str) -> Result<String, String> {
+    line.rsplit(' ')
+        .next()
+        .filter(|u| u.starts_with("tcp://"))
+        .map(str::to_string)
+        .ok_or_else(|| format!("meta said {line:?}"))
+}
