@@ -240,24 +240,25 @@ fn hbm_pass(
         unsafe { rt.copy_batch(c) }.map_err(|e| e.to_string())
     };
     let zeros = vec![0u8; bytes];
+    // The runtime's fastest device-to-device copy: layer by layer, or whole.
+    let layers: Vec<DeviceCopy> = (0..keys)
+        .flat_map(|k| src.layers(k).into_iter().zip(dst.layers(k)))
+        .map(|(s, d)| DeviceCopy {
+            dst: d.ptr,
+            src: s.ptr,
+            len: s.len,
+            kind: CopyKind::DeviceToDevice,
+        })
+        .collect();
+    let whole = DeviceCopy {
+        dst: dst.base,
+        src: src.base,
+        len: bytes,
+        kind: CopyKind::DeviceToDevice,
+    };
+    let blank = dst.copies(keys, zeros.as_ptr() as u64, true);
     let (mut put, mut get, mut d2d) = (vec![], vec![], vec![]);
     for round in 0..=rounds {
-        // The runtime's fastest device-to-device copy: layer by layer, or whole.
-        let layers: Vec<DeviceCopy> = (0..keys)
-            .flat_map(|k| src.layers(k).into_iter().zip(dst.layers(k)))
-            .map(|(s, d)| DeviceCopy {
-                dst: d.ptr,
-                src: s.ptr,
-                len: s.len,
-                kind: CopyKind::DeviceToDevice,
-            })
-            .collect();
-        let whole = DeviceCopy {
-            dst: dst.base,
-            src: src.base,
-            len: bytes,
-            kind: CopyKind::DeviceToDevice,
-        };
         let t_put = secs(|| put_all(&store, &names, src, &in_hbm))?;
         let info = store.get_key_info(&names[0]).map_err(|e| e.to_string())?;
         if info.locations.first().map(|l| l.medium) != Some(Medium::Hbm) {
@@ -265,7 +266,7 @@ fn hbm_pass(
         }
         let t_d2d = secs(|| copy(&layers))?.min(secs(|| copy(&[whole]))?);
         // Blank again, so that only the get can bring the bytes back.
-        copy(&dst.copies(keys, zeros.as_ptr() as u64, true))?;
+        copy(&blank)?;
         let t_get = secs(|| get_all(&store, &names, dst))?;
         check_and_remove(&store, &names, dst, host)
             .map_err(|e| format!("HBM round {round}: {e}"))?;

@@ -108,33 +108,21 @@ impl Demoter {
         }
         Ok(())
     }
-
-    /// One round: report, then copy what the answer asks for.
-    async fn one_round(mut self) -> (Option<Self>, Result<bool>) {
-        let report = HbmReport {
-            demoted: self.demoted.clone(),
-            want: ROUND_OBJECTS,
-        };
-        let answer = match (self.sync)(report).await {
-            Ok(a) => a,
-            Err(e) => return (Some(self), Err(e)),
-        };
-        let absorbed = tokio::task::spawn_blocking(move || {
-            let busy = self.absorb(answer);
-            (self, busy)
-        });
-        match absorbed.await {
-            Ok((this, busy)) => (Some(this), Ok(busy)),
-            Err(e) => (None, Err(Error::Failed(format!("HBM round: {e}")))),
-        }
-    }
 }
 
 impl Rounds for Demoter {
     const NAME: &'static str = "HBM demotion";
+    type Answer = HbmAnswer;
 
-    async fn round(self) -> (Option<Self>, Result<bool>) {
-        self.one_round().await
+    fn exchange(&mut self) -> BoxFuture<'static, Result<HbmAnswer>> {
+        (self.sync)(HbmReport {
+            demoted: self.demoted.clone(),
+            want: ROUND_OBJECTS,
+        })
+    }
+
+    fn absorb(&mut self, answer: HbmAnswer) -> Result<bool> {
+        Ok(Demoter::absorb(self, answer))
     }
 }
 

@@ -315,17 +315,27 @@ impl Syncer {
 pub trait Rounds: Sized + Send + 'static {
     /// What the loop's warnings call it.
     const NAME: &'static str;
+    type Answer: Send + 'static;
 
-    /// One round; gives the state back (None when it was lost) and whether there is
-    /// more to do right away. On failure everything is kept and reported again.
-    fn round(self) -> impl std::future::Future<Output = (Option<Self>, Result<bool>)> + Send;
+    /// Sends this round's report; the meta service's answer.
+    fn exchange(&mut self) -> BoxFuture<'static, Result<Self::Answer>>;
+
+    /// Does what the answer asks (blocking work: it runs off the runtime's threads);
+    /// whether there is more to do right away.
+    fn absorb(&mut self, answer: Self::Answer) -> Result<bool>;
 }
 
 impl Rounds for Syncer {
     const NAME: &'static str = "SSD tier";
+    type Answer = SsdAnswer;
 
-    async fn round(self) -> (Option<Self>, Result<bool>) {
-        round(self).await
+    fn exchange(&mut self) -> BoxFuture<'static, Result<SsdAnswer>> {
+        let report = self.report();
+        (self.sync)(report)
+    }
+
+    fn absorb(&mut self, answer: SsdAnswer) -> Result<bool> {
+        Syncer::absorb(self, answer)
     }
 }
 
@@ -369,20 +379,20 @@ impl Drop for TierLoop {
 }
 
 /// One round: report, then do what the answer asks. On failure everything is kept
-/// and reported again (each part of a report is idempotent).
-async fn round(mut syncer: Syncer) -> (Option<Syncer>, Result<bool>) {
-    let report = syncer.report();
-    let answer = match (syncer.sync)(report).await {
+/// and reported again (each part of a report is idempotent). Gives the state back
+/// (None when it was lost) and whether there is more to do right away.
+async fn round<R: Rounds>(mut rounds: R) -> (Option<R>, Result<bool>) {
+    let answer = match rounds.exchange().await {
         Ok(a) => a,
-        Err(e) => return (Some(syncer), Err(e)),
+        Err(e) => return (Some(rounds), Err(e)),
     };
     let absorbed = tokio::task::spawn_blocking(move || {
-        let busy = syncer.absorb(answer);
-        (syncer, busy)
+        let busy = rounds.absorb(answer);
+        (rounds, busy)
     });
     match absorbed.await {
-        Ok((syncer, busy)) => (Some(syncer), busy),
-        Err(e) => (None, Err(Error::Failed(format!("SSD tier round: {e}")))),
+        Ok((rounds, busy)) => (Some(rounds), busy),
+        Err(e) => (None, Err(Error::Failed(format!("{} round: {e}", R::NAME)))),
     }
 }
 
@@ -391,7 +401,7 @@ async fn round(mut syncer: Syncer) -> (Option<Syncer>, Result<bool>) {
 async fn run<R: Rounds>(rounds: R, idle: Duration, mut drain: tokio::sync::watch::Receiver<bool>) {
     let mut next = Some(rounds);
     while let Some(rounds) = next.take() {
-        let (kept, outcome) = rounds.round().await;
+        let (kept, outcome) = round(rounds).await;
         next = kept;
         let busy = match outcome {
             Ok(busy) => busy,

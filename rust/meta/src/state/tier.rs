@@ -18,11 +18,13 @@ impl StateMachine {
         segment: SegmentId,
         now_ms: u64,
     ) -> Result<Blob> {
-        if self.unstaged(key, put, now_ms)?.in_memory() {
+        let obj = self.unstaged(key, put, now_ms)?;
+        if obj.in_memory() {
             return Err(Error::DuplicatedObject);
         }
+        let size = obj.size;
         let memory = |s: &Segment| s.spec.medium != Medium::Ssd;
-        self.stage_on(key, segment, memory)
+        self.stage_on(key, size, segment, memory)
     }
 
     /// Gives a committed object in HBM DRAM on `segment`, of the local service holding
@@ -47,7 +49,8 @@ impl StateMachine {
                 "segment {segment} is no DRAM of a local service holding {key} in HBM"
             )));
         }
-        self.stage_on(key, segment, |_| true)
+        let size = obj.size;
+        self.stage_on(key, size, segment, |_| true)
     }
 
     /// Put `put` of `key`, readable at `now_ms` and with no memory being filled for it.
@@ -62,14 +65,15 @@ impl StateMachine {
         Ok(obj)
     }
 
-    /// Allocates the object's size on `segment` (one `accept` takes) as its staging.
+    /// Allocates `size` bytes on `segment` (one `accept` takes) as the staging of the
+    /// object under `key`.
     fn stage_on(
         &mut self,
         key: &Key,
+        size: u64,
         segment: SegmentId,
         accept: impl Fn(&Segment) -> bool,
     ) -> Result<Blob> {
-        let size = self.objects.get(key).ok_or(Error::ObjectNotFound)?.size;
         let seg = self
             .segments
             .get_mut(&segment)

@@ -346,15 +346,15 @@ impl<'a> Planner<'a> {
                 chosen.push((best_id, best_service, sp));
                 continue;
             }
-            let mut candidates: Vec<(u64, SegmentId, LocalServiceId)> = self
+            let mut candidates: Vec<_> = self
                 .view
                 .segments
                 .values()
                 .filter(fits)
                 .filter(|s| s.id != best_id)
-                .map(|s: &Segment| (s.free(), s.id, s.service))
+                .map(|s: &Segment| (rank(s), s.id, s.service))
                 .collect();
-            candidates.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+            candidates.sort_unstable_by_key(|c| std::cmp::Reverse(c.0));
             for (_, id, service) in candidates {
                 if let Some(sp) = self.try_alloc(id, size) {
                     chosen.push((id, service, sp));
@@ -441,19 +441,19 @@ impl<'a> Planner<'a> {
 
     /// Whether every local service with HBM also has DRAM to demote its objects to.
     fn hbm_demotes(&self) -> bool {
-        let has = |service, medium| {
+        let has_dram = |service| {
             self.view.services.get(&service).is_some_and(|svc| {
                 svc.segments
                     .iter()
                     .filter_map(|id| self.view.segments.get(id))
-                    .any(|s| s.spec.medium == medium)
+                    .any(|s| s.spec.medium == Medium::Dram)
             })
         };
         self.view
             .segments
             .values()
             .filter(|s| s.spec.medium == Medium::Hbm)
-            .all(|s| has(s.service, Medium::Dram))
+            .all(|s| has_dram(s.service))
     }
 
     fn memory_segments(&self) -> impl Iterator<Item = &Segment> {
