@@ -6,9 +6,10 @@
 # through the embedded pool, checks every byte, and prints its throughput against the
 # runtime's own copies of the same bytes between the same device buffers and a pinned
 # host arena (goal: 0.9 or more each way); then puts and gets the same layers into HBM
-# that another process (`mmc local --hbm-size`) contributes, over TCP, against a
-# device-to-device copy of the same bytes (`hbm_put_ratio`, `hbm_get_ratio`: the figure
-# that same-host import by IPC handle is to raise).
+# that another process (`mmc local --hbm-size`) contributes, over TCP and then imported
+# by its CUDA IPC handle, against a device-to-device copy of the same bytes
+# (`hbm_put_ratio` / `hbm_get_ratio`, `hbm_near_put_ratio` / `hbm_near_get_ratio`;
+# `hbm_near_imported` must be true here).
 #
 #   scripts/gpu-check.sh [--rounds N]
 set -euo pipefail
@@ -22,7 +23,10 @@ say "the CUDA runtime against the driver"
 MMC_REQUIRE_GPU=1 cargo test --release -p memcache-device --features cuda -- --nocapture
 say "mmc bench device (L2G / G2L against the driver's copies)"
 target/release/mmc bench device --rounds "$rounds"
-target/release/mmc bench device --rounds "$rounds" --json
+json="$(target/release/mmc bench device --rounds "$rounds" --json)"
+printf '%s\n' "$json"
+# Same-host HBM must be imported by its handle on a real driver, not reached over TCP.
+printf '%s' "$json" | python3 -c 'import json, sys; sys.exit(0 if json.load(sys.stdin)["hbm_near_imported"] else "HBM was not imported by the same-host client")'
 # The GPU machine's 16 cores also settle what the 2-core build machine cannot: the TLS
 # data plane against plaintext (issue 16, goal 0.8), a 3-node meta group against one
 # (issue 17, goal 0.7), and two copy threads against the one-thread copy limit (issue

@@ -1130,7 +1130,7 @@ fn print_human(r: &Value) {
             );
         }
         Some("device") => println!(
-            "device ({}): L2G put {:.2} GB/s ({:.2} of the runtime's device-to-host copy, {:.2} GB/s), G2L get {:.2} GB/s ({:.2} of its host-to-device copy, {:.2} GB/s); HBM of another process over TCP: put {:.2} GB/s, get {:.2} GB/s ({:.2} / {:.2} of a device-to-device copy, {:.2} GB/s); content verified",
+            "device ({}): L2G put {:.2} GB/s ({:.2} of the runtime's device-to-host copy, {:.2} GB/s), G2L get {:.2} GB/s ({:.2} of its host-to-device copy, {:.2} GB/s); HBM of another process over TCP: put {:.2} GB/s, get {:.2} GB/s ({:.2} / {:.2} of a device-to-device copy, {:.2} GB/s); the same from this host ({}): put {:.2} GB/s, get {:.2} GB/s ({:.2} / {:.2}); content verified",
             r["runtime"].as_str().unwrap_or("?"),
             f("l2g_put_gbps"),
             f("l2g_ratio"),
@@ -1142,7 +1142,15 @@ fn print_human(r: &Value) {
             f("hbm_get_gbps"),
             f("hbm_put_ratio"),
             f("hbm_get_ratio"),
-            f("runtime_d2d_gbps")
+            f("runtime_d2d_gbps"),
+            match r["hbm_near_imported"].as_bool() {
+                Some(true) => "imported by its handle",
+                _ => "not imported: over TCP",
+            },
+            f("hbm_near_put_gbps"),
+            f("hbm_near_get_gbps"),
+            f("hbm_near_put_ratio"),
+            f("hbm_near_get_ratio")
         ),
         Some("alloc") => println!(
             "alloc: {:.0} ns per alloc+free pair under mixed KV churn ({:.0} ns with equal blocks), {} failures",

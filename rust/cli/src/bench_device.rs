@@ -158,6 +158,7 @@ pub fn run(keys: usize, rounds: usize, dram_size: u64) -> Result<Value, String> 
     let (put, get) = (gbps(median(&mut put)), gbps(median(&mut get)));
     let (d2h, h2d) = (gbps(median(&mut d2h)), gbps(median(&mut h2d)));
     let (hbm_put, hbm_get) = (gbps(hbm.put), gbps(hbm.get));
+    let (near_put, near_get) = (gbps(hbm.near_put), gbps(hbm.near_get));
     let d2d = gbps(hbm.d2d);
     Ok(json!({
         "workload": "device",
@@ -177,22 +178,33 @@ pub fn run(keys: usize, rounds: usize, dram_size: u64) -> Result<Value, String> 
         "runtime_d2d_gbps": d2d,
         "hbm_put_ratio": hbm_put / d2d,
         "hbm_get_ratio": hbm_get / d2d,
+        "hbm_near_put_gbps": near_put,
+        "hbm_near_get_gbps": near_get,
+        "hbm_near_put_ratio": near_put / d2d,
+        "hbm_near_get_ratio": near_get / d2d,
+        "hbm_near_imported": hbm.near_imported,
         "verified": true,
     }))
 }
 
-/// Median seconds of the HBM pass's figures.
+/// Median seconds of the HBM pass's figures: over TCP, and through a same-host
+/// client (HBM imported, where the runtime shares it).
 struct HbmTimes {
     put: f64,
     get: f64,
+    near_put: f64,
+    near_get: f64,
+    /// Whether the same-host client imported the HBM (else it went through TCP too).
+    near_imported: bool,
     d2d: f64,
 }
 
 /// The same layers between this process's device memory and HBM that another process
-/// (an `mmc local --hbm-size` beside an `mmc meta`) contributes, put and got by a client
-/// that reaches it over TCP, as one on another host does; against the runtime's
-/// device-to-device copy of the same bytes between the two arenas. Every byte is
-/// checked, and so is that the objects live in HBM.
+/// (an `mmc local --hbm-size` beside an `mmc meta`) contributes: put and got by a
+/// client that reaches it over TCP, as one on another host does, then by a same-host
+/// client, which imports it by the runtime's handle where it can; against the
+/// runtime's device-to-device copy of the same bytes between the two arenas. Every
+/// byte is checked, and so is that the objects live in HBM.
 fn hbm_pass(
     src: &DeviceArena,
     dst: &DeviceArena,
@@ -200,7 +212,6 @@ fn hbm_pass(
     rounds: usize,
     host: &[u8],
 ) -> Result<HbmTimes, String> {
-    let rt = src.rt;
     let bytes = src.object * keys;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let within = std::time::Duration::from_secs(30);
@@ -224,12 +235,45 @@ fn hbm_pass(
     ];
     let (_local, _) = spawn_ready(&exe, &local_args, within)
         .map_err(|e| format!("a local service with HBM: {e}"))?;
-    let config = ClientConfig {
-        transport: Some(TransportKind::Tcp),
-        ..ClientConfig::remote(&url, 0)
+    let client = |transport| {
+        let config = ClientConfig {
+            transport,
+            ..ClientConfig::remote(&url, 0)
+        };
+        let store = BlockingObjectStore::new(config).map_err(|e| e.to_string())?;
+        store.init(0, false).map_err(|e| e.to_string())?;
+        Ok::<_, String>(store)
     };
-    let store = BlockingObjectStore::new(config).map_err(|e| e.to_string())?;
-    store.init(0, false).map_err(|e| e.to_string())?;
+    let far = client(Some(TransportKind::Tcp))?;
+    let (put, get, mut d2d) = hbm_rounds(&far, src, dst, keys, rounds, host)?;
+    let _ = far.tear_down();
+    let near = client(None)?;
+    let (near_put, near_get, more) = hbm_rounds(&near, src, dst, keys, rounds, host)?;
+    let near_imported = near.inner().data_plane_held().is_ok_and(|h| h.imported > 0);
+    let _ = near.tear_down();
+    d2d.extend(more);
+    Ok(HbmTimes {
+        put,
+        get,
+        near_put,
+        near_get,
+        near_imported,
+        d2d: median(&mut d2d),
+    })
+}
+
+/// Rounds of puts into HBM and gets back through `store` (round 0 warms up): the
+/// median seconds of each, and every round's device-to-device reference copy.
+fn hbm_rounds(
+    store: &BlockingObjectStore,
+    src: &DeviceArena,
+    dst: &DeviceArena,
+    keys: usize,
+    rounds: usize,
+    host: &[u8],
+) -> Result<(f64, f64, Vec<f64>), String> {
+    let rt = src.rt;
+    let bytes = src.object * keys;
     let in_hbm = ReplicateConfig {
         medium: Some(Medium::Hbm),
         ..Default::default()
@@ -259,7 +303,7 @@ fn hbm_pass(
     let blank = dst.copies(keys, zeros.as_ptr() as u64, true);
     let (mut put, mut get, mut d2d) = (vec![], vec![], vec![]);
     for round in 0..=rounds {
-        let t_put = secs(|| put_all(&store, &names, src, &in_hbm))?;
+        let t_put = secs(|| put_all(store, &names, src, &in_hbm))?;
         let info = store.get_key_info(&names[0]).map_err(|e| e.to_string())?;
         if info.locations.first().map(|l| l.medium) != Some(Medium::Hbm) {
             return Err(format!("{} is not in HBM: {info:?}", names[0]));
@@ -267,8 +311,8 @@ fn hbm_pass(
         let t_d2d = secs(|| copy(&layers))?.min(secs(|| copy(&[whole]))?);
         // Blank again, so that only the get can bring the bytes back.
         copy(&blank)?;
-        let t_get = secs(|| get_all(&store, &names, dst))?;
-        check_and_remove(&store, &names, dst, host)
+        let t_get = secs(|| get_all(store, &names, dst))?;
+        check_and_remove(store, &names, dst, host)
             .map_err(|e| format!("HBM round {round}: {e}"))?;
         if round > 0 {
             put.push(t_put);
@@ -276,12 +320,7 @@ fn hbm_pass(
             d2d.push(t_d2d);
         }
     }
-    let _ = store.tear_down();
-    Ok(HbmTimes {
-        put: median(&mut put),
-        get: median(&mut get),
-        d2d: median(&mut d2d),
-    })
+    Ok((median(&mut put), median(&mut get), d2d))
 }
 
 /// Keys per batch of the device benches, as the layers workload.

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use memcache_core::{Blob, Error, Result, SegmentId};
 use memcache_device::{CopyKind, DeviceCopy, DeviceRuntime};
-use memcache_local::ShmSegment;
+use memcache_local::{DeviceSegment, ShmSegment};
 
 use crate::session::Session;
 
@@ -49,28 +49,40 @@ pub(crate) fn runtime() -> Result<&'static dyn DeviceRuntime> {
     memcache_device::runtime()
 }
 
-/// The copies between `bufs`, in order, and the host range at `host` of `len` bytes:
-/// into the host range when `to_host`.
-fn copies(bufs: &[DeviceBuf], host: u64, len: u64, to_host: bool, out: &mut Vec<DeviceCopy>) {
-    let (mut at, mut left) = (host, len);
+/// Where the pool's side of a copy lies.
+#[derive(Clone, Copy)]
+enum PoolSide {
+    Host,
+    Device,
+}
+
+/// The copies between `bufs`, in order, and the pool's range at `pool` of `len` bytes:
+/// into the pool's range when `put`.
+fn copies(
+    bufs: &[DeviceBuf],
+    pool: (u64, PoolSide),
+    len: u64,
+    put: bool,
+    out: &mut Vec<DeviceCopy>,
+) {
+    let (mut at, side) = pool;
+    let kind = match (side, put) {
+        (PoolSide::Device, _) => CopyKind::DeviceToDevice,
+        (PoolSide::Host, true) => CopyKind::DeviceToHost,
+        (PoolSide::Host, false) => CopyKind::HostToDevice,
+    };
+    let mut left = len;
     for b in bufs {
         if left == 0 {
             break;
         }
         let n = (b.len as u64).min(left);
-        out.push(match to_host {
-            true => DeviceCopy {
-                dst: at,
-                src: b.ptr,
-                len: n as usize,
-                kind: CopyKind::DeviceToHost,
-            },
-            false => DeviceCopy {
-                dst: b.ptr,
-                src: at,
-                len: n as usize,
-                kind: CopyKind::HostToDevice,
-            },
+        let (dst, src) = if put { (at, b.ptr) } else { (b.ptr, at) };
+        out.push(DeviceCopy {
+            dst,
+            src,
+            len: n as usize,
+            kind,
         });
         at += n;
         left -= n;
@@ -90,37 +102,51 @@ pub(crate) fn check_fit(bufs: &[DeviceBuf], len: u64, put: bool) -> Result<()> {
 }
 
 impl Session {
-    /// Copies each `(blob, bufs)` of memory this process maps: the device buffers into
-    /// the blob when `put`, the blob into them otherwise. All copies of the batch go to
-    /// the device runtime at once; one result per blob.
+    /// Copies each `(blob, bufs)` this process [`reaches_from_device`]: the device
+    /// buffers into the blob when `put`, the blob into them otherwise. All copies of
+    /// the batch go to the device runtime at once; one result per blob.
+    ///
+    /// [`reaches_from_device`]: Session::reaches_from_device
     pub fn device_mapped_batch(&self, jobs: &[(Blob, &[DeviceBuf])], put: bool) -> Vec<Result<()>> {
         let rt = match runtime() {
             Ok(rt) => rt,
             Err(e) => return vec![Err(e); jobs.len()],
         };
         let mut held: Vec<Arc<ShmSegment>> = Vec::with_capacity(jobs.len());
+        let mut held_hbm: Vec<Arc<DeviceSegment>> = Vec::new();
         let mut batch = Vec::new();
         let mut results: Vec<Result<()>> = jobs
             .iter()
             .map(|(blob, bufs)| {
                 check_fit(bufs, blob.len, put)?;
-                let segment = self.transport.segment_of(blob.segment)?;
-                let base = segment.address(blob.offset, blob.len)?;
-                self.pin_for_device(rt, blob.segment, &segment);
-                copies(bufs, base, blob.len, put, &mut batch);
-                held.push(segment);
+                let pool = match self.imported(blob) {
+                    Some(hbm) => {
+                        let at = hbm.address(blob.offset, blob.len)?;
+                        held_hbm.push(hbm);
+                        (at, PoolSide::Device)
+                    }
+                    None => {
+                        let segment = self.transport.segment_of(blob.segment)?;
+                        let at = segment.address(blob.offset, blob.len)?;
+                        self.pin_for_device(rt, blob.segment, &segment);
+                        held.push(segment);
+                        (at, PoolSide::Host)
+                    }
+                };
+                copies(bufs, pool, blob.len, put, &mut batch);
                 Ok(())
             })
             .collect();
-        // SAFETY: every host range lies inside a mapped segment (checked by `address`)
-        // that `held` keeps mapped; the meta service gives a blob being written one
-        // writer, and a leased one only readers; the device ranges are the caller's.
+        // SAFETY: every pool range lies inside a mapped segment or an imported device
+        // one (checked by `address`) that `held` or `held_hbm` keeps; the meta service
+        // gives a blob being written one writer, and a leased one only readers; the
+        // device ranges are the caller's.
         if let Err(e) = unsafe { rt.copy_batch(&batch) } {
             for r in results.iter_mut().filter(|r| r.is_ok()) {
                 *r = Err(e.clone());
             }
         }
-        drop(held);
+        drop((held, held_hbm));
         results
     }
 
@@ -162,7 +188,7 @@ impl Session {
         let mut staged = self.staged(len)?;
         let mut batch = Vec::new();
         let host = staged.as_mut_slice().as_mut_ptr() as u64;
-        copies(bufs, host, len, true, &mut batch);
+        copies(bufs, (host, PoolSide::Host), len, true, &mut batch);
         // SAFETY: the host range is the staging buffer, held here; the device ranges
         // are the caller's.
         unsafe { runtime()?.copy_batch(&batch) }?;
@@ -189,13 +215,8 @@ pub(crate) fn stage_in(bufs: &[DeviceBuf], staged: &[u8]) -> Result<()> {
     let rt = runtime()?;
     check_fit(bufs, staged.len() as u64, false)?;
     let mut batch = Vec::new();
-    copies(
-        bufs,
-        staged.as_ptr() as u64,
-        staged.len() as u64,
-        false,
-        &mut batch,
-    );
+    let host = (staged.as_ptr() as u64, PoolSide::Host);
+    copies(bufs, host, staged.len() as u64, false, &mut batch);
     // SAFETY: the host range is `staged`, only read; the device ranges are the caller's.
     unsafe { rt.copy_batch(&batch) }
 }

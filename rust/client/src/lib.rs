@@ -44,6 +44,7 @@ pub use config::{ClientConfig, TransportKind};
 pub use device::DeviceBuf;
 pub use embedded::EmbeddedPool;
 pub use inplace::{CopyWay, Piece};
+pub use session::DataPlaneHeld;
 pub use store::ObjectStore;
 
 pub use embedded::{MetaConfig, PolicyKind};

@@ -11,8 +11,9 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use memcache_core::{Blob, Error, Key, LocalServiceId, Medium, Result, SegmentId};
 use memcache_local::{
-    check_whole, fetch_segment, CopyPool, LocalMetrics, LocalService, LocalServiceConfig,
-    RunningLocalService, SegmentTable, ShmTransport, SyncFn, Syncer, TcpTransport, TierLoop,
+    check_part, check_whole, fetch_segment, CopyPool, DeviceSegment, LocalMetrics, LocalService,
+    LocalServiceConfig, RunningLocalService, SegmentTable, Served, ShmTransport, SyncFn, Syncer,
+    TcpTransport, TierLoop,
 };
 use memcache_proto::{host_id, DataEndpoint, LeaseId, Tag};
 
@@ -127,6 +128,15 @@ impl Local {
             Local::Remote(r) => r.segments(),
         }
     }
+
+    /// This service's HBM segment `id`: reached in place, as no runtime imports a
+    /// handle into the process that made it.
+    fn device_segment(&self, id: SegmentId) -> Option<Arc<DeviceSegment>> {
+        match self {
+            Local::Embedded(_) => None,
+            Local::Remote(r) => r.device_segment(id),
+        }
+    }
 }
 
 /// A socket path unique to this process and store.
@@ -136,11 +146,31 @@ fn default_socket() -> PathBuf {
     std::env::temp_dir().join(format!("mmc-local-{}-{n}.sock", std::process::id()))
 }
 
+/// What a client holds of other local services (see `ObjectStore::data_plane_held`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DataPlaneHeld {
+    /// DRAM segments of other services mapped here.
+    pub mapped: usize,
+    /// HBM segments imported here by their device handles.
+    pub imported: usize,
+    /// Services this client has idle TCP connections to.
+    pub peers: usize,
+    /// Idle TCP connections.
+    pub connections: usize,
+}
+
 /// How a blob is reached.
 enum Route {
     Shm,
+    /// HBM of this host, imported here: copied by the device runtime.
+    Device(Arc<DeviceSegment>),
     Tcp(SocketAddr),
 }
+
+/// An HBM segment this client reaches in place, and where it came from: the owner and
+/// the socket that handed out its handle (as for mapped DRAM), or None for the
+/// client's own service's.
+type Imported = (Arc<DeviceSegment>, Option<(LocalServiceId, String)>);
 
 /// The threads that copy a batch's blobs to and from memory this process maps.
 pub(crate) struct Copies {
@@ -179,6 +209,11 @@ pub(crate) struct Session {
     /// the owner died, so each refresh of the endpoints drops those of services that
     /// are gone or serve from another socket now (restarted).
     mapped: Mutex<FxHashMap<SegmentId, (LocalServiceId, String)>>,
+    /// HBM segments of this host's services, imported by their handles.
+    hbm: Mutex<FxHashMap<SegmentId, Imported>>,
+    /// HBM segments of this host that did not import (the runtime shares nothing, or
+    /// refuses the handle): reached through their service until they leave the pool.
+    hbm_refused: Mutex<FxHashSet<SegmentId>>,
     resolving: tokio::sync::Mutex<()>,
     host: String,
     /// Read leases of finished gets, not yet released (remote pools): they ride the
@@ -217,6 +252,8 @@ impl Session {
             grants: Grants::default(),
             endpoints: Mutex::new(FxHashMap::default()),
             mapped: Mutex::new(FxHashMap::default()),
+            hbm: Mutex::new(FxHashMap::default()),
+            hbm_refused: Mutex::new(FxHashSet::default()),
             resolving: tokio::sync::Mutex::new(()),
             host: host_id(),
             finished: Mutex::new(Vec::new()),
@@ -291,6 +328,10 @@ impl Session {
         for fresh in [false, true] {
             let (addr, done) = match self.route(blob).await? {
                 Route::Shm => return self.transport.write_part(blob, at, srcs),
+                Route::Device(hbm) => {
+                    let len = check_part(blob, at, srcs.iter().map(|s| s.len()))?;
+                    return hbm.write_at(blob.offset + at, blob.offset + at + len, srcs);
+                }
                 Route::Tcp(addr) => (addr, self.tcp.write_part(addr, blob, &tag, at, srcs).await),
             };
             if fresh || !self.stale(blob, addr, &done) {
@@ -303,6 +344,30 @@ impl Session {
     /// Whether this process maps `blob`'s memory (and TCP is not forced).
     pub fn maps(&self, blob: &Blob) -> bool {
         !self.force_tcp && blob.medium != Medium::Ssd && self.transport.has(blob.segment)
+    }
+
+    /// The HBM segment of `blob`, where this process imported it (and TCP is not
+    /// forced).
+    pub fn imported(&self, blob: &Blob) -> Option<Arc<DeviceSegment>> {
+        if self.force_tcp || blob.medium != Medium::Hbm {
+            return None;
+        }
+        let hbm = self.hbm.lock().unwrap_or_else(|e| e.into_inner());
+        hbm.get(&blob.segment).map(|(d, _)| d.clone())
+    }
+
+    /// Whether the device runtime copies between `blob` and device buffers here with
+    /// no host copy in between: DRAM this process maps, or HBM it imported.
+    pub fn reaches_from_device(&self, blob: &Blob) -> bool {
+        self.maps(blob) || self.imported(blob).is_some()
+    }
+
+    /// Whether puts from device memory should ask for HBM: a client over TCP reaches
+    /// it through its service as cheaply as DRAM, and one on the host imports it,
+    /// unless an import here already failed (then a mapped DRAM replica is the one
+    /// DMA copy).
+    pub fn device_puts_prefer_hbm(&self) -> bool {
+        self.force_tcp || self.hbm_refused().is_empty()
     }
 
     /// Reads the whole of `blob` into `dsts` at once where this process
@@ -342,6 +407,10 @@ impl Session {
         for fresh in [false, true] {
             let (addr, done) = match self.route(blob).await? {
                 Route::Shm => return self.transport.read_part(blob, at, len, dsts),
+                Route::Device(hbm) => {
+                    check_part(blob, at, [len as usize])?;
+                    return hbm.read_at(blob.offset + at, len, dsts);
+                }
                 Route::Tcp(addr) => (
                     addr,
                     self.tcp.read_part(addr, blob, &tag, at, len, dsts).await,
@@ -384,31 +453,49 @@ impl Session {
             // Not fatal: the endpoints alone still tell which services are gone.
             Err(_) => None,
         };
+        let in_pool =
+            |segment: &SegmentId| in_pool.as_ref().is_none_or(|ids| ids.contains(segment));
+        let served = |owner: &LocalServiceId, socket: &str| {
+            fresh
+                .get(owner)
+                .is_some_and(|e| e.shm_socket.as_deref() == Some(socket))
+        };
         self.mapped
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|&segment, (owner, socket)| {
-                let live = fresh
-                    .get(owner)
-                    .is_some_and(|e| e.shm_socket.as_deref() == Some(socket.as_str()))
-                    && in_pool.as_ref().is_none_or(|ids| ids.contains(&segment));
+            .retain(|segment, (owner, socket)| {
+                let live = served(owner, socket) && in_pool(segment);
                 if !live {
-                    self.transport.detach(segment);
+                    self.transport.detach(*segment);
                 }
                 live
             });
+        // Dropping an import closes it.
+        self.hbm
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|segment, (_, from)| {
+                in_pool(segment) && from.as_ref().is_none_or(|(o, socket)| served(o, socket))
+            });
+        self.hbm_refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|segment| in_pool(segment));
         self.tcp
             .retain_peers(|a| fresh.values().any(|e| e.tcp == Some(*a)));
         *self.endpoints.lock().unwrap_or_else(|e| e.into_inner()) = fresh;
         Ok(())
     }
 
-    /// (segments of other services mapped, services with idle TCP connections, idle
-    /// TCP connections): what a client holds of the pool's local services.
-    pub fn held(&self) -> (usize, usize, usize) {
-        let mapped = self.mapped.lock().unwrap_or_else(|e| e.into_inner()).len();
-        let (peers, conns) = self.tcp.idle_counts();
-        (mapped, peers, conns)
+    /// What this client holds of the pool's local services.
+    pub fn held(&self) -> DataPlaneHeld {
+        let (peers, connections) = self.tcp.idle_counts();
+        DataPlaneHeld {
+            mapped: self.mapped.lock().unwrap_or_else(|e| e.into_inner()).len(),
+            imported: self.hbm.lock().unwrap_or_else(|e| e.into_inner()).len(),
+            peers,
+            connections,
+        }
     }
 
     /// The host whose local services' segments this client maps (None when TCP is
@@ -418,19 +505,32 @@ impl Session {
     }
 
     /// Shared memory when the segment is (or can be) mapped here: a same-host local
-    /// service hands over its descriptor once, and every later copy is a memcpy.
-    /// TCP otherwise.
+    /// service hands over its descriptor once, and every later copy is a memcpy. HBM
+    /// of this host is imported by its handle where this process runs a device
+    /// runtime already, and copied by the runtime. TCP otherwise.
     async fn route(&self, blob: &Blob) -> Result<Route> {
         if !self.force_tcp && self.transport.has(blob.segment) {
             return Ok(Route::Shm);
         }
-        // Another process's SSD tier, and device memory, are reached through their
-        // service, wherever it is.
+        if let Some(hbm) = self.imported(blob) {
+            return Ok(Route::Device(hbm));
+        }
+        // Another process's SSD tier is reached through its service, wherever it is.
         let shm = !self.force_tcp && blob.medium == Medium::Dram;
+        // A process that never touched a device does not start a runtime (and its
+        // memory on the device) to read one object.
+        let runtime = memcache_device::loaded();
+        let hbm = !self.force_tcp
+            && blob.medium == Medium::Hbm
+            && runtime.is_some()
+            && !self.hbm_refused().contains(&blob.segment);
         // One miss at a time: the many blobs of a batch on one new segment map it once.
         let _resolving = self.resolving.lock().await;
         if shm && self.transport.has(blob.segment) {
             return Ok(Route::Shm);
+        }
+        if let Some(hbm) = self.imported(blob) {
+            return Ok(Route::Device(hbm));
         }
         // This client's own service registered again (new segment ids, same memory):
         // its segments are here already, not to be mapped a second time.
@@ -438,6 +538,12 @@ impl Session {
         if let Some((id, seg)) = own.into_iter().find(|(id, _)| shm && *id == blob.segment) {
             self.transport.attach(id, seg);
             return Ok(Route::Shm);
+        }
+        let own_hbm = self.local.as_ref().filter(|_| hbm);
+        if let Some(seg) = own_hbm.and_then(|l| l.device_segment(blob.segment)) {
+            let mut imported = self.hbm.lock().unwrap_or_else(|e| e.into_inner());
+            imported.insert(blob.segment, (seg.clone(), None));
+            return Ok(Route::Device(seg));
         }
         let mut refreshed = false;
         loop {
@@ -450,29 +556,66 @@ impl Session {
                 }
                 None => return Err(Error::NotConnectedToLocal),
             };
+            let near = endpoint.host == self.host && (shm || hbm);
             return match (&endpoint.shm_socket, endpoint.tcp) {
                 // Mapping a segment is rare (once per segment), so the endpoints are
                 // refreshed first: that also drops what the pool no longer has.
-                (Some(_), _) if endpoint.host == self.host && shm && !refreshed => {
+                (Some(_), _) if near && !refreshed => {
                     self.refresh_endpoints().await?;
                     refreshed = true;
                     continue;
                 }
-                (Some(path), _) if endpoint.host == self.host && shm => {
-                    let (socket, segment) = (PathBuf::from(path), blob.segment);
-                    let mapped =
-                        tokio::task::spawn_blocking(move || fetch_segment(&socket, segment))
-                            .await
-                            .map_err(|e| Error::Failed(format!("mapping a segment: {e}")))?;
-                    self.transport.attach(segment, Arc::new(mapped?));
+                (Some(path), _) if near && shm => {
+                    let served = self.served(path, blob.segment).await?;
+                    let Served::Shm(mapped) = served else {
+                        return Err(Error::invalid("a DRAM segment served as device memory"));
+                    };
+                    self.transport.attach(blob.segment, Arc::new(mapped));
                     let mut mine = self.mapped.lock().unwrap_or_else(|e| e.into_inner());
-                    mine.insert(segment, (blob.service, path.clone()));
+                    mine.insert(blob.segment, (blob.service, path.clone()));
                     Ok(Route::Shm)
                 }
+                (Some(path), tcp) if near => match self.import(path, blob).await {
+                    Ok(seg) => Ok(Route::Device(seg)),
+                    Err(e) => {
+                        tracing::info!(segment = blob.segment, error = %e,
+                            "HBM of this host not imported: reached through its service");
+                        self.hbm_refused().insert(blob.segment);
+                        tcp.map(Route::Tcp).ok_or(Error::NotConnectedToLocal)
+                    }
+                },
                 (_, Some(addr)) => Ok(Route::Tcp(addr)),
                 _ => Err(Error::NotConnectedToLocal),
             };
         }
+    }
+
+    fn hbm_refused(&self) -> std::sync::MutexGuard<'_, FxHashSet<SegmentId>> {
+        self.hbm_refused.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What the service at `socket` hands out for `segment`.
+    async fn served(&self, socket: &str, segment: SegmentId) -> Result<Served> {
+        let socket = PathBuf::from(socket);
+        tokio::task::spawn_blocking(move || fetch_segment(&socket, segment))
+            .await
+            .map_err(|e| Error::Failed(format!("mapping a segment: {e}")))?
+    }
+
+    /// `blob`'s HBM segment, imported from the service at `socket` by its handle.
+    async fn import(&self, socket: &str, blob: &Blob) -> Result<Arc<DeviceSegment>> {
+        let Served::Device(shared) = self.served(socket, blob.segment).await? else {
+            return Err(Error::invalid("an HBM segment served as shared memory"));
+        };
+        let runtime = memcache_device::runtime()?;
+        let seg = tokio::task::spawn_blocking(move || DeviceSegment::import_with(runtime, &shared))
+            .await
+            .map_err(|e| Error::Failed(format!("importing a segment: {e}")))??;
+        let seg = Arc::new(seg);
+        let mut imported = self.hbm.lock().unwrap_or_else(|e| e.into_inner());
+        let from = Some((blob.service, socket.to_string()));
+        imported.insert(blob.segment, (seg.clone(), from));
+        Ok(seg)
     }
 
     /// 0 for this client's own local service, 1 for another on this host (or one
@@ -483,6 +626,7 @@ impl Session {
         } else if Some(blob.service) == self.local_id() {
             0
         } else if self.transport.has(blob.segment)
+            || self.imported(blob).is_some()
             || self
                 .endpoint(blob.service)
                 .is_some_and(|e| e.host == self.host)
@@ -587,7 +731,11 @@ mod tests {
             client.put(&key, &value).await.unwrap();
             assert_eq!(client.get(&key).await.unwrap(), value);
             let held = client.data_plane_held().unwrap();
-            most = (most.0.max(held.0), most.1.max(held.1), most.2.max(held.2));
+            most = (
+                most.0.max(held.mapped),
+                most.1.max(held.peers),
+                most.2.max(held.connections),
+            );
             service.stop().await.unwrap();
         }
         client.tear_down().await.unwrap();
@@ -625,7 +773,7 @@ mod tests {
             let (key, value) = (format!("again{round}"), vec![round; 8192]);
             client.put(&key, &value).await.unwrap();
             assert_eq!(client.get(&key).await.unwrap(), value);
-            most = most.max(client.data_plane_held().unwrap().0);
+            most = most.max(client.data_plane_held().unwrap().mapped);
             let before = service.segments()[0].0;
             let session = client.session().unwrap();
             session.meta.remove_service(service.id()).await.unwrap();

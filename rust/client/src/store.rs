@@ -294,11 +294,11 @@ impl ObjectStore {
         Ok(buffers.values().sum())
     }
 
-    /// What this client holds of other local services: (segments mapped, services
-    /// with idle TCP connections, idle TCP connections). All bounded: mappings and
-    /// connections of services that are gone are dropped at the next refresh of the
-    /// endpoints, idle connections per service are capped and time out.
-    pub fn data_plane_held(&self) -> Result<(usize, usize, usize)> {
+    /// What this client holds of other local services: segments mapped or imported,
+    /// idle TCP connections. All bounded: mappings, imports and connections of
+    /// services that are gone are dropped at the next refresh of the endpoints, idle
+    /// connections per service are capped and time out.
+    pub fn data_plane_held(&self) -> Result<crate::DataPlaneHeld> {
         Ok(self.session()?.held())
     }
 
@@ -401,11 +401,8 @@ impl ObjectStore {
             return all(n, e);
         }
         // The replicas go to the medium of the source while it has room: device
-        // memory to HBM, host memory to DRAM. A client that maps its host's DRAM puts
-        // device memory there too: one DMA copy, where HBM it could reach only through
-        // the owning service (until it imports HBM by its IPC handle).
-        let over_tcp = session.maps_host().is_none();
-        let source = if device && over_tcp {
+        // memory to HBM, host memory to DRAM.
+        let source = if device && session.device_puts_prefer_hbm() {
             Medium::Hbm
         } else {
             Medium::Dram
@@ -461,7 +458,14 @@ impl ObjectStore {
         // trips overlap.
         let maps: Vec<Vec<bool>> = placed
             .iter()
-            .map(|(_, _, a)| a.blobs.iter().map(|b| session.maps(b)).collect())
+            .map(|(i, _, a)| {
+                let device = matches!(objects[*i], Src::Device(_));
+                let direct = |b| match device {
+                    true => session.reaches_from_device(b),
+                    false => session.maps(b),
+                };
+                a.blobs.iter().map(direct).collect()
+            })
             .collect();
         let (mut mapped, mut owner) = (Vec::new(), Vec::new());
         let (mut from_device, mut device_owner) = (Vec::new(), Vec::new());
@@ -757,7 +761,11 @@ impl ObjectStore {
             for (i, dst) in objects.iter_mut().enumerate() {
                 if let Some((_, loc)) = next.next_if(|(j, _)| *j == i) {
                     let first = loc.blobs.iter().min_by_key(|b| session.distance(b));
-                    if let Some(blob) = first.filter(|b| session.maps(b)) {
+                    let direct = |b: &&memcache_core::Blob| match dst {
+                        Dst::Device(_) => session.reaches_from_device(b),
+                        Dst::Host(_) => session.maps(b),
+                    };
+                    if let Some(blob) = first.filter(direct) {
                         match dst {
                             Dst::Host(dst) => {
                                 jobs.push((*blob, &mut **dst));

@@ -248,26 +248,70 @@ impl DeviceRuntime for Ascend {
     }
 
     fn export(&self, ptr: u64, len: usize) -> Result<Vec<u8>> {
-        type Export = unsafe extern "C" fn(*mut c_void, usize, *mut c_char, usize) -> AclError;
+        type Export = unsafe extern "C" fn(*mut c_void, usize, *mut c_char, usize, u64) -> AclError;
         let f = self.sym::<Export>("aclrtIpcMemGetExportKey")?;
-        let mut key = [0 as c_char; 64];
-        // SAFETY: ACL writes a NUL-terminated key of at most `key.len()` bytes.
+        let mut key = [0 as c_char; IPC_KEY_LEN + 1];
+        // SAFETY: ACL writes a NUL-terminated key of at most IPC_KEY_LEN bytes into the
+        // zeroed buffer, one byte longer than it is told.
         check("aclrtIpcMemGetExportKey", unsafe {
-            f(ptr as *mut c_void, len, key.as_mut_ptr(), key.len())
+            f(
+                ptr as *mut c_void,
+                len,
+                key.as_mut_ptr(),
+                IPC_KEY_LEN,
+                IPC_EXPORT_NO_PID_CHECK,
+            )
         })?;
-        // SAFETY: the key is NUL-terminated within the buffer (zeroed beforehand).
+        // SAFETY: NUL-terminated within the buffer (its last byte is never written).
         Ok(unsafe { CStr::from_ptr(key.as_ptr()) }.to_bytes().to_vec())
     }
 
     fn import(&self, handle: &[u8]) -> Result<u64> {
-        let key = std::ffi::CString::new(handle)
-            .map_err(|_| Error::invalid("an IPC key with a NUL byte"))?;
-        type Import = unsafe extern "C" fn(*mut *mut c_void, *const c_char) -> AclError;
+        let key = ipc_key(handle)?;
+        type Import = unsafe extern "C" fn(*mut *mut c_void, *const c_char, u64) -> AclError;
         let f = self.sym::<Import>("aclrtIpcMemImportByKey")?;
         let mut p: *mut c_void = std::ptr::null_mut();
         // SAFETY: a NUL-terminated key; ACL writes one pointer.
-        check("aclrtIpcMemImportByKey", unsafe { f(&mut p, key.as_ptr()) })?;
+        check("aclrtIpcMemImportByKey", unsafe {
+            f(&mut p, key.as_ptr(), IPC_IMPORT_PEER_ACCESS)
+        })?;
         Ok(p as u64)
+    }
+
+    unsafe fn close_import(&self, _ptr: u64, handle: &[u8]) -> Result<()> {
+        self.close_key(handle)
+    }
+
+    fn unexport(&self, handle: &[u8]) -> Result<()> {
+        self.close_key(handle)
+    }
+}
+
+/// ACL's IPC keys are C strings of at most this many bytes.
+const IPC_KEY_LEN: usize = 65;
+/// `ACL_RT_IPC_MEM_EXPORT_FLAG_DISABLE_PID_VALIDATION`: the key reaches only processes
+/// of the service's own user (the descriptor socket checks), so no pid list is kept;
+/// pids inside containers are not the ones the driver sees anyway.
+const IPC_EXPORT_NO_PID_CHECK: u64 = 1;
+/// `ACL_RT_IPC_MEM_IMPORT_FLAG_ENABLE_PEER_ACCESS`: an importer on another device of
+/// the host copies to and from the memory directly.
+const IPC_IMPORT_PEER_ACCESS: u64 = 1;
+
+fn ipc_key(handle: &[u8]) -> Result<std::ffi::CString> {
+    if handle.len() > IPC_KEY_LEN {
+        return Err(Error::invalid("an IPC key longer than ACL's"));
+    }
+    std::ffi::CString::new(handle).map_err(|_| Error::invalid("an IPC key with a NUL byte"))
+}
+
+impl Ascend {
+    /// `aclrtIpcMemClose`, which ends both an import and an export.
+    fn close_key(&self, handle: &[u8]) -> Result<()> {
+        let key = ipc_key(handle)?;
+        type Close = unsafe extern "C" fn(*const c_char) -> AclError;
+        let f = self.sym::<Close>("aclrtIpcMemClose")?;
+        // SAFETY: a NUL-terminated key.
+        check("aclrtIpcMemClose", unsafe { f(key.as_ptr()) })
     }
 }
 

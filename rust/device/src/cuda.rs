@@ -231,6 +231,18 @@ impl DeviceRuntime for Cuda {
         })?;
         Ok(p)
     }
+
+    unsafe fn close_import(&self, ptr: u64, _handle: &[u8]) -> Result<()> {
+        self.enter()?;
+        // SAFETY: the caller's promise: `ptr` was opened by `import` and is unused now.
+        check("cuIpcCloseMemHandle", unsafe {
+            sys::cuIpcCloseMemHandle(ptr)
+        })
+    }
+
+    fn unexport(&self, _handle: &[u8]) -> Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

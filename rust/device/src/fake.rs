@@ -25,6 +25,10 @@ pub struct FakeDevice {
     devices: u32,
     memory: Mutex<Allocations>,
     pinned: Mutex<BTreeMap<u64, usize>>,
+    /// Imports not yet closed, by address.
+    imports: Mutex<BTreeMap<u64, usize>>,
+    /// Refuses every handle, as a device whose driver shares no memory does.
+    no_sharing: std::sync::atomic::AtomicBool,
     copies: [AtomicUsize; 3],
     unpinned: AtomicUsize,
 }
@@ -37,6 +41,8 @@ impl FakeDevice {
             devices,
             memory: Mutex::new(BTreeMap::new()),
             pinned: Mutex::new(BTreeMap::new()),
+            imports: Mutex::new(BTreeMap::new()),
+            no_sharing: Default::default(),
             copies: Default::default(),
             unpinned: AtomicUsize::new(0),
         }
@@ -61,6 +67,18 @@ impl FakeDevice {
             .range(..=ptr)
             .next_back()
             .is_some_and(|(s, l)| s + *l as u64 >= end)
+    }
+
+    /// Makes every later `import` fail (or work again), as on a host whose driver
+    /// shares no device memory between processes.
+    pub fn refuse_imports(&self, refuse: bool) {
+        self.no_sharing.store(refuse, Ordering::Relaxed);
+    }
+
+    /// Imports opened and not closed yet.
+    pub fn open_imports(&self) -> usize {
+        let imports = self.imports.lock().unwrap_or_else(|e| e.into_inner());
+        imports.values().sum()
     }
 
     /// Bytes pinned now.
@@ -226,13 +244,41 @@ impl DeviceRuntime for FakeDevice {
         let pid = u32::from_le_bytes(rest[..4].try_into().map_err(|_| bad())?);
         let ptr = u64::from_le_bytes(rest[4..12].try_into().map_err(|_| bad())?);
         let len = u64::from_le_bytes(rest[12..].try_into().map_err(|_| bad())?);
+        if self.no_sharing.load(Ordering::Relaxed) {
+            return Err(Error::invalid(
+                "fake device: this host shares no device memory",
+            ));
+        }
         if pid != std::process::id() {
             return Err(Error::invalid(
                 "fake device: a handle opens only in the process that made it",
             ));
         }
         self.check_side(ptr, len as usize, true, "imported range")?;
+        let mut imports = self.imports.lock().unwrap_or_else(|e| e.into_inner());
+        *imports.entry(ptr).or_default() += 1;
         Ok(ptr)
+    }
+
+    unsafe fn close_import(&self, ptr: u64, _handle: &[u8]) -> Result<()> {
+        let mut imports = self.imports.lock().unwrap_or_else(|e| e.into_inner());
+        match imports.get_mut(&ptr) {
+            Some(1) => {
+                imports.remove(&ptr);
+                Ok(())
+            }
+            Some(n) => {
+                *n -= 1;
+                Ok(())
+            }
+            None => Err(Error::invalid(format!(
+                "fake device: {ptr:#x} is not an import"
+            ))),
+        }
+    }
+
+    fn unexport(&self, _handle: &[u8]) -> Result<()> {
+        Ok(())
     }
 }
 
@@ -306,6 +352,13 @@ mod tests {
         assert!(unsafe { d.pin(dev, 100) }.is_err());
         let handle = d.export(dev, 100).unwrap();
         assert_eq!(d.import(&handle).unwrap(), dev);
+        assert_eq!(d.open_imports(), 1);
+        // SAFETY: imported above, not used after.
+        unsafe {
+            d.close_import(dev, &handle).unwrap();
+            assert!(d.close_import(dev, &handle).is_err());
+        }
+        assert_eq!(d.open_imports(), 0);
         let mut other = handle.clone();
         other[8] ^= 1; // another process id
         assert!(d.import(&other).is_err());

@@ -97,6 +97,14 @@ pub trait DeviceRuntime: Send + Sync {
     fn export(&self, ptr: u64, len: usize) -> Result<Vec<u8>>;
     /// Maps another process's exported allocation here.
     fn import(&self, handle: &[u8]) -> Result<u64>;
+    /// Unmaps what [`import`](Self::import) mapped from `handle` at `ptr`.
+    ///
+    /// # Safety
+    /// `ptr` came from `import(handle)` of this runtime and is not used afterwards.
+    unsafe fn close_import(&self, ptr: u64, handle: &[u8]) -> Result<()>;
+    /// Ends the sharing [`export`](Self::export) began, before the allocation is freed
+    /// (ACL wants it; CUDA has nothing to end).
+    fn unexport(&self, handle: &[u8]) -> Result<()>;
 }
 
 /// Why there is no device runtime in this process.

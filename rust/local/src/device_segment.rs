@@ -2,6 +2,8 @@
 //! are never host-addressable: every copy in or out is one the device runtime makes,
 //! and ranges are checked here first, as [`ShmSegment`](crate::ShmSegment) checks its.
 
+use std::sync::OnceLock;
+
 use memcache_core::{Error, Result};
 use memcache_device::{CopyKind, DeviceCopy, DeviceRuntime};
 
@@ -13,6 +15,24 @@ pub struct DeviceSegment {
     device: u32,
     ptr: u64,
     len: u64,
+    origin: Origin,
+}
+
+/// Whose memory a segment is, which decides what its end undoes.
+enum Origin {
+    /// Allocated here; `export`'s handle, once made, is kept for every later asker.
+    Allocated(OnceLock<Vec<u8>>),
+    /// Another process's allocation, mapped here by this handle.
+    Imported(Vec<u8>),
+}
+
+/// What a same-host process needs to map a device segment: its device, its length and
+/// the runtime's inter-process handle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceHandle {
+    pub device: u32,
+    pub len: u64,
+    pub handle: Vec<u8>,
 }
 
 impl DeviceSegment {
@@ -34,6 +54,41 @@ impl DeviceSegment {
             device,
             ptr,
             len,
+            origin: Origin::Allocated(OnceLock::new()),
+        })
+    }
+
+    /// Maps the segment another process of this host exported as `shared`.
+    pub fn import_with(runtime: &'static dyn DeviceRuntime, shared: &DeviceHandle) -> Result<Self> {
+        let ptr = runtime.import(&shared.handle)?;
+        Ok(DeviceSegment {
+            runtime,
+            device: shared.device,
+            ptr,
+            len: shared.len,
+            origin: Origin::Imported(shared.handle.clone()),
+        })
+    }
+
+    /// The handle other processes of this host map the segment by; made on first use.
+    pub fn export(&self) -> Result<DeviceHandle> {
+        let Origin::Allocated(exported) = &self.origin else {
+            return Err(Error::invalid("an imported segment is not exported again"));
+        };
+        let handle = match exported.get() {
+            Some(h) => h.clone(),
+            None => {
+                self.runtime.set_device(self.device)?;
+                let made = self.runtime.export(self.ptr, self.len as usize)?;
+                // Two first askers at once both export; the driver hands out the same
+                // handle for one allocation, and the first kept is the one closed.
+                exported.get_or_init(|| made).clone()
+            }
+        };
+        Ok(DeviceHandle {
+            device: self.device,
+            len: self.len,
+            handle,
         })
     }
 
@@ -62,8 +117,12 @@ impl DeviceSegment {
 
     /// Checks that `offset..offset + len` lies inside the segment.
     pub fn check_range(&self, offset: u64, len: u64) -> Result<()> {
+        self.address(offset, len).map(drop)
+    }
+
+    /// The device address of `offset`, when `len` bytes from it lie inside the segment.
+    pub fn address(&self, offset: u64, len: u64) -> Result<u64> {
         self.check(offset, len, offset.saturating_add(len))
-            .map(drop)
     }
 
     /// Copies `srcs`, concatenated, to `offset` (one host-to-device copy per slice,
@@ -99,7 +158,11 @@ impl DeviceSegment {
     }
 
     fn copy(&self, copies: &[DeviceCopy]) -> Result<()> {
-        self.runtime.set_device(self.device)?;
+        // An import is reached from the device current here: the owner's ordinal
+        // numbers another process's devices.
+        if let Origin::Allocated(_) = self.origin {
+            self.runtime.set_device(self.device)?;
+        }
         // SAFETY: every device range was checked to lie inside this segment's
         // allocation, which lives as long as `self`; every host range is a slice the
         // caller lends for the call (read from, or written to through `&mut`), and the
@@ -110,9 +173,23 @@ impl DeviceSegment {
 
 impl Drop for DeviceSegment {
     fn drop(&mut self) {
-        // SAFETY: `ptr` came from this runtime's `alloc` and no copy outlives a call.
-        if let Err(e) = unsafe { self.runtime.free(self.ptr) } {
-            tracing::warn!(device = self.device, error = %e, "freeing an HBM segment");
+        let done = match &self.origin {
+            // SAFETY: `ptr` came from this runtime's `import` of `handle`, and no copy
+            // outlives a call.
+            Origin::Imported(handle) => unsafe { self.runtime.close_import(self.ptr, handle) },
+            Origin::Allocated(exported) => {
+                if let Some(h) = exported.get() {
+                    if let Err(e) = self.runtime.unexport(h) {
+                        tracing::debug!(device = self.device, error = %e, "unexporting");
+                    }
+                }
+                // SAFETY: `ptr` came from this runtime's `alloc` and no copy outlives a
+                // call.
+                unsafe { self.runtime.free(self.ptr) }
+            }
+        };
+        if let Err(e) = done {
+            tracing::warn!(device = self.device, error = %e, "releasing an HBM segment");
         }
     }
 }
@@ -163,6 +240,30 @@ mod tests {
         drop(seg);
         // SAFETY: a double free is what is being checked; the fake refuses it.
         assert!(unsafe { d.free(ptr) }.is_err());
+    }
+
+    #[test]
+    fn an_imported_segment_reaches_the_same_memory_and_is_closed_not_freed() {
+        let d = fake();
+        let seg = DeviceSegment::create_with(d, 1, 1 << 16).unwrap();
+        let shared = seg.export().unwrap();
+        assert_eq!((shared.device, shared.len), (1, 1 << 16));
+        assert_eq!(seg.export().unwrap(), shared, "exported once");
+        let there = DeviceSegment::import_with(d, &shared).unwrap();
+        assert!(there.export().is_err());
+        there.write_at(10, 15, &[b"hello"]).unwrap();
+        let mut out = [0u8; 5];
+        seg.read_at(10, 5, &mut [&mut out]).unwrap();
+        assert_eq!(&out, b"hello");
+        assert!(there.address(1 << 16, 1).is_err());
+        assert_eq!(d.open_imports(), 1);
+        drop(there);
+        assert_eq!(d.open_imports(), 0);
+        // The owner's memory is still there.
+        seg.read_at(10, 5, &mut [&mut out]).unwrap();
+        let mut bad = shared.clone();
+        bad.handle.truncate(4);
+        assert!(DeviceSegment::import_with(d, &bad).is_err());
     }
 
     #[test]

@@ -2,12 +2,14 @@
 //! client maps a segment once and then copies with plain memcpy.
 //!
 //! Protocol: the client sends a segment id (8 bytes, little endian); the service
-//! answers one status byte (0 found, 1 unknown, 2 refused) and, when found, the
-//! segment's descriptor as `SCM_RIGHTS`.
+//! answers one status byte (0 found, 1 unknown, 2 refused, 3 device) and, when found,
+//! the segment's descriptor as `SCM_RIGHTS`. A device (HBM) segment has no descriptor:
+//! its status is followed by the device (u32), the length (u64), the handle's length
+//! (u16) and the device runtime's inter-process handle, little endian.
 //!
-//! A descriptor maps a segment read-write, so only processes of the service's own user
-//! get one: the socket file is the owner's alone (mode 0600) and every peer's uid is
-//! checked (`SO_PEERCRED`) in case the file's mode was widened.
+//! A descriptor or a handle maps a segment read-write, so only processes of the
+//! service's own user get one: the socket file is the owner's alone (mode 0600) and
+//! every peer's uid is checked (`SO_PEERCRED`) in case the file's mode was widened.
 
 use std::fs::File;
 use std::io::{IoSlice, IoSliceMut, Read, Write};
@@ -28,7 +30,8 @@ use rustix::net::{
 
 use memcache_core::{Error, Result, SegmentId};
 
-use crate::segment::{find_segment, SegmentTable, ShmSegment};
+use crate::segment::{find_segment, Segment, SegmentTable, ShmSegment};
+use crate::DeviceHandle;
 
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// Requests answered at once; one more is closed unanswered (its client retries).
@@ -38,6 +41,9 @@ const MAX_IN_FLIGHT: usize = 64;
 const FOUND: u8 = 0;
 const UNKNOWN: u8 = 1;
 const REFUSED: u8 = 2;
+const DEVICE: u8 = 3;
+/// The longest device handle accepted (CUDA's are 64 bytes, ACL's keys 65 at most).
+const MAX_HANDLE: usize = 256;
 
 /// Serves descriptors of the segments in a table until dropped.
 pub struct SegmentServer {
@@ -189,9 +195,19 @@ fn answer(mut conn: UnixStream, segments: &SegmentTable) -> std::io::Result<bool
         );
         return conn.write_all(&[REFUSED]).map(|()| false);
     }
-    // Device memory has no descriptor: it is reached over TCP.
-    let Some(seg) = find_segment(segments, id).and_then(|s| s.shm().cloned()) else {
-        return conn.write_all(&[UNKNOWN]).map(|()| false);
+    let seg = match find_segment(segments, id) {
+        Some(Segment::Shm(seg)) => seg,
+        Some(Segment::Device(d)) => {
+            return match d.export() {
+                Ok(shared) => conn.write_all(&device_answer(&shared)).map(|()| true),
+                // Where the runtime shares nothing, the segment is reached over TCP.
+                Err(e) => {
+                    tracing::debug!(segment = id, error = %e, "no handle for an HBM segment");
+                    conn.write_all(&[UNKNOWN]).map(|()| false)
+                }
+            };
+        }
+        None => return conn.write_all(&[UNKNOWN]).map(|()| false),
     };
     let fds = [seg.fd()];
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
@@ -206,8 +222,50 @@ fn answer(mut conn: UnixStream, segments: &SegmentTable) -> std::io::Result<bool
     Ok(true)
 }
 
-/// Maps segment `id` of the local service listening on `path`.
-pub fn fetch_segment(path: &Path, id: SegmentId) -> Result<ShmSegment> {
+fn device_answer(shared: &DeviceHandle) -> Vec<u8> {
+    let mut out = vec![DEVICE];
+    out.extend(shared.device.to_le_bytes());
+    out.extend(shared.len.to_le_bytes());
+    out.extend((shared.handle.len() as u16).to_le_bytes());
+    out.extend(&shared.handle);
+    out
+}
+
+/// What a local service hands a same-host process for one of its segments.
+pub enum Served {
+    /// A DRAM segment, mapped here.
+    Shm(ShmSegment),
+    /// An HBM segment, for the device runtime to import.
+    Device(DeviceHandle),
+}
+
+/// The rest of a device answer, after its status byte; a handle longer than any
+/// runtime's is refused before it is read.
+fn read_device_answer(conn: &mut impl Read) -> std::io::Result<DeviceHandle> {
+    let mut head = [0u8; 14];
+    conn.read_exact(&mut head)?;
+    let device = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+    let mut len = [0u8; 8];
+    len.copy_from_slice(&head[4..12]);
+    let n = u16::from_le_bytes([head[12], head[13]]) as usize;
+    if n == 0 || n > MAX_HANDLE {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("a device handle of {n} bytes"),
+        ));
+    }
+    let mut handle = vec![0u8; n];
+    conn.read_exact(&mut handle)?;
+    Ok(DeviceHandle {
+        device,
+        len: u64::from_le_bytes(len),
+        handle,
+    })
+}
+
+/// Segment `id` of the local service listening on `path`: a DRAM segment mapped here,
+/// or the handle of an HBM one.
+pub fn fetch_segment(path: &Path, id: SegmentId) -> Result<Served> {
     let unreachable = |e: std::io::Error| {
         tracing::debug!(path = %path.display(), error = %e, "segment descriptor");
         Error::NotConnectedToLocal
@@ -230,6 +288,11 @@ pub fn fetch_segment(path: &Path, id: SegmentId) -> Result<ShmSegment> {
     .map_err(|e| unreachable(e.into()))?;
     match (got.bytes, status[0]) {
         (1, FOUND) => {}
+        (1, DEVICE) => {
+            return read_device_answer(&mut conn)
+                .map(Served::Device)
+                .map_err(|e| Error::invalid(format!("segment {id} at {}: {e}", path.display())))
+        }
         (1, REFUSED) => {
             return Err(Error::invalid(format!(
                 "{} serves segments to its own user only",
@@ -255,7 +318,7 @@ pub fn fetch_segment(path: &Path, id: SegmentId) -> Result<ShmSegment> {
         .metadata()
         .map_err(|e| Error::Failed(format!("segment {id}: {e}")))?
         .len();
-    ShmSegment::open(file, len)
+    ShmSegment::open(file, len).map(Served::Shm)
 }
 
 #[cfg(test)]
@@ -272,7 +335,9 @@ mod tests {
             crate::Segment::Shm(seg.clone()),
         )]));
         let server = SegmentServer::start(dir.clone(), table).unwrap();
-        let mapped = fetch_segment(server.path(), 7).unwrap();
+        let Served::Shm(mapped) = fetch_segment(server.path(), 7).unwrap() else {
+            panic!("a DRAM segment comes as a descriptor");
+        };
         assert_eq!(mapped.len(), 1 << 16);
         let mut out = [0u8; 5];
         mapped.read_at(100, 5, &mut [&mut out]).unwrap();
@@ -319,6 +384,74 @@ mod tests {
         let table = Arc::new(std::sync::RwLock::new(vec![(7, crate::Segment::Shm(seg))]));
         let server = SegmentServer::start(path.clone(), table).unwrap();
         assert!(fetch_segment(server.path(), 7).is_ok());
+    }
+
+    #[test]
+    fn a_device_segment_is_handed_out_as_its_handle() {
+        let d: &'static memcache_device::fake::FakeDevice =
+            Box::leak(Box::new(memcache_device::fake::FakeDevice::new(2)));
+        let seg = Arc::new(crate::DeviceSegment::create_with(d, 1, 1 << 16).unwrap());
+        let table = Arc::new(std::sync::RwLock::new(vec![(
+            9,
+            crate::Segment::Device(seg.clone()),
+        )]));
+        let path = std::env::temp_dir().join(format!("mmc-hbm-{}.sock", std::process::id()));
+        let server = SegmentServer::start(path, table).unwrap();
+        let Served::Device(shared) = fetch_segment(server.path(), 9).unwrap() else {
+            panic!("an HBM segment comes as a handle");
+        };
+        assert_eq!(shared, seg.export().unwrap());
+        let there = crate::DeviceSegment::import_with(d, &shared).unwrap();
+        assert_eq!(there.base(), seg.base(), "the simulation maps in place");
+    }
+
+    /// A peer posing as the service: its answer is read within bounds, never trusted.
+    fn answered_by(name: &str, answer: Vec<u8>) -> Result<Served> {
+        let path = std::env::temp_dir().join(format!("mmc-{name}-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).unwrap();
+        let peer = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut id = [0u8; 8];
+            conn.read_exact(&mut id).unwrap();
+            let _ = conn.write_all(&answer);
+        });
+        let got = fetch_segment(&path, 1);
+        peer.join().unwrap();
+        let _ = std::fs::remove_file(&path);
+        got
+    }
+
+    #[test]
+    fn a_bad_device_answer_is_an_error() {
+        let good = device_answer(&DeviceHandle {
+            device: 0,
+            len: 4096,
+            handle: vec![1; 64],
+        });
+        assert!(matches!(
+            answered_by("good", good.clone()),
+            Ok(Served::Device(_))
+        ));
+        for (name, bad) in [
+            ("cut", good[..good.len() - 1].to_vec()),
+            ("short", good[..5].to_vec()),
+            ("huge", {
+                let mut b = good.clone();
+                b[13..15].copy_from_slice(&u16::MAX.to_le_bytes());
+                b
+            }),
+            ("empty", {
+                let mut b = good[..15].to_vec();
+                b[13..15].copy_from_slice(&0u16.to_le_bytes());
+                b
+            }),
+            ("status", vec![200]),
+            ("fd-less", vec![FOUND]),
+        ] {
+            let e = answered_by(name, bad).err().expect(name);
+            assert!(matches!(e.code(), -3000 | -3018), "{name}: {e}");
+        }
     }
 
     /// What a process of user `uid` gets when it asks for segment 7 at `path`.

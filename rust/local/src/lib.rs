@@ -20,8 +20,8 @@ pub use copy::{
     calibrate as calibrate_copies, calibrate_and_wait as calibrate_copies_and_wait,
     copy_slice_with, kernels as copy_kernels, CopyPool, Kernel, Kernels, Piece,
 };
-pub use device_segment::DeviceSegment;
-pub use fdpass::{fetch_segment, SegmentServer};
+pub use device_segment::{DeviceHandle, DeviceSegment};
+pub use fdpass::{fetch_segment, SegmentServer, Served};
 pub use hbm::{remote_hbm_sync, Demoter, HbmSyncFn};
 pub use metrics::LocalMetrics;
 pub use running::RunningLocalService;

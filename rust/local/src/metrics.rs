@@ -97,7 +97,7 @@ impl LocalMetrics {
             ),
             shm_handouts: counter(
                 "memcache_local_shm_descriptors_total",
-                "Segment descriptors handed to same-host clients",
+                "Segment descriptors and device handles handed to same-host clients",
             ),
             registrations: counter(
                 "memcache_local_registrations_total",

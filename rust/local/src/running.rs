@@ -22,6 +22,7 @@ use crate::fdpass::SegmentServer;
 use crate::metrics::LocalMetrics;
 use crate::segment::{Segment, SegmentTable, ShmSegment};
 use crate::service::{LocalService, LocalServiceConfig};
+use crate::DeviceSegment;
 
 pub struct RunningLocalService {
     id: LocalServiceId,
@@ -225,6 +226,14 @@ impl RunningLocalService {
             .iter()
             .filter_map(|(id, s)| Some((*id, s.shm()?.clone())))
             .collect()
+    }
+
+    /// The device (HBM) segment `id` of this service, if it has one by that id.
+    pub fn device_segment(&self, id: SegmentId) -> Option<Arc<DeviceSegment>> {
+        match crate::segment::find_segment(&self.segments, id)? {
+            Segment::Device(d) => Some(d),
+            Segment::Shm(_) => None,
+        }
     }
 
     /// Writes every object this service holds in memory to its SSD tier (within

@@ -286,8 +286,10 @@ impl Shared {
                 let Some(l) = live.get(&b.service) else {
                     return Tag::default();
                 };
-                // Only DRAM is mapped by its descriptor; device memory is reached
-                // through its service, from any host.
+                // Only DRAM goes without: device memory is imported by same-host
+                // clients that can, and reached through its service by the rest, so
+                // it always gets a capability, and its fence keeps the range from
+                // new objects while an importer may still copy.
                 let mapped = b.medium == Medium::Dram
                     && l.endpoint.shm_socket.is_some()
                     && maps_host.is_some_and(|h| h == l.endpoint.host);

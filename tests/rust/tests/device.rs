@@ -322,6 +322,7 @@ fn in_place_copies_take_device_buffers_both_ways() {
 struct HbmPool {
     url: String,
     http: String,
+    service_http: String,
     /// Dropped (fields drop in order) before the meta service it would keep calling.
     _service: memcache_local::RunningLocalService,
     _rt: tokio::runtime::Runtime,
@@ -335,6 +336,7 @@ impl HbmPool {
             dram_size: dram,
             hbm_size: hbm,
             device_id: 1,
+            http_addr: Some("127.0.0.1:0".parse().unwrap()),
             ..Default::default()
         };
         let meta = memcache_proto::parse_discovery(&url).unwrap();
@@ -349,13 +351,26 @@ impl HbmPool {
             ))
             .unwrap();
         wait_for_services(&url, 1);
+        let service_http = service.http_addr().expect("serves /metrics").to_string();
         HbmPool {
             url,
             http,
+            service_http,
             _service: service,
             _rt: rt,
             _meta: meta_proc,
         }
+    }
+}
+
+impl HbmPool {
+    /// Bytes the service's TCP data plane moved so far, both ways.
+    fn tcp_bytes(&self) -> f64 {
+        let (_, body) = http_get(&self.service_http, "/metrics");
+        body.lines()
+            .filter(|l| l.starts_with("memcache_local_tcp_bytes_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     }
 }
 
@@ -386,12 +401,6 @@ fn hbm_segments_hold_objects_that_clients_reach_through_their_service() {
     assert!(after[0] > before[0], "written with host-to-device copies");
     assert!(after[1] > before[1], "read with device-to-host copies");
     store.remove("hbm/a").unwrap();
-    // A client that maps the host's DRAM puts device buffers there: one DMA copy.
-    let mapping = pure_client(&url);
-    let put = mapping.batch_put_from_device(&["near/a"], &[&src], &ReplicateConfig::default());
-    assert_eq!(put, vec![Ok(())]);
-    assert_eq!(medium_of(&mapping, "near/a"), Medium::Dram);
-    drop(mapping);
     drop(store);
     drop(pool);
 }
@@ -436,6 +445,135 @@ fn cold_objects_move_from_hbm_to_dram_and_read_back_whole() {
         assert_eq!(got, vec![Ok(64 * KIB as u64)], "{k}");
         assert_eq!(read_device(&dst), pattern(100 + i as u64, 64 * KIB), "{k}");
     }
+    drop(store);
+    drop(pool);
+}
+
+/// A client on the service's host imports its HBM by the device runtime's handle:
+/// device buffers and HBM trade bytes device to device, host buffers with one copy
+/// each way, and not a byte crosses the service's TCP data plane. The import closes
+/// with the client.
+#[test]
+fn same_host_clients_import_hbm_and_copy_device_to_device() {
+    let (_one, d) = device();
+    let pool = HbmPool::start(8 << 20, 64 << 20);
+    let store = pure_client(&pool.url);
+    let cfg = ReplicateConfig::default();
+    // The first object meets the segment, and imports it.
+    let warm = device_layers(1, &[4096]);
+    assert_eq!(
+        store.batch_put_from_device(&["warm"], &[&warm], &cfg),
+        vec![Ok(())]
+    );
+    assert_eq!(medium_of(&store, "warm"), Medium::Hbm);
+    assert_eq!(d.open_imports(), 1);
+    let tcp = pool.tcp_bytes();
+
+    let keys: Vec<String> = (0..4).map(|k| format!("near/{k}")).collect();
+    let srcs: Vec<Vec<DeviceBuf>> = (0..4).map(|k| device_layers(300 + k, &LAYERS)).collect();
+    let objects: Vec<&[DeviceBuf]> = srcs.iter().map(Vec::as_slice).collect();
+    let before = d.copies();
+    assert_eq!(
+        codes(&store.batch_put_from_device(&keys, &objects, &cfg)),
+        [0; 4]
+    );
+    let after_put = d.copies();
+    assert_eq!(
+        [0, 1, 2].map(|k| after_put[k] - before[k]),
+        [0, 0, 4 * LAYERS.len()],
+        "one device-to-device copy per layer, none through the host"
+    );
+    assert!(keys.iter().all(|k| medium_of(&store, k) == Medium::Hbm));
+
+    let total: usize = LAYERS.iter().sum();
+    let halves = [total / 2, total - total / 2];
+    let dsts: Vec<Vec<DeviceBuf>> = (0..4).map(|_| blank_device(&halves)).collect();
+    let outs: Vec<&[DeviceBuf]> = dsts.iter().map(Vec::as_slice).collect();
+    assert_eq!(
+        store.batch_get_into_device(&keys, &outs),
+        vec![Ok(total as u64); 4]
+    );
+    let after_get = d.copies();
+    assert_eq!(
+        [0, 1, 2].map(|k| after_get[k] - after_put[k]),
+        [0, 0, 4 * 2],
+        "one device-to-device copy per buffer"
+    );
+    for (k, dst) in dsts.iter().enumerate() {
+        assert!(
+            read_device(dst) == expected(300 + k as u64, &LAYERS),
+            "key {k}"
+        );
+    }
+
+    // Host buffers: one device-to-host copy for a get, one host-to-device for a put
+    // asked into HBM.
+    let before = d.copies();
+    assert_eq!(store.get(&keys[1]).unwrap(), expected(301, &LAYERS));
+    let value = pattern(5, 100 * KIB);
+    let in_hbm = ReplicateConfig {
+        medium: Some(Medium::Hbm),
+        ..Default::default()
+    };
+    store
+        .put_from(
+            "host/in-hbm",
+            &value,
+            memcache_client::CopyDirection::H2G,
+            &in_hbm,
+        )
+        .unwrap();
+    assert_eq!(medium_of(&store, "host/in-hbm"), Medium::Hbm);
+    assert_eq!(store.get("host/in-hbm").unwrap(), value);
+    let after_host = d.copies();
+    assert_eq!(
+        [0, 1, 2].map(|k| after_host[k] - before[k]),
+        [1, 2, 0],
+        "host buffers cross once each way"
+    );
+    assert_eq!(
+        pool.tcp_bytes(),
+        tcp,
+        "no byte crossed the service's TCP data plane"
+    );
+    assert_eq!(d.open_imports(), 1, "the segment is imported once");
+    drop(store);
+    assert_eq!(d.open_imports(), 0, "a client's end closes its imports");
+    drop(pool);
+}
+
+/// Where the driver shares no device memory between processes, a same-host client
+/// reaches HBM through its service over TCP, and its later device puts go to the
+/// DRAM it maps (one DMA copy) instead.
+#[test]
+fn hbm_that_does_not_import_is_reached_through_its_service() {
+    let (_one, d) = device();
+    let pool = HbmPool::start(8 << 20, 64 << 20);
+    let store = pure_client(&pool.url);
+    let cfg = ReplicateConfig::default();
+    d.refuse_imports(true);
+    let src = device_layers(9, &LAYERS);
+    let tcp = pool.tcp_bytes();
+    assert_eq!(
+        store.batch_put_from_device(&["far/a"], &[&src], &cfg),
+        vec![Ok(())]
+    );
+    assert_eq!(medium_of(&store, "far/a"), Medium::Hbm);
+    assert!(pool.tcp_bytes() > tcp, "written through the service");
+    let dst = blank_device(&LAYERS);
+    assert_eq!(
+        codes(&store.batch_get_into_device(&["far/a"], &[&dst])),
+        [0]
+    );
+    assert!(read_device(&dst) == expected(9, &LAYERS));
+    assert_eq!(d.open_imports(), 0);
+    // Later device puts go to mapped DRAM.
+    assert_eq!(
+        store.batch_put_from_device(&["far/b"], &[&src], &cfg),
+        vec![Ok(())]
+    );
+    assert_eq!(medium_of(&store, "far/b"), Medium::Dram);
+    d.refuse_imports(false);
     drop(store);
     drop(pool);
 }
