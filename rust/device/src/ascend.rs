@@ -33,6 +33,7 @@ pub struct Ascend {
     lib: Library,
     /// Streams of each device, made on first use.
     streams: Mutex<HashMap<i32, Vec<usize>>>,
+    imports: crate::OpenImports,
 }
 
 // SAFETY: ACL's runtime calls are thread-safe; the library handle is only read, and
@@ -68,6 +69,7 @@ impl Ascend {
                     let a = Ascend {
                         lib,
                         streams: Mutex::new(HashMap::new()),
+                        imports: Default::default(),
                     };
                     // A library that cannot even report the current device is not one.
                     a.current()?;
@@ -267,6 +269,20 @@ impl DeviceRuntime for Ascend {
     }
 
     fn import(&self, handle: &[u8]) -> Result<u64> {
+        self.imports.open(handle, || self.open_key(handle))
+    }
+
+    unsafe fn close_import(&self, ptr: u64, handle: &[u8]) -> Result<()> {
+        self.imports.close(ptr, handle, || self.close_key(handle))
+    }
+
+    fn unexport(&self, handle: &[u8]) -> Result<()> {
+        self.close_key(handle)
+    }
+}
+
+impl Ascend {
+    fn open_key(&self, handle: &[u8]) -> Result<u64> {
         let key = ipc_key(handle)?;
         type Import = unsafe extern "C" fn(*mut *mut c_void, *const c_char, u64) -> AclError;
         let f = self.sym::<Import>("aclrtIpcMemImportByKey")?;
@@ -276,14 +292,6 @@ impl DeviceRuntime for Ascend {
             f(&mut p, key.as_ptr(), IPC_IMPORT_PEER_ACCESS)
         })?;
         Ok(p as u64)
-    }
-
-    unsafe fn close_import(&self, _ptr: u64, handle: &[u8]) -> Result<()> {
-        self.close_key(handle)
-    }
-
-    fn unexport(&self, handle: &[u8]) -> Result<()> {
-        self.close_key(handle)
     }
 }
 

@@ -23,6 +23,7 @@ struct Device {
 
 pub struct Cuda {
     devices: Mutex<HashMap<u32, Device>>,
+    imports: crate::OpenImports,
 }
 
 fn failed(what: &str, e: impl std::fmt::Debug) -> Error {
@@ -50,6 +51,7 @@ impl Cuda {
         }
         Ok(Cuda {
             devices: Mutex::new(HashMap::new()),
+            imports: Default::default(),
         })
     }
 
@@ -210,6 +212,27 @@ impl DeviceRuntime for Cuda {
     }
 
     fn import(&self, handle: &[u8]) -> Result<u64> {
+        self.imports.open(handle, || self.open_handle(handle))
+    }
+
+    unsafe fn close_import(&self, ptr: u64, handle: &[u8]) -> Result<()> {
+        self.imports.close(ptr, handle, || {
+            self.enter()?;
+            // SAFETY: the caller's promise: `ptr` was opened by `import` and its last
+            // user is done with it.
+            check("cuIpcCloseMemHandle", unsafe {
+                sys::cuIpcCloseMemHandle(ptr)
+            })
+        })
+    }
+
+    fn unexport(&self, _handle: &[u8]) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl Cuda {
+    fn open_handle(&self, handle: &[u8]) -> Result<u64> {
         self.enter()?;
         let zeroed = std::mem::MaybeUninit::<sys::CUipcMemHandle>::zeroed();
         // SAFETY: zeroed is a valid handle value (a byte array), overwritten below.
@@ -230,18 +253,6 @@ impl DeviceRuntime for Cuda {
             )
         })?;
         Ok(p)
-    }
-
-    unsafe fn close_import(&self, ptr: u64, _handle: &[u8]) -> Result<()> {
-        self.enter()?;
-        // SAFETY: the caller's promise: `ptr` was opened by `import` and is unused now.
-        check("cuIpcCloseMemHandle", unsafe {
-            sys::cuIpcCloseMemHandle(ptr)
-        })
-    }
-
-    fn unexport(&self, _handle: &[u8]) -> Result<()> {
-        Ok(())
     }
 }
 

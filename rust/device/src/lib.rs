@@ -169,6 +169,46 @@ fn load() -> std::result::Result<Box<dyn DeviceRuntime>, Missing> {
     Err(Missing(why))
 }
 
+/// The imports a runtime has open, each counted: CUDA opens a handle only once per
+/// context (a second open answers "already mapped"), so every importer of a handle in
+/// this process shares one mapping, closed with its last user.
+#[cfg(any(feature = "cuda", feature = "ascend", test))]
+#[derive(Default)]
+pub(crate) struct OpenImports(std::sync::Mutex<std::collections::HashMap<Vec<u8>, (u64, usize)>>);
+
+#[cfg(any(feature = "cuda", feature = "ascend", test))]
+impl OpenImports {
+    /// The mapping of `handle`: the open one, or what `open` makes.
+    pub fn open(&self, handle: &[u8], open: impl FnOnce() -> Result<u64>) -> Result<u64> {
+        let mut opened = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((ptr, users)) = opened.get_mut(handle) {
+            *users += 1;
+            return Ok(*ptr);
+        }
+        let ptr = open()?;
+        opened.insert(handle.to_vec(), (ptr, 1));
+        Ok(ptr)
+    }
+
+    /// One user of `handle`'s mapping at `ptr` less; `close` runs for the last one.
+    pub fn close(&self, ptr: u64, handle: &[u8], close: impl FnOnce() -> Result<()>) -> Result<()> {
+        let mut opened = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match opened.get_mut(handle) {
+            Some((p, users)) if *p == ptr => {
+                *users -= 1;
+                if *users == 0 {
+                    opened.remove(handle);
+                    return close();
+                }
+                Ok(())
+            }
+            _ => Err(Error::invalid(format!(
+                "{ptr:#x} is no open import of this handle"
+            ))),
+        }
+    }
+}
+
 /// How many streams a batch's copies are spread over: enough to keep a device's copy
 /// engines busy, few enough that each carries a useful share.
 pub const STREAMS: usize = 4;
@@ -202,6 +242,32 @@ mod tests {
         let e = runtime().err().expect("no runtime");
         assert_eq!(e.code(), -3000);
         assert!(e.to_string().contains("device"), "{e}");
+    }
+
+    #[test]
+    fn an_import_is_opened_once_and_closed_with_its_last_user() {
+        let imports = OpenImports::default();
+        let (opens, closes) = (std::cell::Cell::new(0), std::cell::Cell::new(0));
+        let open = || {
+            opens.set(opens.get() + 1);
+            Ok(0x1000)
+        };
+        assert_eq!(imports.open(b"h", open).unwrap(), 0x1000);
+        assert_eq!(imports.open(b"h", open).unwrap(), 0x1000);
+        assert_eq!(opens.get(), 1);
+        let close = || {
+            closes.set(closes.get() + 1);
+            Ok(())
+        };
+        assert!(imports.close(0x2000, b"h", close).is_err());
+        imports.close(0x1000, b"h", close).unwrap();
+        assert_eq!(closes.get(), 0);
+        imports.close(0x1000, b"h", close).unwrap();
+        assert_eq!(closes.get(), 1);
+        assert!(imports.close(0x1000, b"h", close).is_err());
+        // A failed open leaves nothing behind.
+        assert!(imports.open(b"x", || Err(Error::invalid("no"))).is_err());
+        assert_eq!(imports.open(b"x", open).unwrap(), 0x1000);
     }
 
     #[test]
