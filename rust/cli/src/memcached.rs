@@ -46,6 +46,10 @@ pub struct MemcachedArgs {
     /// "ERROR Too many open connections" and is closed.
     #[arg(short = 'c', long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
+    /// Threads connections are served on, each connection on one (memcached's -t);
+    /// 0: one per core.
+    #[arg(short = 't', long, default_value_t = 0)]
+    threads: usize,
 }
 
 /// How long a stopping gateway may spend writing its DRAM tier to SSD.
@@ -79,6 +83,7 @@ pub fn run(args: MemcachedArgs) -> Result<(), String> {
         let limits = Limits {
             max_item_size: args.max_item_size as usize,
             max_connections: args.max_connections as usize,
+            threads: args.threads,
             ..Limits::default()
         };
         let gateway = Gateway::start(args.bind, items, limits)

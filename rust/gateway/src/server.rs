@@ -1,6 +1,10 @@
 //! The memcached server: one task per connection, each reading what arrives, answering
 //! every complete request in it (a pipelined burst gets its replies in one write), and
 //! keeping partial requests for the next read.
+//!
+//! As memcached's worker threads, each connection lives on one of a few threads
+//! (one per core), each with a single-threaded runtime: a connection's wake-ups never
+//! cross threads, and a thread serves every connection ready at once before it sleeps.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -58,6 +62,52 @@ pub struct Gateway {
     task: JoinHandle<()>,
 }
 
+/// A connection handed to a worker thread, with its place under the connection cap.
+type Handed = (std::net::TcpStream, tokio::sync::OwnedSemaphorePermit);
+
+/// The threads connections are served on; each ends once its sender is dropped and
+/// its connections are done.
+struct Workers {
+    to: Vec<tokio::sync::mpsc::UnboundedSender<Handed>>,
+    next: usize,
+}
+
+impl Workers {
+    fn start(shared: &Arc<Shared>, stop: &watch::Receiver<bool>) -> std::io::Result<Workers> {
+        let n = shared.threads;
+        let mut to = Vec::with_capacity(n);
+        for i in 0..n {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Handed>();
+            let (shared, stop) = (shared.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name(format!("mc-worker-{i}"))
+                .spawn(move || {
+                    rt.block_on(async move {
+                        let mut served = tokio::task::JoinSet::new();
+                        while let Some((stream, permit)) = rx.recv().await {
+                            let (shared, stop) = (shared.clone(), stop.clone());
+                            served.spawn(serve(stream, permit, shared, stop));
+                            while served.try_join_next().is_some() {}
+                        }
+                        while served.join_next().await.is_some() {}
+                    })
+                })?;
+            to.push(tx);
+        }
+        Ok(Workers { to, next: 0 })
+    }
+
+    /// Hands `conn` to the next worker, round robin.
+    fn hand(&mut self, conn: Handed) {
+        let n = self.to.len();
+        self.next = (self.next + 1) % n;
+        let _ = self.to[self.next].send(conn);
+    }
+}
+
 impl Gateway {
     /// Serves on `bind` (port 0 picks one).
     pub async fn start(
@@ -68,13 +118,19 @@ impl Gateway {
         let listener = TcpListener::bind(bind).await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = watch::channel(false);
+        let threads = match limits.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
         let shared = Arc::new(Shared {
             items,
             limits,
             stats: Stats::default(),
             started: Instant::now(),
+            threads,
         });
-        let task = tokio::spawn(accept(listener, shared, stopped));
+        let workers = Workers::start(&shared, &stopped)?;
+        let task = tokio::spawn(accept(listener, shared, workers, stopped));
         Ok(Gateway { addr, stop, task })
     }
 
@@ -95,6 +151,8 @@ struct Shared {
     limits: Limits,
     stats: Stats,
     started: Instant,
+    /// Worker threads serving connections.
+    threads: usize,
 }
 
 /// Replies waiting to be written are sent once they reach this many bytes, so a burst
@@ -104,7 +162,12 @@ const OUT_HIGH: usize = 256 << 10;
 /// What memcached tells a connection beyond its `-c` cap before closing it.
 const TOO_MANY: &[u8] = b"ERROR Too many open connections\r\n";
 
-async fn accept(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+async fn accept(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut workers: Workers,
+    mut stop: watch::Receiver<bool>,
+) {
     let slots = memcache_tls::listen::slots(&memcache_tls::Limits {
         max_conns: shared.limits.max_connections,
         ..Default::default()
@@ -122,23 +185,36 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Rec
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (shared, stop) = (shared.clone(), stop.clone());
-        tokio::spawn(async move {
-            let _permit = permit;
-            bump(&shared.stats.total_connections);
-            shared
-                .stats
-                .curr_connections
-                .fetch_add(1, Ordering::Relaxed);
-            if let Err(e) = connection(stream, &shared, stop).await {
-                tracing::debug!(error = %e, "memcached connection ended");
-            }
-            shared
-                .stats
-                .curr_connections
-                .fetch_sub(1, Ordering::Relaxed);
-        });
+        match stream.into_std() {
+            Ok(stream) => workers.hand((stream, permit)),
+            Err(e) => tracing::debug!(error = %e, "a memcached connection lost on accept"),
+        }
     }
+}
+
+/// One connection, on the worker thread it was handed to.
+async fn serve(
+    stream: std::net::TcpStream,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+) {
+    bump(&shared.stats.total_connections);
+    shared
+        .stats
+        .curr_connections
+        .fetch_add(1, Ordering::Relaxed);
+    let served = match TcpStream::from_std(stream) {
+        Ok(stream) => connection(stream, &shared, stop).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = served {
+        tracing::debug!(error = %e, "memcached connection ended");
+    }
+    shared
+        .stats
+        .curr_connections
+        .fetch_sub(1, Ordering::Relaxed);
 }
 
 /// What to do with the connection after a request.
@@ -582,6 +658,7 @@ fn write_stats(shared: &Shared, out: &mut Vec<u8>) {
     write_stat(out, "time", now);
     write_stat(out, "version", env!("CARGO_PKG_VERSION"));
     write_stat(out, "pointer_size", usize::BITS);
+    write_stat(out, "threads", shared.threads);
     let counters: [(&str, &AtomicU64); 22] = [
         ("curr_connections", &s.curr_connections),
         ("total_connections", &s.total_connections),

@@ -44,6 +44,8 @@ pub struct Limits {
     pub max_line_len: usize,
     /// Connections served at once (memcached's `-c`); one more is told so and closed.
     pub max_connections: usize,
+    /// Threads connections are served on (memcached's `-t`); 0: one per core.
+    pub threads: usize,
 }
 
 impl Default for Limits {
@@ -53,6 +55,7 @@ impl Default for Limits {
             max_item_size: 1024 * 1024,
             max_line_len: 2048,
             max_connections: 1024,
+            threads: 0,
         }
     }
 }
