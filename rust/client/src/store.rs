@@ -19,6 +19,9 @@ use memcache_proto::{Located, Tag};
 /// Objects up to this size, in an in-process pool and mapped here, are read under the
 /// store's lock instead of under a lease (see `get_with`).
 const IN_LOCK_READ_MAX: u64 = 64 << 10;
+/// Objects up to this size put to an in-process pool are written under the store's
+/// lock, between their allocation and commit: one lock taken instead of two.
+const IN_LOCK_WRITE_MAX: u64 = 64 << 10;
 
 const MIN_TIER_MOVE_WAIT: Duration = Duration::from_secs(10);
 /// Pause between two asks of a waiting `evict` or `prefetch`.
@@ -80,6 +83,51 @@ pub(crate) fn check_batch(keys: usize, buffers: usize) -> Result<()> {
 
 /// The keys one call to the meta service may carry.
 pub(crate) const CHUNK: usize = MAX_BATCH_OP_COUNT;
+
+/// One small object from host memory into an in-process pool whose replicas this
+/// process maps: allocated, written and committed while the store stays locked.
+/// `None` where the general path must put it (another pool, a large object, a
+/// replica not mapped here).
+fn put_in_lock(
+    session: &Session,
+    key: &[u8],
+    srcs: &[&[u8]],
+    config: &ReplicateConfig,
+) -> Option<Result<()>> {
+    let MetaClient::Embedded(pool) = &session.meta else {
+        return None;
+    };
+    let len: u64 = srcs.iter().map(|s| s.len() as u64).sum();
+    if len == 0 || len > IN_LOCK_WRITE_MAX {
+        return None;
+    }
+    let key = match Key::new(key) {
+        Ok(k) => k,
+        Err(e) => return Some(Err(e)),
+    };
+    let now = pool.clock().now_ms();
+    let mut meta = pool.meta();
+    let a = match meta
+        .alloc_leased(vec![(key.clone(), len)], config, 0, now)
+        .pop()?
+    {
+        Ok(a) => a,
+        Err(e) => return Some(Err(e)),
+    };
+    let mapped = a.blobs.iter().all(|b| session.maps(b));
+    let written = mapped.then(|| {
+        a.blobs
+            .iter()
+            .try_for_each(|b| session.transport.write_blob(b, srcs))
+    });
+    match written {
+        Some(Ok(())) => Some(meta.commit(vec![(key, a.put_id)], now).pop()?),
+        other => {
+            meta.abort(vec![(key, a.put_id)], now);
+            other
+        }
+    }
+}
 
 /// Parses the keys; invalid ones get their error in `results` and are left out.
 pub(crate) fn parse_keys<K: AsRef<[u8]>, T>(
@@ -411,6 +459,11 @@ impl ObjectStore {
             medium: config.medium.or(Some(source)),
             ..config.clone()
         };
+        if let ([key], [Src::Host(srcs)]) = (keys, objects) {
+            if let Some(done) = put_in_lock(&session, key.as_ref(), srcs, config) {
+                return vec![done];
+            }
+        }
         let mut results = Vec::with_capacity(n);
         for (ks, objs) in keys.chunks(CHUNK).zip(objects.chunks(CHUNK)) {
             results.extend(self.put_chunk(&session, ks, objs, config).await);
