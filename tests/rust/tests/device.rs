@@ -577,3 +577,43 @@ fn hbm_that_does_not_import_is_reached_through_its_service() {
     drop(store);
     drop(pool);
 }
+
+/// A client that contributes HBM itself (`init` with a local service, `hbm_size`)
+/// reaches its own segment in place: no runtime imports a handle into the process
+/// that made it, and none is needed.
+#[test]
+fn a_client_reaches_its_own_hbm_in_place() {
+    let (_one, d) = device();
+    let (_meta, url) = start_meta(&[]);
+    let mut config = memcache_client::ClientConfig::remote(&url, 4 << 20);
+    config.local.hbm_size = 16 << 20;
+    let store = BlockingObjectStore::new(config).unwrap();
+    store.init(0, true).unwrap();
+    let src = device_layers(21, &LAYERS);
+    let cfg = ReplicateConfig::default();
+    assert_eq!(
+        store.batch_put_from_device(&["own/a"], &[&src], &cfg),
+        vec![Ok(())]
+    );
+    assert_eq!(medium_of(&store, "own/a"), Medium::Hbm);
+    let before = d.copies();
+    assert_eq!(
+        store.batch_put_from_device(&["own/b"], &[&src], &cfg),
+        vec![Ok(())]
+    );
+    let dst = blank_device(&LAYERS);
+    assert_eq!(
+        codes(&store.batch_get_into_device(&["own/b"], &[&dst])),
+        [0]
+    );
+    let after = d.copies();
+    assert_eq!(
+        [0, 1, 2].map(|k| after[k] - before[k]),
+        [0, 0, 2 * LAYERS.len()],
+        "device to device both ways"
+    );
+    assert!(read_device(&dst) == expected(21, &LAYERS));
+    assert_eq!(d.open_imports(), 0, "its own segment is not imported");
+    assert_eq!(store.inner().data_plane_held().unwrap().imported, 1);
+    store.tear_down().unwrap();
+}
