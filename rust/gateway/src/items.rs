@@ -214,7 +214,21 @@ const LZ4: u8 = 1;
 /// Byte 1 of an item: bit 0 set when its key was sent base64-encoded.
 const BINARY_KEY: u8 = 1;
 
-fn encode(header: &Item, value: &[u8], compress_above: usize) -> Vec<u8> {
+/// An item as the pool stores it: its header, then its value (LZ4-compressed where
+/// that shrinks it), put as two pieces so that the value is not copied on the way.
+struct Encoded<'v> {
+    header: [u8; HEADER],
+    packed: Option<Vec<u8>>,
+    value: &'v [u8],
+}
+
+impl Encoded<'_> {
+    fn pieces(&self) -> [&[u8]; 2] {
+        [&self.header, self.packed.as_deref().unwrap_or(self.value)]
+    }
+}
+
+fn encode<'v>(header: &Item, value: &'v [u8], compress_above: usize) -> Encoded<'v> {
     let Item {
         flags,
         cas,
@@ -225,17 +239,18 @@ fn encode(header: &Item, value: &[u8], compress_above: usize) -> Vec<u8> {
     let packed = (compress_above > 0 && value.len() >= compress_above)
         .then(|| lz4_flex::compress_prepend_size(value))
         .filter(|p| p.len() < value.len());
-    let (encoding, value) = match &packed {
-        Some(p) => (LZ4, p.as_slice()),
-        None => (RAW, value),
-    };
-    let mut out = Vec::with_capacity(HEADER + value.len());
-    out.extend_from_slice(&[encoding, if binary_key { BINARY_KEY } else { 0 }, 0, 0]);
-    out.extend_from_slice(&flags.to_le_bytes());
-    out.extend_from_slice(&cas.to_le_bytes());
-    out.extend_from_slice(&expires.to_le_bytes());
-    out.extend_from_slice(value);
-    out
+    let encoding = if packed.is_some() { LZ4 } else { RAW };
+    let mut head = [0u8; HEADER];
+    head[0] = encoding;
+    head[1] = if binary_key { BINARY_KEY } else { 0 };
+    head[4..8].copy_from_slice(&flags.to_le_bytes());
+    head[8..16].copy_from_slice(&cas.to_le_bytes());
+    head[16..24].copy_from_slice(&expires.to_le_bytes());
+    Encoded {
+        header: head,
+        packed,
+        value,
+    }
 }
 
 fn decode(mut raw: Vec<u8>) -> ItemResult<Item> {
@@ -456,7 +471,7 @@ impl Items {
             self.remove_any(key).await?;
             return Ok(cas);
         }
-        let raw = encode(header, value, self.compress_above);
+        let item = encode(header, value, self.compress_above);
         // The new item replaces the old when its put commits, in one step: readers see
         // one or the other, never neither.
         let config = ReplicateConfig {
@@ -468,9 +483,9 @@ impl Items {
         for _ in 0..PUT_TRIES {
             match self
                 .store
-                .put_from(
+                .put_from_layers(
                     self.pool_key(key),
-                    &raw,
+                    &item.pieces(),
                     CopyDirection::PUT_DEFAULT,
                     &config,
                 )
@@ -696,7 +711,7 @@ mod tests {
             value: Vec::new(),
             binary_key: false,
         };
-        let mut broken = encode(&header, &text, 1024);
+        let mut broken = encode(&header, &text, 1024).pieces().concat();
         broken.truncate(HEADER + 10);
         assert!(decode(broken).is_err());
     }
