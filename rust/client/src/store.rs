@@ -121,7 +121,11 @@ fn put_in_lock(
             .try_for_each(|b| session.transport.write_blob(b, srcs))
     });
     match written {
-        Some(Ok(())) => Some(meta.commit(vec![(key, a.put_id)], now).pop()?),
+        Some(Ok(())) => Some(
+            meta.commit(vec![(key, a.put_id)], now)
+                .pop()
+                .unwrap_or(Err(Error::UnmatchedRetcode)),
+        ),
         other => {
             meta.abort(vec![(key, a.put_id)], now);
             other
