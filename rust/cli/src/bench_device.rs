@@ -333,16 +333,10 @@ fn put_all(
     arena: &DeviceArena,
     config: &ReplicateConfig,
 ) -> Result<(), String> {
-    for (b, ks) in names.chunks(BATCH).enumerate() {
-        let layers: Vec<Vec<DeviceBuf>> =
-            (0..ks.len()).map(|i| arena.layers(b * BATCH + i)).collect();
-        let objects: Vec<&[DeviceBuf]> = layers.iter().map(Vec::as_slice).collect();
-        let r = store.batch_put_from_device(ks, &objects, config);
-        if let Some(e) = r.into_iter().find_map(Result::err) {
-            return Err(format!("put: {e}"));
-        }
-    }
-    Ok(())
+    in_batches(names, arena, "put", |ks, objects| {
+        let r = store.batch_put_from_device(ks, objects, config);
+        r.into_iter().find_map(Result::err)
+    })
 }
 
 /// Gets each key into its object of `arena`, in batches.
@@ -351,13 +345,26 @@ fn get_all(
     names: &[String],
     arena: &DeviceArena,
 ) -> Result<(), String> {
+    in_batches(names, arena, "get", |ks, objects| {
+        let r = store.batch_get_into_device(ks, objects);
+        r.into_iter().find_map(Result::err)
+    })
+}
+
+/// `call` on each batch of keys with their objects of `arena`; its first error, as
+/// `what` failed.
+fn in_batches(
+    names: &[String],
+    arena: &DeviceArena,
+    what: &str,
+    call: impl Fn(&[String], &[&[DeviceBuf]]) -> Option<memcache_client::Error>,
+) -> Result<(), String> {
     for (b, ks) in names.chunks(BATCH).enumerate() {
         let layers: Vec<Vec<DeviceBuf>> =
             (0..ks.len()).map(|i| arena.layers(b * BATCH + i)).collect();
         let objects: Vec<&[DeviceBuf]> = layers.iter().map(Vec::as_slice).collect();
-        let r = store.batch_get_into_device(ks, &objects);
-        if let Some(e) = r.into_iter().find_map(Result::err) {
-            return Err(format!("get: {e}"));
+        if let Some(e) = call(ks, &objects) {
+            return Err(format!("{what}: {e}"));
         }
     }
     Ok(())

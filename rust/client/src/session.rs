@@ -477,10 +477,7 @@ impl Session {
             .retain(|segment, (_, from)| {
                 in_pool(segment) && from.as_ref().is_none_or(|(o, socket)| served(o, socket))
             });
-        self.hbm_refused
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|segment| in_pool(segment));
+        self.hbm_refused().retain(|segment| in_pool(segment));
         self.tcp
             .retain_peers(|a| fresh.values().any(|e| e.tcp == Some(*a)));
         *self.endpoints.lock().unwrap_or_else(|e| e.into_inner()) = fresh;
@@ -519,10 +516,9 @@ impl Session {
         let shm = !self.force_tcp && blob.medium == Medium::Dram;
         // A process that never touched a device does not start a runtime (and its
         // memory on the device) to read one object.
-        let runtime = memcache_device::loaded();
         let hbm = !self.force_tcp
             && blob.medium == Medium::Hbm
-            && runtime.is_some()
+            && memcache_device::loaded().is_some()
             && !self.hbm_refused().contains(&blob.segment);
         // One miss at a time: the many blobs of a batch on one new segment map it once.
         let _resolving = self.resolving.lock().await;

@@ -293,6 +293,15 @@ impl Ascend {
         })?;
         Ok(p as u64)
     }
+
+    /// `aclrtIpcMemClose`, which ends both an import and an export.
+    fn close_key(&self, handle: &[u8]) -> Result<()> {
+        let key = ipc_key(handle)?;
+        type Close = unsafe extern "C" fn(*const c_char) -> AclError;
+        let f = self.sym::<Close>("aclrtIpcMemClose")?;
+        // SAFETY: a NUL-terminated key.
+        check("aclrtIpcMemClose", unsafe { f(key.as_ptr()) })
+    }
 }
 
 /// ACL's IPC keys are C strings of at most this many bytes.
@@ -310,17 +319,6 @@ fn ipc_key(handle: &[u8]) -> Result<std::ffi::CString> {
         return Err(Error::invalid("an IPC key longer than ACL's"));
     }
     std::ffi::CString::new(handle).map_err(|_| Error::invalid("an IPC key with a NUL byte"))
-}
-
-impl Ascend {
-    /// `aclrtIpcMemClose`, which ends both an import and an export.
-    fn close_key(&self, handle: &[u8]) -> Result<()> {
-        let key = ipc_key(handle)?;
-        type Close = unsafe extern "C" fn(*const c_char) -> AclError;
-        let f = self.sym::<Close>("aclrtIpcMemClose")?;
-        // SAFETY: a NUL-terminated key.
-        check("aclrtIpcMemClose", unsafe { f(key.as_ptr()) })
-    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! are never host-addressable: every copy in or out is one the device runtime makes,
 //! and ranges are checked here first, as [`ShmSegment`](crate::ShmSegment) checks its.
 
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
 use memcache_core::{Error, Result};
 use memcache_device::{CopyKind, DeviceCopy, DeviceRuntime};
@@ -20,8 +20,9 @@ pub struct DeviceSegment {
 
 /// Whose memory a segment is, which decides what its end undoes.
 enum Origin {
-    /// Allocated here; `export`'s handle, once made, is kept for every later asker.
-    Allocated(OnceLock<Vec<u8>>),
+    /// Allocated here; `export`'s handle, once made, is kept for every later asker
+    /// (made under the lock, so two first askers at once do not export twice).
+    Allocated(Mutex<Option<Vec<u8>>>),
     /// Another process's allocation, mapped here by this handle.
     Imported(Vec<u8>),
 }
@@ -54,7 +55,7 @@ impl DeviceSegment {
             device,
             ptr,
             len,
-            origin: Origin::Allocated(OnceLock::new()),
+            origin: Origin::Allocated(Mutex::new(None)),
         })
     }
 
@@ -75,14 +76,13 @@ impl DeviceSegment {
         let Origin::Allocated(exported) = &self.origin else {
             return Err(Error::invalid("an imported segment is not exported again"));
         };
-        let handle = match exported.get() {
+        let mut exported = exported.lock().unwrap_or_else(|e| e.into_inner());
+        let handle = match &*exported {
             Some(h) => h.clone(),
             None => {
                 self.runtime.set_device(self.device)?;
                 let made = self.runtime.export(self.ptr, self.len as usize)?;
-                // Two first askers at once both export; the driver hands out the same
-                // handle for one allocation, and the first kept is the one closed.
-                exported.get_or_init(|| made).clone()
+                exported.insert(made).clone()
             }
         };
         Ok(DeviceHandle {
@@ -173,12 +173,13 @@ impl DeviceSegment {
 
 impl Drop for DeviceSegment {
     fn drop(&mut self) {
-        let done = match &self.origin {
+        let done = match &mut self.origin {
             // SAFETY: `ptr` came from this runtime's `import` of `handle`, and no copy
             // outlives a call.
             Origin::Imported(handle) => unsafe { self.runtime.close_import(self.ptr, handle) },
             Origin::Allocated(exported) => {
-                if let Some(h) = exported.get() {
+                let exported = exported.get_mut().unwrap_or_else(|e| e.into_inner());
+                if let Some(h) = exported {
                     if let Err(e) = self.runtime.unexport(h) {
                         tracing::debug!(device = self.device, error = %e, "unexporting");
                     }
