@@ -31,10 +31,27 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 type Metrics = RaftMetrics<NodeId, BasicNode>;
 
-/// Commit batches in the log at once. A commit's answer is decided by applying it, and
-/// different writers commit different puts, so batches need not wait for each other:
-/// with several in flight a put's commit no longer waits for the batch before it.
-const COMMIT_DEPTH: usize = 4;
+/// Batches of one kind in the log at once, so a request no longer waits for the batch
+/// before it to be applied. Commits and removals are decided by applying them (a key
+/// an earlier batch removes is answered "not found" by `apply`, as it would be by the
+/// plan), and an allocation is planned after those still in the log (see
+/// [`Leader::pipeline_allocs`]); so each batch is only put in the log in the order it
+/// was decided.
+const PIPELINE_DEPTH: usize = 4;
+
+/// A command put in the log; it resolves once the command is applied here.
+type Proposed = tokio::sync::oneshot::Receiver<
+    std::result::Result<
+        openraft::raft::ClientWriteResponse<TypeConfig>,
+        openraft::error::ClientWriteError<NodeId, BasicNode>,
+    >,
+>;
+
+/// A decided plan whose command (if any) is in the log.
+struct Submitted<T> {
+    plan: Plan<T>,
+    proposed: Option<Result<Proposed>>,
+}
 
 /// A waiting request, its item count and where its answers go.
 type Waiting<R, T> = (R, usize, oneshot::Sender<Vec<Result<T>>>);
@@ -44,23 +61,20 @@ struct Batches<R, T> {
     waiting: Mutex<Vec<Waiting<R, T>>>,
     /// Whether a task is deciding this kind's batches (at most one is).
     driving: AtomicBool,
-    /// Held while a batch is decided and, for a kind whose decisions depend on the
-    /// previous batch's outcome (depth 1), until that batch is applied.
+    /// Held while a batch is decided and put in the log, so batches enter the log in
+    /// the order they were decided.
     turn: tokio::sync::Mutex<()>,
-    /// How many of this kind's batches may be in the log at once: more than one when a
-    /// decision does not depend on the batches still in flight.
-    depth: usize,
+    /// Room for this kind's batches in the log ([`PIPELINE_DEPTH`]).
     in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl<R, T> Batches<R, T> {
-    fn new(depth: usize) -> Self {
+    fn new() -> Self {
         Batches {
             waiting: Mutex::new(Vec::new()),
             driving: AtomicBool::new(false),
             turn: tokio::sync::Mutex::new(()),
-            depth,
-            in_flight: Arc::new(tokio::sync::Semaphore::new(depth)),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(PIPELINE_DEPTH)),
         }
     }
 
@@ -92,9 +106,8 @@ pub struct Group {
     ready_term: AtomicU64,
     catching_up: tokio::sync::Mutex<()>,
     /// Requests of concurrent callers, decided together: one command per batch, while
-    /// the next one gathers. Allocations (and registrations, under the same turn) and
-    /// removals are in the log one batch at a time, because each decision depends on
-    /// what the previous one did; commits up to [`COMMIT_DEPTH`] batches at a time.
+    /// the next one gathers; up to [`PIPELINE_DEPTH`] batches of a kind in the log.
+    /// Registrations take the allocations' turn.
     allocs: Batches<AllocRequest, Allocation>,
     commits: Batches<Vec<(Key, PutId)>, ()>,
     removes: Batches<Vec<Key>, ()>,
@@ -109,10 +122,11 @@ impl Group {
         id: NodeId,
         raft: Raft<TypeConfig>,
         (log, store): (LogStore, StateMachineStore),
-        leader: Leader,
+        mut leader: Leader,
         clock: Clock,
         peers: usize,
     ) -> Group {
+        leader.pipeline_allocs();
         // A member alone has nobody to wait for: what it lost, the group lost.
         let recovering = log.cut_tail() && peers > 1;
         if recovering {
@@ -134,9 +148,9 @@ impl Group {
             leader: Mutex::new(leader),
             ready_term: AtomicU64::new(0),
             catching_up: tokio::sync::Mutex::new(()),
-            allocs: Batches::new(1),
-            commits: Batches::new(COMMIT_DEPTH),
-            removes: Batches::new(1),
+            allocs: Batches::new(),
+            commits: Batches::new(),
+            removes: Batches::new(),
             settled: Notify::new(),
         }
     }
@@ -302,16 +316,29 @@ impl Group {
     /// Sends a command through the log and waits until it is applied here. Any failure
     /// leaves its fate unknown (it may still be committed), hence the retryable -3017.
     async fn propose(&self, cmd: Command) -> Result<Applied> {
-        match tokio::time::timeout(WRITE_TIMEOUT, self.raft.client_write(cmd)).await {
-            Ok(Ok(reply)) => match reply.data {
+        Self::applied(self.submit(cmd).await?).await
+    }
+
+    /// Puts a command in the log, behind every command submitted before it.
+    async fn submit(&self, cmd: Command) -> Result<Proposed> {
+        self.raft.client_write_ff(cmd).await.map_err(|e| {
+            tracing::debug!(error = %e, "a write met a stopped Raft core");
+            Error::NotConnectedToMeta
+        })
+    }
+
+    /// What applying a submitted command gave.
+    async fn applied(proposed: Proposed) -> Result<Applied> {
+        match tokio::time::timeout(WRITE_TIMEOUT, proposed).await {
+            Ok(Ok(Ok(reply))) => match reply.data {
                 Response::Applied(a) => Ok(a),
                 Response::Nothing => Err(Error::Failed("a command applied as nothing".into())),
             },
-            Ok(Err(e)) => {
+            Ok(Ok(Err(e))) => {
                 tracing::debug!(error = %e, "a write lost its leader");
                 Err(Error::NotConnectedToMeta)
             }
-            Err(_) => Err(Error::NotConnectedToMeta),
+            Ok(Err(_)) | Err(_) => Err(Error::NotConnectedToMeta),
         }
     }
 
@@ -326,12 +353,36 @@ impl Group {
 
     /// Proposes a plan's command and finishes the plan (callers make sure it runs to
     /// the end).
-    async fn apply_plan<T: Clone>(&self, mut plan: Plan<T>) -> Vec<Result<T>> {
-        let applied = match plan.take_command() {
-            Some(cmd) => Some(self.propose(cmd).await),
+    async fn apply_plan<T: Clone>(&self, plan: Plan<T>) -> Vec<Result<T>> {
+        let submitted = self.submit_plan(plan).await;
+        self.finish_plan(submitted).await
+    }
+
+    /// Puts a plan's command (if any) in the log.
+    async fn submit_plan<T: Clone>(&self, mut plan: Plan<T>) -> Submitted<T> {
+        let proposed = match plan.take_command() {
+            Some(cmd) => Some(self.submit(cmd).await),
             None => None,
         };
-        let out = plan.finish(&mut self.leader(), applied);
+        Submitted { plan, proposed }
+    }
+
+    /// Waits for a submitted plan's command to be applied and gives the plan's
+    /// answers (callers make sure it runs to the end).
+    async fn finish_plan<T: Clone>(&self, submitted: Submitted<T>) -> Vec<Result<T>> {
+        let applied = match submitted.proposed {
+            Some(Ok(proposed)) => Some(Self::applied(proposed).await),
+            Some(Err(e)) => Some(Err(e)),
+            None => None,
+        };
+        let mut leader = self.leader();
+        if matches!(applied, Some(Err(_))) {
+            // It may still be applied, or never: planning stops counting on the order
+            // of what is in flight.
+            leader.alloc_unknown();
+        }
+        let out = submitted.plan.finish(&mut leader, applied);
+        drop(leader);
         self.settled.notify_waiters();
         out
     }
@@ -536,18 +587,13 @@ impl Group {
                 replies.push((n, tx));
             }
             let plan = decide(&self, requests);
-            if batches.depth == 1 {
-                let results = self.apply_plan(plan).await;
-                drop(turn);
-                answer(results, replies);
-            } else {
-                drop(turn);
-                let this = self.clone();
-                tokio::spawn(async move {
-                    answer(this.apply_plan(plan).await, replies);
-                    drop(room);
-                });
-            }
+            let submitted = self.submit_plan(plan).await;
+            drop(turn);
+            let this = self.clone();
+            tokio::spawn(async move {
+                answer(this.finish_plan(submitted).await, replies);
+                drop(room);
+            });
         }
     }
 

@@ -445,6 +445,9 @@ pub struct StateMachine {
     /// While a command applies: its holds and its time (see [`Command::fence`]).
     holding: FxHashMap<Key, u64>,
     applying_ms: u64,
+    /// `Alloc` commands applied by this replica since it was built: how a leader that
+    /// pipelines allocations tells which of its own are applied. Not replicated state.
+    allocs_applied: u64,
 }
 
 impl StateMachine {
@@ -466,6 +469,7 @@ impl StateMachine {
             quarantine: BTreeSet::new(),
             holding: FxHashMap::default(),
             applying_ms: 0,
+            allocs_applied: 0,
         }
     }
 
@@ -619,6 +623,7 @@ impl StateMachine {
                 drop_after,
                 holds: _,
             } => {
+                self.allocs_applied += 1;
                 let deadline_ms = now_ms.saturating_add(lease_ms);
                 let mut dropped = 0;
                 let mut results = Vec::with_capacity(items.len());
@@ -1093,6 +1098,11 @@ impl StateMachine {
             policy: self.policy.as_ref(),
             quarantine: &self.quarantine,
         }
+    }
+
+    /// `Alloc` commands this replica has applied since it was built.
+    pub fn allocs_applied(&self) -> u64 {
+        self.allocs_applied
     }
 
     /// Records a read for the eviction order (leader only; not part of `apply`).

@@ -3,6 +3,7 @@
 //! replicated: read leases. [`MetaStore`] applies its commands at once, in-process; a
 //! replicated meta service proposes the same commands through Raft instead.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use rustc_hash::FxHashMap;
@@ -19,7 +20,7 @@ use memcache_proto::{
 
 use crate::alloc::pages_for;
 use crate::policy::PolicyKind;
-use crate::state::{Applied, Command, StateMachine};
+use crate::state::{AllocItem, Applied, Command, StateMachine};
 
 mod hbm;
 mod leases;
@@ -215,6 +216,18 @@ pub struct Leader {
     /// Most bytes the memory media may hold (memcached's `cache_memlimit`): puts past
     /// it evict first. The leader's policy, like the eviction order.
     memory_limit: Option<u64>,
+    /// `Alloc` commands proposed and not yet applied, oldest first, when allocations
+    /// are pipelined (see [`Leader::pipeline_allocs`]): each plan replays them.
+    unapplied: Option<VecDeque<Unapplied>>,
+}
+
+/// An `Alloc` command in the log that the state machine has not applied yet.
+struct Unapplied {
+    /// [`StateMachine::allocs_applied`] once it is applied.
+    applied_at: u64,
+    now_ms: u64,
+    items: Vec<AllocItem>,
+    drop_after: Vec<Key>,
 }
 
 impl Leader {
@@ -231,7 +244,26 @@ impl Leader {
             to_promote: Default::default(),
             store_first: Default::default(),
             memory_limit: None,
+            unapplied: None,
         })
+    }
+
+    /// Lets allocations be planned while earlier `Alloc` commands are still on their
+    /// way through the log: every plan then replays those (see
+    /// [`Leader::plan_alloc`]). The proposer must put commands in the log in the
+    /// order they were planned, and call [`Leader::alloc_unknown`] when one fails.
+    pub fn pipeline_allocs(&mut self) {
+        self.unapplied.get_or_insert_with(VecDeque::new);
+    }
+
+    /// A proposed `Alloc` command failed, so it may or may not be applied later: the
+    /// plans stop counting on the order of what is in flight. (Until the next term, a
+    /// late one can make a later plan's item fail as out of memory; it never makes
+    /// two objects share memory, since `apply` allocates.)
+    pub fn alloc_unknown(&mut self) {
+        if let Some(u) = &mut self.unapplied {
+            u.clear();
+        }
     }
 
     pub fn config(&self) -> &MetaConfig {
@@ -242,6 +274,7 @@ impl Leader {
     /// read leases (`inherited`), their readers may still be copying, so nothing is
     /// freed for one read-lease length.
     pub fn begin_term(&mut self, now_ms: u64, inherited: bool) {
+        self.alloc_unknown();
         if inherited {
             let lease_ms = self.config.read_lease.as_millis() as u64;
             self.leases.hold_all_until(now_ms.saturating_add(lease_ms));
@@ -367,8 +400,16 @@ impl Leader {
         let len = requests.iter().map(|r| r.items.len()).sum();
         let mut plan = Plan::new(len, allocated);
         let mut planned = Vec::with_capacity(len);
+        let applied = sm.allocs_applied();
+        if let Some(u) = &mut self.unapplied {
+            while u.front().is_some_and(|a| a.applied_at <= applied) {
+                u.pop_front();
+            }
+        }
         let drop_after = {
-            let mut planner = Planner::new(sm.plan_view(), &self.leases, now_ms)
+            let unapplied = self.unapplied.iter().flatten();
+            let unapplied = unapplied.map(|u| (u.now_ms, &u.items[..], &u.drop_after[..]));
+            let mut planner = Planner::after(sm.plan_view(), &self.leases, now_ms, unapplied)
                 .with_limit(self.memory_limit)
                 .with_high_watermark(self.config.evict_threshold_high);
             let mut i = 0;
@@ -415,6 +456,14 @@ impl Leader {
             self.doom(&plan.doomed);
             let holds = self.holds(&plan.doomed, now_ms);
             let put_ms = self.config.put_lease.as_millis() as u64;
+            if let Some(u) = &mut self.unapplied {
+                u.push_back(Unapplied {
+                    applied_at: u.back().map_or(applied, |a| a.applied_at) + 1,
+                    now_ms,
+                    items: planned.clone(),
+                    drop_after: drop_after.clone(),
+                });
+            }
             plan.command = Some(Command::Alloc {
                 now_ms,
                 lease_ms: put_ms,

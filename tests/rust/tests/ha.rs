@@ -170,6 +170,38 @@ fn failover_keeps_every_acknowledged_object_and_the_old_leader_rejoins() {
     }
 }
 
+/// Writers racing into a pool three times too small, through a group of three: every
+/// put is acknowledged and the newest objects read back. Allocations are planned while
+/// earlier batches are still in the log; a plan that did not count their room would
+/// send the log commands that fail as out of memory.
+#[test]
+fn racing_writers_fill_a_small_pool_through_the_group_without_a_refusal() {
+    let group = MetaGroup::start();
+    let _locals = start_locals(&group.url, 2);
+    const WRITERS: usize = 8;
+    const PUTS: usize = 12;
+    // Eight writers' puts in flight are more than the room above the eviction
+    // watermark (a tenth of the pool).
+    let size = |w: usize, i: usize| (4 << 20) - 4096 * ((w + i) % 7);
+    std::thread::scope(|s| {
+        for w in 0..WRITERS {
+            let url = group.url.clone();
+            s.spawn(move || {
+                let client = pure_client(&url);
+                for i in 0..PUTS {
+                    let v = pattern((w * PUTS + i) as u64, size(w, i));
+                    client.put(format!("full/{w}/{i}"), &v).unwrap_or_else(|e| {
+                        panic!("writer {w}, put {i}: {e} ({})", e.code());
+                    });
+                }
+                let last = PUTS - 1;
+                let want = pattern((w * PUTS + last) as u64, size(w, last));
+                assert_eq!(client.get(format!("full/{w}/{last}")).unwrap(), want);
+            });
+        }
+    });
+}
+
 #[test]
 fn a_meta_node_joins_from_a_snapshot_and_leaves_again() {
     let mut group = MetaGroup::start_with(&["--set", "raft_snapshot_every=40"]);

@@ -36,6 +36,8 @@ pub(crate) struct Planner<'a> {
     limit: Option<u64>,
     /// The high watermark, percent: how full a preferred medium's segment may get.
     high: u16,
+    /// Quarantined ranges are handed back up to this time.
+    released: Option<u64>,
 }
 
 /// Where an item's planning started, to undo it if the item cannot be placed.
@@ -46,7 +48,18 @@ struct Mark {
 }
 
 impl<'a> Planner<'a> {
-    pub fn new(view: PlanView<'a>, leases: &'a Leases, now_ms: u64) -> Self {
+    /// A planner for the state that follows `unapplied`: `Alloc` commands already in
+    /// the log but not yet applied, oldest first, as `(now_ms, items, drop_after)`.
+    /// Each is replayed as `apply` will perform it (its time's quarantine releases,
+    /// its victims freed, its items allocated and their keys taken), so a plan made
+    /// while they are in flight can only succeed where `apply` will succeed after
+    /// them. Nothing of theirs goes into this plan's command.
+    pub fn after<'u>(
+        view: PlanView<'a>,
+        leases: &'a Leases,
+        now_ms: u64,
+        unapplied: impl Iterator<Item = (u64, &'u [AllocItem], &'u [Key])>,
+    ) -> Self {
         let (expiring, policy) = (view.expiring, view.policy);
         let mut largest: Vec<u64> = view
             .services
@@ -73,21 +86,63 @@ impl<'a> Planner<'a> {
             largest,
             limit: None,
             high: 100,
+            released: None,
         };
-        // `apply` hands quarantined ranges whose hold ended back first: so does the trial.
-        let released: Vec<_> = planner
+        for (at_ms, items, drop_after) in unapplied {
+            planner.replay(at_ms, items, drop_after);
+        }
+        planner.release_until(now_ms);
+        planner
+    }
+
+    /// `apply` hands quarantined ranges whose hold ended back first: so does the
+    /// trial, up to `until_ms` (each range once).
+    fn release_until(&mut self, until_ms: u64) {
+        let from = self.released;
+        let released: Vec<_> = self
             .view
             .quarantine
             .iter()
-            .take_while(|q| q.0 <= now_ms)
+            .skip_while(|q| from.is_some_and(|f| q.0 <= f))
+            .take_while(|q| q.0 <= until_ms)
             .map(|q| (q.1, q.2, q.3))
             .collect();
+        self.released = Some(self.released.map_or(until_ms, |f| f.max(until_ms)));
         for (segment, offset, len) in released {
-            if let Some(a) = planner.allocator(segment) {
+            if let Some(a) = self.allocator(segment) {
                 a.free(offset, len);
             }
         }
-        planner
+    }
+
+    /// One unapplied `Alloc` command, as `apply` will perform it (see [`Self::after`]).
+    fn replay(&mut self, at_ms: u64, items: &[AllocItem], drop_after: &[Key]) {
+        self.release_until(at_ms);
+        for item in items {
+            for key in &item.drop_first {
+                self.free_object(key);
+            }
+            // All replicas or none, as `alloc_one`; a key it takes is taken.
+            let mut placed = Vec::with_capacity(item.segments.len());
+            for &segment in &item.segments {
+                match self.allocator(segment).and_then(|a| a.alloc(item.size)) {
+                    Some(offset) => placed.push((segment, offset)),
+                    None => break,
+                }
+            }
+            if placed.len() == item.segments.len() {
+                self.planned.insert(item.key.clone());
+                continue;
+            }
+            for (segment, offset) in placed {
+                if let Some(a) = self.allocator(segment) {
+                    a.free(offset, item.size);
+                }
+            }
+        }
+        for key in drop_after {
+            self.free_object(key);
+        }
     }
 
     /// Holds the memory media to `limit` bytes in all: items past it evict first, and
@@ -400,8 +455,19 @@ impl<'a> Planner<'a> {
     /// Frees the object's memory blobs (in trial) and lists it to evict; applying it
     /// keeps an object with an SSD replica there. SSD space is not planned here.
     fn drop_object(&mut self, key: &Key) {
+        self.free_object(key);
+        self.pending_drops.push(key.clone());
+    }
+
+    /// Frees a committed object's memory blobs (in trial) unless it is gone already.
+    fn free_object(&mut self, key: &Key) {
         let objects = self.view.objects;
-        let obj = objects.get(key).expect("dropping a listed object");
+        let Some(obj) = objects.get(key).filter(|o| o.is_committed()) else {
+            return;
+        };
+        if !self.dropped.insert(key.clone()) {
+            return;
+        }
         // A range a capability may still reach goes to quarantine, not back to the
         // allocator (the command's holds say so): it makes no room now.
         let held = self.fenced_until(key) > self.now_ms;
@@ -414,8 +480,6 @@ impl<'a> Planner<'a> {
                 a.free(b.offset, b.len);
             }
         }
-        self.dropped.insert(key.clone());
-        self.pending_drops.push(key.clone());
     }
 
     fn over(&self, medium: Medium, pct: u16) -> bool {

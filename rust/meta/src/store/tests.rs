@@ -1338,3 +1338,100 @@ fn hbm_without_dram_beside_it_is_evicted_at_the_watermarks() {
         .demote
         .is_empty());
 }
+
+/// With allocations pipelined, a plan made while earlier `Alloc` commands are still
+/// in the log replays them: it evicts for the room they take too, never hands out
+/// their keys again, and every command, applied afterwards in order, does what its
+/// plan said. Planned against the applied state alone, the later batches would find
+/// the room the earlier ones take and fail at `apply` as out of memory.
+#[test]
+fn pipelined_allocs_are_planned_after_those_still_in_the_log() {
+    let mut m = store(1, 16 * MIB, MetaConfig::default());
+    m.leader.pipeline_allocs();
+    let cfg = ReplicateConfig::default();
+    for i in 0..12 {
+        put(&mut m, &format!("old{i}"), MIB, &cfg, 1).unwrap();
+    }
+    let request = |keys: &[&str]| AllocRequest {
+        items: keys.iter().map(|k| (key(k), MIB)).collect(),
+        config: cfg.clone(),
+        writer: 0,
+        lease_ms: 0,
+    };
+    let batches: [&[&str]; 4] = [
+        &["a0", "a1", "a2"],
+        &["b0", "b1", "b2"],
+        &["c0", "c1", "a1"],
+        &["d0", "d1", "d2"],
+    ];
+    let mut plans: Vec<_> = batches
+        .iter()
+        .map(|b| m.leader.plan_alloc(&mut m.sm, vec![request(b)], 2))
+        .collect();
+    // A batch planned after the first two are applied, the others still in flight.
+    let mut results = Vec::new();
+    for mut plan in plans.drain(..2) {
+        let applied = m.sm.apply(plan.take_command().unwrap());
+        results.push(plan.finish(&mut m.leader, Some(Ok(applied))));
+    }
+    plans.push(
+        m.leader
+            .plan_alloc(&mut m.sm, vec![request(&["e0", "c0"])], 3),
+    );
+    for mut plan in plans {
+        let applied = m.sm.apply(plan.take_command().unwrap());
+        results.push(plan.finish(&mut m.leader, Some(Ok(applied))));
+    }
+    let codes: Vec<Vec<i32>> = results
+        .iter()
+        .map(|r| {
+            r.iter()
+                .map(|r| r.as_ref().map_or_else(Error::code, |_| 0))
+                .collect()
+        })
+        .collect();
+    // a1 and c0 are taken by batches still in flight when they are asked again.
+    assert_eq!(
+        codes,
+        [
+            vec![0, 0, 0],
+            vec![0, 0, 0],
+            vec![0, 0, -3006],
+            vec![0, 0, 0],
+            vec![0, -3006]
+        ]
+    );
+    let mut ranges: Vec<(u64, u64)> = results
+        .iter()
+        .flatten()
+        .flatten()
+        .flat_map(|a| a.blobs.iter().map(|b| (b.offset, b.len)))
+        .collect();
+    ranges.sort_unstable();
+    assert!(ranges.windows(2).all(|w| w[0].0 + w[0].1 <= w[1].0));
+    assert!(m.state().usage(Medium::Dram).0 <= 16 * MIB);
+    // The old objects made the room, coldest first.
+    assert!(m.state().object(b"old0").is_none());
+    assert!(m.state().object(b"old11").is_some());
+}
+
+/// A proposal that failed leaves the order of what is in flight unknown: later plans
+/// stop replaying it.
+#[test]
+fn a_failed_alloc_proposal_is_no_longer_replayed() {
+    let mut m = store(1, 16 * MIB, MetaConfig::default());
+    m.leader.pipeline_allocs();
+    let request = |k: &str| AllocRequest {
+        items: vec![(key(k), MIB)],
+        config: ReplicateConfig::default(),
+        writer: 0,
+        lease_ms: 0,
+    };
+    let mut lost = m.leader.plan_alloc(&mut m.sm, vec![request("k")], 1);
+    let _ = lost.take_command();
+    lost.finish(&mut m.leader, Some(Err(Error::NotConnectedToMeta)));
+    m.leader.alloc_unknown();
+    let mut again = m.leader.plan_alloc(&mut m.sm, vec![request("k")], 2);
+    let applied = m.sm.apply(again.take_command().expect("k is free again"));
+    assert!(again.finish(&mut m.leader, Some(Ok(applied)))[0].is_ok());
+}
