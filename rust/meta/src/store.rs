@@ -20,7 +20,7 @@ use memcache_proto::{
 
 use crate::alloc::pages_for;
 use crate::policy::PolicyKind;
-use crate::state::{AllocItem, Applied, Command, StateMachine};
+use crate::state::{Applied, Command, StateMachine};
 
 mod hbm;
 mod leases;
@@ -32,7 +32,7 @@ pub use hbm::demotions;
 pub use leases::Cap;
 use leases::Leases;
 pub use moves::REMOVE_ALL_CHUNK;
-use planner::Planner;
+use planner::{InFlight, Planner};
 pub use tier::promotions;
 
 /// Settings of the metadata service.
@@ -225,9 +225,7 @@ pub struct Leader {
 struct Unapplied {
     /// [`StateMachine::allocs_applied`] once it is applied.
     applied_at: u64,
-    now_ms: u64,
-    items: Vec<AllocItem>,
-    drop_after: Vec<Key>,
+    alloc: InFlight,
 }
 
 impl Leader {
@@ -407,8 +405,7 @@ impl Leader {
             }
         }
         let drop_after = {
-            let unapplied = self.unapplied.iter().flatten();
-            let unapplied = unapplied.map(|u| (u.now_ms, &u.items[..], &u.drop_after[..]));
+            let unapplied = self.unapplied.iter().flatten().map(|u| &u.alloc);
             let mut planner = Planner::after(sm.plan_view(), &self.leases, now_ms, unapplied)
                 .with_limit(self.memory_limit)
                 .with_high_watermark(self.config.evict_threshold_high);
@@ -459,9 +456,7 @@ impl Leader {
             if let Some(u) = &mut self.unapplied {
                 u.push_back(Unapplied {
                     applied_at: u.back().map_or(applied, |a| a.applied_at) + 1,
-                    now_ms,
-                    items: planned.clone(),
-                    drop_after: drop_after.clone(),
+                    alloc: InFlight::new(now_ms, &planned, &drop_after),
                 });
             }
             plan.command = Some(Command::Alloc {

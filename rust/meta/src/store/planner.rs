@@ -6,6 +6,7 @@
 //! succeed where `apply` succeeds; fragmentation cannot make them disagree.
 
 use rustc_hash::FxHashSet;
+use smallvec::SmallVec;
 
 use memcache_core::{
     Error, Key, LocalServiceId, Medium, ReplicateConfig, Result, SegmentId, PAGE_SIZE,
@@ -16,6 +17,40 @@ use super::leases::Leases;
 use super::MAX_OBJECT_BYTES;
 use crate::alloc::{pages_for, PageAllocator, Savepoint};
 use crate::state::{expired_in, AllocItem, PlanView, Segment};
+
+/// What a plan replays of an `Alloc` command still in the log (see [`Planner::after`]):
+/// its items' keys, sizes, segments and victims, without the rest of the command.
+pub(crate) struct InFlight {
+    now_ms: u64,
+    items: Vec<InFlightItem>,
+    drop_after: Vec<Key>,
+}
+
+struct InFlightItem {
+    key: Key,
+    size: u64,
+    segments: SmallVec<[SegmentId; 2]>,
+    drop_first: Vec<Key>,
+}
+
+impl InFlight {
+    pub fn new(now_ms: u64, items: &[AllocItem], drop_after: &[Key]) -> InFlight {
+        let items = items
+            .iter()
+            .map(|i| InFlightItem {
+                key: i.key.clone(),
+                size: i.size,
+                segments: SmallVec::from_slice(&i.segments),
+                drop_first: i.drop_first.clone(),
+            })
+            .collect();
+        InFlight {
+            now_ms,
+            items,
+            drop_after: drop_after.to_vec(),
+        }
+    }
+}
 
 pub(crate) struct Planner<'a> {
     view: PlanView<'a>,
@@ -49,8 +84,7 @@ struct Mark {
 
 impl<'a> Planner<'a> {
     /// A planner for the state that follows `unapplied`: `Alloc` commands already in
-    /// the log but not yet applied, oldest first, as `(now_ms, items, drop_after)`.
-    /// Each is replayed as `apply` will perform it (its time's quarantine releases,
+    /// the log but not yet applied, oldest first. Each is replayed as `apply` will perform it (its time's quarantine releases,
     /// its victims freed, its items allocated and their keys taken), so a plan made
     /// while they are in flight can only succeed where `apply` will succeed after
     /// them. Nothing of theirs goes into this plan's command.
@@ -58,7 +92,7 @@ impl<'a> Planner<'a> {
         view: PlanView<'a>,
         leases: &'a Leases,
         now_ms: u64,
-        unapplied: impl Iterator<Item = (u64, &'u [AllocItem], &'u [Key])>,
+        unapplied: impl Iterator<Item = &'u InFlight>,
     ) -> Self {
         let (expiring, policy) = (view.expiring, view.policy);
         let mut largest: Vec<u64> = view
@@ -88,8 +122,8 @@ impl<'a> Planner<'a> {
             high: 100,
             released: None,
         };
-        for (at_ms, items, drop_after) in unapplied {
-            planner.replay(at_ms, items, drop_after);
+        for alloc in unapplied {
+            planner.replay(alloc);
         }
         planner.release_until(now_ms);
         planner
@@ -116,9 +150,9 @@ impl<'a> Planner<'a> {
     }
 
     /// One unapplied `Alloc` command, as `apply` will perform it (see [`Self::after`]).
-    fn replay(&mut self, at_ms: u64, items: &[AllocItem], drop_after: &[Key]) {
-        self.release_until(at_ms);
-        for item in items {
+    fn replay(&mut self, alloc: &InFlight) {
+        self.release_until(alloc.now_ms);
+        for item in &alloc.items {
             for key in &item.drop_first {
                 self.free_object(key);
             }
@@ -140,7 +174,7 @@ impl<'a> Planner<'a> {
                 }
             }
         }
-        for key in drop_after {
+        for key in &alloc.drop_after {
             self.free_object(key);
         }
     }
