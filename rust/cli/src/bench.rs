@@ -1159,15 +1159,17 @@ fn print_human(r: &Value) {
             r["alloc_failures_mixed"]
         ),
         Some("memcached") => println!(
-            "memcached: ours {:.0} ops/s (p50 {} µs, p99 {} µs, {:.1} µs CPU/op), memcached {:.0} ops/s (p50 {} µs, p99 {} µs, {:.1} µs CPU/op), ratio {:.2} ({} connections, {} % get)",
+            "memcached: ours {:.0} ops/s (p50 {} µs, p99 {} µs, {:.1} µs CPU/op, {:.1} of it user), memcached {:.0} ops/s (p50 {} µs, p99 {} µs, {:.1} µs CPU/op, {:.1} user), ratio {:.2} ({} connections, {} % get)",
             f("ours_ops_per_s"),
             r["ours_p50_us"],
             r["ours_p99_us"],
             f("ours_cpu_us_per_op"),
+            f("ours_user_us_per_op"),
             f("memcached_ops_per_s"),
             r["memcached_p50_us"],
             r["memcached_p99_us"],
             f("memcached_cpu_us_per_op"),
+            f("memcached_user_us_per_op"),
             f("ratio"),
             r["connections"],
             r["get_percent"]

@@ -160,6 +160,36 @@ async fn drive(
     Ok((done as f64 / start.elapsed().as_secs_f64(), done, latencies))
 }
 
+/// A server's CPU time (user and system, seconds) over the requests it served.
+#[derive(Default)]
+struct Cpu {
+    user: f64,
+    system: f64,
+    requests: u64,
+}
+
+impl Cpu {
+    fn of(p: &Owned) -> Cpu {
+        let (user, system) = crate::procmem::cpu_split(p.pid()).unwrap_or_default();
+        Cpu {
+            user,
+            system,
+            requests: 0,
+        }
+    }
+
+    /// Counts what was spent between `before` and `after` on `requests` requests.
+    fn add(&mut self, before: &Cpu, after: &Cpu, requests: u64) {
+        self.user += after.user - before.user;
+        self.system += after.system - before.system;
+        self.requests += requests;
+    }
+
+    fn us_per_op(&self, seconds: f64) -> f64 {
+        seconds * 1e6 / self.requests.max(1) as f64
+    }
+}
+
 pub fn run(
     rounds: usize,
     conns: usize,
@@ -181,21 +211,19 @@ pub fn run(
         let (mut a_lat, mut b_lat) = (Vec::new(), Vec::new());
         // Each server's CPU time and requests over all rounds: its cost per request,
         // which the generator sharing the cores does not blur as it does throughput.
-        let (mut a_cpu, mut b_cpu) = ((0.0, 0), (0.0, 0));
-        let cpu = |p: &Owned| crate::procmem::cpu_seconds(p.pid()).unwrap_or(0.0);
+        let (mut a_cpu, mut b_cpu) = (Cpu::default(), Cpu::default());
         for _ in 0..rounds {
-            let before = cpu(&gw);
+            let before = Cpu::of(&gw);
             let (rate, n, lat) = drive(&ours, conns, 2.0, get_percent).await?;
-            a_cpu = (a_cpu.0 + cpu(&gw) - before, a_cpu.1 + n);
+            a_cpu.add(&before, &Cpu::of(&gw), n);
             a.push(rate);
             a_lat.extend(lat);
-            let before = cpu(&mc);
+            let before = Cpu::of(&mc);
             let (rate, n, lat) = drive(&theirs, conns, 2.0, get_percent).await?;
-            b_cpu = (b_cpu.0 + cpu(&mc) - before, b_cpu.1 + n);
+            b_cpu.add(&before, &Cpu::of(&mc), n);
             b.push(rate);
             b_lat.extend(lat);
         }
-        let us_per_op = |(cpu, n): (f64, u64)| cpu * 1e6 / n.max(1) as f64;
         a_lat.sort_unstable();
         b_lat.sort_unstable();
         let (ours_ops, theirs_ops) = (crate::bench::median(&mut a), crate::bench::median(&mut b));
@@ -207,8 +235,10 @@ pub fn run(
             "ratio": ours_ops / theirs_ops,
             "connections": conns,
             "get_percent": get_percent,
-            "ours_cpu_us_per_op": us_per_op(a_cpu),
-            "memcached_cpu_us_per_op": us_per_op(b_cpu),
+            "ours_cpu_us_per_op": a_cpu.us_per_op(a_cpu.user + a_cpu.system),
+            "memcached_cpu_us_per_op": b_cpu.us_per_op(b_cpu.user + b_cpu.system),
+            "ours_user_us_per_op": a_cpu.us_per_op(a_cpu.user),
+            "memcached_user_us_per_op": b_cpu.us_per_op(b_cpu.user),
             "ours_p50_us": crate::bench::percentile(&a_lat, 50),
             "ours_p99_us": crate::bench::percentile(&a_lat, 99),
             "memcached_p50_us": crate::bench::percentile(&b_lat, 50),

@@ -8,6 +8,7 @@
 //! `cas`, `incr` and `append` atomic for the gateway's clients; gateways sharing a pool
 //! do not coordinate with each other.
 
+use std::borrow::Cow;
 use std::hash::BuildHasher;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use memcache_client::{CopyDirection, Error, ObjectStore, ReplicateConfig};
 
-use crate::protocol::StoreCommand;
+use crate::protocol::{value_line, write_value, StoreCommand};
 
 /// memcached reads an exptime above this many seconds as a Unix time.
 const RELATIVE_LIMIT_S: i64 = 60 * 60 * 24 * 30;
@@ -253,28 +254,58 @@ fn encode<'v>(header: &Item, value: &'v [u8], compress_above: usize) -> Encoded<
     }
 }
 
-fn decode(mut raw: Vec<u8>) -> ItemResult<Item> {
-    let bad = |why: &str| ItemError::Pool(Error::UnmatchedState(why.into()));
-    if raw.len() < HEADER || raw[0] > LZ4 {
-        return Err(bad("not a gateway item"));
+/// An item's header as stored: all of it but the value.
+struct Head {
+    flags: u32,
+    cas: u64,
+    expires: u64,
+    packed: bool,
+    binary_key: bool,
+}
+
+impl Head {
+    fn read(raw: &[u8]) -> ItemResult<Head> {
+        if raw.len() < HEADER || raw[0] > LZ4 {
+            return Err(not_an_item("not a gateway item"));
+        }
+        let word = |at: usize| u64::from_le_bytes(raw[at..at + 8].try_into().expect("8 bytes"));
+        Ok(Head {
+            flags: u32::from_le_bytes(raw[4..8].try_into().expect("4 bytes")),
+            cas: word(8),
+            expires: word(16),
+            packed: raw[0] == LZ4,
+            binary_key: raw[1] & BINARY_KEY != 0,
+        })
     }
-    let word = |at: usize| u64::from_le_bytes(raw[at..at + 8].try_into().expect("8 bytes"));
-    let flags = u32::from_le_bytes(raw[4..8].try_into().expect("4 bytes"));
-    let (cas, expires) = (word(8), word(16));
-    let binary_key = raw[1] & BINARY_KEY != 0;
-    let value = if raw[0] == LZ4 {
-        lz4_flex::decompress_size_prepended(&raw[HEADER..])
-            .map_err(|_| bad("a compressed item does not decompress"))?
+
+    fn live(&self) -> bool {
+        self.expires == 0 || self.expires > unix_now()
+    }
+}
+
+fn not_an_item(why: &str) -> ItemError {
+    ItemError::Pool(Error::UnmatchedState(why.into()))
+}
+
+fn unpack(packed: &[u8]) -> ItemResult<Vec<u8>> {
+    lz4_flex::decompress_size_prepended(packed)
+        .map_err(|_| not_an_item("a compressed item does not decompress"))
+}
+
+fn decode(mut raw: Vec<u8>) -> ItemResult<Item> {
+    let head = Head::read(&raw)?;
+    let value = if head.packed {
+        unpack(&raw[HEADER..])?
     } else {
         raw.drain(..HEADER);
         raw
     };
     Ok(Item {
-        flags,
-        cas,
-        expires,
+        flags: head.flags,
+        cas: head.cas,
+        expires: head.expires,
         value,
-        binary_key,
+        binary_key: head.binary_key,
     })
 }
 
@@ -364,6 +395,70 @@ impl Items {
         }
     }
 
+    /// `get`/`gets` of `key` straight into a reply: appends the item's `VALUE` line
+    /// and data to `out` (with its CAS unique when `cas`) and answers true when it is
+    /// there and not expired; appends nothing otherwise. The object is read into
+    /// `out` itself, so its bytes are copied once on the way, not into an item first.
+    pub async fn write_hit(&self, key: &[u8], cas: bool, out: &mut Vec<u8>) -> ItemResult<bool> {
+        let start = out.len();
+        let read = {
+            let out = &mut *out;
+            self.store
+                .get_with(self.pool_key(key), move |n| {
+                    out.resize(start + n, 0);
+                    Ok(&mut out[start..])
+                })
+                .await
+                .map(|_| ())
+        };
+        let head = read
+            .map_err(ItemError::from)
+            .and_then(|()| Head::read(&out[start..]));
+        let head = match head {
+            Ok(head) if head.live() => head,
+            Ok(_) | Err(ItemError::Pool(Error::ObjectNotFound)) => {
+                out.truncate(start);
+                return Ok(false);
+            }
+            Err(e) => {
+                out.truncate(start);
+                return Err(e);
+            }
+        };
+        let unique = cas.then_some(head.cas);
+        let value_len = out.len() - start - HEADER;
+        const LINE_MAX: usize = 400;
+        let mut line = [0u8; LINE_MAX];
+        let mut room = &mut line[..];
+        let fits = value_line(&mut room, key, head.flags, value_len, unique).is_ok();
+        let line_len = LINE_MAX - room.len();
+        if head.packed || !fits {
+            let value = if head.packed {
+                unpack(&out[start + HEADER..])
+            } else {
+                Ok(out[start + HEADER..].to_vec())
+            };
+            out.truncate(start);
+            write_value(out, key, head.flags, &value?, unique);
+            return Ok(true);
+        }
+        // The line takes the place of the item's header: the value moves (once) to
+        // follow it.
+        let line = &line[..line_len];
+        let end = start + line.len() + value_len;
+        if end > out.len() {
+            out.resize(end, 0);
+        }
+        out.copy_within(
+            start + HEADER..start + HEADER + value_len,
+            start + line.len(),
+        );
+        out.truncate(end);
+        out[start..start + line.len()].copy_from_slice(line);
+        out.extend_from_slice(b"\r\n");
+        Ok(true)
+    }
+
     /// Stores `value` as the storage command `mode` asks; `exptime` as memcached
     /// reads it.
     pub async fn store(
@@ -417,17 +512,17 @@ impl Items {
                 return Ok((Outcome::Exists, 0))
             }
             // Appending keeps the item's flags and expiry, as memcached does.
-            (StoreCommand::Append, Some(item)) => (item.flags, Some(item.expires), {
-                let mut v = item.value.clone();
-                v.extend_from_slice(value);
-                v
-            }),
-            (StoreCommand::Prepend, Some(item)) => (item.flags, Some(item.expires), {
-                let mut v = value.to_vec();
-                v.extend_from_slice(&item.value);
-                v
-            }),
-            _ => (flags, expiry(exptime, unix_now()), value.to_vec()),
+            (StoreCommand::Append, Some(item)) => (
+                item.flags,
+                Some(item.expires),
+                Cow::Owned([&item.value[..], value].concat()),
+            ),
+            (StoreCommand::Prepend, Some(item)) => (
+                item.flags,
+                Some(item.expires),
+                Cow::Owned([value, &item.value[..]].concat()),
+            ),
+            _ => (flags, expiry(exptime, unix_now()), Cow::Borrowed(value)),
         };
         let cas = self
             .replace(key, flags, expires, &value, binary_key)

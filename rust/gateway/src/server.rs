@@ -81,18 +81,25 @@ impl Workers {
                 .enable_all()
                 .build()?;
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Handed>();
-            let (shared, stop) = (shared.clone(), stop.clone());
+            let (shared, mut stop) = (shared.clone(), stop.clone());
             std::thread::Builder::new()
                 .name(format!("mc-worker-{i}"))
                 .spawn(move || {
                     rt.block_on(async move {
                         let mut served = tokio::task::JoinSet::new();
-                        while let Some((stream, permit)) = rx.recv().await {
-                            let (shared, stop) = (shared.clone(), stop.clone());
-                            served.spawn(serve(stream, permit, shared, stop));
-                            while served.try_join_next().is_some() {}
+                        let serving = async {
+                            while let Some((stream, permit)) = rx.recv().await {
+                                served.spawn(serve(stream, permit, shared.clone()));
+                                while served.try_join_next().is_some() {}
+                            }
+                            while served.join_next().await.is_some() {}
+                        };
+                        // At the stop, dropping the set ends every connection where
+                        // it waits; a connection's own reads do not watch for it.
+                        tokio::select! {
+                            () = serving => {}
+                            _ = stop.wait_for(|s| *s) => {}
                         }
-                        while served.join_next().await.is_some() {}
                     })
                 })?;
             to.push(tx);
@@ -197,7 +204,6 @@ async fn serve(
     stream: std::net::TcpStream,
     _permit: tokio::sync::OwnedSemaphorePermit,
     shared: Arc<Shared>,
-    stop: watch::Receiver<bool>,
 ) {
     bump(&shared.stats.total_connections);
     shared
@@ -205,7 +211,7 @@ async fn serve(
         .curr_connections
         .fetch_add(1, Ordering::Relaxed);
     let served = match TcpStream::from_std(stream) {
-        Ok(stream) => connection(stream, &shared, stop).await,
+        Ok(stream) => connection(stream, &shared).await,
         Err(e) => Err(e),
     };
     if let Err(e) = served {
@@ -227,11 +233,7 @@ enum Next {
     Flush,
 }
 
-async fn connection(
-    mut stream: TcpStream,
-    shared: &Shared,
-    mut stop: watch::Receiver<bool>,
-) -> std::io::Result<()> {
+async fn connection(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
     let mut buf: Vec<u8> = Vec::with_capacity(16 << 10);
     let mut out: Vec<u8> = Vec::with_capacity(16 << 10);
     // Bytes of a refused request's data block still to drop as they arrive.
@@ -239,10 +241,7 @@ async fn connection(
     // After `watch`, input is read and dropped, as memcached's log watchers do.
     let mut watching = false;
     loop {
-        let read = tokio::select! {
-            r = stream.read_buf(&mut buf) => r?,
-            _ = stop.wait_for(|s| *s) => return Ok(()),
-        };
+        let read = stream.read_buf(&mut buf).await?;
         if read == 0 {
             return Ok(());
         }
@@ -373,12 +372,9 @@ async fn handle(
         Request::Get { keys, cas } => {
             for key in keys {
                 bump(&stats.cmd_get);
-                match items.get(&key).await {
-                    Ok(Some(item)) => {
-                        bump(&stats.get_hits);
-                        write_value(out, &key, item.flags, &item.value, cas.then_some(item.cas));
-                    }
-                    Ok(None) => bump(&stats.get_misses),
+                match items.write_hit(&key, cas, out).await {
+                    Ok(true) => bump(&stats.get_hits),
+                    Ok(false) => bump(&stats.get_misses),
                     Err(e) => return failed(out, &e),
                 }
                 if !spill(stream, shared, out).await {

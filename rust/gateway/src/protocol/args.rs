@@ -2,9 +2,13 @@
 
 use super::Limits;
 
+/// A command line's tokens: no command but a multi-key `get` has more than 8, so
+/// nearly every line is split without a heap allocation.
+pub(super) type Tokens<'a> = smallvec::SmallVec<[&'a [u8]; 8]>;
+
 /// Splits on spaces only, runs of them included, as memcached's tokenizer does: a tab
 /// is part of a token.
-pub(super) fn tokenize(line: &[u8]) -> Vec<&[u8]> {
+pub(super) fn tokenize(line: &[u8]) -> Tokens<'_> {
     line.split(|&b| b == b' ')
         .filter(|t| !t.is_empty())
         .collect()
@@ -115,8 +119,8 @@ mod tests {
     #[test]
     fn tokenize_splits_on_spaces_only() {
         assert_eq!(
-            tokenize(b"  get  a\tb c "),
-            vec![&b"get"[..], &b"a\tb"[..], &b"c"[..]]
+            tokenize(b"  get  a\tb c ").as_slice(),
+            [&b"get"[..], &b"a\tb"[..], &b"c"[..]]
         );
         assert!(tokenize(b"").is_empty());
         assert!(tokenize(b"   ").is_empty());

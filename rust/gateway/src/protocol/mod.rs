@@ -28,8 +28,8 @@ pub use error::{ErrorReply, ParseError};
 pub(crate) use meta::check_opaque;
 pub use request::{MetaFlag, MetaFlags, Request, StoreCommand};
 pub use response::{
-    meta_line, meta_value_line, write_error, write_meta_debug, write_meta_noop, write_number,
-    write_reply, write_stat, write_value, write_version, MetaLine, MetaStatus, Reply,
+    meta_line, meta_value_line, value_line, write_error, write_meta_debug, write_meta_noop,
+    write_number, write_reply, write_stat, write_value, write_version, MetaLine, MetaStatus, Reply,
 };
 
 /// What a client may make the server accept or buffer.
@@ -123,7 +123,7 @@ fn line_limit(buf: &[u8], limits: &Limits) -> usize {
 
 /// A complete command line, and the buffer it starts.
 struct Command<'a> {
-    tokens: Vec<&'a [u8]>,
+    tokens: args::Tokens<'a>,
     /// Length of the line with its ending: where a data block starts.
     line_len: usize,
     buf: &'a [u8],

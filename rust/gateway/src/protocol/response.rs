@@ -48,14 +48,26 @@ pub fn write_reply(out: &mut Vec<u8>, reply: Reply) {
 /// One item of a `get`/`gets`/`gat`/`gats` reply; `cas` for the `s` forms. The reply
 /// ends with [`Reply::End`] after the last item.
 pub fn write_value(out: &mut Vec<u8>, key: &[u8], flags: u32, data: &[u8], cas: Option<u64>) {
-    out.extend_from_slice(b"VALUE ");
-    out.extend_from_slice(key);
-    push(out, format_args!(" {flags} {}", data.len()));
-    if let Some(cas) = cas {
-        push(out, format_args!(" {cas}"));
-    }
-    out.extend_from_slice(b"\r\n");
+    value_line(&mut *out, key, flags, data.len(), cas).expect("writing to a Vec cannot fail");
     line(out, data);
+}
+
+/// The `VALUE` line before an item's `len` bytes of data (see [`write_value`]); fails
+/// only where `w` has no room left.
+pub fn value_line(
+    mut w: impl Write,
+    key: &[u8],
+    flags: u32,
+    len: usize,
+    cas: Option<u64>,
+) -> std::io::Result<()> {
+    w.write_all(b"VALUE ")?;
+    w.write_all(key)?;
+    write!(w, " {flags} {len}")?;
+    if let Some(cas) = cas {
+        write!(w, " {cas}")?;
+    }
+    w.write_all(b"\r\n")
 }
 
 /// The new value after `incr`/`decr`.
