@@ -724,6 +724,51 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_hit_is_written_as_the_item_would_be() {
+        let it = items().await;
+        let long_key = vec![b'k'; 250];
+        let cases: [(&[u8], u32, Vec<u8>, i64); 5] = [
+            // A line shorter than the item's header, and longer (the value moves
+            // down, then up).
+            (b"a", 0, b"1".to_vec(), 0),
+            (&long_key, u32::MAX, vec![b'v'; 3000], 0),
+            // Compressed (items() compresses from 1 KiB).
+            (b"packed", 7, vec![b'z'; 5000], 0),
+            // Empty, and expiring later.
+            (b"empty", 3, Vec::new(), 0),
+            (b"later", 1, b"soon".to_vec(), 100),
+        ];
+        for (key, flags, value, exptime) in &cases {
+            it.store(StoreCommand::Set, key, *flags, *exptime, value)
+                .await
+                .unwrap();
+            for cas in [false, true] {
+                let item = it.get(key).await.unwrap().unwrap();
+                let mut want = b"before".to_vec();
+                write_value(
+                    &mut want,
+                    key,
+                    item.flags,
+                    &item.value,
+                    cas.then_some(item.cas),
+                );
+                let mut out = b"before".to_vec();
+                assert!(it.write_hit(key, cas, &mut out).await.unwrap());
+                assert_eq!(out, want, "{}", String::from_utf8_lossy(key));
+            }
+        }
+        // A miss, and a key whose set expired it at once, write nothing.
+        it.store(StoreCommand::Set, b"gone", 0, -1, b"x")
+            .await
+            .unwrap();
+        for key in [&b"missing"[..], b"gone"] {
+            let mut out = b"before".to_vec();
+            assert!(!it.write_hit(key, true, &mut out).await.unwrap());
+            assert_eq!(out, b"before");
+        }
+    }
+
+    #[tokio::test]
     async fn storage_commands_follow_memcached() {
         let it = items().await;
         use Outcome::*;
