@@ -3,7 +3,7 @@
 use std::future::Future;
 
 use futures::future::join_all;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::task::{Context, Waker};
 use std::time::Duration;
 
@@ -33,13 +33,16 @@ use crate::device::{stage_in, DeviceBuf, Dst, Src};
 use crate::embedded::EmbeddedPool;
 use crate::meta_client::MetaClient;
 use crate::session::{Copies, Local, Session};
+use arc_swap::ArcSwapOption;
 
 /// A client of the pool. Create it, `init` it, use it from any number of tasks, and
 /// `tear_down` it; calls outside that window answer -3019.
 pub struct ObjectStore {
     config: ClientConfig,
     pool: Option<Arc<EmbeddedPool>>,
-    session: RwLock<Option<Arc<Session>>>,
+    /// Loaded on every operation from every thread: an `ArcSwap` reads it without
+    /// writing to memory the threads share (a lock or a reference count would).
+    session: ArcSwapOption<Session>,
 }
 
 pub(crate) fn all<T: Clone>(n: usize, e: Error) -> Vec<Result<T>> {
@@ -154,7 +157,7 @@ impl ObjectStore {
         ObjectStore {
             config,
             pool: None,
-            session: RwLock::new(None),
+            session: ArcSwapOption::empty(),
         }
     }
 
@@ -163,27 +166,22 @@ impl ObjectStore {
         ObjectStore {
             config,
             pool: Some(pool),
-            session: RwLock::new(None),
+            session: ArcSwapOption::empty(),
         }
     }
 
-    pub(crate) fn session(&self) -> Result<Arc<Session>> {
-        self.session
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .ok_or(Error::ClientNotInitialized)
+    pub(crate) fn session(&self) -> Result<SessionRef> {
+        let session = self.session.load();
+        match *session {
+            Some(_) => Ok(SessionRef(session)),
+            None => Err(Error::ClientNotInitialized),
+        }
     }
 
     /// Connects to the pool. With `init_bm` this client also starts a local service that
     /// contributes `config.local.dram_size` bytes of DRAM; without, it is a pure client.
     pub async fn init(&self, device_id: u32, init_bm: bool) -> Result<()> {
-        if self
-            .session
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
-        {
+        if self.session.load().is_some() {
             return Err(Error::RepeatCall("init on an initialized store".into()));
         }
         let (meta, transport) = match (&self.pool, &self.config.discovery_url) {
@@ -205,14 +203,10 @@ impl ObjectStore {
         let force_tcp = self.config.transport == Some(TransportKind::Tcp);
         let copies = Copies::new(self.config.write_threads, self.config.read_threads);
         let session = Arc::new(Session::new(meta, transport, local, force_tcp, copies));
-        let raced = {
-            let mut slot = self.session.write().unwrap_or_else(|e| e.into_inner());
-            let raced = slot.is_some();
-            if !raced {
-                *slot = Some(session.clone());
-            }
-            raced
-        };
+        let raced = self
+            .session
+            .compare_and_swap(&None::<Arc<Session>>, Some(session.clone()))
+            .is_some();
         if raced {
             Self::leave(&session).await;
             return Err(Error::RepeatCall("init raced with another init".into()));
@@ -237,12 +231,7 @@ impl ObjectStore {
     /// Disconnects. A local service this client started leaves the pool, and objects
     /// that had their only replica there go with it.
     pub async fn tear_down(&self) -> Result<()> {
-        let session = self
-            .session
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-            .ok_or(Error::ClientNotInitialized)?;
+        let session = self.session.swap(None).ok_or(Error::ClientNotInitialized)?;
         session.release_finished().await;
         Self::leave(&session).await;
         Ok(())
@@ -1100,10 +1089,22 @@ impl ObjectStore {
     }
 }
 
+/// The session an operation works in, held without a reference count of its own.
+pub(crate) struct SessionRef(arc_swap::Guard<Option<Arc<Session>>>);
+
+impl std::ops::Deref for SessionRef {
+    type Target = Arc<Session>;
+
+    fn deref(&self) -> &Arc<Session> {
+        self.0
+            .as_ref()
+            .expect("a session is checked for before a ref is made")
+    }
+}
+
 impl Drop for ObjectStore {
     fn drop(&mut self) {
-        let slot = self.session.get_mut().unwrap_or_else(|e| e.into_inner());
-        if let Some(session) = slot.take() {
+        if let Some(session) = self.session.swap(None) {
             Self::leave_now(&session);
         }
     }

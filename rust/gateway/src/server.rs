@@ -24,8 +24,11 @@ use crate::protocol::{
 };
 use memcache_client::Error;
 
-/// Counters for `stats`, named as memcached names them.
+/// Counters for `stats`, named as memcached names them: one set per worker thread
+/// (as memcached's), on cache lines of their own, so that counting a request never
+/// contends with another thread; `stats` adds them up.
 #[derive(Default)]
+#[repr(align(128))]
 pub struct Stats {
     curr_connections: AtomicU64,
     total_connections: AtomicU64,
@@ -89,7 +92,7 @@ impl Workers {
                         let mut served = tokio::task::JoinSet::new();
                         let serving = async {
                             while let Some((stream, permit)) = rx.recv().await {
-                                served.spawn(serve(stream, permit, shared.clone()));
+                                served.spawn(serve(stream, permit, shared.clone(), i));
                                 while served.try_join_next().is_some() {}
                             }
                             while served.join_next().await.is_some() {}
@@ -132,7 +135,7 @@ impl Gateway {
         let shared = Arc::new(Shared {
             items,
             limits,
-            stats: Stats::default(),
+            stats: (0..threads).map(|_| Stats::default()).collect(),
             started: Instant::now(),
             threads,
         });
@@ -156,7 +159,8 @@ impl Drop for Gateway {
 struct Shared {
     items: Arc<Items>,
     limits: Limits,
-    stats: Stats,
+    /// Each worker thread's counters.
+    stats: Vec<Stats>,
     started: Instant,
     /// Worker threads serving connections.
     threads: usize,
@@ -187,7 +191,7 @@ async fn accept(
         };
         // At the cap, as memcached (maxconns_fast): an error line, then the door.
         let Ok(permit) = slots.clone().try_acquire_owned() else {
-            bump(&shared.stats.rejected_connections);
+            bump(&shared.stats[0].rejected_connections);
             let _ = stream.try_write(TOO_MANY);
             continue;
         };
@@ -204,23 +208,19 @@ async fn serve(
     stream: std::net::TcpStream,
     _permit: tokio::sync::OwnedSemaphorePermit,
     shared: Arc<Shared>,
+    worker: usize,
 ) {
-    bump(&shared.stats.total_connections);
-    shared
-        .stats
-        .curr_connections
-        .fetch_add(1, Ordering::Relaxed);
+    let stats = &shared.stats[worker];
+    bump(&stats.total_connections);
+    stats.curr_connections.fetch_add(1, Ordering::Relaxed);
     let served = match TcpStream::from_std(stream) {
-        Ok(stream) => connection(stream, &shared).await,
+        Ok(stream) => connection(stream, &shared, stats).await,
         Err(e) => Err(e),
     };
     if let Err(e) = served {
         tracing::debug!(error = %e, "memcached connection ended");
     }
-    shared
-        .stats
-        .curr_connections
-        .fetch_sub(1, Ordering::Relaxed);
+    stats.curr_connections.fetch_sub(1, Ordering::Relaxed);
 }
 
 /// What to do with the connection after a request.
@@ -233,7 +233,7 @@ enum Next {
     Flush,
 }
 
-async fn connection(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
+async fn connection(mut stream: TcpStream, shared: &Shared, stats: &Stats) -> std::io::Result<()> {
     let mut buf: Vec<u8> = Vec::with_capacity(16 << 10);
     let mut out: Vec<u8> = Vec::with_capacity(16 << 10);
     // Bytes of a refused request's data block still to drop as they arrive.
@@ -245,10 +245,7 @@ async fn connection(mut stream: TcpStream, shared: &Shared) -> std::io::Result<(
         if read == 0 {
             return Ok(());
         }
-        shared
-            .stats
-            .bytes_read
-            .fetch_add(read as u64, Ordering::Relaxed);
+        stats.bytes_read.fetch_add(read as u64, Ordering::Relaxed);
         if watching {
             buf.clear();
             continue;
@@ -264,9 +261,9 @@ async fn connection(mut stream: TcpStream, shared: &Shared) -> std::io::Result<(
             match parse(&buf[at..], &shared.limits) {
                 Ok(Some((request, used))) => {
                     at += used;
-                    let next = handle(request, shared, &mut out, &mut stream).await;
+                    let next = handle(request, shared, stats, &mut out, &mut stream).await;
                     if out.len() >= OUT_HIGH {
-                        send(&mut stream, shared, &mut out).await?;
+                        send(&mut stream, stats, &mut out).await?;
                     }
                     match next {
                         Next::Go => {}
@@ -279,7 +276,7 @@ async fn connection(mut stream: TcpStream, shared: &Shared) -> std::io::Result<(
                             at = buf.len();
                             break;
                         }
-                        Next::Flush => send(&mut stream, shared, &mut out).await?,
+                        Next::Flush => send(&mut stream, stats, &mut out).await?,
                     }
                 }
                 Ok(None) => break,
@@ -313,7 +310,7 @@ async fn connection(mut stream: TcpStream, shared: &Shared) -> std::io::Result<(
             }
         }
         buf.drain(..at.min(buf.len()));
-        send(&mut stream, shared, &mut out).await?;
+        send(&mut stream, stats, &mut out).await?;
         if close {
             return Ok(());
         }
@@ -321,11 +318,10 @@ async fn connection(mut stream: TcpStream, shared: &Shared) -> std::io::Result<(
 }
 
 /// Writes out and empties `out`.
-async fn send(stream: &mut TcpStream, shared: &Shared, out: &mut Vec<u8>) -> std::io::Result<()> {
+async fn send(stream: &mut TcpStream, stats: &Stats, out: &mut Vec<u8>) -> std::io::Result<()> {
     if !out.is_empty() {
         stream.write_all(out).await?;
-        shared
-            .stats
+        stats
             .bytes_written
             .fetch_add(out.len() as u64, Ordering::Relaxed);
         out.clear();
@@ -356,18 +352,18 @@ fn server_error(out: &mut Vec<u8>, e: &ItemError) {
 }
 
 /// Sends `out` once it holds `OUT_HIGH` bytes; false when the peer is gone.
-async fn spill(stream: &mut TcpStream, shared: &Shared, out: &mut Vec<u8>) -> bool {
-    out.len() < OUT_HIGH || send(stream, shared, out).await.is_ok()
+async fn spill(stream: &mut TcpStream, stats: &Stats, out: &mut Vec<u8>) -> bool {
+    out.len() < OUT_HIGH || send(stream, stats, out).await.is_ok()
 }
 
 async fn handle(
     request: Request,
     shared: &Shared,
+    stats: &Stats,
     out: &mut Vec<u8>,
     stream: &mut TcpStream,
 ) -> Next {
     let items = &shared.items;
-    let stats = &shared.stats;
     match request {
         Request::Get { keys, cas } => {
             for key in keys {
@@ -377,7 +373,7 @@ async fn handle(
                     Ok(false) => bump(&stats.get_misses),
                     Err(e) => return failed(out, &e),
                 }
-                if !spill(stream, shared, out).await {
+                if !spill(stream, stats, out).await {
                     return Next::Close;
                 }
             }
@@ -399,7 +395,7 @@ async fn handle(
                     }
                     Err(e) => return failed(out, &e),
                 }
-                if !spill(stream, shared, out).await {
+                if !spill(stream, stats, out).await {
                     return Next::Close;
                 }
             }
@@ -463,12 +459,12 @@ async fn handle(
             key,
             delta,
             noreply,
-        } => arithmetic(shared, out, &key, delta, true, noreply).await,
+        } => arithmetic(shared, stats, out, &key, delta, true, noreply).await,
         Request::Decr {
             key,
             delta,
             noreply,
-        } => arithmetic(shared, out, &key, delta, false, noreply).await,
+        } => arithmetic(shared, stats, out, &key, delta, false, noreply).await,
         Request::Touch {
             key,
             exptime,
@@ -574,15 +570,16 @@ async fn handle(
     Next::Go
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn arithmetic(
     shared: &Shared,
+    s: &Stats,
     out: &mut Vec<u8>,
     key: &[u8],
     delta: u64,
     up: bool,
     noreply: bool,
 ) {
-    let s = &shared.stats;
     let (hits, misses) = if up {
         (&s.incr_hits, &s.incr_misses)
     } else {
@@ -646,7 +643,6 @@ fn write_stats_group(shared: &Shared, args: &[String], out: &mut Vec<u8>) {
 }
 
 fn write_stats(shared: &Shared, out: &mut Vec<u8>) {
-    let s = &shared.stats;
     let now = crate::items::unix_now();
     let uptime = shared.started.elapsed().as_secs();
     write_stat(out, "pid", std::process::id());
@@ -655,31 +651,67 @@ fn write_stats(shared: &Shared, out: &mut Vec<u8>) {
     write_stat(out, "version", env!("CARGO_PKG_VERSION"));
     write_stat(out, "pointer_size", usize::BITS);
     write_stat(out, "threads", shared.threads);
-    let counters: [(&str, &AtomicU64); 22] = [
-        ("curr_connections", &s.curr_connections),
-        ("total_connections", &s.total_connections),
-        ("cmd_get", &s.cmd_get),
-        ("cmd_set", &s.cmd_set),
-        ("cmd_flush", &s.cmd_flush),
-        ("cmd_touch", &s.cmd_touch),
-        ("get_hits", &s.get_hits),
-        ("get_misses", &s.get_misses),
-        ("delete_misses", &s.delete_misses),
-        ("delete_hits", &s.delete_hits),
-        ("incr_misses", &s.incr_misses),
-        ("incr_hits", &s.incr_hits),
-        ("decr_misses", &s.decr_misses),
-        ("decr_hits", &s.decr_hits),
-        ("cas_misses", &s.cas_misses),
-        ("cas_hits", &s.cas_hits),
-        ("cas_badval", &s.cas_badval),
-        ("touch_hits", &s.touch_hits),
-        ("touch_misses", &s.touch_misses),
-        ("bytes_read", &s.bytes_read),
-        ("bytes_written", &s.bytes_written),
-        ("rejected_connections", &s.rejected_connections),
+    for (i, name) in Stats::NAMES.iter().enumerate() {
+        let total: u64 = shared
+            .stats
+            .iter()
+            .map(|s| s.counters()[i].load(Ordering::Relaxed))
+            .sum();
+        write_stat(out, name, total);
+    }
+}
+
+impl Stats {
+    const NAMES: [&'static str; 22] = [
+        "curr_connections",
+        "total_connections",
+        "cmd_get",
+        "cmd_set",
+        "cmd_flush",
+        "cmd_touch",
+        "get_hits",
+        "get_misses",
+        "delete_misses",
+        "delete_hits",
+        "incr_misses",
+        "incr_hits",
+        "decr_misses",
+        "decr_hits",
+        "cas_misses",
+        "cas_hits",
+        "cas_badval",
+        "touch_hits",
+        "touch_misses",
+        "bytes_read",
+        "bytes_written",
+        "rejected_connections",
     ];
-    for (name, c) in counters {
-        write_stat(out, name, c.load(Ordering::Relaxed));
+
+    /// The counters in the order of [`Stats::NAMES`].
+    fn counters(&self) -> [&AtomicU64; 22] {
+        [
+            &self.curr_connections,
+            &self.total_connections,
+            &self.cmd_get,
+            &self.cmd_set,
+            &self.cmd_flush,
+            &self.cmd_touch,
+            &self.get_hits,
+            &self.get_misses,
+            &self.delete_misses,
+            &self.delete_hits,
+            &self.incr_misses,
+            &self.incr_hits,
+            &self.decr_misses,
+            &self.decr_hits,
+            &self.cas_misses,
+            &self.cas_hits,
+            &self.cas_badval,
+            &self.touch_hits,
+            &self.touch_misses,
+            &self.bytes_read,
+            &self.bytes_written,
+            &self.rejected_connections,
+        ]
     }
 }

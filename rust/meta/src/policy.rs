@@ -20,6 +20,12 @@ pub trait EvictionPolicy: Send + Sync {
     fn touch(&mut self, key: &Key);
     /// A key left the directory.
     fn remove(&mut self, key: &Key);
+    /// A key's object was replaced by a new one in one commit: by default, as if the
+    /// old one left and the new one came.
+    fn replace(&mut self, key: &Key) {
+        self.remove(key);
+        self.insert(key);
+    }
     /// Keys from the coldest to the hottest.
     fn coldest(&self) -> Box<dyn Iterator<Item = &Key> + '_>;
 }
@@ -87,6 +93,12 @@ impl EvictionPolicy for RecencyList {
 
     fn remove(&mut self, key: &Key) {
         self.order.remove(key);
+    }
+
+    /// Leaving and coming back is a move to the back: done in place, without taking
+    /// the node out of the list and its table.
+    fn replace(&mut self, key: &Key) {
+        self.order.push_back(key);
     }
 
     fn coldest(&self) -> Box<dyn Iterator<Item = &Key> + '_> {

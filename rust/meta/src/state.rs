@@ -894,11 +894,12 @@ impl StateMachine {
 
     fn commit_one(&mut self, key: Key, id: PutId, now_ms: u64) -> Result<()> {
         let current = self.objects.get(&key).is_some_and(|o| o.put_id == id);
+        let mut replaced_ranked = false;
         if !current && self.replacements.get(&key).is_some_and(|r| r.put_id == id) {
             // The replaced object goes (its memory held as long as readers may still
             // reach it) and the new one takes its key, in this one step.
             let new = self.replacements.remove(&key).expect("found above");
-            self.remove_object(&key);
+            replaced_ranked = self.take_object(&key);
             self.objects.insert(key.clone(), new);
         }
         let Some(obj) = self.objects.get_mut(&key) else {
@@ -918,7 +919,11 @@ impl StateMachine {
             self.expiring.insert((t, key.clone()));
         }
         self.pending.remove(&(deadline_ms, id, key.clone()));
-        self.policy.insert(&key);
+        if replaced_ranked {
+            self.policy.replace(&key);
+        } else {
+            self.policy.insert(&key);
+        }
         let created = obj.created_ms;
         if let Some(t) = self.store_target(&self.objects[&key]) {
             self.unstored.insert((t, created, key));
@@ -944,8 +949,16 @@ impl StateMachine {
     }
 
     fn remove_object(&mut self, key: &Key) {
+        if self.take_object(key) {
+            self.policy.remove(key);
+        }
+    }
+
+    /// [`Self::remove_object`] but for the eviction policy: whether the policy ranks
+    /// `key` still (its object was committed), for the caller to tell it.
+    fn take_object(&mut self, key: &Key) -> bool {
         let Some(obj) = self.objects.get(key) else {
-            return;
+            return false;
         };
         if let Some(t) = self.store_target(obj) {
             self.unstored.remove(&(t, obj.created_ms, key.clone()));
@@ -961,12 +974,13 @@ impl StateMachine {
             Some(p) => {
                 self.pending
                     .remove(&(p.deadline_ms, obj.put_id, key.clone()));
+                false
             }
             None => {
-                self.policy.remove(key);
                 if let Some(t) = obj.expires_ms() {
                     self.expiring.remove(&(t, key.clone()));
                 }
+                true
             }
         }
     }
@@ -1072,9 +1086,15 @@ impl StateMachine {
 
     /// In-flight puts whose lease ended at `now_ms`, oldest first.
     pub fn overdue_puts(&self, now_ms: u64) -> impl Iterator<Item = (&Key, PutId)> {
-        self.pending
-            .range(..(now_ms.saturating_add(1), 0, min_key()))
-            .map(|(_, id, k)| (k, *id))
+        // Checked first: the bound's key costs an allocation, on every put.
+        let any = self.pending.first().is_some_and(|p| p.0 <= now_ms);
+        any.then(|| {
+            self.pending
+                .range(..(now_ms.saturating_add(1), 0, min_key()))
+                .map(|(_, id, k)| (k, *id))
+        })
+        .into_iter()
+        .flatten()
     }
 
     /// Committed objects whose TTL ended at `now_ms`, oldest first.
@@ -1163,9 +1183,15 @@ pub(crate) fn expired_in(
     expiring: &BTreeSet<(u64, Key)>,
     now_ms: u64,
 ) -> impl Iterator<Item = &Key> {
-    expiring
-        .range(..(now_ms.saturating_add(1), min_key()))
-        .map(|(_, k)| k)
+    // Checked first: the bound's key costs an allocation, on every put.
+    let any = expiring.first().is_some_and(|e| e.0 <= now_ms);
+    any.then(|| {
+        expiring
+            .range(..(now_ms.saturating_add(1), min_key()))
+            .map(|(_, k)| k)
+    })
+    .into_iter()
+    .flatten()
 }
 
 /// The smallest key, used as the lower end of range bounds.

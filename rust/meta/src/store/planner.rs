@@ -63,8 +63,9 @@ pub(crate) struct Planner<'a> {
     dropped: FxHashSet<Key>,
     /// Objects dropped since the last item was placed: they go before the next item.
     pending_drops: Vec<Key>,
-    /// Expired objects first, then the policy's order; never rewound.
-    candidates: Box<dyn Iterator<Item = &'a Key> + 'a>,
+    /// Expired objects first, then the policy's order; never rewound. Made when the
+    /// first victim is needed: most plans need none.
+    candidates: Option<Box<dyn Iterator<Item = &'a Key> + 'a>>,
     /// Each local service's largest memory segment, largest first.
     largest: Vec<u64>,
     /// Most bytes the memory media may hold (see `MetaStore::set_memory_limit`).
@@ -94,7 +95,6 @@ impl<'a> Planner<'a> {
         now_ms: u64,
         unapplied: impl Iterator<Item = &'u InFlight>,
     ) -> Self {
-        let (expiring, policy) = (view.expiring, view.policy);
         let mut largest: Vec<u64> = view
             .services
             .values()
@@ -116,7 +116,7 @@ impl<'a> Planner<'a> {
             planned: FxHashSet::default(),
             dropped: FxHashSet::default(),
             pending_drops: Vec::new(),
-            candidates: Box::new(expired_in(expiring, now_ms).chain(policy.coldest())),
+            candidates: None,
             largest,
             limit: None,
             high: 100,
@@ -474,7 +474,10 @@ impl<'a> Planner<'a> {
 
     /// Drops the next evictable object; false when none is left.
     fn evict_one(&mut self) -> bool {
-        while let Some(key) = self.candidates.next() {
+        let (expiring, policy, now_ms) = (self.view.expiring, self.view.policy, self.now_ms);
+        self.candidates
+            .get_or_insert_with(|| Box::new(expired_in(expiring, now_ms).chain(policy.coldest())));
+        while let Some(key) = self.candidates.as_mut().and_then(|c| c.next()) {
             let committed = self.view.objects.get(key).is_some_and(|o| o.is_committed());
             // A fenced victim would make no room (its memory goes to quarantine).
             let fenced = self.fenced_until(key) > self.now_ms;

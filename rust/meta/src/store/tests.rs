@@ -1435,3 +1435,42 @@ fn a_failed_alloc_proposal_is_no_longer_replayed() {
     let applied = m.sm.apply(again.take_command().expect("k is free again"));
     assert!(again.finish(&mut m.leader, Some(Ok(applied)))[0].is_ok());
 }
+
+/// Under every policy, a key whose object a replacing put swaps ranks as if the old
+/// object had been removed and the new one put: the policies' `replace` shortcut
+/// changes nothing of the order.
+#[test]
+fn a_replaced_key_ranks_as_one_removed_and_put_again() {
+    let kinds = [
+        PolicyKind::Lru,
+        PolicyKind::Fifo,
+        PolicyKind::Lfu,
+        PolicyKind::S3fifo,
+        PolicyKind::Hybrid,
+    ];
+    let plain = ReplicateConfig::default();
+    for kind in kinds {
+        let config = MetaConfig {
+            eviction_policy: kind,
+            ..MetaConfig::default()
+        };
+        let [mut swapped, mut again] = [0, 1].map(|_| store(1, 64 * MIB, config.clone()));
+        for m in [&mut swapped, &mut again] {
+            for (t, k) in ["a", "b", "c", "d"].into_iter().enumerate() {
+                put(m, k, 100, &plain, t as u64).unwrap();
+            }
+            // Reads, for the policies that count them.
+            for k in ["c", "a", "c"] {
+                let r = m.lookup(&[key(k)], 5).pop().unwrap().unwrap();
+                m.release(&[(key(k), r.lease)]);
+            }
+        }
+        put(&mut swapped, "a", 200, &replacing(), 6).unwrap();
+        again.remove(vec![key("a")], 6).pop().unwrap().unwrap();
+        put(&mut again, "a", 200, &plain, 6).unwrap();
+        let order = |m: &MetaStore| -> Vec<Key> { m.state().policy().coldest().cloned().collect() };
+        assert_eq!(order(&swapped), order(&again), "{kind:?}");
+        assert_eq!(order(&swapped).len(), 4, "{kind:?}");
+        check_replay(&mut swapped);
+    }
+}
