@@ -357,7 +357,7 @@ async fn spill(stream: &mut TcpStream, stats: &Stats, out: &mut Vec<u8>) -> bool
 }
 
 async fn handle(
-    request: Request,
+    request: Request<'_>,
     shared: &Shared,
     stats: &Stats,
     out: &mut Vec<u8>,

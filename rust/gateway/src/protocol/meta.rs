@@ -8,14 +8,14 @@ use super::{Command, DataBlock, MetaFlag, MetaFlags, Request};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
-type Parsed = Result<Option<(Request, usize)>, ParseError>;
+type Parsed<'a> = Result<Option<(Request<'a>, usize)>, ParseError>;
 
 /// memcached refuses lines of this many tokens or more (its count includes a terminator).
 const MAX_TOKENS: usize = 20;
 /// Longest `O` token, its letter included.
 const MAX_OPAQUE_LEN: usize = 32;
 
-pub(super) fn parse(cmd: &Command<'_>, op: u8) -> Parsed {
+pub(super) fn parse<'a>(cmd: &Command<'a>, op: u8) -> Parsed<'a> {
     let request = match op {
         b'n' => Request::MetaNoop,
         b'e' => debug(cmd)?,
@@ -27,7 +27,7 @@ pub(super) fn parse(cmd: &Command<'_>, op: u8) -> Parsed {
 }
 
 /// `mg`, `md` and `ma`: a key and flags, no data.
-fn keyed(cmd: &Command<'_>, op: u8) -> Result<Request, ParseError> {
+fn keyed<'a>(cmd: &Command<'a>, op: u8) -> Result<Request<'a>, ParseError> {
     let t = &cmd.tokens;
     let fail = |message| ParseError::client(message, cmd.line_len, false);
     if t.len() < 2 {
@@ -69,7 +69,7 @@ fn keyed(cmd: &Command<'_>, op: u8) -> Result<Request, ParseError> {
 
 /// `ms <key> <datalen> <flags>*`. Errors found before the length is known leave the data
 /// block to be read as commands, as in memcached; later ones swallow it.
-fn set(cmd: &Command<'_>) -> Parsed {
+fn set<'a>(cmd: &Command<'a>) -> Parsed<'a> {
     let t = &cmd.tokens;
     let fail = |message| ParseError::client(message, cmd.line_len, false);
     if t.len() < 2 {
@@ -107,7 +107,7 @@ fn set(cmd: &Command<'_>) -> Parsed {
         DataBlock::Complete(data) => Ok(Some((
             Request::MetaSet {
                 key,
-                data: data.to_vec(),
+                data: data.into(),
                 flags,
             },
             taken,
@@ -116,7 +116,7 @@ fn set(cmd: &Command<'_>) -> Parsed {
 }
 
 /// `me <key> [b]`: only a `b` right after the key counts, as in memcached.
-fn debug(cmd: &Command<'_>) -> Result<Request, ParseError> {
+fn debug<'a>(cmd: &Command<'a>) -> Result<Request<'a>, ParseError> {
     let t = &cmd.tokens;
     let bad_format = || ParseError::client(msg::BAD_FORMAT, cmd.line_len, false);
     if t.len() < 2 || t[1].len() > cmd.limits.max_key_len {
@@ -125,7 +125,7 @@ fn debug(cmd: &Command<'_>) -> Result<Request, ParseError> {
     let base64 = t.get(2) == Some(&&b"b"[..]);
     let key = if base64 {
         STANDARD.decode(t[1]).map_err(|_| bad_format())?
-    } else if valid_key(t[1], cmd.limits) {
+    } else if valid_key(t[1], &cmd.limits) {
         t[1].to_vec()
     } else {
         return Err(bad_format());
@@ -188,7 +188,7 @@ pub(crate) fn check_opaque(flags: &MetaFlags) -> Result<(), &'static str> {
 
 /// A binary (base64) key may hold any byte; a plain one follows the text rules.
 fn check_key(cmd: &Command<'_>, key: &[u8], flags: &MetaFlags) -> Result<(), &'static str> {
-    if flags.base64_key() || valid_key(key, cmd.limits) {
+    if flags.base64_key() || valid_key(key, &cmd.limits) {
         Ok(())
     } else {
         Err(msg::BAD_FORMAT)
@@ -363,7 +363,7 @@ mod tests {
             Ok(Some((
                 Request::MetaSet {
                     key: k("key"),
-                    data: k("he\r\no"),
+                    data: k("he\r\no").into(),
                     flags: flags(&[
                         (b'T', Some("60")),
                         (b'F', Some("7")),
@@ -382,7 +382,7 @@ mod tests {
             one("ms k 0\r\n\r\n"),
             Request::MetaSet {
                 key: k("k"),
-                data: vec![],
+                data: vec![].into(),
                 flags: MetaFlags::default()
             }
         );

@@ -66,7 +66,10 @@ impl Default for Limits {
 /// On [`ParseError::Rejected`] the server replies (unless `noreply`) and drops `skip`
 /// bytes, which may run past what has arrived; on [`ParseError::LineTooLong`] it closes
 /// the connection, as memcached does.
-pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(Request, usize)>, ParseError> {
+pub fn parse<'a>(
+    buf: &'a [u8],
+    limits: &Limits,
+) -> Result<Option<(Request<'a>, usize)>, ParseError> {
     let Some((line, line_len)) = next_line(buf, limits)? else {
         return Ok(None);
     };
@@ -74,7 +77,7 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(Request, usize)>, Pa
         tokens: args::tokenize(line),
         line_len,
         buf,
-        limits,
+        limits: *limits,
     };
     match cmd.tokens.first() {
         // No command is shorter than two bytes; meta commands are exactly two.
@@ -127,7 +130,7 @@ struct Command<'a> {
     /// Length of the line with its ending: where a data block starts.
     line_len: usize,
     buf: &'a [u8],
-    limits: &'a Limits,
+    limits: Limits,
 }
 
 enum DataBlock<'a> {

@@ -127,7 +127,7 @@ fn store_command() -> impl Strategy<Value = StoreCommand> {
 }
 
 /// Every kind of request, as a client may send it.
-fn request() -> impl Strategy<Value = Request> {
+fn request() -> impl Strategy<Value = Request<'static>> {
     let exptime = any::<i32>().prop_map(i64::from);
     prop_oneof![
         (vec(key(), 1..5), any::<bool>()).prop_map(|(keys, cas)| Request::Get { keys, cas }),
@@ -147,7 +147,7 @@ fn request() -> impl Strategy<Value = Request> {
                     key,
                     flags,
                     exptime,
-                    data,
+                    data: data.into(),
                     noreply,
                 }
             }),
@@ -184,7 +184,7 @@ fn request() -> impl Strategy<Value = Request> {
         meta_keyed(b"ES+", 17).prop_map(|(key, flags)| Request::MetaGet { key, flags }),
         (meta_keyed(b"EAPRS", 16), data()).prop_map(|((key, flags), data)| Request::MetaSet {
             key,
-            data,
+            data: data.into(),
             flags
         }),
         meta_keyed(b"x", 17).prop_map(|(key, flags)| Request::MetaDelete { key, flags }),

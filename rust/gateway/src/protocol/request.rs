@@ -1,10 +1,13 @@
 //! Parsed requests.
 
+use std::borrow::Cow;
+
 /// One client request. Keys are raw bytes (meta keys already base64-decoded); exptimes
 /// are as sent: 0 never expires, up to 30 days is relative, beyond that a Unix time, and
-/// negative is already expired.
+/// negative is already expired. A data block is borrowed from the buffer the request
+/// was parsed from, so a value is not copied on its way to the pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Request {
+pub enum Request<'a> {
     /// `get` (and the ancient `bget`), or `gets` when `cas`.
     Get {
         keys: Vec<Vec<u8>>,
@@ -30,7 +33,7 @@ pub enum Request {
         key: Vec<u8>,
         flags: u32,
         exptime: i64,
-        data: Vec<u8>,
+        data: Cow<'a, [u8]>,
         noreply: bool,
     },
     Delete {
@@ -93,7 +96,7 @@ pub enum Request {
     /// `ms`; the mode is the `M` flag.
     MetaSet {
         key: Vec<u8>,
-        data: Vec<u8>,
+        data: Cow<'a, [u8]>,
         flags: MetaFlags,
     },
     /// `md`.
@@ -113,6 +116,79 @@ pub enum Request {
         key: Vec<u8>,
         base64: bool,
     },
+}
+
+impl Request<'_> {
+    /// The request with its data block copied out of the buffer it was parsed from.
+    pub fn into_owned(self) -> Request<'static> {
+        use Request::*;
+        match self {
+            Store {
+                command,
+                key,
+                flags,
+                exptime,
+                data,
+                noreply,
+            } => Store {
+                command,
+                key,
+                flags,
+                exptime,
+                data: Cow::Owned(data.into_owned()),
+                noreply,
+            },
+            MetaSet { key, data, flags } => MetaSet {
+                key,
+                data: Cow::Owned(data.into_owned()),
+                flags,
+            },
+            Get { keys, cas } => Get { keys, cas },
+            GetAndTouch { exptime, keys, cas } => GetAndTouch { exptime, keys, cas },
+            TouchThenRefuse { exptime, keys } => TouchThenRefuse { exptime, keys },
+            Delete { key, noreply } => Delete { key, noreply },
+            Incr {
+                key,
+                delta,
+                noreply,
+            } => Incr {
+                key,
+                delta,
+                noreply,
+            },
+            Decr {
+                key,
+                delta,
+                noreply,
+            } => Decr {
+                key,
+                delta,
+                noreply,
+            },
+            Touch {
+                key,
+                exptime,
+                noreply,
+            } => Touch {
+                key,
+                exptime,
+                noreply,
+            },
+            FlushAll { delay, noreply } => FlushAll { delay, noreply },
+            Stats { args } => Stats { args },
+            Version => Version,
+            MemLimit { megabytes, noreply } => MemLimit { megabytes, noreply },
+            Answer { line, noreply } => Answer { line, noreply },
+            Watch { known, noreply } => Watch { known, noreply },
+            Verbosity { level, noreply } => Verbosity { level, noreply },
+            Quit => Quit,
+            MetaGet { key, flags } => MetaGet { key, flags },
+            MetaDelete { key, flags } => MetaDelete { key, flags },
+            MetaArithmetic { key, flags } => MetaArithmetic { key, flags },
+            MetaNoop => MetaNoop,
+            MetaDebug { key, base64 } => MetaDebug { key, base64 },
+        }
+    }
 }
 
 /// Which storage command a [`Request::Store`] is.

@@ -3,12 +3,12 @@
 
 use super::*;
 
-pub(super) fn parse_default(input: &str) -> Result<Option<(Request, usize)>, ParseError> {
+pub(super) fn parse_default(input: &str) -> Result<Option<(Request<'_>, usize)>, ParseError> {
     parse(input.as_bytes(), &Limits::default())
 }
 
 /// The one request `input` holds, which must take all of it.
-pub(super) fn one(input: &str) -> Request {
+pub(super) fn one(input: &str) -> Request<'_> {
     let (request, taken) = parse_default(input)
         .unwrap_or_else(|e| panic!("{input:?}: {e:?}"))
         .unwrap_or_else(|| panic!("{input:?} is incomplete"));
@@ -25,7 +25,7 @@ pub(super) fn client_error(message: &'static str, skip: usize, noreply: bool) ->
 }
 
 /// Requests and error replies from a whole stream, in order.
-pub(super) fn rejected(input: &str) -> Vec<Result<Request, ErrorReply>> {
+pub(super) fn rejected(input: &str) -> Vec<Result<Request<'static>, ErrorReply>> {
     let mut conn = Conn::new(Limits::default());
     conn.feed(input.as_bytes());
     conn.events
@@ -40,7 +40,7 @@ pub(super) fn rejected(input: &str) -> Vec<Result<Request, ErrorReply>> {
 
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Event {
-    Request(Request),
+    Request(Request<'static>),
     Reply { reply: ErrorReply, noreply: bool },
     Closed,
 }
@@ -83,6 +83,7 @@ impl Conn {
                 Ok(None) => break,
                 Ok(Some((request, taken))) => {
                     assert!(taken > 0 && taken <= self.buf.len());
+                    let request = request.into_owned();
                     self.buf.drain(..taken);
                     self.events.push(Event::Request(request));
                 }
@@ -148,7 +149,7 @@ fn burst() -> (Vec<u8>, Vec<Event>) {
             key: k("a"),
             flags: 1,
             exptime: 0,
-            data: k("ab\r\nc"),
+            data: k("ab\r\nc").into(),
             noreply: false,
         }),
     );
@@ -170,7 +171,7 @@ fn burst() -> (Vec<u8>, Vec<Event>) {
         b"ms m 3 T10 O9\r\n\r\n\n\r\n",
         Event::Request(Request::MetaSet {
             key: k("m"),
-            data: k("\r\n\n"),
+            data: k("\r\n\n").into(),
             flags: MetaFlags(vec![
                 MetaFlag::new(b'T', Some(b"10")),
                 MetaFlag::new(b'O', Some(b"9")),
@@ -324,7 +325,7 @@ fn line_limit() {
         max_line_len: 10,
         ..Limits::default()
     };
-    let at = |input: &str| parse(input.as_bytes(), &limits);
+    let at = |input: &'static str| parse(input.as_bytes(), &limits);
     // Ten bytes of text: accepted with either ending.
     assert!(matches!(at("touch k 10\r\n"), Ok(Some(_))));
     assert!(matches!(at("touch k 10\n"), Ok(Some(_))));

@@ -6,10 +6,10 @@ use super::args::{noreply, number, valid_key};
 use super::error::{msg, ParseError};
 use super::{Command, DataBlock, Request, StoreCommand};
 
-type Parsed = Result<Option<(Request, usize)>, ParseError>;
+type Parsed<'a> = Result<Option<(Request<'a>, usize)>, ParseError>;
 
-pub(super) fn parse(cmd: &Command<'_>) -> Parsed {
-    let line = |request: Result<Request, ParseError>| Ok(Some((request?, cmd.line_len)));
+pub(super) fn parse<'a>(cmd: &Command<'a>) -> Parsed<'a> {
+    let line = |request: Result<Request<'a>, ParseError>| Ok(Some((request?, cmd.line_len)));
     match cmd.tokens[0] {
         b"get" | b"bget" => line(get(cmd, false)),
         b"gets" => line(get(cmd, true)),
@@ -57,7 +57,7 @@ fn keys(cmd: &Command<'_>, tokens: &[&[u8]]) -> Result<Vec<Vec<u8>>, ParseError>
     tokens
         .iter()
         .map(|&key| {
-            if valid_key(key, cmd.limits) {
+            if valid_key(key, &cmd.limits) {
                 Ok(key.to_vec())
             } else {
                 Err(ParseError::client(msg::BAD_FORMAT, cmd.line_len, false))
@@ -69,14 +69,14 @@ fn keys(cmd: &Command<'_>, tokens: &[&[u8]]) -> Result<Vec<Vec<u8>>, ParseError>
 /// The key of a keyed command (its second token).
 fn key(cmd: &Command<'_>, noreply: bool) -> Result<Vec<u8>, ParseError> {
     let key = cmd.tokens[1];
-    if valid_key(key, cmd.limits) {
+    if valid_key(key, &cmd.limits) {
         Ok(key.to_vec())
     } else {
         Err(ParseError::client(msg::BAD_FORMAT, cmd.line_len, noreply))
     }
 }
 
-fn get(cmd: &Command<'_>, cas: bool) -> Result<Request, ParseError> {
+fn get<'a>(cmd: &Command<'a>, cas: bool) -> Result<Request<'a>, ParseError> {
     want_tokens(cmd, 2, usize::MAX)?;
     Ok(Request::Get {
         keys: keys(cmd, &cmd.tokens[1..])?,
@@ -84,12 +84,12 @@ fn get(cmd: &Command<'_>, cas: bool) -> Result<Request, ParseError> {
     })
 }
 
-fn get_and_touch(cmd: &Command<'_>, cas: bool) -> Result<Request, ParseError> {
+fn get_and_touch<'a>(cmd: &Command<'a>, cas: bool) -> Result<Request<'a>, ParseError> {
     want_tokens(cmd, 2, usize::MAX)?;
     let exptime = number::<i32>(cmd.tokens[1])
         .ok_or_else(|| ParseError::client(msg::BAD_EXPTIME, cmd.line_len, false))?;
     let tokens = &cmd.tokens[2..];
-    match tokens.iter().position(|k| !valid_key(k, cmd.limits)) {
+    match tokens.iter().position(|k| !valid_key(k, &cmd.limits)) {
         Some(0) => Err(ParseError::client(msg::BAD_FORMAT, cmd.line_len, false)),
         Some(bad) => Ok(Request::TouchThenRefuse {
             exptime: exptime.into(),
@@ -104,7 +104,7 @@ fn get_and_touch(cmd: &Command<'_>, cas: bool) -> Result<Request, ParseError> {
 }
 
 /// `command` is `None` for `cas`, whose unique comes from the line.
-fn store(cmd: &Command<'_>, command: Option<StoreCommand>) -> Parsed {
+fn store<'a>(cmd: &Command<'a>, command: Option<StoreCommand>) -> Parsed<'a> {
     let args = if command.is_some() { 5 } else { 6 };
     // One more token is allowed; memcached only acts on it when it is "noreply".
     want_tokens(cmd, args, args + 1)?;
@@ -150,7 +150,7 @@ fn store(cmd: &Command<'_>, command: Option<StoreCommand>) -> Parsed {
                 key,
                 flags,
                 exptime: exptime.into(),
-                data: data.to_vec(),
+                data: data.into(),
                 noreply,
             },
             taken,
@@ -158,7 +158,7 @@ fn store(cmd: &Command<'_>, command: Option<StoreCommand>) -> Parsed {
     }
 }
 
-fn delete(cmd: &Command<'_>) -> Result<Request, ParseError> {
+fn delete<'a>(cmd: &Command<'a>) -> Result<Request<'a>, ParseError> {
     want_tokens(cmd, 2, 4)?;
     let t = &cmd.tokens;
     let noreply = t.len() > 2 && noreply(t);
@@ -176,7 +176,7 @@ fn delete(cmd: &Command<'_>) -> Result<Request, ParseError> {
     })
 }
 
-fn arithmetic(cmd: &Command<'_>, incr: bool) -> Result<Request, ParseError> {
+fn arithmetic<'a>(cmd: &Command<'a>, incr: bool) -> Result<Request<'a>, ParseError> {
     want_tokens(cmd, 3, 4)?;
     let noreply = noreply(&cmd.tokens);
     let key = key(cmd, noreply)?;
@@ -197,7 +197,7 @@ fn arithmetic(cmd: &Command<'_>, incr: bool) -> Result<Request, ParseError> {
     })
 }
 
-fn touch(cmd: &Command<'_>) -> Result<Request, ParseError> {
+fn touch<'a>(cmd: &Command<'a>) -> Result<Request<'a>, ParseError> {
     want_tokens(cmd, 3, 4)?;
     let noreply = noreply(&cmd.tokens);
     let key = key(cmd, noreply)?;
@@ -210,7 +210,7 @@ fn touch(cmd: &Command<'_>) -> Result<Request, ParseError> {
     })
 }
 
-fn flush_all(cmd: &Command<'_>) -> Result<Request, ParseError> {
+fn flush_all<'a>(cmd: &Command<'a>) -> Result<Request<'a>, ParseError> {
     want_tokens(cmd, 1, 3)?;
     let t = &cmd.tokens;
     let noreply = noreply(t);
@@ -227,13 +227,13 @@ fn flush_all(cmd: &Command<'_>) -> Result<Request, ParseError> {
     })
 }
 
-fn answer(line: &'static str, noreply: bool) -> Request {
+fn answer(line: &'static str, noreply: bool) -> Request<'static> {
     Request::Answer { line, noreply }
 }
 
 /// `cache_memlimit <megabytes> [noreply]`, checked as memcached checks it; a limit
 /// it would try to apply goes to the pool.
-fn cache_memlimit(cmd: &Command<'_>) -> Result<Request, ParseError> {
+fn cache_memlimit<'a>(cmd: &Command<'a>) -> Result<Request<'a>, ParseError> {
     want_tokens(cmd, 2, 3)?;
     let noreply = noreply(&cmd.tokens);
     let refused = |line| Ok(answer(line, noreply));
@@ -249,7 +249,7 @@ fn cache_memlimit(cmd: &Command<'_>) -> Result<Request, ParseError> {
 
 /// `lru_crawler ...`, answered as a memcached started with `-o no_lru_crawler`: the
 /// pool expires items itself, there is no crawler to run or start.
-fn lru_crawler(cmd: &Command<'_>) -> Result<Request, ParseError> {
+fn lru_crawler<'a>(cmd: &Command<'a>) -> Result<Request<'a>, ParseError> {
     let t = &cmd.tokens;
     let bad = || ParseError::client(msg::BAD_FORMAT, cmd.line_len, false);
     let line = match (t.get(1).copied(), t.len()) {
@@ -270,7 +270,7 @@ fn lru_crawler(cmd: &Command<'_>) -> Result<Request, ParseError> {
 }
 
 /// `watch [type...] [noreply]`: the log types memcached 1.6.18 knows.
-fn watch(cmd: &Command<'_>) -> Result<Request, ParseError> {
+fn watch<'a>(cmd: &Command<'a>) -> Result<Request<'a>, ParseError> {
     let noreply = noreply(&cmd.tokens);
     let args = &cmd.tokens[1..cmd.tokens.len() - usize::from(noreply)];
     let known = |a: &&[u8]| {
@@ -294,7 +294,7 @@ fn watch(cmd: &Command<'_>) -> Result<Request, ParseError> {
     })
 }
 
-fn verbosity(cmd: &Command<'_>) -> Result<Request, ParseError> {
+fn verbosity<'a>(cmd: &Command<'a>) -> Result<Request<'a>, ParseError> {
     want_tokens(cmd, 2, 3)?;
     let noreply = noreply(&cmd.tokens);
     let level = number::<u32>(cmd.tokens[1])
@@ -451,7 +451,7 @@ mod tests {
                             key: k("key"),
                             flags: 42,
                             exptime: -7,
-                            data: k("hello"),
+                            data: k("hello").into(),
                             noreply
                         },
                         input.len()
@@ -473,7 +473,7 @@ mod tests {
                     key: k("k"),
                     flags: 0,
                     exptime: 0,
-                    data: k("hi"),
+                    data: k("hi").into(),
                     noreply
                 }
             );
@@ -500,7 +500,7 @@ mod tests {
                     key: k("k"),
                     flags: 1,
                     exptime: 0,
-                    data: b"\r\n\0\xff\r\nab".to_vec(),
+                    data: b"\r\n\0\xff\r\nab".to_vec().into(),
                     noreply: false
                 },
                 input.len()
@@ -588,7 +588,7 @@ mod tests {
                 key: k("k"),
                 flags: 1,
                 exptime: 2,
-                data: k("x"),
+                data: k("x").into(),
                 noreply: false
             }
         );
