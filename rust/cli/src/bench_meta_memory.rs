@@ -122,13 +122,7 @@ fn measure(kind: PolicyKind, n: usize) -> Result<Value, String> {
 pub fn run(objects: usize) -> Result<Value, String> {
     let n = objects.max(1);
     // The default policy first; it is the headline.
-    let kinds = [
-        PolicyKind::Lru,
-        PolicyKind::Fifo,
-        PolicyKind::Lfu,
-        PolicyKind::S3fifo,
-        PolicyKind::Hybrid,
-    ];
+    let kinds = PolicyKind::ALL;
     let per_policy = kinds
         .iter()
         .map(|&k| measure(k, n))

@@ -50,6 +50,15 @@ pub enum PolicyKind {
 }
 
 impl PolicyKind {
+    /// Every policy, the default first.
+    pub const ALL: [PolicyKind; 5] = [
+        PolicyKind::Lru,
+        PolicyKind::Fifo,
+        PolicyKind::Lfu,
+        PolicyKind::S3fifo,
+        PolicyKind::Hybrid,
+    ];
+
     pub fn build(self) -> Box<dyn EvictionPolicy> {
         match self {
             PolicyKind::Lru | PolicyKind::Fifo => Box::new(RecencyList {
@@ -521,13 +530,7 @@ mod tests {
 
     #[test]
     fn every_policy_orders_each_live_key_once() {
-        for kind in [
-            PolicyKind::Lru,
-            PolicyKind::Fifo,
-            PolicyKind::Lfu,
-            PolicyKind::S3fifo,
-            PolicyKind::Hybrid,
-        ] {
+        for kind in PolicyKind::ALL {
             let mut p = kind.build();
             let mut live = std::collections::BTreeSet::new();
             for i in 0..500u32 {

@@ -1441,15 +1441,8 @@ fn a_failed_alloc_proposal_is_no_longer_replayed() {
 /// changes nothing of the order.
 #[test]
 fn a_replaced_key_ranks_as_one_removed_and_put_again() {
-    let kinds = [
-        PolicyKind::Lru,
-        PolicyKind::Fifo,
-        PolicyKind::Lfu,
-        PolicyKind::S3fifo,
-        PolicyKind::Hybrid,
-    ];
     let plain = ReplicateConfig::default();
-    for kind in kinds {
+    for kind in PolicyKind::ALL {
         let config = MetaConfig {
             eviction_policy: kind,
             ..MetaConfig::default()
