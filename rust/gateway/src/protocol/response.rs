@@ -61,11 +61,17 @@ pub fn value_line(
     len: usize,
     cas: Option<u64>,
 ) -> std::io::Result<()> {
+    // itoa rather than `write!`: this line goes before every value a get returns.
+    let mut n = itoa::Buffer::new();
     w.write_all(b"VALUE ")?;
     w.write_all(key)?;
-    write!(w, " {flags} {len}")?;
+    w.write_all(b" ")?;
+    w.write_all(n.format(flags).as_bytes())?;
+    w.write_all(b" ")?;
+    w.write_all(n.format(len).as_bytes())?;
     if let Some(cas) = cas {
-        write!(w, " {cas}")?;
+        w.write_all(b" ")?;
+        w.write_all(n.format(cas).as_bytes())?;
     }
     w.write_all(b"\r\n")
 }
