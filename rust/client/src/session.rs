@@ -700,29 +700,48 @@ mod tests {
         client.init(0, false).await.unwrap();
         // A data port of its own for each service: the kernel would otherwise hand a
         // restarted one the port its predecessor just closed.
-        let held_ports: Vec<std::net::TcpListener> = (0..RESTARTS)
-            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-            .collect();
-        let ports: Vec<SocketAddr> = held_ports.iter().map(|l| l.local_addr().unwrap()).collect();
-        drop(held_ports);
+        let mut used = std::collections::HashSet::new();
         let mut most = (0, 0, 0);
-        for (i, &port) in ports.iter().enumerate() {
-            let local = LocalServiceConfig {
-                dram_size: 4 << 20,
-                data_addr: Some(port),
-                // Every other service asks for an id never used before; the others get
-                // the one their predecessor left free, so its old endpoint is stale.
-                service_id: (i % 2 == 1).then_some(1000 + i as LocalServiceId),
-                ..Default::default()
-            };
+        for i in 0..RESTARTS {
             let socket = std::env::temp_dir().join(format!(
                 "mmc-restarts-{}-{transport:?}-{i}.sock",
                 std::process::id()
             ));
-            let service =
-                RunningLocalService::start(&local, &addrs, Duration::from_secs(5), socket)
-                    .await
-                    .unwrap();
+            // A port seen free may be taken before the service binds it (the tests
+            // beside this one open connections): then another one.
+            let mut tries = 0;
+            let service = loop {
+                let port = loop {
+                    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                    let port = l.local_addr().unwrap();
+                    if used.insert(port.port()) {
+                        break port;
+                    }
+                };
+                let local = LocalServiceConfig {
+                    dram_size: 4 << 20,
+                    data_addr: Some(port),
+                    // Every other service asks for an id never used before; the others
+                    // get the one their predecessor left free, so its old endpoint is
+                    // stale.
+                    service_id: (i % 2 == 1).then_some(1000 + i as LocalServiceId),
+                    ..Default::default()
+                };
+                let started = RunningLocalService::start(
+                    &local,
+                    &addrs,
+                    Duration::from_secs(5),
+                    socket.clone(),
+                )
+                .await;
+                match started {
+                    Ok(service) => break service,
+                    Err(e) if tries < 10 && e.to_string().contains("Address already in use") => {
+                        tries += 1;
+                    }
+                    Err(e) => panic!("starting local service {i}: {e}"),
+                }
+            };
             let (key, value) = (format!("k{i}"), vec![i as u8; 8192]);
             client.put(&key, &value).await.unwrap();
             assert_eq!(client.get(&key).await.unwrap(), value);
