@@ -277,10 +277,11 @@ impl Head {
             binary_key: raw[1] & BINARY_KEY != 0,
         })
     }
+}
 
-    fn live(&self) -> bool {
-        self.expires == 0 || self.expires > unix_now()
-    }
+/// Whether an item expiring at `expires` (Unix seconds, 0 never) is still there.
+fn live(expires: u64) -> bool {
+    expires == 0 || expires > unix_now()
 }
 
 fn not_an_item(why: &str) -> ItemError {
@@ -387,8 +388,7 @@ impl Items {
         match self.store.get(self.pool_key(key)).await {
             Ok(raw) => {
                 let item = decode(raw)?;
-                let live = item.expires == 0 || item.expires > unix_now();
-                Ok(live.then_some(item))
+                Ok(live(item.expires).then_some(item))
             }
             Err(Error::ObjectNotFound) => Ok(None),
             Err(e) => Err(e.into()),
@@ -415,7 +415,7 @@ impl Items {
             .map_err(ItemError::from)
             .and_then(|()| Head::read(&out[start..]));
         let head = match head {
-            Ok(head) if head.live() => head,
+            Ok(head) if live(head.expires) => head,
             Ok(_) | Err(ItemError::Pool(Error::ObjectNotFound)) => {
                 out.truncate(start);
                 return Ok(false);

@@ -1086,15 +1086,11 @@ impl StateMachine {
 
     /// In-flight puts whose lease ended at `now_ms`, oldest first.
     pub fn overdue_puts(&self, now_ms: u64) -> impl Iterator<Item = (&Key, PutId)> {
-        // Checked first: the bound's key costs an allocation, on every put.
-        let any = self.pending.first().is_some_and(|p| p.0 <= now_ms);
-        any.then(|| {
-            self.pending
-                .range(..(now_ms.saturating_add(1), 0, min_key()))
-                .map(|(_, id, k)| (k, *id))
-        })
-        .into_iter()
-        .flatten()
+        // Ordered by deadline first: no range bound (and its key) to build, on every put.
+        self.pending
+            .iter()
+            .take_while(move |p| p.0 <= now_ms)
+            .map(|(_, id, k)| (k, *id))
     }
 
     /// Committed objects whose TTL ended at `now_ms`, oldest first.
@@ -1183,15 +1179,11 @@ pub(crate) fn expired_in(
     expiring: &BTreeSet<(u64, Key)>,
     now_ms: u64,
 ) -> impl Iterator<Item = &Key> {
-    // Checked first: the bound's key costs an allocation, on every put.
-    let any = expiring.first().is_some_and(|e| e.0 <= now_ms);
-    any.then(|| {
-        expiring
-            .range(..(now_ms.saturating_add(1), min_key()))
-            .map(|(_, k)| k)
-    })
-    .into_iter()
-    .flatten()
+    // Ordered by expiry first: no range bound (and its key) to build, on every put.
+    expiring
+        .iter()
+        .take_while(move |e| e.0 <= now_ms)
+        .map(|(_, k)| k)
 }
 
 /// The smallest key, used as the lower end of range bounds.

@@ -85,10 +85,11 @@ struct Mark {
 
 impl<'a> Planner<'a> {
     /// A planner for the state that follows `unapplied`: `Alloc` commands already in
-    /// the log but not yet applied, oldest first. Each is replayed as `apply` will perform it (its time's quarantine releases,
-    /// its victims freed, its items allocated and their keys taken), so a plan made
-    /// while they are in flight can only succeed where `apply` will succeed after
-    /// them. Nothing of theirs goes into this plan's command.
+    /// the log but not yet applied, oldest first. Each is replayed as `apply` will
+    /// perform it (its time's quarantine releases, its victims freed, its items
+    /// allocated and their keys taken), so a plan made while they are in flight can
+    /// only succeed where `apply` will succeed after them. Nothing of theirs goes into
+    /// this plan's command.
     pub fn after<'u>(
         view: PlanView<'a>,
         leases: &'a Leases,
