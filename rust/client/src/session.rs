@@ -343,7 +343,12 @@ impl Session {
 
     /// Whether this process maps `blob`'s memory (and TCP is not forced).
     pub fn maps(&self, blob: &Blob) -> bool {
-        !self.force_tcp && blob.medium != Medium::Ssd && self.transport.has(blob.segment)
+        blob.medium != Medium::Ssd && self.maps_segment(blob.segment)
+    }
+
+    /// Whether copies to and from memory segment `segment` are memcpys here.
+    pub fn maps_segment(&self, segment: SegmentId) -> bool {
+        !self.force_tcp && self.transport.has(segment)
     }
 
     /// The HBM segment of `blob`, where this process imported it (and TCP is not

@@ -110,6 +110,14 @@ fn put_in_lock(
     };
     let now = pool.clock().now_ms();
     let mut meta = pool.meta();
+    let write = |blobs: &[memcache_core::Blob]| {
+        blobs
+            .iter()
+            .try_for_each(|b| session.transport.write_blob(b, srcs))
+    };
+    if let Some(done) = meta.put_now(&key, len, config, now, |s| session.maps_segment(s), write) {
+        return Some(done);
+    }
     let a = match meta
         .alloc_leased(vec![(key.clone(), len)], config, 0, now)
         .pop()?
@@ -118,11 +126,7 @@ fn put_in_lock(
         Err(e) => return Some(Err(e)),
     };
     let mapped = a.blobs.iter().all(|b| session.maps(b));
-    let written = mapped.then(|| {
-        a.blobs
-            .iter()
-            .try_for_each(|b| session.transport.write_blob(b, srcs))
-    });
+    let written = mapped.then(|| write(&a.blobs));
     match written {
         Some(Ok(())) => Some(
             meta.commit(vec![(key, a.put_id)], now)

@@ -123,6 +123,15 @@ impl PageAllocator {
         Some(start * PAGE_SIZE)
     }
 
+    /// Whether `alloc(bytes)` would succeed without folding the cache back into the
+    /// extents first (a fold changes the offsets of later allocations).
+    pub fn fits_unfolded(&self, bytes: u64) -> bool {
+        let pages = pages_for(bytes);
+        pages <= self.free_pages
+            && (self.cache.get(&pages).is_some_and(|c| !c.is_empty())
+                || self.by_size.range((pages, 0)..).next().is_some())
+    }
+
     /// Frees a block returned by `alloc(bytes)`.
     pub fn free(&mut self, offset: u64, bytes: u64) {
         let pages = pages_for(bytes);

@@ -264,6 +264,21 @@ pub enum Command {
         #[serde(default)]
         holds: Vec<(Key, u64)>,
     },
+    /// A put whose writer fills the space while it holds the state (an in-process
+    /// writer that keeps the store locked): its space is reserved and it is committed
+    /// in this one step, retiring the committed object of its key where `replace`.
+    /// Nothing is evicted for it: the leader plans it only where nothing has to be.
+    Put {
+        now_ms: u64,
+        key: Key,
+        size: u64,
+        /// One per replica.
+        segments: SmallVec<[SegmentId; 1]>,
+        ttl_ms: Option<u64>,
+        replace: bool,
+        /// For the object it retires: see [`Command::Remove::holds`].
+        holds: Vec<(Key, u64)>,
+    },
     Commit {
         now_ms: u64,
         items: Vec<(Key, PutId)>,
@@ -353,6 +368,7 @@ impl Command {
             | Command::Promote { now_ms, holds, .. }
             | Command::Demote { now_ms, holds, .. }
             | Command::HbmDemoted { now_ms, holds, .. }
+            | Command::Put { now_ms, holds, .. }
             | Command::Commit { now_ms, holds, .. } => (Some(*now_ms), std::mem::take(holds)),
             Command::Stored { now_ms, .. }
             | Command::StageHbmDemotion { now_ms, .. }
@@ -375,6 +391,8 @@ pub enum Applied {
         dropped: usize,
         results: Vec<Result<Allocation>>,
     },
+    /// The put's replicas, for its writer to fill.
+    Put(Result<Replicas>),
     Committed(Vec<Result<()>>),
     Aborted(Vec<Result<()>>),
     Removed(Vec<Result<()>>),
@@ -638,6 +656,15 @@ impl StateMachine {
                 dropped += self.evict_from_memory(&drop_after, now_ms);
                 Applied::Allocated { dropped, results }
             }
+            Command::Put {
+                now_ms,
+                key,
+                size,
+                segments,
+                ttl_ms,
+                replace,
+                holds: _,
+            } => Applied::Put(self.put_one(key, size, &segments, ttl_ms, replace, now_ms)),
             Command::Commit { now_ms, items, .. } => Applied::Committed(
                 items
                     .into_iter()
@@ -839,29 +866,7 @@ impl StateMachine {
             }
             Some(_) => return Err(Error::DuplicatedObject),
         };
-        let mut blobs = Replicas::with_capacity(item.segments.len());
-        for seg_id in &item.segments {
-            let placed = self.segments.get_mut(seg_id).and_then(|seg| {
-                let offset = seg.alloc.alloc(item.size)?;
-                Some(Blob {
-                    service: seg.service,
-                    medium: seg.spec.medium,
-                    segment: seg.id,
-                    offset,
-                    len: item.size,
-                })
-            });
-            match placed {
-                Some(b) => blobs.push(b),
-                None => {
-                    self.free_blobs(&item.key, &blobs);
-                    return Err(Error::OutOfMemory(format!(
-                        "segment {seg_id} cannot hold {} bytes",
-                        item.size
-                    )));
-                }
-            }
-        }
+        let blobs = self.reserve(&item.key, item.size, &item.segments)?;
         let put_id = self.next_put;
         self.next_put += 1;
         self.pending.insert((deadline_ms, put_id, item.key.clone()));
@@ -890,6 +895,101 @@ impl StateMachine {
             deadline_ms,
             tags: Vec::new(),
         })
+    }
+
+    /// `size` bytes on each of `segments`, or nothing.
+    fn reserve(&mut self, key: &Key, size: u64, segments: &[SegmentId]) -> Result<Replicas> {
+        let mut blobs = Replicas::with_capacity(segments.len());
+        for seg_id in segments {
+            let placed = self.segments.get_mut(seg_id).and_then(|seg| {
+                let offset = seg.alloc.alloc(size)?;
+                Some(Blob {
+                    service: seg.service,
+                    medium: seg.spec.medium,
+                    segment: seg.id,
+                    offset,
+                    len: size,
+                })
+            });
+            match placed {
+                Some(b) => blobs.push(b),
+                None => {
+                    self.free_blobs(key, &blobs);
+                    return Err(Error::OutOfMemory(format!(
+                        "segment {seg_id} cannot hold {size} bytes"
+                    )));
+                }
+            }
+        }
+        Ok(blobs)
+    }
+
+    /// See [`Command::Put`].
+    fn put_one(
+        &mut self,
+        key: Key,
+        size: u64,
+        segments: &[SegmentId],
+        ttl_ms: Option<u64>,
+        replace: bool,
+        now_ms: u64,
+    ) -> Result<Replicas> {
+        let admitted = match self.objects.get(&key) {
+            None => true,
+            Some(o) => replace && o.is_committed(),
+        };
+        if !admitted || self.replacements.contains_key(&key) {
+            return Err(Error::DuplicatedObject);
+        }
+        // Where it would take folding an allocator's cache, the general path puts it
+        // (its plan decides on the fold); refused, it changes nothing.
+        let fits = |id: &SegmentId| {
+            self.segments
+                .get(id)
+                .is_some_and(|s| s.alloc.fits_unfolded(size))
+        };
+        if !segments.iter().all(fits) {
+            return Err(Error::OutOfMemory(format!(
+                "no free range of {size} bytes at once"
+            )));
+        }
+        let blobs = self.reserve(&key, size, segments)?;
+        let put_id = self.next_put;
+        self.next_put += 1;
+        let expires_ms = ttl_ms.map(|t| now_ms.saturating_add(t));
+        let new = Box::new(Object::committed(
+            size,
+            put_id,
+            now_ms,
+            blobs.clone(),
+            expires_ms,
+        ));
+        let target = self.store_target(&new);
+        // The old object's entry takes the new one, so the key the directory and the
+        // eviction policy share stays the same allocation.
+        let replaced_ranked = match self.objects.get_mut(&key) {
+            Some(slot) => {
+                let old = std::mem::replace(slot, new);
+                self.retire(&key, old)
+            }
+            None => {
+                self.objects.insert(key.clone(), new);
+                false
+            }
+        };
+        if replaced_ranked {
+            self.policy.replace(&key);
+        } else {
+            self.policy.insert(&key);
+        }
+        if let Some(t) = expires_ms {
+            self.expiring.insert((t, key.clone()));
+        }
+        if let Some(t) = target {
+            self.unstored.insert((t, now_ms, key));
+        }
+        self.counters.committed += 1;
+        Ok(blobs)
     }
 
     fn commit_one(&mut self, key: Key, id: PutId, now_ms: u64) -> Result<()> {
@@ -957,13 +1057,19 @@ impl StateMachine {
     /// [`Self::remove_object`] but for the eviction policy: whether the policy ranks
     /// `key` still (its object was committed), for the caller to tell it.
     fn take_object(&mut self, key: &Key) -> bool {
-        let Some(obj) = self.objects.get(key) else {
-            return false;
-        };
-        if let Some(t) = self.store_target(obj) {
+        match self.objects.remove(key) {
+            Some(obj) => self.retire(key, obj),
+            None => false,
+        }
+    }
+
+    /// Frees what `key`'s object `obj`, out of the directory now, held, and drops it
+    /// from the indexes; whether the eviction policy ranks the key still (as
+    /// [`Self::take_object`]).
+    fn retire(&mut self, key: &Key, obj: Box<Object>) -> bool {
+        if let Some(t) = self.store_target(&obj) {
             self.unstored.remove(&(t, obj.created_ms, key.clone()));
         }
-        let obj = self.objects.remove(key).expect("found above");
         for b in obj.blobs.iter().filter(|b| b.medium == Medium::Ssd) {
             self.ssd_order
                 .remove(&(b.segment, obj.created_ms, key.clone()));
@@ -1023,7 +1129,7 @@ impl StateMachine {
         }
     }
 
-    pub fn segments(&self) -> impl Iterator<Item = &Segment> {
+    pub fn segments(&self) -> impl Iterator<Item = &Segment> + Clone {
         self.segments.values()
     }
 

@@ -32,7 +32,7 @@ pub use hbm::demotions;
 pub use leases::Cap;
 use leases::Leases;
 pub use moves::REMOVE_ALL_CHUNK;
-use planner::{InFlight, Planner};
+use planner::{place_alone, InFlight, Planner};
 pub use tier::promotions;
 
 /// Settings of the metadata service.
@@ -487,13 +487,7 @@ impl Leader {
             .collect();
         let holds = replaced
             .iter()
-            .filter_map(|k| {
-                let until = self
-                    .leases
-                    .fenced_until(k)
-                    .max(self.leases.held_until(k, now_ms));
-                (until > now_ms).then(|| (k.clone(), until))
-            })
+            .filter_map(|k| self.retiring_hold(k, now_ms))
             .collect();
         let mut plan = self.plan_each(items.len(), unit_results, || Command::Commit {
             now_ms,
@@ -505,6 +499,64 @@ impl Leader {
             plan.doomed = replaced;
         }
         plan
+    }
+
+    /// Until when the object a put retires may still be reached (by a reader's lease
+    /// or a capability): its memory is held that long.
+    fn retiring_hold(&self, key: &Key, now_ms: u64) -> Option<(Key, u64)> {
+        let until = self
+            .leases
+            .fenced_until(key)
+            .max(self.leases.held_until(key, now_ms));
+        (until > now_ms).then(|| (key.clone(), until))
+    }
+
+    /// A [`Command::Put`] of one object, for a writer that fills it while the state
+    /// stays locked, where the put needs no more than its space: one replica on no
+    /// preferred service, nothing to evict (see [`place_alone`]), the key free or held
+    /// by a committed, unexpired object it replaces, and no `Alloc` in flight to plan
+    /// after. `None` where [`Self::plan_alloc`] must plan it.
+    pub fn plan_put(
+        &self,
+        sm: &StateMachine,
+        key: &Key,
+        size: u64,
+        config: &ReplicateConfig,
+        now_ms: u64,
+    ) -> Option<Command> {
+        let simple = self.unapplied.is_none()
+            && config.preferred_local_service_ids.is_empty()
+            && config.validated_replicas().ok() == Some(1)
+            && !self.doomed.contains_key(key);
+        if !simple {
+            return None;
+        }
+        let replacing = match sm.object(key) {
+            None => false,
+            Some(o) if config.replace && o.is_committed() && !o.expired(now_ms) => true,
+            Some(_) => return None,
+        };
+        let (segment, ttl_ms) = place_alone(
+            sm.segments(),
+            size,
+            config,
+            self.memory_limit,
+            self.config.evict_threshold_high,
+        )?;
+        let holds = replacing
+            .then(|| self.retiring_hold(key, now_ms))
+            .flatten()
+            .into_iter()
+            .collect();
+        Some(Command::Put {
+            now_ms,
+            key: key.clone(),
+            size,
+            segments: smallvec::smallvec![segment],
+            ttl_ms,
+            replace: config.replace,
+            holds,
+        })
     }
 
     /// Rolls back puts whose writes failed.
@@ -888,6 +940,42 @@ impl MetaStore {
         };
         let plan = self.leader.plan_alloc(&mut self.sm, vec![request], now_ms);
         self.run(plan)
+    }
+
+    /// Puts one object that `write` fills while this store stays locked, so no one
+    /// sees it before it is whole: its space is reserved and it is committed in one
+    /// command (see [`Leader::plan_put`]). Only replicas on segments `mapped` says
+    /// `write` reaches. `None` (nothing done) where the put must take the general
+    /// path: alloc, write, commit. A failed `write` leaves the key without an object.
+    pub fn put_now(
+        &mut self,
+        key: &Key,
+        size: u64,
+        config: &ReplicateConfig,
+        now_ms: u64,
+        mapped: impl Fn(SegmentId) -> bool,
+        write: impl FnOnce(&[Blob]) -> Result<()>,
+    ) -> Option<Result<()>> {
+        self.reclaim(now_ms);
+        let cmd = self
+            .leader
+            .plan_put(&self.sm, key, size, config, now_ms)
+            .filter(|c| matches!(c, Command::Put { segments, .. } if segments.iter().all(|&s| mapped(s))))?;
+        let blobs = match self.execute(cmd) {
+            Applied::Put(Ok(blobs)) => blobs,
+            // Fragmentation left no range of the size: the general path evicts.
+            Applied::Put(Err(_)) => return None,
+            other => unreachable!("put gave {other:?}"),
+        };
+        let written = write(&blobs);
+        if written.is_err() {
+            self.execute(Command::Remove {
+                now_ms,
+                keys: vec![key.clone()],
+                holds: Vec::new(),
+            });
+        }
+        Some(written)
     }
 
     /// Makes written objects visible.

@@ -202,7 +202,7 @@ impl<'a> Planner<'a> {
         replicas: usize,
         config: &ReplicateConfig,
     ) -> Result<AllocItem> {
-        let ttl_ms = config.ttl.map(|t| (t.as_millis() as u64).max(1));
+        let ttl_ms = ttl_ms(config);
         let replace = config.replace;
         let preferred = &config.preferred_local_service_ids;
         let mark = self.mark();
@@ -412,14 +412,8 @@ impl<'a> Planner<'a> {
                     && want.is_none_or(|w| s.service == *w)
                     && chosen.iter().all(|c| c.1 != s.service)
             };
-            // The preferred medium while it stays below the high watermark, then the
-            // emptiest.
-            let high = self.high as u128;
-            let wanted = |s: &Segment| {
-                medium == Some(s.spec.medium)
-                    && s.used().saturating_add(need) as u128 * 100 <= s.capacity() as u128 * high
-            };
-            let rank = |s: &Segment| (wanted(s), s.free(), std::cmp::Reverse(s.id));
+            let high = self.high;
+            let rank_of = |s: &Segment| rank(s, need, medium, high);
             // One pass finds the emptiest; it nearly always takes the replica, so the
             // full order is built only when fragmentation turns it down.
             let Some(best) = self
@@ -427,7 +421,7 @@ impl<'a> Planner<'a> {
                 .segments
                 .values()
                 .filter(fits)
-                .max_by_key(|s| rank(s))
+                .max_by_key(|s| rank_of(s))
             else {
                 continue;
             };
@@ -442,7 +436,7 @@ impl<'a> Planner<'a> {
                 .values()
                 .filter(fits)
                 .filter(|s| s.id != best_id)
-                .map(|s: &Segment| (rank(s), s.id, s.service))
+                .map(|s: &Segment| (rank_of(s), s.id, s.service))
                 .collect();
             candidates.sort_unstable_by_key(|c| std::cmp::Reverse(c.0));
             for (_, id, service) in candidates {
@@ -521,24 +515,8 @@ impl<'a> Planner<'a> {
     }
 
     fn over(&self, medium: Medium, pct: u16) -> bool {
-        let (mut used, mut cap) = (0u128, 0u128);
-        for s in self
-            .view
-            .segments
-            .values()
-            .filter(|s| s.spec.medium == medium)
-        {
-            cap += s.capacity() as u128;
-            used += s.used() as u128;
-        }
-        // Under a limit, the memory media share it in proportion to their capacity.
-        if let Some(limit) = self.limit {
-            let all = self.memory_capacity() as u128;
-            if let Some(share) = (limit as u128 * cap).checked_div(all) {
-                cap = cap.min(share);
-            }
-        }
-        cap > 0 && used * 100 > cap * pct as u128
+        let (used, cap) = fill(self.view.segments.values(), medium, self.limit);
+        above(used, cap, pct)
     }
 
     /// Whether every local service with HBM also has DRAM to demote its objects to.
@@ -558,19 +536,100 @@ impl<'a> Planner<'a> {
             .all(|s| has_dram(s.service))
     }
 
-    fn memory_segments(&self) -> impl Iterator<Item = &Segment> {
-        self.view
-            .segments
-            .values()
-            .filter(|s| s.spec.medium != Medium::Ssd)
-    }
-
     /// Bytes the memory media hold, as this plan leaves them so far.
     fn memory_used(&self) -> u64 {
-        self.memory_segments().map(|s| s.used()).sum()
+        memory_used(self.view.segments.values())
     }
+}
 
-    fn memory_capacity(&self) -> u64 {
-        self.memory_segments().map(|s| s.capacity()).sum()
+/// The TTL a put asks for, in ms (at least 1).
+fn ttl_ms(config: &ReplicateConfig) -> Option<u64> {
+    config.ttl.map(|t| (t.as_millis() as u64).max(1))
+}
+
+/// How segment `s` ranks for a replica of `need` bytes (the highest takes it): the
+/// preferred medium while it stays below the `high` watermark (percent), then the
+/// emptiest; ties by id so every run decides the same.
+fn rank(
+    s: &Segment,
+    need: u64,
+    medium: Option<Medium>,
+    high: u16,
+) -> (bool, u64, std::cmp::Reverse<SegmentId>) {
+    let wanted = medium == Some(s.spec.medium)
+        && s.used().saturating_add(need) as u128 * 100 <= s.capacity() as u128 * high as u128;
+    (wanted, s.free(), std::cmp::Reverse(s.id))
+}
+
+fn is_memory(s: &&Segment) -> bool {
+    s.spec.medium != Medium::Ssd
+}
+
+fn memory_used<'s>(segments: impl Iterator<Item = &'s Segment>) -> u64 {
+    segments.filter(is_memory).map(|s| s.used()).sum()
+}
+
+/// Bytes `medium`'s segments hold, and what they may hold: their capacity, or under a
+/// `limit` their share of it (the memory media share it in proportion to their
+/// capacity).
+fn fill<'s>(
+    segments: impl Iterator<Item = &'s Segment> + Clone,
+    medium: Medium,
+    limit: Option<u64>,
+) -> (u128, u128) {
+    let (mut used, mut cap, mut all) = (0u128, 0u128, 0u128);
+    for s in segments.filter(is_memory) {
+        all += s.capacity() as u128;
+        if s.spec.medium == medium {
+            cap += s.capacity() as u128;
+            used += s.used() as u128;
+        }
     }
+    if let Some(share) = limit.and_then(|l| (l as u128 * cap).checked_div(all)) {
+        cap = cap.min(share);
+    }
+    (used, cap)
+}
+
+/// Whether `used` is above `pct` percent of `cap`.
+fn above(used: u128, cap: u128, pct: u16) -> bool {
+    cap > 0 && used * 100 > cap * pct as u128
+}
+
+/// What [`Planner::plan`] decides for an object of `size` bytes with one replica on no
+/// preferred service, where that decision needs no victim: the segment it takes and
+/// its TTL. `None` where something would have to be evicted for it, before (no room,
+/// the `limit`) or after (a memory medium past the `high` watermark): the planner
+/// must plan it then.
+pub(crate) fn place_alone<'s>(
+    segments: impl Iterator<Item = &'s Segment> + Clone,
+    size: u64,
+    config: &ReplicateConfig,
+    limit: Option<u64>,
+    high: u16,
+) -> Option<(SegmentId, Option<u64>)> {
+    if size == 0 || size > MAX_OBJECT_BYTES {
+        return None;
+    }
+    let need = pages_for(size) * PAGE_SIZE;
+    let best = segments
+        .clone()
+        .filter(is_memory)
+        .filter(|s| s.free() >= need)
+        .max_by_key(|s| rank(s, need, config.medium, high))
+        .filter(|s| s.allocator().fits_unfolded(size))?;
+    let used = memory_used(segments.clone());
+    if limit.is_some_and(|l| used.saturating_add(need) > l) {
+        return None;
+    }
+    for medium in [Medium::Dram, Medium::Hbm] {
+        let (mut used, cap) = fill(segments.clone(), medium, limit);
+        if medium == best.spec.medium {
+            used += need as u128;
+        }
+        if above(used, cap, high) {
+            return None;
+        }
+    }
+    Some((best.id, ttl_ms(config)))
 }

@@ -420,6 +420,14 @@ mod replay {
             k: u8,
             pages: u8,
         },
+        /// A put under the store's lock (`MetaStore::put_now`).
+        PutNow {
+            k: u8,
+            pages: u8,
+            replace: bool,
+            ttl: bool,
+            fails: bool,
+        },
         Get {
             k: u8,
         },
@@ -441,6 +449,7 @@ mod replay {
         prop_oneof![
             4 => (0u8..24, 1u8..40, 1u8..4, any::<bool>()).prop_map(|(k, pages, replicas, ttl)| Op::Put { k, pages, replicas, ttl }),
             1 => (0u8..24, 1u8..40).prop_map(|(k, pages)| Op::Begin { k, pages }),
+            3 => (0u8..24, 1u8..40, any::<bool>(), any::<bool>(), proptest::bool::weighted(0.1)).prop_map(|(k, pages, replace, ttl, fails)| Op::PutNow { k, pages, replace, ttl, fails }),
             2 => (0u8..24).prop_map(|k| Op::Get { k }),
             1 => (0u8..24).prop_map(|k| Op::Release { k }),
             2 => (0u8..24).prop_map(|k| Op::Remove { k }),
@@ -473,6 +482,11 @@ mod replay {
                     }
                     Op::Begin { k, pages } => {
                         let _ = leader.alloc(vec![(key(&k.to_string()), pages as u64 * PAGE_SIZE)], &ReplicateConfig::default(), now);
+                    }
+                    Op::PutNow { k, pages, replace, ttl, fails } => {
+                        let cfg = ReplicateConfig { ttl: ttl.then(|| Duration::from_millis(700)), replace, ..ReplicateConfig::default() };
+                        let write = |_: &[Blob]| if fails { Err(Error::Failed("write".into())) } else { Ok(()) };
+                        let _ = leader.put_now(&key(&k.to_string()), pages as u64 * PAGE_SIZE - 7, &cfg, now, |_| true, write);
                     }
                     Op::Get { k } => {
                         if let Ok(l) = &leader.lookup(&[key(&k.to_string())], now)[0] {
@@ -1208,6 +1222,93 @@ fn a_retired_object_read_under_a_lease_keeps_its_memory_until_the_lease_ends() {
     m.release(&[(key("k"), reader.lease)]);
     m.reclaim(6);
     assert_eq!(m.state().quarantined().count(), 0);
+    check_replay(&mut m);
+}
+
+/// A put under the store's lock leaves the state a put through alloc and commit
+/// leaves (offsets, ids, quarantine, counters and eviction order), whichever path it
+/// takes: most take the one-command path, the rest (evictions, expired keys, plain
+/// puts of a held key) the general one.
+#[test]
+fn a_put_under_the_lock_leaves_what_alloc_and_commit_leave() {
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+    let mut general = store(1, 96 * PAGE_SIZE, MetaConfig::default());
+    let mut locked = store(1, 96 * PAGE_SIZE, MetaConfig::default());
+    let mut rng = StdRng::seed_from_u64(11);
+    let (mut at_once, mut leases) = (0, Vec::new());
+    for step in 0..4000u64 {
+        let now = 1 + step / 4;
+        let k = key(&format!("k{}", rng.random_range(0..40)));
+        if rng.random_bool(0.05) {
+            // A reader holds a lease on both sides: a replaced object's memory waits.
+            let a = general.lookup(std::slice::from_ref(&k), now).pop().unwrap();
+            let b = locked.lookup(std::slice::from_ref(&k), now).pop().unwrap();
+            assert_eq!(a.is_ok(), b.is_ok());
+            if let (Ok(a), Ok(b)) = (a, b) {
+                leases.push((k.clone(), a.lease, b.lease));
+            }
+        }
+        if rng.random_bool(0.04) && !leases.is_empty() {
+            let (k, a, b) = leases.swap_remove(0);
+            general.release(&[(k.clone(), a)]);
+            locked.release(&[(k, b)]);
+        }
+        let size = rng.random_range(1..6 * PAGE_SIZE);
+        let cfg = ReplicateConfig {
+            ttl: rng.random_bool(0.2).then(|| Duration::from_millis(40)),
+            replace: rng.random_bool(0.8),
+            ..ReplicateConfig::default()
+        };
+        let through_commit = |m: &mut MetaStore| {
+            let a = m.alloc(vec![(k.clone(), size)], &cfg, now).pop().unwrap()?;
+            m.commit(vec![(k.clone(), a.put_id)], now).pop().unwrap()
+        };
+        let expected = through_commit(&mut general);
+        let got = match locked.put_now(&k, size, &cfg, now, |_| true, |_| Ok(())) {
+            Some(r) => {
+                at_once += 1;
+                r
+            }
+            None => through_commit(&mut locked),
+        };
+        assert_eq!(got, expected, "step {step}");
+        let (a, b) = (general.state(), locked.state());
+        assert_eq!(a.fingerprint(), b.fingerprint(), "step {step}");
+        assert!(a.policy().coldest().eq(b.policy().coldest()), "step {step}");
+    }
+    assert!(at_once > 2000, "{at_once} of 4000 puts took one command");
+    check_replay(&mut locked);
+}
+
+/// A put under the lock whose write fails leaves no object under its key, and its
+/// memory free; one to a segment the writer does not map is left to the general path.
+#[test]
+fn a_put_under_the_lock_whose_write_fails_leaves_nothing() {
+    let (mut m, _, used_one) = holding_k();
+    let failed = m.put_now(
+        &key("k"),
+        9000,
+        &replacing(),
+        2,
+        |_| true,
+        |blobs| {
+            assert_eq!(blobs.len(), 1);
+            Err(Error::Failed("the copy failed".into()))
+        },
+    );
+    assert_eq!(failed, Some(Err(Error::Failed("the copy failed".into()))));
+    assert_eq!(m.exists(&[key("k")], 3), vec![Ok(false)]);
+    assert!(m.state().usage(Medium::Dram).0 < used_one);
+    let unmapped = m.put_now(
+        &key("j"),
+        10,
+        &replacing(),
+        3,
+        |_| false,
+        |_| unreachable!(),
+    );
+    assert_eq!(unmapped, None);
+    assert_eq!(m.state().object_count(), 0);
     check_replay(&mut m);
 }
 
