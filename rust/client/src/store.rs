@@ -104,10 +104,9 @@ fn put_in_lock(
     if len == 0 || len > IN_LOCK_WRITE_MAX {
         return None;
     }
-    let key = match Key::new(key) {
-        Ok(k) => k,
-        Err(e) => return Some(Err(e)),
-    };
+    if let Err(e) = Key::check(key) {
+        return Some(Err(e));
+    }
     let now = pool.clock().now_ms();
     let mut meta = pool.meta();
     let write = |blobs: &[memcache_core::Blob]| {
@@ -115,9 +114,13 @@ fn put_in_lock(
             .iter()
             .try_for_each(|b| session.transport.write_blob(b, srcs))
     };
-    if let Some(done) = meta.put_now(&key, len, config, now, |s| session.maps_segment(s), write) {
+    if let Some(done) = meta.put_now(key, len, config, now, |s| session.maps_segment(s), write) {
         return Some(done);
     }
+    let key = match Key::new(key) {
+        Ok(k) => k,
+        Err(e) => return Some(Err(e)),
+    };
     let a = match meta
         .alloc_leased(vec![(key.clone(), len)], config, 0, now)
         .pop()?
@@ -690,14 +693,16 @@ impl ObjectStore {
         alloc: impl FnOnce(usize) -> Result<B>,
     ) -> Result<B> {
         let session = self.session()?;
-        let key = Key::new(key)?;
+        let key = key.as_ref();
+        Key::check(key)?;
         // In-process pool with the object's memory mapped here: a small one is copied
         // under the store's read lock, which costs less than a lease taken and released
-        // and lets readers copy in parallel.
+        // and lets readers copy in parallel. It is looked up by its bytes: no key is
+        // made for it.
         let mut alloc = Some(alloc);
         if let MetaClient::Embedded(pool) = &session.meta {
             let now = pool.clock().now_ms();
-            let read = pool.meta_read().read_now(&key, now, |size, blobs| {
+            let read = pool.meta_read().read_now(key, now, |size, blobs| {
                 if size > IN_LOCK_READ_MAX {
                     return None;
                 }
@@ -712,7 +717,7 @@ impl ObjectStore {
             match read {
                 Some(Ok(Some(done))) => {
                     if let Some(mut meta) = pool.try_meta() {
-                        meta.touch(&key);
+                        meta.touch(key);
                     }
                     return done;
                 }
@@ -721,7 +726,7 @@ impl ObjectStore {
             }
         }
         let alloc = alloc.expect("not taken by a read that answered");
-        let keys = [key];
+        let keys = [Key::new(key)?];
         let tcp = session.maps_host();
         let located = session
             .meta

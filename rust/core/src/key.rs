@@ -21,6 +21,12 @@ impl Key {
     /// Validates `bytes` as a key: -3000 when empty or longer than 255 bytes.
     pub fn new(bytes: impl AsRef<[u8]>) -> Result<Key> {
         let bytes = bytes.as_ref();
+        Key::check(bytes)?;
+        Ok(Key(Arc::from(bytes)))
+    }
+
+    /// What [`Key::new`] checks, without making the key: for a lookup by bytes.
+    pub fn check(bytes: &[u8]) -> Result<()> {
         if bytes.is_empty() {
             return Err(Error::invalid("key is empty"));
         }
@@ -30,7 +36,7 @@ impl Key {
                 bytes.len()
             )));
         }
-        Ok(Key(Arc::from(bytes)))
+        Ok(())
     }
 
     pub fn as_bytes(&self) -> &[u8] {

@@ -19,6 +19,8 @@ use memcache_client::{CopyDirection, Error, ObjectStore, ReplicateConfig};
 
 use crate::protocol::{value_line, write_value, StoreCommand};
 
+type PoolKey = smallvec::SmallVec<[u8; memcache_client::MAX_KEY_LEN]>;
+
 /// memcached reads an exptime above this many seconds as a Unix time.
 const RELATIVE_LIMIT_S: i64 = 60 * 60 * 24 * 30;
 const HEADER: usize = 24;
@@ -375,8 +377,12 @@ impl Items {
         Ok(self)
     }
 
-    fn pool_key(&self, key: &[u8]) -> Vec<u8> {
-        [&self.namespace[..], key].concat()
+    /// `key` under the namespace, made on the stack: pool keys are at most 255 bytes.
+    fn pool_key(&self, key: &[u8]) -> PoolKey {
+        let mut k = PoolKey::new();
+        k.extend_from_slice(&self.namespace);
+        k.extend_from_slice(key);
+        k
     }
 
     fn stripe(&self, key: &[u8]) -> &tokio::sync::Mutex<()> {

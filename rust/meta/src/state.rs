@@ -1121,6 +1121,11 @@ impl StateMachine {
         self.objects.get(key.as_ref()).map(|o| &**o)
     }
 
+    /// The object and the directory's own copy of its key.
+    pub fn entry(&self, key: &[u8]) -> Option<(&Key, &Object)> {
+        self.objects.get_key_value(key).map(|(k, o)| (k, &**o))
+    }
+
     /// The object if a reader may see it at `now_ms`.
     pub fn visible(&self, key: &(impl AsRef<[u8]> + ?Sized), now_ms: u64) -> Result<&Object> {
         match self.objects.get(key.as_ref()) {
@@ -1228,9 +1233,13 @@ impl StateMachine {
     }
 
     /// Records a read for the eviction order (leader only; not part of `apply`).
-    pub fn touch(&mut self, key: &Key) {
-        if self.objects.get(key).is_some_and(|o| o.in_memory()) {
-            self.policy.touch(key);
+    pub fn touch(&mut self, key: &[u8]) {
+        // The directory's own key: the policy's lists hold the same allocation, which
+        // compares equal without reading the bytes again.
+        if let Some((key, o)) = self.objects.get_key_value(key) {
+            if o.in_memory() {
+                self.policy.touch(key);
+            }
         }
     }
 

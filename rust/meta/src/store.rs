@@ -519,7 +519,7 @@ impl Leader {
     pub fn plan_put(
         &self,
         sm: &StateMachine,
-        key: &Key,
+        key: &[u8],
         size: u64,
         config: &ReplicateConfig,
         now_ms: u64,
@@ -531,9 +531,12 @@ impl Leader {
         if !simple {
             return None;
         }
-        let replacing = match sm.object(key) {
-            None => false,
-            Some(o) if config.replace && o.is_committed() && !o.expired(now_ms) => true,
+        // A replaced object's key is reused: the directory keeps its own copy anyway.
+        let (key, replacing) = match sm.entry(key) {
+            None => (Key::new(key).ok()?, false),
+            Some((k, o)) if config.replace && o.is_committed() && !o.expired(now_ms) => {
+                (k.clone(), true)
+            }
             Some(_) => return None,
         };
         let (segment, ttl_ms) = place_alone(
@@ -544,13 +547,13 @@ impl Leader {
             self.config.evict_threshold_high,
         )?;
         let holds = replacing
-            .then(|| self.retiring_hold(key, now_ms))
+            .then(|| self.retiring_hold(&key, now_ms))
             .flatten()
             .into_iter()
             .collect();
         Some(Command::Put {
             now_ms,
-            key: key.clone(),
+            key,
             size,
             segments: smallvec::smallvec![segment],
             ttl_ms,
@@ -616,7 +619,7 @@ impl Leader {
                 self.count_ssd_read(sm, key, blobs);
             }
             out.push(found.map(|(size, blobs)| {
-                sm.touch(key);
+                sm.touch(key.as_bytes());
                 Located {
                     size,
                     blobs,
@@ -949,7 +952,7 @@ impl MetaStore {
     /// path: alloc, write, commit. A failed `write` leaves the key without an object.
     pub fn put_now(
         &mut self,
-        key: &Key,
+        key: &[u8],
         size: u64,
         config: &ReplicateConfig,
         now_ms: u64,
@@ -968,10 +971,10 @@ impl MetaStore {
             other => unreachable!("put gave {other:?}"),
         };
         let written = write(&blobs);
-        if written.is_err() {
+        if let (Err(_), Ok(key)) = (&written, Key::new(key)) {
             self.execute(Command::Remove {
                 now_ms,
-                keys: vec![key.clone()],
+                keys: vec![key],
                 holds: Vec::new(),
             });
         }
@@ -1022,7 +1025,7 @@ impl MetaStore {
     /// store; the caller reports the access with [`MetaStore::touch`].
     pub fn read_now<R>(
         &self,
-        key: &Key,
+        key: &[u8],
         now_ms: u64,
         read: impl FnOnce(u64, &[Blob]) -> R,
     ) -> Option<Result<R>> {
@@ -1037,7 +1040,7 @@ impl MetaStore {
     }
 
     /// Marks `key` as just read, for the eviction policy (after a [`MetaStore::read_now`]).
-    pub fn touch(&mut self, key: &Key) {
+    pub fn touch(&mut self, key: &[u8]) {
         self.sm.touch(key);
     }
 

@@ -486,7 +486,7 @@ mod replay {
                     Op::PutNow { k, pages, replace, ttl, fails } => {
                         let cfg = ReplicateConfig { ttl: ttl.then(|| Duration::from_millis(700)), replace, ..ReplicateConfig::default() };
                         let write = |_: &[Blob]| if fails { Err(Error::Failed("write".into())) } else { Ok(()) };
-                        let _ = leader.put_now(&key(&k.to_string()), pages as u64 * PAGE_SIZE - 7, &cfg, now, |_| true, write);
+                        let _ = leader.put_now(k.to_string().as_bytes(), pages as u64 * PAGE_SIZE - 7, &cfg, now, |_| true, write);
                     }
                     Op::Get { k } => {
                         if let Ok(l) = &leader.lookup(&[key(&k.to_string())], now)[0] {
@@ -1102,16 +1102,16 @@ fn a_read_under_the_store_sees_what_a_lookup_sees_and_holds_nothing() {
     let mut m = store(1, 64 * MIB, MetaConfig::default());
     let cfg = ReplicateConfig::default();
     let blobs = put(&mut m, "k", 5000, &cfg, 1).unwrap();
-    let seen = m.read_now(&key("k"), 2, |size, b| (size, b.to_vec()));
+    let seen = m.read_now(key("k").as_bytes(), 2, |size, b| (size, b.to_vec()));
     assert_eq!(seen, Some(Ok((5000, blobs))));
     m.alloc(vec![(key("j"), 100)], &cfg, 2)
         .pop()
         .unwrap()
         .unwrap();
-    let unseen = m.read_now(&key("j"), 2, |_, _| unreachable!("in flight"));
+    let unseen = m.read_now(key("j").as_bytes(), 2, |_, _| unreachable!("in flight"));
     assert_eq!(unseen, Some(Err(Error::ObjectNotFound)));
     assert_eq!(m.remove(vec![key("k")], 3), vec![Ok(())]);
-    let gone = m.read_now(&key("k"), 3, |_, _| unreachable!("removed"));
+    let gone = m.read_now(key("k").as_bytes(), 3, |_, _| unreachable!("removed"));
     assert_eq!(gone, Some(Err(Error::ObjectNotFound)));
 }
 
@@ -1264,7 +1264,7 @@ fn a_put_under_the_lock_leaves_what_alloc_and_commit_leave() {
             m.commit(vec![(k.clone(), a.put_id)], now).pop().unwrap()
         };
         let expected = through_commit(&mut general);
-        let got = match locked.put_now(&k, size, &cfg, now, |_| true, |_| Ok(())) {
+        let got = match locked.put_now(k.as_bytes(), size, &cfg, now, |_| true, |_| Ok(())) {
             Some(r) => {
                 at_once += 1;
                 r
@@ -1286,7 +1286,7 @@ fn a_put_under_the_lock_leaves_what_alloc_and_commit_leave() {
 fn a_put_under_the_lock_whose_write_fails_leaves_nothing() {
     let (mut m, _, used_one) = holding_k();
     let failed = m.put_now(
-        &key("k"),
+        b"k",
         9000,
         &replacing(),
         2,
@@ -1299,14 +1299,7 @@ fn a_put_under_the_lock_whose_write_fails_leaves_nothing() {
     assert_eq!(failed, Some(Err(Error::Failed("the copy failed".into()))));
     assert_eq!(m.exists(&[key("k")], 3), vec![Ok(false)]);
     assert!(m.state().usage(Medium::Dram).0 < used_one);
-    let unmapped = m.put_now(
-        &key("j"),
-        10,
-        &replacing(),
-        3,
-        |_| false,
-        |_| unreachable!(),
-    );
+    let unmapped = m.put_now(b"j", 10, &replacing(), 3, |_| false, |_| unreachable!());
     assert_eq!(unmapped, None);
     assert_eq!(m.state().object_count(), 0);
     check_replay(&mut m);
