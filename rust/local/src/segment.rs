@@ -104,6 +104,9 @@ pub fn find_segment(table: &SegmentTable, id: SegmentId) -> Option<Segment> {
     t.iter().find(|(s, _)| *s == id).map(|(_, seg)| seg.clone())
 }
 
+/// The copies of one read or write: a few slices at most, kept off the heap.
+type Pieces<'a> = smallvec::SmallVec<[Piece<'a>; 4]>;
+
 /// A mapped shared-memory segment. Copies in and out are bounds-checked; which ranges
 /// may be written or read at a time is decided by the meta service (each blob has one
 /// writer before its commit and only leased readers after).
@@ -227,7 +230,7 @@ impl ShmSegment {
     /// Copies `srcs`, concatenated, to `offset`; one copy per slice. `limit` is the end
     /// of the blob being written: nothing is written past it.
     pub fn write_at(&self, offset: u64, limit: u64, srcs: &[&[u8]]) -> Result<()> {
-        let mut pieces = Vec::with_capacity(srcs.len());
+        let mut pieces = Pieces::new();
         self.write_pieces(offset, limit, srcs, &mut pieces)?;
         pieces.iter().for_each(Piece::copy);
         Ok(())
@@ -240,7 +243,7 @@ impl ShmSegment {
         offset: u64,
         limit: u64,
         srcs: &[&'a [u8]],
-        out: &mut Vec<Piece<'a>>,
+        out: &mut impl Extend<Piece<'a>>,
     ) -> Result<()> {
         let total: usize = srcs.iter().map(|s| s.len()).sum();
         let at = self.check(offset, total, limit)?;
@@ -256,7 +259,7 @@ impl ShmSegment {
                     src.len(),
                 )
             };
-            out.push(piece);
+            out.extend([piece]);
         }
         Ok(())
     }
@@ -265,7 +268,7 @@ impl ShmSegment {
     /// The destinations must hold at least `len` bytes; a trailing remainder is left
     /// untouched.
     pub fn read_at(&self, offset: u64, len: u64, dsts: &mut [&mut [u8]]) -> Result<()> {
-        let mut pieces = Vec::with_capacity(dsts.len());
+        let mut pieces = Pieces::new();
         self.read_pieces(offset, len, dsts, &mut pieces)?;
         pieces.iter().for_each(Piece::copy);
         Ok(())
@@ -278,20 +281,20 @@ impl ShmSegment {
         offset: u64,
         len: u64,
         dsts: &'a mut [&mut [u8]],
-        out: &mut Vec<Piece<'a>>,
+        out: &mut impl Extend<Piece<'a>>,
     ) -> Result<()> {
         crate::transport::check_room(dsts, len)?;
         let at = self.check(offset, len as usize, offset.saturating_add(len))?;
         for (from, dst) in spread(at as u64, len, dsts) {
             // SAFETY: `check` proved [offset, offset + len) lies inside the mapping, the
             // pieces stay within it, and each `dst` is a slice the caller lends for `'a`.
-            out.push(unsafe {
+            out.extend([unsafe {
                 Piece::new(
                     self.map.as_ptr().add(from as usize),
                     dst.as_mut_ptr(),
                     dst.len(),
                 )
-            });
+            }]);
         }
         Ok(())
     }

@@ -971,12 +971,14 @@ impl MetaStore {
             other => unreachable!("put gave {other:?}"),
         };
         let written = write(&blobs);
-        if let (Err(_), Ok(key)) = (&written, Key::new(key)) {
-            self.execute(Command::Remove {
-                now_ms,
-                keys: vec![key],
-                holds: Vec::new(),
-            });
+        if written.is_err() {
+            if let Ok(key) = Key::new(key) {
+                self.execute(Command::Remove {
+                    now_ms,
+                    keys: vec![key],
+                    holds: Vec::new(),
+                });
+            }
         }
         Some(written)
     }

@@ -2,6 +2,8 @@
 //! wording follow memcached's `_meta_flag_preparse` and the `process_m*_command`s; meta
 //! errors are always sent, `q` or not.
 
+use std::borrow::Cow;
+
 use super::args::{number, valid_key};
 use super::error::{msg, ParseError};
 use super::{Command, DataBlock, MetaFlag, MetaFlags, Request};
@@ -96,7 +98,7 @@ fn set<'a>(cmd: &Command<'a>) -> Parsed<'a> {
     check_key(cmd, &key, &flags).map_err(swallow)?;
     if len > cmd.limits.max_item_size {
         return Err(ParseError::TooLargeSet {
-            key,
+            key: key.into_owned(),
             skip: taken,
             noreply: false,
         });
@@ -124,9 +126,9 @@ fn debug<'a>(cmd: &Command<'a>) -> Result<Request<'a>, ParseError> {
     }
     let base64 = t.get(2) == Some(&&b"b"[..]);
     let key = if base64 {
-        STANDARD.decode(t[1]).map_err(|_| bad_format())?
+        Cow::Owned(STANDARD.decode(t[1]).map_err(|_| bad_format())?)
     } else if valid_key(t[1], &cmd.limits) {
-        t[1].to_vec()
+        Cow::Borrowed(t[1])
     } else {
         return Err(bad_format());
     };
@@ -136,9 +138,9 @@ fn debug<'a>(cmd: &Command<'a>) -> Result<Request<'a>, ParseError> {
 /// Parses the flag tokens and, under `b`, decodes the key. Like memcached, a repeated or
 /// unknown flag stops at once; any other bad flag is reported after the rest are read,
 /// the last reason winning.
-fn flags(key: &[u8], tokens: &[&[u8]]) -> Result<(Vec<u8>, MetaFlags), &'static str> {
+fn flags<'a>(key: &'a [u8], tokens: &[&[u8]]) -> Result<(Cow<'a, [u8]>, MetaFlags), &'static str> {
     let mut seen = [false; 128];
-    let mut key = key.to_vec();
+    let mut key = Cow::Borrowed(key);
     let mut failed = false;
     let mut reason = None;
     let mut flags = Vec::with_capacity(tokens.len());
@@ -155,8 +157,8 @@ fn flags(key: &[u8], tokens: &[&[u8]]) -> Result<(Vec<u8>, MetaFlags), &'static 
             }
         };
         match flag {
-            b'b' => match STANDARD.decode(&key).ok() {
-                Some(decoded) => key = decoded,
+            b'b' => match STANDARD.decode(&*key).ok() {
+                Some(decoded) => key = Cow::Owned(decoded),
                 None => check(false, Some(msg::BAD_KEY_ENCODING)),
             },
             b'N' | b'T' | b'R' => check(number::<i32>(arg).is_some(), Some(msg::BAD_TOKEN)),
@@ -207,8 +209,8 @@ mod tests {
             .collect()
     }
 
-    fn k(s: &str) -> Vec<u8> {
-        s.as_bytes().to_vec()
+    fn k(s: &str) -> Cow<'static, [u8]> {
+        Cow::Owned(s.as_bytes().to_vec())
     }
 
     #[test]
@@ -265,7 +267,7 @@ mod tests {
         assert_eq!(
             one("mg Zm9vAGJhcg== b v\r\n"),
             Request::MetaGet {
-                key: b"foo\0bar".to_vec(),
+                key: Cow::Borrowed(b"foo\0bar"),
                 flags: flags(&[(b'b', None), (b'v', None)])
             }
         );
@@ -363,7 +365,7 @@ mod tests {
             Ok(Some((
                 Request::MetaSet {
                     key: k("key"),
-                    data: k("he\r\no").into(),
+                    data: k("he\r\no"),
                     flags: flags(&[
                         (b'T', Some("60")),
                         (b'F', Some("7")),
@@ -456,7 +458,7 @@ mod tests {
         assert_eq!(
             parse(b"ms k 3 q\r\n", &limits),
             Err(ParseError::TooLargeSet {
-                key: k("k"),
+                key: b"k".to_vec(),
                 skip: 15,
                 noreply: false
             })

@@ -26,7 +26,7 @@ mod text;
 pub use args::CNumber;
 pub use error::{ErrorReply, ParseError};
 pub(crate) use meta::check_opaque;
-pub use request::{MetaFlag, MetaFlags, Request, StoreCommand};
+pub use request::{Keys, MetaFlag, MetaFlags, Request, StoreCommand};
 pub use response::{
     meta_line, meta_value_line, value_line, write_error, write_meta_debug, write_meta_noop,
     write_number, write_reply, write_stat, write_value, write_version, MetaLine, MetaStatus, Reply,

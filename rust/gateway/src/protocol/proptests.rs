@@ -3,6 +3,8 @@
 //! commands of every kind parse back to the request they were written from. Case counts
 //! are kept small enough for a slow CI machine (each test takes a few seconds there).
 
+use std::borrow::Cow;
+
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use proptest::collection::vec;
@@ -41,12 +43,13 @@ fn bytewise(bytes: &[u8]) -> Vec<Vec<u8>> {
 // ---- well-formed requests, and how a client writes them ----
 
 /// A key the text protocol accepts: no space or control character, 1 to 250 bytes.
-fn key() -> impl Strategy<Value = Vec<u8>> {
+fn key() -> impl Strategy<Value = Cow<'static, [u8]>> {
     let byte = prop_oneof![0x21u8..=0x7e, 0x80u8..=0xff];
     prop_oneof![
         4 => vec(byte.clone(), 1..8),
         1 => vec(byte, 1..=250),
     ]
+    .prop_map(Cow::Owned)
 }
 
 /// A token of printable characters, no space: what follows a meta flag's letter.
@@ -100,11 +103,17 @@ fn meta_flags(modes: &'static [u8], base64: bool, max: usize) -> BoxedStrategy<M
 }
 
 /// A meta key and flags: a text key, or any bytes sent in base64 under `b`.
-fn meta_keyed(modes: &'static [u8], max: usize) -> impl Strategy<Value = (Vec<u8>, MetaFlags)> {
+fn meta_keyed(
+    modes: &'static [u8],
+    max: usize,
+) -> impl Strategy<Value = (Cow<'static, [u8]>, MetaFlags)> {
     prop_oneof![
         (key(), meta_flags(modes, false, max)),
         // 186 bytes are 248 in base64: within the key limit.
-        (vec(any::<u8>(), 1..=186), meta_flags(modes, true, max)),
+        (
+            vec(any::<u8>(), 1..=186).prop_map(Cow::Owned),
+            meta_flags(modes, true, max)
+        ),
     ]
 }
 
@@ -192,7 +201,10 @@ fn request() -> impl Strategy<Value = Request<'static>> {
         Just(Request::MetaNoop),
         prop_oneof![
             key().prop_map(|key| Request::MetaDebug { key, base64: false }),
-            vec(any::<u8>(), 1..=186).prop_map(|key| Request::MetaDebug { key, base64: true }),
+            vec(any::<u8>(), 1..=186).prop_map(|key| Request::MetaDebug {
+                key: key.into(),
+                base64: true
+            }),
         ],
     ]
 }
@@ -245,13 +257,13 @@ fn encode(r: &Request, crlf: bool) -> Vec<u8> {
     match r {
         Request::Get { keys, cas } => {
             let mut t: Vec<&[u8]> = vec![if *cas { b"gets" } else { b"get" }];
-            t.extend(keys.iter().map(Vec::as_slice));
+            t.extend(keys.iter().map(|k| &**k));
             line(&t);
         }
         Request::GetAndTouch { exptime, keys, cas } => {
             let e = n(exptime);
             let mut t: Vec<&[u8]> = vec![if *cas { b"gats" } else { b"gat" }, &e];
-            t.extend(keys.iter().map(Vec::as_slice));
+            t.extend(keys.iter().map(|k| &**k));
             line(&t);
         }
         Request::Store {
@@ -502,7 +514,7 @@ fn leading_spaces_before_a_get_do_not_depend_on_the_split() {
     input.extend_from_slice(b"get a\r\n");
     let whole = Conn::run(limits, [input.clone()]);
     let get = Request::Get {
-        keys: vec![b"a".to_vec()],
+        keys: vec![Cow::Borrowed(&b"a"[..])],
         cas: false,
     };
     assert_eq!(whole, vec![Event::Request(get)]);

@@ -2,21 +2,34 @@
 
 use std::borrow::Cow;
 
+/// The keys of a multi-key read, borrowed from the buffer. (A `SmallVec` would save
+/// the one allocation, but it is invariant in `'a`, which requests cannot be.)
+pub type Keys<'a> = Vec<Cow<'a, [u8]>>;
+
+fn own(bytes: Cow<'_, [u8]>) -> Cow<'static, [u8]> {
+    Cow::Owned(bytes.into_owned())
+}
+
+fn own_all(keys: Keys<'_>) -> Keys<'static> {
+    keys.into_iter().map(own).collect()
+}
+
 /// One client request. Keys are raw bytes (meta keys already base64-decoded); exptimes
 /// are as sent: 0 never expires, up to 30 days is relative, beyond that a Unix time, and
 /// negative is already expired. A data block is borrowed from the buffer the request
-/// was parsed from, so a value is not copied on its way to the pool.
+/// was parsed from, so a value is not copied on its way to the pool; so are keys but
+/// base64-encoded meta keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request<'a> {
     /// `get` (and the ancient `bget`), or `gets` when `cas`.
     Get {
-        keys: Vec<Vec<u8>>,
+        keys: Keys<'a>,
         cas: bool,
     },
     /// `gat`, or `gats` when `cas`. memcached accepts an empty key list and answers `END`.
     GetAndTouch {
         exptime: i64,
-        keys: Vec<Vec<u8>>,
+        keys: Keys<'a>,
         cas: bool,
     },
     /// A `gat`/`gats` with a bad key after `keys`: memcached has touched those by the
@@ -24,34 +37,34 @@ pub enum Request<'a> {
     /// format`.
     TouchThenRefuse {
         exptime: i64,
-        keys: Vec<Vec<u8>>,
+        keys: Keys<'a>,
     },
     /// `set`, `add`, `replace`, `append`, `prepend` and `cas`. `append` and `prepend`
     /// carry flags and exptime too, which memcached ignores.
     Store {
         command: StoreCommand,
-        key: Vec<u8>,
+        key: Cow<'a, [u8]>,
         flags: u32,
         exptime: i64,
         data: Cow<'a, [u8]>,
         noreply: bool,
     },
     Delete {
-        key: Vec<u8>,
+        key: Cow<'a, [u8]>,
         noreply: bool,
     },
     Incr {
-        key: Vec<u8>,
+        key: Cow<'a, [u8]>,
         delta: u64,
         noreply: bool,
     },
     Decr {
-        key: Vec<u8>,
+        key: Cow<'a, [u8]>,
         delta: u64,
         noreply: bool,
     },
     Touch {
-        key: Vec<u8>,
+        key: Cow<'a, [u8]>,
         exptime: i64,
         noreply: bool,
     },
@@ -90,30 +103,30 @@ pub enum Request<'a> {
     Quit,
     /// `mg`.
     MetaGet {
-        key: Vec<u8>,
+        key: Cow<'a, [u8]>,
         flags: MetaFlags,
     },
     /// `ms`; the mode is the `M` flag.
     MetaSet {
-        key: Vec<u8>,
+        key: Cow<'a, [u8]>,
         data: Cow<'a, [u8]>,
         flags: MetaFlags,
     },
     /// `md`.
     MetaDelete {
-        key: Vec<u8>,
+        key: Cow<'a, [u8]>,
         flags: MetaFlags,
     },
     /// `ma`; mode, delta and initial value are the `M`, `D` and `J` flags.
     MetaArithmetic {
-        key: Vec<u8>,
+        key: Cow<'a, [u8]>,
         flags: MetaFlags,
     },
     /// `mn`: memcached answers `MN` and flushes its replies.
     MetaNoop,
     /// `me <key>`; `base64` when the key was sent encoded (`me <key> b`).
     MetaDebug {
-        key: Vec<u8>,
+        key: Cow<'a, [u8]>,
         base64: bool,
     },
 }
@@ -132,27 +145,40 @@ impl Request<'_> {
                 noreply,
             } => Store {
                 command,
-                key,
+                key: own(key),
                 flags,
                 exptime,
-                data: Cow::Owned(data.into_owned()),
+                data: own(data),
                 noreply,
             },
             MetaSet { key, data, flags } => MetaSet {
-                key,
-                data: Cow::Owned(data.into_owned()),
+                key: own(key),
+                data: own(data),
                 flags,
             },
-            Get { keys, cas } => Get { keys, cas },
-            GetAndTouch { exptime, keys, cas } => GetAndTouch { exptime, keys, cas },
-            TouchThenRefuse { exptime, keys } => TouchThenRefuse { exptime, keys },
-            Delete { key, noreply } => Delete { key, noreply },
+            Get { keys, cas } => Get {
+                keys: own_all(keys),
+                cas,
+            },
+            GetAndTouch { exptime, keys, cas } => GetAndTouch {
+                exptime,
+                keys: own_all(keys),
+                cas,
+            },
+            TouchThenRefuse { exptime, keys } => TouchThenRefuse {
+                exptime,
+                keys: own_all(keys),
+            },
+            Delete { key, noreply } => Delete {
+                key: own(key),
+                noreply,
+            },
             Incr {
                 key,
                 delta,
                 noreply,
             } => Incr {
-                key,
+                key: own(key),
                 delta,
                 noreply,
             },
@@ -161,7 +187,7 @@ impl Request<'_> {
                 delta,
                 noreply,
             } => Decr {
-                key,
+                key: own(key),
                 delta,
                 noreply,
             },
@@ -170,7 +196,7 @@ impl Request<'_> {
                 exptime,
                 noreply,
             } => Touch {
-                key,
+                key: own(key),
                 exptime,
                 noreply,
             },
@@ -182,11 +208,23 @@ impl Request<'_> {
             Watch { known, noreply } => Watch { known, noreply },
             Verbosity { level, noreply } => Verbosity { level, noreply },
             Quit => Quit,
-            MetaGet { key, flags } => MetaGet { key, flags },
-            MetaDelete { key, flags } => MetaDelete { key, flags },
-            MetaArithmetic { key, flags } => MetaArithmetic { key, flags },
+            MetaGet { key, flags } => MetaGet {
+                key: own(key),
+                flags,
+            },
+            MetaDelete { key, flags } => MetaDelete {
+                key: own(key),
+                flags,
+            },
+            MetaArithmetic { key, flags } => MetaArithmetic {
+                key: own(key),
+                flags,
+            },
             MetaNoop => MetaNoop,
-            MetaDebug { key, base64 } => MetaDebug { key, base64 },
+            MetaDebug { key, base64 } => MetaDebug {
+                key: own(key),
+                base64,
+            },
         }
     }
 }

@@ -135,7 +135,7 @@ pub(super) fn small_limits() -> Limits {
 }
 
 fn burst() -> (Vec<u8>, Vec<Event>) {
-    let k = |s: &str| s.as_bytes().to_vec();
+    let k = |s: &str| std::borrow::Cow::Owned(s.as_bytes().to_vec());
     let mut input = Vec::new();
     let mut expect = Vec::new();
     let mut add = |bytes: &[u8], event: Event| {
@@ -149,7 +149,7 @@ fn burst() -> (Vec<u8>, Vec<Event>) {
             key: k("a"),
             flags: 1,
             exptime: 0,
-            data: k("ab\r\nc").into(),
+            data: k("ab\r\nc"),
             noreply: false,
         }),
     );
@@ -171,7 +171,7 @@ fn burst() -> (Vec<u8>, Vec<Event>) {
         b"ms m 3 T10 O9\r\n\r\n\n\r\n",
         Event::Request(Request::MetaSet {
             key: k("m"),
-            data: k("\r\n\n").into(),
+            data: k("\r\n\n"),
             flags: MetaFlags(vec![
                 MetaFlag::new(b'T', Some(b"10")),
                 MetaFlag::new(b'O', Some(b"9")),
@@ -313,7 +313,7 @@ fn line_endings() {
     assert_eq!(
         one("  get   a  \r\n"),
         Request::Get {
-            keys: vec![b"a".to_vec()],
+            keys: vec![std::borrow::Cow::Borrowed(&b"a"[..])],
             cas: false
         }
     );

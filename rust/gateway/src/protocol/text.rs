@@ -2,9 +2,11 @@
 //! memcached's `process_command_ascii`: a wrong count is `ERROR`, a bad argument a
 //! `CLIENT_ERROR`, and a line ending in `noreply` silences its own error.
 
+use std::borrow::Cow;
+
 use super::args::{noreply, number, valid_key};
 use super::error::{msg, ParseError};
-use super::{Command, DataBlock, Request, StoreCommand};
+use super::{Command, DataBlock, Keys, Request, StoreCommand};
 
 type Parsed<'a> = Result<Option<(Request<'a>, usize)>, ParseError>;
 
@@ -53,12 +55,12 @@ fn want_tokens(cmd: &Command<'_>, min: usize, max: usize) -> Result<(), ParseErr
     }
 }
 
-fn keys(cmd: &Command<'_>, tokens: &[&[u8]]) -> Result<Vec<Vec<u8>>, ParseError> {
+fn keys<'a>(cmd: &Command<'a>, tokens: &[&'a [u8]]) -> Result<Keys<'a>, ParseError> {
     tokens
         .iter()
         .map(|&key| {
             if valid_key(key, &cmd.limits) {
-                Ok(key.to_vec())
+                Ok(Cow::Borrowed(key))
             } else {
                 Err(ParseError::client(msg::BAD_FORMAT, cmd.line_len, false))
             }
@@ -67,10 +69,10 @@ fn keys(cmd: &Command<'_>, tokens: &[&[u8]]) -> Result<Vec<Vec<u8>>, ParseError>
 }
 
 /// The key of a keyed command (its second token).
-fn key(cmd: &Command<'_>, noreply: bool) -> Result<Vec<u8>, ParseError> {
+fn key<'a>(cmd: &Command<'a>, noreply: bool) -> Result<Cow<'a, [u8]>, ParseError> {
     let key = cmd.tokens[1];
     if valid_key(key, &cmd.limits) {
-        Ok(key.to_vec())
+        Ok(Cow::Borrowed(key))
     } else {
         Err(ParseError::client(msg::BAD_FORMAT, cmd.line_len, noreply))
     }
@@ -93,7 +95,7 @@ fn get_and_touch<'a>(cmd: &Command<'a>, cas: bool) -> Result<Request<'a>, ParseE
         Some(0) => Err(ParseError::client(msg::BAD_FORMAT, cmd.line_len, false)),
         Some(bad) => Ok(Request::TouchThenRefuse {
             exptime: exptime.into(),
-            keys: tokens[..bad].iter().map(|k| k.to_vec()).collect(),
+            keys: tokens[..bad].iter().map(|&k| Cow::Borrowed(k)).collect(),
         }),
         None => Ok(Request::GetAndTouch {
             exptime: exptime.into(),
@@ -134,7 +136,7 @@ fn store<'a>(cmd: &Command<'a>, command: Option<StoreCommand>) -> Parsed<'a> {
     if len > cmd.limits.max_item_size {
         return Err(match command {
             StoreCommand::Set => ParseError::TooLargeSet {
-                key,
+                key: key.into_owned(),
                 skip: taken,
                 noreply,
             },
@@ -227,7 +229,7 @@ fn flush_all<'a>(cmd: &Command<'a>) -> Result<Request<'a>, ParseError> {
     })
 }
 
-fn answer(line: &'static str, noreply: bool) -> Request<'static> {
+fn answer<'a>(line: &'static str, noreply: bool) -> Request<'a> {
     Request::Answer { line, noreply }
 }
 
@@ -308,8 +310,8 @@ mod tests {
     use super::*;
     use crate::protocol::{parse, ErrorReply, Limits, ParseError};
 
-    fn k(s: &str) -> Vec<u8> {
-        s.as_bytes().to_vec()
+    fn k(s: &str) -> Cow<'static, [u8]> {
+        Cow::Owned(s.as_bytes().to_vec())
     }
 
     fn error(line: &str) -> ParseError {
@@ -357,7 +359,7 @@ mod tests {
             Request::Get { keys: got, cas } => {
                 assert!(!cas);
                 assert_eq!(got.len(), 1000);
-                assert_eq!(got[999], b"key:999");
+                assert_eq!(&*got[999], b"key:999");
             }
             other => panic!("{other:?}"),
         }
@@ -451,7 +453,7 @@ mod tests {
                             key: k("key"),
                             flags: 42,
                             exptime: -7,
-                            data: k("hello").into(),
+                            data: k("hello"),
                             noreply
                         },
                         input.len()
@@ -473,7 +475,7 @@ mod tests {
                     key: k("k"),
                     flags: 0,
                     exptime: 0,
-                    data: k("hi").into(),
+                    data: k("hi"),
                     noreply
                 }
             );
@@ -588,7 +590,7 @@ mod tests {
                 key: k("k"),
                 flags: 1,
                 exptime: 2,
-                data: k("x").into(),
+                data: k("x"),
                 noreply: false
             }
         );
@@ -603,7 +605,7 @@ mod tests {
         // A set too large removes the item it would replace, as memcached does.
         let line = "set k 0 0 11\r\n";
         let error = ParseError::TooLargeSet {
-            key: k("k"),
+            key: b"k".to_vec(),
             skip: line.len() + 13,
             noreply: false,
         };
