@@ -957,23 +957,17 @@ impl StateMachine {
         let put_id = self.next_put;
         self.next_put += 1;
         let expires_ms = ttl_ms.map(|t| now_ms.saturating_add(t));
-        let new = Box::new(Object::committed(
-            size,
-            put_id,
-            now_ms,
-            blobs.clone(),
-            expires_ms,
-        ));
+        let new = Object::committed(size, put_id, now_ms, blobs.clone(), expires_ms);
         let target = self.store_target(&new);
-        // The old object's entry takes the new one, so the key the directory and the
-        // eviction policy share stays the same allocation.
+        // The old object's entry (and box) takes the new one, so the key the directory
+        // and the eviction policy share stays the same allocation.
         let replaced_ranked = match self.objects.get_mut(&key) {
             Some(slot) => {
-                let old = std::mem::replace(slot, new);
+                let old = std::mem::replace(&mut **slot, new);
                 self.retire(&key, old)
             }
             None => {
-                self.objects.insert(key.clone(), new);
+                self.objects.insert(key.clone(), Box::new(new));
                 false
             }
         };
@@ -1058,7 +1052,7 @@ impl StateMachine {
     /// `key` still (its object was committed), for the caller to tell it.
     fn take_object(&mut self, key: &Key) -> bool {
         match self.objects.remove(key) {
-            Some(obj) => self.retire(key, obj),
+            Some(obj) => self.retire(key, *obj),
             None => false,
         }
     }
@@ -1066,7 +1060,7 @@ impl StateMachine {
     /// Frees what `key`'s object `obj`, out of the directory now, held, and drops it
     /// from the indexes; whether the eviction policy ranks the key still (as
     /// [`Self::take_object`]).
-    fn retire(&mut self, key: &Key, obj: Box<Object>) -> bool {
+    fn retire(&mut self, key: &Key, obj: Object) -> bool {
         if let Some(t) = self.store_target(&obj) {
             self.unstored.remove(&(t, obj.created_ms, key.clone()));
         }
