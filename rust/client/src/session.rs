@@ -382,6 +382,12 @@ impl Session {
             .then(|| self.transport.read_part(blob, 0, blob.len, dsts))
     }
 
+    /// [`read_mapped`](Self::read_mapped), appending to `out`.
+    pub fn append_mapped(&self, blob: &Blob, out: &mut Vec<u8>) -> Option<Result<()>> {
+        self.maps(blob)
+            .then(|| self.transport.append_blob(blob, out))
+    }
+
     /// Writes each `(blob, srcs)` whose memory this process [`maps`](Self::maps), the
     /// copies of the whole batch spread over the write threads; one result per blob.
     pub fn write_mapped_batch(&self, jobs: &[(Blob, &[&[u8]])]) -> Vec<Result<()>> {

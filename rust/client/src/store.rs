@@ -143,6 +143,38 @@ fn put_in_lock(
     }
 }
 
+/// A small object of an in-process pool whose memory this process maps, read under the
+/// store's read lock: that costs less than a lease taken and released, and lets readers
+/// copy in parallel. `read(size, blob)` reads one replica, or answers `None` for the
+/// next; the object is looked up by its bytes (no key is made) and marked as read for
+/// the eviction policy. `None` where the general path must read it.
+fn read_now<R>(
+    session: &Session,
+    key: &[u8],
+    mut read: impl FnMut(u64, &memcache_core::Blob) -> Option<Result<R>>,
+) -> Option<Result<R>> {
+    let MetaClient::Embedded(pool) = &session.meta else {
+        return None;
+    };
+    let now = pool.clock().now_ms();
+    let done = pool.meta_read().read_now(key, now, |size, blobs| {
+        if size > IN_LOCK_READ_MAX {
+            return None;
+        }
+        blobs.iter().find_map(|b| read(size, b))
+    });
+    match done {
+        Some(Ok(Some(done))) => {
+            if let Some(mut meta) = pool.try_meta() {
+                meta.touch(key);
+            }
+            Some(done)
+        }
+        Some(Err(e)) => Some(Err(e)),
+        _ => None,
+    }
+}
+
 /// Parses the keys; invalid ones get their error in `results` and are left out.
 pub(crate) fn parse_keys<K: AsRef<[u8]>, T>(
     keys: &[K],
@@ -695,35 +727,16 @@ impl ObjectStore {
         let session = self.session()?;
         let key = key.as_ref();
         Key::check(key)?;
-        // In-process pool with the object's memory mapped here: a small one is copied
-        // under the store's read lock, which costs less than a lease taken and released
-        // and lets readers copy in parallel. It is looked up by its bytes: no key is
-        // made for it.
         let mut alloc = Some(alloc);
-        if let MetaClient::Embedded(pool) = &session.meta {
-            let now = pool.clock().now_ms();
-            let read = pool.meta_read().read_now(key, now, |size, blobs| {
-                if size > IN_LOCK_READ_MAX {
-                    return None;
-                }
-                blobs.iter().find_map(|b| {
-                    let alloc = alloc.take_if(|_| session.maps(b))?;
-                    Some(alloc(size as usize).and_then(|mut out| {
-                        let read = session.read_mapped(b, &mut [out.as_mut()]);
-                        read.expect("mapped").map(|()| out)
-                    }))
-                })
-            });
-            match read {
-                Some(Ok(Some(done))) => {
-                    if let Some(mut meta) = pool.try_meta() {
-                        meta.touch(key);
-                    }
-                    return done;
-                }
-                Some(Err(e)) => return Err(e),
-                _ => {}
-            }
+        let read = read_now(&session, key, |size, b| {
+            let alloc = alloc.take_if(|_| session.maps(b))?;
+            Some(alloc(size as usize).and_then(|mut out| {
+                let read = session.read_mapped(b, &mut [out.as_mut()]);
+                read.expect("mapped").map(|()| out)
+            }))
+        });
+        if let Some(done) = read {
+            return done;
         }
         let alloc = alloc.expect("not taken by a read that answered");
         let keys = [Key::new(key)?];
@@ -746,6 +759,27 @@ impl ObjectStore {
         let [key] = keys;
         session.release_after(vec![(key, located.lease)]);
         r
+    }
+
+    /// The object's bytes appended to `out`; their length. A small object of an
+    /// in-process pool is copied straight into `out`'s spare room, with no zeroed room
+    /// made for it first (the gateway's replies).
+    pub async fn get_appended(&self, key: impl AsRef<[u8]>, out: &mut Vec<u8>) -> Result<usize> {
+        let session = self.session()?;
+        let key = key.as_ref();
+        Key::check(key)?;
+        let start = out.len();
+        let read = read_now(&session, key, |_, b| session.append_mapped(b, out));
+        match read {
+            Some(done) => done.map(|()| out.len() - start),
+            None => self
+                .get_with(key, |n| {
+                    out.resize(start + n, 0);
+                    Ok(&mut out[start..])
+                })
+                .await
+                .map(|b| b.len()),
+        }
     }
 
     /// Chunks of at most `CHUNK` keys, one after another (so where destinations of

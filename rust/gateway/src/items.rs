@@ -407,16 +407,11 @@ impl Items {
     /// `out` itself, so its bytes are copied once on the way, not into an item first.
     pub async fn write_hit(&self, key: &[u8], cas: bool, out: &mut Vec<u8>) -> ItemResult<bool> {
         let start = out.len();
-        let read = {
-            let out = &mut *out;
-            self.store
-                .get_with(self.pool_key(key), move |n| {
-                    out.resize(start + n, 0);
-                    Ok(&mut out[start..])
-                })
-                .await
-                .map(|_| ())
-        };
+        let read = self
+            .store
+            .get_appended(self.pool_key(key), out)
+            .await
+            .map(|_| ());
         let head = read
             .map_err(ItemError::from)
             .and_then(|()| Head::read(&out[start..]));

@@ -274,6 +274,25 @@ impl ShmSegment {
         Ok(())
     }
 
+    /// Appends `len` bytes from `offset` to `out`, copied straight into its spare
+    /// capacity: no zeroed room is made first.
+    pub fn append_to(&self, offset: u64, len: u64, out: &mut Vec<u8>) -> Result<()> {
+        let at = self.check(offset, len as usize, offset.saturating_add(len))?;
+        let len = len as usize;
+        out.reserve(len);
+        let start = out.len();
+        // SAFETY: `check` proved [offset, offset + len) lies inside the mapping, and the
+        // spare capacity `reserve` made holds `len` bytes past `start`, which nothing else
+        // reaches while `out` is borrowed here.
+        unsafe {
+            let dst = out.as_mut_ptr().add(start);
+            Piece::new(self.map.as_ptr().add(at), dst, len).copy();
+            // The copy initialised those bytes.
+            out.set_len(start + len);
+        }
+        Ok(())
+    }
+
     /// The copies [`read_at`](Self::read_at) makes, checked, appended to `out`
     /// (nothing is appended when the range is refused).
     pub fn read_pieces<'a>(

@@ -200,6 +200,16 @@ impl ShmTransport {
         self.read_part(blob, 0, blob.len, dsts)
     }
 
+    /// Appends the whole of `blob` to `out` (see [`ShmSegment::append_to`]).
+    pub fn append_blob(&self, blob: &Blob, out: &mut Vec<u8>) -> Result<()> {
+        if let Some(tier) = self.tier(blob.segment) {
+            out.extend_from_slice(&tier.read(blob.offset, blob.len)?);
+            return Ok(());
+        }
+        self.segment(blob.segment)?
+            .append_to(blob.offset, blob.len, out)
+    }
+
     /// Reads `len` bytes of `blob` from `at` on into `dsts`, in order.
     pub fn read_part(&self, blob: &Blob, at: u64, len: u64, dsts: &mut [&mut [u8]]) -> Result<()> {
         check_room(dsts, len)?;

@@ -57,6 +57,8 @@ enum Op {
     GetInto(K, usize),
     GetIntoLayers(K, Vec<usize>),
     Remove(K),
+    /// `get_appended` after `usize` bytes already in the vector.
+    GetAppended(K, usize),
     Exists(K),
     KeyInfo(K),
     BatchPut(Vec<(K, Content)>),
@@ -96,6 +98,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (key(), prop::collection::vec(layer(), 0..5)).prop_map(|(k, l)| Op::PutLayers(k, l)),
         4 => key().prop_map(Op::Get),
         4 => (key(), size()).prop_map(|(k, n)| Op::GetInto(k, n)),
+        3 => (key(), 0usize..=64).prop_map(|(k, n)| Op::GetAppended(k, n)),
         2 => (key(), prop::collection::vec(0usize..=24 * KIB, 0..5))
             .prop_map(|(k, l)| Op::GetIntoLayers(k, l)),
         3 => key().prop_map(Op::Remove),
@@ -242,6 +245,19 @@ fn check_op(
                     code_or(&got).map(|v| v.len()),
                     want.map(|v| v.len())
                 ));
+            }
+        }
+        Op::GetAppended(k, n) => {
+            let mut out = vec![SENTINEL; *n];
+            let got = store.block_on(store.inner().get_appended(k.bytes(), &mut out));
+            let want = model.get(k);
+            same!(code_or(&got).copied(), want.map(|v| v.len()));
+            let mut want_out = vec![SENTINEL; *n];
+            if let Ok(v) = want {
+                want_out.extend_from_slice(v);
+            }
+            if out != want_out {
+                return Err("appended bytes differ".into());
             }
         }
         Op::GetInto(k, n) => {
