@@ -573,7 +573,7 @@ fn memory_used<'s>(segments: impl Iterator<Item = &'s Segment>) -> u64 {
 /// `limit` their share of it (the memory media share it in proportion to their
 /// capacity).
 fn fill<'s>(
-    segments: impl Iterator<Item = &'s Segment> + Clone,
+    segments: impl Iterator<Item = &'s Segment>,
     medium: Medium,
     limit: Option<u64>,
 ) -> (u128, u128) {
