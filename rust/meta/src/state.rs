@@ -958,7 +958,6 @@ impl StateMachine {
         self.next_put += 1;
         let expires_ms = ttl_ms.map(|t| now_ms.saturating_add(t));
         let new = Object::committed(size, put_id, now_ms, blobs.clone(), expires_ms);
-        let target = self.store_target(&new);
         // The old object's entry (and box) takes the new one, so the key the directory
         // and the eviction policy share stays the same allocation.
         let replaced_ranked = match self.objects.get_mut(&key) {
@@ -971,18 +970,7 @@ impl StateMachine {
                 false
             }
         };
-        if replaced_ranked {
-            self.policy.replace(&key);
-        } else {
-            self.policy.insert(&key);
-        }
-        if let Some(t) = expires_ms {
-            self.expiring.insert((t, key.clone()));
-        }
-        if let Some(t) = target {
-            self.unstored.insert((t, now_ms, key));
-        }
-        self.counters.committed += 1;
+        self.index_committed(key, replaced_ranked);
         Ok(blobs)
     }
 
@@ -1009,21 +997,29 @@ impl StateMachine {
         let Some(Pending { deadline_ms, .. }) = obj.commit(now_ms) else {
             return Ok(()); // a repeated commit of the same put
         };
-        if let Some(t) = obj.expires_ms() {
-            self.expiring.insert((t, key.clone()));
-        }
         self.pending.remove(&(deadline_ms, id, key.clone()));
+        self.index_committed(key, replaced_ranked);
+        Ok(())
+    }
+
+    /// Enters `key`'s object, just committed, in the indexes: the eviction order (in
+    /// the place of the object it replaced, where that one was ranked), the expiry
+    /// order and the SSD tier's backlog.
+    fn index_committed(&mut self, key: Key, replaced_ranked: bool) {
+        let obj = &self.objects[&key];
+        let (expires, created, target) = (obj.expires_ms(), obj.created_ms, self.store_target(obj));
         if replaced_ranked {
             self.policy.replace(&key);
         } else {
             self.policy.insert(&key);
         }
-        let created = obj.created_ms;
-        if let Some(t) = self.store_target(&self.objects[&key]) {
+        if let Some(t) = expires {
+            self.expiring.insert((t, key.clone()));
+        }
+        if let Some(t) = target {
             self.unstored.insert((t, created, key));
         }
         self.counters.committed += 1;
-        Ok(())
     }
 
     /// Whether put `id` is one replacing `key`'s committed object.
